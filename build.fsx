@@ -1,0 +1,84 @@
+// Skiff's build script: `dotnet fsi build.fsx <target> [args]`.
+// Targets: build | test | soak [count] | bench [args]. A plain script that starts processes: FAKE 6 does not
+// restore here and FAKE 5 needs hand-set context, and this is all we need.
+open System
+open System.Diagnostics
+open System.Text.RegularExpressions
+
+let root = __SOURCE_DIRECTORY__
+let solution = IO.Path.Combine(root, "Skiff.Functional.sln")
+
+/// Runs a process with inherited environment, echoing each output line and handing it to `onLine`.
+let runStreaming (file: string) (args: string list) (onLine: string -> unit) : int =
+    let psi = ProcessStartInfo(file, WorkingDirectory = root, RedirectStandardOutput = true, RedirectStandardError = true)
+    args |> List.iter psi.ArgumentList.Add
+    use p = new Process(StartInfo = psi)
+    let gate = obj ()
+    let handle (e: DataReceivedEventArgs) =
+        if not (isNull e.Data) then
+            lock gate (fun () ->
+                Console.Out.WriteLine e.Data
+                onLine e.Data)
+    p.OutputDataReceived.Add handle
+    p.ErrorDataReceived.Add handle
+    p.Start() |> ignore
+    p.BeginOutputReadLine()
+    p.BeginErrorReadLine()
+    p.WaitForExit()
+    p.ExitCode
+
+let run file args = runStreaming file args ignore
+
+let build () =
+    let code = run "dotnet" [ "build"; solution; "-c"; "Release"; "-nologo"; "-v"; "q"; "-clp:NoSummary" ]
+    if code <> 0 then
+        eprintfn "build failed (exit %d)" code
+        exit code
+
+/// The test projects, in the order they run: the fast deterministic ones first.
+let testProjects = [ "tests/PropertyTests"; "tests/Integration" ]
+
+let countLine = Regex(@"SKIFF-TESTS passed=(\d+) failed=(\d+)")
+
+let test (extra: string list) =
+    build ()
+    let watch = Stopwatch.StartNew()
+    let mutable passed = 0
+    let mutable failed = 0
+    for project in testProjects do
+        let mutable counted = false
+        let onLine (line: string) =
+            let m = countLine.Match line
+            if m.Success then
+                counted <- true
+                passed <- passed + int m.Groups[1].Value
+                failed <- failed + int m.Groups[2].Value
+        let args = [ "run"; "--project"; project; "-c"; "Release"; "--no-build"; "--" ] @ extra
+        let code = runStreaming "dotnet" args onLine
+        // A test program that died before printing its count is one failure, never a silent pass.
+        if not counted then
+            eprintfn "%s ended (exit %d) without reporting its results" project code
+            failed <- failed + 1
+        elif code <> 0 && failed = 0 then
+            eprintfn "%s exited %d with no failed test reported" project code
+            failed <- failed + 1
+    printfn "test run took %.0f s" watch.Elapsed.TotalSeconds
+    printfn "%d passed, %d failed" passed failed
+    exit (if failed = 0 then 0 else 1)
+
+let soak (extra: string list) =
+    build ()
+    exit (run "dotnet" ([ "run"; "--project"; "tests/PropertyTests"; "-c"; "Release"; "--no-build"; "--"; "--soak" ] @ extra))
+
+let bench (extra: string list) =
+    build ()
+    exit (run "dotnet" ([ "run"; "--project"; "bench/Skiff.Bench"; "-c"; "Release"; "--" ] @ extra))
+
+match fsi.CommandLineArgs |> Array.toList |> List.tail with
+| "build" :: _ -> build ()
+| "test" :: rest -> test rest
+| "soak" :: rest -> soak rest
+| "bench" :: rest -> bench rest
+| other ->
+    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|bench [args] (got %A)" other
+    exit 2

@@ -1,0 +1,2 @@
+/// Placeholder: the Raft types arrive with the core issue.
+module Skiff.Core.Types

@@ -1,0 +1,6 @@
+module Skiff.Integration.Main
+
+open Expecto
+
+[<EntryPoint>]
+let main argv = Skiff.Tests.TestMain.run argv (testList "Integration" [])
