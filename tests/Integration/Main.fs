@@ -2,5 +2,16 @@ module Skiff.Integration.Main
 
 open Expecto
 
+/// Every test list of this program. Each area keeps its lines between its own markers so parallel work merges.
+let private all: Test list =
+    [
+      // storage:begin
+      // storage:end
+
+      // runtime:begin
+      // runtime:end
+    ]
+
 [<EntryPoint>]
-let main argv = Skiff.Tests.TestMain.run argv (testList "Integration" [])
+let main argv =
+    Skiff.Tests.TestMain.run argv (testList "Integration" all)
