@@ -301,9 +301,6 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
                     hash <- h
                     if not timedOut[i] then linearized <- linearized + 1
                     lift entry
-                    if stack.Count > longestLength then
-                        longestLength <- stack.Count
-                        longest <- [ for struct (call, _) in stack -> eventOp[call] ] |> List.rev
                     entry <- next[head]
                     moved <- true
                 else flip i
@@ -318,6 +315,12 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
                 |> List.tryHead
             verdict <- ValueSome(Violated(longest, stuck))
         else
+            // About to backtrack from a dead end: remember it if it is the deepest yet (only dead ends can be the
+            // longest partial linearization of a failed search, and snapshotting here rather than at every lift
+            // keeps a long successful search linear).
+            if stack.Count > longestLength then
+                longestLength <- stack.Count
+                longest <- [ for struct (call, _) in stack -> eventOp[call] ] |> List.rev
             let struct (call, before) = stack.Pop()
             let i = eventOp[call]
             unlift call
