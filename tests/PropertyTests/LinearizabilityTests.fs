@@ -229,6 +229,21 @@ let tests =
             notLinearizable "a timed-out swap only takes effect if it matches" "k"
                 [ put 0 0 1 "k" "a"; timedOut (cas 0 2 3 "k" (Some "x") (Some "b") true); get 1 4 5 "k" (Some "b") ]
             linearizable "a timed-out get constrains nothing" [ put 0 0 1 "k" "a"; timedOut (get 1 2 3 "k" (Some "zzz")) ]
+            test "many pending timed-out writes of values nobody read do not blow up a failing search" {
+                // 40 writes of unique values that time out and are never observed, then a stale read. The search
+                // must rule out every placement of every subset of them: exponential, unless they are recognised
+                // as interchangeable.
+                let lost = [ for c in 1 .. 40 -> timedOut (put c 0 1 "k" (sprintf "lost%d" c)) ]
+                let history = lost @ [ put 0 0 1 "k" "a"; put 0 2 3 "k" "b"; get 0 4 5 "k" (Some "a") ]
+                let result = checkWith { MaxStepsPerKey = 100_000L } history
+                match result with
+                | NotLinearizable("k", _) -> ()
+                | other -> failtestf "expected not linearizable, got %s" (describe other)
+            }
+            linearizable "timed-out writes of unobserved values still hide a value from a failed swap"
+                [ put 0 0 1 "k" "a"
+                  timedOut (put 1 2 3 "k" "never read")
+                  cas 0 4 5 "k" (Some "a") (Some "b") false ]
         ]
         testList "absent keys and deletes" [
             linearizable "a key never written reads as absent" [ get 0 0 1 "k" None ]
