@@ -41,9 +41,11 @@ type Completion =
     /// any instant after its invocation, or never, and its output is unconstrained.
     | TimedOut
 
-/// One operation of a history: an interval of logical time during which `Action` was outstanding.
+/// One operation of a history: an interval of logical time during which `Action` was outstanding. Intervals are
+/// closed, as in Porcupine: an operation invoked at the very instant another completes counts as concurrent with it,
+/// so when one operation must be ordered after another (a client's next request, say), invoke it strictly later.
 type Operation =
-    { /// Who issued the operation; used only to describe failures.
+    { /// Who issued the operation; used only to describe failures (real-time order comes from the times alone).
       Client: int
       /// Logical time of the invocation.
       Invoked: int64
