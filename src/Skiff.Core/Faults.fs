@@ -37,27 +37,10 @@ type Fault =
     /// Ask a node (the one a client thinks is the leader) to hand leadership to another.
     | Transfer of target: int
 
-/// A fault and how many ticks after the previous one it fires.
-type ScheduleStep =
-    { /// Ticks since the previous step (or the start).
-      After: int
-      /// What happens.
-      Fault: Fault }
-
-/// A complete description of a simulated run: together with the simulator options, it determines the run bit for
-/// bit.
-type Schedule =
-    { /// Seeds the one random generator of the run (network, clients, disk, node seeds).
-      Seed: uint64
-      /// Initial cluster size (3 or 5 in the tests).
-      Nodes: int
-      /// The faults, in order.
-      Steps: ScheduleStep list }
-
-/// Printing and parsing schedules.
-[<RequireQualifiedAccess>]
-module Schedule =
-    let private formatFault (fault: Fault) : string =
+/// Text of single faults, as used in the compact schedule form.
+module ScheduleText =
+    /// One fault as text, e.g. `crash:1`, `partition:0,2`, `oneway:1>2`, `heal`.
+    let fault (fault: Fault) : string =
         match fault with
         | Fault.Partition side -> "partition:" + String.Join(",", side)
         | Fault.Isolate n -> sprintf "isolate:%d" n
@@ -73,11 +56,38 @@ module Schedule =
         | Fault.RemoveNode n -> sprintf "remove:%d" n
         | Fault.Transfer n -> sprintf "transfer:%d" n
 
+/// A fault and how many ticks after the previous one it fires.
+type ScheduleStep =
+    { /// Ticks since the previous step (or the start).
+      After: int
+      /// What happens.
+      Fault: Fault }
+
+/// A complete description of a simulated run: together with the simulator options, it determines the run bit for
+/// bit. Prints (with %A, as FsCheck does) in the compact form of `Schedule.format`.
+[<StructuredFormatDisplay("{Text}")>]
+type Schedule =
+    { /// Seeds the one random generator of the run (network, clients, disk, node seeds).
+      Seed: uint64
+      /// Initial cluster size (3 or 5 in the tests).
+      Nodes: int
+      /// The faults, in order.
+      Steps: ScheduleStep list }
+
+    /// The compact one-line form (see `Schedule.format`).
+    member this.Text =
+        let steps = this.Steps |> List.map (fun s -> sprintf "%d %s" s.After (ScheduleText.fault s.Fault))
+        sprintf "seed=%d nodes=%d [%s]" this.Seed this.Nodes (String.Join("; ", steps))
+
+    /// The compact one-line form.
+    override this.ToString() = this.Text
+
+/// Printing and parsing schedules.
+[<RequireQualifiedAccess>]
+module Schedule =
     /// A compact one-line rendering, e.g. `seed=42 nodes=3 [5 crash:1; 10 partition:0,2; 3 heal]`: each step is
     /// its delay in ticks and its fault. `parse` reads it back.
-    let format (schedule: Schedule) : string =
-        let steps = schedule.Steps |> List.map (fun s -> sprintf "%d %s" s.After (formatFault s.Fault))
-        sprintf "seed=%d nodes=%d [%s]" schedule.Seed schedule.Nodes (String.Join("; ", steps))
+    let format (schedule: Schedule) : string = schedule.Text
 
     let private parseFault (text: string) : Fault =
         let name, arg =
