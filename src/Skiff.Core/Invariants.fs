@@ -64,7 +64,6 @@ type LogStore() =
                 | ValueNone -> termIfUnknown
             let drop = int (min (upTo - baseIndex) (int64 entries.Count))
             entries.RemoveRange(0, drop)
-            if upTo > this.LastIndex then entries.Clear()
             baseIndex <- upTo
             baseTerm <- term
 

@@ -52,7 +52,7 @@ type Reducer<'S> =
       Configuration: 'S -> Configuration }
 
 /// Knobs of a run that are not part of the fault schedule.
-type Options =
+type Settings =
     { /// Clients issuing operations (each has at most one outstanding).
       Clients: int
       /// Distinct keys the clients use (few keys make conflicts likely).
@@ -73,7 +73,7 @@ type Options =
       Trace: bool }
 
 /// Sensible defaults for property tests.
-let defaultOptions: Options =
+let defaultSettings: Settings =
     { Clients = 3
       Keys = 2
       OpPercent = 30
@@ -113,7 +113,7 @@ type RunResult =
       History: Operation list
       /// Counters.
       Stats: Stats
-      /// The trace, if Options.Trace was set.
+      /// The trace, if Settings.Trace was set.
       Trace: string list }
 
 /// Stable node ids: slot k gets 00000000-0000-0000-0000-<k+1>.
@@ -121,6 +121,58 @@ let nodeId (slot: int) : NodeId = Guid(sprintf "00000000-0000-0000-0000-%012d" (
 
 /// The short name used in descriptions: "n1" for slot 0.
 let nodeName (slot: int) : string = sprintf "n%d" (slot + 1)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Compact rendering for traces
+
+let private showMessage (m: Message) =
+    match m with
+    | Message.Vote v -> sprintf "%s t%d last %d/%d%s" (if v.PreVote then "PreVote" else "Vote") v.Term v.LastLogIndex v.LastLogTerm (if v.Transfer then " transfer" else "")
+    | Message.VoteReply v -> sprintf "%sReply t%d %b" (if v.PreVote then "PreVote" else "Vote") v.Term v.Granted
+    | Message.Append a ->
+        let range = match a.Entries with [] -> "" | es -> sprintf " [%d..%d]" es.Head.Index (List.last es).Index
+        sprintf "Append t%d prev %d/%d%s commit %d r%d" a.Term a.PrevLogIndex a.PrevLogTerm range a.LeaderCommit a.Round
+    | Message.AppendReply r ->
+        if r.Success then sprintf "AppendOk t%d match %d r%d" r.Term r.MatchIndex r.Round
+        else sprintf "AppendNo t%d conflict %d/%A r%d" r.Term r.ConflictIndex r.ConflictTerm r.Round
+    | Message.Snapshot s -> sprintf "Snapshot t%d %d/%d" s.Term s.Meta.Index s.Meta.Term
+    | Message.SnapshotReply r -> sprintf "SnapshotReply t%d %d" r.Term r.MatchIndex
+    | Message.TimeoutNow t -> sprintf "TimeoutNow t%d" t
+
+let private range (es: Entry list) =
+    match es with
+    | [] -> "[]"
+    | es -> sprintf "[%d..%d]" es.Head.Index (List.last es).Index
+
+let private showEvent (name: NodeId -> string) (e: Event) =
+    match e with
+    | Event.Tick -> "Tick"
+    | Event.Receive env -> sprintf "Receive %s from %s" (showMessage env.Message) (name env.From)
+    | Event.Propose(id, _) -> sprintf "Propose #%d" id
+    | Event.Read id -> sprintf "Read #%d" id
+    | Event.ChangeConfig(id, c) -> sprintf "ChangeConfig #%d %A" id c
+    | Event.TransferLeadership(id, t) -> sprintf "Transfer #%d to %s" id (name t)
+    | Event.Persisted(i, t) -> sprintf "Persisted %d/%d" i t
+    | Event.EntriesLoaded(p, es) -> sprintf "EntriesLoaded %A %s" p (range es)
+    | Event.SnapshotTaken m -> sprintf "SnapshotTaken %d/%d" m.Index m.Term
+
+let private showEffect (name: NodeId -> string) (e: Effect) =
+    match e with
+    | Effect.PersistHardState h -> sprintf "PersistHardState t%d %s" h.Term (match h.VotedFor with Some v -> name v | None -> "-")
+    | Effect.PersistEntries es -> "PersistEntries " + range es
+    | Effect.Send env -> sprintf "Send %s to %s" (showMessage env.Message) (name env.To)
+    | Effect.Apply es -> "Apply " + range es
+    | Effect.LoadEntries(p, a, b) -> sprintf "LoadEntries %A %d..%d" p a b
+    | Effect.Accepted(id, i, t) -> sprintf "Accepted #%d %d/%d" id i t
+    | Effect.Reject(id, r) -> sprintf "Reject #%d %A" id r
+    | Effect.ReadReady(ids, i) -> sprintf "ReadReady %A %d" ids i
+    | Effect.Completed id -> sprintf "Completed #%d" id
+    | Effect.TakeSnapshot i -> sprintf "TakeSnapshot %d" i
+    | Effect.CompactLog i -> sprintf "CompactLog %d" i
+    | Effect.SendSnapshot(t, term, m) -> sprintf "SendSnapshot to %s t%d %d/%d" (name t) term m.Index m.Term
+    | Effect.InstallSnapshot(st, m) -> sprintf "InstallSnapshot %s %d/%d" st m.Index m.Term
+    | Effect.RoleChanged(r, t, l) -> sprintf "RoleChanged %A t%d %s" r t (match l with Some x -> name x | None -> "-")
+    | Effect.ConfigurationChanged c -> sprintf "ConfigurationChanged %d members" c.Members.Count
 
 // ---------------------------------------------------------------------------------------------------------------
 // Internal state
@@ -184,7 +236,7 @@ type private ConfigOp =
 // ---------------------------------------------------------------------------------------------------------------
 // The run
 
-type private Run<'S>(reducer: Reducer<'S>, options: Options, schedule: Schedule) =
+type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule) =
     let prng = Prng(schedule.Seed)
     let net = Network(prng)
     let inv = Invariants()
@@ -261,6 +313,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Options, schedule: Schedule)
             with e -> Error e
         match result with
         | Ok(state, effects) ->
+            if options.Trace && not effects.IsEmpty then
+                log (fun () -> sprintf "  %s -> %s" node.Name (effects |> List.map (showEffect slotName) |> String.concat "; "))
             inv.Step <- inv.Step + 1L
             clock <- clock + 1L
             node.State <- ValueSome state
@@ -303,6 +357,9 @@ type private Run<'S>(reducer: Reducer<'S>, options: Options, schedule: Schedule)
             match node.State with
             | ValueSome s -> guard node (fun () -> reducer.Step s event) |> ignore
             | ValueNone -> ()
+
+    and traceStep (node: Node<'S>) (event: Event) =
+        if options.Trace && event <> Event.Tick then log (fun () -> sprintf "%s <- %s" node.Name (showEvent slotName event))
 
     and drain (node: Node<'S>) =
         while node.Alive && node.Inbox.Count > 0 && not (failed ()) do
@@ -829,9 +886,37 @@ type private Run<'S>(reducer: Reducer<'S>, options: Options, schedule: Schedule)
           Trace = List.ofSeq trace }
 
 /// Runs one schedule to completion (or to the first violation) and checks the client history for
-/// linearizability. Deterministic: the same reducer, options and schedule give the same result.
-let run (reducer: Reducer<'S>) (options: Options) (schedule: Schedule) : RunResult =
-    Run<'S>(reducer, options, schedule).Execute()
+/// linearizability. Deterministic: the same reducer, settings and schedule give the same result.
+let run (reducer: Reducer<'S>) (settings: Settings) (schedule: Schedule) : RunResult =
+    Run<'S>(reducer, settings, schedule).Execute()
+
+/// Reducer options that make a short simulated run exercise everything: fast elections and heartbeats, a small
+/// in-memory window (LoadEntries), frequent snapshots and compaction, small appends, quick learner promotion.
+let simulationOptions: Options =
+    { Options.defaults with
+        HeartbeatTicks = 2
+        ElectionTicksMin = 10
+        ElectionTicksMax = 20
+        MaxInflight = 4
+        MaxEntriesPerAppend = 8
+        WindowSize = 16
+        SnapshotThreshold = 20L
+        CompactionTail = 5L
+        PromotionLag = 4L }
+
+/// Skiff's Raft reducer (Raft.init / Raft.step) as the simulator drives it, with the given reducer options.
+let raft (options: Options) : Reducer<State> =
+    { Init =
+        fun boot ->
+            Raft.init (
+                Start.ofStorage boot.Id options boot.Seed boot.HardState boot.Snapshot boot.Entries boot.Applied boot.Bootstrap
+            )
+      Step = Raft.step
+      Role = Raft.role
+      Term = Raft.term
+      Leader = Raft.leader
+      CommitIndex = Raft.commitIndex
+      Configuration = Raft.configuration }
 
 /// A multi-line report of a run: the schedule (replayable with Schedule.parse), the violation, the counters.
 let describe (result: RunResult) : string =

@@ -1,0 +1,157 @@
+/// The simulation properties: random fault schedules against the real reducer (safety invariants after every step,
+/// liveness after healing, linearizability of the client history), the broken variants that prove the properties
+/// have teeth, a replay hook and the soak mode.
+///
+/// Replaying: every failure prints `SKIFF_SCHEDULE='seed=... nodes=... [...]'`; run the tests with that variable
+/// set to replay exactly that schedule with a trace. `SKIFF_SEED=n` fixes FsCheck's seed for the random tests.
+module Skiff.PropertyTests.Simulation
+
+open System
+open System.Diagnostics
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Skiff.Core
+open Skiff.Core.Simulator
+open Skiff.PropertyTests.SimulationSupport
+
+/// The settings every simulation test uses.
+let settings = Simulator.defaultSettings
+
+/// The real reducer with simulation-friendly options.
+let reducer = Simulator.raft Simulator.simulationOptions
+
+/// Faults per schedule in the default run.
+let maxSteps = 12
+
+let private report (result: RunResult) =
+    sprintf "%s\nreplay with: SKIFF_SCHEDULE='%s'" (Simulator.describe result) (Schedule.format result.Schedule)
+
+let private runOne (schedule: Schedule) = Simulator.run reducer settings schedule
+
+/// FsCheck's seed: SKIFF_SEED if set, else fresh.
+let private fsCheckSeed () =
+    match Environment.GetEnvironmentVariable "SKIFF_SEED" with
+    | null
+    | "" -> uint64 (Random.Shared.NextInt64()) 
+    | s -> UInt64.Parse s
+
+/// `count` random schedules on clusters of `nodes`, shrinking any failure.
+let private randomSchedules (name: string) (nodes: int) (count: int) =
+    testCase name <| fun () ->
+        let seed = fsCheckSeed ()
+        let watch = Stopwatch.StartNew()
+        let arb =
+            Arb.fromGenShrink (
+                genSchedule maxSteps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
+                shrinkSchedule
+            )
+        let mutable last = None
+        let property =
+            Prop.forAll arb (fun schedule ->
+                let result = runOne schedule
+                match result.Violation with
+                | Some _ ->
+                    last <- Some result
+                    failwith (report result)
+                | None -> ())
+        let config = Config.QuickThrowOnFailure.WithMaxTest(count).WithQuietOnSuccess(true).WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
+        try
+            Check.One(config, property)
+            printfn "%s: %d schedules in %.1f s (SKIFF_SEED=%d)" name count watch.Elapsed.TotalSeconds seed
+        with e ->
+            let shrunk = match last with Some r -> report r | None -> ""
+            failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
+
+/// Runs schedules drawn from a fixed seed until one is violated; the number tried or None.
+let findViolation (run: Settings -> Schedule -> RunResult) (seed: uint64) (budget: int) : (int * RunResult) option =
+    sampleSchedules maxSteps seed budget
+    |> Seq.mapi (fun i s -> i + 1, run settings s)
+    |> Seq.tryFind (fun (_, r) -> r.Violation.IsSome)
+
+/// The budget of schedules within which each broken variant must be caught.
+let variantBudget = 300
+
+let private variantTests =
+    variants Simulator.simulationOptions
+    |> List.map (fun v ->
+        testCase (sprintf "broken variant is caught: %s" v.Name) <| fun () ->
+            match findViolation v.Run 20261126UL variantBudget with
+            | Some(n, r) -> printfn "variant %-36s caught after %3d schedules: %s" v.Name n (string r.Violation.Value)
+            | None -> failtestf "variant %s survived %d schedules" v.Name variantBudget)
+
+let private replayTest =
+    testCase "replay SKIFF_SCHEDULE" <| fun () ->
+        match Environment.GetEnvironmentVariable "SKIFF_SCHEDULE" with
+        | null
+        | "" -> ()
+        | text ->
+            let schedule = Schedule.parse text
+            let result = Simulator.run reducer { settings with Trace = true } schedule
+            result.Trace |> List.iter (printfn "%s")
+            printfn "%s" (report result)
+            match result.Violation with
+            | Some v -> failtestf "%s" (string v)
+            | None -> ()
+
+let private determinism =
+    testCase "same schedule, same run" <| fun () ->
+        for s in sampleSchedules maxSteps 7UL 5 do
+            let a = runOne s
+            let b = runOne s
+            Expect.equal (a.Stats, a.History.Length, a.Violation) (b.Stats, b.History.Length, b.Violation) (Schedule.format s)
+
+let private scheduleText =
+    testCase "schedules print and parse back" <| fun () ->
+        for s in sampleSchedules maxSteps 11UL 50 do
+            Expect.equal (Schedule.parse (Schedule.format s)) s "round trip"
+
+let private quietCluster =
+    testCase "a fault-free cluster elects a leader, serves clients and converges" <| fun () ->
+        for nodes in [ 3; 5 ] do
+            let r = runOne { Seed = 1UL; Nodes = nodes; Steps = [ { After = 100; Fault = Fault.Heal } ] }
+            Expect.isNone r.Violation (report r)
+            Expect.isGreaterThan r.Stats.Completed 20 (sprintf "clients got answers: %A" r.Stats)
+
+/// Every simulation test.
+let tests: Test =
+    testList
+        "simulation"
+        [ scheduleText
+          determinism
+          quietCluster
+          replayTest
+          randomSchedules "random schedules, 3 nodes" 3 1000
+          randomSchedules "random schedules, 5 nodes" 5 1000
+          yield! variantTests ]
+
+/// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
+/// first violation with its replay line. Returns the exit code.
+let soak (count: int option) : int =
+    let seed = fsCheckSeed ()
+    printfn "soak: seed %d, %s" seed (match count with Some n -> sprintf "%d schedules" n | None -> "until stopped")
+    let watch = Stopwatch.StartNew()
+    let mutable lastPrint = 0.0
+    let mutable ran = 0
+    let mutable failure = None
+    let mutable batch = 0UL
+    while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
+        let size = match count with Some n -> min 100 (n - ran) | None -> 100
+        for s in sampleSchedules maxSteps (seed + batch) size do
+            if failure.IsNone then
+                let r = runOne s
+                ran <- ran + 1
+                if r.Violation.IsSome then failure <- Some r
+        batch <- batch + 1UL
+        let t = watch.Elapsed.TotalSeconds
+        if t - lastPrint >= 10.0 then
+            lastPrint <- t
+            printfn "soak: %d schedules in %.0f s (%.1f/s)" ran t (float ran / t)
+    printfn "soak: %d schedules in %.0f s (%.1f/s)" ran watch.Elapsed.TotalSeconds (float ran / watch.Elapsed.TotalSeconds)
+    match failure with
+    | Some r ->
+        printfn "soak: VIOLATION\n%s" (report r)
+        1
+    | None ->
+        printfn "soak: no violation"
+        0
