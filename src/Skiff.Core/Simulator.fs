@@ -318,6 +318,13 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             inv.Step <- inv.Step + 1L
             clock <- clock + 1L
             node.State <- ValueSome state
+            // The written log mirrors the reducer's in-memory log: update it before observing the new state.
+            for effect in effects do
+                match effect with
+                | Effect.PersistEntries _
+                | Effect.InstallSnapshot _
+                | Effect.CompactLog _ -> if node.Alive then emit node effect
+                | _ -> ()
             observe node state
             execute node effects
             drain node
@@ -379,13 +386,9 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 | Effect.PersistEntries _
                 | Effect.InstallSnapshot _ ->
                     persisted <- true
-                    emit node effect
                     let delay = if diskMax > 0 then prng.Below(diskMax + 1) else 0
                     enqueue node (now + int64 delay) effect
                 | Effect.Send _ when not persisted -> perform node effect
-                | Effect.CompactLog _ ->
-                    emit node effect
-                    enqueue node now effect
                 | _ -> enqueue node now effect
 
     /// Effects on the written log, at the moment they are emitted (the reducer's in-memory view).

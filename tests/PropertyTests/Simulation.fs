@@ -135,13 +135,21 @@ let soak (count: int option) : int =
     let mutable ran = 0
     let mutable failure = None
     let mutable batch = 0UL
+    // SKIFF_SOAK_ALL=1: print every violation and keep going (for triage), instead of stopping at the first.
+    let keepGoing = Environment.GetEnvironmentVariable "SKIFF_SOAK_ALL" = "1"
+    let mutable violations = 0
     while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
         let size = match count with Some n -> min 100 (n - ran) | None -> 100
         for s in sampleSchedules maxSteps (seed + batch) size do
             if failure.IsNone then
                 let r = runOne s
                 ran <- ran + 1
-                if r.Violation.IsSome then failure <- Some r
+                match r.Violation with
+                | Some v when keepGoing ->
+                    violations <- violations + 1
+                    printfn "soak: %s | %s" (Schedule.format s) (string v)
+                | Some _ -> failure <- Some r
+                | None -> ()
         batch <- batch + 1UL
         let t = watch.Elapsed.TotalSeconds
         if t - lastPrint >= 10.0 then
@@ -149,6 +157,9 @@ let soak (count: int option) : int =
             printfn "soak: %d schedules in %.0f s (%.1f/s)" ran t (float ran / t)
     printfn "soak: %d schedules in %.0f s (%.1f/s)" ran watch.Elapsed.TotalSeconds (float ran / watch.Elapsed.TotalSeconds)
     match failure with
+    | None when violations > 0 ->
+        printfn "soak: %d violations" violations
+        1
     | Some r ->
         printfn "soak: VIOLATION\n%s" (report r)
         1
