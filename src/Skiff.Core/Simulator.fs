@@ -253,6 +253,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     let mutable clock = 0L
     let mutable diskMax = 0
     let mutable clientsOn = true
+    let mutable draining = false
     let mutable completed = 0
     let mutable timedOut = 0
     let leaderTerms = HashSet<Term>()
@@ -369,11 +370,22 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         if options.Trace && event <> Event.Tick then log (fun () -> sprintf "%s <- %s" node.Name (showEvent slotName event))
 
     and drain (node: Node<'S>) =
-        while node.Alive && node.Inbox.Count > 0 && not (failed ()) do
-            let event = node.Inbox.Dequeue()
-            match node.State with
-            | ValueSome s -> guard node (fun () -> reducer.Step s event) |> ignore
-            | ValueNone -> ()
+        // Feedback events (Persisted, EntriesLoaded, SnapshotTaken) are processed iteratively by the outermost
+        // drain; a node that keeps feeding itself is a livelocked reducer.
+        if not draining then
+            draining <- true
+            let mutable budget = 100_000
+            while node.Alive && node.Inbox.Count > 0 && not (failed ()) do
+                budget <- budget - 1
+                if budget = 0 then
+                    inv.Fail("liveness", sprintf "%s keeps feeding itself events without end (last: %A)" node.Name (node.Inbox.Peek()))
+                let event = node.Inbox.Dequeue()
+                match node.State with
+                | ValueSome s ->
+                    traceStep node event
+                    guard node (fun () -> reducer.Step s event) |> ignore
+                | ValueNone -> ()
+            draining <- false
 
     // ----- effects
 

@@ -63,14 +63,22 @@ let private randomSchedules (name: string) (nodes: int) (count: int) =
             let shrunk = match last with Some r -> report r | None -> ""
             failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
 
-/// Runs schedules drawn from a fixed seed until one is violated; the number tried or None.
+/// Runs schedules drawn from a fixed seed until the variant violates a property on a schedule that the real
+/// reducer passes (so a known bug of the real reducer never counts as catching the variant); the number of
+/// schedules tried and the variant's failing run, or None.
 let findViolation (run: Settings -> Schedule -> RunResult) (seed: uint64) (budget: int) : (int * RunResult) option =
     sampleSchedules maxSteps seed budget
-    |> Seq.mapi (fun i s -> i + 1, run settings s)
-    |> Seq.tryFind (fun (_, r) -> r.Violation.IsSome)
+    |> Seq.mapi (fun i s -> i + 1, s)
+    |> Seq.tryPick (fun (i, s) ->
+        let r = run settings s
+        match r.Violation with
+        // Liveness failures are left to the main properties: a liveness bug of the real reducer strikes variants
+        // at random (their runs diverge), which would prove nothing about the variant.
+        | Some v when v.Property <> "liveness" && (runOne s).Violation.IsNone -> Some(i, r)
+        | _ -> None)
 
 /// The budget of schedules within which each broken variant must be caught.
-let variantBudget = 300
+let variantBudget = 1000
 
 let private variantTests =
     variants Simulator.simulationOptions
