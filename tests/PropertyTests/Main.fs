@@ -9,6 +9,7 @@ let private all: Test list =
       // checker:end
 
       // reducer:begin
+      RaftElectionTests.tests
       // reducer:end
 
       // simulator:begin
