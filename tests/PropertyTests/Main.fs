@@ -10,6 +10,7 @@ let private all: Test list =
 
       // reducer:begin
       RaftElectionTests.tests
+      RaftReplicationTests.tests
       // reducer:end
 
       // simulator:begin
