@@ -11,6 +11,11 @@ let private all: Test list =
       // reducer:begin
       RaftElectionTests.tests
       RaftReplicationTests.tests
+      RaftMembershipTests.membership
+      RaftMembershipTests.reads
+      RaftMembershipTests.transfer
+      RaftSnapshotTests.snapshots
+      RaftSnapshotTests.totality
       // reducer:end
 
       // simulator:begin
