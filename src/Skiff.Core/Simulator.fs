@@ -63,7 +63,9 @@ type Settings =
       ClientTimeout: int
       /// Ticks the run continues after the last scheduled fault, faults still in force.
       TailTicks: int
-      /// After the faults are healed, ticks within which a leader must be elected and every member converge.
+      /// After the faults are healed, ticks within which a leader must be elected.
+      LeaderTicks: int
+      /// After the faults are healed, ticks within which every member must converge on the leader's log and state.
       LivenessTicks: int
       /// Chance in percent that a node misses a tick (clock drift).
       TickSkipPercent: int
@@ -79,6 +81,7 @@ let defaultSettings: Settings =
       OpPercent = 30
       ClientTimeout = 40
       TailTicks = 30
+      LeaderTicks = 100
       LivenessTicks = 300
       TickSkipPercent = 10
       MaxNodes = 7
@@ -100,6 +103,16 @@ type Stats =
       TimedOut: int
       /// Distinct terms that had a leader.
       Leaders: int
+      /// Crashes injected.
+      Crashes: int
+      /// Snapshots installed from a leader.
+      SnapshotsInstalled: int
+      /// Membership changes completed.
+      ConfigChanges: int
+      /// Ticks from healing until a leader was known (0 if the run stopped earlier).
+      LeaderAfterHeal: int
+      /// Ticks from healing until every member converged (0 if the run stopped earlier).
+      ConvergedAfterHeal: int
       /// The highest index committed anywhere.
       Committed: LogIndex }
 
@@ -254,6 +267,11 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     let mutable diskMax = 0
     let mutable clientsOn = true
     let mutable draining = false
+    let mutable crashes = 0
+    let mutable installs = 0
+    let mutable changes = 0
+    let mutable leaderAfterHeal = 0
+    let mutable convergedAfterHeal = 0
     let mutable completed = 0
     let mutable timedOut = 0
     let leaderTerms = HashSet<Term>()
@@ -502,6 +520,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     node.AppliedTerm <- meta.Term
                     node.AppliedConfig <- meta.Configuration
                     inv.ObserveState(node.Name, meta.Index, kv)
+                    installs <- installs + 1
                     log (fun () -> sprintf "%s installed snapshot %d/%d" node.Name meta.Index meta.Term)
                     serveReads node
             | _ -> inv.Fail("interpreter contract", sprintf "%s installs unknown staged snapshot %s" node.Name staged)
@@ -636,6 +655,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         match configOp with
         | Some op when op.Rid = rid ->
             log (fun () -> sprintf "operator: %A completed by %s" op.Change node.Name)
+            changes <- changes + 1
             configOp <- None
         | _ -> ()
 
@@ -723,6 +743,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     let crash (node: Node<'S>) =
         if node.Alive then
             log (fun () -> sprintf "%s crashes" node.Name)
+            crashes <- crashes + 1
             node.Alive <- false
             node.State <- ValueNone
             node.Disk.Clear()
@@ -872,12 +893,27 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             clientsOn <- false
             for node in nodes do
                 if not node.Alive && not (failed ()) then boot node
-            let mutable left = options.LivenessTicks
-            while not (failed ()) && left > 0 && not (converged ()) do
-                tick ()
-                left <- left - 1
-            if not (failed ()) && not (converged ()) then
-                inv.Fail("liveness", sprintf "%d ticks after healing, no leader with every member caught up: %s" options.LivenessTicks (describeNodes ()))
+            let healedAt = now
+            let mutable leaderSeen = false
+            let mutable done' = false
+            while not (failed ()) && not done' do
+                if not leaderSeen && (leaderSlot ()).IsSome then
+                    leaderSeen <- true
+                    leaderAfterHeal <- int (now - healedAt)
+                if converged () then
+                    done' <- true
+                    convergedAfterHeal <- int (now - healedAt)
+                elif not leaderSeen && now - healedAt >= int64 options.LeaderTicks then
+                    inv.Fail("liveness", sprintf "no leader %d ticks after healing: %s" options.LeaderTicks (describeNodes ()))
+                elif now - healedAt >= int64 options.LivenessTicks then
+                    inv.Fail("liveness", sprintf "%d ticks after healing, no leader with every member caught up: %s" options.LivenessTicks (describeNodes ()))
+                else tick ()
+            // An acknowledged write is never lost: the converged state includes every one.
+            if not (failed ()) then
+                match leaderSlot () with
+                | Some leader when inv.MaxAcknowledged > leader.Applied ->
+                    inv.Fail("acknowledged write lost", sprintf "writes were acknowledged up to index %d but the converged cluster has applied only %d" inv.MaxAcknowledged leader.Applied)
+                | _ -> ()
         // Outstanding operations have an unknown outcome.
         for c in clients do
             finish c Completion.TimedOut
@@ -897,6 +933,11 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
               Completed = completed
               TimedOut = timedOut
               Leaders = leaderTerms.Count
+              Crashes = crashes
+              SnapshotsInstalled = installs
+              ConfigChanges = changes
+              LeaderAfterHeal = leaderAfterHeal
+              ConvergedAfterHeal = convergedAfterHeal
               Committed = inv.MaxCommitted }
           Trace = List.ofSeq trace }
 

@@ -47,9 +47,11 @@ let private randomSchedules (name: string) (nodes: int) (count: int) =
                 shrinkSchedule
             )
         let mutable last = None
+        let mutable total = []
         let property =
             Prop.forAll arb (fun schedule ->
                 let result = runOne schedule
+                total <- result.Stats :: total
                 match result.Violation with
                 | Some _ ->
                     last <- Some result
@@ -58,7 +60,13 @@ let private randomSchedules (name: string) (nodes: int) (count: int) =
         let config = Config.QuickThrowOnFailure.WithMaxTest(count).WithQuietOnSuccess(true).WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
         try
             Check.One(config, property)
-            printfn "%s: %d schedules in %.1f s (SKIFF_SEED=%d)" name count watch.Elapsed.TotalSeconds seed
+            let sum f = total |> List.sumBy f
+            printfn
+                "%s: %d schedules in %.1f s (%.0f/s, SKIFF_SEED=%d): %d ops returned, %d timed out, %d crashes, %d snapshots installed, %d membership changes, leader after heal <= %d ticks, converged <= %d ticks"
+                name count watch.Elapsed.TotalSeconds (float count / watch.Elapsed.TotalSeconds) seed
+                (sum (fun s -> s.Completed)) (sum (fun s -> s.TimedOut)) (sum (fun s -> s.Crashes)) (sum (fun s -> s.SnapshotsInstalled))
+                (sum (fun s -> s.ConfigChanges)) (total |> List.map (fun s -> s.LeaderAfterHeal) |> List.max)
+                (total |> List.map (fun s -> s.ConvergedAfterHeal) |> List.max)
         with e ->
             let shrunk = match last with Some r -> report r | None -> ""
             failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
