@@ -158,7 +158,7 @@ module Replication =
     /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
     /// the effect list).
     let handleAppend (from: NodeId) (m: AppendRequest) (s: State) : State =
-        if not (contiguous m.PrevLogIndex m.Entries) then s
+        if not (contiguous m.PrevLogIndex m.Entries) || m.PrevLogIndex >= System.Int64.MaxValue / 4L then s
         else
             // Entries at or below our commit index are settled; only look past it.
             let prev, prevTerm, entries =

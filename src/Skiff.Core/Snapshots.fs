@@ -35,7 +35,10 @@ module Snapshots =
         let meta = m.Meta
         let reply (index: LogIndex) (s: State) =
             State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index }) s
-        if meta.Index <= s.Commit then reply s.Commit s
+        // A nonsensical offer (negative or absurdly large index, a term from the future) is dropped: adopting
+        // it would wreck the log view's arithmetic.
+        if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then s
+        elif meta.Index <= s.Commit then reply s.Commit s
         elif LogView.termAt meta.Index s.Log = Some meta.Term then
             // We already hold everything it covers; it is committed, so just move the commit index.
             reply meta.Index { s with Commit = meta.Index }
