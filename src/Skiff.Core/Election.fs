@@ -50,7 +50,7 @@ module Election =
     /// Starts a campaign. With `preVote`, first ask whether we could win without touching the term; `transfer`
     /// marks a campaign ordered by the leader (TimeoutNow). Nodes that are not voters never campaign.
     let rec campaign (preVote: bool) (transfer: bool) (s: State) : State =
-        if not (State.isVoter s.Id s) || s.Role = Role.Leader then s
+        if not (State.canCampaign s) || s.Role = Role.Leader then s
         else
             let s =
                 if preVote then

@@ -101,6 +101,9 @@ module Raft =
               ElectionTimeout = o.ElectionTicksMax
               Votes = Map.empty
               CampaignTransfer = false
+              LeaderMatch = 0L
+              Acked = 0L
+              LastRound = 0L
               Lead = None
               Out = [] }
         let s = s0 |> State.resetElectionTimer
@@ -118,7 +121,7 @@ module Raft =
     let private tickElection (s: State) : State =
         let s = { s with ElectionElapsed = s.ElectionElapsed + 1 }
         if s.ElectionElapsed < s.ElectionTimeout then s
-        elif State.isVoter s.Id s then Election.campaign s.Options.PreVote false s
+        elif State.canCampaign s then Election.campaign s.Options.PreVote false s
         else State.resetElectionTimer s
 
     /// CheckQuorum: a leader that has not heard from a majority of voters within the minimum election timeout
@@ -231,7 +234,8 @@ module Raft =
             | Event.Read id -> Reads.request id s
             | Event.ChangeConfig(id, change) -> Membership.request id change s
             | Event.TransferLeadership(id, target) -> Transfer.request id target s
-            | Event.Persisted(index, term) -> { s with Log = LogView.persisted index term s.Log }
+            | Event.Persisted(index, term) ->
+                { s with Log = LogView.persisted index term s.Log } |> Replication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
             | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s
             | Event.SnapshotTaken meta -> Snapshots.taken meta s

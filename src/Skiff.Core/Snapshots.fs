@@ -34,11 +34,18 @@ module Snapshots =
     let handleSnapshot (from: NodeId) (m: SnapshotRequest) (s: State) : State =
         let meta = m.Meta
         let reply (index: LogIndex) (s: State) =
-            State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index }) s
-        if meta.Index <= s.Commit then reply s.Commit s
+            { s with Acked = max s.Acked index }
+            |> State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index })
+        // A nonsensical offer (negative or absurdly large index, a term from the future) is dropped: adopting
+        // it would wreck the log view's arithmetic.
+        if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then s
+        elif meta.Index <= s.Commit then
+            // Claim only what is durable (see Replication.handleAppend); Persisted acknowledges the rest.
+            reply (min s.Commit s.Log.Persisted) { s with LeaderMatch = max s.LeaderMatch s.Commit }
         elif LogView.termAt meta.Index s.Log = Some meta.Term then
             // We already hold everything it covers; it is committed, so just move the commit index.
-            reply meta.Index { s with Commit = meta.Index }
+            let s = { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
+            reply (min meta.Index s.Log.Persisted) s
         else
             let s =
                 { s with
@@ -47,7 +54,8 @@ module Snapshots =
                     Applied = meta.Index
                     ApplyLoading = false
                     Snapshot = meta
-                    Configs = [ meta.Index, meta.Configuration ] }
+                    Configs = [ meta.Index, meta.Configuration ]
+                    LeaderMatch = meta.Index }
             s
             |> State.emit (Effect.InstallSnapshot(m.Staged, meta))
             |> State.refreshConfig
