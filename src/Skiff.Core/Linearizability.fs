@@ -41,9 +41,11 @@ type Completion =
     /// any instant after its invocation, or never, and its output is unconstrained.
     | TimedOut
 
-/// One operation of a history: an interval of logical time during which `Action` was outstanding.
+/// One operation of a history: an interval of logical time during which `Action` was outstanding. Intervals are
+/// closed, as in Porcupine: an operation invoked at the very instant another completes counts as concurrent with it,
+/// so when one operation must be ordered after another (a client's next request, say), invoke it strictly later.
 type Operation =
-    { /// Who issued the operation; used only to describe failures.
+    { /// Who issued the operation; used only to describe failures (real-time order comes from the times alone).
       Client: int
       /// Logical time of the invocation.
       Invoked: int64
@@ -120,12 +122,13 @@ type CheckResult =
 /// Limits on the search.
 type CheckOptions =
     { /// The most search steps (attempts to linearize an operation, plus backtracks) spent on any one key before
-      /// giving up on it with `Unknown`. Work and memory are roughly proportional to it; a step is tens of
-      /// nanoseconds.
+      /// giving up on it with `Unknown`. Time is roughly proportional to it (about a tenth of a microsecond a
+      /// step), and so is memory: a visited configuration costs about 40 bytes plus one bit per operation on the key.
       MaxStepsPerKey: int64 }
 
-/// The default limits: ten million steps per key (well under a second each).
-let defaultOptions: CheckOptions = { MaxStepsPerKey = 10_000_000L }
+/// The default limits: a million steps per key, about a tenth of a second. A history of 2,000 operations over 20
+/// keys and 5 clients typically needs a few thousand steps per key; one hot key shared by 10 clients, ~600,000.
+let defaultOptions: CheckOptions = { MaxStepsPerKey = 1_000_000L }
 
 // ---------------------------------------------------------------------------------------------------------------
 // The per-key model: a register whose values are interned to small integers (0 = absent), so model states
@@ -165,6 +168,27 @@ type private ValueIds() =
                 let id = ids.Count + 1
                 ids[bytes] <- id
                 id
+
+/// Values that no step ever compares against (no read observed them, no compare-and-swap expected them) are
+/// indistinguishable to the model: every step treats a register holding one exactly like a register holding another.
+/// Merging them into one id (-1) lets the cache recognise more configurations as equal, and makes timed-out writes of
+/// such values interchangeable (see `searchKey`), which matters when every write carries a unique value.
+let private mergeUncompared (steps: Step[]) : Step[] =
+    let compared = HashSet<int>([ 0 ])
+    for step in steps do
+        match step with
+        | Read value
+        | Swap(value, _, _)
+        | MaybeSwap(value, _) -> compared.Add value |> ignore
+        | Assign _ -> ()
+    let canonical value = if compared.Contains value then value else -1
+    steps
+    |> Array.map (fun step ->
+        match step with
+        | Assign value -> Assign(canonical value)
+        | Swap(expected, next, swapped) -> Swap(expected, canonical next, swapped)
+        | MaybeSwap(expected, next) -> MaybeSwap(expected, canonical next)
+        | Read _ -> step)
 
 let private invalidOutput (op: Operation) =
     invalidArg "history" (sprintf "output does not match the action: %s" (Operation.describe op))
@@ -217,6 +241,7 @@ type private Verdict =
 /// may stay unlinearized, so the search succeeds as soon as every operation that returned has been linearized.
 let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Verdict =
     let n = ops.Length
+    let timedOut = ops |> Array.map (fun op -> op.Completion.IsTimedOut)
     // Event nodes: 0 is the head sentinel, 1 .. 2n the events, 2n+1 the tail sentinel.
     let head = 0
     let tail = 2 * n + 1
@@ -261,7 +286,29 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
         next[prev[call]] <- call
         prev[next[call]] <- call
 
-    let timedOut = ops |> Array.map (fun op -> op.Completion.IsTimedOut)
+    // Timed-out operations with equal steps are interchangeable once invoked: they never return, so whichever of them
+    // is linearized, the others stay available for ever. Each such class is therefore only linearized in invocation
+    // order: `used[c]` of its members are linearized, and only the member ranked `used[c]` may go next. Without this,
+    // k pending identical timeouts multiply the configurations to explore by up to 2^k.
+    let classOf = Array.zeroCreate<int> n
+    let rank = Array.zeroCreate<int> n
+    let classSizes = ResizeArray<int>()
+    let classes = Dictionary<Step, int>()
+    for node in 1 .. 2 * n do
+        let i = eventOp[node]
+        if isCall[node] && timedOut[i] then
+            let c =
+                match classes.TryGetValue steps[i] with
+                | true, c -> c
+                | _ ->
+                    classes[steps[i]] <- classes.Count
+                    classSizes.Add 0
+                    classes.Count - 1
+            classOf[i] <- c
+            rank[i] <- classSizes[c]
+            classSizes[c] <- classSizes[c] + 1
+    let used = Array.zeroCreate<int> classes.Count
+
     let mustLinearize = timedOut |> Array.sumBy (fun t -> if t then 0 else 1)
     let zobrist =
         let random = Random(n) // any fixed keys do; collisions only cost an array comparison
@@ -289,7 +336,8 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
         elif entry <> tail && isCall[entry] then
             let i = eventOp[entry]
             let mutable moved = false
-            match apply state steps[i] with
+            let eligible = not timedOut[i] || rank[i] = used[classOf[i]]
+            match if eligible then apply state steps[i] else ValueNone with
             | ValueSome after ->
                 flip i
                 let h = hash ^^^ zobrist[i]
@@ -299,11 +347,9 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
                     stack.Push(struct (entry, state))
                     state <- after
                     hash <- h
-                    if not timedOut[i] then linearized <- linearized + 1
+                    if timedOut[i] then used[classOf[i]] <- used[classOf[i]] + 1
+                    else linearized <- linearized + 1
                     lift entry
-                    if stack.Count > longestLength then
-                        longestLength <- stack.Count
-                        longest <- [ for struct (call, _) in stack -> eventOp[call] ] |> List.rev
                     entry <- next[head]
                     moved <- true
                 else flip i
@@ -318,13 +364,20 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
                 |> List.tryHead
             verdict <- ValueSome(Violated(longest, stuck))
         else
+            // About to backtrack from a dead end: remember it if it is the deepest yet (only dead ends can be the
+            // longest partial linearization of a failed search, and snapshotting here rather than at every lift
+            // keeps a long successful search linear).
+            if stack.Count > longestLength then
+                longestLength <- stack.Count
+                longest <- [ for struct (call, _) in stack -> eventOp[call] ] |> List.rev
             let struct (call, before) = stack.Pop()
             let i = eventOp[call]
             unlift call
             flip i
             hash <- hash ^^^ zobrist[i]
             state <- before
-            if not timedOut[i] then linearized <- linearized - 1
+            if timedOut[i] then used[classOf[i]] <- used[classOf[i]] - 1
+            else linearized <- linearized - 1
             entry <- next[call]
     verdict.Value
 
@@ -341,7 +394,7 @@ let private validate (op: Operation) =
 let private checkKey (options: CheckOptions) (key: string) (keyOps: Operation[]) : CheckResult =
     let ids = ValueIds()
     let kept = keyOps |> Array.choose (fun op -> toStep ids op |> Option.map (fun step -> op, step))
-    match searchKey options.MaxStepsPerKey (Array.map fst kept) (Array.map snd kept) with
+    match searchKey options.MaxStepsPerKey (Array.map fst kept) (mergeUncompared (Array.map snd kept)) with
     | Fine -> Linearizable
     | OutOfSteps -> Unknown [ key ]
     | Violated(longest, stuck) ->

@@ -6,6 +6,7 @@ open Expecto
 let private all: Test list =
     [
       // checker:begin
+      LinearizabilityTests.tests
       // checker:end
 
       // reducer:begin
