@@ -26,8 +26,12 @@ type Boot =
       HardState: HardState
       /// The durable snapshot, if any.
       Snapshot: SnapshotMeta option
-      /// The durable log after the snapshot, in order.
+      /// The durable log, in order: the entries after the compaction point (which may lie before the snapshot
+      /// index when a tail is kept behind the snapshot).
       Entries: Entry list
+      /// The index just before `Entries` (the compaction point) and the term of the entry there; (0, 0) for a log
+      /// that was never compacted.
+      LogBase: LogIndex * Term
       /// The index the state machine has applied at start (the snapshot's, or 0).
       Applied: LogIndex
       /// The configuration before any log: the initial members for the first nodes, empty for a joining node.
@@ -321,6 +325,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
               HardState = node.Hard
               Snapshot = snapshotMeta
               Entries = node.Durable.Entries
+              LogBase = node.Durable.BaseIndex, node.Durable.BaseTerm
               Applied = applied
               Bootstrap = node.Bootstrap }
         log (fun () -> sprintf "%s starts (term %d, log %d..%d, applied %d)" node.Name node.Hard.Term (node.Durable.BaseIndex + 1L) node.Durable.LastIndex applied)
@@ -494,8 +499,12 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 let term = node.Snapshot |> Option.map (fun (m, _) -> m.Term) |> Option.defaultValue 0L
                 node.Durable.Compact(upTo, (if node.Snapshot.IsSome && fst(node.Snapshot.Value).Index = upTo then term else 0L))
         | Effect.SendSnapshot(target, term, meta) ->
+            // "Stream the latest snapshot": a TakeSnapshot carried out after this SendSnapshot was emitted (but
+            // before it ran) may have replaced the one the reducer named; the newer one is sent, with its own meta,
+            // since data and meta must match.
             match node.Snapshot with
-            | Some(stored, kv) when stored.Index = meta.Index && stored.Term = meta.Term ->
+            | Some(stored, kv) when stored.Index >= meta.Index ->
+                let meta = stored
                 blobCount <- blobCount + 1
                 let name = sprintf "snap-%d" blobCount
                 let envelope =
@@ -964,9 +973,17 @@ let simulationOptions: Options =
 let raft (options: Options) : Reducer<State> =
     { Init =
         fun boot ->
-            Raft.init (
+            let start =
                 Start.ofStorage boot.Id options boot.Seed boot.HardState boot.Snapshot boot.Entries boot.Applied boot.Bootstrap
-            )
+            // Start.ofStorage derives term boundaries from the entries only; when the log keeps a tail behind the
+            // snapshot, the term of the entry before the first one must be given too (see Start.TermBoundaries).
+            let baseIndex, baseTerm = boot.LogBase
+            let snapshotIndex = boot.Snapshot |> Option.map (fun m -> m.Index) |> Option.defaultValue 0L
+            let start =
+                if baseIndex > 0L && baseIndex <> snapshotIndex && not boot.Entries.IsEmpty then
+                    { start with TermBoundaries = start.TermBoundaries @ [ baseIndex, baseTerm ] }
+                else start
+            Raft.init start
       Step = Raft.step
       Role = Raft.role
       Term = Raft.term

@@ -103,6 +103,21 @@ let private replayTest =
         | "" -> ()
         | text ->
             let schedule = Schedule.parse text
+            // SKIFF_SHRINK=1: first shrink the schedule greedily, keeping the same violated property.
+            let schedule =
+                if Environment.GetEnvironmentVariable "SKIFF_SHRINK" <> "1" then schedule
+                else
+                    match (runOne schedule).Violation with
+                    | None -> schedule
+                    | Some v ->
+                        let fails s = match (runOne s).Violation with Some w -> w.Property = v.Property | None -> false
+                        let rec go s =
+                            match shrinkSchedule s |> Seq.tryFind fails with
+                            | Some smaller -> go smaller
+                            | None -> s
+                        let shrunk = go schedule
+                        printfn "shrunk to: %s" (Schedule.format shrunk)
+                        shrunk
             let result = Simulator.run reducer { settings with Trace = true } schedule
             result.Trace |> List.iter (printfn "%s")
             printfn "%s" (report result)
