@@ -206,7 +206,15 @@ type Invariants() =
         match applied.TryGetValue entry.Index with
         | true, struct (other, who) ->
             if other <> entry then
-                this.Fail("state machine safety", sprintf "%s applied %A at index %d but %s applied %A" node entry entry.Index who other)
+                let show (e: Entry) =
+                    match e.Payload with
+                    | Payload.Noop -> sprintf "term %d no-op" e.Term
+                    | Payload.Config c -> sprintf "term %d configuration of %d members" e.Term c.Members.Count
+                    | Payload.Command bytes ->
+                        match CommandCodec.decodeArray bytes with
+                        | Ok c -> sprintf "term %d %A" e.Term c
+                        | Error _ -> sprintf "term %d undecodable command" e.Term
+                this.Fail("state machine safety", sprintf "%s applied %s at index %d but %s applied %s" node (show entry) entry.Index who (show other))
         | _ -> applied[entry.Index] <- struct (entry, node)
         this.ObserveState(node, entry.Index, state)
         match acknowledged.TryGetValue entry.Index with

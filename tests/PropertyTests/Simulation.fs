@@ -170,8 +170,8 @@ let tests: Test =
           quietCluster
           replayTest
           yield! regressions
-          randomSchedules "random schedules, 3 nodes" 3 1500
-          randomSchedules "random schedules, 5 nodes" 5 1500
+          randomSchedules "random schedules, 3 nodes" 3 2500
+          randomSchedules "random schedules, 5 nodes" 5 2500
           yield! variantTests ]
 
 /// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
