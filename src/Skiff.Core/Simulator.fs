@@ -117,6 +117,8 @@ type Stats =
       LeaderAfterHeal: int
       /// Ticks from healing until every member converged (0 if the run stopped earlier).
       ConvergedAfterHeal: int
+      /// The linearizability checker ran out of its step budget on this history (no verdict).
+      Unchecked: bool
       /// The highest index committed anywhere.
       Committed: LogIndex }
 
@@ -276,6 +278,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     let mutable changes = 0
     let mutable leaderAfterHeal = 0
     let mutable convergedAfterHeal = 0
+    let mutable unchecked = false
     let mutable completed = 0
     let mutable timedOut = 0
     let leaderTerms = HashSet<Term>()
@@ -288,8 +291,6 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     let newRid () =
         nextRid <- nextRid + 1L
         nextRid
-
-    let memberNodes () = nodes |> Seq.filter (fun n -> true) |> List.ofSeq
 
     let slotName (id: NodeId) =
         match slotOf.TryGetValue id with
@@ -403,7 +404,17 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 if budget = 0 then
                     inv.Fail("liveness", sprintf "%s keeps feeding itself events without end (last: %A)" node.Name (node.Inbox.Peek()))
                 let event = node.Inbox.Dequeue()
+                // An interpreter may coalesce durability notices: "durable up to i" covers every earlier one.
+                let coalesced =
+                    match event with
+                    | Event.Persisted _ when node.Inbox.Count > 0 ->
+                        (match node.Inbox.Peek() with
+                         | Event.Persisted _ -> true
+                         | _ -> false)
+                        && prng.Chance 50
+                    | _ -> false
                 match node.State with
+                | ValueSome _ when coalesced -> log (fun () -> sprintf "%s: %A coalesced into the next" node.Name event)
                 | ValueSome s ->
                     traceStep node event
                     guard node (fun () -> reducer.Step s event) |> ignore
@@ -930,7 +941,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         if not (failed ()) then
             match Linearizability.check history with
             | NotLinearizable _ as verdict -> inv.Fail("linearizability", Linearizability.describe verdict)
-            | _ -> ()
+            | Unknown _ -> unchecked <- true
+            | Linearizable -> ()
         { Schedule = schedule
           Violation = inv.Violation
           History = history
@@ -947,6 +959,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
               ConfigChanges = changes
               LeaderAfterHeal = leaderAfterHeal
               ConvergedAfterHeal = convergedAfterHeal
+              Unchecked = unchecked
               Committed = inv.MaxCommitted }
           Trace = List.ofSeq trace }
 

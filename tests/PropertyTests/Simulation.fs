@@ -62,11 +62,12 @@ let private randomSchedules (name: string) (nodes: int) (count: int) =
             Check.One(config, property)
             let sum f = total |> List.sumBy f
             printfn
-                "%s: %d schedules in %.1f s (%.0f/s, SKIFF_SEED=%d): %d ops returned, %d timed out, %d crashes, %d snapshots installed, %d membership changes, leader after heal <= %d ticks, converged <= %d ticks"
+                "%s: %d schedules in %.1f s (%.0f/s, SKIFF_SEED=%d): %d ops returned, %d timed out, %d crashes, %d snapshots installed, %d membership changes, leader after heal <= %d ticks, converged <= %d ticks, %d histories too hard to check"
                 name count watch.Elapsed.TotalSeconds (float count / watch.Elapsed.TotalSeconds) seed
                 (sum (fun s -> s.Completed)) (sum (fun s -> s.TimedOut)) (sum (fun s -> s.Crashes)) (sum (fun s -> s.SnapshotsInstalled))
                 (sum (fun s -> s.ConfigChanges)) (total |> List.map (fun s -> s.LeaderAfterHeal) |> List.max)
                 (total |> List.map (fun s -> s.ConvergedAfterHeal) |> List.max)
+                (total |> List.filter (fun s -> s.Unchecked) |> List.length)
         with e ->
             let shrunk = match last with Some r -> report r | None -> ""
             failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
@@ -149,6 +150,45 @@ let private determinism =
             let b = runOne s
             Expect.equal (a.Stats, a.History.Length, a.Violation) (b.Stats, b.History.Length, b.Violation) (Schedule.format s)
 
+let private components =
+    testList
+        "simulator parts"
+        [ testCase "KV model: put, delete, compare-and-swap" <| fun () ->
+              let b (s: string) = Text.Encoding.ASCII.GetBytes s
+              let s, r = KvModel.apply KvModel.empty (Command.CompareAndSwap("k", None, Some(b "1")))
+              Expect.equal r (CommandResult.Swapped true) "absent matches None"
+              let s, r = KvModel.apply s (Command.CompareAndSwap("k", Some(b "2"), Some(b "3")))
+              Expect.equal r (CommandResult.Swapped false) "mismatch"
+              Expect.equal (KvModel.get s "k") (Some(b "1")) "unchanged"
+              let s, _ = KvModel.apply s (Command.CompareAndSwap("k", Some(b "1"), None))
+              Expect.equal (KvModel.get s "k") None "swap to None deletes"
+              let s, r = KvModel.apply s (Command.Put("k", b "4"))
+              Expect.equal r CommandResult.Done "put"
+              let s, _ = KvModel.apply s (Command.Delete "k")
+              Expect.isTrue (KvModel.same s KvModel.empty) "delete"
+          testCase "log store: write truncates, compaction keeps the tail" <| fun () ->
+              let e i t = { Index = i; Term = t; Payload = Payload.Noop }
+              let log = LogStore()
+              Expect.equal (log.Write [ e 1L 1L; e 2L 1L; e 3L 1L ]) (Ok()) "append"
+              Expect.equal (log.Write [ e 2L 2L ]) (Ok()) "overwrite"
+              Expect.equal log.LastIndex 2L "truncated"
+              Expect.equal (log.TermAt 2L) (ValueSome 2L) "new term"
+              Expect.isError (log.Write [ e 4L 2L ]) "gap refused"
+              log.Compact(1L, 0L)
+              Expect.equal (log.BaseIndex, log.BaseTerm, log.LastIndex) (1L, 1L, 2L) "compacted to 1"
+              Expect.equal (log.Range(2L, 2L)) (Some [ e 2L 2L ]) "tail kept"
+              Expect.equal (log.Range(1L, 2L)) None "compacted entries are gone"
+          testCase "network: a partition drops, healing restores" <| fun () ->
+              let net = Network(Prng 1UL)
+              let a, b = Simulator.nodeId 0, Simulator.nodeId 1
+              let env = { From = a; To = b; Message = Message.TimeoutNow 1L }
+              net.Block(a, b)
+              net.Send(0L, env, None)
+              Expect.isNone (net.TryReceive 10L) "cut"
+              net.HealAll()
+              net.Send(10L, env, None)
+              Expect.isSome (net.TryReceive 11L) "delivered" ]
+
 let private scheduleText =
     testCase "schedules print and parse back" <| fun () ->
         for s in sampleSchedules maxSteps 11UL 50 do
@@ -165,7 +205,8 @@ let private quietCluster =
 let tests: Test =
     testList
         "simulation"
-        [ scheduleText
+        [ components
+          scheduleText
           determinism
           quietCluster
           replayTest
