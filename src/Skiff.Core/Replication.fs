@@ -33,10 +33,11 @@ module Replication =
                   Round = round s })
             s
 
-    /// Offers the latest snapshot to a follower that needs entries we no longer store.
+    /// Offers the latest snapshot to a follower that needs entries we no longer store. Not while a TakeSnapshot
+    /// is outstanding: the interpreter may already hold (only) the newer one, so wait for SnapshotTaken.
     let sendSnapshot (peer: NodeId) (s: State) : State =
         match progress peer s with
-        | Some pr when s.Snapshot.Index > 0L ->
+        | Some pr when s.Snapshot.Index > 0L && not s.Snapshotting ->
             s
             |> State.emit (Effect.SendSnapshot(peer, s.Term, s.Snapshot))
             |> setProgress peer { pr with Mode = ProgressMode.Snapshot; Inflight = []; SnapshotTicks = 0; Loading = false }

@@ -26,9 +26,12 @@ module Snapshots =
                     newer @ [ meta.Index, meta.Configuration ]
                 let s = { s with Snapshot = meta; Configs = configs }
                 let upTo = meta.Index - s.Options.CompactionTail
-                if upTo >= s.Log.FirstIndex then
-                    { s with Log = LogView.compact upTo s.Log } |> State.emit (Effect.CompactLog upTo)
-                else s
+                let s =
+                    if upTo >= s.Log.FirstIndex then
+                        { s with Log = LogView.compact upTo s.Log } |> State.emit (Effect.CompactLog upTo)
+                    else s
+                // Followers that waited for this snapshot (see Replication.sendSnapshot) can get it now.
+                Replication.broadcast s
 
     /// A follower receives a snapshot of its current term from its leader (the data is already staged).
     let handleSnapshot (from: NodeId) (m: SnapshotRequest) (s: State) : State =
