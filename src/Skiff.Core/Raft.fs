@@ -112,6 +112,7 @@ module Raft =
               LeaderMatch = 0L
               Acked = 0L
               LastRound = 0L
+              InstallPending = None
               Lead = None
               Out = [] }
         let s = s0 |> State.resetElectionTimer
@@ -243,6 +244,10 @@ module Raft =
             | Event.ChangeConfig(id, change) -> Membership.request id change s
             | Event.TransferLeadership(id, target) -> Transfer.request id target s
             | Event.Persisted(index, term) ->
+                let s =
+                    match s.InstallPending with
+                    | Some i when index > i && LogView.termAt index s.Log = Some term -> { s with InstallPending = None }
+                    | _ -> s
                 { s with Log = LogView.persisted index term s.Log } |> Replication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
             | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s

@@ -44,11 +44,11 @@ module Snapshots =
         if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then s
         elif meta.Index <= s.Commit then
             // Claim only what is durable (see Replication.handleAppend); Persisted acknowledges the rest.
-            reply (min s.Commit s.Log.Persisted) { s with LeaderMatch = max s.LeaderMatch s.Commit }
+            reply (min s.Commit (State.claimable s)) { s with LeaderMatch = max s.LeaderMatch s.Commit }
         elif LogView.termAt meta.Index s.Log = Some meta.Term then
             // We already hold everything it covers; it is committed, so just move the commit index.
             let s = { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
-            reply (min meta.Index s.Log.Persisted) s
+            reply (min meta.Index (State.claimable s)) s
         else
             let s =
                 { s with
@@ -58,7 +58,8 @@ module Snapshots =
                     ApplyLoading = false
                     Snapshot = meta
                     Configs = [ meta.Index, meta.Configuration ]
-                    LeaderMatch = meta.Index }
+                    LeaderMatch = meta.Index
+                    InstallPending = Some meta.Index }
             s
             |> State.emit (Effect.InstallSnapshot(m.Staged, meta))
             |> State.refreshConfig
