@@ -33,10 +33,11 @@ module Replication =
                   Round = round s })
             s
 
-    /// Offers the latest snapshot to a follower that needs entries we no longer store.
+    /// Offers the latest snapshot to a follower that needs entries we no longer store. Not while a TakeSnapshot
+    /// is outstanding: the interpreter may already hold (only) the newer one, so wait for SnapshotTaken.
     let sendSnapshot (peer: NodeId) (s: State) : State =
         match progress peer s with
-        | Some pr when s.Snapshot.Index > 0L ->
+        | Some pr when s.Snapshot.Index > 0L && not s.Snapshotting ->
             s
             |> State.emit (Effect.SendSnapshot(peer, s.Term, s.Snapshot))
             |> setProgress peer { pr with Mode = ProgressMode.Snapshot; Inflight = []; SnapshotTicks = 0; Loading = false }
@@ -174,7 +175,7 @@ module Replication =
             // from an earlier step would be lost in a crash while the leader counts it.
             if m.PrevLogIndex < s.Commit && entries.IsEmpty then
                 let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
-                reply from m true (min s.Commit s.Log.Persisted) 0L None s
+                reply from m true (min s.Commit (State.claimable s)) 0L None s
             else
                 match LogView.termAt prev s.Log, prevTerm with
                 | None, _ ->
@@ -196,7 +197,7 @@ module Replication =
                             { s with
                                 Commit = max s.Commit (min m.LeaderCommit lastNew)
                                 LeaderMatch = max s.LeaderMatch lastNew }
-                        reply from m true (min lastNew s.Log.Persisted) 0L None s
+                        reply from m true (min lastNew (State.claimable s)) 0L None s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
                         let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
@@ -210,7 +211,7 @@ module Replication =
     let acknowledgePersisted (s: State) : State =
         match s.Role, s.Leader with
         | Role.Follower, Some leader ->
-            let claim = min s.Log.Persisted s.LeaderMatch
+            let claim = min (State.claimable s) s.LeaderMatch
             if claim > s.Acked then
                 { s with Acked = claim }
                 |> State.send

@@ -203,6 +203,9 @@ type State =
       Acked: LogIndex
       /// Follower: the last Round seen from the current leader, echoed in acknowledgements sent on Persisted.
       LastRound: int64
+      /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
+      /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
+      InstallPending: LogIndex option
       /// Leader-only state.
       Lead: LeaderState option
       /// Effects of the current step, newest first.
@@ -248,6 +251,13 @@ module State =
             | Some m -> m.Voter
             | None -> false
         voterIn s.Config || voterIn (configAt s.Commit s)
+
+    /// The highest index this node may claim in a Send that has no persistence effect before it in its list:
+    /// what is durable, and nothing while an installed snapshot may not be.
+    let claimable (s: State) : LogIndex =
+        match s.InstallPending with
+        | Some _ -> 0L
+        | None -> s.Log.Persisted
 
     /// Majority size for a set of voters.
     let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1

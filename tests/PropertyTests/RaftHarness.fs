@@ -77,8 +77,10 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
                     if k <= upTo then node.Storage.Remove k |> ignore
             | Effect.InstallSnapshot(_, meta) ->
                 node.Storage.Clear()
-                // The state machine is replaced: mark the snapshot's index as applied.
-                node.Applied.Add { Index = meta.Index; Term = meta.Term; Payload = Payload.Noop }
+                // The state machine is replaced: mark the snapshot's index as applied (a repeated install of the
+                // same snapshot changes nothing).
+                if node.Applied.Count = 0 || node.Applied[node.Applied.Count - 1].Index < meta.Index then
+                    node.Applied.Add { Index = meta.Index; Term = meta.Term; Payload = Payload.Noop }
             | Effect.TakeSnapshot index ->
                 // The reducer fills in the term and configuration itself.
                 queue.Add(id, Event.SnapshotTaken { Index = index; Term = 0L; Configuration = Configuration.Empty })
