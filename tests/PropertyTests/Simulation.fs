@@ -132,7 +132,10 @@ let knownSchedules =
     [ "lost append never retransmitted (fixed)", "seed=6657205885649986441 nodes=3 [39 delay:5; 38 remove:0; 11 heal; 35 restart:0; 12 loss:8]"
       "self-removing leader deadlock", "seed=8484249247677838234 nodes=3 [8 remove:2; 35 remove:1; 0 partition:0,2]"
       "self-removing leader deadlock, 2", "seed=457560588692552006 nodes=3 [14 remove:2; 14 isolate:3; 0 remove:1]"
-      "follower acknowledges entries not yet durable", "seed=1325808645824456204 nodes=5 [31 partition:1,3; 5 disk:4; 32 restart:0; 3 heal; 10 isolate:1; 9 heal; 20 crash:4]" ]
+      "follower acknowledges entries not yet durable", "seed=1325808645824456204 nodes=5 [31 partition:1,3; 5 disk:4; 32 restart:0; 3 heal; 10 isolate:1; 9 heal; 20 crash:4]"
+      "term before a retained log tail (interpreter)", "seed=7583193944569575695 nodes=3 [23 heal; 6 restart:0; 10 loss:25; 17 isolate:1; 12 restart:2; 37 crash:0; 0 crash:2]"
+      "duplicated snapshot offer installed again", "seed=1879071196373808932 nodes=3 [27 oneway:0>0; 28 restart:1; 24 disk:4; 24 dup:18; 5 add]"
+      "duplicated snapshot offer installed again, 2", "seed=1211128565561048433 nodes=5 [30 partition:0,2,3; 8 isolate:1; 31 disk:4; 20 heal]" ]
 
 let private regressions =
     knownSchedules
