@@ -119,6 +119,14 @@ let private replayTest =
                         let shrunk = go schedule
                         printfn "shrunk to: %s" (Schedule.format shrunk)
                         shrunk
+            // SKIFF_LIVENESS=leaderTicks,convergeTicks: other liveness bounds for this replay.
+            let settings =
+                match Environment.GetEnvironmentVariable "SKIFF_LIVENESS" with
+                | null
+                | "" -> settings
+                | text ->
+                    let parts = text.Split ','
+                    { settings with LeaderTicks = int parts[0]; LivenessTicks = int parts[1] }
             let result = Simulator.run reducer { settings with Trace = true } schedule
             result.Trace |> List.iter (printfn "%s")
             printfn "%s" (report result)
