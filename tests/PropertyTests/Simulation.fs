@@ -160,10 +160,15 @@ let private regressions =
 
 let private determinism =
     testCase "same schedule, same run" <| fun () ->
+        // Bit for bit: the full trace (every event and effect of every node) and the client history agree.
         for s in sampleSchedules maxSteps 7UL 5 do
-            let a = runOne s
-            let b = runOne s
-            Expect.equal (a.Stats, a.History.Length, a.Violation) (b.Stats, b.History.Length, b.Violation) (Schedule.format s)
+            let traced = { settings with Trace = true }
+            let a = Simulator.run reducer traced s
+            let b = Simulator.run reducer traced s
+            Expect.isGreaterThan a.Trace.Length 100 "the trace records the run"
+            Expect.equal a.Trace b.Trace (Schedule.format s)
+            Expect.equal a.History b.History (Schedule.format s)
+            Expect.equal (a.Stats, a.Violation) (b.Stats, b.Violation) (Schedule.format s)
 
 let private components =
     testList
