@@ -36,14 +36,14 @@ let private fsCheckSeed () =
     | "" -> uint64 (Random.Shared.NextInt64()) 
     | s -> UInt64.Parse s
 
-/// `count` random schedules on clusters of `nodes`, shrinking any failure.
-let private randomSchedules (name: string) (nodes: int) (count: int) =
+/// `count` random schedules of up to `steps` faults on clusters of `nodes`, shrinking any failure.
+let private randomSchedules (name: string) (steps: int) (nodes: int) (count: int) =
     testCase name <| fun () ->
         let seed = fsCheckSeed ()
         let watch = Stopwatch.StartNew()
         let arb =
             Arb.fromGenShrink (
-                genSchedule maxSteps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
+                genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
                 shrinkSchedule
             )
         let mutable last = None
@@ -231,8 +231,10 @@ let tests: Test =
           quietCluster
           replayTest
           yield! regressions
-          randomSchedules "random schedules, 3 nodes" 3 2500
-          randomSchedules "random schedules, 5 nodes" 5 2500
+          randomSchedules "random schedules, 3 nodes" maxSteps 3 4000
+          randomSchedules "random schedules, 5 nodes" maxSteps 5 4000
+          randomSchedules "random long schedules, 3 nodes" 40 3 500
+          randomSchedules "random long schedules, 5 nodes" 40 5 500
           yield! variantTests ]
 
 /// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
