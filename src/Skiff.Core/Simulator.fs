@@ -207,6 +207,7 @@ type private Node<'S>(slot: int, bootstrap: Configuration) =
     member val Alive = false with get, set
     // durable
     member val Hard: HardState = { Term = 0L; VotedFor = None } with get, set
+    member val WrittenHard: HardState = { Term = 0L; VotedFor = None } with get, set
     member val Durable = LogStore()
     member val Snapshot: (SnapshotMeta * KvModel.Store) option = None with get, set
     // volatile
@@ -318,6 +319,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         node.AcceptedWaits.Clear()
         node.LastRole <- Role.Follower
         node.LastTerm <- node.Hard.Term
+        node.WrittenHard <- node.Hard
         node.LastCommit <- 0L
         node.Alive <- true
         let b =
@@ -349,6 +351,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 | Effect.PersistEntries _
                 | Effect.InstallSnapshot _
                 | Effect.CompactLog _ -> if node.Alive then emit node effect
+                | Effect.PersistHardState hard -> checkHardState node hard
                 | _ -> ()
             observe node state
             execute node effects
@@ -389,6 +392,20 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             match node.State with
             | ValueSome s -> guard node (fun () -> reducer.Step s event) |> ignore
             | ValueNone -> ()
+
+    /// Terms never go back and a vote, once cast in a term, never changes (over the node's whole history: the
+    /// reference is the hard state last written, durable or not, and the durable one after a restart).
+    and checkHardState (node: Node<'S>) (hard: HardState) =
+        let last = node.WrittenHard
+        if hard.Term < last.Term then
+            inv.Fail("election safety", sprintf "%s persists term %d after term %d" node.Name hard.Term last.Term)
+        elif hard.Term = last.Term && last.VotedFor.IsSome && hard.VotedFor <> last.VotedFor then
+            inv.Fail(
+                "election safety",
+                sprintf "%s changes its vote in term %d from %s to %s" node.Name hard.Term (slotName last.VotedFor.Value)
+                    (match hard.VotedFor with Some v -> slotName v | None -> "nobody")
+            )
+        node.WrittenHard <- hard
 
     and traceStep (node: Node<'S>) (event: Event) =
         if options.Trace && event <> Event.Tick then log (fun () -> sprintf "%s <- %s" node.Name (showEvent slotName event))
