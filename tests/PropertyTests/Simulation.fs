@@ -37,7 +37,7 @@ let private fsCheckSeed () =
     | s -> UInt64.Parse s
 
 /// `count` random schedules of up to `steps` faults on clusters of `nodes`, shrinking any failure.
-let private randomSchedules (name: string) (steps: int) (nodes: int) (count: int) =
+let private randomSchedulesWith (reducer: Reducer<State>) (name: string) (steps: int) (nodes: int) (count: int) =
     testCase name <| fun () ->
         let seed = fsCheckSeed ()
         let watch = Stopwatch.StartNew()
@@ -50,7 +50,7 @@ let private randomSchedules (name: string) (steps: int) (nodes: int) (count: int
         let mutable total = []
         let property =
             Prop.forAll arb (fun schedule ->
-                let result = runOne schedule
+                let result = Simulator.run reducer settings schedule
                 total <- result.Stats :: total
                 match result.Violation with
                 | Some _ ->
@@ -71,6 +71,11 @@ let private randomSchedules (name: string) (steps: int) (nodes: int) (count: int
         with e ->
             let shrunk = match last with Some r -> report r | None -> ""
             failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
+
+let private randomSchedules = randomSchedulesWith reducer
+
+/// The reducer without Pre-Vote and CheckQuorum (both optional in Options).
+let plainReducer = Simulator.raft { Simulator.simulationOptions with PreVote = false; CheckQuorum = false }
 
 /// Runs schedules drawn from a fixed seed until the variant violates a property on a schedule that the real
 /// reducer passes (so a known bug of the real reducer never counts as catching the variant); the number of
@@ -235,6 +240,8 @@ let tests: Test =
           randomSchedules "random schedules, 5 nodes" maxSteps 5 4000
           randomSchedules "random long schedules, 3 nodes" 40 3 500
           randomSchedules "random long schedules, 5 nodes" 40 5 500
+          randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 3 nodes" maxSteps 3 500
+          randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 5 nodes" maxSteps 5 500
           yield! variantTests ]
 
 /// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
@@ -260,6 +267,8 @@ let soak (count: int option) : int =
         | null
         | "" -> maxSteps
         | n -> int n
+    // SKIFF_SOAK_PLAIN=1: the reducer without Pre-Vote and CheckQuorum.
+    let soakReducer = if Environment.GetEnvironmentVariable "SKIFF_SOAK_PLAIN" = "1" then plainReducer else reducer
     let keep (step: ScheduleStep) = not (excluded.Contains((ScheduleText.fault step.Fault).Split(':')[0]))
     let mutable violations = 0
     while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
@@ -267,7 +276,7 @@ let soak (count: int option) : int =
         for s in sampleSchedules steps (seed + batch) size do
             let s = { s with Steps = List.filter keep s.Steps }
             if failure.IsNone then
-                let r = runOne s
+                let r = Simulator.run soakReducer settings s
                 ran <- ran + 1
                 match r.Violation with
                 | Some v when keepGoing ->
