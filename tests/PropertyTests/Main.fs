@@ -10,12 +10,25 @@ let private all: Test list =
       // checker:end
 
       // reducer:begin
+      RaftElectionTests.tests
+      RaftReplicationTests.tests
+      RaftMembershipTests.membership
+      RaftMembershipTests.reads
+      RaftMembershipTests.transfer
+      RaftSnapshotTests.snapshots
+      RaftSnapshotTests.totality
+      RaftSnapshotTests.restarts
+      RaftChaosTests.tests
       // reducer:end
 
       // simulator:begin
+      Simulation.tests
       // simulator:end
     ]
 
 [<EntryPoint>]
 let main argv =
-    Skiff.Tests.TestMain.run argv (testList "PropertyTests" all)
+    match List.ofArray argv with
+    // `dotnet fsi build.fsx soak [count]`: run simulation schedules instead of the tests.
+    | "--soak" :: rest -> Simulation.soak (rest |> List.tryHead |> Option.map int)
+    | _ -> Skiff.Tests.TestMain.run argv (testList "PropertyTests" all)
