@@ -245,8 +245,8 @@ let tests: Test =
           quietCluster
           replayTest
           yield! regressions
-          randomSchedules "random schedules, 3 nodes" maxSteps 3 4000
-          randomSchedules "random schedules, 5 nodes" maxSteps 5 4000
+          randomSchedules "random schedules, 3 nodes" maxSteps 3 3000
+          randomSchedules "random schedules, 5 nodes" maxSteps 5 3000
           randomSchedules "random long schedules, 3 nodes" 40 3 500
           randomSchedules "random long schedules, 5 nodes" 40 5 500
           randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 3 nodes" maxSteps 3 500
