@@ -109,6 +109,9 @@ let private replayTest =
         | "" -> ()
         | text ->
             let schedule = Schedule.parse text
+            // SKIFF_PLAIN=1: replay against the reducer without Pre-Vote and CheckQuorum.
+            let chosen = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
+            let runOne s = Simulator.run chosen settings s
             // SKIFF_SHRINK=1: first shrink the schedule greedily, keeping the same violated property.
             let schedule =
                 if Environment.GetEnvironmentVariable "SKIFF_SHRINK" <> "1" then schedule
@@ -132,7 +135,7 @@ let private replayTest =
                 | text ->
                     let parts = text.Split ','
                     { settings with LeaderTicks = int parts[0]; LivenessTicks = int parts[1] }
-            let result = Simulator.run reducer { settings with Trace = true } schedule
+            let result = Simulator.run chosen { settings with Trace = true } schedule
             result.Trace |> List.iter (printfn "%s")
             printfn "%s" (report result)
             match result.Violation with
@@ -154,11 +157,17 @@ let knownSchedules =
       "slow election, stale-log majority (3 nodes)", "seed=4292461891479662373 nodes=3 [4 crash:1; 23 dup:21; 12 isolate:1; 6 restart:2; 3 disk:0; 2 partition:1,2; 2 remove:0; 4 delay:4; 7 partition:0; 40 remove:0]"
       "slow election, stale-log majority (5 nodes)", "seed=9000603822582088797 nodes=5 [5 add; 23 heal; 10 partition:2,3; 9 crash:4; 16 heal; 33 heal; 8 delay:3; 9 heal; 9 remove:4; 2 remove:4; 31 add; 1 partition:2,3,4]" ]
 
+/// Known schedules for the reducer without Pre-Vote and CheckQuorum.
+let knownPlainSchedules =
+    [ "no Pre-Vote: removed node collects votes it cannot use",
+      "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]" ]
+
 let private regressions =
-    knownSchedules
-    |> List.map (fun (name, text) ->
+    (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
+    @ (knownPlainSchedules |> List.map (fun (n, t) -> n, t, plainReducer))
+    |> List.map (fun (name, text, reducer) ->
         testCase (sprintf "known schedule: %s" name) <| fun () ->
-            let r = runOne (Schedule.parse text)
+            let r = Simulator.run reducer settings (Schedule.parse text)
             match r.Violation with
             | Some _ -> failtestf "%s" (report r)
             | None -> ())
@@ -236,8 +245,8 @@ let tests: Test =
           quietCluster
           replayTest
           yield! regressions
-          randomSchedules "random schedules, 3 nodes" maxSteps 3 4000
-          randomSchedules "random schedules, 5 nodes" maxSteps 5 4000
+          randomSchedules "random schedules, 3 nodes" maxSteps 3 3000
+          randomSchedules "random schedules, 5 nodes" maxSteps 5 3000
           randomSchedules "random long schedules, 3 nodes" 40 3 500
           randomSchedules "random long schedules, 5 nodes" 40 5 500
           randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 3 nodes" maxSteps 3 500
@@ -267,8 +276,8 @@ let soak (count: int option) : int =
         | null
         | "" -> maxSteps
         | n -> int n
-    // SKIFF_SOAK_PLAIN=1: the reducer without Pre-Vote and CheckQuorum.
-    let soakReducer = if Environment.GetEnvironmentVariable "SKIFF_SOAK_PLAIN" = "1" then plainReducer else reducer
+    // SKIFF_PLAIN=1: the reducer without Pre-Vote and CheckQuorum.
+    let soakReducer = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
     let keep (step: ScheduleStep) = not (excluded.Contains((ScheduleText.fault step.Fault).Split(':')[0]))
     let mutable violations = 0
     while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
