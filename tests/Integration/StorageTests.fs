@@ -69,6 +69,9 @@ let private logTests =
             let terms = readAll log |> List.map (fun e -> e.Index, e.Term)
             Expect.equal terms ([ for i in 1L .. 5L -> i, 1L ] @ [ 6L, 2L; 7L, 2L; 8L, 3L; 9L, 4L ]) "last-written version of each index"
             Expect.throws (fun () -> append log (entries 11L 11L 4L)) "a gap is refused"
+            expectSkiff ErrorKind.ValueTooLarge (fun () -> append log [| LogEntry(10L, 4L, Array.zeroCreate (log.MaxPayloadBytes + 1)) |]) |> ignore
+            append log [| LogEntry(10L, 4L, Array.zeroCreate log.MaxPayloadBytes) |]
+            Expect.equal (log.ReadAsync(10L, 10L).Result[0].Payload.Length) log.MaxPayloadBytes "the largest payload reads back"
 
         testCase "concurrent appenders share commits (group commit)" <| fun () ->
             use tmp = new TempDir "group"
