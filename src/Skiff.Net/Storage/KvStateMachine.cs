@@ -288,7 +288,16 @@ public sealed class KvStateMachine : IDisposable
                         files.Add((rel, new FileInfo(path).Length));
                 }
                 files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
-                // The checkpoint's own files were written without a directory sync by FASTER; make them durable.
+                // FASTER writes some checkpoint metadata with plain buffered writes and never syncs directories;
+                // sync the checkpoint's files and directories so the snapshot survives power loss before the log
+                // is compacted behind it.
+                foreach (var (rel, _) in files)
+                {
+                    if (!rel.StartsWith("checkpoints", StringComparison.Ordinal)) continue;
+                    var full = Path.Combine(_dir, rel);
+                    using var h = File.OpenHandle(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    StorageIo.Fdatasync(h, full);
+                }
                 foreach (var d in Directory.EnumerateDirectories(Path.Combine(_dir, "checkpoints"), "*", SearchOption.AllDirectories))
                     StorageIo.FsyncDirectory(d);
                 StorageIo.FsyncDirectory(_dir);
