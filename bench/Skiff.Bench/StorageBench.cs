@@ -25,7 +25,7 @@ public static class StorageBench
                 case "--log-mib": logBytes = long.Parse(args[++i]) << 20; break;
                 case "--keys": keys = int.Parse(args[++i]); break;
                 case "--only": only.Add(args[++i]); break;
-                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|snapshot)");
+                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|log|kv|snapshot)");
             }
         }
         return new Options(dir, seconds, logBytes, keys, only.ToArray());
@@ -59,8 +59,8 @@ public static class StorageBench
                         Console.WriteLine($"storage commit mode={mode} writers=1 commits_s={r.Commits:F0} p50_us={r.P50:F0} p99_us={r.P99:F0} fsyncs_s={fsyncs:F0} ratio={r.Commits / fsyncs:F2} metadata_writes_per_commit={(mode == LogCommitMode.FasterDefault ? "n/a" : r.MetadataPerCommit.ToString("F3"))} load={LoadAverage()}");
                     }
             }
-            if (Want("recovery")) await LogRecovery(o);
-            if (Want("recovery") || Want("snapshot")) KvRecoveryAndSnapshot(o);
+            if (Want("recovery") || Want("log")) await LogRecovery(o);
+            if (Want("recovery") || Want("snapshot") || Want("kv")) KvRecoveryAndSnapshot(o);
         }
         finally
         {
@@ -212,6 +212,8 @@ public static class StorageBench
                 kv.Apply(i + 1, 1, Command.NewPut($"users/{i % 10000}/item{i}", value));
             double loadS = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"storage kv-load keys={o.Keys} s={loadS:F2} puts_s={o.Keys / loadS:F0}");
+            kv.ListKeys("users/8/");
+            kv.GetPrefixes();
             sw.Restart();
             var listed = kv.ListKeys("users/7/");
             double listMs = sw.Elapsed.TotalMilliseconds;
@@ -238,7 +240,7 @@ public static class StorageBench
         using (var kv = KvStateMachine.Open(dir))
         {
             double s = sw.Elapsed.TotalSeconds;
-            Console.WriteLine($"storage kv-recovery keys={kv.KeyCount} applied={kv.AppliedIndex} s={s:F2}");
+            Console.WriteLine($"storage kv-recovery keys={kv.KeyCount} applied={kv.AppliedIndex} s={s:F2} checkpoint_s={kv.LastOpen.Recover.TotalSeconds:F2} key_index_s={kv.LastOpen.KeyIndex.TotalSeconds:F2} rebuild={Environment.GetEnvironmentVariable("SKIFF_KV_INDEX_REBUILD") ?? "scan"}");
         }
         Directory.Delete(dir, true);
     }

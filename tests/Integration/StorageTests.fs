@@ -267,13 +267,25 @@ let private kvTests =
             use tmp = new TempDir "kv-disk"
             let opts = KvOptions(PageSizeBits = 12, MemorySizeBits = 14, IndexSizeBytes = (1L <<< 16))
             let value i = Array.init 200 (fun k -> byte (i + k))
-            using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
-                for i in 0 .. 4999 do kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
-                Expect.sequenceEqual (kv.Get "k/0") (value 0) "an early key, read back from disk"
-                kv.TakeSnapshot() |> ignore)
+            let expected =
+                using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
+                    for i in 0 .. 4999 do kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
+                    Expect.sequenceEqual (kv.Get "k/0") (value 0) "an early key, read back from disk"
+                    // Deletes and re-puts of keys both on disk and in memory, so the rebuild must order versions.
+                    let mutable n = 5001L
+                    for i in 0 .. 7 .. 4999 do
+                        kv.Apply(n, 1L, Command.Delete(sprintf "k/%d" i)) |> ignore
+                        n <- n + 1L
+                    for i in 0 .. 21 .. 4999 do
+                        kv.Apply(n, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
+                        n <- n + 1L
+                    kv.Apply(n, 1L, Command.Delete "k/4998") |> ignore
+                    kv.TakeSnapshot() |> ignore
+                    List.ofSeq (kv.ListKeys ""))
             use kv = KvStateMachine.Open(tmp.Path, opts)
-            Expect.equal kv.KeyCount 5000 "key index rebuilt"
-            Expect.equal kv.AppliedIndex 5000L "applied index recovered"
+            Expect.equal (List.ofSeq (kv.ListKeys "")) expected "key index rebuilt with deletes and re-puts"
+            Expect.equal kv.KeyCount (5000 - 715 + 239 - 1) "live keys"
+            Expect.isGreaterThan kv.AppliedIndex 5000L "applied index recovered"
             Expect.sequenceEqual (kv.Get "k/1234") (value 1234) "value after recovery"
     ]
 
