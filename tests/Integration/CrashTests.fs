@@ -103,6 +103,13 @@ let private runKills (kills: int) (seed: int) =
           | line ->
             feed e line
             if line.StartsWith "A " && line.EndsWith " ." then acks <- acks + 1
+            if run = 1 && line.StartsWith "READY" then
+                // Another process holds the directory: opening it here must fail, not share it.
+                try
+                    (NodeStorage.Open dir).Dispose()
+                    failtest "opened a data directory another process holds"
+                with :? Skiff.SkiffException as ex ->
+                    Expect.equal ex.Kind Skiff.ErrorKind.DataDirectoryLocked "locked by the child"
             if not killed && (line.StartsWith "READY" && killAfter = 0 || acks >= killAfter && killAfter > 0) then
                 p.Kill()
                 killed <- true

@@ -351,6 +351,43 @@ let private snapshotTests =
             Expect.equal (List.ofSeq (b.Kv.GetPrefixes())) (List.ofSeq (a.Kv.GetPrefixes())) "same prefixes"
             Expect.equal (b.Kv.Get "dir3/key10") (utf8 "100") "a value"
 
+        testCase "an install interrupted before it completed is discarded; one interrupted after is finished" <| fun () ->
+            use tmp = new TempDir "install-crash"
+            use a = NodeStorage.Open(tmp.Sub "a")
+            append a.Log ([| for i in 1L .. 30L -> putEntry i 2L (sprintf "from-a/%d" i) "v" |])
+            replay a.Log a.Kv
+            let snap = a.Kv.TakeSnapshot()
+            let bDir = tmp.Sub "b"
+            // Half a stream, then the process "dies" (the installer is never completed or disposed).
+            using (NodeStorage.Open bDir) (fun b ->
+                b.Kv.Apply(1L, 1L, put "mine" "1") |> ignore
+                b.Kv.TakeSnapshot() |> ignore
+                use reader = a.Kv.OpenSnapshotReader snap
+                let installer = b.Kv.BeginInstall()
+                installer.WriteChunk(ReadOnlySpan(reader.ReadChunk(1000))))
+            Expect.isTrue (Directory.Exists(Path.Combine(bDir, "kv.staging"))) "staging left behind"
+            using (NodeStorage.Open bDir) (fun b ->
+                Expect.isFalse (Directory.Exists(Path.Combine(bDir, "kv.staging"))) "incomplete staging discarded"
+                Expect.equal (b.Kv.Get "mine") (utf8 "1") "old state kept")
+            // A complete staging directory (marker written) whose swap did not happen yet.
+            let cDir = tmp.Sub "c"
+            using (NodeStorage.Open cDir) (fun c ->
+                use reader = a.Kv.OpenSnapshotReader snap
+                use installer = c.Kv.BeginInstall()
+                installer.WriteChunk(ReadOnlySpan(reader.ReadChunk(int reader.Length)))
+                installer.Complete())
+            let staging = Path.Combine(bDir, "kv.staging")
+            Directory.CreateDirectory staging |> ignore
+            for f in Directory.GetFiles(Path.Combine(cDir, "kv"), "*", SearchOption.AllDirectories) do
+                let target = Path.Combine(staging, Path.GetRelativePath(Path.Combine(cDir, "kv"), f))
+                Directory.CreateDirectory(nonNull (Path.GetDirectoryName target)) |> ignore
+                File.Copy(f, target)
+            File.WriteAllText(Path.Combine(staging, "SNAPSHOT-COMPLETE"), "")
+            use b = NodeStorage.Open bDir
+            Expect.isNull (b.Kv.Get "mine") "swapped to the snapshot"
+            Expect.equal (b.Kv.Get "from-a/7") (utf8 "v") "snapshot data"
+            Expect.equal b.Kv.AppliedIndex 30L "snapshot applied index"
+
         testCase "a damaged snapshot stream is refused and the old state is kept" <| fun () ->
             use tmp = new TempDir "install-bad"
             use a = NodeStorage.Open(tmp.Sub "a")

@@ -318,6 +318,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                 if (k == addrs.Length || bytes >= maxBytes) break;
             }
         }
+        catch (Exception e) when (e is not OperationCanceledException && CompactedPast(from))
+        {
+            // A compaction moved the start of the log past what we were reading: not a storage failure.
+            throw new ArgumentOutOfRangeException(nameof(from), $"index {from} was compacted while being read ({e.Message})");
+        }
         catch (Exception e) when (e is not SkiffException and not OperationCanceledException)
         {
             throw new SkiffException(ErrorKind.StorageError, $"reading {_logPath}: {e.Message}", e);
@@ -325,6 +330,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         if (k == 0 && addrs.Length > 0)
             throw new SkiffException(ErrorKind.StorageError, $"could not read index {from} from {_logPath}");
         return result;
+    }
+
+    private bool CompactedPast(long index)
+    {
+        lock (_state) return index <= _baseIndex;
     }
 
     /// <summary>Drops entries behind a snapshot at <paramref name="snapshotIndex"/>, keeping the configured tail
