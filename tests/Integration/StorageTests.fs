@@ -435,7 +435,8 @@ let private diskTests =
         testCase "a full disk fails appends with StorageError without hanging; hard state still saves in place" <| fun () ->
             withTmpfs 65536 (fun mnt ->
                 let dir = Path.Combine(mnt, "node")
-                use s = NodeStorage.Open dir
+                // Not `use`: if the append hangs, disposing would wait for it; the test must fail, not hang.
+                let s = NodeStorage.Open dir
                 append s.Log (entries 1L 3L 1L)
                 Expect.equal (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=64k 2>/dev/null; true" mnt)) 0 "disk filled"
                 let big = [| for i in 4L .. 2000L -> LogEntry(i, 1L, Array.zeroCreate 1000) |]
@@ -450,7 +451,31 @@ let private diskTests =
                 Expect.equal s.Log.LastIndex 3L "acknowledged entries still readable"
                 // The hard-state file is preallocated and written in place, so it needs no new blocks.
                 s.HardState.Save(HardState(9L, Nullable()))
-                Expect.equal s.HardState.State.Term 9L "hard state saved on a full disk")
+                Expect.equal s.HardState.State.Term 9L "hard state saved on a full disk"
+                s.Dispose())
+
+        testCase "a nearly full disk stops the key-value store with StorageError instead of hanging it" <| fun () ->
+            withTmpfs 65536 (fun mnt ->
+                let opts = KvOptions(PageSizeBits = 14, MemorySizeBits = 17, IndexSizeBytes = (1L <<< 16), MinFreeDiskBytes = Nullable(8L <<< 20))
+                // Not `use`: if applying hangs, disposing would wait for it; the test must fail, not hang.
+                let kv = KvStateMachine.Open(Path.Combine(mnt, "kv"), opts)
+                kv.Apply(1L, 1L, put "before" "1") |> ignore
+                // Leave about 4 MiB free: below the store's reserve.
+                Expect.equal (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=1M count=%d 2>/dev/null" mnt (64 - 4 - 1))) 0 "disk mostly filled"
+                let v = Array.zeroCreate<byte> 1000
+                let work =
+                    Task.Run(fun () ->
+                        for i in 2 .. 100_000 do kv.Apply(int64 i, 1L, Command.Put(sprintf "k/%d" i, v)) |> ignore)
+                let finished = Task.WhenAny(work, Task.Delay(TimeSpan.FromSeconds 30.0)).Result
+                Expect.isTrue (obj.ReferenceEquals(finished, work)) "applying on a full disk did not hang"
+                match (nonNull work.Exception).InnerException with
+                | :? SkiffException as e ->
+                    Expect.equal e.Kind ErrorKind.StorageError "StorageError"
+                    Expect.stringContains e.Message "disk full" "says why"
+                | other -> failtestf "expected a SkiffException, got %O" other
+                expectSkiff ErrorKind.StorageError (fun () -> kv.TakeSnapshot() |> ignore) |> ignore
+                Expect.equal (kv.Get "before") (utf8 "1") "reads still work"
+                kv.Dispose())
     ]
 
 let tests = testList "storage" [ logTests; nodeTests; kvTests; snapshotTests; diskTests ]
