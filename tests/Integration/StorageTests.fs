@@ -425,7 +425,8 @@ let private withTmpfs (sizeKb: int) (f: string -> unit) =
 let private diskTests =
     testList "disk errors" [
         testCase "a read-only file system gives StorageError" <| fun () ->
-            withTmpfs 65536 (fun mnt ->
+            // Large enough for the default free-space reserves; tmpfs only uses what is written.
+            withTmpfs 262144 (fun mnt ->
                 let dir = Path.Combine(mnt, "node")
                 using (NodeStorage.Open dir) (fun s -> append s.Log (entries 1L 3L 1L))
                 Expect.equal (sh (sprintf "mount -o remount,ro '%s'" mnt)) 0 "remounted read-only"
@@ -435,8 +436,10 @@ let private diskTests =
         testCase "a full disk fails appends with StorageError without hanging; hard state still saves in place" <| fun () ->
             withTmpfs 65536 (fun mnt ->
                 let dir = Path.Combine(mnt, "node")
+                // No free-space reserve: this exercises FASTER's own commit failure on ENOSPC.
+                let opts = NodeStorageOptions(Log = RaftLogOptions(MinFreeDiskBytes = Nullable 0L), Kv = KvOptions(MinFreeDiskBytes = Nullable 0L))
                 // Not `use`: if the append hangs, disposing would wait for it; the test must fail, not hang.
-                let s = NodeStorage.Open dir
+                let s = NodeStorage.Open(dir, opts)
                 append s.Log (entries 1L 3L 1L)
                 Expect.equal (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=64k 2>/dev/null; true" mnt)) 0 "disk filled"
                 let big = [| for i in 4L .. 2000L -> LogEntry(i, 1L, Array.zeroCreate 1000) |]
@@ -476,6 +479,21 @@ let private diskTests =
                 expectSkiff ErrorKind.StorageError (fun () -> kv.TakeSnapshot() |> ignore) |> ignore
                 Expect.equal (kv.Get "before") (utf8 "1") "reads still work"
                 kv.Dispose())
+
+        testCase "a nearly full disk refuses log appends up front with a clear message" <| fun () ->
+            withTmpfs 65536 (fun mnt ->
+                let log = RaftLog.Open(Path.Combine(mnt, "log"), RaftLogOptions(MemorySizeBits = 20, PageSizeBits = 16, MinFreeDiskBytes = Nullable(8L <<< 20)))
+                append log (entries 1L 3L 1L)
+                Expect.equal (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=1M count=%d 2>/dev/null" mnt (64 - 4 - 1))) 0 "disk mostly filled"
+                let big = [| for i in 4L .. 10_000L -> LogEntry(i, 1L, Array.zeroCreate 1000) |]
+                let work = Task.Run(fun () -> log.AppendAsync(big, CancellationToken.None))
+                let finished = Task.WhenAny(work, Task.Delay(TimeSpan.FromSeconds 30.0)).Result
+                Expect.isTrue (obj.ReferenceEquals(finished, work)) "appending on a full disk did not hang"
+                match (nonNull work.Exception).InnerException with
+                | :? SkiffException as e -> Expect.stringContains e.Message "disk full" "StorageError saying why"
+                | other -> failtestf "expected a SkiffException, got %O" other
+                Expect.equal log.LastIndex 3L "earlier entries intact"
+                log.Dispose())
     ]
 
 let tests = testList "storage" [ logTests; nodeTests; kvTests; snapshotTests; diskTests ]
