@@ -252,16 +252,20 @@ let private kvTests =
             for i in 0 .. 99_999 do
                 kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "tenant%d/item%06d" (i % 1000) i, v)) |> ignore
             kv.ListKeys "tenant7/" |> ignore
-            let sw = Stopwatch.StartNew()
-            let listed = kv.ListKeys "tenant42/"
-            let ms = sw.Elapsed.TotalMilliseconds
+            // The best of a few tries: the bound is about the algorithm, not about a busy machine's scheduler.
+            let best (f: unit -> 'a) =
+                [ for _ in 1 .. 5 ->
+                    let sw = Stopwatch.StartNew()
+                    let r = f ()
+                    sw.Elapsed.TotalMilliseconds, r ]
+                |> List.minBy fst
+            let ms, listed = best (fun () -> kv.ListKeys "tenant42/")
             Expect.equal listed.Count 100 "100 keys"
             Expect.isTrue (listed |> Seq.forall (fun k -> k.StartsWith "tenant42/")) "all under the prefix"
             Expect.isLessThan ms 50.0 (sprintf "listing took %.2f ms" ms)
-            sw.Restart()
-            let prefixes = kv.GetPrefixes()
+            let pms, prefixes = best (fun () -> kv.GetPrefixes())
             Expect.equal prefixes.Count 1000 "1000 prefixes"
-            Expect.isLessThan sw.Elapsed.TotalMilliseconds 50.0 "prefixes in milliseconds"
+            Expect.isLessThan pms 50.0 (sprintf "prefixes took %.2f ms" pms)
 
         testCase "a store larger than its memory budget works and recovers its key index" <| fun () ->
             use tmp = new TempDir "kv-disk"
@@ -346,6 +350,19 @@ let private snapshotTests =
                 Expect.isNull (b.Kv.Get "late") "not in the snapshot")
             use b = NodeStorage.Open bDir
             Expect.equal b.Kv.AppliedIndex 500L "after reopen"
+            // The recovered snapshot can be streamed on from here, to a third node.
+            let recovered = nonNull b.Kv.LatestSnapshot
+            Expect.equal recovered.Index 500L "recovered snapshot index"
+            use c = NodeStorage.Open(tmp.Sub "c")
+            using (b.Kv.OpenSnapshotReader recovered) (fun reader ->
+                use installer = c.Kv.BeginInstall()
+                let mutable chunk = reader.ReadChunk 65536
+                while chunk.Length > 0 do
+                    installer.WriteChunk(ReadOnlySpan chunk)
+                    chunk <- reader.ReadChunk 65536
+                installer.Complete())
+            Expect.equal (c.Kv.Get "dir3/key10") (utf8 "100") "a value on the third node"
+            Expect.equal c.Kv.KeyCount b.Kv.KeyCount "same key count on the third node"
             Expect.equal (b.Log.TermAt 500L |> Option.ofNullable) (Some 3L) "snapshot term in the log"
             Expect.equal (List.ofSeq (b.Kv.ListKeys "")) (List.ofSeq (a.Kv.ListKeys "") |> List.filter ((<>) "late")) "same keys"
             Expect.equal (List.ofSeq (b.Kv.GetPrefixes())) (List.ofSeq (a.Kv.GetPrefixes())) "same prefixes"

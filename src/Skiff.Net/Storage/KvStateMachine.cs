@@ -144,7 +144,7 @@ public sealed class KvStateMachine : IDisposable
             if (hasCheckpoint)
             {
                 _store.GetLatestCheckpointTokens(out var hlogToken, out _);
-                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, hlogToken, Array.Empty<(string, long)>());
+                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, hlogToken, BuildManifest(hlogToken));
             }
         }
         catch (Exception e)
@@ -325,17 +325,7 @@ public sealed class KvStateMachine : IDisposable
                 var (ok, token) = _store.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
                 if (!ok) throw new SkiffException(ErrorKind.StorageError, $"a checkpoint of {_dir} is already in progress");
                 _store.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
-                var tokenText = token.ToString();
-                var files = new List<(string, long)>();
-                foreach (var path in Directory.EnumerateFiles(_dir, "*", SearchOption.AllDirectories))
-                {
-                    var rel = Path.GetRelativePath(_dir, path);
-                    bool isCheckpoint = rel.StartsWith("checkpoints" + Path.DirectorySeparatorChar, StringComparison.Ordinal);
-                    bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal);
-                    if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && isData))
-                        files.Add((rel, new FileInfo(path).Length));
-                }
-                files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+                var files = BuildManifest(token);
                 // FASTER writes some checkpoint metadata with plain buffered writes and never syncs directories;
                 // sync the checkpoint's files and directories so the snapshot survives power loss before the log
                 // is compacted behind it.
@@ -358,6 +348,26 @@ public sealed class KvStateMachine : IDisposable
                 throw new SkiffException(ErrorKind.StorageError, $"checkpoint of {_dir} failed: {e.Message}", e);
             }
         }
+    }
+
+    /// <summary>The files of checkpoint <paramref name="token"/>: its own directories, and the hybrid log and object
+    /// log segments with their current lengths. Bytes below the checkpoint's final address never change afterwards
+    /// (later writes go to higher addresses), and bytes beyond it are ignored when recovering from it, so the
+    /// lengths may include later data harmlessly.</summary>
+    private List<(string, long)> BuildManifest(Guid token)
+    {
+        var tokenText = token.ToString();
+        var files = new List<(string, long)>();
+        foreach (var path in Directory.EnumerateFiles(_dir, "*", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(_dir, path);
+            bool isCheckpoint = rel.StartsWith("checkpoints" + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+            bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal);
+            if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && isData))
+                files.Add((rel, new FileInfo(path).Length));
+        }
+        files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+        return files;
     }
 
     /// <summary>Opens a reader that streams <paramref name="snapshot"/> as one byte stream (header, files,
