@@ -32,6 +32,12 @@ let private utf8 (s: string) = Encoding.UTF8.GetBytes s
 
 let private logTests =
     testList "raft log" [
+        testCase "CRC-32C matches the standard check value" <| fun () ->
+            Expect.equal (Crc32C.Compute(ReadOnlySpan(utf8 "123456789"))) 0xE3069283u "CRC-32C check value"
+            let data = Array.init 1000 byte
+            let split = Crc32C.Append(Crc32C.Append(0u, ReadOnlySpan(data, 0, 333)), ReadOnlySpan(data, 333, 667))
+            Expect.equal split (Crc32C.Compute(ReadOnlySpan data)) "incremental equals one-shot"
+
         testCase "appends read back and survive reopen" <| fun () ->
             use tmp = new TempDir "log"
             using (RaftLog.Open(tmp.Path)) (fun log ->
