@@ -307,6 +307,55 @@ let private kvTests =
             kv.Apply(12L, 1L, Command.CompareAndSwap("x/y/z", None, Some(utf8 "v"))) |> ignore
             Expect.equal (List.ofSeq (kv.GetPrefixes())) [ "grandparent/parent"; "x/y" ] "cas creates a prefix"
 
+        testCase "random puts, deletes and swaps match a naive model, across snapshot and reopen" <| fun () ->
+            let seed = Random.Shared.Next()
+            printfn "kv model test: seed=%d" seed
+            let rng = Random seed
+            use tmp = new TempDir "kv-model"
+            let model = Dictionary<string, byte[]>(StringComparer.Ordinal)
+            let names = [| "a"; "b"; "a/b"; "a/c"; "a/b/c"; "a/b/d"; "b/a"; "ab"; "a//x"; "/lead"; "tail/"; "é/ü" |]
+            let mutable kv = KvStateMachine.Open tmp.Path
+            let ordered (xs: string seq) = xs |> Seq.sortWith (fun a b -> String.CompareOrdinal(a, b)) |> List.ofSeq
+            try
+                for i in 1L .. 400L do
+                    let key = names[rng.Next names.Length]
+                    let value = [| byte (rng.Next 4) |]
+                    match rng.Next 7 with
+                    | 0 | 1 | 2 ->
+                        kv.Apply(i, 1L, Command.Put(key, value)) |> ignore
+                        model[key] <- value
+                    | 3 ->
+                        kv.Apply(i, 1L, Command.Delete key) |> ignore
+                        model.Remove key |> ignore
+                    | 4 | 5 ->
+                        let expected = if rng.Next 3 = 0 then None else Some [| byte (rng.Next 4) |]
+                        let next = if rng.Next 4 = 0 then None else Some value
+                        let current = match model.TryGetValue key with | true, v -> Some v | _ -> None
+                        let matches =
+                            match expected, current with
+                            | None, None -> true
+                            | Some e, Some c -> e = c
+                            | _ -> false
+                        let r = kv.Apply(i, 1L, Command.CompareAndSwap(key, expected, next))
+                        Expect.equal r (CommandResult.Swapped matches) (sprintf "seed %d: cas result at %d" seed i)
+                        if matches then
+                            match next with
+                            | Some n -> model[key] <- n
+                            | None -> model.Remove key |> ignore
+                    | _ ->
+                        kv.TakeSnapshot() |> ignore
+                        kv.Dispose()
+                        kv <- KvStateMachine.Open tmp.Path
+                    Expect.equal (List.ofSeq (kv.ListKeys "")) (ordered model.Keys) (sprintf "seed %d: keys at %d" seed i)
+                    let prefixes = model.Keys |> Seq.choose (fun k -> match k.LastIndexOf '/' with | -1 -> None | j -> Some(k.Substring(0, j))) |> Seq.distinct
+                    Expect.equal (List.ofSeq (kv.GetPrefixes())) (ordered prefixes) (sprintf "seed %d: prefixes at %d" seed i)
+                    for p in [ "a"; "a/"; "a/b"; "a/b/"; ""; "é" ] do
+                        Expect.equal (List.ofSeq (kv.ListKeys p)) (ordered (model.Keys |> Seq.filter (fun k -> k.StartsWith(p, StringComparison.Ordinal)))) (sprintf "seed %d: list %s at %d" seed p i)
+                    for KeyValue(k, v) in model do
+                        Expect.equal (kv.Get k) v (sprintf "seed %d: value of %s at %d" seed k i)
+            finally
+                kv.Dispose()
+
         testCase "listing 100 keys under a prefix among 100,000 takes milliseconds" <| fun () ->
             use tmp = new TempDir "kv-big"
             use kv = KvStateMachine.Open tmp.Path
