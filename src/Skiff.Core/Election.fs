@@ -69,19 +69,22 @@ module Election =
         let reply granted (term: Term) (s: State) =
             State.send from (Message.VoteReply { Term = term; Granted = granted; PreVote = m.PreVote }) s
         if m.Term < s.Term then reply false s.Term s
-        // A candidate that is not a voter in our newest configuration (removed, or never added) gets no vote and
-        // does not move our term, as in hashicorp/raft: otherwise a removed node that cannot know its removal
-        // committed keeps collecting votes it cannot use, and each grant restarts the voter's election timer, so
-        // the one electable node rarely campaigns (simulation finding 6). A node that has joined no cluster yet
-        // (empty configuration) judges no one.
-        elif not s.Config.Members.IsEmpty && not (State.isVoterIn from s.Config) then reply false s.Term s
+        // A candidate that is not a voter in our newest configuration gets no vote and does not move our term,
+        // unless its log is strictly ahead of ours: then it may hold a configuration we have not seen (one that
+        // adds it), so only the usual rules apply (simulation finding 7). Otherwise we know every configuration it
+        // knows (equal logs are identical), so it has been removed or was never added: granting would let a
+        // removed node that cannot know its removal committed collect votes it cannot use, each grant restarting
+        // our election timer so that we, who are electable, rarely campaign (finding 6). A node that has joined
+        // no cluster yet (empty configuration) judges no one.
+        elif not s.Config.Members.IsEmpty
+             && not (State.isVoterIn from s.Config)
+             && not (LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log) then
+            reply false s.Term s
         elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
         else
             // A real vote request of a higher term moves us to that term; a pre-vote changes nothing.
             let s = if m.Term > s.Term && not m.PreVote then State.becomeFollower m.Term None s else s
-            let lastTerm = LogView.lastTerm s.Log
-            let upToDate =
-                m.LastLogTerm > lastTerm || (m.LastLogTerm = lastTerm && m.LastLogIndex >= s.Log.LastIndex)
+            let upToDate = LogView.isAtLeastAsUpToDate m.LastLogTerm m.LastLogIndex s.Log
             let canVote =
                 s.VotedFor = Some from
                 || (s.VotedFor.IsNone && s.Leader.IsNone && s.Role <> Role.Leader)

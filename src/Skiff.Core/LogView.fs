@@ -41,6 +41,16 @@ module LogView =
         | (_, t) :: _ -> t
         | [] -> 0L
 
+    /// Whether a log ending at (`lastTerm`, `lastIndex`) is at least as up-to-date as this one (Raft §5.4.1).
+    let isAtLeastAsUpToDate (otherLastTerm: Term) (otherLastIndex: LogIndex) (log: LogView) : bool =
+        let mine = lastTerm log
+        otherLastTerm > mine || (otherLastTerm = mine && otherLastIndex >= log.LastIndex)
+
+    /// Whether a log ending at (`lastTerm`, `lastIndex`) is strictly more up-to-date than this one.
+    let isAhead (otherLastTerm: Term) (otherLastIndex: LogIndex) (log: LogView) : bool =
+        let mine = lastTerm log
+        otherLastTerm > mine || (otherLastTerm = mine && otherLastIndex > log.LastIndex)
+
     /// The first index of term `t` in this log (never below FirstIndex), if the log holds entries of that term.
     let firstIndexOfTerm (t: Term) (log: LogView) : LogIndex option =
         log.Boundaries

@@ -55,13 +55,18 @@ let tests =
               Expect.isGreaterThanOrEqual persist 0 "the vote is written again"
               Expect.isLessThan persist reply "before the reply (the first write may not be durable yet)"
           }
-          test "a candidate outside the voter's configuration gets no vote and does not move its term" {
+          test "a candidate outside the voter's configuration, not ahead of its log, gets no vote and does not move its term" {
               let stranger = nid 9
               for preVote in [ false; true ] do
-                  let s, effects = Raft.step (fresh n2) (vote stranger n2 5L 10L 3L preVote false)
+                  let s, effects = Raft.step (fresh n2) (vote stranger n2 5L 0L 0L preVote false)
                   Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted)) [ false ] "refused"
                   Expect.equal (Raft.term s) 0L "term unchanged"
                   Expect.isNone (Raft.votedFor s) "no vote recorded"
+          }
+          test "a candidate outside the voter's configuration but ahead of its log may be voted for" {
+              // Its log may hold the configuration that added it, which this voter has not received yet.
+              let _, effects = Raft.step (fresh n2) (vote (nid 9) n2 5L 10L 3L false false)
+              Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted)) [ true ] "granted by the usual rules"
           }
           test "pre-vote does not raise the term" {
               let s, effects = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L true false)
