@@ -1,7 +1,7 @@
 namespace Skiff;
 
-/// <summary>The key-value calls, answered the same way by a <see cref="Client"/> over the network and by an embedded
-/// <see cref="SkiffNode"/> in process. Keys are strings with <c>/</c> separating levels; values are bytes, typed
+/// <summary>The key-value calls, answered the same way by a Client over the network and by an embedded
+/// SkiffNode in process. Keys are strings with <c>/</c> separating levels; values are bytes, typed
 /// through an <see cref="ISkiffSerializer"/>. Every call has a deadline and honours its cancellation token.</summary>
 public interface IKeyValueStore
 {
