@@ -22,6 +22,9 @@ public interface ILogStore : IDisposable
     /// <summary>Makes every appended entry durable (one fsync for everything appended since the last flush).</summary>
     void Flush();
 
+    /// <summary>The term of the entry at <paramref name="index"/> (or of the snapshot point), if stored.</summary>
+    long? TermAt(long index);
+
     /// <summary>Entries [from, to] that are still stored; empty if any of them was compacted away.</summary>
     IReadOnlyList<Entry> Read(long from, long to);
 
