@@ -143,11 +143,12 @@ internal sealed class NodeRuntime : IAsyncDisposable
         return p.Task;
     }
 
-    /// <summary>Proposes a command; completes with its result once applied here.</summary>
-    public Task<CommandResult?> ProposeAsync(byte[] command, CancellationToken ct)
+    /// <summary>Proposes a command; completes with its result and log index once applied here.</summary>
+    public async Task<(CommandResult? Result, long Index)> ProposeAsync(byte[] command, CancellationToken ct)
     {
         var p = Register(ct, out var id);
-        return Submit(Event.NewPropose(id, command), p);
+        var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
+        return (result, p.Index);
     }
 
     /// <summary>A linearizable read barrier: completes once the local state machine may serve a read.</summary>
