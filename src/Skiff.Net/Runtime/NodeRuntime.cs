@@ -44,6 +44,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Raised (on the loop thread) when the configuration changes.</summary>
     public event Action<Configuration>? ConfigurationChanged;
 
+    /// <summary>Number of log flushes so far.</summary>
+    public long WriterFlushes => _writer.Flushes;
+
     /// <summary>The applier, for reads and watches.</summary>
     public Applier Applier => _applier;
 
@@ -66,10 +69,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
-    public void Start(StartInfo start)
+    public void Start(StartInfo start, Options options)
     {
         _applier.Initialise(start.Snapshot, start.Bootstrap);
-        var first = _reducer.Init(start);
+        var first = _reducer.Init(start, options);
         _loop = Task.Factory.StartNew(() => RunLoop(first), TaskCreationOptions.LongRunning).Unwrap();
         _ticker = Task.Run(RunTicker);
     }

@@ -24,9 +24,12 @@ internal sealed class PeerTransport : IAsyncDisposable
     /// <summary>Test hook: when set, every outbound message is dropped (simulates a partition).</summary>
     public volatile bool Isolated;
 
-    public PeerTransport(Guid self, int capacity, Func<ISnapshotStore> snapshots)
+    private readonly Metadata _headers;
+
+    public PeerTransport(Guid self, string selfAddress, int capacity, Func<ISnapshotStore> snapshots)
     {
         _self = self;
+        _headers = new Metadata { { PeerService.FromAddressHeader, selfAddress } };
         _capacity = capacity;
         _snapshots = snapshots;
     }
@@ -141,7 +144,7 @@ internal sealed class PeerTransport : IAsyncDisposable
                 try
                 {
                     if (!await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) return;
-                    using var call = _client.Stream(cancellationToken: _stop.Token);
+                    using var call = _client.Stream(_owner._headers, cancellationToken: _stop.Token);
                     var stream = call.RequestStream;
                     while (true)
                     {

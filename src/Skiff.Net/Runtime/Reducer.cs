@@ -1,4 +1,5 @@
 using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
 using Skiff.Core;
 
 namespace Skiff.Net.Runtime;
@@ -17,21 +18,30 @@ internal sealed record StartInfo(
 /// event loop depends only on the contract in Types.fs.</summary>
 internal sealed class Reducer
 {
-    private object _state = null!;
+    private State _state = null!;
 
     /// <summary>Initialises the reducer and returns its first effects.</summary>
-    public FSharpList<Effect> Init(StartInfo start)
+    public FSharpList<Effect> Init(StartInfo start, Options options)
     {
-        throw new NotImplementedException("the reducer has not landed yet");
+        var snapshot = start.Snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(start.Snapshot);
+        var s = Skiff.Core.StartModule.ofStorage(start.Id, options, start.Seed, start.HardState, snapshot,
+            ListModule.OfSeq(start.Entries), start.Applied, start.Bootstrap);
+        var (state, effects) = Raft.init(s);
+        _state = state;
+        return effects;
     }
 
     /// <summary>Feeds one event and returns the effects to carry out.</summary>
     public FSharpList<Effect> Step(Event ev)
     {
-        _ = _state;
-        throw new NotImplementedException("the reducer has not landed yet");
+        var (state, effects) = Raft.step(_state, ev);
+        _state = state;
+        return effects;
     }
 
     /// <summary>The commit index the reducer knows.</summary>
-    public long CommitIndex => 0;
+    public long CommitIndex => Raft.commitIndex(_state);
+
+    /// <summary>The reducer's defaults.</summary>
+    public static Options DefaultOptions => Skiff.Core.OptionsModule.defaults;
 }
