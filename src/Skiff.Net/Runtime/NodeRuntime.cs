@@ -107,7 +107,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
                 {
                     switch (item)
                     {
-                        case Event ev: Execute(_reducer.Step(ev)); break;
+                        case Event ev:
+                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"[{Id.ToString()[..4]}] <- {Show(ev)}");
+                            Execute(_reducer.Step(ev));
+                            break;
                         case Action a: a(); break;
                     }
                 }
@@ -183,6 +186,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         List<Envelope>? delayed = null;
         foreach (var effect in effects)
         {
+            if (Trace) Console.Error.WriteLine($"[{Id.ToString()[..4]}] -> {Show(effect)}");
             switch (effect)
             {
                 case Effect.PersistHardState h:
@@ -255,6 +259,15 @@ internal sealed class NodeRuntime : IAsyncDisposable
             }, TaskScheduler.Default);
         }
         CommitIndex = _reducer.CommitIndex;
+    }
+
+    private static readonly bool Trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
+
+    private static string Show(object o)
+    {
+        var text = o.ToString() ?? "";
+        text = System.Text.RegularExpressions.Regex.Replace(text, @"\s+", " ");
+        return text.Length > 300 ? text[..300] : text;
     }
 
     private void SafeRaise(Action a)
