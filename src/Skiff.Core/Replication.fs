@@ -107,11 +107,18 @@ module Replication =
                     | ProgressMode.Probe ->
                         // Retry the probe (it may have been lost); it doubles as the heartbeat.
                         s |> setProgress peer { pr with Inflight = []; Loading = false } |> fill peer
+                    | ProgressMode.Replicate when
+                        not pr.Inflight.IsEmpty && pr.Match = pr.MatchAtHeartbeat && pr.AckRound >= lead.Round ->
+                        // The follower answers heartbeats but no append for a whole heartbeat interval: one was lost
+                        // (and with no newer append it would never be rejected). Probe again from its match.
+                        let pr = { pr with Mode = ProgressMode.Probe; Next = pr.Match + 1L; Inflight = []; Loading = false }
+                        s |> setProgress peer pr |> fill peer
                     | _ ->
-                        // A lost append would otherwise block a full window forever (as etcd: free one slot).
+                        // A lost append would otherwise block a full window (as etcd: free one slot).
                         let pr =
                             if List.length pr.Inflight >= s.Options.MaxInflight then { pr with Inflight = List.tail pr.Inflight }
                             else pr
+                        let pr = { pr with MatchAtHeartbeat = pr.Match }
                         let prev, prevTerm =
                             match LogView.termAt pr.Match s.Log with
                             | Some t -> pr.Match, t

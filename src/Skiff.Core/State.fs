@@ -27,7 +27,10 @@ type Progress =
       /// Entries for this follower are being loaded from storage.
       Loading: bool
       /// Ticks since a snapshot was sent (to retry a lost one).
-      SnapshotTicks: int }
+      SnapshotTicks: int
+      /// Match at the previous heartbeat: if it has not moved while appends are outstanding and the follower
+      /// answers heartbeats, an append was lost and the leader falls back to probing.
+      MatchAtHeartbeat: LogIndex }
 
 /// A batch of reads waiting for a heartbeat round to be confirmed by a majority.
 type PendingReads =
@@ -253,7 +256,8 @@ module State =
           AckRound = 0L
           Active = true
           Loading = false
-          SnapshotTicks = 0 }
+          SnapshotTicks = 0
+          MatchAtHeartbeat = 0L }
 
     /// The peers a leader replicates to: every member of the configuration in force and, until their removal
     /// commits, members of the committed configuration (so a removed node learns about its removal).

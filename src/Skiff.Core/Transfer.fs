@@ -34,7 +34,15 @@ module Transfer =
         | Some _ when target = s.Id -> State.emit (Effect.Completed id) s
         | Some _ when not (State.isVoter target s) ->
             State.emit (Effect.Reject(id, Rejection.Invalid "transfer target is not a voter")) s
-        | Some _ -> setTransfer (Some { Id = id; Target = target; Elapsed = 0; TimeoutSent = false }) s
+        | Some lead ->
+            // Re-probe the target from its known match: appends to it may have been lost, and waiting for the
+            // stall to show at heartbeats would eat into the transfer's time.
+            let s =
+                match Map.tryFind target lead.Progress with
+                | Some pr when pr.Match < s.Log.LastIndex && pr.Mode = ProgressMode.Replicate ->
+                    Replication.setProgress target { pr with Mode = ProgressMode.Probe; Next = pr.Match + 1L; Inflight = [] } s
+                | _ -> s
+            setTransfer (Some { Id = id; Target = target; Elapsed = 0; TimeoutSent = false }) s
 
     /// Counts a tick; gives up after the maximum election timeout.
     let tick (s: State) : State =
