@@ -9,6 +9,7 @@ let private all: Test list =
       // storage:end
 
       // runtime:begin
+      Skiff.Integration.RuntimeTests.tests
       // runtime:end
     ]
 

@@ -9,6 +9,13 @@ let private all: Test list =
       // checker:end
 
       // reducer:begin
+      RaftElectionTests.tests
+      RaftReplicationTests.tests
+      RaftMembershipTests.membership
+      RaftMembershipTests.reads
+      RaftMembershipTests.transfer
+      RaftSnapshotTests.snapshots
+      RaftSnapshotTests.totality
       // reducer:end
 
       // simulator:begin

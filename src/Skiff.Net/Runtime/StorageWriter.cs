@@ -1,0 +1,118 @@
+using System.Threading.Channels;
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>
+/// Carries out durable writes in the order the reducer asked for them, with group commit: it takes everything
+/// queued, writes it, then makes it durable with one flush, and only then completes the writes and tells the
+/// loop which entries are durable (Event.Persisted).
+/// </summary>
+internal sealed class StorageWriter : IAsyncDisposable
+{
+    private abstract record Op
+    {
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private sealed record HardStateOp(HardState State) : Op;
+
+    private sealed record EntriesOp(IReadOnlyList<Entry> Entries) : Op;
+
+    private sealed record CompactOp(long Index) : Op;
+
+    private sealed record InstallOp(string Staged, SnapshotMeta Meta) : Op;
+
+    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly ILogStore _log;
+    private readonly IHardStateStore _hard;
+    private readonly ISnapshotStore _snapshots;
+    private readonly Action<Event> _post;
+    private readonly Task _run;
+
+    public StorageWriter(ILogStore log, IHardStateStore hard, ISnapshotStore snapshots, Action<Event> post)
+    {
+        _log = log;
+        _hard = hard;
+        _snapshots = snapshots;
+        _post = post;
+        _run = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning).Unwrap();
+    }
+
+    /// <summary>Number of flushes done (for measurements).</summary>
+    public long Flushes;
+
+    private Task Enqueue(Op op)
+    {
+        if (!_queue.Writer.TryWrite(op)) op.Done.TrySetException(new SkiffException(ErrorKind.StreamClosed, "storage is closed"));
+        return op.Done.Task;
+    }
+
+    public Task SaveHardState(HardState state) => Enqueue(new HardStateOp(state));
+
+
+    public Task Append(Microsoft.FSharp.Collections.FSharpList<Entry> entries) => Enqueue(new EntriesOp(entries.ToList()));
+
+    public Task Compact(long index) => Enqueue(new CompactOp(index));
+
+    public Task Install(string staged, SnapshotMeta meta) => Enqueue(new InstallOp(staged, meta));
+
+    private async Task Run()
+    {
+        var reader = _queue.Reader;
+        var batch = new List<Op>();
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            batch.Clear();
+            while (batch.Count < 4096 && reader.TryRead(out var op)) batch.Add(op);
+            HardState? hard = null;
+            Entry? last = null;
+            var appended = false;
+            try
+            {
+                foreach (var op in batch)
+                {
+                    switch (op)
+                    {
+                        case HardStateOp h: hard = h.State; break;
+                        case EntriesOp e:
+                            if (e.Entries.Count == 0) break;
+                            _log.Append(e.Entries);
+                            last = e.Entries[^1];
+                            appended = true;
+                            break;
+                        case CompactOp c:
+                            if (_log.TermAt(c.Index) is { } term) _log.CompactUntil(c.Index, term);
+                            break;
+                        case InstallOp i:
+                            _snapshots.Adopt(i.Meta, i.Staged);
+                            _log.Reset(i.Meta.Index, i.Meta.Term);
+                            last = null;
+                            appended = false;
+                            break;
+                    }
+                }
+                if (hard is not null) _hard.Save(hard);
+                if (appended)
+                {
+                    _log.Flush();
+                    Flushes++;
+                }
+                foreach (var op in batch) op.Done.TrySetResult();
+                if (last is not null) _post(Event.NewPersisted(last.Index, last.Term));
+            }
+            catch (Exception ex)
+            {
+                Console.Error.WriteLine($"skiff: storage write failed: {ex}");
+                var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+                foreach (var op in batch) op.Done.TrySetException(error);
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        try { await _run.ConfigureAwait(false); } catch (Exception) { }
+    }
+}
