@@ -142,11 +142,38 @@ public sealed class SkiffGrpcClient : IDisposable
 
     /// <summary>Streams committed changes under <paramref name="prefix"/> from the contacted member, in commit order;
     /// with <paramref name="fromIndex"/> &gt; 0, replays changes from that index first.</summary>
-    public async IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, [EnumeratorCancellation] CancellationToken ct = default)
+    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
     {
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
-        using var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
+        return ReadWatch(client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
+            new CallOptions(_headers, cancellationToken: ct)), ct);
+    }
+
+    /// <summary>Starts a watch and returns once the contacted member has registered it (its response headers
+    /// arrived), so every change committed after this returns is streamed. Dispose the enumerator's token source to
+    /// stop.</summary>
+    public async Task<IAsyncEnumerable<WatchEvent>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
+    {
+        var client = _clients[Volatile.Read(ref _current) % _clients.Length];
+        var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
             new CallOptions(_headers, cancellationToken: ct));
+        try
+        {
+            await call.ResponseHeadersAsync.ConfigureAwait(false);
+        }
+        catch (RpcException e)
+        {
+            call.Dispose();
+            if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
+            throw ErrorMapping.FromRpc(e);
+        }
+        return ReadWatch(call, ct);
+    }
+
+    private static async IAsyncEnumerable<WatchEvent> ReadWatch(AsyncServerStreamingCall<SubscribeReply> call,
+        [EnumeratorCancellation] CancellationToken ct)
+    {
+        using var _ = call;
         var stream = call.ResponseStream;
         while (true)
         {
