@@ -11,6 +11,10 @@ let private all: Test list =
       // runtime:begin
       Skiff.Integration.RuntimeTests.tests
       // runtime:end
+
+      // facade:begin
+      FacadeTests.tests
+      // facade:end
     ]
 
 [<EntryPoint>]
