@@ -1,6 +1,8 @@
 using System.Net;
 using System.Reactive.Linq;
 using System.Reactive.Subjects;
+using Microsoft.Extensions.Logging;
+using Skiff.Diagnostics;
 using Skiff.Core;
 using Skiff.Net.Runtime;
 
@@ -15,6 +17,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     private readonly SkiffOptions _options;
     private readonly Subject<Change> _changes = new();
     private readonly Subject<ElectionState> _electionStates = new();
+    private readonly ILogger _logger;
 
     private SkiffNode(SkiffOptions options, SkiffServer server)
         : base(options.Serializer, options.RequestTimeout, options.MaxValueBytes)
@@ -23,9 +26,27 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         _server = server;
         // The runtime raises these on its applying thread, one at a time and in commit order, so the subjects see a
         // well-ordered sequence without extra locking.
-        _server.Changed += e => _changes.OnNext(ToChange(e));
-        _server.RoleChanged += (role, _, _) => _electionStates.OnNext(ToElectionState(role));
+        _logger = options.LoggerFactory.CreateLogger("Skiff.Node");
+        Metrics = new SkiffMetrics(this);
+        _server.Changed += e =>
+        {
+            Metrics.ChangeApplied();
+            _changes.OnNext(ToChange(e));
+        };
+        _server.RoleChanged += (role, term, leader) =>
+        {
+            // Elections are rare and worth a line each; nothing on the per-write path logs at Information.
+            _logger.LogInformation("Skiff node {NodeId}: {Role} in term {Term}, leader {Leader}", Id, role, term,
+                leader is { } l ? l.ToString() : "unknown");
+            _electionStates.OnNext(ToElectionState(role));
+        };
     }
+
+    /// <summary>This node's instruments on the <c>Skiff</c> meter.</summary>
+    public SkiffMetrics Metrics { get; }
+
+    /// <summary>Durable log writes so far (each one fsync).</summary>
+    public long Flushes => _server.Flushes;
 
     /// <summary>Checks the settings, prepares the data directory and loads or creates the node's identity.</summary>
     /// <exception cref="SkiffException">For a bad setting or a data directory that cannot be created.</exception>
@@ -43,6 +64,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinTimeout = options.JoinTimeout,
             MaxValueBytes = options.MaxValueBytes,
             Serializer = options.Serializer,
+            LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
         };
         var server = new SkiffServer(new SkiffServerOptions
         {
@@ -117,21 +139,30 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken cancellationToken = default) =>
         WithDeadline(cancellationToken, t => _server.TransferLeadershipAsync(target, t));
 
-    /// <summary>Stops serving, fails calls in flight, flushes storage and releases the data directory.</summary>
+    /// <summary>Stops serving, fails calls in flight, flushes storage and releases the data directory. Safe to call
+    /// more than once.</summary>
     public async Task ShutdownAsync()
     {
         await _server.ShutdownAsync().ConfigureAwait(false);
-        _changes.OnCompleted();
-        _electionStates.OnCompleted();
+        if (Interlocked.Exchange(ref _streamsEnded, 1) == 0)
+        {
+            _changes.OnCompleted();
+            _electionStates.OnCompleted();
+        }
     }
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
         await ShutdownAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _changes.Dispose();
         _electionStates.Dispose();
+        Metrics.Dispose();
     }
+
+    private int _streamsEnded;
+    private int _disposed;
 
     private protected override Task PutCoreAsync(string key, byte[] value, CancellationToken cancellationToken) =>
         _server.PutAsync(key, value, cancellationToken);

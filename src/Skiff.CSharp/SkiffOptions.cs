@@ -1,4 +1,6 @@
 using System.Net;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Skiff;
 
@@ -29,6 +31,9 @@ public sealed class SkiffOptions
 
     /// <summary>Turns typed values into bytes (default: System.Text.Json).</summary>
     public ISkiffSerializer Serializer { get; set; } = JsonSkiffSerializer.Default;
+
+    /// <summary>Where the node logs elections, membership changes and slow disk writes (default: nowhere).</summary>
+    public ILoggerFactory LoggerFactory { get; set; } = NullLoggerFactory.Instance;
 
     /// <summary>Throws <see cref="SkiffException"/> if a setting is out of range; called before anything starts.</summary>
     public void Validate()

@@ -9,6 +9,9 @@ open System.Threading
 open System.Threading.Tasks
 open Expecto
 open Skiff
+open Skiff.Hosting
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Hosting
 
 type Alice = { Name: string; Age: int }
 
@@ -153,5 +156,43 @@ let tests =
             use cts = new CancellationTokenSource()
             cts.Cancel()
             Expect.throwsT<OperationCanceledException> (fun () -> run (one.Node.InsertAsync("k", 1, cts.Token))) "cancelled"
+        }
+
+        test "AddSkiff runs the node with the host and serves IKeyValueStore" {
+            let port = RuntimeTests.nextPort ()
+            let dir = tempDir ()
+            let builder = Host.CreateApplicationBuilder([||])
+            builder.Services.AddSkiff(fun o ->
+                o.DataDirectory <- dir
+                o.Address <- ip 1
+                o.Port <- port) |> ignore
+            use host = builder.Build()
+            run (host.StartAsync())
+            try
+                let node = host.Services.GetRequiredService<SkiffNode>()
+                run (node.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0))
+                let store = host.Services.GetRequiredService<IKeyValueStore>()
+                run (store.InsertAsync("hosted", 42))
+                Expect.equal (get (store.GetAsync<int>("hosted"))) 42 "the store is the node"
+            finally
+                run (host.StopAsync())
+                try Directory.Delete(dir, true) with _ -> ()
+        }
+
+        test "the Skiff meter publishes term, role and indexes" {
+            use one = new OneNode()
+            run (one.Node.InsertAsync("m", 1))
+            let seen = Collections.Concurrent.ConcurrentDictionary<string, int64>()
+            use listener = new Diagnostics.Metrics.MeterListener()
+            listener.InstrumentPublished <- fun instrument l ->
+                if instrument.Meter.Name = Skiff.Diagnostics.SkiffMetrics.MeterName then l.EnableMeasurementEvents instrument
+            listener.SetMeasurementEventCallback<int64>(fun instrument value _ _ -> seen[instrument.Name] <- value)
+            listener.SetMeasurementEventCallback<int>(fun instrument value _ _ -> seen[instrument.Name] <- int64 value)
+            listener.Start()
+            listener.RecordObservableInstruments()
+            Expect.equal seen["skiff.role"] 2L "a single node leads"
+            Expect.isGreaterThanOrEqual seen["skiff.term"] 1L "term"
+            Expect.isGreaterThanOrEqual seen["skiff.applied_index"] 2L "the noop and the write are applied"
+            Expect.isGreaterThanOrEqual seen["skiff.commit_index"] seen["skiff.applied_index"] "commit is at least applied"
         }
     ]
