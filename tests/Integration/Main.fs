@@ -14,6 +14,7 @@ let private all: Test list =
 
       // facade:begin
       FacadeTests.tests
+      FSharpApiTests.tests
       // facade:end
     ]
 
