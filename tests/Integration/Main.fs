@@ -15,6 +15,7 @@ let private all: Test list =
       // facade:begin
       FacadeTests.tests
       FSharpApiTests.tests
+      SamplesTests.tests
       // facade:end
     ]
 
