@@ -64,8 +64,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _tick = tick;
         _send = send;
         _sendSnapshot = sendSnapshot;
-        _writer = new StorageWriter(log, hard, snapshots, Post);
-        _applier = new Applier(sm, log, snapshots, Post, watchCapacity, watchHistory);
+        _writer = new StorageWriter(log, hard, Post);
+        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory);
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
@@ -196,7 +196,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     barrier = _writer.Append(p.Item);
                     break;
                 case Effect.InstallSnapshot i:
-                    barrier = _applier.Install(i.staged, i.Item2, _writer.Install(i.staged, i.Item2));
+                    barrier = _writer.Reset(i.Item2, _applier.Install(i.staged, i.Item2));
                     break;
                 case Effect.Send s:
                     if (barrier is null || barrier.IsCompletedSuccessfully) _send(s.Item);
