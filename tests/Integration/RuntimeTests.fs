@@ -415,6 +415,46 @@ let tests =
               ignore s
           }
 
+          test "a slow watcher is dropped with a clear error; resuming from a forgotten index is refused" {
+              use c = new Cluster(nextPort ())
+              let o = options c.Port 1 (c.Dir 1) []
+              o.WatchBufferCapacity <- 5
+              o.WatchHistory <- 10
+              let s = start o
+              c.Nodes[1] <- s
+              c.WaitLeader 5.0 |> ignore
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 10.0)
+              let e = s.WatchAsync("", 0L, cts.Token).GetAsyncEnumerator(cts.Token)
+              for i in 1..30 do
+                  put s (sprintf "slow/%02d" i) "v"
+              let mutable got = 0
+              expectError [ ErrorKind.StreamClosed ] "slow watcher" (fun () ->
+                  while e.MoveNextAsync().AsTask().Result do
+                      got <- got + 1)
+              Expect.isLessThanOrEqual got 5 "no more than the buffer was delivered"
+              expectError [ ErrorKind.StreamClosed ] "resume from a forgotten index" (fun () ->
+                  let r = s.WatchAsync("", 1L, cts.Token).GetAsyncEnumerator(cts.Token)
+                  r.MoveNextAsync().AsTask().Wait())
+          }
+
+          test "shutdown is fast and fails calls in flight" {
+              use c = clusterWith 30.0 3
+              let leader = c.WaitLeader 5.0
+              let ln = c.Nodes |> Seq.find (fun kv -> kv.Value = leader) |> fun kv -> kv.Key
+              for n in [ 1; 2; 3 ] |> List.filter ((<>) ln) do
+                  c.Stop n
+              let pending = leader.PutAsync("stuck", bytes "1")
+              Thread.Sleep 100
+              Expect.isFalse pending.IsCompleted "the write waits for a quorum"
+              let sw = Diagnostics.Stopwatch.StartNew()
+              c.Stop ln
+              Expect.isLessThan sw.Elapsed.TotalSeconds 2.0 "shutdown took under 2 s"
+              expectError [ ErrorKind.StreamClosed ] "the write in flight" (fun () -> pending.Wait())
+              // The data directory is free again.
+              let again = c.Start(ln, [])
+              ignore again
+          }
+
           test "the gRPC client works against any node" {
               use c = cluster 3
               use client = new SkiffGrpcClient(c.Running |> List.map (fun s -> s.Address))

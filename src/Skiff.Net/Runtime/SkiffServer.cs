@@ -458,10 +458,27 @@ public sealed class SkiffServer : IAsyncDisposable
     /// <summary>Streams changes under <paramref name="prefix"/> as this node applies them, in commit order. With
     /// <paramref name="fromIndex"/> &gt; 0 the changes from that index that this node still remembers come first
     /// (StreamClosed if they were compacted away). A watcher that falls too far behind is ended with StreamClosed.</summary>
-    public async IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, [EnumeratorCancellation] CancellationToken ct = default)
+    /// <remarks>The watch is registered when this method returns, before the first item is asked for.</remarks>
+    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
-        var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
+        try
+        {
+            var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
+            return Drain(reader, cts, ct);
+        }
+        catch
+        {
+            cts.Dispose();
+            throw;
+        }
+    }
+
+    private async IAsyncEnumerable<WatchEvent> Drain(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
+        [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var _ = cts;
+        using var link = ct.Register(cts.Cancel);
         while (true)
         {
             bool more;
