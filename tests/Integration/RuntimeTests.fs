@@ -72,8 +72,10 @@ type Cluster(port: int) =
         nodes[n] <- s
         s
     member _.Stop(n: int) =
+        let sw = Diagnostics.Stopwatch.StartNew()
         stop nodes[n]
         nodes.Remove n |> ignore
+        if sw.Elapsed.TotalSeconds > 1.0 then eprintfn "slow shutdown of node %d: %.1f s" n sw.Elapsed.TotalSeconds
     member _.Running = nodes.Values |> List.ofSeq
     member this.Leader() =
         this.Running |> List.tryFind (fun s -> s.Role = Role.Leader)
