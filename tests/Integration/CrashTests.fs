@@ -37,7 +37,7 @@ let private feed (e: Expectation) (line: string) =
         | _ -> ()
 
 let private verify (dir: string) (e: Expectation) (context: string) =
-    use storage = NodeStorage.Open dir
+    use storage = NodeStorage.Open(dir, smallOptions ())
     let log = storage.Log
     let hs = storage.HardState.State
     match e.AckedHs with
@@ -58,6 +58,23 @@ let private verify (dir: string) (e: Expectation) (context: string) =
             match log.TermAt i |> Option.ofNullable with
             | Some term -> Expect.equal term t (sprintf "%s: acknowledged entry %d has the wrong term" context i)
             | None -> failtestf "%s: acknowledged entry %d is missing (log %d..%d)" context i log.FirstIndex log.LastIndex
+    // The state machine: its snapshot is never behind the log's start, and replaying the log after it gives, for
+    // every key, the value of the last entry that wrote it.
+    let kv = storage.Kv
+    let applied = kv.AppliedIndex
+    Expect.isGreaterThanOrEqual applied (log.FirstIndex - 1L) (sprintf "%s: the log was compacted past the snapshot" context)
+    Expect.isLessThanOrEqual applied log.LastIndex (sprintf "%s: snapshot ahead of the log" context)
+    for en in present do
+        if en.Index > applied then kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
+    for j in 0L .. 99L do
+        let lastWriter = log.LastIndex - (((log.LastIndex - j) % 100L + 100L) % 100L)
+        match kv.Get(sprintf "k/%d" j) with
+        | null -> if lastWriter >= 1L then failtestf "%s: key k/%d missing (last written by entry %d)" context j lastWriter
+        | value ->
+            let index, term = originOf value
+            Expect.equal index lastWriter (sprintf "%s: key k/%d holds the value of entry %d" context j index)
+            if index >= log.FirstIndex then
+                Expect.equal (Nullable term) (log.TermAt index) (sprintf "%s: key k/%d value's term" context j)
     // Compacted entries are no longer expected.
     for k in List.ofSeq e.Acked.Keys do
         if k < log.FirstIndex then e.Acked.Remove k |> ignore
@@ -72,7 +89,7 @@ let private runKills (kills: int) (seed: int) =
     let self = (nonNull (Reflection.Assembly.GetEntryAssembly())).Location
     let mutable totalAcked = 0
     for run in 1 .. kills do
-        let killAfter = if rng.Next 5 = 0 then 0 else rng.Next(1, 4000)
+        let killAfter = if rng.Next 5 = 0 then 0 else rng.Next(1, 1500)
         let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
         [ self; "--crash-writer"; dir; string run; string (rng.Next()) ] |> List.iter psi.ArgumentList.Add
         use p = startProcess psi
@@ -86,6 +103,13 @@ let private runKills (kills: int) (seed: int) =
           | line ->
             feed e line
             if line.StartsWith "A " && line.EndsWith " ." then acks <- acks + 1
+            if run = 1 && line.StartsWith "READY" then
+                // Another process holds the directory: opening it here must fail, not share it.
+                try
+                    (NodeStorage.Open dir).Dispose()
+                    failtest "opened a data directory another process holds"
+                with :? Skiff.SkiffException as ex ->
+                    Expect.equal ex.Kind Skiff.ErrorKind.DataDirectoryLocked "locked by the child"
             if not killed && (line.StartsWith "READY" && killAfter = 0 || acks >= killAfter && killAfter > 0) then
                 p.Kill()
                 killed <- true
@@ -95,16 +119,17 @@ let private runKills (kills: int) (seed: int) =
         totalAcked <- totalAcked + acks
         verify dir e (sprintf "run %d (seed %d, killed after %d acks)" run seed killAfter) |> ignore
     let count k = match e.Counts.TryGetValue k with | true, n -> n | _ -> 0
-    printfn "crash test: %d kills, %d acknowledged entries checked, %d suffix replacements, %d compactions, %d hard-state saves acknowledged"
-        kills totalAcked (count "R") (count "C") (count "H")
+    printfn "crash test: %d kills, %d acknowledged entries checked, %d suffix replacements, %d snapshots, %d compactions, %d hard-state saves acknowledged"
+        kills totalAcked (count "R") (count "S") (count "C") (count "H")
     Expect.isGreaterThan (count "R") 0 "the runs exercised suffix replacement"
     Expect.isGreaterThan (count "H") 0 "the runs exercised hard-state saves"
     Expect.isGreaterThan (count "C") 0 "the runs exercised compaction"
+    Expect.isGreaterThan (count "S") 0 "the runs exercised snapshots"
 
 let tests =
     testList "crash safety" [
         testCase "SIGKILL at random moments loses nothing acknowledged" <| fun () ->
             let env name (d: int) = match Environment.GetEnvironmentVariable name with | null | "" -> d | s -> int s
             let seed = env "SKIFF_CRASH_SEED" (Random.Shared.Next())
-            runKills (env "SKIFF_CRASH_KILLS" 24) seed
+            runKills (env "SKIFF_CRASH_KILLS" 20) seed
     ]

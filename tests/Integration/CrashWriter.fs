@@ -18,7 +18,7 @@ let private say (line: string) =
 
 let run (dir: string) (runNo: int64) (seed: int) : int =
     let rng = Random(seed)
-    use storage = NodeStorage.Open(dir, NodeStorageOptions(Log = RaftLogOptions(KeepTail = 50L)))
+    use storage = NodeStorage.Open(dir, smallOptions ())
     let log = storage.Log
     let term = runNo
     say (sprintf "READY last=%d first=%d" log.LastIndex log.FirstIndex)
@@ -44,6 +44,18 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                 do! t
                 for i in first .. first + int64 n - 1L do say (sprintf "A %d %d" i term)
         }
+    // Applies entries that can no longer be replaced (ten behind the durable end stand in for the commit index:
+    // suffix replacement only ever reaches back four).
+    let applier () =
+        task {
+            while true do
+                let commit = log.LastIndex - 10L
+                if storage.Kv.AppliedIndex < commit && storage.Kv.AppliedIndex + 1L >= log.FirstIndex then
+                    let! batch = log.ReadAsync(storage.Kv.AppliedIndex + 1L, commit, 1L <<< 20)
+                    for en in batch do storage.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
+                else
+                    do! Task.Delay 1
+        }
     let housekeeping () =
         task {
             let mutable k = 0L
@@ -55,14 +67,16 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                     say (sprintf "h %d" hs.Term)
                     storage.HardState.Save hs
                     say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)
-                if k % 25L = 0L && log.LastIndex > 200L then
-                    let upTo = log.LastIndex - 100L
-                    say (sprintf "c %d" (upTo - 50L))
-                    do! log.CompactUntil upTo
-                    say (sprintf "C %d" (upTo - 50L))
+                if k % 10L = 0L && storage.Kv.AppliedIndex > 100L then
+                    // Snapshot, then compact the log behind it, keeping the tail: the runtime's sequence.
+                    say (sprintf "c %d" log.LastIndex)
+                    let snap = storage.Kv.TakeSnapshot()
+                    say (sprintf "S %d" snap.Index)
+                    do! log.CompactUntil snap.Index
+                    say (sprintf "C %d" (max 0L (snap.Index - 50L)))
                 do! Task.Delay 1
         }
-    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task) |]
+    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task); Task.Run(fun () -> applier () :> Task) |]
     Task.WaitAny all |> ignore
     // Only reached if something failed.
     for t in all do

@@ -23,14 +23,18 @@ type TempDir(name: string) =
         member _.Dispose() =
             try Directory.Delete(path, true) with _ -> ()
 
-/// The payload of entry (index, term): deterministic, variable length, so the checker can recompute it.
+/// The payload of entry (index, term): an encoded put of key `k/<index % 100>` whose value starts with the index
+/// and term, then a deterministic filler of variable length, so a checker can recompute and recognise it.
 let payloadOf (index: int64) (term: int64) : byte[] =
     let rng = Random(int (index * 7919L + term * 104729L))
-    let bytes = Array.zeroCreate<byte> (16 + rng.Next(0, 200))
-    rng.NextBytes bytes
-    BitConverter.TryWriteBytes(Span(bytes, 0, 8), index) |> ignore
-    BitConverter.TryWriteBytes(Span(bytes, 8, 8), term) |> ignore
-    bytes
+    let value = Array.zeroCreate<byte> (16 + rng.Next(0, 200))
+    rng.NextBytes value
+    BitConverter.TryWriteBytes(Span(value, 0, 8), index) |> ignore
+    BitConverter.TryWriteBytes(Span(value, 8, 8), term) |> ignore
+    Skiff.Core.CommandCodec.encode (Skiff.Core.Command.Put(sprintf "k/%d" (index % 100L), value))
+
+/// The (index, term) a value written by `payloadOf` carries.
+let originOf (value: byte[]) = BitConverter.ToInt64(value, 0), BitConverter.ToInt64(value, 8)
 
 let entry (index: int64) (term: int64) = LogEntry(index, term, payloadOf index term)
 
@@ -56,3 +60,9 @@ let flipByte (path: string) (offset: int) =
     fs.Position <- int64 offset
     fs.WriteByte(byte (b ^^^ 0xFF))
     fs.Flush true
+
+/// Small in-memory sizes for the crash tests' many opens.
+let smallOptions () =
+    NodeStorageOptions(
+        Log = RaftLogOptions(KeepTail = 50L, MemorySizeBits = 22, PageSizeBits = 18),
+        Kv = KvOptions(IndexSizeBytes = (1L <<< 18), MemorySizeBits = 22, PageSizeBits = 18))

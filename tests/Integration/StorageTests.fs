@@ -69,6 +69,9 @@ let private logTests =
             let terms = readAll log |> List.map (fun e -> e.Index, e.Term)
             Expect.equal terms ([ for i in 1L .. 5L -> i, 1L ] @ [ 6L, 2L; 7L, 2L; 8L, 3L; 9L, 4L ]) "last-written version of each index"
             Expect.throws (fun () -> append log (entries 11L 11L 4L)) "a gap is refused"
+            expectSkiff ErrorKind.ValueTooLarge (fun () -> append log [| LogEntry(10L, 4L, Array.zeroCreate (log.MaxPayloadBytes + 1)) |]) |> ignore
+            append log [| LogEntry(10L, 4L, Array.zeroCreate log.MaxPayloadBytes) |]
+            Expect.equal (log.ReadAsync(10L, 10L).Result[0].Payload.Length) log.MaxPayloadBytes "the largest payload reads back"
 
         testCase "concurrent appenders share commits (group commit)" <| fun () ->
             use tmp = new TempDir "group"
@@ -264,13 +267,25 @@ let private kvTests =
             use tmp = new TempDir "kv-disk"
             let opts = KvOptions(PageSizeBits = 12, MemorySizeBits = 14, IndexSizeBytes = (1L <<< 16))
             let value i = Array.init 200 (fun k -> byte (i + k))
-            using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
-                for i in 0 .. 4999 do kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
-                Expect.sequenceEqual (kv.Get "k/0") (value 0) "an early key, read back from disk"
-                kv.TakeSnapshot() |> ignore)
+            let expected =
+                using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
+                    for i in 0 .. 4999 do kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
+                    Expect.sequenceEqual (kv.Get "k/0") (value 0) "an early key, read back from disk"
+                    // Deletes and re-puts of keys both on disk and in memory, so the rebuild must order versions.
+                    let mutable n = 5001L
+                    for i in 0 .. 7 .. 4999 do
+                        kv.Apply(n, 1L, Command.Delete(sprintf "k/%d" i)) |> ignore
+                        n <- n + 1L
+                    for i in 0 .. 21 .. 4999 do
+                        kv.Apply(n, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
+                        n <- n + 1L
+                    kv.Apply(n, 1L, Command.Delete "k/4998") |> ignore
+                    kv.TakeSnapshot() |> ignore
+                    List.ofSeq (kv.ListKeys ""))
             use kv = KvStateMachine.Open(tmp.Path, opts)
-            Expect.equal kv.KeyCount 5000 "key index rebuilt"
-            Expect.equal kv.AppliedIndex 5000L "applied index recovered"
+            Expect.equal (List.ofSeq (kv.ListKeys "")) expected "key index rebuilt with deletes and re-puts"
+            Expect.equal kv.KeyCount (5000 - 715 + 239 - 1) "live keys"
+            Expect.isGreaterThan kv.AppliedIndex 5000L "applied index recovered"
             Expect.sequenceEqual (kv.Get "k/1234") (value 1234) "value after recovery"
     ]
 
@@ -335,6 +350,43 @@ let private snapshotTests =
             Expect.equal (List.ofSeq (b.Kv.ListKeys "")) (List.ofSeq (a.Kv.ListKeys "") |> List.filter ((<>) "late")) "same keys"
             Expect.equal (List.ofSeq (b.Kv.GetPrefixes())) (List.ofSeq (a.Kv.GetPrefixes())) "same prefixes"
             Expect.equal (b.Kv.Get "dir3/key10") (utf8 "100") "a value"
+
+        testCase "an install interrupted before it completed is discarded; one interrupted after is finished" <| fun () ->
+            use tmp = new TempDir "install-crash"
+            use a = NodeStorage.Open(tmp.Sub "a")
+            append a.Log ([| for i in 1L .. 30L -> putEntry i 2L (sprintf "from-a/%d" i) "v" |])
+            replay a.Log a.Kv
+            let snap = a.Kv.TakeSnapshot()
+            let bDir = tmp.Sub "b"
+            // Half a stream, then the process "dies" (the installer is never completed or disposed).
+            using (NodeStorage.Open bDir) (fun b ->
+                b.Kv.Apply(1L, 1L, put "mine" "1") |> ignore
+                b.Kv.TakeSnapshot() |> ignore
+                use reader = a.Kv.OpenSnapshotReader snap
+                let installer = b.Kv.BeginInstall()
+                installer.WriteChunk(ReadOnlySpan(reader.ReadChunk(1000))))
+            Expect.isTrue (Directory.Exists(Path.Combine(bDir, "kv.staging"))) "staging left behind"
+            using (NodeStorage.Open bDir) (fun b ->
+                Expect.isFalse (Directory.Exists(Path.Combine(bDir, "kv.staging"))) "incomplete staging discarded"
+                Expect.equal (b.Kv.Get "mine") (utf8 "1") "old state kept")
+            // A complete staging directory (marker written) whose swap did not happen yet.
+            let cDir = tmp.Sub "c"
+            using (NodeStorage.Open cDir) (fun c ->
+                use reader = a.Kv.OpenSnapshotReader snap
+                use installer = c.Kv.BeginInstall()
+                installer.WriteChunk(ReadOnlySpan(reader.ReadChunk(int reader.Length)))
+                installer.Complete())
+            let staging = Path.Combine(bDir, "kv.staging")
+            Directory.CreateDirectory staging |> ignore
+            for f in Directory.GetFiles(Path.Combine(cDir, "kv"), "*", SearchOption.AllDirectories) do
+                let target = Path.Combine(staging, Path.GetRelativePath(Path.Combine(cDir, "kv"), f))
+                Directory.CreateDirectory(nonNull (Path.GetDirectoryName target)) |> ignore
+                File.Copy(f, target)
+            File.WriteAllText(Path.Combine(staging, "SNAPSHOT-COMPLETE"), "")
+            use b = NodeStorage.Open bDir
+            Expect.isNull (b.Kv.Get "mine") "swapped to the snapshot"
+            Expect.equal (b.Kv.Get "from-a/7") (utf8 "v") "snapshot data"
+            Expect.equal b.Kv.AppliedIndex 30L "snapshot applied index"
 
         testCase "a damaged snapshot stream is refused and the old state is kept" <| fun () ->
             use tmp = new TempDir "install-bad"
