@@ -57,7 +57,7 @@ internal sealed class Applier
         _config = snapshot?.Configuration ?? bootstrap;
         _lastTerm = snapshot?.Term ?? 0;
         _historyFloor = _sm.AppliedIndex;
-        _run = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning).Unwrap();
+        _run = DedicatedThread.Start("skiff-applier", Run);
     }
 
     public void Apply(FSharpList<Entry> entries) => _queue.Writer.TryWrite(new ApplyOp(entries));
@@ -84,10 +84,10 @@ internal sealed class Applier
 
     private static SkiffException Closed => new(ErrorKind.StreamClosed, "the node is shutting down");
 
-    private async Task Run()
+    private void Run()
     {
         var reader = _queue.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (DedicatedThread.WaitToRead(reader))
         {
             while (reader.TryRead(out var op))
             {

@@ -73,7 +73,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         _applier.Initialise(start.Snapshot, start.Bootstrap);
         var first = _reducer.Init(start, options);
-        _loop = Task.Factory.StartNew(() => RunLoop(first), TaskCreationOptions.LongRunning).Unwrap();
+        _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
         _ticker = Task.Run(RunTicker);
     }
 
@@ -95,11 +95,11 @@ internal sealed class NodeRuntime : IAsyncDisposable
         catch (OperationCanceledException) { }
     }
 
-    private async Task RunLoop(FSharpList<Effect> first)
+    private void RunLoop(FSharpList<Effect> first)
     {
         Execute(first);
         var reader = _inbox.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (DedicatedThread.WaitToRead(reader))
         {
             while (reader.TryRead(out var item))
             {

@@ -34,7 +34,7 @@ internal sealed class StorageWriter : IAsyncDisposable
         _log = log;
         _hard = hard;
         _post = post;
-        _run = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning).Unwrap();
+        _run = DedicatedThread.Start("skiff-writer", Run);
     }
 
     /// <summary>Number of flushes done (for measurements).</summary>
@@ -56,11 +56,11 @@ internal sealed class StorageWriter : IAsyncDisposable
     /// <summary>Once the snapshot is installed, replaces the whole log with an empty one after it.</summary>
     public Task Reset(SnapshotMeta meta, Task installed) => Enqueue(new ResetOp(meta, installed));
 
-    private async Task Run()
+    private void Run()
     {
         var reader = _queue.Reader;
         var batch = new List<Op>();
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (DedicatedThread.WaitToRead(reader))
         {
             batch.Clear();
             while (batch.Count < 4096 && reader.TryRead(out var op)) batch.Add(op);
