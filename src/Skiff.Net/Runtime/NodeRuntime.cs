@@ -256,7 +256,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
             barrier.ContinueWith(t =>
             {
                 if (t.IsCompletedSuccessfully) foreach (var env in sends) _send(env);
-            }, TaskScheduler.Default);
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
         CommitIndex = _reducer.CommitIndex;
     }

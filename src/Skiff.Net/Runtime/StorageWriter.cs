@@ -12,7 +12,9 @@ internal sealed class StorageWriter : IAsyncDisposable
 {
     private abstract record Op
     {
-        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Continuations run on the writer thread when they ask to (ExecuteSynchronously): the sends that waited
+        // for this write are only queued to the transport, and doing that here saves a thread hop per reply.
+        public TaskCompletionSource Done { get; } = new();
     }
 
     private sealed record HardStateOp(HardState State) : Op;
