@@ -25,7 +25,7 @@ public static class StorageBench
                 case "--log-mib": logBytes = long.Parse(args[++i]) << 20; break;
                 case "--keys": keys = int.Parse(args[++i]); break;
                 case "--only": only.Add(args[++i]); break;
-                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|snapshot)");
+                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|log|kv|snapshot)");
             }
         }
         return new Options(dir, seconds, logBytes, keys, only.ToArray());
@@ -42,23 +42,25 @@ public static class StorageBench
             bool Want(string s) => o.Only.Length == 0 || o.Only.Contains(s);
             if (Want("append") || Want("commit"))
             {
-                double fsyncs = RawFsyncRate(o.Dir, o.Seconds);
-                Console.WriteLine($"storage fsync bytes=4096 fsyncs_s={fsyncs:F0} us_per_fsync={1e6 / fsyncs:F1}");
+                var (fsyncs, f50, f99) = RawFsyncRate(o.Dir, o.Seconds);
+                Console.WriteLine($"storage fsync mode=append-fsync bytes=4096 fsyncs_s={fsyncs:F0} p50_us={f50:F0} p99_us={f99:F0} load={LoadAverage()}");
+                var (ow, o50, o99) = OverwriteFdatasyncRate(o.Dir, o.Seconds);
+                Console.WriteLine($"storage fsync mode=overwrite-fdatasync bytes=4096 fsyncs_s={ow:F0} p50_us={o50:F0} p99_us={o99:F0} load={LoadAverage()}");
                 if (Want("append"))
                     foreach (var writers in new[] { 1, 16, 256 })
                     {
-                        var (rate, commits) = await AppendRate(o.Dir, writers, o.Seconds, LogCommitMode.InLog);
-                        Console.WriteLine($"storage append writers={writers} entries_s={rate:F0} fsyncs_s={fsyncs:F0} ratio={rate / fsyncs:F2} commits_s={commits:F0} mode=InLog");
+                        var r = await AppendRate(o.Dir, writers, o.Seconds, LogCommitMode.InLog);
+                        Console.WriteLine($"storage append writers={writers} entries_s={r.Rate:F0} fsyncs_s={fsyncs:F0} ratio={r.Rate / fsyncs:F2} commits_s={r.Commits:F0} entries_per_commit={r.Rate / r.Commits:F1} p50_us={r.P50:F0} p99_us={r.P99:F0} mode=InLog");
                     }
                 if (Want("commit"))
                     foreach (var mode in new[] { LogCommitMode.FasterDefault, LogCommitMode.SlotFile, LogCommitMode.InLog })
                     {
-                        var (rate, commits) = await AppendRate(o.Dir, 1, o.Seconds, mode);
-                        Console.WriteLine($"storage commit mode={mode} writers=1 commits_s={commits:F0} us_per_commit={1e6 / commits:F1} fsyncs_s={fsyncs:F0} ratio={commits / fsyncs:F2}");
+                        var r = await AppendRate(o.Dir, 1, o.Seconds, mode);
+                        Console.WriteLine($"storage commit mode={mode} writers=1 commits_s={r.Commits:F0} p50_us={r.P50:F0} p99_us={r.P99:F0} fsyncs_s={fsyncs:F0} ratio={r.Commits / fsyncs:F2} metadata_writes_per_commit={(mode == LogCommitMode.FasterDefault ? "n/a" : r.MetadataPerCommit.ToString("F3"))} load={LoadAverage()}");
                     }
             }
-            if (Want("recovery")) await LogRecovery(o);
-            if (Want("recovery") || Want("snapshot")) KvRecoveryAndSnapshot(o);
+            if (Want("recovery") || Want("log")) await LogRecovery(o);
+            if (Want("recovery") || Want("snapshot") || Want("kv")) KvRecoveryAndSnapshot(o);
         }
         finally
         {
@@ -68,43 +70,85 @@ public static class StorageBench
     }
 
     /// <summary>Append 4 KiB then fsync, in a loop: the disk's floor for one durable commit.</summary>
-    private static double RawFsyncRate(string dir, double seconds)
+    private static (double rate, double p50us, double p99us) RawFsyncRate(string dir, double seconds)
     {
         var path = Path.Combine(dir, "fsync.bin");
         var block = new byte[4096];
         Random.Shared.NextBytes(block);
+        var lat = new List<double>();
         using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1);
         var sw = Stopwatch.StartNew();
-        long n = 0;
         while (sw.Elapsed.TotalSeconds < seconds)
         {
+            long t0 = Stopwatch.GetTimestamp();
             fs.Write(block);
             fs.Flush(flushToDisk: true);
-            n++;
+            lat.Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
         }
-        double rate = n / sw.Elapsed.TotalSeconds;
+        double rate = lat.Count / sw.Elapsed.TotalSeconds;
         fs.Close();
         File.Delete(path);
-        return rate;
+        lat.Sort();
+        return (rate, Percentile(lat, 0.5), Percentile(lat, 0.99));
     }
 
-    private static async Task<(double entriesPerSecond, double commitsPerSecond)> AppendRate(string root, int writers, double seconds, LogCommitMode mode)
+    /// <summary>Overwrite one preallocated 4 KiB block then fdatasync: no allocation, no size change; the cheapest
+    /// durable write the disk offers (what the slot commit file and hard-state file do).</summary>
+    private static (double rate, double p50us, double p99us) OverwriteFdatasyncRate(string dir, double seconds)
+    {
+        var path = Path.Combine(dir, "fdatasync.bin");
+        var block = new byte[4096];
+        Random.Shared.NextBytes(block);
+        var lat = new List<double>();
+        using (var h = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite))
+        {
+            RandomAccess.Write(h, block, 0);
+            StorageIo.Fdatasync(h, path);
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed.TotalSeconds < seconds)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                RandomAccess.Write(h, block, 0);
+                StorageIo.Fdatasync(h, path);
+                lat.Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+            }
+            double rate = lat.Count / sw.Elapsed.TotalSeconds;
+            lat.Sort();
+            File.Delete(path);
+            return (rate, Percentile(lat, 0.5), Percentile(lat, 0.99));
+        }
+    }
+
+    private static double Percentile(List<double> sorted, double p) =>
+        sorted.Count == 0 ? double.NaN : sorted[Math.Min(sorted.Count - 1, (int)(p * sorted.Count))];
+
+    private sealed record AppendResult(double Rate, double Commits, double P50, double P99, double MetadataPerCommit);
+
+    private static string LoadAverage()
+    {
+        try { return File.ReadAllText("/proc/loadavg").Split(' ')[0]; } catch (IOException) { return "?"; }
+    }
+
+    private static async Task<AppendResult> AppendRate(string root, int writers, double seconds, LogCommitMode mode)
     {
         var dir = Path.Combine(root, $"append-{mode}-{writers}");
+        AppendResult result;
         await using (var log = RaftLog.Open(dir, new RaftLogOptions { CommitMode = mode }))
         {
             var payload = new byte[100];
             Random.Shared.NextBytes(payload);
             long next = 0;
             var gate = new object();
-            long done = 0;
+            var latencies = new List<double>[writers];
             var stopAt = Stopwatch.StartNew();
-            long commits0 = log.Commits;
-            async Task Writer()
+            long commits0 = log.Commits, meta0 = log.MetadataWrites;
+            async Task Writer(int w)
             {
+                var lat = latencies[w] = new List<double>();
                 while (stopAt.Elapsed.TotalSeconds < seconds)
                 {
                     Task t;
+                    long t0 = Stopwatch.GetTimestamp();
                     // Index assignment and enqueue must happen in order; RaftLog checks contiguity.
                     lock (gate)
                     {
@@ -112,16 +156,19 @@ public static class StorageBench
                         t = log.AppendAsync(new LogEntry(next, 1, payload));
                     }
                     await t.ConfigureAwait(false);
-                    Interlocked.Increment(ref done);
+                    lat.Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
                 }
             }
-            await Task.WhenAll(Enumerable.Range(0, writers).Select(_ => Task.Run(Writer)));
+            await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Run(() => Writer(w))));
             double elapsed = stopAt.Elapsed.TotalSeconds;
-            var result = (done / elapsed, (log.Commits - commits0) / elapsed);
-            await log.DisposeAsync();
-            Directory.Delete(dir, true);
-            return result;
+            var all = latencies.SelectMany(l => l).ToList();
+            all.Sort();
+            long commits = log.Commits - commits0;
+            result = new AppendResult(all.Count / elapsed, commits / elapsed, Percentile(all, 0.5), Percentile(all, 0.99),
+                (log.MetadataWrites - meta0) / (double)Math.Max(1, commits));
         }
+        Directory.Delete(dir, true);
+        return result;
     }
 
     private static async Task LogRecovery(Options o)
@@ -162,13 +209,18 @@ public static class StorageBench
         using (var kv = KvStateMachine.Open(dir))
         {
             for (int i = 0; i < o.Keys; i++)
-                kv.Apply(i + 1, 1, Command.NewPut($"users/{i % 1000}/item{i}", value));
+                kv.Apply(i + 1, 1, Command.NewPut($"users/{i % 10000}/item{i}", value));
             double loadS = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"storage kv-load keys={o.Keys} s={loadS:F2} puts_s={o.Keys / loadS:F0}");
+            kv.ListKeys("users/8/");
+            kv.GetPrefixes();
             sw.Restart();
             var listed = kv.ListKeys("users/7/");
             double listMs = sw.Elapsed.TotalMilliseconds;
-            Console.WriteLine($"storage kv-list keys={o.Keys} listed={listed.Count} ms={listMs:F3}");
+            sw.Restart();
+            var prefixes = kv.GetPrefixes();
+            double prefixMs = sw.Elapsed.TotalMilliseconds;
+            Console.WriteLine($"storage kv-list keys={o.Keys} listed={listed.Count} ms={listMs:F3} prefixes={prefixes.Count} prefixes_ms={prefixMs:F3}");
             sw.Restart();
             var snap = kv.TakeSnapshot();
             snapshotS = sw.Elapsed.TotalSeconds;
@@ -188,7 +240,7 @@ public static class StorageBench
         using (var kv = KvStateMachine.Open(dir))
         {
             double s = sw.Elapsed.TotalSeconds;
-            Console.WriteLine($"storage kv-recovery keys={kv.KeyCount} applied={kv.AppliedIndex} s={s:F2}");
+            Console.WriteLine($"storage kv-recovery keys={kv.KeyCount} applied={kv.AppliedIndex} s={s:F2} checkpoint_s={kv.LastOpen.Recover.TotalSeconds:F2} key_index_s={kv.LastOpen.KeyIndex.TotalSeconds:F2} rebuild={Environment.GetEnvironmentVariable("SKIFF_KV_INDEX_REBUILD") ?? "scan"}");
         }
         Directory.Delete(dir, true);
     }

@@ -50,7 +50,7 @@ module Election =
     /// Starts a campaign. With `preVote`, first ask whether we could win without touching the term; `transfer`
     /// marks a campaign ordered by the leader (TimeoutNow). Nodes that are not voters never campaign.
     let rec campaign (preVote: bool) (transfer: bool) (s: State) : State =
-        if not (State.isVoter s.Id s) || s.Role = Role.Leader then s
+        if not (State.canCampaign s) || s.Role = Role.Leader then s
         else
             let s =
                 if preVote then
@@ -82,7 +82,14 @@ module Election =
                 || (m.PreVote && m.Term > s.Term)
             if canVote && upToDate then
                 if m.PreVote then reply true m.Term s
-                else s |> State.setHardState s.Term (Some from) |> State.resetElectionTimer |> reply true s.Term
+                else
+                    // A repeated grant re-asks for the write: the first may not be durable yet, and this reply
+                    // must not overtake it (a crash would forget the vote and allow a second one).
+                    let s =
+                        if s.VotedFor = Some from then
+                            State.emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s
+                        else State.setHardState s.Term (Some from) s
+                    s |> State.resetElectionTimer |> reply true s.Term
             else reply false s.Term s
 
     /// Counts a (pre-)vote answer of the current campaign.

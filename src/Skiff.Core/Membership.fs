@@ -81,7 +81,10 @@ module Membership =
                         |> Seq.tryFind (fun (id, m) ->
                             not m.Voter
                             && (match Map.tryFind id l.Progress with
-                                | Some pr -> pr.Match > 0L && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
+                                | Some pr ->
+                                    pr.Mode = ProgressMode.Replicate
+                                    && pr.Match > 0L
+                                    && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
                                 | None -> false))
                     match caughtUp with
                     | Some(id, m) -> proposeConfig None { Members = Map.add id { m with Voter = true } s.Config.Members } s

@@ -55,20 +55,28 @@ module Raft =
         let snap =
             start.Snapshot
             |> Option.defaultValue { Index = 0L; Term = 0L; Configuration = start.Bootstrap }
-        let firstIndex = max (max 1L start.FirstIndex) (if start.Snapshot.IsSome then 1L else 1L)
-        let baseIndex = firstIndex - 1L
-        let baseTerm =
-            if baseIndex = snap.Index then snap.Term
-            elif baseIndex = 0L then 0L
+        // The stored log: [firstIndex, lastIndex]. An empty log sits right after the snapshot.
+        let lastIndex = max start.LastIndex snap.Index
+        let firstIndex =
+            if start.LastIndex < snap.Index || start.FirstIndex < 1L then snap.Index + 1L else start.FirstIndex
+        let termFromBoundaries (i: LogIndex) =
+            start.TermBoundaries
+            |> List.filter (fun (b, _) -> b <= i)
+            |> List.sortByDescending fst
+            |> List.tryHead
+            |> Option.map snd
+        // The view must know the term of firstIndex - 1 (the entry before the first it sends). When storage kept
+        // a tail before the snapshot, that term may be unknown: then the first stored entry serves as the base.
+        let firstIndex, baseTerm =
+            let baseIndex = firstIndex - 1L
+            if baseIndex = snap.Index then firstIndex, snap.Term
+            elif baseIndex = 0L then firstIndex, 0L
             else
-                start.TermBoundaries
-                |> List.filter (fun (i, _) -> i <= baseIndex)
-                |> List.sortByDescending fst
-                |> List.tryHead
-                |> Option.map snd
-                |> Option.defaultValue snap.Term
+                match termFromBoundaries baseIndex with
+                | Some t -> firstIndex, t
+                | None -> firstIndex + 1L, termFromBoundaries firstIndex |> Option.defaultValue snap.Term
         let log =
-            LogView.create o.WindowSize firstIndex baseTerm start.LastIndex start.TermBoundaries start.RecentEntries
+            LogView.create o.WindowSize firstIndex baseTerm lastIndex start.TermBoundaries start.RecentEntries
         let logConfigs =
             (start.LogConfigurations
              @ (start.RecentEntries
@@ -101,6 +109,10 @@ module Raft =
               ElectionTimeout = o.ElectionTicksMax
               Votes = Map.empty
               CampaignTransfer = false
+              LeaderMatch = 0L
+              Acked = 0L
+              LastRound = 0L
+              InstallPending = None
               Lead = None
               Out = [] }
         let s = s0 |> State.resetElectionTimer
@@ -118,7 +130,7 @@ module Raft =
     let private tickElection (s: State) : State =
         let s = { s with ElectionElapsed = s.ElectionElapsed + 1 }
         if s.ElectionElapsed < s.ElectionTimeout then s
-        elif State.isVoter s.Id s then Election.campaign s.Options.PreVote false s
+        elif State.canCampaign s then Election.campaign s.Options.PreVote false s
         else State.resetElectionTimer s
 
     /// CheckQuorum: a leader that has not heard from a majority of voters within the minimum election timeout
@@ -231,7 +243,12 @@ module Raft =
             | Event.Read id -> Reads.request id s
             | Event.ChangeConfig(id, change) -> Membership.request id change s
             | Event.TransferLeadership(id, target) -> Transfer.request id target s
-            | Event.Persisted(index, term) -> { s with Log = LogView.persisted index term s.Log }
+            | Event.Persisted(index, term) ->
+                let s =
+                    match s.InstallPending with
+                    | Some i when index > i && LogView.termAt index s.Log = Some term -> { s with InstallPending = None }
+                    | _ -> s
+                { s with Log = LogView.persisted index term s.Log } |> Replication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
             | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s
             | Event.SnapshotTaken meta -> Snapshots.taken meta s

@@ -33,10 +33,11 @@ module Replication =
                   Round = round s })
             s
 
-    /// Offers the latest snapshot to a follower that needs entries we no longer store.
+    /// Offers the latest snapshot to a follower that needs entries we no longer store. Not while a TakeSnapshot
+    /// is outstanding: the interpreter may already hold (only) the newer one, so wait for SnapshotTaken.
     let sendSnapshot (peer: NodeId) (s: State) : State =
         match progress peer s with
-        | Some pr when s.Snapshot.Index > 0L ->
+        | Some pr when s.Snapshot.Index > 0L && not s.Snapshotting ->
             s
             |> State.emit (Effect.SendSnapshot(peer, s.Term, s.Snapshot))
             |> setProgress peer { pr with Mode = ProgressMode.Snapshot; Inflight = []; SnapshotTicks = 0; Loading = false }
@@ -140,6 +141,7 @@ module Replication =
     // ---- Follower side -------------------------------------------------------------------------------------
 
     let private reply (leader: NodeId) (m: AppendRequest) ok matchIndex conflictIndex conflictTerm (s: State) =
+        let s = if ok then { s with Acked = max s.Acked matchIndex } else s
         State.send
             leader
             (Message.AppendReply
@@ -158,7 +160,7 @@ module Replication =
     /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
     /// the effect list).
     let handleAppend (from: NodeId) (m: AppendRequest) (s: State) : State =
-        if not (contiguous m.PrevLogIndex m.Entries) then s
+        if not (contiguous m.PrevLogIndex m.Entries) || m.PrevLogIndex >= System.Int64.MaxValue / 4L then s
         else
             // Entries at or below our commit index are settled; only look past it.
             let prev, prevTerm, entries =
@@ -167,8 +169,13 @@ module Replication =
                     s.Commit,
                     LogView.termAt s.Commit s.Log,
                     m.Entries |> List.filter (fun e -> e.Index > s.Commit)
+            let s = { s with LastRound = max s.LastRound m.Round }
+            // A follower claims only entries that are durable, or being made durable earlier in this step's effect
+            // list (writes complete in order, so that covers older ones too): a claim of an entry still in flight
+            // from an earlier step would be lost in a crash while the leader counts it.
             if m.PrevLogIndex < s.Commit && entries.IsEmpty then
-                reply from m true s.Commit 0L None s
+                let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
+                reply from m true (min s.Commit (State.claimable s)) 0L None s
             else
                 match LogView.termAt prev s.Log, prevTerm with
                 | None, _ ->
@@ -186,13 +193,38 @@ module Replication =
                     match fresh with
                     | e :: _ when e.Index <= s.Commit -> s // would rewrite committed history: a corrupt message
                     | [] ->
-                        let s = { s with Commit = max s.Commit (min m.LeaderCommit lastNew) }
-                        reply from m true lastNew 0L None s
+                        let s =
+                            { s with
+                                Commit = max s.Commit (min m.LeaderCommit lastNew)
+                                LeaderMatch = max s.LeaderMatch lastNew }
+                        reply from m true (min lastNew (State.claimable s)) 0L None s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
                         let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
-                        let s = { s with Commit = max s.Commit (min m.LeaderCommit lastNew) }
+                        let s =
+                            { s with
+                                Commit = max s.Commit (min m.LeaderCommit lastNew)
+                                LeaderMatch = max s.LeaderMatch lastNew }
                         reply from m true lastNew 0L None s
+
+    /// A follower's write became durable: acknowledge what it could not claim when it answered the append.
+    let acknowledgePersisted (s: State) : State =
+        match s.Role, s.Leader with
+        | Role.Follower, Some leader ->
+            let claim = min (State.claimable s) s.LeaderMatch
+            if claim > s.Acked then
+                { s with Acked = claim }
+                |> State.send
+                    leader
+                    (Message.AppendReply
+                        { Term = s.Term
+                          Success = true
+                          MatchIndex = claim
+                          ConflictIndex = 0L
+                          ConflictTerm = None
+                          Round = s.LastRound })
+            else s
+        | _ -> s
 
     // ---- Leader side ---------------------------------------------------------------------------------------
 

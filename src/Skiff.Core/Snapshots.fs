@@ -26,20 +26,20 @@ module Snapshots =
                     newer @ [ meta.Index, meta.Configuration ]
                 let s = { s with Snapshot = meta; Configs = configs }
                 let upTo = meta.Index - s.Options.CompactionTail
-                if upTo >= s.Log.FirstIndex then
-                    { s with Log = LogView.compact upTo s.Log } |> State.emit (Effect.CompactLog upTo)
-                else s
+                let s =
+                    if upTo >= s.Log.FirstIndex then
+                        { s with Log = LogView.compact upTo s.Log } |> State.emit (Effect.CompactLog upTo)
+                    else s
+                // Followers that waited for this snapshot (see Replication.sendSnapshot) can get it now.
+                Replication.broadcast s
 
     /// A follower receives a snapshot of its current term from its leader (the data is already staged).
     let handleSnapshot (from: NodeId) (m: SnapshotRequest) (s: State) : State =
         let meta = m.Meta
         let reply (index: LogIndex) (s: State) =
-            State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index }) s
-        if meta.Index <= s.Commit then reply s.Commit s
-        elif LogView.termAt meta.Index s.Log = Some meta.Term then
-            // We already hold everything it covers; it is committed, so just move the commit index.
-            reply meta.Index { s with Commit = meta.Index }
-        else
+            { s with Acked = max s.Acked index }
+            |> State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index })
+        let install () =
             let s =
                 { s with
                     Log = LogView.empty meta.Index meta.Term
@@ -47,11 +47,32 @@ module Snapshots =
                     Applied = meta.Index
                     ApplyLoading = false
                     Snapshot = meta
-                    Configs = [ meta.Index, meta.Configuration ] }
+                    Configs = [ meta.Index, meta.Configuration ]
+                    LeaderMatch = meta.Index
+                    InstallPending = Some meta.Index }
             s
             |> State.emit (Effect.InstallSnapshot(m.Staged, meta))
             |> State.refreshConfig
             |> reply meta.Index
+        // While an earlier install may not be durable yet, nothing can be claimed from memory; a repeated offer
+        // (the leader retries when our reply is lost) is installed again from its freshly staged data, so that
+        // the reply can follow an InstallSnapshot in its own list.
+        let reinstall =
+            match s.InstallPending with
+            | Some pending -> meta.Index >= pending
+            | None -> false
+        // A nonsensical offer (negative or absurdly large index, a term from the future) is dropped: adopting
+        // it would wreck the log view's arithmetic.
+        if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then s
+        elif reinstall then install ()
+        elif meta.Index <= s.Commit then
+            // Claim only what is durable (see Replication.handleAppend); Persisted acknowledges the rest.
+            reply (min s.Commit (State.claimable s)) { s with LeaderMatch = max s.LeaderMatch s.Commit }
+        elif LogView.termAt meta.Index s.Log = Some meta.Term then
+            // We already hold everything it covers; it is committed, so just move the commit index.
+            let s = { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
+            reply (min meta.Index (State.claimable s)) s
+        else install ()
 
     /// The leader hears how a snapshot went: resume replication after it, or probe again if it was refused.
     let handleSnapshotReply (from: NodeId) (m: SnapshotReply) (s: State) : State =

@@ -197,6 +197,15 @@ type State =
       Votes: Map<NodeId, bool>
       /// The current campaign follows a TimeoutNow (voters ignore leader stickiness).
       CampaignTransfer: bool
+      /// Follower: highest index known to match the current leader's log (from successful appends this term).
+      LeaderMatch: LogIndex
+      /// Follower: highest match index claimed to the current leader; a later Persisted acknowledges more.
+      Acked: LogIndex
+      /// Follower: the last Round seen from the current leader, echoed in acknowledgements sent on Persisted.
+      LastRound: int64
+      /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
+      /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
+      InstallPending: LogIndex option
       /// Leader-only state.
       Lead: LeaderState option
       /// Effects of the current step, newest first.
@@ -231,6 +240,24 @@ module State =
         match Map.tryFind id s.Config.Members with
         | Some m -> m.Voter
         | None -> false
+
+    /// Whether this node may campaign: it is a voter in its newest configuration or in its committed one. The
+    /// latter lets a node whose uncommitted configuration removes it still stand for election (as etcd, which
+    /// applies configurations at commit): otherwise a cluster could stall when the only up-to-date log belongs
+    /// to a node being removed, and the removal could never commit.
+    let canCampaign (s: State) : bool =
+        let voterIn (c: Configuration) =
+            match Map.tryFind s.Id c.Members with
+            | Some m -> m.Voter
+            | None -> false
+        voterIn s.Config || voterIn (configAt s.Commit s)
+
+    /// The highest index this node may claim in a Send that has no persistence effect before it in its list:
+    /// what is durable, and nothing while an installed snapshot may not be.
+    let claimable (s: State) : LogIndex =
+        match s.InstallPending with
+        | Some _ -> 0L
+        | None -> s.Log.Persisted
 
     /// Majority size for a set of voters.
     let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1
@@ -334,6 +361,8 @@ module State =
     /// Becomes a follower in `term` (raising the durable term if needed) under `leader`, if known.
     let becomeFollower (term: Term) (leader: NodeId option) (s: State) : State =
         let vote = if term > s.Term then None else s.VotedFor
+        let sameLeader = term = s.Term && leader = s.Leader
         let s = abandonLeadership s |> setHardState term vote
+        let s = if sameLeader then s else { s with LeaderMatch = 0L; Acked = 0L; LastRound = 0L }
         { s with Role = Role.Follower; Leader = leader; Votes = Map.empty; CampaignTransfer = false }
         |> resetElectionTimer

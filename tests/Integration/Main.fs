@@ -6,6 +6,8 @@ open Expecto
 let private all: Test list =
     [
       // storage:begin
+      StorageTests.tests
+      CrashTests.tests
       // storage:end
 
       // runtime:begin
@@ -21,4 +23,7 @@ let private all: Test list =
 
 [<EntryPoint>]
 let main argv =
-    Skiff.Tests.TestMain.run argv (testList "Integration" all)
+    match argv with
+    // The crash tests start this same program as their child process.
+    | [| "--crash-writer"; dir; run; seed |] -> CrashWriter.run dir (int64 run) (int seed)
+    | _ -> Skiff.Tests.TestMain.run argv (testList "Integration" all)

@@ -54,6 +54,7 @@ let stop (s: SkiffServer) = s.ShutdownAsync().Wait()
 type Cluster(port: int) =
     let nodes = Collections.Generic.Dictionary<int, SkiffServer>()
     let dirs = Collections.Generic.Dictionary<int, string>()
+    member val RequestTimeout = TimeSpan.FromSeconds 5.0 with get, set
     member _.Port = port
     member _.Nodes = nodes
     member _.Node n = nodes[n]
@@ -65,12 +66,16 @@ type Cluster(port: int) =
             dirs[n] <- d
             d
     member this.Start(n: int, join: int list) =
-        let s = start (options port n (this.Dir n) join)
+        let o = options port n (this.Dir n) join
+        o.RequestTimeout <- this.RequestTimeout
+        let s = start o
         nodes[n] <- s
         s
     member _.Stop(n: int) =
+        let sw = Diagnostics.Stopwatch.StartNew()
         stop nodes[n]
         nodes.Remove n |> ignore
+        if sw.Elapsed.TotalSeconds > 1.0 then eprintfn "slow shutdown of node %d: %.1f s" n sw.Elapsed.TotalSeconds
     member _.Running = nodes.Values |> List.ofSeq
     member this.Leader() =
         this.Running |> List.tryFind (fun s -> s.Role = Role.Leader)
@@ -92,8 +97,8 @@ type Cluster(port: int) =
                 try Directory.Delete(d, true) with _ -> ()
 
 /// Starts node 1 alone, then nodes 2..n joining through node 1; waits until all are voters.
-let cluster (n: int) =
-    let c = new Cluster(nextPort ())
+let clusterWith (timeout: float) (n: int) =
+    let c = new Cluster(nextPort (), RequestTimeout = TimeSpan.FromSeconds timeout)
     c.Start(1, []) |> ignore
     c.WaitLeader 10.0 |> ignore
     for i in 2..n do
@@ -101,6 +106,8 @@ let cluster (n: int) =
     c.WaitMembers(n, 20.0)
     c.WaitLeader 10.0 |> ignore
     c
+
+let cluster n = clusterWith 5.0 n
 
 /// Runs `f` and expects a SkiffException of one of `kinds` (possibly wrapped in AggregateException).
 let expectError (kinds: ErrorKind list) (what: string) (f: unit -> unit) =
@@ -307,15 +314,14 @@ let tests =
           }
 
           test "an insert fails without a quorum, within its deadline" {
-              use c = cluster 3
+              use c = clusterWith 1.5 3
               let leader = c.WaitLeader 5.0
               let ln = c.Nodes |> Seq.find (fun kv -> kv.Value = leader) |> fun kv -> kv.Key
               for n in [ 1; 2; 3 ] |> List.filter ((<>) ln) do
                   c.Stop n
               let sw = Diagnostics.Stopwatch.StartNew()
-              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 1.5)
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout ] "insert without quorum" (fun () ->
-                  leader.PutAsync("nope", bytes "1", cts.Token).Wait())
+                  leader.PutAsync("nope", bytes "1").Wait())
               Expect.isLessThan sw.Elapsed.TotalSeconds 4.0 "failed within the deadline"
           }
 
@@ -339,7 +345,7 @@ let tests =
           }
 
           test "a partitioned old leader cannot serve a linearizable read or acknowledge a write" {
-              use c = cluster 3
+              use c = clusterWith 1.0 3
               let old = c.WaitLeader 5.0
               put old "x" "1"
               old.Isolated <- true
@@ -348,16 +354,14 @@ let tests =
                   others |> List.exists (fun s -> s.Role = Role.Leader))
               let fresh = others |> List.find (fun s -> s.Role = Role.Leader)
               put fresh "x" "2"
-              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 1.0)
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout; ErrorKind.NotLeader ] "write on the old leader" (fun () ->
-                  old.PutAsync("y", bytes "1", cts.Token).Wait())
-              use cts2 = new CancellationTokenSource(TimeSpan.FromSeconds 1.0)
+                  old.PutAsync("y", bytes "1").Wait())
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout; ErrorKind.NotLeader ] "read on the old leader" (fun () ->
-                  old.GetAsync("x", ReadConsistency.Linearizable, cts2.Token).Wait())
+                  old.GetAsync("x", ReadConsistency.Linearizable).Wait())
               Expect.equal (staleGet old "x") "1" "a stale read is served locally, and is stale"
               old.Isolated <- false
               waitUntil 10.0 "the old leader follows again" (fun () -> staleGet old "x" = "2")
-              Expect.isNone (c.Running |> List.tryFind (fun s -> s.Id = old.Id && s.Role = Role.Leader) |> Option.filter (fun _ -> false)) "healed"
+              Expect.equal (c.Running |> List.filter (fun s -> s.Role = Role.Leader) |> List.length) 1 "one leader after healing"
           }
 
           test "leadership transfer to a chosen voter" {
@@ -411,6 +415,46 @@ let tests =
               let o2 = options (nextPort ()) 1 (c.Dir 1) []
               expectError [ ErrorKind.DataDirectoryLocked ] "lock" (fun () -> start o2 |> ignore)
               ignore s
+          }
+
+          test "a slow watcher is dropped with a clear error; resuming from a forgotten index is refused" {
+              use c = new Cluster(nextPort ())
+              let o = options c.Port 1 (c.Dir 1) []
+              o.WatchBufferCapacity <- 5
+              o.WatchHistory <- 10
+              let s = start o
+              c.Nodes[1] <- s
+              c.WaitLeader 5.0 |> ignore
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 10.0)
+              let e = s.WatchAsync("", 0L, cts.Token).GetAsyncEnumerator(cts.Token)
+              for i in 1..30 do
+                  put s (sprintf "slow/%02d" i) "v"
+              let mutable got = 0
+              expectError [ ErrorKind.StreamClosed ] "slow watcher" (fun () ->
+                  while e.MoveNextAsync().AsTask().Result do
+                      got <- got + 1)
+              Expect.isLessThanOrEqual got 5 "no more than the buffer was delivered"
+              expectError [ ErrorKind.StreamClosed ] "resume from a forgotten index" (fun () ->
+                  let r = s.WatchAsync("", 1L, cts.Token).GetAsyncEnumerator(cts.Token)
+                  r.MoveNextAsync().AsTask().Wait())
+          }
+
+          test "shutdown is fast and fails calls in flight" {
+              use c = clusterWith 30.0 3
+              let leader = c.WaitLeader 5.0
+              let ln = c.Nodes |> Seq.find (fun kv -> kv.Value = leader) |> fun kv -> kv.Key
+              for n in [ 1; 2; 3 ] |> List.filter ((<>) ln) do
+                  c.Stop n
+              let pending = leader.PutAsync("stuck", bytes "1")
+              Thread.Sleep 100
+              Expect.isFalse pending.IsCompleted "the write waits for a quorum"
+              let sw = Diagnostics.Stopwatch.StartNew()
+              c.Stop ln
+              Expect.isLessThan sw.Elapsed.TotalSeconds 2.0 "shutdown took under 2 s"
+              expectError [ ErrorKind.StreamClosed ] "the write in flight" (fun () -> pending.Wait())
+              // The data directory is free again.
+              let again = c.Start(ln, [])
+              ignore again
           }
 
           test "the gRPC client works against any node" {

@@ -16,6 +16,8 @@ let private all: Test list =
       RaftMembershipTests.transfer
       RaftSnapshotTests.snapshots
       RaftSnapshotTests.totality
+      RaftSnapshotTests.restarts
+      RaftChaosTests.tests
       // reducer:end
 
       // simulator:begin

@@ -47,6 +47,14 @@ let tests =
               Expect.isGreaterThanOrEqual persist 0 "vote is persisted"
               Expect.isLessThan persist reply "persisted before the reply"
           }
+          test "a repeated vote grant persists again before replying" {
+              let s, _ = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L false false)
+              let _, effects = Raft.step s (vote n1 n2 1L 0L 0L false false)
+              let persist = effects |> indexOf (function Effect.PersistHardState h -> h.VotedFor = Some n1 | _ -> false)
+              let reply = effects |> indexOf (function Effect.Send { Message = Message.VoteReply r } -> r.Granted | _ -> false)
+              Expect.isGreaterThanOrEqual persist 0 "the vote is written again"
+              Expect.isLessThan persist reply "before the reply (the first write may not be durable yet)"
+          }
           test "pre-vote does not raise the term" {
               let s, effects = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L true false)
               Expect.equal (Raft.term s) 0L "term unchanged"

@@ -38,7 +38,8 @@ type Node =
 type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
     let config = defaultArg config (votersConfig ids)
     let nodes = Dictionary<NodeId, Node>()
-    let queue = Queue<NodeId * Event>()
+    let queue = List<NodeId * Event>()
+    let hard = Dictionary<NodeId, HardState>()
     let isolated = HashSet<NodeId>()
     let holdPersist = HashSet<NodeId>()
     let held = Dictionary<NodeId, List<Event>>()
@@ -49,9 +50,10 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
         for e in effects do
             node.Effects.Add e
             match e with
+            | Effect.PersistHardState h -> hard[id] <- h
             | Effect.Send env ->
                 if not (isolated.Contains env.From || isolated.Contains env.To || dropFilter env) && nodes.ContainsKey env.To then
-                    queue.Enqueue(env.To, Event.Receive env)
+                    queue.Add(env.To, Event.Receive env)
             | Effect.PersistEntries entries ->
                 match entries with
                 | [] -> ()
@@ -62,25 +64,30 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
                         node.Storage[en.Index] <- en
                     let last = List.last entries
                     let ev = Event.Persisted(last.Index, last.Term)
-                    if holdPersist.Contains id then held[id].Add ev else queue.Enqueue(id, ev)
+                    if holdPersist.Contains id then held[id].Add ev else queue.Add(id, ev)
             | Effect.Apply entries -> node.Applied.AddRange entries
             | Effect.LoadEntries(purpose, from, upTo) ->
                 let loaded = [ for i in from..upTo do
                                  match node.Storage.TryGetValue i with
                                  | true, en -> yield en
                                  | _ -> () ]
-                queue.Enqueue(id, Event.EntriesLoaded(purpose, loaded))
+                queue.Add(id, Event.EntriesLoaded(purpose, loaded))
             | Effect.CompactLog upTo ->
                 for k in List.ofSeq node.Storage.Keys do
                     if k <= upTo then node.Storage.Remove k |> ignore
-            | Effect.InstallSnapshot(_, _) -> node.Storage.Clear()
+            | Effect.InstallSnapshot(_, meta) ->
+                node.Storage.Clear()
+                // The state machine is replaced: mark the snapshot's index as applied (a repeated install of the
+                // same snapshot changes nothing).
+                if node.Applied.Count = 0 || node.Applied[node.Applied.Count - 1].Index < meta.Index then
+                    node.Applied.Add { Index = meta.Index; Term = meta.Term; Payload = Payload.Noop }
             | Effect.TakeSnapshot index ->
                 // The reducer fills in the term and configuration itself.
-                queue.Enqueue(id, Event.SnapshotTaken { Index = index; Term = 0L; Configuration = Configuration.Empty })
+                queue.Add(id, Event.SnapshotTaken { Index = index; Term = 0L; Configuration = Configuration.Empty })
             | Effect.SendSnapshot(target, term, meta) ->
                 if not (isolated.Contains id || isolated.Contains target) && nodes.ContainsKey target then
                     let request = { Term = term; Leader = id; Meta = meta; Staged = "staged" }
-                    queue.Enqueue(target, Event.Receive { From = id; To = target; Message = Message.Snapshot request })
+                    queue.Add(target, Event.Receive { From = id; To = target; Message = Message.Snapshot request })
             | _ -> ()
 
     do
@@ -113,11 +120,40 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
         let mutable budget = 100000
         while queue.Count > 0 && budget > 0 do
             budget <- budget - 1
-            let id, ev = queue.Dequeue()
+            let id, ev = queue[0]
+            queue.RemoveAt 0
             match ev with
             | Event.Receive env when isolated.Contains env.To || isolated.Contains env.From -> ()
             | _ -> this.Step(id, ev) |> ignore
-    /// Ticks every node once, delivering after each.
+    /// Delivers up to `n` queued items picked at random (reordering), dropping each message with probability `loss`.
+    member this.DeliverRandom(rng: Random, n: int, loss: float) =
+        let mutable k = 0
+        while queue.Count > 0 && k < n do
+            k <- k + 1
+            let i = rng.Next queue.Count
+            let id, ev = queue[i]
+            queue.RemoveAt i
+            match ev with
+            | Event.Receive env when isolated.Contains env.To || isolated.Contains env.From -> ()
+            | Event.Receive _ when rng.NextDouble() < loss -> ()
+            | _ -> this.Step(id, ev) |> ignore
+    /// Number of queued messages and local events.
+    member _.Pending = queue.Count
+    /// Restarts a node from its "storage": durable hard state, stored entries, snapshot, applied index.
+    member _.Restart(id: NodeId, options: Options, seed: uint64) =
+        let node = nodes[id]
+        let old = node.State
+        // Local events of the old incarnation are lost with it; messages in the network are kept.
+        queue.RemoveAll(fun (target, ev) -> target = id && (match ev with Event.Receive _ -> false | _ -> true)) |> ignore
+        let snapshot = if (Raft.snapshot old).Index > 0L then Some(Raft.snapshot old) else None
+        let entries = List.ofSeq node.Storage.Values
+        let applied = if node.Applied.Count = 0 then 0L else node.Applied[node.Applied.Count - 1].Index
+        let applied = max applied (snapshot |> Option.map (fun m -> m.Index) |> Option.defaultValue 0L)
+        let hs = match hard.TryGetValue id with | true, h -> h | _ -> { Term = 0L; VotedFor = None }
+        let start = Start.ofStorage id options seed hs snapshot entries applied config
+        let s, effects = Raft.init start
+        node.State <- s
+        handle id effects
     member this.TickAll() =
         for id in ids do
             if nodes.ContainsKey id then
@@ -148,7 +184,7 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
     member _.Release(id: NodeId) =
         holdPersist.Remove id |> ignore
         for ev in held[id] do
-            queue.Enqueue(id, ev)
+            queue.Add(id, ev)
         held[id].Clear()
     /// The ids of all nodes.
     member _.Ids = List.ofSeq nodes.Keys

@@ -67,6 +67,16 @@ let membership =
               Expect.equal (Raft.role (c.State n1)) Role.Follower "the removed node stays a follower"
               Expect.isFalse ((Raft.configuration (c.State leaders.Head)).Members.ContainsKey n1) "n1 is gone"
           }
+          test "a node whose uncommitted configuration removes it still campaigns" {
+              // Otherwise a cluster stalls when the only up-to-date log holds its own pending removal.
+              let both = votersConfig [ n1; n2 ]
+              let entries = [ { Index = 1L; Term = 1L; Payload = Payload.Config(votersConfig [ n2 ]) } ]
+              let mutable s = Raft.init (Start.ofStorage n1 opts 1UL { Term = 1L; VotedFor = None } None entries 0L both) |> fst
+              Expect.isFalse ((Raft.configuration s).Members.ContainsKey n1) "removed in its newest configuration"
+              for _ in 1..opts.ElectionTicksMax do
+                  s <- fst (Raft.step s Event.Tick)
+              Expect.equal (Raft.role s) Role.PreCandidate "but campaigns under its committed one"
+          }
           test "joining node with an empty configuration never campaigns" {
               let mutable s = Raft.init (Start.fresh n4 opts 3UL Configuration.Empty) |> fst
               for _ in 1..200 do

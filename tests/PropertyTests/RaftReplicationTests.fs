@@ -187,4 +187,24 @@ let tests =
               Expect.isGreaterThan loads 0 "the leader asked storage for old entries"
               Expect.equal (Raft.lastIndex (c.State n3)) (Raft.lastIndex (c.State n1)) "n3 caught up"
               Expect.equal ((c.Node n3).Applied |> Seq.map (fun e -> e.Index) |> List.ofSeq) [ 1L .. 21L ] "and applied everything in order"
+          }
+          test "follower does not acknowledge entries still being written by an earlier step" {
+              let s = Raft.init (Start.fresh n2 opts 1UL (votersConfig [ n1; n2; n3 ])) |> fst
+              let append (leader: NodeId) term prev prevTerm entries =
+                  Event.Receive
+                      { From = leader
+                        To = n2
+                        Message = Message.Append { Term = term; Leader = leader; PrevLogIndex = prev; PrevLogTerm = prevTerm; Entries = entries; LeaderCommit = 0L; Round = 1L } }
+              let matches effects =
+                  effects |> List.choose (function Effect.Send { Message = Message.AppendReply r } when r.Success -> Some r.MatchIndex | _ -> None)
+              let s, first = Raft.step s (append n1 1L 0L 0L [ entry 1L 1L ])
+              Expect.equal (matches first) [ 1L ] "claims the entry it writes in the same step"
+              // A new leader probes before the write is durable: the entry must not be claimed yet.
+              let s, probe = Raft.step s (append n3 2L 1L 1L [])
+              Expect.equal (matches probe) [ 0L ] "nothing claimed beyond what is durable"
+              let s, persisted = Raft.step s (Event.Persisted(1L, 1L))
+              Expect.equal (sends persisted |> List.map (fun e -> e.To)) [ n3 ] "acknowledged to the new leader once Persisted"
+              Expect.equal (matches persisted) [ 1L ] "with the durable match"
+              let _, again = Raft.step s (Event.Persisted(1L, 1L))
+              Expect.isEmpty (matches again) "no duplicate acknowledgement"
           } ]

@@ -45,6 +45,26 @@ let snapshots =
               Expect.equal (Raft.lastIndex (c.State n3)) (Raft.lastIndex (c.State n1)) "then caught up by entries"
               Expect.equal (Raft.commitIndex (c.State n3)) (Raft.commitIndex (c.State n1)) "and commit"
           }
+          test "after installing a snapshot a follower claims nothing until a later write is durable" {
+              let cfg = votersConfig [ n1; n2; n3 ]
+              let s = Raft.init (Start.fresh n2 opts 1UL cfg) |> fst
+              let offer = { Term = 1L; Leader = n1; Meta = { Index = 10L; Term = 1L; Configuration = cfg }; Staged = "x" }
+              let receive m = Event.Receive { From = n1; To = n2; Message = m }
+              let s, effects = Raft.step s (receive (Message.Snapshot offer))
+              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.SnapshotReply r } -> r.MatchIndex = 10L | _ -> false)) "the reply after InstallSnapshot claims it"
+              let s, effects = Raft.step s (receive (Message.Snapshot { offer with Staged = "y" }))
+              let install = effects |> indexOf (function Effect.InstallSnapshot("y", _) -> true | _ -> false)
+              let reply = effects |> indexOf (function Effect.Send { Message = Message.SnapshotReply r } -> r.MatchIndex = 10L | _ -> false)
+              Expect.isTrue (install >= 0 && install < reply) "a repeated offer is installed again, not acknowledged from memory"
+              let heartbeat = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 10L; Round = 2L }
+              let s, effects = Raft.step s (receive heartbeat)
+              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.AppendReply r } -> r.Success && r.MatchIndex = 0L | _ -> false)) "nor is a heartbeat"
+              let append = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = [ { Index = 11L; Term = 1L; Payload = Payload.Noop } ]; LeaderCommit = 10L; Round = 3L }
+              let s, effects = Raft.step s (receive append)
+              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.AppendReply r } -> r.MatchIndex = 11L | _ -> false)) "a write after it may be claimed in its own list"
+              let _, effects = Raft.step s (Event.Persisted(11L, 1L))
+              Expect.isEmpty (sends effects) "nothing more to acknowledge"
+          }
           test "stale snapshot is answered without installing" {
               let c = RaftElectionTests.elected ()
               let term = Raft.term (c.State n2)
@@ -107,3 +127,46 @@ let totality =
                           if Raft.votedFor s <> Raft.votedFor s2 || Raft.term s <> Raft.term s2 then ok <- false
                   s <- s2)
               ok) ]
+
+let restarts =
+    testList
+        "Raft.Restart"
+        [ test "applying after restart loads entries outside the window" {
+              let options = { opts with WindowSize = 4 }
+              let entries = [ for i in 1L .. 10L -> { Index = i; Term = 1L; Payload = Payload.Command [| byte i |] } ]
+              let start = Start.ofStorage n2 options 1UL { Term = 1L; VotedFor = None } None entries 0L (votersConfig [ n1; n2; n3 ])
+              let s, _ = Raft.init start
+              Expect.equal (Raft.lastIndex s) 10L "whole log known"
+              let append =
+                  Event.Receive
+                      { From = n1
+                        To = n2
+                        Message = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 10L; Round = 1L } }
+              let s, effects = Raft.step s append
+              let load = effects |> List.tryPick (function Effect.LoadEntries(LoadPurpose.Apply, a, b) -> Some(a, b) | _ -> None)
+              Expect.equal load (Some(1L, 6L)) "asks storage for what left the window"
+              let s, effects = Raft.step s (Event.EntriesLoaded(LoadPurpose.Apply, entries |> List.take 6))
+              let applied = effects |> List.collect (function Effect.Apply es -> es |> List.map (fun e -> e.Index) | _ -> [])
+              Expect.equal applied [ 1L .. 10L ] "then applies everything in order"
+              Expect.equal (Raft.appliedIndex s) 10L "applied index advanced"
+          }
+          test "restart keeps term, vote and log" {
+              let entries = [ { Index = 1L; Term = 3L; Payload = Payload.Noop } ]
+              let start = Start.ofStorage n2 opts 1UL { Term = 4L; VotedFor = Some n3 } None entries 1L (votersConfig [ n1; n2; n3 ])
+              let s, _ = Raft.init start
+              Expect.equal (Raft.term s, Raft.votedFor s, Raft.lastIndex s, Raft.lastTerm s) (4L, Some n3, 1L, 3L) "as stored"
+              let _, effects = Raft.step s (Event.Receive { From = n1; To = n2; Message = Message.Vote { Term = 4L; Candidate = n1; LastLogIndex = 5L; LastLogTerm = 3L; PreVote = false; Transfer = false } })
+              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.VoteReply r } -> not r.Granted | _ -> false)) "no second vote in the term"
+          }
+          test "absurd snapshot offers are ignored" {
+              let s = Raft.init (Start.fresh n2 opts 1UL (votersConfig [ n1; n2; n3 ])) |> fst
+              let offer index =
+                  Event.Receive
+                      { From = n1
+                        To = n2
+                        Message = Message.Snapshot { Term = 1L; Leader = n1; Meta = { Index = index; Term = 1L; Configuration = Configuration.Empty }; Staged = "x" } }
+              let s, effects = Raft.step s (offer System.Int64.MaxValue)
+              Expect.isFalse (effects |> List.exists (function Effect.InstallSnapshot _ -> true | _ -> false)) "not installed"
+              let s, _ = Raft.step s (Event.Receive { From = n1; To = n2; Message = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 0L; PrevLogTerm = 0L; Entries = [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ]; LeaderCommit = 1L; Round = 1L } })
+              Expect.equal (Raft.lastIndex s) 1L "log still works"
+          } ]

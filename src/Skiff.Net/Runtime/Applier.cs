@@ -17,11 +17,10 @@ internal sealed class Applier
     private sealed record WriteOp(Pending Pending, long Index, long Term) : Op;
     private sealed record ReadOp(List<Pending> Reads, long Index) : Op;
     private sealed record SnapshotOp(long Index) : Op;
-    private sealed record InstallOp(string Staged, SnapshotMeta Meta, Task Written, TaskCompletionSource Done) : Op;
+    private sealed record InstallOp(string Staged, SnapshotMeta Meta, TaskCompletionSource Done) : Op;
 
     private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
     private readonly IStateMachine _sm;
-    private readonly ILogStore _log;
     private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;
     private readonly int _watchCapacity;
@@ -40,10 +39,9 @@ internal sealed class Applier
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
     public event Action<KvChange>? Changed;
 
-    public Applier(IStateMachine sm, ILogStore log, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity)
+    public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity)
     {
         _sm = sm;
-        _log = log;
         _snapshots = snapshots;
         _post = post;
         _watchCapacity = watchCapacity;
@@ -59,7 +57,7 @@ internal sealed class Applier
         _config = snapshot?.Configuration ?? bootstrap;
         _lastTerm = snapshot?.Term ?? 0;
         _historyFloor = _sm.AppliedIndex;
-        _run = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning).Unwrap();
+        _run = DedicatedThread.Start("skiff-applier", Run);
     }
 
     public void Apply(FSharpList<Entry> entries) => _queue.Writer.TryWrite(new ApplyOp(entries));
@@ -77,19 +75,19 @@ internal sealed class Applier
 
     public void TakeSnapshot(long index) => _queue.Writer.TryWrite(new SnapshotOp(index));
 
-    public Task Install(string staged, SnapshotMeta meta, Task written)
+    public Task Install(string staged, SnapshotMeta meta)
     {
-        var op = new InstallOp(staged, meta, written, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        var op = new InstallOp(staged, meta, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         if (!_queue.Writer.TryWrite(op)) op.Done.TrySetException(Closed);
         return op.Done.Task;
     }
 
     private static SkiffException Closed => new(ErrorKind.StreamClosed, "the node is shutting down");
 
-    private async Task Run()
+    private void Run()
     {
         var reader = _queue.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (DedicatedThread.WaitToRead(reader))
         {
             while (reader.TryRead(out var op))
             {
@@ -104,7 +102,7 @@ internal sealed class Applier
                             else _reads.Add((r.Index, r.Reads));
                             break;
                         case SnapshotOp: DoSnapshot(); break;
-                        case InstallOp i: await DoInstall(i).ConfigureAwait(false); break;
+                        case InstallOp i: DoInstall(i); break;
                     }
                 }
                 catch (Exception ex)
@@ -141,15 +139,15 @@ internal sealed class Applier
             {
                 case Payload.Command c:
                     var decoded = CommandCodec.decodeArray(c.Item);
-                    if (decoded.IsOk) result = _sm.Apply(e.Index, decoded.ResultValue, out change);
-                    else _sm.Skip(e.Index);
+                    if (decoded.IsOk) result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
+                    else _sm.Skip(e.Index, e.Term);
                     break;
                 case Payload.Config cfg:
                     _config = cfg.Item;
-                    _sm.Skip(e.Index);
+                    _sm.Skip(e.Index, e.Term);
                     break;
                 default:
-                    _sm.Skip(e.Index);
+                    _sm.Skip(e.Index, e.Term);
                     break;
             }
             _lastTerm = e.Term;
@@ -188,19 +186,16 @@ internal sealed class Applier
 
     private void DoSnapshot()
     {
-        var meta = new SnapshotMeta(_sm.AppliedIndex, _lastTerm, _config);
-        if (meta.Index == 0) return;
-        _snapshots.Save(meta, _sm.WriteSnapshot);
+        if (_sm.AppliedIndex == 0) return;
+        var meta = _snapshots.Take(_lastTerm, _config);
         _post(Event.NewSnapshotTaken(meta));
     }
 
-    private async Task DoInstall(InstallOp op)
+    private void DoInstall(InstallOp op)
     {
         try
         {
-            await op.Written.ConfigureAwait(false);
-            var latest = _snapshots.Latest ?? throw new InvalidOperationException("installed snapshot vanished");
-            using (var f = File.OpenRead(latest.Path)) _sm.Restore(f, op.Meta.Index);
+            _snapshots.Install(op.Staged, op.Meta);
             _lastTerm = op.Meta.Term;
             _config = op.Meta.Configuration;
             foreach (var kv in _writes) foreach (var (p, _) in kv.Value) if (kv.Key <= op.Meta.Index) p.Fail(Overwritten(kv.Key));

@@ -240,17 +240,21 @@ public sealed class FileHardStateStore : IHardStateStore
     public void Dispose() { }
 }
 
-/// <summary>Snapshots as files in a directory: `snap-INDEX.bin` with a `snap-INDEX.meta` beside it.</summary>
+/// <summary>Snapshots of a <see cref="MemoryStateMachine"/> as files in a directory: `snap-INDEX.bin` with a
+/// `snap-INDEX.meta` beside it. Opening restores the state machine from the newest one.</summary>
 public sealed class FileSnapshotStore : ISnapshotStore
 {
     private readonly string _dir;
+    private readonly MemoryStateMachine _sm;
     private readonly object _gate = new();
     private (SnapshotMeta Meta, string Path)? _latest;
 
-    /// <summary>Uses (and creates) the directory <paramref name="dir"/>, finding the newest complete snapshot.</summary>
-    public FileSnapshotStore(string dir)
+    /// <summary>Uses (and creates) the directory <paramref name="dir"/>; restores <paramref name="sm"/> from the
+    /// newest complete snapshot.</summary>
+    public FileSnapshotStore(string dir, MemoryStateMachine sm)
     {
         _dir = dir;
+        _sm = sm;
         Directory.CreateDirectory(dir);
         foreach (var meta in Directory.GetFiles(dir, "snap-*.meta"))
         {
@@ -263,32 +267,84 @@ public sealed class FileSnapshotStore : ISnapshotStore
             catch (InvalidProtocolBufferException) { }
         }
         foreach (var staged in Directory.GetFiles(dir, "staged-*")) File.Delete(staged);
+        if (_latest is { } l)
+        {
+            using var f = File.OpenRead(l.Path);
+            _sm.Restore(f, l.Meta.Index);
+        }
     }
 
     /// <inheritdoc/>
-    public (SnapshotMeta Meta, string Path)? Latest { get { lock (_gate) return _latest; } }
+    public SnapshotMeta? Latest { get { lock (_gate) return _latest?.Meta; } }
 
     /// <inheritdoc/>
-    public void Save(SnapshotMeta meta, Action<Stream> write)
+    public SnapshotMeta Take(long term, Configuration configuration)
     {
+        var meta = new SnapshotMeta(_sm.AppliedIndex, term, configuration);
         var data = Path.Combine(_dir, $"snap-{meta.Index:D20}.bin");
         using (var f = new FileStream(data + ".tmp", FileMode.Create, FileAccess.Write))
         {
-            write(f);
+            _sm.WriteSnapshot(f);
             f.Flush(true);
         }
         File.Move(data + ".tmp", data, overwrite: true);
         Adopt(meta, data);
+        return meta;
     }
 
     /// <inheritdoc/>
-    public string NewStagingPath() => Path.Combine(_dir, $"staged-{Guid.NewGuid():N}");
+    public (SnapshotMeta Meta, Stream Data)? OpenLatest()
+    {
+        lock (_gate)
+        {
+            if (_latest is not { } l) return null;
+            return (l.Meta, File.OpenRead(l.Path)); // open before a newer snapshot may delete it
+        }
+    }
 
     /// <inheritdoc/>
-    public void Adopt(SnapshotMeta meta, string stagedPath)
+    public IStagedSnapshot BeginStaging() => new Staged(Path.Combine(_dir, $"staged-{Guid.NewGuid():N}"));
+
+    private sealed class Staged : IStagedSnapshot
+    {
+        private readonly string _path;
+        private readonly FileStream _file;
+        private bool _finished;
+
+        public Staged(string path)
+        {
+            _path = path;
+            _file = new FileStream(path, FileMode.Create, FileAccess.Write);
+        }
+
+        public void Write(ReadOnlySpan<byte> chunk) => _file.Write(chunk);
+
+        public string Finish()
+        {
+            _file.Flush(true);
+            _file.Dispose();
+            _finished = true;
+            return _path;
+        }
+
+        public void Dispose()
+        {
+            _file.Dispose();
+            if (!_finished) try { File.Delete(_path); } catch (IOException) { }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Install(string staged, SnapshotMeta meta)
     {
         var data = Path.Combine(_dir, $"snap-{meta.Index:D20}.bin");
-        if (stagedPath != data) File.Move(stagedPath, data, overwrite: true);
+        File.Move(staged, data, overwrite: true);
+        using (var f = File.OpenRead(data)) _sm.Restore(f, meta.Index);
+        Adopt(meta, data);
+    }
+
+    private void Adopt(SnapshotMeta meta, string data)
+    {
         var metaPath = Path.ChangeExtension(data, ".meta");
         using (var f = new FileStream(metaPath + ".tmp", FileMode.Create, FileAccess.Write))
         {
@@ -306,6 +362,9 @@ public sealed class FileSnapshotStore : ISnapshotStore
             }
         }
     }
+
+    /// <inheritdoc/>
+    public void Dispose() { }
 }
 
 /// <summary>The key-value state machine in memory (a sorted map plus a count of keys per directory), rebuilt
@@ -321,7 +380,7 @@ public sealed class MemoryStateMachine : IStateMachine
     public long AppliedIndex => Volatile.Read(ref _applied);
 
     /// <inheritdoc/>
-    public void Skip(long index) => Volatile.Write(ref _applied, index);
+    public void Skip(long index, long term) => Volatile.Write(ref _applied, index);
 
     private static string? DirectoryOf(string key)
     {
@@ -346,7 +405,7 @@ public sealed class MemoryStateMachine : IStateMachine
     }
 
     /// <inheritdoc/>
-    public CommandResult Apply(long index, Command command, out KvChange? change)
+    public CommandResult Apply(long index, long term, Command command, out KvChange? change)
     {
         _lock.EnterWriteLock();
         try
@@ -406,7 +465,7 @@ public sealed class MemoryStateMachine : IStateMachine
         finally { _lock.ExitReadLock(); }
     }
 
-    /// <inheritdoc/>
+    /// <summary>Writes the whole state to a stream.</summary>
     public void WriteSnapshot(Stream output)
     {
         _lock.EnterReadLock();
@@ -424,7 +483,7 @@ public sealed class MemoryStateMachine : IStateMachine
         finally { _lock.ExitReadLock(); }
     }
 
-    /// <inheritdoc/>
+    /// <summary>Replaces the whole state with a snapshot taken at <paramref name="index"/>.</summary>
     public void Restore(Stream input, long index)
     {
         _lock.EnterWriteLock();

@@ -64,8 +64,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _tick = tick;
         _send = send;
         _sendSnapshot = sendSnapshot;
-        _writer = new StorageWriter(log, hard, snapshots, Post);
-        _applier = new Applier(sm, log, snapshots, Post, watchCapacity, watchHistory);
+        _writer = new StorageWriter(log, hard, Post);
+        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory);
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
@@ -73,7 +73,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         _applier.Initialise(start.Snapshot, start.Bootstrap);
         var first = _reducer.Init(start, options);
-        _loop = Task.Factory.StartNew(() => RunLoop(first), TaskCreationOptions.LongRunning).Unwrap();
+        _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
         _ticker = Task.Run(RunTicker);
     }
 
@@ -95,11 +95,11 @@ internal sealed class NodeRuntime : IAsyncDisposable
         catch (OperationCanceledException) { }
     }
 
-    private async Task RunLoop(FSharpList<Effect> first)
+    private void RunLoop(FSharpList<Effect> first)
     {
         Execute(first);
         var reader = _inbox.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (DedicatedThread.WaitToRead(reader))
         {
             while (reader.TryRead(out var item))
             {
@@ -196,7 +196,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     barrier = _writer.Append(p.Item);
                     break;
                 case Effect.InstallSnapshot i:
-                    barrier = _applier.Install(i.staged, i.Item2, _writer.Install(i.staged, i.Item2));
+                    barrier = _writer.Reset(i.Item2, _applier.Install(i.staged, i.Item2));
                     break;
                 case Effect.Send s:
                     if (barrier is null || barrier.IsCompletedSuccessfully) _send(s.Item);
@@ -256,7 +256,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
             barrier.ContinueWith(t =>
             {
                 if (t.IsCompletedSuccessfully) foreach (var env in sends) _send(env);
-            }, TaskScheduler.Default);
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
         CommitIndex = _reducer.CommitIndex;
     }

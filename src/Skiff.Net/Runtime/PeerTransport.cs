@@ -175,14 +175,14 @@ internal sealed class PeerTransport : IAsyncDisposable
             if (Interlocked.Exchange(ref _snapshotBusy, 1) == 1) return; // one at a time; the reducer asks again
             try
             {
-                var latest = _owner._snapshots().Latest;
+                var latest = _owner._snapshots().OpenLatest();
                 if (latest is null) return;
-                var (m, path) = latest.Value;
+                var (m, data) = latest.Value;
+                await using var file = data;
                 using var call = _client.InstallSnapshot(cancellationToken: _stop.Token);
                 var from = WireCodec.FromGuid(_owner._self);
                 var to = WireCodec.FromGuid(_id);
                 var wireMeta = WireCodec.ToWire(m);
-                await using var file = File.OpenRead(path);
                 var buffer = new byte[1 << 20];
                 while (true)
                 {

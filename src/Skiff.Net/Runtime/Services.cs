@@ -175,39 +175,30 @@ internal sealed class PeerService : Peer.PeerBase
 
     public override async Task<SnapshotAck> InstallSnapshot(IAsyncStreamReader<SnapshotChunk> requestStream, ServerCallContext context)
     {
-        var path = _node.NewStagingPath();
-        SnapshotChunk? last = null;
-        var complete = false;
-        try
+        if (_node.IsIsolated) return new SnapshotAck { Ok = false };
+        IStagedSnapshot staged;
+        try { staged = _node.BeginStaging(); }
+        catch (SkiffException e) { throw ErrorMapping.ToRpc(e); }
+        using (staged)
         {
-            await using (var file = new FileStream(path, FileMode.Create, FileAccess.Write))
+            SnapshotChunk? last = null;
+            var complete = false;
+            while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
             {
-                while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+                last = requestStream.Current;
+                staged.Write(last.Data.Span);
+                if (last.Last)
                 {
-                    last = requestStream.Current;
-                    last.Data.WriteTo(file);
-                    if (last.Last)
-                    {
-                        complete = true;
-                        break;
-                    }
+                    complete = true;
+                    break;
                 }
-                file.Flush(true);
             }
-            if (!complete || last is null || _node.IsIsolated)
-            {
-                File.Delete(path);
-                return new SnapshotAck { Ok = false };
-            }
+            if (!complete || last is null || _node.IsIsolated) return new SnapshotAck { Ok = false };
+            var name = staged.Finish();
             var from = WireCodec.ToGuid(last.From);
-            var request = new SnapshotRequest(last.Term, from, WireCodec.FromWire(last.Meta), path);
+            var request = new SnapshotRequest(last.Term, from, WireCodec.FromWire(last.Meta), name);
             _node.DeliverPeerMessage(new Envelope(from, WireCodec.ToGuid(last.To), Message.NewSnapshot(request)));
             return new SnapshotAck { Ok = true };
-        }
-        catch (Exception) when (!complete)
-        {
-            try { File.Delete(path); } catch (IOException) { }
-            throw;
         }
     }
 }

@@ -20,11 +20,11 @@ public sealed class SkiffServer : IAsyncDisposable
 {
     private readonly SkiffServerOptions _options;
     private readonly string _dataDir;
-    private FileStream? _lock;
-    private FileLogStore? _log;
-    private FileHardStateStore? _hard;
-    private FileSnapshotStore? _snapshots;
-    private MemoryStateMachine? _sm;
+    private IDisposable? _storage; // holds the data directory lock
+    private ILogStore? _log;
+    private IHardStateStore? _hard;
+    private ISnapshotStore? _snapshots;
+    private IStateMachine? _sm;
     private NodeRuntime? _runtime;
     private PeerTransport? _transport;
     private WebApplication? _app;
@@ -38,18 +38,44 @@ public sealed class SkiffServer : IAsyncDisposable
     /// <summary>Where this node listens ("ip:port").</summary>
     public string Address { get; }
 
-    /// <summary>Creates a node; nothing is opened until <see cref="StartAsync"/>.</summary>
+    /// <summary>Creates a node: opens and locks its data directory and loads (or creates) its id, as skiff-rs's
+    /// build() does. Nothing listens until <see cref="StartAsync"/>.</summary>
+    /// <exception cref="SkiffException">DataDirectoryCreateFailed, DataDirectoryLocked, StorageError, StorageCorrupted.</exception>
     public SkiffServer(SkiffServerOptions options)
     {
         _options = options;
         _dataDir = Path.GetFullPath(options.DataDirectory);
         Address = $"{options.Bind}:{options.Port}";
-        try { Directory.CreateDirectory(_dataDir); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        if (options.Storage == StorageEngine.Faster)
         {
-            throw new SkiffException(ErrorKind.DataDirectoryCreateFailed, $"cannot create {_dataDir}: {e.Message}", e);
+            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir);
+            _storage = storage;
+            Id = storage.HardState.NodeId;
+            _log = new FasterLogStore(storage.Log);
+            _hard = new FasterHardStateStore(storage.HardState);
+            _sm = new FasterStateMachine(storage.Kv);
+            _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
         }
-        Id = LoadOrCreateId(Path.Combine(_dataDir, "node-id"));
+        else
+        {
+            var lockFile = Skiff.Net.Storage.NodeStorage.AcquireLock(_dataDir);
+            try
+            {
+                Id = LoadOrCreateId(Path.Combine(_dataDir, "node-id"));
+                _log = new FileLogStore(Path.Combine(_dataDir, "raft.log"));
+                _hard = new FileHardStateStore(Path.Combine(_dataDir, "hardstate"));
+                var sm = new MemoryStateMachine();
+                _sm = sm;
+                _snapshots = new FileSnapshotStore(Path.Combine(_dataDir, "snapshots"), sm);
+            }
+            catch
+            {
+                _log?.Dispose();
+                lockFile.Dispose();
+                throw;
+            }
+            _storage = lockFile;
+        }
     }
 
     private static Guid LoadOrCreateId(string path)
@@ -110,39 +136,25 @@ public sealed class SkiffServer : IAsyncDisposable
     public async Task StartAsync(CancellationToken ct = default)
     {
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0) throw new InvalidOperationException("already started");
+        if (_storage is null) throw new SkiffException(ErrorKind.StreamClosed, "the node was shut down");
         try
         {
-            _lock = new FileStream(Path.Combine(_dataDir, "LOCK"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
-        }
-        catch (IOException e)
-        {
-            throw new SkiffException(ErrorKind.DataDirectoryLocked, $"{_dataDir} is in use by another node", e);
-        }
-        try
-        {
-            _log = new FileLogStore(Path.Combine(_dataDir, "raft.log"));
-            _hard = new FileHardStateStore(Path.Combine(_dataDir, "hardstate"));
-            _snapshots = new FileSnapshotStore(Path.Combine(_dataDir, "snapshots"));
-            _sm = new MemoryStateMachine();
-            var snapshot = _snapshots.Latest;
-            if (snapshot is { } snap)
-            {
-                using var f = File.OpenRead(snap.Path);
-                _sm.Restore(f, snap.Meta.Index);
-            }
-            var entries = _log.Read(_log.SnapshotIndex + 1, _log.LastIndex);
-            var fresh = _log.LastIndex == 0 && snapshot is null;
+            var snapshot = _snapshots!.Latest;
+            var log = _log!;
+            var from = Math.Max(log.SnapshotIndex, snapshot?.Index ?? 0) + 1;
+            var entries = log.LastIndex >= from ? log.Read(from, log.LastIndex) : Array.Empty<Entry>();
+            var fresh = log.LastIndex == 0 && snapshot is null;
             var joining = _options.JoinPeers.Count > 0;
             var self = new Member(Id, Address, true);
             var bootstrap = joining
                 ? Configuration.Empty
                 : new Configuration(MapModule.OfSeq(new[] { Tuple.Create(Id, self) }));
-            var known = KnownConfiguration(snapshot?.Meta, entries);
-            var start = new StartInfo(Id, (ulong)Random.Shared.NextInt64(), _hard.Load() ?? new HardState(0, FSharpOption<Guid>.None),
-                snapshot?.Meta, entries, _sm.AppliedIndex, bootstrap);
+            var known = KnownConfiguration(snapshot, entries);
+            var start = new StartInfo(Id, (ulong)Random.Shared.NextInt64(), _hard!.Load() ?? new HardState(0, FSharpOption<Guid>.None),
+                snapshot, entries, _sm!.AppliedIndex, bootstrap);
 
             _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => _snapshots!);
-            _runtime = new NodeRuntime(Id, _log, _hard, _snapshots, _sm, _options.TickInterval,
+            _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) => RoleChanged?.Invoke(r, t, l);
@@ -246,7 +258,7 @@ public sealed class SkiffServer : IAsyncDisposable
     /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.</summary>
     public async Task ShutdownAsync()
     {
-        if (Interlocked.Exchange(ref _state, 2) == 2 && _lock is null) return;
+        if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null) return;
         _shutdown.Cancel();
         if (_app is not null)
         {
@@ -258,11 +270,12 @@ public sealed class SkiffServer : IAsyncDisposable
         if (_transport is not null) await _transport.DisposeAsync().ConfigureAwait(false);
         foreach (var f in _forwarders.Values) f.Dispose();
         _forwarders.Clear();
+        _snapshots?.Dispose();
         _log?.Dispose();
         _hard?.Dispose();
         _sm?.Dispose();
-        _lock?.Dispose();
-        _lock = null;
+        _storage?.Dispose();
+        _storage = null;
     }
 
     /// <summary>Same as <see cref="ShutdownAsync"/>.</summary>
@@ -445,10 +458,27 @@ public sealed class SkiffServer : IAsyncDisposable
     /// <summary>Streams changes under <paramref name="prefix"/> as this node applies them, in commit order. With
     /// <paramref name="fromIndex"/> &gt; 0 the changes from that index that this node still remembers come first
     /// (StreamClosed if they were compacted away). A watcher that falls too far behind is ended with StreamClosed.</summary>
-    public async IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, [EnumeratorCancellation] CancellationToken ct = default)
+    /// <remarks>The watch is registered when this method returns, before the first item is asked for.</remarks>
+    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
-        var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
+        try
+        {
+            var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
+            return Drain(reader, cts, ct);
+        }
+        catch
+        {
+            cts.Dispose();
+            throw;
+        }
+    }
+
+    private async IAsyncEnumerable<WatchEvent> Drain(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
+        [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var _ = cts;
+        using var link = ct.Register(cts.Cancel);
         while (true)
         {
             bool more;
@@ -528,7 +558,7 @@ public sealed class SkiffServer : IAsyncDisposable
 
     internal void EnsurePeer(Guid id, string address) => _transport?.Ensure(id, address);
 
-    internal string NewStagingPath() => _snapshots!.NewStagingPath();
+    internal IStagedSnapshot BeginStaging() => _snapshots!.BeginStaging();
 
     internal CancellationToken ShutdownToken => _shutdown.Token;
 

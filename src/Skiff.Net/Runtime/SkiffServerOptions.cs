@@ -12,6 +12,16 @@ public enum ReadConsistency
     Stale,
 }
 
+/// <summary>Which storage a node uses.</summary>
+public enum StorageEngine
+{
+    /// <summary>The FASTER log, hard state and key-value store (Skiff.Net.Storage): the default.</summary>
+    Faster,
+    /// <summary>A simple append-only file log and an in-memory key-value map rebuilt from snapshots and the log;
+    /// for tests and comparison.</summary>
+    Simple,
+}
+
 /// <summary>Settings of one Skiff node.</summary>
 public sealed class SkiffServerOptions
 {
@@ -45,6 +55,9 @@ public sealed class SkiffServerOptions
 
     /// <summary>Recent changes kept for watchers that resume from an index.</summary>
     public int WatchHistory { get; set; } = 100000;
+
+    /// <summary>The storage engine (default FASTER).</summary>
+    public StorageEngine Storage { get; set; } = StorageEngine.Faster;
 
     /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
     public Skiff.Core.Options? Raft { get; set; }

@@ -51,18 +51,18 @@ public interface IHardStateStore : IDisposable
 /// <param name="Value">The new value, or null for a deletion.</param>
 public readonly record struct KvChange(long Index, string Key, byte[]? Value);
 
-/// <summary>The replicated key-value state machine. Apply, Snapshot and Restore are called from the runtime's
-/// applier only; reads may come from any thread.</summary>
+/// <summary>The replicated key-value state machine. Apply and Skip are called from the runtime's applier only;
+/// reads may come from any thread.</summary>
 public interface IStateMachine : IDisposable
 {
     /// <summary>The index of the last entry applied (or restored from a snapshot).</summary>
     long AppliedIndex { get; }
 
     /// <summary>Records that an entry that carries no command was applied at <paramref name="index"/>.</summary>
-    void Skip(long index);
+    void Skip(long index, long term);
 
     /// <summary>Applies a command at <paramref name="index"/>; the change (if any) is reported for watchers.</summary>
-    CommandResult Apply(long index, Command command, out KvChange? change);
+    CommandResult Apply(long index, long term, Command command, out KvChange? change);
 
     /// <summary>The value of a key, or null.</summary>
     byte[]? Get(string key);
@@ -72,26 +72,35 @@ public interface IStateMachine : IDisposable
 
     /// <summary>Every distinct directory part ("a/b" for "a/b/c") of the stored keys.</summary>
     IReadOnlyList<string> GetPrefixes();
-
-    /// <summary>Writes the whole state to a stream.</summary>
-    void WriteSnapshot(Stream output);
-
-    /// <summary>Replaces the whole state with a snapshot taken at <paramref name="index"/>.</summary>
-    void Restore(Stream input, long index);
 }
 
-/// <summary>Durable snapshots of the state machine, with their metadata.</summary>
-public interface ISnapshotStore
+/// <summary>A snapshot being received from a leader.</summary>
+public interface IStagedSnapshot : IDisposable
 {
-    /// <summary>The newest durable snapshot, or null.</summary>
-    (SnapshotMeta Meta, string Path)? Latest { get; }
+    /// <summary>Adds the next bytes.</summary>
+    void Write(ReadOnlySpan<byte> chunk);
 
-    /// <summary>Writes a snapshot durably and makes it the latest.</summary>
-    void Save(SnapshotMeta meta, Action<Stream> write);
+    /// <summary>All bytes arrived: makes them durable and returns the name the reducer will pass back in
+    /// InstallSnapshot.</summary>
+    string Finish();
+}
 
-    /// <summary>A fresh path for a snapshot being received from a leader.</summary>
-    string NewStagingPath();
+/// <summary>Durable snapshots of the state machine, with their metadata (including the configuration).</summary>
+public interface ISnapshotStore : IDisposable
+{
+    /// <summary>The newest durable snapshot's metadata, or null.</summary>
+    SnapshotMeta? Latest { get; }
 
-    /// <summary>Makes a staged file (fully received, already flushed) the latest snapshot.</summary>
-    void Adopt(SnapshotMeta meta, string stagedPath);
+    /// <summary>Snapshots the state machine at its applied index (called on the applier, between applies),
+    /// durably, with <paramref name="configuration"/> as the configuration in force there.</summary>
+    SnapshotMeta Take(long term, Configuration configuration);
+
+    /// <summary>Opens the newest snapshot as one byte stream for sending, or null if there is none.</summary>
+    (SnapshotMeta Meta, Stream Data)? OpenLatest();
+
+    /// <summary>Starts receiving a snapshot from a leader.</summary>
+    IStagedSnapshot BeginStaging();
+
+    /// <summary>Replaces the state machine with a staged snapshot, durably (the log is reset separately).</summary>
+    void Install(string staged, SnapshotMeta meta);
 }

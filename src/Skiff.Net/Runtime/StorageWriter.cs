@@ -12,7 +12,9 @@ internal sealed class StorageWriter : IAsyncDisposable
 {
     private abstract record Op
     {
-        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Continuations run on the writer thread when they ask to (ExecuteSynchronously): the sends that waited
+        // for this write are only queued to the transport, and doing that here saves a thread hop per reply.
+        public TaskCompletionSource Done { get; } = new();
     }
 
     private sealed record HardStateOp(HardState State) : Op;
@@ -21,22 +23,20 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private sealed record CompactOp(long Index) : Op;
 
-    private sealed record InstallOp(string Staged, SnapshotMeta Meta) : Op;
+    private sealed record ResetOp(SnapshotMeta Meta, Task Installed) : Op;
 
     private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
     private readonly ILogStore _log;
     private readonly IHardStateStore _hard;
-    private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;
     private readonly Task _run;
 
-    public StorageWriter(ILogStore log, IHardStateStore hard, ISnapshotStore snapshots, Action<Event> post)
+    public StorageWriter(ILogStore log, IHardStateStore hard, Action<Event> post)
     {
         _log = log;
         _hard = hard;
-        _snapshots = snapshots;
         _post = post;
-        _run = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning).Unwrap();
+        _run = DedicatedThread.Start("skiff-writer", Run);
     }
 
     /// <summary>Number of flushes done (for measurements).</summary>
@@ -55,13 +55,14 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     public Task Compact(long index) => Enqueue(new CompactOp(index));
 
-    public Task Install(string staged, SnapshotMeta meta) => Enqueue(new InstallOp(staged, meta));
+    /// <summary>Once the snapshot is installed, replaces the whole log with an empty one after it.</summary>
+    public Task Reset(SnapshotMeta meta, Task installed) => Enqueue(new ResetOp(meta, installed));
 
-    private async Task Run()
+    private void Run()
     {
         var reader = _queue.Reader;
         var batch = new List<Op>();
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (DedicatedThread.WaitToRead(reader))
         {
             batch.Clear();
             while (batch.Count < 4096 && reader.TryRead(out var op)) batch.Add(op);
@@ -84,8 +85,9 @@ internal sealed class StorageWriter : IAsyncDisposable
                         case CompactOp c:
                             if (_log.TermAt(c.Index) is { } term) _log.CompactUntil(c.Index, term);
                             break;
-                        case InstallOp i:
-                            _snapshots.Adopt(i.Meta, i.Staged);
+                        case ResetOp i:
+                            if (appended) _log.Flush();
+                            i.Installed.GetAwaiter().GetResult();
                             _log.Reset(i.Meta.Index, i.Meta.Term);
                             last = null;
                             appended = false;

@@ -7,8 +7,8 @@ namespace Skiff.Net.Storage;
 /// </summary>
 public sealed class KeyIndex
 {
-    private readonly SortedSet<string> _keys = new(StringComparer.Ordinal);
-    private readonly SortedDictionary<string, int> _prefixes = new(StringComparer.Ordinal);
+    private SortedSet<string> _keys = new(StringComparer.Ordinal);
+    private SortedDictionary<string, int> _prefixes = new(StringComparer.Ordinal);
 
     /// <summary>Number of keys.</summary>
     public int Count => _keys.Count;
@@ -32,6 +32,22 @@ public sealed class KeyIndex
             if (n <= 1) _prefixes.Remove(dir);
             else _prefixes[dir] = n - 1;
         }
+    }
+
+    /// <summary>Replaces the contents with the given (distinct) keys: one sort and a linear tree build, much faster
+    /// than adding keys one by one in random order.</summary>
+    /// <param name="keys">The live keys.</param>
+    public void Rebuild(ICollection<string> keys)
+    {
+        var sorted = new string[keys.Count];
+        keys.CopyTo(sorted, 0);
+        Array.Sort(sorted, StringComparer.Ordinal);
+        _keys = new SortedSet<string>(sorted, StringComparer.Ordinal);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var k in sorted)
+            if (DirectoryOf(k) is { } dir)
+                counts[dir] = counts.TryGetValue(dir, out var n) ? n + 1 : 1;
+        _prefixes = new SortedDictionary<string, int>(counts, StringComparer.Ordinal);
     }
 
     /// <summary>Removes everything.</summary>

@@ -87,6 +87,9 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _committer;
 
+    /// <summary>The largest payload an entry may carry: a record must fit one FASTER page.</summary>
+    public int MaxPayloadBytes => (1 << _options.PageSizeBits) - RecordOverhead - 64;
+
     /// <summary>Number of commits the commit loop issued; for the benchmark.</summary>
     public long Commits { get; private set; }
 
@@ -242,6 +245,10 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
             Kind = TypeEntry, First = entries[0].Index, BaseTerm = 0,
             Terms = new long[entries.Count], Addresses = new long[entries.Count],
         };
+        foreach (var e in entries)
+            if (e.Payload.Length > MaxPayloadBytes)
+                throw new SkiffException(ErrorKind.ValueTooLarge,
+                    $"entry {e.Index} has {e.Payload.Length} payload bytes; a log record must fit one page ({MaxPayloadBytes} bytes)");
         lock (_append)
         {
             ThrowIfFailed();
@@ -311,6 +318,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                 if (k == addrs.Length || bytes >= maxBytes) break;
             }
         }
+        catch (Exception e) when (e is not OperationCanceledException && CompactedPast(from))
+        {
+            // A compaction moved the start of the log past what we were reading: not a storage failure.
+            throw new ArgumentOutOfRangeException(nameof(from), $"index {from} was compacted while being read ({e.Message})");
+        }
         catch (Exception e) when (e is not SkiffException and not OperationCanceledException)
         {
             throw new SkiffException(ErrorKind.StorageError, $"reading {_logPath}: {e.Message}", e);
@@ -318,6 +330,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         if (k == 0 && addrs.Length > 0)
             throw new SkiffException(ErrorKind.StorageError, $"could not read index {from} from {_logPath}");
         return result;
+    }
+
+    private bool CompactedPast(long index)
+    {
+        lock (_state) return index <= _baseIndex;
     }
 
     /// <summary>Drops entries behind a snapshot at <paramref name="snapshotIndex"/>, keeping the configured tail
@@ -418,8 +435,8 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                     catch (Exception e) { _failed = new SkiffException(ErrorKind.StorageError, $"committing {_logPath}: {e.Message}", e); }
                 }
             }
-            // Swallow the extra signals of the batches we just took.
-            while (_signal.CurrentCount > 0 && _queue.Count == 0 && _signal.Wait(0)) { }
+            // Signals of the batches just taken stay counted; they cost one empty pass each. Consuming them here
+            // could swallow the signal of a batch enqueued after the drain and strand it.
             Exception? error = _failed;
             if (error is null)
             {
