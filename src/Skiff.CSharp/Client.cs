@@ -84,6 +84,71 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
             return members;
         });
 
+    /// <summary>Every member's own view of itself: role, term, commit and applied index, the leader it knows. The
+    /// member list comes from the first member that answers; each member is then asked directly, and one that does
+    /// not answer is listed with <see cref="MemberStatus.Reachable"/> false rather than failing the call.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.ClientConnectFailed"/> when no member answers.</exception>
+    public async Task<ClusterStatus> GetStatusAsync(CancellationToken cancellationToken = default)
+    {
+        var first = await WithDeadline(cancellationToken, t => Grpc.ClusterStatusAsync(t)).ConfigureAwait(false);
+        var known = first.Members.Select(m => (Id: Guid.Parse(m.Id), m.Address, m.Voter)).ToList();
+        if (known.Count == 0 && Guid.TryParse(first.Id, out var self))
+            known.Add((self, Grpc.Addresses[0], true));
+        var members = await Task.WhenAll(known.Select(async m =>
+        {
+            try
+            {
+                using var one = new SkiffGrpcClient(new[] { m.Address });
+                var s = await WithDeadline(cancellationToken, t => one.ClusterStatusAsync(t)).ConfigureAwait(false);
+                return new MemberStatus(m.Id, m.Address, m.Voter, true, s.Role, s.Term, s.CommitIndex, s.AppliedIndex,
+                    Guid.TryParse(s.LeaderId, out var l) ? l : null, null);
+            }
+            catch (SkiffException e)
+            {
+                return new MemberStatus(m.Id, m.Address, m.Voter, false, null, 0, 0, 0, null, e.Message);
+            }
+        })).ConfigureAwait(false);
+        var leader = members.Where(m => m.Reachable && m.LeaderId is not null).OrderByDescending(m => m.Term)
+            .Select(m => m.LeaderId).FirstOrDefault();
+        return new ClusterStatus(members.OrderBy(m => m.Address, StringComparer.Ordinal).ToArray(), leader);
+    }
+
+    /// <summary>Adds the node serving at <paramref name="address"/> (on this client's port) to the cluster: asks that
+    /// node for its id, then asks the cluster to add it under that id (as a learner, promoted once caught up). The
+    /// node must be running and must not lead a cluster of its own: start it with <c>JoinCluster</c> (or
+    /// <c>skiff serve --join</c>), which also joins by itself. Returns the node's id.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.ClientConnectFailed"/> when the node does not answer,
+    /// <see cref="ErrorKind.InvalidArgument"/> when it is already a member or runs a cluster of its own.</exception>
+    public async Task<Guid> AddNodeAsync(IPAddress address, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        var endpoint = SkiffNode.Endpoint(address, _port);
+        using var target = new SkiffGrpcClient(new[] { endpoint });
+        var theirs = await WithDeadline(cancellationToken, t => target.ClusterStatusAsync(t)).ConfigureAwait(false);
+        var id = Guid.Parse(theirs.Id);
+        var ours = await WithDeadline(cancellationToken, t => Grpc.ClusterStatusAsync(t)).ConfigureAwait(false);
+        if (ours.Members.Any(m => m.Id == theirs.Id))
+            throw new SkiffException(ErrorKind.InvalidArgument, $"node {id} at {endpoint} is already a member");
+        if (theirs.Members.Any(m => m.Id == theirs.Id) && theirs.Members.All(m => ours.Members.All(o => o.Id != m.Id)))
+            throw new SkiffException(ErrorKind.InvalidArgument,
+                $"node {id} at {endpoint} runs a cluster of its own; start it with a join list to add it");
+        await WithDeadline(cancellationToken, async t =>
+        {
+            await Grpc.AddServerAsync(id, endpoint, t).ConfigureAwait(false);
+            return true;
+        }).ConfigureAwait(false);
+        return id;
+    }
+
+    /// <summary>Watches <paramref name="prefix"/> replaying committed changes from <paramref name="fromIndex"/> first
+    /// (0: live changes only), as far back as the contacted member still remembers.</summary>
+    public Task<Subscriber> WatchAsync(string prefix, long fromIndex, CancellationToken cancellationToken = default)
+    {
+        KeyRules.ValidatePrefix(prefix);
+        if (fromIndex < 0) throw new SkiffException(ErrorKind.InvalidArgument, $"the start index must not be negative, not {fromIndex}");
+        return WithDeadline(cancellationToken, t => WatchFromAsync(prefix, fromIndex, t));
+    }
+
     /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>
     public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken cancellationToken = default) =>
         WithDeadline(cancellationToken, t => Grpc.TransferLeadershipAsync(target, t));
@@ -126,7 +191,10 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
         Grpc.GetPrefixesAsync(cancellationToken);
 
-    private protected override async Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken)
+    private protected override Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken) =>
+        WatchFromAsync(prefix, 0, cancellationToken);
+
+    private async Task<Subscriber> WatchFromAsync(string prefix, long fromIndex, CancellationToken cancellationToken)
     {
         // The stream outlives the call's deadline: it gets its own token, cancelled when the subscriber is disposed.
         var stop = new CancellationTokenSource();
@@ -135,7 +203,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         {
             try
             {
-                events = await Grpc.SubscribeAsync(prefix, 0, stop.Token).ConfigureAwait(false);
+                events = await Grpc.SubscribeAsync(prefix, fromIndex, stop.Token).ConfigureAwait(false);
             }
             catch
             {
