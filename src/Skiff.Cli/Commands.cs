@@ -82,7 +82,9 @@ internal static class Commands
         cas.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
         {
             var k = p.GetValue(casKey)!;
-            ReadOnlyMemory<byte>? was = p.GetValue(absent) ? null : Encoding.UTF8.GetBytes(p.GetValue(expected)!);
+            // Explicitly null for --absent: a null byte[] would convert to an empty, non-null ReadOnlyMemory.
+            ReadOnlyMemory<byte>? was = null;
+            if (!p.GetValue(absent)) was = Encoding.UTF8.GetBytes(p.GetValue(expected)!);
             var swapped = await c.CompareAndSwapBytesAsync(k, was, Encoding.UTF8.GetBytes(p.GetValue(next)!), t);
             o.Done(swapped ? "OK" : "NOT SWAPPED", new { key = k, swapped });
             if (!swapped) Console.Error.WriteLine($"skiff: '{k}' does not hold the expected value; nothing changed");

@@ -8,7 +8,8 @@ var root = Commands.Build();
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0 && parsed.Action is not HelpAction)
 {
-    Console.Error.WriteLine($"skiff: {parsed.Errors[0].Message} (see 'skiff --help')");
+    var message = System.Text.RegularExpressions.Regex.Replace(parsed.Errors[0].Message, @"\s+", " ").Trim();
+    Console.Error.WriteLine($"skiff: {message} (see 'skiff --help')");
     return Exit.Usage;
 }
 // serve shuts its node down cleanly on SIGINT/SIGTERM; give it the time to, instead of the default 2 s.

@@ -19,6 +19,10 @@ let private all: Test list =
       FSharpApiTests.tests
       SamplesTests.tests
       // facade:end
+
+      // cli:begin
+      CliTests.tests
+      // cli:end
     ]
 
 [<EntryPoint>]
