@@ -259,6 +259,7 @@ internal static class Demo
             view.Snapshot();
             if (intact != expected.Count)
                 throw new CliException(Exit.Internal, $"node {victim.Number} holds {intact} of {expected.Count} keys after rejoining");
+            view.Step("done: stopping the nodes and removing the directory");
             return summary;
         }
         finally

@@ -9,7 +9,7 @@ internal static class Exit
     public const int Internal = 1;
     /// <summary>Bad command line or bad input: unknown command, missing argument, invalid key, address or value.</summary>
     public const int Usage = 2;
-    /// <summary>No member of the cluster answered at the given endpoints.</summary>
+    /// <summary>No member of the cluster answered at the given endpoints (or a watch's member went away).</summary>
     public const int Unreachable = 3;
     /// <summary>Members answered but the cluster could not commit or confirm in time (no quorum, no leader, timeout).</summary>
     public const int NoQuorum = 4;
@@ -40,7 +40,7 @@ internal static class Exit
     {
         ErrorKind.InvalidKey or ErrorKind.ValueTooLarge or ErrorKind.InvalidAddress or ErrorKind.InvalidArgument
             or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed => Usage,
-        ErrorKind.ClientConnectFailed or ErrorKind.PeerConnectFailed => Unreachable,
+        ErrorKind.ClientConnectFailed or ErrorKind.PeerConnectFailed or ErrorKind.StreamClosed => Unreachable,
         ErrorKind.NoQuorum or ErrorKind.Timeout or ErrorKind.LeaderElectionTimeout or ErrorKind.NotLeader => NoQuorum,
         ErrorKind.PeerNotFound => NotFound,
         ErrorKind.RpcBindFailed or ErrorKind.DataDirectoryLocked or ErrorKind.DataDirectoryCreateFailed
