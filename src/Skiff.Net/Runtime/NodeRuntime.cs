@@ -108,7 +108,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     switch (item)
                     {
                         case Event ev:
-                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"[{Id.ToString()[..4]}] <- {Show(ev)}");
+                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] <- {Show(ev)}");
                             Execute(_reducer.Step(ev));
                             break;
                         case Action a: a(); break;
@@ -186,7 +186,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         List<Envelope>? delayed = null;
         foreach (var effect in effects)
         {
-            if (Trace) Console.Error.WriteLine($"[{Id.ToString()[..4]}] -> {Show(effect)}");
+            if (Trace) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] -> {Show(effect)}");
             switch (effect)
             {
                 case Effect.PersistHardState h:
@@ -262,6 +262,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
     }
 
     private static readonly bool Trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
+
+    private static string Stamp() => (System.Diagnostics.Stopwatch.GetTimestamp() * 1_000_000 / System.Diagnostics.Stopwatch.Frequency % 100_000_000).ToString("D8");
 
     private static string Show(object o)
     {
