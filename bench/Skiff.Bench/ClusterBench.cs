@@ -102,15 +102,17 @@ public static class ClusterBench
 /// and the time until a new leader was elected.</summary>
 public static class FailoverBench
 {
-    /// <summary>Runs it: <c>failover [--runs N]</c>.</summary>
+    /// <summary>Runs it: <c>failover [--runs N] [--graceful]</c> (graceful: the leader hands over before stopping).</summary>
     public static async Task<int> Run(string[] args)
     {
         var runs = 3;
+        var handOff = false;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
             {
                 case "--runs": runs = int.Parse(args[++i]); break;
+                case "--graceful": handOff = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -156,7 +158,7 @@ public static class FailoverBench
                 await Task.Delay(2000);
                 var leader = nodes.First(s => s.Role == Skiff.Core.Role.Leader);
                 var killedAt = Stopwatch.GetTimestamp();
-                await leader.ShutdownAsync();
+                await leader.ShutdownAsync(handOff);
                 var rest = nodes.Where(s => s != leader).ToList();
                 while (!rest.Any(s => s.Role == Skiff.Core.Role.Leader)) await Task.Delay(1);
                 var electedMs = (Stopwatch.GetTimestamp() - killedAt) * 1000.0 / Stopwatch.Frequency;
@@ -166,7 +168,7 @@ public static class FailoverBench
                 long[] times;
                 lock (successes) times = successes.OrderBy(t => t).ToArray();
                 var gap = times.Zip(times.Skip(1), (a, b) => (b - a) * 1000.0 / Stopwatch.Frequency).DefaultIfEmpty(0).Max();
-                Console.WriteLine($"failover run={run}  longest gap between successful writes={gap:F0} ms  new leader elected after {electedMs:F0} ms  writes={times.Length}");
+                Console.WriteLine($"failover {(handOff ? "graceful" : "abrupt")} run={run}  longest gap between successful writes={gap:F0} ms  new leader elected after {electedMs:F0} ms  writes={times.Length}");
                 nodes.Remove(leader);
             }
             finally

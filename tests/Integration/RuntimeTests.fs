@@ -48,7 +48,8 @@ let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
         ok <- condition ()
     if not ok then failtestf "timed out after %.1f s waiting for: %s" seconds what
 
-let stop (s: SkiffServer) = s.ShutdownAsync().Wait()
+/// Stops a node as abruptly as a crash (no leadership hand-off).
+let stop (s: SkiffServer) = s.ShutdownAsync(false).Wait()
 
 /// A running test cluster: nodes by number (1..9), with their data directories kept for restarts.
 type Cluster(port: int) =

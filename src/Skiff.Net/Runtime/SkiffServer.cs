@@ -255,9 +255,21 @@ public sealed class SkiffServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.</summary>
-    public async Task ShutdownAsync()
+    /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.
+    /// A leader first hands leadership to another voter (waiting at most about 300 ms), so that the cluster does
+    /// not wait an election timeout; pass false to stop as abruptly as a crash would (for tests).</summary>
+    public async Task ShutdownAsync(bool handOffLeadership = true)
     {
+        if (handOffLeadership && Volatile.Read(ref _state) == 1 && Role == Role.Leader
+            && Members.Any(m => m.Key != Id && m.Value.Voter))
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+                await TransferLeadershipAsync(null, true, cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
+        }
         if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null) return;
         _shutdown.Cancel();
         if (_app is not null)
