@@ -256,7 +256,7 @@ public sealed class SkiffServer : IAsyncDisposable
     }
 
     /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.
-    /// A leader first hands leadership to another voter (waiting at most about 300 ms), so that the cluster does
+    /// A leader first hands leadership to another voter (the reducer gives up after an election timeout), so that the cluster does
     /// not wait an election timeout; pass false to stop as abruptly as a crash would (for tests).</summary>
     public async Task ShutdownAsync(bool handOffLeadership = true)
     {
@@ -265,7 +265,7 @@ public sealed class SkiffServer : IAsyncDisposable
         {
             try
             {
-                using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1)); // the reducer gives up after an election timeout
                 await TransferLeadershipAsync(null, true, cts.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
