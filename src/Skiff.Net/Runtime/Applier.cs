@@ -221,6 +221,7 @@ internal sealed class Applier
     internal sealed class Subscription
     {
         public required string Prefix { get; init; }
+        public required long FromIndex { get; init; }
         public required Channel<KvChange> Channel { get; init; }
     }
 
@@ -234,7 +235,7 @@ internal sealed class Applier
             for (var i = _subs.Count - 1; i >= 0; i--)
             {
                 var s = _subs[i];
-                if (!change.Key.StartsWith(s.Prefix, StringComparison.Ordinal)) continue;
+                if (change.Index < s.FromIndex || !change.Key.StartsWith(s.Prefix, StringComparison.Ordinal)) continue;
                 if (!s.Channel.Writer.TryWrite(change))
                 {
                     s.Channel.Writer.TryComplete(new SkiffException(ErrorKind.StreamClosed,
@@ -271,7 +272,7 @@ internal sealed class Applier
                 SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait,
             });
             foreach (var c in backlog) channel.Writer.TryWrite(c);
-            var sub = new Subscription { Prefix = prefix, Channel = channel };
+            var sub = new Subscription { Prefix = prefix, FromIndex = fromIndex, Channel = channel };
             _subs.Add(sub);
             ct.Register(() =>
             {
