@@ -21,6 +21,11 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
     use storage = NodeStorage.Open(dir, smallOptions ())
     let log = storage.Log
     let term = runNo
+    // Replay what the previous run applied but did not snapshot, as the runtime does at start.
+    let commitAtStart = log.LastIndex - 10L
+    if storage.Kv.AppliedIndex < commitAtStart then
+        for en in log.ReadAsync(storage.Kv.AppliedIndex + 1L, commitAtStart).GetAwaiter().GetResult() do
+            storage.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
     say (sprintf "READY last=%d first=%d" log.LastIndex log.FirstIndex)
     // Replace a short suffix now and then, as a follower would after a leader change.
     if log.LastIndex >= log.FirstIndex + 5L && rng.Next(2) = 0 then
@@ -67,7 +72,7 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                     say (sprintf "h %d" hs.Term)
                     storage.HardState.Save hs
                     say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)
-                if k % 10L = 0L && storage.Kv.AppliedIndex > 100L then
+                if (k = 1L || k % 10L = 0L) && storage.Kv.AppliedIndex > 100L then
                     // Snapshot, then compact the log behind it, keeping the tail: the runtime's sequence.
                     say (sprintf "c %d" log.LastIndex)
                     let snap = storage.Kv.TakeSnapshot()
