@@ -39,8 +39,12 @@ internal sealed class Applier
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
     public event Action<KvChange>? Changed;
 
-    public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity)
+    private readonly Action<Exception> _fatal;
+
+    public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity,
+        Action<Exception> fatal)
     {
+        _fatal = fatal;
         _sm = sm;
         _snapshots = snapshots;
         _post = post;
@@ -107,7 +111,8 @@ internal sealed class Applier
                 }
                 catch (Exception ex)
                 {
-                    Console.Error.WriteLine($"skiff: applier error: {ex}");
+                    // The state machine may now differ from the log: stop rather than serve or apply on top of it.
+                    _fatal(new SkiffException(ErrorKind.StorageError, "applying failed: " + ex.Message, ex));
                 }
             }
         }
@@ -211,7 +216,7 @@ internal sealed class Applier
         catch (Exception ex)
         {
             op.Done.TrySetException(ex);
-            throw;
+            _fatal(new SkiffException(ErrorKind.StorageError, "installing a snapshot failed: " + ex.Message, ex));
         }
     }
 

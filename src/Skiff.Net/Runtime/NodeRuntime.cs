@@ -41,6 +41,19 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Raised (on the loop thread) when role, term or leader change.</summary>
     public event Action<Role, long, Guid?>? RoleChanged;
 
+    /// <summary>Called once when the node cannot go on safely (a durable write or a snapshot install failed):
+    /// the owner must stop the node (fail-stop, as etcd does) rather than let it diverge.</summary>
+    public event Action<Exception>? Fatal;
+
+    private int _fatal;
+
+    internal void RaiseFatal(Exception error)
+    {
+        if (Interlocked.Exchange(ref _fatal, 1) == 1) return;
+        Console.Error.WriteLine($"skiff[{Id}]: fatal: {error.Message}; the node stops");
+        try { Fatal?.Invoke(error); } catch (Exception) { }
+    }
+
     /// <summary>Raised (on the loop thread) when the configuration changes.</summary>
     public event Action<Configuration>? ConfigurationChanged;
 
@@ -64,8 +77,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _tick = tick;
         _send = send;
         _sendSnapshot = sendSnapshot;
-        _writer = new StorageWriter(log, hard, Post);
-        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory);
+        _writer = new StorageWriter(log, hard, Post, RaiseFatal);
+        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal);
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>

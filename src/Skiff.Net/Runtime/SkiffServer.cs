@@ -112,6 +112,9 @@ public sealed class SkiffServer : IAsyncDisposable
     public IReadOnlyDictionary<Guid, (string Address, bool Voter)> Members =>
         (_runtime?.Configuration ?? Configuration.Empty).Members.ToDictionary(kv => kv.Key, kv => (kv.Value.Address, kv.Value.Voter));
 
+    /// <summary>Why the node stopped itself (a durable write or snapshot install failed), if it did.</summary>
+    public Exception? FatalError { get; private set; }
+
     /// <summary>Raised for every change this node applies (on the applier's thread; keep handlers short).</summary>
     public event Action<WatchEvent>? Changed;
 
@@ -158,6 +161,11 @@ public sealed class SkiffServer : IAsyncDisposable
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) => RoleChanged?.Invoke(r, t, l);
+            _runtime.Fatal += e =>
+            {
+                FatalError = e;
+                _ = Task.Run(() => ShutdownAsync(false));
+            };
             _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
 
             await StartHostAsync().ConfigureAwait(false);

@@ -31,8 +31,11 @@ internal sealed class StorageWriter : IAsyncDisposable
     private readonly Action<Event> _post;
     private readonly Task _run;
 
-    public StorageWriter(ILogStore log, IHardStateStore hard, Action<Event> post)
+    private readonly Action<Exception> _fatal;
+
+    public StorageWriter(ILogStore log, IHardStateStore hard, Action<Event> post, Action<Exception> fatal)
     {
+        _fatal = fatal;
         _log = log;
         _hard = hard;
         _post = post;
@@ -108,6 +111,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                 Console.Error.WriteLine($"skiff: storage write failed: {ex}");
                 var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
                 foreach (var op in batch) op.Done.TrySetException(error);
+                _fatal(error);
             }
         }
     }
