@@ -343,6 +343,16 @@ let tests =
               let back = c.Node n
               waitUntil 15.0 "caught up by snapshot" (fun () -> staleGet back "s/400" = "400")
               Expect.equal (back.ListKeysAsync("s/", ReadConsistency.Stale).Result.Count) 400 "every key"
+              // The installed snapshot is durable: restart the node again.
+              c.Stop n
+              c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              let again = c.Node n
+              Expect.equal (again.ListKeysAsync("s/", ReadConsistency.Stale).Result.Count) 400 "every key after a restart"
+              put leader "s/401" "401"
+              waitUntil 10.0 "new writes after the restart" (fun () -> staleGet again "s/401" = "401")
+              // A brand-new member gets the snapshot too, not the whole history.
+              c.Nodes[4] <- start (snappy (options c.Port 4 (c.Dir 4) [ 1 ]))
+              waitUntil 15.0 "a new member caught up" (fun () -> staleGet (c.Node 4) "s/401" = "401")
           }
 
           test "a partitioned old leader cannot serve a linearizable read or acknowledge a write" {
