@@ -80,11 +80,13 @@ public static class ClusterBench
                 })).ToArray();
                 await Task.Delay(TimeSpan.FromSeconds(warmup));
                 flushesBefore = leader.Flushes;
+                WriteStages.Reset();
                 await Task.WhenAll(tasks);
                 var flushes = leader.Flushes - flushesBefore;
                 var all = lat.SelectMany(l => l).OrderBy(x => x).ToArray();
                 double P(double q) => all.Length == 0 ? double.NaN : all[Math.Min(all.Length - 1, (int)(q * all.Length))];
                 Console.WriteLine($"clients={clients,3}  puts/s={all.Length / seconds,8:F0}  p50={P(0.5):F2} ms  p99={P(0.99):F2} ms  max={all.LastOrDefault():F1} ms  leader fsyncs/s={flushes / seconds:F0}");
+                Console.WriteLine($"             leader stages: {WriteStages.Summary()}");
                 foreach (var g in grpc) g?.Dispose();
             }
             return 0;

@@ -19,7 +19,7 @@ internal sealed class Applier
     private sealed record SnapshotOp(long Index) : Op;
     private sealed record InstallOp(string Staged, SnapshotMeta Meta, TaskCompletionSource Done) : Op;
 
-    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly IStateMachine _sm;
     private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;

@@ -13,7 +13,7 @@ namespace Skiff.Net.Runtime;
 /// </summary>
 internal sealed class NodeRuntime : IAsyncDisposable
 {
-    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly Reducer _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
@@ -156,6 +156,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         PostAction(() =>
         {
             if (p.Task.IsCompleted) return;
+            p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
             _pending[p.Id] = p;
             Execute(_reducer.Step(ev));
         });
@@ -167,6 +168,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         var p = Register(ct, out var id);
         var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
+        WriteStages.Record(p);
         return (result, p.Index);
     }
 
@@ -229,7 +231,11 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     });
                     break;
                 case Effect.Accepted acc:
-                    if (_pending.Remove(acc.Item1, out var pa)) _applier.WaitWrite(pa, acc.Index, acc.Term);
+                    if (_pending.Remove(acc.Item1, out var pa))
+                    {
+                        pa.AcceptedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                        _applier.WaitWrite(pa, acc.Index, acc.Term);
+                    }
                     break;
                 case Effect.Reject r:
                     if (_pending.Remove(r.Item1, out var pr)) pr.Fail(ToException(r.Item2));

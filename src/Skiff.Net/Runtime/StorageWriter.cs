@@ -25,7 +25,7 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private sealed record ResetOp(SnapshotMeta Meta, Task Installed) : Op;
 
-    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly ILogStore _log;
     private readonly IHardStateStore _hard;
     private readonly Action<Event> _post;
