@@ -405,6 +405,11 @@ let tests =
               let joins = [ 2; 3; 4 ] |> List.map (fun n -> Task.Run(fun () -> c.Start(n, [ 1 ]) |> ignore))
               Task.WaitAll(Array.ofList joins)
               c.WaitMembers(4, 20.0)
+              // Through a follower, after an unreachable peer: the request is forwarded to the leader.
+              let viaFollower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
+              let fn = c.Nodes |> Seq.find (fun kv -> kv.Value = viaFollower) |> fun kv -> kv.Key
+              c.Start(5, [ 9; fn ]) |> ignore
+              c.WaitMembers(5, 20.0)
           }
 
           test "joining fails with ClusterJoinFailed when no member answers" {
