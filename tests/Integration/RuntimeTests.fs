@@ -12,7 +12,8 @@ open Skiff
 open Skiff.Core
 open Skiff.Net.Runtime
 
-let private portCounter = ref (20000 + Random.Shared.Next(0, 20000))
+// Below the Linux ephemeral range (32768+), so an outgoing connection never holds a test's port.
+let private portCounter = ref (20000 + Random.Shared.Next(0, 12000))
 
 /// A fresh port for one test's cluster (all its nodes share it on different loopback IPs).
 let nextPort () = Interlocked.Add(&portCounter.contents, 1)

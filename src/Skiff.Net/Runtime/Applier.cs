@@ -192,7 +192,9 @@ internal sealed class Applier
     private void DoSnapshot()
     {
         if (_sm.AppliedIndex == 0) return;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
         var meta = _snapshots.Take(_lastTerm, _config);
+        if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: snapshot at {meta.Index} took {sw.ElapsedMilliseconds} ms (applying waited)");
         _post(Event.NewSnapshotTaken(meta));
     }
 

@@ -86,7 +86,12 @@ internal sealed class StorageWriter : IAsyncDisposable
                             appended = true;
                             break;
                         case CompactOp c:
-                            if (_log.TermAt(c.Index) is { } term) _log.CompactUntil(c.Index, term);
+                            if (_log.TermAt(c.Index) is { } term)
+                            {
+                                var sw = System.Diagnostics.Stopwatch.StartNew();
+                                _log.CompactUntil(c.Index, term);
+                                if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: log compaction to {c.Index} took {sw.ElapsedMilliseconds} ms (writes waited)");
+                            }
                             break;
                         case ResetOp i:
                             if (appended) _log.Flush();
