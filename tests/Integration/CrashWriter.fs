@@ -61,17 +61,24 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                 else
                     do! Task.Delay 1
         }
+    // Hard-state saves run on their own, so kills land inside them too.
+    let hardStater () =
+        task {
+            let mutable k = 0L
+            while true do
+                k <- k + 1L
+                let hs = HardState(runNo * 1_000_000L + k, Nullable(Guid.NewGuid()))
+                say (sprintf "h %d" hs.Term)
+                storage.HardState.Save hs
+                say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)
+                do! Task.Delay 1
+        }
     let housekeeping () =
         task {
             let mutable k = 0L
             while true do
                 do! Task.Yield()
                 k <- k + 1L
-                if k % 7L = 0L then
-                    let hs = HardState(runNo * 1000L + k, Nullable(Guid.NewGuid()))
-                    say (sprintf "h %d" hs.Term)
-                    storage.HardState.Save hs
-                    say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)
                 if (k = 1L || k % 10L = 0L) && storage.Kv.AppliedIndex > 100L then
                     // Snapshot, then compact the log behind it, keeping the tail: the runtime's sequence.
                     say (sprintf "c %d" log.LastIndex)
@@ -81,7 +88,7 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                     say (sprintf "C %d" (max 0L (snap.Index - 50L)))
                 do! Task.Delay 1
         }
-    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task); Task.Run(fun () -> applier () :> Task) |]
+    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task); Task.Run(fun () -> applier () :> Task); Task.Run(fun () -> hardStater () :> Task) |]
     Task.WaitAny all |> ignore
     // Only reached if something failed.
     for t in all do
