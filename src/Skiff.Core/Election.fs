@@ -31,7 +31,7 @@ module Election =
         | _ -> s.Leader.IsSome && s.ElectionElapsed < s.Options.ElectionTicksMin
 
     let private tally (s: State) =
-        let voters = s.Config.Voters
+        let voters = s.Voters
         let granted = voters |> Seq.filter (fun v -> Map.tryFind v s.Votes = Some true) |> Seq.length
         let refused = voters |> Seq.filter (fun v -> Map.tryFind v s.Votes = Some false) |> Seq.length
         granted, refused, State.quorum voters
@@ -45,7 +45,7 @@ module Election =
                   LastLogTerm = LogView.lastTerm s.Log
                   PreVote = preVote
                   Transfer = s.CampaignTransfer }
-        s.Config.Voters |> Set.remove s.Id |> Set.fold (fun s v -> State.send v request s) s
+        s.Voters |> Set.remove s.Id |> Set.fold (fun s v -> State.send v request s) s
 
     /// Starts a campaign. With `preVote`, first ask whether we could win without touching the term; `transfer`
     /// marks a campaign ordered by the leader (TimeoutNow). Nodes that are not voters never campaign.
@@ -99,7 +99,7 @@ module Election =
             | Role.PreCandidate -> m.PreVote
             | Role.Candidate -> not m.PreVote && m.Term = s.Term
             | _ -> false
-        if not relevant || not (s.Config.Voters.Contains from) then s
+        if not relevant || not (s.Voters.Contains from) then s
         else
             let s = { s with Votes = Map.add from m.Granted s.Votes }
             let granted, refused, quorum = tally s

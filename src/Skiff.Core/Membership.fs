@@ -47,7 +47,7 @@ module Membership =
                 match Map.tryFind node members with
                 | None -> reject (Rejection.Invalid "not a member")
                 | Some _ when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
-                | Some m when m.Voter && s.Config.Voters.Count = 1 -> reject (Rejection.Invalid "cannot remove the last voter")
+                | Some m when m.Voter && s.Voters.Count = 1 -> reject (Rejection.Invalid "cannot remove the last voter")
                 | Some _ -> proposeConfig (Some id) { Members = Map.remove node members } s
 
     /// After every step on a leader: complete committed changes, step down if this leader was removed, and
@@ -62,7 +62,8 @@ module Membership =
                     let s = match requestId with
                             | Some id -> State.emit (Effect.Completed id) s
                             | None -> s
-                    withLead (fun l -> { l with ConfigRequest = None }) s
+                    // Peers removed by the now committed change are no longer replicated to.
+                    withLead (fun l -> { l with ConfigRequest = None }) s |> State.refreshConfig
                 | _ -> s
             let s =
                 match s.Lead with

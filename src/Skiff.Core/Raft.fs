@@ -105,6 +105,7 @@ module Raft =
               Snapshotting = false
               Configs = configs
               Config = Configuration.Empty
+              Voters = Set.empty
               ElectionElapsed = 0
               ElectionTimeout = o.ElectionTicksMax
               Votes = Map.empty
@@ -117,7 +118,7 @@ module Raft =
               Out = [] }
         let s = s0 |> State.resetElectionTimer
         let cfg = State.configAt log.LastIndex s
-        let s = { s with Config = cfg } |> State.emit (Effect.ConfigurationChanged cfg)
+        let s = { s with Config = cfg; Voters = cfg.Voters } |> State.emit (Effect.ConfigurationChanged cfg)
         let s =
             if cfg.Voters = Set.singleton s.Id then Election.campaign false false s
             else s
@@ -139,7 +140,7 @@ module Raft =
         match s.Lead with
         | None -> s
         | Some lead ->
-            let voters = s.Config.Voters
+            let voters = s.Voters
             let active =
                 voters
                 |> Seq.filter (fun v -> v = s.Id || (Map.tryFind v lead.Progress |> Option.exists (fun p -> p.Active)))

@@ -19,7 +19,7 @@ module Reads =
 
     /// Whether a majority of voters (this leader included, if it is one) has echoed `round` or later.
     let private confirmed (round: int64) (s: State) (lead: LeaderState) : bool =
-        let voters = s.Config.Voters
+        let voters = s.Voters
         let acks =
             voters
             |> Seq.filter (fun v ->

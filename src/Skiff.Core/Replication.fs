@@ -293,7 +293,7 @@ module Replication =
         match s.Lead with
         | None -> s
         | Some lead ->
-            let voters = s.Config.Voters
+            let voters = s.Voters
             if voters.IsEmpty then s
             else
                 let matchOf v =

@@ -56,10 +56,12 @@ module Snapshots =
             |> reply meta.Index
         // While an earlier install may not be durable yet, nothing can be claimed from memory; a repeated offer
         // (the leader retries when our reply is lost) is installed again from its freshly staged data, so that
-        // the reply can follow an InstallSnapshot in its own list.
+        // the reply can follow an InstallSnapshot in its own list. Not if entries after it have since committed
+        // or been acknowledged: their writes are under way, Persisted will acknowledge them, and neither the
+        // commit index nor an acknowledged entry may go back.
         let reinstall =
             match s.InstallPending with
-            | Some pending -> meta.Index >= pending
+            | Some pending -> meta.Index >= pending && meta.Index >= s.Commit && meta.Index >= s.Acked
             | None -> false
         // A nonsensical offer (negative or absurdly large index, a term from the future) is dropped: adopting
         // it would wreck the log view's arithmetic.

@@ -189,6 +189,8 @@ type State =
       Configs: (LogIndex * Configuration) list
       /// The configuration in force (the newest in Configs), cached.
       Config: Configuration
+      /// Its voters, cached (computed on every quorum question otherwise).
+      Voters: Set<NodeId>
       /// Ticks since the election timer was reset.
       ElectionElapsed: int
       /// The randomised election timeout for the current wait.
@@ -299,7 +301,7 @@ module State =
         let cfg = configAt s.Log.LastIndex s
         let s =
             if cfg = s.Config then s
-            else { s with Config = cfg } |> emit (Effect.ConfigurationChanged cfg)
+            else { s with Config = cfg; Voters = cfg.Voters } |> emit (Effect.ConfigurationChanged cfg)
         match s.Lead with
         | None -> s
         | Some lead ->
@@ -321,7 +323,9 @@ module State =
                     | Payload.Config c when e.Index <= log.LastIndex -> (e.Index, c) :: acc
                     | _ -> acc)
                 s.Configs
-        refreshConfig { s with Log = log; Configs = configs }
+        // Most appends carry no configuration: skip the (comparatively costly) refresh then.
+        if obj.ReferenceEquals(configs, s.Configs) then { s with Log = log }
+        else refreshConfig { s with Log = log; Configs = configs }
 
     /// Drops entries at and after `i`; configuration entries among them stop being in force.
     let truncateLog (i: LogIndex) (s: State) : State =

@@ -21,6 +21,11 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
     use storage = NodeStorage.Open(dir, smallOptions ())
     let log = storage.Log
     let term = runNo
+    // Replay what the previous run applied but did not snapshot, as the runtime does at start.
+    let commitAtStart = log.LastIndex - 10L
+    if storage.Kv.AppliedIndex < commitAtStart then
+        for en in log.ReadAsync(storage.Kv.AppliedIndex + 1L, commitAtStart).GetAwaiter().GetResult() do
+            storage.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
     say (sprintf "READY last=%d first=%d" log.LastIndex log.FirstIndex)
     // Replace a short suffix now and then, as a follower would after a leader change.
     if log.LastIndex >= log.FirstIndex + 5L && rng.Next(2) = 0 then
@@ -56,18 +61,25 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                 else
                     do! Task.Delay 1
         }
+    // Hard-state saves run on their own, so kills land inside them too.
+    let hardStater () =
+        task {
+            let mutable k = 0L
+            while true do
+                k <- k + 1L
+                let hs = HardState(runNo * 1_000_000L + k, Nullable(Guid.NewGuid()))
+                say (sprintf "h %d" hs.Term)
+                storage.HardState.Save hs
+                say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)
+                do! Task.Delay 1
+        }
     let housekeeping () =
         task {
             let mutable k = 0L
             while true do
                 do! Task.Yield()
                 k <- k + 1L
-                if k % 7L = 0L then
-                    let hs = HardState(runNo * 1000L + k, Nullable(Guid.NewGuid()))
-                    say (sprintf "h %d" hs.Term)
-                    storage.HardState.Save hs
-                    say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)
-                if k % 10L = 0L && storage.Kv.AppliedIndex > 100L then
+                if (k = 1L || k % 10L = 0L) && storage.Kv.AppliedIndex > 100L then
                     // Snapshot, then compact the log behind it, keeping the tail: the runtime's sequence.
                     say (sprintf "c %d" log.LastIndex)
                     let snap = storage.Kv.TakeSnapshot()
@@ -76,7 +88,7 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                     say (sprintf "C %d" (max 0L (snap.Index - 50L)))
                 do! Task.Delay 1
         }
-    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task); Task.Run(fun () -> applier () :> Task) |]
+    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task); Task.Run(fun () -> applier () :> Task); Task.Run(fun () -> hardStater () :> Task) |]
     Task.WaitAny all |> ignore
     // Only reached if something failed.
     for t in all do

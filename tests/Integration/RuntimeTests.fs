@@ -12,7 +12,8 @@ open Skiff
 open Skiff.Core
 open Skiff.Net.Runtime
 
-let private portCounter = ref (20000 + Random.Shared.Next(0, 20000))
+// Below the Linux ephemeral range (32768+), so an outgoing connection never holds a test's port.
+let private portCounter = ref (20000 + Random.Shared.Next(0, 12000))
 
 /// A fresh port for one test's cluster (all its nodes share it on different loopback IPs).
 let nextPort () = Interlocked.Add(&portCounter.contents, 1)
@@ -48,7 +49,8 @@ let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
         ok <- condition ()
     if not ok then failtestf "timed out after %.1f s waiting for: %s" seconds what
 
-let stop (s: SkiffServer) = s.ShutdownAsync().Wait()
+/// Stops a node as abruptly as a crash (no leadership hand-off).
+let stop (s: SkiffServer) = s.ShutdownAsync(false).Wait()
 
 /// A running test cluster: nodes by number (1..9), with their data directories kept for restarts.
 type Cluster(port: int) =
@@ -342,6 +344,16 @@ let tests =
               let back = c.Node n
               waitUntil 15.0 "caught up by snapshot" (fun () -> staleGet back "s/400" = "400")
               Expect.equal (back.ListKeysAsync("s/", ReadConsistency.Stale).Result.Count) 400 "every key"
+              // The installed snapshot is durable: restart the node again.
+              c.Stop n
+              c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              let again = c.Node n
+              Expect.equal (again.ListKeysAsync("s/", ReadConsistency.Stale).Result.Count) 400 "every key after a restart"
+              put leader "s/401" "401"
+              waitUntil 10.0 "new writes after the restart" (fun () -> staleGet again "s/401" = "401")
+              // A brand-new member gets the snapshot too, not the whole history.
+              c.Nodes[4] <- start (snappy (options c.Port 4 (c.Dir 4) [ 1 ]))
+              waitUntil 15.0 "a new member caught up" (fun () -> staleGet (c.Node 4) "s/401" = "401")
           }
 
           test "a partitioned old leader cannot serve a linearizable read or acknowledge a write" {
@@ -394,6 +406,11 @@ let tests =
               let joins = [ 2; 3; 4 ] |> List.map (fun n -> Task.Run(fun () -> c.Start(n, [ 1 ]) |> ignore))
               Task.WaitAll(Array.ofList joins)
               c.WaitMembers(4, 20.0)
+              // Through a follower, after an unreachable peer: the request is forwarded to the leader.
+              let viaFollower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
+              let fn = c.Nodes |> Seq.find (fun kv -> kv.Value = viaFollower) |> fun kv -> kv.Key
+              c.Start(5, [ 9; fn ]) |> ignore
+              c.WaitMembers(5, 20.0)
           }
 
           test "joining fails with ClusterJoinFailed when no member answers" {

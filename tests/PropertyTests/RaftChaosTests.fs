@@ -14,7 +14,7 @@ let private chaosOptions =
     { opts with SnapshotThreshold = 20L; CompactionTail = 5L; WindowSize = 16; MaxEntriesPerAppend = 4; MaxInflight = 3 }
 
 /// Runs one randomised history and returns a list of violations (empty when all is well).
-let run (seed: int) (steps: int) : string list =
+let run (chaosOptions: Options) (seed: int) (steps: int) : string list =
     let rng = Random seed
     let c = Cluster([ n1; n2; n3 ], chaosOptions)
     c.Add(Start.fresh n4 chaosOptions 4444UL Configuration.Empty)
@@ -122,6 +122,11 @@ let tests =
         "Raft.Chaos"
         [ for seed in 1..25 do
               test (sprintf "random history %d keeps Raft's safety properties and converges" seed) {
-                  let violations = run seed 3000
+                  let violations = run chaosOptions seed 3000
+                  Expect.isEmpty violations (sprintf "no violations: %A" (List.truncate 5 violations))
+              }
+          for seed in 1..5 do
+              test (sprintf "random history %d without Pre-Vote and CheckQuorum" seed) {
+                  let violations = run { chaosOptions with PreVote = false; CheckQuorum = false } (100 + seed) 3000
                   Expect.isEmpty violations (sprintf "no violations: %A" (List.truncate 5 violations))
               } ]

@@ -77,6 +77,21 @@ let membership =
                   s <- fst (Raft.step s Event.Tick)
               Expect.equal (Raft.role s) Role.PreCandidate "but campaigns under its committed one"
           }
+          test "a learner never campaigns" {
+              let cfg = { Members = (votersConfig [ n1; n2 ]).Members |> Map.add n4 { Id = n4; Address = "n4"; Voter = false } }
+              let mutable s = Raft.init (Start.fresh n4 opts 3UL cfg) |> fst
+              for _ in 1..200 do
+                  let s2, effects = Raft.step s Event.Tick
+                  Expect.isEmpty (sends effects) "no vote requests"
+                  s <- s2
+          }
+          test "TimeoutNow from a node that is not our leader is ignored" {
+              let c = RaftElectionTests.elected ()
+              let term = Raft.term (c.State n2)
+              let s, effects = Raft.step (c.State n2) (Event.Receive { From = n3; To = n2; Message = Message.TimeoutNow term })
+              Expect.isEmpty (sends effects) "no campaign"
+              Expect.equal (Raft.term s) term "term unchanged"
+          }
           test "joining node with an empty configuration never campaigns" {
               let mutable s = Raft.init (Start.fresh n4 opts 3UL Configuration.Empty) |> fst
               for _ in 1..200 do

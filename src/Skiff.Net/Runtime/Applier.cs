@@ -19,7 +19,7 @@ internal sealed class Applier
     private sealed record SnapshotOp(long Index) : Op;
     private sealed record InstallOp(string Staged, SnapshotMeta Meta, TaskCompletionSource Done) : Op;
 
-    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly IStateMachine _sm;
     private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;
@@ -39,8 +39,12 @@ internal sealed class Applier
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
     public event Action<KvChange>? Changed;
 
-    public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity)
+    private readonly Action<Exception> _fatal;
+
+    public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity,
+        Action<Exception> fatal)
     {
+        _fatal = fatal;
         _sm = sm;
         _snapshots = snapshots;
         _post = post;
@@ -107,7 +111,8 @@ internal sealed class Applier
                 }
                 catch (Exception ex)
                 {
-                    Console.Error.WriteLine($"skiff: applier error: {ex}");
+                    // The state machine may now differ from the log: stop rather than serve or apply on top of it.
+                    _fatal(new SkiffException(ErrorKind.StorageError, "applying failed: " + ex.Message, ex));
                 }
             }
         }
@@ -187,7 +192,9 @@ internal sealed class Applier
     private void DoSnapshot()
     {
         if (_sm.AppliedIndex == 0) return;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
         var meta = _snapshots.Take(_lastTerm, _config);
+        if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: snapshot at {meta.Index} took {sw.ElapsedMilliseconds} ms (applying waited)");
         _post(Event.NewSnapshotTaken(meta));
     }
 
@@ -211,7 +218,7 @@ internal sealed class Applier
         catch (Exception ex)
         {
             op.Done.TrySetException(ex);
-            throw;
+            _fatal(new SkiffException(ErrorKind.StorageError, "installing a snapshot failed: " + ex.Message, ex));
         }
     }
 
@@ -221,6 +228,7 @@ internal sealed class Applier
     internal sealed class Subscription
     {
         public required string Prefix { get; init; }
+        public required long FromIndex { get; init; }
         public required Channel<KvChange> Channel { get; init; }
     }
 
@@ -234,7 +242,7 @@ internal sealed class Applier
             for (var i = _subs.Count - 1; i >= 0; i--)
             {
                 var s = _subs[i];
-                if (!change.Key.StartsWith(s.Prefix, StringComparison.Ordinal)) continue;
+                if (change.Index < s.FromIndex || !change.Key.StartsWith(s.Prefix, StringComparison.Ordinal)) continue;
                 if (!s.Channel.Writer.TryWrite(change))
                 {
                     s.Channel.Writer.TryComplete(new SkiffException(ErrorKind.StreamClosed,
@@ -271,7 +279,7 @@ internal sealed class Applier
                 SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait,
             });
             foreach (var c in backlog) channel.Writer.TryWrite(c);
-            var sub = new Subscription { Prefix = prefix, Channel = channel };
+            var sub = new Subscription { Prefix = prefix, FromIndex = fromIndex, Channel = channel };
             _subs.Add(sub);
             ct.Register(() =>
             {

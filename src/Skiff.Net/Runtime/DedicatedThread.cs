@@ -34,7 +34,9 @@ internal static class DedicatedThread
         return done.Task;
     }
 
-    /// <summary>Blocks until the channel has an item (true) or is completed (false).</summary>
+    /// <summary>Blocks until the channel has an item (true) or is completed (false). The channels these threads
+    /// read allow synchronous continuations, so a producer's write wakes the blocked thread directly instead of
+    /// through a thread-pool hop (which cost hundreds of microseconds per event under load).</summary>
     public static bool WaitToRead<T>(ChannelReader<T> reader)
     {
         var wait = reader.WaitToReadAsync();

@@ -170,7 +170,7 @@ public sealed class FasterSnapshotStore : ISnapshotStore
     private readonly KvStateMachine _kv;
     private readonly string _metaDir;
     private readonly object _gate = new();
-    private readonly Dictionary<string, SnapshotInstaller> _staged = new();
+    private readonly Dictionary<string, (SnapshotInstaller Installer, DateTime At)> _staged = new();
     private SnapshotInstaller? _receiving;
 
     /// <summary>Uses <paramref name="kv"/>'s checkpoints, with side files in <paramref name="metaDir"/>.</summary>
@@ -235,7 +235,11 @@ public sealed class FasterSnapshotStore : ISnapshotStore
         {
             if (_receiving is not null)
                 throw new SkiffException(ErrorKind.StreamClosed, "another snapshot is being received; the leader will retry");
-            foreach (var s in _staged.Values) s.Dispose(); // superseded: the reducer only installs the newest
+            // FASTER stages into one directory, so a staged offer the reducer may still install must not be
+            // overwritten: refuse (the leader retries) unless it has waited long enough to be abandoned.
+            if (_staged.Values.Any(s => DateTime.UtcNow - s.At < TimeSpan.FromSeconds(10)))
+                throw new SkiffException(ErrorKind.StreamClosed, "a received snapshot is waiting to be installed; the leader will retry");
+            foreach (var s in _staged.Values) s.Installer.Dispose();
             _staged.Clear();
             _receiving = _kv.BeginInstall();
             return new Staged(this, _receiving);
@@ -248,8 +252,9 @@ public sealed class FasterSnapshotStore : ISnapshotStore
         SnapshotInstaller installer;
         lock (_gate)
         {
-            if (!_staged.Remove(staged, out installer!))
+            if (!_staged.Remove(staged, out var entry))
                 throw new SkiffException(ErrorKind.StorageError, $"staged snapshot {staged} is gone");
+            installer = entry.Installer;
         }
         SaveMeta(meta);
         installer.Complete();
@@ -275,7 +280,7 @@ public sealed class FasterSnapshotStore : ISnapshotStore
             var name = "faster-" + Guid.NewGuid().ToString("N");
             lock (_owner._gate)
             {
-                _owner._staged[name] = _installer;
+                _owner._staged[name] = (_installer, DateTime.UtcNow);
                 _owner._receiving = null;
             }
             _finished = true;
@@ -317,7 +322,7 @@ public sealed class FasterSnapshotStore : ISnapshotStore
     {
         lock (_gate)
         {
-            foreach (var s in _staged.Values) s.Dispose();
+            foreach (var s in _staged.Values) s.Installer.Dispose();
             _staged.Clear();
         }
     }

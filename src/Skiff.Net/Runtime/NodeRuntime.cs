@@ -13,7 +13,7 @@ namespace Skiff.Net.Runtime;
 /// </summary>
 internal sealed class NodeRuntime : IAsyncDisposable
 {
-    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly Reducer _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
@@ -41,6 +41,19 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Raised (on the loop thread) when role, term or leader change.</summary>
     public event Action<Role, long, Guid?>? RoleChanged;
 
+    /// <summary>Called once when the node cannot go on safely (a durable write or a snapshot install failed):
+    /// the owner must stop the node (fail-stop, as etcd does) rather than let it diverge.</summary>
+    public event Action<Exception>? Fatal;
+
+    private int _fatal;
+
+    internal void RaiseFatal(Exception error)
+    {
+        if (Interlocked.Exchange(ref _fatal, 1) == 1) return;
+        Console.Error.WriteLine($"skiff[{Id}]: fatal: {error.Message}; the node stops");
+        try { Fatal?.Invoke(error); } catch (Exception) { }
+    }
+
     /// <summary>Raised (on the loop thread) when the configuration changes.</summary>
     public event Action<Configuration>? ConfigurationChanged;
 
@@ -64,8 +77,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _tick = tick;
         _send = send;
         _sendSnapshot = sendSnapshot;
-        _writer = new StorageWriter(log, hard, Post);
-        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory);
+        _writer = new StorageWriter(log, hard, Post, RaiseFatal);
+        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal);
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
@@ -108,7 +121,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     switch (item)
                     {
                         case Event ev:
-                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"[{Id.ToString()[..4]}] <- {Show(ev)}");
+                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] <- {Show(ev)}");
                             Execute(_reducer.Step(ev));
                             break;
                         case Action a: a(); break;
@@ -143,6 +156,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         PostAction(() =>
         {
             if (p.Task.IsCompleted) return;
+            p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
             _pending[p.Id] = p;
             Execute(_reducer.Step(ev));
         });
@@ -154,6 +168,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         var p = Register(ct, out var id);
         var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
+        WriteStages.Record(p);
         return (result, p.Index);
     }
 
@@ -186,7 +201,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         List<Envelope>? delayed = null;
         foreach (var effect in effects)
         {
-            if (Trace) Console.Error.WriteLine($"[{Id.ToString()[..4]}] -> {Show(effect)}");
+            if (Trace) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] -> {Show(effect)}");
             switch (effect)
             {
                 case Effect.PersistHardState h:
@@ -216,7 +231,11 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     });
                     break;
                 case Effect.Accepted acc:
-                    if (_pending.Remove(acc.Item1, out var pa)) _applier.WaitWrite(pa, acc.Index, acc.Term);
+                    if (_pending.Remove(acc.Item1, out var pa))
+                    {
+                        pa.AcceptedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                        _applier.WaitWrite(pa, acc.Index, acc.Term);
+                    }
                     break;
                 case Effect.Reject r:
                     if (_pending.Remove(r.Item1, out var pr)) pr.Fail(ToException(r.Item2));
@@ -262,6 +281,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
     }
 
     private static readonly bool Trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
+
+    private static string Stamp() => (System.Diagnostics.Stopwatch.GetTimestamp() * 1_000_000 / System.Diagnostics.Stopwatch.Frequency % 100_000_000).ToString("D8");
 
     private static string Show(object o)
     {

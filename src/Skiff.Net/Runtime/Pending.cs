@@ -13,6 +13,9 @@ internal sealed class Pending
     /// <summary>The log index a write was appended at, once Accepted.</summary>
     public long Index { get; set; }
 
+    /// <summary>When the request was submitted, reached the loop, was accepted, and was answered (Stopwatch ticks).</summary>
+    public long Submitted = System.Diagnostics.Stopwatch.GetTimestamp(), Stepped, AcceptedAt, Answered;
+
     /// <summary>Creates a pending request.</summary>
     public Pending(long id) => Id = id;
 
@@ -20,7 +23,11 @@ internal sealed class Pending
     public Task<CommandResult?> Task => _tcs.Task;
 
     /// <summary>Answers with success.</summary>
-    public bool Succeed(CommandResult? result) => _tcs.TrySetResult(result);
+    public bool Succeed(CommandResult? result)
+    {
+        Answered = System.Diagnostics.Stopwatch.GetTimestamp();
+        return _tcs.TrySetResult(result);
+    }
 
     /// <summary>Answers with an error.</summary>
     public bool Fail(Exception error) => _tcs.TrySetException(error);

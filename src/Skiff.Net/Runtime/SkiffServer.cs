@@ -112,6 +112,9 @@ public sealed class SkiffServer : IAsyncDisposable
     public IReadOnlyDictionary<Guid, (string Address, bool Voter)> Members =>
         (_runtime?.Configuration ?? Configuration.Empty).Members.ToDictionary(kv => kv.Key, kv => (kv.Value.Address, kv.Value.Voter));
 
+    /// <summary>Why the node stopped itself (a durable write or snapshot install failed), if it did.</summary>
+    public Exception? FatalError { get; private set; }
+
     /// <summary>Raised for every change this node applies (on the applier's thread; keep handlers short).</summary>
     public event Action<WatchEvent>? Changed;
 
@@ -158,6 +161,11 @@ public sealed class SkiffServer : IAsyncDisposable
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) => RoleChanged?.Invoke(r, t, l);
+            _runtime.Fatal += e =>
+            {
+                FatalError = e;
+                _ = Task.Run(() => ShutdownAsync(false));
+            };
             _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
 
             await StartHostAsync().ConfigureAwait(false);
@@ -255,9 +263,21 @@ public sealed class SkiffServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.</summary>
-    public async Task ShutdownAsync()
+    /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.
+    /// A leader first hands leadership to another voter (the reducer gives up after an election timeout), so that the cluster does
+    /// not wait an election timeout; pass false to stop as abruptly as a crash would (for tests).</summary>
+    public async Task ShutdownAsync(bool handOffLeadership = true)
     {
+        if (handOffLeadership && Volatile.Read(ref _state) == 1 && Role == Role.Leader
+            && Members.Any(m => m.Key != Id && m.Value.Voter))
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1)); // the reducer gives up after an election timeout
+                await TransferLeadershipAsync(null, true, cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
+        }
         if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null) return;
         _shutdown.Cancel();
         if (_app is not null)

@@ -25,14 +25,17 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private sealed record ResetOp(SnapshotMeta Meta, Task Installed) : Op;
 
-    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly ILogStore _log;
     private readonly IHardStateStore _hard;
     private readonly Action<Event> _post;
     private readonly Task _run;
 
-    public StorageWriter(ILogStore log, IHardStateStore hard, Action<Event> post)
+    private readonly Action<Exception> _fatal;
+
+    public StorageWriter(ILogStore log, IHardStateStore hard, Action<Event> post, Action<Exception> fatal)
     {
+        _fatal = fatal;
         _log = log;
         _hard = hard;
         _post = post;
@@ -83,7 +86,12 @@ internal sealed class StorageWriter : IAsyncDisposable
                             appended = true;
                             break;
                         case CompactOp c:
-                            if (_log.TermAt(c.Index) is { } term) _log.CompactUntil(c.Index, term);
+                            if (_log.TermAt(c.Index) is { } term)
+                            {
+                                var sw = System.Diagnostics.Stopwatch.StartNew();
+                                _log.CompactUntil(c.Index, term);
+                                if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: log compaction to {c.Index} took {sw.ElapsedMilliseconds} ms (writes waited)");
+                            }
                             break;
                         case ResetOp i:
                             if (appended) _log.Flush();
@@ -108,6 +116,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                 Console.Error.WriteLine($"skiff: storage write failed: {ex}");
                 var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
                 foreach (var op in batch) op.Done.TrySetException(error);
+                _fatal(error);
             }
         }
     }

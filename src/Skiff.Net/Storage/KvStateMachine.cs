@@ -18,6 +18,13 @@ public sealed record KvOptions
     public int MemorySizeBits { get; init; } = 25;
     /// <summary>log2 of a log segment file (default 30 = 1 GiB).</summary>
     public int SegmentSizeBits { get; init; } = 30;
+    /// <summary>Applies and snapshots are refused with <see cref="ErrorKind.StorageError"/> while the disk has less
+    /// free space than this. FASTER cannot report a failed background page flush to the writer (on a full disk its
+    /// writers wait for buffer space forever), so we stop before the disk is full. Null: twice the in-memory log
+    /// plus the index plus 16 MiB, enough to flush memory and write one checkpoint.</summary>
+    public long? MinFreeDiskBytes { get; init; }
+
+    internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (2L << MemorySizeBits) + IndexSizeBytes + (16L << 20);
 }
 
 /// <summary>How long opening a <see cref="KvStateMachine"/> took.</summary>
@@ -62,6 +69,7 @@ public sealed class KvStateMachine : IDisposable
     private IDevice _logDevice = null!;
     private IDevice _objDevice = null!;
     private bool _disposed;
+    private long _nextSpaceCheck;
 
     /// <summary>The index of the last applied entry (0 if none).</summary>
     public long AppliedIndex { get; private set; }
@@ -136,7 +144,7 @@ public sealed class KvStateMachine : IDisposable
             if (hasCheckpoint)
             {
                 _store.GetLatestCheckpointTokens(out var hlogToken, out _);
-                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, hlogToken, Array.Empty<(string, long)>());
+                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, hlogToken, BuildManifest(hlogToken));
             }
         }
         catch (Exception e)
@@ -207,6 +215,7 @@ public sealed class KvStateMachine : IDisposable
         {
             ThrowIfDisposed();
             if (index <= AppliedIndex) return null;
+            EnsureFreeSpace(force: false);
             CommandResult result;
             try
             {
@@ -257,7 +266,9 @@ public sealed class KvStateMachine : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            if (index > AppliedIndex) SetAppliedUnlocked(index, term);
+            if (index <= AppliedIndex) return;
+            EnsureFreeSpace(force: false);
+            SetAppliedUnlocked(index, term);
         }
     }
 
@@ -308,22 +319,13 @@ public sealed class KvStateMachine : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
+            EnsureFreeSpace(force: true);
             try
             {
                 var (ok, token) = _store.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
                 if (!ok) throw new SkiffException(ErrorKind.StorageError, $"a checkpoint of {_dir} is already in progress");
                 _store.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
-                var tokenText = token.ToString();
-                var files = new List<(string, long)>();
-                foreach (var path in Directory.EnumerateFiles(_dir, "*", SearchOption.AllDirectories))
-                {
-                    var rel = Path.GetRelativePath(_dir, path);
-                    bool isCheckpoint = rel.StartsWith("checkpoints" + Path.DirectorySeparatorChar, StringComparison.Ordinal);
-                    bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal);
-                    if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && isData))
-                        files.Add((rel, new FileInfo(path).Length));
-                }
-                files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+                var files = BuildManifest(token);
                 // FASTER writes some checkpoint metadata with plain buffered writes and never syncs directories;
                 // sync the checkpoint's files and directories so the snapshot survives power loss before the log
                 // is compacted behind it.
@@ -346,6 +348,26 @@ public sealed class KvStateMachine : IDisposable
                 throw new SkiffException(ErrorKind.StorageError, $"checkpoint of {_dir} failed: {e.Message}", e);
             }
         }
+    }
+
+    /// <summary>The files of checkpoint <paramref name="token"/>: its own directories, and the hybrid log and object
+    /// log segments with their current lengths. Bytes below the checkpoint's final address never change afterwards
+    /// (later writes go to higher addresses), and bytes beyond it are ignored when recovering from it, so the
+    /// lengths may include later data harmlessly.</summary>
+    private List<(string, long)> BuildManifest(Guid token)
+    {
+        var tokenText = token.ToString();
+        var files = new List<(string, long)>();
+        foreach (var path in Directory.EnumerateFiles(_dir, "*", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(_dir, path);
+            bool isCheckpoint = rel.StartsWith("checkpoints" + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+            bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal);
+            if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && isData))
+                files.Add((rel, new FileInfo(path).Length));
+        }
+        files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+        return files;
     }
 
     /// <summary>Opens a reader that streams <paramref name="snapshot"/> as one byte stream (header, files,
@@ -387,6 +409,31 @@ public sealed class KvStateMachine : IDisposable
             AppliedIndex = 0;
             AppliedTerm = 0;
             Load();
+        }
+    }
+
+    /// <summary>Throws <see cref="ErrorKind.StorageError"/> if the disk holding the store is nearly full (checked
+    /// at most every 20 ms unless forced).</summary>
+    private void EnsureFreeSpace(bool force)
+    {
+        long now = Environment.TickCount64;
+        if (!force && now < _nextSpaceCheck) return;
+        _nextSpaceCheck = now + 20;
+        long free;
+        try
+        {
+            free = new DriveInfo(_dir).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return; // cannot tell; let the write itself fail if it must
+        }
+        long min = _options.EffectiveMinFreeDiskBytes;
+        if (free < min)
+        {
+            _nextSpaceCheck = 0; // check again next time
+            throw new SkiffException(ErrorKind.StorageError,
+                $"disk full: {free} bytes free under {_dir}, the key-value store needs at least {min} to write safely");
         }
     }
 

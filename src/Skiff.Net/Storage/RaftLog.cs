@@ -37,6 +37,12 @@ public sealed record RaftLogOptions
     /// <summary>How many entries before a snapshot's index <see cref="RaftLog.CompactUntil"/> keeps, so slightly
     /// lagging followers can still be served from the log.</summary>
     public long KeepTail { get; init; } = 1000;
+    /// <summary>Appends are refused with <see cref="ErrorKind.StorageError"/> while the disk has less free space
+    /// than this: once FASTER's in-memory buffer is full, an append waits for page flushes, which never complete on
+    /// a full disk. Null: the in-memory buffer plus 16 MiB.</summary>
+    public long? MinFreeDiskBytes { get; init; }
+
+    internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (1L << MemorySizeBits) + (16L << 20);
 }
 
 /// <summary>
@@ -82,6 +88,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     private readonly Queue<Batch> _queue = new();
     private Exception? _failed;
     private bool _disposed;
+    private long _nextSpaceCheck;
 
     private readonly SemaphoreSlim _signal = new(0);
     private readonly CancellationTokenSource _stop = new();
@@ -252,6 +259,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         lock (_append)
         {
             ThrowIfFailed();
+            EnsureFreeSpace();
             long first = entries[0].Index;
             if (first <= _pendingBase || first > _pendingLast + 1)
                 throw new ArgumentException(
@@ -397,6 +405,22 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
             var err = new SkiffException(ErrorKind.StorageError, $"appending to {_logPath}: {e.Message}", e);
             _failed ??= err;
             throw err;
+        }
+    }
+
+    private void EnsureFreeSpace()
+    {
+        long now = Environment.TickCount64;
+        if (now < _nextSpaceCheck) return;
+        _nextSpaceCheck = now + 20;
+        long free;
+        try { free = new DriveInfo(_dir).AvailableFreeSpace; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException) { return; }
+        long min = _options.EffectiveMinFreeDiskBytes;
+        if (free < min)
+        {
+            _nextSpaceCheck = 0;
+            throw new SkiffException(ErrorKind.StorageError, $"disk full: {free} bytes free under {_dir}, the log needs at least {min} to append safely");
         }
     }
 

@@ -30,7 +30,7 @@ public sealed class SnapshotReader : IDisposable
     {
         Snapshot = snapshot;
         if (snapshot.Files.Count == 0)
-            throw new ArgumentException("this snapshot has no file manifest (recovered at open); take a new one to stream it", nameof(snapshot));
+            throw new ArgumentException("this snapshot has no file manifest", nameof(snapshot));
         var ms = new MemoryStream();
         var w = new BinaryWriter(ms, Encoding.UTF8);
         w.Write(snapshot.Index);
