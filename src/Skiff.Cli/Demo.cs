@@ -299,6 +299,10 @@ internal static class Demo
     {
         var addresses = new[] { "127.0.0.1", "127.0.0.2", "127.0.0.3" }.Select(IPAddress.Parse).ToArray();
         bool Free(int p) => addresses.All(a => IsFree(a, p));
+        foreach (var a in addresses)
+            if (!IsFree(a, 0))
+                throw new CliException(Exit.ServeFailed,
+                    $"cannot listen on {a}: the demo needs 127.0.0.1-3 (on macOS: sudo ifconfig lo0 alias {a} up)");
         if (requested != 0)
         {
             if (requested is < 1 or > 65535) throw new CliException(Exit.Usage, $"--port {requested} is not between 1 and 65535");
