@@ -124,13 +124,15 @@ internal static class Demo
         nodes[1].Start();
         nodes[2].Start();
         view.Note($"node 2 (pid {nodes[1].Pid}) and node 3 (pid {nodes[2].Pid}) started, joining through node 1");
+        ClusterStatus? current = null;
         var formed = await Until(view, "3 voters agree on a leader", 40, ct, async () =>
         {
-            var s = await Status(cluster, ct);
+            var s = current = await Status(cluster, ct);
             return s is { LeaderId: not null } && s.Members.Count == 3
                    && s.Members.All(m => m.Reachable && m.Voter && m.LeaderId == s.LeaderId && m.AppliedIndex == m.CommitIndex);
         });
-        view.Note($"cluster formed in {formed.TotalSeconds:0.0} s: leader is {NameOf(nodes, view.Status, view.Status?.LeaderId)}");
+        view.Status = current;
+        view.Note($"cluster formed in {formed.TotalSeconds:0.0} s: leader is {NameOf(nodes, current, current?.LeaderId)}");
         view.Snapshot();
 
         // 2. Writes and reads through different nodes.
@@ -214,11 +216,13 @@ internal static class Demo
             }
             failover.Stop();
             expected["demo/after-failover"] = "accepted by the new leader";
-            var after = await Until(view, "a new leader is known", 10, ct, async () => (await Status(cluster, ct))?.LeaderId is { } l && l != before.LeaderId);
-            var newLeader = view.Status?.Members.FirstOrDefault(m => m.Id == view.Status.LeaderId);
+            await Until(view, "a new leader is known", 10, ct, async () =>
+                (current = await Status(cluster, ct))?.LeaderId is { } l && l != before.LeaderId);
+            view.Status = current;
+            var newLeader = current?.Members.FirstOrDefault(m => m.Id == current.LeaderId);
             summary.Victim = victim.Number;
             summary.FailoverMs = failover.ElapsedMilliseconds;
-            summary.NewLeader = NameOf(nodes, view.Status, view.Status?.LeaderId);
+            summary.NewLeader = NameOf(nodes, current, current?.LeaderId);
             summary.NewTerm = newLeader?.Term ?? 0;
             view.Note($"writes accepted again {failover.ElapsedMilliseconds} ms after the kill ({attempts} attempt{(attempts == 1 ? "" : "s")}); new leader {summary.NewLeader} in term {summary.NewTerm}");
             for (var i = 0; i < 5; i++)

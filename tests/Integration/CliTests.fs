@@ -278,6 +278,7 @@ let private demoTest =
               "none left running"
               "demo finished in" ] do
             Expect.stringContains output line "summary line"
+        Expect.isTrue (Regex.IsMatch(output, @"writes accepted again after \d+ ms \(new leader node [1-3], term [2-9]")) "the new leader is named"
         let intact = Regex.Match(output, @"data intact \((\d+)/(\d+) keys\)")
         Expect.equal intact.Groups[1].Value intact.Groups[2].Value "every key intact"
         let pids = [ for m in Regex.Matches(output, @"pid (\d+)") -> int m.Groups[1].Value ]
