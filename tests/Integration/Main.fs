@@ -11,7 +11,18 @@ let private all: Test list =
       // storage:end
 
       // runtime:begin
+      Skiff.Integration.RuntimeTests.tests
       // runtime:end
+
+      // facade:begin
+      FacadeTests.tests
+      FSharpApiTests.tests
+      SamplesTests.tests
+      // facade:end
+
+      // cli:begin
+      CliTests.tests
+      // cli:end
     ]
 
 [<EntryPoint>]

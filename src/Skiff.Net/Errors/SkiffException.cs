@@ -50,6 +50,9 @@ public enum ErrorKind
     StorageCorrupted,
     /// <summary>Not enough members of the cluster are reachable to make progress.</summary>
     NoQuorum,
+
+    /// <summary>An argument is out of range (a negative timeout, an empty peer list, a bad size limit).</summary>
+    InvalidArgument,
 }
 
 /// <summary>The one exception type Skiff's public API throws; <see cref="Kind"/> says what went wrong.</summary>
