@@ -140,6 +140,11 @@ public sealed class SkiffServer : IAsyncDisposable
     {
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0) throw new InvalidOperationException("already started");
         if (_storage is null) throw new SkiffException(ErrorKind.StreamClosed, "the node was shut down");
+        if (_options.MinThreadPoolThreads > 0)
+        {
+            ThreadPool.GetMinThreads(out var workers, out var io);
+            if (workers < _options.MinThreadPoolThreads) ThreadPool.SetMinThreads(_options.MinThreadPoolThreads, io);
+        }
         try
         {
             var snapshot = _snapshots!.Latest;
