@@ -279,15 +279,16 @@ let tests =
               use client = new SkiffGrpcClient([ follower.Address ])
               use cts = new CancellationTokenSource(TimeSpan.FromSeconds 20.0)
               let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+              // Resuming from the next index makes the stream complete whenever the server registers the watch.
+              let from0 = leader.CommitIndex + 1L
               let watching =
                   task {
-                      let e = client.WatchAsync("w/", 0L, cts.Token).GetAsyncEnumerator(cts.Token)
+                      let e = client.WatchAsync("w/", from0, cts.Token).GetAsyncEnumerator(cts.Token)
                       let mutable go = true
                       while go do
                           let! more = e.MoveNextAsync()
                           if more then seen.Enqueue e.Current else go <- false
                   }
-              waitUntil 5.0 "the watch is registered" (fun () -> (Thread.Sleep 50; true))
               put leader "w/a" "1"
               put leader "other" "x"
               put leader "w/b" "2"
