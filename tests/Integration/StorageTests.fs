@@ -146,6 +146,62 @@ let private logTests =
             Expect.equal log.DroppedTornRecords.Count 0 "nothing new dropped"
             Expect.equal (readAll log |> List.map (fun e -> e.Term)) ([ for _ in 1 .. 9 -> 1L ] @ [ 2L; 2L; 2L ]) "terms"
 
+        testCase "random appends, suffix replacements, compactions, resets and reopens match a model" <| fun () ->
+            let seed = match Environment.GetEnvironmentVariable "SKIFF_LOG_MODEL_SEED" with | null | "" -> Random.Shared.Next() | v -> int v
+            printfn "log model test: seed=%d (replay with SKIFF_LOG_MODEL_SEED=%d)" seed seed
+            let rng = Random seed
+            use tmp = new TempDir "model"
+            let opts = RaftLogOptions(KeepTail = 3L, PageSizeBits = 12, MemorySizeBits = 14, SegmentSizeBits = 16)
+            let mutable log = RaftLog.Open(tmp.Path, opts)
+            // The model: base (index, term) and the terms of base+1 .. last.
+            let mutable baseIndex = 0L
+            let mutable baseTerm = 0L
+            let terms = List<int64>()
+            let last () = baseIndex + int64 terms.Count
+            let termAt i = if i = baseIndex then baseTerm else terms[int (i - baseIndex - 1L)]
+            let mutable term = 1L
+            try
+                for step in 1 .. 300 do
+                    let ctx = sprintf "seed %d step %d" seed step
+                    match rng.Next 10 with
+                    | 0 when last () > baseIndex ->
+                        let s = baseIndex + 1L + int64 (rng.Next(int (last () - baseIndex)))
+                        log.CompactUntil(s).Wait()
+                        let nb = min (s - 3L) (last ())
+                        if nb > baseIndex then
+                            let t = termAt nb
+                            terms.RemoveRange(0, int (nb - baseIndex))
+                            baseIndex <- nb
+                            baseTerm <- t
+                    | 1 ->
+                        let s = baseIndex + int64 (rng.Next(int (last () - baseIndex) + 5))
+                        let t = if s <= last () && rng.Next 2 = 0 then termAt s else term + 1L
+                        let keep = s <= last () && termAt s = t
+                        log.ResetToSnapshot(s, t, keep).Wait()
+                        if keep then terms.RemoveRange(0, int (s - baseIndex)) else terms.Clear()
+                        baseIndex <- s
+                        baseTerm <- t
+                        term <- max term t
+                    | 2 ->
+                        log.Dispose()
+                        log <- RaftLog.Open(tmp.Path, opts)
+                    | _ ->
+                        if rng.Next 4 = 0 then term <- term + 1L
+                        let first = baseIndex + 1L + int64 (rng.Next(int (last () - baseIndex) + 1))
+                        let n = rng.Next(1, 6)
+                        append log (entries first (first + int64 n - 1L) term)
+                        terms.RemoveRange(int (first - baseIndex - 1L), terms.Count - int (first - baseIndex - 1L))
+                        for _ in 1 .. n do terms.Add term
+                    Expect.equal (log.FirstIndex, log.LastIndex) (baseIndex + 1L, last ()) (ctx + ": bounds")
+                    Expect.equal (log.TermAt baseIndex) (Nullable baseTerm) (ctx + ": base term")
+                    let got = readAll log |> List.map (fun e -> e.Index, e.Term, e.Payload)
+                    let want = [ for i in baseIndex + 1L .. last () -> i, termAt i ]
+                    Expect.equal (got |> List.map (fun (i, t, _) -> i, t)) want (ctx + ": entries")
+                    for (i, t, p) in got do
+                        if not (p.AsSpan().SequenceEqual(ReadOnlySpan(payloadOf i t))) then failtestf "%s: payload of %d" ctx i
+            finally
+                log.Dispose()
+
         testCase "corruption in the middle is StorageCorrupted naming the file" <| fun () ->
             use tmp = new TempDir "middle"
             using (RaftLog.Open(tmp.Path)) (fun log -> append log (entries 1L 10L 1L))

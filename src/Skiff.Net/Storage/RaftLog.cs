@@ -76,7 +76,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     // Durable view (guarded by _state).
     private readonly object _state = new();
     private long _baseIndex;      // entries <= _baseIndex are gone
-    private long _baseTerm = -1;  // term at _baseIndex, -1 if unknown
+    private long _baseTerm;       // term at _baseIndex (0 for a new log), -1 if unknown
     private readonly List<long> _terms = new();
     private readonly List<long> _addresses = new();
     private long _baseAddress;    // address of the Base record (or first entry) to truncate until when empty
@@ -224,7 +224,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     {
         lock (_state)
         {
-            if (index == _baseIndex) return index == 0 ? 0 : _baseTerm >= 0 ? _baseTerm : null;
+            if (index == _baseIndex) return _baseTerm >= 0 ? _baseTerm : null;
             if (index < _baseIndex || index > LastIndexUnlocked) return null;
             return _terms[(int)(index - _baseIndex - 1)];
         }
@@ -388,9 +388,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         }
         _signal.Release();
         await batch.Done.Task.ConfigureAwait(false);
-        long truncateAt;
+        // Keep this base record: truncate at it or at the first live entry, whichever comes first. (Entries may
+        // have been appended since, after the record; truncating at them would lose the base's term.)
+        long truncateAt = batch.Addresses[0];
         lock (_state)
-            truncateAt = _addresses.Count > 0 ? _addresses[0] : _baseAddress;
+            if (_addresses.Count > 0) truncateAt = Math.Min(truncateAt, _addresses[0]);
         _log.TruncateUntil(truncateAt);
     }
 
@@ -541,6 +543,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         var skipped = new HashSet<long>();
         long lastValidAddress = -1;
         bool started = false;
+        bool inferred = false; // base taken from the first entry, not from a Base record
         try
         {
             using var iter = _log.Scan(_log.BeginAddress, _log.TailAddress, scanUncommitted: false);
@@ -570,6 +573,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                             _baseIndex = index - 1;
                             _baseTerm = index == 1 ? 0 : -1;
                             started = true;
+                            inferred = true;
                         }
                         if (index <= _baseIndex || index > LastIndexUnlocked + 1)
                             throw Corrupt(address, $"entry {index} cannot follow a log of ({_baseIndex}, {LastIndexUnlocked}]");
@@ -580,8 +584,14 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                     case TypeBase:
                     case TypeReset:
                         if (started && index < _baseIndex)
+                        {
+                            // An older base record that survived truncation behind entries written before it: it
+                            // drops nothing more. Behind a base read from a record, it cannot happen.
+                            if (inferred && type == TypeBase) break;
                             throw Corrupt(address, $"base {index} behind base {_baseIndex}");
+                        }
                         started = true;
+                        inferred = false;
                         ApplyBase(type, index, term, address);
                         break;
                     case TypeSkip:
