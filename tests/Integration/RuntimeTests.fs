@@ -487,4 +487,9 @@ let tests =
               Expect.equal (client.GetAsync("g/1").Result) null "deleted"
               let status = client.ClusterStatusAsync().Result
               Expect.equal status.Members.Count 3 "status lists members"
+              // Errors keep their kind across gRPC.
+              expectError [ ErrorKind.InvalidKey ] "an empty key" (fun () -> client.InsertAsync("", bytes "x").Wait())
+              expectError [ ErrorKind.InvalidKey ] "a key with NUL" (fun () -> client.InsertAsync("a\000b", bytes "x").Wait())
+              use dead = new SkiffGrpcClient([ sprintf "127.0.0.9:%d" c.Port ])
+              expectError [ ErrorKind.ClientConnectFailed ] "no member reachable" (fun () -> dead.GetAsync("k").Wait())
           } ]

@@ -375,11 +375,8 @@ public sealed class SkiffServer : IAsyncDisposable
 
     // ------------------------------------------------------------------ key-value calls
 
-    private static void CheckKey(string key)
-    {
-        if (string.IsNullOrEmpty(key) || System.Text.Encoding.UTF8.GetByteCount(key) > 4096)
-            throw new SkiffException(ErrorKind.InvalidKey, "a key must be 1 to 4096 UTF-8 bytes");
-    }
+    // The storage's rules (non-empty, no NUL, at most 4096 UTF-8 bytes), checked before anything is proposed.
+    private static void CheckKey(string key) => Skiff.Net.Storage.KvStateMachine.ValidateKey(key);
 
     internal async Task<(CommandResult? Result, long Index)> ProposeAsync(Command command, bool forwarded, CancellationToken ct,
         Func<SkiffGrpcClient, CancellationToken, Task<(CommandResult?, long)>> remote)
