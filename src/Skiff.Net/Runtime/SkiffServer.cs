@@ -322,8 +322,11 @@ public sealed class SkiffServer : IAsyncDisposable
 
     /// <summary>Runs a call locally, forwarding to the leader when this node is not it, retrying within the deadline
     /// while no leader is known or a retryable refusal comes back.</summary>
+    /// <remarks>A forwarded call whose outcome is unknown (the leader was reached, then the call broke) is retried
+    /// only when <paramref name="retryUnknown"/> (reads, idempotent membership calls); a write is not, since a retry
+    /// could apply it twice, or after a later write of another client.</remarks>
     internal async Task<T> RouteAsync<T>(Func<CancellationToken, Task<T>> local, Func<SkiffGrpcClient, CancellationToken, Task<T>>? remote,
-        bool forwarded, CancellationToken ct, TimeSpan? timeout = null)
+        bool forwarded, CancellationToken ct, TimeSpan? timeout = null, bool retryUnknown = true)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
         cts.CancelAfter(timeout ?? _options.RequestTimeout);
@@ -352,7 +355,7 @@ public sealed class SkiffServer : IAsyncDisposable
                     {
                         try { return await remote(ForwarderFor(address), token).ConfigureAwait(false); }
                         catch (SkiffException e) when (e.Kind is ErrorKind.NotLeader or ErrorKind.ClientConnectFailed
-                                                       or ErrorKind.RpcCallFailed or ErrorKind.StreamClosed)
+                                                       || (retryUnknown && e.Kind is ErrorKind.RpcCallFailed or ErrorKind.StreamClosed))
                         {
                             last = e;
                         }
@@ -382,7 +385,7 @@ public sealed class SkiffServer : IAsyncDisposable
         Func<SkiffGrpcClient, CancellationToken, Task<(CommandResult?, long)>> remote)
     {
         var bytes = CommandCodec.encode(command);
-        return await RouteAsync(t => Runtime.ProposeAsync(bytes, t), remote, forwarded, ct).ConfigureAwait(false);
+        return await RouteAsync(t => Runtime.ProposeAsync(bytes, t), remote, forwarded, ct, retryUnknown: false).ConfigureAwait(false);
     }
 
     /// <summary>Sets a key; returns the commit index of the write.</summary>
