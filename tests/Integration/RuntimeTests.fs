@@ -279,15 +279,16 @@ let tests =
               use client = new SkiffGrpcClient([ follower.Address ])
               use cts = new CancellationTokenSource(TimeSpan.FromSeconds 20.0)
               let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+              // Resuming from the next index makes the stream complete whenever the server registers the watch.
+              let from0 = leader.CommitIndex + 1L
               let watching =
                   task {
-                      let e = client.WatchAsync("w/", 0L, cts.Token).GetAsyncEnumerator(cts.Token)
+                      let e = client.WatchAsync("w/", from0, cts.Token).GetAsyncEnumerator(cts.Token)
                       let mutable go = true
                       while go do
                           let! more = e.MoveNextAsync()
                           if more then seen.Enqueue e.Current else go <- false
                   }
-              waitUntil 5.0 "the watch is registered" (fun () -> (Thread.Sleep 50; true))
               put leader "w/a" "1"
               put leader "other" "x"
               put leader "w/b" "2"
@@ -486,4 +487,9 @@ let tests =
               Expect.equal (client.GetAsync("g/1").Result) null "deleted"
               let status = client.ClusterStatusAsync().Result
               Expect.equal status.Members.Count 3 "status lists members"
+              // Errors keep their kind across gRPC.
+              expectError [ ErrorKind.InvalidKey ] "an empty key" (fun () -> client.InsertAsync("", bytes "x").Wait())
+              expectError [ ErrorKind.InvalidKey ] "a key with NUL" (fun () -> client.InsertAsync("a\000b", bytes "x").Wait())
+              use dead = new SkiffGrpcClient([ sprintf "127.0.0.9:%d" c.Port ])
+              expectError [ ErrorKind.ClientConnectFailed ] "no member reachable" (fun () -> dead.GetAsync("k").Wait())
           } ]

@@ -25,7 +25,32 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private readonly Action<Guid, long, SnapshotMeta> _sendSnapshot;
     private readonly CancellationTokenSource _stop = new();
     private readonly TimeSpan _tick;
-    private Task _loop = Task.CompletedTask, _ticker = Task.CompletedTask;
+    private Task _loop = Task.CompletedTask, _ticker = Task.CompletedTask, _loader = Task.CompletedTask;
+
+    // Log reads for LoadEntries block on storage, so they run on a thread of their own, never on the pool.
+    private readonly Channel<(LoadPurpose Purpose, long From, long To)> _loads =
+        Channel.CreateUnbounded<(LoadPurpose, long, long)>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
+
+    private void RunLoader()
+    {
+        var reader = _loads.Reader;
+        while (DedicatedThread.WaitToRead(reader))
+        {
+            while (reader.TryRead(out var load))
+            {
+                try
+                {
+                    var entries = _log.Read(load.From, load.To);
+                    Post(Event.NewEntriesLoaded(load.Purpose, ListModule.OfSeq(entries)));
+                }
+                catch (Exception ex)
+                {
+                    // The reducer asks again; an empty answer would mean "compacted" and send a snapshot.
+                    Console.Error.WriteLine($"skiff[{Id}]: reading entries {load.From}..{load.To} failed: {ex.Message}");
+                }
+            }
+        }
+    }
     private long _nextRequestId;
     private volatile bool _stopped;
 
@@ -88,6 +113,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         var first = _reducer.Init(start, options);
         _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
         _ticker = Task.Run(RunTicker);
+        _loader = DedicatedThread.Start("skiff-loader", RunLoader);
     }
 
     /// <summary>Posts an event for the loop. Safe from any thread; ignored after shutdown.</summary>
@@ -224,11 +250,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     var purpose = l.Item1;
                     var from = l.From;
                     var to = l.To;
-                    _ = Task.Run(() =>
-                    {
-                        var entries = _log.Read(from, to);
-                        Post(Event.NewEntriesLoaded(purpose, ListModule.OfSeq(entries)));
-                    });
+                    _loads.Writer.TryWrite((purpose, from, to));
                     break;
                 case Effect.Accepted acc:
                     if (_pending.Remove(acc.Item1, out var pa))
@@ -321,6 +343,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _inbox.Writer.TryComplete();
         try { await _loop.ConfigureAwait(false); } catch (Exception) { }
         try { await _ticker.ConfigureAwait(false); } catch (Exception) { }
+        _loads.Writer.TryComplete();
+        try { await _loader.ConfigureAwait(false); } catch (Exception) { }
         await _writer.DisposeAsync().ConfigureAwait(false);
         await _applier.DisposeAsync(shutdown).ConfigureAwait(false);
     }

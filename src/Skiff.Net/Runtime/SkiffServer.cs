@@ -140,6 +140,11 @@ public sealed class SkiffServer : IAsyncDisposable
     {
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0) throw new InvalidOperationException("already started");
         if (_storage is null) throw new SkiffException(ErrorKind.StreamClosed, "the node was shut down");
+        if (_options.MinThreadPoolThreads > 0)
+        {
+            ThreadPool.GetMinThreads(out var workers, out var io);
+            if (workers < _options.MinThreadPoolThreads) ThreadPool.SetMinThreads(_options.MinThreadPoolThreads, io);
+        }
         try
         {
             var snapshot = _snapshots!.Latest;
@@ -317,8 +322,11 @@ public sealed class SkiffServer : IAsyncDisposable
 
     /// <summary>Runs a call locally, forwarding to the leader when this node is not it, retrying within the deadline
     /// while no leader is known or a retryable refusal comes back.</summary>
+    /// <remarks>A forwarded call whose outcome is unknown (the leader was reached, then the call broke) is retried
+    /// only when <paramref name="retryUnknown"/> (reads, idempotent membership calls); a write is not, since a retry
+    /// could apply it twice, or after a later write of another client.</remarks>
     internal async Task<T> RouteAsync<T>(Func<CancellationToken, Task<T>> local, Func<SkiffGrpcClient, CancellationToken, Task<T>>? remote,
-        bool forwarded, CancellationToken ct, TimeSpan? timeout = null)
+        bool forwarded, CancellationToken ct, TimeSpan? timeout = null, bool retryUnknown = true)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
         cts.CancelAfter(timeout ?? _options.RequestTimeout);
@@ -347,7 +355,7 @@ public sealed class SkiffServer : IAsyncDisposable
                     {
                         try { return await remote(ForwarderFor(address), token).ConfigureAwait(false); }
                         catch (SkiffException e) when (e.Kind is ErrorKind.NotLeader or ErrorKind.ClientConnectFailed
-                                                       or ErrorKind.RpcCallFailed or ErrorKind.StreamClosed)
+                                                       || (retryUnknown && e.Kind is ErrorKind.RpcCallFailed or ErrorKind.StreamClosed))
                         {
                             last = e;
                         }
@@ -370,17 +378,14 @@ public sealed class SkiffServer : IAsyncDisposable
 
     // ------------------------------------------------------------------ key-value calls
 
-    private static void CheckKey(string key)
-    {
-        if (string.IsNullOrEmpty(key) || System.Text.Encoding.UTF8.GetByteCount(key) > 4096)
-            throw new SkiffException(ErrorKind.InvalidKey, "a key must be 1 to 4096 UTF-8 bytes");
-    }
+    // The storage's rules (non-empty, no NUL, at most 4096 UTF-8 bytes), checked before anything is proposed.
+    private static void CheckKey(string key) => Skiff.Net.Storage.KvStateMachine.ValidateKey(key);
 
     internal async Task<(CommandResult? Result, long Index)> ProposeAsync(Command command, bool forwarded, CancellationToken ct,
         Func<SkiffGrpcClient, CancellationToken, Task<(CommandResult?, long)>> remote)
     {
         var bytes = CommandCodec.encode(command);
-        return await RouteAsync(t => Runtime.ProposeAsync(bytes, t), remote, forwarded, ct).ConfigureAwait(false);
+        return await RouteAsync(t => Runtime.ProposeAsync(bytes, t), remote, forwarded, ct, retryUnknown: false).ConfigureAwait(false);
     }
 
     /// <summary>Sets a key; returns the commit index of the write.</summary>
