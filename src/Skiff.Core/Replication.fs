@@ -12,13 +12,20 @@ module Replication =
 
     /// Replaces one follower's progress (no-op if the peer is not tracked).
     let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
-        s |> withLead (fun lead -> if lead.Progress.ContainsKey peer then { lead with Progress = Map.add peer pr lead.Progress } else lead)
+        match s.Lead with
+        | Some lead when lead.Progress.ContainsKey peer -> { s with Lead = Some { lead with Progress = Map.add peer pr lead.Progress } }
+        | _ -> s
 
     /// One follower's progress, if this node leads and tracks it.
     let progress (peer: NodeId) (s: State) : Progress option =
-        s.Lead |> Option.bind (fun lead -> Map.tryFind peer lead.Progress)
+        match s.Lead with
+        | Some lead -> Map.tryFind peer lead.Progress
+        | None -> None
 
-    let private round (s: State) = s.Lead |> Option.map (fun l -> l.Round) |> Option.defaultValue 0L
+    let private round (s: State) =
+        match s.Lead with
+        | Some l -> l.Round
+        | None -> 0L
 
     let private sendAppend (peer: NodeId) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
         State.send
@@ -91,7 +98,7 @@ module Replication =
     let broadcast (s: State) : State =
         match s.Lead with
         | None -> s
-        | Some lead -> lead.Progress |> Map.keys |> Seq.toList |> List.fold (fun s peer -> fill peer s) s
+        | Some lead -> lead.Progress |> Map.fold (fun s peer _ -> fill peer s) s
 
     /// Starts a new round: every follower gets a message carrying it now (an empty AppendEntries at its match
     /// index, or a fresh probe), which confirms leadership for reads and CheckQuorum and carries the commit index.
@@ -101,9 +108,8 @@ module Replication =
         | Some lead ->
             let s = { s with Lead = Some { lead with Round = lead.Round + 1L; HeartbeatElapsed = 0 } }
             lead.Progress
-            |> Map.toList
-            |> List.fold
-                (fun s (peer, pr) ->
+            |> Map.fold
+                (fun s peer pr ->
                     match pr.Mode with
                     | ProgressMode.Probe ->
                         // Retry the probe (it may have been lost); it doubles as the heartbeat.
@@ -154,7 +160,11 @@ module Replication =
             s
 
     let private contiguous (prev: LogIndex) (entries: Entry list) =
-        entries |> List.mapi (fun k e -> e.Index = prev + 1L + int64 k) |> List.forall id
+        let rec go expected (es: Entry list) =
+            match es with
+            | e :: rest -> e.Index = expected && go (expected + 1L) rest
+            | [] -> true
+        go (prev + 1L) entries
 
     /// A follower handles AppendEntries of its current term from its leader: check the entry before the new ones,
     /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
@@ -296,18 +306,26 @@ module Replication =
             let voters = s.Voters
             if voters.IsEmpty then s
             else
-                let matchOf v =
-                    if v = s.Id then s.Log.Persisted
-                    else lead.Progress |> Map.tryFind v |> Option.map (fun p -> p.Match) |> Option.defaultValue 0L
-                let sorted = voters |> Seq.map matchOf |> Seq.sortDescending |> Seq.toArray
-                let n = sorted[State.quorum voters - 1]
+                // A plain array and an in-place sort of it (no Seq pipeline on every leader step).
+                let matches = Array.zeroCreate<LogIndex> voters.Count
+                let mutable k = 0
+                for v in voters do
+                    matches[k] <-
+                        if v = s.Id then s.Log.Persisted
+                        else
+                            match Map.tryFind v lead.Progress with
+                            | Some p -> p.Match
+                            | None -> 0L
+                    k <- k + 1
+                System.Array.Sort matches
+                // The quorum-th largest.
+                let n = matches[matches.Length - State.quorum voters]
                 if n > s.Commit && LogView.termAt n s.Log = Some s.Term then
                     let s = { s with Commit = n }
                     // Tell idle followers about the new commit index now rather than at the next heartbeat.
                     lead.Progress
-                    |> Map.toList
-                    |> List.fold
-                        (fun s (peer, pr) ->
+                    |> Map.fold
+                        (fun s peer pr ->
                             if pr.Mode = ProgressMode.Replicate && pr.Inflight.IsEmpty && not pr.Loading then
                                 match LogView.termAt pr.Match s.Log with
                                 | Some t -> sendAppend peer pr.Match t [] s
