@@ -144,11 +144,11 @@ module Raft =
             let mutable active = 0
             for v in voters do
                 if v = s.Id
-                   || (match Map.tryFind v lead.Progress with
+                   || (match PeerMap.tryFind v lead.Progress with
                        | Some p -> p.Active
                        | None -> false) then
                     active <- active + 1
-            let reset = lead.Progress |> Map.map (fun _ p -> { p with Active = false })
+            let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
             let s = { s with Lead = Some { lead with Progress = reset; QuorumElapsed = 0 } }
             if s.Options.CheckQuorum && active < State.quorum voters then State.becomeFollower s.Term None s else s
 

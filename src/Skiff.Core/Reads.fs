@@ -23,7 +23,7 @@ module Reads =
         let mutable acks = 0
         for v in voters do
             if v = s.Id
-               || (match Map.tryFind v lead.Progress with
+               || (match PeerMap.tryFind v lead.Progress with
                    | Some pr -> pr.AckRound >= round
                    | None -> false) then
                 acks <- acks + 1

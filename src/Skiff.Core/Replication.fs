@@ -13,13 +13,13 @@ module Replication =
     /// Replaces one follower's progress (no-op if the peer is not tracked).
     let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
         match s.Lead with
-        | Some lead when lead.Progress.ContainsKey peer -> { s with Lead = Some { lead with Progress = Map.add peer pr lead.Progress } }
+        | Some lead when lead.Progress.ContainsKey peer -> { s with Lead = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
         | _ -> s
 
     /// One follower's progress, if this node leads and tracks it.
     let progress (peer: NodeId) (s: State) : Progress option =
         match s.Lead with
-        | Some lead -> Map.tryFind peer lead.Progress
+        | Some lead -> PeerMap.tryFind peer lead.Progress
         | None -> None
 
     let private round (s: State) =
@@ -98,7 +98,7 @@ module Replication =
     let broadcast (s: State) : State =
         match s.Lead with
         | None -> s
-        | Some lead -> lead.Progress |> Map.fold (fun s peer _ -> fill peer s) s
+        | Some lead -> lead.Progress |> PeerMap.fold (fun s peer _ -> fill peer s) s
 
     /// Starts a new round: every follower gets a message carrying it now (an empty AppendEntries at its match
     /// index, or a fresh probe), which confirms leadership for reads and CheckQuorum and carries the commit index.
@@ -108,7 +108,7 @@ module Replication =
         | Some lead ->
             let s = { s with Lead = Some { lead with Round = lead.Round + 1L; HeartbeatElapsed = 0 } }
             lead.Progress
-            |> Map.fold
+            |> PeerMap.fold
                 (fun s peer pr ->
                     match pr.Mode with
                     | ProgressMode.Probe ->
@@ -313,7 +313,7 @@ module Replication =
                     matches[k] <-
                         if v = s.Id then s.Log.Persisted
                         else
-                            match Map.tryFind v lead.Progress with
+                            match PeerMap.tryFind v lead.Progress with
                             | Some p -> p.Match
                             | None -> 0L
                     k <- k + 1
@@ -324,7 +324,7 @@ module Replication =
                     let s = { s with Commit = n }
                     // Tell idle followers about the new commit index now rather than at the next heartbeat.
                     lead.Progress
-                    |> Map.fold
+                    |> PeerMap.fold
                         (fun s peer pr ->
                             if pr.Mode = ProgressMode.Replicate && pr.Inflight.IsEmpty && not pr.Loading then
                                 match LogView.termAt pr.Match s.Log with
