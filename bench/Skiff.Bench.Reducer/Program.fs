@@ -2,6 +2,7 @@
 ///   dotnet run -c Release --project bench/Skiff.Bench.Reducer -- --quick     (Stopwatch loops, a few seconds)
 ///   dotnet run -c Release --project bench/Skiff.Bench.Reducer                (BenchmarkDotNet, all benchmarks)
 ///   dotnet run -c Release --project bench/Skiff.Bench.Reducer -- --job short (BenchmarkDotNet, short job)
+///   ... -- --job short --filter '*LeaderPropose*'                             (one benchmark class)
 /// Every mode ends with one line per benchmark:
 ///   reducer <name> batch=<n> events_s=<events per second> alloc_b_per_event=<bytes> cycle_us=<µs per cycle>
 module Skiff.Bench.Reducer.Program
@@ -93,7 +94,11 @@ let main argv =
         quick seconds
         0
     | _ ->
-        let summaries = BenchmarkSwitcher.FromAssembly(typeof<LeaderPropose>.Assembly).RunAll(BenchmarkDotNet.Configs.DefaultConfig.Instance, argv)
+        let switcher = BenchmarkSwitcher.FromAssembly(typeof<LeaderPropose>.Assembly)
+        // RunAll ignores --filter; Run honours it (but prompts for a choice when no filter is given).
+        let summaries =
+            if argv |> Array.exists (fun a -> a = "--filter" || a.StartsWith "--filter=") then switcher.Run(argv) |> Seq.toArray
+            else switcher.RunAll(BenchmarkDotNet.Configs.DefaultConfig.Instance, argv) |> Seq.toArray
         for summary in summaries do
             for report in summary.Reports do
                 let bc = report.BenchmarkCase
