@@ -177,14 +177,27 @@ module LogView =
         if from > upTo then Some []
         elif from < log.WindowStart || upTo > log.LastIndex then None
         else
-            let rec take i count bytes acc =
-                if i > upTo || count >= maxCount || not (log.Window.Contains i) then List.rev acc
+            // First find where the cut falls, then build the list back to front: one list, no List.rev copy.
+            let mutable last = from - 1L
+            let mutable count = 0
+            let mutable bytes = 0
+            let mutable go = true
+            while go do
+                let i = last + 1L
+                if i > upTo || count >= maxCount || not (log.Window.Contains i) then go <- false
                 else
-                    let e = log.Window.Get i
-                    let size = entrySize e
-                    if count > 0 && bytes + size > maxBytes then List.rev acc
-                    else take (i + 1L) (count + 1) (bytes + size) (e :: acc)
-            Some(take from 0 0 [])
+                    let size = entrySize (log.Window.Get i)
+                    if count > 0 && bytes + size > maxBytes then go <- false
+                    else
+                        last <- i
+                        count <- count + 1
+                        bytes <- bytes + size
+            let mutable acc = []
+            let mutable i = last
+            while i >= from do
+                acc <- log.Window.Get i :: acc
+                i <- i - 1L
+            Some acc
 
     /// Removes entries from the front of the window until it holds at most `windowSize` entries.
     let private trimWindow (windowSize: int) (log: LogView) : LogView =
@@ -199,7 +212,7 @@ module LogView =
         // the window in one go (one copy of its tail per batch, not a tree insertion per entry).
         let mutable last = log.LastIndex
         let mutable bounds = log.Boundaries
-        let kept = ResizeArray<Entry>()
+        let kept = ResizeArray<Entry>(List.length entries)
         for e in entries do
             if e.Index = last + 1L then
                 match bounds with
