@@ -10,6 +10,7 @@ module Skiff.Bench.Reducer.Program
 open System
 open System.Diagnostics
 open BenchmarkDotNet.Running
+open BenchmarkDotNet.Configs
 open Skiff.Core
 open Driver
 open Benchmarks
@@ -95,10 +96,17 @@ let main argv =
         0
     | _ ->
         let switcher = BenchmarkSwitcher.FromAssembly(typeof<LeaderPropose>.Assembly)
+        // BenchmarkDotNet rebuilds this project (F#, with Skiff.Core) per job; its default 2-minute build timeout is
+        // too short on a busy shared box. Artifacts go under bin/, not into the working tree.
+        let config =
+            ManualConfig
+                .Create(DefaultConfig.Instance)
+                .WithBuildTimeout(TimeSpan.FromMinutes 10.0)
+                .WithArtifactsPath(IO.Path.Combine(AppContext.BaseDirectory, "BenchmarkDotNet.Artifacts"))
         // RunAll ignores --filter; Run honours it (but prompts for a choice when no filter is given).
         let summaries =
-            if argv |> Array.exists (fun a -> a = "--filter" || a.StartsWith "--filter=") then switcher.Run(argv) |> Seq.toArray
-            else switcher.RunAll(BenchmarkDotNet.Configs.DefaultConfig.Instance, argv) |> Seq.toArray
+            if argv |> Array.exists (fun a -> a = "--filter" || a.StartsWith "--filter=") then switcher.Run(argv, config) |> Seq.toArray
+            else switcher.RunAll(config, argv) |> Seq.toArray
         for summary in summaries do
             for report in summary.Reports do
                 let bc = report.BenchmarkCase
