@@ -8,7 +8,7 @@ module Election =
     /// A fresh leader: track every peer, then append a Noop of the new term so earlier entries can commit.
     let becomeLeader (s: State) : State =
         let lead =
-            { Progress = Map.empty
+            { Progress = PeerMap.empty
               Round = 0L
               HeartbeatElapsed = 0
               QuorumElapsed = 0

@@ -1,5 +1,99 @@
 namespace Skiff.Core
 
+/// An immutable, dense run of log entries [Start, End - 1], for the in-memory window. Entries sit in immutable
+/// chunks of 32 (never written after publication) plus a short tail, so a lookup is two array reads, appending
+/// copies at most the tail (and, once per 32 entries, the array of chunk references), and dropping the oldest
+/// entries drops whole chunks. This replaces a Map<LogIndex, Entry>, whose every add/remove/lookup walked and
+/// rebuilt a balanced tree. No array is ever mutated once a value holding it exists, so values can be shared
+/// freely between States.
+[<Sealed>]
+type EntryWindow private (baseIdx: LogIndex, start: LogIndex, full: Entry[][], tail: Entry[]) =
+    static let chunk = 32
+    static let emptyChunks: Entry[][] = [||]
+    static let emptyTail: Entry[] = [||]
+
+    /// An empty window whose next entry will be `start`.
+    static member Empty(start: LogIndex) = EntryWindow(start, start, emptyChunks, emptyTail)
+
+    /// First index held.
+    member _.Start = start
+
+    /// One past the last index held.
+    member _.End = baseIdx + int64 (full.Length * chunk + tail.Length)
+
+    /// Whether `i` is held.
+    member this.Contains(i: LogIndex) = i >= start && i < this.End
+
+    /// The entry at `i`; `i` must be held (see Contains).
+    member _.Get(i: LogIndex) : Entry =
+        let off = int (i - baseIdx)
+        let c = off / chunk
+        if c < full.Length then full[c][off % chunk] else tail[off - full.Length * chunk]
+
+    /// Appends entries that follow End directly (the caller checks contiguity).
+    member this.Append(es: Entry[]) : EntryWindow =
+        if es.Length = 0 then this
+        else
+            let combined = tail.Length + es.Length
+            let at p = if p < tail.Length then tail[p] else es[p - tail.Length]
+            let newChunks = combined / chunk
+            let rest = combined % chunk
+            let full =
+                if newChunks = 0 then full
+                else
+                    let f = Array.zeroCreate (full.Length + newChunks)
+                    Array.blit full 0 f 0 full.Length
+                    for k in 0 .. newChunks - 1 do
+                        let c = Array.zeroCreate chunk
+                        for j in 0 .. chunk - 1 do
+                            c[j] <- at (k * chunk + j)
+                        f[full.Length + k] <- c
+                    f
+            let t =
+                if rest = 0 then emptyTail
+                else
+                    let t = Array.zeroCreate rest
+                    for j in 0 .. rest - 1 do
+                        t[j] <- at (newChunks * chunk + j)
+                    t
+            EntryWindow(baseIdx, start, full, t)
+
+    /// Forgets entries before `newStart`.
+    member this.DropBefore(newStart: LogIndex) : EntryWindow =
+        if newStart <= start then this
+        elif newStart >= this.End then EntryWindow.Empty newStart
+        else
+            let k = min full.Length (int ((newStart - baseIdx) / int64 chunk))
+            if k = 0 then EntryWindow(baseIdx, newStart, full, tail)
+            else EntryWindow(baseIdx + int64 (k * chunk), newStart, Array.sub full k (full.Length - k), tail)
+
+    /// Keeps only entries before `i` (a truncation; rare, so it simply rebuilds). The result starts at
+    /// min(Start, i).
+    member this.TakeBefore(i: LogIndex) : EntryWindow =
+        if i >= this.End then this
+        elif i <= start then EntryWindow.Empty i
+        else EntryWindow.Empty(start).Append(Array.init (int (i - start)) (fun k -> this.Get(start + int64 k)))
+
+    /// The entries held, oldest first.
+    member this.ToList() : Entry list = List.init (int (this.End - start)) (fun k -> this.Get(start + int64 k))
+
+    override this.Equals(o: obj) =
+        match o with
+        | :? EntryWindow as w ->
+            w.Start = start
+            && w.End = this.End
+            && (let mutable eq = true
+                let mutable i = start
+                while eq && i < this.End do
+                    eq <- this.Get i = w.Get i
+                    i <- i + 1L
+                eq)
+        | _ -> false
+
+    override this.GetHashCode() = hash (start, this.End)
+
+    override this.ToString() = sprintf "EntryWindow[%d..%d]" start (this.End - 1L)
+
 /// The reducer's view of its own log. It deliberately does not hold the whole log: only the term boundaries (first
 /// index of every term, enough to answer "what term is entry i?" for any stored index) and a bounded window of recent
 /// entries. Older entries live only in storage and are fetched with Effect.LoadEntries.
@@ -13,8 +107,8 @@ type LogView =
       Boundaries: (LogIndex * Term) list
       /// First index held in Window; the window is the contiguous range [WindowStart, LastIndex].
       WindowStart: LogIndex
-      /// Recent entries kept in memory, by index.
-      Window: Map<LogIndex, Entry>
+      /// Recent entries kept in memory: exactly [WindowStart, LastIndex].
+      Window: EntryWindow
       /// Highest index known to be durable on this node (from Event.Persisted).
       Persisted: LogIndex }
 
@@ -27,13 +121,19 @@ module LogView =
           LastIndex = baseIndex
           Boundaries = [ baseIndex, baseTerm ]
           WindowStart = baseIndex + 1L
-          Window = Map.empty
+          Window = EntryWindow.Empty(baseIndex + 1L)
           Persisted = baseIndex }
 
     /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
     let termAt (i: LogIndex) (log: LogView) : Term option =
         if i < log.FirstIndex - 1L || i > log.LastIndex then None
-        else log.Boundaries |> List.tryFind (fun (start, _) -> start <= i) |> Option.map snd
+        else
+            // A loop rather than List.tryFind + Option.map: no closure, one allocation (the answer).
+            let rec go (bounds: (LogIndex * Term) list) =
+                match bounds with
+                | (start, t) :: rest -> if start <= i then Some t else go rest
+                | [] -> None
+            go log.Boundaries
 
     /// The term of the newest entry.
     let lastTerm (log: LogView) : Term =
@@ -70,7 +170,8 @@ module LogView =
         go (log.LastIndex + 1L) log.Boundaries
 
     /// The in-memory entry at `i`, if it is in the window.
-    let tryEntry (i: LogIndex) (log: LogView) : Entry option = Map.tryFind i log.Window
+    let tryEntry (i: LogIndex) (log: LogView) : Entry option =
+        if log.Window.Contains i then Some(log.Window.Get i) else None
 
     /// A rough size of an entry on the wire, for batching.
     let entrySize (e: Entry) : int =
@@ -86,52 +187,65 @@ module LogView =
         if from > upTo then Some []
         elif from < log.WindowStart || upTo > log.LastIndex then None
         else
-            let rec take i count bytes acc =
-                if i > upTo || count >= maxCount then List.rev acc
+            // First find where the cut falls, then build the list back to front: one list, no List.rev copy.
+            let mutable last = from - 1L
+            let mutable count = 0
+            let mutable bytes = 0
+            let mutable go = true
+            while go do
+                let i = last + 1L
+                if i > upTo || count >= maxCount || not (log.Window.Contains i) then go <- false
                 else
-                    match Map.tryFind i log.Window with
-                    | None -> List.rev acc
-                    | Some e ->
-                        let size = entrySize e
-                        if count > 0 && bytes + size > maxBytes then List.rev acc
-                        else take (i + 1L) (count + 1) (bytes + size) (e :: acc)
-            Some(take from 0 0 [])
+                    let size = entrySize (log.Window.Get i)
+                    if count > 0 && bytes + size > maxBytes then go <- false
+                    else
+                        last <- i
+                        count <- count + 1
+                        bytes <- bytes + size
+            let mutable acc = []
+            let mutable i = last
+            while i >= from do
+                acc <- log.Window.Get i :: acc
+                i <- i - 1L
+            Some acc
 
     /// Removes entries from the front of the window until it holds at most `windowSize` entries.
     let private trimWindow (windowSize: int) (log: LogView) : LogView =
-        let mutable w = log.Window
-        let mutable start = log.WindowStart
-        while log.LastIndex - start + 1L > int64 windowSize do
-            w <- Map.remove start w
-            start <- start + 1L
-        { log with Window = w; WindowStart = start }
+        if log.LastIndex - log.WindowStart + 1L <= int64 windowSize then log
+        else
+            let start = log.LastIndex - int64 windowSize + 1L
+            { log with Window = log.Window.DropBefore start; WindowStart = start }
 
     /// Appends entries that directly follow LastIndex (entries that do not are ignored, to stay total).
     let append (windowSize: int) (entries: Entry list) (log: LogView) : LogView =
-        let step (l: LogView) (e: Entry) =
-            if e.Index <> l.LastIndex + 1L then l
-            else
-                let bounds =
-                    match l.Boundaries with
-                    | (_, t) :: _ when t = e.Term -> l.Boundaries
-                    | bs -> (e.Index, e.Term) :: bs
-                { l with
-                    LastIndex = e.Index
-                    Boundaries = bounds
-                    Window = Map.add e.Index e l.Window }
-        entries |> List.fold step log |> trimWindow windowSize
+        // One pass: keep the entries that follow on (others are ignored), track term boundaries, then add them to
+        // the window in one go (one copy of its tail per batch, not a tree insertion per entry).
+        let mutable last = log.LastIndex
+        let mutable bounds = log.Boundaries
+        let kept = ResizeArray<Entry>(List.length entries)
+        for e in entries do
+            if e.Index = last + 1L then
+                match bounds with
+                | (_, t) :: _ when t = e.Term -> ()
+                | bs -> bounds <- (e.Index, e.Term) :: bs
+                last <- e.Index
+                kept.Add e
+        if kept.Count = 0 then log
+        else
+            { log with
+                LastIndex = last
+                Boundaries = bounds
+                Window = log.Window.Append(kept.ToArray()) }
+            |> trimWindow windowSize
 
     /// Discards entries at and after `i` (a conflict with the leader). Never discards compacted history.
     let truncateFrom (i: LogIndex) (log: LogView) : LogView =
         if i > log.LastIndex || i < log.FirstIndex then log
         else
-            let mutable w = log.Window
-            for k in max i log.WindowStart .. log.LastIndex do
-                w <- Map.remove k w
             { log with
                 LastIndex = i - 1L
                 Boundaries = log.Boundaries |> List.filter (fun (start, _) -> start < i)
-                Window = w
+                Window = log.Window.TakeBefore i
                 WindowStart = min log.WindowStart i
                 Persisted = min log.Persisted (i - 1L) }
 
@@ -143,13 +257,10 @@ module LogView =
             | None -> log
             | Some t ->
                 let newer = log.Boundaries |> List.filter (fun (start, _) -> start > upTo)
-                let mutable w = log.Window
-                for k in log.WindowStart .. upTo do
-                    w <- Map.remove k w
                 { log with
                     FirstIndex = upTo + 1L
                     Boundaries = newer @ [ upTo, t ]
-                    Window = w
+                    Window = log.Window.DropBefore(upTo + 1L)
                     WindowStart = max log.WindowStart (upTo + 1L) }
 
     /// Marks entries up to `index` durable, provided entry `index` still has `term` (a late acknowledgement for
@@ -197,6 +308,6 @@ module LogView =
               LastIndex = lastIndex
               Boundaries = allBounds
               WindowStart = start
-              Window = window |> List.map (fun e -> e.Index, e) |> Map.ofList
+              Window = EntryWindow.Empty(start).Append(List.toArray window)
               Persisted = lastIndex }
         trimWindow windowSize log

@@ -81,7 +81,7 @@ module Membership =
                         |> Map.toSeq
                         |> Seq.tryFind (fun (id, m) ->
                             not m.Voter
-                            && (match Map.tryFind id l.Progress with
+                            && (match PeerMap.tryFind id l.Progress with
                                 | Some pr ->
                                     pr.Mode = ProgressMode.Replicate
                                     && pr.Match > 0L

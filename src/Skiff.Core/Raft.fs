@@ -141,11 +141,14 @@ module Raft =
         | None -> s
         | Some lead ->
             let voters = s.Voters
-            let active =
-                voters
-                |> Seq.filter (fun v -> v = s.Id || (Map.tryFind v lead.Progress |> Option.exists (fun p -> p.Active)))
-                |> Seq.length
-            let reset = lead.Progress |> Map.map (fun _ p -> { p with Active = false })
+            let mutable active = 0
+            for v in voters do
+                if v = s.Id
+                   || (match PeerMap.tryFind v lead.Progress with
+                       | Some p -> p.Active
+                       | None -> false) then
+                    active <- active + 1
+            let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
             let s = { s with Lead = Some { lead with Progress = reset; QuorumElapsed = 0 } }
             if s.Options.CheckQuorum && active < State.quorum voters then State.becomeFollower s.Term None s else s
 
@@ -231,8 +234,9 @@ module Raft =
 
     /// Consumes one event; returns the new state and the effects to carry out, in order.
     let step (s: State) (ev: Event) : State * Effect list =
-        let before = s.Role, s.Term, s.Leader
-        let s = { s with Out = [] }
+        let role0, term0, leader0 = s.Role, s.Term, s.Leader
+        // States returned by step already have an empty Out: avoid copying the whole record for nothing.
+        let s = if s.Out.IsEmpty then s else { s with Out = [] }
         let s =
             match ev with
             | Event.Tick ->
@@ -255,6 +259,13 @@ module Raft =
             | Event.SnapshotTaken meta -> Snapshots.taken meta s
         let s = settle s
         let s =
-            if (s.Role, s.Term, s.Leader) <> before then State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) s
+            // Field by field: no tuples, no generic structural equality on every step.
+            let leaderSame =
+                match s.Leader, leader0 with
+                | None, None -> true
+                | Some a, Some b -> a.Equals b
+                | _ -> false
+            if s.Role <> role0 || s.Term <> term0 || not leaderSame then
+                State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) s
             else s
         { s with Out = [] }, List.rev s.Out

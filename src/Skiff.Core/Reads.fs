@@ -20,14 +20,13 @@ module Reads =
     /// Whether a majority of voters (this leader included, if it is one) has echoed `round` or later.
     let private confirmed (round: int64) (s: State) (lead: LeaderState) : bool =
         let voters = s.Voters
-        let acks =
-            voters
-            |> Seq.filter (fun v ->
-                v = s.Id
-                || (match Map.tryFind v lead.Progress with
-                    | Some pr -> pr.AckRound >= round
-                    | None -> false))
-            |> Seq.length
+        let mutable acks = 0
+        for v in voters do
+            if v = s.Id
+               || (match PeerMap.tryFind v lead.Progress with
+                   | Some pr -> pr.AckRound >= round
+                   | None -> false) then
+                acks <- acks + 1
         not voters.IsEmpty && acks >= State.quorum voters
 
     /// After every step on a leader: release reads waiting for the first commit of the term, answer a confirmed

@@ -12,13 +12,20 @@ module Replication =
 
     /// Replaces one follower's progress (no-op if the peer is not tracked).
     let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
-        s |> withLead (fun lead -> if lead.Progress.ContainsKey peer then { lead with Progress = Map.add peer pr lead.Progress } else lead)
+        match s.Lead with
+        | Some lead when lead.Progress.ContainsKey peer -> { s with Lead = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
+        | _ -> s
 
     /// One follower's progress, if this node leads and tracks it.
     let progress (peer: NodeId) (s: State) : Progress option =
-        s.Lead |> Option.bind (fun lead -> Map.tryFind peer lead.Progress)
+        match s.Lead with
+        | Some lead -> PeerMap.tryFind peer lead.Progress
+        | None -> None
 
-    let private round (s: State) = s.Lead |> Option.map (fun l -> l.Round) |> Option.defaultValue 0L
+    let private round (s: State) =
+        match s.Lead with
+        | Some l -> l.Round
+        | None -> 0L
 
     let private sendAppend (peer: NodeId) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
         State.send
@@ -52,6 +59,32 @@ module Replication =
             | _ -> { pr with Inflight = [ last ] }
         setProgress peer pr s
 
+    /// sendAppend followed by sent, in one copy of the State instead of two (the hot path of every proposal).
+    let private sendAndRecord
+        (peer: NodeId) (pr: Progress) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
+        match s.Lead with
+        | Some lead when lead.Progress.ContainsKey peer ->
+            let send =
+                Effect.Send
+                    { From = s.Id
+                      To = peer
+                      Message =
+                        Message.Append
+                            { Term = s.Term
+                              Leader = s.Id
+                              PrevLogIndex = prev
+                              PrevLogTerm = prevTerm
+                              Entries = entries
+                              LeaderCommit = s.Commit
+                              Round = lead.Round } }
+            let last = prev + int64 (List.length entries)
+            let pr =
+                match pr.Mode with
+                | ProgressMode.Replicate -> { pr with Next = max pr.Next (last + 1L); Inflight = pr.Inflight @ [ last ] }
+                | _ -> { pr with Inflight = [ last ] }
+            { s with Out = send :: s.Out; Lead = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
+        | _ -> s |> sendAppend peer prev prevTerm entries |> sent peer pr entries prev
+
     /// Sends as much as the follower's window allows: one probe in Probe mode, a pipeline in Replicate mode.
     let rec fill (peer: NodeId) (s: State) : State =
         match progress peer s with
@@ -73,12 +106,12 @@ module Replication =
                     if next > s.Log.LastIndex then
                         // Nothing new: only a probe is worth sending (to learn where the follower stands).
                         if pr.Mode = ProgressMode.Probe then
-                            s |> sendAppend peer prev prevTerm [] |> sent peer { pr with Next = next } [] prev
+                            s |> sendAndRecord peer { pr with Next = next } prev prevTerm []
                         else s
                     else
                         match LogView.slice next s.Log.LastIndex o.MaxEntriesPerAppend o.MaxBytesPerAppend s.Log with
                         | Some(_ :: _ as entries) ->
-                            let s = s |> sendAppend peer prev prevTerm entries |> sent peer { pr with Next = next } entries prev
+                            let s = s |> sendAndRecord peer { pr with Next = next } prev prevTerm entries
                             if pr.Mode = ProgressMode.Replicate then fill peer s else s
                         | _ ->
                             // Older than the in-memory window: ask storage, continue on EntriesLoaded.
@@ -91,7 +124,7 @@ module Replication =
     let broadcast (s: State) : State =
         match s.Lead with
         | None -> s
-        | Some lead -> lead.Progress |> Map.keys |> Seq.toList |> List.fold (fun s peer -> fill peer s) s
+        | Some lead -> lead.Progress |> PeerMap.fold (fun s peer _ -> fill peer s) s
 
     /// Starts a new round: every follower gets a message carrying it now (an empty AppendEntries at its match
     /// index, or a fresh probe), which confirms leadership for reads and CheckQuorum and carries the commit index.
@@ -101,9 +134,8 @@ module Replication =
         | Some lead ->
             let s = { s with Lead = Some { lead with Round = lead.Round + 1L; HeartbeatElapsed = 0 } }
             lead.Progress
-            |> Map.toList
-            |> List.fold
-                (fun s (peer, pr) ->
+            |> PeerMap.fold
+                (fun s peer pr ->
                     match pr.Mode with
                     | ProgressMode.Probe ->
                         // Retry the probe (it may have been lost); it doubles as the heartbeat.
@@ -154,7 +186,11 @@ module Replication =
             s
 
     let private contiguous (prev: LogIndex) (entries: Entry list) =
-        entries |> List.mapi (fun k e -> e.Index = prev + 1L + int64 k) |> List.forall id
+        let rec go expected (es: Entry list) =
+            match es with
+            | e :: rest -> e.Index = expected && go (expected + 1L) rest
+            | [] -> true
+        go (prev + 1L) entries
 
     /// A follower handles AppendEntries of its current term from its leader: check the entry before the new ones,
     /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
@@ -283,7 +319,7 @@ module Replication =
                     && entries |> List.forall (fun e -> LogView.termAt e.Index s.Log = Some e.Term)
                 match LogView.termAt prev s.Log with
                 | Some prevTerm when valid ->
-                    s |> sendAppend peer prev prevTerm entries |> sent peer pr entries prev |> fill peer
+                    s |> sendAndRecord peer pr prev prevTerm entries |> fill peer
                 | Some _ -> fill peer s
                 | None -> sendSnapshot peer s
 
@@ -296,18 +332,26 @@ module Replication =
             let voters = s.Voters
             if voters.IsEmpty then s
             else
-                let matchOf v =
-                    if v = s.Id then s.Log.Persisted
-                    else lead.Progress |> Map.tryFind v |> Option.map (fun p -> p.Match) |> Option.defaultValue 0L
-                let sorted = voters |> Seq.map matchOf |> Seq.sortDescending |> Seq.toArray
-                let n = sorted[State.quorum voters - 1]
+                // A plain array and an in-place sort of it (no Seq pipeline on every leader step).
+                let matches = Array.zeroCreate<LogIndex> voters.Count
+                let mutable k = 0
+                for v in voters do
+                    matches[k] <-
+                        if v = s.Id then s.Log.Persisted
+                        else
+                            match PeerMap.tryFind v lead.Progress with
+                            | Some p -> p.Match
+                            | None -> 0L
+                    k <- k + 1
+                System.Array.Sort matches
+                // The quorum-th largest.
+                let n = matches[matches.Length - State.quorum voters]
                 if n > s.Commit && LogView.termAt n s.Log = Some s.Term then
                     let s = { s with Commit = n }
                     // Tell idle followers about the new commit index now rather than at the next heartbeat.
                     lead.Progress
-                    |> Map.toList
-                    |> List.fold
-                        (fun s (peer, pr) ->
+                    |> PeerMap.fold
+                        (fun s peer pr ->
                             if pr.Mode = ProgressMode.Replicate && pr.Inflight.IsEmpty && not pr.Loading then
                                 match LogView.termAt pr.Match s.Log with
                                 | Some t -> sendAppend peer pr.Match t [] s

@@ -95,7 +95,7 @@ module Snapshots =
         | None -> s
         | Some lead ->
             lead.Progress
-            |> Map.toList
+            |> PeerMap.toList
             |> List.fold
                 (fun s (peer, pr) ->
                     if pr.Mode <> ProgressMode.Snapshot then s

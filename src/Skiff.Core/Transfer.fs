@@ -19,7 +19,7 @@ module Transfer =
     let settle (s: State) : State =
         match s.Lead with
         | Some({ Transfer = Some t } as lead) when not t.TimeoutSent ->
-            match Map.tryFind t.Target lead.Progress with
+            match PeerMap.tryFind t.Target lead.Progress with
             | Some pr when pr.Match >= s.Log.LastIndex ->
                 s |> State.send t.Target (Message.TimeoutNow s.Term) |> setTransfer (Some { t with TimeoutSent = true })
             | Some _ -> Replication.fill t.Target s
@@ -38,7 +38,7 @@ module Transfer =
             // Re-probe the target from its known match: appends to it may have been lost, and waiting for the
             // stall to show at heartbeats would eat into the transfer's time.
             let s =
-                match Map.tryFind target lead.Progress with
+                match PeerMap.tryFind target lead.Progress with
                 | Some pr when pr.Match < s.Log.LastIndex && pr.Mode = ProgressMode.Replicate ->
                     Replication.setProgress target { pr with Mode = ProgressMode.Probe; Next = pr.Match + 1L; Inflight = [] } s
                 | _ -> s
