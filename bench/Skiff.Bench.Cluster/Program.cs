@@ -1,0 +1,225 @@
+// The side-by-side cluster benchmark (issue #7). For each repetition, for each system: start three fresh members on
+// 127.0.0.1-127.0.0.3, find the leader, run the points (writes at C = 1/16/64/256, linearizable and stale reads at
+// C = 64), then the failover point (SIGKILL the leader), stop. Systems alternate order between repetitions.
+// Prints one line per measurement, then the medians; writes docs/benchmarks.md (its cluster section) and PNG charts.
+//
+//   dotnet run --project bench/Skiff.Bench.Cluster -c Release -- [--quick] [options]
+//   --quick               one repetition, 3 s points, 0.5 s warm-up (the smoke-test mode)
+//   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
+//   --systems a,b         etcd,dotnext (skiff once its adapter exists)
+//   --clients 1,16,...    write points (default 1,16,64,256)
+//   --skip-reads --skip-failover --no-report
+//   --heartbeat MS --election MS      etcd (and Skiff) timeouts, default 50 / 300
+//   --dotnext-timeouts L-U/H          DotNext election lower-upper and heartbeat, default 300-600/50 (the same)
+//   --docs DIR            where benchmarks.md and the charts go (default docs)
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Skiff.Bench.Cluster;
+using Skiff.Bench.Cluster.Systems;
+
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+
+var o = Options.Parse(args);
+var root = Repo.Root();
+var members = new[] { "127.0.0.1", "127.0.0.2", "127.0.0.3" }.Select(IPAddress.Parse).ToArray();
+var work = Directory.CreateTempSubdirectory("skiff-bench-");
+using var cts = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+var ct = cts.Token;
+
+Console.WriteLine($"# cluster bench {(o.Quick ? "--quick " : "")}reps={o.Reps} duration={o.Duration.TotalSeconds}s " +
+                  $"warmup={o.Warmup.TotalSeconds}s systems={string.Join(',', o.Systems)} work={work.FullName}");
+if (o.Systems.Contains("dotnext") && !o.NoBuild)
+    Repo.BuildDotNextNode(root);
+
+var systems = o.Systems.Select(name => name switch
+{
+    "etcd" => (IBenchSystem)new EtcdSystem(),
+    "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat),
+    // TODO(#7): Skiff's adapter (Systems/SkiffSystem.cs) once `skiff serve` exists.
+    "skiff" => new SkiffSystem(),
+    _ => throw new ArgumentException($"unknown system {name}"),
+}).ToList();
+
+var points = new List<PointResult>();
+var failovers = new List<FailoverResult>();
+var descriptions = new Dictionary<string, string>();
+var failures = new List<string>();
+var started = DateTime.UtcNow;
+var load = Machine.LoadAverage();
+
+try
+{
+    for (int rep = 1; rep <= o.Reps; rep++)
+    {
+        var order = rep % 2 == 1 ? systems : Enumerable.Reverse(systems).ToList();
+        foreach (var sys in order)
+        {
+            var spec = new ClusterSpec(Path.Combine(work.FullName, $"rep{rep}"), members, o.HeartbeatMs, o.ElectionMs);
+            descriptions[sys.Name] = sys.Describe(spec);
+            try
+            {
+                await sys.StartAsync(spec, ct);
+                int leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
+                Console.WriteLine($"# {sys.Name} rep {rep}: leader is member {leader} ({members[leader]})");
+                foreach (var c in o.Clients)
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
+                if (!o.SkipReads)
+                {
+                    var keys = await Load.PreloadAsync(sys, leader, 1000, ct);
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.GetLinearizable, 64, rep, o.Warmup, o.Duration, keys, ct)));
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.GetStale, 64, rep, o.Warmup, o.Duration, keys, ct)));
+                }
+                if (!o.SkipFailover)
+                {
+                    leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
+                    failovers.Add(PrintFailover(await Load.FailoverAsync(sys, members.Length, leader, 16, rep,
+                        TimeSpan.FromMilliseconds(100), o.FailoverBefore, o.FailoverAfter, ct)));
+                }
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested)
+            {
+                var msg = $"{sys.Name} rep {rep} failed: {e.GetType().Name}: {e.Message}";
+                failures.Add(msg);
+                Console.WriteLine("# " + msg);
+            }
+            finally
+            {
+                await sys.StopAsync();
+            }
+        }
+    }
+}
+finally
+{
+    MemberProcesses.KillAllStarted();
+    foreach (var s in systems) await s.StopAsync();
+    Waiting.DeleteQuietly(work.FullName);
+}
+
+var summary = Summary.Of(points, failovers);
+Console.WriteLine($"# medians over {o.Reps} repetition(s); spread = (max - min) / median of ops_s (gap_ms for failover)");
+foreach (var line in summary.Lines()) Console.WriteLine(line);
+
+var machine = Machine.Describe(load);
+var resultsDir = Path.Combine(root, "bench", "results");
+Directory.CreateDirectory(resultsDir);
+var json = Path.Combine(resultsDir, $"cluster-{started:yyyyMMdd-HHmmss}.json");
+File.WriteAllText(json, JsonSerializer.Serialize(new { started, machine, o.Quick, o.Reps, points, failovers, failures, descriptions },
+    new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+Console.WriteLine($"# raw results: {Path.GetRelativePath(root, json)}");
+
+if (!o.NoReport)
+{
+    var docs = Path.Combine(root, o.Docs);
+    Directory.CreateDirectory(docs);
+    var charts = Charts.Write(summary, docs);
+    var md = Report.Write(Path.Combine(docs, "benchmarks.md"), summary, started, machine, o, descriptions, failures, charts);
+    Console.WriteLine($"# wrote {Path.GetRelativePath(root, md)} and {string.Join(", ", charts.Select(c => Path.GetRelativePath(root, Path.Combine(docs, c))))}");
+}
+
+var leftover = Machine.LeftoverMembers();
+if (leftover.Count > 0) Console.WriteLine($"# WARNING: member processes still running: {string.Join(", ", leftover)}");
+return failures.Count == 0 ? 0 : 1;
+
+static PointResult Print(PointResult r)
+{
+    Console.WriteLine(Summary.Line(r) + $" rep={r.Rep}");
+    return r;
+}
+
+static FailoverResult PrintFailover(FailoverResult r)
+{
+    Console.WriteLine(Summary.Line(r) + $" rep={r.Rep}");
+    return r;
+}
+
+public sealed record Options
+{
+    public bool Quick { get; init; }
+    public int Reps { get; init; } = 3;
+    public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan Warmup { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan FailoverBefore { get; init; } = TimeSpan.FromSeconds(2);
+    public TimeSpan FailoverAfter { get; init; } = TimeSpan.FromSeconds(2);
+    public string[] Systems { get; init; } = ["etcd", "dotnext"];
+    public int[] Clients { get; init; } = [1, 16, 64, 256];
+    public bool SkipReads { get; init; }
+    public bool SkipFailover { get; init; }
+    public bool NoReport { get; init; }
+    public bool NoBuild { get; init; }
+    public int HeartbeatMs { get; init; } = 50;
+    public int ElectionMs { get; init; } = 300;
+    public int DotNextLower { get; init; } = 300;
+    public int DotNextUpper { get; init; } = 600;
+    public int DotNextHeartbeat { get; init; } = 50;
+    public string Docs { get; init; } = "docs";
+
+    public static Options Parse(string[] args)
+    {
+        var o = new Options();
+        if (args.Contains("--quick"))
+            o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
+                         FailoverBefore = TimeSpan.FromSeconds(1), FailoverAfter = TimeSpan.FromSeconds(1) };
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            o = args[i] switch
+            {
+                "--quick" => o,
+                "--reps" => o with { Reps = int.Parse(Next()) },
+                "--duration" => o with { Duration = TimeSpan.FromSeconds(double.Parse(Next())) },
+                "--warmup" => o with { Warmup = TimeSpan.FromSeconds(double.Parse(Next())) },
+                "--systems" => o with { Systems = Next().Split(',', StringSplitOptions.RemoveEmptyEntries) },
+                "--clients" => o with { Clients = Next().Split(',').Select(int.Parse).ToArray() },
+                "--skip-reads" => o with { SkipReads = true },
+                "--skip-failover" => o with { SkipFailover = true },
+                "--no-report" => o with { NoReport = true },
+                "--no-build" => o with { NoBuild = true },
+                "--heartbeat" => o with { HeartbeatMs = int.Parse(Next()) },
+                "--election" => o with { ElectionMs = int.Parse(Next()) },
+                "--dotnext-timeouts" => ParseDotNext(o, Next()),
+                "--docs" => o with { Docs = Next() },
+                _ => throw new ArgumentException($"unknown option {args[i]}"),
+            };
+        }
+        return o;
+    }
+
+    static Options ParseDotNext(Options o, string s)
+    {
+        // L-U/H, e.g. 150-300/75
+        var parts = s.Split('/');
+        var lu = parts[0].Split('-');
+        return o with { DotNextLower = int.Parse(lu[0]), DotNextUpper = int.Parse(lu[1]), DotNextHeartbeat = int.Parse(parts[1]) };
+    }
+}
+
+static class Repo
+{
+    public static string Root()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir != null && !File.Exists(Path.Combine(dir.FullName, "Skiff.Functional.sln"))) dir = dir.Parent;
+        return dir?.FullName ?? Directory.GetCurrentDirectory();
+    }
+
+    public static string DotNextNodeDll(string root) =>
+        Path.Combine(root, "bench", "peers", "dotnext", "bin", "Release", "net10.0", "DotNextNode.dll");
+
+    public static void BuildDotNextNode(string root)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
+        foreach (var a in new[] { "build", Path.Combine("bench", "peers", "dotnext"), "-c", "Release", "-nologo", "-v", "q" })
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        var error = p.StandardError.ReadToEndAsync();
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+            throw new InvalidOperationException($"building bench/peers/dotnext failed:\n{output.Result}{error.Result}");
+    }
+}
