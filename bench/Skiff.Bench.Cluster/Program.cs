@@ -4,8 +4,10 @@
 // Prints one line per measurement, then the medians; writes docs/benchmarks.md (its cluster section) and PNG charts.
 //
 //   dotnet run --project bench/Skiff.Bench.Cluster -c Release -- [--quick] [options]
-//   --quick               one repetition, 3 s points, 0.5 s warm-up (the smoke-test mode)
+//   --quick               one repetition, 3 s points, 0.5 s warm-up, 3 s settle (the smoke-test mode)
 //   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
+//   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
+//                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
 //   --systems a,b         etcd,dotnext (skiff once its adapter exists)
 //   --clients 1,16,...    write points (default 1,16,64,256)
 //   --skip-reads --skip-failover --no-report
@@ -65,6 +67,9 @@ try
                 await sys.StartAsync(spec, ct);
                 int leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
                 Console.WriteLine($"# {sys.Name} rep {rep}: leader is member {leader} ({members[leader]})");
+                // Settle: writes at C = 16, not measured, so that the first point does not pay for the JIT of a .NET
+                // member (DotNext, Skiff) or the first WAL segment's allocation; the same for every system.
+                await Load.ClosedLoopAsync(sys, leader, Op.Put, 16, rep, TimeSpan.Zero, o.Settle, null, ct);
                 foreach (var c in o.Clients)
                     points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
                 if (!o.SkipReads)
@@ -99,6 +104,13 @@ finally
     foreach (var s in systems) await s.StopAsync();
     Waiting.DeleteQuietly(work.FullName);
 }
+
+// A point that completed nothing, or a failover after which no write succeeded, is a broken harness or system:
+// the smoke test must fail rather than write a table of zeros.
+foreach (var p in points.Where(p => p.OpsPerSec == 0))
+    failures.Add($"{p.System} {p.Kind} c={p.Clients} rep {p.Rep} completed no operation ({p.Errors} errors)");
+foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
+    failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
 
 var summary = Summary.Of(points, failovers);
 Console.WriteLine($"# medians over {o.Reps} repetition(s); spread = (max - min) / median of ops_s (gap_ms for failover)");
@@ -143,6 +155,7 @@ public sealed record Options
     public int Reps { get; init; } = 3;
     public TimeSpan Duration { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan Warmup { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan Settle { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan FailoverBefore { get; init; } = TimeSpan.FromSeconds(2);
     public TimeSpan FailoverAfter { get; init; } = TimeSpan.FromSeconds(2);
     public string[] Systems { get; init; } = ["etcd", "dotnext"];
@@ -163,6 +176,7 @@ public sealed record Options
         var o = new Options();
         if (args.Contains("--quick"))
             o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
+                         Settle = TimeSpan.FromSeconds(3),
                          FailoverBefore = TimeSpan.FromSeconds(1), FailoverAfter = TimeSpan.FromSeconds(1) };
         for (int i = 0; i < args.Length; i++)
         {
@@ -173,6 +187,7 @@ public sealed record Options
                 "--reps" => o with { Reps = int.Parse(Next()) },
                 "--duration" => o with { Duration = TimeSpan.FromSeconds(double.Parse(Next())) },
                 "--warmup" => o with { Warmup = TimeSpan.FromSeconds(double.Parse(Next())) },
+                "--settle" => o with { Settle = TimeSpan.FromSeconds(double.Parse(Next())) },
                 "--systems" => o with { Systems = Next().Split(',', StringSplitOptions.RemoveEmptyEntries) },
                 "--clients" => o with { Clients = Next().Split(',').Select(int.Parse).ToArray() },
                 "--skip-reads" => o with { SkipReads = true },

@@ -35,7 +35,8 @@ static class Report
         md.AppendLine("## Cluster: Skiff side by side with etcd and DotNext.Net.Cluster");
         md.AppendLine();
         md.AppendLine($"Run {started:yyyy-MM-dd HH:mm} UTC{(o.Quick ? " in **--quick** mode (one repetition, 3 s points: a smoke test, not a measurement)" : "")}; " +
-                      $"{o.Reps} repetition(s) of {o.Duration.TotalSeconds:0.#} s after a {o.Warmup.TotalSeconds:0.#} s warm-up; medians; ±x% is half the spread (max − min) / median.");
+                      $"{o.Reps} repetition(s) of {o.Duration.TotalSeconds:0.#} s after a {o.Warmup.TotalSeconds:0.#} s warm-up per point " +
+                      $"(and {o.Settle.TotalSeconds:0.#} s of unmeasured writes after each cluster starts); medians; ±x% is half the spread (max − min) / median.");
         md.AppendLine($"Machine: {machine}.");
         md.AppendLine("Load: three members of each system on 127.0.0.1–127.0.0.3, C closed-loop clients (one request in flight each) " +
                       "in one harness process, 16-byte distinct keys, 100-byte values, all to the leader. Everything shares the " +

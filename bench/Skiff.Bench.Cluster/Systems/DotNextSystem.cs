@@ -19,7 +19,8 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
 
     public string Describe(ClusterSpec spec) =>
         $"DotNext.Net.Cluster 6.12.0 (bench/peers/dotnext: its WAL, TCP transport, h2c put endpoint), election " +
-        $"{lowerMs}-{upperMs} ms, heartbeat {heartbeatMs} ms; the leader flushes before acknowledging but a " +
+        $"{lowerMs}-{upperMs} ms, heartbeat {heartbeatMs} ms, linearizable reads through ApplyReadBarrierAsync(Strong); " +
+        "the leader flushes before acknowledging but a " +
         "follower acknowledges before its own flush, so an acknowledged put is on disk on the leader only";
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
