@@ -66,8 +66,8 @@ public static class Load
         sorted.Length == 0 ? double.NaN : Ms(sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)]);
 
     /// <summary>
-    /// Runs C closed-loop clients against one member for warm-up + duration. Only operations that start after the
-    /// warm-up and finish before the end are counted; latencies go into one sorted array (p50, p99, max).
+    /// Runs C closed-loop clients against one member for warm-up + duration. Operations that complete inside the
+    /// measured window are counted; their latencies go into one sorted array (p50, p99, max).
     /// </summary>
     public static async Task<PointResult> ClosedLoopAsync(
         IBenchSystem sys, int member, Op op, int clients, int rep, TimeSpan warmup, TimeSpan duration,
@@ -101,7 +101,8 @@ public static class Load
                         if (op == Op.Put) await client.PutAsync(key, Keys.Value, stop.Token);
                         else await client.GetAsync(key, op == Op.GetLinearizable, stop.Token);
                         long end = Stopwatch.GetTimestamp();
-                        if (start >= measureFrom && end <= measureTo) samples[id].Add(end - start);
+                        // Counted by completion time: what completes inside the window is the throughput.
+                        if (end >= measureFrom && end <= measureTo) samples[id].Add(end - start);
                     }
                     catch (Exception) when (stop.IsCancellationRequested) { break; }
                     catch (Exception)

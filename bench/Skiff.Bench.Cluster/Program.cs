@@ -70,13 +70,16 @@ try
                 // Settle: writes at C = 16, not measured, so that the first point does not pay for the JIT of a .NET
                 // member (DotNext, Skiff) or the first WAL segment's allocation; the same for every system.
                 await Load.ClosedLoopAsync(sys, leader, Op.Put, 16, rep, TimeSpan.Zero, o.Settle, null, ct);
+                // The leader is looked up again before every point: a re-election (a GC pause on 2 busy cores is
+                // enough) would otherwise send a whole point to a follower.
+                async Task<int> Leader() => await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
                 foreach (var c in o.Clients)
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
                 if (!o.SkipReads)
                 {
-                    var keys = await Load.PreloadAsync(sys, leader, 1000, ct);
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.GetLinearizable, 64, rep, o.Warmup, o.Duration, keys, ct)));
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, leader, Op.GetStale, 64, rep, o.Warmup, o.Duration, keys, ct)));
+                    var keys = await Load.PreloadAsync(sys, await Leader(), 1000, ct);
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetLinearizable, 64, rep, o.Warmup, o.Duration, keys, ct)));
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetStale, 64, rep, o.Warmup, o.Duration, keys, ct)));
                 }
                 if (!o.SkipFailover)
                 {
