@@ -26,6 +26,14 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
 var o = Options.Parse(args);
 var root = Repo.Root();
+// Members left by an earlier run that was itself SIGKILLed would hold the ports: say so rather than measure them.
+var stale = Machine.LeftoverMembers();
+if (stale.Count > 0)
+{
+    Console.Error.WriteLine("members of an earlier benchmark run are still running (kill them by pid first):\n  " +
+                            string.Join("\n  ", stale));
+    return 2;
+}
 var members = new[] { "127.0.0.1", "127.0.0.2", "127.0.0.3" }.Select(IPAddress.Parse).ToArray();
 var work = Directory.CreateTempSubdirectory("skiff-bench-");
 using var cts = new CancellationTokenSource();

@@ -51,7 +51,6 @@ var config = new RaftCluster.TcpConfiguration(new IPEndPoint(self, raftPort))
     UpperElectionTimeout = upper,
     HeartbeatThreshold = Math.Clamp((double)heartbeat / lower, 0.01, 0.99),
     ColdStart = true,
-    TransmissionBlockSize = 65536,
 };
 await using var cluster = new RaftCluster(config) { AuditTrail = wal };
 
