@@ -135,7 +135,9 @@ File.WriteAllText(json, JsonSerializer.Serialize(new { started, machine, o.Quick
     new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
 Console.WriteLine($"# raw results: {Path.GetRelativePath(root, json)}");
 
-if (!o.NoReport)
+if (points.Count == 0 && failovers.Count == 0)
+    Console.WriteLine("# nothing was measured: docs/benchmarks.md left as it was");
+else if (!o.NoReport)
 {
     var docs = Path.Combine(root, o.Docs);
     Directory.CreateDirectory(docs);
