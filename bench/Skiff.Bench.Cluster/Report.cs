@@ -163,7 +163,7 @@ static class Report
             var a = P("skiff", kind, c);
             var b = P(peer, kind, c);
             if (a == null) return $"{what}: n/a (Skiff not measured)";
-            if (b == null) return $"{what}: n/a ({peer} not measured)";
+            if (b == null) return $"{what}: n/a ({(peer == "etcd" ? "etcd" : "DotNext")} not measured)";
             var r = metric(a) / metric(b);
             bool met = higherIsBetter ? r >= factor : r <= factor;
             return $"{what}: {r:F2}× — {(met ? "met" : "NOT met")}";
