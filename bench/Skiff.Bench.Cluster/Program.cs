@@ -9,10 +9,11 @@
 //   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
 //                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
 //   --systems a,b         etcd,dotnext (skiff once its adapter exists)
-//   --clients 1,16,...    write points (default 1,16,64,256)
+//   --clients 1,16,...    write points (default 1,16,64,256)      --read-clients N (default 64)
 //   --skip-reads --skip-failover --no-report
 //   --heartbeat MS --election MS      etcd (and Skiff) timeouts, default 50 / 300
 //   --dotnext-timeouts L-U/H          DotNext election lower-upper and heartbeat, default 300-600/50 (the same)
+//   --dotnext-wal shared|private      DotNext WAL memory strategy (default shared)
 //   --docs DIR            where benchmarks.md and the charts go (default docs)
 using System.Diagnostics;
 using System.Globalization;
@@ -48,7 +49,7 @@ if (o.Systems.Contains("dotnext") && !o.NoBuild)
 var systems = o.Systems.Select(name => name switch
 {
     "etcd" => (IBenchSystem)new EtcdSystem(),
-    "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat),
+    "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
     // TODO(#7): Skiff's adapter (Systems/SkiffSystem.cs) once `skiff serve` exists.
     "skiff" => new SkiffSystem(),
     _ => throw new ArgumentException($"unknown system {name}"),
@@ -86,8 +87,8 @@ try
                 if (!o.SkipReads)
                 {
                     var keys = await Load.PreloadAsync(sys, await Leader(), 1000, ct);
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetLinearizable, 64, rep, o.Warmup, o.Duration, keys, ct)));
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetStale, 64, rep, o.Warmup, o.Duration, keys, ct)));
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetLinearizable, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
+                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetStale, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
                 }
                 if (!o.SkipFailover)
                 {
@@ -173,6 +174,7 @@ public sealed record Options
     public TimeSpan FailoverAfter { get; init; } = TimeSpan.FromSeconds(2);
     public string[] Systems { get; init; } = ["etcd", "dotnext"];
     public int[] Clients { get; init; } = [1, 16, 64, 256];
+    public int ReadClients { get; init; } = 64;
     public bool SkipReads { get; init; }
     public bool SkipFailover { get; init; }
     public bool NoReport { get; init; }
@@ -182,6 +184,7 @@ public sealed record Options
     public int DotNextLower { get; init; } = 300;
     public int DotNextUpper { get; init; } = 600;
     public int DotNextHeartbeat { get; init; } = 50;
+    public string DotNextWal { get; init; } = "shared";
     public string Docs { get; init; } = "docs";
 
     public static Options Parse(string[] args)
@@ -203,6 +206,7 @@ public sealed record Options
                 "--settle" => o with { Settle = TimeSpan.FromSeconds(double.Parse(Next())) },
                 "--systems" => o with { Systems = Next().Split(',', StringSplitOptions.RemoveEmptyEntries) },
                 "--clients" => o with { Clients = Next().Split(',').Select(int.Parse).ToArray() },
+                "--read-clients" => o with { ReadClients = int.Parse(Next()) },
                 "--skip-reads" => o with { SkipReads = true },
                 "--skip-failover" => o with { SkipFailover = true },
                 "--no-report" => o with { NoReport = true },
@@ -210,6 +214,7 @@ public sealed record Options
                 "--heartbeat" => o with { HeartbeatMs = int.Parse(Next()) },
                 "--election" => o with { ElectionMs = int.Parse(Next()) },
                 "--dotnext-timeouts" => ParseDotNext(o, Next()),
+                "--dotnext-wal" => o with { DotNextWal = Next() is "private" ? "private" : "shared" },
                 "--docs" => o with { Docs = Next() },
                 _ => throw new ArgumentException($"unknown option {args[i]}"),
             };

@@ -7,7 +7,7 @@ namespace Skiff.Bench.Cluster.Systems;
 /// DotNext.Net.Cluster 6.12 through the minimal node in bench/peers/dotnext: Raft over its TCP transport on port
 /// 7100, the key-value API over h2c on port 7200, on each of 127.0.0.1-127.0.0.3.
 /// </summary>
-public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int heartbeatMs) : IBenchSystem
+public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int heartbeatMs, string walMemory) : IBenchSystem
 {
     const int RaftPort = 7100, HttpPort = 7200;
     MemberProcesses? procs;
@@ -19,9 +19,12 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
 
     public string Describe(ClusterSpec spec) =>
         $"DotNext.Net.Cluster 6.12.0 (bench/peers/dotnext: its WAL, TCP transport, h2c put endpoint), election " +
-        $"{lowerMs}-{upperMs} ms, heartbeat {heartbeatMs} ms, linearizable reads through ApplyReadBarrierAsync(Strong); " +
-        "the leader flushes before acknowledging but a " +
-        "follower acknowledges before its own flush, so an acknowledged put is on disk on the leader only";
+        $"{lowerMs}-{upperMs} ms, heartbeat {heartbeatMs} ms, WAL memory {walMemory}, linearizable reads through ApplyReadBarrierAsync(Strong); " +
+        "the leader msyncs its WAL before answering the client but a follower sends its AppendEntries reply " +
+        "before its own msync (seen with strace here, shared-memory WAL), so an acknowledged put is on disk on " +
+        "the leader only" + (walMemory == "private"
+            ? "; with the private-memory WAL no fsync or msync was seen on a follower at all: durability unverified"
+            : "");
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
     {
@@ -37,7 +40,7 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
                 "--raft-port", RaftPort.ToString(), "--http-port", HttpPort.ToString(),
                 "--data", Path.Combine(dataDir, $"m{i}"),
                 "--election-lower", lowerMs.ToString(), "--election-upper", upperMs.ToString(),
-                "--heartbeat", heartbeatMs.ToString(),
+                "--heartbeat", heartbeatMs.ToString(), "--wal-memory", walMemory,
             ], new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" });
 
         http = spec.Members.Select(ip => new HttpClient(new SocketsHttpHandler
