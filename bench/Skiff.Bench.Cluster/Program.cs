@@ -142,7 +142,14 @@ else if (!o.NoReport)
 {
     var docs = Path.Combine(root, o.Docs);
     Directory.CreateDirectory(docs);
-    var charts = Charts.Write(summary, docs);
+    IReadOnlyList<string> charts = [];
+    try { charts = Charts.Write(summary, docs); }
+    catch (Exception e) when (e is not OperationCanceledException)
+    {
+        // The table matters more than the pictures: a missing native drawing library must not lose the run.
+        failures.Add($"charts not drawn: {e.GetType().Name}: {e.Message}");
+        Console.WriteLine("# " + failures[^1]);
+    }
     var md = Report.Write(Path.Combine(docs, "benchmarks.md"), summary, started, machine, o, descriptions, failures, charts);
     Console.WriteLine($"# wrote {Path.GetRelativePath(root, md)} and {string.Join(", ", charts.Select(c => Path.GetRelativePath(root, Path.Combine(docs, c))))}");
 }
