@@ -12,7 +12,7 @@ static class Charts
 
     static string Title(string sys) => sys switch { "etcd" => "etcd", "dotnext" => "DotNext", _ => "Skiff" };
 
-    public static IReadOnlyList<string> Write(Summary s, string dir)
+    public static IReadOnlyList<string> Write(Summary s, string dir, string runLabel)
     {
         var clients = s.Points.Where(p => p.Kind == "put").Select(p => p.Clients).Distinct().Order().ToArray();
         if (clients.Length == 0) return [];
@@ -50,12 +50,13 @@ static class Charts
                      (latency, "Writes: latency percentiles against closed-loop clients", "latency (ms)"),
                  })
         {
-            plot.Title(title);
+            plot.Title($"{title}\n{runLabel}");
             plot.XLabel("clients (one request in flight each)");
             plot.YLabel(y);
             plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(xs, labels);
-            plot.Axes.SetLimitsX(-0.3, xs.Length - 0.7);
-            plot.Axes.Margins(bottom: 0);
+            plot.Axes.AutoScale();
+            var limits = plot.Axes.GetLimits();
+            plot.Axes.SetLimits(-0.3, xs.Length - 0.7, 0, limits.Top);
             plot.ShowLegend(Alignment.UpperLeft);
         }
 

@@ -15,6 +15,7 @@
 //   --dotnext-timeouts L-U/H          DotNext election lower-upper and heartbeat, default 300-600/50 (the same)
 //   --dotnext-wal shared|private      DotNext WAL memory strategy (default shared)
 //   --docs DIR            where benchmarks.md and the charts go (default docs)
+//   --report-from FILE    redraw benchmarks.md and the charts from a run's raw results (bench/results/*.json)
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
@@ -27,114 +28,41 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
 var o = Options.Parse(args);
 var root = Repo.Root();
-// Members left by an earlier run that was itself SIGKILLed would hold the ports: say so rather than measure them.
-var stale = Machine.LeftoverMembers();
-if (stale.Count > 0)
+var jsonOptions = new JsonSerializerOptions
 {
-    Console.Error.WriteLine("members of an earlier benchmark run are still running (kill them by pid first):\n  " +
-                            string.Join("\n  ", stale));
-    return 2;
+    WriteIndented = true,
+    PropertyNameCaseInsensitive = true,
+    NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+};
+
+RunRecord run;
+if (o.ReportFrom is { } from)
+{
+    // Redraw the report and charts from an earlier run's raw results (bench/results/*.json), measuring nothing.
+    run = JsonSerializer.Deserialize<RunRecord>(File.ReadAllText(from), jsonOptions)
+          ?? throw new InvalidDataException($"{from} holds no run");
+    if (run.Options == null || run.Points == null)
+        throw new InvalidDataException($"{from} was written by an older harness (no options or points in it)");
+    run = run with { Options = run.Options with { Docs = o.Docs, NoReport = false } };
 }
-var members = new[] { "127.0.0.1", "127.0.0.2", "127.0.0.3" }.Select(IPAddress.Parse).ToArray();
-var work = Directory.CreateTempSubdirectory("skiff-bench-");
-using var cts = new CancellationTokenSource();
-Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
-var ct = cts.Token;
-
-Console.WriteLine($"# cluster bench {(o.Quick ? "--quick " : "")}reps={o.Reps} duration={o.Duration.TotalSeconds}s " +
-                  $"warmup={o.Warmup.TotalSeconds}s systems={string.Join(',', o.Systems)} work={work.FullName}");
-if (o.Systems.Contains("dotnext") && !o.NoBuild)
-    Repo.BuildDotNextNode(root);
-
-var systems = o.Systems.Select(name => name switch
+else
 {
-    "etcd" => (IBenchSystem)new EtcdSystem(),
-    "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
-    // TODO(#7): Skiff's adapter (Systems/SkiffSystem.cs) once `skiff serve` exists.
-    "skiff" => new SkiffSystem(),
-    _ => throw new ArgumentException($"unknown system {name}"),
-}).ToList();
-
-var points = new List<PointResult>();
-var failovers = new List<FailoverResult>();
-var descriptions = new Dictionary<string, string>();
-var failures = new List<string>();
-var started = DateTime.UtcNow;
-var load = Machine.LoadAverage();
-
-try
-{
-    for (int rep = 1; rep <= o.Reps; rep++)
-    {
-        var order = rep % 2 == 1 ? systems : Enumerable.Reverse(systems).ToList();
-        foreach (var sys in order)
-        {
-            var spec = new ClusterSpec(Path.Combine(work.FullName, $"rep{rep}"), members, o.HeartbeatMs, o.ElectionMs);
-            descriptions[sys.Name] = sys.Describe(spec);
-            try
-            {
-                await sys.StartAsync(spec, ct);
-                int leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
-                Console.WriteLine($"# {sys.Name} rep {rep}: leader is member {leader} ({members[leader]})");
-                // Settle: writes at C = 16, not measured, so that the first point does not pay for the JIT of a .NET
-                // member (DotNext, Skiff) or the first WAL segment's allocation; the same for every system.
-                await Load.ClosedLoopAsync(sys, leader, Op.Put, 16, rep, TimeSpan.Zero, o.Settle, null, ct);
-                // The leader is looked up again before every point: a re-election (a GC pause on 2 busy cores is
-                // enough) would otherwise send a whole point to a follower.
-                async Task<int> Leader() => await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
-                foreach (var c in o.Clients)
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
-                if (!o.SkipReads)
-                {
-                    var keys = await Load.PreloadAsync(sys, await Leader(), 1000, ct);
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetLinearizable, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
-                    points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetStale, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
-                }
-                if (!o.SkipFailover)
-                {
-                    leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
-                    failovers.Add(PrintFailover(await Load.FailoverAsync(sys, members.Length, leader, 16, rep,
-                        TimeSpan.FromMilliseconds(100), o.FailoverBefore, o.FailoverAfter, ct)));
-                }
-            }
-            catch (Exception e) when (!ct.IsCancellationRequested)
-            {
-                var msg = $"{sys.Name} rep {rep} failed: {e.GetType().Name}: {e.Message}";
-                failures.Add(msg);
-                Console.WriteLine("# " + msg);
-            }
-            finally
-            {
-                await sys.StopAsync();
-            }
-        }
-    }
+    var measured = await MeasureAsync(o, root);
+    if (measured == null) return 2;
+    run = measured;
+    var resultsDir = Path.Combine(root, "bench", "results");
+    Directory.CreateDirectory(resultsDir);
+    var json = Path.Combine(resultsDir, $"cluster-{run.Started:yyyyMMdd-HHmmss}.json");
+    File.WriteAllText(json, JsonSerializer.Serialize(run, jsonOptions));
+    Console.WriteLine($"# raw results: {Path.GetRelativePath(root, json)}");
 }
-finally
-{
-    MemberProcesses.KillAllStarted();
-    foreach (var s in systems) await s.StopAsync();
-    Waiting.DeleteQuietly(work.FullName);
-}
-
-// A point that completed nothing, or a failover after which no write succeeded, is a broken harness or system:
-// the smoke test must fail rather than write a table of zeros.
-foreach (var p in points.Where(p => p.OpsPerSec == 0))
-    failures.Add($"{p.System} {p.Kind} c={p.Clients} rep {p.Rep} completed no operation ({p.Errors} errors)");
-foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
-    failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
+o = run.Options;
+var (started, machine, points, failovers, failures, descriptions) =
+    (run.Started, run.Machine, run.Points, run.Failovers, run.Failures, run.Descriptions);
 
 var summary = Summary.Of(points, failovers);
 Console.WriteLine($"# medians over {o.Reps} repetition(s); spread = (max - min) / median of ops_s (gap_ms for failover)");
 foreach (var line in summary.Lines()) Console.WriteLine(line);
-
-var machine = Machine.Describe(load);
-var resultsDir = Path.Combine(root, "bench", "results");
-Directory.CreateDirectory(resultsDir);
-var json = Path.Combine(resultsDir, $"cluster-{started:yyyyMMdd-HHmmss}.json");
-File.WriteAllText(json, JsonSerializer.Serialize(new { started, machine, o.Quick, o.Reps, points, failovers, failures, descriptions },
-    new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
-Console.WriteLine($"# raw results: {Path.GetRelativePath(root, json)}");
 
 if (points.Count == 0 && failovers.Count == 0)
     Console.WriteLine("# nothing was measured: docs/benchmarks.md left as it was");
@@ -143,7 +71,8 @@ else if (!o.NoReport)
     var docs = Path.Combine(root, o.Docs);
     Directory.CreateDirectory(docs);
     IReadOnlyList<string> charts = [];
-    try { charts = Charts.Write(summary, docs); }
+    var runLabel = $"{started:yyyy-MM-dd HH:mm} UTC, {(o.Quick ? "--quick (smoke test, not a measurement)" : $"median of {o.Reps}")}, {Environment.ProcessorCount} cores";
+    try { charts = Charts.Write(summary, docs, runLabel); }
     catch (Exception e) when (e is not OperationCanceledException)
     {
         // The table matters more than the pictures: a missing native drawing library must not lose the run.
@@ -158,6 +87,108 @@ var leftover = Machine.LeftoverMembers();
 if (leftover.Count > 0) Console.WriteLine($"# WARNING: member processes still running: {string.Join(", ", leftover)}");
 return failures.Count == 0 ? 0 : 1;
 
+static async Task<RunRecord?> MeasureAsync(Options o, string root)
+{
+    // Members left by an earlier run that was itself SIGKILLed would hold the ports: say so rather than measure them.
+    var stale = Machine.LeftoverMembers();
+    if (stale.Count > 0)
+    {
+        Console.Error.WriteLine("members of an earlier benchmark run are still running (kill them by pid first):\n  " +
+                                string.Join("\n  ", stale));
+        return null;
+    }
+    var members = new[] { "127.0.0.1", "127.0.0.2", "127.0.0.3" }.Select(IPAddress.Parse).ToArray();
+    var work = Directory.CreateTempSubdirectory("skiff-bench-");
+    using var cts = new CancellationTokenSource();
+    Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+    var ct = cts.Token;
+
+    Console.WriteLine($"# cluster bench {(o.Quick ? "--quick " : "")}reps={o.Reps} duration={o.Duration.TotalSeconds}s " +
+                      $"warmup={o.Warmup.TotalSeconds}s systems={string.Join(',', o.Systems)} work={work.FullName}");
+    if (o.Systems.Contains("dotnext") && !o.NoBuild)
+        Repo.BuildDotNextNode(root);
+
+    var systems = o.Systems.Select(name => name switch
+    {
+        "etcd" => (IBenchSystem)new EtcdSystem(),
+        "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
+        // TODO(#7): Skiff's adapter (Systems/SkiffSystem.cs) once `skiff serve` exists.
+        "skiff" => new SkiffSystem(),
+        _ => throw new ArgumentException($"unknown system {name}"),
+    }).ToList();
+
+    var points = new List<PointResult>();
+    var failovers = new List<FailoverResult>();
+    var descriptions = new Dictionary<string, string>();
+    var failures = new List<string>();
+    var started = DateTime.UtcNow;
+    var load = Machine.LoadAverage();
+
+    try
+    {
+        for (int rep = 1; rep <= o.Reps; rep++)
+        {
+            var order = rep % 2 == 1 ? systems : Enumerable.Reverse(systems).ToList();
+            foreach (var sys in order)
+            {
+                var spec = new ClusterSpec(Path.Combine(work.FullName, $"rep{rep}"), members, o.HeartbeatMs, o.ElectionMs);
+                descriptions[sys.Name] = sys.Describe(spec);
+                try
+                {
+                    await sys.StartAsync(spec, ct);
+                    int leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
+                    Console.WriteLine($"# {sys.Name} rep {rep}: leader is member {leader} ({members[leader]})");
+                    // Settle: writes at C = 16, not measured, so that the first point does not pay for the JIT of a .NET
+                    // member (DotNext, Skiff) or the first WAL segment's allocation; the same for every system.
+                    await Load.ClosedLoopAsync(sys, leader, Op.Put, 16, rep, TimeSpan.Zero, o.Settle, null, ct);
+                    // The leader is looked up again before every point: a re-election (a GC pause on 2 busy cores is
+                    // enough) would otherwise send a whole point to a follower.
+                    async Task<int> Leader() => await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
+                    foreach (var c in o.Clients)
+                        points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
+                    if (!o.SkipReads)
+                    {
+                        var keys = await Load.PreloadAsync(sys, await Leader(), 1000, ct);
+                        points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetLinearizable, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
+                        points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetStale, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
+                    }
+                    if (!o.SkipFailover)
+                    {
+                        leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
+                        failovers.Add(PrintFailover(await Load.FailoverAsync(sys, members.Length, leader, 16, rep,
+                            TimeSpan.FromMilliseconds(100), o.FailoverBefore, o.FailoverAfter, ct)));
+                    }
+                }
+                catch (Exception e) when (!ct.IsCancellationRequested)
+                {
+                    var msg = $"{sys.Name} rep {rep} failed: {e.GetType().Name}: {e.Message}";
+                    failures.Add(msg);
+                    Console.WriteLine("# " + msg);
+                }
+                finally
+                {
+                    await sys.StopAsync();
+                }
+            }
+        }
+    }
+    finally
+    {
+        MemberProcesses.KillAllStarted();
+        foreach (var s in systems) await s.StopAsync();
+        Waiting.DeleteQuietly(work.FullName);
+    }
+
+    // A point that completed nothing, or a failover after which no write succeeded, is a broken harness or system:
+    // the smoke test must fail rather than write a table of zeros.
+    foreach (var p in points.Where(p => p.OpsPerSec == 0))
+        failures.Add($"{p.System} {p.Kind} c={p.Clients} rep {p.Rep} completed no operation ({p.Errors} errors)");
+    foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
+        failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
+
+    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions);
+}
+
 static PointResult Print(PointResult r)
 {
     Console.WriteLine(Summary.Line(r) + $" rep={r.Rep}");
@@ -169,6 +200,10 @@ static FailoverResult PrintFailover(FailoverResult r)
     Console.WriteLine(Summary.Line(r) + $" rep={r.Rep}");
     return r;
 }
+
+/// <summary>Everything one run measured: written to bench/results/ and readable again with --report-from.</summary>
+public sealed record RunRecord(DateTime Started, string Machine, Options Options, List<PointResult> Points,
+    List<FailoverResult> Failovers, List<string> Failures, Dictionary<string, string> Descriptions);
 
 public sealed record Options
 {
@@ -193,10 +228,12 @@ public sealed record Options
     public int DotNextHeartbeat { get; init; } = 50;
     public string DotNextWal { get; init; } = "shared";
     public string Docs { get; init; } = "docs";
+    public string? ReportFrom { get; init; }
+    public string CommandLine { get; init; } = "";
 
     public static Options Parse(string[] args)
     {
-        var o = new Options();
+        var o = new Options { CommandLine = string.Join(' ', args) };
         if (args.Contains("--quick"))
             o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
                          Settle = TimeSpan.FromSeconds(3),
@@ -223,6 +260,7 @@ public sealed record Options
                 "--dotnext-timeouts" => ParseDotNext(o, Next()),
                 "--dotnext-wal" => o with { DotNextWal = Next() is "private" ? "private" : "shared" },
                 "--docs" => o with { Docs = Next() },
+                "--report-from" => o with { ReportFrom = Next() },
                 _ => throw new ArgumentException($"unknown option {args[i]}"),
             };
         }

@@ -34,7 +34,7 @@ static class Report
         md.AppendLine(Begin);
         md.AppendLine("## Cluster: Skiff side by side with etcd and DotNext.Net.Cluster");
         md.AppendLine();
-        md.AppendLine($"Run {started:yyyy-MM-dd HH:mm} UTC{(o.Quick ? " in **--quick** mode (one repetition, 3 s points: a smoke test, not a measurement)" : "")}; " +
+        md.AppendLine($"Run {started:yyyy-MM-dd HH:mm} UTC{(o.Quick ? " in **--quick** mode (a smoke test of the harness, not a measurement)" : "")}; " +
                       $"{o.Reps} repetition(s) of {o.Duration.TotalSeconds:0.#} s after a {o.Warmup.TotalSeconds:0.#} s warm-up per point " +
                       $"(and {o.Settle.TotalSeconds:0.#} s of unmeasured writes after each cluster starts); medians; ±x% is half the spread (max − min) / median.");
         md.AppendLine($"Machine: {machine}.");
@@ -47,7 +47,8 @@ static class Report
         if (!descriptions.ContainsKey("skiff"))
             md.AppendLine("- **Skiff**: not measured yet (its adapter waits for `skiff serve`); the Skiff columns and ratios say n/a until then.");
         md.AppendLine();
-        md.AppendLine("Command: `dotnet run --project bench/Skiff.Bench.Cluster -c Release --" + (o.Quick ? " --quick" : "") + "`");
+        var command = ("dotnet run --project bench/Skiff.Bench.Cluster -c Release -- " + o.CommandLine).TrimEnd(' ', '-').TrimEnd();
+        md.AppendLine($"Command: `{command}`");
         md.AppendLine();
 
         md.AppendLine("### Throughput (ops/s)");

@@ -24,7 +24,9 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
         "before its own msync (seen with strace here, shared-memory WAL), so an acknowledged put is on disk on " +
         "the leader only" + (walMemory == "private"
             ? "; with the private-memory WAL no fsync or msync was seen on a follower at all: durability unverified"
-            : "");
+            : "") +
+        ". A commit costs it several synchronous writes per member (two msyncs and an O_SYNC pwrite of its " +
+        "checkpoint file), so its latency at low concurrency suffers most when other processes share the disk";
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
     {
