@@ -11,6 +11,8 @@
 //   --systems a,b         etcd,dotnext (skiff once its adapter exists)
 //   --clients 1,16,...    write points (default 1,16,64,256)      --read-clients N (default 64)
 //   --skip-reads --skip-failover --no-report
+//   --recovery-keys N     load N keys, SIGKILL a follower, time its restart until it serves them, and read the
+//                         members' resident memory (default 1,000,000; 0 skips it, as --quick does)
 //   --heartbeat MS --election MS      etcd (and Skiff) timeouts, default 50 / 300
 //   --dotnext-timeouts L-U/H          DotNext election lower-upper and heartbeat, default 300-600/50 (the same)
 //   --dotnext-wal shared|private      DotNext WAL memory strategy (default shared)
@@ -60,11 +62,11 @@ o = run.Options;
 var (started, machine, points, failovers, failures, descriptions) =
     (run.Started, run.Machine, run.Points, run.Failovers, run.Failures, run.Descriptions);
 
-var summary = Summary.Of(points, failovers);
+var summary = Summary.Of(points, failovers, run.Recoveries ?? []);
 Console.WriteLine($"# medians over {o.Reps} repetition(s); spread = (max - min) / median of ops_s (gap_ms for failover)");
 foreach (var line in summary.Lines()) Console.WriteLine(line);
 
-if (points.Count == 0 && failovers.Count == 0)
+if (points.Count == 0 && failovers.Count == 0 && (run.Recoveries ?? []).Count == 0)
     Console.WriteLine("# nothing was measured: docs/benchmarks.md left as it was");
 else if (!o.NoReport)
 {
@@ -119,6 +121,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
 
     var points = new List<PointResult>();
     var failovers = new List<FailoverResult>();
+    var recoveries = new List<RecoveryResult>();
     var descriptions = new Dictionary<string, string>();
     var failures = new List<string>();
     var started = DateTime.UtcNow;
@@ -152,6 +155,23 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                         points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetLinearizable, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
                         points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.GetStale, o.ReadClients, rep, o.Warmup, o.Duration, keys, ct)));
                     }
+                    if (o.RecoveryKeys > 0)
+                    {
+                        // Its own failure must not cost the failover point that follows.
+                        try
+                        {
+                            recoveries.Add(PrintRecovery(await Load.RecoveryAsync(sys, members.Length, o.RecoveryKeys, rep, ct)));
+                        }
+                        catch (Exception e) when (!ct.IsCancellationRequested)
+                        {
+                            failures.Add($"{sys.Name} recovery rep {rep} failed: {e.GetType().Name}: {e.Message}");
+                            Console.WriteLine("# " + failures[^1]);
+                            KeepLogs(spec.WorkDir, sys.Name, rep, root);
+                            // A member may be down now: start over for the failover point.
+                            await sys.StopAsync();
+                            await sys.StartAsync(spec with { WorkDir = spec.WorkDir + "-after-recovery" }, ct);
+                        }
+                    }
                     if (!o.SkipFailover)
                     {
                         leader = await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
@@ -164,6 +184,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                     var msg = $"{sys.Name} rep {rep} failed: {e.GetType().Name}: {e.Message}";
                     failures.Add(msg);
                     Console.WriteLine("# " + msg);
+                    KeepLogs(spec.WorkDir, sys.Name, rep, root);
                 }
                 finally
                 {
@@ -186,7 +207,24 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
         failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
 
-    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions);
+    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries);
+}
+
+/// <summary>Copies the members' logs of a failed run out of the temp dir (which is deleted) into bench/results/.</summary>
+static void KeepLogs(string workDir, string system, int rep, string root)
+{
+    try
+    {
+        var to = Path.Combine(root, "bench", "results", $"logs-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{system}-rep{rep}");
+        foreach (var log in Directory.EnumerateFiles(workDir, "*.log", SearchOption.AllDirectories))
+        {
+            var dest = Path.Combine(to, Path.GetRelativePath(workDir, log).Replace('/', '_'));
+            Directory.CreateDirectory(to);
+            File.Copy(log, dest, overwrite: true);
+        }
+        if (Directory.Exists(to)) Console.WriteLine($"# member logs kept in {Path.GetRelativePath(root, to)}");
+    }
+    catch (IOException) { }
 }
 
 static PointResult Print(PointResult r)
@@ -201,9 +239,16 @@ static FailoverResult PrintFailover(FailoverResult r)
     return r;
 }
 
+static RecoveryResult PrintRecovery(RecoveryResult r)
+{
+    Console.WriteLine(Summary.Line(r) + $" rep={r.Rep}");
+    return r;
+}
+
 /// <summary>Everything one run measured: written to bench/results/ and readable again with --report-from.</summary>
 public sealed record RunRecord(DateTime Started, string Machine, Options Options, List<PointResult> Points,
-    List<FailoverResult> Failovers, List<string> Failures, Dictionary<string, string> Descriptions);
+    List<FailoverResult> Failovers, List<string> Failures, Dictionary<string, string> Descriptions,
+    List<RecoveryResult>? Recoveries = null);
 
 public sealed record Options
 {
@@ -217,6 +262,7 @@ public sealed record Options
     public string[] Systems { get; init; } = ["etcd", "dotnext"];
     public int[] Clients { get; init; } = [1, 16, 64, 256];
     public int ReadClients { get; init; } = 64;
+    public int RecoveryKeys { get; init; } = 1_000_000;
     public bool SkipReads { get; init; }
     public bool SkipFailover { get; init; }
     public bool NoReport { get; init; }
@@ -236,7 +282,7 @@ public sealed record Options
         var o = new Options { CommandLine = string.Join(' ', args) };
         if (args.Contains("--quick"))
             o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
-                         Settle = TimeSpan.FromSeconds(3),
+                         Settle = TimeSpan.FromSeconds(3), RecoveryKeys = 0,
                          FailoverBefore = TimeSpan.FromSeconds(1), FailoverAfter = TimeSpan.FromSeconds(1) };
         for (int i = 0; i < args.Length; i++)
         {
@@ -253,6 +299,7 @@ public sealed record Options
                 "--read-clients" => o with { ReadClients = int.Parse(Next()) },
                 "--skip-reads" => o with { SkipReads = true },
                 "--skip-failover" => o with { SkipFailover = true },
+                "--recovery-keys" => o with { RecoveryKeys = int.Parse(Next()) },
                 "--no-report" => o with { NoReport = true },
                 "--no-build" => o with { NoBuild = true },
                 "--heartbeat" => o with { HeartbeatMs = int.Parse(Next()) },

@@ -100,6 +100,34 @@ static class Report
                       $"Skiff/DotNext {Ratio(sf?.GapMs ?? double.NaN, s.Failover("dotnext")?.GapMs ?? double.NaN)}.");
         md.AppendLine();
 
+        md.AppendLine("### Recovery and memory");
+        md.AppendLine();
+        if (s.Recoveries.Count == 0)
+            md.AppendLine("Not measured in this run (`--recovery-keys N`; --quick skips it).");
+        else
+        {
+            md.AppendLine("Load N keys of 100 bytes (batched, only to get there), SIGKILL a follower, start it again on its data, and time " +
+                          "until it serves the keys from its own state. Memory: VmRSS, so pages of memory-mapped files count.");
+            md.AppendLine();
+            md.AppendLine("| system | keys | recovery ms | leader RSS MiB | recovered member RSS MiB | load s |");
+            md.AppendLine("|---|---:|---:|---:|---:|---:|");
+            foreach (var sys in all)
+            {
+                var r = s.Recovery(sys);
+                md.AppendLine(r == null
+                    ? $"| {Title(sys)} | – | – | – | – | – |"
+                    : $"| {Title(sys)} | {r.Keys:N0} | {F(r.RecoveryMs, 0)}{(r.Reps > 1 ? $" ±{F(r.SpreadPct / 2, 0)}%" : "")} | " +
+                      $"{F(r.LeaderRssMb, 0)} | {F(r.RecoveredRssMb, 0)} | {F(r.LoadSeconds, 1)} |");
+            }
+            var sr = s.Recovery("skiff");
+            md.AppendLine();
+            md.AppendLine($"Recovery ratios: Skiff/etcd {Ratio(sr?.RecoveryMs ?? double.NaN, s.Recovery("etcd")?.RecoveryMs ?? double.NaN)}, " +
+                          $"Skiff/DotNext {Ratio(sr?.RecoveryMs ?? double.NaN, s.Recovery("dotnext")?.RecoveryMs ?? double.NaN)}; " +
+                          $"memory Skiff/etcd {Ratio(sr?.LeaderRssMb ?? double.NaN, s.Recovery("etcd")?.LeaderRssMb ?? double.NaN)}, " +
+                          $"Skiff/DotNext {Ratio(sr?.LeaderRssMb ?? double.NaN, s.Recovery("dotnext")?.LeaderRssMb ?? double.NaN)}.");
+        }
+        md.AppendLine();
+
         md.AppendLine("### CPU (% of one core over each point: load generator / all three members)");
         md.AppendLine();
         md.AppendLine("| point | Skiff | etcd | DotNext |");

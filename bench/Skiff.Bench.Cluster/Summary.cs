@@ -9,15 +9,22 @@ public sealed record PointSummary(string System, string Kind, int Clients, int R
 public sealed record FailoverSummary(string System, int Clients, int Reps, double GapMs, double ElectionMs,
     double FirstWriteMs, double SpreadPct, long Errors);
 
+public sealed record RecoverySummary(string System, int Keys, int Reps, double LoadSeconds, double RecoveryMs,
+    double LeaderRssMb, double RecoveredRssMb, double SpreadPct);
+
 public sealed class Summary
 {
+    public IReadOnlyList<RecoverySummary> Recoveries { get; init; } = [];
+
+    public RecoverySummary? Recovery(string system) => Recoveries.FirstOrDefault(r => r.System == system);
+
     public required IReadOnlyList<PointSummary> Points { get; init; }
     public required IReadOnlyList<FailoverSummary> Failovers { get; init; }
 
     public static readonly string[] SystemOrder = ["skiff", "etcd", "dotnext"];
 
     public IEnumerable<string> Systems =>
-        Points.Select(p => p.System).Concat(Failovers.Select(f => f.System)).Distinct()
+        Points.Select(p => p.System).Concat(Failovers.Select(f => f.System)).Concat(Recoveries.Select(r => r.System)).Distinct()
             .OrderBy(s => Array.IndexOf(SystemOrder, s) is var i && i < 0 ? 99 : i);
 
     public PointSummary? Find(string system, string kind, int clients) =>
@@ -40,8 +47,13 @@ public sealed class Summary
         return m == 0 ? double.NaN : 100 * (a.Max() - a.Min()) / m;
     }
 
-    public static Summary Of(IEnumerable<PointResult> points, IEnumerable<FailoverResult> failovers) => new()
+    public static Summary Of(IEnumerable<PointResult> points, IEnumerable<FailoverResult> failovers,
+        IEnumerable<RecoveryResult> recoveries) => new()
     {
+        Recoveries = recoveries.GroupBy(r => (r.System, r.Keys)).Select(g => new RecoverySummary(
+            g.Key.System, g.Key.Keys, g.Count(), Median(g.Select(r => r.LoadSeconds)), Median(g.Select(r => r.RecoveryMs)),
+            Median(g.Select(r => r.LeaderRssMb)), Median(g.Select(r => r.RecoveredRssMb)),
+            Spread(g.Select(r => r.RecoveryMs)))).ToList(),
         Points = points.GroupBy(p => (p.System, p.Kind, p.Clients)).Select(g => new PointSummary(
             g.Key.System, g.Key.Kind, g.Key.Clients, g.Count(), Median(g.Select(p => p.OpsPerSec)),
             Median(g.Select(p => p.P50Ms)), Median(g.Select(p => p.P99Ms)), Median(g.Select(p => p.MaxMs)),
@@ -65,6 +77,10 @@ public sealed class Summary
         $"{r.System} failover c={r.Clients} gap_ms={F(r.GapMs, 0)} election_ms={F(r.ElectionMs, 0)} " +
         $"first_write_ms={F(r.FirstWriteMs, 0)} errors={r.Errors}";
 
+    public static string Line(RecoveryResult r) =>
+        $"{r.System} recovery keys={r.Keys} recovery_ms={F(r.RecoveryMs, 0)} leader_rss_mb={F(r.LeaderRssMb, 0)} " +
+        $"recovered_rss_mb={F(r.RecoveredRssMb, 0)} load_s={F(r.LoadSeconds, 1)}";
+
     public IEnumerable<string> Lines()
     {
         foreach (var p in Points)
@@ -74,5 +90,9 @@ public sealed class Summary
         foreach (var f in Failovers)
             yield return $"{f.System} failover c={f.Clients} gap_ms={F(f.GapMs, 0)} election_ms={F(f.ElectionMs, 0)} " +
                          $"first_write_ms={F(f.FirstWriteMs, 0)} spread_pct={F(f.SpreadPct, 0)} reps={f.Reps}";
+        foreach (var r in Recoveries)
+            yield return $"{r.System} recovery keys={r.Keys} recovery_ms={F(r.RecoveryMs, 0)} " +
+                         $"leader_rss_mb={F(r.LeaderRssMb, 0)} recovered_rss_mb={F(r.RecoveredRssMb, 0)} " +
+                         $"load_s={F(r.LoadSeconds, 1)} spread_pct={F(r.SpreadPct, 0)} reps={r.Reps}";
     }
 }

@@ -87,6 +87,14 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
 
     public void Kill(int member) => procs?.Kill(member);
 
+    public Task RestartAsync(int member, CancellationToken ct)
+    {
+        procs!.Restart(member);
+        return Task.CompletedTask;
+    }
+
+    public long? ResidentBytes(int member) => procs?.ResidentBytes(member);
+
     public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
 
     public Task StopAsync()
@@ -114,13 +122,41 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
                 throw new HttpRequestException($"put answered {(int)resp.StatusCode}");
         }
 
-        public async Task GetAsync(byte[] key, bool linearizable, CancellationToken ct)
+        public async Task<bool> GetAsync(byte[] key, bool linearizable, CancellationToken ct)
         {
             using var req = Request(HttpMethod.Get, "kv/" + Encoding.ASCII.GetString(key) + (linearizable ? "?mode=lin" : "?mode=stale"));
             using var resp = await http.SendAsync(req, ct);
             if (resp.StatusCode is not (HttpStatusCode.OK or HttpStatusCode.NotFound))
                 throw new HttpRequestException($"get answered {(int)resp.StatusCode}");
             await resp.Content.ReadAsByteArrayAsync(ct);
+            return resp.StatusCode == HttpStatusCode.OK;
+        }
+
+        /// <summary>
+        /// POST /batch: one Raft entry per 100 keys, [count:4] then [keyLength:1][key][valueLength:4][value]. With 1,000
+        /// keys (121 KB entries) and four loaders the followers never stored them and the leader lost its term.
+        /// </summary>
+        public async Task PutBatchAsync(IReadOnlyList<byte[]> keys, byte[] value, CancellationToken ct)
+        {
+            foreach (var chunk in keys.Chunk(100))
+            {
+                var body = new MemoryStream();
+                var w = new BinaryWriter(body);
+                w.Write(chunk.Length);
+                foreach (var k in chunk)
+                {
+                    w.Write((byte)k.Length);
+                    w.Write(k);
+                    w.Write(value.Length);
+                    w.Write(value);
+                }
+                w.Flush();
+                using var req = Request(HttpMethod.Post, "batch");
+                req.Content = new ByteArrayContent(body.ToArray());
+                using var resp = await http.SendAsync(req, ct);
+                if (resp.StatusCode != HttpStatusCode.NoContent)
+                    throw new HttpRequestException($"batch answered {(int)resp.StatusCode}");
+            }
         }
     }
 }

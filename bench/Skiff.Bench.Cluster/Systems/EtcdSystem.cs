@@ -98,6 +98,15 @@ public sealed class EtcdSystem : IBenchSystem
 
     public void Kill(int member) => procs?.Kill(member);
 
+    public Task RestartAsync(int member, CancellationToken ct)
+    {
+        // etcd ignores the --initial-cluster flags when its data directory already holds a member.
+        procs!.Restart(member);
+        return Task.CompletedTask;
+    }
+
+    public long? ResidentBytes(int member) => procs?.ResidentBytes(member);
+
     public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
 
     public Task StopAsync()
@@ -118,8 +127,21 @@ public sealed class EtcdSystem : IBenchSystem
             await etcd.PutAsync(new PutRequest { Key = ByteString.CopyFrom(key), Value = ByteString.CopyFrom(value) },
                 cancellationToken: ct);
 
-        public async Task GetAsync(byte[] key, bool linearizable, CancellationToken ct) =>
-            await etcd.GetAsync(new RangeRequest { Key = ByteString.CopyFrom(key), Serializable = !linearizable },
-                cancellationToken: ct);
+        public async Task<bool> GetAsync(byte[] key, bool linearizable, CancellationToken ct) =>
+            (await etcd.GetAsync(new RangeRequest { Key = ByteString.CopyFrom(key), Serializable = !linearizable },
+                cancellationToken: ct)).Count > 0;
+
+        /// <summary>One transaction per 128 keys: etcd's default --max-txn-ops.</summary>
+        public async Task PutBatchAsync(IReadOnlyList<byte[]> keys, byte[] value, CancellationToken ct)
+        {
+            var v = ByteString.CopyFrom(value);
+            foreach (var chunk in keys.Chunk(128))
+            {
+                var txn = new TxnRequest();
+                foreach (var k in chunk)
+                    txn.Success.Add(new RequestOp { RequestPut = new PutRequest { Key = ByteString.CopyFrom(k), Value = v } });
+                await etcd.TransactionAsync(txn, cancellationToken: ct);
+            }
+        }
     }
 }

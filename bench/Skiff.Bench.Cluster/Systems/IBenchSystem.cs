@@ -36,6 +36,12 @@ public interface IBenchSystem
     /// <summary>SIGKILL one member (no graceful shutdown).</summary>
     void Kill(int member);
 
+    /// <summary>Starts a killed member again on its existing data; returns once the process is started.</summary>
+    Task RestartAsync(int member, CancellationToken ct);
+
+    /// <summary>Resident memory (VmRSS) of one live member in bytes, or null if it is not running.</summary>
+    long? ResidentBytes(int member);
+
     /// <summary>The OS process ids of the live members, to account their CPU.</summary>
     IReadOnlyList<int> MemberPids { get; }
 
@@ -49,6 +55,18 @@ public interface IKvClient
     /// <summary>A write that returns once committed (and as durable as the system makes it).</summary>
     Task PutAsync(byte[] key, byte[] value, CancellationToken ct);
 
-    /// <summary>A read: linearizable (through the leader's read protocol) or stale (the member's local state).</summary>
-    Task GetAsync(byte[] key, bool linearizable, CancellationToken ct);
+    /// <summary>
+    /// A read: linearizable (through the leader's read protocol) or stale (the member's local state).
+    /// Returns whether the key was found.
+    /// </summary>
+    Task<bool> GetAsync(byte[] key, bool linearizable, CancellationToken ct);
+
+    /// <summary>
+    /// Writes many keys with one value, in as few requests as the system allows; only used to load data for the
+    /// recovery point, never measured as throughput. The default writes them one by one.
+    /// </summary>
+    async Task PutBatchAsync(IReadOnlyList<byte[]> keys, byte[] value, CancellationToken ct)
+    {
+        foreach (var k in keys) await PutAsync(k, value, ct);
+    }
 }

@@ -10,8 +10,11 @@ namespace Skiff.Bench.Cluster.Systems;
 //   ProbeAsync  - ask one member whether it is the leader and its term, with a short (200 ms) deadline.
 //   Client      - one thread-safe client per member (Skiff's own client library), taking many concurrent calls.
 //   IKvClient   - PutAsync returns once the write is committed and fsynced on a majority; GetAsync(lin: true)
-//                 is a linearizable read (ReadIndex), GetAsync(lin: false) a local read on that member.
-//   Kill / MemberPids / StopAsync - delegate to MemberProcesses, as the peers do.
+//                 is a linearizable read (ReadIndex), GetAsync(lin: false) a local read on that member; both say
+//                 whether the key exists. PutBatchAsync (optional: the default puts one by one) loads the
+//                 recovery point's keys in few requests.
+//   Kill / RestartAsync / ResidentBytes / MemberPids / StopAsync - delegate to MemberProcesses, as the peers do
+//                 (RestartAsync starts a killed member again on the same data: the recovery point times it).
 // Then register it in Program.Systems under the name "skiff"; the report's Skiff/etcd and Skiff/DotNext ratio
 // columns fill in by themselves once results named "skiff" exist.
 public sealed class SkiffSystem : IBenchSystem
@@ -23,6 +26,8 @@ public sealed class SkiffSystem : IBenchSystem
     public Task<Probe> ProbeAsync(int member, CancellationToken ct) => throw new NotSupportedException();
     public IKvClient Client(int member) => throw new NotSupportedException();
     public void Kill(int member) { }
+    public Task RestartAsync(int member, CancellationToken ct) => throw new NotSupportedException();
+    public long? ResidentBytes(int member) => null;
     public IReadOnlyList<int> MemberPids => [];
     public Task StopAsync() => Task.CompletedTask;
 }

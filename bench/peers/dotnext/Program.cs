@@ -3,6 +3,7 @@
 //   PUT /kv/{key}            body = value; returns 204 once ReplicateAsync has committed the entry
 //   GET /kv/{key}?mode=lin   read barrier (ReadBarrierType.Strong) then local read; mode=stale reads locally
 //   GET /leader              "1 <term>" if this node is the leader, else "0 <term>"
+//   POST /batch              many keys in one entry, for loading data only (the harness's recovery point)
 // Not-leader answers 421. Durability (6.12): the leader flushes before it acknowledges, but a follower acknowledges
 // an entry before its own flush, so an acknowledged put is on disk on the leader only.
 //
@@ -91,6 +92,29 @@ app.MapPut("/kv/{key}", async (string key, HttpRequest req, CancellationToken ct
     }
 });
 
+// Loading only (the harness's recovery point): many keys in one Raft entry, [0xFF] + the request body, which is
+// [count:4] then [keyLength:1][key][valueLength:4][value] per key, little-endian.
+app.MapPost("/batch", async (HttpRequest req, CancellationToken ct) =>
+{
+    if (cluster.LeadershipToken.IsCancellationRequested)
+        return Results.StatusCode(StatusCodes.Status421MisdirectedRequest);
+    var body = await req.BodyReader.ReadAllAsync(ct);
+    var payload = new byte[1 + body.Length];
+    payload[0] = KvStateMachine.BatchMarker;
+    body.CopyTo(payload, 1);
+    try
+    {
+        using var both = CancellationTokenSource.CreateLinkedTokenSource(ct, cluster.LeadershipToken);
+        await cluster.ReplicateAsync(payload, context: null, both.Token);
+        return Results.NoContent();
+    }
+    catch (Exception e) when (e is OperationCanceledException or InvalidOperationException)
+    {
+        Console.Error.WriteLine($"batch of {body.Length} bytes not replicated: {e.GetType().Name}: {e.Message}");
+        return Results.StatusCode(StatusCodes.Status503ServiceUnavailable);
+    }
+});
+
 app.MapGet("/kv/{key}", async (string key, string? mode, CancellationToken ct) =>
 {
     if (mode != "stale")
@@ -118,11 +142,13 @@ await app.StopAsync();
 await cluster.StopAsync(CancellationToken.None);
 await wal.DisposeAsync();
 
-/// The replicated map. Entries are [keyLength:1][key ASCII][value]. Reads run concurrently with ApplyAsync.
+/// The replicated map. Entries are [keyLength:1][key ASCII][value], or a batch (BatchMarker, see /batch).
+/// Reads run concurrently with ApplyAsync.
 sealed class KvStateMachine(DirectoryInfo location, long snapshotEvery) : SimpleStateMachine(location)
 {
+    public const byte BatchMarker = 0xFF;
     readonly ConcurrentDictionary<string, byte[]> map = new();
-    long sinceSnapshot;
+    long applied;
 
     public bool TryGet(string key, out byte[] value) => map.TryGetValue(key, out value!);
 
@@ -131,10 +157,28 @@ sealed class KvStateMachine(DirectoryInfo location, long snapshotEvery) : Simple
         if (entry.IsConfiguration || !entry.TryGetPayload(out var payload) || payload.IsEmpty)
             return ValueTask.FromResult(false);
         var bytes = payload.ToArray();
-        int n = bytes[0];
-        map[Encoding.ASCII.GetString(bytes, 1, n)] = bytes[(1 + n)..];
-        // A full-state snapshot every snapshotEvery entries keeps the log bounded (its cost shows up as spikes).
-        return ValueTask.FromResult(++sinceSnapshot % snapshotEvery == 0);
+        long before = applied;
+        if (bytes[0] == BatchMarker)
+        {
+            int count = BitConverter.ToInt32(bytes, 1), at = 5;
+            for (int i = 0; i < count; i++)
+            {
+                int kl = bytes[at];
+                var key = Encoding.ASCII.GetString(bytes, at + 1, kl);
+                int vl = BitConverter.ToInt32(bytes, at + 1 + kl);
+                map[key] = bytes[(at + 5 + kl)..(at + 5 + kl + vl)];
+                at += 5 + kl + vl;
+            }
+            applied += count;
+        }
+        else
+        {
+            int n = bytes[0];
+            map[Encoding.ASCII.GetString(bytes, 1, n)] = bytes[(1 + n)..];
+            applied++;
+        }
+        // A full-state snapshot every snapshotEvery keys written keeps the log bounded (its cost shows up as spikes).
+        return ValueTask.FromResult(before / snapshotEvery != applied / snapshotEvery);
     }
 
     protected override async ValueTask PersistAsync(IAsyncBinaryWriter writer, CancellationToken token)
