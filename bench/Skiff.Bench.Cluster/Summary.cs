@@ -71,7 +71,7 @@ public sealed class Summary
     public static string Line(PointResult r) =>
         $"{r.System} {r.Kind} c={r.Clients} ops_s={F(r.OpsPerSec, 0)} p50_ms={F(r.P50Ms)} p99_ms={F(r.P99Ms)} " +
         $"max_ms={F(r.MaxMs)} client_cpu_pct={F(r.ClientCpuPct, 0)} member_cpu_pct={F(r.ServerCpuPct, 0)} " +
-        $"errors={r.Errors} term_changes={r.TermChanges}";
+        $"errors={r.Errors} term_changes={(r.TermChanges < 0 ? "?" : r.TermChanges.ToString())}";
 
     public static string Line(FailoverResult r) =>
         $"{r.System} failover c={r.Clients} gap_ms={F(r.GapMs, 0)} election_ms={F(r.ElectionMs, 0)} " +

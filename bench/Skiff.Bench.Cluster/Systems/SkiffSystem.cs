@@ -15,8 +15,9 @@ namespace Skiff.Bench.Cluster.Systems;
 //                 recovery point's keys in few requests.
 //   Kill / RestartAsync / ResidentBytes / MemberPids / StopAsync - delegate to MemberProcesses, as the peers do
 //                 (RestartAsync starts a killed member again on the same data: the recovery point times it).
-// Then register it in Program.Systems under the name "skiff"; the report's Skiff/etcd and Skiff/DotNext ratio
-// columns fill in by themselves once results named "skiff" exist.
+// It is already selectable (--systems skiff,etcd,dotnext); once it works, add "skiff" to the default of
+// Options.Systems in Program.cs. The report's Skiff/etcd and Skiff/DotNext ratio columns and the list of bars fill
+// in by themselves once results named "skiff" exist.
 public sealed class SkiffSystem : IBenchSystem
 {
     public string Name => "skiff";
