@@ -205,7 +205,7 @@ public static class Load
         int current = leader;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var successes = new List<(long Start, long End)>[clients];
-        long errors = 0;
+        long errors = 0, latestSuccessStart = 0;
         var workers = new Task[clients];
         for (int c = 0; c < clients; c++)
         {
@@ -224,6 +224,9 @@ public static class Load
                         call.CancelAfter(deadline);
                         await sys.Client(Volatile.Read(ref current)).PutAsync(key, Keys.Value, call.Token);
                         successes[id].Add((start, Stopwatch.GetTimestamp()));
+                        long seen;
+                        while ((seen = Interlocked.Read(ref latestSuccessStart)) < start &&
+                               Interlocked.CompareExchange(ref latestSuccessStart, start, seen) != seen) { }
                     }
                     catch (Exception) when (stop.IsCancellationRequested) { break; }
                     catch (Exception)
@@ -241,6 +244,11 @@ public static class Load
         int next = await FindLeaderAsync(sys, members, TimeSpan.FromSeconds(15), ct, exclude: leader);
         long electedAt = Stopwatch.GetTimestamp();
         Volatile.Write(ref current, next);
+        // Keep writing until a write that started after the kill has succeeded (at most 30 s), then `after` more:
+        // a new leader can take a while to accept writes (DotNext after loading 1,000,000 keys took seconds).
+        var recoverBy = Stopwatch.GetTimestamp() + 30 * Stopwatch.Frequency;
+        while (Interlocked.Read(ref latestSuccessStart) <= killedAt && Stopwatch.GetTimestamp() < recoverBy)
+            await Task.Delay(10, ct);
         await Task.Delay(after, ct);
         stop.Cancel();
         await Task.WhenAll(workers);
