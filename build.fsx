@@ -1,5 +1,5 @@
 // Skiff's build script: `dotnet fsi build.fsx <target> [args]`.
-// Targets: build | test | soak [count] | bench [args]. A plain script that starts processes: FAKE 6 does not
+// Targets: build | test | soak [count] | pack [dir] | bench [args]. A plain script that starts processes: FAKE 6 does not
 // restore here and FAKE 5 needs hand-set context, and this is all we need.
 open System
 open System.Diagnostics
@@ -70,6 +70,12 @@ let soak (extra: string list) =
     build ()
     exit (run "dotnet" ([ "run"; "--project"; "tests/PropertyTests"; "-c"; "Release"; "--no-build"; "--"; "--soak" ] @ extra))
 
+/// NuGet packages of every library and the CLI tool, with README, license and symbols, into `artifacts/`.
+let pack (extra: string list) =
+    build ()
+    let output = match extra with dir :: _ -> dir | [] -> IO.Path.Combine(root, "artifacts")
+    exit (run "dotnet" [ "pack"; solution; "-c"; "Release"; "--no-build"; "-o"; output ])
+
 let bench (extra: string list) =
     build ()
     exit (run "dotnet" ([ "run"; "--project"; "bench/Skiff.Bench"; "-c"; "Release"; "--" ] @ extra))
@@ -78,7 +84,8 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "build" :: _ -> build ()
 | "test" :: rest -> test rest
 | "soak" :: rest -> soak rest
+| "pack" :: rest -> pack rest
 | "bench" :: rest -> bench rest
 | other ->
-    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|bench [args] (got %A)" other
+    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|pack [dir]|bench [args] (got %A)" other
     exit 2

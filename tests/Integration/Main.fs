@@ -6,12 +6,28 @@ open Expecto
 let private all: Test list =
     [
       // storage:begin
+      StorageTests.tests
+      CrashTests.tests
       // storage:end
 
       // runtime:begin
+      Skiff.Integration.RuntimeTests.tests
       // runtime:end
+
+      // facade:begin
+      FacadeTests.tests
+      FSharpApiTests.tests
+      SamplesTests.tests
+      // facade:end
+
+      // cli:begin
+      CliTests.tests
+      // cli:end
     ]
 
 [<EntryPoint>]
 let main argv =
-    Skiff.Tests.TestMain.run argv (testList "Integration" all)
+    match argv with
+    // The crash tests start this same program as their child process.
+    | [| "--crash-writer"; dir; run; seed |] -> CrashWriter.run dir (int64 run) (int seed)
+    | _ -> Skiff.Tests.TestMain.run argv (testList "Integration" all)

@@ -9,6 +9,15 @@ let private all: Test list =
       // checker:end
 
       // reducer:begin
+      RaftElectionTests.tests
+      RaftReplicationTests.tests
+      RaftMembershipTests.membership
+      RaftMembershipTests.reads
+      RaftMembershipTests.transfer
+      RaftSnapshotTests.snapshots
+      RaftSnapshotTests.totality
+      RaftSnapshotTests.restarts
+      RaftChaosTests.tests
       // reducer:end
 
       // simulator:begin

@@ -1,0 +1,18 @@
+// Skiff benchmarks: `dotnet run --project bench/Skiff.Bench -c Release -- <subcommand> [args]`.
+// Each subcommand lives in its own file; this is only the dispatcher.
+using Skiff.Bench;
+
+var commands = new Dictionary<string, (string help, Func<string[], Task<int>> run)>
+{
+    ["storage"] = ("durable log appends vs raw fsync, commit paths, recovery, snapshots", StorageBench.Run),
+    ["cluster"] = ("3-node cluster: closed-loop put latency and throughput at 1 and 64 clients", ClusterBench.Run),
+    ["failover"] = ("3-node cluster, 16 writers, leader shut down: longest write gap and election time", FailoverBench.Run),
+};
+
+if (args.Length == 0 || !commands.TryGetValue(args[0], out var command))
+{
+    Console.Error.WriteLine("usage: Skiff.Bench <subcommand> [args]");
+    foreach (var (name, (help, _)) in commands) Console.Error.WriteLine($"  {name,-10} {help}");
+    return 2;
+}
+return await command.run(args[1..]);

@@ -1,0 +1,64 @@
+using System.Net;
+
+namespace Skiff;
+
+/// <summary>Builds a <see cref="SkiffNode"/> fluently, as skiff-rs's <c>Builder</c> does:
+/// <c>new Builder().SetDir("/tmp/node2").Bind(IPAddress.Parse("127.0.0.2")).JoinCluster(peers).Build()</c>.</summary>
+public sealed class Builder
+{
+    private readonly SkiffOptions _options = new();
+
+    /// <summary>The data directory (default /tmp/skiff).</summary>
+    public Builder SetDir(string directory)
+    {
+        _options.DataDirectory = directory;
+        return this;
+    }
+
+    /// <summary>The address to listen on (default 127.0.0.1).</summary>
+    public Builder Bind(IPAddress address)
+    {
+        _options.Address = address;
+        return this;
+    }
+
+    /// <summary>The port to listen on (default 9400).</summary>
+    public Builder Port(int port)
+    {
+        _options.Port = port;
+        return this;
+    }
+
+    /// <summary>Members to join through on start.</summary>
+    public Builder JoinCluster(IEnumerable<IPAddress> peers)
+    {
+        ArgumentNullException.ThrowIfNull(peers);
+        _options.JoinCluster = peers.ToArray();
+        return this;
+    }
+
+    /// <summary>The deadline of a call that is given none (default 5 s).</summary>
+    public Builder WithTimeout(TimeSpan timeout)
+    {
+        _options.RequestTimeout = timeout;
+        return this;
+    }
+
+    /// <summary>The serializer for typed values (default System.Text.Json).</summary>
+    public Builder WithSerializer(ISkiffSerializer serializer)
+    {
+        _options.Serializer = serializer;
+        return this;
+    }
+
+    /// <summary>The largest value accepted, in bytes (default 1 MiB).</summary>
+    public Builder WithMaxValueBytes(int bytes)
+    {
+        _options.MaxValueBytes = bytes;
+        return this;
+    }
+
+    /// <summary>Checks the settings, opens storage and returns the node, not yet started.</summary>
+    /// <exception cref="SkiffException">For a bad setting, an unusable or locked data directory.</exception>
+    public SkiffNode Build() => SkiffNode.Create(_options);
+}

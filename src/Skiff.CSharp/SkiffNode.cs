@@ -1,0 +1,223 @@
+using System.Net;
+using System.Reactive.Linq;
+using System.Reactive.Subjects;
+using Microsoft.Extensions.Logging;
+using Skiff.Diagnostics;
+using Skiff.Core;
+using Skiff.Net.Runtime;
+
+namespace Skiff;
+
+/// <summary>An embedded Skiff node: a member of a Raft cluster that serves the key-value calls in process (no network
+/// hop for the embedding application) and to other processes over gRPC. Build one with <see cref="Builder"/> or
+/// <see cref="Create"/>, then <see cref="StartAsync"/>.</summary>
+public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
+{
+    private readonly SkiffServer _server;
+    private readonly SkiffOptions _options;
+    private readonly Subject<Change> _changes = new();
+    private readonly Subject<ElectionState> _electionStates = new();
+    private readonly ILogger _logger;
+
+    private SkiffNode(SkiffOptions options, SkiffServer server)
+        : base(options.Serializer, options.RequestTimeout, options.MaxValueBytes)
+    {
+        _options = options;
+        _server = server;
+        // The runtime raises these on its applying thread, one at a time and in commit order, so the subjects see a
+        // well-ordered sequence without extra locking.
+        _logger = options.LoggerFactory.CreateLogger("Skiff.Node");
+        Metrics = new SkiffMetrics(this);
+        _server.Changed += e =>
+        {
+            Metrics.ChangeApplied();
+            _changes.OnNext(ToChange(e));
+        };
+        _server.RoleChanged += (role, term, leader) =>
+        {
+            // Elections are rare and worth a line each; nothing on the per-write path logs at Information.
+            _logger.LogInformation("Skiff node {NodeId}: {Role} in term {Term}, leader {Leader}", Id, role, term,
+                leader is { } l ? l.ToString() : "unknown");
+            _electionStates.OnNext(ToElectionState(role));
+        };
+    }
+
+    /// <summary>This node's instruments on the <c>Skiff</c> meter.</summary>
+    public SkiffMetrics Metrics { get; }
+
+    /// <summary>Durable log writes so far (each one fsync).</summary>
+    public long Flushes => _server.Flushes;
+
+    /// <summary>Checks the settings, prepares the data directory and loads or creates the node's identity.</summary>
+    /// <exception cref="SkiffException">For a bad setting or a data directory that cannot be created.</exception>
+    public static SkiffNode Create(SkiffOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var copy = new SkiffOptions
+        {
+            Address = options.Address,
+            Port = options.Port,
+            DataDirectory = options.DataDirectory,
+            JoinCluster = options.JoinCluster.ToArray(),
+            RequestTimeout = options.RequestTimeout,
+            JoinTimeout = options.JoinTimeout,
+            MaxValueBytes = options.MaxValueBytes,
+            Serializer = options.Serializer,
+            LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
+        };
+        var server = new SkiffServer(new SkiffServerOptions
+        {
+            Bind = copy.Address,
+            Port = copy.Port,
+            DataDirectory = copy.DataDirectory,
+            JoinPeers = copy.JoinCluster.Select(a => Endpoint(a, copy.Port)).ToArray(),
+            RequestTimeout = copy.RequestTimeout,
+            JoinTimeout = copy.JoinTimeout,
+        });
+        return new SkiffNode(copy, server);
+    }
+
+    internal static string Endpoint(IPAddress address, int port) =>
+        new IPEndPoint(address, port).ToString();
+
+    /// <summary>This node's stable id, kept in its data directory across restarts.</summary>
+    public Guid Id => _server.Id;
+
+    /// <summary>The address this node listens on.</summary>
+    public IPAddress Address => _options.Address;
+
+    /// <summary>The port this node listens on.</summary>
+    public int Port => _options.Port;
+
+    /// <summary>The role this node plays now.</summary>
+    public ElectionState ElectionState => ToElectionState(_server.Role);
+
+    /// <summary>True once this node knows a leader (itself or another).</summary>
+    public bool IsLeaderElected => _server.LeaderId is not null;
+
+    /// <summary>The leader this node knows of, if any.</summary>
+    public Guid? LeaderId => _server.LeaderId;
+
+    /// <summary>The current Raft term.</summary>
+    public long Term => _server.Term;
+
+    /// <summary>The highest log index this node knows to be committed.</summary>
+    public long CommitIndex => _server.CommitIndex;
+
+    /// <summary>The highest log index this node has applied to its store.</summary>
+    public long AppliedIndex => _server.AppliedIndex;
+
+    /// <summary>Every committed change this node applies, in commit order.</summary>
+    public IObservable<Change> Changes => _changes.AsObservable();
+
+    /// <summary>This node's role each time it changes.</summary>
+    public IObservable<ElectionState> ElectionStates => _electionStates.DistinctUntilChanged().AsObservable();
+
+    /// <summary>Opens storage, starts serving and joins the cluster if configured to; returns once serving. The node
+    /// then runs in the background until <see cref="ShutdownAsync"/>.</summary>
+    /// <exception cref="SkiffException">RpcBindFailed, DataDirectoryLocked, StorageCorrupted, ClusterJoinFailed…</exception>
+    public Task StartAsync(CancellationToken cancellationToken = default) => _server.StartAsync(cancellationToken);
+
+    /// <summary>Returns once this node knows a leader.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.LeaderElectionTimeout"/> when none is known in time.</exception>
+    public Task WaitForLeaderAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        SkiffOptions.RequirePositive(timeout, nameof(timeout));
+        return _server.WaitForLeaderAsync(timeout, cancellationToken);
+    }
+
+    /// <summary>The members of the cluster by id, with their addresses, as this node knows them.</summary>
+    public Task<IReadOnlyDictionary<Guid, IPAddress>> GetClusterAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        IReadOnlyDictionary<Guid, IPAddress> members = _server.Members.ToDictionary(m => m.Key, m => HostOf(m.Value.Address));
+        return Task.FromResult(members);
+    }
+
+    /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>
+    public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken cancellationToken = default) =>
+        WithDeadline(cancellationToken, t => _server.TransferLeadershipAsync(target, t));
+
+    /// <summary>Stops serving, fails calls in flight, flushes storage and releases the data directory. Safe to call
+    /// more than once.</summary>
+    public async Task ShutdownAsync()
+    {
+        await _server.ShutdownAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _streamsEnded, 1) == 0)
+        {
+            _changes.OnCompleted();
+            _electionStates.OnCompleted();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await ShutdownAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _changes.Dispose();
+        _electionStates.Dispose();
+        Metrics.Dispose();
+    }
+
+    private int _streamsEnded;
+    private int _disposed;
+
+    private protected override Task PutCoreAsync(string key, byte[] value, CancellationToken cancellationToken) =>
+        _server.PutAsync(key, value, cancellationToken);
+
+    private protected override Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken) =>
+        _server.GetAsync(key, ToRuntime(consistency), cancellationToken);
+
+    private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
+        _server.DeleteAsync(key, cancellationToken);
+
+    private protected override async Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
+        (await _server.CasAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
+
+    private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
+        _server.ListKeysAsync(prefix, Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+
+    private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
+        _server.GetPrefixesAsync(Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+
+    private protected override Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken)
+    {
+        // Registration is synchronous, so every change applied after this returns reaches the subscriber.
+        var stop = new CancellationTokenSource();
+        var events = _server.Subscribe(prefix, 0, stop.Token);
+        var changes = WatchPump.CreateBuffer();
+        _ = WatchPump.Run(events, changes.Writer, stop.Token);
+        return Task.FromResult(new Subscriber(prefix, changes.Reader, () =>
+        {
+            stop.Cancel();
+            stop.Dispose();
+            return ValueTask.CompletedTask;
+        }, Serializer));
+    }
+
+    private protected override Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken) =>
+        _server.RemoveServerAsync(id, cancellationToken);
+
+    internal static Change ToChange(WatchEvent e) =>
+        e.Value is null
+            ? new Change(e.Key, ChangeKind.Delete, null, e.Index)
+            : new Change(e.Key, ChangeKind.Insert, e.Value, e.Index);
+
+    internal static ElectionState ToElectionState(Role role) =>
+        role.Tag switch
+        {
+            Role.Tags.Leader => ElectionState.Leader,
+            Role.Tags.Candidate or Role.Tags.PreCandidate => ElectionState.Candidate,
+            _ => ElectionState.Follower,
+        };
+
+    internal static Net.Runtime.ReadConsistency ToRuntime(ReadConsistency consistency) =>
+        consistency == ReadConsistency.Stale ? Net.Runtime.ReadConsistency.Stale : Net.Runtime.ReadConsistency.Linearizable;
+
+    internal static IPAddress HostOf(string endpoint) =>
+        IPEndPoint.TryParse(endpoint, out var parsed) ? parsed.Address
+        : IPAddress.TryParse(endpoint, out var plain) ? plain
+        : IPAddress.None;
+}

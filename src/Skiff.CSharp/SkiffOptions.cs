@@ -1,0 +1,62 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Skiff;
+
+/// <summary>Every setting of a node. The defaults are skiff-rs's: 127.0.0.1, port 9400, data in /tmp/skiff, no peers
+/// (a new one-node cluster, or a restart of whatever cluster the data directory remembers).</summary>
+public sealed class SkiffOptions
+{
+    /// <summary>The address the node listens on (IPv4 or IPv6).</summary>
+    public IPAddress Address { get; set; } = IPAddress.Loopback;
+
+    /// <summary>The port of the client and peer services; every member of a cluster uses the same one.</summary>
+    public int Port { get; set; } = 9400;
+
+    /// <summary>The data directory, created if missing. Reusing it keeps identity, term, vote, log and data.</summary>
+    public string DataDirectory { get; set; } = "/tmp/skiff";
+
+    /// <summary>Members to join through on start. Empty: start (or restart) a cluster of this node.</summary>
+    public IReadOnlyList<IPAddress> JoinCluster { get; set; } = Array.Empty<IPAddress>();
+
+    /// <summary>The deadline of a call that is given none (default 5 s, as skiff-rs).</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long joining may take before start fails with <see cref="ErrorKind.ClusterJoinFailed"/>.</summary>
+    public TimeSpan JoinTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>The largest value accepted, in bytes (default 1 MiB).</summary>
+    public int MaxValueBytes { get; set; } = KeyRules.DefaultMaxValueBytes;
+
+    /// <summary>Turns typed values into bytes (default: System.Text.Json).</summary>
+    public ISkiffSerializer Serializer { get; set; } = JsonSkiffSerializer.Default;
+
+    /// <summary>Where the node logs elections, membership changes and slow disk writes (default: nowhere).</summary>
+    public ILoggerFactory LoggerFactory { get; set; } = NullLoggerFactory.Instance;
+
+    /// <summary>Throws <see cref="SkiffException"/> if a setting is out of range; called before anything starts.</summary>
+    public void Validate()
+    {
+        if (Address is null)
+            throw new SkiffException(ErrorKind.InvalidAddress, "no address to bind to");
+        if (Port is < 1 or > 65535)
+            throw new SkiffException(ErrorKind.InvalidAddress, $"port {Port} is not between 1 and 65535");
+        if (string.IsNullOrWhiteSpace(DataDirectory))
+            throw new SkiffException(ErrorKind.DataDirectoryCreateFailed, "no data directory given");
+        if (JoinCluster is null || JoinCluster.Any(a => a is null))
+            throw new SkiffException(ErrorKind.InvalidAddress, "the join list holds a null address");
+        RequirePositive(RequestTimeout, nameof(RequestTimeout));
+        RequirePositive(JoinTimeout, nameof(JoinTimeout));
+        if (MaxValueBytes <= 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxValueBytes)} must be positive, not {MaxValueBytes}");
+        if (Serializer is null)
+            throw new SkiffException(ErrorKind.InvalidArgument, "no serializer given");
+    }
+
+    internal static void RequirePositive(TimeSpan value, string name)
+    {
+        if (value <= TimeSpan.Zero)
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{name} must be positive, not {value}");
+    }
+}

@@ -1,0 +1,104 @@
+using System.CommandLine;
+using System.Net;
+
+namespace Skiff.Cli;
+
+/// <summary>The membership commands: members, member add/remove, transfer-leader, status.</summary>
+internal static class Cluster
+{
+    public static Command MembersCommand()
+    {
+        var members = new Command("members", "List the members: id, address, voter or learner");
+        members.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
+        {
+            var status = await c.GetStatusAsync(t);
+            if (o.Json)
+                o.Document(status.Members.Select(m => new { id = m.Id, address = m.Address, voter = m.Voter }));
+            else
+                foreach (var m in status.Members)
+                    Console.WriteLine($"{m.Id}  {m.Address,-21}  {(m.Voter ? "voter" : "learner")}");
+            return Exit.Ok;
+        }));
+        return members;
+    }
+
+    public static Command MemberCommand()
+    {
+        var member = new Command("member", "Add or remove a member");
+
+        var ip = new Argument<string>("IP") { Description = "Address of a running node started with 'skiff serve --join' (same port as the cluster)" };
+        var add = new Command("add", "Add the node serving at IP: asks it for its id, then asks the cluster to add it") { ip };
+        add.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
+        {
+            var text = p.GetValue(ip)!;
+            if (!IPAddress.TryParse(text, out var address)) throw new CliException(Exit.Usage, $"'{text}' is not an IP address");
+            var id = await c.AddNodeAsync(address, t);
+            o.Done($"added {id} at {text}", new { id, address = text, added = true });
+            return Exit.Ok;
+        }));
+        member.Add(add);
+
+        var id = new Argument<string>("ID") { Description = "The member's id (a unique prefix of it is enough)" };
+        var remove = new Command("remove", "Remove the member ID from the cluster") { id };
+        remove.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
+        {
+            var m = await Resolve(c, p.GetValue(id)!, t);
+            await c.RemoveNodeAsync(m.Id, IPEndPoint.Parse(m.Address).Address, t);
+            o.Done($"removed {m.Id} at {m.Address}", new { id = m.Id, address = m.Address, removed = true });
+            return Exit.Ok;
+        }));
+        member.Add(remove);
+        return member;
+    }
+
+    public static Command TransferCommand()
+    {
+        var id = new Argument<string?>("ID") { Description = "The voter to lead (a unique prefix of its id); any other voter if omitted", Arity = ArgumentArity.ZeroOrOne };
+        var transfer = new Command("transfer-leader", "Hand leadership to the member ID") { id };
+        transfer.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
+        {
+            Guid? target = p.GetValue(id) is { } text ? (await Resolve(c, text, t)).Id : null;
+            var leader = await c.TransferLeadershipAsync(target, t);
+            o.Done($"leader is now {leader}", new { leader });
+            return Exit.Ok;
+        }));
+        return transfer;
+    }
+
+    public static Command StatusCommand()
+    {
+        var status = new Command("status", "A table of every member: id, address, role, term, commit, applied, leader");
+        status.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
+        {
+            var s = await c.GetStatusAsync(t);
+            if (o.Json)
+                o.Document(new
+                {
+                    leader = s.LeaderId,
+                    members = s.Members.Select(m => new
+                    {
+                        id = m.Id, address = m.Address, role = Out.Role(m), voter = m.Voter, reachable = m.Reachable,
+                        term = m.Term, commit = m.CommitIndex, applied = m.AppliedIndex, leader = m.LeaderId, error = m.Error,
+                    }),
+                });
+            else
+                Out.Console.Write(Out.StatusTable(s));
+            return Exit.Ok;
+        }));
+        return status;
+    }
+
+    /// <summary>The member whose id is, or starts with, <paramref name="text"/>; exit 5 if none, 2 if several.</summary>
+    private static async Task<MemberStatus> Resolve(Client c, string text, CancellationToken t)
+    {
+        var status = await c.GetStatusAsync(t);
+        var matches = status.Members.Where(m => m.Id.ToString().StartsWith(text.Trim().ToLowerInvariant(), StringComparison.Ordinal)).ToList();
+        if (text.Trim().Length == 0) throw new CliException(Exit.Usage, "an empty member id");
+        return matches.Count switch
+        {
+            1 => matches[0],
+            0 => throw new CliException(Exit.NotFound, $"no member with id '{text}'"),
+            _ => throw new CliException(Exit.Usage, $"'{text}' matches {matches.Count} members; give more of the id"),
+        };
+    }
+}

@@ -1,0 +1,249 @@
+using System.CommandLine;
+using System.Net;
+using System.Text;
+
+namespace Skiff.Cli;
+
+/// <summary>The command tree of <c>skiff</c>.</summary>
+internal static class Commands
+{
+    public static readonly Option<string> Endpoints = new("--endpoints", "-e")
+    {
+        Description = "Members to talk to, as IP[:PORT],… (every member uses the same port)",
+        DefaultValueFactory = _ => "127.0.0.1:9400",
+        Recursive = true,
+    };
+
+    public static readonly Option<string> Output = new("--output", "-o")
+    {
+        Description = "table (for people) or json (one document, or one line per change for watch)",
+        DefaultValueFactory = _ => "table",
+        Recursive = true,
+    };
+
+    public static readonly Option<double> Timeout = new("--timeout")
+    {
+        Description = "Seconds each call may take",
+        DefaultValueFactory = _ => 5.0,
+        Recursive = true,
+    };
+
+    public static RootCommand Build()
+    {
+        Output.AcceptOnlyFromAmong("table", "json");
+        var root = new RootCommand(
+            "skiff: run Skiff nodes and talk to a Skiff cluster (an embedded Raft key-value store).\n" +
+            "Try 'skiff demo' for a three-node cluster that loses its leader and recovers.\n\n" + Exit.Table)
+        {
+            Endpoints, Output, Timeout,
+        };
+        root.Add(Serve.Command());
+        root.Add(DemoCommand());
+
+        var key = new Argument<string>("KEY") { Description = "The key" };
+        var value = new Argument<string?>("VALUE") { Description = "The value as UTF-8 text; read from stdin (raw bytes) if omitted", Arity = ArgumentArity.ZeroOrOne };
+        var put = new Command("put", "Set KEY to VALUE") { key, value };
+        put.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            var bytes = p.GetValue(value) is { } v ? Encoding.UTF8.GetBytes(v) : ReadStdin();
+            await c.InsertBytesAsync(p.GetValue(key)!, bytes, t);
+            o.Done("OK", new { key = p.GetValue(key), ok = true });
+            return Exit.Ok;
+        }));
+        root.Add(put);
+
+        var getKey = new Argument<string>("KEY") { Description = "The key" };
+        var get = new Command("get", "Print the value of KEY (linearizable); exit 5 if absent") { getKey };
+        get.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            var k = p.GetValue(getKey)!;
+            var bytes = await c.GetBytesAsync(k, ReadConsistency.Linearizable, t);
+            if (bytes is null) throw new CliException(Exit.NotFound, $"key '{k}' not found");
+            o.Value(k, bytes);
+            return Exit.Ok;
+        }));
+        root.Add(get);
+
+        var delKey = new Argument<string>("KEY") { Description = "The key" };
+        var del = new Command("del", "Remove KEY (removing an absent key is not an error)") { delKey };
+        del.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            await c.RemoveAsync(p.GetValue(delKey)!, t);
+            o.Done("OK", new { key = p.GetValue(delKey), ok = true });
+            return Exit.Ok;
+        }));
+        root.Add(del);
+
+        var casKey = new Argument<string>("KEY") { Description = "The key" };
+        var expected = new Argument<string>("EXPECTED") { Description = "The value KEY must hold now" };
+        var next = new Argument<string>("NEW") { Description = "The value to set" };
+        var absent = new Option<bool>("--absent") { Description = "EXPECTED is ignored: KEY must not exist (create-if-absent)" };
+        var cas = new Command("cas", "Set KEY to NEW only if it holds EXPECTED; exit 6 if it does not") { casKey, expected, next, absent };
+        cas.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            var k = p.GetValue(casKey)!;
+            // Explicitly null for --absent: a null byte[] would convert to an empty, non-null ReadOnlyMemory.
+            ReadOnlyMemory<byte>? was = null;
+            if (!p.GetValue(absent)) was = Encoding.UTF8.GetBytes(p.GetValue(expected)!);
+            var swapped = await c.CompareAndSwapBytesAsync(k, was, Encoding.UTF8.GetBytes(p.GetValue(next)!), t);
+            o.Done(swapped ? "OK" : "NOT SWAPPED", new { key = k, swapped });
+            if (!swapped) Console.Error.WriteLine($"skiff: '{k}' does not hold the expected value; nothing changed");
+            return swapped ? Exit.Ok : Exit.CasFailed;
+        }));
+        root.Add(cas);
+
+        var prefix = new Argument<string>("PREFIX") { Description = "Only keys starting with this", Arity = ArgumentArity.ZeroOrOne, DefaultValueFactory = _ => "" };
+        var ls = new Command("ls", "List keys (under PREFIX)") { prefix };
+        ls.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            o.Lines(await c.ListKeysAsync(p.GetValue(prefix) ?? "", t), "keys");
+            return Exit.Ok;
+        }));
+        root.Add(ls);
+
+        var prefixes = new Command("prefixes", "List the directory parts of the stored keys");
+        prefixes.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            o.Lines(await c.GetPrefixesAsync(t), "prefixes");
+            return Exit.Ok;
+        }));
+        root.Add(prefixes);
+
+        root.Add(WatchCommand());
+        root.Add(Cluster.MembersCommand());
+        root.Add(Cluster.MemberCommand());
+        root.Add(Cluster.TransferCommand());
+        root.Add(Cluster.StatusCommand());
+        return root;
+    }
+
+    private static Command WatchCommand()
+    {
+        var prefix = new Argument<string>("PREFIX") { Description = "Watch keys starting with this ('' for all)" };
+        var from = new Option<long>("--from") { Description = "Replay committed changes from this log index first" };
+        var count = new Option<int>("--count") { Description = "Exit after this many changes (default: until Ctrl-C)" };
+        var watch = new Command("watch", "Print committed changes under PREFIX as they happen, until Ctrl-C") { prefix, from, count };
+        watch.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
+        {
+            var limit = p.GetValue(count);
+            await using var sub = await c.WatchAsync(p.GetValue(prefix) ?? "", p.GetValue(from), t);
+            o.Ready($"watching '{sub.Prefix}'");
+            var seen = 0;
+            try
+            {
+                while (limit <= 0 || seen < limit)
+                {
+                    var change = await sub.RecvChangeAsync(ct);
+                    o.Change(change);
+                    seen++;
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return Exit.Ok; // Ctrl-C is how a watch ends.
+            }
+            return Exit.Ok;
+        }, streaming: true));
+        return watch;
+    }
+
+    private static Command DemoCommand()
+    {
+        var port = new Option<int>("--port") { Description = "Port for the three nodes (default 9400 if free, else a free one)" };
+        var demo = new Command("demo", "Start a 3-node cluster as child processes, kill its leader, watch it recover, clean up");
+        demo.Add(port);
+        demo.SetAction((p, ct) => Demo.RunAsync(p.GetValue(port), ct));
+        return demo;
+    }
+
+    /// <summary>Runs a client command: parses the endpoints, connects lazily, and turns every expected failure into
+    /// one line on stderr and its exit code.</summary>
+    public static async Task<int> Run(ParseResult p, CancellationToken ct, Func<Client, Out, CancellationToken, Task<int>> body,
+        bool streaming = false)
+    {
+        try
+        {
+            var (addresses, port) = ParseEndpoints(p.GetValue(Endpoints) ?? "");
+            var seconds = p.GetValue(Timeout);
+            if (!(seconds > 0)) throw new CliException(Exit.Usage, $"--timeout must be positive, not {seconds}");
+            await using var client = new Client(addresses).WithPort(port).WithTimeout(TimeSpan.FromSeconds(seconds));
+            var o = new Out(p.GetValue(Output) == "json");
+            return await body(client, o, ct);
+        }
+        catch (CliException e)
+        {
+            Console.Error.WriteLine($"skiff: {e.Message}");
+            return e.Code;
+        }
+        catch (SkiffException e)
+        {
+            Console.Error.WriteLine($"skiff: {Describe(e)}");
+            return Exit.Of(e.Kind);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            if (streaming) return Exit.Ok;
+            Console.Error.WriteLine("skiff: interrupted");
+            return Exit.Interrupted;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"skiff: unexpected error: {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")}");
+            return Exit.Internal;
+        }
+    }
+
+    /// <summary>One line for an expected error: what it means, then the library's detail.</summary>
+    public static string Describe(SkiffException e)
+    {
+        var detail = e.Message.ReplaceLineEndings(" ");
+        return e.Kind switch
+        {
+            ErrorKind.ClientConnectFailed => $"cluster unreachable: {detail}",
+            ErrorKind.NoQuorum or ErrorKind.Timeout or ErrorKind.LeaderElectionTimeout => $"no quorum or timeout: {detail}",
+            _ => detail,
+        };
+    }
+
+    /// <summary>IP[:PORT],… into addresses and the one port they share (9400 when none is given).</summary>
+    public static (IPAddress[] Addresses, int Port) ParseEndpoints(string text)
+    {
+        var addresses = new List<IPAddress>();
+        int? port = null;
+        foreach (var raw in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            IPAddress address;
+            int? p = null;
+            if (IPAddress.TryParse(raw, out var plain)) address = plain;
+            else if (IPEndPoint.TryParse(raw, out var ep) && ep.Port > 0)
+            {
+                address = ep.Address;
+                p = ep.Port;
+            }
+            else if (raw.StartsWith("localhost", StringComparison.OrdinalIgnoreCase)
+                     && (raw.Length == 9 || (raw[9] == ':' && int.TryParse(raw[10..], out var lp) && (p = lp) > 0)))
+                address = IPAddress.Loopback;
+            else throw new CliException(Exit.Usage, $"'{raw}' is not an endpoint (IP or IP:PORT)");
+            if (p is { } q)
+            {
+                if (q is < 1 or > 65535) throw new CliException(Exit.Usage, $"port {q} is not between 1 and 65535");
+                if (port is { } other && other != q)
+                    throw new CliException(Exit.Usage, $"endpoints name ports {other} and {q}; every member of a cluster uses the same port");
+                port = q;
+            }
+            addresses.Add(address);
+        }
+        if (addresses.Count == 0) throw new CliException(Exit.Usage, "no endpoints given");
+        return (addresses.ToArray(), port ?? 9400);
+    }
+
+    private static byte[] ReadStdin()
+    {
+        if (!Console.IsInputRedirected)
+            throw new CliException(Exit.Usage, "no VALUE given and stdin is a terminal; give VALUE or pipe it in");
+        using var stdin = Console.OpenStandardInput();
+        using var buffer = new MemoryStream();
+        stdin.CopyTo(buffer);
+        return buffer.ToArray();
+    }
+}

@@ -1,0 +1,143 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Net;
+using Microsoft.Extensions.Logging;
+
+namespace Skiff.Cli;
+
+/// <summary><c>skiff serve</c>: one node in the foreground until Ctrl-C or SIGTERM, logging elections and membership
+/// changes to stdout.</summary>
+internal static class Serve
+{
+    public static Command Command()
+    {
+        var dir = new Option<string>("--dir") { Description = "Data directory (created if missing; reuse it to restart the node)", Required = true };
+        var bind = new Option<string>("--bind") { Description = "IP address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port (every member uses the same one)", DefaultValueFactory = _ => 9400 };
+        var join = new Option<string?>("--join") { Description = "Join the cluster through these members, IP[,IP…]; omit to start a new cluster (or restart the one the data dir remembers)" };
+        var parentPid = new Option<int?>("--parent-pid") { Hidden = true, Description = "Exit cleanly when this process dies (used by the demo)" };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, parentPid };
+        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(parentPid), ct));
+        return serve;
+    }
+
+    private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid, CancellationToken ct)
+    {
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider()).SetMinimumLevel(LogLevel.Information));
+        var log = loggerFactory.CreateLogger("skiff");
+        SkiffNode? node = null;
+        try
+        {
+            if (!IPAddress.TryParse(bindText, out var bind)) throw new CliException(Exit.Usage, $"--bind '{bindText}' is not an IP address");
+            if (port is < 1 or > 65535) throw new CliException(Exit.Usage, $"--port {port} is not between 1 and 65535");
+            var join = new List<IPAddress>();
+            foreach (var part in (joinText ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                join.Add(IPAddress.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
+
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            if (parentPid is { } pid) _ = WatchParent(pid, stop);
+
+            node = SkiffNode.Create(new SkiffOptions
+            {
+                DataDirectory = dir, Address = bind, Port = port, JoinCluster = join, LoggerFactory = loggerFactory,
+            });
+            log.LogInformation("node {Id} starting at {Bind}:{Port}, data in {Dir}{Join}", node.Id, bind, port, Path.GetFullPath(dir),
+                join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");
+            await node.StartAsync(stop.Token);
+            log.LogInformation("node {Id} serving at {Bind}:{Port}", node.Id, bind, port);
+
+            // Membership is logged as it changes (joins, removals), from what the node itself knows.
+            var lastMembers = "";
+            while (!stop.IsCancellationRequested)
+            {
+                var members = await node.GetClusterAsync(CancellationToken.None);
+                var text = string.Join(", ", members.OrderBy(m => m.Value.ToString()).Select(m => $"{m.Value} ({m.Key.ToString()[..8]})"));
+                if (text != lastMembers)
+                {
+                    log.LogInformation("members ({Count}): {Members}", members.Count, text);
+                    lastMembers = text;
+                }
+                try { await Task.Delay(250, stop.Token); }
+                catch (OperationCanceledException) { }
+            }
+            log.LogInformation("stopping");
+            await node.ShutdownAsync();
+            log.LogInformation("stopped cleanly");
+            return Exit.Ok;
+        }
+        catch (CliException e)
+        {
+            Console.Error.WriteLine($"skiff: {e.Message}");
+            return e.Code;
+        }
+        catch (SkiffException e)
+        {
+            Console.Error.WriteLine($"skiff: cannot serve: {Commands.Describe(e)}");
+            return Exit.Of(e.Kind) is var code && code == Exit.Internal ? Exit.ServeFailed : code;
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            log.LogInformation("interrupted while starting");
+            return Exit.Ok;
+        }
+        finally
+        {
+            if (node is not null) await node.DisposeAsync();
+        }
+    }
+
+    /// <summary>Stops the node when the parent process is gone, so a demo killed with SIGKILL leaves no node behind.</summary>
+    private static async Task WatchParent(int pid, CancellationTokenSource stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                using var parent = Process.GetProcessById(pid);
+                if (parent.HasExited) break;
+            }
+            catch (ArgumentException)
+            {
+                break; // no such process
+            }
+            try { await Task.Delay(300, stop.Token); }
+            catch (OperationCanceledException) { return; }
+        }
+        await stop.CancelAsync();
+    }
+
+    /// <summary>One line per log event: time, level, message.</summary>
+    private sealed class LineLoggerProvider : ILoggerProvider
+    {
+        private static readonly Lock Gate = new();
+
+        public ILogger CreateLogger(string categoryName) => new LineLogger();
+
+        public void Dispose() { }
+
+        private sealed class LineLogger : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (!IsEnabled(logLevel)) return;
+                var level = logLevel switch
+                {
+                    LogLevel.Warning => "warn",
+                    LogLevel.Error or LogLevel.Critical => "error",
+                    _ => "info",
+                };
+                var line = $"{DateTime.Now:HH:mm:ss.fff} {level} {formatter(state, exception)}";
+                if (exception is not null) line += $" ({exception.GetType().Name}: {exception.Message.ReplaceLineEndings(" ")})";
+                lock (Gate)
+                {
+                    Console.Out.WriteLine(line);
+                    Console.Out.Flush();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+namespace Skiff.Core
+
+/// Leader election (thesis §3.4) with Pre-Vote (§9.6) and leader stickiness (§4.2.3): a node that heard from a
+/// leader within the minimum election timeout refuses to help unseat it, unless the candidate was asked to take
+/// over by that leader (Transfer=true). Votes are made durable before they are sent (PersistHardState comes first).
+[<RequireQualifiedAccess>]
+module Election =
+    /// A fresh leader: track every peer, then append a Noop of the new term so earlier entries can commit.
+    let becomeLeader (s: State) : State =
+        let lead =
+            { Progress = Map.empty
+              Round = 0L
+              HeartbeatElapsed = 0
+              QuorumElapsed = 0
+              ReadsAwaitingCommit = []
+              ReadsInRound = None
+              ReadsQueued = []
+              Transfer = None
+              ConfigRequest = None
+              ConfigWaiters = [] }
+        let s =
+            { s with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false; Lead = Some lead }
+            |> State.refreshConfig
+        Replication.propose [ Replication.nextEntry Payload.Noop s ] s
+
+    /// Whether this node would refuse to unseat its leader: it is a healthy leader itself (CheckQuorum keeps that
+    /// honest) or it heard from one within the minimum election timeout.
+    let inLease (s: State) : bool =
+        match s.Role with
+        | Role.Leader -> s.Options.CheckQuorum
+        | _ -> s.Leader.IsSome && s.ElectionElapsed < s.Options.ElectionTicksMin
+
+    let private tally (s: State) =
+        let voters = s.Voters
+        let granted = voters |> Seq.filter (fun v -> Map.tryFind v s.Votes = Some true) |> Seq.length
+        let refused = voters |> Seq.filter (fun v -> Map.tryFind v s.Votes = Some false) |> Seq.length
+        granted, refused, State.quorum voters
+
+    let private requestVotes (preVote: bool) (s: State) : State =
+        let request =
+            Message.Vote
+                { Term = (if preVote then s.Term + 1L else s.Term)
+                  Candidate = s.Id
+                  LastLogIndex = s.Log.LastIndex
+                  LastLogTerm = LogView.lastTerm s.Log
+                  PreVote = preVote
+                  Transfer = s.CampaignTransfer }
+        s.Voters |> Set.remove s.Id |> Set.fold (fun s v -> State.send v request s) s
+
+    /// Starts a campaign. With `preVote`, first ask whether we could win without touching the term; `transfer`
+    /// marks a campaign ordered by the leader (TimeoutNow). Nodes that are not voters never campaign.
+    let rec campaign (preVote: bool) (transfer: bool) (s: State) : State =
+        if not (State.canCampaign s) || s.Role = Role.Leader then s
+        else
+            let s =
+                if preVote then
+                    { s with Role = Role.PreCandidate; Leader = None; Votes = Map.ofList [ s.Id, true ]; CampaignTransfer = false }
+                else
+                    let s = State.setHardState (s.Term + 1L) (Some s.Id) s
+                    { s with Role = Role.Candidate; Leader = None; Votes = Map.ofList [ s.Id, true ]; CampaignTransfer = transfer }
+            let s = State.resetElectionTimer s
+            let granted, _, quorum = tally s
+            if granted >= quorum then
+                if preVote then campaign false false s else becomeLeader s
+            else requestVotes preVote s
+
+    /// Answers a (pre-)vote request of any term.
+    let handleVote (from: NodeId) (m: VoteRequest) (s: State) : State =
+        let reply granted (term: Term) (s: State) =
+            State.send from (Message.VoteReply { Term = term; Granted = granted; PreVote = m.PreVote }) s
+        if m.Term < s.Term then reply false s.Term s
+        elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
+        else
+            // A real vote request of a higher term moves us to that term; a pre-vote changes nothing.
+            let s = if m.Term > s.Term && not m.PreVote then State.becomeFollower m.Term None s else s
+            let lastTerm = LogView.lastTerm s.Log
+            let upToDate =
+                m.LastLogTerm > lastTerm || (m.LastLogTerm = lastTerm && m.LastLogIndex >= s.Log.LastIndex)
+            let canVote =
+                s.VotedFor = Some from
+                || (s.VotedFor.IsNone && s.Leader.IsNone && s.Role <> Role.Leader)
+                || (m.PreVote && m.Term > s.Term)
+            if canVote && upToDate then
+                if m.PreVote then reply true m.Term s
+                else
+                    // A repeated grant re-asks for the write: the first may not be durable yet, and this reply
+                    // must not overtake it (a crash would forget the vote and allow a second one).
+                    let s =
+                        if s.VotedFor = Some from then
+                            State.emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s
+                        else State.setHardState s.Term (Some from) s
+                    s |> State.resetElectionTimer |> reply true s.Term
+            else reply false s.Term s
+
+    /// Counts a (pre-)vote answer of the current campaign.
+    let handleVoteReply (from: NodeId) (m: VoteReply) (s: State) : State =
+        let relevant =
+            match s.Role with
+            | Role.PreCandidate -> m.PreVote
+            | Role.Candidate -> not m.PreVote && m.Term = s.Term
+            | _ -> false
+        if not relevant || not (s.Voters.Contains from) then s
+        else
+            let s = { s with Votes = Map.add from m.Granted s.Votes }
+            let granted, refused, quorum = tally s
+            if granted >= quorum then
+                if s.Role = Role.PreCandidate then campaign false false s else becomeLeader s
+            elif refused >= quorum then State.becomeFollower s.Term None s
+            else s
+
+    /// The leader asks us to take over (leadership transfer): campaign at once, skipping the pre-vote.
+    let handleTimeoutNow (from: NodeId) (term: Term) (s: State) : State =
+        if term = s.Term && s.Leader = Some from && s.Role = Role.Follower then campaign false true s else s

@@ -1,0 +1,93 @@
+namespace Skiff.Core
+
+/// Single-server membership changes (thesis §4.1–4.2.1). New servers join as learners and are promoted by the
+/// leader once they have caught up; only one change is uncommitted at a time; a configuration entry takes effect
+/// as soon as it is in the log. A leader only changes the configuration after committing an entry of its own
+/// term (the fix to the single-server algorithm from the raft-dev list, thesis errata).
+[<RequireQualifiedAccess>]
+module Membership =
+    let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
+        match s.Lead with
+        | Some lead -> { s with Lead = Some(f lead) }
+        | None -> s
+
+    /// Whether the leader has committed an entry of its current term.
+    let committedInTerm (s: State) : bool = LogView.termAt s.Commit s.Log = Some s.Term
+
+    /// Whether a configuration change is still uncommitted (or might be: nothing of this term is committed yet).
+    let pending (s: State) : bool = State.configIndex s > s.Commit || not (committedInTerm s)
+
+    let private proposeConfig (requestId: RequestId option) (config: Configuration) (s: State) : State =
+        let entry = Replication.nextEntry (Payload.Config config) s
+        s
+        |> withLead (fun lead -> { lead with ConfigRequest = Some(requestId, entry.Index) })
+        |> Replication.propose [ entry ]
+
+    /// Event.ChangeConfig.
+    let request (id: RequestId) (change: ConfigChange) (s: State) : State =
+        let reject r = State.emit (Effect.Reject(id, r)) s
+        match s.Lead with
+        | None -> reject (Rejection.NotLeader s.Leader)
+        | Some lead when lead.Transfer.IsSome -> reject Rejection.TransferInProgress
+        | Some lead ->
+            let members = s.Config.Members
+            match change with
+            | ConfigChange.AddServer(node, address) ->
+                match Map.tryFind node members with
+                | Some m when m.Address = address ->
+                    // Already a member: idempotent, done once whatever change is pending has committed.
+                    if pending s then withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
+                    else State.emit (Effect.Completed id) s
+                | Some _ -> reject (Rejection.Invalid "already a member with another address")
+                | None when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
+                | None ->
+                    let m = { Id = node; Address = address; Voter = false }
+                    proposeConfig (Some id) { Members = Map.add node m members } s
+            | ConfigChange.RemoveServer node ->
+                match Map.tryFind node members with
+                | None -> reject (Rejection.Invalid "not a member")
+                | Some _ when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
+                | Some m when m.Voter && s.Voters.Count = 1 -> reject (Rejection.Invalid "cannot remove the last voter")
+                | Some _ -> proposeConfig (Some id) { Members = Map.remove node members } s
+
+    /// After every step on a leader: complete committed changes, step down if this leader was removed, and
+    /// promote a learner that has caught up.
+    let settle (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let s =
+                match lead.ConfigRequest with
+                | Some(requestId, index) when index <= s.Commit ->
+                    let s = match requestId with
+                            | Some id -> State.emit (Effect.Completed id) s
+                            | None -> s
+                    // Peers removed by the now committed change are no longer replicated to.
+                    withLead (fun l -> { l with ConfigRequest = None }) s |> State.refreshConfig
+                | _ -> s
+            let s =
+                match s.Lead with
+                | Some l when not l.ConfigWaiters.IsEmpty && not (pending s) ->
+                    let s = l.ConfigWaiters |> List.rev |> List.fold (fun s id -> State.emit (Effect.Completed id) s) s
+                    withLead (fun l -> { l with ConfigWaiters = [] }) s
+                | _ -> s
+            let removed = not ((State.configAt s.Commit s).Members.ContainsKey s.Id) && State.configIndex s <= s.Commit
+            if removed then State.becomeFollower s.Term None s
+            else
+                match s.Lead with
+                | Some l when not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->
+                    let caughtUp =
+                        s.Config.Members
+                        |> Map.toSeq
+                        |> Seq.tryFind (fun (id, m) ->
+                            not m.Voter
+                            && (match Map.tryFind id l.Progress with
+                                | Some pr ->
+                                    pr.Mode = ProgressMode.Replicate
+                                    && pr.Match > 0L
+                                    && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
+                                | None -> false))
+                    match caughtUp with
+                    | Some(id, m) -> proposeConfig None { Members = Map.add id { m with Voter = true } s.Config.Members } s
+                    | None -> s
+                | _ -> s

@@ -1,0 +1,64 @@
+namespace Skiff.Core
+
+/// Tunables of the reducer. Time is counted in ticks (Event.Tick); the interpreter decides how long a tick is.
+/// With the suggested 10 ms tick the defaults give skiff-rs's timing: 50 ms heartbeat, 150–300 ms election timeout.
+type Options =
+    { /// Ticks between heartbeat rounds sent by a leader.
+      HeartbeatTicks: int
+      /// Lower bound of the randomised election timeout, in ticks. Also the leader-stickiness window and the
+      /// CheckQuorum period.
+      ElectionTicksMin: int
+      /// Upper bound (inclusive) of the randomised election timeout, in ticks.
+      ElectionTicksMax: int
+      /// AppendEntries messages a leader keeps outstanding per follower before waiting for replies.
+      MaxInflight: int
+      /// Most entries carried by one AppendEntries.
+      MaxEntriesPerAppend: int
+      /// Rough byte budget of one AppendEntries (at least one entry is always sent).
+      MaxBytesPerAppend: int
+      /// How many recent entries the reducer keeps in memory; older ones are fetched with Effect.LoadEntries.
+      WindowSize: int
+      /// Take a snapshot once this many entries have been applied since the last one.
+      SnapshotThreshold: int64
+      /// Entries kept in storage behind a snapshot, so that slightly slow followers still get entries.
+      CompactionTail: int64
+      /// A learner is promoted to voter once its match index is within this many entries of the leader's last.
+      PromotionLag: int64
+      /// Ask for pre-votes before raising the term (thesis §9.6).
+      PreVote: bool
+      /// A leader that has not heard from a majority within ElectionTicksMin steps down (thesis §6.2).
+      CheckQuorum: bool }
+
+/// Defaults and sanitising of Options.
+[<RequireQualifiedAccess>]
+module Options =
+    /// Sane defaults for a 10 ms tick.
+    let defaults: Options =
+        { HeartbeatTicks = 5
+          ElectionTicksMin = 15
+          ElectionTicksMax = 30
+          MaxInflight = 8
+          MaxEntriesPerAppend = 64
+          MaxBytesPerAppend = 1024 * 1024
+          WindowSize = 4096
+          SnapshotThreshold = 10000L
+          CompactionTail = 1000L
+          PromotionLag = 64L
+          PreVote = true
+          CheckQuorum = true }
+
+    /// Clamps nonsensical values (zero or negative sizes, max below min) so that the reducer stays total.
+    let sanitise (o: Options) : Options =
+        let heartbeat = max 1 o.HeartbeatTicks
+        let emin = max (heartbeat + 1) o.ElectionTicksMin
+        { o with
+            HeartbeatTicks = heartbeat
+            ElectionTicksMin = emin
+            ElectionTicksMax = max emin o.ElectionTicksMax
+            MaxInflight = max 1 o.MaxInflight
+            MaxEntriesPerAppend = max 1 o.MaxEntriesPerAppend
+            MaxBytesPerAppend = max 1 o.MaxBytesPerAppend
+            WindowSize = max 1 o.WindowSize
+            SnapshotThreshold = max 1L o.SnapshotThreshold
+            CompactionTail = max 0L o.CompactionTail
+            PromotionLag = max 0L o.PromotionLag }

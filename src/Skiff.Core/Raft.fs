@@ -1,0 +1,260 @@
+namespace Skiff.Core
+
+/// The Raft reducer: `step : State -> Event -> State * Effect list`, pure, total and deterministic. Each event is
+/// dispatched to a function for the node's role (as etcd-io/raft's stepLeader/stepCandidate/stepFollower), then a
+/// settle pass derives what follows from the new state (commit, completions, reads, apply, snapshots).
+/// Effects are carried out in list order, except that a Send need only wait for earlier persistence effects in
+/// the same list (docs/architecture.md).
+[<RequireQualifiedAccess>]
+module Raft =
+    // ---- Queries --------------------------------------------------------------------------------------------
+
+    /// This node's id.
+    let id (s: State) : NodeId = s.Id
+    /// Current role.
+    let role (s: State) : Role = s.Role
+    /// Current term.
+    let term (s: State) : Term = s.Term
+    /// Vote cast in the current term.
+    let votedFor (s: State) : NodeId option = s.VotedFor
+    /// The durable part of the state as the reducer sees it.
+    let hardState (s: State) : HardState = { Term = s.Term; VotedFor = s.VotedFor }
+    /// The leader of the current term, if known.
+    let leader (s: State) : NodeId option = s.Leader
+    /// Whether this node is the leader.
+    let isLeader (s: State) : bool = s.Role = Role.Leader
+    /// Highest index known committed.
+    let commitIndex (s: State) : LogIndex = s.Commit
+    /// Highest index handed to the state machine.
+    let appliedIndex (s: State) : LogIndex = s.Applied
+    /// The configuration in force (the newest in the log).
+    let configuration (s: State) : Configuration = s.Config
+    /// Index of the newest log entry.
+    let lastIndex (s: State) : LogIndex = s.Log.LastIndex
+    /// Term of the newest log entry.
+    let lastTerm (s: State) : Term = LogView.lastTerm s.Log
+    /// First index still in storage.
+    let firstIndex (s: State) : LogIndex = s.Log.FirstIndex
+    /// Highest index known durable locally.
+    let persistedIndex (s: State) : LogIndex = s.Log.Persisted
+    /// The latest snapshot (Index 0 if none).
+    let snapshot (s: State) : SnapshotMeta = s.Snapshot
+    /// The term of entry `i`, if known.
+    let termAt (i: LogIndex) (s: State) : Term option = LogView.termAt i s.Log
+    /// The options in use (sanitised).
+    let options (s: State) : Options = s.Options
+    /// A leader's view of a follower's replication progress.
+    let progress (peer: NodeId) (s: State) : Progress option = Replication.progress peer s
+
+    // ---- Start ----------------------------------------------------------------------------------------------
+
+    /// Builds a node's state from what its storage holds, and the effects to announce it. A sole voter (a new
+    /// one-node cluster) campaigns at once.
+    let init (start: Start) : State * Effect list =
+        let o = Options.sanitise start.Options
+        let snap =
+            start.Snapshot
+            |> Option.defaultValue { Index = 0L; Term = 0L; Configuration = start.Bootstrap }
+        // The stored log: [firstIndex, lastIndex]. An empty log sits right after the snapshot.
+        let lastIndex = max start.LastIndex snap.Index
+        let firstIndex =
+            if start.LastIndex < snap.Index || start.FirstIndex < 1L then snap.Index + 1L else start.FirstIndex
+        let termFromBoundaries (i: LogIndex) =
+            start.TermBoundaries
+            |> List.filter (fun (b, _) -> b <= i)
+            |> List.sortByDescending fst
+            |> List.tryHead
+            |> Option.map snd
+        // The view must know the term of firstIndex - 1 (the entry before the first it sends). When storage kept
+        // a tail before the snapshot, that term may be unknown: then the first stored entry serves as the base.
+        let firstIndex, baseTerm =
+            let baseIndex = firstIndex - 1L
+            if baseIndex = snap.Index then firstIndex, snap.Term
+            elif baseIndex = 0L then firstIndex, 0L
+            else
+                match termFromBoundaries baseIndex with
+                | Some t -> firstIndex, t
+                | None -> firstIndex + 1L, termFromBoundaries firstIndex |> Option.defaultValue snap.Term
+        let log =
+            LogView.create o.WindowSize firstIndex baseTerm lastIndex start.TermBoundaries start.RecentEntries
+        let logConfigs =
+            (start.LogConfigurations
+             @ (start.RecentEntries
+                |> List.choose (fun e ->
+                    match e.Payload with
+                    | Payload.Config c -> Some(e.Index, c)
+                    | _ -> None)))
+            |> List.filter (fun (i, _) -> i > snap.Index && i <= log.LastIndex)
+            |> List.sortByDescending fst
+            |> List.distinctBy fst
+        let configs = logConfigs @ [ snap.Index, snap.Configuration ]
+        let applied = max snap.Index (min start.Applied log.LastIndex)
+        let s0 =
+            { Id = start.Id
+              Options = o
+              Rng = start.Seed
+              Term = max 0L start.HardState.Term
+              VotedFor = start.HardState.VotedFor
+              Role = Role.Follower
+              Leader = None
+              Log = log
+              Commit = applied
+              Applied = applied
+              ApplyLoading = false
+              Snapshot = snap
+              Snapshotting = false
+              Configs = configs
+              Config = Configuration.Empty
+              Voters = Set.empty
+              ElectionElapsed = 0
+              ElectionTimeout = o.ElectionTicksMax
+              Votes = Map.empty
+              CampaignTransfer = false
+              LeaderMatch = 0L
+              Acked = 0L
+              LastRound = 0L
+              InstallPending = None
+              Lead = None
+              Out = [] }
+        let s = s0 |> State.resetElectionTimer
+        let cfg = State.configAt log.LastIndex s
+        let s = { s with Config = cfg; Voters = cfg.Voters } |> State.emit (Effect.ConfigurationChanged cfg)
+        let s =
+            if cfg.Voters = Set.singleton s.Id then Election.campaign false false s
+            else s
+        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader))
+        { s with Out = [] }, List.rev s.Out
+
+    // ---- Per-role steps -------------------------------------------------------------------------------------
+
+    /// Whether this node would start an election when its timer fires.
+    let private tickElection (s: State) : State =
+        let s = { s with ElectionElapsed = s.ElectionElapsed + 1 }
+        if s.ElectionElapsed < s.ElectionTimeout then s
+        elif State.canCampaign s then Election.campaign s.Options.PreVote false s
+        else State.resetElectionTimer s
+
+    /// CheckQuorum: a leader that has not heard from a majority of voters within the minimum election timeout
+    /// steps down, so that a partitioned leader stops serving and a cluster with a new leader is not disturbed.
+    let private checkQuorum (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let voters = s.Voters
+            let active =
+                voters
+                |> Seq.filter (fun v -> v = s.Id || (Map.tryFind v lead.Progress |> Option.exists (fun p -> p.Active)))
+                |> Seq.length
+            let reset = lead.Progress |> Map.map (fun _ p -> { p with Active = false })
+            let s = { s with Lead = Some { lead with Progress = reset; QuorumElapsed = 0 } }
+            if s.Options.CheckQuorum && active < State.quorum voters then State.becomeFollower s.Term None s else s
+
+    let private tickLeader (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let lead = { lead with HeartbeatElapsed = lead.HeartbeatElapsed + 1; QuorumElapsed = lead.QuorumElapsed + 1 }
+            let s = { s with Lead = Some lead }
+            let s = if lead.HeartbeatElapsed >= s.Options.HeartbeatTicks then Replication.heartbeat s else s
+            let s = s |> Snapshots.tick |> Transfer.tick
+            if lead.QuorumElapsed >= s.Options.ElectionTicksMin then checkQuorum s else s
+
+    let private propose (id: RequestId) (command: byte[]) (s: State) : State =
+        match s.Role with
+        | Role.Leader when Transfer.inProgress s -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
+        | Role.Leader ->
+            let entry = Replication.nextEntry (Payload.Command command) s
+            s |> State.emit (Effect.Accepted(id, entry.Index, entry.Term)) |> Replication.propose [ entry ]
+        | _ -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
+
+    /// Term bookkeeping for AppendEntries/Snapshot from a leader of our term or newer: follow it.
+    let private followSender (from: NodeId) (term: Term) (s: State) : State =
+        if term > s.Term || s.Role <> Role.Follower || s.Leader <> Some from then State.becomeFollower term (Some from) s
+        else { s with ElectionElapsed = 0 }
+
+    let private stepLeader (from: NodeId) (m: Message) (s: State) : State =
+        match m with
+        | Message.AppendReply r when r.Term = s.Term -> Replication.handleAppendReply from r s
+        | Message.SnapshotReply r when r.Term = s.Term -> Snapshots.handleSnapshotReply from r s
+        | _ -> s
+
+    let private stepCandidate (from: NodeId) (m: Message) (s: State) : State =
+        match m with
+        | Message.VoteReply r -> Election.handleVoteReply from r s
+        | _ -> s
+
+    let private stepFollower (from: NodeId) (m: Message) (s: State) : State =
+        match m with
+        | Message.TimeoutNow t -> Election.handleTimeoutNow from t s
+        | _ -> s
+
+    /// A message from a peer: first the term rules shared by all roles (thesis Figure 3.1), then the role's step.
+    let private receive (env: Envelope) (s: State) : State =
+        let from = env.From
+        if env.To <> s.Id || from = s.Id then s
+        else
+            match env.Message with
+            | Message.Vote m -> Election.handleVote from m s
+            | Message.Append m ->
+                if m.Term < s.Term then
+                    // A stale leader: tell it the current term so that it steps down.
+                    State.send
+                        from
+                        (Message.AppendReply
+                            { Term = s.Term; Success = false; MatchIndex = 0L; ConflictIndex = 0L; ConflictTerm = None; Round = m.Round })
+                        s
+                else s |> followSender from m.Term |> Replication.handleAppend from m
+            | Message.Snapshot m ->
+                if m.Term < s.Term then State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = 0L }) s
+                else s |> followSender from m.Term |> Snapshots.handleSnapshot from m
+            | Message.VoteReply r when r.Term > s.Term && not (r.PreVote && r.Granted) -> State.becomeFollower r.Term None s
+            | Message.AppendReply r when r.Term > s.Term -> State.becomeFollower r.Term None s
+            | Message.SnapshotReply r when r.Term > s.Term -> State.becomeFollower r.Term None s
+            | m ->
+                match s.Role with
+                | Role.Leader -> stepLeader from m s
+                | Role.Candidate
+                | Role.PreCandidate -> stepCandidate from m s
+                | Role.Follower -> stepFollower from m s
+
+    /// What follows from the new state, whatever the event was.
+    let private settle (s: State) : State =
+        s
+        |> Replication.maybeCommit
+        |> Membership.settle
+        |> Transfer.settle
+        |> Reads.settle
+        |> Replication.apply
+        |> Snapshots.maybeTake
+
+    // ---- Step -----------------------------------------------------------------------------------------------
+
+    /// Consumes one event; returns the new state and the effects to carry out, in order.
+    let step (s: State) (ev: Event) : State * Effect list =
+        let before = s.Role, s.Term, s.Leader
+        let s = { s with Out = [] }
+        let s =
+            match ev with
+            | Event.Tick ->
+                match s.Role with
+                | Role.Leader -> tickLeader s
+                | _ -> tickElection s
+            | Event.Receive env -> receive env s
+            | Event.Propose(id, command) -> propose id command s
+            | Event.Read id -> Reads.request id s
+            | Event.ChangeConfig(id, change) -> Membership.request id change s
+            | Event.TransferLeadership(id, target) -> Transfer.request id target s
+            | Event.Persisted(index, term) ->
+                let s =
+                    match s.InstallPending with
+                    | Some i when index > i && LogView.termAt index s.Log = Some term -> { s with InstallPending = None }
+                    | _ -> s
+                { s with Log = LogView.persisted index term s.Log } |> Replication.acknowledgePersisted
+            | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
+            | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s
+            | Event.SnapshotTaken meta -> Snapshots.taken meta s
+        let s = settle s
+        let s =
+            if (s.Role, s.Term, s.Leader) <> before then State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) s
+            else s
+        { s with Out = [] }, List.rev s.Out

@@ -1,0 +1,62 @@
+namespace Skiff.Core
+
+/// Linearizable reads by ReadIndex (thesis §6.4): the leader notes its commit index, confirms it is still leader
+/// by a heartbeat round acknowledged by a majority, then lets the reads be served once that index is applied.
+/// Reads are batched: while one round is outstanding, new reads wait for the next.
+[<RequireQualifiedAccess>]
+module Reads =
+    let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
+        match s.Lead with
+        | Some lead -> { s with Lead = Some(f lead) }
+        | None -> s
+
+    /// Event.Read.
+    let request (id: RequestId) (s: State) : State =
+        match s.Lead with
+        | None -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
+        | Some _ when Membership.committedInTerm s -> withLead (fun l -> { l with ReadsQueued = id :: l.ReadsQueued }) s
+        | Some _ -> withLead (fun l -> { l with ReadsAwaitingCommit = id :: l.ReadsAwaitingCommit }) s
+
+    /// Whether a majority of voters (this leader included, if it is one) has echoed `round` or later.
+    let private confirmed (round: int64) (s: State) (lead: LeaderState) : bool =
+        let voters = s.Voters
+        let acks =
+            voters
+            |> Seq.filter (fun v ->
+                v = s.Id
+                || (match Map.tryFind v lead.Progress with
+                    | Some pr -> pr.AckRound >= round
+                    | None -> false))
+            |> Seq.length
+        not voters.IsEmpty && acks >= State.quorum voters
+
+    /// After every step on a leader: release reads waiting for the first commit of the term, answer a confirmed
+    /// batch, and start the next round if reads are queued.
+    let settle (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let s =
+                if not lead.ReadsAwaitingCommit.IsEmpty && Membership.committedInTerm s then
+                    withLead (fun l -> { l with ReadsQueued = l.ReadsQueued @ l.ReadsAwaitingCommit; ReadsAwaitingCommit = [] }) s
+                else s
+            let s =
+                match s.Lead with
+                | Some({ ReadsInRound = Some batch } as l) when confirmed batch.Round s l ->
+                    s
+                    |> State.emit (Effect.ReadReady(List.rev batch.Ids, batch.Index))
+                    |> withLead (fun l -> { l with ReadsInRound = None })
+                | _ -> s
+            match s.Lead with
+            | Some({ ReadsInRound = None; ReadsQueued = _ :: _ } as l) ->
+                let ids = l.ReadsQueued
+                let s = withLead (fun l -> { l with ReadsQueued = [] }) s
+                // The round must start after the reads arrived: send it now rather than on the heartbeat timer.
+                let s = Replication.heartbeat s
+                match s.Lead with
+                | Some l when confirmed l.Round s l ->
+                    State.emit (Effect.ReadReady(List.rev ids, s.Commit)) s
+                | Some l ->
+                    withLead (fun l2 -> { l2 with ReadsInRound = Some { Round = l.Round; Index = s.Commit; Ids = ids } }) s
+                | None -> s
+            | _ -> s

@@ -1,0 +1,349 @@
+namespace Skiff.Core
+
+/// Log replication (thesis §3.5, §10.2.1): the leader ships entries as soon as they are proposed, pipelines
+/// AppendEntries per follower within a bounded window, backs up by whole terms on conflicts, and commits by
+/// counting replicas; followers check, truncate, append and acknowledge. Applying committed entries lives here too.
+[<RequireQualifiedAccess>]
+module Replication =
+    let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
+        match s.Lead with
+        | Some lead -> { s with Lead = Some(f lead) }
+        | None -> s
+
+    /// Replaces one follower's progress (no-op if the peer is not tracked).
+    let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
+        s |> withLead (fun lead -> if lead.Progress.ContainsKey peer then { lead with Progress = Map.add peer pr lead.Progress } else lead)
+
+    /// One follower's progress, if this node leads and tracks it.
+    let progress (peer: NodeId) (s: State) : Progress option =
+        s.Lead |> Option.bind (fun lead -> Map.tryFind peer lead.Progress)
+
+    let private round (s: State) = s.Lead |> Option.map (fun l -> l.Round) |> Option.defaultValue 0L
+
+    let private sendAppend (peer: NodeId) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
+        State.send
+            peer
+            (Message.Append
+                { Term = s.Term
+                  Leader = s.Id
+                  PrevLogIndex = prev
+                  PrevLogTerm = prevTerm
+                  Entries = entries
+                  LeaderCommit = s.Commit
+                  Round = round s })
+            s
+
+    /// Offers the latest snapshot to a follower that needs entries we no longer store. Not while a TakeSnapshot
+    /// is outstanding: the interpreter may already hold (only) the newer one, so wait for SnapshotTaken.
+    let sendSnapshot (peer: NodeId) (s: State) : State =
+        match progress peer s with
+        | Some pr when s.Snapshot.Index > 0L && not s.Snapshotting ->
+            s
+            |> State.emit (Effect.SendSnapshot(peer, s.Term, s.Snapshot))
+            |> setProgress peer { pr with Mode = ProgressMode.Snapshot; Inflight = []; SnapshotTicks = 0; Loading = false }
+        | _ -> s
+
+    /// Records that `entries` (following `prev`) were sent to `peer`.
+    let private sent (peer: NodeId) (pr: Progress) (entries: Entry list) (prev: LogIndex) (s: State) : State =
+        let last = prev + int64 (List.length entries)
+        let pr =
+            match pr.Mode with
+            | ProgressMode.Replicate -> { pr with Next = max pr.Next (last + 1L); Inflight = pr.Inflight @ [ last ] }
+            | _ -> { pr with Inflight = [ last ] }
+        setProgress peer pr s
+
+    /// Sends as much as the follower's window allows: one probe in Probe mode, a pipeline in Replicate mode.
+    let rec fill (peer: NodeId) (s: State) : State =
+        match progress peer s with
+        | None -> s
+        | Some pr ->
+            let o = s.Options
+            let busy =
+                pr.Mode = ProgressMode.Snapshot
+                || pr.Loading
+                || List.length pr.Inflight >= o.MaxInflight
+                || (pr.Mode = ProgressMode.Probe && not pr.Inflight.IsEmpty)
+            if busy then s
+            else
+                let next = max 1L (min pr.Next (s.Log.LastIndex + 1L))
+                let prev = next - 1L
+                match LogView.termAt prev s.Log with
+                | None -> sendSnapshot peer s
+                | Some prevTerm ->
+                    if next > s.Log.LastIndex then
+                        // Nothing new: only a probe is worth sending (to learn where the follower stands).
+                        if pr.Mode = ProgressMode.Probe then
+                            s |> sendAppend peer prev prevTerm [] |> sent peer { pr with Next = next } [] prev
+                        else s
+                    else
+                        match LogView.slice next s.Log.LastIndex o.MaxEntriesPerAppend o.MaxBytesPerAppend s.Log with
+                        | Some(_ :: _ as entries) ->
+                            let s = s |> sendAppend peer prev prevTerm entries |> sent peer { pr with Next = next } entries prev
+                            if pr.Mode = ProgressMode.Replicate then fill peer s else s
+                        | _ ->
+                            // Older than the in-memory window: ask storage, continue on EntriesLoaded.
+                            let upTo = min s.Log.LastIndex (min (s.Log.WindowStart - 1L) (next + int64 o.MaxEntriesPerAppend - 1L))
+                            s
+                            |> State.emit (Effect.LoadEntries(LoadPurpose.Replicate peer, next, max next upTo))
+                            |> setProgress peer { pr with Next = next; Loading = true }
+
+    /// Fills every follower's window (after new entries were appended).
+    let broadcast (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead -> lead.Progress |> Map.keys |> Seq.toList |> List.fold (fun s peer -> fill peer s) s
+
+    /// Starts a new round: every follower gets a message carrying it now (an empty AppendEntries at its match
+    /// index, or a fresh probe), which confirms leadership for reads and CheckQuorum and carries the commit index.
+    let heartbeat (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let s = { s with Lead = Some { lead with Round = lead.Round + 1L; HeartbeatElapsed = 0 } }
+            lead.Progress
+            |> Map.toList
+            |> List.fold
+                (fun s (peer, pr) ->
+                    match pr.Mode with
+                    | ProgressMode.Probe ->
+                        // Retry the probe (it may have been lost); it doubles as the heartbeat.
+                        s |> setProgress peer { pr with Inflight = []; Loading = false } |> fill peer
+                    | ProgressMode.Replicate when
+                        not pr.Inflight.IsEmpty && pr.Match = pr.MatchAtHeartbeat && pr.AckRound >= lead.Round ->
+                        // The follower answers heartbeats but no append for a whole heartbeat interval: one was lost
+                        // (and with no newer append it would never be rejected). Probe again from its match.
+                        let pr = { pr with Mode = ProgressMode.Probe; Next = pr.Match + 1L; Inflight = []; Loading = false }
+                        s |> setProgress peer pr |> fill peer
+                    | _ ->
+                        // A lost append would otherwise block a full window (as etcd: free one slot).
+                        let pr =
+                            if List.length pr.Inflight >= s.Options.MaxInflight then { pr with Inflight = List.tail pr.Inflight }
+                            else pr
+                        let pr = { pr with MatchAtHeartbeat = pr.Match }
+                        let prev, prevTerm =
+                            match LogView.termAt pr.Match s.Log with
+                            | Some t -> pr.Match, t
+                            | None -> 0L, 0L
+                        s |> setProgress peer pr |> sendAppend peer prev prevTerm [] |> fill peer)
+                s
+
+    /// The leader appends new entries, ships them to followers at once, then asks for its own write (sends come
+    /// first in the list so the network and the disk work in parallel; the leader counts itself after Persisted).
+    let propose (entries: Entry list) (s: State) : State =
+        match entries with
+        | [] -> s
+        | _ -> s |> State.appendToLog entries |> broadcast |> State.emit (Effect.PersistEntries entries)
+
+    /// Next entry index and this term, for building new entries.
+    let nextEntry (payload: Payload) (s: State) : Entry =
+        { Index = s.Log.LastIndex + 1L; Term = s.Term; Payload = payload }
+
+    // ---- Follower side -------------------------------------------------------------------------------------
+
+    let private reply (leader: NodeId) (m: AppendRequest) ok matchIndex conflictIndex conflictTerm (s: State) =
+        let s = if ok then { s with Acked = max s.Acked matchIndex } else s
+        State.send
+            leader
+            (Message.AppendReply
+                { Term = s.Term
+                  Success = ok
+                  MatchIndex = matchIndex
+                  ConflictIndex = conflictIndex
+                  ConflictTerm = conflictTerm
+                  Round = m.Round })
+            s
+
+    let private contiguous (prev: LogIndex) (entries: Entry list) =
+        entries |> List.mapi (fun k e -> e.Index = prev + 1L + int64 k) |> List.forall id
+
+    /// A follower handles AppendEntries of its current term from its leader: check the entry before the new ones,
+    /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
+    /// the effect list).
+    let handleAppend (from: NodeId) (m: AppendRequest) (s: State) : State =
+        if not (contiguous m.PrevLogIndex m.Entries) || m.PrevLogIndex >= System.Int64.MaxValue / 4L then s
+        else
+            // Entries at or below our commit index are settled; only look past it.
+            let prev, prevTerm, entries =
+                if m.PrevLogIndex >= s.Commit then m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
+                else
+                    s.Commit,
+                    LogView.termAt s.Commit s.Log,
+                    m.Entries |> List.filter (fun e -> e.Index > s.Commit)
+            let s = { s with LastRound = max s.LastRound m.Round }
+            // A follower claims only entries that are durable, or being made durable earlier in this step's effect
+            // list (writes complete in order, so that covers older ones too): a claim of an entry still in flight
+            // from an earlier step would be lost in a crash while the leader counts it.
+            if m.PrevLogIndex < s.Commit && entries.IsEmpty then
+                let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
+                reply from m true (min s.Commit (State.claimable s)) 0L None s
+            else
+                match LogView.termAt prev s.Log, prevTerm with
+                | None, _ ->
+                    reply from m false 0L (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
+                | Some t, Some pt when t <> pt ->
+                    let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
+                    reply from m false 0L (max (s.Commit + 1L) first) (Some t) s
+                | Some _, _ ->
+                    let rec skip (es: Entry list) =
+                        match es with
+                        | e :: rest when LogView.termAt e.Index s.Log = Some e.Term -> skip rest
+                        | _ -> es
+                    let fresh = skip entries
+                    let lastNew = prev + int64 (List.length entries)
+                    match fresh with
+                    | e :: _ when e.Index <= s.Commit -> s // would rewrite committed history: a corrupt message
+                    | [] ->
+                        let s =
+                            { s with
+                                Commit = max s.Commit (min m.LeaderCommit lastNew)
+                                LeaderMatch = max s.LeaderMatch lastNew }
+                        reply from m true (min lastNew (State.claimable s)) 0L None s
+                    | e :: _ ->
+                        let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
+                        let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
+                        let s =
+                            { s with
+                                Commit = max s.Commit (min m.LeaderCommit lastNew)
+                                LeaderMatch = max s.LeaderMatch lastNew }
+                        reply from m true lastNew 0L None s
+
+    /// A follower's write became durable: acknowledge what it could not claim when it answered the append.
+    let acknowledgePersisted (s: State) : State =
+        match s.Role, s.Leader with
+        | Role.Follower, Some leader ->
+            let claim = min (State.claimable s) s.LeaderMatch
+            if claim > s.Acked then
+                { s with Acked = claim }
+                |> State.send
+                    leader
+                    (Message.AppendReply
+                        { Term = s.Term
+                          Success = true
+                          MatchIndex = claim
+                          ConflictIndex = 0L
+                          ConflictTerm = None
+                          Round = s.LastRound })
+            else s
+        | _ -> s
+
+    // ---- Leader side ---------------------------------------------------------------------------------------
+
+    /// The leader handles a follower's answer of its current term.
+    let handleAppendReply (from: NodeId) (m: AppendReply) (s: State) : State =
+        match progress from s with
+        | None -> s
+        | Some pr ->
+            let pr = { pr with Active = true; AckRound = max pr.AckRound m.Round }
+            if m.Success then
+                let matched = min m.MatchIndex s.Log.LastIndex
+                let pr =
+                    if matched > pr.Match then
+                        let pr = { pr with Match = matched; Next = max pr.Next (matched + 1L) }
+                        match pr.Mode with
+                        | ProgressMode.Probe
+                        | ProgressMode.Snapshot -> { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
+                        | ProgressMode.Replicate -> pr
+                    else pr
+                let pr =
+                    match pr.Mode with
+                    | ProgressMode.Probe when matched >= pr.Next - 1L ->
+                        { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
+                    | _ -> { pr with Inflight = pr.Inflight |> List.filter (fun i -> i > matched) }
+                s |> setProgress from pr |> fill from
+            elif m.ConflictIndex <= pr.Match then
+                setProgress from pr s // a stale rejection: the follower has matched further since
+            else
+                let next =
+                    match m.ConflictTerm with
+                    | Some t ->
+                        match LogView.lastIndexOfTerm t s.Log with
+                        | Some last -> last + 1L
+                        | None -> m.ConflictIndex
+                    | None -> m.ConflictIndex
+                let next = next |> min (s.Log.LastIndex + 1L) |> max (pr.Match + 1L)
+                s
+                |> setProgress from { pr with Mode = ProgressMode.Probe; Next = next; Inflight = []; Loading = false }
+                |> fill from
+
+    /// Entries loaded from storage for a follower: send them, or fall back to a snapshot if they are gone.
+    let entriesLoadedFor (peer: NodeId) (entries: Entry list) (s: State) : State =
+        match progress peer s with
+        | None -> s
+        | Some pr when not pr.Loading -> s
+        | Some pr ->
+            let pr = { pr with Loading = false }
+            let s = setProgress peer pr s
+            match entries with
+            | [] -> sendSnapshot peer s
+            | first :: _ ->
+                let prev = first.Index - 1L
+                let valid =
+                    first.Index = pr.Next
+                    && contiguous prev entries
+                    && entries |> List.forall (fun e -> LogView.termAt e.Index s.Log = Some e.Term)
+                match LogView.termAt prev s.Log with
+                | Some prevTerm when valid ->
+                    s |> sendAppend peer prev prevTerm entries |> sent peer pr entries prev |> fill peer
+                | Some _ -> fill peer s
+                | None -> sendSnapshot peer s
+
+    /// Commit rule (thesis §3.6.2): the highest index stored on a majority of voters, provided its entry is of
+    /// the current term. The leader counts itself only up to what it has persisted, and not at all if removed.
+    let maybeCommit (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let voters = s.Voters
+            if voters.IsEmpty then s
+            else
+                let matchOf v =
+                    if v = s.Id then s.Log.Persisted
+                    else lead.Progress |> Map.tryFind v |> Option.map (fun p -> p.Match) |> Option.defaultValue 0L
+                let sorted = voters |> Seq.map matchOf |> Seq.sortDescending |> Seq.toArray
+                let n = sorted[State.quorum voters - 1]
+                if n > s.Commit && LogView.termAt n s.Log = Some s.Term then
+                    let s = { s with Commit = n }
+                    // Tell idle followers about the new commit index now rather than at the next heartbeat.
+                    lead.Progress
+                    |> Map.toList
+                    |> List.fold
+                        (fun s (peer, pr) ->
+                            if pr.Mode = ProgressMode.Replicate && pr.Inflight.IsEmpty && not pr.Loading then
+                                match LogView.termAt pr.Match s.Log with
+                                | Some t -> sendAppend peer pr.Match t [] s
+                                | None -> s
+                            else s)
+                        s
+                else s
+
+    /// Hands committed, locally persisted entries to the state machine, loading them if they left the window.
+    let rec apply (s: State) : State =
+        let upTo = min s.Commit s.Log.Persisted
+        if upTo <= s.Applied || s.ApplyLoading then s
+        else
+            let from = s.Applied + 1L
+            if from < s.Log.WindowStart then
+                let until = min upTo (s.Log.WindowStart - 1L)
+                { s with ApplyLoading = true } |> State.emit (Effect.LoadEntries(LoadPurpose.Apply, from, until))
+            else
+                match LogView.slice from upTo System.Int32.MaxValue System.Int32.MaxValue s.Log with
+                | Some(_ :: _ as entries) ->
+                    let last = (List.last entries).Index
+                    { s with Applied = last } |> State.emit (Effect.Apply entries)
+                | _ -> s
+
+    /// Entries loaded for applying: apply the valid contiguous prefix, then continue.
+    let entriesLoadedForApply (entries: Entry list) (s: State) : State =
+        if not s.ApplyLoading then s
+        else
+            let s = { s with ApplyLoading = false }
+            let upTo = min s.Commit s.Log.Persisted
+            let rec take expected (es: Entry list) acc =
+                match es with
+                | e :: rest when e.Index = expected && e.Index <= upTo -> take (expected + 1L) rest (e :: acc)
+                | _ -> List.rev acc
+            match take (s.Applied + 1L) entries [] with
+            | [] -> s
+            | good ->
+                let last = (List.last good).Index
+                { s with Applied = last } |> State.emit (Effect.Apply good) |> apply

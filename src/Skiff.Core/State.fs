@@ -1,0 +1,372 @@
+namespace Skiff.Core
+
+/// How a leader is currently replicating to one follower (as etcd-io/raft's progress states).
+[<RequireQualifiedAccess>]
+type ProgressMode =
+    /// Where the follower's log matches is unknown: send one AppendEntries at a time and wait for the answer.
+    | Probe
+    /// The follower is in step: pipeline AppendEntries, optimistically advancing Next.
+    | Replicate
+    /// The follower is behind the compaction point: a snapshot is on its way; wait for its answer.
+    | Snapshot
+
+/// A leader's knowledge of one follower (voter or learner).
+type Progress =
+    { /// Highest index known to be replicated on the follower.
+      Match: LogIndex
+      /// Next index to send.
+      Next: LogIndex
+      /// Replication mode.
+      Mode: ProgressMode
+      /// Last index carried by each outstanding AppendEntries, oldest first; bounded by Options.MaxInflight.
+      Inflight: LogIndex list
+      /// Highest Round the follower has echoed in this term.
+      AckRound: int64
+      /// Heard from in the current CheckQuorum period.
+      Active: bool
+      /// Entries for this follower are being loaded from storage.
+      Loading: bool
+      /// Ticks since a snapshot was sent (to retry a lost one).
+      SnapshotTicks: int
+      /// Match at the previous heartbeat: if it has not moved while appends are outstanding and the follower
+      /// answers heartbeats, an append was lost and the leader falls back to probing.
+      MatchAtHeartbeat: LogIndex }
+
+/// A batch of reads waiting for a heartbeat round to be confirmed by a majority.
+type PendingReads =
+    { /// The round whose acknowledgements confirm these reads.
+      Round: int64
+      /// The read index (the commit index when the reads were registered).
+      Index: LogIndex
+      /// The requests, newest first.
+      Ids: RequestId list }
+
+/// A leadership transfer in progress.
+type PendingTransfer =
+    { /// The request to complete.
+      Id: RequestId
+      /// The voter that should take over.
+      Target: NodeId
+      /// Ticks since the transfer started; it is abandoned after an election timeout.
+      Elapsed: int
+      /// TimeoutNow has been sent.
+      TimeoutSent: bool }
+
+/// What only a leader keeps.
+type LeaderState =
+    { /// Replication progress of every other member.
+      Progress: Map<NodeId, Progress>
+      /// Round counter carried in every AppendEntries of this term.
+      Round: int64
+      /// Ticks since the last heartbeat round.
+      HeartbeatElapsed: int
+      /// Ticks since the last CheckQuorum.
+      QuorumElapsed: int
+      /// Reads received before an entry of this term committed, newest first.
+      ReadsAwaitingCommit: RequestId list
+      /// The batch of reads whose round is outstanding.
+      ReadsInRound: PendingReads option
+      /// Reads that arrived while a round was outstanding (or are ready to go out); they go with the next round.
+      /// Newest first.
+      ReadsQueued: RequestId list
+      /// A leadership transfer in progress.
+      Transfer: PendingTransfer option
+      /// The membership change being committed: its request id (if a client asked for it) and log index.
+      ConfigRequest: (RequestId option * LogIndex) option
+      /// Idempotent AddServer requests that complete once the pending change commits.
+      ConfigWaiters: RequestId list }
+
+/// Everything the reducer needs to start (or restart) a node, read by the interpreter from its storage.
+type Start =
+    { /// This node's id.
+      Id: NodeId
+      /// Tunables.
+      Options: Options
+      /// Seed of the node's random generator (election timeouts). Give every node a different one.
+      Seed: uint64
+      /// The durable term and vote.
+      HardState: HardState
+      /// The latest durable snapshot, if any.
+      Snapshot: SnapshotMeta option
+      /// First index held in the stored log (usually the snapshot index + 1, less if a tail was kept).
+      FirstIndex: LogIndex
+      /// Index of the last stored entry.
+      LastIndex: LogIndex
+      /// First index of every term present in the stored log; the term of FirstIndex - 1 must be derivable
+      /// (it is the snapshot's, or 0 for an empty log, or given here).
+      TermBoundaries: (LogIndex * Term) list
+      /// The most recent stored entries (any number; a contiguous run ending at LastIndex is kept in memory).
+      RecentEntries: Entry list
+      /// Configuration entries of the stored log after the snapshot that are not among RecentEntries.
+      LogConfigurations: (LogIndex * Configuration) list
+      /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
+      Applied: LogIndex
+      /// The configuration before any log or snapshot: for the first node of a new cluster, itself as the
+      /// single voter; for a node that will join an existing cluster, Configuration.Empty.
+      Bootstrap: Configuration }
+
+/// Helpers to build a Start.
+[<RequireQualifiedAccess>]
+module Start =
+    /// A brand-new node with empty storage.
+    let fresh (id: NodeId) (options: Options) (seed: uint64) (bootstrap: Configuration) : Start =
+        { Id = id
+          Options = options
+          Seed = seed
+          HardState = { Term = 0L; VotedFor = None }
+          Snapshot = None
+          FirstIndex = 1L
+          LastIndex = 0L
+          TermBoundaries = []
+          RecentEntries = []
+          LogConfigurations = []
+          Applied = 0L
+          Bootstrap = bootstrap }
+
+    /// A node restarting from storage that holds `entries` (ascending, contiguous, after any compaction).
+    /// Convenience for the simulator and tests: it derives the boundaries and configurations from the entries.
+    let ofStorage
+        (id: NodeId)
+        (options: Options)
+        (seed: uint64)
+        (hard: HardState)
+        (snapshot: SnapshotMeta option)
+        (entries: Entry list)
+        (applied: LogIndex)
+        (bootstrap: Configuration)
+        : Start =
+        let snapIndex = snapshot |> Option.map (fun m -> m.Index) |> Option.defaultValue 0L
+        let first, last =
+            match entries with
+            | [] -> snapIndex + 1L, snapIndex
+            | e :: _ -> e.Index, (List.last entries).Index
+        let bounds =
+            entries
+            |> List.fold
+                (fun (acc: (LogIndex * Term) list) e ->
+                    match acc with
+                    | (_, t) :: _ when t = e.Term -> acc
+                    | _ -> (e.Index, e.Term) :: acc)
+                []
+        { fresh id options seed bootstrap with
+            HardState = hard
+            Snapshot = snapshot
+            FirstIndex = first
+            LastIndex = last
+            TermBoundaries = bounds
+            RecentEntries = entries
+            Applied = applied }
+
+/// The whole state of one node's reducer. Plain immutable data; `Out` collects the effects of the current step.
+type State =
+    { /// This node's id.
+      Id: NodeId
+      /// Sanitised tunables.
+      Options: Options
+      /// Random generator state (SplitMix64).
+      Rng: uint64
+      /// Current term (durable).
+      Term: Term
+      /// Vote in the current term (durable).
+      VotedFor: NodeId option
+      /// Current role.
+      Role: Role
+      /// The leader of the current term, if known.
+      Leader: NodeId option
+      /// The log view.
+      Log: LogView
+      /// Highest index known committed.
+      Commit: LogIndex
+      /// Highest index handed to the state machine with Effect.Apply.
+      Applied: LogIndex
+      /// Entries to apply are being loaded from storage.
+      ApplyLoading: bool
+      /// The latest snapshot (Index 0 when there is none).
+      Snapshot: SnapshotMeta
+      /// A TakeSnapshot is outstanding.
+      Snapshotting: bool
+      /// Configurations by the index of their entry, newest first; the oldest is the snapshot's or bootstrap's.
+      Configs: (LogIndex * Configuration) list
+      /// The configuration in force (the newest in Configs), cached.
+      Config: Configuration
+      /// Its voters, cached (computed on every quorum question otherwise).
+      Voters: Set<NodeId>
+      /// Ticks since the election timer was reset.
+      ElectionElapsed: int
+      /// The randomised election timeout for the current wait.
+      ElectionTimeout: int
+      /// (Pre-)votes received in the current campaign.
+      Votes: Map<NodeId, bool>
+      /// The current campaign follows a TimeoutNow (voters ignore leader stickiness).
+      CampaignTransfer: bool
+      /// Follower: highest index known to match the current leader's log (from successful appends this term).
+      LeaderMatch: LogIndex
+      /// Follower: highest match index claimed to the current leader; a later Persisted acknowledges more.
+      Acked: LogIndex
+      /// Follower: the last Round seen from the current leader, echoed in acknowledgements sent on Persisted.
+      LastRound: int64
+      /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
+      /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
+      InstallPending: LogIndex option
+      /// Leader-only state.
+      Lead: LeaderState option
+      /// Effects of the current step, newest first.
+      Out: Effect list }
+
+/// Basic operations on State shared by the role modules.
+[<RequireQualifiedAccess>]
+module State =
+    /// Appends an effect to the current step's output.
+    let emit (e: Effect) (s: State) : State = { s with Out = e :: s.Out }
+
+    /// Sends a message to a peer.
+    let send (toNode: NodeId) (m: Message) (s: State) : State =
+        emit (Effect.Send { From = s.Id; To = toNode; Message = m }) s
+
+    /// The configuration in force at index `i` (the newest configuration entry at or before it).
+    let configAt (i: LogIndex) (s: State) : Configuration =
+        s.Configs
+        |> List.tryFind (fun (idx, _) -> idx <= i)
+        |> Option.orElse (List.tryLast s.Configs)
+        |> Option.map snd
+        |> Option.defaultValue Configuration.Empty
+
+    /// Index of the newest configuration entry (0 if it came from bootstrap).
+    let configIndex (s: State) : LogIndex =
+        match s.Configs with
+        | (i, _) :: _ -> i
+        | [] -> 0L
+
+    /// Whether `id` is a voter in the configuration in force.
+    let isVoter (id: NodeId) (s: State) : bool =
+        match Map.tryFind id s.Config.Members with
+        | Some m -> m.Voter
+        | None -> false
+
+    /// Whether this node may campaign: it is a voter in its newest configuration or in its committed one. The
+    /// latter lets a node whose uncommitted configuration removes it still stand for election (as etcd, which
+    /// applies configurations at commit): otherwise a cluster could stall when the only up-to-date log belongs
+    /// to a node being removed, and the removal could never commit.
+    let canCampaign (s: State) : bool =
+        let voterIn (c: Configuration) =
+            match Map.tryFind s.Id c.Members with
+            | Some m -> m.Voter
+            | None -> false
+        voterIn s.Config || voterIn (configAt s.Commit s)
+
+    /// The highest index this node may claim in a Send that has no persistence effect before it in its list:
+    /// what is durable, and nothing while an installed snapshot may not be.
+    let claimable (s: State) : LogIndex =
+        match s.InstallPending with
+        | Some _ -> 0L
+        | None -> s.Log.Persisted
+
+    /// Majority size for a set of voters.
+    let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1
+
+    /// Picks a fresh random election timeout and restarts the election timer.
+    let resetElectionTimer (s: State) : State =
+        let t, rng = Rng.range s.Options.ElectionTicksMin s.Options.ElectionTicksMax s.Rng
+        { s with ElectionElapsed = 0; ElectionTimeout = t; Rng = rng }
+
+    /// Records a new term and/or vote and asks for it to be made durable before anything later in this step.
+    let setHardState (term: Term) (votedFor: NodeId option) (s: State) : State =
+        if term = s.Term && votedFor = s.VotedFor then s
+        else
+            { s with Term = term; VotedFor = votedFor }
+            |> emit (Effect.PersistHardState { Term = term; VotedFor = votedFor })
+
+    /// A fresh progress entry for a follower: probe from just past the leader's log.
+    let newProgress (s: State) : Progress =
+        { Match = 0L
+          Next = s.Log.LastIndex + 1L
+          Mode = ProgressMode.Probe
+          Inflight = []
+          AckRound = 0L
+          Active = true
+          Loading = false
+          SnapshotTicks = 0
+          MatchAtHeartbeat = 0L }
+
+    /// The peers a leader replicates to: every member of the configuration in force and, until their removal
+    /// commits, members of the committed configuration (so a removed node learns about its removal).
+    let replicationTargets (s: State) : Set<NodeId> =
+        let current = s.Config.Members |> Map.keys |> Set.ofSeq
+        let committed = (configAt s.Commit s).Members |> Map.keys |> Set.ofSeq
+        Set.union current committed |> Set.remove s.Id
+
+    /// Recomputes the configuration in force after the log changed; tells observers and, on a leader, starts or
+    /// stops tracking peers.
+    let refreshConfig (s: State) : State =
+        let cfg = configAt s.Log.LastIndex s
+        let s =
+            if cfg = s.Config then s
+            else { s with Config = cfg; Voters = cfg.Voters } |> emit (Effect.ConfigurationChanged cfg)
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let targets = replicationTargets s
+            let kept = lead.Progress |> Map.filter (fun id _ -> targets.Contains id)
+            let progress =
+                targets
+                |> Set.fold (fun (m: Map<NodeId, Progress>) id -> if m.ContainsKey id then m else Map.add id (newProgress s) m) kept
+            { s with Lead = Some { lead with Progress = progress } }
+
+    /// Appends entries to the local log, noting configuration entries (they take effect at once).
+    let appendToLog (entries: Entry list) (s: State) : State =
+        let log = LogView.append s.Options.WindowSize entries s.Log
+        let configs =
+            entries
+            |> List.fold
+                (fun acc e ->
+                    match e.Payload with
+                    | Payload.Config c when e.Index <= log.LastIndex -> (e.Index, c) :: acc
+                    | _ -> acc)
+                s.Configs
+        // Most appends carry no configuration: skip the (comparatively costly) refresh then.
+        if obj.ReferenceEquals(configs, s.Configs) then { s with Log = log }
+        else refreshConfig { s with Log = log; Configs = configs }
+
+    /// Drops entries at and after `i`; configuration entries among them stop being in force.
+    let truncateLog (i: LogIndex) (s: State) : State =
+        let configs =
+            match s.Configs |> List.filter (fun (idx, _) -> idx < i) with
+            | [] -> s.Configs |> List.tryLast |> Option.toList
+            | cs -> cs
+        refreshConfig { s with Log = LogView.truncateFrom i s.Log; Configs = configs }
+
+    /// Leaves the leader role (or a campaign): pending reads, config changes and transfers are answered.
+    /// `transferred` says this happens because a transfer succeeded.
+    let private abandonLeadership (s: State) : State =
+        match s.Lead with
+        | None -> s
+        | Some lead ->
+            let reads =
+                (lead.ReadsAwaitingCommit
+                 @ lead.ReadsQueued
+                 @ (lead.ReadsInRound |> Option.map (fun r -> r.Ids) |> Option.defaultValue []))
+                |> List.rev
+            let s = reads |> List.fold (fun s id -> emit (Effect.Reject(id, Rejection.LeadershipLost)) s) s
+            let s =
+                match lead.ConfigRequest with
+                | Some(Some id, _) -> emit (Effect.Reject(id, Rejection.LeadershipLost)) s
+                | _ -> s
+            let s =
+                lead.ConfigWaiters
+                |> List.rev
+                |> List.fold (fun s id -> emit (Effect.Reject(id, Rejection.LeadershipLost)) s) s
+            let s =
+                match lead.Transfer with
+                | Some t when t.TimeoutSent -> emit (Effect.Completed t.Id) s
+                | Some t -> emit (Effect.Reject(t.Id, Rejection.LeadershipLost)) s
+                | None -> s
+            { s with Lead = None }
+
+    /// Becomes a follower in `term` (raising the durable term if needed) under `leader`, if known.
+    let becomeFollower (term: Term) (leader: NodeId option) (s: State) : State =
+        let vote = if term > s.Term then None else s.VotedFor
+        let sameLeader = term = s.Term && leader = s.Leader
+        let s = abandonLeadership s |> setHardState term vote
+        let s = if sameLeader then s else { s with LeaderMatch = 0L; Acked = 0L; LastRound = 0L }
+        { s with Role = Role.Follower; Leader = leader; Votes = Map.empty; CampaignTransfer = false }
+        |> resetElectionTimer

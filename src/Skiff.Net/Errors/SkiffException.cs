@@ -1,0 +1,73 @@
+namespace Skiff;
+
+/// <summary>What went wrong, as a stable code callers can branch on. The message carries the details.</summary>
+public enum ErrorKind
+{
+    /// <summary>Joining an existing cluster failed.</summary>
+    ClusterJoinFailed,
+    /// <summary>Initialising a new cluster failed.</summary>
+    ClusterInitFailed,
+    /// <summary>An address could not be parsed or resolved.</summary>
+    InvalidAddress,
+    /// <summary>The RPC server could not bind its address.</summary>
+    RpcBindFailed,
+    /// <summary>The data directory could not be created.</summary>
+    DataDirectoryCreateFailed,
+    /// <summary>Reading or writing durable storage failed (I/O error, read-only or full disk).</summary>
+    StorageError,
+    /// <summary>A client could not connect to the cluster.</summary>
+    ClientConnectFailed,
+    /// <summary>A remote call failed.</summary>
+    RpcCallFailed,
+    /// <summary>Bytes could not be decoded.</summary>
+    DeserializeFailed,
+    /// <summary>A value could not be encoded.</summary>
+    SerializeFailed,
+    /// <summary>A write to the key-value store was not accepted.</summary>
+    InsertFailed,
+    /// <summary>The cluster configuration is missing.</summary>
+    MissingClusterConfig,
+    /// <summary>The named peer is not a member of the cluster.</summary>
+    PeerNotFound,
+    /// <summary>A peer could not be reached.</summary>
+    PeerConnectFailed,
+    /// <summary>A stream was closed before it finished.</summary>
+    StreamClosed,
+    /// <summary>No leader was elected in time.</summary>
+    LeaderElectionTimeout,
+    /// <summary>The operation needs the leader and this node is not it.</summary>
+    NotLeader,
+    /// <summary>The operation did not finish in time.</summary>
+    Timeout,
+    /// <summary>A key is empty, too long or contains characters that are not allowed.</summary>
+    InvalidKey,
+    /// <summary>A value is larger than the configured limit.</summary>
+    ValueTooLarge,
+    /// <summary>The data directory is already open, by this or another process.</summary>
+    DataDirectoryLocked,
+    /// <summary>Durable data failed validation (checksum mismatch or impossible structure) somewhere other than
+    /// a torn tail; the message names the file.</summary>
+    StorageCorrupted,
+    /// <summary>Not enough members of the cluster are reachable to make progress.</summary>
+    NoQuorum,
+
+    /// <summary>An argument is out of range (a negative timeout, an empty peer list, a bad size limit).</summary>
+    InvalidArgument,
+}
+
+/// <summary>The one exception type Skiff's public API throws; <see cref="Kind"/> says what went wrong.</summary>
+public class SkiffException : Exception
+{
+    /// <summary>What went wrong.</summary>
+    public ErrorKind Kind { get; }
+
+    /// <summary>Creates an exception of the given kind.</summary>
+    /// <param name="kind">What went wrong.</param>
+    /// <param name="message">Details for a human: what, where, and what to do if anything.</param>
+    /// <param name="inner">The underlying cause, if any.</param>
+    public SkiffException(ErrorKind kind, string message, Exception? inner = null)
+        : base($"{kind}: {message}", inner)
+    {
+        Kind = kind;
+    }
+}

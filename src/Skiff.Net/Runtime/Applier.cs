@@ -1,0 +1,307 @@
+using System.Threading.Channels;
+using Microsoft.FSharp.Collections;
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>
+/// Applies committed entries to the state machine in order, on its own task, and answers what depends on it:
+/// writes (Accepted: succeed when the entry applied at the index has the proposal's term), linearizable reads
+/// (ReadReady: serve once applied ≥ index), snapshots, and watches (every change, in commit order, with a bounded
+/// buffer per subscriber and a history for resuming).
+/// </summary>
+internal sealed class Applier
+{
+    private abstract record Op;
+    private sealed record ApplyOp(FSharpList<Entry> Entries) : Op;
+    private sealed record WriteOp(Pending Pending, long Index, long Term) : Op;
+    private sealed record ReadOp(List<Pending> Reads, long Index) : Op;
+    private sealed record SnapshotOp(long Index) : Op;
+    private sealed record InstallOp(string Staged, SnapshotMeta Meta, TaskCompletionSource Done) : Op;
+
+    private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
+    private readonly IStateMachine _sm;
+    private readonly ISnapshotStore _snapshots;
+    private readonly Action<Event> _post;
+    private readonly int _watchCapacity;
+    private readonly int _historyCapacity;
+    private readonly SortedDictionary<long, List<(Pending Pending, long Term)>> _writes = new();
+    private readonly List<(long Index, List<Pending> Reads)> _reads = new();
+    private readonly Dictionary<long, (long Term, CommandResult? Result)> _recent = new();
+    private readonly object _subsGate = new();
+    private readonly List<Subscription> _subs = new();
+    private readonly Queue<KvChange> _history = new();
+    private long _historyFloor;
+    private long _lastTerm;
+    private Configuration _config = Configuration.Empty;
+    private Task _run = Task.CompletedTask;
+
+    /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
+    public event Action<KvChange>? Changed;
+
+    private readonly Action<Exception> _fatal;
+
+    public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity,
+        Action<Exception> fatal)
+    {
+        _fatal = fatal;
+        _sm = sm;
+        _snapshots = snapshots;
+        _post = post;
+        _watchCapacity = watchCapacity;
+        _historyCapacity = historyCapacity;
+    }
+
+    /// <summary>The index applied so far.</summary>
+    public long AppliedIndex => _sm.AppliedIndex;
+
+    /// <summary>Sets the starting point (after the state machine restored its snapshot) and starts applying.</summary>
+    public void Initialise(SnapshotMeta? snapshot, Configuration bootstrap)
+    {
+        _config = snapshot?.Configuration ?? bootstrap;
+        _lastTerm = snapshot?.Term ?? 0;
+        _historyFloor = _sm.AppliedIndex;
+        _run = DedicatedThread.Start("skiff-applier", Run);
+    }
+
+    public void Apply(FSharpList<Entry> entries) => _queue.Writer.TryWrite(new ApplyOp(entries));
+
+    public void WaitWrite(Pending p, long index, long term)
+    {
+        p.Index = index;
+        if (!_queue.Writer.TryWrite(new WriteOp(p, index, term))) p.Fail(Closed);
+    }
+
+    public void WaitRead(List<Pending> reads, long index)
+    {
+        if (!_queue.Writer.TryWrite(new ReadOp(reads, index))) foreach (var p in reads) p.Fail(Closed);
+    }
+
+    public void TakeSnapshot(long index) => _queue.Writer.TryWrite(new SnapshotOp(index));
+
+    public Task Install(string staged, SnapshotMeta meta)
+    {
+        var op = new InstallOp(staged, meta, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        if (!_queue.Writer.TryWrite(op)) op.Done.TrySetException(Closed);
+        return op.Done.Task;
+    }
+
+    private static SkiffException Closed => new(ErrorKind.StreamClosed, "the node is shutting down");
+
+    private void Run()
+    {
+        var reader = _queue.Reader;
+        while (DedicatedThread.WaitToRead(reader))
+        {
+            while (reader.TryRead(out var op))
+            {
+                try
+                {
+                    switch (op)
+                    {
+                        case ApplyOp a: DoApply(a.Entries); break;
+                        case WriteOp w: DoWaitWrite(w); break;
+                        case ReadOp r:
+                            if (_sm.AppliedIndex >= r.Index) foreach (var p in r.Reads) p.Succeed(null);
+                            else _reads.Add((r.Index, r.Reads));
+                            break;
+                        case SnapshotOp: DoSnapshot(); break;
+                        case InstallOp i: DoInstall(i); break;
+                    }
+                }
+                catch (Exception ex)
+                {
+                    // The state machine may now differ from the log: stop rather than serve or apply on top of it.
+                    _fatal(new SkiffException(ErrorKind.StorageError, "applying failed: " + ex.Message, ex));
+                }
+            }
+        }
+    }
+
+    private void DoWaitWrite(WriteOp w)
+    {
+        if (w.Index <= _sm.AppliedIndex)
+        {
+            if (_recent.TryGetValue(w.Index, out var r) && r.Term == w.Term) w.Pending.Succeed(r.Result);
+            else w.Pending.Fail(Overwritten(w.Index));
+            return;
+        }
+        if (!_writes.TryGetValue(w.Index, out var list)) _writes[w.Index] = list = new();
+        list.Add((w.Pending, w.Term));
+    }
+
+    private static SkiffException Overwritten(long index) =>
+        new(ErrorKind.InsertFailed, $"the proposal at index {index} was replaced by another leader's entry; it did not take effect");
+
+    private void DoApply(FSharpList<Entry> entries)
+    {
+        foreach (var e in entries)
+        {
+            if (e.Index <= _sm.AppliedIndex) continue;
+            CommandResult? result = null;
+            KvChange? change = null;
+            switch (e.Payload)
+            {
+                case Payload.Command c:
+                    var decoded = CommandCodec.decodeArray(c.Item);
+                    if (decoded.IsOk) result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
+                    else _sm.Skip(e.Index, e.Term);
+                    break;
+                case Payload.Config cfg:
+                    _config = cfg.Item;
+                    _sm.Skip(e.Index, e.Term);
+                    break;
+                default:
+                    _sm.Skip(e.Index, e.Term);
+                    break;
+            }
+            _lastTerm = e.Term;
+            _recent[e.Index] = (e.Term, result);
+            if (_recent.Count > 8192) _recent.Remove(e.Index - 8192);
+            if (_writes.Count > 0)
+            {
+                while (_writes.Count > 0)
+                {
+                    var first = _writes.First();
+                    if (first.Key > e.Index) break;
+                    _writes.Remove(first.Key);
+                    foreach (var (p, term) in first.Value)
+                    {
+                        if (first.Key == e.Index && term == e.Term) p.Succeed(result);
+                        else p.Fail(Overwritten(first.Key));
+                    }
+                }
+            }
+            if (change is { } ch) Publish(ch);
+        }
+        ServeReads();
+    }
+
+    private void ServeReads()
+    {
+        if (_reads.Count == 0) return;
+        var applied = _sm.AppliedIndex;
+        _reads.RemoveAll(r =>
+        {
+            if (r.Index > applied) return false;
+            foreach (var p in r.Reads) p.Succeed(null);
+            return true;
+        });
+    }
+
+    private void DoSnapshot()
+    {
+        if (_sm.AppliedIndex == 0) return;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var meta = _snapshots.Take(_lastTerm, _config);
+        if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: snapshot at {meta.Index} took {sw.ElapsedMilliseconds} ms (applying waited)");
+        _post(Event.NewSnapshotTaken(meta));
+    }
+
+    private void DoInstall(InstallOp op)
+    {
+        try
+        {
+            _snapshots.Install(op.Staged, op.Meta);
+            _lastTerm = op.Meta.Term;
+            _config = op.Meta.Configuration;
+            foreach (var kv in _writes) foreach (var (p, _) in kv.Value) if (kv.Key <= op.Meta.Index) p.Fail(Overwritten(kv.Key));
+            foreach (var k in _writes.Keys.Where(k => k <= op.Meta.Index).ToList()) _writes.Remove(k);
+            lock (_subsGate)
+            {
+                _history.Clear();
+                _historyFloor = op.Meta.Index;
+            }
+            ServeReads();
+            op.Done.TrySetResult();
+        }
+        catch (Exception ex)
+        {
+            op.Done.TrySetException(ex);
+            _fatal(new SkiffException(ErrorKind.StorageError, "installing a snapshot failed: " + ex.Message, ex));
+        }
+    }
+
+    // ---------------- watches ----------------
+
+    /// <summary>A watcher of changes under a prefix.</summary>
+    internal sealed class Subscription
+    {
+        public required string Prefix { get; init; }
+        public required long FromIndex { get; init; }
+        public required Channel<KvChange> Channel { get; init; }
+    }
+
+    private void Publish(KvChange change)
+    {
+        SafeChanged(change);
+        lock (_subsGate)
+        {
+            _history.Enqueue(change);
+            while (_history.Count > _historyCapacity) _historyFloor = _history.Dequeue().Index;
+            for (var i = _subs.Count - 1; i >= 0; i--)
+            {
+                var s = _subs[i];
+                if (change.Index < s.FromIndex || !change.Key.StartsWith(s.Prefix, StringComparison.Ordinal)) continue;
+                if (!s.Channel.Writer.TryWrite(change))
+                {
+                    s.Channel.Writer.TryComplete(new SkiffException(ErrorKind.StreamClosed,
+                        $"watch dropped: the subscriber fell more than {_watchCapacity} changes behind at index {change.Index}; resume from that index"));
+                    _subs.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    private void SafeChanged(KvChange change)
+    {
+        try { Changed?.Invoke(change); }
+        catch (Exception ex) { Console.Error.WriteLine($"skiff: change observer failed: {ex.Message}"); }
+    }
+
+    /// <summary>Starts a watch. With <paramref name="fromIndex"/> &gt; 0, changes at or after that index that were
+    /// already applied come first (from the node's history), then live ones.</summary>
+    public ChannelReader<KvChange> Subscribe(string prefix, long fromIndex, CancellationToken ct)
+    {
+        lock (_subsGate)
+        {
+            var backlog = new List<KvChange>();
+            if (fromIndex > 0)
+            {
+                if (fromIndex <= _historyFloor && fromIndex <= _sm.AppliedIndex)
+                    throw new SkiffException(ErrorKind.StreamClosed,
+                        $"cannot resume from index {fromIndex}: changes up to {_historyFloor} are compacted away on this node; list the keys and watch from {_historyFloor + 1}");
+                foreach (var c in _history)
+                    if (c.Index >= fromIndex && c.Key.StartsWith(prefix, StringComparison.Ordinal)) backlog.Add(c);
+            }
+            var channel = Channel.CreateBounded<KvChange>(new BoundedChannelOptions(_watchCapacity + backlog.Count)
+            {
+                SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait,
+            });
+            foreach (var c in backlog) channel.Writer.TryWrite(c);
+            var sub = new Subscription { Prefix = prefix, FromIndex = fromIndex, Channel = channel };
+            _subs.Add(sub);
+            ct.Register(() =>
+            {
+                lock (_subsGate) _subs.Remove(sub);
+                channel.Writer.TryComplete();
+            });
+            return channel.Reader;
+        }
+    }
+
+    public async ValueTask DisposeAsync(Exception shutdown)
+    {
+        _queue.Writer.TryComplete();
+        try { await _run.ConfigureAwait(false); } catch (Exception) { }
+        foreach (var kv in _writes) foreach (var (p, _) in kv.Value) p.Fail(shutdown);
+        _writes.Clear();
+        foreach (var r in _reads) foreach (var p in r.Reads) p.Fail(shutdown);
+        _reads.Clear();
+        lock (_subsGate)
+        {
+            foreach (var s in _subs) s.Channel.Writer.TryComplete(shutdown);
+            _subs.Clear();
+        }
+    }
+}

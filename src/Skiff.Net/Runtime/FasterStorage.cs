@@ -1,0 +1,329 @@
+using Google.Protobuf;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
+using Skiff.Net.Protocol;
+using Skiff.Net.Storage;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>The runtime's log on the FASTER <see cref="RaftLog"/> (which does its own group commit: appends are
+/// queued in order and <see cref="Flush"/> waits for the newest one to be durable).</summary>
+public sealed class FasterLogStore : ILogStore
+{
+    private const byte Noop = 0, Cmd = 1, Cfg = 2;
+    private readonly RaftLog _log;
+    private Task _last = Task.CompletedTask;
+
+    /// <summary>Wraps an open log.</summary>
+    public FasterLogStore(RaftLog log) => _log = log;
+
+    /// <summary>Encodes an entry's payload for the log: a tag byte, then the command or configuration bytes.</summary>
+    public static LogEntry Encode(Entry e)
+    {
+        byte[] payload;
+        switch (e.Payload)
+        {
+            case Payload.Command c:
+                payload = new byte[c.Item.Length + 1];
+                payload[0] = Cmd;
+                c.Item.CopyTo(payload, 1);
+                break;
+            case Payload.Config c:
+                var body = WireCodec.ToWire(c.Item).ToByteArray();
+                payload = new byte[body.Length + 1];
+                payload[0] = Cfg;
+                body.CopyTo(payload, 1);
+                break;
+            default:
+                payload = Array.Empty<byte>();
+                break;
+        }
+        return new LogEntry(e.Index, e.Term, payload);
+    }
+
+    /// <summary>Decodes what <see cref="Encode"/> wrote.</summary>
+    public static Entry Decode(LogEntry e)
+    {
+        Payload payload = e.Payload.Length == 0 || e.Payload[0] == Noop ? Payload.Noop
+            : e.Payload[0] == Cmd ? Payload.NewCommand(e.Payload.AsSpan(1).ToArray())
+            : Payload.NewConfig(WireCodec.FromWire(ConfigurationMsg.Parser.ParseFrom(e.Payload.AsSpan(1))));
+        return new Entry(e.Index, e.Term, payload);
+    }
+
+    /// <inheritdoc/>
+    public long SnapshotIndex => _log.FirstIndex - 1;
+
+    /// <inheritdoc/>
+    public long SnapshotTerm => _log.TermAt(_log.FirstIndex - 1) ?? 0;
+
+    /// <inheritdoc/>
+    public long LastIndex => _log.LastIndex;
+
+    /// <inheritdoc/>
+    public void Append(IReadOnlyList<Entry> entries)
+    {
+        var encoded = new LogEntry[entries.Count];
+        for (var i = 0; i < encoded.Length; i++) encoded[i] = Encode(entries[i]);
+        _last = _log.AppendAsync(encoded);
+    }
+
+    /// <inheritdoc/>
+    public void Flush() => _last.GetAwaiter().GetResult();
+
+    /// <inheritdoc/>
+    public long? TermAt(long index) => _log.TermAt(index);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<Entry> Read(long from, long to)
+    {
+        if (from < _log.FirstIndex || to < from) return Array.Empty<Entry>();
+        var entries = _log.ReadAsync(from, to).GetAwaiter().GetResult();
+        if (entries.Count == 0 || entries[0].Index != from) return Array.Empty<Entry>();
+        return entries.Select(Decode).ToList();
+    }
+
+    /// <inheritdoc/>
+    public void CompactUntil(long index, long term) => _log.CompactUntil(index).GetAwaiter().GetResult();
+
+    /// <inheritdoc/>
+    public void Reset(long snapshotIndex, long snapshotTerm) =>
+        _log.ResetToSnapshot(snapshotIndex, snapshotTerm, keepSuffix: false).GetAwaiter().GetResult();
+
+    /// <inheritdoc/>
+    public void Dispose() { }
+}
+
+/// <summary>The hard state in the storage's <see cref="HardStateStore"/>.</summary>
+public sealed class FasterHardStateStore : IHardStateStore
+{
+    private readonly HardStateStore _store;
+
+    /// <summary>Wraps an open store.</summary>
+    public FasterHardStateStore(HardStateStore store) => _store = store;
+
+    /// <inheritdoc/>
+    public Skiff.Core.HardState? Load()
+    {
+        var s = _store.State;
+        return new Skiff.Core.HardState(s.Term, s.VotedFor is { } v ? FSharpOption<Guid>.Some(v) : FSharpOption<Guid>.None);
+    }
+
+    /// <inheritdoc/>
+    public void Save(Skiff.Core.HardState state) =>
+        _store.Save(new Skiff.Net.Storage.HardState(state.Term,
+            FSharpOption<Guid>.get_IsSome(state.VotedFor) ? state.VotedFor!.Value : null));
+
+    /// <inheritdoc/>
+    public void Dispose() { }
+}
+
+/// <summary>The state machine on the storage's FASTER <see cref="KvStateMachine"/>.</summary>
+public sealed class FasterStateMachine : IStateMachine
+{
+    private readonly KvStateMachine _kv;
+
+    /// <summary>Wraps an open state machine.</summary>
+    public FasterStateMachine(KvStateMachine kv) => _kv = kv;
+
+    /// <inheritdoc/>
+    public long AppliedIndex => _kv.AppliedIndex;
+
+    /// <inheritdoc/>
+    public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
+
+    /// <inheritdoc/>
+    public CommandResult Apply(long index, long term, Command command, out KvChange? change)
+    {
+        change = null;
+        var existed = command is Command.Delete d && _kv.Get(d.key) is not null;
+        var result = _kv.Apply(index, term, command);
+        if (result is null) return CommandResult.Done; // already applied (replay after recovery)
+        switch (command)
+        {
+            case Command.Put p: change = new KvChange(index, p.key, p.value); break;
+            case Command.Delete del: if (existed) change = new KvChange(index, del.key, null); break;
+            case Command.CompareAndSwap c when result is CommandResult.Swapped { Item: true }:
+                change = new KvChange(index, c.key, FSharpOption<byte[]>.get_IsSome(c.next) ? c.next!.Value : null);
+                break;
+        }
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public byte[]? Get(string key) => _kv.Get(key);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<string> ListKeys(string prefix) => _kv.ListKeys(prefix);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<string> GetPrefixes() => _kv.GetPrefixes();
+
+    /// <inheritdoc/>
+    public void Dispose() { }
+}
+
+/// <summary>Snapshots as FASTER checkpoints of the <see cref="KvStateMachine"/>, with the configuration in force
+/// at each kept in a small side file (`snapmeta/INDEX.meta`), streamed with its reader and installed with its
+/// installer.</summary>
+public sealed class FasterSnapshotStore : ISnapshotStore
+{
+    private readonly KvStateMachine _kv;
+    private readonly string _metaDir;
+    private readonly object _gate = new();
+    private readonly Dictionary<string, (SnapshotInstaller Installer, DateTime At)> _staged = new();
+    private SnapshotInstaller? _receiving;
+
+    /// <summary>Uses <paramref name="kv"/>'s checkpoints, with side files in <paramref name="metaDir"/>.</summary>
+    public FasterSnapshotStore(KvStateMachine kv, string metaDir)
+    {
+        _kv = kv;
+        _metaDir = metaDir;
+        Directory.CreateDirectory(metaDir);
+    }
+
+    private string MetaPath(long index) => Path.Combine(_metaDir, $"{index:D20}.meta");
+
+    private SnapshotMeta MetaOf(SnapshotInfo info)
+    {
+        var path = MetaPath(info.Index);
+        var config = File.Exists(path)
+            ? WireCodec.FromWire(SnapshotMetaMsg.Parser.ParseFrom(File.ReadAllBytes(path))).Configuration
+            : Configuration.Empty;
+        return new SnapshotMeta(info.Index, info.Term, config);
+    }
+
+    private void SaveMeta(SnapshotMeta meta)
+    {
+        var path = MetaPath(meta.Index);
+        using (var f = new FileStream(path + ".tmp", FileMode.Create, FileAccess.Write))
+        {
+            WireCodec.ToWire(meta).WriteTo(f);
+            f.Flush(true);
+        }
+        File.Move(path + ".tmp", path, overwrite: true);
+        foreach (var old in Directory.GetFiles(_metaDir, "*.meta"))
+            if (string.CompareOrdinal(Path.GetFileName(old), Path.GetFileName(path)) < 0)
+                try { File.Delete(old); } catch (IOException) { }
+    }
+
+    /// <inheritdoc/>
+    public SnapshotMeta? Latest => _kv.LatestSnapshot is { } info ? MetaOf(info) : null;
+
+    /// <inheritdoc/>
+    public SnapshotMeta Take(long term, Configuration configuration)
+    {
+        // The configuration side file goes first: a snapshot never exists without it.
+        var pending = new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration);
+        SaveMeta(pending);
+        var info = _kv.TakeSnapshot();
+        var meta = new SnapshotMeta(info.Index, info.Term, configuration);
+        if (info.Index != pending.Index) SaveMeta(meta);
+        return meta;
+    }
+
+    /// <inheritdoc/>
+    public (SnapshotMeta Meta, Stream Data)? OpenLatest()
+    {
+        if (_kv.LatestSnapshot is not { } info) return null;
+        return (MetaOf(info), new ReaderStream(_kv.OpenSnapshotReader(info)));
+    }
+
+    /// <inheritdoc/>
+    public IStagedSnapshot BeginStaging()
+    {
+        lock (_gate)
+        {
+            if (_receiving is not null)
+                throw new SkiffException(ErrorKind.StreamClosed, "another snapshot is being received; the leader will retry");
+            // FASTER stages into one directory, so a staged offer the reducer may still install must not be
+            // overwritten: refuse (the leader retries) unless it has waited long enough to be abandoned.
+            if (_staged.Values.Any(s => DateTime.UtcNow - s.At < TimeSpan.FromSeconds(10)))
+                throw new SkiffException(ErrorKind.StreamClosed, "a received snapshot is waiting to be installed; the leader will retry");
+            foreach (var s in _staged.Values) s.Installer.Dispose();
+            _staged.Clear();
+            _receiving = _kv.BeginInstall();
+            return new Staged(this, _receiving);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Install(string staged, SnapshotMeta meta)
+    {
+        SnapshotInstaller installer;
+        lock (_gate)
+        {
+            if (!_staged.Remove(staged, out var entry))
+                throw new SkiffException(ErrorKind.StorageError, $"staged snapshot {staged} is gone");
+            installer = entry.Installer;
+        }
+        SaveMeta(meta);
+        installer.Complete();
+        installer.Dispose();
+    }
+
+    private sealed class Staged : IStagedSnapshot
+    {
+        private readonly FasterSnapshotStore _owner;
+        private readonly SnapshotInstaller _installer;
+        private bool _finished;
+
+        public Staged(FasterSnapshotStore owner, SnapshotInstaller installer)
+        {
+            _owner = owner;
+            _installer = installer;
+        }
+
+        public void Write(ReadOnlySpan<byte> chunk) => _installer.WriteChunk(chunk);
+
+        public string Finish()
+        {
+            var name = "faster-" + Guid.NewGuid().ToString("N");
+            lock (_owner._gate)
+            {
+                _owner._staged[name] = (_installer, DateTime.UtcNow);
+                _owner._receiving = null;
+            }
+            _finished = true;
+            return name;
+        }
+
+        public void Dispose()
+        {
+            if (_finished) return;
+            lock (_owner._gate) _owner._receiving = null;
+            _installer.Dispose();
+        }
+    }
+
+    private sealed class ReaderStream : Stream
+    {
+        private readonly SnapshotReader _reader;
+        public ReaderStream(SnapshotReader reader) => _reader = reader;
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => _reader.Length;
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => _reader.Read(buffer.AsSpan(offset, count));
+        public override int Read(Span<byte> buffer) => _reader.Read(buffer);
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _reader.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var s in _staged.Values) s.Installer.Dispose();
+            _staged.Clear();
+        }
+    }
+}

@@ -1,0 +1,327 @@
+using System.Threading.Channels;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>
+/// The effect interpreter of one node: a single event loop reads events (ticks, peer messages, client requests,
+/// storage completions), feeds them to the reducer and carries out its effects. Durable writes run on a storage
+/// writer (group commit: everything queued is written, then flushed once), applying runs on an applier, sends go
+/// to the transport; the loop itself never blocks on I/O.
+/// </summary>
+internal sealed class NodeRuntime : IAsyncDisposable
+{
+    private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
+    private readonly Reducer _reducer = new();
+    private readonly Dictionary<long, Pending> _pending = new();
+    private readonly StorageWriter _writer;
+    private readonly Applier _applier;
+    private readonly ILogStore _log;
+    private readonly ISnapshotStore _snapshots;
+    private readonly IStateMachine _sm;
+    private readonly Action<Envelope> _send;
+    private readonly Action<Guid, long, SnapshotMeta> _sendSnapshot;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TimeSpan _tick;
+    private Task _loop = Task.CompletedTask, _ticker = Task.CompletedTask;
+    private long _nextRequestId;
+    private volatile bool _stopped;
+
+    /// <summary>This node's id.</summary>
+    public Guid Id { get; }
+
+    /// <summary>The role, term and leader as last reported by the reducer.</summary>
+    public (Role Role, long Term, Guid? Leader) Status { get; private set; } = (Role.Follower, 0, null);
+
+    /// <summary>The configuration in force, as last reported by the reducer.</summary>
+    public Configuration Configuration { get; private set; } = Configuration.Empty;
+
+    /// <summary>Raised (on the loop thread) when role, term or leader change.</summary>
+    public event Action<Role, long, Guid?>? RoleChanged;
+
+    /// <summary>Called once when the node cannot go on safely (a durable write or a snapshot install failed):
+    /// the owner must stop the node (fail-stop, as etcd does) rather than let it diverge.</summary>
+    public event Action<Exception>? Fatal;
+
+    private int _fatal;
+
+    internal void RaiseFatal(Exception error)
+    {
+        if (Interlocked.Exchange(ref _fatal, 1) == 1) return;
+        Console.Error.WriteLine($"skiff[{Id}]: fatal: {error.Message}; the node stops");
+        try { Fatal?.Invoke(error); } catch (Exception) { }
+    }
+
+    /// <summary>Raised (on the loop thread) when the configuration changes.</summary>
+    public event Action<Configuration>? ConfigurationChanged;
+
+    /// <summary>Number of log flushes so far.</summary>
+    public long WriterFlushes => _writer.Flushes;
+
+    /// <summary>The applier, for reads and watches.</summary>
+    public Applier Applier => _applier;
+
+    /// <summary>The commit index the reducer reports (read on the loop thread; approximate elsewhere).</summary>
+    public long CommitIndex { get; private set; }
+
+    public NodeRuntime(Guid id, ILogStore log, IHardStateStore hard, ISnapshotStore snapshots, IStateMachine sm,
+        TimeSpan tick, int watchCapacity, int watchHistory,
+        Action<Envelope> send, Action<Guid, long, SnapshotMeta> sendSnapshot)
+    {
+        Id = id;
+        _log = log;
+        _snapshots = snapshots;
+        _sm = sm;
+        _tick = tick;
+        _send = send;
+        _sendSnapshot = sendSnapshot;
+        _writer = new StorageWriter(log, hard, Post, RaiseFatal);
+        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal);
+    }
+
+    /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
+    public void Start(StartInfo start, Options options)
+    {
+        _applier.Initialise(start.Snapshot, start.Bootstrap);
+        var first = _reducer.Init(start, options);
+        _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
+        _ticker = Task.Run(RunTicker);
+    }
+
+    /// <summary>Posts an event for the loop. Safe from any thread; ignored after shutdown.</summary>
+    public void Post(Event ev) => _inbox.Writer.TryWrite(ev);
+
+    private void PostAction(Action action)
+    {
+        if (!_inbox.Writer.TryWrite(action)) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+    }
+
+    private async Task RunTicker()
+    {
+        using var timer = new PeriodicTimer(_tick);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token)) Post(Event.Tick);
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    private void RunLoop(FSharpList<Effect> first)
+    {
+        Execute(first);
+        var reader = _inbox.Reader;
+        while (DedicatedThread.WaitToRead(reader))
+        {
+            while (reader.TryRead(out var item))
+            {
+                try
+                {
+                    switch (item)
+                    {
+                        case Event ev:
+                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] <- {Show(ev)}");
+                            Execute(_reducer.Step(ev));
+                            break;
+                        case Action a: a(); break;
+                    }
+                }
+                catch (Exception ex)
+                {
+                    // A bug in the reducer or here must not kill the node silently.
+                    Console.Error.WriteLine($"skiff[{Id}]: event loop error: {ex}");
+                }
+            }
+        }
+    }
+
+    // ---------------- client requests (called from any thread) ----------------
+
+    private Pending Register(CancellationToken ct, out long id)
+    {
+        id = Interlocked.Increment(ref _nextRequestId);
+        var p = new Pending(id);
+        if (ct.CanBeCanceled)
+        {
+            var reg = ct.Register(() => p.Fail(new OperationCanceledException(ct)));
+            p.Task.ContinueWith(_ => reg.Dispose(), TaskScheduler.Default);
+        }
+        return p;
+    }
+
+    private Task<CommandResult?> Submit(Event ev, Pending p)
+    {
+        if (_stopped) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+        PostAction(() =>
+        {
+            if (p.Task.IsCompleted) return;
+            p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
+            _pending[p.Id] = p;
+            Execute(_reducer.Step(ev));
+        });
+        return p.Task;
+    }
+
+    /// <summary>Proposes a command; completes with its result and log index once applied here.</summary>
+    public async Task<(CommandResult? Result, long Index)> ProposeAsync(byte[] command, CancellationToken ct)
+    {
+        var p = Register(ct, out var id);
+        var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
+        WriteStages.Record(p);
+        return (result, p.Index);
+    }
+
+    /// <summary>A linearizable read barrier: completes once the local state machine may serve a read.</summary>
+    public Task ReadBarrierAsync(CancellationToken ct)
+    {
+        var p = Register(ct, out var id);
+        return Submit(Event.NewRead(id), p);
+    }
+
+    /// <summary>Asks for a membership change; completes once committed.</summary>
+    public Task ChangeConfigAsync(ConfigChange change, CancellationToken ct)
+    {
+        var p = Register(ct, out var id);
+        return Submit(Event.NewChangeConfig(id, change), p);
+    }
+
+    /// <summary>Asks to hand leadership to <paramref name="target"/>; completes once handed over.</summary>
+    public Task TransferLeadershipAsync(Guid target, CancellationToken ct)
+    {
+        var p = Register(ct, out var id);
+        return Submit(Event.NewTransferLeadership(id, target), p);
+    }
+
+    // ---------------- effects (loop thread) ----------------
+
+    private void Execute(FSharpList<Effect> effects)
+    {
+        Task? barrier = null;
+        List<Envelope>? delayed = null;
+        foreach (var effect in effects)
+        {
+            if (Trace) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] -> {Show(effect)}");
+            switch (effect)
+            {
+                case Effect.PersistHardState h:
+                    barrier = _writer.SaveHardState(h.Item);
+                    break;
+                case Effect.PersistEntries p:
+                    barrier = _writer.Append(p.Item);
+                    break;
+                case Effect.InstallSnapshot i:
+                    barrier = _writer.Reset(i.Item2, _applier.Install(i.staged, i.Item2));
+                    break;
+                case Effect.Send s:
+                    if (barrier is null || barrier.IsCompletedSuccessfully) _send(s.Item);
+                    else (delayed ??= new()).Add(s.Item);
+                    break;
+                case Effect.Apply a:
+                    _applier.Apply(a.Item);
+                    break;
+                case Effect.LoadEntries l:
+                    var purpose = l.Item1;
+                    var from = l.From;
+                    var to = l.To;
+                    _ = Task.Run(() =>
+                    {
+                        var entries = _log.Read(from, to);
+                        Post(Event.NewEntriesLoaded(purpose, ListModule.OfSeq(entries)));
+                    });
+                    break;
+                case Effect.Accepted acc:
+                    if (_pending.Remove(acc.Item1, out var pa))
+                    {
+                        pa.AcceptedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                        _applier.WaitWrite(pa, acc.Index, acc.Term);
+                    }
+                    break;
+                case Effect.Reject r:
+                    if (_pending.Remove(r.Item1, out var pr)) pr.Fail(ToException(r.Item2));
+                    break;
+                case Effect.ReadReady rr:
+                    var reads = new List<Pending>();
+                    foreach (var rid in rr.Item1)
+                        if (_pending.Remove(rid, out var pread)) reads.Add(pread);
+                    if (reads.Count > 0) _applier.WaitRead(reads, rr.Index);
+                    break;
+                case Effect.Completed c:
+                    if (_pending.Remove(c.Item, out var pc)) pc.Succeed(null);
+                    break;
+                case Effect.TakeSnapshot t:
+                    _applier.TakeSnapshot(t.Item);
+                    break;
+                case Effect.CompactLog c:
+                    _writer.Compact(c.Item);
+                    break;
+                case Effect.SendSnapshot ss:
+                    _sendSnapshot(ss.To, ss.Term, ss.Item3);
+                    break;
+                case Effect.RoleChanged rc:
+                    var leader = FSharpOption<Guid>.get_IsSome(rc.leader) ? rc.leader!.Value : (Guid?)null;
+                    Status = (rc.Item1, rc.Item2, leader);
+                    SafeRaise(() => RoleChanged?.Invoke(rc.Item1, rc.Item2, leader));
+                    break;
+                case Effect.ConfigurationChanged cc:
+                    Configuration = cc.Item;
+                    SafeRaise(() => ConfigurationChanged?.Invoke(cc.Item));
+                    break;
+            }
+        }
+        if (delayed is not null && barrier is not null)
+        {
+            var sends = delayed;
+            barrier.ContinueWith(t =>
+            {
+                if (t.IsCompletedSuccessfully) foreach (var env in sends) _send(env);
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+        CommitIndex = _reducer.CommitIndex;
+    }
+
+    private static readonly bool Trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
+
+    private static string Stamp() => (System.Diagnostics.Stopwatch.GetTimestamp() * 1_000_000 / System.Diagnostics.Stopwatch.Frequency % 100_000_000).ToString("D8");
+
+    private static string Show(object o)
+    {
+        var text = o.ToString() ?? "";
+        text = System.Text.RegularExpressions.Regex.Replace(text, @"\s+", " ");
+        return text.Length > 300 ? text[..300] : text;
+    }
+
+    private void SafeRaise(Action a)
+    {
+        try { a(); }
+        catch (Exception ex) { Console.Error.WriteLine($"skiff[{Id}]: observer failed: {ex.Message}"); }
+    }
+
+    internal static Exception ToException(Rejection r) => r switch
+    {
+        Rejection.NotLeader nl => new NotLeaderException(FSharpOption<Guid>.get_IsSome(nl.leaderHint) ? nl.leaderHint!.Value : null),
+        Rejection.Invalid inv => new SkiffException(ErrorKind.PeerNotFound, inv.reason),
+        _ when r.IsLeadershipLost => new SkiffException(ErrorKind.NotLeader,
+            "leadership was lost before the request was answered; a write's outcome is unknown"),
+        _ => new RetryableException(r),
+    };
+
+    /// <summary>Stops the loop, fails every waiting request, flushes storage.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_stopped) return;
+        _stopped = true;
+        _stop.Cancel();
+        var shutdown = new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+        _inbox.Writer.TryWrite((Action)(() =>
+        {
+            foreach (var p in _pending.Values) p.Fail(shutdown);
+            _pending.Clear();
+        }));
+        _inbox.Writer.TryComplete();
+        try { await _loop.ConfigureAwait(false); } catch (Exception) { }
+        try { await _ticker.ConfigureAwait(false); } catch (Exception) { }
+        await _writer.DisposeAsync().ConfigureAwait(false);
+        await _applier.DisposeAsync(shutdown).ConfigureAwait(false);
+    }
+}

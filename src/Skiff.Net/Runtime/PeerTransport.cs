@@ -1,0 +1,216 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Skiff.Core;
+using Skiff.Net.Protocol;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>
+/// Outbound Raft traffic: one long-lived gRPC channel and client stream per peer, fed from a bounded queue so a
+/// slow or dead peer never delays the others (on overflow the oldest message is dropped; Raft tolerates loss).
+/// Reconnects with exponential backoff.
+/// </summary>
+internal sealed class PeerTransport : IAsyncDisposable
+{
+    private readonly Guid _self;
+    private readonly int _capacity;
+    private readonly ConcurrentDictionary<Guid, PeerLink> _links = new();
+    private readonly Func<ISnapshotStore> _snapshots;
+    private readonly CancellationTokenSource _stop = new();
+
+    /// <summary>Test hook: when set, every outbound message is dropped (simulates a partition).</summary>
+    public volatile bool Isolated;
+
+    private readonly Metadata _headers;
+
+    public PeerTransport(Guid self, string selfAddress, int capacity, Func<ISnapshotStore> snapshots)
+    {
+        _self = self;
+        _headers = new Metadata { { PeerService.FromAddressHeader, selfAddress } };
+        _capacity = capacity;
+        _snapshots = snapshots;
+    }
+
+    /// <summary>Messages dropped because a peer's queue was full.</summary>
+    public long Dropped;
+
+    /// <summary>Keeps links for exactly the members of <paramref name="configuration"/> other than this node.</summary>
+    public void Update(Configuration configuration)
+    {
+        foreach (var kv in configuration.Members)
+        {
+            if (kv.Key == _self) continue;
+            var address = kv.Value.Address;
+            if (_links.TryGetValue(kv.Key, out var existing))
+            {
+                if (existing.Address == address) continue;
+                _links.TryRemove(kv.Key, out _);
+                _ = existing.DisposeAsync().AsTask();
+            }
+            _links[kv.Key] = new PeerLink(this, kv.Key, address);
+        }
+        foreach (var id in _links.Keys)
+        {
+            if (configuration.Members.ContainsKey(id)) continue;
+            // Keep links to removed members briefly: the leader still tells them about their removal.
+            if (_links.TryRemove(id, out var gone))
+                _ = Task.Delay(2000).ContinueWith(_ => gone.DisposeAsync().AsTask());
+        }
+    }
+
+    /// <summary>Makes sure a link exists to a peer whose address is known from elsewhere (e.g. a joining node).</summary>
+    public void Ensure(Guid id, string address)
+    {
+        if (id == _self) return;
+        _links.GetOrAdd(id, _ => new PeerLink(this, id, address));
+    }
+
+    /// <summary>Queues a message for its addressee.</summary>
+    public void Send(Envelope envelope)
+    {
+        if (Isolated) return;
+        if (!_links.TryGetValue(envelope.To, out var link)) return;
+        var wire = WireCodec.ToWire(envelope);
+        if (wire is not null) link.Enqueue(wire);
+    }
+
+    /// <summary>Streams the latest snapshot to a peer; the peer hands it to its reducer once staged.</summary>
+    public void SendSnapshot(Guid to, long term, SnapshotMeta meta)
+    {
+        if (Isolated) return;
+        if (!_links.TryGetValue(to, out var link)) return;
+        _ = link.SendSnapshotAsync(term, meta);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        foreach (var link in _links.Values) await link.DisposeAsync().ConfigureAwait(false);
+        _links.Clear();
+    }
+
+    /// <summary>One peer: its channel, queue and sender task.</summary>
+    private sealed class PeerLink : IAsyncDisposable
+    {
+        private readonly PeerTransport _owner;
+        private readonly Guid _id;
+        private readonly GrpcChannel _channel;
+        private readonly Peer.PeerClient _client;
+        private readonly Channel<PeerEnvelope> _queue;
+        private readonly CancellationTokenSource _stop;
+        private readonly Task _run;
+        private int _snapshotBusy;
+
+        public string Address { get; }
+
+        public PeerLink(PeerTransport owner, Guid id, string address)
+        {
+            _owner = owner;
+            _id = id;
+            Address = address;
+            _stop = CancellationTokenSource.CreateLinkedTokenSource(owner._stop.Token);
+            _channel = GrpcChannel.ForAddress("http://" + address, new GrpcChannelOptions
+            {
+                HttpHandler = new SocketsHttpHandler
+                {
+                    EnableMultipleHttp2Connections = true,
+                    ConnectTimeout = TimeSpan.FromSeconds(1),
+                    KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+                    KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+                    PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+                },
+                MaxReceiveMessageSize = 64 << 20,
+                MaxSendMessageSize = 64 << 20,
+            });
+            _client = new Peer.PeerClient(_channel);
+            _queue = Channel.CreateBounded<PeerEnvelope>(new BoundedChannelOptions(owner._capacity)
+            {
+                SingleReader = true, FullMode = BoundedChannelFullMode.DropOldest,
+            }, _ => Interlocked.Increment(ref owner.Dropped));
+            _run = Task.Run(Run);
+        }
+
+        public void Enqueue(PeerEnvelope message) => _queue.Writer.TryWrite(message);
+
+        private async Task Run()
+        {
+            var backoff = TimeSpan.FromMilliseconds(20);
+            var reader = _queue.Reader;
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    if (!await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) return;
+                    using var call = _client.Stream(_owner._headers, cancellationToken: _stop.Token);
+                    var stream = call.RequestStream;
+                    while (true)
+                    {
+                        while (reader.TryRead(out var m))
+                        {
+                            await stream.WriteAsync(m).ConfigureAwait(false);
+                            backoff = TimeSpan.FromMilliseconds(20);
+                        }
+                        if (!await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) break;
+                    }
+                    await stream.CompleteAsync().ConfigureAwait(false);
+                    return;
+                }
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested) { return; }
+                catch (Exception)
+                {
+                    // The peer is down or restarting: whatever is queued is stale by the time it is back.
+                    while (reader.TryRead(out _)) { }
+                    try { await Task.Delay(backoff, _stop.Token).ConfigureAwait(false); }
+                    catch (OperationCanceledException) { return; }
+                    backoff = TimeSpan.FromMilliseconds(Math.Min(1000, backoff.TotalMilliseconds * 2));
+                }
+            }
+        }
+
+        public async Task SendSnapshotAsync(long term, SnapshotMeta meta)
+        {
+            if (Interlocked.Exchange(ref _snapshotBusy, 1) == 1) return; // one at a time; the reducer asks again
+            try
+            {
+                var latest = _owner._snapshots().OpenLatest();
+                if (latest is null) return;
+                var (m, data) = latest.Value;
+                await using var file = data;
+                using var call = _client.InstallSnapshot(cancellationToken: _stop.Token);
+                var from = WireCodec.FromGuid(_owner._self);
+                var to = WireCodec.FromGuid(_id);
+                var wireMeta = WireCodec.ToWire(m);
+                var buffer = new byte[1 << 20];
+                while (true)
+                {
+                    var n = await file.ReadAsync(buffer, _stop.Token).ConfigureAwait(false);
+                    var last = n < buffer.Length;
+                    await call.RequestStream.WriteAsync(new SnapshotChunk
+                    {
+                        From = from, To = to, Term = term, Meta = wireMeta, Last = last,
+                        Data = ByteString.CopyFrom(buffer, 0, n),
+                    }).ConfigureAwait(false);
+                    if (last) break;
+                }
+                await call.RequestStream.CompleteAsync().ConfigureAwait(false);
+                await call.ResponseAsync.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is RpcException or IOException or OperationCanceledException)
+            {
+                // The reducer retries after its own timeout.
+            }
+            finally { Volatile.Write(ref _snapshotBusy, 0); }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _stop.Cancel();
+            _queue.Writer.TryComplete();
+            try { await _run.ConfigureAwait(false); } catch (Exception) { }
+            _channel.Dispose();
+        }
+    }
+}

@@ -1,0 +1,54 @@
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>A client request waiting for the reducer's answer (and, for writes and reads, for the applier).</summary>
+internal sealed class Pending
+{
+    private readonly TaskCompletionSource<CommandResult?> _tcs = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>The request's id as given to the reducer.</summary>
+    public long Id { get; }
+
+    /// <summary>The log index a write was appended at, once Accepted.</summary>
+    public long Index { get; set; }
+
+    /// <summary>When the request was submitted, reached the loop, was accepted, and was answered (Stopwatch ticks).</summary>
+    public long Submitted = System.Diagnostics.Stopwatch.GetTimestamp(), Stepped, AcceptedAt, Answered;
+
+    /// <summary>Creates a pending request.</summary>
+    public Pending(long id) => Id = id;
+
+    /// <summary>Completes when the request is answered.</summary>
+    public Task<CommandResult?> Task => _tcs.Task;
+
+    /// <summary>Answers with success.</summary>
+    public bool Succeed(CommandResult? result)
+    {
+        Answered = System.Diagnostics.Stopwatch.GetTimestamp();
+        return _tcs.TrySetResult(result);
+    }
+
+    /// <summary>Answers with an error.</summary>
+    public bool Fail(Exception error) => _tcs.TrySetException(error);
+}
+
+/// <summary>Thrown internally when the reducer answers NotLeader; the server forwards or retries.</summary>
+internal sealed class NotLeaderException : Exception
+{
+    /// <summary>The leader the reducer named, if any.</summary>
+    public Guid? Hint { get; }
+
+    /// <summary>Creates one.</summary>
+    public NotLeaderException(Guid? hint) : base("this node is not the leader") => Hint = hint;
+}
+
+/// <summary>Thrown internally for refusals worth retrying within the deadline (transfer or config change under way).</summary>
+internal sealed class RetryableException : Exception
+{
+    /// <summary>The refusal.</summary>
+    public Rejection Rejection { get; }
+
+    /// <summary>Creates one.</summary>
+    public RetryableException(Rejection rejection) : base(rejection.ToString()) => Rejection = rejection;
+}

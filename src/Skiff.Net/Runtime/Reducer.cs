@@ -1,0 +1,47 @@
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>What the runtime read from storage to (re)start the reducer.</summary>
+internal sealed record StartInfo(
+    Guid Id,
+    ulong Seed,
+    HardState HardState,
+    SnapshotMeta? Snapshot,
+    IReadOnlyList<Entry> Entries,
+    long Applied,
+    Configuration Bootstrap);
+
+/// <summary>The one place the runtime touches the reducer's functions (Raft.init / Raft.step), so that the
+/// event loop depends only on the contract in Types.fs.</summary>
+internal sealed class Reducer
+{
+    private State _state = null!;
+
+    /// <summary>Initialises the reducer and returns its first effects.</summary>
+    public FSharpList<Effect> Init(StartInfo start, Options options)
+    {
+        var snapshot = start.Snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(start.Snapshot);
+        var s = Skiff.Core.StartModule.ofStorage(start.Id, options, start.Seed, start.HardState, snapshot,
+            ListModule.OfSeq(start.Entries), start.Applied, start.Bootstrap);
+        var (state, effects) = Raft.init(s);
+        _state = state;
+        return effects;
+    }
+
+    /// <summary>Feeds one event and returns the effects to carry out.</summary>
+    public FSharpList<Effect> Step(Event ev)
+    {
+        var (state, effects) = Raft.step(_state, ev);
+        _state = state;
+        return effects;
+    }
+
+    /// <summary>The commit index the reducer knows.</summary>
+    public long CommitIndex => Raft.commitIndex(_state);
+
+    /// <summary>The reducer's defaults.</summary>
+    public static Options DefaultOptions => Skiff.Core.OptionsModule.defaults;
+}

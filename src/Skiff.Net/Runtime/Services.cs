@@ -1,0 +1,204 @@
+using Google.Protobuf;
+using Grpc.Core;
+using Skiff.Core;
+using Skiff.Net.Protocol;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>The `skiff.Skiff` client service of one node.</summary>
+internal sealed class ClientService : Protocol.Skiff.SkiffBase
+{
+    private readonly SkiffServer _node;
+
+    public ClientService(SkiffServer node) => _node = node;
+
+    private static bool Forwarded(ServerCallContext ctx) => ctx.RequestHeaders.GetValue(ErrorMapping.ForwardedHeader) is not null;
+
+    private static Runtime.ReadConsistency Map(Protocol.ReadConsistency c) =>
+        c == Protocol.ReadConsistency.Stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable;
+
+    private async Task<T> Guard<T>(Func<Task<T>> body)
+    {
+        try { return await body().ConfigureAwait(false); }
+        catch (SkiffException e)
+        {
+            var (leader, address) = _node.LeaderInfo();
+            throw ErrorMapping.ToRpc(e, leader, address);
+        }
+    }
+
+    public override Task<GetReply> Get(GetRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var value = await _node.GetAsync(request.Key, Map(request.Consistency), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var reply = new GetReply { Index = (ulong)_node.AppliedIndex };
+        if (value is not null) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
+        return reply;
+    });
+
+    public override Task<InsertReply> Insert(InsertRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var index = await _node.PutAsync(request.Key, request.Value.ToByteArray(), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        return new InsertReply { Success = true, Index = (ulong)index };
+    });
+
+    public override Task<DeleteReply> Delete(DeleteRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var index = await _node.DeleteAsync(request.Key, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        return new DeleteReply { Success = true, Index = (ulong)index };
+    });
+
+    public override Task<CompareAndSwapReply> CompareAndSwap(CompareAndSwapRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var (swapped, index) = await _node.CasAsync(request.Key,
+            request.HasExpected ? request.Expected.ToByteArray() : null,
+            request.HasValue ? request.Value.ToByteArray() : null,
+            Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        return new CompareAndSwapReply { Swapped = swapped, Index = (ulong)index };
+    });
+
+    public override Task<PrefixReply> GetPrefixes(Empty request, ServerCallContext context) => Guard(async () =>
+    {
+        var stale = context.RequestHeaders.GetValue("skiff-consistency") == "stale";
+        var prefixes = await _node.GetPrefixesAsync(stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable,
+            Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var reply = new PrefixReply();
+        reply.Prefixes.AddRange(prefixes);
+        return reply;
+    });
+
+    public override Task<ListKeysReply> ListKeys(ListKeysRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var keys = await _node.ListKeysAsync(request.Prefix, Map(request.Consistency), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var reply = new ListKeysReply();
+        reply.Keys.AddRange(keys);
+        return reply;
+    });
+
+    public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<SubscribeReply> responseStream, ServerCallContext context)
+    {
+        try
+        {
+            // Register first, then send the response headers: a client that waits for the headers knows the watch is
+            // active, so it sees every change committed after its WatchAsync returns.
+            var changes = _node.Subscribe(request.Prefix, (long)request.FromIndex, context.CancellationToken);
+            await context.WriteResponseHeadersAsync(new Metadata()).ConfigureAwait(false);
+            await foreach (var c in changes.ConfigureAwait(false))
+            {
+                var reply = new SubscribeReply
+                {
+                    Key = c.Key, Index = (ulong)c.Index,
+                    Action = c.Value is null ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
+                };
+                if (c.Value is not null) reply.Value = UnsafeByteOperations.UnsafeWrap(c.Value);
+                await responseStream.WriteAsync(reply).ConfigureAwait(false);
+            }
+        }
+        catch (SkiffException e)
+        {
+            throw ErrorMapping.ToRpc(e);
+        }
+        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested) { }
+    }
+
+    private static Guid ParseId(string id) =>
+        Guid.TryParse(id, out var g) ? g : throw new SkiffException(ErrorKind.InvalidAddress, $"'{id}' is not a node id");
+
+    public override Task<ServerReply> AddServer(ServerRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        await _node.AddServerAsync(ParseId(request.Id), request.Address, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var (leader, address) = _node.LeaderInfo();
+        return new ServerReply { Success = true, LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "" };
+    });
+
+    public override Task<ServerReply> RemoveServer(ServerRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        await _node.RemoveServerAsync(ParseId(request.Id), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var (leader, address) = _node.LeaderInfo();
+        return new ServerReply { Success = true, LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "" };
+    });
+
+    public override Task<TransferLeadershipReply> TransferLeadership(TransferLeadershipRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        Guid? target = string.IsNullOrEmpty(request.TargetId) ? null : ParseId(request.TargetId);
+        var leader = await _node.TransferLeadershipAsync(target, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        return new TransferLeadershipReply { Success = true, LeaderId = leader.ToString() };
+    });
+
+    public override Task<ClusterStatusReply> ClusterStatus(Empty request, ServerCallContext context)
+    {
+        var (leader, address) = _node.LeaderInfo();
+        var reply = new ClusterStatusReply
+        {
+            Id = _node.Id.ToString(), Role = _node.Role.ToString(), Term = _node.Term,
+            LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "",
+            CommitIndex = _node.CommitIndex, AppliedIndex = _node.AppliedIndex,
+        };
+        foreach (var m in _node.Members)
+            reply.Members.Add(new MemberInfo { Id = m.Key.ToString(), Address = m.Value.Address, Voter = m.Value.Voter });
+        return Task.FromResult(reply);
+    }
+}
+
+/// <summary>The `skiff.Peer` service: Raft messages in, snapshots in.</summary>
+internal sealed class PeerService : Peer.PeerBase
+{
+    /// <summary>Header naming the sender's address on a peer stream, so replies can reach a node not yet in our configuration.</summary>
+    public const string FromAddressHeader = "skiff-from-address";
+
+    private readonly SkiffServer _node;
+
+    public PeerService(SkiffServer node) => _node = node;
+
+    public override async Task<Empty> Stream(IAsyncStreamReader<PeerEnvelope> requestStream, ServerCallContext context)
+    {
+        var fromAddress = context.RequestHeaders.GetValue(FromAddressHeader);
+        var known = false;
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _node.ShutdownToken);
+        try
+        {
+            while (await requestStream.MoveNext(cts.Token).ConfigureAwait(false))
+            {
+                var env = WireCodec.FromWire(requestStream.Current);
+                if (env is null) continue;
+                if (!known && fromAddress is not null)
+                {
+                    _node.EnsurePeer(env.From, fromAddress);
+                    known = true;
+                }
+                _node.DeliverPeerMessage(env);
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (IOException) { }
+        return new Empty();
+    }
+
+    public override async Task<SnapshotAck> InstallSnapshot(IAsyncStreamReader<SnapshotChunk> requestStream, ServerCallContext context)
+    {
+        if (_node.IsIsolated) return new SnapshotAck { Ok = false };
+        IStagedSnapshot staged;
+        try { staged = _node.BeginStaging(); }
+        catch (SkiffException e) { throw ErrorMapping.ToRpc(e); }
+        using (staged)
+        {
+            SnapshotChunk? last = null;
+            var complete = false;
+            while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            {
+                last = requestStream.Current;
+                staged.Write(last.Data.Span);
+                if (last.Last)
+                {
+                    complete = true;
+                    break;
+                }
+            }
+            if (!complete || last is null || _node.IsIsolated) return new SnapshotAck { Ok = false };
+            var name = staged.Finish();
+            var from = WireCodec.ToGuid(last.From);
+            var request = new SnapshotRequest(last.Term, from, WireCodec.FromWire(last.Meta), name);
+            _node.DeliverPeerMessage(new Envelope(from, WireCodec.ToGuid(last.To), Message.NewSnapshot(request)));
+            return new SnapshotAck { Ok = true };
+        }
+    }
+}

@@ -1,0 +1,612 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>
+/// One Skiff node: storage, the Raft event loop, the gRPC services (client calls and peer traffic on one port)
+/// and the cluster behaviour (forwarding to the leader, joining, removal, watches). The facade wraps this class.
+/// </summary>
+public sealed class SkiffServer : IAsyncDisposable
+{
+    private readonly SkiffServerOptions _options;
+    private readonly string _dataDir;
+    private IDisposable? _storage; // holds the data directory lock
+    private ILogStore? _log;
+    private IHardStateStore? _hard;
+    private ISnapshotStore? _snapshots;
+    private IStateMachine? _sm;
+    private NodeRuntime? _runtime;
+    private PeerTransport? _transport;
+    private WebApplication? _app;
+    private readonly CancellationTokenSource _shutdown = new();
+    private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
+    private int _state; // 0 new, 1 started, 2 stopped
+
+    /// <summary>This node's stable id (kept in the data directory).</summary>
+    public Guid Id { get; }
+
+    /// <summary>Where this node listens ("ip:port").</summary>
+    public string Address { get; }
+
+    /// <summary>Creates a node: opens and locks its data directory and loads (or creates) its id, as skiff-rs's
+    /// build() does. Nothing listens until <see cref="StartAsync"/>.</summary>
+    /// <exception cref="SkiffException">DataDirectoryCreateFailed, DataDirectoryLocked, StorageError, StorageCorrupted.</exception>
+    public SkiffServer(SkiffServerOptions options)
+    {
+        _options = options;
+        _dataDir = Path.GetFullPath(options.DataDirectory);
+        Address = $"{options.Bind}:{options.Port}";
+        if (options.Storage == StorageEngine.Faster)
+        {
+            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir);
+            _storage = storage;
+            Id = storage.HardState.NodeId;
+            _log = new FasterLogStore(storage.Log);
+            _hard = new FasterHardStateStore(storage.HardState);
+            _sm = new FasterStateMachine(storage.Kv);
+            _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
+        }
+        else
+        {
+            var lockFile = Skiff.Net.Storage.NodeStorage.AcquireLock(_dataDir);
+            try
+            {
+                Id = LoadOrCreateId(Path.Combine(_dataDir, "node-id"));
+                _log = new FileLogStore(Path.Combine(_dataDir, "raft.log"));
+                _hard = new FileHardStateStore(Path.Combine(_dataDir, "hardstate"));
+                var sm = new MemoryStateMachine();
+                _sm = sm;
+                _snapshots = new FileSnapshotStore(Path.Combine(_dataDir, "snapshots"), sm);
+            }
+            catch
+            {
+                _log?.Dispose();
+                lockFile.Dispose();
+                throw;
+            }
+            _storage = lockFile;
+        }
+    }
+
+    private static Guid LoadOrCreateId(string path)
+    {
+        if (File.Exists(path) && Guid.TryParse(File.ReadAllText(path).Trim(), out var id)) return id;
+        id = Guid.NewGuid();
+        using (var f = new FileStream(path + ".tmp", FileMode.Create, FileAccess.Write))
+        {
+            f.Write(System.Text.Encoding.ASCII.GetBytes(id.ToString()));
+            f.Flush(true);
+        }
+        File.Move(path + ".tmp", path, overwrite: true);
+        return id;
+    }
+
+    private NodeRuntime Runtime => _runtime ?? throw new SkiffException(ErrorKind.StreamClosed, "the node is not running");
+
+    /// <summary>The role this node plays now.</summary>
+    public Role Role => _runtime?.Status.Role ?? Role.Follower;
+
+    /// <summary>This node's current term.</summary>
+    public long Term => _runtime?.Status.Term ?? 0;
+
+    /// <summary>The leader this node knows, if any.</summary>
+    public Guid? LeaderId => _runtime?.Status.Leader;
+
+    /// <summary>The commit index as last reported by the reducer.</summary>
+    public long CommitIndex => _runtime?.CommitIndex ?? 0;
+
+    /// <summary>The index applied to this node's state machine.</summary>
+    public long AppliedIndex => _sm?.AppliedIndex ?? 0;
+
+    /// <summary>The members (id to address and voter flag) of the configuration in force on this node.</summary>
+    public IReadOnlyDictionary<Guid, (string Address, bool Voter)> Members =>
+        (_runtime?.Configuration ?? Configuration.Empty).Members.ToDictionary(kv => kv.Key, kv => (kv.Value.Address, kv.Value.Voter));
+
+    /// <summary>Why the node stopped itself (a durable write or snapshot install failed), if it did.</summary>
+    public Exception? FatalError { get; private set; }
+
+    /// <summary>Raised for every change this node applies (on the applier's thread; keep handlers short).</summary>
+    public event Action<WatchEvent>? Changed;
+
+    /// <summary>Raised when role, term or known leader change (on the event loop; keep handlers short).</summary>
+    public event Action<Role, long, Guid?>? RoleChanged;
+
+    /// <summary>Test hook: drop all of this node's peer traffic, both ways (simulates a network partition).</summary>
+    public bool Isolated
+    {
+        get => _transport?.Isolated ?? false;
+        set { if (_transport is not null) _transport.Isolated = value; }
+    }
+
+    internal bool IsIsolated => _transport?.Isolated ?? false;
+
+    /// <summary>Number of log flushes (each one fsync), for measurements.</summary>
+    public long Flushes => _runtime?.WriterFlushes ?? 0;
+
+    // ------------------------------------------------------------------ lifecycle
+
+    /// <summary>Opens storage, starts the services and the event loop, and joins the cluster if asked to.</summary>
+    public async Task StartAsync(CancellationToken ct = default)
+    {
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0) throw new InvalidOperationException("already started");
+        if (_storage is null) throw new SkiffException(ErrorKind.StreamClosed, "the node was shut down");
+        try
+        {
+            var snapshot = _snapshots!.Latest;
+            var log = _log!;
+            var from = Math.Max(log.SnapshotIndex, snapshot?.Index ?? 0) + 1;
+            var entries = log.LastIndex >= from ? log.Read(from, log.LastIndex) : Array.Empty<Entry>();
+            var fresh = log.LastIndex == 0 && snapshot is null;
+            var joining = _options.JoinPeers.Count > 0;
+            var self = new Member(Id, Address, true);
+            var bootstrap = joining
+                ? Configuration.Empty
+                : new Configuration(MapModule.OfSeq(new[] { Tuple.Create(Id, self) }));
+            var known = KnownConfiguration(snapshot, entries);
+            var start = new StartInfo(Id, (ulong)Random.Shared.NextInt64(), _hard!.Load() ?? new HardState(0, FSharpOption<Guid>.None),
+                snapshot, entries, _sm!.AppliedIndex, bootstrap);
+
+            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => _snapshots!);
+            _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
+                _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
+            _runtime.ConfigurationChanged += c => _transport.Update(c);
+            _runtime.RoleChanged += (r, t, l) => RoleChanged?.Invoke(r, t, l);
+            _runtime.Fatal += e =>
+            {
+                FatalError = e;
+                _ = Task.Run(() => ShutdownAsync(false));
+            };
+            _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
+
+            await StartHostAsync().ConfigureAwait(false);
+            _runtime.Start(start, _options.Raft ?? Reducer.DefaultOptions);
+
+            if (joining && (fresh || !known.Members.ContainsKey(Id))) await JoinAsync(ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await ShutdownAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static Configuration KnownConfiguration(SnapshotMeta? snapshot, IReadOnlyList<Entry> entries)
+    {
+        for (var i = entries.Count - 1; i >= 0; i--)
+            if (entries[i].Payload is Payload.Config c) return c.Item;
+        return snapshot?.Configuration ?? Configuration.Empty;
+    }
+
+    private async Task StartHostAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = Array.Empty<string>() });
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(_options.Bind, _options.Port, l => l.Protocols = HttpProtocols.Http2);
+            k.Limits.Http2.MaxStreamsPerConnection = 4096;
+            k.Limits.Http2.InitialConnectionWindowSize = 4 << 20;
+            k.Limits.Http2.InitialStreamWindowSize = 2 << 20;
+        });
+        builder.WebHost.UseShutdownTimeout(TimeSpan.FromSeconds(1));
+        builder.Services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = 64 << 20;
+            o.MaxSendMessageSize = 64 << 20;
+        });
+        builder.Services.AddSingleton(this);
+        var app = builder.Build();
+        app.MapGrpcService<ClientService>();
+        app.MapGrpcService<PeerService>();
+        try
+        {
+            await app.StartAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException || e.InnerException is IOException || e is System.Net.Sockets.SocketException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new SkiffException(ErrorKind.RpcBindFailed, $"cannot listen on {Address}: {e.Message}", e);
+        }
+        _app = app;
+    }
+
+    private async Task JoinAsync(CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
+        cts.CancelAfter(_options.JoinTimeout);
+        var peers = _options.JoinPeers.Select(p => p.Contains(':') ? p : $"{p}:{_options.Port}").ToArray();
+        Exception? last = null;
+        var delay = 50;
+        while (!cts.IsCancellationRequested)
+        {
+            foreach (var peer in peers)
+            {
+                if (peer == Address) continue;
+                try
+                {
+                    using var client = new SkiffGrpcClient(new[] { peer });
+                    await client.AddServerAsync(Id, Address, cts.Token).ConfigureAwait(false);
+                    return;
+                }
+                catch (Exception e) when (e is SkiffException or OperationCanceledException)
+                {
+                    last = e;
+                }
+            }
+            try { await Task.Delay(delay, cts.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) { break; }
+            delay = Math.Min(500, delay * 2);
+        }
+        if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
+        throw new SkiffException(ErrorKind.ClusterJoinFailed,
+            $"could not join through {string.Join(", ", peers)} within {_options.JoinTimeout.TotalSeconds:0.#} s: {last?.Message}", last);
+    }
+
+    /// <summary>Waits until this node knows a leader; LeaderElectionTimeout otherwise.</summary>
+    public async Task WaitForLeaderAsync(TimeSpan timeout, CancellationToken ct = default)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (LeaderId is null)
+        {
+            if (DateTime.UtcNow > deadline) throw new SkiffException(ErrorKind.LeaderElectionTimeout, $"no leader within {timeout.TotalSeconds:0.#} s");
+            await Task.Delay(10, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Stops accepting calls, fails those in flight, flushes storage and releases the data directory.
+    /// A leader first hands leadership to another voter (the reducer gives up after an election timeout), so that the cluster does
+    /// not wait an election timeout; pass false to stop as abruptly as a crash would (for tests).</summary>
+    public async Task ShutdownAsync(bool handOffLeadership = true)
+    {
+        if (handOffLeadership && Volatile.Read(ref _state) == 1 && Role == Role.Leader
+            && Members.Any(m => m.Key != Id && m.Value.Voter))
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1)); // the reducer gives up after an election timeout
+                await TransferLeadershipAsync(null, true, cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
+        }
+        if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null) return;
+        _shutdown.Cancel();
+        if (_app is not null)
+        {
+            try { await _app.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(2)).Token).ConfigureAwait(false); } catch (Exception) { }
+            await _app.DisposeAsync().ConfigureAwait(false);
+            _app = null;
+        }
+        if (_runtime is not null) await _runtime.DisposeAsync().ConfigureAwait(false);
+        if (_transport is not null) await _transport.DisposeAsync().ConfigureAwait(false);
+        foreach (var f in _forwarders.Values) f.Dispose();
+        _forwarders.Clear();
+        _snapshots?.Dispose();
+        _log?.Dispose();
+        _hard?.Dispose();
+        _sm?.Dispose();
+        _storage?.Dispose();
+        _storage = null;
+    }
+
+    /// <summary>Same as <see cref="ShutdownAsync"/>.</summary>
+    public async ValueTask DisposeAsync() => await ShutdownAsync().ConfigureAwait(false);
+
+    // ------------------------------------------------------------------ routing
+
+    private string? AddressOf(Guid id) =>
+        _runtime?.Configuration.Members.TryFind(id) is { } m && FSharpOption<Member>.get_IsSome(m) ? m.Value.Address : null;
+
+    internal (Guid? Leader, string? Address) LeaderInfo()
+    {
+        var l = LeaderId;
+        return (l, l is { } id ? AddressOf(id) : null);
+    }
+
+    private SkiffGrpcClient ForwarderFor(string address) =>
+        _forwarders.GetOrAdd(address, a => new SkiffGrpcClient(new[] { a }, forwarded: true));
+
+    /// <summary>Runs a call locally, forwarding to the leader when this node is not it, retrying within the deadline
+    /// while no leader is known or a retryable refusal comes back.</summary>
+    internal async Task<T> RouteAsync<T>(Func<CancellationToken, Task<T>> local, Func<SkiffGrpcClient, CancellationToken, Task<T>>? remote,
+        bool forwarded, CancellationToken ct, TimeSpan? timeout = null)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
+        cts.CancelAfter(timeout ?? _options.RequestTimeout);
+        var token = cts.Token;
+        var delay = 5;
+        Exception? last = null;
+        while (true)
+        {
+            try
+            {
+                try
+                {
+                    return await local(token).ConfigureAwait(false);
+                }
+                catch (NotLeaderException nl)
+                {
+                    var leader = nl.Hint ?? LeaderId;
+                    if (forwarded || remote is null)
+                    {
+                        var addr = leader is { } l0 ? AddressOf(l0) : null;
+                        throw new SkiffException(ErrorKind.NotLeader,
+                            leader is null ? "no leader is known" : $"the leader is {leader} at {addr}");
+                    }
+                    last = nl;
+                    if (leader is { } l && l != Id && AddressOf(l) is { } address)
+                    {
+                        try { return await remote(ForwarderFor(address), token).ConfigureAwait(false); }
+                        catch (SkiffException e) when (e.Kind is ErrorKind.NotLeader or ErrorKind.ClientConnectFailed
+                                                       or ErrorKind.RpcCallFailed or ErrorKind.StreamClosed)
+                        {
+                            last = e;
+                        }
+                    }
+                }
+                catch (RetryableException r) { last = r; }
+                await Task.Delay(delay, token).ConfigureAwait(false);
+                delay = Math.Min(100, delay * 2);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                if (_shutdown.IsCancellationRequested) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+                if (LeaderId is null || (Role == Role.Leader && last is null))
+                    throw new SkiffException(ErrorKind.NoQuorum,
+                        LeaderId is null ? "no leader could be reached before the deadline" : "the request could not commit before the deadline: no quorum of members answers");
+                throw new SkiffException(ErrorKind.Timeout, $"the request did not complete before the deadline ({last?.Message})");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ key-value calls
+
+    private static void CheckKey(string key)
+    {
+        if (string.IsNullOrEmpty(key) || System.Text.Encoding.UTF8.GetByteCount(key) > 4096)
+            throw new SkiffException(ErrorKind.InvalidKey, "a key must be 1 to 4096 UTF-8 bytes");
+    }
+
+    internal async Task<(CommandResult? Result, long Index)> ProposeAsync(Command command, bool forwarded, CancellationToken ct,
+        Func<SkiffGrpcClient, CancellationToken, Task<(CommandResult?, long)>> remote)
+    {
+        var bytes = CommandCodec.encode(command);
+        return await RouteAsync(t => Runtime.ProposeAsync(bytes, t), remote, forwarded, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Sets a key; returns the commit index of the write.</summary>
+    public Task<long> PutAsync(string key, byte[] value, CancellationToken ct = default) => PutAsync(key, value, false, ct);
+
+    internal async Task<long> PutAsync(string key, byte[] value, bool forwarded, CancellationToken ct)
+    {
+        CheckKey(key);
+        var (_, index) = await ProposeAsync(Command.NewPut(key, value), forwarded, ct,
+            async (c, t) => ((CommandResult?)null, await c.InsertAsync(key, value, t).ConfigureAwait(false))).ConfigureAwait(false);
+        return index;
+    }
+
+    /// <summary>Removes a key (absent is fine); returns the commit index.</summary>
+    public Task<long> DeleteAsync(string key, CancellationToken ct = default) => DeleteAsync(key, false, ct);
+
+    internal async Task<long> DeleteAsync(string key, bool forwarded, CancellationToken ct)
+    {
+        CheckKey(key);
+        var (_, index) = await ProposeAsync(Command.NewDelete(key), forwarded, ct,
+            async (c, t) => ((CommandResult?)null, await c.DeleteAsync(key, t).ConfigureAwait(false))).ConfigureAwait(false);
+        return index;
+    }
+
+    /// <summary>Atomically sets <paramref name="key"/> to <paramref name="next"/> (null deletes) if its value equals
+    /// <paramref name="expected"/> (null: absent). Returns whether it swapped and the commit index.</summary>
+    public Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, CancellationToken ct = default) =>
+        CasAsync(key, expected, next, false, ct);
+
+    internal async Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, bool forwarded, CancellationToken ct)
+    {
+        CheckKey(key);
+        var cmd = Command.NewCompareAndSwap(key,
+            expected is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(expected),
+            next is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(next));
+        var (result, index) = await ProposeAsync(cmd, forwarded, ct,
+            async (c, t) =>
+            {
+                var swapped = await c.CompareAndSwapAsync(key, expected, next, t).ConfigureAwait(false);
+                return ((CommandResult?)CommandResult.NewSwapped(swapped), 0L);
+            }).ConfigureAwait(false);
+        return (result is CommandResult.Swapped s && s.Item, index);
+    }
+
+    /// <summary>Waits until this node may serve a linearizable read (forwarding is done by the callers).</summary>
+    private Task<bool> ReadBarrier(CancellationToken t) => Runtime.ReadBarrierAsync(t).ContinueWith(x =>
+    {
+        if (x.IsFaulted) throw x.Exception!.InnerException!;
+        if (x.IsCanceled) throw new OperationCanceledException();
+        return true;
+    }, TaskScheduler.Default);
+
+    /// <summary>The value of a key, or null.</summary>
+    public Task<byte[]?> GetAsync(string key, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
+        GetAsync(key, consistency, false, ct);
+
+    internal async Task<byte[]?> GetAsync(string key, ReadConsistency consistency, bool forwarded, CancellationToken ct)
+    {
+        if (consistency == ReadConsistency.Stale) return _sm!.Get(key);
+        return await RouteAsync(async t =>
+        {
+            await ReadBarrier(t).ConfigureAwait(false);
+            return _sm!.Get(key);
+        }, (c, t) => c.GetAsync(key, ReadConsistency.Linearizable, t), forwarded, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Keys that start with <paramref name="prefix"/>, in order.</summary>
+    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
+        ListKeysAsync(prefix, consistency, false, ct);
+
+    internal async Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency, bool forwarded, CancellationToken ct)
+    {
+        if (consistency == ReadConsistency.Stale) return _sm!.ListKeys(prefix);
+        return await RouteAsync(async t =>
+        {
+            await ReadBarrier(t).ConfigureAwait(false);
+            return _sm!.ListKeys(prefix);
+        }, (c, t) => c.ListKeysAsync(prefix, ReadConsistency.Linearizable, t), forwarded, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Every directory part of the stored keys.</summary>
+    public Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
+        GetPrefixesAsync(consistency, false, ct);
+
+    internal async Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency, bool forwarded, CancellationToken ct)
+    {
+        if (consistency == ReadConsistency.Stale) return _sm!.GetPrefixes();
+        return await RouteAsync(async t =>
+        {
+            await ReadBarrier(t).ConfigureAwait(false);
+            return _sm!.GetPrefixes();
+        }, (c, t) => c.GetPrefixesAsync(t), forwarded, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Streams changes under <paramref name="prefix"/> as this node applies them, in commit order. With
+    /// <paramref name="fromIndex"/> &gt; 0 the changes from that index that this node still remembers come first
+    /// (StreamClosed if they were compacted away). A watcher that falls too far behind is ended with StreamClosed.</summary>
+    /// <remarks>The watch is registered when this method returns, before the first item is asked for.</remarks>
+    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
+    {
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
+        try
+        {
+            var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
+            return Drain(reader, cts, ct);
+        }
+        catch
+        {
+            cts.Dispose();
+            throw;
+        }
+    }
+
+    private async IAsyncEnumerable<WatchEvent> Drain(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
+        [EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var _ = cts;
+        using var link = ct.Register(cts.Cancel);
+        while (true)
+        {
+            bool more;
+            try { more = await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) when (_shutdown.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+            }
+            if (!more) yield break;
+            while (reader.TryRead(out var c)) yield return new WatchEvent(c.Index, c.Key, c.Value);
+        }
+    }
+
+    // ------------------------------------------------------------------ membership
+
+    /// <summary>Adds a member (as a learner that the leader promotes once caught up). A no-op if it is already a
+    /// member at that address. Retries while another change is in progress, within the deadline.</summary>
+    public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) => AddServerAsync(id, address, false, ct);
+
+    internal Task AddServerAsync(Guid id, string address, bool forwarded, CancellationToken ct) =>
+        RouteAsync(async t =>
+        {
+            if (Role == Role.Leader && AddressOf(id) == address) return true;
+            await Runtime.ChangeConfigAsync(ConfigChange.NewAddServer(id, address), t).ConfigureAwait(false);
+            return true;
+        }, async (c, t) =>
+        {
+            await c.AddServerAsync(id, address, t).ConfigureAwait(false);
+            return true;
+        }, forwarded, ct, _options.JoinTimeout);
+
+    /// <summary>Removes a member. Removing the leader hands leadership to another voter first.</summary>
+    public Task RemoveServerAsync(Guid id, CancellationToken ct = default) => RemoveServerAsync(id, false, ct);
+
+    internal Task RemoveServerAsync(Guid id, bool forwarded, CancellationToken ct) =>
+        RouteAsync(async t =>
+        {
+            if (Role == Role.Leader && !Members.ContainsKey(id)) return true;
+            if (Role == Role.Leader && id == Id)
+            {
+                var target = Members.Where(m => m.Key != Id && m.Value.Voter).Select(m => (Guid?)m.Key).FirstOrDefault();
+                if (target is { } tgt)
+                {
+                    await Runtime.TransferLeadershipAsync(tgt, t).ConfigureAwait(false);
+                    throw new NotLeaderException(tgt);
+                }
+            }
+            await Runtime.ChangeConfigAsync(ConfigChange.NewRemoveServer(id), t).ConfigureAwait(false);
+            return true;
+        }, async (c, t) =>
+        {
+            await c.RemoveServerAsync(id, "", t).ConfigureAwait(false);
+            return true;
+        }, forwarded, ct, _options.JoinTimeout);
+
+    /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>
+    public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken ct = default) => TransferLeadershipAsync(target, false, ct);
+
+    internal Task<Guid> TransferLeadershipAsync(Guid? target, bool forwarded, CancellationToken ct) =>
+        RouteAsync(async t =>
+        {
+            if (Role != Role.Leader) throw new NotLeaderException(LeaderId);
+            var to = target ?? Members.Where(m => m.Key != Id && m.Value.Voter).Select(m => (Guid?)m.Key).FirstOrDefault()
+                ?? throw new SkiffException(ErrorKind.PeerNotFound, "no other voter to hand leadership to");
+            if (to == Id) return Id;
+            await Runtime.TransferLeadershipAsync(to, t).ConfigureAwait(false);
+            return to;
+        }, (c, t) => c.TransferLeadershipAsync(target, t), forwarded, ct);
+
+    // ------------------------------------------------------------------ peer side
+
+    internal void DeliverPeerMessage(Envelope envelope)
+    {
+        if (IsIsolated || envelope.To != Id) return;
+        _runtime?.Post(Event.NewReceive(envelope));
+    }
+
+    internal void EnsurePeer(Guid id, string address) => _transport?.Ensure(id, address);
+
+    internal IStagedSnapshot BeginStaging() => _snapshots!.BeginStaging();
+
+    internal CancellationToken ShutdownToken => _shutdown.Token;
+
+    // ------------------------------------------------------------------ facade support
+
+    /// <summary>Registers a watch before returning, so every change applied after this call is delivered (the
+    /// facade's WatchAsync promises that); <see cref="WatchAsync"/> registers only on its first read.</summary>
+    public IAsyncEnumerable<WatchEvent> Subscribe(string prefix, long fromIndex, CancellationToken ct)
+    {
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
+        var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
+        return ReadSubscription(reader, cts, ct);
+    }
+
+    private async IAsyncEnumerable<WatchEvent> ReadSubscription(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
+        [EnumeratorCancellation] CancellationToken ct)
+    {
+        using var _ = cts;
+        while (true)
+        {
+            bool more;
+            try { more = await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) when (_shutdown.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+            }
+            if (!more) yield break;
+            while (reader.TryRead(out var c)) yield return new WatchEvent(c.Index, c.Key, c.Value);
+        }
+    }
+}

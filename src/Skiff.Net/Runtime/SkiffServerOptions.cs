@@ -1,0 +1,64 @@
+using System.Net;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>How fresh a read must be.</summary>
+public enum ReadConsistency
+{
+    /// <summary>Linearizable: confirmed with a quorum (ReadIndex) and served once applied; forwarded to the leader
+    /// when this node is not it.</summary>
+    Linearizable,
+    /// <summary>Served from this node's state machine at once; may lag the cluster.</summary>
+    Stale,
+}
+
+/// <summary>Which storage a node uses.</summary>
+public enum StorageEngine
+{
+    /// <summary>The FASTER log, hard state and key-value store (Skiff.Net.Storage): the default.</summary>
+    Faster,
+    /// <summary>A simple append-only file log and an in-memory key-value map rebuilt from snapshots and the log;
+    /// for tests and comparison.</summary>
+    Simple,
+}
+
+/// <summary>Settings of one Skiff node.</summary>
+public sealed class SkiffServerOptions
+{
+    /// <summary>The IP address the node listens on (default 127.0.0.1).</summary>
+    public IPAddress Bind { get; set; } = IPAddress.Loopback;
+
+    /// <summary>The port of both the client and the peer services (default 9400).</summary>
+    public int Port { get; set; } = 9400;
+
+    /// <summary>The data directory (created if missing; holds identity, term, vote, log, snapshots).</summary>
+    public string DataDirectory { get; set; } = "/tmp/skiff";
+
+    /// <summary>Members to contact on start to join their cluster ("ip" or "ip:port"; the port defaults to
+    /// <see cref="Port"/>). Empty: this node starts (or restarts) its own cluster.</summary>
+    public IReadOnlyList<string> JoinPeers { get; set; } = Array.Empty<string>();
+
+    /// <summary>Length of one reducer tick (default 10 ms).</summary>
+    public TimeSpan TickInterval { get; set; } = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>How long joining may take before StartAsync fails with ClusterJoinFailed.</summary>
+    public TimeSpan JoinTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Deadline of a client call that has none of its own.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Messages queued per peer before the oldest are dropped.</summary>
+    public int PeerQueueCapacity { get; set; } = 4096;
+
+    /// <summary>Changes buffered per watcher before it is dropped as too slow.</summary>
+    public int WatchBufferCapacity { get; set; } = 10000;
+
+    /// <summary>Recent changes kept for watchers that resume from an index.</summary>
+    public int WatchHistory { get; set; } = 100000;
+
+    /// <summary>The storage engine (default FASTER).</summary>
+    public StorageEngine Storage { get; set; } = StorageEngine.Faster;
+
+    /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
+    public Skiff.Core.Options? Raft { get; set; }
+}

@@ -1,0 +1,106 @@
+using Skiff.Core;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>The durable Raft log as the runtime needs it. Only the runtime's storage writer calls the mutating
+/// members, one at a time; reads may come from other threads.</summary>
+public interface ILogStore : IDisposable
+{
+    /// <summary>The index of the last entry in the snapshot the log starts after (0 if none).</summary>
+    long SnapshotIndex { get; }
+
+    /// <summary>The term of the entry at <see cref="SnapshotIndex"/>.</summary>
+    long SnapshotTerm { get; }
+
+    /// <summary>The index of the last stored entry (or <see cref="SnapshotIndex"/> when the log is empty).</summary>
+    long LastIndex { get; }
+
+    /// <summary>Appends entries, first discarding stored entries at or after the first one's index. Not durable
+    /// until <see cref="Flush"/> returns.</summary>
+    void Append(IReadOnlyList<Entry> entries);
+
+    /// <summary>Makes every appended entry durable (one fsync for everything appended since the last flush).</summary>
+    void Flush();
+
+    /// <summary>The term of the entry at <paramref name="index"/> (or of the snapshot point), if stored.</summary>
+    long? TermAt(long index);
+
+    /// <summary>Entries [from, to] that are still stored; empty if any of them was compacted away.</summary>
+    IReadOnlyList<Entry> Read(long from, long to);
+
+    /// <summary>Discards entries up to and including <paramref name="index"/>, whose term is <paramref name="term"/>.</summary>
+    void CompactUntil(long index, long term);
+
+    /// <summary>Replaces the whole log with an empty one that starts after the snapshot point, durably.</summary>
+    void Reset(long snapshotIndex, long snapshotTerm);
+}
+
+/// <summary>The durable hard state (term and vote).</summary>
+public interface IHardStateStore : IDisposable
+{
+    /// <summary>The stored hard state, or null on a fresh node.</summary>
+    HardState? Load();
+
+    /// <summary>Stores the hard state durably before returning.</summary>
+    void Save(HardState state);
+}
+
+/// <summary>A change applied to the key-value state machine, as watchers see it.</summary>
+/// <param name="Index">The log index of the command.</param>
+/// <param name="Key">The key changed.</param>
+/// <param name="Value">The new value, or null for a deletion.</param>
+public readonly record struct KvChange(long Index, string Key, byte[]? Value);
+
+/// <summary>The replicated key-value state machine. Apply and Skip are called from the runtime's applier only;
+/// reads may come from any thread.</summary>
+public interface IStateMachine : IDisposable
+{
+    /// <summary>The index of the last entry applied (or restored from a snapshot).</summary>
+    long AppliedIndex { get; }
+
+    /// <summary>Records that an entry that carries no command was applied at <paramref name="index"/>.</summary>
+    void Skip(long index, long term);
+
+    /// <summary>Applies a command at <paramref name="index"/>; the change (if any) is reported for watchers.</summary>
+    CommandResult Apply(long index, long term, Command command, out KvChange? change);
+
+    /// <summary>The value of a key, or null.</summary>
+    byte[]? Get(string key);
+
+    /// <summary>Every key that starts with <paramref name="prefix"/>, in order.</summary>
+    IReadOnlyList<string> ListKeys(string prefix);
+
+    /// <summary>Every distinct directory part ("a/b" for "a/b/c") of the stored keys.</summary>
+    IReadOnlyList<string> GetPrefixes();
+}
+
+/// <summary>A snapshot being received from a leader.</summary>
+public interface IStagedSnapshot : IDisposable
+{
+    /// <summary>Adds the next bytes.</summary>
+    void Write(ReadOnlySpan<byte> chunk);
+
+    /// <summary>All bytes arrived: makes them durable and returns the name the reducer will pass back in
+    /// InstallSnapshot.</summary>
+    string Finish();
+}
+
+/// <summary>Durable snapshots of the state machine, with their metadata (including the configuration).</summary>
+public interface ISnapshotStore : IDisposable
+{
+    /// <summary>The newest durable snapshot's metadata, or null.</summary>
+    SnapshotMeta? Latest { get; }
+
+    /// <summary>Snapshots the state machine at its applied index (called on the applier, between applies),
+    /// durably, with <paramref name="configuration"/> as the configuration in force there.</summary>
+    SnapshotMeta Take(long term, Configuration configuration);
+
+    /// <summary>Opens the newest snapshot as one byte stream for sending, or null if there is none.</summary>
+    (SnapshotMeta Meta, Stream Data)? OpenLatest();
+
+    /// <summary>Starts receiving a snapshot from a leader.</summary>
+    IStagedSnapshot BeginStaging();
+
+    /// <summary>Replaces the state machine with a staged snapshot, durably (the log is reset separately).</summary>
+    void Install(string staged, SnapshotMeta meta);
+}

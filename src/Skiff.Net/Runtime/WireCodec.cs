@@ -1,0 +1,146 @@
+using Google.Protobuf;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
+using Skiff.Net.Protocol;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>Converts between the reducer's F# messages and the peer protocol's protobuf messages.</summary>
+public static class WireCodec
+{
+    /// <summary>A Guid as 16 bytes on the wire.</summary>
+    public static ByteString FromGuid(Guid id) => ByteString.CopyFrom(id.ToByteArray());
+
+    /// <summary>16 bytes on the wire as a Guid (an empty or malformed field gives Guid.Empty).</summary>
+    public static Guid ToGuid(ByteString bytes) => bytes.Length == 16 ? new Guid(bytes.Span) : Guid.Empty;
+
+    /// <summary>Encodes a configuration.</summary>
+    public static ConfigurationMsg ToWire(Configuration configuration)
+    {
+        var msg = new ConfigurationMsg();
+        foreach (var kv in configuration.Members)
+            msg.Members.Add(new MemberMsg { Id = FromGuid(kv.Key), Address = kv.Value.Address, Voter = kv.Value.Voter });
+        return msg;
+    }
+
+    /// <summary>Decodes a configuration.</summary>
+    public static Configuration FromWire(ConfigurationMsg? msg)
+    {
+        if (msg is null) return Configuration.Empty;
+        var members = msg.Members.Select(m =>
+        {
+            var id = ToGuid(m.Id);
+            return Tuple.Create(id, new Member(id, m.Address, m.Voter));
+        });
+        return new Configuration(MapModule.OfSeq(members));
+    }
+
+    /// <summary>Encodes an entry.</summary>
+    public static EntryMsg ToWire(Entry entry)
+    {
+        var msg = new EntryMsg { Index = entry.Index, Term = entry.Term };
+        switch (entry.Payload)
+        {
+            case Payload.Command c: msg.Command = UnsafeByteOperations.UnsafeWrap(c.Item); break;
+            case Payload.Config c: msg.Config = ToWire(c.Item); break;
+            default: msg.Noop = true; break;
+        }
+        return msg;
+    }
+
+    /// <summary>Decodes an entry.</summary>
+    public static Entry FromWire(EntryMsg msg)
+    {
+        Payload payload = msg.PayloadCase switch
+        {
+            EntryMsg.PayloadOneofCase.Command => Payload.NewCommand(msg.Command.ToByteArray()),
+            EntryMsg.PayloadOneofCase.Config => Payload.NewConfig(FromWire(msg.Config)),
+            _ => Payload.Noop,
+        };
+        return new Entry(msg.Index, msg.Term, payload);
+    }
+
+    /// <summary>Encodes snapshot metadata.</summary>
+    public static SnapshotMetaMsg ToWire(SnapshotMeta meta) =>
+        new() { Index = meta.Index, Term = meta.Term, Configuration = ToWire(meta.Configuration) };
+
+    /// <summary>Decodes snapshot metadata.</summary>
+    public static SnapshotMeta FromWire(SnapshotMetaMsg msg) =>
+        new(msg.Index, msg.Term, FromWire(msg.Configuration));
+
+    /// <summary>Encodes an envelope; Snapshot messages never travel this way (see SnapshotChunk) and give null.</summary>
+    public static PeerEnvelope? ToWire(Envelope envelope)
+    {
+        var msg = new PeerEnvelope { From = FromGuid(envelope.From), To = FromGuid(envelope.To) };
+        switch (envelope.Message)
+        {
+            case Message.Vote v:
+                var vr = v.Item;
+                msg.Vote = new VoteRequestMsg
+                {
+                    Term = vr.Term, Candidate = FromGuid(vr.Candidate), LastLogIndex = vr.LastLogIndex,
+                    LastLogTerm = vr.LastLogTerm, PreVote = vr.PreVote, Transfer = vr.Transfer,
+                };
+                break;
+            case Message.VoteReply v:
+                msg.VoteReply = new VoteReplyMsg { Term = v.Item.Term, Granted = v.Item.Granted, PreVote = v.Item.PreVote };
+                break;
+            case Message.Append a:
+                var ar = a.Item;
+                var am = new AppendRequestMsg
+                {
+                    Term = ar.Term, Leader = FromGuid(ar.Leader), PrevLogIndex = ar.PrevLogIndex,
+                    PrevLogTerm = ar.PrevLogTerm, LeaderCommit = ar.LeaderCommit, Round = ar.Round,
+                };
+                foreach (var e in ar.Entries) am.Entries.Add(ToWire(e));
+                msg.Append = am;
+                break;
+            case Message.AppendReply r:
+                var rr = r.Item;
+                msg.AppendReply = new AppendReplyMsg
+                {
+                    Term = rr.Term, Success = rr.Success, MatchIndex = rr.MatchIndex, ConflictIndex = rr.ConflictIndex,
+                    HasConflictTerm = FSharpOption<long>.get_IsSome(rr.ConflictTerm),
+                    ConflictTerm = FSharpOption<long>.get_IsSome(rr.ConflictTerm) ? rr.ConflictTerm!.Value : 0,
+                    Round = rr.Round,
+                };
+                break;
+            case Message.SnapshotReply s:
+                msg.SnapshotReply = new SnapshotReplyMsg { Term = s.Item.Term, MatchIndex = s.Item.MatchIndex };
+                break;
+            case Message.TimeoutNow t:
+                msg.TimeoutNow = t.term;
+                break;
+            default:
+                return null;
+        }
+        return msg;
+    }
+
+    /// <summary>Decodes an envelope; null for an empty or unknown message.</summary>
+    public static Envelope? FromWire(PeerEnvelope msg)
+    {
+        Message? m = msg.MessageCase switch
+        {
+            PeerEnvelope.MessageOneofCase.Vote => Message.NewVote(new VoteRequest(
+                msg.Vote.Term, ToGuid(msg.Vote.Candidate), msg.Vote.LastLogIndex, msg.Vote.LastLogTerm,
+                msg.Vote.PreVote, msg.Vote.Transfer)),
+            PeerEnvelope.MessageOneofCase.VoteReply => Message.NewVoteReply(new VoteReply(
+                msg.VoteReply.Term, msg.VoteReply.Granted, msg.VoteReply.PreVote)),
+            PeerEnvelope.MessageOneofCase.Append => Message.NewAppend(new AppendRequest(
+                msg.Append.Term, ToGuid(msg.Append.Leader), msg.Append.PrevLogIndex, msg.Append.PrevLogTerm,
+                ListModule.OfSeq(msg.Append.Entries.Select(FromWire)), msg.Append.LeaderCommit, msg.Append.Round)),
+            PeerEnvelope.MessageOneofCase.AppendReply => Message.NewAppendReply(new AppendReply(
+                msg.AppendReply.Term, msg.AppendReply.Success, msg.AppendReply.MatchIndex,
+                msg.AppendReply.ConflictIndex,
+                msg.AppendReply.HasConflictTerm ? FSharpOption<long>.Some(msg.AppendReply.ConflictTerm) : FSharpOption<long>.None,
+                msg.AppendReply.Round)),
+            PeerEnvelope.MessageOneofCase.SnapshotReply => Message.NewSnapshotReply(new SnapshotReply(
+                msg.SnapshotReply.Term, msg.SnapshotReply.MatchIndex)),
+            PeerEnvelope.MessageOneofCase.TimeoutNow => Message.NewTimeoutNow(msg.TimeoutNow),
+            _ => null,
+        };
+        return m is null ? null : new Envelope(ToGuid(msg.From), ToGuid(msg.To), m);
+    }
+}

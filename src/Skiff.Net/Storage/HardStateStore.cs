@@ -1,0 +1,119 @@
+using System.Buffers.Binary;
+
+namespace Skiff.Net.Storage;
+
+/// <summary>The Raft hard state: the current term and whom this node voted for in it.</summary>
+/// <param name="Term">The latest term this node has seen.</param>
+/// <param name="VotedFor">The candidate voted for in <paramref name="Term"/>, or null.</param>
+public readonly record struct HardState(long Term, Guid? VotedFor);
+
+/// <summary>
+/// The node's identity (a Guid created once) and its Raft hard state, in one small file with two checksummed
+/// slots written alternately in place and fsynced. A crash at any instant tears at most the slot being written;
+/// the other holds the previous state, so opening always finds a valid state (the newest whose write finished).
+/// </summary>
+public sealed class HardStateStore : IDisposable
+{
+    private const uint Magic = 0x534B4853; // "SKHS"
+    private const int SlotSize = 4096;
+    private const int RecordSize = 64; // magic, seq, nodeId, term, hasVote, votedFor, crc
+    private readonly string _path;
+    private readonly FileStream _file;
+    private readonly object _gate = new();
+    private long _seq;
+
+    /// <summary>This node's identity, created the first time the directory was opened.</summary>
+    public Guid NodeId { get; }
+
+    /// <summary>The last durably saved hard state.</summary>
+    public HardState State { get; private set; }
+
+    private HardStateStore(string path, FileStream file, Guid nodeId, long seq, HardState state)
+    {
+        _path = path;
+        _file = file;
+        NodeId = nodeId;
+        _seq = seq;
+        State = state;
+    }
+
+    /// <summary>Opens the hard-state file, creating it (with a fresh node id) atomically if it does not exist.</summary>
+    /// <param name="path">The file, e.g. <c>&lt;data dir&gt;/hardstate</c>.</param>
+    /// <returns>The store.</returns>
+    /// <exception cref="SkiffException"><see cref="ErrorKind.StorageCorrupted"/> if neither slot is valid.</exception>
+    public static HardStateStore Open(string path)
+    {
+        if (!File.Exists(path))
+        {
+            var initial = new byte[2 * SlotSize];
+            Encode(initial.AsSpan(0, RecordSize), 1, Guid.NewGuid(), new HardState(0, null));
+            StorageIo.WriteAtomically(path, initial);
+        }
+        var file = StorageIo.Guard(path, () => new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None));
+        try
+        {
+            var buf = new byte[2 * SlotSize];
+            int n = StorageIo.Guard(path, () => RandomAccess.Read(file.SafeFileHandle, buf, 0));
+            (long seq, Guid id, HardState st)? best = null;
+            for (int s = 0; s < 2; s++)
+            {
+                if (n < s * SlotSize + RecordSize) continue;
+                if (Decode(buf.AsSpan(s * SlotSize, RecordSize)) is { } r && (best is null || r.seq > best.Value.seq))
+                    best = r;
+            }
+            if (best is null)
+                throw new SkiffException(ErrorKind.StorageCorrupted, $"hard state file {path} has no valid slot");
+            return new HardStateStore(path, file, best.Value.id, best.Value.seq, best.Value.st);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Durably records a new hard state; returns once it is on disk.</summary>
+    /// <param name="state">The state to save.</param>
+    public void Save(HardState state)
+    {
+        lock (_gate)
+        {
+            long seq = _seq + 1;
+            var rec = new byte[RecordSize];
+            Encode(rec, seq, NodeId, state);
+            StorageIo.Guard(_path, () =>
+            {
+                RandomAccess.Write(_file.SafeFileHandle, rec, (seq & 1) * SlotSize);
+            });
+            StorageIo.Fdatasync(_file.SafeFileHandle, _path);
+            _seq = seq;
+            State = state;
+        }
+    }
+
+    private static void Encode(Span<byte> s, long seq, Guid nodeId, HardState st)
+    {
+        s.Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(s, Magic);
+        BinaryPrimitives.WriteInt64LittleEndian(s.Slice(4), seq);
+        nodeId.TryWriteBytes(s.Slice(12, 16));
+        BinaryPrimitives.WriteInt64LittleEndian(s.Slice(28), st.Term);
+        s[36] = st.VotedFor.HasValue ? (byte)1 : (byte)0;
+        (st.VotedFor ?? Guid.Empty).TryWriteBytes(s.Slice(37, 16));
+        BinaryPrimitives.WriteUInt32LittleEndian(s.Slice(RecordSize - 4), Crc32C.Compute(s.Slice(0, RecordSize - 4)));
+    }
+
+    private static (long seq, Guid id, HardState st)? Decode(ReadOnlySpan<byte> s)
+    {
+        if (BinaryPrimitives.ReadUInt32LittleEndian(s) != Magic) return null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(s.Slice(RecordSize - 4)) != Crc32C.Compute(s.Slice(0, RecordSize - 4))) return null;
+        var seq = BinaryPrimitives.ReadInt64LittleEndian(s.Slice(4));
+        var id = new Guid(s.Slice(12, 16));
+        var term = BinaryPrimitives.ReadInt64LittleEndian(s.Slice(28));
+        Guid? vote = s[36] == 1 ? new Guid(s.Slice(37, 16)) : null;
+        return (seq, id, new HardState(term, vote));
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _file.Dispose();
+}

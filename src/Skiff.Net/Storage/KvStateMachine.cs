@@ -1,0 +1,545 @@
+using System.Buffers.Binary;
+using System.Text;
+using FASTER.core;
+using Skiff.Core;
+
+namespace Skiff.Net.Storage;
+
+/// <summary>Settings of a <see cref="KvStateMachine"/>. The in-memory sizes bound memory use; data beyond them
+/// lives on disk and is read back on demand, so a store larger than memory works.</summary>
+public sealed record KvOptions
+{
+    /// <summary>Size of FASTER's hash index in bytes (64 bytes a bucket of 7 entries; default 16 MiB).</summary>
+    public long IndexSizeBytes { get; init; } = 1L << 24;
+    /// <summary>log2 of a page of the hybrid log (default 20 = 1 MiB).</summary>
+    public int PageSizeBits { get; init; } = 20;
+    /// <summary>log2 of the in-memory part of the hybrid log (default 25 = 32 MiB of records, each holding
+    /// references to its key and value objects).</summary>
+    public int MemorySizeBits { get; init; } = 25;
+    /// <summary>log2 of a log segment file (default 30 = 1 GiB).</summary>
+    public int SegmentSizeBits { get; init; } = 30;
+    /// <summary>Applies and snapshots are refused with <see cref="ErrorKind.StorageError"/> while the disk has less
+    /// free space than this. FASTER cannot report a failed background page flush to the writer (on a full disk its
+    /// writers wait for buffer space forever), so we stop before the disk is full. Null: twice the in-memory log
+    /// plus the index plus 16 MiB, enough to flush memory and write one checkpoint.</summary>
+    public long? MinFreeDiskBytes { get; init; }
+
+    internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (2L << MemorySizeBits) + IndexSizeBytes + (16L << 20);
+}
+
+/// <summary>How long opening a <see cref="KvStateMachine"/> took.</summary>
+/// <param name="Recover">Creating the store and recovering its latest checkpoint.</param>
+/// <param name="KeyIndex">Rebuilding the ordered key index.</param>
+/// <param name="Keys">Keys found.</param>
+public readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex, int Keys);
+
+/// <summary>A snapshot: a FASTER checkpoint of the state machine at an applied index, and the files (with their
+/// lengths at checkpoint time) that make it up.</summary>
+/// <param name="Index">The last applied index included.</param>
+/// <param name="Term">The term of that entry.</param>
+/// <param name="Token">FASTER's checkpoint token.</param>
+/// <param name="Files">Files relative to the store directory, and how many bytes of each belong to the snapshot.</param>
+public sealed record SnapshotInfo(long Index, long Term, Guid Token, IReadOnlyList<(string Path, long Length)> Files)
+{
+    /// <summary>Total bytes of the snapshot's files.</summary>
+    public long TotalBytes => Files.Sum(f => f.Length);
+}
+
+/// <summary>
+/// The replicated key-value state machine on FASTER's <see cref="FasterKV{Key, Value}"/>: string keys with
+/// <c>/</c> levels, opaque byte values. Commands are applied in log order at an index; the applied index and term
+/// are stored in the store itself (a reserved key), so a checkpoint always carries the index it reflects.
+/// An ordered <see cref="KeyIndex"/> (rebuilt on open) serves <see cref="ListKeys"/> and <see cref="GetPrefixes"/>
+/// without scanning the store. Thread-safe (one lock; FASTER sessions are single-threaded).
+/// </summary>
+public sealed class KvStateMachine : IDisposable
+{
+    /// <summary>Keys starting with this are reserved for the state machine's own bookkeeping.</summary>
+    public const string ReservedPrefix = "\0skiff/";
+    private const string AppliedKey = ReservedPrefix + "applied";
+    /// <summary>Longest key accepted, in UTF-8 bytes.</summary>
+    public const int MaxKeyBytes = 4096;
+
+    private readonly string _dir;
+    private readonly KvOptions _options;
+    private readonly object _gate = new();
+    private readonly KeyIndex _index = new();
+    private FasterKV<string, byte[]> _store = null!;
+    private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>> _session = null!;
+    private IDevice _logDevice = null!;
+    private IDevice _objDevice = null!;
+    private bool _disposed;
+    private long _nextSpaceCheck;
+
+    /// <summary>The index of the last applied entry (0 if none).</summary>
+    public long AppliedIndex { get; private set; }
+
+    /// <summary>The term of the last applied entry (0 if none).</summary>
+    public long AppliedTerm { get; private set; }
+
+    /// <summary>The latest snapshot taken or installed in this directory, if any.</summary>
+    public SnapshotInfo? LatestSnapshot { get; private set; }
+
+    /// <summary>Number of keys.</summary>
+    public int KeyCount { get { lock (_gate) return _index.Count; } }
+
+    private KvStateMachine(string dir, KvOptions options)
+    {
+        _dir = dir;
+        _options = options;
+    }
+
+    /// <summary>Opens the store in <paramref name="dir"/>, recovering its latest checkpoint (finishing or
+    /// discarding an interrupted snapshot install first). The caller replays log entries after
+    /// <see cref="AppliedIndex"/>.</summary>
+    /// <param name="dir">The store's directory.</param>
+    /// <param name="options">Settings; null for defaults.</param>
+    /// <returns>The open state machine.</returns>
+    public static KvStateMachine Open(string dir, KvOptions? options = null)
+    {
+        dir = Path.GetFullPath(dir);
+        SnapshotInstaller.FinishInterruptedInstall(dir);
+        var kv = new KvStateMachine(dir, options ?? new KvOptions());
+        kv.Load();
+        return kv;
+    }
+
+    private void Load()
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        StorageIo.Guard(_dir, () => Directory.CreateDirectory(_dir));
+        try
+        {
+            _logDevice = Devices.CreateLogDevice(Path.Combine(_dir, "hlog.log"), preallocateFile: false);
+            _objDevice = Devices.CreateLogDevice(Path.Combine(_dir, "hlog.obj.log"), preallocateFile: false);
+            var settings = new FasterKVSettings<string, byte[]>(null)
+            {
+                IndexSize = _options.IndexSizeBytes,
+                LogDevice = _logDevice,
+                ObjectLogDevice = _objDevice,
+                PageSize = 1L << _options.PageSizeBits,
+                MemorySize = 1L << _options.MemorySizeBits,
+                SegmentSize = 1L << _options.SegmentSizeBits,
+                CheckpointDir = Path.Combine(_dir, "checkpoints"),
+                RemoveOutdatedCheckpoints = true,
+                TryRecoverLatest = false,
+                ReadCacheEnabled = false,
+                KeySerializer = () => new StringSerializer(),
+                ValueSerializer = () => new BytesSerializer(),
+            };
+            _store = new FasterKV<string, byte[]>(settings);
+            bool hasCheckpoint = Directory.Exists(Path.Combine(_dir, "checkpoints", "cpr-checkpoints"))
+                && Directory.EnumerateDirectories(Path.Combine(_dir, "checkpoints", "cpr-checkpoints")).Any();
+            if (hasCheckpoint) _store.Recover();
+            _session = _store.NewSession<byte[], byte[], Empty>(new SimpleFunctions<string, byte[], Empty>());
+            var applied = ReadUnlocked(AppliedKey);
+            if (applied is { Length: 16 })
+            {
+                AppliedIndex = BinaryPrimitives.ReadInt64LittleEndian(applied);
+                AppliedTerm = BinaryPrimitives.ReadInt64LittleEndian(applied.AsSpan(8));
+            }
+            var recovered = watch.Elapsed;
+            RebuildKeyIndex();
+            LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count);
+            if (hasCheckpoint)
+            {
+                _store.GetLatestCheckpointTokens(out var hlogToken, out _);
+                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, hlogToken, BuildManifest(hlogToken));
+            }
+        }
+        catch (Exception e)
+        {
+            DisposeStore();
+            if (e is SkiffException) throw;
+            if (e is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, e);
+            throw new SkiffException(ErrorKind.StorageCorrupted, $"cannot recover the key-value store in {_dir}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Rebuilds the ordered key index by scanning the hybrid log once in address order. Every newer
+    /// version of a key lies at a higher address than the older ones (updates in place keep the address), so
+    /// applying records in order — a live record adds its key, a tombstone removes it — leaves exactly the live
+    /// keys. Set SKIFF_KV_INDEX_REBUILD=iterate to use FASTER's distinct-record iterator instead.</summary>
+    private void RebuildKeyIndex()
+    {
+        _index.Clear();
+        if (Environment.GetEnvironmentVariable("SKIFF_KV_INDEX_REBUILD") == "iterate")
+        {
+            using var iter = _session.Iterate();
+            while (iter.GetNext(out var info))
+            {
+                if (info.Tombstone) continue;
+                var key = iter.GetKey();
+                if (!Reserved(key)) _index.Add(key);
+            }
+            return;
+        }
+        var live = new HashSet<string>(StringComparer.Ordinal);
+        using (var scan = _store.Log.Scan(_store.Log.BeginAddress, _store.Log.TailAddress))
+        {
+            while (scan.GetNext(out var info))
+            {
+                if (info.Invalid) continue;
+                var key = scan.GetKey();
+                if (Reserved(key)) continue;
+                if (info.Tombstone) live.Remove(key);
+                else live.Add(key);
+            }
+        }
+        _index.Rebuild(live);
+    }
+
+    /// <summary>Timings of the last open: FASTER's checkpoint recovery, then the key-index rebuild.</summary>
+    public KvOpenStats LastOpen { get; private set; }
+
+    /// <summary>Throws <see cref="ErrorKind.InvalidKey"/> unless the key is non-empty, at most
+    /// <see cref="MaxKeyBytes"/> UTF-8 bytes and free of NUL characters. For callers validating proposals.</summary>
+    /// <param name="key">The key.</param>
+    public static void ValidateKey(string key)
+    {
+        if (string.IsNullOrEmpty(key)) throw new SkiffException(ErrorKind.InvalidKey, "empty key");
+        if (key.Contains('\0')) throw new SkiffException(ErrorKind.InvalidKey, "key contains a NUL character");
+        if (Encoding.UTF8.GetByteCount(key) > MaxKeyBytes) throw new SkiffException(ErrorKind.InvalidKey, $"key longer than {MaxKeyBytes} UTF-8 bytes");
+    }
+
+    /// <summary>Applies a command at <paramref name="index"/>. Must be called in log order; an index at or below
+    /// <see cref="AppliedIndex"/> is ignored (already applied — replay after recovery is idempotent) and returns
+    /// null. Keys in the reserved namespace are left untouched (the command only advances the index).</summary>
+    /// <param name="index">The entry's index.</param>
+    /// <param name="term">The entry's term.</param>
+    /// <param name="command">The command.</param>
+    /// <returns>What applying did, or null if the index was already applied.</returns>
+    public CommandResult? Apply(long index, long term, Command command)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            if (index <= AppliedIndex) return null;
+            EnsureFreeSpace(force: false);
+            CommandResult result;
+            try
+            {
+                result = command switch
+                {
+                    Command.Put p when !Reserved(p.key) => PutUnlocked(p.key, p.value),
+                    Command.Delete d when !Reserved(d.key) => DeleteUnlocked(d.key),
+                    Command.CompareAndSwap c when !Reserved(c.key) => CasUnlocked(c.key, c.expected, c.next),
+                    Command.CompareAndSwap => CommandResult.NewSwapped(false),
+                    _ => CommandResult.Done,
+                };
+                SetAppliedUnlocked(index, term);
+            }
+            catch (Exception e) when (e is not SkiffException)
+            {
+                throw new SkiffException(ErrorKind.StorageError, $"applying entry {index} in {_dir}: {e.Message}", e);
+            }
+            return result;
+        }
+    }
+
+    /// <summary>Decodes an entry's payload with <see cref="CommandCodec.decode"/> and applies it. An empty payload
+    /// (a leader's no-op) or one that does not decode only advances the applied index; for the latter the result
+    /// is null, as for an already-applied index.</summary>
+    /// <param name="index">The entry's index.</param>
+    /// <param name="term">The entry's term.</param>
+    /// <param name="payload">The entry's payload.</param>
+    /// <returns>What applying did, or null.</returns>
+    public CommandResult? ApplyEncoded(long index, long term, ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length == 0)
+        {
+            AdvanceApplied(index, term);
+            return null;
+        }
+        var decoded = CommandCodec.decode(payload);
+        if (decoded.IsOk) return Apply(index, term, decoded.ResultValue);
+        AdvanceApplied(index, term);
+        return null;
+    }
+
+    /// <summary>Records that the entry at <paramref name="index"/> (no command: a no-op or configuration
+    /// entry) is applied.</summary>
+    /// <param name="index">The entry's index.</param>
+    /// <param name="term">Its term.</param>
+    public void AdvanceApplied(long index, long term)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            if (index <= AppliedIndex) return;
+            EnsureFreeSpace(force: false);
+            SetAppliedUnlocked(index, term);
+        }
+    }
+
+    /// <summary>The value of a key, or null.</summary>
+    /// <param name="key">The key.</param>
+    /// <returns>A copy of the value, or null if absent.</returns>
+    public byte[]? Get(string key)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            if (Reserved(key)) return null;
+            return StorageIo.Guard(_dir, () => ReadUnlocked(key));
+        }
+    }
+
+    /// <summary>All keys starting with <paramref name="prefix"/> (ordinal), in ordinal order; "" lists all.
+    /// Served from the ordered key index, not by scanning the store.</summary>
+    /// <param name="prefix">The prefix.</param>
+    /// <param name="limit">At most this many keys.</param>
+    /// <returns>The keys.</returns>
+    public IReadOnlyList<string> ListKeys(string prefix, int limit = int.MaxValue)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return _index.List(prefix, limit);
+        }
+    }
+
+    /// <summary>Every distinct directory part of the keys (a key minus its last <c>/</c> segment), in ordinal
+    /// order. Keys without <c>/</c> contribute nothing; a prefix disappears with its last key.</summary>
+    /// <returns>The prefixes.</returns>
+    public IReadOnlyList<string> GetPrefixes()
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return _index.Prefixes();
+        }
+    }
+
+    /// <summary>Takes a snapshot: a FASTER fold-over checkpoint of everything applied so far, durable on return.
+    /// The caller then compacts the log behind <see cref="SnapshotInfo.Index"/>. Call between applies.</summary>
+    /// <returns>The snapshot, with its file manifest for streaming.</returns>
+    public SnapshotInfo TakeSnapshot()
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            EnsureFreeSpace(force: true);
+            try
+            {
+                var (ok, token) = _store.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
+                if (!ok) throw new SkiffException(ErrorKind.StorageError, $"a checkpoint of {_dir} is already in progress");
+                _store.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
+                var files = BuildManifest(token);
+                // FASTER writes some checkpoint metadata with plain buffered writes and never syncs directories;
+                // sync the checkpoint's files and directories so the snapshot survives power loss before the log
+                // is compacted behind it.
+                foreach (var (rel, _) in files)
+                {
+                    if (!rel.StartsWith("checkpoints", StringComparison.Ordinal)) continue;
+                    var full = Path.Combine(_dir, rel);
+                    using var h = File.OpenHandle(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    StorageIo.Fdatasync(h, full);
+                }
+                foreach (var d in Directory.EnumerateDirectories(Path.Combine(_dir, "checkpoints"), "*", SearchOption.AllDirectories))
+                    StorageIo.FsyncDirectory(d);
+                StorageIo.FsyncDirectory(_dir);
+                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, token, files);
+                return LatestSnapshot;
+            }
+            catch (Exception e) when (e is not SkiffException)
+            {
+                if (e is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, e);
+                throw new SkiffException(ErrorKind.StorageError, $"checkpoint of {_dir} failed: {e.Message}", e);
+            }
+        }
+    }
+
+    /// <summary>The files of checkpoint <paramref name="token"/>: its own directories, and the hybrid log and object
+    /// log segments with their current lengths. Bytes below the checkpoint's final address never change afterwards
+    /// (later writes go to higher addresses), and bytes beyond it are ignored when recovering from it, so the
+    /// lengths may include later data harmlessly.</summary>
+    private List<(string, long)> BuildManifest(Guid token)
+    {
+        var tokenText = token.ToString();
+        var files = new List<(string, long)>();
+        foreach (var path in Directory.EnumerateFiles(_dir, "*", SearchOption.AllDirectories))
+        {
+            var rel = Path.GetRelativePath(_dir, path);
+            bool isCheckpoint = rel.StartsWith("checkpoints" + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+            bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal);
+            if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && isData))
+                files.Add((rel, new FileInfo(path).Length));
+        }
+        files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+        return files;
+    }
+
+    /// <summary>Opens a reader that streams <paramref name="snapshot"/> as one byte stream (header, files,
+    /// checksum), to be sent in chunks and fed to <see cref="BeginInstall"/> on another node. All files are opened
+    /// now, so a later checkpoint deleting them does not break the stream.</summary>
+    /// <param name="snapshot">A snapshot returned by <see cref="TakeSnapshot"/>.</param>
+    /// <returns>The reader; dispose it when done.</returns>
+    public SnapshotReader OpenSnapshotReader(SnapshotInfo snapshot)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return new SnapshotReader(_dir, snapshot);
+        }
+    }
+
+    /// <summary>Starts installing a snapshot received from the leader: bytes go to a staging directory; on
+    /// <see cref="SnapshotInstaller.Complete"/> they are verified, synced and swapped in atomically, and this state
+    /// machine reloads from them.</summary>
+    /// <returns>The installer.</returns>
+    public SnapshotInstaller BeginInstall()
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return new SnapshotInstaller(this, _dir);
+        }
+    }
+
+    /// <summary>Called by the installer once the staging directory is complete and durable: closes the store,
+    /// swaps the directories, reopens.</summary>
+    internal void SwapIn(Action swap)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            DisposeStore();
+            swap();
+            AppliedIndex = 0;
+            AppliedTerm = 0;
+            Load();
+        }
+    }
+
+    /// <summary>Throws <see cref="ErrorKind.StorageError"/> if the disk holding the store is nearly full (checked
+    /// at most every 20 ms unless forced).</summary>
+    private void EnsureFreeSpace(bool force)
+    {
+        long now = Environment.TickCount64;
+        if (!force && now < _nextSpaceCheck) return;
+        _nextSpaceCheck = now + 20;
+        long free;
+        try
+        {
+            free = new DriveInfo(_dir).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return; // cannot tell; let the write itself fail if it must
+        }
+        long min = _options.EffectiveMinFreeDiskBytes;
+        if (free < min)
+        {
+            _nextSpaceCheck = 0; // check again next time
+            throw new SkiffException(ErrorKind.StorageError,
+                $"disk full: {free} bytes free under {_dir}, the key-value store needs at least {min} to write safely");
+        }
+    }
+
+    private static bool Reserved(string key) => key.StartsWith(ReservedPrefix, StringComparison.Ordinal);
+
+    private CommandResult PutUnlocked(string key, byte[] value)
+    {
+        var v = value;
+        _session.Upsert(ref key, ref v);
+        _index.Add(key);
+        return CommandResult.Done;
+    }
+
+    private CommandResult DeleteUnlocked(string key)
+    {
+        _session.Delete(ref key);
+        _index.Remove(key);
+        return CommandResult.Done;
+    }
+
+    private CommandResult CasUnlocked(string key, Microsoft.FSharp.Core.FSharpOption<byte[]>? expected, Microsoft.FSharp.Core.FSharpOption<byte[]>? next)
+    {
+        var current = ReadUnlocked(key);
+        var want = expected?.Value;
+        bool match = want is null ? current is null : current is not null && current.AsSpan().SequenceEqual(want);
+        if (!match) return CommandResult.NewSwapped(false);
+        if (next?.Value is { } n) PutUnlocked(key, n);
+        else DeleteUnlocked(key);
+        return CommandResult.NewSwapped(true);
+    }
+
+    private void SetAppliedUnlocked(long index, long term)
+    {
+        var v = new byte[16];
+        BinaryPrimitives.WriteInt64LittleEndian(v, index);
+        BinaryPrimitives.WriteInt64LittleEndian(v.AsSpan(8), term);
+        var k = AppliedKey;
+        _session.Upsert(ref k, ref v);
+        AppliedIndex = index;
+        AppliedTerm = term;
+    }
+
+    private byte[]? ReadUnlocked(string key)
+    {
+        var (status, output) = _session.Read(key);
+        if (status.IsPending)
+        {
+            _session.CompletePendingWithOutputs(out var outputs, wait: true);
+            using (outputs)
+            {
+                if (!outputs.Next())
+                    throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
+                status = outputs.Current.Status;
+                output = outputs.Current.Output;
+            }
+        }
+        if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"reading a key from {_dir} failed");
+        return status.Found ? output : null;
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed) throw new ObjectDisposedException(nameof(KvStateMachine));
+    }
+
+    private void DisposeStore()
+    {
+        _session?.Dispose();
+        _store?.Dispose();
+        _logDevice?.Dispose();
+        _objDevice?.Dispose();
+        _session = null!;
+        _store = null!;
+        _logDevice = null!;
+        _objDevice = null!;
+    }
+
+    /// <summary>Closes the store. Changes since the last snapshot are not kept: the log replays them.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            DisposeStore();
+        }
+    }
+
+    private sealed class StringSerializer : BinaryObjectSerializer<string>
+    {
+        public override void Serialize(ref string obj) => writer.Write(obj);
+        public override void Deserialize(out string obj) => obj = reader.ReadString();
+    }
+
+    private sealed class BytesSerializer : BinaryObjectSerializer<byte[]>
+    {
+        public override void Serialize(ref byte[] obj)
+        {
+            writer.Write(obj.Length);
+            writer.Write(obj);
+        }
+
+        public override void Deserialize(out byte[] obj)
+        {
+            int n = reader.ReadInt32();
+            obj = reader.ReadBytes(n);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+/// Helpers shared by the storage tests and the crash-writer child process.
+module Skiff.Integration.StorageSupport
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Threading
+open Skiff.Net.Storage
+
+/// Starts a process (never null: failure throws).
+let startProcess (psi: System.Diagnostics.ProcessStartInfo) : System.Diagnostics.Process =
+    match System.Diagnostics.Process.Start psi with
+    | null -> failwithf "could not start %s" psi.FileName
+    | p -> p
+
+/// A fresh directory under the temp dir; deleted when disposed.
+type TempDir(name: string) =
+    let path = Path.Combine(Path.GetTempPath(), sprintf "skiff-%s-%s" name (Guid.NewGuid().ToString("N")))
+    do Directory.CreateDirectory path |> ignore
+    member _.Path = path
+    member _.Sub(name: string) = Path.Combine(path, name)
+    interface IDisposable with
+        member _.Dispose() =
+            try Directory.Delete(path, true) with _ -> ()
+
+/// The payload of entry (index, term): an encoded put of key `k/<index % 100>` whose value starts with the index
+/// and term, then a deterministic filler of variable length, so a checker can recompute and recognise it.
+let payloadOf (index: int64) (term: int64) : byte[] =
+    let rng = Random(int (index * 7919L + term * 104729L))
+    let value = Array.zeroCreate<byte> (16 + rng.Next(0, 200))
+    rng.NextBytes value
+    BitConverter.TryWriteBytes(Span(value, 0, 8), index) |> ignore
+    BitConverter.TryWriteBytes(Span(value, 8, 8), term) |> ignore
+    Skiff.Core.CommandCodec.encode (Skiff.Core.Command.Put(sprintf "k/%d" (index % 100L), value))
+
+/// The (index, term) a value written by `payloadOf` carries.
+let originOf (value: byte[]) = BitConverter.ToInt64(value, 0), BitConverter.ToInt64(value, 8)
+
+let entry (index: int64) (term: int64) = LogEntry(index, term, payloadOf index term)
+
+let entries (first: int64) (last: int64) (term: int64) : IReadOnlyList<LogEntry> =
+    [| for i in first .. last -> entry i term |] :> IReadOnlyList<LogEntry>
+
+let append (log: RaftLog) (es: IReadOnlyList<LogEntry>) = log.AppendAsync(es, CancellationToken.None).GetAwaiter().GetResult()
+
+let readAll (log: RaftLog) : LogEntry list =
+    if log.LastIndex < log.FirstIndex then []
+    else log.ReadAsync(log.FirstIndex, log.LastIndex).GetAwaiter().GetResult() |> List.ofSeq
+
+/// Finds `needle` in a file; returns its offset, or -1.
+let findInFile (path: string) (needle: byte[]) : int =
+    let hay = File.ReadAllBytes path
+    hay.AsSpan().IndexOf(ReadOnlySpan needle)
+
+/// Flips one byte of a file in place.
+let flipByte (path: string) (offset: int) =
+    use fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite)
+    fs.Position <- int64 offset
+    let b = fs.ReadByte()
+    fs.Position <- int64 offset
+    fs.WriteByte(byte (b ^^^ 0xFF))
+    fs.Flush true
+
+/// Small in-memory sizes for the crash tests' many opens.
+let smallOptions () =
+    NodeStorageOptions(
+        Log = RaftLogOptions(KeepTail = 50L, MemorySizeBits = 22, PageSizeBits = 18),
+        Kv = KvOptions(IndexSizeBytes = (1L <<< 18), MemorySizeBits = 22, PageSizeBits = 18))
