@@ -69,6 +69,12 @@ module Election =
         let reply granted (term: Term) (s: State) =
             State.send from (Message.VoteReply { Term = term; Granted = granted; PreVote = m.PreVote }) s
         if m.Term < s.Term then reply false s.Term s
+        // A candidate that is not a voter in our newest configuration (removed, or never added) gets no vote and
+        // does not move our term, as in hashicorp/raft: otherwise a removed node that cannot know its removal
+        // committed keeps collecting votes it cannot use, and each grant restarts the voter's election timer, so
+        // the one electable node rarely campaigns (simulation finding 6). A node that has joined no cluster yet
+        // (empty configuration) judges no one.
+        elif not s.Config.Members.IsEmpty && not (State.isVoterIn from s.Config) then reply false s.Term s
         elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
         else
             // A real vote request of a higher term moves us to that term; a pre-vote changes nothing.

@@ -237,22 +237,21 @@ module State =
         | (i, _) :: _ -> i
         | [] -> 0L
 
-    /// Whether `id` is a voter in the configuration in force.
-    let isVoter (id: NodeId) (s: State) : bool =
-        match Map.tryFind id s.Config.Members with
+    /// Whether `id` is a voter in configuration `c`.
+    let isVoterIn (id: NodeId) (c: Configuration) : bool =
+        match Map.tryFind id c.Members with
         | Some m -> m.Voter
         | None -> false
+
+    /// Whether `id` is a voter in the configuration in force.
+    let isVoter (id: NodeId) (s: State) : bool = isVoterIn id s.Config
 
     /// Whether this node may campaign: it is a voter in its newest configuration or in its committed one. The
     /// latter lets a node whose uncommitted configuration removes it still stand for election (as etcd, which
     /// applies configurations at commit): otherwise a cluster could stall when the only up-to-date log belongs
     /// to a node being removed, and the removal could never commit.
     let canCampaign (s: State) : bool =
-        let voterIn (c: Configuration) =
-            match Map.tryFind s.Id c.Members with
-            | Some m -> m.Voter
-            | None -> false
-        voterIn s.Config || voterIn (configAt s.Commit s)
+        isVoterIn s.Id s.Config || isVoterIn s.Id (configAt s.Commit s)
 
     /// The highest index this node may claim in a Send that has no persistence effect before it in its list:
     /// what is durable, and nothing while an installed snapshot may not be.

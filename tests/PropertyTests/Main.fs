@@ -6,6 +6,7 @@ open Expecto
 let private all: Test list =
     [
       // checker:begin
+      LinearizabilityTests.tests
       // checker:end
 
       // reducer:begin
@@ -21,9 +22,13 @@ let private all: Test list =
       // reducer:end
 
       // simulator:begin
+      Simulation.tests
       // simulator:end
     ]
 
 [<EntryPoint>]
 let main argv =
-    Skiff.Tests.TestMain.run argv (testList "PropertyTests" all)
+    match List.ofArray argv with
+    // `dotnet fsi build.fsx soak [count]`: run simulation schedules instead of the tests.
+    | "--soak" :: rest -> Simulation.soak (rest |> List.tryHead |> Option.map int)
+    | _ -> Skiff.Tests.TestMain.run argv (testList "PropertyTests" all)

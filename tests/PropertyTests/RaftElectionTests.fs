@@ -55,6 +55,14 @@ let tests =
               Expect.isGreaterThanOrEqual persist 0 "the vote is written again"
               Expect.isLessThan persist reply "before the reply (the first write may not be durable yet)"
           }
+          test "a candidate outside the voter's configuration gets no vote and does not move its term" {
+              let stranger = nid 9
+              for preVote in [ false; true ] do
+                  let s, effects = Raft.step (fresh n2) (vote stranger n2 5L 10L 3L preVote false)
+                  Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted)) [ false ] "refused"
+                  Expect.equal (Raft.term s) 0L "term unchanged"
+                  Expect.isNone (Raft.votedFor s) "no vote recorded"
+          }
           test "pre-vote does not raise the term" {
               let s, effects = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L true false)
               Expect.equal (Raft.term s) 0L "term unchanged"

@@ -1,0 +1,244 @@
+namespace Skiff.Core
+
+open System.Collections.Generic
+
+/// A log as the simulator keeps it for one node: a contiguous run of entries after a base (the snapshot point).
+/// The simulator keeps two per node: the durable log (what storage holds) and the written log (what the reducer
+/// has asked to store so far, durable or not), which mirrors the reducer's in-memory log.
+type LogStore() =
+    let entries = ResizeArray<Entry>()
+    let mutable baseIndex = 0L
+    let mutable baseTerm = 0L
+
+    /// The index just before the first entry (the snapshot index; 0 for a log that was never compacted).
+    member _.BaseIndex = baseIndex
+    /// The term of the entry at BaseIndex.
+    member _.BaseTerm = baseTerm
+    /// The index of the last entry (BaseIndex if there are none).
+    member _.LastIndex = baseIndex + int64 entries.Count
+
+    /// The term of the entry at `index`, if this log knows it (BaseIndex counts).
+    member this.TermAt(index: LogIndex) : Term voption =
+        if index = baseIndex then ValueSome baseTerm
+        elif index > baseIndex && index <= this.LastIndex then ValueSome entries[int (index - baseIndex - 1L)].Term
+        else ValueNone
+
+    /// The entry at `index`, if held.
+    member this.EntryAt(index: LogIndex) : Entry voption =
+        if index > baseIndex && index <= this.LastIndex then ValueSome entries[int (index - baseIndex - 1L)]
+        else ValueNone
+
+    /// Entries [from, to] if all are held.
+    member this.Range(from: LogIndex, ``to``: LogIndex) : Entry list option =
+        if from <= baseIndex || ``to`` > this.LastIndex then None
+        else Some [ for i in from..``to`` -> entries[int (i - baseIndex - 1L)] ]
+
+    /// Every entry held, in order.
+    member _.Entries: Entry list = List.ofSeq entries
+
+    /// Writes entries: discards held entries at or after the first one's index, then appends. Entries at or before
+    /// BaseIndex are skipped (they are in the snapshot). Error if the entries are not contiguous or would leave a
+    /// gap after the last held entry.
+    member this.Write(batch: Entry list) : Result<unit, string> =
+        let batch = batch |> List.filter (fun e -> e.Index > baseIndex)
+        match batch with
+        | [] -> Ok()
+        | first :: _ ->
+            let contiguous = batch |> List.pairwise |> List.forall (fun (a, b) -> b.Index = a.Index + 1L)
+            if not contiguous then Error "entries to persist are not contiguous"
+            elif first.Index > this.LastIndex + 1L then
+                Error(sprintf "entries to persist start at %d, after a gap (last held entry %d)" first.Index this.LastIndex)
+            else
+                let keep = int (first.Index - baseIndex - 1L)
+                entries.RemoveRange(keep, entries.Count - keep)
+                entries.AddRange batch
+                Ok()
+
+    /// Drops entries up to and including `upTo`, which becomes the base; its term is taken from the log if held,
+    /// else `termIfUnknown`.
+    member this.Compact(upTo: LogIndex, termIfUnknown: Term) =
+        if upTo > baseIndex then
+            let term =
+                match this.TermAt upTo with
+                | ValueSome t -> t
+                | ValueNone -> termIfUnknown
+            let drop = int (min (upTo - baseIndex) (int64 entries.Count))
+            entries.RemoveRange(0, drop)
+            baseIndex <- upTo
+            baseTerm <- term
+
+    /// Empties the log and sets its base (after installing a snapshot).
+    member _.Reset(index: LogIndex, term: Term) =
+        entries.Clear()
+        baseIndex <- index
+        baseTerm <- term
+
+    /// Makes this log a copy of another.
+    member _.CopyFrom(other: LogStore) =
+        entries.Clear()
+        entries.AddRange other.Entries
+        baseIndex <- other.BaseIndex
+        baseTerm <- other.BaseTerm
+
+/// A broken safety or liveness property, with where in the run it was found.
+type Violation =
+    { /// The number of reducer steps taken when it was found.
+      Step: int64
+      /// The simulated tick.
+      Tick: int64
+      /// Which property: "election safety", "log matching", "leader completeness", "state machine safety",
+      /// "commit monotonicity", "acknowledged write lost", "linearizability", "liveness", "interpreter contract",
+      /// "reducer exception".
+      Property: string
+      /// What exactly went wrong.
+      Description: string }
+
+    /// One line (or a few) for logs and test failures.
+    override this.ToString() =
+        sprintf "%s violated at step %d (tick %d): %s" this.Property this.Step this.Tick this.Description
+
+/// The Raft safety properties, checked incrementally as the simulator observes the cluster. The first violation
+/// is kept in `Violation`; later observations do not overwrite it.
+type Invariants() =
+    let leaders = Dictionary<Term, string>()
+    let committed = Dictionary<LogIndex, struct (Term * Term)>() // index -> (entry term, term it was committed in)
+    let mutable maxCommitted = 0L
+    let written = Dictionary<struct (LogIndex * Term), struct (Payload * Term voption)>()
+    let applied = Dictionary<LogIndex, struct (Entry * string)>()
+    let stateAt = Dictionary<LogIndex, KvModel.Store>()
+    let acknowledged = Dictionary<LogIndex, Term>()
+    let mutable violation: Violation option = None
+
+    /// The reducer step count and tick, maintained by the simulator for violation reports.
+    member val Step = 0L with get, set
+    /// The current tick.
+    member val Tick = 0L with get, set
+
+    /// The first violation found, if any.
+    member _.Violation = violation
+
+    /// Records a violation (only the first one is kept).
+    member this.Fail(property: string, description: string) =
+        if violation.IsNone then
+            violation <- Some { Step = this.Step; Tick = this.Tick; Property = property; Description = description }
+
+    /// The highest index known committed anywhere.
+    member _.MaxCommitted = maxCommitted
+
+    /// Election safety: at most one leader per term, over the whole run.
+    member this.ObserveLeader(node: string, term: Term) =
+        match leaders.TryGetValue term with
+        | true, other when other <> node ->
+            this.Fail("election safety", sprintf "%s and %s are both leaders of term %d" other node term)
+        | true, _ -> ()
+        | _ -> leaders[term] <- node
+
+    /// Leader completeness, checked when a node becomes leader: it must hold every entry committed in an earlier
+    /// term (entries at or before its snapshot point are covered by the snapshot checks).
+    member this.CheckNewLeader(node: string, term: Term, log: LogStore) =
+        let mutable i = log.BaseIndex + 1L
+        while i <= maxCommitted && violation.IsNone do
+            match committed.TryGetValue i with
+            | true, struct (entryTerm, commitTerm) when commitTerm < term ->
+                match log.TermAt i with
+                | ValueSome t when t = entryTerm -> ()
+                | found ->
+                    this.Fail(
+                        "leader completeness",
+                        sprintf "%s became leader of term %d without the entry committed at index %d (term %d, committed in term %d); its log has %s"
+                            node term i entryTerm commitTerm
+                            (match found with ValueSome t -> sprintf "term %d there" t | ValueNone -> "nothing there")
+                    )
+            | _ -> ()
+            i <- i + 1L
+
+    /// A node's commit index rose from `from` to `upTo` while its term was `term`: records the newly committed
+    /// entries (as the node's log has them) and checks that no index is committed with two different terms, and
+    /// that current leaders of later terms hold them.
+    member this.ObserveCommit(node: string, term: Term, from: LogIndex, upTo: LogIndex, log: LogStore, leaderLogs: (string * Term * LogStore) list) =
+        let mutable i = from + 1L
+        while i <= upTo && violation.IsNone do
+            match log.TermAt i with
+            | ValueNone ->
+                if i > log.LastIndex then
+                    this.Fail("log matching", sprintf "%s's commit index %d is beyond its last entry %d" node upTo log.LastIndex)
+            | ValueSome t ->
+                match committed.TryGetValue i with
+                | true, struct (t0, c0) ->
+                    if t0 <> t then
+                        this.Fail("state machine safety", sprintf "index %d committed with term %d and, on %s, with term %d" i t0 node t)
+                    elif term < c0 then committed[i] <- struct (t0, term)
+                | _ ->
+                    committed[i] <- struct (t, term)
+                    if i > maxCommitted then maxCommitted <- i
+                    for (leader, leaderTerm, leaderLog) in leaderLogs do
+                        if leaderTerm > term && i > leaderLog.BaseIndex && leaderLog.TermAt i <> ValueSome t then
+                            this.Fail("leader completeness", sprintf "index %d (term %d) committed on %s in term %d is missing from %s, leader of term %d" i t node term leader leaderTerm)
+            i <- i + 1L
+
+    /// Commit monotonicity within one node's lifetime.
+    member this.CheckCommitMonotone(node: string, before: LogIndex, after: LogIndex) =
+        if after < before then this.Fail("commit monotonicity", sprintf "%s's commit index went from %d back to %d" node before after)
+
+    /// Log matching: entries written with the same index and term must carry the same payload and follow the same
+    /// previous term, which by induction makes the logs identical up to there. `log` is the node's written log
+    /// after the write.
+    member this.ObserveWrite(node: string, batch: Entry list, log: LogStore) =
+        for e in batch do
+            if violation.IsNone && e.Index > log.BaseIndex then
+                let prev = log.TermAt(e.Index - 1L)
+                let key = struct (e.Index, e.Term)
+                match written.TryGetValue key with
+                | true, struct (payload, prevTerm) ->
+                    if payload <> e.Payload then
+                        this.Fail("log matching", sprintf "%s wrote a different entry at index %d term %d than another node" node e.Index e.Term)
+                    else
+                        match prevTerm, prev with
+                        | ValueSome a, ValueSome b when a <> b ->
+                            this.Fail("log matching", sprintf "%s holds index %d term %d after term %d, another node after term %d" node e.Index e.Term b a)
+                        | ValueNone, ValueSome _ -> written[key] <- struct (payload, prev)
+                        | _ -> ()
+                | _ -> written[key] <- struct (e.Payload, prev)
+
+    /// State machine safety: no two nodes apply different entries at one index, and the state after an index is
+    /// the same everywhere. Also checks that an acknowledged write is the one applied at its index.
+    member this.ObserveApply(node: string, entry: Entry, state: KvModel.Store) =
+        match applied.TryGetValue entry.Index with
+        | true, struct (other, who) ->
+            if other <> entry then
+                let show (e: Entry) =
+                    match e.Payload with
+                    | Payload.Noop -> sprintf "term %d no-op" e.Term
+                    | Payload.Config c -> sprintf "term %d configuration of %d members" e.Term c.Members.Count
+                    | Payload.Command bytes ->
+                        match CommandCodec.decodeArray bytes with
+                        | Ok c -> sprintf "term %d %A" e.Term c
+                        | Error _ -> sprintf "term %d undecodable command" e.Term
+                this.Fail("state machine safety", sprintf "%s applied %s at index %d but %s applied %s" node (show entry) entry.Index who (show other))
+        | _ -> applied[entry.Index] <- struct (entry, node)
+        this.ObserveState(node, entry.Index, state)
+        match acknowledged.TryGetValue entry.Index with
+        | true, term when term <> entry.Term ->
+            this.Fail("acknowledged write lost", sprintf "the write acknowledged at index %d term %d was replaced: %s applied term %d there" entry.Index term node entry.Term)
+        | _ -> ()
+
+    /// The state machine contents after applying up to `index` (after applying, or from a snapshot) must be the
+    /// same on every node.
+    member this.ObserveState(node: string, index: LogIndex, state: KvModel.Store) =
+        if index > 0L then
+            match stateAt.TryGetValue index with
+            | true, other ->
+                if not (KvModel.same other state) then
+                    this.Fail("state machine safety", sprintf "%s's state machine at index %d differs from another node's" node index)
+            | _ -> stateAt[index] <- state
+
+    /// A client was told its write took effect at this index and term.
+    member this.ObserveAcknowledged(index: LogIndex, term: Term) =
+        acknowledged[index] <- term
+        match applied.TryGetValue index with
+        | true, struct (e, who) when e.Term <> term ->
+            this.Fail("acknowledged write lost", sprintf "a write was acknowledged at index %d term %d but %s applied term %d there" index term who e.Term)
+        | _ -> ()
+
+    /// The highest acknowledged index (0 if none).
+    member _.MaxAcknowledged = if acknowledged.Count = 0 then 0L else Seq.max acknowledged.Keys

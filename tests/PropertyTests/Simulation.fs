@@ -1,0 +1,311 @@
+/// The simulation properties: random fault schedules against the real reducer (safety invariants after every step,
+/// liveness after healing, linearizability of the client history), the broken variants that prove the properties
+/// have teeth, a replay hook and the soak mode.
+///
+/// Replaying: every failure prints `SKIFF_SCHEDULE='seed=... nodes=... [...]'`; run the tests with that variable
+/// set to replay exactly that schedule with a trace. `SKIFF_SEED=n` fixes FsCheck's seed for the random tests.
+module Skiff.PropertyTests.Simulation
+
+open System
+open System.Diagnostics
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Skiff.Core
+open Skiff.Core.Simulator
+open Skiff.PropertyTests.SimulationSupport
+
+/// The settings every simulation test uses.
+let settings = Simulator.defaultSettings
+
+/// The real reducer with simulation-friendly options.
+let reducer = Simulator.raft Simulator.simulationOptions
+
+/// Faults per schedule in the default run.
+let maxSteps = 12
+
+let private report (result: RunResult) =
+    sprintf "%s\nreplay with: SKIFF_SCHEDULE='%s'" (Simulator.describe result) (Schedule.format result.Schedule)
+
+let private runOne (schedule: Schedule) = Simulator.run reducer settings schedule
+
+/// FsCheck's seed: SKIFF_SEED if set, else fresh.
+let private fsCheckSeed () =
+    match Environment.GetEnvironmentVariable "SKIFF_SEED" with
+    | null
+    | "" -> uint64 (Random.Shared.NextInt64()) 
+    | s -> UInt64.Parse s
+
+/// `count` random schedules of up to `steps` faults on clusters of `nodes`, shrinking any failure.
+let private randomSchedulesWith (reducer: Reducer<State>) (name: string) (steps: int) (nodes: int) (count: int) =
+    testCase name <| fun () ->
+        let seed = fsCheckSeed ()
+        let watch = Stopwatch.StartNew()
+        let arb =
+            Arb.fromGenShrink (
+                genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
+                shrinkSchedule
+            )
+        let mutable last = None
+        let mutable total = []
+        let property =
+            Prop.forAll arb (fun schedule ->
+                let result = Simulator.run reducer settings schedule
+                total <- result.Stats :: total
+                match result.Violation with
+                | Some _ ->
+                    last <- Some result
+                    failwith (report result)
+                | None -> ())
+        let config = Config.QuickThrowOnFailure.WithMaxTest(count).WithQuietOnSuccess(true).WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
+        try
+            Check.One(config, property)
+            let sum f = total |> List.sumBy f
+            printfn
+                "%s: %d schedules in %.1f s (%.0f/s, SKIFF_SEED=%d): %d ops returned, %d timed out, %d crashes, %d snapshots installed, %d membership changes, leader after heal <= %d ticks, converged <= %d ticks, %d histories too hard to check"
+                name count watch.Elapsed.TotalSeconds (float count / watch.Elapsed.TotalSeconds) seed
+                (sum (fun s -> s.Completed)) (sum (fun s -> s.TimedOut)) (sum (fun s -> s.Crashes)) (sum (fun s -> s.SnapshotsInstalled))
+                (sum (fun s -> s.ConfigChanges)) (total |> List.map (fun s -> s.LeaderAfterHeal) |> List.max)
+                (total |> List.map (fun s -> s.ConvergedAfterHeal) |> List.max)
+                (total |> List.filter (fun s -> s.Unchecked) |> List.length)
+        with e ->
+            let shrunk = match last with Some r -> report r | None -> ""
+            failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
+
+let private randomSchedules = randomSchedulesWith reducer
+
+/// The reducer without Pre-Vote and CheckQuorum (both optional in Options).
+let plainReducer = Simulator.raft { Simulator.simulationOptions with PreVote = false; CheckQuorum = false }
+
+/// Runs schedules drawn from a fixed seed until the variant violates a property on a schedule that the real
+/// reducer passes (so a known bug of the real reducer never counts as catching the variant); the number of
+/// schedules tried and the variant's failing run, or None.
+let findViolation (run: Settings -> Schedule -> RunResult) (seed: uint64) (budget: int) : (int * RunResult) option =
+    sampleSchedules maxSteps seed budget
+    |> Seq.mapi (fun i s -> i + 1, s)
+    |> Seq.tryPick (fun (i, s) ->
+        let r = run settings s
+        match r.Violation with
+        // Liveness failures are left to the main properties: a liveness bug of the real reducer strikes variants
+        // at random (their runs diverge), which would prove nothing about the variant.
+        | Some v when v.Property <> "liveness" && (runOne s).Violation.IsNone -> Some(i, r)
+        | _ -> None)
+
+/// The budget of schedules within which each broken variant must be caught.
+let variantBudget = 1000
+
+let private variantTests =
+    variants Simulator.simulationOptions
+    |> List.map (fun v ->
+        testCase (sprintf "broken variant is caught: %s" v.Name) <| fun () ->
+            match findViolation v.Run 20261126UL variantBudget with
+            | Some(n, r) -> printfn "variant %-36s caught after %3d schedules: %s" v.Name n (string r.Violation.Value)
+            | None -> failtestf "variant %s survived %d schedules" v.Name variantBudget)
+
+let private replayTest =
+    testCase "replay SKIFF_SCHEDULE" <| fun () ->
+        match Environment.GetEnvironmentVariable "SKIFF_SCHEDULE" with
+        | null
+        | "" -> ()
+        | text ->
+            let schedule = Schedule.parse text
+            // SKIFF_PLAIN=1: replay against the reducer without Pre-Vote and CheckQuorum.
+            let chosen = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
+            let runOne s = Simulator.run chosen settings s
+            // SKIFF_SHRINK=1: first shrink the schedule greedily, keeping the same violated property.
+            let schedule =
+                if Environment.GetEnvironmentVariable "SKIFF_SHRINK" <> "1" then schedule
+                else
+                    match (runOne schedule).Violation with
+                    | None -> schedule
+                    | Some v ->
+                        let fails s = match (runOne s).Violation with Some w -> w.Property = v.Property | None -> false
+                        let rec go s =
+                            match shrinkSchedule s |> Seq.tryFind fails with
+                            | Some smaller -> go smaller
+                            | None -> s
+                        let shrunk = go schedule
+                        printfn "shrunk to: %s" (Schedule.format shrunk)
+                        shrunk
+            // SKIFF_LIVENESS=leaderTicks,convergeTicks: other liveness bounds for this replay.
+            let settings =
+                match Environment.GetEnvironmentVariable "SKIFF_LIVENESS" with
+                | null
+                | "" -> settings
+                | text ->
+                    let parts = text.Split ','
+                    { settings with LeaderTicks = int parts[0]; LivenessTicks = int parts[1] }
+            let result = Simulator.run chosen { settings with Trace = true } schedule
+            result.Trace |> List.iter (printfn "%s")
+            printfn "%s" (report result)
+            match result.Violation with
+            | Some v -> failtestf "%s" (string v)
+            | None -> ()
+
+/// Schedules that once exposed reducer bugs (docs/simulation-findings.md): each must now run clean. A reducer
+/// change can make one of them miss its bug, which is why the random properties stay the main check.
+let knownSchedules =
+    [ "lost append never retransmitted (fixed)", "seed=6657205885649986441 nodes=3 [39 delay:5; 38 remove:0; 11 heal; 35 restart:0; 12 loss:8]"
+      "self-removing leader deadlock", "seed=8484249247677838234 nodes=3 [8 remove:2; 35 remove:1; 0 partition:0,2]"
+      "self-removing leader deadlock, 2", "seed=457560588692552006 nodes=3 [14 remove:2; 14 isolate:3; 0 remove:1]"
+      "follower acknowledges entries not yet durable", "seed=1325808645824456204 nodes=5 [31 partition:1,3; 5 disk:4; 32 restart:0; 3 heal; 10 isolate:1; 9 heal; 20 crash:4]"
+      "term before a retained log tail (interpreter)", "seed=7583193944569575695 nodes=3 [23 heal; 6 restart:0; 10 loss:25; 17 isolate:1; 12 restart:2; 37 crash:0; 0 crash:2]"
+      "duplicated snapshot offer installed again", "seed=1879071196373808932 nodes=3 [27 oneway:0>0; 28 restart:1; 24 disk:4; 24 dup:18; 5 add]"
+      "duplicated snapshot offer installed again, 2", "seed=1211128565561048433 nodes=5 [30 partition:0,2,3; 8 isolate:1; 31 disk:4; 20 heal]"
+      "duplicated snapshot offer strands a follower",
+      "seed=9079812377582878207 nodes=3 [10 heal; 22 partition:; 29 add; 18 isolate:2; 8 crash:2; 36 partition:1,2; 38 crash:1; 28 partition:1,2; 23 crash:0; 8 crash:0; 10 transfer:0; 0 restart:1; 17 heal; 29 delay:5; 3 loss:4; 33 crash:1; 7 restart:1; 7 heal; 1 heal; 9 restart:0; 32 partition:0,1; 34 transfer:2; 37 remove:0; 7 partition:1,2; 36 restart:1; 12 heal; 2 restart:0; 16 dup:14; 3 disk:4; 2 crash:1; 7 crash:0]"
+      "slow election, stale-log majority (3 nodes)", "seed=4292461891479662373 nodes=3 [4 crash:1; 23 dup:21; 12 isolate:1; 6 restart:2; 3 disk:0; 2 partition:1,2; 2 remove:0; 4 delay:4; 7 partition:0; 40 remove:0]"
+      "slow election, stale-log majority (5 nodes)", "seed=9000603822582088797 nodes=5 [5 add; 23 heal; 10 partition:2,3; 9 crash:4; 16 heal; 33 heal; 8 delay:3; 9 heal; 9 remove:4; 2 remove:4; 31 add; 1 partition:2,3,4]" ]
+
+/// Known schedules for the reducer without Pre-Vote and CheckQuorum.
+let knownPlainSchedules =
+    [ "no Pre-Vote: removed node collects votes it cannot use",
+      "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]" ]
+
+let private regressions =
+    (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
+    @ (knownPlainSchedules |> List.map (fun (n, t) -> n, t, plainReducer))
+    |> List.map (fun (name, text, reducer) ->
+        testCase (sprintf "known schedule: %s" name) <| fun () ->
+            let r = Simulator.run reducer settings (Schedule.parse text)
+            match r.Violation with
+            | Some _ -> failtestf "%s" (report r)
+            | None -> ())
+
+let private determinism =
+    testCase "same schedule, same run" <| fun () ->
+        // Bit for bit: the full trace (every event and effect of every node) and the client history agree.
+        for s in sampleSchedules maxSteps 7UL 5 do
+            let traced = { settings with Trace = true }
+            let a = Simulator.run reducer traced s
+            let b = Simulator.run reducer traced s
+            Expect.isGreaterThan a.Trace.Length 100 "the trace records the run"
+            Expect.equal a.Trace b.Trace (Schedule.format s)
+            Expect.equal a.History b.History (Schedule.format s)
+            Expect.equal (a.Stats, a.Violation) (b.Stats, b.Violation) (Schedule.format s)
+
+let private components =
+    testList
+        "simulator parts"
+        [ testCase "KV model: put, delete, compare-and-swap" <| fun () ->
+              let b (s: string) = Text.Encoding.ASCII.GetBytes s
+              let s, r = KvModel.apply KvModel.empty (Command.CompareAndSwap("k", None, Some(b "1")))
+              Expect.equal r (CommandResult.Swapped true) "absent matches None"
+              let s, r = KvModel.apply s (Command.CompareAndSwap("k", Some(b "2"), Some(b "3")))
+              Expect.equal r (CommandResult.Swapped false) "mismatch"
+              Expect.equal (KvModel.get s "k") (Some(b "1")) "unchanged"
+              let s, _ = KvModel.apply s (Command.CompareAndSwap("k", Some(b "1"), None))
+              Expect.equal (KvModel.get s "k") None "swap to None deletes"
+              let s, r = KvModel.apply s (Command.Put("k", b "4"))
+              Expect.equal r CommandResult.Done "put"
+              let s, _ = KvModel.apply s (Command.Delete "k")
+              Expect.isTrue (KvModel.same s KvModel.empty) "delete"
+          testCase "log store: write truncates, compaction keeps the tail" <| fun () ->
+              let e i t = { Index = i; Term = t; Payload = Payload.Noop }
+              let log = LogStore()
+              Expect.equal (log.Write [ e 1L 1L; e 2L 1L; e 3L 1L ]) (Ok()) "append"
+              Expect.equal (log.Write [ e 2L 2L ]) (Ok()) "overwrite"
+              Expect.equal log.LastIndex 2L "truncated"
+              Expect.equal (log.TermAt 2L) (ValueSome 2L) "new term"
+              Expect.isError (log.Write [ e 4L 2L ]) "gap refused"
+              log.Compact(1L, 0L)
+              Expect.equal (log.BaseIndex, log.BaseTerm, log.LastIndex) (1L, 1L, 2L) "compacted to 1"
+              Expect.equal (log.Range(2L, 2L)) (Some [ e 2L 2L ]) "tail kept"
+              Expect.equal (log.Range(1L, 2L)) None "compacted entries are gone"
+          testCase "network: a partition drops, healing restores" <| fun () ->
+              let net = Network(Prng 1UL)
+              let a, b = Simulator.nodeId 0, Simulator.nodeId 1
+              let env = { From = a; To = b; Message = Message.TimeoutNow 1L }
+              net.Block(a, b)
+              net.Send(0L, env, None)
+              Expect.isNone (net.TryReceive 10L) "cut"
+              net.HealAll()
+              net.Send(10L, env, None)
+              Expect.isSome (net.TryReceive 11L) "delivered" ]
+
+let private scheduleText =
+    testCase "schedules print and parse back" <| fun () ->
+        for s in sampleSchedules maxSteps 11UL 50 do
+            Expect.equal (Schedule.parse (Schedule.format s)) s "round trip"
+
+let private quietCluster =
+    testCase "a fault-free cluster elects a leader, serves clients and converges" <| fun () ->
+        for nodes in [ 3; 5 ] do
+            let r = runOne { Seed = 1UL; Nodes = nodes; Steps = [ { After = 100; Fault = Fault.Heal } ] }
+            Expect.isNone r.Violation (report r)
+            Expect.isGreaterThan r.Stats.Completed 20 (sprintf "clients got answers: %A" r.Stats)
+
+/// Every simulation test.
+let tests: Test =
+    testList
+        "simulation"
+        [ components
+          scheduleText
+          determinism
+          quietCluster
+          replayTest
+          yield! regressions
+          randomSchedules "random schedules, 3 nodes" maxSteps 3 3000
+          randomSchedules "random schedules, 5 nodes" maxSteps 5 3000
+          randomSchedules "random long schedules, 3 nodes" 40 3 500
+          randomSchedules "random long schedules, 5 nodes" 40 5 500
+          randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 3 nodes" maxSteps 3 500
+          randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 5 nodes" maxSteps 5 500
+          yield! variantTests ]
+
+/// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
+/// first violation with its replay line. Returns the exit code.
+let soak (count: int option) : int =
+    let seed = fsCheckSeed ()
+    printfn "soak: seed %d, %s" seed (match count with Some n -> sprintf "%d schedules" n | None -> "until stopped")
+    let watch = Stopwatch.StartNew()
+    let mutable lastPrint = 0.0
+    let mutable ran = 0
+    let mutable failure = None
+    let mutable batch = 0UL
+    // SKIFF_SOAK_ALL=1: print every violation and keep going (for triage), instead of stopping at the first.
+    let keepGoing = Environment.GetEnvironmentVariable "SKIFF_SOAK_ALL" = "1"
+    // SKIFF_SOAK_EXCLUDE=disk,remove: leave these kinds of fault out (to look past a known bug while triaging).
+    let excluded =
+        match Environment.GetEnvironmentVariable "SKIFF_SOAK_EXCLUDE" with
+        | null -> Set.empty
+        | text -> text.Split(',', StringSplitOptions.RemoveEmptyEntries) |> Set.ofArray
+    // SKIFF_SOAK_STEPS=n: schedules of up to n faults (default: as the tests).
+    let steps =
+        match Environment.GetEnvironmentVariable "SKIFF_SOAK_STEPS" with
+        | null
+        | "" -> maxSteps
+        | n -> int n
+    // SKIFF_PLAIN=1: the reducer without Pre-Vote and CheckQuorum.
+    let soakReducer = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
+    let keep (step: ScheduleStep) = not (excluded.Contains((ScheduleText.fault step.Fault).Split(':')[0]))
+    let mutable violations = 0
+    while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
+        let size = match count with Some n -> min 100 (n - ran) | None -> 100
+        for s in sampleSchedules steps (seed + batch) size do
+            let s = { s with Steps = List.filter keep s.Steps }
+            if failure.IsNone then
+                let r = Simulator.run soakReducer settings s
+                ran <- ran + 1
+                match r.Violation with
+                | Some v when keepGoing ->
+                    violations <- violations + 1
+                    printfn "soak: %s | %s" (Schedule.format s) (string v)
+                | Some _ -> failure <- Some r
+                | None -> ()
+        batch <- batch + 1UL
+        let t = watch.Elapsed.TotalSeconds
+        if t - lastPrint >= 10.0 then
+            lastPrint <- t
+            printfn "soak: %d schedules in %.0f s (%.1f/s)" ran t (float ran / t)
+    printfn "soak: %d schedules in %.0f s (%.1f/s)" ran watch.Elapsed.TotalSeconds (float ran / watch.Elapsed.TotalSeconds)
+    match failure with
+    | None when violations > 0 ->
+        printfn "soak: %d violations" violations
+        1
+    | Some r ->
+        printfn "soak: VIOLATION\n%s" (report r)
+        1
+    | None ->
+        printfn "soak: no violation"
+        0
