@@ -8,7 +8,7 @@
 //   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
 //   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
 //                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
-//   --systems a,b         etcd,dotnext (skiff once its adapter exists)
+//   --systems a,b         skiff,etcd,dotnext (the default)
 //   --clients 1,16,...    write points (default 1,16,64,256)      --read-clients N (default 64)
 //   --skip-reads --skip-failover --no-report
 //   --recovery-keys N     load N keys, SIGKILL a follower, time its restart until it serves them, and read the
@@ -109,13 +109,14 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                       $"warmup={o.Warmup.TotalSeconds}s systems={string.Join(',', o.Systems)} work={work.FullName}");
     if (o.Systems.Contains("dotnext") && !o.NoBuild)
         Repo.BuildDotNextNode(root);
+    if (o.Systems.Contains("skiff") && !o.NoBuild)
+        Repo.Build(root, Path.Combine("src", "Skiff.Cli"));
 
     var systems = o.Systems.Select(name => name switch
     {
         "etcd" => (IBenchSystem)new EtcdSystem(),
         "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
-        // TODO(#7): Skiff's adapter (Systems/SkiffSystem.cs) once `skiff serve` exists.
-        "skiff" => new SkiffSystem(),
+        "skiff" => new SkiffSystem(Repo.SkiffCliDll(root)),
         _ => throw new ArgumentException($"unknown system {name}"),
     }).ToList();
 
@@ -259,7 +260,7 @@ public sealed record Options
     public TimeSpan Settle { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan FailoverBefore { get; init; } = TimeSpan.FromSeconds(2);
     public TimeSpan FailoverAfter { get; init; } = TimeSpan.FromSeconds(2);
-    public string[] Systems { get; init; } = ["etcd", "dotnext"];
+    public string[] Systems { get; init; } = ["skiff", "etcd", "dotnext"];
     public int[] Clients { get; init; } = [1, 16, 64, 256];
     public int ReadClients { get; init; } = 64;
     public int RecoveryKeys { get; init; } = 1_000_000;
@@ -335,16 +336,21 @@ static class Repo
     public static string DotNextNodeDll(string root) =>
         Path.Combine(root, "bench", "peers", "dotnext", "bin", "Release", "net10.0", "DotNextNode.dll");
 
-    public static void BuildDotNextNode(string root)
+    public static string SkiffCliDll(string root) =>
+        Path.Combine(root, "src", "Skiff.Cli", "bin", "Release", "net10.0", "Skiff.Cli.dll");
+
+    public static void BuildDotNextNode(string root) => Build(root, Path.Combine("bench", "peers", "dotnext"));
+
+    public static void Build(string root, string project)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
-        foreach (var a in new[] { "build", Path.Combine("bench", "peers", "dotnext"), "-c", "Release", "-nologo", "-v", "q" })
+        foreach (var a in new[] { "build", project, "-c", "Release", "-nologo", "-v", "q" })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var output = p.StandardOutput.ReadToEndAsync();
         var error = p.StandardError.ReadToEndAsync();
         p.WaitForExit();
         if (p.ExitCode != 0)
-            throw new InvalidOperationException($"building bench/peers/dotnext failed:\n{output.Result}{error.Result}");
+            throw new InvalidOperationException($"building {project} failed:\n{output.Result}{error.Result}");
     }
 }

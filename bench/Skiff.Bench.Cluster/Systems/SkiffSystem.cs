@@ -1,34 +1,116 @@
+using System.Text;
+using Skiff.Net.Runtime;
+
 namespace Skiff.Bench.Cluster.Systems;
 
-// TODO(#7, Skiff adapter): Skiff plugs in here once the node runtime and `skiff serve` exist (other branches).
-// What it needs to do, mirroring EtcdSystem and DotNextSystem:
-//   StartAsync  - start three `skiff serve` processes with MemberProcesses.Start (the built Skiff.Cli dll under
-//                 `dotnet`, so the pid held is the node and Kill is a real SIGKILL), member i on spec.Members[i]
-//                 (127.0.0.1-127.0.0.3), data under Path.Combine(spec.WorkDir, "skiff", $"m{i}"), heartbeat
-//                 spec.HeartbeatMs and election spec.ElectionMs (the same timeouts as etcd); then wait until each
-//                 member answers ProbeAsync.
-//   ProbeAsync  - ask one member whether it is the leader and its term, with a short (200 ms) deadline.
-//   Client      - one thread-safe client per member (Skiff's own client library), taking many concurrent calls.
-//   IKvClient   - PutAsync returns once the write is committed and fsynced on a majority; GetAsync(lin: true)
-//                 is a linearizable read (ReadIndex), GetAsync(lin: false) a local read on that member; both say
-//                 whether the key exists. PutBatchAsync (optional: the default puts one by one) loads the
-//                 recovery point's keys in few requests.
-//   Kill / RestartAsync / ResidentBytes / MemberPids / StopAsync - delegate to MemberProcesses, as the peers do
-//                 (RestartAsync starts a killed member again on the same data: the recovery point times it).
-// It is already selectable (--systems skiff,etcd,dotnext); once it works, add "skiff" to the default of
-// Options.Systems in Program.cs. The report's Skiff/etcd and Skiff/DotNext ratio columns and the list of bars fill
-// in by themselves once results named "skiff" exist.
-public sealed class SkiffSystem : IBenchSystem
+/// <summary>
+/// Skiff: three `skiff serve` processes (the Release build of src/Skiff.Cli under `dotnet`, so the pid held is the
+/// node) on 127.0.0.1-127.0.0.3, the first starting the cluster and the other two joining through it, with the same
+/// heartbeat and election timeouts as etcd (--heartbeat-ms / --election-ms). Driven with SkiffGrpcClient, one per
+/// member (one gRPC channel each, many concurrent calls multiplexed over HTTP/2).
+/// </summary>
+public sealed class SkiffSystem(string cliDll) : IBenchSystem
 {
+    const int Port = 9471;
+    MemberProcesses? procs;
+    SkiffGrpcClient?[] clients = [];
+    string dataDir = "";
+
     public string Name => "skiff";
-    public string Describe(ClusterSpec spec) => "Skiff (adapter not written yet)";
-    public Task StartAsync(ClusterSpec spec, CancellationToken ct) =>
-        throw new NotSupportedException("Skiff's adapter is not written yet: see the TODO in Systems/SkiffSystem.cs");
-    public Task<Probe> ProbeAsync(int member, CancellationToken ct) => throw new NotSupportedException();
-    public IKvClient Client(int member) => throw new NotSupportedException();
-    public void Kill(int member) { }
-    public Task RestartAsync(int member, CancellationToken ct) => throw new NotSupportedException();
-    public long? ResidentBytes(int member) => null;
-    public IReadOnlyList<int> MemberPids => [];
-    public Task StopAsync() => Task.CompletedTask;
+
+    public string Describe(ClusterSpec spec) =>
+        $"Skiff {typeof(SkiffGrpcClient).Assembly.GetName().Version} (`skiff serve`, FASTER storage, gRPC over h2c), " +
+        $"heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs}-{2 * spec.ElectionMs} ms; linearizable reads " +
+        "by ReadIndex on the leader; a put is acknowledged once it is fsynced on a majority";
+
+    string[] Args(ClusterSpec spec, int i) =>
+    [
+        cliDll, "serve", "--dir", Path.Combine(dataDir, $"m{i}"), "--bind", spec.Members[i].ToString(),
+        "--port", Port.ToString(), "--heartbeat-ms", spec.HeartbeatMs.ToString(), "--election-ms", spec.ElectionMs.ToString(),
+        .. i == 0 ? Array.Empty<string>() : ["--join", spec.Members[0].ToString()],
+    ];
+
+    public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
+    {
+        if (!File.Exists(cliDll))
+            throw new FileNotFoundException($"the skiff CLI is not built: {cliDll}");
+        dataDir = Path.Combine(spec.WorkDir, "skiff");
+        procs = new MemberProcesses(spec.Members.Count, Path.Combine(dataDir, "logs"));
+        clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"])).ToArray<SkiffGrpcClient?>();
+        var env = new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
+
+        // The first member starts a cluster of itself; once it leads, the others join through it (one at a time,
+        // as membership changes are).
+        procs.Start(0, "dotnet", Args(spec, 0), env);
+        await Waiting.UntilAsync(async () => Alive(0) && (await ProbeAsync(0, ct)).IsLeader,
+            TimeSpan.FromSeconds(30), "the first skiff member to lead", ct);
+        for (int i = 1; i < spec.Members.Count; i++)
+        {
+            procs.Start(i, "dotnet", Args(spec, i), env);
+            var n = i + 1;
+            await Waiting.UntilAsync(async () =>
+            {
+                Alive(i);
+                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                cts.CancelAfter(500);
+                var s = await clients[i]!.ClusterStatusAsync(cts.Token);
+                return s.Members.Count(m => m.Voter) >= n && s.LeaderId.Length > 0;
+            }, TimeSpan.FromSeconds(45), $"skiff member {i} to join", ct);
+        }
+        await Waiting.UntilAsync(async () =>
+        {
+            var leaders = 0;
+            for (int i = 0; i < spec.Members.Count; i++)
+            {
+                Alive(i);
+                if ((await ProbeAsync(i, ct)).IsLeader) leaders++;
+            }
+            return leaders == 1;
+        }, TimeSpan.FromSeconds(30), "skiff members to answer with one leader", ct);
+    }
+
+    bool Alive(int i) => procs!.IsAlive(i) ? true : throw new InvalidOperationException($"skiff member {i} exited:\n{procs.Tail(i)}");
+
+    public async Task<Probe> ProbeAsync(int member, CancellationToken ct)
+    {
+        var c = clients[member] ?? throw new InvalidOperationException("member is down");
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(200);
+        var s = await c.ClusterStatusAsync(cts.Token);
+        return new Probe(s.LeaderId.Length > 0 && s.LeaderId == s.Id, s.Term);
+    }
+
+    public IKvClient Client(int member) =>
+        new SkiffKv(clients[member] ?? throw new InvalidOperationException("member is down"));
+
+    public void Kill(int member) => procs?.Kill(member);
+
+    public Task RestartAsync(int member, CancellationToken ct)
+    {
+        // The same command line: a data directory that already knows its cluster does not join again.
+        procs!.Restart(member);
+        return Task.CompletedTask;
+    }
+
+    public long? ResidentBytes(int member) => procs?.ResidentBytes(member);
+
+    public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
+
+    public Task StopAsync()
+    {
+        procs?.KillAll();
+        foreach (var c in clients) c?.Dispose();
+        clients = [];
+        Waiting.DeleteQuietly(dataDir);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Keys are 16 ASCII characters (Keys.Make), so Skiff's string keys carry them as they are.</summary>
+    sealed class SkiffKv(SkiffGrpcClient c) : IKvClient
+    {
+        public Task PutAsync(byte[] key, byte[] value, CancellationToken ct) => c.InsertAsync(Encoding.ASCII.GetString(key), value, ct);
+
+        public async Task<bool> GetAsync(byte[] key, bool linearizable, CancellationToken ct) =>
+            await c.GetAsync(Encoding.ASCII.GetString(key), linearizable ? ReadConsistency.Linearizable : ReadConsistency.Stale, ct) != null;
+    }
 }
