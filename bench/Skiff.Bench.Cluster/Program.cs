@@ -4,7 +4,7 @@
 // Prints one line per measurement, then the medians; writes docs/benchmarks.md (its cluster section) and PNG charts.
 //
 //   dotnet run --project bench/Skiff.Bench.Cluster -c Release -- [--quick] [options]
-//   --quick               one repetition, 3 s points, 0.5 s warm-up, 3 s settle (the smoke-test mode)
+//   --quick               one repetition, 3 s points, 0.5 s warm-up, 6 s settle (the smoke-test mode)
 //   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
 //   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
 //                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
@@ -283,7 +283,7 @@ public sealed record Options
         var o = new Options { CommandLine = string.Join(' ', args) };
         if (args.Contains("--quick"))
             o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
-                         Settle = TimeSpan.FromSeconds(3), RecoveryKeys = 0,
+                         Settle = TimeSpan.FromSeconds(6), RecoveryKeys = 0,
                          FailoverBefore = TimeSpan.FromSeconds(1), FailoverAfter = TimeSpan.FromSeconds(1) };
         for (int i = 0; i < args.Length; i++)
         {
