@@ -68,7 +68,8 @@ let test (extra: string list) =
     let smoke = Stopwatch.StartNew()
     let harness = IO.Path.Combine(root, "bench", "Skiff.Bench.Cluster", "bin", "Release", "net10.0", "Skiff.Bench.Cluster.dll")
     let smokeCode =
-        run "timeout" [ "-k"; "10"; "600"; "dotnet"; harness; "--quick"; "--no-build"; "--docs"; "bench/results/smoke" ]
+        // SIGINT on timeout: the harness then stops its members (after a SIGTERM they were seen left running).
+        run "timeout" [ "-s"; "INT"; "-k"; "30"; "600"; "dotnet"; harness; "--quick"; "--no-build"; "--docs"; "bench/results/smoke" ]
     if smokeCode = 0 then
         printfn "bench smoke: passed in %.0f s" smoke.Elapsed.TotalSeconds
         passed <- passed + 1
