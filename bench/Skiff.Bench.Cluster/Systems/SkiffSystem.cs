@@ -112,5 +112,12 @@ public sealed class SkiffSystem(string cliDll) : IBenchSystem
 
         public async Task<bool> GetAsync(byte[] key, bool linearizable, CancellationToken ct) =>
             await c.GetAsync(Encoding.ASCII.GetString(key), linearizable ? ReadConsistency.Linearizable : ReadConsistency.Stale, ct) != null;
+
+        /// <summary>Skiff has no multi-key write: the recovery point's keys go as single puts, 32 in flight per
+        /// batch (the harness runs four batches at once), which the leader group-commits. One by one, 5,000 keys
+        /// took 13.7 s here; 1,000,000 would have taken most of an hour.</summary>
+        public Task PutBatchAsync(IReadOnlyList<byte[]> keys, byte[] value, CancellationToken ct) =>
+            Parallel.ForEachAsync(keys, new ParallelOptions { MaxDegreeOfParallelism = 32, CancellationToken = ct },
+                async (k, t) => await PutAsync(k, value, t));
     }
 }
