@@ -62,6 +62,20 @@ let test (extra: string list) =
         elif code <> 0 && failed = 0 then
             eprintfn "%s exited %d with no failed test reported" project code
             failed <- failed + 1
+    // Bench smoke: the side-by-side cluster benchmark in --quick mode (skiff, etcd, dotnext; about 2 minutes), so the
+    // harness and the adapters never rot. One test: passed if it exits 0. Its report goes to bench/results/smoke
+    // (ignored by git), not docs/. Needs etcd (.ci/run installs it with bench/install-peers.sh).
+    let smoke = Stopwatch.StartNew()
+    let harness = IO.Path.Combine(root, "bench", "Skiff.Bench.Cluster", "bin", "Release", "net10.0", "Skiff.Bench.Cluster.dll")
+    let smokeCode =
+        // SIGINT on timeout: the harness then stops its members (after a SIGTERM they were seen left running).
+        run "timeout" [ "-s"; "INT"; "-k"; "30"; "600"; "dotnet"; harness; "--quick"; "--no-build"; "--docs"; "bench/results/smoke" ]
+    if smokeCode = 0 then
+        printfn "bench smoke: passed in %.0f s" smoke.Elapsed.TotalSeconds
+        passed <- passed + 1
+    else
+        eprintfn "bench smoke: FAILED (exit %d) after %.0f s" smokeCode smoke.Elapsed.TotalSeconds
+        failed <- failed + 1
     printfn "test run took %.0f s" watch.Elapsed.TotalSeconds
     printfn "%d passed, %d failed" passed failed
     exit (if failed = 0 then 0 else 1)
@@ -76,9 +90,19 @@ let pack (extra: string list) =
     let output = match extra with dir :: _ -> dir | [] -> IO.Path.Combine(root, "artifacts")
     exit (run "dotnet" [ "pack"; solution; "-c"; "Release"; "--no-build"; "-o"; output ])
 
+/// The storage benchmark (if bench/Skiff.Bench exists), then the side-by-side cluster benchmark, which gets the
+/// extra args (e.g. `bench --quick`, `bench --systems skiff,etcd`); fails if either does.
 let bench (extra: string list) =
     build ()
-    exit (run "dotnet" ([ "run"; "--project"; "bench/Skiff.Bench"; "-c"; "Release"; "--" ] @ extra))
+    let storage =
+        if IO.Directory.Exists(IO.Path.Combine(root, "bench", "Skiff.Bench")) then
+            run "dotnet" [ "run"; "--project"; "bench/Skiff.Bench"; "-c"; "Release"; "--no-build"; "--"; "storage" ]
+        else 0
+    if storage <> 0 then eprintfn "storage benchmark failed (exit %d)" storage
+    let cluster =
+        run "dotnet" ([ "run"; "--project"; "bench/Skiff.Bench.Cluster"; "-c"; "Release"; "--no-build"; "--"; "--no-build" ] @ extra)
+    if cluster <> 0 then eprintfn "cluster benchmark failed (exit %d)" cluster
+    exit (if storage <> 0 then storage elif cluster <> 0 then cluster else 0)
 
 match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "build" :: _ -> build ()

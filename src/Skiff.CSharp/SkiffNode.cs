@@ -65,8 +65,9 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             MaxValueBytes = options.MaxValueBytes,
             Serializer = options.Serializer,
             LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
+            ConfigureServer = options.ConfigureServer,
         };
-        var server = new SkiffServer(new SkiffServerOptions
+        var serverOptions = new SkiffServerOptions
         {
             Bind = copy.Address,
             Port = copy.Port,
@@ -74,7 +75,9 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinPeers = copy.JoinCluster.Select(a => Endpoint(a, copy.Port)).ToArray(),
             RequestTimeout = copy.RequestTimeout,
             JoinTimeout = copy.JoinTimeout,
-        });
+        };
+        copy.ConfigureServer?.Invoke(serverOptions);
+        var server = new SkiffServer(serverOptions);
         return new SkiffNode(copy, server);
     }
 

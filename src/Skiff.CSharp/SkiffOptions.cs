@@ -35,6 +35,10 @@ public sealed class SkiffOptions
     /// <summary>Where the node logs elections, membership changes and slow disk writes (default: nowhere).</summary>
     public ILoggerFactory LoggerFactory { get; set; } = NullLoggerFactory.Instance;
 
+    /// <summary>Adjusts the runtime's settings (tick, Raft timing) before the server is built; used by
+    /// <c>skiff serve --heartbeat-ms/--election-ms</c>. Not public API.</summary>
+    internal Action<Skiff.Net.Runtime.SkiffServerOptions>? ConfigureServer { get; set; }
+
     /// <summary>Throws <see cref="SkiffException"/> if a setting is out of range; called before anything starts.</summary>
     public void Validate()
     {

@@ -16,12 +16,39 @@ internal static class Serve
         var port = new Option<int>("--port") { Description = "Port (every member uses the same one)", DefaultValueFactory = _ => 9400 };
         var join = new Option<string?>("--join") { Description = "Join the cluster through these members, IP[,IP…]; omit to start a new cluster (or restart the one the data dir remembers)" };
         var parentPid = new Option<int?>("--parent-pid") { Hidden = true, Description = "Exit cleanly when this process dies (used by the demo)" };
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, parentPid };
-        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(parentPid), ct));
+        var heartbeat = new Option<int?>("--heartbeat-ms") { Description = "Leader heartbeat interval in ms (default 50)" };
+        var election = new Option<int?>("--election-ms") { Description = "Election timeout in ms, randomised in [T, 2T] (default 150, i.e. 150-300)" };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, heartbeat, election, parentPid };
+        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(parentPid),
+            p.GetValue(heartbeat), p.GetValue(election), ct));
         return serve;
     }
 
-    private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid, CancellationToken ct)
+    /// <summary>
+    /// Maps --heartbeat-ms/--election-ms onto the runtime: the tick is the largest of 10, 5, 2, 1 ms dividing both,
+    /// the heartbeat is a whole number of ticks, and the election timeout is randomised in [T, 2T] as etcd's is.
+    /// Null when neither is given (the runtime's defaults: 10 ms tick, 50 ms heartbeat, 150-300 ms election).
+    /// </summary>
+    internal static Action<Skiff.Net.Runtime.SkiffServerOptions>? Timing(int? heartbeatMs, int? electionMs)
+    {
+        if (heartbeatMs is null && electionMs is null) return null;
+        var hb = heartbeatMs ?? 50;
+        var el = electionMs ?? Math.Max(150, 3 * hb);
+        if (hb < 1) throw new CliException(Exit.Usage, $"--heartbeat-ms {hb} must be at least 1");
+        if (el <= hb) throw new CliException(Exit.Usage, $"--election-ms {el} must be greater than --heartbeat-ms {hb}");
+        var tick = new[] { 10, 5, 2, 1 }.First(t => hb % t == 0 && el % t == 0);
+        return o =>
+        {
+            o.TickInterval = TimeSpan.FromMilliseconds(tick);
+            var raft = o.Raft ?? Skiff.Core.OptionsModule.defaults;
+            o.Raft = new Skiff.Core.Options(hb / tick, el / tick, 2 * el / tick, raft.MaxInflight, raft.MaxEntriesPerAppend,
+                raft.MaxBytesPerAppend, raft.WindowSize, raft.SnapshotThreshold, raft.CompactionTail, raft.PromotionLag,
+                raft.PreVote, raft.CheckQuorum);
+        };
+    }
+
+    private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid,
+        int? heartbeatMs, int? electionMs, CancellationToken ct)
     {
         using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider()).SetMinimumLevel(LogLevel.Information));
         var log = loggerFactory.CreateLogger("skiff");
@@ -33,6 +60,7 @@ internal static class Serve
             var join = new List<IPAddress>();
             foreach (var part in (joinText ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 join.Add(IPAddress.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
+            var timing = Timing(heartbeatMs, electionMs);
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             if (parentPid is { } pid) _ = WatchParent(pid, stop);
@@ -40,6 +68,7 @@ internal static class Serve
             node = SkiffNode.Create(new SkiffOptions
             {
                 DataDirectory = dir, Address = bind, Port = port, JoinCluster = join, LoggerFactory = loggerFactory,
+                ConfigureServer = timing,
             });
             log.LogInformation("node {Id} starting at {Bind}:{Port}, data in {Dir}{Join}", node.Id, bind, port, Path.GetFullPath(dir),
                 join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");
