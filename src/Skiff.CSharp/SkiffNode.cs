@@ -40,10 +40,18 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
                 leader is { } l ? l.ToString() : "unknown");
             _electionStates.OnNext(ToElectionState(role));
         };
+        _server.MembershipChanged += configuration =>
+            _logger.LogInformation("Skiff node {NodeId}: members now {Members}", Id,
+                string.Join(", ", configuration.Members.Select(m => $"{m.Key} at {m.Value.Address}{(m.Value.Voter ? "" : " (learner)")}")));
+        _server.SlowFlush += took =>
+            _logger.LogWarning("Skiff node {NodeId}: a durable log write took {Milliseconds:0} ms", Id, took.TotalMilliseconds);
     }
 
     /// <summary>This node's instruments on the <c>Skiff</c> meter.</summary>
     public SkiffMetrics Metrics { get; }
+
+    /// <summary>On the leader, how many log entries each follower lags behind; empty on other nodes.</summary>
+    public IReadOnlyDictionary<Guid, long> PeerLag() => _server.PeerLag();
 
     /// <summary>Durable log writes so far (each one fsync).</summary>
     public long Flushes => _server.Flushes;

@@ -195,4 +195,47 @@ let tests =
             Expect.isGreaterThanOrEqual seen["skiff.applied_index"] 2L "the noop and the write are applied"
             Expect.isGreaterThanOrEqual seen["skiff.commit_index"] seen["skiff.applied_index"] "commit is at least applied"
         }
+
+        test "writes are counted and timed on the Skiff meter, fsyncs too" {
+            let doubles = Collections.Concurrent.ConcurrentDictionary<string, int>()
+            let longs = Collections.Concurrent.ConcurrentDictionary<string, int64>()
+            use listener = new Diagnostics.Metrics.MeterListener()
+            listener.InstrumentPublished <- fun instrument l ->
+                if instrument.Meter.Name = Skiff.Diagnostics.SkiffMetrics.MeterName then l.EnableMeasurementEvents instrument
+            listener.SetMeasurementEventCallback<float>(fun instrument _ _ _ -> doubles.AddOrUpdate(instrument.Name, 1, (fun _ n -> n + 1)) |> ignore)
+            listener.SetMeasurementEventCallback<int64>(fun instrument value _ _ -> longs.AddOrUpdate(instrument.Name, value, (fun _ n -> n + value)) |> ignore)
+            listener.Start()
+            let count (d: Collections.Concurrent.ConcurrentDictionary<string, 'n>) name (zero: 'n) =
+                match d.TryGetValue name with
+                | true, v -> v
+                | _ -> zero
+            use one = new OneNode()
+            for i in 1..5 do
+                run (one.Node.InsertAsync(sprintf "w/%d" i, i))
+            Expect.isGreaterThanOrEqual (count longs "skiff.proposals" 0L) 5L "five proposals counted"
+            Expect.isGreaterThanOrEqual (count doubles "skiff.commit_latency" 0) 5 "five write latencies recorded"
+            Expect.isGreaterThanOrEqual (count doubles "skiff.fsync_latency" 0) 1 "durable writes timed"
+        }
+
+        test "the leader reports each follower's lag" {
+            let port = RuntimeTests.nextPort ()
+            let dir1, dir2 = tempDir (), tempDir ()
+            let node1 = Builder().SetDir(dir1).Bind(ip 1).Port(port).Build()
+            let node2 = Builder().SetDir(dir2).Bind(ip 2).Port(port).JoinCluster([ ip 1 ]).Build()
+            try
+                run (node1.StartAsync())
+                run (node1.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0))
+                run (node2.StartAsync())
+                run (node1.InsertAsync("lag", 1))
+                RuntimeTests.waitUntil 10.0 "the leader tracks node 2 with no lag" (fun () ->
+                    match node1.PeerLag().TryGetValue node2.Id with
+                    | true, lag -> lag = 0L
+                    | _ -> false)
+                Expect.isEmpty (node2.PeerLag()) "a follower reports no lags"
+            finally
+                node2.DisposeAsync().AsTask().Wait()
+                node1.DisposeAsync().AsTask().Wait()
+                for d in [ dir1; dir2 ] do
+                    try Directory.Delete(d, true) with _ -> ()
+        }
     ]

@@ -3,7 +3,9 @@ using System.Diagnostics.Metrics;
 namespace Skiff.Diagnostics;
 
 /// <summary>A node's instruments on the <c>Skiff</c> meter, which OpenTelemetry (or dotnet-counters) picks up with
-/// <c>AddMeter("Skiff")</c>. Every instrument is tagged with the node's id.</summary>
+/// <c>AddMeter("Skiff")</c>. These per-node instruments are tagged with the node's id; the runtime adds process-wide
+/// ones on the same meter name: <c>skiff.proposals</c>, <c>skiff.commit_latency</c> and <c>skiff.fsync_latency</c>
+/// (milliseconds).</summary>
 public sealed class SkiffMetrics : IDisposable
 {
     /// <summary>The meter's name.</summary>
@@ -27,6 +29,9 @@ public sealed class SkiffMetrics : IDisposable
             description: "The highest log index applied to the store.");
         _meter.CreateObservableCounter("skiff.log_flushes", () => new Measurement<long>(node.Flushes, tag),
             description: "Durable log writes (one fsync each; many entries share one under load).");
+        _meter.CreateObservableGauge("skiff.peer_lag",
+            () => node.PeerLag().Select(p => new Measurement<long>(p.Value, tag, new KeyValuePair<string, object?>("skiff.peer", p.Key.ToString()))),
+            description: "On the leader: entries each follower lags behind the leader's last index.");
         _changesApplied = _meter.CreateCounter<long>("skiff.changes_applied", description: "Key-value changes applied.");
     }
 

@@ -69,6 +69,7 @@ internal sealed class Applier
     public void WaitWrite(Pending p, long index, long term)
     {
         p.Index = index;
+        RuntimeMetrics.Proposals.Add(1);
         if (!_queue.Writer.TryWrite(new WriteOp(p, index, term))) p.Fail(Closed);
     }
 

@@ -82,6 +82,16 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Raised (on the loop thread) when the configuration changes.</summary>
     public event Action<Configuration>? ConfigurationChanged;
 
+    /// <summary>Raised after a durable log write slower than <see cref="RuntimeMetrics.SlowFlush"/>.</summary>
+    public event Action<TimeSpan>? SlowFlush
+    {
+        add => _writer.SlowFlush += value;
+        remove => _writer.SlowFlush -= value;
+    }
+
+    /// <summary>On a leader, how many entries each follower lags behind its last index; empty elsewhere.</summary>
+    public IReadOnlyDictionary<Guid, long> PeerLag() => _reducer.PeerLag();
+
     /// <summary>Number of log flushes so far.</summary>
     public long WriterFlushes => _writer.Flushes;
 

@@ -26,7 +26,10 @@ internal sealed class Pending
     public bool Succeed(CommandResult? result)
     {
         Answered = System.Diagnostics.Stopwatch.GetTimestamp();
-        return _tcs.TrySetResult(result);
+        var answered = _tcs.TrySetResult(result);
+        if (answered && Index > 0)
+            RuntimeMetrics.CommitLatency.Record(System.Diagnostics.Stopwatch.GetElapsedTime(Submitted, Answered).TotalMilliseconds);
+        return answered;
     }
 
     /// <summary>Answers with an error.</summary>

@@ -31,6 +31,23 @@ internal sealed class Reducer
         return effects;
     }
 
+    /// <summary>On a leader, each follower's lag (last index minus its match); read from any thread: the state is
+    /// immutable and replaced whole, so a reader sees one consistent step.</summary>
+    public IReadOnlyDictionary<Guid, long> PeerLag()
+    {
+        var s = Volatile.Read(ref _state);
+        var lags = new Dictionary<Guid, long>();
+        if (s is null || !Raft.isLeader(s)) return lags;
+        var last = Raft.lastIndex(s);
+        foreach (var id in Raft.configuration(s).Members.Keys)
+        {
+            if (id == Raft.id(s)) continue;
+            var progress = Raft.progress(id, s);
+            if (progress is not null) lags[id] = last - progress.Value.Match;
+        }
+        return lags;
+    }
+
     /// <summary>Feeds one event and returns the effects to carry out.</summary>
     public FSharpList<Effect> Step(Event ev)
     {

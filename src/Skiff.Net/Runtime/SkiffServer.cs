@@ -121,6 +121,15 @@ public sealed class SkiffServer : IAsyncDisposable
     /// <summary>Raised when role, term or known leader change (on the event loop; keep handlers short).</summary>
     public event Action<Role, long, Guid?>? RoleChanged;
 
+    /// <summary>Raised when the configuration in force changes (a member added, promoted or removed).</summary>
+    public event Action<Configuration>? MembershipChanged;
+
+    /// <summary>Raised after a durable log write slower than 100 ms.</summary>
+    public event Action<TimeSpan>? SlowFlush;
+
+    /// <summary>On the leader, how many entries each follower lags behind; empty on other nodes.</summary>
+    public IReadOnlyDictionary<Guid, long> PeerLag() => _runtime?.PeerLag() ?? new Dictionary<Guid, long>();
+
     /// <summary>Test hook: drop all of this node's peer traffic, both ways (simulates a network partition).</summary>
     public bool Isolated
     {
@@ -166,6 +175,8 @@ public sealed class SkiffServer : IAsyncDisposable
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) => RoleChanged?.Invoke(r, t, l);
+            _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
+            _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
             _runtime.Fatal += e =>
             {
                 FatalError = e;

@@ -33,6 +33,9 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private readonly Action<Exception> _fatal;
 
+    /// <summary>Raised on the writer thread after a durable write slower than <see cref="RuntimeMetrics.SlowFlush"/>.</summary>
+    public event Action<TimeSpan>? SlowFlush;
+
     public StorageWriter(ILogStore log, IHardStateStore hard, Action<Event> post, Action<Exception> fatal)
     {
         _fatal = fatal;
@@ -105,8 +108,12 @@ internal sealed class StorageWriter : IAsyncDisposable
                 if (hard is not null) _hard.Save(hard);
                 if (appended)
                 {
+                    var started = System.Diagnostics.Stopwatch.GetTimestamp();
                     _log.Flush();
                     Flushes++;
+                    var took = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                    RuntimeMetrics.FsyncLatency.Record(took.TotalMilliseconds);
+                    if (took >= RuntimeMetrics.SlowFlush) SlowFlush?.Invoke(took);
                 }
                 foreach (var op in batch) op.Done.TrySetResult();
                 if (last is not null) _post(Event.NewPersisted(last.Index, last.Term));

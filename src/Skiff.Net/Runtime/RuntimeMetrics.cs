@@ -1,0 +1,25 @@
+using System.Diagnostics.Metrics;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>The runtime's instruments on the <c>Skiff</c> meter (the facade adds per-node gauges to the same meter
+/// name). These are process-wide: with several nodes in one process they add up.</summary>
+internal static class RuntimeMetrics
+{
+    private static readonly Meter Meter = new("Skiff");
+
+    /// <summary>Writes the leader appended to its log (counted when the reducer accepts them).</summary>
+    public static readonly Counter<long> Proposals =
+        Meter.CreateCounter<long>("skiff.proposals", description: "Writes appended to a leader's log.");
+
+    /// <summary>From a write's submission to its answer, for writes that succeeded.</summary>
+    public static readonly Histogram<double> CommitLatency =
+        Meter.CreateHistogram<double>("skiff.commit_latency", unit: "ms", description: "Write latency, submission to answer.");
+
+    /// <summary>One durable log write (a group commit: one fsync for many entries).</summary>
+    public static readonly Histogram<double> FsyncLatency =
+        Meter.CreateHistogram<double>("skiff.fsync_latency", unit: "ms", description: "Duration of one durable log write.");
+
+    /// <summary>A durable write slower than this is reported as slow (and logged by the facade).</summary>
+    public static readonly TimeSpan SlowFlush = TimeSpan.FromMilliseconds(100);
+}
