@@ -197,7 +197,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     {
         // Registration is synchronous, so every change applied after this returns reaches the subscriber.
         var stop = new CancellationTokenSource();
-        var events = _server.Subscribe(prefix, 0, stop.Token);
+        var events = _server.WatchAsync(prefix, 0, stop.Token);
         var changes = WatchPump.CreateBuffer();
         _ = WatchPump.Run(events, changes.Writer, stop.Token);
         return Task.FromResult(new Subscriber(prefix, changes.Reader, () =>

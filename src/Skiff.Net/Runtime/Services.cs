@@ -80,7 +80,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
         {
             // Register first, then send the response headers: a client that waits for the headers knows the watch is
             // active, so it sees every change committed after its WatchAsync returns.
-            var changes = _node.Subscribe(request.Prefix, (long)request.FromIndex, context.CancellationToken);
+            var changes = _node.WatchAsync(request.Prefix, (long)request.FromIndex, context.CancellationToken);
             await context.WriteResponseHeadersAsync(new Metadata()).ConfigureAwait(false);
             await foreach (var c in changes.ConfigureAwait(false))
             {

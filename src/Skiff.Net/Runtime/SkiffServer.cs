@@ -597,32 +597,4 @@ public sealed class SkiffServer : IAsyncDisposable
     internal IStagedSnapshot BeginStaging() => _snapshots!.BeginStaging();
 
     internal CancellationToken ShutdownToken => _shutdown.Token;
-
-    // ------------------------------------------------------------------ facade support
-
-    /// <summary>Registers a watch before returning, so every change applied after this call is delivered (the
-    /// facade's WatchAsync promises that); <see cref="WatchAsync"/> registers only on its first read.</summary>
-    public IAsyncEnumerable<WatchEvent> Subscribe(string prefix, long fromIndex, CancellationToken ct)
-    {
-        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
-        var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
-        return ReadSubscription(reader, cts, ct);
-    }
-
-    private async IAsyncEnumerable<WatchEvent> ReadSubscription(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
-        [EnumeratorCancellation] CancellationToken ct)
-    {
-        using var _ = cts;
-        while (true)
-        {
-            bool more;
-            try { more = await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) when (_shutdown.IsCancellationRequested && !ct.IsCancellationRequested)
-            {
-                throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
-            }
-            if (!more) yield break;
-            while (reader.TryRead(out var c)) yield return new WatchEvent(c.Index, c.Key, c.Value);
-        }
-    }
 }
