@@ -7,13 +7,11 @@ namespace Skiff.Bench.Cluster.Systems;
 /// DotNext.Net.Cluster 6.12 through the minimal node in bench/peers/dotnext: Raft over its TCP transport on port
 /// 7100, the key-value API over h2c on port 7200, on each of 127.0.0.1-127.0.0.3.
 /// </summary>
-public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int heartbeatMs, string walMemory) : IBenchSystem
+public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int heartbeatMs, string walMemory) : ProcessSystem, IBenchSystem
 {
     const int RaftPort = 7100, HttpPort = 7200;
-    MemberProcesses? procs;
     HttpClient?[] http = [];
     DotNextKv?[] clients = [];
-    string dataDir = "";
 
     public string Name => "dotnext";
 
@@ -32,8 +30,7 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
     {
         if (!File.Exists(nodeDll))
             throw new FileNotFoundException($"the DotNext node is not built: {nodeDll}");
-        dataDir = Path.Combine(spec.WorkDir, "dotnext");
-        procs = new MemberProcesses(spec.Members.Count, Path.Combine(dataDir, "logs"));
+        var procs = Prepare(spec, "dotnext");
         var members = string.Join(',', spec.Members);
         for (int i = 0; i < spec.Members.Count; i++)
             procs.Start(i, "dotnet",
@@ -85,26 +82,11 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
 
     public IKvClient Client(int member) => clients[member] ?? throw new InvalidOperationException("member is down");
 
-    public void Kill(int member) => procs?.Kill(member);
-
-    public Task RestartAsync(int member, CancellationToken ct)
+    protected override void CloseClients()
     {
-        procs!.Restart(member);
-        return Task.CompletedTask;
-    }
-
-    public long? ResidentBytes(int member) => procs?.ResidentBytes(member);
-
-    public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
-
-    public Task StopAsync()
-    {
-        procs?.KillAll();
         foreach (var h in http) h?.Dispose();
         http = [];
         clients = [];
-        Waiting.DeleteQuietly(dataDir);
-        return Task.CompletedTask;
     }
 
     sealed class DotNextKv(HttpClient http) : IKvClient

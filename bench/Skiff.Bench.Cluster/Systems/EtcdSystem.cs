@@ -12,13 +12,11 @@ namespace Skiff.Bench.Cluster.Systems;
 /// etcd 3.4 from Debian (bench/install-peers.sh): three members, client port 2379 and peer port 2380 on each
 /// of 127.0.0.1-127.0.0.3, driven with dotnet-etcd over one plain-text gRPC channel per member.
 /// </summary>
-public sealed class EtcdSystem : IBenchSystem
+public sealed class EtcdSystem : ProcessSystem, IBenchSystem
 {
     const int ClientPort = 2379, PeerPort = 2380;
-    MemberProcesses? procs;
     GrpcChannel?[] channels = [];
     EtcdKv?[] clients = [];
-    string dataDir = "";
 
     public string Name => "etcd";
 
@@ -41,8 +39,7 @@ public sealed class EtcdSystem : IBenchSystem
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
     {
-        dataDir = Path.Combine(spec.WorkDir, "etcd");
-        procs = new MemberProcesses(spec.Members.Count, Path.Combine(dataDir, "logs"));
+        var procs = Prepare(spec, "etcd");
         var token = "skiff-bench-" + Guid.NewGuid().ToString("N")[..8];
         var initial = string.Join(',', spec.Members.Select((ip, i) => $"m{i}=http://{ip}:{PeerPort}"));
         for (int i = 0; i < spec.Members.Count; i++)
@@ -96,27 +93,11 @@ public sealed class EtcdSystem : IBenchSystem
 
     public IKvClient Client(int member) => clients[member] ?? throw new InvalidOperationException("member is down");
 
-    public void Kill(int member) => procs?.Kill(member);
-
-    public Task RestartAsync(int member, CancellationToken ct)
+    protected override void CloseClients()
     {
-        // etcd ignores the --initial-cluster flags when its data directory already holds a member.
-        procs!.Restart(member);
-        return Task.CompletedTask;
-    }
-
-    public long? ResidentBytes(int member) => procs?.ResidentBytes(member);
-
-    public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
-
-    public Task StopAsync()
-    {
-        procs?.KillAll();
         foreach (var c in channels) c?.Dispose();
         channels = [];
         clients = [];
-        Waiting.DeleteQuietly(dataDir);
-        return Task.CompletedTask;
     }
 
     sealed class EtcdKv(EtcdClient etcd) : IKvClient

@@ -9,12 +9,10 @@ namespace Skiff.Bench.Cluster.Systems;
 /// heartbeat and election timeouts as etcd (--heartbeat-ms / --election-ms). Driven with SkiffGrpcClient, one per
 /// member (one gRPC channel each, many concurrent calls multiplexed over HTTP/2).
 /// </summary>
-public sealed class SkiffSystem(string cliDll) : IBenchSystem
+public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
 {
     const int Port = 9471;
-    MemberProcesses? procs;
     SkiffGrpcClient?[] clients = [];
-    string dataDir = "";
 
     public string Name => "skiff";
 
@@ -34,8 +32,7 @@ public sealed class SkiffSystem(string cliDll) : IBenchSystem
     {
         if (!File.Exists(cliDll))
             throw new FileNotFoundException($"the skiff CLI is not built: {cliDll}");
-        dataDir = Path.Combine(spec.WorkDir, "skiff");
-        procs = new MemberProcesses(spec.Members.Count, Path.Combine(dataDir, "logs"));
+        var procs = Prepare(spec, "skiff");
         clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"])).ToArray<SkiffGrpcClient?>();
         var env = new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
 
@@ -83,26 +80,10 @@ public sealed class SkiffSystem(string cliDll) : IBenchSystem
     public IKvClient Client(int member) =>
         new SkiffKv(clients[member] ?? throw new InvalidOperationException("member is down"));
 
-    public void Kill(int member) => procs?.Kill(member);
-
-    public Task RestartAsync(int member, CancellationToken ct)
+    protected override void CloseClients()
     {
-        // The same command line: a data directory that already knows its cluster does not join again.
-        procs!.Restart(member);
-        return Task.CompletedTask;
-    }
-
-    public long? ResidentBytes(int member) => procs?.ResidentBytes(member);
-
-    public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
-
-    public Task StopAsync()
-    {
-        procs?.KillAll();
         foreach (var c in clients) c?.Dispose();
         clients = [];
-        Waiting.DeleteQuietly(dataDir);
-        return Task.CompletedTask;
     }
 
     /// <summary>Keys are 16 ASCII characters (Keys.Make), so Skiff's string keys carry them as they are.</summary>
