@@ -237,6 +237,32 @@ let private nodeTests =
             use s = NodeStorage.Open tmp.Path
             Expect.equal s.HardState.State.Term 3L "previous slot"
 
+        testCase "a crash during the first snapshot: rebuilt from an uncompacted log, refused once compacted" <| fun () ->
+            use tmp = new TempDir "first-snap"
+            let kvDir = Path.Combine(tmp.Path, "kv")
+            let opts = NodeStorageOptions(Log = RaftLogOptions(KeepTail = 2L))
+            // FASTER writes a checkpoint's metadata (info.dat) last: without it the checkpoint is unfinished.
+            let unfinishCheckpoints () =
+                let infos = Directory.GetFiles(Path.Combine(kvDir, "checkpoints"), "info.dat*", SearchOption.AllDirectories)
+                Expect.isNonEmpty infos "the checkpoint wrote its metadata"
+                for f in infos do File.Delete f
+            using (NodeStorage.Open(tmp.Path, opts)) (fun s ->
+                append s.Log (entries 1L 5L 1L)
+                for en in readAll s.Log do s.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
+                s.Kv.TakeSnapshot() |> ignore)
+            unfinishCheckpoints ()
+            expectSkiff ErrorKind.StorageCorrupted (fun () -> (KvStateMachine.Open kvDir).Dispose()) |> ignore
+            using (NodeStorage.Open(tmp.Path, opts)) (fun s ->
+                Expect.equal s.Kv.AppliedIndex 0L "starts empty, to replay the log"
+                Expect.equal s.Kv.KeyCount 0 "no keys from the unfinished checkpoint"
+                Expect.equal s.Log.LastIndex 5L "the log is untouched"
+                for en in readAll s.Log do s.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
+                s.Kv.TakeSnapshot() |> ignore
+                s.Log.CompactUntil(5L).GetAwaiter().GetResult()
+                Expect.equal s.Log.FirstIndex 4L "compacted behind the snapshot")
+            unfinishCheckpoints ()
+            expectSkiff ErrorKind.StorageCorrupted (fun () -> (NodeStorage.Open(tmp.Path, opts)).Dispose()) |> ignore
+
         testCase "a locked directory gives DataDirectoryLocked; flock is visible and released on dispose" <| fun () ->
             use tmp = new TempDir "lock"
             let first = NodeStorage.Open tmp.Path

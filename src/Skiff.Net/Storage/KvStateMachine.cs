@@ -94,17 +94,20 @@ public sealed class KvStateMachine : IDisposable
     /// <see cref="AppliedIndex"/>.</summary>
     /// <param name="dir">The store's directory.</param>
     /// <param name="options">Settings; null for defaults.</param>
+    /// <param name="logHoldsEverything">The caller's log still holds every entry from index 1 (it was never
+    /// compacted), so a store whose only checkpoints are unfinished (a crash during the first snapshot) can start
+    /// empty and be rebuilt from the log. Otherwise such a store is <see cref="ErrorKind.StorageCorrupted"/>.</param>
     /// <returns>The open state machine.</returns>
-    public static KvStateMachine Open(string dir, KvOptions? options = null)
+    public static KvStateMachine Open(string dir, KvOptions? options = null, bool logHoldsEverything = false)
     {
         dir = Path.GetFullPath(dir);
         SnapshotInstaller.FinishInterruptedInstall(dir);
         var kv = new KvStateMachine(dir, options ?? new KvOptions());
-        kv.Load();
+        kv.Load(logHoldsEverything);
         return kv;
     }
 
-    private void Load()
+    private void Load(bool logHoldsEverything = false)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
         StorageIo.Guard(_dir, () => Directory.CreateDirectory(_dir));
@@ -130,7 +133,19 @@ public sealed class KvStateMachine : IDisposable
             _store = new FasterKV<string, byte[]>(settings);
             bool hasCheckpoint = Directory.Exists(Path.Combine(_dir, "checkpoints", "cpr-checkpoints"))
                 && Directory.EnumerateDirectories(Path.Combine(_dir, "checkpoints", "cpr-checkpoints")).Any();
-            if (hasCheckpoint) _store.Recover();
+            if (hasCheckpoint && !TryRecoverLatestCheckpoint())
+            {
+                // Every checkpoint here is unfinished: the node died while taking its first snapshot. Nothing was
+                // compacted behind an unfinished snapshot, so when the log still starts at index 1 the store is
+                // rebuilt from it; otherwise entries would be missing, and that must not pass silently.
+                if (!logHoldsEverything)
+                    throw new SkiffException(ErrorKind.StorageCorrupted,
+                        $"the key-value store in {_dir} has no complete checkpoint and the log no longer starts at index 1");
+                DisposeStore();
+                DeleteContents(_dir);
+                Load(logHoldsEverything: false);
+                return;
+            }
             _session = _store.NewSession<byte[], byte[], Empty>(new SimpleFunctions<string, byte[], Empty>());
             var applied = ReadUnlocked(AppliedKey);
             if (applied is { Length: 16 })
@@ -154,6 +169,29 @@ public sealed class KvStateMachine : IDisposable
             if (e is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, e);
             throw new SkiffException(ErrorKind.StorageCorrupted, $"cannot recover the key-value store in {_dir}: {e.Message}", e);
         }
+    }
+
+    /// <summary>Recovers the newest checkpoint FASTER can read (it skips unfinished ones); false if none is
+    /// complete.</summary>
+    private bool TryRecoverLatestCheckpoint()
+    {
+        try
+        {
+            _store.Recover();
+            return true;
+        }
+        catch (FasterException e) when (e.Message.Contains("Unable to find valid", StringComparison.Ordinal))
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Removes everything in <paramref name="dir"/> and syncs it, leaving an empty store directory.</summary>
+    private static void DeleteContents(string dir)
+    {
+        foreach (var sub in Directory.EnumerateDirectories(dir)) Directory.Delete(sub, recursive: true);
+        foreach (var file in Directory.EnumerateFiles(dir)) File.Delete(file);
+        StorageIo.FsyncDirectory(dir);
     }
 
     /// <summary>Rebuilds the ordered key index by scanning the hybrid log once in address order. Every newer

@@ -60,7 +60,7 @@ public sealed class NodeStorage : IDisposable
         {
             hs = HardStateStore.Open(Path.Combine(dir, "hardstate"));
             log = RaftLog.Open(Path.Combine(dir, "log"), options.Log);
-            var kv = KvStateMachine.Open(Path.Combine(dir, "kv"), options.Kv);
+            var kv = KvStateMachine.Open(Path.Combine(dir, "kv"), options.Kv, logHoldsEverything: log.FirstIndex == 1);
             return new NodeStorage(dir, lockFile, hs, log, kv);
         }
         catch
