@@ -296,6 +296,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         CancellationToken cancellationToken = default)
     {
         long[] addrs;
+        long endAddress;
         lock (_state)
         {
             if (from <= _baseIndex)
@@ -303,11 +304,16 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
             toInclusive = Math.Min(toInclusive, LastIndexUnlocked);
             if (toInclusive < from) return Array.Empty<LogEntry>();
             int start = (int)(from - _baseIndex - 1);
-            addrs = _addresses.GetRange(start, (int)(toInclusive - from + 1)).ToArray();
+            int count = (int)(toInclusive - from + 1);
+            addrs = _addresses.GetRange(start, count).ToArray();
+            // The scan must end past the whole last record, not just its first byte: FASTER loads a page from disk
+            // only up to the scan's end address (rounded to a sector), so a last record that crosses a sector
+            // boundary would be read half stale. The next live record starts after it; the durable tail is past
+            // everything durable.
+            endAddress = start + count < _addresses.Count ? _addresses[start + count] : _log.CommittedUntilAddress;
         }
         var result = new List<LogEntry>(addrs.Length);
         long bytes = 0;
-        long endAddress = addrs[^1] + 1;
         using var iter = _log.Scan(addrs[0], endAddress, scanUncommitted: false);
         int k = 0;
         try
