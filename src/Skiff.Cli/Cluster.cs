@@ -31,7 +31,7 @@ internal static class Cluster
         add.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
         {
             var text = p.GetValue(ip)!;
-            if (!IPAddress.TryParse(text, out var address)) throw new CliException(Exit.Usage, $"'{text}' is not an IP address");
+            if (!Addresses.TryParse(text, out var address)) throw new CliException(Exit.Usage, $"'{text}' is not an IP address");
             var id = await c.AddNodeAsync(address, t);
             o.Done($"added {id} at {text}", new { id, address = text, added = true });
             return Exit.Ok;

@@ -214,11 +214,10 @@ internal static class Commands
         {
             IPAddress address;
             int? p = null;
-            if (IPAddress.TryParse(raw, out var plain)) address = plain;
-            else if (IPEndPoint.TryParse(raw, out var ep) && ep.Port > 0)
+            if (Addresses.TryParseEndpoint(raw, out var parsed, out var parsedPort))
             {
-                address = ep.Address;
-                p = ep.Port;
+                address = parsed;
+                p = parsedPort;
             }
             else if (raw.StartsWith("localhost", StringComparison.OrdinalIgnoreCase)
                      && (raw.Length == 9 || (raw[9] == ':' && int.TryParse(raw[10..], out var lp) && (p = lp) > 0)))

@@ -55,11 +55,11 @@ internal static class Serve
         SkiffNode? node = null;
         try
         {
-            if (!IPAddress.TryParse(bindText, out var bind)) throw new CliException(Exit.Usage, $"--bind '{bindText}' is not an IP address");
+            if (!Addresses.TryParse(bindText, out var bind)) throw new CliException(Exit.Usage, $"--bind '{bindText}' is not an IP address");
             if (port is < 1 or > 65535) throw new CliException(Exit.Usage, $"--port {port} is not between 1 and 65535");
             var join = new List<IPAddress>();
             foreach (var part in (joinText ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                join.Add(IPAddress.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
+                join.Add(Addresses.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
             var timing = Timing(heartbeatMs, electionMs);
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);

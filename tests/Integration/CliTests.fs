@@ -229,6 +229,10 @@ let private clusterTests =
         expectError 2 ([ "put"; ""; "x" ] @ e) |> ignore
         expectError 2 [ "get"; "k"; "--endpoints"; "not-an-ip" ] |> ignore
         expectError 2 [ "get"; "k"; "--endpoints"; "127.0.0.1:1,127.0.0.2:2" ] |> ignore
+        // Legacy inet_aton forms are typos here, not addresses: 1.2.3 would be 1.2.0.3, off this machine.
+        for bad in [ "1.2.3"; "127.1"; "127.0.0.1.5"; "0x7f.0.0.1"; "127.0.0.256"; "127.0.0.1:0" ] do
+            Expect.stringContains (expectError 2 [ "get"; "k"; "--endpoints"; bad ]) "not" (sprintf "--endpoints %s refused" bad)
+        expectError 2 ([ "member"; "add"; "127.0.3" ] @ on 1) |> ignore
         expectError 2 [ "frobnicate" ] |> ignore
         expectError 2 [ "get" ] |> ignore
         expectError 2 [ "ls"; "--output"; "yaml" ] |> ignore
