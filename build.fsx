@@ -90,19 +90,26 @@ let pack (extra: string list) =
     let output = match extra with dir :: _ -> dir | [] -> IO.Path.Combine(root, "artifacts")
     exit (run "dotnet" [ "pack"; solution; "-c"; "Release"; "--no-build"; "-o"; output ])
 
-/// The storage benchmark (if bench/Skiff.Bench exists), then the side-by-side cluster benchmark, which gets the
-/// extra args (e.g. `bench --quick`, `bench --systems skiff,etcd`); fails if either does.
+/// Every benchmark, in one run: the storage benchmark (durable appends against raw fsync, recovery, snapshots), the
+/// BenchmarkDotNet micro-benchmarks of the storage paths and of the reducer (short jobs), then the side-by-side
+/// cluster benchmark, which gets the extra args (e.g. `bench --systems skiff,etcd`). With `--quick` the
+/// micro-benchmarks run in their quick modes. Fails if any part does; the others still run.
 let bench (extra: string list) =
     build ()
-    let storage =
-        if IO.Directory.Exists(IO.Path.Combine(root, "bench", "Skiff.Bench")) then
-            run "dotnet" [ "run"; "--project"; "bench/Skiff.Bench"; "-c"; "Release"; "--no-build"; "--"; "storage" ]
-        else 0
-    if storage <> 0 then eprintfn "storage benchmark failed (exit %d)" storage
-    let cluster =
-        run "dotnet" ([ "run"; "--project"; "bench/Skiff.Bench.Cluster"; "-c"; "Release"; "--no-build"; "--"; "--no-build" ] @ extra)
-    if cluster <> 0 then eprintfn "cluster benchmark failed (exit %d)" cluster
-    exit (if storage <> 0 then storage elif cluster <> 0 then cluster else 0)
+    let quick = List.contains "--quick" extra
+    let project name args = run "dotnet" ([ "run"; "--project"; name; "-c"; "Release"; "--no-build"; "--" ] @ args)
+    let parts =
+        [ "storage benchmark", (fun () -> project "bench/Skiff.Bench" [ "storage" ])
+          if not quick then "storage micro-benchmarks", (fun () -> project "bench/Skiff.Bench" [ "micro" ])
+          "reducer micro-benchmarks", (fun () -> project "bench/Skiff.Bench.Reducer" (if quick then [ "--quick" ] else [ "--job"; "short" ]))
+          "cluster benchmark", (fun () -> project "bench/Skiff.Bench.Cluster" ([ "--no-build" ] @ extra)) ]
+    let failures =
+        [ for name, part in parts do
+              let code = part ()
+              if code <> 0 then
+                  eprintfn "%s failed (exit %d)" name code
+                  yield code ]
+    exit (match failures with code :: _ -> code | [] -> 0)
 
 match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "build" :: _ -> build ()
