@@ -25,6 +25,8 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
     [
         cliDll, "serve", "--dir", Path.Combine(dataDir, $"m{i}"), "--bind", spec.Members[i].ToString(),
         "--port", Port.ToString(), "--heartbeat-ms", spec.HeartbeatMs.ToString(), "--election-ms", spec.ElectionMs.ToString(),
+        // Members end with the harness however it ends (SIGTERM or SIGKILL), so no run leaves a cluster behind.
+        "--parent-pid", Environment.ProcessId.ToString(),
         .. i == 0 ? Array.Empty<string>() : ["--join", spec.Members[0].ToString()],
     ];
 
