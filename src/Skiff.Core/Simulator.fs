@@ -672,7 +672,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             | (Rejection.TransferInProgress | Rejection.ConfigChangeInProgress), _ -> retry op.Target 3
             | Rejection.LeadershipLost, Action.Get _ -> retry (prng.Below nodes.Count) 2
             | Rejection.LeadershipLost, _ -> finish c Completion.TimedOut
-            | Rejection.Invalid _, _ -> abandon c
+            | (Rejection.Invalid _ | Rejection.TransferTimedOut), _ -> abandon c
         | _ ->
             match configOp with
             | Some op when op.Rid = rid ->

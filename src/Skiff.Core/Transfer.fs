@@ -50,7 +50,7 @@ module Transfer =
         | Some({ Transfer = Some t }) ->
             if t.Elapsed + 1 >= s.Options.ElectionTicksMax then
                 s
-                |> State.emit (Effect.Reject(t.Id, Rejection.Invalid "leadership transfer timed out"))
+                |> State.emit (Effect.Reject(t.Id, Rejection.TransferTimedOut))
                 |> setTransfer None
             else setTransfer (Some { t with Elapsed = t.Elapsed + 1 }) s
         | _ -> s

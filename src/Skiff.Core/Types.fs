@@ -99,6 +99,9 @@ type Rejection =
     | LeadershipLost
     /// The request does not make sense (e.g. removing a node that is not a member); the text says why.
     | Invalid of reason: string
+    /// A leadership transfer did not complete within an election timeout (the target did not catch up or did not
+    /// win); this node is still the leader and accepts proposals again.
+    | TransferTimedOut
 
 /// RequestVote, used both for pre-votes and real votes.
 type VoteRequest =

@@ -208,7 +208,7 @@ let transfer =
               let effects = c.Step(n1, Event.Propose(4L, [| 1uy |]))
               Expect.isTrue (effects |> has (rejected 4L Rejection.TransferInProgress)) "refused"
               c.Tick(n1, opts.ElectionTicksMax)
-              Expect.isTrue ((c.Node n1).Effects |> has (function Effect.Reject(3L, _) -> true | _ -> false)) "transfer abandoned"
+              Expect.isTrue ((c.Node n1).Effects |> has (function Effect.Reject(3L, Rejection.TransferTimedOut) -> true | _ -> false)) "transfer abandoned as timed out"
               let effects = c.Step(n1, Event.Propose(5L, [| 1uy |]))
               Expect.isTrue (effects |> has (function Effect.Accepted(5L, _, _) -> true | _ -> false)) "accepted again"
           } ]

@@ -333,6 +333,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         Rejection.NotLeader nl => new NotLeaderException(FSharpOption<Guid>.get_IsSome(nl.leaderHint) ? nl.leaderHint!.Value : null),
         Rejection.Invalid inv => new SkiffException(ErrorKind.PeerNotFound, inv.reason),
+        _ when r.IsTransferTimedOut => new SkiffException(ErrorKind.Timeout,
+            "the leadership transfer did not complete within an election timeout; the leader is unchanged"),
         _ when r.IsLeadershipLost => new SkiffException(ErrorKind.NotLeader,
             "leadership was lost before the request was answered; a write's outcome is unknown"),
         _ => new RetryableException(r),
