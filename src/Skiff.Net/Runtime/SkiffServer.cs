@@ -48,7 +48,10 @@ public sealed class SkiffServer : IAsyncDisposable
         Address = $"{options.Bind}:{options.Port}";
         if (options.Storage == StorageEngine.Faster)
         {
-            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir);
+            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
+            {
+                Kv = new Skiff.Net.Storage.KvOptions { WatchHistory = Math.Max(0, options.WatchHistory) },
+            });
             _storage = storage;
             Id = storage.HardState.NodeId;
             _log = new FasterLogStore(storage.Log);
