@@ -449,6 +449,38 @@ let tests =
               try watching.Wait() with _ -> ()
           }
 
+          test "a live watch on a follower that catches up by snapshot sees every change, with no gap" {
+              use c = new Cluster(nextPort ())
+              let s1 = start (snappy (options c.Port 1 (c.Dir 1) []))
+              c.Nodes[1] <- s1
+              c.WaitLeader 5.0 |> ignore
+              for n in [ 2; 3 ] do
+                  c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              c.WaitMembers(3, 20.0)
+              let leader = c.WaitLeader 5.0
+              let follower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+              let onLeader, w1 = watchAll leader "w/" cts.Token
+              let onFollower, w2 = watchAll follower "w/" cts.Token
+              put leader "w/before" "0"
+              waitUntil 5.0 "the follower saw the first change" (fun () -> onFollower.Count = 1)
+              // Cut the follower off while the others commit and compact the log past it.
+              follower.Isolated <- true
+              for i in 1..150 do
+                  put leader (sprintf "w/%03d" (i % 40)) (string i)
+                  if i % 9 = 0 then leader.DeleteAsync(sprintf "w/%03d" ((i - 1) % 40)).Wait()
+              let last = leader.PutAsync("w/last", bytes "x").Result
+              follower.Isolated <- false
+              waitUntil 20.0 "the follower caught up" (fun () -> follower.AppliedIndex >= last)
+              waitUntil 5.0 "both streams reached the last change" (fun () ->
+                  onFollower |> Seq.exists (fun e -> e.Index = last) && onLeader |> Seq.exists (fun e -> e.Index = last))
+              Expect.equal (List.ofSeq onFollower |> List.map shown) (List.ofSeq onLeader |> List.map shown)
+                  "the follower's live stream equals the leader's"
+              cts.Cancel()
+              for w in [ w1; w2 ] do
+                  try w.Wait() with _ -> ()
+          }
+
           test "resuming from an index older than the durable history is refused, naming the oldest index available" {
               use c = new Cluster(nextPort ())
               let o () =
