@@ -431,6 +431,7 @@ let private kvTests =
 
         testCase "the change history keeps the newest changes, is carried by snapshots and rebuilt identically by replay" <| fun () ->
             use tmp = new TempDir "kv-history"
+            let mainDir = tmp.Sub "main"
             let opts = KvOptions(WatchHistory = 5)
             let history (kv: KvStateMachine) (from: int64) (prefix: string) =
                 let got = List<KvHistoryChange>()
@@ -467,7 +468,7 @@ let private kvTests =
                 Expect.equal (history kv (floor + 1L) "b/") (Ok(expected |> List.filter (fun (_, k, _) -> k.StartsWith "b/"))) (what + ": under a prefix")
                 Expect.equal (history kv floor "") (Error floor) (what + ": older than the history")
             let snapDir = tmp.Sub "snapshot-copy"
-            using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
+            using (KvStateMachine.Open(mainDir, opts)) (fun kv ->
                 // The change reported to the caller is the one recorded.
                 let mutable change = Nullable()
                 kv.Apply(1L, 1L, put "a" "1", &change) |> ignore
@@ -479,7 +480,7 @@ let private kvTests =
                 run kv late
                 check kv expectedAt12 3L "at 12")
             // The store reopens at its checkpoint (10); replaying 11 and 12 rebuilds exactly the same history.
-            using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
+            using (KvStateMachine.Open(mainDir, opts)) (fun kv ->
                 Expect.equal kv.AppliedIndex 10L "reopened at the checkpoint"
                 check kv (List.tail expectedAt10) 1L "reopened at 10"
                 run kv late
@@ -496,12 +497,21 @@ let private kvTests =
                     chunk <- reader.ReadChunk 65536
                 installer.Complete()
                 check other expectedAt12 3L "installed elsewhere")
-            using (KvStateMachine.Open(tmp.Path, opts)) (fun kv -> check kv expectedAt12 3L "reopened at 12")
+            using (KvStateMachine.Open(mainDir, opts)) (fun kv -> check kv expectedAt12 3L "reopened at 12")
             // A smaller limit trims on the next change; 0 keeps nothing.
-            using (KvStateMachine.Open(tmp.Path, KvOptions(WatchHistory = 0))) (fun kv ->
+            using (KvStateMachine.Open(mainDir, KvOptions(WatchHistory = 0))) (fun kv ->
                 run kv [ 13L, Some(put "d" "13") ]
                 Expect.equal (kv.HistoryCount, kv.HistoryFloor) (0, 13L) "no history kept"
                 Expect.equal (history kv 13L "") (Error 13L) "nothing to resume from")
+            // Long histories are read in chunks; the result is the same.
+            using (KvStateMachine.Open(tmp.Sub "long", KvOptions(WatchHistory = 3000))) (fun kv ->
+                for i in 1L .. 5000L do
+                    kv.Apply(i, 1L, put (sprintf "k/%d" (i % 2L)) (string i)) |> ignore
+                Expect.equal kv.HistoryFloor 2000L "floor"
+                match history kv 2001L "k/1" with
+                | Ok got ->
+                    Expect.equal got [ for i in 2001L .. 2L .. 4999L -> i, "k/1", string i ] "every other change, in order"
+                | Error f -> failtestf "refused at floor %d" f)
     ]
 
 /// Applies entries first..last of `log` to `kv`.

@@ -620,23 +620,37 @@ public sealed class KvStateMachine : IDisposable
     /// <returns>Whether the history covers <paramref name="from"/>.</returns>
     public bool TryReadHistory(long from, long to, string prefix, List<KvHistoryChange> into, out long floor)
     {
-        lock (_gate)
+        // In chunks, taking the lock for each, so a long backlog does not hold up applies and reads for long (100,000
+        // changes take 0.1-0.3 s here). Between chunks the oldest changes may be trimmed: that is fine unless one not
+        // yet read goes, which shows as the floor reaching the next index wanted.
+        const int Chunk = 1024;
+        var start = into.Count;
+        var next = from;
+        while (true)
         {
-            ThrowIfDisposed();
-            floor = HistoryFloor;
-            if (from <= floor) return false;
-            for (var i = _history.LowerBound(from); i < _history.Count; i++)
+            lock (_gate)
             {
-                var index = _history[i];
-                if (index > to) break;
-                var record = StorageIo.Guard(_dir, () => ReadUnlocked(HistoryKey(index)))
-                    ?? throw new SkiffException(ErrorKind.StorageCorrupted, $"the change history in {_dir} lost its record of index {index}");
-                var keyBytes = BinaryPrimitives.ReadInt32LittleEndian(record.AsSpan(1));
-                var key = Encoding.UTF8.GetString(record, 5, keyBytes);
-                if (!key.StartsWith(prefix, StringComparison.Ordinal)) continue;
-                into.Add(new KvHistoryChange(index, key, record[0] == HistoryDelete ? null : record.AsSpan(5 + keyBytes).ToArray()));
+                ThrowIfDisposed();
+                floor = HistoryFloor;
+                if (next <= floor)
+                {
+                    into.RemoveRange(start, into.Count - start);
+                    return false;
+                }
+                var i = _history.LowerBound(next);
+                for (var n = 0; n < Chunk; n++, i++)
+                {
+                    if (i >= _history.Count || _history[i] > to) return true;
+                    var index = _history[i];
+                    var record = StorageIo.Guard(_dir, () => ReadUnlocked(HistoryKey(index)))
+                        ?? throw new SkiffException(ErrorKind.StorageCorrupted, $"the change history in {_dir} lost its record of index {index}");
+                    next = index + 1;
+                    var keyBytes = BinaryPrimitives.ReadInt32LittleEndian(record.AsSpan(1));
+                    var key = Encoding.UTF8.GetString(record, 5, keyBytes);
+                    if (!key.StartsWith(prefix, StringComparison.Ordinal)) continue;
+                    into.Add(new KvHistoryChange(index, key, record[0] == HistoryDelete ? null : record.AsSpan(5 + keyBytes).ToArray()));
+                }
             }
-            return true;
         }
     }
 
