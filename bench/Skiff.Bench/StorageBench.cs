@@ -25,7 +25,7 @@ public static class StorageBench
                 case "--log-mib": logBytes = long.Parse(args[++i]) << 20; break;
                 case "--keys": keys = int.Parse(args[++i]); break;
                 case "--only": only.Add(args[++i]); break;
-                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|log|kv|snapshot)");
+                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|log|kv|snapshot|kv-apply)");
             }
         }
         return new Options(dir, seconds, logBytes, keys, only.ToArray());
@@ -71,6 +71,7 @@ public static class StorageBench
             }
             if (Want("recovery") || Want("log")) await LogRecovery(o);
             if (Want("recovery") || Want("snapshot") || Want("kv")) KvRecoveryAndSnapshot(o);
+            if (Want("kv-apply")) KvApplyCost(o);
         }
         finally
         {
@@ -206,6 +207,42 @@ public static class StorageBench
         double recoverS = sw.Elapsed.TotalSeconds;
         Console.WriteLine($"storage log-recovery bytes={o.LogBytes} entries={last} write_s={writeS:F2} recover_s={recoverS:F2} entries_s={last / recoverS:F0}");
         Directory.Delete(dir, true);
+    }
+
+    /// <summary>The cost of one apply (100-byte puts to distinct keys, every 10th a delete) with the change history
+    /// off and at its default size, interleaved in rounds because this machine is shared. The steady half is after
+    /// the history filled, so each change also trims the oldest.</summary>
+    private static void KvApplyCost(Options o)
+    {
+        var value = new byte[100];
+        Random.Shared.NextBytes(value);
+        int n = Math.Max(2 * 100_000, o.Keys);
+        for (int round = 1; round <= 3; round++)
+            foreach (var history in new[] { 0, 100_000 })
+            {
+                var dir = Path.Combine(o.Dir, $"kv-apply-{round}-{history}");
+                using (var kv = KvStateMachine.Open(dir, new KvOptions { WatchHistory = history }))
+                {
+                    var sw = Stopwatch.StartNew();
+                    double firstHalf = 0;
+                    for (int i = 0; i < n; i++)
+                    {
+                        if (i == n / 2) firstHalf = sw.Elapsed.TotalSeconds;
+                        var cmd = i % 10 == 9 ? Command.NewDelete($"users/{i % 10000}/item{i - 1}") : Command.NewPut($"users/{i % 10000}/item{i}", value);
+                        kv.Apply(i + 1, 1, cmd);
+                    }
+                    double total = sw.Elapsed.TotalSeconds;
+                    Console.WriteLine($"storage kv-apply round={round} history={history} applies={n} us_per_apply={total * 1e6 / n:F2} steady_us_per_apply={(total - firstHalf) * 1e6 / (n - n / 2):F2} kept={kv.HistoryCount} load={LoadAverage()}");
+                    if (history > 0)
+                    {
+                        var found = new List<KvHistoryChange>();
+                        sw.Restart();
+                        kv.TryReadHistory(kv.HistoryFloor + 1, long.MaxValue, "", found, out _);
+                        Console.WriteLine($"storage kv-history-read round={round} changes={found.Count} ms={sw.Elapsed.TotalMilliseconds:F1} load={LoadAverage()}");
+                    }
+                }
+                Directory.Delete(dir, true);
+            }
     }
 
     private static void KvRecoveryAndSnapshot(Options o)

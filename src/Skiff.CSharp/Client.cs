@@ -141,7 +141,9 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     }
 
     /// <summary>Watches <paramref name="prefix"/> replaying committed changes from <paramref name="fromIndex"/> first
-    /// (0: live changes only), as far back as the contacted member still remembers.</summary>
+    /// (0: live changes only), as far back as the contacted member's change history reaches (its last
+    /// <c>WatchHistory</c> changes, kept across restarts); older than that fails with
+    /// <see cref="ErrorKind.StreamClosed"/> naming the oldest index still available.</summary>
     public Task<Subscriber> WatchAsync(string prefix, long fromIndex, CancellationToken cancellationToken = default)
     {
         KeyRules.ValidatePrefix(prefix);

@@ -138,6 +138,58 @@ let snappy (o: SkiffServerOptions) =
     o.Raft <- { Options.defaults with SnapshotThreshold = 50L; CompactionTail = 10L }
     o
 
+/// The first `count` changes of a watch on `s` under `prefix` from `from` (fails after `seconds`).
+let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seconds: float) : WatchEvent list =
+    use cts = new CancellationTokenSource(TimeSpan.FromSeconds seconds)
+    let e = s.WatchAsync(prefix, from, cts.Token).GetAsyncEnumerator(cts.Token)
+    let got = ResizeArray<WatchEvent>()
+    try
+        try
+            while got.Count < count && e.MoveNextAsync().AsTask().Result do
+                got.Add e.Current
+        with ex when cts.IsCancellationRequested ->
+            failtestf "watch from %d under '%s' gave %d of %d changes within %.0f s (%s)" from prefix got.Count count seconds ex.Message
+    finally
+        cts.Cancel()
+    List.ofSeq got
+
+/// A watch from index 0 collecting every change under `prefix` in the background.
+let watchAll (s: SkiffServer) (prefix: string) (ct: CancellationToken) =
+    let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+    let e = s.WatchAsync(prefix, 0L, ct).GetAsyncEnumerator(ct)
+    let run =
+        task {
+            try
+                let mutable go = true
+                while go do
+                    let! more = e.MoveNextAsync()
+                    if more then seen.Enqueue e.Current else go <- false
+            with _ -> ()
+        }
+    seen, run
+
+/// A watch event as comparable values.
+let shown (e: WatchEvent) = e.Index, e.Key, text e.Value
+
+/// The newest snapshot index whose metadata a FASTER node wrote (0 if none).
+let snapshotIndexOn (dir: string) =
+    let metaDir = Path.Combine(dir, "snapmeta")
+    if not (Directory.Exists metaDir) then 0L
+    else
+        Directory.GetFiles(metaDir, "*.meta")
+        |> Array.map (fun f -> Int64.Parse(nonNull (Path.GetFileNameWithoutExtension f)))
+        |> Array.fold max 0L
+
+/// Waits until node `s` (data in `dir`) has a snapshot at or after `index`, then commits one more write, which is
+/// applied only after that snapshot finished (the applier takes snapshots in line with applying).
+let awaitSnapshotPast (s: SkiffServer) (dir: string) (index: int64) =
+    waitUntil 15.0 (sprintf "a snapshot at or after index %d" index) (fun () ->
+        if snapshotIndexOn dir >= index then true
+        else
+            put s "pad/more" "x"
+            false)
+    put s "pad/after-snapshot" "x"
+
 let tests =
     testSequenced
     <| testList
@@ -314,6 +366,165 @@ let tests =
               Expect.equal b.Key "w/a" "then the delete"
               cts.Cancel()
               try watching.Wait() with _ -> ()
+          }
+
+          test "a restarted node resumes a watch from an index it applied before the restart, then streams live changes" {
+              use c = new Cluster(nextPort ())
+              let s1 = start (snappy (options c.Port 1 (c.Dir 1) []))
+              c.Nodes[1] <- s1
+              c.WaitLeader 5.0 |> ignore
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+              let seen, watching = watchAll s1 "w/" cts.Token
+              for i in 1..60 do
+                  put s1 (sprintf "w/%02d" (i % 20)) (string i)
+                  put s1 (sprintf "other/%d" i) "x"
+                  if i % 7 = 0 then s1.DeleteAsync(sprintf "w/%02d" ((i - 1) % 20)).Wait()
+              waitUntil 5.0 "the live stream saw every change" (fun () -> seen.Count >= 60 + 8)
+              let live = List.ofSeq seen
+              // Resume from the fifth change: well inside what the node's snapshot covers, so after a restart it is
+              // older than anything the node re-applies (and so holds in memory).
+              let from = live[4].Index
+              awaitSnapshotPast s1 (c.Dir 1) (live |> List.last).Index
+              cts.Cancel()
+              try watching.Wait() with _ -> ()
+              c.Stop 1
+              let s2 = start (snappy (options c.Port 1 (c.Dir 1) []))
+              c.Nodes[1] <- s2
+              c.WaitLeader 5.0 |> ignore
+              let expected = live |> List.filter (fun e -> e.Index >= from) |> List.map shown
+              use cts2 = new CancellationTokenSource(TimeSpan.FromSeconds 20.0)
+              let e = s2.WatchAsync("w/", from, cts2.Token).GetAsyncEnumerator(cts2.Token)
+              let replayed = [ for _ in expected -> (Expect.isTrue (e.MoveNextAsync().AsTask().Result) "more"; shown e.Current) ]
+              Expect.equal replayed expected "the changes from that index, in commit order, with their indexes"
+              let index = s2.PutAsync("w/live", bytes "new").Result
+              Expect.isTrue (e.MoveNextAsync().AsTask().Result) "a live change follows"
+              Expect.equal (shown e.Current) (index, "w/live", "new") "then the live change, with no gap and no duplicate"
+              cts2.Cancel()
+          }
+
+          test "a watch resumed from a node's history shows exactly what the live stream showed, across a snapshot install" {
+              use c = new Cluster(nextPort ())
+              let s1 = start (snappy (options c.Port 1 (c.Dir 1) []))
+              c.Nodes[1] <- s1
+              c.WaitLeader 5.0 |> ignore
+              for n in [ 2; 3 ] do
+                  c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              c.WaitMembers(3, 20.0)
+              let leader = c.WaitLeader 5.0
+              let n = c.Nodes |> Seq.find (fun kv -> kv.Value <> leader) |> fun kv -> kv.Key
+              c.Stop n
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+              let seen, watching = watchAll leader "w/" cts.Token
+              let cas (k: string) (expected: string option) (next: string option) =
+                  let b (v: string option) : byte[] | null = match v with Some v -> bytes v | None -> null
+                  leader.CasAsync(k, b expected, b next).Result |> ignore
+              let first = leader.PutAsync("w/a", bytes "1").Result
+              cas "w/a" (Some "wrong") (Some "2")               // does not match: no change
+              leader.DeleteAsync("w/absent").Wait()             // nothing to delete: no change
+              cas "w/new" None (Some "x")                       // matches an absent key: a put
+              cas "w/a" (Some "1") None                         // matches: a delete
+              leader.DeleteAsync("w/a").Wait()                  // already gone: no change
+              cas "w/gone" None None                            // matches, changes nothing
+              put leader "w/b" "3"
+              for i in 1..150 do
+                  put leader (sprintf "pad/%03d" i) "x"
+              waitUntil 5.0 "the live stream saw the four changes" (fun () -> seen.Count >= 4)
+              let live = List.ofSeq seen |> List.map shown
+              Expect.equal (live |> List.map (fun (_, k, v) -> k, v)) [ "w/a", "1"; "w/new", "x"; "w/a", "<none>"; "w/b", "3" ] "what the live stream showed"
+              // The stopped follower catches up by a snapshot that covers all of it.
+              c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              let back = c.Node n
+              waitUntil 15.0 "caught up by snapshot" (fun () -> staleGet back "pad/150" = "x")
+              let fromFollower = watchTake back "w/" first live.Length 10.0 |> List.map shown
+              Expect.equal fromFollower live "resumed on the follower that installed a snapshot: the same changes and indexes"
+              let fromLeader = watchTake leader "w/" first live.Length 10.0 |> List.map shown
+              Expect.equal fromLeader live "resumed on the leader"
+              // After a restart the follower serves it from the installed snapshot's history on disk.
+              c.Stop n
+              c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              let again = c.Node n
+              let afterRestart = watchTake again "w/" first live.Length 10.0 |> List.map shown
+              Expect.equal afterRestart live "resumed on the follower after its restart"
+              cts.Cancel()
+              try watching.Wait() with _ -> ()
+          }
+
+          test "a live watch on a follower that catches up by snapshot sees every change, with no gap" {
+              use c = new Cluster(nextPort ())
+              let s1 = start (snappy (options c.Port 1 (c.Dir 1) []))
+              c.Nodes[1] <- s1
+              c.WaitLeader 5.0 |> ignore
+              for n in [ 2; 3 ] do
+                  c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+              c.WaitMembers(3, 20.0)
+              let leader = c.WaitLeader 5.0
+              let follower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+              let onLeader, w1 = watchAll leader "w/" cts.Token
+              let onFollower, w2 = watchAll follower "w/" cts.Token
+              put leader "w/before" "0"
+              waitUntil 5.0 "the follower saw the first change" (fun () -> onFollower.Count = 1)
+              // Cut the follower off while the others commit and compact the log past it.
+              follower.Isolated <- true
+              for i in 1..150 do
+                  put leader (sprintf "w/%03d" (i % 40)) (string i)
+                  if i % 9 = 0 then leader.DeleteAsync(sprintf "w/%03d" ((i - 1) % 40)).Wait()
+              let last = leader.PutAsync("w/last", bytes "x").Result
+              follower.Isolated <- false
+              waitUntil 20.0 "the follower caught up" (fun () -> follower.AppliedIndex >= last)
+              waitUntil 5.0 "both streams reached the last change" (fun () ->
+                  onFollower |> Seq.exists (fun e -> e.Index = last) && onLeader |> Seq.exists (fun e -> e.Index = last))
+              Expect.equal (List.ofSeq onFollower |> List.map shown) (List.ofSeq onLeader |> List.map shown)
+                  "the follower's live stream equals the leader's"
+              cts.Cancel()
+              for w in [ w1; w2 ] do
+                  try w.Wait() with _ -> ()
+          }
+
+          test "resuming from an index older than the durable history is refused, naming the oldest index available" {
+              use c = new Cluster(nextPort ())
+              let o () =
+                  let o = snappy (options c.Port 1 (c.Dir 1) [])
+                  o.WatchHistory <- 10
+                  o
+              let s1 = start (o ())
+              c.Nodes[1] <- s1
+              c.WaitLeader 5.0 |> ignore
+              use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+              let seen, watching = watchAll s1 "" cts.Token
+              let mutable last = 0L
+              for i in 1..30 do
+                  last <- s1.PutAsync(sprintf "k/%02d" i, bytes "v").Result
+              awaitSnapshotPast s1 (c.Dir 1) last
+              let last = s1.PutAsync("k/last", bytes "v").Result
+              waitUntil 5.0 "the live stream saw every change" (fun () -> seen |> Seq.exists (fun e -> e.Index = last))
+              let live = List.ofSeq seen
+              cts.Cancel()
+              try watching.Wait() with _ -> ()
+              c.Stop 1
+              let s2 = start (o ())
+              c.Nodes[1] <- s2
+              c.WaitLeader 5.0 |> ignore
+              waitUntil 5.0 "the restarted node re-applied its log" (fun () -> s2.AppliedIndex >= last)
+              // Every write changed a key; the node keeps the newest 10 changes.
+              let newest = live |> List.skip (live.Length - 10) |> List.map shown
+              let trimmed = live[live.Length - 11].Index
+              let message =
+                  try
+                      s2.WatchAsync("", live[0].Index, CancellationToken.None) |> ignore
+                      failtest "resuming from the first change should be refused"
+                  with :? SkiffException as e ->
+                      Expect.equal e.Kind ErrorKind.StreamClosed "the error kind"
+                      e.Message
+              let m = Text.RegularExpressions.Regex.Match(message, "oldest index still available is (\\d+)")
+              Expect.isTrue m.Success (sprintf "the message names the oldest index available: %s" message)
+              let oldest = int64 m.Groups[1].Value
+              // The oldest available is right after the newest change that was trimmed: resuming there works.
+              Expect.equal oldest (trimmed + 1L) "the oldest index available follows the last trimmed change"
+              let kept = watchTake s2 "" oldest 10 10.0 |> List.map shown
+              Expect.equal kept newest "the ten newest changes, from the durable history"
+              expectError [ ErrorKind.StreamClosed ] "one index earlier" (fun () ->
+                  s2.WatchAsync("", oldest - 1L, CancellationToken.None) |> ignore)
           }
 
           test "an insert fails without a quorum, within its deadline" {

@@ -445,6 +445,90 @@ let private kvTests =
             Expect.equal kv.KeyCount (5000 - 715 + 239 - 1) "live keys"
             Expect.isGreaterThan kv.AppliedIndex 5000L "applied index recovered"
             Expect.sequenceEqual (kv.Get "k/1234") (value 1234) "value after recovery"
+
+        testCase "the change history keeps the newest changes, is carried by snapshots and rebuilt identically by replay" <| fun () ->
+            use tmp = new TempDir "kv-history"
+            let mainDir = tmp.Sub "main"
+            let opts = KvOptions(WatchHistory = 5)
+            let history (kv: KvStateMachine) (from: int64) (prefix: string) =
+                let got = List<KvHistoryChange>()
+                let mutable floor = 0L
+                if kv.TryReadHistory(from, Int64.MaxValue, prefix, got, &floor) then
+                    Ok [ for c in got -> c.Index, c.Key, (match c.Value with null -> "<deleted>" | v -> Encoding.UTF8.GetString v) ]
+                else Error floor
+            // What each index does; only some change a key.
+            let commands =
+                [ 1L, Some(put "a" "1")
+                  2L, Some(put "b/x" "2")
+                  3L, Some(put "c" "3")
+                  4L, Some(Command.Delete "absent")                                  // nothing to delete
+                  5L, Some(Command.CompareAndSwap("a", Some(utf8 "no"), Some(utf8 "9"))) // no match
+                  6L, Some(Command.Delete "a")
+                  7L, None                                                           // a no-op entry
+                  8L, Some(put "b/y" "8")
+                  9L, Some(Command.CompareAndSwap("absent", None, None))             // matches, changes nothing
+                  10L, Some(Command.CompareAndSwap("b/x", Some(utf8 "2"), Some(utf8 "x"))) ]
+            let late = [ 11L, Some(put "b/z" "11"); 12L, Some(Command.Delete "c") ]
+            let run (kv: KvStateMachine) cmds =
+                for (i, c) in cmds do
+                    match c with
+                    | Some c -> kv.Apply(i, 1L, c) |> ignore
+                    | None -> kv.AdvanceApplied(i, 1L)
+            let expectedAt10 =
+                [ 1L, "a", "1"; 2L, "b/x", "2"; 3L, "c", "3"; 6L, "a", "<deleted>"; 8L, "b/y", "8"; 10L, "b/x", "x" ]
+            let expectedAt12 =
+                [ 6L, "a", "<deleted>"; 8L, "b/y", "8"; 10L, "b/x", "x"; 11L, "b/z", "11"; 12L, "c", "<deleted>" ]
+            let check (kv: KvStateMachine) (expected: (int64 * string * string) list) floor what =
+                Expect.equal kv.HistoryFloor floor (what + ": floor")
+                Expect.equal kv.HistoryCount expected.Length (what + ": count")
+                Expect.equal (history kv (floor + 1L) "") (Ok expected) (what + ": all kept changes, in order")
+                Expect.equal (history kv (floor + 1L) "b/") (Ok(expected |> List.filter (fun (_, k, _) -> k.StartsWith "b/"))) (what + ": under a prefix")
+                Expect.equal (history kv floor "") (Error floor) (what + ": older than the history")
+            let snapDir = tmp.Sub "snapshot-copy"
+            using (KvStateMachine.Open(mainDir, opts)) (fun kv ->
+                // The change reported to the caller is the one recorded.
+                let mutable change = Nullable()
+                kv.Apply(1L, 1L, put "a" "1", &change) |> ignore
+                Expect.equal (change.HasValue, change.Value.Key, change.Value.Index) (true, "a", 1L) "a put is a change"
+                run kv (List.tail commands)
+                Expect.equal (history kv 7L "") (Ok [ 8L, "b/y", "8"; 10L, "b/x", "x" ]) "from an index between changes"
+                check kv (List.tail expectedAt10) 1L "at 10 (one trimmed)"
+                kv.TakeSnapshot() |> ignore
+                run kv late
+                check kv expectedAt12 3L "at 12")
+            // The store reopens at its checkpoint (10); replaying 11 and 12 rebuilds exactly the same history.
+            using (KvStateMachine.Open(mainDir, opts)) (fun kv ->
+                Expect.equal kv.AppliedIndex 10L "reopened at the checkpoint"
+                check kv (List.tail expectedAt10) 1L "reopened at 10"
+                run kv late
+                check kv expectedAt12 3L "replayed to 12"
+                kv.TakeSnapshot() |> ignore
+                // A snapshot installed elsewhere carries the history, trimmed records included.
+                use reader = kv.OpenSnapshotReader(nonNull kv.LatestSnapshot)
+                use other = KvStateMachine.Open(snapDir, opts)
+                other.Apply(1L, 1L, put "stale" "x") |> ignore
+                use installer = other.BeginInstall()
+                let mutable chunk = reader.ReadChunk 65536
+                while chunk.Length > 0 do
+                    installer.WriteChunk(ReadOnlySpan chunk)
+                    chunk <- reader.ReadChunk 65536
+                installer.Complete()
+                check other expectedAt12 3L "installed elsewhere")
+            using (KvStateMachine.Open(mainDir, opts)) (fun kv -> check kv expectedAt12 3L "reopened at 12")
+            // A smaller limit trims on the next change; 0 keeps nothing.
+            using (KvStateMachine.Open(mainDir, KvOptions(WatchHistory = 0))) (fun kv ->
+                run kv [ 13L, Some(put "d" "13") ]
+                Expect.equal (kv.HistoryCount, kv.HistoryFloor) (0, 13L) "no history kept"
+                Expect.equal (history kv 13L "") (Error 13L) "nothing to resume from")
+            // Long histories are read in chunks; the result is the same.
+            using (KvStateMachine.Open(tmp.Sub "long", KvOptions(WatchHistory = 3000))) (fun kv ->
+                for i in 1L .. 5000L do
+                    kv.Apply(i, 1L, put (sprintf "k/%d" (i % 2L)) (string i)) |> ignore
+                Expect.equal kv.HistoryFloor 2000L "floor"
+                match history kv 2001L "k/1" with
+                | Ok got ->
+                    Expect.equal got [ for i in 2001L .. 2L .. 4999L -> i, "k/1", string i ] "every other change, in order"
+                | Error f -> failtestf "refused at floor %d" f)
     ]
 
 /// Applies entries first..last of `log` to `kv`.

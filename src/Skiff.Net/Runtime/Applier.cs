@@ -21,6 +21,7 @@ internal sealed class Applier
 
     private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly IStateMachine _sm;
+    private readonly IChangeHistory? _durable;
     private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;
     private readonly int _watchCapacity;
@@ -46,6 +47,7 @@ internal sealed class Applier
     {
         _fatal = fatal;
         _sm = sm;
+        _durable = sm as IChangeHistory;
         _snapshots = snapshots;
         _post = post;
         _watchCapacity = watchCapacity;
@@ -203,17 +205,14 @@ internal sealed class Applier
     {
         try
         {
+            var before = _sm.AppliedIndex;
             _snapshots.Install(op.Staged, op.Meta);
             _lastTerm = op.Meta.Term;
             _config = op.Meta.Configuration;
             foreach (var kv in _writes) foreach (var (p, _) in kv.Value) if (kv.Key <= op.Meta.Index) p.Fail(Overwritten(kv.Key));
             foreach (var k in _writes.Keys.Where(k => k <= op.Meta.Index).ToList()) _writes.Remove(k);
-            lock (_subsGate)
-            {
-                _history.Clear();
-                _historyFloor = op.Meta.Index;
-            }
             ServeReads();
+            CatchUpWatchers(before, op.Meta.Index);
             op.Done.TrySetResult();
         }
         catch (Exception ex)
@@ -231,6 +230,32 @@ internal sealed class Applier
         public required string Prefix { get; init; }
         public required long FromIndex { get; init; }
         public required Channel<KvChange> Channel { get; init; }
+    }
+
+    /// <summary>After a snapshot install moved the state machine from <paramref name="before"/> to
+    /// <paramref name="installed"/>: the changes in between were never applied here, so they are published from the
+    /// installed snapshot's change history (everything up to <paramref name="before"/> was committed, so it agrees
+    /// with that history). If the history does not reach back that far, watchers would miss changes: they are
+    /// ended with StreamClosed naming the index to resume from, and the in-memory history restarts after the
+    /// snapshot.</summary>
+    private void CatchUpWatchers(long before, long installed)
+    {
+        var missed = new List<KvChange>();
+        long floor = installed;
+        if (installed >= before && _durable is not null && _durable.TryReadChanges(before + 1, installed, "", missed, out floor))
+        {
+            foreach (var c in missed) Publish(c);
+            return;
+        }
+        lock (_subsGate)
+        {
+            _history.Clear();
+            _historyFloor = installed;
+            var gone = new SkiffException(ErrorKind.StreamClosed,
+                $"watch ended: this node installed a snapshot at index {installed} and no longer has the changes after {before} up to {floor}; list the keys and watch from {installed + 1}");
+            foreach (var s in _subs) s.Channel.Writer.TryComplete(gone);
+            _subs.Clear();
+        }
     }
 
     private void Publish(KvChange change)
@@ -260,18 +285,45 @@ internal sealed class Applier
         catch (Exception ex) { Console.Error.WriteLine($"skiff: change observer failed: {ex.Message}"); }
     }
 
+    private static SkiffException Compacted(long fromIndex, long floor) =>
+        new(ErrorKind.StreamClosed,
+            $"cannot resume from index {fromIndex}: changes up to index {floor} are compacted away on this node; the oldest index still available is {floor + 1} (list the keys and watch from there)");
+
     /// <summary>Starts a watch. With <paramref name="fromIndex"/> &gt; 0, changes at or after that index that were
-    /// already applied come first (from the node's history), then live ones.</summary>
+    /// already applied come first, then live ones, with no gap and no duplicate. Recent changes come from the
+    /// in-memory history; older ones from the state machine's durable change history (which survives restarts);
+    /// older than both is refused with StreamClosed naming the oldest index still available.</summary>
     public ChannelReader<KvChange> Subscribe(string prefix, long fromIndex, CancellationToken ct)
     {
+        // The bulk of a backlog older than the in-memory history is read before taking the lock, so applying is
+        // not held up by it; under the lock only what left the in-memory history meanwhile is added.
+        List<KvChange>? older = null;
+        long olderTo = 0;
+        if (fromIndex > 0 && _durable is not null)
+        {
+            var memoryFloor = Volatile.Read(ref _historyFloor);
+            if (fromIndex <= memoryFloor)
+            {
+                older = new();
+                if (!_durable.TryReadChanges(fromIndex, memoryFloor, prefix, older, out var floor)) throw Compacted(fromIndex, floor);
+                olderTo = memoryFloor;
+            }
+        }
         lock (_subsGate)
         {
             var backlog = new List<KvChange>();
             if (fromIndex > 0)
             {
                 if (fromIndex <= _historyFloor && fromIndex <= _sm.AppliedIndex)
-                    throw new SkiffException(ErrorKind.StreamClosed,
-                        $"cannot resume from index {fromIndex}: changes up to {_historyFloor} are compacted away on this node; list the keys and watch from {_historyFloor + 1}");
+                {
+                    // Published changes at or below _historyFloor are no longer in memory; every one above it is.
+                    if (_durable is null) throw Compacted(fromIndex, _historyFloor);
+                    older ??= new();
+                    var from = Math.Max(fromIndex, olderTo + 1);
+                    if (from <= _historyFloor && !_durable.TryReadChanges(from, _historyFloor, prefix, older, out var floor))
+                        throw Compacted(fromIndex, floor);
+                    backlog.AddRange(older);
+                }
                 foreach (var c in _history)
                     if (c.Index >= fromIndex && c.Key.StartsWith(prefix, StringComparison.Ordinal)) backlog.Add(c);
             }

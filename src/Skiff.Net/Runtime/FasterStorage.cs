@@ -117,8 +117,9 @@ public sealed class FasterHardStateStore : IHardStateStore
     public void Dispose() { }
 }
 
-/// <summary>The state machine on the storage's FASTER <see cref="KvStateMachine"/>.</summary>
-public sealed class FasterStateMachine : IStateMachine
+/// <summary>The state machine on the storage's FASTER <see cref="KvStateMachine"/>, with its durable change
+/// history.</summary>
+public sealed class FasterStateMachine : IStateMachine, IChangeHistory
 {
     private readonly KvStateMachine _kv;
 
@@ -134,19 +135,18 @@ public sealed class FasterStateMachine : IStateMachine
     /// <inheritdoc/>
     public CommandResult Apply(long index, long term, Command command, out KvChange? change)
     {
-        change = null;
-        var existed = command is Command.Delete d && _kv.Get(d.key) is not null;
-        var result = _kv.Apply(index, term, command);
-        if (result is null) return CommandResult.Done; // already applied (replay after recovery)
-        switch (command)
-        {
-            case Command.Put p: change = new KvChange(index, p.key, p.value); break;
-            case Command.Delete del: if (existed) change = new KvChange(index, del.key, null); break;
-            case Command.CompareAndSwap c when result is CommandResult.Swapped { Item: true }:
-                change = new KvChange(index, c.key, FSharpOption<byte[]>.get_IsSome(c.next) ? c.next!.Value : null);
-                break;
-        }
-        return result;
+        var result = _kv.Apply(index, term, command, out var made);
+        change = made is { } m ? new KvChange(m.Index, m.Key, m.Value) : null;
+        return result ?? CommandResult.Done; // null: already applied (replay after recovery)
+    }
+
+    /// <inheritdoc/>
+    public bool TryReadChanges(long from, long to, string prefix, List<KvChange> into, out long floor)
+    {
+        var found = new List<KvHistoryChange>();
+        if (!_kv.TryReadHistory(from, to, prefix, found, out floor)) return false;
+        foreach (var c in found) into.Add(new KvChange(c.Index, c.Key, c.Value));
+        return true;
     }
 
     /// <inheritdoc/>

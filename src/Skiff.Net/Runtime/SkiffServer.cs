@@ -48,7 +48,10 @@ public sealed class SkiffServer : IAsyncDisposable
         Address = $"{options.Bind}:{options.Port}";
         if (options.Storage == StorageEngine.Faster)
         {
-            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir);
+            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
+            {
+                Kv = new Skiff.Net.Storage.KvOptions { WatchHistory = Math.Max(0, options.WatchHistory) },
+            });
             _storage = storage;
             Id = storage.HardState.NodeId;
             _log = new FasterLogStore(storage.Log);
@@ -492,8 +495,10 @@ public sealed class SkiffServer : IAsyncDisposable
     }
 
     /// <summary>Streams changes under <paramref name="prefix"/> as this node applies them, in commit order. With
-    /// <paramref name="fromIndex"/> &gt; 0 the changes from that index that this node still remembers come first
-    /// (StreamClosed if they were compacted away). A watcher that falls too far behind is ended with StreamClosed.</summary>
+    /// <paramref name="fromIndex"/> &gt; 0 the changes from that index come first, from the node's history of the
+    /// last <see cref="SkiffServerOptions.WatchHistory"/> changes (durable with FASTER storage, so it survives
+    /// restarts); StreamClosed naming the oldest index still available if they were compacted away. A watcher that
+    /// falls too far behind is ended with StreamClosed.</summary>
     /// <remarks>The watch is registered when this method returns, before the first item is asked for.</remarks>
     public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
     {

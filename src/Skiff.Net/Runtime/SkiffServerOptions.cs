@@ -53,7 +53,8 @@ public sealed class SkiffServerOptions
     /// <summary>Changes buffered per watcher before it is dropped as too slow.</summary>
     public int WatchBufferCapacity { get; set; } = 10000;
 
-    /// <summary>Recent changes kept for watchers that resume from an index.</summary>
+    /// <summary>Recent changes kept for watchers that resume from an index: in memory, and (with FASTER storage) in
+    /// the state machine's durable change history, which snapshots carry and restarts keep. 0 keeps none.</summary>
     public int WatchHistory { get; set; } = 100000;
 
     /// <summary>Raise the thread pool's minimum worker threads to at least this many when the node starts (0

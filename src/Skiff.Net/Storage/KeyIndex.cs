@@ -24,14 +24,16 @@ public sealed class KeyIndex
 
     /// <summary>Removes a key; no-op if absent. Its directory part goes when its last key goes.</summary>
     /// <param name="key">The key.</param>
-    public void Remove(string key)
+    /// <returns>Whether the key was present.</returns>
+    public bool Remove(string key)
     {
-        if (!_keys.Remove(key)) return;
+        if (!_keys.Remove(key)) return false;
         if (DirectoryOf(key) is { } dir && _prefixes.TryGetValue(dir, out var n))
         {
             if (n <= 1) _prefixes.Remove(dir);
             else _prefixes[dir] = n - 1;
         }
+        return true;
     }
 
     /// <summary>Replaces the contents with the given (distinct) keys: one sort and a linear tree build, much faster
