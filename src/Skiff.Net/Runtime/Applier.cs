@@ -26,7 +26,9 @@ internal sealed class Applier
     private readonly Action<Event> _post;
     private readonly int _watchCapacity;
     private readonly int _historyCapacity;
-    private readonly SortedDictionary<long, List<(Pending Pending, long Term)>> _writes = new();
+    // Writes waiting for their index, smallest first (a heap: no allocation per write, unlike a SortedDictionary's
+    // enumerator for First()).
+    private readonly PriorityQueue<(Pending Pending, long Term), long> _writes = new();
     private readonly List<(long Index, List<Pending> Reads)> _reads = new();
     private readonly Dictionary<long, (long Term, CommandResult? Result)> _recent = new();
     private readonly object _subsGate = new();
@@ -129,8 +131,7 @@ internal sealed class Applier
             else w.Pending.Fail(Overwritten(w.Index));
             return;
         }
-        if (!_writes.TryGetValue(w.Index, out var list)) _writes[w.Index] = list = new();
-        list.Add((w.Pending, w.Term));
+        _writes.Enqueue((w.Pending, w.Term), w.Index);
     }
 
     private static SkiffException Overwritten(long index) =>
@@ -161,19 +162,11 @@ internal sealed class Applier
             _lastTerm = e.Term;
             _recent[e.Index] = (e.Term, result);
             if (_recent.Count > 8192) _recent.Remove(e.Index - 8192);
-            if (_writes.Count > 0)
+            while (_writes.TryPeek(out var w, out var index) && index <= e.Index)
             {
-                while (_writes.Count > 0)
-                {
-                    var first = _writes.First();
-                    if (first.Key > e.Index) break;
-                    _writes.Remove(first.Key);
-                    foreach (var (p, term) in first.Value)
-                    {
-                        if (first.Key == e.Index && term == e.Term) p.Succeed(result);
-                        else p.Fail(Overwritten(first.Key));
-                    }
-                }
+                _writes.Dequeue();
+                if (index == e.Index && w.Term == e.Term) w.Pending.Succeed(result);
+                else w.Pending.Fail(Overwritten(index));
             }
             if (change is { } ch) Publish(ch);
         }
@@ -209,8 +202,11 @@ internal sealed class Applier
             _snapshots.Install(op.Staged, op.Meta);
             _lastTerm = op.Meta.Term;
             _config = op.Meta.Configuration;
-            foreach (var kv in _writes) foreach (var (p, _) in kv.Value) if (kv.Key <= op.Meta.Index) p.Fail(Overwritten(kv.Key));
-            foreach (var k in _writes.Keys.Where(k => k <= op.Meta.Index).ToList()) _writes.Remove(k);
+            while (_writes.TryPeek(out var w, out var index) && index <= op.Meta.Index)
+            {
+                _writes.Dequeue();
+                w.Pending.Fail(Overwritten(index));
+            }
             ServeReads();
             CatchUpWatchers(before, op.Meta.Index);
             op.Done.TrySetResult();
@@ -347,8 +343,7 @@ internal sealed class Applier
     {
         _queue.Writer.TryComplete();
         try { await _run.ConfigureAwait(false); } catch (Exception) { }
-        foreach (var kv in _writes) foreach (var (p, _) in kv.Value) p.Fail(shutdown);
-        _writes.Clear();
+        while (_writes.TryDequeue(out var w, out _)) w.Pending.Fail(shutdown);
         foreach (var r in _reads) foreach (var p in r.Reads) p.Fail(shutdown);
         _reads.Clear();
         lock (_subsGate)

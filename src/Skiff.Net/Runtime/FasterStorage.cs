@@ -68,7 +68,10 @@ public sealed class FasterLogStore : ILogStore
     }
 
     /// <inheritdoc/>
-    public void Flush() => _last.GetAwaiter().GetResult();
+    public void Flush() => DedicatedThread.Wait(_last);
+
+    /// <inheritdoc/>
+    public Task FlushAsync() => _last;
 
     /// <inheritdoc/>
     public long? TermAt(long index) => _log.TermAt(index);

@@ -178,13 +178,13 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         id = Interlocked.Increment(ref _nextRequestId);
         var p = new Pending(id);
-        if (ct.CanBeCanceled)
-        {
-            var reg = ct.Register(() => p.Fail(new OperationCanceledException(ct)));
-            p.Task.ContinueWith(_ => reg.Dispose(), TaskScheduler.Default);
-        }
+        // The registration is disposed by the Pending when it is answered (no continuation task per request).
+        if (ct.CanBeCanceled) p.Registration = ct.UnsafeRegister(CancelPending, p);
         return p;
     }
+
+    private static readonly Action<object?, CancellationToken> CancelPending =
+        static (state, token) => ((Pending)state!).Fail(new OperationCanceledException(token));
 
     private Task<CommandResult?> Submit(Event ev, Pending p)
     {

@@ -22,18 +22,28 @@ internal sealed class Pending
     /// <summary>Completes when the request is answered.</summary>
     public Task<CommandResult?> Task => _tcs.Task;
 
+    /// <summary>The caller's cancellation registration, released once the request is answered.</summary>
+    public CancellationTokenRegistration Registration;
+
     /// <summary>Answers with success.</summary>
     public bool Succeed(CommandResult? result)
     {
         Answered = System.Diagnostics.Stopwatch.GetTimestamp();
         var answered = _tcs.TrySetResult(result);
+        if (answered) Registration.Unregister();
         if (answered && Index > 0)
             RuntimeMetrics.CommitLatency.Record(System.Diagnostics.Stopwatch.GetElapsedTime(Submitted, Answered).TotalMilliseconds);
         return answered;
     }
 
     /// <summary>Answers with an error.</summary>
-    public bool Fail(Exception error) => _tcs.TrySetException(error);
+    public bool Fail(Exception error)
+    {
+        var answered = _tcs.TrySetException(error);
+        // Unregister, not Dispose: Dispose would wait for a callback running on another thread (or deadlock in it).
+        if (answered) Registration.Unregister();
+        return answered;
+    }
 }
 
 /// <summary>Thrown internally when the reducer answers NotLeader; the server forwards or retries.</summary>

@@ -22,6 +22,16 @@ public interface ILogStore : IDisposable
     /// <summary>Makes every appended entry durable (one fsync for everything appended since the last flush).</summary>
     void Flush();
 
+    /// <summary>Starts making every appended entry durable and returns at once; the task completes when they are.
+    /// Tasks of successive calls complete in call order. A store whose appends can be made durable while more are
+    /// appended (FASTER's commit loop) overrides this, so the storage writer can append the next group while the
+    /// previous one is being synced; the default flushes synchronously.</summary>
+    Task FlushAsync()
+    {
+        Flush();
+        return Task.CompletedTask;
+    }
+
     /// <summary>The term of the entry at <paramref name="index"/> (or of the snapshot point), if stored.</summary>
     long? TermAt(long index);
 

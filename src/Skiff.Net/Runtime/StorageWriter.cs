@@ -4,9 +4,12 @@ using Skiff.Core;
 namespace Skiff.Net.Runtime;
 
 /// <summary>
-/// Carries out durable writes in the order the reducer asked for them, with group commit: it takes everything
-/// queued, writes it, then makes it durable with one flush, and only then completes the writes and tells the
-/// loop which entries are durable (Event.Persisted).
+/// Carries out durable writes in the order the reducer asked for them, with group commit and pipelining: it takes
+/// everything queued, writes it, and starts making it durable with one flush; while that flush runs it goes on
+/// with the next group (FASTER's commit loop syncs it right after the previous one), instead of waiting. Groups
+/// complete strictly in order, each only once it is durable (and every group before it is): then its writes
+/// complete and the loop learns which entries are durable (Event.Persisted). Compaction and log resets first wait
+/// for every group in flight.
 /// </summary>
 internal sealed class StorageWriter : IAsyncDisposable
 {
@@ -42,6 +45,7 @@ internal sealed class StorageWriter : IAsyncDisposable
         _log = log;
         _hard = hard;
         _post = post;
+        _onDurable = _ => CompleteDurable();
         _run = DedicatedThread.Start("skiff-writer", Run);
     }
 
@@ -64,10 +68,24 @@ internal sealed class StorageWriter : IAsyncDisposable
     /// <summary>Once the snapshot is installed, replaces the whole log with an empty one after it.</summary>
     public Task Reset(SnapshotMeta meta, Task installed) => Enqueue(new ResetOp(meta, installed));
 
+    /// <summary>A group of writes whose durability was started; completed in order by <see cref="CompleteDurable"/>.</summary>
+    private sealed class Group
+    {
+        public required Op[] Ops;
+        public required Task Durable;
+        public required Entry? Last;
+        public required bool Appended;
+        public required long Started;
+    }
+
+    private readonly Queue<Group> _inflight = new(); // guarded by itself
+    private readonly Action<Task> _onDurable;
+
     private void Run()
     {
         var reader = _queue.Reader;
         var batch = new List<Op>();
+        var group = new List<Op>();
         while (DedicatedThread.WaitToRead(reader))
         {
             batch.Clear();
@@ -75,48 +93,42 @@ internal sealed class StorageWriter : IAsyncDisposable
             HardState? hard = null;
             Entry? last = null;
             var appended = false;
+            group.Clear();
             try
             {
                 foreach (var op in batch)
                 {
                     switch (op)
                     {
-                        case HardStateOp h: hard = h.State; break;
+                        case HardStateOp h: hard = h.State; group.Add(op); break;
                         case EntriesOp e:
+                            group.Add(op);
                             if (e.Entries.Count == 0) break;
                             _log.Append(e.Entries);
                             last = e.Entries[^1];
                             appended = true;
                             break;
                         case CompactOp c:
+                            Seal(group, ref hard, ref last, ref appended);
+                            Drain();
                             if (_log.TermAt(c.Index) is { } term)
                             {
                                 var sw = System.Diagnostics.Stopwatch.StartNew();
                                 _log.CompactUntil(c.Index, term);
                                 if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: log compaction to {c.Index} took {sw.ElapsedMilliseconds} ms (writes waited)");
                             }
+                            c.Done.TrySetResult();
                             break;
                         case ResetOp i:
-                            if (appended) _log.Flush();
-                            i.Installed.GetAwaiter().GetResult();
+                            Seal(group, ref hard, ref last, ref appended);
+                            Drain();
+                            DedicatedThread.Wait(i.Installed);
                             _log.Reset(i.Meta.Index, i.Meta.Term);
-                            last = null;
-                            appended = false;
+                            i.Done.TrySetResult();
                             break;
                     }
                 }
-                if (hard is not null) _hard.Save(hard);
-                if (appended)
-                {
-                    var started = System.Diagnostics.Stopwatch.GetTimestamp();
-                    _log.Flush();
-                    Flushes++;
-                    var took = System.Diagnostics.Stopwatch.GetElapsedTime(started);
-                    RuntimeMetrics.FsyncLatency.Record(took.TotalMilliseconds);
-                    if (took >= RuntimeMetrics.SlowFlush) SlowFlush?.Invoke(took);
-                }
-                foreach (var op in batch) op.Done.TrySetResult();
-                if (last is not null) _post(Event.NewPersisted(last.Index, last.Term));
+                Seal(group, ref hard, ref last, ref appended);
             }
             catch (Exception ex)
             {
@@ -125,6 +137,72 @@ internal sealed class StorageWriter : IAsyncDisposable
                 foreach (var op in batch) op.Done.TrySetException(error);
                 _fatal(error);
             }
+        }
+        Drain();
+    }
+
+    /// <summary>Saves the hard state (durably, here), starts the flush of the entries appended and queues the
+    /// group for in-order completion.</summary>
+    private void Seal(List<Op> ops, ref HardState? hard, ref Entry? last, ref bool appended)
+    {
+        if (ops.Count == 0) return;
+        if (hard is not null) _hard.Save(hard);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var durable = appended ? _log.FlushAsync() : Task.CompletedTask;
+        var g = new Group { Ops = ops.ToArray(), Durable = durable, Last = last, Appended = appended, Started = started };
+        lock (_inflight) _inflight.Enqueue(g);
+        ops.Clear();
+        hard = null;
+        last = null;
+        appended = false;
+        if (durable.IsCompleted) CompleteDurable();
+        else durable.ContinueWith(_onDurable, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>Completes, in order, every group at the head of the queue whose flush finished. Runs where a flush
+    /// completes (a FASTER commit continuation) or on the writer thread; the lock keeps the order.</summary>
+    private void CompleteDurable()
+    {
+        lock (_inflight)
+        {
+            while (_inflight.TryPeek(out var g) && g.Durable.IsCompleted)
+            {
+                _inflight.Dequeue();
+                if (!g.Durable.IsCompletedSuccessfully)
+                {
+                    var ex = g.Durable.Exception?.GetBaseException() ?? new IOException("the log flush was cancelled");
+                    Console.Error.WriteLine($"skiff: storage write failed: {ex}");
+                    var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+                    foreach (var op in g.Ops) op.Done.TrySetException(error);
+                    _fatal(error);
+                    continue;
+                }
+                if (g.Appended)
+                {
+                    Flushes++;
+                    var took = System.Diagnostics.Stopwatch.GetElapsedTime(g.Started);
+                    RuntimeMetrics.FsyncLatency.Record(took.TotalMilliseconds);
+                    if (took >= RuntimeMetrics.SlowFlush) SlowFlush?.Invoke(took);
+                }
+                foreach (var op in g.Ops) op.Done.TrySetResult();
+                if (g.Last is not null) _post(Event.NewPersisted(g.Last.Index, g.Last.Term));
+            }
+        }
+    }
+
+    /// <summary>Waits (on the writer thread) until every group in flight has completed.</summary>
+    private void Drain()
+    {
+        while (true)
+        {
+            Task durable;
+            lock (_inflight)
+            {
+                if (_inflight.Count == 0) return;
+                durable = _inflight.Peek().Durable;
+            }
+            try { DedicatedThread.Wait(durable); } catch (Exception) { }
+            CompleteDurable();
         }
     }
 

@@ -2,22 +2,29 @@ namespace Skiff.Net.Storage;
 
 /// <summary>
 /// An ordered index of the keys of the key-value store (FASTER's hash index has no ordered scan), plus a
-/// refcounted map of their directory parts. Listing the keys under a prefix costs O(log n + k); keeping the index
-/// costs O(log n) per put or delete. Not thread-safe: the state machine serialises access.
+/// refcounted map of their directory parts. Listing the keys under a prefix costs O(log n + k) once the index is
+/// sorted; a put costs O(1): new keys go to a hash set and an unsorted list, and are merged into the sorted set by
+/// the next listing (inserted one by one, or a full sort when many are waiting). Inserting each put into the sorted
+/// set directly was ~5% of a member's CPU at 10,000 puts/s of new keys (tree walks over cold nodes on every
+/// member's applier), for listings that may never come. A delete costs O(log n). Not thread-safe: the state
+/// machine serialises access.
 /// </summary>
 public sealed class KeyIndex
 {
+    private HashSet<string> _all = new(StringComparer.Ordinal);
     private SortedSet<string> _keys = new(StringComparer.Ordinal);
+    private readonly List<string> _unsorted = new(); // added since the last merge (some may be removed since)
     private SortedDictionary<string, int> _prefixes = new(StringComparer.Ordinal);
 
     /// <summary>Number of keys.</summary>
-    public int Count => _keys.Count;
+    public int Count => _all.Count;
 
     /// <summary>Adds a key; no-op if present.</summary>
     /// <param name="key">The key.</param>
     public void Add(string key)
     {
-        if (!_keys.Add(key)) return;
+        if (!_all.Add(key)) return;
+        _unsorted.Add(key);
         if (DirectoryOf(key) is { } dir)
             _prefixes[dir] = _prefixes.TryGetValue(dir, out var n) ? n + 1 : 1;
     }
@@ -27,7 +34,8 @@ public sealed class KeyIndex
     /// <returns>Whether the key was present.</returns>
     public bool Remove(string key)
     {
-        if (!_keys.Remove(key)) return false;
+        if (!_all.Remove(key)) return false;
+        _keys.Remove(key); // if it is still in _unsorted, the merge skips it (it is no longer in _all)
         if (DirectoryOf(key) is { } dir && _prefixes.TryGetValue(dir, out var n))
         {
             if (n <= 1) _prefixes.Remove(dir);
@@ -45,6 +53,8 @@ public sealed class KeyIndex
         keys.CopyTo(sorted, 0);
         Array.Sort(sorted, StringComparer.Ordinal);
         _keys = new SortedSet<string>(sorted, StringComparer.Ordinal);
+        _all = new HashSet<string>(sorted, StringComparer.Ordinal);
+        _unsorted.Clear();
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var k in sorted)
             if (DirectoryOf(k) is { } dir)
@@ -56,6 +66,8 @@ public sealed class KeyIndex
     public void Clear()
     {
         _keys.Clear();
+        _all.Clear();
+        _unsorted.Clear();
         _prefixes.Clear();
     }
 
@@ -75,6 +87,7 @@ public sealed class KeyIndex
     public List<string> List(string prefix, int limit = int.MaxValue)
     {
         var result = new List<string>();
+        Merge();
         if (_keys.Count == 0 || limit <= 0) return result;
         IEnumerable<string> range;
         if (prefix.Length == 0) range = _keys;
@@ -111,5 +124,24 @@ public sealed class KeyIndex
             }
         }
         return null;
+    }
+
+    /// <summary>Brings the sorted set up to date with the keys added since the last merge.</summary>
+    private void Merge()
+    {
+        if (_unsorted.Count == 0) return;
+        if (_unsorted.Count > 1024 && _unsorted.Count > _keys.Count / 4)
+        {
+            var sorted = new string[_all.Count];
+            _all.CopyTo(sorted);
+            Array.Sort(sorted, StringComparer.Ordinal);
+            _keys = new SortedSet<string>(sorted, StringComparer.Ordinal);
+        }
+        else
+        {
+            foreach (var k in _unsorted)
+                if (_all.Contains(k)) _keys.Add(k);
+        }
+        _unsorted.Clear();
     }
 }
