@@ -547,9 +547,12 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     {
         var bad = new List<long>();
         var skipped = new HashSet<long>();
+        var voids = VoidRanges.Load(_dir);
         long lastValidAddress = -1;
         bool started = false;
         bool inferred = false; // base taken from the first entry, not from a Base record
+        long previousPage = -1; // page of the record seen before this one (-1: none yet)
+        long holeAt = -1;
         try
         {
             using var iter = _log.Scan(_log.BeginAddress, _log.TailAddress, scanUncommitted: false);
@@ -561,14 +564,20 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                     iter.WaitAsync().AsTask().GetAwaiter().GetResult();
                     continue;
                 }
+                long page = address >> _options.PageSizeBits;
+                // A record that breaks the log's rules as the first one seen on a new page may lie past a hole
+                // (see VoidRanges): a crash mid-commit left the end of the previous page unwritten.
+                bool afterPageChange = previousPage >= 0 && page != previousPage;
+                previousPage = page;
+                if (voids.Contains(address)) continue;
                 var rec = Decode(data, length);
                 if (rec is null)
                 {
+                    if (afterPageChange) { holeAt = address; break; }
                     bad.Add(address);
                     continue;
                 }
                 var (type, index, term, _) = rec.Value;
-                lastValidAddress = address;
                 switch (type)
                 {
                     case TypeEntry:
@@ -582,7 +591,10 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                             inferred = true;
                         }
                         if (index <= _baseIndex || index > LastIndexUnlocked + 1)
+                        {
+                            if (afterPageChange) { holeAt = address; break; }
                             throw Corrupt(address, $"entry {index} cannot follow a log of ({_baseIndex}, {LastIndexUnlocked}]");
+                        }
                         TruncateFrom(index);
                         _terms.Add(term);
                         _addresses.Add(address);
@@ -594,6 +606,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                             // An older base record that survived truncation behind entries written before it: it
                             // drops nothing more. Behind a base read from a record, it cannot happen.
                             if (inferred && type == TypeBase) break;
+                            if (afterPageChange) { holeAt = address; break; }
                             throw Corrupt(address, $"base {index} behind base {_baseIndex}");
                         }
                         started = true;
@@ -604,14 +617,24 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                         skipped.Add(index);
                         break;
                     default:
+                        if (afterPageChange) { holeAt = address; break; }
                         throw Corrupt(address, $"unknown record type {type}");
                 }
+                if (holeAt >= 0) break;
+                lastValidAddress = address;
             }
         }
         catch (SkiffException) { throw; }
         catch (Exception e)
         {
             throw new SkiffException(ErrorKind.StorageCorrupted, $"cannot scan {_logPath}: {e.Message}", e);
+        }
+        if (holeAt >= 0)
+        {
+            // Everything from the hole to FASTER's recovered tail was written by a commit that never completed:
+            // void it before anything is appended after it.
+            voids.Add(holeAt, _log.TailAddress);
+            HoleVoided = (holeAt, _log.TailAddress);
         }
         var torn = new List<long>();
         foreach (var a in bad)
@@ -622,6 +645,10 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         }
         return torn;
     }
+
+    /// <summary>The range of log addresses found past a hole when the log was opened, and voided; null if none.
+    /// See <see cref="VoidRanges"/>.</summary>
+    public (long From, long Until)? HoleVoided { get; private set; }
 
     private SkiffException Corrupt(long address, string what)
     {
