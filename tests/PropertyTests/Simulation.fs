@@ -161,7 +161,9 @@ let knownSchedules =
 /// Known schedules for the reducer without Pre-Vote and CheckQuorum.
 let knownPlainSchedules =
     [ "no Pre-Vote: removed node collects votes it cannot use",
-      "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]" ]
+      "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]"
+      "no Pre-Vote: removed leader refused by the voter it needs (finding 8)",
+      "seed=5343851847754639691 nodes=3 [35 oneway:1>1; 27 isolate:0; 10 remove:1; 10 heal; 4 add]" ]
 
 let private regressions =
     (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
