@@ -69,17 +69,33 @@ module Election =
         let reply granted (term: Term) (s: State) =
             State.send from (Message.VoteReply { Term = term; Granted = granted; PreVote = m.PreVote }) s
         if m.Term < s.Term then reply false s.Term s
-        // A candidate that is not a voter in our newest configuration gets no vote and does not move our term,
-        // unless its log is strictly ahead of ours: then it may hold a configuration we have not seen (one that
-        // adds it), so only the usual rules apply (simulation finding 7). Otherwise we know every configuration it
-        // knows (equal logs are identical), so it has been removed or was never added: granting would let a
-        // removed node that cannot know its removal committed collect votes it cannot use, each grant restarting
-        // our election timer so that we, who are electable, rarely campaign (finding 6). A node that has joined
-        // no cluster yet (empty configuration) judges no one.
+        // A candidate that is not a voter in our newest configuration gets no vote, unless its log is strictly
+        // ahead of ours: then it may hold a configuration we have not seen (one that adds it), so only the usual
+        // rules apply (simulation finding 7). Otherwise we know every configuration it knows (equal logs are
+        // identical), so it has been removed or was never added: granting would let a removed node that cannot
+        // know its removal committed collect votes it cannot use, each grant restarting our election timer so
+        // that we, who are electable, rarely campaign (finding 6). Refusing cannot stall the cluster: we are a
+        // voter wherever it counts votes, and at least as up to date, so whoever would elect it can elect us.
+        // A node that has joined no cluster yet (empty configuration) judges no one.
         elif not s.Config.Members.IsEmpty
              && not (State.isVoterIn from s.Config)
              && not (LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log) then
-            reply false s.Term s
+            // The term: a removed node whose removal we know committed cannot learn it from anyone (no leader
+            // replicates to it), so its terms are left alone, or it would unseat every leader (as hashicorp/raft).
+            // While the removal is uncommitted as far as we know it is still a member (as etcd, which applies
+            // configurations at commit) and the term rule holds (thesis Figure 3.1): other voters behind us still
+            // grant it, and if we stayed a term behind its campaigns, each of ours would come in a term whose vote
+            // it had already taken, term after term (finding 8). Moving the term does not restart our election
+            // timer (thesis Figure 3.1 restarts it on a granted vote or a leader's AppendEntries only), so we
+            // still campaign on time; a node in a leader's lease keeps its term (§4.2.3).
+            if m.Term > s.Term
+               && not m.PreVote
+               && State.isVoterIn from (State.configAt s.Commit s)
+               && not (inLease s) then
+                let s' = State.becomeFollower m.Term None s
+                let s' = { s' with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
+                reply false s'.Term s'
+            else reply false s.Term s
         elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
         else
             // A real vote request of a higher term moves us to that term; a pre-vote changes nothing.

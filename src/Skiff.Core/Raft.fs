@@ -132,7 +132,11 @@ module Raft =
         let s = { s with ElectionElapsed = s.ElectionElapsed + 1 }
         if s.ElectionElapsed < s.ElectionTimeout then s
         elif State.canCampaign s then Election.campaign s.Options.PreVote false s
-        else State.resetElectionTimer s
+        // A node that may not campaign (a learner, a removed node) lets its timer stay expired instead of
+        // restarting it, as etcd (electionElapsed keeps growing on a non-promotable node): restarting it would
+        // renew, every timeout, the lease of a leader it has not heard from since (Election.inLease), so it would
+        // refuse the votes of the candidate it needs most of the time.
+        else { s with ElectionElapsed = s.ElectionTimeout }
 
     /// CheckQuorum: a leader that has not heard from a majority of voters within the minimum election timeout
     /// steps down, so that a partitioned leader stops serving and a cluster with a new leader is not disturbed.

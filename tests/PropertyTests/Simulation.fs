@@ -156,12 +156,15 @@ let knownSchedules =
       "seed=9079812377582878207 nodes=3 [10 heal; 22 partition:; 29 add; 18 isolate:2; 8 crash:2; 36 partition:1,2; 38 crash:1; 28 partition:1,2; 23 crash:0; 8 crash:0; 10 transfer:0; 0 restart:1; 17 heal; 29 delay:5; 3 loss:4; 33 crash:1; 7 restart:1; 7 heal; 1 heal; 9 restart:0; 32 partition:0,1; 34 transfer:2; 37 remove:0; 7 partition:1,2; 36 restart:1; 12 heal; 2 restart:0; 16 dup:14; 3 disk:4; 2 crash:1; 7 crash:0]"
       "slow election, stale-log majority (3 nodes)", "seed=4292461891479662373 nodes=3 [4 crash:1; 23 dup:21; 12 isolate:1; 6 restart:2; 3 disk:0; 2 partition:1,2; 2 remove:0; 4 delay:4; 7 partition:0; 40 remove:0]"
       "voter behind the configuration that added the candidate (finding 7)", "seed=4680132435724317508 nodes=3 [6 partition:2; 15 restart:0; 10 add; 28 remove:1; 32 disk:0; 2 remove:0; 30 oneway:1>1]"
-      "slow election, stale-log majority (5 nodes)", "seed=9000603822582088797 nodes=5 [5 add; 23 heal; 10 partition:2,3; 9 crash:4; 16 heal; 33 heal; 8 delay:3; 9 heal; 9 remove:4; 2 remove:4; 31 add; 1 partition:2,3,4]" ]
+      "slow election, stale-log majority (5 nodes)", "seed=9000603822582088797 nodes=5 [5 add; 23 heal; 10 partition:2,3; 9 crash:4; 16 heal; 33 heal; 8 delay:3; 9 heal; 9 remove:4; 2 remove:4; 31 add; 1 partition:2,3,4]"
+      "learner renews a lost leader's lease (finding 9)", "seed=810422799524839495 nodes=3 [34 remove:2; 15 heal; 6 remove:1; 27 restart:1; 23 heal; 35 add; 5 crash:2; 9 dup:12; 10 partition:0,1; 7 restart:2]" ]
 
 /// Known schedules for the reducer without Pre-Vote and CheckQuorum.
 let knownPlainSchedules =
     [ "no Pre-Vote: removed node collects votes it cannot use",
-      "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]" ]
+      "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]"
+      "no Pre-Vote: removed leader refused by the voter it needs (finding 8)",
+      "seed=5343851847754639691 nodes=3 [35 oneway:1>1; 27 isolate:0; 10 remove:1; 10 heal; 4 add]" ]
 
 let private regressions =
     (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
