@@ -21,7 +21,9 @@ type TempDir(name: string) =
     member _.Sub(name: string) = Path.Combine(path, name)
     interface IDisposable with
         member _.Dispose() =
-            try Directory.Delete(path, true) with _ -> ()
+            // SKIFF_KEEP_TMP=1 keeps the directory, to look at a failed run's files.
+            if Environment.GetEnvironmentVariable "SKIFF_KEEP_TMP" <> "1" then
+                try Directory.Delete(path, true) with _ -> ()
 
 /// The payload of entry (index, term): an encoded put of key `k/<index % 100>` whose value starts with the index
 /// and term, then a deterministic filler of variable length, so a checker can recompute and recognise it.
