@@ -190,6 +190,19 @@ let awaitSnapshotPast (s: SkiffServer) (dir: string) (index: int64) =
             false)
     put s "pad/after-snapshot" "x"
 
+/// Starts three nodes with `snappy` options (node 1 first, the others joining it), then stops one follower.
+/// Returns the leader and the stopped node's number.
+let snappyClusterOneFollowerDown (c: Cluster) =
+    c.Nodes[1] <- start (snappy (options c.Port 1 (c.Dir 1) []))
+    c.WaitLeader 5.0 |> ignore
+    for n in [ 2; 3 ] do
+        c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
+    c.WaitMembers(3, 20.0)
+    let leader = c.WaitLeader 5.0
+    let n = c.Nodes |> Seq.find (fun kv -> kv.Value <> leader) |> fun kv -> kv.Key
+    c.Stop n
+    leader, n
+
 let tests =
     testSequenced
     <| testList
@@ -404,15 +417,7 @@ let tests =
 
           test "a watch resumed from a node's history shows exactly what the live stream showed, across a snapshot install" {
               use c = new Cluster(nextPort ())
-              let s1 = start (snappy (options c.Port 1 (c.Dir 1) []))
-              c.Nodes[1] <- s1
-              c.WaitLeader 5.0 |> ignore
-              for n in [ 2; 3 ] do
-                  c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
-              c.WaitMembers(3, 20.0)
-              let leader = c.WaitLeader 5.0
-              let n = c.Nodes |> Seq.find (fun kv -> kv.Value <> leader) |> fun kv -> kv.Key
-              c.Stop n
+              let leader, n = snappyClusterOneFollowerDown c
               use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
               let seen, watching = watchAll leader "w/" cts.Token
               let cas (k: string) (expected: string option) (next: string option) =
@@ -541,15 +546,7 @@ let tests =
 
           test "a node far behind catches up by snapshot" {
               use c = new Cluster(nextPort ())
-              let s1 = start (snappy (options c.Port 1 (c.Dir 1) []))
-              c.Nodes[1] <- s1
-              c.WaitLeader 5.0 |> ignore
-              for n in [ 2; 3 ] do
-                  c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
-              c.WaitMembers(3, 20.0)
-              let leader = c.WaitLeader 5.0
-              let n = c.Nodes |> Seq.find (fun kv -> kv.Value <> leader) |> fun kv -> kv.Key
-              c.Stop n
+              let leader, n = snappyClusterOneFollowerDown c
               let tasks = [| for i in 1..400 -> leader.PutAsync(sprintf "s/%03d" i, bytes (string i)) :> Task |]
               Task.WaitAll tasks
               c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
