@@ -318,8 +318,26 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
         int k = 0;
         try
         {
-            await foreach (var (data, length, address, _) in iter.GetAsyncEnumerable(cancellationToken))
+            while (true)
             {
+                cancellationToken.ThrowIfCancellationRequested();
+                byte[] data;
+                int length;
+                long address;
+                try
+                {
+                    if (!iter.GetNext(out data, out length, out address, out _))
+                    {
+                        if (iter.Ended) break;
+                        await iter.WaitAsync(cancellationToken).ConfigureAwait(false);
+                        continue;
+                    }
+                }
+                catch (FasterException e) when (IsDamagedCommitRecord(e))
+                {
+                    ReleaseFasterEpoch(); // a damaged FASTER commit record between our records: see Recover
+                    continue;
+                }
                 if (address < addrs[k]) continue; // a superseded record between live ones
                 if (address != addrs[k])
                     throw Corrupt(address, $"expected the record of index {from + k} at address {addrs[k]}, found one at {address}");
@@ -558,10 +576,29 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
             using var iter = _log.Scan(_log.BeginAddress, _log.TailAddress, scanUncommitted: false);
             while (true)
             {
-                if (!iter.GetNext(out byte[] data, out int length, out long address, out _))
+                byte[] data;
+                int length;
+                long address;
+                try
                 {
-                    if (iter.Ended || iter.NextAddress >= _log.TailAddress) break;
-                    iter.WaitAsync().AsTask().GetAwaiter().GetResult();
+                    if (!iter.GetNext(out data, out length, out address, out _))
+                    {
+                        if (iter.Ended || iter.NextAddress >= _log.TailAddress) break;
+                        iter.WaitAsync().AsTask().GetAwaiter().GetResult();
+                        continue;
+                    }
+                }
+                catch (FasterException e) when (IsDamagedCommitRecord(e))
+                {
+                    // One of FASTER's own commit records fails its checksum. Seen after a SIGKILL: FASTER counted a
+                    // commit complete (and wrote its metadata slot) with the last 20 bytes of that commit's record
+                    // not yet in the file, and recovered from the slot without reading the record. The entries
+                    // before it were flushed, and the record is only FASTER's bookkeeping: its recovery reads the
+                    // slot and the records after it. Our own records carry their own checksums and rules, so skip
+                    // it; the iterator has already moved past it. Its parse threw while FASTER's epoch was held,
+                    // which GetNext leaves held: release it, or flushes waiting on the epoch would never run.
+                    ReleaseFasterEpoch();
+                    DamagedCommitRecords++;
                     continue;
                 }
                 long page = address >> _options.PageSizeBits;
@@ -644,6 +681,21 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
             torn.Add(a);
         }
         return torn;
+    }
+
+    /// <summary>FASTER commit records that failed their checksum and were skipped when the log was opened.</summary>
+    public int DamagedCommitRecords { get; private set; }
+
+    /// <summary>FASTER's iterator failing to parse one of FASTER's own commit records.</summary>
+    private static bool IsDamagedCommitRecord(FasterException e) =>
+        e.Message.Contains("commit recovery", StringComparison.Ordinal);
+
+    /// <summary>Leaves FASTER's epoch if this thread still holds it (FASTER 2.6.5's scan iterator keeps it held
+    /// when parsing a commit record throws). FasterLog does not expose its epoch, hence the reflection.</summary>
+    private void ReleaseFasterEpoch()
+    {
+        var field = typeof(FasterLog).GetField("epoch", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
+        if (field?.GetValue(_log) is LightEpoch epoch && epoch.ThisInstanceProtected()) epoch.Suspend();
     }
 
     /// <summary>The range of log addresses found past a hole when the log was opened, and voided; null if none.
