@@ -27,18 +27,26 @@ module Replication =
         | Some l -> l.Round
         | None -> 0L
 
+    /// The AppendEntries message carrying `entries` after `prev`.
+    let private appendMessage (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (round: int64) (s: State) : Message =
+        Message.Append
+            { Term = s.Term
+              Leader = s.Id
+              PrevLogIndex = prev
+              PrevLogTerm = prevTerm
+              Entries = entries
+              LeaderCommit = s.Commit
+              Round = round }
+
+    /// A follower's progress once `entries` (following `prev`) are on their way to it.
+    let private progressAfterSend (pr: Progress) (entries: Entry list) (prev: LogIndex) : Progress =
+        let last = prev + int64 (List.length entries)
+        match pr.Mode with
+        | ProgressMode.Replicate -> { pr with Next = max pr.Next (last + 1L); Inflight = pr.Inflight @ [ last ] }
+        | _ -> { pr with Inflight = [ last ] }
+
     let private sendAppend (peer: NodeId) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
-        State.send
-            peer
-            (Message.Append
-                { Term = s.Term
-                  Leader = s.Id
-                  PrevLogIndex = prev
-                  PrevLogTerm = prevTerm
-                  Entries = entries
-                  LeaderCommit = s.Commit
-                  Round = round s })
-            s
+        State.send peer (appendMessage prev prevTerm entries (round s) s) s
 
     /// Offers the latest snapshot to a follower that needs entries we no longer store. Not while a TakeSnapshot
     /// is outstanding: the interpreter may already hold (only) the newer one, so wait for SnapshotTaken.
@@ -52,36 +60,15 @@ module Replication =
 
     /// Records that `entries` (following `prev`) were sent to `peer`.
     let private sent (peer: NodeId) (pr: Progress) (entries: Entry list) (prev: LogIndex) (s: State) : State =
-        let last = prev + int64 (List.length entries)
-        let pr =
-            match pr.Mode with
-            | ProgressMode.Replicate -> { pr with Next = max pr.Next (last + 1L); Inflight = pr.Inflight @ [ last ] }
-            | _ -> { pr with Inflight = [ last ] }
-        setProgress peer pr s
+        setProgress peer (progressAfterSend pr entries prev) s
 
     /// sendAppend followed by sent, in one copy of the State instead of two (the hot path of every proposal).
     let private sendAndRecord
         (peer: NodeId) (pr: Progress) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
         match s.Lead with
         | Some lead when lead.Progress.ContainsKey peer ->
-            let send =
-                Effect.Send
-                    { From = s.Id
-                      To = peer
-                      Message =
-                        Message.Append
-                            { Term = s.Term
-                              Leader = s.Id
-                              PrevLogIndex = prev
-                              PrevLogTerm = prevTerm
-                              Entries = entries
-                              LeaderCommit = s.Commit
-                              Round = lead.Round } }
-            let last = prev + int64 (List.length entries)
-            let pr =
-                match pr.Mode with
-                | ProgressMode.Replicate -> { pr with Next = max pr.Next (last + 1L); Inflight = pr.Inflight @ [ last ] }
-                | _ -> { pr with Inflight = [ last ] }
+            let send = Effect.Send { From = s.Id; To = peer; Message = appendMessage prev prevTerm entries lead.Round s }
+            let pr = progressAfterSend pr entries prev
             { s with Out = send :: s.Out; Lead = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
         | _ -> s |> sendAppend peer prev prevTerm entries |> sent peer pr entries prev
 
