@@ -694,9 +694,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     /// when parsing a commit record throws). FasterLog does not expose its epoch, hence the reflection.</summary>
     private void ReleaseFasterEpoch()
     {
-        var field = typeof(FasterLog).GetField("epoch", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
-        if (field?.GetValue(_log) is LightEpoch epoch && epoch.ThisInstanceProtected()) epoch.Suspend();
+        if (FasterLogEpoch?.GetValue(_log) is LightEpoch epoch && epoch.ThisInstanceProtected()) epoch.Suspend();
     }
+
+    private static readonly System.Reflection.FieldInfo? FasterLogEpoch =
+        typeof(FasterLog).GetField("epoch", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
 
     /// <summary>The range of log addresses found past a hole when the log was opened, and voided; null if none.
     /// See <see cref="VoidRanges"/>.</summary>
