@@ -118,3 +118,108 @@ module CommandCodec =
 
     /// Decodes from an array.
     let decodeArray (bytes: byte[]) = decode (ReadOnlySpan bytes)
+
+/// A client session's stamp on one write (Raft dissertation §6.3): which session, which of its requests, which of
+/// its replies the client still waits for, and the leader's clock when it proposed the write.
+type SessionStamp =
+    { /// The session, named by the log index of the entry that opened it.
+      Session: int64
+      /// The request's number within the session (1, 2, 3 …); a retry reuses its request's number.
+      Sequence: int64
+      /// Every request numbered below this has been answered to the client, so the state machine may forget
+      /// their results.
+      Acknowledged: int64
+      /// The proposing leader's clock (Unix milliseconds). The state machine keeps the largest time it has seen
+      /// as its clock, so session expiry is decided by the log and is the same on every member.
+      Time: int64 }
+
+/// What a log entry's command bytes carry: a key-value command, alone or inside a client session, or the opening
+/// or closing of a session.
+[<RequireQualifiedAccess>]
+type LogCommand =
+    /// A command outside any session (the skiff-rs wire calls): applied each time it is in the log.
+    | Plain of Command
+    /// A command inside a session: applied at most once per (session, sequence).
+    | InSession of SessionStamp * Command
+    /// Opens a session that expires after `timeoutMs` of log time without requests. Its id is the entry's index.
+    | OpenSession of time: int64 * timeoutMs: int64
+    /// Closes a session and forgets its results.
+    | CloseSession of session: int64 * time: int64
+
+/// What applying a log command did, as the proposing client's call sees it.
+[<RequireQualifiedAccess>]
+type LogResult =
+    /// The command was applied now.
+    | Applied of CommandResult
+    /// The same session request was applied before, at `index`; this is what it did then. Nothing changed now.
+    | Repeated of CommandResult * index: int64
+    /// A session was opened; its id.
+    | SessionOpened of session: int64
+    /// A session was closed (or was already gone).
+    | SessionClosed
+    /// The session does not exist (it expired, was closed or evicted): nothing was applied now, and whether an
+    /// earlier attempt of the same request applied is unknown.
+    | SessionUnknown
+    /// The request's number is below what the session still remembers (its reply was acknowledged or dropped):
+    /// nothing was applied now, and whether an earlier attempt applied is unknown.
+    | ResultDiscarded
+
+/// Encoding of log commands. Plain commands keep CommandCodec's version-1 layout (logs written before sessions
+/// existed stay readable); the session forms use version 2: `[2][kind][fields as little-endian i64][inner]`.
+module LogCommandCodec =
+    [<Literal>]
+    let private Version = 2uy
+
+    let private kindInSession = 1uy
+    let private kindOpen = 2uy
+    let private kindClose = 3uy
+
+    let private header (kind: byte) (longs: int64 list) (tail: byte[]) =
+        let buffer = Array.zeroCreate<byte> (2 + 8 * longs.Length + tail.Length)
+        buffer[0] <- Version
+        buffer[1] <- kind
+        longs |> List.iteri (fun i v -> BinaryPrimitives.WriteInt64LittleEndian(buffer.AsSpan(2 + 8 * i), v))
+        tail.CopyTo(buffer, 2 + 8 * longs.Length)
+        buffer
+
+    /// Encodes a log command into a fresh array.
+    let encode (command: LogCommand) : byte[] =
+        match command with
+        | LogCommand.Plain c -> CommandCodec.encode c
+        | LogCommand.InSession(s, c) ->
+            header kindInSession [ s.Session; s.Sequence; s.Acknowledged; s.Time ] (CommandCodec.encode c)
+        | LogCommand.OpenSession(time, timeout) -> header kindOpen [ time; timeout ] [||]
+        | LogCommand.CloseSession(session, time) -> header kindClose [ session; time ] [||]
+
+    let private long (bytes: ReadOnlySpan<byte>) (i: int) = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice(2 + 8 * i))
+
+    /// Decodes a log command; `Error` with a reason for anything that is not a well-formed encoding.
+    let decode (bytes: ReadOnlySpan<byte>) : Result<LogCommand, string> =
+        if bytes.Length >= 1 && bytes[0] <> Version then
+            match CommandCodec.decode bytes with
+            | Ok c -> Ok(LogCommand.Plain c)
+            | Error e -> Error e
+        elif bytes.Length < 2 then Error "session command shorter than its header"
+        else
+            match bytes[1] with
+            | k when k = kindInSession ->
+                if bytes.Length < 34 then Error "truncated session stamp"
+                else
+                    let stamp =
+                        { Session = long bytes 0
+                          Sequence = long bytes 1
+                          Acknowledged = long bytes 2
+                          Time = long bytes 3 }
+                    match CommandCodec.decode (bytes.Slice 34) with
+                    | Ok c -> Ok(LogCommand.InSession(stamp, c))
+                    | Error e -> Error e
+            | k when k = kindOpen ->
+                if bytes.Length <> 18 then Error "bad open-session length"
+                else Ok(LogCommand.OpenSession(long bytes 0, long bytes 1))
+            | k when k = kindClose ->
+                if bytes.Length <> 18 then Error "bad close-session length"
+                else Ok(LogCommand.CloseSession(long bytes 0, long bytes 1))
+            | k -> Error(sprintf "unknown session command kind %d" k)
+
+    /// Decodes from an array.
+    let decodeArray (bytes: byte[]) = decode (ReadOnlySpan bytes)

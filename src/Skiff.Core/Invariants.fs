@@ -105,7 +105,8 @@ type Invariants() =
     let mutable maxCommitted = 0L
     let written = Dictionary<struct (LogIndex * Term), struct (Payload * Term voption)>()
     let applied = Dictionary<LogIndex, struct (Entry * string)>()
-    let stateAt = Dictionary<LogIndex, KvModel.Store>()
+    let stateAt = Dictionary<LogIndex, KvModel.Replica>()
+    let requests = Dictionary<struct (int64 * int64), LogIndex>()
     let acknowledged = Dictionary<LogIndex, Term>()
     let mutable violation: Violation option = None
 
@@ -202,7 +203,7 @@ type Invariants() =
 
     /// State machine safety: no two nodes apply different entries at one index, and the state after an index is
     /// the same everywhere. Also checks that an acknowledged write is the one applied at its index.
-    member this.ObserveApply(node: string, entry: Entry, state: KvModel.Store) =
+    member this.ObserveApply(node: string, entry: Entry, state: KvModel.Replica) =
         match applied.TryGetValue entry.Index with
         | true, struct (other, who) ->
             if other <> entry then
@@ -211,7 +212,7 @@ type Invariants() =
                     | Payload.Noop -> sprintf "term %d no-op" e.Term
                     | Payload.Config c -> sprintf "term %d configuration of %d members" e.Term c.Members.Count
                     | Payload.Command bytes ->
-                        match CommandCodec.decodeArray bytes with
+                        match LogCommandCodec.decodeArray bytes with
                         | Ok c -> sprintf "term %d %A" e.Term c
                         | Error _ -> sprintf "term %d undecodable command" e.Term
                 this.Fail("state machine safety", sprintf "%s applied %s at index %d but %s applied %s" node (show entry) entry.Index who (show other))
@@ -224,13 +225,24 @@ type Invariants() =
 
     /// The state machine contents after applying up to `index` (after applying, or from a snapshot) must be the
     /// same on every node.
-    member this.ObserveState(node: string, index: LogIndex, state: KvModel.Store) =
+    member this.ObserveState(node: string, index: LogIndex, state: KvModel.Replica) =
         if index > 0L then
             match stateAt.TryGetValue index with
             | true, other ->
-                if not (KvModel.same other state) then
+                if not (KvModel.same other.Data state.Data) then
                     this.Fail("state machine safety", sprintf "%s's state machine at index %d differs from another node's" node index)
+                elif other.Sessions <> state.Sessions then
+                    this.Fail("state machine safety", sprintf "%s's client sessions at index %d differ from another node's" node index)
             | _ -> stateAt[index] <- state
+
+    /// Exactly-once: a session's request took effect (was applied, not answered from the session's results) at
+    /// `index`. Replaying the same entry after a restart is fine; taking effect at a second index is not.
+    member this.ObserveRequestApplied(node: string, session: int64, sequence: int64, index: LogIndex) =
+        match requests.TryGetValue(struct (session, sequence)) with
+        | true, first when first <> index ->
+            this.Fail("request applied twice", sprintf "%s applied request %d of session %d at index %d, but it had already taken effect at index %d" node sequence session index first)
+        | true, _ -> ()
+        | _ -> requests[struct (session, sequence)] <- index
 
     /// A client was told its write took effect at this index and term.
     member this.ObserveAcknowledged(index: LogIndex, term: Term) =

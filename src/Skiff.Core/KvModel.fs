@@ -28,12 +28,34 @@ let apply (store: Store) (command: Command) : Store * CommandResult =
                 | None -> Map.remove key store
             store', CommandResult.Swapped true
 
-/// Applies an encoded command (an entry's `Payload.Command` bytes). Bytes that do not decode leave the store
-/// unchanged and give `Error`.
-let applyEncoded (store: Store) (bytes: byte[]) : Result<Store * CommandResult, string> =
-    match CommandCodec.decodeArray bytes with
-    | Ok command -> Ok(apply store command)
+/// A simulated member's whole state machine: the data and the client sessions that make retried writes apply
+/// at most once.
+type Replica =
+    { Data: Store
+      Sessions: Sessions.Table }
+
+/// An empty replica.
+let emptyReplica: Replica = { Data = empty; Sessions = Sessions.empty }
+
+/// Applies an encoded log command (an entry's `Payload.Command` bytes) through the session layer. With `dedup`
+/// false the session layer is bypassed (a request inside a session is applied every time it is in the log): the
+/// broken variant the tests use to show that the "no request applied twice" invariant catches it.
+let applyLogCommand (dedup: bool) (replica: Replica) (index: int64) (bytes: byte[]) : Result<Replica * LogResult * LogCommand, string> =
+    match LogCommandCodec.decodeArray bytes with
     | Error e -> Error e
+    | Ok command ->
+        let mutable data = replica.Data
+        let applyData c =
+            let d, r = apply data c
+            data <- d
+            r
+        match command with
+        | LogCommand.InSession(_, c) when not dedup ->
+            let result = applyData c
+            Ok({ replica with Data = data }, LogResult.Applied result, command)
+        | _ ->
+            let result, sessions, _ = Sessions.apply applyData replica.Sessions index command
+            Ok({ Data = data; Sessions = sessions }, result, command)
 
 /// Reads a key.
 let get (store: Store) (key: string) : byte[] option = Map.tryFind key store

@@ -30,7 +30,7 @@ type InFlight =
       /// The message.
       Envelope: Envelope
       /// For Message.Snapshot: the streamed snapshot (state machine contents) that is staged on arrival.
-      Attachment: KvModel.Store option }
+      Attachment: KvModel.Replica option }
 
 /// The simulated network: loses, duplicates, delays and reorders messages, and honours partitions, all decided
 /// by the run's Prng. Messages are held in a priority queue ordered by (arrival tick, send order).
@@ -60,7 +60,7 @@ type Network(prng: Prng) =
     member _.Connected(from: NodeId, ``to``: NodeId) = not (blocked.Contains(struct (from, ``to``)))
 
     /// Sends a message at tick `now`: it may be lost, duplicated, and is delayed by a random number of ticks.
-    member this.Send(now: int64, envelope: Envelope, attachment: KvModel.Store option) =
+    member this.Send(now: int64, envelope: Envelope, attachment: KvModel.Replica option) =
         this.Sent <- this.Sent + 1L
         if prng.Chance this.LossPercent then this.Dropped <- this.Dropped + 1L
         else

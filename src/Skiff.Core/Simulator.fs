@@ -76,7 +76,17 @@ type Settings =
       /// AddNode is ignored once this many nodes exist.
       MaxNodes: int
       /// Record a human-readable trace of the run.
-      Trace: bool }
+      Trace: bool
+      /// Clients open a session and retry every write (same session and number) after any fault until its
+      /// deadline, as the runtime's clients do: each write must take effect at most once.
+      Sessions: bool
+      /// The state machine answers a repeated session request from its results (false: the broken variant that
+      /// applies it again, for showing that the "request applied twice" invariant catches it).
+      Dedup: bool
+      /// A session expires after this many ticks without a request (log time is the tick).
+      SessionTimeout: int
+      /// With sessions, ticks a client waits for the answer to a proposal before sending it again elsewhere.
+      ResendTicks: int }
 
 /// Sensible defaults for property tests.
 let defaultSettings: Settings =
@@ -89,7 +99,11 @@ let defaultSettings: Settings =
       LivenessTicks = 400
       TickSkipPercent = 10
       MaxNodes = 7
-      Trace = false }
+      Trace = false
+      Sessions = false
+      Dedup = true
+      SessionTimeout = 1_000_000
+      ResendTicks = 12 }
 
 /// Counters describing a run.
 type Stats =
@@ -209,17 +223,17 @@ type private Node<'S>(slot: int, bootstrap: Configuration) =
     member val Hard: HardState = { Term = 0L; VotedFor = None } with get, set
     member val WrittenHard: HardState = { Term = 0L; VotedFor = None } with get, set
     member val Durable = LogStore()
-    member val Snapshot: (SnapshotMeta * KvModel.Store) option = None with get, set
+    member val Snapshot: (SnapshotMeta * KvModel.Replica) option = None with get, set
     // volatile
     member val Written = LogStore()
     member val Disk = Queue<DiskItem>()
     member val DiskLast = 0L with get, set
     member val Inbox = Queue<Event>()
-    member val Kv = KvModel.empty with get, set
+    member val Kv = KvModel.emptyReplica with get, set
     member val Applied = 0L with get, set
     member val AppliedTerm = 0L with get, set
     member val AppliedConfig = bootstrap with get, set
-    member val Staged = Dictionary<string, SnapshotMeta * KvModel.Store>()
+    member val Staged = Dictionary<string, SnapshotMeta * KvModel.Replica>()
     member val WaitingReads = ResizeArray<struct (RequestId * LogIndex)>()
     member val AcceptedWaits = ResizeArray<struct (RequestId * LogIndex * Term)>()
     member val LastRole = Role.Follower with get, set
@@ -236,15 +250,24 @@ type private ClientOp =
     { Action: Action
       Invoked: int64
       Deadline: int64
+      /// The request's number in the client's session (0: outside any session).
+      Sequence: int64
+      /// Opens the client's session instead of performing `Action` (kept out of the history).
+      OpensSession: bool
       mutable Target: int
       mutable Rid: RequestId
       mutable RetryAt: int64
+      /// With sessions: when an accepted proposal still unanswered is sent again elsewhere.
+      mutable ResendAt: int64
       mutable Phase: Phase }
 
 type private Client =
     { Index: int
       mutable Op: ClientOp option
-      mutable Written: int }
+      mutable Written: int
+      /// The client's session (0: none yet, or it expired).
+      mutable Session: int64
+      mutable NextSequence: int64 }
 
 type private ConfigOp =
     { Change: ConfigChange
@@ -262,10 +285,10 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     let inv = Invariants()
     let nodes = ResizeArray<Node<'S>>()
     let slotOf = Dictionary<NodeId, int>()
-    let clients = [| for i in 0 .. options.Clients - 1 -> { Index = i; Op = None; Written = 0 } |]
+    let clients = [| for i in 0 .. options.Clients - 1 -> { Index = i; Op = None; Written = 0; Session = 0L; NextSequence = 1L } |]
     let history = ResizeArray<Operation>()
     let trace = ResizeArray<string>()
-    let blobs = Dictionary<string, KvModel.Store>()
+    let blobs = Dictionary<string, KvModel.Replica>()
     let mutable blobCount = 0
     let mutable configOp: ConfigOp option = None
     let mutable nextRid = 0L
@@ -305,7 +328,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         let kv, applied, appliedTerm, config =
             match node.Snapshot with
             | Some(meta, kv) -> kv, meta.Index, meta.Term, meta.Configuration
-            | None -> KvModel.empty, 0L, 0L, node.Bootstrap
+            | None -> KvModel.emptyReplica, 0L, 0L, node.Bootstrap
         node.Kv <- kv
         node.Applied <- applied
         node.AppliedTerm <- appliedTerm
@@ -575,10 +598,14 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     | Payload.Noop -> ()
                     | Payload.Config c -> node.AppliedConfig <- c
                     | Payload.Command bytes ->
-                        match KvModel.applyEncoded node.Kv bytes with
-                        | Ok(kv, r) ->
+                        match KvModel.applyLogCommand options.Dedup node.Kv e.Index bytes with
+                        | Ok(kv, r, command) ->
                             node.Kv <- kv
                             result <- Some r
+                            match command, r with
+                            | LogCommand.InSession(stamp, _), LogResult.Applied _ ->
+                                inv.ObserveRequestApplied(node.Name, stamp.Session, stamp.Sequence, e.Index)
+                            | _ -> ()
                         | Error why -> inv.Fail("interpreter contract", sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
                     node.Applied <- e.Index
                     node.AppliedTerm <- e.Term
@@ -603,8 +630,10 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             | Completion.TimedOut -> timedOut <- timedOut + 1
             | _ -> completed <- completed + 1
             let entry = { Client = client.Index; Invoked = op.Invoked; Action = op.Action; Completion = completion }
-            log (fun () -> "client: " + Operation.describe entry)
-            history.Add entry
+            if op.OpensSession then log (fun () -> sprintf "client %d: opening a session: %A" client.Index completion)
+            else
+                log (fun () -> "client: " + Operation.describe entry)
+                history.Add entry
             client.Op <- None
         | None -> ()
 
@@ -613,15 +642,27 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         log (fun () -> sprintf "client %d: operation failed definitely" client.Index)
         client.Op <- None
 
+    /// With sessions a write is sent again (same session and number) wherever it may have been lost.
+    and retries (op: ClientOp) = op.Sequence > 0L || op.OpensSession
+
+    and resend (client: Client) (delay: int) =
+        let op = client.Op.Value
+        log (fun () -> sprintf "client %d: sending request %d again" client.Index op.Sequence)
+        op.Target <- prng.Below nodes.Count
+        op.Phase <- Phase.Sending
+        op.Rid <- 0L
+        op.RetryAt <- now + int64 delay
+
     and onAccepted (node: Node<'S>) rid index term =
         match clientOf rid with
         | Some c when c.Op.Value.Target = node.Slot ->
             c.Op.Value.Phase <- Phase.AwaitApply(node.Slot, index, term)
+            c.Op.Value.ResendAt <- now + int64 options.ResendTicks
             if node.Applied >= index then () // the outcome is unknown: it waits for the timeout
             else node.AcceptedWaits.Add(struct (rid, index, term))
         | _ -> ()
 
-    and resolveWrites (node: Node<'S>) (entry: Entry) (result: CommandResult option) =
+    and resolveWrites (node: Node<'S>) (entry: Entry) (result: LogResult option) =
         if node.AcceptedWaits.Count > 0 then
             let due = node.AcceptedWaits |> Seq.filter (fun struct (_, i, _) -> i = entry.Index) |> List.ofSeq
             node.AcceptedWaits.RemoveAll(fun struct (_, i, _) -> i <= entry.Index) |> ignore
@@ -631,8 +672,19 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     if term = entry.Term then
                         inv.ObserveAcknowledged(entry.Index, term)
                         match result with
-                        | Some r -> finish c (Completion.Returned(0L, Output.Result r))
+                        | Some(LogResult.SessionOpened id) when c.Op.Value.OpensSession ->
+                            log (fun () -> sprintf "client %d: session %d opened" c.Index id)
+                            c.Session <- id
+                            c.Op <- None
+                        | Some r ->
+                            match Sessions.resultOf r with
+                            | Some done' -> finish c (Completion.Returned(0L, Output.Result done'))
+                            | None ->
+                                // The session is gone: whether an earlier attempt took effect is unknown.
+                                c.Session <- 0L
+                                finish c Completion.TimedOut
                         | None -> inv.Fail("interpreter contract", sprintf "%s: the entry at %d accepted for a write is not a command" node.Name entry.Index)
+                    elif retries c.Op.Value then resend c 1
                     else abandon c
                 | None -> ()
 
@@ -653,7 +705,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 match clientOf rid with
                 | Some c ->
                     match c.Op.Value.Action with
-                    | Action.Get key -> finish c (Completion.Returned(0L, Output.Value(KvModel.get node.Kv key)))
+                    | Action.Get key -> finish c (Completion.Returned(0L, Output.Value(KvModel.get node.Kv.Data key)))
                     | _ -> ()
                 | None -> ()
 
@@ -671,6 +723,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             | Rejection.NotLeader _, _ -> retry (prng.Below nodes.Count) 3
             | (Rejection.TransferInProgress | Rejection.ConfigChangeInProgress), _ -> retry op.Target 3
             | Rejection.LeadershipLost, Action.Get _ -> retry (prng.Below nodes.Count) 2
+            | Rejection.LeadershipLost, _ when retries op -> resend c 2
             | Rejection.LeadershipLost, _ -> finish c Completion.TimedOut
             | (Rejection.Invalid _ | Rejection.TransferTimedOut), _ -> abandon c
         | _ ->
@@ -712,7 +765,14 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 op.RetryAt <- Int64.MaxValue
                 match op.Action with
                 | Action.Get _ -> step node (Event.Read rid)
-                | Action.Write command -> step node (Event.Propose(rid, CommandCodec.encode command))
+                | Action.Write command ->
+                    let logCommand =
+                        if op.OpensSession then LogCommand.OpenSession(now, int64 options.SessionTimeout)
+                        elif op.Sequence > 0L then
+                            let stamp = { Session = client.Session; Sequence = op.Sequence; Acknowledged = op.Sequence; Time = now }
+                            LogCommand.InSession(stamp, command)
+                        else LogCommand.Plain command
+                    step node (Event.Propose(rid, LogCommandCodec.encode logCommand))
         | _ -> ()
 
     let newOp (client: Client) =
@@ -735,14 +795,38 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             | _ ->
                 let expected = recent ()
                 Action.Write(Command.CompareAndSwap(key, expected, (if prng.Chance 20 then None else Some(value ()))))
+        let sequence =
+            match action with
+            | Action.Write _ when options.Sessions && client.Session > 0L ->
+                client.NextSequence <- client.NextSequence + 1L
+                client.NextSequence - 1L
+            | _ -> 0L
         clock <- clock + 1L
         let op =
             { Action = action
               Invoked = clock
               Deadline = now + int64 options.ClientTimeout
+              Sequence = sequence
+              OpensSession = false
               Target = prng.Below nodes.Count
               Rid = 0L
               RetryAt = now
+              ResendAt = Int64.MaxValue
+              Phase = Phase.Sending }
+        client.Op <- Some op
+        sendClient client
+
+    let openSession (client: Client) =
+        let op =
+            { Action = Action.Write(Command.Delete "session")
+              Invoked = clock
+              Deadline = now + int64 options.ClientTimeout
+              Sequence = 0L
+              OpensSession = true
+              Target = prng.Below nodes.Count
+              Rid = 0L
+              RetryAt = now
+              ResendAt = Int64.MaxValue
               Phase = Phase.Sending }
         client.Op <- Some op
         sendClient client
@@ -755,8 +839,13 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     match op.Action with
                     | Action.Get _ -> finish client Completion.TimedOut
                     | Action.Write _ -> finish client Completion.TimedOut
+                | Some op when retries op && op.ResendAt <= now && (match op.Phase with Phase.AwaitApply _ -> true | _ -> false) ->
+                    resend client 0
+                    sendClient client
                 | Some _ -> sendClient client
-                | None -> if clientsOn && prng.Chance options.OpPercent then newOp client
+                | None ->
+                    if clientsOn && prng.Chance options.OpPercent then
+                        if options.Sessions && client.Session = 0L then openSession client else newOp client
 
     let runOperator () =
         match configOp with
@@ -899,7 +988,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             && nodes
                |> Seq.forall (fun n ->
                    not (members.ContainsKey n.Id)
-                   || (n.Alive && n.Applied = last && KvModel.same n.Kv leader.Kv))
+                   || (n.Alive && n.Applied = last && KvModel.same n.Kv.Data leader.Kv.Data && n.Kv.Sessions = leader.Kv.Sessions))
 
     member _.Execute() : RunResult =
         let initial = { Members = Map.ofList [ for s in 0 .. schedule.Nodes - 1 -> nodeId s, { Id = nodeId s; Address = nodeName s; Voter = true } ] }

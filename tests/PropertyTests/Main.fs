@@ -22,6 +22,7 @@ let private all: Test list =
       // reducer:end
 
       // simulator:begin
+      SessionTests.tests
       Simulation.tests
       // simulator:end
     ]

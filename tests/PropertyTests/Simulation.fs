@@ -36,8 +36,11 @@ let private fsCheckSeed () =
     | "" -> uint64 (Random.Shared.NextInt64()) 
     | s -> UInt64.Parse s
 
+/// The settings of the exactly-once simulations: clients open sessions and retry every write after every fault.
+let sessionSettings = { settings with Sessions = true }
+
 /// `count` random schedules of up to `steps` faults on clusters of `nodes`, shrinking any failure.
-let private randomSchedulesWith (reducer: Reducer<State>) (name: string) (steps: int) (nodes: int) (count: int) =
+let private randomSchedulesIn (settings: Settings) (reducer: Reducer<State>) (name: string) (steps: int) (nodes: int) (count: int) =
     testCase name <| fun () ->
         let seed = fsCheckSeed ()
         let watch = Stopwatch.StartNew()
@@ -72,6 +75,7 @@ let private randomSchedulesWith (reducer: Reducer<State>) (name: string) (steps:
             let shrunk = match last with Some r -> report r | None -> ""
             failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
 
+let private randomSchedulesWith = randomSchedulesIn settings
 let private randomSchedules = randomSchedulesWith reducer
 
 /// The reducer without Pre-Vote and CheckQuorum (both optional in Options).
@@ -80,7 +84,8 @@ let plainReducer = Simulator.raft { Simulator.simulationOptions with PreVote = f
 /// Runs schedules drawn from a fixed seed until the variant violates a property on a schedule that the real
 /// reducer passes (so a known bug of the real reducer never counts as catching the variant); the number of
 /// schedules tried and the variant's failing run, or None.
-let findViolation (run: Settings -> Schedule -> RunResult) (seed: uint64) (budget: int) : (int * RunResult) option =
+let findViolationIn (settings: Settings) (run: Settings -> Schedule -> RunResult) (seed: uint64) (budget: int) : (int * RunResult) option =
+    let runOne s = Simulator.run reducer settings s
     sampleSchedules maxSteps seed budget
     |> Seq.mapi (fun i s -> i + 1, s)
     |> Seq.tryPick (fun (i, s) ->
@@ -90,6 +95,9 @@ let findViolation (run: Settings -> Schedule -> RunResult) (seed: uint64) (budge
         // at random (their runs diverge), which would prove nothing about the variant.
         | Some v when v.Property <> "liveness" && (runOne s).Violation.IsNone -> Some(i, r)
         | _ -> None)
+
+/// `findViolationIn` with the default settings.
+let findViolation run seed budget = findViolationIn settings run seed budget
 
 /// The budget of schedules within which each broken variant must be caught.
 let variantBudget = 1000
@@ -239,6 +247,34 @@ let private quietCluster =
             Expect.isNone r.Violation (report r)
             Expect.isGreaterThan r.Stats.Completed 20 (sprintf "clients got answers: %A" r.Stats)
 
+/// Exactly-once writes: clients in sessions retry every write after every fault (lost replies, crashed or deposed
+/// leaders, partitions), and each write must take effect once, with the history still linearizable; without the
+/// state machine's session table the same clients apply writes twice, and the invariant catches it.
+let private exactlyOnce =
+    let retrying = randomSchedulesIn sessionSettings reducer
+    [ retrying "sessions: retried writes apply once, 3 nodes" maxSteps 3 1000
+      retrying "sessions: retried writes apply once, 5 nodes" maxSteps 5 1000
+      retrying "sessions: retried writes apply once, long schedules, 3 nodes" 40 3 200
+      // Sessions that expire while clients are busy: expiry is decided by log time, so every member must agree on
+      // it (the invariants compare session tables at each index) and an expired session's retry is indeterminate.
+      randomSchedulesIn { sessionSettings with SessionTimeout = 25; OpPercent = 10 } reducer
+          "sessions: expiring sessions stay consistent, 3 nodes" maxSteps 3 500
+      testCase "sessions: clients really retry and repeat (the tests exercise the dedup table)" <| fun () ->
+          // A run with crashes and loss must see retries that the table answers; otherwise the properties above
+          // would pass without testing anything.
+          let repeated =
+              sampleSchedules maxSteps 7UL 200
+              |> Seq.sumBy (fun s ->
+                  let r = Simulator.run reducer { sessionSettings with Trace = true } s
+                  r.Trace |> List.filter (fun line -> line.Contains "sending request") |> List.length)
+          Expect.isGreaterThan repeated 50 "writes were sent again after faults"
+      testCase "broken variant is caught: no session table (a retried write applies twice)" <| fun () ->
+          let broken settings schedule = Simulator.run reducer { settings with Dedup = false } schedule
+          match findViolationIn sessionSettings broken 20261206UL variantBudget with
+          | Some(n, r) ->
+              printfn "variant no-dedup caught after %3d schedules: %s" n (string r.Violation.Value)
+          | None -> failtestf "the variant without a session table survived %d schedules" variantBudget ]
+
 /// Every simulation test.
 let tests: Test =
     testList
@@ -255,7 +291,8 @@ let tests: Test =
           randomSchedules "random long schedules, 5 nodes" 40 5 500
           randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 3 nodes" maxSteps 3 500
           randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 5 nodes" maxSteps 5 500
-          yield! variantTests ]
+          yield! variantTests
+          yield! exactlyOnce ]
 
 /// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
 /// first violation with its replay line. Returns the exit code.
@@ -282,6 +319,8 @@ let soak (count: int option) : int =
         | n -> int n
     // SKIFF_PLAIN=1: the reducer without Pre-Vote and CheckQuorum.
     let soakReducer = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
+    // SKIFF_SOAK_SESSIONS=1: clients in sessions retrying every write (the exactly-once properties).
+    let settings = if Environment.GetEnvironmentVariable "SKIFF_SOAK_SESSIONS" = "1" then sessionSettings else settings
     let keep (step: ScheduleStep) = not (excluded.Contains((ScheduleText.fault step.Fault).Split(':')[0]))
     let mutable violations = 0
     while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
