@@ -16,7 +16,6 @@ public static class ClusterBench
         var warmup = 1.0;
         var clientCounts = new[] { 1, 64 };
         var inproc = false;
-        var engine = StorageEngine.Faster;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -25,7 +24,6 @@ public static class ClusterBench
                 case "--warmup": warmup = double.Parse(args[++i]); break;
                 case "--clients": clientCounts = args[++i].Split(',').Select(int.Parse).ToArray(); break;
                 case "--inproc": inproc = true; break;
-                case "--storage": engine = Enum.Parse<StorageEngine>(args[++i], ignoreCase: true); break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -40,7 +38,6 @@ public static class ClusterBench
                 {
                     Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
                     JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
-                    Storage = engine,
                 });
                 await s.StartAsync();
                 nodes.Add(s);
@@ -49,7 +46,7 @@ public static class ClusterBench
             var deadline = DateTime.UtcNow.AddSeconds(20);
             while (!nodes.All(s => s.Members.Count(m => m.Value.Voter) == 3) && DateTime.UtcNow < deadline) await Task.Delay(20);
             var leader = nodes.First(s => s.Role == Skiff.Core.Role.Leader);
-            Console.WriteLine($"3 nodes on 127.0.0.1-3:{port}, leader {leader.Address}, clients via {(inproc ? "in-process calls" : "gRPC to the leader")}, storage {engine}");
+            Console.WriteLine($"3 nodes on 127.0.0.1-3:{port}, leader {leader.Address}, clients via {(inproc ? "in-process calls" : "gRPC to the leader")}");
             var value = new byte[100];
             Random.Shared.NextBytes(value);
             foreach (var clients in clientCounts)

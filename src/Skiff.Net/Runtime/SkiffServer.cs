@@ -46,52 +46,16 @@ public sealed class SkiffServer : IAsyncDisposable
         _options = options;
         _dataDir = Path.GetFullPath(options.DataDirectory);
         Address = $"{options.Bind}:{options.Port}";
-        if (options.Storage == StorageEngine.Faster)
+        var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
         {
-            var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
-            {
-                Kv = new Skiff.Net.Storage.KvOptions { WatchHistory = Math.Max(0, options.WatchHistory) },
-            });
-            _storage = storage;
-            Id = storage.HardState.NodeId;
-            _log = new FasterLogStore(storage.Log);
-            _hard = new FasterHardStateStore(storage.HardState);
-            _sm = new FasterStateMachine(storage.Kv);
-            _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
-        }
-        else
-        {
-            var lockFile = Skiff.Net.Storage.NodeStorage.AcquireLock(_dataDir);
-            try
-            {
-                Id = LoadOrCreateId(Path.Combine(_dataDir, "node-id"));
-                _log = new FileLogStore(Path.Combine(_dataDir, "raft.log"));
-                _hard = new FileHardStateStore(Path.Combine(_dataDir, "hardstate"));
-                var sm = new MemoryStateMachine();
-                _sm = sm;
-                _snapshots = new FileSnapshotStore(Path.Combine(_dataDir, "snapshots"), sm);
-            }
-            catch
-            {
-                _log?.Dispose();
-                lockFile.Dispose();
-                throw;
-            }
-            _storage = lockFile;
-        }
-    }
-
-    private static Guid LoadOrCreateId(string path)
-    {
-        if (File.Exists(path) && Guid.TryParse(File.ReadAllText(path).Trim(), out var id)) return id;
-        id = Guid.NewGuid();
-        using (var f = new FileStream(path + ".tmp", FileMode.Create, FileAccess.Write))
-        {
-            f.Write(System.Text.Encoding.ASCII.GetBytes(id.ToString()));
-            f.Flush(true);
-        }
-        File.Move(path + ".tmp", path, overwrite: true);
-        return id;
+            Kv = new Skiff.Net.Storage.KvOptions { WatchHistory = Math.Max(0, options.WatchHistory) },
+        });
+        _storage = storage;
+        Id = storage.HardState.NodeId;
+        _log = new FasterLogStore(storage.Log);
+        _hard = new FasterHardStateStore(storage.HardState);
+        _sm = new FasterStateMachine(storage.Kv);
+        _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
     }
 
     private NodeRuntime Runtime => _runtime ?? throw new SkiffException(ErrorKind.StreamClosed, "the node is not running");

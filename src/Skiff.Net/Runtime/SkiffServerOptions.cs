@@ -12,16 +12,6 @@ public enum ReadConsistency
     Stale,
 }
 
-/// <summary>Which storage a node uses.</summary>
-public enum StorageEngine
-{
-    /// <summary>The FASTER log, hard state and key-value store (Skiff.Net.Storage): the default.</summary>
-    Faster,
-    /// <summary>A simple append-only file log and an in-memory key-value map rebuilt from snapshots and the log;
-    /// for tests and comparison.</summary>
-    Simple,
-}
-
 /// <summary>Settings of one Skiff node.</summary>
 public sealed class SkiffServerOptions
 {
@@ -62,9 +52,6 @@ public sealed class SkiffServerOptions
     /// core) a few blocked pool threads anywhere in the process made a checkpoint take 2 s instead of 0.2 s while
     /// applying waited. Process-wide: set 0 if the application manages the pool itself.</summary>
     public int MinThreadPoolThreads { get; set; } = 64;
-
-    /// <summary>The storage engine (default FASTER).</summary>
-    public StorageEngine Storage { get; set; } = StorageEngine.Faster;
 
     /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
     public Skiff.Core.Options? Raft { get; set; }
