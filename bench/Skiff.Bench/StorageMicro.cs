@@ -1,6 +1,6 @@
 // BenchmarkDotNet micro-benchmarks of the storage paths (issue #7): the durable log append (one group commit per
 // call, so fsync-bound), a log range read, applying a put to the key-value state machine, a point read, and
-// listing 100 keys under a prefix among 100,000.
+// listing 100 keys under a prefix among 100,000; and a put applied outside and inside a client session.
 //   dotnet run --project bench/Skiff.Bench -c Release -- micro                  (all, BenchmarkDotNet short job)
 //   dotnet run --project bench/Skiff.Bench -c Release -- micro --job default    (BenchmarkDotNet's full job)
 //   ... -- micro --filter '*KvApply*'                                           (one class)
@@ -131,6 +131,50 @@ public class KvApply : StorageMicroBase
     }
 }
 
+/// <summary>What client sessions cost per applied write (issue 11): a put outside any session against the same put
+/// inside one, each encoded per call, with 1 or 64 of the session's writes in flight (so its table keeps 1 or 64
+/// results).</summary>
+[MemoryDiagnoser]
+public class KvSessionApply : StorageMicroBase
+{
+    private KvStateMachine _kv = null!;
+    private long _index;
+    private long _sequence;
+    private Command[] _commands = [];
+    private int _p;
+
+    /// <summary>Writes of the session in flight (results the table keeps).</summary>
+    [Params(1, 64)] public int InFlight { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _kv = KvStateMachine.Open(Dir);
+        _kv.ApplyEncoded(1, 1, LogCommandCodec.encode(LogCommand.NewOpenSession(0, 600_000)));
+        _index = 1;
+        _commands = Enumerable.Range(0, 1 << 12).Select(i => Command.NewPut($"k/{i:D14}", new byte[100])).ToArray();
+    }
+
+    [Benchmark(Baseline = true, Description = "apply put, no session")]
+    public CommandResult? Plain() =>
+        _kv.ApplyEncoded(++_index, 1, LogCommandCodec.encode(LogCommand.NewPlain(_commands[_p++ & 0xFFF])));
+
+    [Benchmark(Description = "apply put in a session")]
+    public CommandResult? InSession()
+    {
+        var sequence = ++_sequence;
+        var stamp = new SessionStamp(1, sequence, Math.Max(1, sequence - InFlight + 1), 1);
+        return _kv.ApplyEncoded(++_index, 1, LogCommandCodec.encode(LogCommand.NewInSession(stamp, _commands[_p++ & 0xFFF])));
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _kv.Dispose();
+        RemoveDir();
+    }
+}
+
 /// <summary>Runs the storage micro-benchmarks with BenchmarkDotNet and prints one summary line per benchmark.</summary>
 public static class StorageMicro
 {
@@ -143,7 +187,7 @@ public static class StorageMicro
             .WithBuildTimeout(TimeSpan.FromMinutes(10))
             .WithArtifactsPath(Path.Combine(AppContext.BaseDirectory, "BenchmarkDotNet.Artifacts"));
         if (!jobGiven) config = config.AddJob(Job.ShortRun);
-        var switcher = BenchmarkSwitcher.FromTypes([typeof(LogAppend), typeof(LogRead), typeof(KvApply)]);
+        var switcher = BenchmarkSwitcher.FromTypes([typeof(LogAppend), typeof(LogRead), typeof(KvApply), typeof(KvSessionApply)]);
         bool filtered = args.Any(a => a is "--filter" || a.StartsWith("--filter=", StringComparison.Ordinal));
         var summaries = filtered ? switcher.Run(args, config) : switcher.RunAll(config, args);
         int failed = 0;
@@ -151,8 +195,7 @@ public static class StorageMicro
             foreach (var report in summary.Reports)
             {
                 var name = report.BenchmarkCase.Descriptor.WorkloadMethodDisplayInfo.Replace(' ', '_').Replace("'", "");
-                var batch = report.BenchmarkCase.Parameters.Items.FirstOrDefault(p => p.Name == "Batch")?.Value;
-                if (batch is not null) name += $"_batch{batch}";
+                foreach (var p in report.BenchmarkCase.Parameters.Items) name += $"_{p.Name.ToLowerInvariant()}{p.Value}";
                 var stats = report.ResultStatistics;
                 if (stats is null) { failed++; Console.WriteLine($"storage-micro {name} FAILED"); continue; }
                 var alloc = report.GcStats.GetBytesAllocatedPerOperation(report.BenchmarkCase);

@@ -44,6 +44,14 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>How long the cluster keeps a client session without writes (default 10 minutes); see
+    /// <see cref="SkiffOptions.SessionTimeout"/>.</summary>
+    public Builder WithSessionTimeout(TimeSpan timeout)
+    {
+        _options.SessionTimeout = timeout;
+        return this;
+    }
+
     /// <summary>The serializer for typed values (default System.Text.Json).</summary>
     public Builder WithSerializer(ISkiffSerializer serializer)
     {

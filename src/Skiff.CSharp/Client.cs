@@ -5,6 +5,12 @@ namespace Skiff;
 
 /// <summary>A client of a Skiff cluster over gRPC, as skiff-rs's <c>Client</c>: give it some members' addresses; it
 /// talks to one that answers, and that member forwards writes and linearizable reads to the leader.</summary>
+/// <remarks>Writes are exactly-once: the client opens a session with the cluster on its first write, numbers its
+/// writes, and sends a write again (with the same number) through the next member after any failure that may have
+/// hidden its outcome, until the call's deadline; the cluster applies it once, and a compare-and-swap reports what
+/// it did the first time. An error says in <see cref="SkiffException.Outcome"/> whether the write surely did not
+/// take effect or may have. Dispose the client to close its session (otherwise it expires after
+/// <see cref="WithSessionTimeout"/> without writes).</remarks>
 /// <example><code>
 /// await using var client = new Client(new[] { IPAddress.Parse("127.0.0.1") }).WithPort(9400);
 /// await client.ConnectAsync(ct);
@@ -14,6 +20,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
 {
     private readonly IPAddress[] _addresses;
     private int _port = 9400;
+    private TimeSpan _sessionTimeout = TimeSpan.Zero;
     private SkiffGrpcClient? _grpc;
 
     /// <summary>A client of the members at <paramref name="addresses"/> (port 9400 unless <see cref="WithPort"/>).</summary>
@@ -45,6 +52,23 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         Timeout = timeout;
         return this;
     }
+
+    /// <summary>How long the cluster keeps this client's session without writes (default: the members' own
+    /// setting, 10 minutes unless changed; 1 s to 7 days). A write after that opens a new session by itself; only a
+    /// write whose earlier attempt was cut off when its session expired fails, with
+    /// <see cref="ErrorKind.SessionExpired"/>.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidArgument"/> outside 1 s to 7 days.</exception>
+    public Client WithSessionTimeout(TimeSpan timeout)
+    {
+        if (timeout < TimeSpan.FromSeconds(1) || timeout > TimeSpan.FromDays(7))
+            throw new SkiffException(ErrorKind.InvalidArgument, $"the session timeout must be between 1 s and 7 days, not {timeout}");
+        EnsureNotConnected();
+        _sessionTimeout = timeout;
+        return this;
+    }
+
+    /// <summary>The id of this client's session with the cluster (0 before the first write).</summary>
+    public long SessionId => _grpc?.SessionId ?? 0;
 
     /// <summary>The serializer for typed values (default System.Text.Json).</summary>
     public Client WithSerializer(ISkiffSerializer serializer)
@@ -157,12 +181,16 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
 
     private IEnumerable<string> Endpoints => _addresses.Select(a => SkiffNode.Endpoint(a, _port));
 
+    // How long one attempt of a write waits for its member before the write is sent through the next one: long
+    // enough for an election, short enough that a paused or cut-off member does not use up the whole deadline.
+    private TimeSpan AttemptTimeout => TimeSpan.FromMilliseconds(Math.Clamp(Timeout.TotalMilliseconds / 4, 500, 2000));
+
     private SkiffGrpcClient Grpc
     {
         get
         {
             if (_grpc is { } grpc) return grpc;
-            var created = new SkiffGrpcClient(Endpoints);
+            var created = new SkiffGrpcClient(Endpoints).UseSessions(_sessionTimeout, AttemptTimeout);
             var won = Interlocked.CompareExchange(ref _grpc, created, null);
             if (won is null) return created;
             created.Dispose();
@@ -226,10 +254,11 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     private protected override Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken) =>
         Grpc.RemoveServerAsync(id, SkiffNode.Endpoint(address, _port), cancellationToken);
 
-    /// <inheritdoc />
-    public ValueTask DisposeAsync()
+    /// <summary>Closes the client's session (best effort, for at most a second) and its connections.</summary>
+    public async ValueTask DisposeAsync()
     {
-        Interlocked.Exchange(ref _grpc, null)?.Dispose();
-        return ValueTask.CompletedTask;
+        if (Interlocked.Exchange(ref _grpc, null) is not { } grpc) return;
+        await grpc.CloseSessionAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        grpc.Dispose();
     }
 }

@@ -135,7 +135,10 @@ public abstract class KeyValueStoreBase : IKeyValueStore
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new SkiffException(ErrorKind.Timeout, $"no answer within {Timeout.TotalSeconds:0.###} s", e);
+            // A write knows whether any attempt may have taken effect; anything else cut off by the deadline may have.
+            var outcome = e is Skiff.Net.Runtime.WriteCancelledException w ? w.Outcome : WriteOutcome.Unknown;
+            var what = outcome == WriteOutcome.Unknown ? "a write may have taken effect" : "it did not take effect";
+            throw new SkiffException(ErrorKind.Timeout, $"no answer within {Timeout.TotalSeconds:0.###} s; {what}", e, outcome);
         }
     }
 }

@@ -70,6 +70,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinCluster = options.JoinCluster.ToArray(),
             RequestTimeout = options.RequestTimeout,
             JoinTimeout = options.JoinTimeout,
+            SessionTimeout = options.SessionTimeout,
             MaxValueBytes = options.MaxValueBytes,
             Serializer = options.Serializer,
             LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
@@ -83,6 +84,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinPeers = copy.JoinCluster.Select(a => Endpoint(a, copy.Port)).ToArray(),
             RequestTimeout = copy.RequestTimeout,
             JoinTimeout = copy.JoinTimeout,
+            SessionTimeout = copy.SessionTimeout,
         };
         copy.ConfigureServer?.Invoke(serverOptions);
         var server = new SkiffServer(serverOptions);

@@ -26,6 +26,11 @@ public sealed class SkiffOptions
     /// <summary>How long joining may take before start fails with <see cref="ErrorKind.ClusterJoinFailed"/>.</summary>
     public TimeSpan JoinTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
+    /// <summary>How long the cluster keeps a client session without writes, when its client asks for no timeout of
+    /// its own (default 10 minutes; 1 s to 7 days). Also the timeout of this node's own session, which carries the
+    /// node's writes. See README, "Writes are exactly-once".</summary>
+    public TimeSpan SessionTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>The largest value accepted, in bytes (default 1 MiB).</summary>
     public int MaxValueBytes { get; set; } = KeyRules.DefaultMaxValueBytes;
 
@@ -52,6 +57,8 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.InvalidAddress, "the join list holds a null address");
         RequirePositive(RequestTimeout, nameof(RequestTimeout));
         RequirePositive(JoinTimeout, nameof(JoinTimeout));
+        if (SessionTimeout < TimeSpan.FromSeconds(1) || SessionTimeout > TimeSpan.FromDays(7))
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(SessionTimeout)} must be between 1 s and 7 days, not {SessionTimeout}");
         if (MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxValueBytes)} must be positive, not {MaxValueBytes}");
         if (Serializer is null)

@@ -775,6 +775,21 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     step node (Event.Propose(rid, LogCommandCodec.encode logCommand))
         | _ -> ()
 
+    let startOp (client: Client) (action: Action) (sequence: int64) (opensSession: bool) =
+        let op =
+            { Action = action
+              Invoked = clock
+              Deadline = now + int64 options.ClientTimeout
+              Sequence = sequence
+              OpensSession = opensSession
+              Target = prng.Below nodes.Count
+              Rid = 0L
+              RetryAt = now
+              ResendAt = Int64.MaxValue
+              Phase = Phase.Sending }
+        client.Op <- Some op
+        sendClient client
+
     let newOp (client: Client) =
         let key = keys[prng.Below keys.Length]
         let value () =
@@ -802,34 +817,9 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 client.NextSequence - 1L
             | _ -> 0L
         clock <- clock + 1L
-        let op =
-            { Action = action
-              Invoked = clock
-              Deadline = now + int64 options.ClientTimeout
-              Sequence = sequence
-              OpensSession = false
-              Target = prng.Below nodes.Count
-              Rid = 0L
-              RetryAt = now
-              ResendAt = Int64.MaxValue
-              Phase = Phase.Sending }
-        client.Op <- Some op
-        sendClient client
+        startOp client action sequence false
 
-    let openSession (client: Client) =
-        let op =
-            { Action = Action.Write(Command.Delete "session")
-              Invoked = clock
-              Deadline = now + int64 options.ClientTimeout
-              Sequence = 0L
-              OpensSession = true
-              Target = prng.Below nodes.Count
-              Rid = 0L
-              RetryAt = now
-              ResendAt = Int64.MaxValue
-              Phase = Phase.Sending }
-        client.Op <- Some op
-        sendClient client
+    let openSession (client: Client) = startOp client (Action.Write(Command.Delete "session")) 0L true
 
     let runClients () =
         for client in clients do

@@ -16,6 +16,9 @@ open Skiff
 [<DllImport("libc", EntryPoint = "kill", SetLastError = true)>]
 extern int private sysKill(int pid, int signal)
 
+/// Sends a signal to a process (15 SIGTERM, 19 SIGSTOP, 18 SIGCONT on Linux).
+let signal (pid: int) (signal: int) = sysKill (pid, signal) |> ignore
+
 /// The built command, run as `dotnet Skiff.Cli.dll` (the test project builds it first).
 let cliDll =
     Path.Combine(SamplesTests.repoRoot, "src", "Skiff.Cli", "bin", SamplesTests.configuration, "net10.0", "Skiff.Cli.dll")

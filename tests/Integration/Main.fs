@@ -23,6 +23,10 @@ let private all: Test list =
       // cli:begin
       CliTests.tests
       // cli:end
+
+      // sessions:begin
+      ExactlyOnceTests.tests
+      // sessions:end
     ]
 
 [<EntryPoint>]

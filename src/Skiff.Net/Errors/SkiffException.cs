@@ -53,21 +53,57 @@ public enum ErrorKind
 
     /// <summary>An argument is out of range (a negative timeout, an empty peer list, a bad size limit).</summary>
     InvalidArgument,
+
+    /// <summary>The client session of a write no longer exists (it was idle longer than its timeout, or closed),
+    /// and the write had been sent before: whether that earlier attempt took effect is unknown
+    /// (<see cref="WriteOutcome.Unknown"/>). Read the key to find out.</summary>
+    SessionExpired,
 }
 
-/// <summary>The one exception type Skiff's public API throws; <see cref="Kind"/> says what went wrong.</summary>
+/// <summary>What an error says about the write that failed.</summary>
+public enum WriteOutcome
+{
+    /// <summary>The write surely did not take effect, and never will: it was refused before it was proposed
+    /// (invalid input, no leader, overloaded), or its log entry was replaced. Retrying it is safe.</summary>
+    NotApplied,
+    /// <summary>The write may have taken effect, or may still take effect: it was proposed, or sent to a member
+    /// that may have proposed it, and no answer came before the deadline. Read to find out.</summary>
+    Unknown,
+}
+
+/// <summary>The one exception type Skiff's public API throws; <see cref="Kind"/> says what went wrong and, for a
+/// write, <see cref="Outcome"/> whether it may have taken effect.</summary>
 public class SkiffException : Exception
 {
     /// <summary>What went wrong.</summary>
     public ErrorKind Kind { get; }
 
+    /// <summary>For a write (insert, remove, compare-and-swap, membership change): whether it surely did not take
+    /// effect, or may have. Reads change nothing; for them this is <see cref="WriteOutcome.NotApplied"/> unless the
+    /// error is of a kind that could hide a write (a timeout, a broken call).</summary>
+    public WriteOutcome Outcome { get; }
+
+    /// <summary>True when the write may have taken effect (<see cref="WriteOutcome.Unknown"/>).</summary>
+    public bool MayHaveApplied => Outcome == WriteOutcome.Unknown;
+
     /// <summary>Creates an exception of the given kind.</summary>
     /// <param name="kind">What went wrong.</param>
     /// <param name="message">Details for a human: what, where, and what to do if anything.</param>
     /// <param name="inner">The underlying cause, if any.</param>
-    public SkiffException(ErrorKind kind, string message, Exception? inner = null)
+    /// <param name="outcome">What the error says about a write; by default <see cref="WriteOutcome.Unknown"/> for the
+    /// kinds that can come after a write was proposed (Timeout, RpcCallFailed, StreamClosed, StorageError,
+    /// SessionExpired) and <see cref="WriteOutcome.NotApplied"/> for every other kind.</param>
+    public SkiffException(ErrorKind kind, string message, Exception? inner = null, WriteOutcome? outcome = null)
         : base($"{kind}: {message}", inner)
     {
         Kind = kind;
+        Outcome = outcome ?? DefaultOutcome(kind);
     }
+
+    private static WriteOutcome DefaultOutcome(ErrorKind kind) => kind switch
+    {
+        ErrorKind.Timeout or ErrorKind.RpcCallFailed or ErrorKind.StreamClosed or ErrorKind.StorageError
+            or ErrorKind.SessionExpired => WriteOutcome.Unknown,
+        _ => WriteOutcome.NotApplied,
+    };
 }

@@ -30,7 +30,7 @@ internal sealed class Applier
     // enumerator for First()).
     private readonly PriorityQueue<(Pending Pending, long Term), long> _writes = new();
     private readonly List<(long Index, List<Pending> Reads)> _reads = new();
-    private readonly Dictionary<long, (long Term, CommandResult? Result)> _recent = new();
+    private readonly Dictionary<long, (long Term, LogResult? Result)> _recent = new();
     private readonly object _subsGate = new();
     private readonly List<Subscription> _subs = new();
     private readonly Queue<KvChange> _history = new();
@@ -142,12 +142,12 @@ internal sealed class Applier
         foreach (var e in entries)
         {
             if (e.Index <= _sm.AppliedIndex) continue;
-            CommandResult? result = null;
+            LogResult? result = null;
             KvChange? change = null;
             switch (e.Payload)
             {
                 case Payload.Command c:
-                    var decoded = CommandCodec.decodeArray(c.Item);
+                    var decoded = LogCommandCodec.decodeArray(c.Item);
                     if (decoded.IsOk) result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
                     else _sm.Skip(e.Index, e.Term);
                     break;

@@ -15,6 +15,10 @@ public static class ErrorMapping
     /// <summary>Trailer naming the leader's address.</summary>
     public const string LeaderAddressTrailer = "skiff-leader-address";
 
+    /// <summary>Trailer saying what an error means for a write: `not-applied` (it surely did not take effect) or
+    /// `unknown` (it may have).</summary>
+    public const string OutcomeTrailer = "skiff-outcome";
+
     /// <summary>Header marking a call forwarded by another member (never forwarded again).</summary>
     public const string ForwardedHeader = "skiff-forwarded";
 
@@ -28,13 +32,18 @@ public static class ErrorMapping
         ErrorKind.PeerNotFound => StatusCode.NotFound,
         ErrorKind.StreamClosed => StatusCode.Aborted,
         ErrorKind.ClusterJoinFailed => StatusCode.FailedPrecondition,
+        ErrorKind.SessionExpired => StatusCode.FailedPrecondition,
         _ => StatusCode.Internal,
     };
 
     /// <summary>An RpcException for a SkiffException.</summary>
     public static RpcException ToRpc(SkiffException e, Guid? leader = null, string? leaderAddress = null)
     {
-        var trailers = new Metadata { { KindTrailer, e.Kind.ToString() } };
+        var trailers = new Metadata
+        {
+            { KindTrailer, e.Kind.ToString() },
+            { OutcomeTrailer, e.Outcome == WriteOutcome.Unknown ? "unknown" : "not-applied" },
+        };
         if (leader is { } l) trailers.Add(LeaderTrailer, l.ToString());
         if (leaderAddress is not null) trailers.Add(LeaderAddressTrailer, leaderAddress);
         return new RpcException(new Status(StatusOf(e.Kind), e.Message), trailers);
@@ -49,14 +58,43 @@ public static class ErrorMapping
             var message = e.Status.Detail;
             var prefix = kind + ": ";
             if (message.StartsWith(prefix, StringComparison.Ordinal)) message = message[prefix.Length..];
-            return new SkiffException(kind, message, e);
+            WriteOutcome? outcome = e.Trailers.GetValue(OutcomeTrailer) switch
+            {
+                "unknown" => WriteOutcome.Unknown,
+                "not-applied" => WriteOutcome.NotApplied,
+                _ => null,
+            };
+            return new SkiffException(kind, message, e, outcome);
         }
+        // No Skiff trailer: the call broke in transport. Only a connection that was never made proves the request
+        // was not delivered; grpc-dotnet also answers Unavailable for a connection lost in the middle of a call.
         return e.StatusCode switch
         {
-            StatusCode.DeadlineExceeded => new SkiffException(ErrorKind.Timeout, "the call's deadline passed", e),
-            StatusCode.Unavailable => new SkiffException(ErrorKind.ClientConnectFailed, e.Status.Detail, e),
-            StatusCode.Cancelled => new SkiffException(ErrorKind.RpcCallFailed, "the call was cancelled", e),
-            _ => new SkiffException(ErrorKind.RpcCallFailed, $"{e.StatusCode}: {e.Status.Detail}", e),
+            StatusCode.DeadlineExceeded => new SkiffException(ErrorKind.Timeout, "the call's deadline passed", e, WriteOutcome.Unknown),
+            StatusCode.Unavailable when NeverSent(e) => new SkiffException(ErrorKind.ClientConnectFailed, e.Status.Detail, e, WriteOutcome.NotApplied),
+            StatusCode.Unavailable => new SkiffException(ErrorKind.ClientConnectFailed,
+                $"the connection broke during the call: {e.Status.Detail}", e, WriteOutcome.Unknown),
+            StatusCode.Cancelled => new SkiffException(ErrorKind.RpcCallFailed, "the call was cancelled", e, WriteOutcome.Unknown),
+            _ => new SkiffException(ErrorKind.RpcCallFailed, $"{e.StatusCode}: {e.Status.Detail}", e, WriteOutcome.Unknown),
         };
+    }
+
+    /// <summary>True when a call surely never reached a server: the connection to it could not be made (refused,
+    /// unreachable, or its name did not resolve).</summary>
+    public static bool NeverSent(RpcException e)
+    {
+        if (e.StatusCode != StatusCode.Unavailable || e.Trailers.GetValue(KindTrailer) is not null) return false;
+        for (Exception? x = e.Status.DebugException; x is not null; x = x.InnerException)
+        {
+            if (x is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError })
+                return true;
+            if (x is System.Net.Sockets.SocketException
+                {
+                    SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused or System.Net.Sockets.SocketError.HostUnreachable
+                        or System.Net.Sockets.SocketError.NetworkUnreachable or System.Net.Sockets.SocketError.AddressNotAvailable
+                })
+                return true;
+        }
+        return false;
     }
 }

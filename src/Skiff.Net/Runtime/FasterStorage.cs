@@ -136,11 +136,11 @@ public sealed class FasterStateMachine : IStateMachine, IChangeHistory
     public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
 
     /// <inheritdoc/>
-    public CommandResult Apply(long index, long term, Command command, out KvChange? change)
+    public LogResult Apply(long index, long term, LogCommand command, out KvChange? change)
     {
         var result = _kv.Apply(index, term, command, out var made);
         change = made is { } m ? new KvChange(m.Index, m.Key, m.Value) : null;
-        return result ?? CommandResult.Done; // null: already applied (replay after recovery)
+        return result ?? LogResult.NewApplied(CommandResult.Done); // null: already applied (replay after recovery)
     }
 
     /// <inheritdoc/>

@@ -186,7 +186,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private static readonly Action<object?, CancellationToken> CancelPending =
         static (state, token) => ((Pending)state!).Fail(new OperationCanceledException(token));
 
-    private Task<CommandResult?> Submit(Event ev, Pending p)
+    private Task<LogResult?> Submit(Event ev, Pending p)
     {
         if (_stopped) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
         PostAction(() =>
@@ -200,7 +200,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     }
 
     /// <summary>Proposes a command; completes with its result and log index once applied here.</summary>
-    public async Task<(CommandResult? Result, long Index)> ProposeAsync(byte[] command, CancellationToken ct)
+    public async Task<(LogResult? Result, long Index)> ProposeAsync(byte[] command, CancellationToken ct)
     {
         var p = Register(ct, out var id);
         var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
@@ -336,7 +336,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _ when r.IsTransferTimedOut => new SkiffException(ErrorKind.Timeout,
             "the leadership transfer did not complete within an election timeout; the leader is unchanged"),
         _ when r.IsLeadershipLost => new SkiffException(ErrorKind.NotLeader,
-            "leadership was lost before the request was answered; a write's outcome is unknown"),
+            "leadership was lost before the request was answered; a write's outcome is unknown", null, WriteOutcome.Unknown),
         _ => new RetryableException(r),
     };
 

@@ -5,7 +5,7 @@ namespace Skiff.Net.Runtime;
 /// <summary>A client request waiting for the reducer's answer (and, for writes and reads, for the applier).</summary>
 internal sealed class Pending
 {
-    private readonly TaskCompletionSource<CommandResult?> _tcs = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<LogResult?> _tcs = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>The request's id as given to the reducer.</summary>
     public long Id { get; }
@@ -20,13 +20,13 @@ internal sealed class Pending
     public Pending(long id) => Id = id;
 
     /// <summary>Completes when the request is answered.</summary>
-    public Task<CommandResult?> Task => _tcs.Task;
+    public Task<LogResult?> Task => _tcs.Task;
 
     /// <summary>The caller's cancellation registration, released once the request is answered.</summary>
     public CancellationTokenRegistration Registration;
 
     /// <summary>Answers with success.</summary>
-    public bool Succeed(CommandResult? result)
+    public bool Succeed(LogResult? result)
     {
         Answered = System.Diagnostics.Stopwatch.GetTimestamp();
         var answered = _tcs.TrySetResult(result);

@@ -14,6 +14,9 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     private static bool Forwarded(ServerCallContext ctx) => ctx.RequestHeaders.GetValue(ErrorMapping.ForwardedHeader) is not null;
 
+    private static SessionRef? Map(Protocol.SessionRef? s) =>
+        s is null ? null : new SessionRef((long)s.Id, (long)s.Sequence, (long)s.Acknowledged);
+
     private static Runtime.ReadConsistency Map(Protocol.ReadConsistency c) =>
         c == Protocol.ReadConsistency.Stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable;
 
@@ -37,13 +40,13 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     public override Task<InsertReply> Insert(InsertRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var index = await _node.PutAsync(request.Key, request.Value.ToByteArray(), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var index = await _node.PutAsync(request.Key, request.Value.ToByteArray(), Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         return new InsertReply { Success = true, Index = (ulong)index };
     });
 
     public override Task<DeleteReply> Delete(DeleteRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var index = await _node.DeleteAsync(request.Key, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var index = await _node.DeleteAsync(request.Key, Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         return new DeleteReply { Success = true, Index = (ulong)index };
     });
 
@@ -52,8 +55,21 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
         var (swapped, index) = await _node.CasAsync(request.Key,
             request.HasExpected ? request.Expected.ToByteArray() : null,
             request.HasValue ? request.Value.ToByteArray() : null,
-            Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+            Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         return new CompareAndSwapReply { Swapped = swapped, Index = (ulong)index };
+    });
+
+    public override Task<OpenSessionReply> OpenSession(OpenSessionRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var (id, timeoutMs) = await _node.OpenSessionAsync(TimeSpan.FromMilliseconds(Math.Min(request.TimeoutMs, (ulong)Sessions.MaxTimeoutMs)),
+            Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        return new OpenSessionReply { Id = (ulong)id, TimeoutMs = (ulong)timeoutMs };
+    });
+
+    public override Task<CloseSessionReply> CloseSession(CloseSessionRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        await _node.CloseSessionAsync((long)request.Id, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        return new CloseSessionReply();
     });
 
     public override Task<PrefixReply> GetPrefixes(Empty request, ServerCallContext context) => Guard(async () =>

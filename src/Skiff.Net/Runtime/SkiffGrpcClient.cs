@@ -16,12 +16,22 @@ public readonly record struct WatchEvent(long Index, string Key, byte[]? Value);
 /// A minimal client of the `skiff.Skiff` service: talks to the first reachable of the given addresses (any member
 /// answers every call; writes and linearizable reads are forwarded to the leader). Errors are SkiffException.
 /// </summary>
+/// <remarks>
+/// Writes are exactly-once with <see cref="UseSessions"/>: the client opens a session, numbers its writes, and
+/// sends a write again (same number) after any failure that may have hidden its outcome — a lost connection, a
+/// member that stopped answering, a deposed leader — through the next member, until the call's deadline; the
+/// cluster applies it once and every attempt gets the first answer. Without sessions a write is sent to another
+/// member only when the connection to the first could not be made (at most once).
+/// </remarks>
 public sealed class SkiffGrpcClient : IDisposable
 {
     private readonly string[] _addresses;
     private readonly GrpcChannel[] _channels;
     private readonly Protocol.Skiff.SkiffClient[] _clients;
     private readonly Metadata? _headers;
+    private ClientSession? _session;
+    private long _sessionTimeoutMs;
+    private TimeSpan _attemptTimeout = TimeSpan.FromSeconds(1);
     private int _current;
 
     /// <summary>A client of the members at <paramref name="addresses"/> ("ip:port").</summary>
@@ -48,10 +58,59 @@ public sealed class SkiffGrpcClient : IDisposable
     /// <summary>The addresses this client uses.</summary>
     public IReadOnlyList<string> Addresses => _addresses;
 
-    private static bool IsConnectFailure(RpcException e) =>
-        e.StatusCode == StatusCode.Unavailable && e.Trailers.GetValue(ErrorMapping.KindTrailer) is null;
+    /// <summary>Makes writes exactly-once: they go through a client session (opened on first use, expiring after
+    /// <paramref name="timeout"/> without writes; zero: the member's default) and are retried through the members
+    /// until the call's deadline, each attempt waiting at most <paramref name="attemptTimeout"/> (default 1 s) for
+    /// an answer before trying the next member.</summary>
+    public SkiffGrpcClient UseSessions(TimeSpan timeout = default, TimeSpan? attemptTimeout = null)
+    {
+        _sessionTimeoutMs = (long)Math.Max(0, timeout.TotalMilliseconds);
+        if (attemptTimeout is { } a) _attemptTimeout = a;
+        _session ??= new ClientSession(OpenOwnSessionAsync);
+        return this;
+    }
 
-    private async Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct)
+    /// <summary>Opens this client's session, trying the members in turn, each for at most an attempt timeout: a
+    /// member that stopped answering must not hold up every write waiting for the session. An attempt that timed
+    /// out may still have opened a session; it is never used and expires by itself.</summary>
+    private async Task<long> OpenOwnSessionAsync(CancellationToken ct)
+    {
+        var delay = 5;
+        for (var attempt = 0; ; attempt++)
+        {
+            var i = (Volatile.Read(ref _current) + attempt) % _clients.Length;
+            using var attemptCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            attemptCts.CancelAfter(_attemptTimeout);
+            try
+            {
+                var reply = await _clients[i].OpenSessionAsync(new OpenSessionRequest { TimeoutMs = (ulong)_sessionTimeoutMs },
+                    new CallOptions(_headers, cancellationToken: attemptCts.Token)).ConfigureAwait(false);
+                Volatile.Write(ref _current, i);
+                return (long)reply.Id;
+            }
+            catch (RpcException e) when (!ct.IsCancellationRequested)
+            {
+                if (!attemptCts.IsCancellationRequested && !Resendable(ErrorMapping.FromRpc(e))) throw ErrorMapping.FromRpc(e);
+            }
+            catch (RpcException) { throw new OperationCanceledException(ct); }
+            await Task.Delay(delay, ct).ConfigureAwait(false);
+            delay = Math.Min(100, delay * 2);
+        }
+    }
+
+    /// <summary>The session this client's writes use (0: none open).</summary>
+    public long SessionId => _session?.Id ?? 0;
+
+    // A failed call is sent to the next member only when that cannot make anything happen twice: an idempotent call
+    // (a read) after any transport failure, a write only when its connection was never made.
+    private static bool MayTryNext(RpcException e, bool idempotent) =>
+        idempotent
+            ? e.StatusCode == StatusCode.Unavailable && e.Trailers.GetValue(ErrorMapping.KindTrailer) is null
+            : ErrorMapping.NeverSent(e);
+
+    private Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct) => Call(call, ct, idempotent: true);
+
+    private async Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct, bool idempotent)
     {
         RpcException? last = null;
         for (var attempt = 0; attempt < _clients.Length; attempt++)
@@ -63,7 +122,7 @@ public sealed class SkiffGrpcClient : IDisposable
                 Volatile.Write(ref _current, i);
                 return result;
             }
-            catch (RpcException e) when (IsConnectFailure(e) && !ct.IsCancellationRequested)
+            catch (RpcException e) when (MayTryNext(e, idempotent) && !ct.IsCancellationRequested)
             {
                 last = e;
             }
@@ -75,6 +134,104 @@ public sealed class SkiffGrpcClient : IDisposable
         }
         throw new SkiffException(ErrorKind.ClientConnectFailed,
             $"no member reachable at {string.Join(", ", _addresses)}: {last?.Status.Detail}", last);
+    }
+
+    /// <summary>Errors after which a write in a session is sent again: everything but a refusal of the request
+    /// itself (it would be refused again).</summary>
+    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
+        or ErrorKind.InvalidArgument or ErrorKind.InvalidAddress or ErrorKind.PeerNotFound or ErrorKind.SessionExpired
+        or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed);
+
+    /// <summary>A write: exactly-once through the session when <see cref="UseSessions"/> was called (see the class
+    /// remarks), else one attempt (another member only if the first could not be connected to).</summary>
+    private async Task<T> Write<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, SessionRef?, Task<T>> call, CancellationToken ct)
+    {
+        if (_session is not { } session) return await Call((c, o) => call(c, o, null), ct, idempotent: false).ConfigureAwait(false);
+        var sequence = session.Begin();
+        var delivered = false; // some attempt may have reached a member, so the write may have taken effect
+        SkiffException? last = null;
+        var delay = 5;
+        try
+        {
+            for (var attempt = 0; !ct.IsCancellationRequested; attempt++)
+            {
+                long id;
+                try { id = await session.EnsureOpenAsync(ct).ConfigureAwait(false); }
+                catch (SkiffException e) when (!ct.IsCancellationRequested)
+                {
+                    last = e;
+                    goto next;
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested) { break; }
+                var i = (Volatile.Read(ref _current) + attempt) % _clients.Length;
+                using (var attemptCts = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                {
+                    attemptCts.CancelAfter(_attemptTimeout);
+                    try
+                    {
+                        var result = await call(_clients[i], new CallOptions(_headers, cancellationToken: attemptCts.Token),
+                            session.Stamp(id, sequence)).ConfigureAwait(false);
+                        Volatile.Write(ref _current, i);
+                        return result;
+                    }
+                    catch (RpcException e)
+                    {
+                        var error = attemptCts.IsCancellationRequested
+                            ? new SkiffException(ErrorKind.Timeout, $"{_addresses[i]} did not answer within {_attemptTimeout.TotalSeconds:0.###} s", e, WriteOutcome.Unknown)
+                            : ErrorMapping.FromRpc(e);
+                        if (error.Kind == ErrorKind.SessionExpired && !ct.IsCancellationRequested)
+                        {
+                            // This attempt did nothing: the session is gone (or no longer remembers this request).
+                            // If no earlier attempt can have reached the cluster, the write is new: send it in a new
+                            // session. Otherwise an earlier attempt may have taken effect, and nobody can tell.
+                            session.Forget(id);
+                            if (delivered) throw error;
+                            last = error;
+                            continue;
+                        }
+                        if (error.Outcome == WriteOutcome.Unknown) delivered = true;
+                        if (ct.IsCancellationRequested) break;
+                        if (!Resendable(error)) throw error;
+                        last = error;
+                    }
+                }
+            next:
+                try { await Task.Delay(delay, ct).ConfigureAwait(false); }
+                catch (OperationCanceledException) { break; }
+                delay = Math.Min(100, delay * 2);
+            }
+            throw new WriteCancelledException(delivered ? WriteOutcome.Unknown : WriteOutcome.NotApplied, last, ct);
+        }
+        finally
+        {
+            session.End(sequence);
+        }
+    }
+
+    private static Protocol.SessionRef? ToWire(SessionRef? session) => session is { } s
+        ? new Protocol.SessionRef { Id = (ulong)s.Id, Sequence = (ulong)s.Sequence, Acknowledged = (ulong)s.Acknowledged }
+        : null;
+
+    /// <summary>Opens a client session expiring after <paramref name="timeout"/> without writes (zero: the
+    /// member's default); returns its id. Not retried on an unknown outcome: a second session is harmless but
+    /// useless, and expires by itself.</summary>
+    public Task<long> OpenSessionAsync(TimeSpan timeout, CancellationToken ct = default) =>
+        Call(async (c, o) => (long)(await c.OpenSessionAsync(new OpenSessionRequest
+        {
+            TimeoutMs = (ulong)Math.Max(0, timeout.TotalMilliseconds),
+        }, o).ConfigureAwait(false)).Id, ct, idempotent: false);
+
+    /// <summary>Closes a client session (best effort: an unknown id is fine).</summary>
+    public Task CloseSessionAsync(long id, CancellationToken ct = default) =>
+        Call(async (c, o) => await c.CloseSessionAsync(new CloseSessionRequest { Id = (ulong)id }, o).ConfigureAwait(false), ct);
+
+    /// <summary>Closes this client's session, if one is open (best effort, within <paramref name="timeout"/>).</summary>
+    public async Task CloseSessionAsync(TimeSpan timeout)
+    {
+        if (_session?.Id is not (> 0 and var id)) return;
+        using var cts = new CancellationTokenSource(timeout);
+        try { await CloseSessionAsync(id, cts.Token).ConfigureAwait(false); }
+        catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
     }
 
     /// <summary>The value of a key, or null.</summary>
@@ -91,22 +248,52 @@ public sealed class SkiffGrpcClient : IDisposable
 
     /// <summary>Sets a key; returns the commit index.</summary>
     public Task<long> InsertAsync(string key, byte[] value, CancellationToken ct = default) =>
-        Call(async (c, o) => (long)(await c.InsertAsync(new InsertRequest { Key = key, Value = ByteString.CopyFrom(value) }, o).ConfigureAwait(false)).Index, ct);
+        Write((c, o, s) => InsertOnce(c, o, key, value, s), ct);
 
     /// <summary>Removes a key (an absent key is fine); returns the commit index.</summary>
     public Task<long> DeleteAsync(string key, CancellationToken ct = default) =>
-        Call(async (c, o) => (long)(await c.DeleteAsync(new DeleteRequest { Key = key }, o).ConfigureAwait(false)).Index, ct);
+        Write((c, o, s) => DeleteOnce(c, o, key, s), ct);
 
     /// <summary>Sets <paramref name="key"/> to <paramref name="value"/> (null: deletes it) if its value is
     /// <paramref name="expected"/> (null: absent). True if swapped.</summary>
-    public Task<bool> CompareAndSwapAsync(string key, byte[]? expected, byte[]? value, CancellationToken ct = default) =>
-        Call(async (c, o) =>
-        {
-            var req = new CompareAndSwapRequest { Key = key };
-            if (expected is not null) req.Expected = ByteString.CopyFrom(expected);
-            if (value is not null) req.Value = ByteString.CopyFrom(value);
-            return (await c.CompareAndSwapAsync(req, o).ConfigureAwait(false)).Swapped;
-        }, ct);
+    public async Task<bool> CompareAndSwapAsync(string key, byte[]? expected, byte[]? value, CancellationToken ct = default) =>
+        (await CompareAndSwapWithIndexAsync(key, expected, value, ct).ConfigureAwait(false)).Swapped;
+
+    /// <summary>As <see cref="CompareAndSwapAsync(string, byte[], byte[], CancellationToken)"/>, with the commit
+    /// index of the write.</summary>
+    public Task<(bool Swapped, long Index)> CompareAndSwapWithIndexAsync(string key, byte[]? expected, byte[]? value, CancellationToken ct = default) =>
+        Write((c, o, s) => CompareAndSwapOnce(c, o, key, expected, value, s), ct);
+
+    // One attempt of each write, in a given session (null: none). A forwarding member calls these directly.
+    internal Task<long> InsertOnceAsync(string key, byte[] value, SessionRef? session, CancellationToken ct) =>
+        Call((c, o) => InsertOnce(c, o, key, value, session), ct, idempotent: false);
+
+    internal Task<long> DeleteOnceAsync(string key, SessionRef? session, CancellationToken ct) =>
+        Call((c, o) => DeleteOnce(c, o, key, session), ct, idempotent: false);
+
+    internal Task<(bool Swapped, long Index)> CompareAndSwapOnceAsync(string key, byte[]? expected, byte[]? value, SessionRef? session, CancellationToken ct) =>
+        Call((c, o) => CompareAndSwapOnce(c, o, key, expected, value, session), ct, idempotent: false);
+
+    private static async Task<long> InsertOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, byte[] value, SessionRef? session)
+    {
+        var request = new InsertRequest { Key = key, Value = UnsafeByteOperations.UnsafeWrap(value), Session = ToWire(session) };
+        return (long)(await c.InsertAsync(request, o).ConfigureAwait(false)).Index;
+    }
+
+    private static async Task<long> DeleteOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, SessionRef? session)
+    {
+        return (long)(await c.DeleteAsync(new DeleteRequest { Key = key, Session = ToWire(session) }, o).ConfigureAwait(false)).Index;
+    }
+
+    private static async Task<(bool, long)> CompareAndSwapOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, byte[]? expected,
+        byte[]? value, SessionRef? session)
+    {
+        var req = new CompareAndSwapRequest { Key = key, Session = ToWire(session) };
+        if (expected is not null) req.Expected = UnsafeByteOperations.UnsafeWrap(expected);
+        if (value is not null) req.Value = UnsafeByteOperations.UnsafeWrap(value);
+        var reply = await c.CompareAndSwapAsync(req, o).ConfigureAwait(false);
+        return (reply.Swapped, (long)reply.Index);
+    }
 
     /// <summary>Keys that start with <paramref name="prefix"/>.</summary>
     public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
@@ -187,9 +374,31 @@ public sealed class SkiffGrpcClient : IDisposable
         }
     }
 
-    /// <summary>Closes the connections.</summary>
+    /// <summary>Closes the connections (call <see cref="CloseSessionAsync(TimeSpan)"/> first to free the session
+    /// at once; otherwise it expires by itself).</summary>
     public void Dispose()
     {
         foreach (var c in _channels) c.Dispose();
+    }
+}
+
+/// <summary>A write gave up because its token was cancelled (its deadline passed, or its caller cancelled it);
+/// <see cref="Outcome"/> says whether an attempt may have taken effect.</summary>
+public sealed class WriteCancelledException : OperationCanceledException
+{
+    /// <summary>Whether the write may have taken effect.</summary>
+    public WriteOutcome Outcome { get; }
+
+    /// <summary>The last error an attempt met, if any.</summary>
+    public SkiffException? LastError { get; }
+
+    /// <summary>Creates one.</summary>
+    public WriteCancelledException(WriteOutcome outcome, SkiffException? last, CancellationToken token)
+        : base(outcome == WriteOutcome.Unknown
+            ? $"the write was cancelled after it was sent; it may have taken effect ({last?.Message ?? "no answer"})"
+            : $"the write was cancelled before any member could have applied it ({last?.Message ?? "no answer"})", last, token)
+    {
+        Outcome = outcome;
+        LastError = last;
     }
 }

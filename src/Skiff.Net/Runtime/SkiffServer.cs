@@ -30,6 +30,7 @@ public sealed class SkiffServer : IAsyncDisposable
     private WebApplication? _app;
     private readonly CancellationTokenSource _shutdown = new();
     private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
+    private readonly ClientSession _ownSession;
     private int _state; // 0 new, 1 started, 2 stopped
 
     /// <summary>This node's stable id (kept in the data directory).</summary>
@@ -56,6 +57,7 @@ public sealed class SkiffServer : IAsyncDisposable
         _hard = new FasterHardStateStore(storage.HardState);
         _sm = new FasterStateMachine(storage.Kv);
         _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
+        _ownSession = new ClientSession(async t => (await OpenSessionAsync(TimeSpan.Zero, false, t).ConfigureAwait(false)).Id);
     }
 
     private NodeRuntime Runtime => _runtime ?? throw new SkiffException(ErrorKind.StreamClosed, "the node is not running");
@@ -141,7 +143,11 @@ public sealed class SkiffServer : IAsyncDisposable
             _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
             _runtime.ConfigurationChanged += c => _transport.Update(c);
-            _runtime.RoleChanged += (r, t, l) => RoleChanged?.Invoke(r, t, l);
+            _runtime.RoleChanged += (r, t, l) =>
+            {
+                NoteLeader(l);
+                RoleChanged?.Invoke(r, t, l);
+            };
             _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
             _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
             _runtime.Fatal += e =>
@@ -298,113 +304,276 @@ public sealed class SkiffServer : IAsyncDisposable
     private SkiffGrpcClient ForwarderFor(string address) =>
         _forwarders.GetOrAdd(address, a => new SkiffGrpcClient(new[] { a }, forwarded: true));
 
-    /// <summary>Runs a call locally, forwarding to the leader when this node is not it, retrying within the deadline
-    /// while no leader is known or a retryable refusal comes back.</summary>
-    /// <remarks>A forwarded call whose outcome is unknown (the leader was reached, then the call broke) is retried
-    /// only when <paramref name="retryUnknown"/> (reads, idempotent membership calls); a write is not, since a retry
-    /// could apply it twice, or after a later write of another client.</remarks>
+    // Completed (and replaced) whenever the leader this node knows changes, so a call forwarded to a leader that
+    // stopped answering is sent to the next one as soon as it is known.
+    private TaskCompletionSource _leaderChange = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Guid? _knownLeader;
+
+    private void NoteLeader(Guid? leader)
+    {
+        if (leader == _knownLeader) return;
+        _knownLeader = leader;
+        Interlocked.Exchange(ref _leaderChange, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+    }
+
+    /// <summary>Errors after which a call is tried again (on this node or forwarded to the leader) within its deadline:
+    /// the node was not the leader or lost leadership, the leader was unreachable or broke the call, the request's
+    /// entry was replaced, or a transfer or membership change was under way.</summary>
+    private static bool Retryable(SkiffException e) => e.Kind is ErrorKind.NotLeader or ErrorKind.ClientConnectFailed
+        or ErrorKind.RpcCallFailed or ErrorKind.StreamClosed or ErrorKind.Timeout or ErrorKind.NoQuorum or ErrorKind.InsertFailed;
+
+    /// <summary>Runs a call locally, forwarding it to the leader when this node is not it, and tries again within the
+    /// deadline while no leader is known or a retryable failure comes back.</summary>
+    /// <remarks>An <paramref name="idempotent"/> call (a read, a membership call, a write in a client session, which
+    /// the state machine applies once however often it is proposed) is tried again after any retryable failure,
+    /// including one that may have hidden its outcome, and a forwarded attempt is abandoned for the new leader as
+    /// soon as the leader changes. Any other call is tried again only after a failure that proves it did not take
+    /// effect. Every error thrown says, in <see cref="SkiffException.Outcome"/>, whether some attempt may have taken
+    /// effect.</remarks>
     internal async Task<T> RouteAsync<T>(Func<CancellationToken, Task<T>> local, Func<SkiffGrpcClient, CancellationToken, Task<T>>? remote,
-        bool forwarded, CancellationToken ct, TimeSpan? timeout = null, bool retryUnknown = true)
+        bool forwarded, CancellationToken ct, TimeSpan? timeout = null, bool idempotent = true)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
         cts.CancelAfter(timeout ?? _options.RequestTimeout);
         var token = cts.Token;
         var delay = 5;
         Exception? last = null;
+        var mayHaveApplied = false; // an earlier attempt may have taken effect
+        var inFlight = false;       // an attempt is under way (so the deadline may cut it after it took effect)
         while (true)
         {
             try
             {
                 try
                 {
+                    inFlight = true;
                     return await local(token).ConfigureAwait(false);
                 }
                 catch (NotLeaderException nl)
                 {
+                    inFlight = false;
                     var leader = nl.Hint ?? LeaderId;
                     if (forwarded || remote is null)
                     {
                         var addr = leader is { } l0 ? AddressOf(l0) : null;
                         throw new SkiffException(ErrorKind.NotLeader,
-                            leader is null ? "no leader is known" : $"the leader is {leader} at {addr}");
+                            leader is null ? "no leader is known" : $"the leader is {leader} at {addr}", null,
+                            mayHaveApplied ? WriteOutcome.Unknown : WriteOutcome.NotApplied);
                     }
                     last = nl;
                     if (leader is { } l && l != Id && AddressOf(l) is { } address)
                     {
-                        try { return await remote(ForwarderFor(address), token).ConfigureAwait(false); }
-                        catch (SkiffException e) when (e.Kind is ErrorKind.NotLeader or ErrorKind.ClientConnectFailed
-                                                       || (retryUnknown && e.Kind is ErrorKind.RpcCallFailed or ErrorKind.StreamClosed))
+                        try
+                        {
+                            inFlight = true;
+                            return await ForwardAsync(remote, address, idempotent, token).ConfigureAwait(false);
+                        }
+                        catch (SkiffException e) when (Retryable(e) && (idempotent || e.Outcome == WriteOutcome.NotApplied))
                         {
                             last = e;
+                            mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
                         }
+                        inFlight = false;
                     }
                 }
                 catch (RetryableException r) { last = r; }
+                catch (SkiffException e) when (Retryable(e) && !forwarded && (idempotent || e.Outcome == WriteOutcome.NotApplied))
+                {
+                    last = e;
+                    mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
+                }
+                catch (SkiffException e) when (e.Kind == ErrorKind.SessionExpired && mayHaveApplied && e.Outcome == WriteOutcome.NotApplied)
+                {
+                    // This attempt did nothing, but an earlier one may have: say so.
+                    throw new SkiffException(e.Kind, e.Message[(e.Kind + ": ").Length..] + "; an earlier attempt may have taken effect",
+                        e, WriteOutcome.Unknown);
+                }
+                catch (SkiffException e) when (mayHaveApplied && e.Outcome == WriteOutcome.NotApplied && e.Kind is ErrorKind.NotLeader)
+                {
+                    throw new SkiffException(e.Kind, e.Message[(e.Kind + ": ").Length..], e, WriteOutcome.Unknown);
+                }
+                inFlight = false;
                 await Task.Delay(delay, token).ConfigureAwait(false);
                 delay = Math.Min(100, delay * 2);
             }
             catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {
-                if (_shutdown.IsCancellationRequested) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+                var outcome = mayHaveApplied || inFlight ? WriteOutcome.Unknown : WriteOutcome.NotApplied;
+                if (_shutdown.IsCancellationRequested) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down", null, outcome);
+                var what = outcome == WriteOutcome.Unknown ? "its outcome is unknown" : "it did not take effect";
                 if (LeaderId is null || (Role == Role.Leader && last is null))
                     throw new SkiffException(ErrorKind.NoQuorum,
-                        LeaderId is null ? "no leader could be reached before the deadline" : "the request could not commit before the deadline: no quorum of members answers");
-                throw new SkiffException(ErrorKind.Timeout, $"the request did not complete before the deadline ({last?.Message})");
+                        LeaderId is null ? $"no leader could be reached before the deadline; {what}"
+                            : $"no quorum of members answered before the deadline; {what}", null, outcome);
+                throw new SkiffException(ErrorKind.Timeout, $"the request did not complete before the deadline ({last?.Message}); {what}", null, outcome);
             }
         }
     }
 
-    // ------------------------------------------------------------------ key-value calls
+    /// <summary>One forwarded attempt. An idempotent one is abandoned (its outcome unknown) when the leader changes,
+    /// so a call sent to a leader that was paused or cut off goes to the new leader at once, not at its deadline.</summary>
+    private async Task<T> ForwardAsync<T>(Func<SkiffGrpcClient, CancellationToken, Task<T>> remote, string address, bool idempotent,
+        CancellationToken token)
+    {
+        if (!idempotent) return await remote(ForwarderFor(address), token).ConfigureAwait(false);
+        var changed = Volatile.Read(ref _leaderChange).Task;
+        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var call = remote(ForwarderFor(address), attempt.Token);
+        if (await Task.WhenAny(call, changed).ConfigureAwait(false) == call) return await call.ConfigureAwait(false);
+        attempt.Cancel();
+        _ = call.ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // observed: the attempt is abandoned
+        throw new SkiffException(ErrorKind.RpcCallFailed, $"the leader changed while {address} handled the call", null, WriteOutcome.Unknown);
+    }
+
+    // ------------------------------------------------------------------ client sessions and key-value writes
+
+    private static long NowMs() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+
+    private long SessionTimeoutMs(TimeSpan requested)
+    {
+        var chosen = requested > TimeSpan.Zero ? requested : _options.SessionTimeout;
+        return Math.Clamp((long)chosen.TotalMilliseconds, Sessions.MinTimeoutMs, Sessions.MaxTimeoutMs);
+    }
+
+    /// <summary>Opens a client session through the log (expiring after <paramref name="timeout"/> without writes;
+    /// zero: the node's <see cref="SkiffServerOptions.SessionTimeout"/>); returns its id and timeout.</summary>
+    internal Task<(long Id, long TimeoutMs)> OpenSessionAsync(TimeSpan timeout, bool forwarded, CancellationToken ct)
+    {
+        var ms = SessionTimeoutMs(timeout);
+        return RouteAsync(async t =>
+        {
+            var (result, _) = await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewOpenSession(NowMs(), ms)), t).ConfigureAwait(false);
+            return result is LogResult.SessionOpened opened
+                ? (opened.session, ms)
+                : throw new SkiffException(ErrorKind.StorageError, $"opening a session gave {result}");
+        }, async (c, t) => (await c.OpenSessionAsync(TimeSpan.FromMilliseconds(ms), t).ConfigureAwait(false), ms),
+            forwarded, ct, idempotent: false);
+    }
+
+    /// <summary>Closes a client session (an unknown one is fine).</summary>
+    internal Task CloseSessionAsync(long id, bool forwarded, CancellationToken ct) =>
+        RouteAsync(async t =>
+        {
+            await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewCloseSession(id, NowMs())), t).ConfigureAwait(false);
+            return true;
+        }, async (c, t) =>
+        {
+            await c.CloseSessionAsync(id, t).ConfigureAwait(false);
+            return true;
+        }, forwarded, ct);
+
+    /// <summary>Applies a key-value write exactly once: in the caller's session when one is given; otherwise in this
+    /// node's own session, so that sending it again to a new leader, after a lost connection or a deposed leader,
+    /// cannot apply it twice.</summary>
+    internal async Task<(CommandResult Result, long Index)> WriteAsync(Command command, SessionRef? session, bool forwarded, CancellationToken ct)
+    {
+        CheckKey(KeyOf(command));
+        if (session is { } given) return await WriteInSessionAsync(command, given, forwarded, ct).ConfigureAwait(false);
+        var own = _ownSession;
+        var sequence = own.Begin();
+        try
+        {
+            while (true)
+            {
+                long id;
+                using (var opening = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                {
+                    opening.CancelAfter(_options.RequestTimeout);
+                    try { id = await own.EnsureOpenAsync(opening.Token).ConfigureAwait(false); }
+                    catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                    {
+                        throw new SkiffException(ErrorKind.NoQuorum,
+                            "could not open this node's session before the deadline; the write did not take effect", null, WriteOutcome.NotApplied);
+                    }
+                }
+                try
+                {
+                    return await WriteInSessionAsync(command, own.Stamp(id, sequence), forwarded, ct).ConfigureAwait(false);
+                }
+                catch (SkiffException e) when (e.Kind == ErrorKind.SessionExpired && e.Outcome == WriteOutcome.NotApplied)
+                {
+                    own.Forget(id); // this node's session expired while it was idle: open a new one and write in it
+                }
+            }
+        }
+        finally
+        {
+            own.End(sequence);
+        }
+    }
+
+    private Task<(CommandResult Result, long Index)> WriteInSessionAsync(Command command, SessionRef session, bool forwarded, CancellationToken ct) =>
+        RouteAsync(t => ProposeInSessionAsync(command, session, t), (c, t) => ForwardWrite(c, command, session, t), forwarded, ct);
+
+    private async Task<(CommandResult Result, long Index)> ProposeInSessionAsync(Command command, SessionRef session, CancellationToken ct)
+    {
+        var stamp = new SessionStamp(session.Id, session.Sequence, session.Acknowledged, NowMs());
+        var (result, index) = await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewInSession(stamp, command)), ct).ConfigureAwait(false);
+        return result switch
+        {
+            LogResult.Applied applied => (applied.Item, index),
+            LogResult.Repeated repeated => (repeated.Item1, repeated.index),
+            _ when result is not null && result.IsSessionUnknown => throw new SkiffException(ErrorKind.SessionExpired,
+                $"session {session.Id} no longer exists (it was idle longer than its timeout, or was closed); this attempt did not take effect",
+                null, WriteOutcome.NotApplied),
+            _ when result is not null && result.IsResultDiscarded => throw new SkiffException(ErrorKind.SessionExpired,
+                $"request {session.Sequence} of session {session.Id} is older than the results the session keeps; this attempt did not take effect",
+                null, WriteOutcome.NotApplied),
+            _ => throw new SkiffException(ErrorKind.StorageError, $"the write at index {index} gave {result}"),
+        };
+    }
+
+    private static async Task<(CommandResult Result, long Index)> ForwardWrite(SkiffGrpcClient leader, Command command, SessionRef session, CancellationToken ct)
+    {
+        switch (command)
+        {
+            case Command.Put put:
+                return (CommandResult.Done, await leader.InsertOnceAsync(put.key, put.value, session, ct).ConfigureAwait(false));
+            case Command.Delete delete:
+                return (CommandResult.Done, await leader.DeleteOnceAsync(delete.key, session, ct).ConfigureAwait(false));
+            case Command.CompareAndSwap cas:
+                var (swapped, index) = await leader.CompareAndSwapOnceAsync(cas.key, cas.expected?.Value, cas.next?.Value, session, ct).ConfigureAwait(false);
+                return (CommandResult.NewSwapped(swapped), index);
+            default:
+                throw new SkiffException(ErrorKind.InvalidArgument, $"unknown command {command}");
+        }
+    }
+
+    private static string KeyOf(Command command) => command switch
+    {
+        Command.Put p => p.key,
+        Command.Delete d => d.key,
+        Command.CompareAndSwap c => c.key,
+        _ => "",
+    };
 
     // The storage's rules (non-empty, no NUL, at most 4096 UTF-8 bytes), checked before anything is proposed.
     private static void CheckKey(string key) => Skiff.Net.Storage.KvStateMachine.ValidateKey(key);
 
-    internal async Task<(CommandResult? Result, long Index)> ProposeAsync(Command command, bool forwarded, CancellationToken ct,
-        Func<SkiffGrpcClient, CancellationToken, Task<(CommandResult?, long)>> remote)
-    {
-        var bytes = CommandCodec.encode(command);
-        return await RouteAsync(t => Runtime.ProposeAsync(bytes, t), remote, forwarded, ct, retryUnknown: false).ConfigureAwait(false);
-    }
-
     /// <summary>Sets a key; returns the commit index of the write.</summary>
-    public Task<long> PutAsync(string key, byte[] value, CancellationToken ct = default) => PutAsync(key, value, false, ct);
+    public Task<long> PutAsync(string key, byte[] value, CancellationToken ct = default) => PutAsync(key, value, null, false, ct);
 
-    internal async Task<long> PutAsync(string key, byte[] value, bool forwarded, CancellationToken ct)
-    {
-        CheckKey(key);
-        var (_, index) = await ProposeAsync(Command.NewPut(key, value), forwarded, ct,
-            async (c, t) => ((CommandResult?)null, await c.InsertAsync(key, value, t).ConfigureAwait(false))).ConfigureAwait(false);
-        return index;
-    }
+    internal async Task<long> PutAsync(string key, byte[] value, SessionRef? session, bool forwarded, CancellationToken ct) =>
+        (await WriteAsync(Command.NewPut(key, value), session, forwarded, ct).ConfigureAwait(false)).Index;
 
     /// <summary>Removes a key (absent is fine); returns the commit index.</summary>
-    public Task<long> DeleteAsync(string key, CancellationToken ct = default) => DeleteAsync(key, false, ct);
+    public Task<long> DeleteAsync(string key, CancellationToken ct = default) => DeleteAsync(key, null, false, ct);
 
-    internal async Task<long> DeleteAsync(string key, bool forwarded, CancellationToken ct)
-    {
-        CheckKey(key);
-        var (_, index) = await ProposeAsync(Command.NewDelete(key), forwarded, ct,
-            async (c, t) => ((CommandResult?)null, await c.DeleteAsync(key, t).ConfigureAwait(false))).ConfigureAwait(false);
-        return index;
-    }
+    internal async Task<long> DeleteAsync(string key, SessionRef? session, bool forwarded, CancellationToken ct) =>
+        (await WriteAsync(Command.NewDelete(key), session, forwarded, ct).ConfigureAwait(false)).Index;
 
     /// <summary>Atomically sets <paramref name="key"/> to <paramref name="next"/> (null deletes) if its value equals
     /// <paramref name="expected"/> (null: absent). Returns whether it swapped and the commit index.</summary>
     public Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, CancellationToken ct = default) =>
-        CasAsync(key, expected, next, false, ct);
+        CasAsync(key, expected, next, null, false, ct);
 
-    internal async Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, bool forwarded, CancellationToken ct)
+    internal async Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, SessionRef? session, bool forwarded,
+        CancellationToken ct)
     {
-        CheckKey(key);
         var cmd = Command.NewCompareAndSwap(key,
             expected is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(expected),
             next is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(next));
-        var (result, index) = await ProposeAsync(cmd, forwarded, ct,
-            async (c, t) =>
-            {
-                var swapped = await c.CompareAndSwapAsync(key, expected, next, t).ConfigureAwait(false);
-                return ((CommandResult?)CommandResult.NewSwapped(swapped), 0L);
-            }).ConfigureAwait(false);
+        var (result, index) = await WriteAsync(cmd, session, forwarded, ct).ConfigureAwait(false);
         return (result is CommandResult.Swapped s && s.Item, index);
     }
 

@@ -37,6 +37,11 @@ public sealed class SkiffServerOptions
     /// <summary>Deadline of a client call that has none of its own.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>How long a client session lives without writes when its client asks for no particular timeout
+    /// (default 10 minutes; 1 s to 7 days). Also the timeout of this node's own session, which carries its own
+    /// writes and the session-less writes it forwards.</summary>
+    public TimeSpan SessionTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Messages queued per peer before the oldest are dropped.</summary>
     public int PeerQueueCapacity { get; set; } = 4096;
 

@@ -71,8 +71,9 @@ public interface IStateMachine : IDisposable
     /// <summary>Records that an entry that carries no command was applied at <paramref name="index"/>.</summary>
     void Skip(long index, long term);
 
-    /// <summary>Applies a command at <paramref name="index"/>; the change (if any) is reported for watchers.</summary>
-    CommandResult Apply(long index, long term, Command command, out KvChange? change);
+    /// <summary>Applies a log command at <paramref name="index"/> (through the session layer: a session request is
+    /// applied at most once); the change (if any) is reported for watchers.</summary>
+    LogResult Apply(long index, long term, LogCommand command, out KvChange? change);
 
     /// <summary>The value of a key, or null.</summary>
     byte[]? Get(string key);

@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using System.Text;
 using FASTER.core;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
 using Skiff.Core;
 
 namespace Skiff.Net.Storage;
@@ -73,6 +75,10 @@ public sealed class KvStateMachine : IDisposable
     /// at most one key).</summary>
     private const string HistoryPrefix = ReservedPrefix + "rev/";
     private const byte HistoryPut = 1, HistoryDelete = 2;
+    /// <summary>Client session i (see Skiff.Core.Sessions) is kept under this prefix + i. Sessions live in memory
+    /// and are written here just before each checkpoint: between checkpoints the store is rebuilt by replaying the
+    /// log, which rebuilds the sessions too.</summary>
+    private const string SessionPrefix = ReservedPrefix + "session/";
     /// <summary>Longest key accepted, in UTF-8 bytes.</summary>
     public const int MaxKeyBytes = 4096;
 
@@ -81,6 +87,8 @@ public sealed class KvStateMachine : IDisposable
     private readonly object _gate = new();
     private readonly KeyIndex _index = new();
     private readonly IndexRing _history = new();
+    private Sessions.Table _sessions = Sessions.empty;
+    private readonly HashSet<long> _dirtySessions = new();
     private FasterKV<string, byte[]> _store = null!;
     private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>> _session = null!;
     private IDevice _logDevice = null!;
@@ -97,6 +105,9 @@ public sealed class KvStateMachine : IDisposable
     /// <summary>Changes at or below this index are no longer in the change history (trimmed, or made before the
     /// store kept one); every change after it, up to <see cref="AppliedIndex"/>, is.</summary>
     public long HistoryFloor { get; private set; }
+
+    /// <summary>The client sessions (for tests and diagnostics).</summary>
+    public Sessions.Table ClientSessions { get { lock (_gate) return _sessions; } }
 
     /// <summary>Number of changes in the change history.</summary>
     public int HistoryCount { get { lock (_gate) return _history.Count; } }
@@ -173,15 +184,18 @@ public sealed class KvStateMachine : IDisposable
             _session = _store.NewSession<byte[], byte[], Empty>(new SimpleFunctions<string, byte[], Empty>());
             var applied = ReadUnlocked(AppliedKey);
             AppliedIndex = AppliedTerm = HistoryFloor = 0;
+            long sessionClock = 0;
             if (applied is { Length: >= 16 })
             {
                 AppliedIndex = BinaryPrimitives.ReadInt64LittleEndian(applied);
                 AppliedTerm = BinaryPrimitives.ReadInt64LittleEndian(applied.AsSpan(8));
                 // A store written before the change history existed has none: it starts at the applied index.
                 HistoryFloor = applied.Length >= 24 ? BinaryPrimitives.ReadInt64LittleEndian(applied.AsSpan(16)) : AppliedIndex;
+                sessionClock = applied.Length >= 32 ? BinaryPrimitives.ReadInt64LittleEndian(applied.AsSpan(24)) : 0;
             }
             var recovered = watch.Elapsed;
-            RebuildKeyIndex();
+            var sessionIds = RebuildKeyIndex();
+            LoadSessions(sessionClock, sessionIds);
             LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count);
             if (hasCheckpoint)
             {
@@ -226,11 +240,12 @@ public sealed class KvStateMachine : IDisposable
     /// applying records in order — a live record adds its key, a tombstone removes it — leaves exactly the live
     /// keys. The same scan finds the change-history records still live, whose indexes make up the in-memory history
     /// index. Set SKIFF_KV_INDEX_REBUILD=iterate to use FASTER's distinct-record iterator instead.</summary>
-    private void RebuildKeyIndex()
+    private HashSet<long> RebuildKeyIndex()
     {
         _index.Clear();
         _history.Clear();
         var history = new HashSet<long>();
+        var sessions = new HashSet<long>();
         if (Environment.GetEnvironmentVariable("SKIFF_KV_INDEX_REBUILD") == "iterate")
         {
             using var iter = _session.Iterate();
@@ -240,6 +255,7 @@ public sealed class KvStateMachine : IDisposable
                 var key = iter.GetKey();
                 if (!Reserved(key)) _index.Add(key);
                 else if (HistoryIndexOf(key) is { } i) history.Add(i);
+                else if (SessionIdOf(key) is { } s) sessions.Add(s);
             }
         }
         else
@@ -253,9 +269,8 @@ public sealed class KvStateMachine : IDisposable
                     var key = scan.GetKey();
                     if (Reserved(key))
                     {
-                        if (HistoryIndexOf(key) is not { } i) continue;
-                        if (info.Tombstone) history.Remove(i);
-                        else history.Add(i);
+                        if (HistoryIndexOf(key) is { } i) Track(history, i, info.Tombstone);
+                        else if (SessionIdOf(key) is { } id) Track(sessions, id, info.Tombstone);
                         continue;
                     }
                     if (info.Tombstone) live.Remove(key);
@@ -267,7 +282,53 @@ public sealed class KvStateMachine : IDisposable
         var indexes = history.ToArray();
         Array.Sort(indexes);
         foreach (var i in indexes) _history.Add(i);
+        return sessions;
+
+        static void Track(HashSet<long> live, long id, bool tombstone)
+        {
+            if (tombstone) live.Remove(id);
+            else live.Add(id);
+        }
     }
+
+    /// <summary>Reads the sessions the last checkpoint wrote (the ids found by the key-index scan).</summary>
+    private void LoadSessions(long clock, HashSet<long> ids)
+    {
+        var table = MapModule.Empty<long, Sessions.Session>();
+        foreach (var id in ids)
+        {
+            var record = ReadUnlocked(SessionKey(id))
+                ?? throw new SkiffException(ErrorKind.StorageCorrupted, $"the session table in {_dir} lost session {id}");
+            var decoded = Sessions.decode(record);
+            if (decoded.IsError)
+                throw new SkiffException(ErrorKind.StorageCorrupted, $"session {id} in {_dir} is damaged: {decoded.ErrorValue}");
+            table = table.Add(id, decoded.ResultValue);
+        }
+        _sessions = new Sessions.Table(clock, table);
+        _dirtySessions.Clear();
+    }
+
+    /// <summary>Writes the sessions changed since the last checkpoint into the store (before taking the next).</summary>
+    private void WriteSessionsUnlocked()
+    {
+        foreach (var id in _dirtySessions)
+        {
+            var key = SessionKey(id);
+            var found = _sessions.Sessions.TryFind(id);
+            if (FSharpOption<Sessions.Session>.get_IsSome(found))
+            {
+                var bytes = Sessions.encode(found!.Value);
+                _session.Upsert(ref key, ref bytes);
+            }
+            else _session.Delete(ref key);
+        }
+        _dirtySessions.Clear();
+    }
+
+    private static long? SessionIdOf(string key) =>
+        key.StartsWith(SessionPrefix, StringComparison.Ordinal) && long.TryParse(key.AsSpan(SessionPrefix.Length), out var i) ? i : null;
+
+    private static string SessionKey(long id) => SessionPrefix + id.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     private static long? HistoryIndexOf(string key) =>
         key.StartsWith(HistoryPrefix, StringComparison.Ordinal) && long.TryParse(key.AsSpan(HistoryPrefix.Length), out var i) ? i : null;
@@ -307,48 +368,70 @@ public sealed class KvStateMachine : IDisposable
     /// <returns>What applying did, or null if the index was already applied.</returns>
     public CommandResult? Apply(long index, long term, Command command, out KvHistoryChange? change)
     {
+        var result = Apply(index, term, LogCommand.NewPlain(command), out change);
+        return result is null ? null : Sessions.resultOf(result)?.Value;
+    }
+
+    /// <summary>Applies a log command at <paramref name="index"/>: a key-value command alone, or inside a client
+    /// session (applied at most once per session request; a repeat is answered from the session's results), or
+    /// the opening or closing of a session. See <see cref="Apply(long, long, Command, out KvHistoryChange?)"/>.</summary>
+    /// <param name="index">The entry's index.</param>
+    /// <param name="term">The entry's term.</param>
+    /// <param name="command">The command.</param>
+    /// <param name="change">The change made, or null if none.</param>
+    /// <returns>What the proposing client sees, or null if the index was already applied.</returns>
+    public LogResult? Apply(long index, long term, LogCommand command, out KvHistoryChange? change)
+    {
         change = null;
         lock (_gate)
         {
             ThrowIfDisposed();
             if (index <= AppliedIndex) return null;
             EnsureFreeSpace(force: false);
-            CommandResult result;
             try
             {
-                switch (command)
-                {
-                    case Command.Put p when !Reserved(p.key):
-                        PutUnlocked(p.key, p.value);
-                        change = new KvHistoryChange(index, p.key, p.value);
-                        result = CommandResult.Done;
-                        break;
-                    case Command.Delete d when !Reserved(d.key):
-                        if (DeleteUnlocked(d.key)) change = new KvHistoryChange(index, d.key, null);
-                        result = CommandResult.Done;
-                        break;
-                    case Command.CompareAndSwap c when !Reserved(c.key):
-                        result = CasUnlocked(index, c.key, c.expected, c.next, out change);
-                        break;
-                    case Command.CompareAndSwap:
-                        result = CommandResult.NewSwapped(false);
-                        break;
-                    default:
-                        result = CommandResult.Done;
-                        break;
-                }
-                if (change is { } ch) RecordUnlocked(ch);
+                KvHistoryChange? made = null;
+                var applied = Sessions.apply(
+                    FuncConvert.FromFunc<Command, CommandResult>(c => ApplyDataUnlocked(index, c, out made)),
+                    _sessions, index, command);
+                _sessions = applied.Item2;
+                foreach (var touched in applied.Item3)
+                    _dirtySessions.Add(touched is Sessions.Touched.Saved saved ? saved.Item.Id : ((Sessions.Touched.Removed)touched).session);
+                change = made;
+                if (made is { } ch) RecordUnlocked(ch);
                 SetAppliedUnlocked(index, term);
+                return applied.Item1;
             }
             catch (Exception e) when (e is not SkiffException)
             {
                 throw new SkiffException(ErrorKind.StorageError, $"applying entry {index} in {_dir}: {e.Message}", e);
             }
-            return result;
         }
     }
 
-    /// <summary>Decodes an entry's payload with <see cref="CommandCodec.decode"/> and applies it. An empty payload
+    /// <summary>Applies a key-value command to the data (the caller holds the lock and records the change).</summary>
+    private CommandResult ApplyDataUnlocked(long index, Command command, out KvHistoryChange? change)
+    {
+        change = null;
+        switch (command)
+        {
+            case Command.Put p when !Reserved(p.key):
+                PutUnlocked(p.key, p.value);
+                change = new KvHistoryChange(index, p.key, p.value);
+                return CommandResult.Done;
+            case Command.Delete d when !Reserved(d.key):
+                if (DeleteUnlocked(d.key)) change = new KvHistoryChange(index, d.key, null);
+                return CommandResult.Done;
+            case Command.CompareAndSwap c when !Reserved(c.key):
+                return CasUnlocked(index, c.key, c.expected, c.next, out change);
+            case Command.CompareAndSwap:
+                return CommandResult.NewSwapped(false);
+            default:
+                return CommandResult.Done;
+        }
+    }
+
+    /// <summary>Decodes an entry's payload with <see cref="LogCommandCodec.decode"/> and applies it. An empty payload
     /// (a leader's no-op) or one that does not decode only advances the applied index; for the latter the result
     /// is null, as for an already-applied index.</summary>
     /// <param name="index">The entry's index.</param>
@@ -362,8 +445,8 @@ public sealed class KvStateMachine : IDisposable
             AdvanceApplied(index, term);
             return null;
         }
-        var decoded = CommandCodec.decode(payload);
-        if (decoded.IsOk) return Apply(index, term, decoded.ResultValue);
+        var decoded = LogCommandCodec.decode(payload);
+        if (decoded.IsOk) return Apply(index, term, decoded.ResultValue, out _) is { } result ? Sessions.resultOf(result)?.Value : null;
         AdvanceApplied(index, term);
         return null;
     }
@@ -433,6 +516,7 @@ public sealed class KvStateMachine : IDisposable
             EnsureFreeSpace(force: true);
             try
             {
+                WriteSessionsUnlocked();
                 var (ok, token) = _store.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
                 if (!ok) throw new SkiffException(ErrorKind.StorageError, $"a checkpoint of {_dir} is already in progress");
                 _store.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
@@ -656,10 +740,11 @@ public sealed class KvStateMachine : IDisposable
 
     private void SetAppliedUnlocked(long index, long term)
     {
-        var v = new byte[24];
+        var v = new byte[32];
         BinaryPrimitives.WriteInt64LittleEndian(v, index);
         BinaryPrimitives.WriteInt64LittleEndian(v.AsSpan(8), term);
         BinaryPrimitives.WriteInt64LittleEndian(v.AsSpan(16), HistoryFloor);
+        BinaryPrimitives.WriteInt64LittleEndian(v.AsSpan(24), _sessions.Clock);
         var k = AppliedKey;
         _session.Upsert(ref k, ref v);
         AppliedIndex = index;
