@@ -41,7 +41,8 @@ internal static class Exit
         ErrorKind.InvalidKey or ErrorKind.ValueTooLarge or ErrorKind.InvalidAddress or ErrorKind.InvalidArgument
             or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed => Usage,
         ErrorKind.ClientConnectFailed or ErrorKind.PeerConnectFailed or ErrorKind.StreamClosed => Unreachable,
-        ErrorKind.NoQuorum or ErrorKind.Timeout or ErrorKind.LeaderElectionTimeout or ErrorKind.NotLeader => NoQuorum,
+        ErrorKind.NoQuorum or ErrorKind.Timeout or ErrorKind.LeaderElectionTimeout or ErrorKind.NotLeader
+            or ErrorKind.SessionExpired => NoQuorum,
         ErrorKind.PeerNotFound => NotFound,
         ErrorKind.RpcBindFailed or ErrorKind.DataDirectoryLocked or ErrorKind.DataDirectoryCreateFailed
             or ErrorKind.StorageCorrupted or ErrorKind.StorageError or ErrorKind.ClusterJoinFailed

@@ -78,19 +78,22 @@ let private evictOverCap (table: Table) : Table * Touched list =
         { table with Sessions = List.fold (fun m id -> Map.remove id m) table.Sessions victims },
         victims |> List.map Touched.Removed
 
-/// Forgets the results the client has acknowledged, and the oldest ones past the cap.
+/// Forgets the results the client has acknowledged, and the oldest ones past the cap. Results are kept sorted, so
+/// only the smallest few are looked at: a write costs O(log n), whatever the number of writes in flight.
 let private trim (acknowledged: int64) (session: Session) : Session =
-    let floor = max session.Floor acknowledged
+    let mutable floor = max session.Floor acknowledged
     let mutable results = session.Results
-    if floor > session.Floor then
-        for kv in session.Results do
-            if kv.Key < floor then results <- Map.remove kv.Key results
-    let mutable floor = floor
-    while results.Count > MaxResultsPerSession do
-        let oldest = (Seq.head results).Key
+    while not results.IsEmpty && (Map.minKeyValue results |> fst) < floor do
+        results <- Map.remove (Map.minKeyValue results |> fst) results
+    // Map.Count walks the tree: count only when the numbers kept span more than the cap (so there may be too many).
+    let spansMore () =
+        not results.IsEmpty && (Map.maxKeyValue results |> fst) - (Map.minKeyValue results |> fst) >= int64 MaxResultsPerSession
+    while spansMore () && results.Count > MaxResultsPerSession do
+        let oldest = Map.minKeyValue results |> fst
         results <- Map.remove oldest results
         floor <- oldest + 1L
-    { session with Floor = floor; Results = results }
+    if floor = session.Floor && obj.ReferenceEquals(results, session.Results) then session
+    else { session with Floor = floor; Results = results }
 
 /// Applies one log command at `index` through the session layer. `applyData` applies a key-value command to the
 /// data; it is called at most once, and only when the command must take effect now. Returns what the proposing
