@@ -6,13 +6,16 @@ namespace Skiff.Bench.Cluster.Systems;
 /// <summary>
 /// Skiff: three `skiff serve` processes (the Release build of src/Skiff.Cli under `dotnet`, so the pid held is the
 /// node) on 127.0.0.1-127.0.0.3, the first starting the cluster and the other two joining through it, with the same
-/// heartbeat and election timeouts as etcd (--heartbeat-ms / --election-ms). Driven with SkiffGrpcClient, one per
-/// member (one gRPC channel each, many concurrent calls multiplexed over HTTP/2).
+/// heartbeat and election timeouts as etcd (--heartbeat-ms / --election-ms). Driven through the public
+/// <see cref="Skiff.Client"/>, one per member (one gRPC channel each, many concurrent calls multiplexed over HTTP/2),
+/// so every put is an exactly-once write in the client's session, as an application's would be; probed with
+/// SkiffGrpcClient's status call.
 /// </summary>
 public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
 {
     const int Port = 9471;
     SkiffGrpcClient?[] clients = [];
+    Skiff.Client?[] stores = [];
 
     public string Name => "skiff";
 
@@ -36,6 +39,7 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
             throw new FileNotFoundException($"the skiff CLI is not built: {cliDll}");
         var procs = Prepare(spec, "skiff");
         clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"])).ToArray<SkiffGrpcClient?>();
+        stores = spec.Members.Select(ip => new Skiff.Client([ip]).WithPort(Port)).ToArray<Skiff.Client?>();
         var env = new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
 
         // The first member starts a cluster of itself; once it leads, the others join through it (one at a time,
@@ -80,21 +84,23 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
     }
 
     public IKvClient Client(int member) =>
-        new SkiffKv(clients[member] ?? throw new InvalidOperationException("member is down"));
+        new SkiffKv(stores[member] ?? throw new InvalidOperationException("member is down"));
 
     protected override void CloseClients()
     {
         foreach (var c in clients) c?.Dispose();
+        foreach (var s in stores) s?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(2));
         clients = [];
+        stores = [];
     }
 
     /// <summary>Keys are 16 ASCII characters (Keys.Make), so Skiff's string keys carry them as they are.</summary>
-    sealed class SkiffKv(SkiffGrpcClient c) : IKvClient
+    sealed class SkiffKv(Skiff.Client c) : IKvClient
     {
-        public Task PutAsync(byte[] key, byte[] value, CancellationToken ct) => c.InsertAsync(Encoding.ASCII.GetString(key), value, ct);
+        public Task PutAsync(byte[] key, byte[] value, CancellationToken ct) => c.InsertBytesAsync(Encoding.ASCII.GetString(key), value, ct);
 
         public async Task<bool> GetAsync(byte[] key, bool linearizable, CancellationToken ct) =>
-            await c.GetAsync(Encoding.ASCII.GetString(key), linearizable ? ReadConsistency.Linearizable : ReadConsistency.Stale, ct) != null;
+            await c.GetBytesAsync(Encoding.ASCII.GetString(key), linearizable ? Skiff.ReadConsistency.Linearizable : Skiff.ReadConsistency.Stale, ct) != null;
 
         /// <summary>Skiff has no multi-key write: the recovery point's keys go as single puts, 32 in flight per
         /// batch (the harness runs four batches at once), which the leader group-commits. One by one, 5,000 keys
