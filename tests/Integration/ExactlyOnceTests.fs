@@ -42,7 +42,32 @@ let private expectKind (kinds: ErrorKind list) (what: string) (f: unit -> unit) 
     | :? SkiffException as e -> check e
 
 let private sessionTests =
-    [ test "a write sent again in its session is applied once; a compare-and-swap repeats its first answer" {
+    [ test "a committed command the applier cannot decode stops the member instead of being skipped" {
+          // A member older than the others cannot read their session commands: skipping one would make its state
+          // differ from theirs for ever. The real applier, on real storage:
+          let dir = Path.Combine(Path.GetTempPath(), "skiff-applier-" + Guid.NewGuid().ToString("N"))
+          use storage = Skiff.Net.Storage.NodeStorage.Open dir
+          let sm = new FasterStateMachine(storage.Kv)
+          use snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(dir, "snapmeta"))
+          let fatal = TaskCompletionSource<exn>()
+          let applier = Applier(sm, snapshots, ignore, 100, 100, fun e -> fatal.TrySetResult e |> ignore)
+          applier.Initialise(null, Skiff.Core.Configuration.Empty)
+          let entry index payload : Skiff.Core.Entry = { Index = index; Term = 1L; Payload = payload }
+          let put (k: string) = Skiff.Core.Payload.Command(Skiff.Core.LogCommandCodec.encode (Skiff.Core.LogCommand.Plain(Skiff.Core.Command.Put(k, bytes "v"))))
+          applier.Apply [ entry 1L (put "a"); entry 2L (Skiff.Core.Payload.Command [| 3uy; 1uy; 0uy; 0uy |]); entry 3L (put "b") ]
+          Expect.isTrue (fatal.Task.Wait(TimeSpan.FromSeconds 10.0)) "the applier reported a fatal error"
+          match fatal.Task.Result with
+          | :? SkiffException as e ->
+              Expect.equal e.Kind ErrorKind.StorageCorrupted (sprintf "the kind: %s" e.Message)
+              Expect.stringContains e.Message "entry 2" "names the entry"
+          | other -> failtestf "not a SkiffException: %O" other
+          Expect.equal sm.AppliedIndex 1L "stopped before the entry it cannot read"
+          Expect.isNull (sm.Get "b") "and applied nothing after it"
+          applier.DisposeAsync(SkiffException(ErrorKind.StreamClosed, "test over")).AsTask().Wait()
+          try Directory.Delete(dir, true) with _ -> ()
+      }
+
+      test "a write sent again in its session is applied once; a compare-and-swap repeats its first answer" {
           use c = cluster 3
           let leader = c.WaitLeader 5.0
           use raw = rawClient c

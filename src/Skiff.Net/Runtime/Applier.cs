@@ -117,7 +117,8 @@ internal sealed class Applier
                 catch (Exception ex)
                 {
                     // The state machine may now differ from the log: stop rather than serve or apply on top of it.
-                    _fatal(new SkiffException(ErrorKind.StorageError, "applying failed: " + ex.Message, ex));
+                    _fatal(ex as SkiffException ?? new SkiffException(ErrorKind.StorageError, "applying failed: " + ex.Message, ex));
+                    return;
                 }
             }
         }
@@ -148,8 +149,13 @@ internal sealed class Applier
             {
                 case Payload.Command c:
                     var decoded = LogCommandCodec.decodeArray(c.Item);
-                    if (decoded.IsOk) result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
-                    else _sm.Skip(e.Index, e.Term);
+                    // A committed command this member cannot read (written by a newer version, or damaged) must stop
+                    // it: skipping it would leave its state machine different from every other member's.
+                    if (decoded.IsError)
+                        throw new SkiffException(ErrorKind.StorageCorrupted,
+                            $"the committed entry {e.Index} holds a command this member cannot decode ({decoded.ErrorValue}); " +
+                            "it stops rather than diverge from the other members (is it older than they are?)");
+                    result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
                     break;
                 case Payload.Config cfg:
                     _config = cfg.Item;
