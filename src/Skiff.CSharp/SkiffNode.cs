@@ -28,6 +28,12 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         // well-ordered sequence without extra locking.
         _logger = options.LoggerFactory.CreateLogger("Skiff.Node");
         Metrics = new SkiffMetrics(this);
+        Stopped = _server.Stopped.ContinueWith(t => t.Result switch
+        {
+            null => null,
+            SkiffException e => e,
+            var e => new SkiffException(ErrorKind.StorageError, "the node stopped itself: " + e.Message, e),
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         _server.Changed += e =>
         {
             Metrics.ChangeApplied();
@@ -46,6 +52,20 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         _server.SlowFlush += took =>
             _logger.LogWarning("Skiff node {NodeId}: a durable log write took {Milliseconds:0} ms", Id, took.TotalMilliseconds);
     }
+
+    /// <summary>Completes once the node has stopped and released its data directory: with null after
+    /// <see cref="ShutdownAsync"/>, or with the cause when the node stopped itself (a fail-stop: a durable write, an
+    /// apply, a log read or a snapshot install failed, so it could no longer go on safely; usually
+    /// <see cref="ErrorKind.StorageError"/>). A fail-stop is also logged at Critical and counted on the meter
+    /// (<c>skiff.fail_stops</c>). The task never faults; await it to notice that the node is gone.</summary>
+    public Task<SkiffException?> Stopped { get; }
+
+    /// <summary>The runtime node, for the integration tests' fault hooks.</summary>
+    internal SkiffServer Server => _server;
+
+    /// <summary>Test hook (integration tests, <c>skiff serve</c>'s hidden <c>--fault-after-ms</c>): makes the node
+    /// fail-stop with <paramref name="cause"/> as a failed durable write would.</summary>
+    internal void InjectFatal(Exception cause) => _server.InjectFatal(cause);
 
     /// <summary>This node's instruments on the <c>Skiff</c> meter.</summary>
     public SkiffMetrics Metrics { get; }
@@ -72,6 +92,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinTimeout = options.JoinTimeout,
             SessionTimeout = options.SessionTimeout,
             MaxValueBytes = options.MaxValueBytes,
+            MinThreadPoolThreads = options.MinThreadPoolThreads,
             Serializer = options.Serializer,
             LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
             ConfigureServer = options.ConfigureServer,
@@ -85,6 +106,9 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             RequestTimeout = copy.RequestTimeout,
             JoinTimeout = copy.JoinTimeout,
             SessionTimeout = copy.SessionTimeout,
+            MaxValueBytes = copy.MaxValueBytes,
+            MinThreadPoolThreads = copy.MinThreadPoolThreads,
+            LoggerFactory = copy.LoggerFactory,
         };
         copy.ConfigureServer?.Invoke(serverOptions);
         var server = new SkiffServer(serverOptions);
@@ -157,6 +181,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     public async Task ShutdownAsync()
     {
         await _server.ShutdownAsync().ConfigureAwait(false);
+        await Stopped.ConfigureAwait(false); // completed by the server's shutdown; its continuation may still be queued
         if (Interlocked.Exchange(ref _streamsEnded, 1) == 0)
         {
             _changes.OnCompleted();

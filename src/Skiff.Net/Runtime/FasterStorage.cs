@@ -77,6 +77,9 @@ public sealed class FasterLogStore : ILogStore
     public long? TermAt(long index) => _log.TermAt(index);
 
     /// <inheritdoc/>
+    public int MaxCommandBytes => _log.MaxPayloadBytes - 1; // the tag byte of Encode
+
+    /// <inheritdoc/>
     public IReadOnlyList<Entry> Read(long from, long to)
     {
         if (from < _log.FirstIndex || to < from) return Array.Empty<Entry>();
