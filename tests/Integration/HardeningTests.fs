@@ -357,4 +357,64 @@ let private failStopTests =
         }
     ]
 
-let tests = testSequenced <| testList "Hardening" [ limitTests; hostTests; failStopTests ]
+// ------------------------------------------------------------------ directory fsyncs
+
+/// Records every directory StorageIo syncs while `f` runs (the hook is process-wide: filter by path).
+let private syncedDuring (f: unit -> unit) =
+    let synced = Collections.Concurrent.ConcurrentQueue<string>()
+    let hook = Action<string>(fun d -> synced.Enqueue d)
+    Skiff.Net.Storage.StorageIo.DirectorySynced <- Delegate.Combine(Skiff.Net.Storage.StorageIo.DirectorySynced, hook) :?> (Action<string> | null)
+    try f ()
+    finally
+        Skiff.Net.Storage.StorageIo.DirectorySynced <- Delegate.Remove(Skiff.Net.Storage.StorageIo.DirectorySynced, hook) :?> (Action<string> | null)
+    List.ofSeq synced
+
+let private durabilityTests =
+    testList "directory fsyncs" [
+        test "creating a node's storage syncs the new data directory, its parent, and the log and kv directories" {
+            use root = new StorageSupport.TempDir("dirsync")
+            let dir = root.Sub "a/node"
+            let synced =
+                syncedDuring (fun () ->
+                    use _storage = Skiff.Net.Storage.NodeStorage.Open(dir, StorageSupport.smallOptions ())
+                    ())
+            for d in [ root.Path; root.Sub "a"; dir; Path.Combine(dir, "log"); Path.Combine(dir, "kv") ] do
+                Expect.contains synced (Path.GetFullPath d) (sprintf "%s was synced" d)
+        }
+
+        test "the first commit into a new log segment syncs the log directory" {
+            use root = new StorageSupport.TempDir("segsync")
+            let dir = root.Sub "log"
+            let options = Skiff.Net.Storage.RaftLogOptions(PageSizeBits = 14, SegmentSizeBits = 16, MemorySizeBits = 18)
+            use log = Skiff.Net.Storage.RaftLog.Open(dir, options)
+            let segments () = Directory.GetFiles(dir, "raft.log.*").Length
+            let mutable next = 1L
+            let synced =
+                syncedDuring (fun () ->
+                    while segments () < 3 && next < 20000L do
+                        StorageSupport.append log (StorageSupport.entries next (next + 49L) 1L)
+                        next <- next + 50L)
+            Expect.isGreaterThanOrEqual (segments ()) 3 "the log spans three segment files"
+            let logSyncs = synced |> List.filter (fun d -> d = Path.GetFullPath dir) |> List.length
+            Expect.isGreaterThanOrEqual logSyncs 2 "the log directory was synced for each new segment"
+        }
+
+        test "saving a snapshot's configuration side file syncs snapmeta after the rename" {
+            let port = nextPort ()
+            let dir = Path.Combine(Path.GetTempPath(), "skiff-it-" + Guid.NewGuid().ToString("N"))
+            try
+                // Started first: creating snapmeta syncs it too, and only the sync after a rename is under test.
+                let s = start (snappy (options port 1 dir []))
+                let synced =
+                    try
+                        s.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0).Wait()
+                        syncedDuring (fun () -> awaitSnapshotPast s dir 1L)
+                    finally
+                        stop s
+                Expect.contains synced (Path.GetFullPath(Path.Combine(dir, "snapmeta"))) "snapmeta was synced"
+            finally
+                try Directory.Delete(dir, true) with _ -> ()
+        }
+    ]
+
+let tests = testSequenced <| testList "Hardening" [ limitTests; hostTests; failStopTests; durabilityTests ]
