@@ -151,8 +151,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     /// <summary>This node's role each time it changes.</summary>
     public IObservable<ElectionState> ElectionStates => _electionStates.DistinctUntilChanged().AsObservable();
 
-    /// <summary>Opens storage, starts serving and joins the cluster if configured to; returns once serving. The node
-    /// then runs in the background until <see cref="ShutdownAsync"/>.</summary>
+    /// <summary>Opens storage, starts serving and joins the cluster if configured to; returns once serving and, for
+    /// a joining node, once the cluster has made it a voter (it is added as a learner and promoted when caught up;
+    /// <see cref="ErrorKind.ClusterJoinFailed"/> if that does not happen within the join timeout). The node then runs
+    /// in the background until <see cref="ShutdownAsync"/>.</summary>
     /// <exception cref="SkiffException">RpcBindFailed, DataDirectoryLocked, StorageCorrupted, ClusterJoinFailed…</exception>
     public Task StartAsync(CancellationToken cancellationToken = default) => _server.StartAsync(cancellationToken);
 
@@ -164,11 +166,23 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         return _server.WaitForLeaderAsync(timeout, cancellationToken);
     }
 
-    /// <summary>The members of the cluster by id, with their addresses, as this node knows them.</summary>
+    /// <summary>The members of the cluster by id, with their addresses, as this node knows them: voters and learners
+    /// alike (<see cref="GetMembersAsync"/> says which).</summary>
     public Task<IReadOnlyDictionary<Guid, IPAddress>> GetClusterAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         IReadOnlyDictionary<Guid, IPAddress> members = _server.Members.ToDictionary(m => m.Key, m => HostOf(m.Value.Address));
+        return Task.FromResult(members);
+    }
+
+    /// <summary>The members of the cluster as this node knows them, each with whether it is a voter or a learner
+    /// (a learner does not count toward a majority yet), ordered by address.</summary>
+    public Task<IReadOnlyList<ClusterMember>> GetMembersAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        IReadOnlyList<ClusterMember> members = _server.Members
+            .Select(m => new ClusterMember(m.Key, HostOf(m.Value.Address), m.Value.Voter))
+            .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToList();
         return Task.FromResult(members);
     }
 

@@ -417,4 +417,35 @@ let private durabilityTests =
         }
     ]
 
-let tests = testSequenced <| testList "Hardening" [ limitTests; hostTests; failStopTests; durabilityTests ]
+// ------------------------------------------------------------------ joining means voter
+
+let private joinTests =
+    testList "join" [
+        test "a joining node's StartAsync returns once it is a voter: stopping it leaves the other without quorum (20 runs)" {
+            for run in 1..20 do
+                let port = nextPort ()
+                let d1 = Path.Combine(Path.GetTempPath(), "skiff-it-" + Guid.NewGuid().ToString("N"))
+                let d2 = Path.Combine(Path.GetTempPath(), "skiff-it-" + Guid.NewGuid().ToString("N"))
+                let n1 = Builder().SetDir(d1).Bind(IPAddress.Parse "127.0.0.1").Port(port).WithTimeout(TimeSpan.FromSeconds 1.5).Build()
+                let n2 = Builder().SetDir(d2).Bind(IPAddress.Parse "127.0.0.2").Port(port).JoinCluster([ IPAddress.Parse "127.0.0.1" ]).Build()
+                try
+                    n1.StartAsync().Wait()
+                    n1.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0).Wait()
+                    n1.InsertAsync("before", "1").Wait()
+                    n2.StartAsync().Wait()
+                    let self = n2.GetMembersAsync().Result |> Seq.find (fun m -> m.Id = n2.Id)
+                    Expect.isTrue self.Voter (sprintf "run %d: the joined node is a voter when StartAsync returns" run)
+                    n2.ShutdownAsync().Wait()
+                    let sw = Stopwatch.StartNew()
+                    expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout ] (sprintf "run %d: insert with the second of two voters stopped" run) (fun () ->
+                        n1.InsertAsync("nope", "1").Wait())
+                    Expect.isLessThan sw.Elapsed.TotalSeconds 4.0 "failed within the deadline"
+                finally
+                    n2.DisposeAsync().AsTask().Wait()
+                    n1.DisposeAsync().AsTask().Wait()
+                    for d in [ d1; d2 ] do
+                        try Directory.Delete(d, true) with _ -> ()
+        }
+    ]
+
+let tests = testSequenced <| testList "Hardening" [ limitTests; hostTests; failStopTests; durabilityTests; joinTests ]

@@ -276,9 +276,20 @@ public sealed class SkiffServer : IAsyncDisposable
                 if (peer == Address) continue;
                 try
                 {
-                    using var client = new SkiffGrpcClient(new[] { peer });
-                    await client.AddServerAsync(Id, Address, cts.Token).ConfigureAwait(false);
-                    return;
+                    using (var client = new SkiffGrpcClient(new[] { peer }))
+                        await client.AddServerAsync(Id, Address, cts.Token).ConfigureAwait(false);
+                    // Added as a learner: joining is done when the leader has promoted this node, so that a caller
+                    // who stops it next does not leave the others a majority that does not count it.
+                    try
+                    {
+                        await WaitUntilVoterAsync(cts.Token).ConfigureAwait(false);
+                        return;
+                    }
+                    catch (OperationCanceledException) when (!ct.IsCancellationRequested && !_shutdown.IsCancellationRequested)
+                    {
+                        throw new SkiffException(ErrorKind.ClusterJoinFailed,
+                            $"added to the cluster through {peer} as a learner, but not promoted to voter within {_options.JoinTimeout.TotalSeconds:0.#} s");
+                    }
                 }
                 catch (Exception e) when (e is SkiffException or OperationCanceledException)
                 {
@@ -292,6 +303,27 @@ public sealed class SkiffServer : IAsyncDisposable
         if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
         throw new SkiffException(ErrorKind.ClusterJoinFailed,
             $"could not join through {string.Join(", ", peers)} within {_options.JoinTimeout.TotalSeconds:0.#} s: {last?.Message}", last);
+    }
+
+    /// <summary>Completes once the configuration in force on this node lists it as a voter.</summary>
+    private async Task WaitUntilVoterAsync(CancellationToken ct)
+    {
+        var runtime = Runtime;
+        var voter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(Configuration c)
+        {
+            if (c.Members.TryFind(Id) is { } m && FSharpOption<Member>.get_IsSome(m) && m.Value.Voter) voter.TrySetResult();
+        }
+        runtime.ConfigurationChanged += Check;
+        try
+        {
+            Check(runtime.Configuration);
+            await voter.Task.WaitAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            runtime.ConfigurationChanged -= Check;
+        }
     }
 
     /// <summary>Waits until this node knows a leader; LeaderElectionTimeout otherwise.</summary>
