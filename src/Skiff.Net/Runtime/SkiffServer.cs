@@ -33,6 +33,7 @@ public sealed class SkiffServer : IAsyncDisposable
     private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
     private readonly ClientSession _ownSession;
     private int _state; // 0 new, 1 started, 2 stopped
+    private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly TaskCompletionSource<Exception?> _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -48,7 +49,8 @@ public sealed class SkiffServer : IAsyncDisposable
     public SkiffServer(SkiffServerOptions options)
     {
         _options = options;
-        _logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Skiff.Server");
+        _loggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger("Skiff.Server");
         if (options.MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"MaxValueBytes must be positive, not {options.MaxValueBytes}");
         _dataDir = Path.GetFullPath(options.DataDirectory);
@@ -174,7 +176,7 @@ public sealed class SkiffServer : IAsyncDisposable
             _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => _snapshots!);
             _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
-                _options.LoggerFactory.CreateLogger("Skiff.Runtime"));
+                _loggerFactory.CreateLogger("Skiff.Runtime"));
             _runtime.LoadFault = LoadFault;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
