@@ -40,19 +40,16 @@ internal sealed class NodeRuntime : IAsyncDisposable
         {
             while (reader.TryRead(out var load))
             {
+                if (load.Purpose.IsApply)
+                {
+                    LoadForApply(load.Purpose, load.From, load.To);
+                    continue;
+                }
                 try
                 {
                     if (LoadFault?.Invoke(load.Purpose) is { } fault) throw fault;
                     var entries = _log.Read(load.From, load.To);
                     Post(Event.NewEntriesLoaded(load.Purpose, ListModule.OfSeq(entries)));
-                }
-                catch (Exception ex) when (load.Purpose.IsApply)
-                {
-                    // The reducer waits for these entries before it applies anything more (and an empty answer would
-                    // skip nothing): without them this node would stop applying for good while it went on voting
-                    // and acknowledging. Fail-stop, as for a failed write.
-                    RaiseFatal(new SkiffException(ErrorKind.StorageError,
-                        $"reading log entries {load.From}..{load.To} to apply them failed: {ex.Message}", ex));
                 }
                 catch (Exception ex)
                 {
@@ -60,6 +57,46 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     // "compacted" and send a snapshot.
                     _logger.LogWarning(ex, "Skiff node {NodeId}: reading log entries {From}..{To} failed: {Error}", Id, load.From, load.To, ex.Message);
                 }
+            }
+        }
+    }
+
+    /// <summary>Attempts at a log read for applying before the node fail-stops.</summary>
+    private const int ApplyReadAttempts = 5;
+
+    /// <summary>Reads entries the reducer needs in order to apply. The reducer applies nothing more until they come,
+    /// so a read that keeps failing would leave this node voting and acknowledging but never applying: after
+    /// <see cref="ApplyReadAttempts"/> attempts it fail-stops, as for a failed write. A failure explained by the
+    /// range having been compacted or replaced by a snapshot meanwhile (a race with the writer) is not one: the
+    /// answer is then "nothing to read" (an empty list), as a read of a compacted range gives.</summary>
+    private void LoadForApply(LoadPurpose purpose, long from, long to)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                if (LoadFault?.Invoke(purpose) is { } fault) throw fault;
+                var entries = _log.Read(from, to);
+                Post(Event.NewEntriesLoaded(purpose, ListModule.OfSeq(entries)));
+                return;
+            }
+            catch (Exception ex)
+            {
+                if (_stopped) return;
+                if (from <= _log.SnapshotIndex)
+                {
+                    Post(Event.NewEntriesLoaded(purpose, FSharpList<Entry>.Empty));
+                    return;
+                }
+                if (attempt >= ApplyReadAttempts)
+                {
+                    RaiseFatal(new SkiffException(ErrorKind.StorageError,
+                        $"reading log entries {from}..{to} to apply them failed {attempt} times: {ex.Message}", ex));
+                    return;
+                }
+                _logger.LogWarning(ex, "Skiff node {NodeId}: reading log entries {From}..{To} to apply them failed (attempt {Attempt}): {Error}",
+                    Id, from, to, attempt, ex.Message);
+                Thread.Sleep(20 << attempt); // backoff before the next attempt: 40, 80, 160, 320 ms
             }
         }
     }
