@@ -38,6 +38,7 @@ public static class ClusterBench
                 {
                     Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
                     JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
+                    MinThreadPoolThreads = 64, // as before the option became opt-in, so results stay comparable
                 });
                 await s.StartAsync();
                 nodes.Add(s);
@@ -128,6 +129,7 @@ public static class FailoverBench
                     {
                         Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
                         JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
+                        MinThreadPoolThreads = 64, // as before the option became opt-in
                     });
                     await s.StartAsync();
                     nodes.Add(s);

@@ -66,6 +66,23 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>Where the node logs: elections and membership at Information, a fail-stop at Critical (default:
+    /// nowhere). The node never writes to the console itself.</summary>
+    public Builder WithLoggerFactory(Microsoft.Extensions.Logging.ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        _options.LoggerFactory = loggerFactory;
+        return this;
+    }
+
+    /// <summary>Lets the node raise the thread pool's minimum worker threads when it starts (default: it does not
+    /// touch this process-wide setting). See <see cref="SkiffOptions.MinThreadPoolThreads"/>.</summary>
+    public Builder WithMinThreadPoolThreads(int threads)
+    {
+        _options.MinThreadPoolThreads = threads;
+        return this;
+    }
+
     /// <summary>Checks the settings, opens storage and returns the node, not yet started.</summary>
     /// <exception cref="SkiffException">For a bad setting, an unusable or locked data directory.</exception>
     public SkiffNode Build() => SkiffNode.Create(_options);

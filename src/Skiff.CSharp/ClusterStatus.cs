@@ -19,3 +19,10 @@ public sealed record MemberStatus(
 /// <param name="Members">The members of the configuration the contacted member knows, ordered by address.</param>
 /// <param name="LeaderId">The leader of the highest term any member reports, if any.</param>
 public sealed record ClusterStatus(IReadOnlyList<MemberStatus> Members, Guid? LeaderId);
+
+/// <summary>One member of the configuration a node has in force (see <see cref="SkiffNode.GetMembersAsync"/>).</summary>
+/// <param name="Id">The member's stable id.</param>
+/// <param name="Address">The address it serves at.</param>
+/// <param name="Voter">True for a voting member; false for a learner (added, not yet promoted: it does not count
+/// toward a majority).</param>
+public sealed record ClusterMember(Guid Id, System.Net.IPAddress Address, bool Voter);

@@ -28,6 +28,12 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         // well-ordered sequence without extra locking.
         _logger = options.LoggerFactory.CreateLogger("Skiff.Node");
         Metrics = new SkiffMetrics(this);
+        Stopped = _server.Stopped.ContinueWith(t => t.Result switch
+        {
+            null => null,
+            SkiffException e => e,
+            var e => new SkiffException(ErrorKind.StorageError, "the node stopped itself: " + e.Message, e),
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         _server.Changed += e =>
         {
             Metrics.ChangeApplied();
@@ -46,6 +52,20 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         _server.SlowFlush += took =>
             _logger.LogWarning("Skiff node {NodeId}: a durable log write took {Milliseconds:0} ms", Id, took.TotalMilliseconds);
     }
+
+    /// <summary>Completes once the node has stopped and released its data directory: with null after
+    /// <see cref="ShutdownAsync"/>, or with the cause when the node stopped itself (a fail-stop: a durable write, an
+    /// apply, a log read or a snapshot install failed, so it could no longer go on safely; usually
+    /// <see cref="ErrorKind.StorageError"/>). A fail-stop is also logged at Critical and counted on the meter
+    /// (<c>skiff.fail_stops</c>). The task never faults; await it to notice that the node is gone.</summary>
+    public Task<SkiffException?> Stopped { get; }
+
+    /// <summary>The runtime node, for the integration tests' fault hooks.</summary>
+    internal SkiffServer Server => _server;
+
+    /// <summary>Test hook (integration tests, <c>skiff serve</c>'s hidden <c>--fault-after-ms</c>): makes the node
+    /// fail-stop with <paramref name="cause"/> as a failed durable write would.</summary>
+    internal void InjectFatal(Exception cause) => _server.InjectFatal(cause);
 
     /// <summary>This node's instruments on the <c>Skiff</c> meter.</summary>
     public SkiffMetrics Metrics { get; }
@@ -72,6 +92,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinTimeout = options.JoinTimeout,
             SessionTimeout = options.SessionTimeout,
             MaxValueBytes = options.MaxValueBytes,
+            MinThreadPoolThreads = options.MinThreadPoolThreads,
             Serializer = options.Serializer,
             LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
             ConfigureServer = options.ConfigureServer,
@@ -85,6 +106,9 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             RequestTimeout = copy.RequestTimeout,
             JoinTimeout = copy.JoinTimeout,
             SessionTimeout = copy.SessionTimeout,
+            MaxValueBytes = copy.MaxValueBytes,
+            MinThreadPoolThreads = copy.MinThreadPoolThreads,
+            LoggerFactory = copy.LoggerFactory,
         };
         copy.ConfigureServer?.Invoke(serverOptions);
         var server = new SkiffServer(serverOptions);
@@ -127,8 +151,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     /// <summary>This node's role each time it changes.</summary>
     public IObservable<ElectionState> ElectionStates => _electionStates.DistinctUntilChanged().AsObservable();
 
-    /// <summary>Opens storage, starts serving and joins the cluster if configured to; returns once serving. The node
-    /// then runs in the background until <see cref="ShutdownAsync"/>.</summary>
+    /// <summary>Opens storage, starts serving and joins the cluster if configured to; returns once serving and, for
+    /// a joining node, once the cluster has made it a voter (it is added as a learner and promoted when caught up;
+    /// <see cref="ErrorKind.ClusterJoinFailed"/> if that does not happen within the join timeout). The node then runs
+    /// in the background until <see cref="ShutdownAsync"/>.</summary>
     /// <exception cref="SkiffException">RpcBindFailed, DataDirectoryLocked, StorageCorrupted, ClusterJoinFailed…</exception>
     public Task StartAsync(CancellationToken cancellationToken = default) => _server.StartAsync(cancellationToken);
 
@@ -140,11 +166,23 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         return _server.WaitForLeaderAsync(timeout, cancellationToken);
     }
 
-    /// <summary>The members of the cluster by id, with their addresses, as this node knows them.</summary>
+    /// <summary>The members of the cluster by id, with their addresses, as this node knows them: voters and learners
+    /// alike (<see cref="GetMembersAsync"/> says which).</summary>
     public Task<IReadOnlyDictionary<Guid, IPAddress>> GetClusterAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         IReadOnlyDictionary<Guid, IPAddress> members = _server.Members.ToDictionary(m => m.Key, m => HostOf(m.Value.Address));
+        return Task.FromResult(members);
+    }
+
+    /// <summary>The members of the cluster as this node knows them, each with whether it is a voter or a learner
+    /// (a learner does not count toward a majority yet), ordered by address.</summary>
+    public Task<IReadOnlyList<ClusterMember>> GetMembersAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        IReadOnlyList<ClusterMember> members = _server.Members
+            .Select(m => new ClusterMember(m.Key, HostOf(m.Value.Address), m.Value.Voter))
+            .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToList();
         return Task.FromResult(members);
     }
 
@@ -157,6 +195,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     public async Task ShutdownAsync()
     {
         await _server.ShutdownAsync().ConfigureAwait(false);
+        await Stopped.ConfigureAwait(false); // completed by the server's shutdown; its continuation may still be queued
         if (Interlocked.Exchange(ref _streamsEnded, 1) == 0)
         {
             _changes.OnCompleted();

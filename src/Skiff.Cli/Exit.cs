@@ -19,6 +19,8 @@ internal static class Exit
     public const int CasFailed = 6;
     /// <summary><c>serve</c>: the node could not start (port in use, data directory locked or corrupt, join failed).</summary>
     public const int ServeFailed = 7;
+    /// <summary><c>serve</c>: the node stopped itself after a fatal storage error (fail-stop); the log says why.</summary>
+    public const int FailStop = 8;
     /// <summary>Interrupted (Ctrl-C) before the command finished; <c>serve</c> and <c>watch</c> exit 0 instead.</summary>
     public const int Interrupted = 130;
 
@@ -32,6 +34,7 @@ internal static class Exit
           5    not found (get of an absent key; unknown member id)
           6    cas: the key did not hold the expected value
           7    serve: the node could not start (port in use, data dir locked, join failed)
+          8    serve: the node stopped itself after a fatal storage error (fail-stop)
           130  interrupted
         """;
 

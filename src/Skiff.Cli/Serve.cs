@@ -18,9 +18,11 @@ internal static class Serve
         var parentPid = new Option<int?>("--parent-pid") { Hidden = true, Description = "Exit cleanly when this process dies (used by the demo)" };
         var heartbeat = new Option<int?>("--heartbeat-ms") { Description = "Leader heartbeat interval in ms (default 50)" };
         var election = new Option<int?>("--election-ms") { Description = "Election timeout in ms, randomised in [T, 2T] (default 150, i.e. 150-300)" };
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, heartbeat, election, parentPid };
+        var maxValue = new Option<int?>("--max-value-bytes") { Description = "The largest value the node accepts, in bytes (default 1048576); larger writes fail with ValueTooLarge" };
+        var faultAfter = new Option<int?>("--fault-after-ms") { Hidden = true, Description = "Test hook: fail-stop the node this long after it serves" };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, heartbeat, election, maxValue, parentPid, faultAfter };
         serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(parentPid),
-            p.GetValue(heartbeat), p.GetValue(election), ct));
+            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), ct));
         return serve;
     }
 
@@ -48,7 +50,7 @@ internal static class Serve
     }
 
     private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid,
-        int? heartbeatMs, int? electionMs, CancellationToken ct)
+        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, CancellationToken ct)
     {
         using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider()).SetMinimumLevel(LogLevel.Information));
         var log = loggerFactory.CreateLogger("skiff");
@@ -69,15 +71,24 @@ internal static class Serve
             {
                 DataDirectory = dir, Address = bind, Port = port, JoinCluster = join, LoggerFactory = loggerFactory,
                 ConfigureServer = timing,
+                // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).
+                MinThreadPoolThreads = 64,
+                MaxValueBytes = maxValueBytes ?? KeyRules.DefaultMaxValueBytes,
             });
             log.LogInformation("node {Id} starting at {Bind}:{Port}, data in {Dir}{Join}", node.Id, bind, port, Path.GetFullPath(dir),
                 join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");
             await node.StartAsync(stop.Token);
             log.LogInformation("node {Id} serving at {Bind}:{Port}", node.Id, bind, port);
+            if (faultAfterMs is { } after)
+            {
+                var target = node;
+                _ = Task.Delay(after, stop.Token).ContinueWith(_ => target.InjectFatal(
+                    new SkiffException(ErrorKind.StorageError, "injected fault (--fault-after-ms)")), TaskContinuationOptions.OnlyOnRanToCompletion);
+            }
 
             // Membership is logged as it changes (joins, removals), from what the node itself knows.
             var lastMembers = "";
-            while (!stop.IsCancellationRequested)
+            while (!stop.IsCancellationRequested && !node.Stopped.IsCompleted)
             {
                 var members = await node.GetClusterAsync(CancellationToken.None);
                 var text = string.Join(", ", members.OrderBy(m => m.Value.ToString()).Select(m => $"{m.Value} ({m.Key.ToString()[..8]})"));
@@ -86,8 +97,14 @@ internal static class Serve
                     log.LogInformation("members ({Count}): {Members}", members.Count, text);
                     lastMembers = text;
                 }
-                try { await Task.Delay(250, stop.Token); }
+                try { await Task.WhenAny(node.Stopped, Task.Delay(250, stop.Token)); }
                 catch (OperationCanceledException) { }
+            }
+            if (node.Stopped.IsCompleted && await node.Stopped is { } fatal)
+            {
+                // The node stopped itself (fail-stop): its port is closed, so the process must not look healthy.
+                log.LogCritical("node {Id} stopped itself: {Cause}", node.Id, fatal.Message);
+                return Exit.FailStop;
             }
             log.LogInformation("stopping");
             await node.ShutdownAsync();
@@ -156,7 +173,8 @@ internal static class Serve
                 var level = logLevel switch
                 {
                     LogLevel.Warning => "warn",
-                    LogLevel.Error or LogLevel.Critical => "error",
+                    LogLevel.Error => "error",
+                    LogLevel.Critical => "fatal",
                     _ => "info",
                 };
                 var line = $"{DateTime.Now:HH:mm:ss.fff} {level} {formatter(state, exception)}";

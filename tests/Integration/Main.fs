@@ -27,6 +27,10 @@ let private all: Test list =
       // sessions:begin
       ExactlyOnceTests.tests
       // sessions:end
+
+      // hardening:begin
+      HardeningTests.tests
+      // hardening:end
     ]
 
 [<EntryPoint>]
@@ -34,4 +38,11 @@ let main argv =
     match argv with
     // The crash tests start this same program as their child process.
     | [| "--crash-writer"; dir; run; seed |] -> CrashWriter.run dir (int64 run) (int seed)
-    | _ -> Skiff.Tests.TestMain.run argv (testList "Integration" all)
+    // The signal test starts it as an application that embeds a node.
+    | [| "--embedded-node"; dir; port; mode |] -> HardeningTests.runEmbeddedChild dir (int port) mode
+    | _ ->
+        // A node no longer raises the pool's minimum itself (SkiffServerOptions.MinThreadPoolThreads is opt-in): the
+        // tests, many nodes in one process on 2 cores, ask for it as an application would, as before.
+        let _, io = System.Threading.ThreadPool.GetMinThreads()
+        System.Threading.ThreadPool.SetMinThreads(64, io) |> ignore
+        Skiff.Tests.TestMain.run argv (testList "Integration" all)

@@ -21,6 +21,10 @@ internal sealed class Applier
 
     private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly IStateMachine _sm;
+
+    /// <summary>Where slow compactions, snapshots and failed observers are reported (the fail-stop itself is logged
+    /// by the node).</summary>
+    internal Microsoft.Extensions.Logging.ILogger Logger { get; init; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
     private readonly IChangeHistory? _durable;
     private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;
@@ -196,7 +200,7 @@ internal sealed class Applier
         if (_sm.AppliedIndex == 0) return;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var meta = _snapshots.Take(_lastTerm, _config);
-        if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: snapshot at {meta.Index} took {sw.ElapsedMilliseconds} ms (applying waited)");
+        if (sw.ElapsedMilliseconds > 100) Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, "Skiff: snapshot at {Index} took {Milliseconds} ms (applying waited)", meta.Index, sw.ElapsedMilliseconds);
         _post(Event.NewSnapshotTaken(meta));
     }
 
@@ -284,7 +288,7 @@ internal sealed class Applier
     private void SafeChanged(KvChange change)
     {
         try { Changed?.Invoke(change); }
-        catch (Exception ex) { Console.Error.WriteLine($"skiff: change observer failed: {ex.Message}"); }
+        catch (Exception ex) { Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, ex, "Skiff: a change observer failed"); }
     }
 
     private static SkiffException Compacted(long fromIndex, long floor) =>

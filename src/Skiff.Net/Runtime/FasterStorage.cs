@@ -77,6 +77,9 @@ public sealed class FasterLogStore : ILogStore
     public long? TermAt(long index) => _log.TermAt(index);
 
     /// <inheritdoc/>
+    public int MaxCommandBytes => _log.MaxPayloadBytes - 1; // the tag byte of Encode
+
+    /// <inheritdoc/>
     public IReadOnlyList<Entry> Read(long from, long to)
     {
         if (from < _log.FirstIndex || to < from) return Array.Empty<Entry>();
@@ -181,7 +184,7 @@ public sealed class FasterSnapshotStore : ISnapshotStore
     {
         _kv = kv;
         _metaDir = metaDir;
-        Directory.CreateDirectory(metaDir);
+        StorageIo.CreateDirectoryDurably(metaDir);
     }
 
     private string MetaPath(long index) => Path.Combine(_metaDir, $"{index:D20}.meta");
@@ -204,6 +207,9 @@ public sealed class FasterSnapshotStore : ISnapshotStore
             f.Flush(true);
         }
         File.Move(path + ".tmp", path, overwrite: true);
+        // The rename must be durable before the checkpoint that relies on it: a lost side file reads back as an
+        // empty configuration.
+        StorageIo.FsyncDirectory(_metaDir);
         foreach (var old in Directory.GetFiles(_metaDir, "*.meta"))
             if (string.CompareOrdinal(Path.GetFileName(old), Path.GetFileName(path)) < 0)
                 try { File.Delete(old); } catch (IOException) { }

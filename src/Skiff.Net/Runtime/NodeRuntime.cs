@@ -1,4 +1,6 @@
 using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
@@ -38,21 +40,73 @@ internal sealed class NodeRuntime : IAsyncDisposable
         {
             while (reader.TryRead(out var load))
             {
+                if (load.Purpose.IsApply)
+                {
+                    LoadForApply(load.Purpose, load.From, load.To);
+                    continue;
+                }
                 try
                 {
+                    if (LoadFault?.Invoke(load.Purpose) is { } fault) throw fault;
                     var entries = _log.Read(load.From, load.To);
                     Post(Event.NewEntriesLoaded(load.Purpose, ListModule.OfSeq(entries)));
                 }
                 catch (Exception ex)
                 {
-                    // The reducer asks again; an empty answer would mean "compacted" and send a snapshot.
-                    Console.Error.WriteLine($"skiff[{Id}]: reading entries {load.From}..{load.To} failed: {ex.Message}");
+                    // For a lagging follower: the reducer asks again on a later round; an empty answer would mean
+                    // "compacted" and send a snapshot.
+                    _logger.LogWarning(ex, "Skiff node {NodeId}: reading log entries {From}..{To} failed: {Error}", Id, load.From, load.To, ex.Message);
                 }
+            }
+        }
+    }
+
+    /// <summary>Attempts at a log read for applying before the node fail-stops.</summary>
+    private const int ApplyReadAttempts = 5;
+
+    /// <summary>Reads entries the reducer needs in order to apply. The reducer applies nothing more until they come,
+    /// so a read that keeps failing would leave this node voting and acknowledging but never applying: after
+    /// <see cref="ApplyReadAttempts"/> attempts it fail-stops, as for a failed write. A failure explained by the
+    /// range having been compacted or replaced by a snapshot meanwhile (a race with the writer) is not one: the
+    /// answer is then "nothing to read" (an empty list), as a read of a compacted range gives.</summary>
+    private void LoadForApply(LoadPurpose purpose, long from, long to)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                if (LoadFault?.Invoke(purpose) is { } fault) throw fault;
+                var entries = _log.Read(from, to);
+                Post(Event.NewEntriesLoaded(purpose, ListModule.OfSeq(entries)));
+                return;
+            }
+            catch (Exception ex)
+            {
+                if (_stopped) return;
+                if (from <= _log.SnapshotIndex)
+                {
+                    Post(Event.NewEntriesLoaded(purpose, FSharpList<Entry>.Empty));
+                    return;
+                }
+                if (attempt >= ApplyReadAttempts)
+                {
+                    RaiseFatal(new SkiffException(ErrorKind.StorageError,
+                        $"reading log entries {from}..{to} to apply them failed {attempt} times: {ex.Message}", ex));
+                    return;
+                }
+                _logger.LogWarning(ex, "Skiff node {NodeId}: reading log entries {From}..{To} to apply them failed (attempt {Attempt}): {Error}",
+                    Id, from, to, attempt, ex.Message);
+                Thread.Sleep(20 << attempt); // backoff before the next attempt: 40, 80, 160, 320 ms
             }
         }
     }
     private long _nextRequestId;
     private volatile bool _stopped;
+    private readonly ILogger _logger;
+
+    /// <summary>Test hook: consulted before each log read of the loader; an exception it returns is thrown as the
+    /// read's failure.</summary>
+    internal Func<LoadPurpose, Exception?>? LoadFault { get; set; }
 
     /// <summary>This node's id.</summary>
     public Guid Id { get; }
@@ -75,8 +129,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
     internal void RaiseFatal(Exception error)
     {
         if (Interlocked.Exchange(ref _fatal, 1) == 1) return;
-        Console.Error.WriteLine($"skiff[{Id}]: fatal: {error.Message}; the node stops");
-        try { Fatal?.Invoke(error); } catch (Exception) { }
+        try { Fatal?.Invoke(error); }
+        catch (Exception ex) { _logger.LogError(ex, "Skiff node {NodeId}: a fail-stop handler failed", Id); }
     }
 
     /// <summary>Raised (on the loop thread) when the configuration changes.</summary>
@@ -95,6 +149,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Number of log flushes so far.</summary>
     public long WriterFlushes => _writer.Flushes;
 
+    /// <summary>The largest command one log entry holds (see <see cref="ILogStore.MaxCommandBytes"/>).</summary>
+    public int MaxCommandBytes => _log.MaxCommandBytes;
+
     /// <summary>The applier, for reads and watches.</summary>
     public Applier Applier => _applier;
 
@@ -103,17 +160,18 @@ internal sealed class NodeRuntime : IAsyncDisposable
 
     public NodeRuntime(Guid id, ILogStore log, IHardStateStore hard, ISnapshotStore snapshots, IStateMachine sm,
         TimeSpan tick, int watchCapacity, int watchHistory,
-        Action<Envelope> send, Action<Guid, long, SnapshotMeta> sendSnapshot)
+        Action<Envelope> send, Action<Guid, long, SnapshotMeta> sendSnapshot, ILogger? logger = null)
     {
         Id = id;
+        _logger = logger ?? NullLogger.Instance;
         _log = log;
         _snapshots = snapshots;
         _sm = sm;
         _tick = tick;
         _send = send;
         _sendSnapshot = sendSnapshot;
-        _writer = new StorageWriter(log, hard, Post, RaiseFatal);
-        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal);
+        _writer = new StorageWriter(log, hard, Post, RaiseFatal) { Logger = _logger };
+        _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal) { Logger = _logger };
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
@@ -166,7 +224,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                 catch (Exception ex)
                 {
                     // A bug in the reducer or here must not kill the node silently.
-                    Console.Error.WriteLine($"skiff[{Id}]: event loop error: {ex}");
+                    _logger.LogError(ex, "Skiff node {NodeId}: event loop error", Id);
                 }
             }
         }
@@ -202,6 +260,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Proposes a command; completes with its result and log index once applied here.</summary>
     public async Task<(LogResult? Result, long Index)> ProposeAsync(byte[] command, CancellationToken ct)
     {
+        RequestLimits.Command(command.Length, MaxCommandBytes);
         var p = Register(ct, out var id);
         var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
         WriteStages.Record(p);
@@ -326,7 +385,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private void SafeRaise(Action a)
     {
         try { a(); }
-        catch (Exception ex) { Console.Error.WriteLine($"skiff[{Id}]: observer failed: {ex.Message}"); }
+        catch (Exception ex) { _logger.LogWarning(ex, "Skiff node {NodeId}: an observer failed", Id); }
     }
 
     internal static Exception ToException(Rejection r) => r switch

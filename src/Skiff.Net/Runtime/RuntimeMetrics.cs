@@ -20,6 +20,11 @@ internal static class RuntimeMetrics
     public static readonly Histogram<double> FsyncLatency =
         Meter.CreateHistogram<double>("skiff.fsync_latency", unit: "ms", description: "Duration of one durable log write.");
 
+    /// <summary>Nodes that stopped themselves after a fatal error (a durable write, an apply, a log read or a
+    /// snapshot install failed).</summary>
+    public static readonly Counter<long> FailStops =
+        Meter.CreateCounter<long>("skiff.fail_stops", description: "Nodes that stopped themselves after a fatal storage error.");
+
     /// <summary>A durable write slower than this is reported as slow (and logged by the facade).</summary>
     public static readonly TimeSpan SlowFlush = TimeSpan.FromMilliseconds(100);
 }

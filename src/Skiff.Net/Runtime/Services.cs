@@ -32,6 +32,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     public override Task<GetReply> Get(GetRequest request, ServerCallContext context) => Guard(async () =>
     {
+        RequestLimits.Key(request.Key);
         var value = await _node.GetAsync(request.Key, Map(request.Consistency), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         var reply = new GetReply { Index = (ulong)_node.AppliedIndex };
         if (value is not null) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
@@ -40,18 +41,22 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     public override Task<InsertReply> Insert(InsertRequest request, ServerCallContext context) => Guard(async () =>
     {
+        RequestLimits.Put(request.Key, request.Value.Length, _node.MaxValueBytes);
         var index = await _node.PutAsync(request.Key, request.Value.ToByteArray(), Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         return new InsertReply { Success = true, Index = (ulong)index };
     });
 
     public override Task<DeleteReply> Delete(DeleteRequest request, ServerCallContext context) => Guard(async () =>
     {
+        RequestLimits.Key(request.Key);
         var index = await _node.DeleteAsync(request.Key, Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         return new DeleteReply { Success = true, Index = (ulong)index };
     });
 
     public override Task<CompareAndSwapReply> CompareAndSwap(CompareAndSwapRequest request, ServerCallContext context) => Guard(async () =>
     {
+        RequestLimits.CompareAndSwap(request.Key, request.HasExpected ? request.Expected.Length : null,
+            request.HasValue ? request.Value.Length : null, _node.MaxValueBytes);
         var (swapped, index) = await _node.CasAsync(request.Key,
             request.HasExpected ? request.Expected.ToByteArray() : null,
             request.HasValue ? request.Value.ToByteArray() : null,
@@ -84,6 +89,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     public override Task<ListKeysReply> ListKeys(ListKeysRequest request, ServerCallContext context) => Guard(async () =>
     {
+        RequestLimits.Prefix(request.Prefix);
         var keys = await _node.ListKeysAsync(request.Prefix, Map(request.Consistency), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
         var reply = new ListKeysReply();
         reply.Keys.AddRange(keys);
@@ -94,6 +100,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     {
         try
         {
+            RequestLimits.Prefix(request.Prefix);
             // Register first, then send the response headers: a client that waits for the headers knows the watch is
             // active, so it sees every change committed after its WatchAsync returns.
             var changes = _node.WatchAsync(request.Prefix, (long)request.FromIndex, context.CancellationToken);

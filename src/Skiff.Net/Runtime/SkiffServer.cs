@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
@@ -32,6 +33,9 @@ public sealed class SkiffServer : IAsyncDisposable
     private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
     private readonly ClientSession _ownSession;
     private int _state; // 0 new, 1 started, 2 stopped
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly TaskCompletionSource<Exception?> _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>This node's stable id (kept in the data directory).</summary>
     public Guid Id { get; }
@@ -45,6 +49,10 @@ public sealed class SkiffServer : IAsyncDisposable
     public SkiffServer(SkiffServerOptions options)
     {
         _options = options;
+        _loggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger("Skiff.Server");
+        if (options.MaxValueBytes <= 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, $"MaxValueBytes must be positive, not {options.MaxValueBytes}");
         _dataDir = Path.GetFullPath(options.DataDirectory);
         Address = $"{options.Bind}:{options.Port}";
         var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
@@ -57,6 +65,14 @@ public sealed class SkiffServer : IAsyncDisposable
         _hard = new FasterHardStateStore(storage.HardState);
         _sm = new FasterStateMachine(storage.Kv);
         _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
+        if (RequestLimits.LargestCommandBytes(options.MaxValueBytes) > _log.MaxCommandBytes)
+        {
+            storage.Dispose();
+            _storage = null;
+            throw new SkiffException(ErrorKind.InvalidArgument,
+                $"MaxValueBytes {options.MaxValueBytes} is too large: a compare-and-swap of two such values must fit one log entry " +
+                $"({_log.MaxCommandBytes} bytes)");
+        }
         _ownSession = new ClientSession(async t => (await OpenSessionAsync(TimeSpan.Zero, false, t).ConfigureAwait(false)).Id);
     }
 
@@ -81,8 +97,26 @@ public sealed class SkiffServer : IAsyncDisposable
     public IReadOnlyDictionary<Guid, (string Address, bool Voter)> Members =>
         (_runtime?.Configuration ?? Configuration.Empty).Members.ToDictionary(kv => kv.Key, kv => (kv.Value.Address, kv.Value.Voter));
 
-    /// <summary>Why the node stopped itself (a durable write or snapshot install failed), if it did.</summary>
+    /// <summary>Why the node stopped itself (a durable write, an apply, a log read or a snapshot install failed), if it did.</summary>
     public Exception? FatalError { get; private set; }
+
+    /// <summary>Completes once the node has stopped and released its data directory: with null after
+    /// <see cref="ShutdownAsync"/>, or with the cause when the node stopped itself (a fail-stop, see
+    /// <see cref="FatalError"/>). Never faults.</summary>
+    public Task<Exception?> Stopped => _stopped.Task;
+
+    /// <summary>The largest value a put or compare-and-swap may carry (<see cref="SkiffServerOptions.MaxValueBytes"/>).</summary>
+    public int MaxValueBytes => _options.MaxValueBytes;
+
+    /// <summary>The largest command one log entry holds.</summary>
+    internal int MaxCommandBytes => _log?.MaxCommandBytes ?? int.MaxValue;
+
+    /// <summary>Test hook: makes the node fail-stop with <paramref name="cause"/>, as a failed durable write would.</summary>
+    internal void InjectFatal(Exception cause) => (_runtime ?? throw new InvalidOperationException("not started")).RaiseFatal(cause);
+
+    /// <summary>Test hook (set before <see cref="StartAsync"/>): called before each log read the loader makes; an
+    /// exception it returns is thrown as the read's failure.</summary>
+    internal Func<LoadPurpose, Exception?>? LoadFault { get; set; }
 
     /// <summary>Raised for every change this node applies (on the applier's thread; keep handlers short).</summary>
     public event Action<WatchEvent>? Changed;
@@ -141,7 +175,9 @@ public sealed class SkiffServer : IAsyncDisposable
 
             _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => _snapshots!);
             _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
-                _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot);
+                _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
+                _loggerFactory.CreateLogger("Skiff.Runtime"));
+            _runtime.LoadFault = LoadFault;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
             {
@@ -150,11 +186,7 @@ public sealed class SkiffServer : IAsyncDisposable
             };
             _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
             _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
-            _runtime.Fatal += e =>
-            {
-                FatalError = e;
-                _ = Task.Run(() => ShutdownAsync(false));
-            };
+            _runtime.Fatal += OnFatal;
             _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
 
             await StartHostAsync().ConfigureAwait(false);
@@ -169,6 +201,16 @@ public sealed class SkiffServer : IAsyncDisposable
         }
     }
 
+    /// <summary>A fail-stop: counted, logged at Critical, then the node stops as a crash would (no hand-off) and
+    /// <see cref="Stopped"/> completes with the cause.</summary>
+    private void OnFatal(Exception e)
+    {
+        FatalError = e;
+        RuntimeMetrics.FailStops.Add(1);
+        _logger.LogCritical(e, "Skiff node {NodeId} at {Address} stops itself (fail-stop): {Cause}", Id, Address, e.Message);
+        _ = Task.Run(() => ShutdownAsync(false));
+    }
+
     private static Configuration KnownConfiguration(SnapshotMeta? snapshot, IReadOnlyList<Entry> entries)
     {
         for (var i = entries.Count - 1; i >= 0; i--)
@@ -178,8 +220,13 @@ public sealed class SkiffServer : IAsyncDisposable
 
     private async Task StartHostAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = Array.Empty<string>() });
-        builder.Logging.ClearProviders();
+        // An empty builder: no configuration sources (the application's appsettings.json, ASPNETCORE_* variables and
+        // command line must not add endpoints or settings to the node's server), no logging providers, and no
+        // ConsoleLifetime: the host process, not the node, owns SIGTERM, SIGINT and Ctrl-C.
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = Array.Empty<string>() });
+        builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
+        builder.WebHost.UseKestrelCore();
+        builder.Services.AddRoutingCore();
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Listen(_options.Bind, _options.Port, l => l.Protocols = HttpProtocols.Http2);
@@ -190,11 +237,19 @@ public sealed class SkiffServer : IAsyncDisposable
         builder.WebHost.UseShutdownTimeout(TimeSpan.FromSeconds(1));
         builder.Services.AddGrpc(o =>
         {
+            // Peer messages (append batches, snapshot chunks) may be larger than one client request.
             o.MaxReceiveMessageSize = 64 << 20;
             o.MaxSendMessageSize = 64 << 20;
+        }).AddServiceOptions<ClientService>(o =>
+        {
+            // No client request may be larger than a compare-and-swap at the value limit: gRPC refuses a larger
+            // message before reading it (ResourceExhausted; EmbeddedHost tags it ValueTooLarge).
+            o.MaxReceiveMessageSize = RequestLimits.MaxRequestBytes(_options.MaxValueBytes);
         });
         builder.Services.AddSingleton(this);
         var app = builder.Build();
+        app.UseRouting();
+        app.Use(EmbeddedHost.TagOversizedRequests);
         app.MapGrpcService<ClientService>();
         app.MapGrpcService<PeerService>();
         try
@@ -223,9 +278,20 @@ public sealed class SkiffServer : IAsyncDisposable
                 if (peer == Address) continue;
                 try
                 {
-                    using var client = new SkiffGrpcClient(new[] { peer });
-                    await client.AddServerAsync(Id, Address, cts.Token).ConfigureAwait(false);
-                    return;
+                    using (var client = new SkiffGrpcClient(new[] { peer }))
+                        await client.AddServerAsync(Id, Address, cts.Token).ConfigureAwait(false);
+                    // Added as a learner: joining is done when the leader has promoted this node, so that a caller
+                    // who stops it next does not leave the others a majority that does not count it.
+                    try
+                    {
+                        await WaitUntilVoterAsync(cts.Token).ConfigureAwait(false);
+                        return;
+                    }
+                    catch (OperationCanceledException) when (!ct.IsCancellationRequested && !_shutdown.IsCancellationRequested)
+                    {
+                        throw new SkiffException(ErrorKind.ClusterJoinFailed,
+                            $"added to the cluster through {peer} as a learner, but not promoted to voter within {_options.JoinTimeout.TotalSeconds:0.#} s");
+                    }
                 }
                 catch (Exception e) when (e is SkiffException or OperationCanceledException)
                 {
@@ -239,6 +305,27 @@ public sealed class SkiffServer : IAsyncDisposable
         if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
         throw new SkiffException(ErrorKind.ClusterJoinFailed,
             $"could not join through {string.Join(", ", peers)} within {_options.JoinTimeout.TotalSeconds:0.#} s: {last?.Message}", last);
+    }
+
+    /// <summary>Completes once the configuration in force on this node lists it as a voter.</summary>
+    private async Task WaitUntilVoterAsync(CancellationToken ct)
+    {
+        var runtime = Runtime;
+        var voter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(Configuration c)
+        {
+            if (c.Members.TryFind(Id) is { } m && FSharpOption<Member>.get_IsSome(m) && m.Value.Voter) voter.TrySetResult();
+        }
+        runtime.ConfigurationChanged += Check;
+        try
+        {
+            Check(runtime.Configuration);
+            await voter.Task.WaitAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            runtime.ConfigurationChanged -= Check;
+        }
     }
 
     /// <summary>Waits until this node knows a leader; LeaderElectionTimeout otherwise.</summary>
@@ -267,7 +354,11 @@ public sealed class SkiffServer : IAsyncDisposable
             }
             catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
         }
-        if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null) return;
+        if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null)
+        {
+            await _stopped.Task.ConfigureAwait(false); // another shutdown (a fail-stop's) is finishing
+            return;
+        }
         _shutdown.Cancel();
         if (_app is not null)
         {
@@ -285,6 +376,7 @@ public sealed class SkiffServer : IAsyncDisposable
         _sm?.Dispose();
         _storage?.Dispose();
         _storage = null;
+        _stopped.TrySetResult(FatalError);
     }
 
     /// <summary>Same as <see cref="ShutdownAsync"/>.</summary>
@@ -727,6 +819,11 @@ public sealed class SkiffServer : IAsyncDisposable
     internal void DeliverPeerMessage(Envelope envelope)
     {
         if (IsIsolated || envelope.To != Id) return;
+        if (RequestLimits.PeerMessage(envelope, MaxCommandBytes) is { } tooLarge)
+        {
+            _logger.LogWarning("Skiff node {NodeId}: dropped a peer message: {Reason}", Id, tooLarge);
+            return;
+        }
         _runtime?.Post(Event.NewReceive(envelope));
     }
 

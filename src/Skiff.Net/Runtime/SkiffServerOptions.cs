@@ -52,11 +52,22 @@ public sealed class SkiffServerOptions
     /// the state machine's durable change history, which snapshots carry and restarts keep. 0 keeps none.</summary>
     public int WatchHistory { get; set; } = 100000;
 
-    /// <summary>Raise the thread pool's minimum worker threads to at least this many when the node starts (0
-    /// leaves it alone). FASTER completes commits and checkpoints on pool threads; with the default minimum (one per
-    /// core) a few blocked pool threads anywhere in the process made a checkpoint take 2 s instead of 0.2 s while
-    /// applying waited. Process-wide: set 0 if the application manages the pool itself.</summary>
-    public int MinThreadPoolThreads { get; set; } = 64;
+    /// <summary>Raise the thread pool's minimum worker threads to at least this many when the node starts (default
+    /// 0: leave it alone, since it is a process-wide setting that belongs to the application). FASTER completes
+    /// commits and checkpoints on pool threads; with the default minimum (one per core) a few blocked pool threads
+    /// anywhere in the process made a checkpoint take 2 s instead of 0.2 s while applying waited, so an application
+    /// that does not manage the pool itself may ask for 64 (<c>skiff serve</c> does).</summary>
+    public int MinThreadPoolThreads { get; set; }
+
+    /// <summary>The largest value a put or compare-and-swap may carry, in bytes (default 1 MiB). Checked by the
+    /// node for every entry point before anything is proposed (<see cref="Skiff.ErrorKind.ValueTooLarge"/>); it must
+    /// leave a compare-and-swap of two such values within one log entry of the storage engine.</summary>
+    public int MaxValueBytes { get; set; } = RequestLimits.DefaultMaxValueBytes;
+
+    /// <summary>Where the node logs (a fail-stop at Critical, dropped peer messages, failed reads); default nowhere.
+    /// The node never writes to the console itself.</summary>
+    public Microsoft.Extensions.Logging.ILoggerFactory LoggerFactory { get; set; } =
+        Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
 
     /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
     public Skiff.Core.Options? Raft { get; set; }

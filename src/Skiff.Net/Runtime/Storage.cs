@@ -35,6 +35,10 @@ public interface ILogStore : IDisposable
     /// <summary>The term of the entry at <paramref name="index"/> (or of the snapshot point), if stored.</summary>
     long? TermAt(long index);
 
+    /// <summary>The largest command (encoded bytes) one entry can hold; the runtime refuses larger proposals and
+    /// peer appends before they reach <see cref="Append"/>, where they would be a fatal write error.</summary>
+    int MaxCommandBytes => int.MaxValue;
+
     /// <summary>Entries [from, to] that are still stored; empty if any of them was compacted away.</summary>
     IReadOnlyList<Entry> Read(long from, long to);
 

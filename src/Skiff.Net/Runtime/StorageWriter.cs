@@ -36,6 +36,10 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private readonly Action<Exception> _fatal;
 
+    /// <summary>Where slow compactions, snapshots and failed observers are reported (the fail-stop itself is logged
+    /// by the node).</summary>
+    internal Microsoft.Extensions.Logging.ILogger Logger { get; init; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
     /// <summary>Raised on the writer thread after a durable write slower than <see cref="RuntimeMetrics.SlowFlush"/>.</summary>
     public event Action<TimeSpan>? SlowFlush;
 
@@ -115,7 +119,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                             {
                                 var sw = System.Diagnostics.Stopwatch.StartNew();
                                 _log.CompactUntil(c.Index, term);
-                                if (sw.ElapsedMilliseconds > 100) Console.Error.WriteLine($"skiff: log compaction to {c.Index} took {sw.ElapsedMilliseconds} ms (writes waited)");
+                                if (sw.ElapsedMilliseconds > 100) Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, "Skiff: log compaction to {Index} took {Milliseconds} ms (writes waited)", c.Index, sw.ElapsedMilliseconds);
                             }
                             c.Done.TrySetResult();
                             break;
@@ -132,7 +136,6 @@ internal sealed class StorageWriter : IAsyncDisposable
             }
             catch (Exception ex)
             {
-                Console.Error.WriteLine($"skiff: storage write failed: {ex}");
                 var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
                 foreach (var op in batch) op.Done.TrySetException(error);
                 _fatal(error);
@@ -171,8 +174,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                 if (!g.Durable.IsCompletedSuccessfully)
                 {
                     var ex = g.Durable.Exception?.GetBaseException() ?? new IOException("the log flush was cancelled");
-                    Console.Error.WriteLine($"skiff: storage write failed: {ex}");
-                    var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+                        var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
                     foreach (var op in g.Ops) op.Done.TrySetException(error);
                     _fatal(error);
                     continue;

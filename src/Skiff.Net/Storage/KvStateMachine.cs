@@ -145,7 +145,7 @@ public sealed class KvStateMachine : IDisposable
     private void Load(bool logHoldsEverything = false)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
-        StorageIo.Guard(_dir, () => Directory.CreateDirectory(_dir));
+        StorageIo.Guard(_dir, () => StorageIo.CreateDirectoryDurably(_dir));
         try
         {
             _logDevice = Devices.CreateLogDevice(Path.Combine(_dir, "hlog.log"), preallocateFile: false);

@@ -81,7 +81,7 @@ public sealed class NodeStorage : IDisposable
     {
         try
         {
-            System.IO.Directory.CreateDirectory(dir);
+            StorageIo.CreateDirectoryDurably(dir);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

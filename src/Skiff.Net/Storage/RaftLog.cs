@@ -160,7 +160,7 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
     public static RaftLog Open(string dir, RaftLogOptions? options = null)
     {
         options ??= new RaftLogOptions();
-        StorageIo.Guard(dir, () => Directory.CreateDirectory(dir));
+        StorageIo.Guard(dir, () => StorageIo.CreateDirectoryDurably(dir));
         IDevice? device = null;
         SlotCommitManager? manager = null;
         FasterLog? log = null;
@@ -182,11 +182,11 @@ public sealed class RaftLog : IAsyncDisposable, IDisposable
                     settings.LogCommitDir = Path.Combine(dir, "commits");
                     break;
                 case LogCommitMode.SlotFile:
-                    manager = new SlotCommitManager(Path.Combine(dir, "commit.meta"), writeOnlyWhenForced: false);
+                    manager = new SlotCommitManager(Path.Combine(dir, "commit.meta"), writeOnlyWhenForced: false) { SegmentSizeBits = options.SegmentSizeBits };
                     settings.LogCommitManager = manager;
                     break;
                 case LogCommitMode.InLog:
-                    manager = new SlotCommitManager(Path.Combine(dir, "commit.meta"), writeOnlyWhenForced: true);
+                    manager = new SlotCommitManager(Path.Combine(dir, "commit.meta"), writeOnlyWhenForced: true) { SegmentSizeBits = options.SegmentSizeBits };
                     settings.LogCommitManager = manager;
                     settings.FastCommitMode = true;
                     break;

@@ -31,6 +31,13 @@ public sealed class SlotCommitManager : ILogCommitManager, IDisposable
     /// scan at recovery).</summary>
     public int ForcedWriteInterval { get; init; } = 4096;
 
+    /// <summary>log2 of the log's segment size, when the log's segment files live beside the commit file: the
+    /// first commit reaching into a segment syncs the directory first, so the new segment file's entry is durable
+    /// before any commit claims data in it. 0: do not track segments.</summary>
+    public int SegmentSizeBits { get; init; }
+
+    private long _syncedSegment = -1;
+
     /// <summary>Number of metadata writes (each one fdatasync) so far; for the benchmark.</summary>
     public long MetadataWrites { get; private set; }
 
@@ -54,6 +61,12 @@ public sealed class SlotCommitManager : ILogCommitManager, IDisposable
     /// <inheritdoc />
     public void Commit(long beginAddress, long untilAddress, byte[] commitMetadata, long commitNum, bool forceWriteMetadata)
     {
+        if (SegmentSizeBits > 0 && untilAddress > 0 && (untilAddress - 1) >> SegmentSizeBits > _syncedSegment)
+        {
+            // FASTER created the segment file when it first wrote to it; make its directory entry durable.
+            StorageIo.FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(_path))!);
+            _syncedSegment = (untilAddress - 1) >> SegmentSizeBits;
+        }
         if (WriteOnlyWhenForced && !forceWriteMetadata && MetadataWrites > 0 && ++_commitsSinceWrite < ForcedWriteInterval)
             return;
         _commitsSinceWrite = 0;

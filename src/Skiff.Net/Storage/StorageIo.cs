@@ -18,10 +18,33 @@ public static class StorageIo
     [DllImport("libc", SetLastError = true, EntryPoint = "close")]
     private static extern int SysClose(int fd);
 
+    /// <summary>Test hook: called with the full path of every directory <see cref="FsyncDirectory"/> syncs.</summary>
+    internal static Action<string>? DirectorySynced;
+
+    /// <summary>Creates <paramref name="directory"/> and any missing parents durably: each directory created is
+    /// synced (so entries made in it later can be made durable) and so is the parent it was created in (so its own
+    /// entry survives a power loss). An existing directory is left alone.</summary>
+    /// <param name="directory">The directory to create.</param>
+    public static void CreateDirectoryDurably(string directory)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        var missing = new Stack<string>();
+        for (var d = full; d is not null && !Directory.Exists(d); d = Path.GetDirectoryName(d))
+            missing.Push(d);
+        if (missing.Count == 0) return;
+        Directory.CreateDirectory(full);
+        foreach (var created in missing)
+        {
+            FsyncDirectory(created);
+            if (Path.GetDirectoryName(created) is { } parent) FsyncDirectory(parent);
+        }
+    }
+
     /// <summary>Makes a directory's entries (creations, renames, deletions) durable. A no-op off Unix.</summary>
     /// <param name="directory">The directory to sync.</param>
     public static void FsyncDirectory(string directory)
     {
+        DirectorySynced?.Invoke(Path.GetFullPath(directory));
         if (OperatingSystem.IsWindows()) return;
         const int O_RDONLY = 0;
         int fd = SysOpen(directory, O_RDONLY);
