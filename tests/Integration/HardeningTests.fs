@@ -154,6 +154,11 @@ let private limitTests =
                     client.Insert(insertRequest "k" 1001, deadline = deadline ()) |> ignore)
                 expectRawError "a request far over MaxReceiveMessageSize" ErrorKind.ValueTooLarge tooLarge (fun () ->
                     client.Insert(insertRequest "k" (1 <<< 20), deadline = deadline ()) |> ignore)
+                // The in-process API of the node checks the same limit.
+                expectError [ ErrorKind.ValueTooLarge ] "an in-process put over the limit" (fun () ->
+                    s.PutAsync("k", Array.zeroCreate 1001).Wait())
+                expectError [ ErrorKind.ValueTooLarge ] "an in-process compare-and-swap over the limit" (fun () ->
+                    s.CasAsync("k", null, Array.zeroCreate 1001).Wait())
                 s.ShutdownAsync().Wait()
             finally
                 try Directory.Delete(dir, true) with _ -> ()

@@ -559,7 +559,7 @@ public sealed class SkiffServer : IAsyncDisposable
     /// cannot apply it twice.</summary>
     internal async Task<(CommandResult Result, long Index)> WriteAsync(Command command, SessionRef? session, bool forwarded, CancellationToken ct)
     {
-        CheckKey(KeyOf(command));
+        CheckLimits(command);
         if (session is { } given) return await WriteInSessionAsync(command, given, forwarded, ct).ConfigureAwait(false);
         var own = _ownSession;
         var sequence = own.Begin();
@@ -631,16 +631,19 @@ public sealed class SkiffServer : IAsyncDisposable
         }
     }
 
-    private static string KeyOf(Command command) => command switch
+    /// <summary>The node's limits on keys and values (<see cref="RequestLimits"/>), checked before anything is
+    /// proposed, whichever entry point the write came through (the client service checks them too, before forwarding).</summary>
+    private void CheckLimits(Command command)
     {
-        Command.Put p => p.key,
-        Command.Delete d => d.key,
-        Command.CompareAndSwap c => c.key,
-        _ => "",
-    };
-
-    // The storage's rules (non-empty, no NUL, at most 4096 UTF-8 bytes), checked before anything is proposed.
-    private static void CheckKey(string key) => Skiff.Net.Storage.KvStateMachine.ValidateKey(key);
+        switch (command)
+        {
+            case Command.Put p: RequestLimits.Put(p.key, p.value.Length, MaxValueBytes); break;
+            case Command.Delete d: RequestLimits.Key(d.key); break;
+            case Command.CompareAndSwap c:
+                RequestLimits.CompareAndSwap(c.key, c.expected?.Value.Length, c.next?.Value.Length, MaxValueBytes);
+                break;
+        }
+    }
 
     /// <summary>Sets a key; returns the commit index of the write.</summary>
     public Task<long> PutAsync(string key, byte[] value, CancellationToken ct = default) => PutAsync(key, value, null, false, ct);
