@@ -669,10 +669,10 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             match why, op.Action with
             | Rejection.NotLeader(Some hint), _ when slotOf.ContainsKey hint -> retry slotOf[hint] 1
             | Rejection.NotLeader _, _ -> retry (prng.Below nodes.Count) 3
-            | (Rejection.TransferInProgress | Rejection.ConfigChangeInProgress), _ -> retry op.Target 3
+            | (Rejection.TransferInProgress | Rejection.ConfigChangeInProgress | Rejection.Overloaded), _ -> retry op.Target 3
             | Rejection.LeadershipLost, Action.Get _ -> retry (prng.Below nodes.Count) 2
             | Rejection.LeadershipLost, _ -> finish c Completion.TimedOut
-            | (Rejection.Invalid _ | Rejection.TransferTimedOut), _ -> abandon c
+            | (Rejection.Invalid _ | Rejection.TransferTimedOut | Rejection.TransferOutcomeUnknown), _ -> abandon c
         | _ ->
             match configOp with
             | Some op when op.Rid = rid ->

@@ -19,6 +19,7 @@ let private all: Test list =
       RaftSnapshotTests.totality
       RaftSnapshotTests.restarts
       RaftChaosTests.tests
+      RaftHardeningTests.tests
       // reducer:end
 
       // simulator:begin

@@ -53,6 +53,10 @@ public enum ErrorKind
 
     /// <summary>An argument is out of range (a negative timeout, an empty peer list, a bad size limit).</summary>
     InvalidArgument,
+
+    /// <summary>Refused before proposing: nothing was applied; retry later. The leader's bounded queues are full
+    /// (too many uncommitted bytes, or too many reads waiting).</summary>
+    Overloaded,
 }
 
 /// <summary>The one exception type Skiff's public API throws; <see cref="Kind"/> says what went wrong.</summary>
