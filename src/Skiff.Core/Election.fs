@@ -23,12 +23,16 @@ module Election =
             |> State.refreshConfig
         Replication.propose [ Replication.nextEntry Payload.Noop s ] s
 
-    /// Whether this node would refuse to unseat its leader: it is a healthy leader itself (CheckQuorum keeps that
-    /// honest) or it heard from one within the minimum election timeout.
+    /// Whether this node would refuse to unseat its leader: it is a healthy leader itself or it heard from one
+    /// within the minimum election timeout. Only with CheckQuorum, as etcd: the lease is a promise that a leader
+    /// which stops hearing from a majority steps down within that time. Without CheckQuorum a leader that can
+    /// send but not hear (or commit) would lead forever, and followers that still hear it would refuse every
+    /// candidate, so that nothing progresses until the links heal.
     let inLease (s: State) : bool =
-        match s.Role with
-        | Role.Leader -> s.Options.CheckQuorum
-        | _ -> s.Leader.IsSome && s.ElectionElapsed < s.Options.ElectionTicksMin
+        s.Options.CheckQuorum
+        && (match s.Role with
+            | Role.Leader -> true
+            | _ -> s.Leader.IsSome && s.ElectionElapsed < s.Options.ElectionTicksMin)
 
     let private tally (s: State) =
         let voters = s.Voters
