@@ -51,7 +51,7 @@ module Membership =
                 | Some _ -> proposeConfig (Some id) { Members = Map.remove node members } s
 
     /// After every step on a leader: complete committed changes, step down if this leader was removed, and
-    /// promote a learner that has caught up.
+    /// promote a learner that has caught up and answers.
     let settle (s: State) : State =
         match s.Lead with
         | None -> s
@@ -86,6 +86,10 @@ module Membership =
                                     pr.Mode = ProgressMode.Replicate
                                     && pr.Match > 0L
                                     && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
+                                    // Heard from since the latest heartbeat round went out: a learner that caught
+                                    // up and then crashed must not become a voter (with one voter left, the
+                                    // cluster could no longer elect anyone). A healthy learner echoes every round.
+                                    && pr.AckRound >= l.Round
                                 | None -> false))
                     match caughtUp with
                     | Some(id, m) -> proposeConfig None { Members = Map.add id { m with Voter = true } s.Config.Members } s
