@@ -181,6 +181,18 @@ module LogView =
            | Payload.Command bytes -> (match box bytes with | null -> 0 | _ -> bytes.Length)
            | Payload.Config c -> 64 * c.Members.Count)
 
+    /// The longest prefix of `entries` within maxCount entries and roughly maxBytes (at least one entry), as
+    /// `slice` cuts the window: for entries read back from storage.
+    let batch (maxCount: int) (maxBytes: int) (entries: Entry list) : Entry list =
+        let rec go (acc: Entry list) count bytes (es: Entry list) =
+            match es with
+            | e :: rest when count < maxCount ->
+                let size = entrySize e
+                if count > 0 && bytes + size > maxBytes then List.rev acc
+                else go (e :: acc) (count + 1) (bytes + size) rest
+            | _ -> List.rev acc
+        go [] 0 0 entries
+
     /// Entries [from, upTo] from the window, cut at maxCount entries and roughly maxBytes (at least one entry).
     /// None if any of them has left the window (the caller must load them from storage).
     let slice (from: LogIndex) (upTo: LogIndex) (maxCount: int) (maxBytes: int) (log: LogView) : Entry list option =

@@ -306,6 +306,9 @@ module Replication =
                     && entries |> List.forall (fun e -> LogView.termAt e.Index s.Log = Some e.Term)
                 match LogView.termAt prev s.Log with
                 | Some prevTerm when valid ->
+                    // Storage answers by count; the sizes are only known now. Send what fits one append (the rest
+                    // is loaded again by the next fill), so a batch of large entries never makes a huge message.
+                    let entries = LogView.batch s.Options.MaxEntriesPerAppend s.Options.MaxBytesPerAppend entries
                     s |> sendAndRecord peer pr prev prevTerm entries |> fill peer
                 | Some _ -> fill peer s
                 | None -> sendSnapshot peer s
