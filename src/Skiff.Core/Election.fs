@@ -125,7 +125,10 @@ module Election =
     let handleVoteReply (from: NodeId) (m: VoteReply) (s: State) : State =
         let relevant =
             match s.Role with
-            | Role.PreCandidate -> m.PreVote
+            // A grant carries the term asked for (ours + 1); one for another term answers an older campaign (we
+            // have changed terms since) and must not count. A refusal carries the voter's term: one below ours is
+            // just as old (a newer one has already made us follow, in `Raft.receive`).
+            | Role.PreCandidate -> m.PreVote && (if m.Granted then m.Term = s.Term + 1L else m.Term >= s.Term)
             | Role.Candidate -> not m.PreVote && m.Term = s.Term
             | _ -> false
         if not relevant || not (s.Voters.Contains from) then s
