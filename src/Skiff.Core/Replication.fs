@@ -263,6 +263,10 @@ module Replication =
                     if matched > pr.Match then
                         let pr = { pr with Match = matched; Next = max pr.Next (matched + 1L) }
                         match pr.Mode with
+                        // A follower waiting for a snapshot still answers heartbeats (they confirm reads and
+                        // CheckQuorum). While it is behind our compaction point the snapshot on its way is still
+                        // needed: leaving Snapshot mode would only find the entries gone and send a second one.
+                        | ProgressMode.Snapshot when (LogView.termAt matched s.Log).IsNone -> pr
                         | ProgressMode.Probe
                         | ProgressMode.Snapshot -> { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                         | ProgressMode.Replicate -> pr
