@@ -121,7 +121,8 @@ type PendingTransfer =
       Id: RequestId
       /// The voter that should take over.
       Target: NodeId
-      /// Ticks since the transfer started; it is abandoned after an election timeout.
+      /// Ticks since the transfer started, and again since TimeoutNow was sent; it is abandoned after an election
+      /// timeout of either.
       Elapsed: int
       /// TimeoutNow has been sent.
       TimeoutSent: bool }
