@@ -198,7 +198,8 @@ module Replication =
             // from an earlier step would be lost in a crash while the leader counts it.
             if m.PrevLogIndex < s.Commit && entries.IsEmpty then
                 let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
-                reply from m true (min s.Commit (State.claimable s)) 0L None s
+                let s, claimed = State.claim s.Commit s
+                reply from m true claimed 0L None s
             else
                 match LogView.termAt prev s.Log, prevTerm with
                 | None, _ ->
@@ -220,7 +221,8 @@ module Replication =
                             { s with
                                 Commit = max s.Commit (min m.LeaderCommit lastNew)
                                 LeaderMatch = max s.LeaderMatch lastNew }
-                        reply from m true (min lastNew (State.claimable s)) 0L None s
+                        let s, claimed = State.claim lastNew s
+                        reply from m true claimed 0L None s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
                         let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)

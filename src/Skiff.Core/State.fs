@@ -335,6 +335,21 @@ module State =
         | Some _ -> 0L
         | None -> s.Log.Persisted
 
+    /// What a success reply about to be emitted may claim, up to `upTo`, and the state to emit it from. Normally
+    /// what is durable (`claimable`). While an installed snapshot may not be durable yet, the reply claims the
+    /// snapshot's index (or less) behind a barrier: a rewrite of the unchanged hard state, emitted first. Writes
+    /// complete in order, so the reply then waits for the install too (the barrier a repeated vote grant uses).
+    /// Without it an idle follower would answer MatchIndex 0 until its next write, and a leader whose snapshot
+    /// reply was lost would never learn the follower's match. The barrier costs one small write per reply, only
+    /// between an install and the follower's next durable append.
+    let claim (upTo: LogIndex) (s: State) : State * LogIndex =
+        match s.InstallPending with
+        | None -> s, min upTo s.Log.Persisted
+        | Some _ ->
+            let c = min upTo s.Log.Persisted
+            if c <= 0L then s, 0L
+            else emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s, c
+
     /// Majority size for a set of voters.
     let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1
 
