@@ -202,11 +202,13 @@ module Replication =
                 reply from m true claimed 0L None s
             else
                 match LogView.termAt prev s.Log, prevTerm with
+                // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
+                // stale one (see staleRejection).
                 | None, _ ->
-                    reply from m false 0L (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
+                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
                 | Some t, Some pt when t <> pt ->
                     let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
-                    reply from m false 0L (max (s.Commit + 1L) first) (Some t) s
+                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) first) (Some t) s
                 | Some _, _ ->
                     let rec skip (es: Entry list) =
                         match es with
@@ -253,6 +255,19 @@ module Replication =
 
     // ---- Leader side ---------------------------------------------------------------------------------------
 
+    /// Whether a rejection answers an append we no longer wait for (duplicated, reordered or overtaken), as
+    /// etcd-io/raft's MaybeDecrTo. A rejection names the PrevLogIndex it rejected (in MatchIndex). Acting on a
+    /// stale one would restart probing from an outdated hint, resend what is already on its way, and could loop
+    /// on duplicated messages.
+    let private staleRejection (pr: Progress) (m: AppendReply) : bool =
+        match pr.Mode with
+        // The follower has matched at or past the rejected entry since (or the hint says so).
+        | ProgressMode.Replicate -> m.MatchIndex <= pr.Match || m.ConflictIndex <= pr.Match
+        // Only the answer to the one outstanding probe counts.
+        | ProgressMode.Probe -> m.MatchIndex <> pr.Next - 1L
+        // The snapshot on its way (or its timeout, Snapshots.tick) decides what comes next.
+        | ProgressMode.Snapshot -> true
+
     /// The leader handles a follower's answer of its current term.
     let handleAppendReply (from: NodeId) (m: AppendReply) (s: State) : State =
         match progress from s with
@@ -279,8 +294,7 @@ module Replication =
                         { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                     | _ -> { pr with Inflight = pr.Inflight |> List.filter (fun i -> i > matched) }
                 s |> setProgress from pr |> fill from
-            elif m.ConflictIndex <= pr.Match then
-                setProgress from pr s // a stale rejection: the follower has matched further since
+            elif staleRejection pr m then setProgress from pr s
             else
                 let next =
                     match m.ConflictTerm with
