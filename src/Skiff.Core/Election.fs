@@ -17,7 +17,9 @@ module Election =
               ReadsQueued = []
               Transfer = None
               ConfigRequest = None
-              ConfigWaiters = [] }
+              ConfigWaiters = []
+              ReadsWaiting = 0
+              Uncommitted = 0L }
         let s =
             { s with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false; Lead = Some lead }
             |> State.refreshConfig

@@ -35,9 +35,12 @@ module Membership =
             | ConfigChange.AddServer(node, address) ->
                 match Map.tryFind node members with
                 | Some m when m.Address = address ->
-                    // Already a member: idempotent, done once whatever change is pending has committed.
-                    if pending s then withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
-                    else State.emit (Effect.Completed id) s
+                    // Already a member: idempotent, done once whatever change is pending has committed. A joiner
+                    // retries while it waits; a bounded number of retries wait (a change that cannot commit, no
+                    // quorum, must not collect them without end).
+                    if not (pending s) then State.emit (Effect.Completed id) s
+                    elif List.length lead.ConfigWaiters >= s.Options.MaxWaitingRequests then reject Rejection.Overloaded
+                    else withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
                 | Some _ -> reject (Rejection.Invalid "already a member with another address")
                 | None when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
                 | None ->

@@ -151,7 +151,22 @@ module Replication =
     let propose (entries: Entry list) (s: State) : State =
         match entries with
         | [] -> s
-        | _ -> s |> State.appendToLog entries |> broadcast |> State.emit (Effect.PersistEntries entries)
+        | _ ->
+            let size = entries |> List.sumBy (fun e -> int64 (LogView.entrySize e))
+            s
+            |> withLead (fun l -> { l with Uncommitted = l.Uncommitted + size })
+            |> State.appendToLog entries
+            |> broadcast
+            |> State.emit (Effect.PersistEntries entries)
+
+    /// Whether a leader takes a proposal of `size` bytes: its uncommitted entries stay within
+    /// Options.MaxUncommittedBytes (as etcd's MaxUncommittedEntriesSize), so that a leader that cannot commit (no
+    /// quorum, slow disks) refuses work instead of growing its log and memory without end. With nothing
+    /// uncommitted any single proposal is taken, however large, or it could never be.
+    let admits (size: int64) (s: State) : bool =
+        match s.Lead with
+        | Some l -> l.Uncommitted = 0L || l.Uncommitted + size <= s.Options.MaxUncommittedBytes
+        | None -> false
 
     /// Next entry index and this term, for building new entries.
     let nextEntry (payload: Payload) (s: State) : Entry =
@@ -357,7 +372,22 @@ module Replication =
                 // The quorum-th largest.
                 let n = matches[matches.Length - State.quorum voters]
                 if n > s.Commit && LogView.termAt n s.Log = Some s.Term then
-                    let s = { s with Commit = n }
+                    // The newly committed entries of this term no longer count as uncommitted. One that has left
+                    // the window cannot be measured: then the count stays high until everything is committed,
+                    // when it is exactly zero again (so an overestimate heals as soon as the leader catches up).
+                    let uncommitted =
+                        if n >= s.Log.LastIndex then 0L
+                        else
+                            let mutable u = lead.Uncommitted
+                            let mutable i = s.Commit + 1L
+                            while i <= n do
+                                match LogView.tryEntry i s.Log with
+                                | Some e when e.Term = s.Term -> u <- u - int64 (LogView.entrySize e)
+                                | _ -> ()
+                                i <- i + 1L
+                            max 0L u
+                    let lead = { lead with Uncommitted = uncommitted }
+                    let s = { s with Commit = n; Lead = Some lead }
                     // Tell idle followers about the new commit index now rather than at the next heartbeat.
                     lead.Progress
                     |> PeerMap.fold

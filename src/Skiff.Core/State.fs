@@ -149,7 +149,12 @@ type LeaderState =
       /// The membership change being committed: its request id (if a client asked for it) and log index.
       ConfigRequest: (RequestId option * LogIndex) option
       /// Idempotent AddServer requests that complete once the pending change commits.
-      ConfigWaiters: RequestId list }
+      ConfigWaiters: RequestId list
+      /// Reads held in ReadsAwaitingCommit, ReadsInRound and ReadsQueued (bounded by Options.MaxWaitingRequests).
+      ReadsWaiting: int
+      /// Rough size (LogView.entrySize) of the entries appended in this term and not yet committed, bounded by
+      /// Options.MaxUncommittedBytes. An overestimate at worst (see Replication.maybeCommit), never below.
+      Uncommitted: int64 }
 
 /// Everything the reducer needs to start (or restart) a node, read by the interpreter from its storage.
 type Start =
@@ -403,7 +408,7 @@ module State =
 
     /// Appends entries to the local log, noting configuration entries (they take effect at once).
     let appendToLog (entries: Entry list) (s: State) : State =
-        let log = LogView.append s.Options.WindowSize entries s.Log
+        let log = LogView.append s.Options.WindowSize s.Options.WindowBytes entries s.Log
         let configs =
             entries
             |> List.fold
