@@ -25,6 +25,10 @@ let private all: Test list =
       // simulator:begin
       Simulation.tests
       // simulator:end
+
+      // liveness:begin
+      PartialLivenessTests.tests
+      // liveness:end
     ]
 
 [<EntryPoint>]
