@@ -104,8 +104,18 @@ module Election =
             else reply false s.Term s
         elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
         else
-            // A real vote request of a higher term moves us to that term; a pre-vote changes nothing.
-            let s = if m.Term > s.Term && not m.PreVote then State.becomeFollower m.Term None s else s
+            // A real vote request of a higher term moves us to that term; a pre-vote changes nothing. Moving the
+            // term does not restart a follower's (or candidate's) election timer: the thesis (Figure 3.1) restarts
+            // it only on granting a vote (below) or on AppendEntries from the current leader. Otherwise every
+            // campaign of a stale-log node we refuse would hold back our own, and when stale-log nodes are a
+            // majority the only electable nodes would rarely campaign first (finding 5). A leader deposed this way
+            // starts a fresh wait.
+            let s =
+                if m.Term > s.Term && not m.PreVote then
+                    let moved = State.becomeFollower m.Term None s
+                    if s.Role = Role.Leader then moved
+                    else { moved with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
+                else s
             let upToDate = LogView.isAtLeastAsUpToDate m.LastLogTerm m.LastLogIndex s.Log
             let canVote =
                 s.VotedFor = Some from
@@ -121,6 +131,19 @@ module Election =
                             State.emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s
                         else State.setHardState s.Term (Some from) s
                     s |> State.resetElectionTimer |> reply true s.Term
+            elif s.Role = Role.Candidate
+                 && not m.PreVote
+                 && s.VotedFor = Some s.Id
+                 && LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log then
+                // We refuse only because we voted for ourselves, and this candidate's log is ahead of ours: where
+                // it needs our vote (its configuration may count on us) we would collide term after term, both
+                // restarting our timers when the campaigns fail (finding 5: a self-removing leader and a stale
+                // voter, 100+ ticks without a leader). Stop campaigning and wait longer than any timeout before
+                // the next campaign, so that its next campaign comes first and finds us free to vote. Safe: the
+                // vote stays cast; we only give up a campaign.
+                let t, rng = Rng.range s.Options.ElectionTicksMin s.Options.ElectionTicksMax s.Rng
+                let s = State.becomeFollower s.Term None s
+                { s with ElectionElapsed = 0; ElectionTimeout = s.Options.ElectionTicksMax + t; Rng = rng } |> reply false s.Term
             else reply false s.Term s
 
     /// Counts a (pre-)vote answer of the current campaign.

@@ -254,6 +254,35 @@ let tests =
               Expect.equal (appendReplies effects |> List.map (fun r -> r.Success, r.MatchIndex)) [ false, 7L ] "rejected, naming 7"
           }
 
+          // 9. Finding 5: stale-log campaigns must not hold back the up-to-date nodes' own campaigns.
+          test "a vote refused to a stale candidate moves the term but keeps the election timer" {
+              let cfg = votersConfig [ n1; n2; n3 ]
+              let s = Raft.init (Start.ofStorage n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg) |> fst
+              let s = fst (Raft.step (fst (Raft.step s Event.Tick)) Event.Tick)
+              let elapsed, timeout = s.ElectionElapsed, s.ElectionTimeout
+              let request = { Term = 2L; Candidate = n3; LastLogIndex = 0L; LastLogTerm = 0L; PreVote = false; Transfer = false }
+              let s2, effects = Raft.step s (Event.Receive { From = n3; To = n2; Message = Message.Vote request })
+              Expect.equal (Raft.term s2) 2L "follows the term"
+              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.VoteReply r } -> not r.Granted | _ -> false)) "refused: its log is behind"
+              Expect.equal (s2.ElectionElapsed, s2.ElectionTimeout) (elapsed, timeout) "the timer runs on"
+          }
+          test "a candidate that refused a more up-to-date candidate only for its own vote backs off" {
+              let cfg = votersConfig [ n1; n2; n3 ]
+              let s = Raft.init (Start.ofStorage n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg) |> fst
+              let mutable s = { s with Options = { s.Options with PreVote = false } }
+              let mutable k = 0
+              while Raft.role s <> Role.Candidate && k < 100 do
+                  s <- fst (Raft.step s Event.Tick)
+                  k <- k + 1
+              Expect.equal (Raft.role s) Role.Candidate "campaigns"
+              let request = { Term = Raft.term s; Candidate = n3; LastLogIndex = 5L; LastLogTerm = 1L; PreVote = false; Transfer = false }
+              let s2, effects = Raft.step s (Event.Receive { From = n3; To = n2; Message = Message.Vote request })
+              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.VoteReply r } -> not r.Granted | _ -> false)) "its vote is taken"
+              Expect.equal (Raft.role s2) Role.Follower "stops campaigning"
+              Expect.equal (Raft.votedFor s2) (Some n2) "the vote stays cast"
+              Expect.isGreaterThan s2.ElectionTimeout opts.ElectionTicksMax "and waits longer than any timeout"
+          }
+
           // 10. Bounded memory.
           test "a leader that cannot commit refuses proposals past MaxUncommittedBytes" {
               let c = RaftElectionTests.elected ()
