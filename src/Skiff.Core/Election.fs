@@ -17,18 +17,24 @@ module Election =
               ReadsQueued = []
               Transfer = None
               ConfigRequest = None
-              ConfigWaiters = [] }
+              ConfigWaiters = []
+              ReadsWaiting = 0
+              Uncommitted = 0L }
         let s =
             { s with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false; Lead = Some lead }
             |> State.refreshConfig
         Replication.propose [ Replication.nextEntry Payload.Noop s ] s
 
-    /// Whether this node would refuse to unseat its leader: it is a healthy leader itself (CheckQuorum keeps that
-    /// honest) or it heard from one within the minimum election timeout.
+    /// Whether this node would refuse to unseat its leader: it is a healthy leader itself or it heard from one
+    /// within the minimum election timeout. Only with CheckQuorum, as etcd: the lease is a promise that a leader
+    /// which stops hearing from a majority steps down within that time. Without CheckQuorum a leader that can
+    /// send but not hear (or commit) would lead forever, and followers that still hear it would refuse every
+    /// candidate, so that nothing progresses until the links heal.
     let inLease (s: State) : bool =
-        match s.Role with
-        | Role.Leader -> s.Options.CheckQuorum
-        | _ -> s.Leader.IsSome && s.ElectionElapsed < s.Options.ElectionTicksMin
+        s.Options.CheckQuorum
+        && (match s.Role with
+            | Role.Leader -> true
+            | _ -> s.Leader.IsSome && s.ElectionElapsed < s.Options.ElectionTicksMin)
 
     let private tally (s: State) =
         let voters = s.Voters
@@ -98,8 +104,18 @@ module Election =
             else reply false s.Term s
         elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
         else
-            // A real vote request of a higher term moves us to that term; a pre-vote changes nothing.
-            let s = if m.Term > s.Term && not m.PreVote then State.becomeFollower m.Term None s else s
+            // A real vote request of a higher term moves us to that term; a pre-vote changes nothing. Moving the
+            // term does not restart a follower's (or candidate's) election timer: the thesis (Figure 3.1) restarts
+            // it only on granting a vote (below) or on AppendEntries from the current leader. Otherwise every
+            // campaign of a stale-log node we refuse would hold back our own, and when stale-log nodes are a
+            // majority the only electable nodes would rarely campaign first (finding 5). A leader deposed this way
+            // starts a fresh wait.
+            let s =
+                if m.Term > s.Term && not m.PreVote then
+                    let moved = State.becomeFollower m.Term None s
+                    if s.Role = Role.Leader then moved
+                    else { moved with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
+                else s
             let upToDate = LogView.isAtLeastAsUpToDate m.LastLogTerm m.LastLogIndex s.Log
             let canVote =
                 s.VotedFor = Some from
@@ -115,13 +131,29 @@ module Election =
                             State.emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s
                         else State.setHardState s.Term (Some from) s
                     s |> State.resetElectionTimer |> reply true s.Term
+            elif s.Role = Role.Candidate
+                 && not m.PreVote
+                 && s.VotedFor = Some s.Id
+                 && LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log then
+                // We refuse only because we voted for ourselves, and this candidate's log is ahead of ours: where
+                // it needs our vote (its configuration may count on us) we would collide term after term, both
+                // restarting our timers when the campaigns fail (finding 5: a self-removing leader and a stale
+                // voter, 100+ ticks without a leader). Stop campaigning and wait longer than any timeout before
+                // the next campaign, so that its next campaign comes first and finds us free to vote. Safe: the
+                // vote stays cast; we only give up a campaign.
+                let t, rng = Rng.range s.Options.ElectionTicksMin s.Options.ElectionTicksMax s.Rng
+                let s = State.becomeFollower s.Term None s
+                { s with ElectionElapsed = 0; ElectionTimeout = s.Options.ElectionTicksMax + t; Rng = rng } |> reply false s.Term
             else reply false s.Term s
 
     /// Counts a (pre-)vote answer of the current campaign.
     let handleVoteReply (from: NodeId) (m: VoteReply) (s: State) : State =
         let relevant =
             match s.Role with
-            | Role.PreCandidate -> m.PreVote
+            // A grant carries the term asked for (ours + 1); one for another term answers an older campaign (we
+            // have changed terms since) and must not count. A refusal carries the voter's term: one below ours is
+            // just as old (a newer one has already made us follow, in `Raft.receive`).
+            | Role.PreCandidate -> m.PreVote && (if m.Granted then m.Term = s.Term + 1L else m.Term >= s.Term)
             | Role.Candidate -> not m.PreVote && m.Term = s.Term
             | _ -> false
         if not relevant || not (s.Voters.Contains from) then s

@@ -109,6 +109,8 @@ type LogView =
       WindowStart: LogIndex
       /// Recent entries kept in memory: exactly [WindowStart, LastIndex].
       Window: EntryWindow
+      /// Rough size of the entries in Window (as entrySize counts), to bound it in bytes as well as entries.
+      WindowBytes: int64
       /// Highest index known to be durable on this node (from Event.Persisted).
       Persisted: LogIndex }
 
@@ -122,6 +124,7 @@ module LogView =
           Boundaries = [ baseIndex, baseTerm ]
           WindowStart = baseIndex + 1L
           Window = EntryWindow.Empty(baseIndex + 1L)
+          WindowBytes = 0L
           Persisted = baseIndex }
 
     /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
@@ -181,6 +184,18 @@ module LogView =
            | Payload.Command bytes -> (match box bytes with | null -> 0 | _ -> bytes.Length)
            | Payload.Config c -> 64 * c.Members.Count)
 
+    /// The longest prefix of `entries` within maxCount entries and roughly maxBytes (at least one entry), as
+    /// `slice` cuts the window: for entries read back from storage.
+    let batch (maxCount: int) (maxBytes: int) (entries: Entry list) : Entry list =
+        let rec go (acc: Entry list) count bytes (es: Entry list) =
+            match es with
+            | e :: rest when count < maxCount ->
+                let size = entrySize e
+                if count > 0 && bytes + size > maxBytes then List.rev acc
+                else go (e :: acc) (count + 1) (bytes + size) rest
+            | _ -> List.rev acc
+        go [] 0 0 entries
+
     /// Entries [from, upTo] from the window, cut at maxCount entries and roughly maxBytes (at least one entry).
     /// None if any of them has left the window (the caller must load them from storage).
     let slice (from: LogIndex) (upTo: LogIndex) (maxCount: int) (maxBytes: int) (log: LogView) : Entry list option =
@@ -209,34 +224,64 @@ module LogView =
                 i <- i - 1L
             Some acc
 
-    /// Removes entries from the front of the window until it holds at most `windowSize` entries.
-    let private trimWindow (windowSize: int) (log: LogView) : LogView =
-        if log.LastIndex - log.WindowStart + 1L <= int64 windowSize then log
-        else
-            let start = log.LastIndex - int64 windowSize + 1L
-            { log with Window = log.Window.DropBefore start; WindowStart = start }
+    /// Rough size of the window's entries in [from, upTo].
+    let private windowBytesIn (from: LogIndex) (upTo: LogIndex) (log: LogView) : int64 =
+        let mutable sum = 0L
+        let mutable i = max from log.WindowStart
+        let last = min upTo log.LastIndex
+        while i <= last do
+            if log.Window.Contains i then sum <- sum + int64 (entrySize (log.Window.Get i))
+            i <- i + 1L
+        sum
 
-    /// Appends entries that directly follow LastIndex (entries that do not are ignored, to stay total).
-    let append (windowSize: int) (entries: Entry list) (log: LogView) : LogView =
+    /// Forgets window entries before `start` (never past the end).
+    let private dropWindowBefore (start: LogIndex) (log: LogView) : LogView =
+        if start <= log.WindowStart then log
+        else
+            let gone = windowBytesIn log.WindowStart (start - 1L) log
+            { log with Window = log.Window.DropBefore start; WindowStart = start; WindowBytes = log.WindowBytes - gone }
+
+    /// Removes entries from the front of the window until it holds at most `windowSize` entries and at most
+    /// `windowBytes` bytes, but always the newest entry: a run of large values must not pin gigabytes in memory
+    /// (older entries are loaded from storage when needed). Each entry is dropped once, so the walk is paid once.
+    let private trimWindow (windowSize: int) (windowBytes: int64) (log: LogView) : LogView =
+        let log =
+            if log.LastIndex - log.WindowStart + 1L <= int64 windowSize then log
+            else dropWindowBefore (log.LastIndex - int64 windowSize + 1L) log
+        if log.WindowBytes <= windowBytes then log
+        else
+            let mutable start = log.WindowStart
+            let mutable bytes = log.WindowBytes
+            while bytes > windowBytes && start < log.LastIndex do
+                bytes <- bytes - int64 (entrySize (log.Window.Get start))
+                start <- start + 1L
+            { log with Window = log.Window.DropBefore start; WindowStart = start; WindowBytes = bytes }
+
+    /// Appends entries that directly follow LastIndex (entries that do not are ignored, to stay total), then
+    /// trims the window to `windowSize` entries and `windowBytes` bytes.
+    let append (windowSize: int) (windowBytes: int64) (entries: Entry list) (log: LogView) : LogView =
         // One pass: keep the entries that follow on (others are ignored), track term boundaries, then add them to
         // the window in one go (one copy of its tail per batch, not a tree insertion per entry).
         let mutable last = log.LastIndex
         let mutable bounds = log.Boundaries
         let kept = ResizeArray<Entry>(List.length entries)
+        let mutable bytes = 0L
         for e in entries do
             if e.Index = last + 1L then
                 match bounds with
                 | (_, t) :: _ when t = e.Term -> ()
                 | bs -> bounds <- (e.Index, e.Term) :: bs
                 last <- e.Index
+                bytes <- bytes + int64 (entrySize e)
                 kept.Add e
         if kept.Count = 0 then log
         else
             { log with
                 LastIndex = last
                 Boundaries = bounds
-                Window = log.Window.Append(kept.ToArray()) }
-            |> trimWindow windowSize
+                Window = log.Window.Append(kept.ToArray())
+                WindowBytes = log.WindowBytes + bytes }
+            |> trimWindow windowSize windowBytes
 
     /// Discards entries at and after `i` (a conflict with the leader). Never discards compacted history.
     let truncateFrom (i: LogIndex) (log: LogView) : LogView =
@@ -246,6 +291,7 @@ module LogView =
                 LastIndex = i - 1L
                 Boundaries = log.Boundaries |> List.filter (fun (start, _) -> start < i)
                 Window = log.Window.TakeBefore i
+                WindowBytes = log.WindowBytes - windowBytesIn i log.LastIndex log
                 WindowStart = min log.WindowStart i
                 Persisted = min log.Persisted (i - 1L) }
 
@@ -257,11 +303,9 @@ module LogView =
             | None -> log
             | Some t ->
                 let newer = log.Boundaries |> List.filter (fun (start, _) -> start > upTo)
-                { log with
+                { dropWindowBefore (upTo + 1L) log with
                     FirstIndex = upTo + 1L
-                    Boundaries = newer @ [ upTo, t ]
-                    Window = log.Window.DropBefore(upTo + 1L)
-                    WindowStart = max log.WindowStart (upTo + 1L) }
+                    Boundaries = newer @ [ upTo, t ] }
 
     /// Marks entries up to `index` durable, provided entry `index` still has `term` (a late acknowledgement for
     /// entries that were since truncated must not count).
@@ -274,6 +318,7 @@ module LogView =
     /// index, the first index of each term after FirstIndex - 1 (ascending or not), and some recent entries.
     let create
         (windowSize: int)
+        (windowBytes: int64)
         (firstIndex: LogIndex)
         (baseTerm: Term)
         (lastIndex: LogIndex)
@@ -309,5 +354,6 @@ module LogView =
               Boundaries = allBounds
               WindowStart = start
               Window = EntryWindow.Empty(start).Append(List.toArray window)
+              WindowBytes = window |> List.sumBy (fun e -> int64 (entrySize e))
               Persisted = lastIndex }
-        trimWindow windowSize log
+        trimWindow windowSize windowBytes log

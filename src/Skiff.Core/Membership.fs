@@ -35,9 +35,12 @@ module Membership =
             | ConfigChange.AddServer(node, address) ->
                 match Map.tryFind node members with
                 | Some m when m.Address = address ->
-                    // Already a member: idempotent, done once whatever change is pending has committed.
-                    if pending s then withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
-                    else State.emit (Effect.Completed id) s
+                    // Already a member: idempotent, done once whatever change is pending has committed. A joiner
+                    // retries while it waits; a bounded number of retries wait (a change that cannot commit, no
+                    // quorum, must not collect them without end).
+                    if not (pending s) then State.emit (Effect.Completed id) s
+                    elif List.length lead.ConfigWaiters >= s.Options.MaxWaitingRequests then reject Rejection.Overloaded
+                    else withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
                 | Some _ -> reject (Rejection.Invalid "already a member with another address")
                 | None when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
                 | None ->
@@ -51,7 +54,7 @@ module Membership =
                 | Some _ -> proposeConfig (Some id) { Members = Map.remove node members } s
 
     /// After every step on a leader: complete committed changes, step down if this leader was removed, and
-    /// promote a learner that has caught up.
+    /// promote a learner that has caught up and answers.
     let settle (s: State) : State =
         match s.Lead with
         | None -> s
@@ -86,6 +89,10 @@ module Membership =
                                     pr.Mode = ProgressMode.Replicate
                                     && pr.Match > 0L
                                     && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
+                                    // Heard from since the latest heartbeat round went out: a learner that caught
+                                    // up and then crashed must not become a voter (with one voter left, the
+                                    // cluster could no longer elect anyone). A healthy learner echoes every round.
+                                    && pr.AckRound >= l.Round
                                 | None -> false))
                     match caughtUp with
                     | Some(id, m) -> proposeConfig None { Members = Map.add id { m with Voter = true } s.Config.Members } s

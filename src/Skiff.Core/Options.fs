@@ -27,7 +27,17 @@ type Options =
       /// Ask for pre-votes before raising the term (thesis §9.6).
       PreVote: bool
       /// A leader that has not heard from a majority within ElectionTicksMin steps down (thesis §6.2).
-      CheckQuorum: bool }
+      CheckQuorum: bool
+      /// Rough byte budget of the in-memory window (as LogView.entrySize counts): the window holds at most
+      /// WindowSize entries and at most this many bytes (but always the newest entry).
+      WindowBytes: int64
+      /// Rough byte budget of the entries a leader has appended in its term and not yet committed: a proposal that
+      /// would go past it is refused with Rejection.Overloaded (one proposal is always accepted when nothing is
+      /// uncommitted, however large). Bounds a leader's memory and log growth while it cannot commit.
+      MaxUncommittedBytes: int64
+      /// Most reads a leader holds waiting (for its first commit or for a heartbeat round), and separately most
+      /// repeated AddServer requests waiting for a change to commit; more are refused with Rejection.Overloaded.
+      MaxWaitingRequests: int }
 
 /// Defaults and sanitising of Options.
 [<RequireQualifiedAccess>]
@@ -47,7 +57,16 @@ module Options =
           CompactionTail = 1000L
           PromotionLag = 64L
           PreVote = true
-          CheckQuorum = true }
+          CheckQuorum = true
+          // 64 MiB each: 64 values at the runtime's 1 MiB value limit. A window of 4,096 entries alone could hold
+          // 4 GiB of such values. The uncommitted cap is etcd's MaxUncommittedEntriesSize idea; it is far above
+          // what a healthy leader holds (throughput x commit latency: 10,000 writes/s x 1 KiB x 10 ms = 100 KiB)
+          // and, being no larger than the window, keeps every entry not yet durable in memory.
+          WindowBytes = 64L * 1024L * 1024L
+          MaxUncommittedBytes = 64L * 1024L * 1024L
+          // Ten thousand concurrent reads (or AddServer retries) in one leader is far beyond a healthy load; a
+          // leader that cannot confirm its rounds must not collect waiting reads without end.
+          MaxWaitingRequests = 10000 }
 
     /// Clamps nonsensical values (zero or negative sizes, max below min) so that the reducer stays total.
     let sanitise (o: Options) : Options =
@@ -61,6 +80,9 @@ module Options =
             MaxEntriesPerAppend = max 1 o.MaxEntriesPerAppend
             MaxBytesPerAppend = max 1 o.MaxBytesPerAppend
             WindowSize = max 1 o.WindowSize
+            WindowBytes = max 1L o.WindowBytes
+            MaxUncommittedBytes = max 1L o.MaxUncommittedBytes
+            MaxWaitingRequests = max 1 o.MaxWaitingRequests
             SnapshotThreshold = max 1L o.SnapshotThreshold
             CompactionTail = max 0L o.CompactionTail
             PromotionLag = max 0L o.PromotionLag }

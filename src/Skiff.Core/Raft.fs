@@ -76,7 +76,7 @@ module Raft =
                 | Some t -> firstIndex, t
                 | None -> firstIndex + 1L, termFromBoundaries firstIndex |> Option.defaultValue snap.Term
         let log =
-            LogView.create o.WindowSize firstIndex baseTerm lastIndex start.TermBoundaries start.RecentEntries
+            LogView.create o.WindowSize o.WindowBytes firstIndex baseTerm lastIndex start.TermBoundaries start.RecentEntries
         let logConfigs =
             (start.LogConfigurations
              @ (start.RecentEntries
@@ -169,6 +169,8 @@ module Raft =
     let private propose (id: RequestId) (command: byte[]) (s: State) : State =
         match s.Role with
         | Role.Leader when Transfer.inProgress s -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
+        | Role.Leader when not (Replication.admits (int64 (LogView.entrySize { Index = 0L; Term = 0L; Payload = Payload.Command command })) s) ->
+            State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | Role.Leader ->
             let entry = Replication.nextEntry (Payload.Command command) s
             s |> State.emit (Effect.Accepted(id, entry.Index, entry.Term)) |> Replication.propose [ entry ]

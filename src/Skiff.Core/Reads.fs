@@ -10,12 +10,21 @@ module Reads =
         | Some lead -> { s with Lead = Some(f lead) }
         | None -> s
 
-    /// Event.Read.
+    /// Event.Read. A leader that cannot confirm its rounds (no quorum) would otherwise collect reads without end:
+    /// past Options.MaxWaitingRequests waiting reads, more are refused.
     let request (id: RequestId) (s: State) : State =
         match s.Lead with
         | None -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
-        | Some _ when Membership.committedInTerm s -> withLead (fun l -> { l with ReadsQueued = id :: l.ReadsQueued }) s
-        | Some _ -> withLead (fun l -> { l with ReadsAwaitingCommit = id :: l.ReadsAwaitingCommit }) s
+        | Some l when l.ReadsWaiting >= s.Options.MaxWaitingRequests -> State.emit (Effect.Reject(id, Rejection.Overloaded)) s
+        | Some _ when Membership.committedInTerm s ->
+            withLead (fun l -> { l with ReadsQueued = id :: l.ReadsQueued; ReadsWaiting = l.ReadsWaiting + 1 }) s
+        | Some _ -> withLead (fun l -> { l with ReadsAwaitingCommit = id :: l.ReadsAwaitingCommit; ReadsWaiting = l.ReadsWaiting + 1 }) s
+
+    /// Answers a batch of reads: they stop waiting.
+    let private ready (ids: RequestId list) (index: LogIndex) (s: State) : State =
+        s
+        |> State.emit (Effect.ReadReady(List.rev ids, index))
+        |> withLead (fun l -> { l with ReadsWaiting = max 0 (l.ReadsWaiting - List.length ids) })
 
     /// Whether a majority of voters (this leader included, if it is one) has echoed `round` or later.
     let private confirmed (round: int64) (s: State) (lead: LeaderState) : bool =
@@ -42,9 +51,7 @@ module Reads =
             let s =
                 match s.Lead with
                 | Some({ ReadsInRound = Some batch } as l) when confirmed batch.Round s l ->
-                    s
-                    |> State.emit (Effect.ReadReady(List.rev batch.Ids, batch.Index))
-                    |> withLead (fun l -> { l with ReadsInRound = None })
+                    s |> ready batch.Ids batch.Index |> withLead (fun l -> { l with ReadsInRound = None })
                 | _ -> s
             match s.Lead with
             | Some({ ReadsInRound = None; ReadsQueued = _ :: _ } as l) ->
@@ -53,8 +60,7 @@ module Reads =
                 // The round must start after the reads arrived: send it now rather than on the heartbeat timer.
                 let s = Replication.heartbeat s
                 match s.Lead with
-                | Some l when confirmed l.Round s l ->
-                    State.emit (Effect.ReadReady(List.rev ids, s.Commit)) s
+                | Some l when confirmed l.Round s l -> ready ids s.Commit s
                 | Some l ->
                     withLead (fun l2 -> { l2 with ReadsInRound = Some { Round = l.Round; Index = s.Commit; Ids = ids } }) s
                 | None -> s

@@ -151,7 +151,22 @@ module Replication =
     let propose (entries: Entry list) (s: State) : State =
         match entries with
         | [] -> s
-        | _ -> s |> State.appendToLog entries |> broadcast |> State.emit (Effect.PersistEntries entries)
+        | _ ->
+            let size = entries |> List.sumBy (fun e -> int64 (LogView.entrySize e))
+            s
+            |> withLead (fun l -> { l with Uncommitted = l.Uncommitted + size })
+            |> State.appendToLog entries
+            |> broadcast
+            |> State.emit (Effect.PersistEntries entries)
+
+    /// Whether a leader takes a proposal of `size` bytes: its uncommitted entries stay within
+    /// Options.MaxUncommittedBytes (as etcd's MaxUncommittedEntriesSize), so that a leader that cannot commit (no
+    /// quorum, slow disks) refuses work instead of growing its log and memory without end. With nothing
+    /// uncommitted any single proposal is taken, however large, or it could never be.
+    let admits (size: int64) (s: State) : bool =
+        match s.Lead with
+        | Some l -> l.Uncommitted = 0L || l.Uncommitted + size <= s.Options.MaxUncommittedBytes
+        | None -> false
 
     /// Next entry index and this term, for building new entries.
     let nextEntry (payload: Payload) (s: State) : Entry =
@@ -198,14 +213,17 @@ module Replication =
             // from an earlier step would be lost in a crash while the leader counts it.
             if m.PrevLogIndex < s.Commit && entries.IsEmpty then
                 let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
-                reply from m true (min s.Commit (State.claimable s)) 0L None s
+                let s, claimed = State.claim s.Commit s
+                reply from m true claimed 0L None s
             else
                 match LogView.termAt prev s.Log, prevTerm with
+                // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
+                // stale one (see staleRejection).
                 | None, _ ->
-                    reply from m false 0L (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
+                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
                 | Some t, Some pt when t <> pt ->
                     let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
-                    reply from m false 0L (max (s.Commit + 1L) first) (Some t) s
+                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) first) (Some t) s
                 | Some _, _ ->
                     let rec skip (es: Entry list) =
                         match es with
@@ -220,7 +238,8 @@ module Replication =
                             { s with
                                 Commit = max s.Commit (min m.LeaderCommit lastNew)
                                 LeaderMatch = max s.LeaderMatch lastNew }
-                        reply from m true (min lastNew (State.claimable s)) 0L None s
+                        let s, claimed = State.claim lastNew s
+                        reply from m true claimed 0L None s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
                         let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
@@ -251,6 +270,19 @@ module Replication =
 
     // ---- Leader side ---------------------------------------------------------------------------------------
 
+    /// Whether a rejection answers an append we no longer wait for (duplicated, reordered or overtaken), as
+    /// etcd-io/raft's MaybeDecrTo. A rejection names the PrevLogIndex it rejected (in MatchIndex). Acting on a
+    /// stale one would restart probing from an outdated hint, resend what is already on its way, and could loop
+    /// on duplicated messages.
+    let private staleRejection (pr: Progress) (m: AppendReply) : bool =
+        match pr.Mode with
+        // The follower has matched at or past the rejected entry since (or the hint says so).
+        | ProgressMode.Replicate -> m.MatchIndex <= pr.Match || m.ConflictIndex <= pr.Match
+        // Only the answer to the one outstanding probe counts.
+        | ProgressMode.Probe -> m.MatchIndex <> pr.Next - 1L
+        // The snapshot on its way (or its timeout, Snapshots.tick) decides what comes next.
+        | ProgressMode.Snapshot -> true
+
     /// The leader handles a follower's answer of its current term.
     let handleAppendReply (from: NodeId) (m: AppendReply) (s: State) : State =
         match progress from s with
@@ -263,6 +295,10 @@ module Replication =
                     if matched > pr.Match then
                         let pr = { pr with Match = matched; Next = max pr.Next (matched + 1L) }
                         match pr.Mode with
+                        // A follower waiting for a snapshot still answers heartbeats (they confirm reads and
+                        // CheckQuorum). While it is behind our compaction point the snapshot on its way is still
+                        // needed: leaving Snapshot mode would only find the entries gone and send a second one.
+                        | ProgressMode.Snapshot when (LogView.termAt matched s.Log).IsNone -> pr
                         | ProgressMode.Probe
                         | ProgressMode.Snapshot -> { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                         | ProgressMode.Replicate -> pr
@@ -273,8 +309,7 @@ module Replication =
                         { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                     | _ -> { pr with Inflight = pr.Inflight |> List.filter (fun i -> i > matched) }
                 s |> setProgress from pr |> fill from
-            elif m.ConflictIndex <= pr.Match then
-                setProgress from pr s // a stale rejection: the follower has matched further since
+            elif staleRejection pr m then setProgress from pr s
             else
                 let next =
                     match m.ConflictTerm with
@@ -306,6 +341,9 @@ module Replication =
                     && entries |> List.forall (fun e -> LogView.termAt e.Index s.Log = Some e.Term)
                 match LogView.termAt prev s.Log with
                 | Some prevTerm when valid ->
+                    // Storage answers by count; the sizes are only known now. Send what fits one append (the rest
+                    // is loaded again by the next fill), so a batch of large entries never makes a huge message.
+                    let entries = LogView.batch s.Options.MaxEntriesPerAppend s.Options.MaxBytesPerAppend entries
                     s |> sendAndRecord peer pr prev prevTerm entries |> fill peer
                 | Some _ -> fill peer s
                 | None -> sendSnapshot peer s
@@ -334,7 +372,22 @@ module Replication =
                 // The quorum-th largest.
                 let n = matches[matches.Length - State.quorum voters]
                 if n > s.Commit && LogView.termAt n s.Log = Some s.Term then
-                    let s = { s with Commit = n }
+                    // The newly committed entries of this term no longer count as uncommitted. One that has left
+                    // the window cannot be measured: then the count stays high until everything is committed,
+                    // when it is exactly zero again (so an overestimate heals as soon as the leader catches up).
+                    let uncommitted =
+                        if n >= s.Log.LastIndex then 0L
+                        else
+                            let mutable u = lead.Uncommitted
+                            let mutable i = s.Commit + 1L
+                            while i <= n do
+                                match LogView.tryEntry i s.Log with
+                                | Some e when e.Term = s.Term -> u <- u - int64 (LogView.entrySize e)
+                                | _ -> ()
+                                i <- i + 1L
+                            max 0L u
+                    let lead = { lead with Uncommitted = uncommitted }
+                    let s = { s with Commit = n; Lead = Some lead }
                     // Tell idle followers about the new commit index now rather than at the next heartbeat.
                     lead.Progress
                     |> PeerMap.fold

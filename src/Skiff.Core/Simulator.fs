@@ -71,6 +71,9 @@ type Settings =
       LeaderTicks: int
       /// After the faults are healed, ticks within which every member must converge on the leader's log and state.
       LivenessTicks: int
+      /// While a majority of voters is connected both ways on a good network, ticks within which a leader must
+      /// commit in its term (Liveness.fs, PartialLiveness); 0 turns the check off. It needs CheckQuorum.
+      PartialLivenessTicks: int
       /// Chance in percent that a node misses a tick (clock drift).
       TickSkipPercent: int
       /// AddNode is ignored once this many nodes exist.
@@ -97,6 +100,9 @@ let defaultSettings: Settings =
       TailTicks = 30
       LeaderTicks = 200
       LivenessTicks = 400
+      // Off by default: the property needs CheckQuorum, and the reducer without it runs with these settings.
+      // tests/PropertyTests/PartialLivenessTests.fs turns it on (200).
+      PartialLivenessTicks = 0
       TickSkipPercent = 10
       MaxNodes = 7
       Trace = false
@@ -134,7 +140,11 @@ type Stats =
       /// The linearizability checker ran out of its step budget on this history (no verdict).
       Unchecked: bool
       /// The highest index committed anywhere.
-      Committed: LogIndex }
+      Committed: LogIndex
+      /// The longest wait from a healthy majority forming to a leader committing (PartialLiveness).
+      PartialLivenessWorst: int
+      /// Ticks on which the partial-failure liveness check applied.
+      PartialLivenessChecked: int64 }
 
 /// The outcome of one run.
 type RunResult =
@@ -721,11 +731,11 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             match why, op.Action with
             | Rejection.NotLeader(Some hint), _ when slotOf.ContainsKey hint -> retry slotOf[hint] 1
             | Rejection.NotLeader _, _ -> retry (prng.Below nodes.Count) 3
-            | (Rejection.TransferInProgress | Rejection.ConfigChangeInProgress), _ -> retry op.Target 3
+            | (Rejection.TransferInProgress | Rejection.ConfigChangeInProgress | Rejection.Overloaded), _ -> retry op.Target 3
             | Rejection.LeadershipLost, Action.Get _ -> retry (prng.Below nodes.Count) 2
             | Rejection.LeadershipLost, _ when retries op -> resend c 2
             | Rejection.LeadershipLost, _ -> finish c Completion.TimedOut
-            | (Rejection.Invalid _ | Rejection.TransferTimedOut), _ -> abandon c
+            | (Rejection.Invalid _ | Rejection.TransferTimedOut | Rejection.TransferOutcomeUnknown), _ -> abandon c
         | _ ->
             match configOp with
             | Some op when op.Rid = rid ->
@@ -930,6 +940,31 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
 
     // ----- time
 
+    let partial = PartialLiveness(max 1 options.PartialLivenessTicks)
+
+    let checkPartialLiveness () =
+        let view =
+            [| for n in nodes ->
+                   match n.State with
+                   | ValueSome s when n.Alive ->
+                       { Id = n.Id
+                         Alive = true
+                         Config = reducer.Configuration s
+                         CommittingLeader =
+                           reducer.Role s = Role.Leader && n.Written.TermAt(reducer.CommitIndex s) = ValueSome(reducer.Term s) }
+                   | _ -> { Id = n.Id; Alive = false; Config = Configuration.Empty; CommittingLeader = false } |]
+        // A network as good as after healing (Execute): lossless, short delays, fast disks.
+        let good = net.LossPercent = 0 && net.MaxDelay <= 3 && diskMax <= 2
+        match partial.Observe(now, good, view, fun a b -> net.Connected(nodes[a].Id, nodes[b].Id)) with
+        | Some d ->
+            let roles =
+                [ for n in nodes ->
+                      match n.State with
+                      | ValueSome s when n.Alive -> sprintf "%s %A term %d commit %d" n.Name (reducer.Role s) (reducer.Term s) (reducer.CommitIndex s)
+                      | _ -> sprintf "%s down" n.Name ]
+            inv.Fail("liveness", sprintf "under partial failure: %s: %s" d (String.concat "; " roles))
+        | None -> ()
+
     let tick () =
         now <- now + 1L
         inv.Tick <- now
@@ -957,6 +992,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         // 4. clocks
         for node in nodes do
             if not (failed ()) && node.Alive && not (prng.Chance options.TickSkipPercent) then step node Event.Tick
+        // 5. liveness under partial failure
+        if options.PartialLivenessTicks > 0 && not (failed ()) then checkPartialLiveness ()
 
     let describeNodes () =
         [ for n in nodes ->
@@ -1056,7 +1093,9 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
               LeaderAfterHeal = leaderAfterHeal
               ConvergedAfterHeal = convergedAfterHeal
               Unchecked = unchecked
-              Committed = inv.MaxCommitted }
+              Committed = inv.MaxCommitted
+              PartialLivenessWorst = partial.Worst
+              PartialLivenessChecked = partial.AppliedTicks }
           Trace = List.ofSeq trace }
 
 /// Runs one schedule to completion (or to the first violation) and checks the client history for

@@ -69,11 +69,12 @@ module Snapshots =
         elif reinstall then install ()
         elif meta.Index <= s.Commit then
             // Claim only what is durable (see Replication.handleAppend); Persisted acknowledges the rest.
-            reply (min s.Commit (State.claimable s)) { s with LeaderMatch = max s.LeaderMatch s.Commit }
+            let s, claimed = State.claim s.Commit { s with LeaderMatch = max s.LeaderMatch s.Commit }
+            reply claimed s
         elif LogView.termAt meta.Index s.Log = Some meta.Term then
             // We already hold everything it covers; it is committed, so just move the commit index.
-            let s = { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
-            reply (min meta.Index (State.claimable s)) s
+            let s, claimed = State.claim meta.Index { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
+            reply claimed s
         else install ()
 
     /// The leader hears how a snapshot went: resume replication after it, or probe again if it was refused.

@@ -121,7 +121,8 @@ type PendingTransfer =
       Id: RequestId
       /// The voter that should take over.
       Target: NodeId
-      /// Ticks since the transfer started; it is abandoned after an election timeout.
+      /// Ticks since the transfer started, and again since TimeoutNow was sent; it is abandoned after an election
+      /// timeout of either.
       Elapsed: int
       /// TimeoutNow has been sent.
       TimeoutSent: bool }
@@ -148,7 +149,12 @@ type LeaderState =
       /// The membership change being committed: its request id (if a client asked for it) and log index.
       ConfigRequest: (RequestId option * LogIndex) option
       /// Idempotent AddServer requests that complete once the pending change commits.
-      ConfigWaiters: RequestId list }
+      ConfigWaiters: RequestId list
+      /// Reads held in ReadsAwaitingCommit, ReadsInRound and ReadsQueued (bounded by Options.MaxWaitingRequests).
+      ReadsWaiting: int
+      /// Rough size (LogView.entrySize) of the entries appended in this term and not yet committed, bounded by
+      /// Options.MaxUncommittedBytes. An overestimate at worst (see Replication.maybeCommit), never below.
+      Uncommitted: int64 }
 
 /// Everything the reducer needs to start (or restart) a node, read by the interpreter from its storage.
 type Start =
@@ -334,6 +340,21 @@ module State =
         | Some _ -> 0L
         | None -> s.Log.Persisted
 
+    /// What a success reply about to be emitted may claim, up to `upTo`, and the state to emit it from. Normally
+    /// what is durable (`claimable`). While an installed snapshot may not be durable yet, the reply claims the
+    /// snapshot's index (or less) behind a barrier: a rewrite of the unchanged hard state, emitted first. Writes
+    /// complete in order, so the reply then waits for the install too (the barrier a repeated vote grant uses).
+    /// Without it an idle follower would answer MatchIndex 0 until its next write, and a leader whose snapshot
+    /// reply was lost would never learn the follower's match. The barrier costs one small write per reply, only
+    /// between an install and the follower's next durable append.
+    let claim (upTo: LogIndex) (s: State) : State * LogIndex =
+        match s.InstallPending with
+        | None -> s, min upTo s.Log.Persisted
+        | Some _ ->
+            let c = min upTo s.Log.Persisted
+            if c <= 0L then s, 0L
+            else emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s, c
+
     /// Majority size for a set of voters.
     let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1
 
@@ -387,7 +408,7 @@ module State =
 
     /// Appends entries to the local log, noting configuration entries (they take effect at once).
     let appendToLog (entries: Entry list) (s: State) : State =
-        let log = LogView.append s.Options.WindowSize entries s.Log
+        let log = LogView.append s.Options.WindowSize s.Options.WindowBytes entries s.Log
         let configs =
             entries
             |> List.fold

@@ -1,7 +1,8 @@
 namespace Skiff.Core
 
 /// Leadership transfer (thesis §3.10): the leader stops taking proposals, brings the target up to date, then sends
-/// it TimeoutNow so it campaigns at once. Abandoned if it has not happened within an election timeout.
+/// it TimeoutNow so it campaigns at once. Abandoned if the target has not caught up within an election timeout
+/// (TransferTimedOut), or if this node still leads an election timeout after TimeoutNow (TransferOutcomeUnknown).
 [<RequireQualifiedAccess>]
 module Transfer =
     let private setTransfer (t: PendingTransfer option) (s: State) : State =
@@ -21,7 +22,8 @@ module Transfer =
         | Some({ Transfer = Some t } as lead) when not t.TimeoutSent ->
             match PeerMap.tryFind t.Target lead.Progress with
             | Some pr when pr.Match >= s.Log.LastIndex ->
-                s |> State.send t.Target (Message.TimeoutNow s.Term) |> setTransfer (Some { t with TimeoutSent = true })
+                // From here the target may campaign at any moment: give its election a full timeout of its own.
+                s |> State.send t.Target (Message.TimeoutNow s.Term) |> setTransfer (Some { t with TimeoutSent = true; Elapsed = 0 })
             | Some _ -> Replication.fill t.Target s
             | None -> s |> State.emit (Effect.Reject(t.Id, Rejection.Invalid "transfer target left the cluster")) |> setTransfer None
         | _ -> s
@@ -44,13 +46,18 @@ module Transfer =
                 | _ -> s
             setTransfer (Some { Id = id; Target = target; Elapsed = 0; TimeoutSent = false }) s
 
-    /// Counts a tick; gives up after the maximum election timeout.
+    /// Counts a tick; gives up after the maximum election timeout, saying what is known. Before TimeoutNow was
+    /// sent the target never campaigns for this transfer: TransferTimedOut, leadership stays. After it, the
+    /// target's election (if the message arrived) is decided within that timeout, and its vote request, of a
+    /// higher term, deposes us (then the transfer is Completed, State.abandonLeadership). Still leading in the same
+    /// term means TimeoutNow or the vote requests to us were lost, or the target is winning without us: the
+    /// outcome is unknown and leadership may still move (TransferOutcomeUnknown). Either way proposals resume:
+    /// pausing them until the term changes could pause them forever.
     let tick (s: State) : State =
         match s.Lead with
         | Some({ Transfer = Some t }) ->
             if t.Elapsed + 1 >= s.Options.ElectionTicksMax then
-                s
-                |> State.emit (Effect.Reject(t.Id, Rejection.TransferTimedOut))
-                |> setTransfer None
+                let why = if t.TimeoutSent then Rejection.TransferOutcomeUnknown else Rejection.TransferTimedOut
+                s |> State.emit (Effect.Reject(t.Id, why)) |> setTransfer None
             else setTransfer (Some { t with Elapsed = t.Elapsed + 1 }) s
         | _ -> s

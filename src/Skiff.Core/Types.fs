@@ -99,9 +99,19 @@ type Rejection =
     | LeadershipLost
     /// The request does not make sense (e.g. removing a node that is not a member); the text says why.
     | Invalid of reason: string
-    /// A leadership transfer did not complete within an election timeout (the target did not catch up or did not
-    /// win); this node is still the leader and accepts proposals again.
+    /// A leadership transfer did not complete within an election timeout: the target never caught up, so it was
+    /// never told to campaign (no TimeoutNow was sent). This node is still the leader and accepts proposals again;
+    /// leadership does not move because of this transfer.
     | TransferTimedOut
+    /// The target was told to campaign (TimeoutNow was sent) but this node still led, in the same term, an election
+    /// timeout later: the message or the target's vote requests may have been lost, or the target may still be
+    /// winning an election it started. Leadership may therefore still move at any moment; this node accepts
+    /// proposals again meanwhile. (When this node sees a higher term first, the transfer is `Completed`.)
+    | TransferOutcomeUnknown
+    /// Refused before proposing, because a bounded queue is full: the leader's uncommitted entries have reached
+    /// Options.MaxUncommittedBytes, or Options.MaxWaitingRequests reads (or repeated AddServer requests) are
+    /// already waiting. Nothing was applied; retry later.
+    | Overloaded
 
 /// RequestVote, used both for pre-votes and real votes.
 type VoteRequest =
@@ -136,7 +146,9 @@ type AppendRequest =
 type AppendReply =
     { Term: Term
       Success: bool
-      /// On success, the index of the last entry known to match the leader's log.
+      /// On success, the index of the last entry known to match the leader's log. On failure, the PrevLogIndex of
+      /// the request rejected, so that the leader can tell an answer to its current probe from a stale, duplicated
+      /// or reordered one (as etcd-io/raft's rejected index).
       MatchIndex: LogIndex
       /// On failure, where the leader should retry: the first index of the conflicting term, or one past the
       /// follower's last entry (Raft thesis §5.3 optimisation).

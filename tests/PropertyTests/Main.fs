@@ -19,12 +19,17 @@ let private all: Test list =
       RaftSnapshotTests.totality
       RaftSnapshotTests.restarts
       RaftChaosTests.tests
+      RaftHardeningTests.tests
       // reducer:end
 
       // simulator:begin
       SessionTests.tests
       Simulation.tests
       // simulator:end
+
+      // liveness:begin
+      PartialLivenessTests.tests
+      // liveness:end
     ]
 
 [<EntryPoint>]

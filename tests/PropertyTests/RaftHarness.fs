@@ -85,9 +85,10 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
                 // The reducer fills in the term and configuration itself.
                 queue.Add(id, Event.SnapshotTaken { Index = index; Term = 0L; Configuration = Configuration.Empty })
             | Effect.SendSnapshot(target, term, meta) ->
-                if not (isolated.Contains id || isolated.Contains target) && nodes.ContainsKey target then
-                    let request = { Term = term; Leader = id; Meta = meta; Staged = "staged" }
-                    queue.Add(target, Event.Receive { From = id; To = target; Message = Message.Snapshot request })
+                let request = { Term = term; Leader = id; Meta = meta; Staged = "staged" }
+                let env = { From = id; To = target; Message = Message.Snapshot request }
+                if not (isolated.Contains id || isolated.Contains target || dropFilter env) && nodes.ContainsKey target then
+                    queue.Add(target, Event.Receive env)
             | _ -> ()
 
     do

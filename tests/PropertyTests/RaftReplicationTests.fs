@@ -102,7 +102,7 @@ let tests =
               c.Isolate n3
               c.DropWhere(fun env ->
                   match env.Message with
-                  | Message.AppendReply r -> r.MatchIndex >= 3L
+                  | Message.AppendReply r -> r.Success && r.MatchIndex >= 3L
                   | _ -> false)
               c.Elect n1
               c.Tick(n1, 3 * opts.HeartbeatTicks)

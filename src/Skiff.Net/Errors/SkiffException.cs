@@ -58,6 +58,10 @@ public enum ErrorKind
     /// and the write had been sent before: whether that earlier attempt took effect is unknown
     /// (<see cref="WriteOutcome.Unknown"/>). Read the key to find out.</summary>
     SessionExpired,
+
+    /// <summary>Refused before proposing: nothing was applied; retry later. The leader's bounded queues are full
+    /// (too many uncommitted bytes, or too many reads waiting).</summary>
+    Overloaded,
 }
 
 /// <summary>What an error says about the write that failed.</summary>
