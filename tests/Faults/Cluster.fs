@@ -97,6 +97,14 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
                 [ "dotnet"; dll; "serve"; "--dir"; dataDir; "--bind"; ip; "--port"; string port
                   "--heartbeat-ms"; "50"; "--election-ms"; "300"; "--parent-pid"; string parentPid ]
                 @ (if join.IsEmpty then [] else [ "--join"; String.Join(",", join) ])
+            // libfaketime is preloaded into the member only (through `env`, after setpriv dropped to the member's
+            // uid), not into setpriv: a root setpriv would create faketime's semaphore where the member cannot open it.
+            let serve =
+                match faketime with
+                | Some(lib, file) ->
+                    [ "env"; "LD_PRELOAD=" + lib; "FAKETIME_TIMESTAMP_FILE=" + file; "FAKETIME_CACHE_DURATION=1"
+                      "FAKETIME_DONT_RESET=1"; "FAKETIME_DISABLE_SHM=1" ] @ serve
+                | None -> serve
             let command =
                 if separateUids then
                     [ "setpriv"; "--reuid"; string uid; "--regid"; string uid; "--clear-groups"; "--" ] @ serve
@@ -107,13 +115,6 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
             psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] <- "1"
             psi.Environment["DOTNET_NOLOGO"] <- "1"
             psi.Environment["DOTNET_gcServer"] <- "0"
-            match faketime with
-            | Some(lib, file) ->
-                psi.Environment["LD_PRELOAD"] <- lib
-                psi.Environment["FAKETIME_TIMESTAMP_FILE"] <- file
-                psi.Environment["FAKETIME_CACHE_DURATION"] <- "1"
-                psi.Environment["FAKETIME_DONT_RESET"] <- "1"
-            | None -> ()
             let p = new Process(StartInfo = psi, EnableRaisingEvents = true)
             let n = incarnation
             let onLine (e: DataReceivedEventArgs) = if not (isNull e.Data) then write e.Data

@@ -36,6 +36,10 @@ let main argv =
         match Array.tryFindIndex ((=) "--minutes") argv with
         | Some i when i + 1 < argv.Length -> Some(float argv[i + 1]), Array.append argv[.. i - 1] argv[i + 2 ..]
         | _ -> None, argv
+    let catches, rest =
+        match Array.tryFindIndex ((=) "--catches") rest with
+        | Some i -> true, Array.append rest[.. i - 1] rest[i + 1 ..]
+        | None -> false, rest
     let notes = Collections.Generic.List<string>()
     if String.IsNullOrEmpty(Environment.GetEnvironmentVariable Netns.NamespaceVariable) then
         notes.AddRange(Netns.ensureTools ())
@@ -51,9 +55,10 @@ let main argv =
             Run.Port <- freePort ()
             printfn "faults: FALLBACK: %s; members on the host's 127.0.0.x port %d, kills and pauses only, NO partitions (the fault-injecting proxy is not built yet)" why Run.Port
         let tests =
-            match minutes with
-            | Some m -> FaultTests.longRun m
-            | None -> FaultTests.tests
+            match minutes, catches with
+            | Some m, _ -> FaultTests.longRun m
+            | None, true -> FaultTests.catches
+            | None, false -> FaultTests.tests
         try
             Skiff.Tests.TestMain.run rest tests
         finally

@@ -19,18 +19,19 @@ type Kind =
     | RemoveReadd
     | WipeRejoin
     | ClockJump
+    | AddSixth
 
 /// Which faults a run draws from.
 type Profile =
     { Name: string
       Kinds: Kind list }
 
-let partitions = { Name = "partitions, pauses, membership"; Kinds = [ MajorityMinority; Bridge; IsolateLeader; OneWay; Pause; PauseLeader; RemoveReadd ] }
+let partitions = { Name = "partitions, pauses, membership"; Kinds = [ MajorityMinority; Bridge; IsolateLeader; OneWay; Pause; PauseLeader; RemoveReadd; AddSixth ] }
 let crashes = { Name = "kills, restarts, wiped rejoin, clock jumps"; Kinds = [ KillRestart; KillLeader; KillLeader; WipeRejoin; Pause; ClockJump ] }
 let everything = { Name = "every fault"; Kinds = partitions.Kinds @ crashes.Kinds }
 
 /// The nemesis of one run: owns the cuts, pauses, kills and membership it introduced, so it can heal them all.
-type Nemesis(members: Member[], timeline: Timeline, random: Random, clockFiles: string[] option) =
+type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random: Random, clockFiles: string[] option) =
     let mutable cuts: (int * int) list = []
     let injected = Collections.Generic.Dictionary<Kind, int>()
     let problems = ResizeArray<string>()
@@ -176,6 +177,18 @@ type Nemesis(members: Member[], timeline: Timeline, random: Random, clockFiles: 
                             victim.Start(List.ofArray others, this.ClockFor victim.Slot)
                     | None -> note (sprintf "wipe: member %d did not report its id" victim.Slot))
             heal
+        | AddSixth ->
+            match spare with
+            | Some six when not six.Running ->
+                let others = running () |> Array.map (fun s -> (byslot s).Ip)
+                if others.Length = 0 then ignore
+                else
+                    count kind
+                    note (sprintf "add a sixth member at %s, joining through %s" six.Ip (String.Join(",", others)))
+                    six.Wipe()
+                    six.Start(List.ofArray others, None)
+                    fun () -> this.RemoveSixth()
+            | _ -> ignore
         | ClockJump ->
             match clockFiles, pickRunning false with
             | Some files, Some s ->
@@ -196,6 +209,29 @@ type Nemesis(members: Member[], timeline: Timeline, random: Random, clockFiles: 
         match clockFiles, Netns.libfaketime () with
         | Some files, Some lib -> Some(lib, files[slot - 1])
         | _ -> None
+
+    /// Removes the sixth member (if it got in) and stops it.
+    member _.RemoveSixth() =
+        match spare with
+        | Some six when six.Running ->
+            match six.Status 1000 with
+            | Some vs ->
+                let id = Guid.Parse vs.Id
+                let mutable ok = false
+                let mutable tries = 0
+                while not ok && tries < 10 do
+                    tries <- tries + 1
+                    match Cluster.leader (List.ofArray members) with
+                    | Some(l, ls) ->
+                        if ls.Members |> Seq.exists (fun m -> m.Id = vs.Id) then
+                            ok <- call "remove the sixth member" (fun ct -> l.Admin.RemoveServerAsync(id, six.Address, ct))
+                        else ok <- true // never got in
+                    | None -> Thread.Sleep 500
+                if not ok then problems.Add "could not remove the sixth member within 10 tries"
+            | None -> note "the sixth member did not report its id"
+            note "stop the sixth member"
+            six.Stop()
+        | _ -> ()
 
     /// Re-adds the member removed by RemoveReadd (same id, same data, still running).
     member _.Readd() =
@@ -236,6 +272,7 @@ type Nemesis(members: Member[], timeline: Timeline, random: Random, clockFiles: 
         match clockFiles with
         | Some files -> for f in files do File.WriteAllText(f, "+0")
         | None -> ()
+        this.RemoveSixth()
         for m in members do
             if not m.Running then
                 note (sprintf "restart member %d" m.Slot)

@@ -139,6 +139,16 @@ let reexecInside (argv: string[]) (notes: ResizeArray<string>) : int option =
     match Environment.GetEnvironmentVariable NamespaceVariable with
     | null
     | "" when isRoot () && (which "ip").IsSome && (which "nft").IsSome ->
+        // Namespaces an earlier run of this harness left behind (its process was SIGKILLed before cleaning up): only
+        // ours (skiff-faults-<pid>), only when that pid is gone and nothing runs inside any more.
+        let _, listed = run "ip" [ "netns"; "list" ] 10_000
+        for line in listed.Split('\n', StringSplitOptions.RemoveEmptyEntries) do
+            let m = Text.RegularExpressions.Regex.Match(line, @"^skiff-faults-(\d+)\b")
+            if m.Success then
+                let alive = try not (Process.GetProcessById(int m.Groups[1].Value).HasExited) with _ -> false
+                let _, inside = run "ip" [ "netns"; "pids"; "skiff-faults-" + m.Groups[1].Value ] 10_000
+                if not alive && inside.Trim() = "" then
+                    run "ip" [ "netns"; "del"; "skiff-faults-" + m.Groups[1].Value ] 10_000 |> ignore
         let name = sprintf "skiff-faults-%d" Environment.ProcessId
         let code, out = run "ip" [ "netns"; "add"; name ] 10_000
         if code <> 0 then

@@ -162,7 +162,11 @@ let execute (s: Settings) : Verdict =
     let cluster = startCluster name clockFiles
     let members = cluster.Members
     let timeline = cluster.Timeline
-    let nemesis = Nemesis.Nemesis(members, timeline, random, clockFiles)
+    let spare =
+        if s.Profile.Kinds |> List.contains Nemesis.AddSixth then
+            Some(new Member(MemberCount + 1, Port, cluster.Dir, timeline, separateUids (), Environment.ProcessId))
+        else None
+    let nemesis = Nemesis.Nemesis(members, spare, timeline, random, clockFiles)
     let mutable history: Record list = []
     let mutable finalOps: Operation list = []
     let mutable workloadWindow = (0L, 0L)
@@ -266,14 +270,16 @@ let execute (s: Settings) : Verdict =
         | NotLinearizable _ -> findings.Add("NOT LINEARIZABLE: " + Linearizability.describe result)
     finally
         // Stop every member (SIGTERM, a clean exit expected), then look at exits and logs.
-        for m in members do
+        for m in Array.append members (Option.toArray spare) do
             (try m.Stop() with e -> findings.Add(sprintf "stopping member %d: %s" m.Slot e.Message))
         resetFirewall ()
         cluster.Dispose()
-    for m in members do
+        spare |> Option.iter (fun m -> (m :> IDisposable).Dispose())
+    for m in Array.append members (Option.toArray spare) do
         for u in m.Unexpected do findings.Add u
         for l in m.Suspicious |> List.truncate 5 do findings.Add("log: " + l)
     for p in nemesis.Problems do findings.Add("nemesis: " + p)
+    if nemesis.Injected.IsEmpty then findings.Add "the nemesis injected no fault at all: this run proves nothing"
 
     // The report.
     let isWrite (r: Record) = match r.Op.Action with Action.Write _ -> true | _ -> false
@@ -303,8 +309,9 @@ let execute (s: Settings) : Verdict =
           else sprintf "  verdict: FAIL, %d finding(s):" findings.Count
           for f in findings do "  - " + f.Replace("\n", "\n    ") ]
         |> String.concat "\n"
+    let keep = Environment.GetEnvironmentVariable "SKIFF_FAULTS_KEEP" = "1"
     let folder =
-        if findings.Count = 0 then
+        if findings.Count = 0 && not keep then
             (try Directory.Delete(cluster.Dir, true) with _ -> ())
             None
         else
@@ -312,12 +319,14 @@ let execute (s: Settings) : Verdict =
             Directory.CreateDirectory folder |> ignore
             File.WriteAllText(Path.Combine(folder, "report.txt"), report + "\n")
             File.WriteAllLines(Path.Combine(folder, "history.txt"),
-                (history |> List.map Workload.describe) @ (finalOps |> List.map (fun o -> "final " + Operation.describe o)))
+                [ "# every operation by invocation; [invoked, completed] in µs since the harness started (the timeline shows seconds);"
+                  "# 'timed out' = indeterminate: the write may or may not have taken effect" ]
+                @ (history |> List.map Workload.describe) @ (finalOps |> List.map (fun o -> "final " + Operation.describe o)))
             File.WriteAllLines(Path.Combine(folder, "timeline.txt"),
                 timeline.Lines
                 @ [ for r in indeterminate -> sprintf "%s  indeterminate: %s" (showTime r.Op.Invoked) (Workload.describe r) ]
                 |> List.sort)
-            for m in members do
+            for m in Array.append members (Option.toArray spare) do
                 if File.Exists m.LogPath then File.Copy(m.LogPath, Path.Combine(folder, Path.GetFileName m.LogPath), true)
             (try Directory.Delete(cluster.Dir, true) with _ -> ())
             Some folder

@@ -40,9 +40,12 @@ type Options =
       /// Per-operation deadline.
       DeadlineMs: int
       /// Pause between a client's operations (random in [0, ThinkMs]) to keep the load modest on 2 cores.
-      ThinkMs: int }
+      ThinkMs: int
+      /// Broken on purpose, to show the harness catches stale reads: gets are served by the contacted member's own
+      /// state machine (ReadConsistency.Stale, no ReadIndex) but recorded as linearizable reads.
+      StaleReads: bool }
 
-let defaults = { Clients = 10; DeadlineMs = 2000; ThinkMs = 20 }
+let defaults = { Clients = 10; DeadlineMs = 2000; ThinkMs = 20; StaleReads = false }
 
 /// Runs the clients until `stop` is cancelled; `targets ()` are the members a client may pick from right now.
 /// Returns the history (every operation that was invoked, completed or not).
@@ -81,7 +84,7 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                             try
                                 match action with
                                 | Action.Get k ->
-                                    let! v = client.GetAsync(k, ReadConsistency.Linearizable, cts.Token)
+                                    let! v = client.GetAsync(k, (if options.StaleReads then ReadConsistency.Stale else ReadConsistency.Linearizable), cts.Token)
                                     let v = if isNull v then None else Some v
                                     lastSeen[k] <- v
                                     return Ok(Output.Value v)
