@@ -227,7 +227,8 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                             ok <- call "remove the sixth member" (fun ct -> l.Admin.RemoveServerAsync(id, six.Address, ct))
                         else ok <- true // never got in
                     | None -> Thread.Sleep 500
-                if not ok then problems.Add "could not remove the sixth member within 10 tries"
+                if ok then note (sprintf "removed the sixth member (%s)" vs.Id)
+                else problems.Add "could not remove the sixth member within 10 tries"
             | None -> note "the sixth member did not report its id"
             note "stop the sixth member"
             six.Stop()
