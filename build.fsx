@@ -1,6 +1,6 @@
 // Skiff's build script: `dotnet fsi build.fsx <target> [args]`.
-// Targets: build | test | soak [count] | pack [dir] | bench [args] | faults [--minutes N]. A plain script that starts processes: FAKE 6 does not
-// restore here and FAKE 5 needs hand-set context, and this is all we need.
+// Targets: build | test | soak [count] | pack [dir] | bench [args] | faults [--minutes N|--catches]. A plain script
+// that starts processes: FAKE 6 does not restore here and FAKE 5 needs hand-set context, and this is all we need.
 open System
 open System.Diagnostics
 open System.Text.RegularExpressions
@@ -112,9 +112,11 @@ let bench (extra: string list) =
                   yield code ]
     exit (match failures with code :: _ -> code | [] -> 0)
 
-/// Fault runs (tests/Faults): `faults` alone is the default two one-minute runs; `faults --minutes N` one run of N
-/// minutes drawing from every fault. SKIFF_FAULTS_SEED=<seed> replays a run's faults; a failing run prints the folder
-/// holding its history, timeline and member logs.
+/// Fault runs (tests/Faults): `faults` alone is the default run (a partition proof and two one-minute runs);
+/// `faults --minutes N [--profile partitions|crashes|everything]` one run of N minutes (every fault by default);
+/// `faults --catches` shows the harness catching known bugs (stale reads without ReadIndex, duplicated writes without
+/// sessions). SKIFF_FAULTS_SEED=<seed> replays a run's faults; a failing run prints the folder holding its history,
+/// timeline and member logs.
 let faults (extra: string list) =
     build ()
     exit (run "dotnet" ([ "run"; "--project"; "tests/Faults"; "-c"; "Release"; "--no-build"; "--"; "--colours"; "0"; "--no-spinner" ] @ extra))
@@ -127,5 +129,5 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "bench" :: rest -> bench rest
 | "faults" :: rest -> faults rest
 | other ->
-    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|pack [dir]|bench [args]|faults [--minutes N] (got %A)" other
+    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|pack [dir]|bench [args]|faults [--minutes N|--catches] (got %A)" other
     exit 2

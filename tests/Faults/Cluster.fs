@@ -56,6 +56,10 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
     let mutable expectingExit = false
     let mutable paused = false
     let mutable incarnation = 0
+    // False from a wipe until the member reports itself a member of the cluster: until then a restart must join
+    // again (without --join a node with no cluster founds a new one).
+    let mutable joined = true
+    let mutable lastJoin: string list = []
     let unexpected = ResizeArray<string>()
     let suspicious = ResizeArray<string>()
     let admin = lazy (new SkiffGrpcClient([ sprintf "%s:%d" ip port ]))
@@ -91,6 +95,8 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
     member this.Start(join: string list, faketime: (string * string) option) =
         lock gate (fun () ->
             if proc.IsSome then failwithf "member %d already running" slot
+            let join = if join.IsEmpty && not joined then lastJoin else join
+            if not join.IsEmpty then lastJoin <- join
             incarnation <- incarnation + 1
             let dll = skiffDll ()
             let serve =
@@ -103,7 +109,7 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
                 match faketime with
                 | Some(lib, file) ->
                     [ "env"; "LD_PRELOAD=" + lib; "FAKETIME_TIMESTAMP_FILE=" + file; "FAKETIME_CACHE_DURATION=1"
-                      "FAKETIME_DONT_RESET=1"; "FAKETIME_DISABLE_SHM=1" ] @ serve
+                      "FAKETIME_DONT_RESET=1"; "FAKETIME_DISABLE_SHM=1"; "FAKETIME_DONT_FAKE_MONOTONIC=1" ] @ serve
                 | None -> serve
             let command =
                 if separateUids then
@@ -185,6 +191,7 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
 
     /// Deletes the data directory (the member must be stopped).
     member _.Wipe() =
+        joined <- false
         if Directory.Exists dataDir then Directory.Delete(dataDir, true)
         Directory.CreateDirectory dataDir |> ignore
         chown dataDir
@@ -194,7 +201,11 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
         if not this.Running || paused then None
         else
             use cts = new CancellationTokenSource(ms)
-            try Some(this.Admin.ClusterStatusAsync(cts.Token).GetAwaiter().GetResult()) with _ -> None
+            try
+                let s = this.Admin.ClusterStatusAsync(cts.Token).GetAwaiter().GetResult()
+                if not joined && s.Members |> Seq.exists (fun m -> m.Id = s.Id && m.Address = this.Address) then joined <- true
+                Some s
+            with _ -> None
 
     interface IDisposable with
         member this.Dispose() =

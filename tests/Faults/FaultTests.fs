@@ -140,6 +140,6 @@ let catches =
             Workload.defaults [ "DUPLICATE WRITE"; "NOT LINEARIZABLE" ]
     ]
 
-/// `--minutes N`: one long run of every fault.
-let longRun (minutes: float) =
-    testSequenced <| testList "Faults" [ faultRun "long" 2 (TimeSpan.FromMinutes minutes) Nemesis.everything ]
+/// `--minutes N [--profile partitions|crashes|everything]`: one long run (of every fault by default).
+let longRun (minutes: float) (profile: Nemesis.Profile) =
+    testSequenced <| testList "Faults" [ faultRun "long" 2 (TimeSpan.FromMinutes minutes) profile ]

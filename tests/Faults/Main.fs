@@ -36,6 +36,17 @@ let main argv =
         match Array.tryFindIndex ((=) "--minutes") argv with
         | Some i when i + 1 < argv.Length -> Some(float argv[i + 1]), Array.append argv[.. i - 1] argv[i + 2 ..]
         | _ -> None, argv
+    let profile, rest =
+        match Array.tryFindIndex ((=) "--profile") rest with
+        | Some i when i + 1 < rest.Length ->
+            let p =
+                match rest[i + 1] with
+                | "partitions" -> Nemesis.partitions
+                | "crashes" -> Nemesis.crashes
+                | "everything" -> Nemesis.everything
+                | other -> failwithf "--profile %s: expected partitions, crashes or everything" other
+            p, Array.append rest[.. i - 1] rest[i + 2 ..]
+        | _ -> Nemesis.everything, rest
     let catches, rest =
         match Array.tryFindIndex ((=) "--catches") rest with
         | Some i -> true, Array.append rest[.. i - 1] rest[i + 1 ..]
@@ -56,7 +67,7 @@ let main argv =
             printfn "faults: FALLBACK: %s; members on the host's 127.0.0.x port %d, kills and pauses only, NO partitions (the fault-injecting proxy is not built yet)" why Run.Port
         let tests =
             match minutes, catches with
-            | Some m, _ -> FaultTests.longRun m
+            | Some m, _ -> FaultTests.longRun m profile
             | None, true -> FaultTests.catches
             | None, false -> FaultTests.tests
         try

@@ -159,7 +159,17 @@ let execute (s: Settings) : Verdict =
         (match Netns.mode.Value with
          | Netns.Private ns -> sprintf ", network namespace %s" ns
          | Netns.HostLoopback why -> sprintf ", ON HOST LOOPBACK WITHOUT PARTITIONS (%s)" why)
-    let cluster = startCluster name clockFiles
+    let cluster =
+        try startCluster name clockFiles
+        with e ->
+            // Keep the members' logs of a cluster that would not start.
+            let folder = Path.Combine(resultsRoot, sprintf "%s-%s-start" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") name)
+            Directory.CreateDirectory folder |> ignore
+            let dir = Path.Combine(workRoot, name)
+            if Directory.Exists dir then
+                for log in Directory.GetFiles(dir, "member*.log") do
+                    File.Copy(log, Path.Combine(folder, Path.GetFileName log), true)
+            failwithf "the cluster did not start (%s); member logs in %s" e.Message folder
     let members = cluster.Members
     let timeline = cluster.Timeline
     let spare =
@@ -170,6 +180,7 @@ let execute (s: Settings) : Verdict =
     let mutable history: Record list = []
     let mutable finalOps: Operation list = []
     let mutable workloadWindow = (0L, 0L)
+    let mutable checkerText = ""
     try
         // The clients and the nemesis.
         use stop = new CancellationTokenSource()
@@ -228,7 +239,7 @@ let execute (s: Settings) : Verdict =
             try
                 client.InsertAsync(marker, bytes "end", cts.Token).GetAwaiter().GetResult() |> ignore
                 Thread.Sleep 500
-                let replays = members |> Array.map (fun m -> m, replay m marker 15_000)
+                let replays = members |> Array.map (fun m -> m, replay m marker 60_000)
                 for m, r in replays do
                     match r with
                     | Error e -> findings.Add(sprintf "member %d: %s" m.Slot e)
@@ -267,7 +278,17 @@ let execute (s: Settings) : Verdict =
         match result with
         | Linearizable -> ()
         | Unknown keys -> findings.Add(sprintf "linearizability UNKNOWN: search budget exceeded on %s" (String.Join(", ", keys)))
-        | NotLinearizable _ -> findings.Add("NOT LINEARIZABLE: " + Linearizability.describe result)
+        | NotLinearizable(key, explanation) ->
+            checkerText <- Linearizability.describe result
+            let tail = explanation.LongestLinearization |> List.rev |> List.truncate 8 |> List.rev
+            findings.Add(
+                [ yield sprintf "NOT LINEARIZABLE on key %A (%d operations on it; the full account is in checker.txt)" key explanation.Operations.Length
+                  yield "the longest linearizable order found ends with:"
+                  for op in tail do yield "  " + Operation.describe op
+                  match explanation.Stuck with
+                  | Some op -> yield "and cannot be extended with: " + Operation.describe op
+                  | None -> () ]
+                |> String.concat "\n")
     finally
         // Stop every member (SIGTERM, a clean exit expected), then look at exits and logs.
         for m in Array.append members (Option.toArray spare) do
@@ -326,6 +347,7 @@ let execute (s: Settings) : Verdict =
                 timeline.Lines
                 @ [ for r in indeterminate -> sprintf "%s  indeterminate: %s" (showTime r.Op.Invoked) (Workload.describe r) ]
                 |> List.sort)
+            if checkerText <> "" then File.WriteAllText(Path.Combine(folder, "checker.txt"), checkerText + "\n")
             for m in Array.append members (Option.toArray spare) do
                 if File.Exists m.LogPath then File.Copy(m.LogPath, Path.Combine(folder, Path.GetFileName m.LogPath), true)
             (try Directory.Delete(cluster.Dir, true) with _ -> ())
