@@ -87,6 +87,8 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
     member _.LogPath = logPath
     member _.Running = lock gate (fun () -> proc.IsSome)
     member _.Paused = paused
+    /// False between a wipe and the member reporting itself part of the cluster.
+    member _.Joined = joined
     member _.Unexpected = lock gate (fun () -> List.ofSeq unexpected)
     member _.Suspicious = lock suspicious (fun () -> List.ofSeq suspicious)
 
@@ -109,7 +111,7 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
                 match faketime with
                 | Some(lib, file) ->
                     [ "env"; "LD_PRELOAD=" + lib; "FAKETIME_TIMESTAMP_FILE=" + file; "FAKETIME_CACHE_DURATION=1"
-                      "FAKETIME_DONT_RESET=1"; "FAKETIME_DISABLE_SHM=1"; "FAKETIME_DONT_FAKE_MONOTONIC=1" ] @ serve
+                      "FAKETIME_DONT_RESET=1"; "FAKETIME_DISABLE_SHM=1" ] @ serve
                 | None -> serve
             let command =
                 if separateUids then

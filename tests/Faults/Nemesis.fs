@@ -190,7 +190,10 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                     fun () -> this.RemoveSixth()
             | _ -> ignore
         | ClockJump ->
-            match clockFiles, pickRunning false with
+            // Never a member that is still joining: its join deadline would expire at once (exit 7).
+            let eligible = running () |> Array.filter (fun s -> (byslot s).Joined)
+            let pick = if eligible.Length = 0 then None else Some eligible[random.Next eligible.Length]
+            match clockFiles, pick with
             | Some files, Some s ->
                 count kind
                 let jump = if random.Next 2 = 0 then "+30s" else "-30s"

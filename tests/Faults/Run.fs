@@ -18,7 +18,8 @@ let MemberCount = 5
 
 /// Where a run keeps its data and where failing runs leave their evidence.
 let workRoot = Path.Combine(Path.GetTempPath(), sprintf "skiff-faults-%d" Environment.ProcessId)
-let resultsRoot = Path.Combine(Path.GetTempPath(), "skiff-faults-results")
+let resultsRoot =
+    Path.Combine(Path.GetTempPath(), (if Netns.isRoot () then "skiff-faults-results" else "skiff-faults-results-" + Environment.UserName))
 
 let private ensureWorkRoot () =
     Directory.CreateDirectory workRoot |> ignore
