@@ -1,6 +1,6 @@
 // Skiff's build script: `dotnet fsi build.fsx <target> [args]`.
-// Targets: build | test | soak [count] | pack [dir] | bench [args]. A plain script that starts processes: FAKE 6 does not
-// restore here and FAKE 5 needs hand-set context, and this is all we need.
+// Targets: build | test | soak [count] | pack [dir] | bench [args] | faults [--minutes N|--catches]. A plain script
+// that starts processes: FAKE 6 does not restore here and FAKE 5 needs hand-set context, and this is all we need.
 open System
 open System.Diagnostics
 open System.Text.RegularExpressions
@@ -35,8 +35,9 @@ let build () =
         eprintfn "build failed (exit %d)" code
         exit code
 
-/// The test projects, in the order they run: the fast deterministic ones first.
-let testProjects = [ "tests/PropertyTests"; "tests/Integration" ]
+/// The test projects, in the order they run: the fast deterministic ones first. tests/Faults runs real clusters under
+/// faults (two one-minute runs, about 3 minutes; it installs iproute2/nftables/faketime with apt-get when missing).
+let testProjects = [ "tests/PropertyTests"; "tests/Integration"; "tests/Faults" ]
 
 let countLine = Regex(@"SKIFF-TESTS passed=(\d+) failed=(\d+)")
 
@@ -111,12 +112,22 @@ let bench (extra: string list) =
                   yield code ]
     exit (match failures with code :: _ -> code | [] -> 0)
 
+/// Fault runs (tests/Faults): `faults` alone is the default run (a partition proof and two one-minute runs);
+/// `faults --minutes N [--profile partitions|crashes|everything]` one run of N minutes (every fault by default);
+/// `faults --catches` shows the harness catching known bugs (stale reads without ReadIndex, duplicated writes without
+/// sessions). SKIFF_FAULTS_SEED=<seed> replays a run's faults; a failing run prints the folder holding its history,
+/// timeline and member logs.
+let faults (extra: string list) =
+    build ()
+    exit (run "dotnet" ([ "run"; "--project"; "tests/Faults"; "-c"; "Release"; "--no-build"; "--"; "--colours"; "0"; "--no-spinner" ] @ extra))
+
 match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "build" :: _ -> build ()
 | "test" :: rest -> test rest
 | "soak" :: rest -> soak rest
 | "pack" :: rest -> pack rest
 | "bench" :: rest -> bench rest
+| "faults" :: rest -> faults rest
 | other ->
-    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|pack [dir]|bench [args] (got %A)" other
+    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|pack [dir]|bench [args]|faults [--minutes N|--catches] (got %A)" other
     exit 2
