@@ -20,9 +20,10 @@ internal static class Serve
         var election = new Option<int?>("--election-ms") { Description = "Election timeout in ms, randomised in [T, 2T] (default 150, i.e. 150-300)" };
         var maxValue = new Option<int?>("--max-value-bytes") { Description = "The largest value the node accepts, in bytes (default 1048576); larger writes fail with ValueTooLarge" };
         var faultAfter = new Option<int?>("--fault-after-ms") { Hidden = true, Description = "Test hook: fail-stop the node this long after it serves" };
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, heartbeat, election, maxValue, parentPid, faultAfter };
+        var noDedup = new Option<bool>("--unsafe-no-dedup") { Hidden = true, Description = "Test hook: apply resent session writes again (shows the fault harness catches duplicates)" };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, heartbeat, election, maxValue, parentPid, faultAfter, noDedup };
         serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(parentPid),
-            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), ct));
+            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), p.GetValue(noDedup), ct));
         return serve;
     }
 
@@ -50,7 +51,7 @@ internal static class Serve
     }
 
     private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid,
-        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, CancellationToken ct)
+        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, bool unsafeNoDedup, CancellationToken ct)
     {
         using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider()).SetMinimumLevel(LogLevel.Information));
         var log = loggerFactory.CreateLogger("skiff");
@@ -63,6 +64,13 @@ internal static class Serve
             foreach (var part in (joinText ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 join.Add(Addresses.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
             var timing = Timing(heartbeatMs, electionMs);
+            Action<Skiff.Net.Runtime.SkiffServerOptions>? configure = unsafeNoDedup
+                ? o =>
+                {
+                    timing?.Invoke(o);
+                    o.UnsafeNoSessionDedup = true;
+                }
+                : timing;
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             if (parentPid is { } pid) _ = WatchParent(pid, stop);
@@ -70,7 +78,7 @@ internal static class Serve
             node = SkiffNode.Create(new SkiffOptions
             {
                 DataDirectory = dir, Address = bind, Port = port, JoinCluster = join, LoggerFactory = loggerFactory,
-                ConfigureServer = timing,
+                ConfigureServer = configure,
                 // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).
                 MinThreadPoolThreads = 64,
                 MaxValueBytes = maxValueBytes ?? KeyRules.DefaultMaxValueBytes,

@@ -44,7 +44,7 @@ let skiffDll () : string =
     |> Option.defaultWith (fun () -> failwith "Skiff.Cli.dll not built: run `dotnet build Skiff.Functional.sln -c Release` first")
 
 /// One member slot: a fixed address and uid; its process comes and goes.
-type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUids: bool, parentPid: int) =
+type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUids: bool, parentPid: int, serveFlags: string list) =
     let ip = sprintf "127.0.0.%d" slot
     let uid = 47000 + slot
     let dataDir = Path.Combine(runDir, sprintf "n%d" slot)
@@ -108,6 +108,7 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
             let serve =
                 [ "dotnet"; dll; "serve"; "--dir"; dataDir; "--bind"; ip; "--port"; string port
                   "--heartbeat-ms"; "50"; "--election-ms"; "300"; "--parent-pid"; string parentPid ]
+                @ serveFlags
                 @ (if join.IsEmpty then [] else [ "--join"; String.Join(",", join) ])
             // libfaketime is preloaded into the member only (through `env`, after setpriv dropped to the member's
             // uid), not into setpriv: a root setpriv would create faketime's semaphore where the member cannot open it.

@@ -27,7 +27,7 @@ let partitionCuts =
     test "a partition cuts: the minority cannot commit, the checker catches a stale read, healing restores it" {
         if not (Netns.canCut ()) then
             skiptestf "no network cutting here (%A): the partition proof needs root and a network namespace" Netns.mode.Value
-        let cluster = Run.startCluster "partition-proof" None
+        let cluster = Run.startCluster "partition-proof" None []
         try
             let m = cluster.Members
             let leader = Cluster.leader (List.ofArray m) |> Option.map (fun (l, _) -> l.Slot) |> Option.defaultValue 1
@@ -103,7 +103,8 @@ let faultRun (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Nem
                   Seed = seed seedOffset
                   Duration = duration
                   Profile = profile
-                  Workload = Workload.defaults }
+                  Workload = Workload.defaults
+                  ServeFlags = [] }
         if not verdict.Passed then failtest verdict.Report
     }
 
@@ -116,7 +117,8 @@ let tests =
     ]
 
 /// A run that must FAIL: the harness is shown to catch a real bug. Passes if the run reports one of `expected`.
-let mustCatch (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Nemesis.Profile) (workload: Workload.Options) (expected: string list) =
+let mustCatch (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Nemesis.Profile) (workload: Workload.Options)
+    (serveFlags: string list) (expected: string list) =
     test (sprintf "the harness catches %s" name) {
         let verdict =
             Run.execute
@@ -124,20 +126,22 @@ let mustCatch (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Ne
                   Seed = seed seedOffset
                   Duration = duration
                   Profile = profile
-                  Workload = workload }
+                  Workload = workload
+                  ServeFlags = serveFlags }
         if not (expected |> List.exists verdict.Report.Contains) then
             failtestf "expected the run to report one of %A, but it did not:\n%s" expected verdict.Report
     }
 
 /// `--catches`: the harness against known bugs. Stale reads: clients read without ReadIndex (each member's own state)
 /// during partitions and pauses, recorded as linearizable reads. Duplicated writes: leader kills on a server without
-/// exactly-once sessions (today's main; once sessions exist this needs the server's test-only switch to disable them).
+/// the session table (the members run with `serve --unsafe-no-dedup`, a hidden test hook that applies a resent write
+/// again).
 let catches =
     testSequenced <| testList "Faults catch bugs" [
         mustCatch "stale reads" 3 (TimeSpan.FromSeconds 40.0) { Nemesis.partitions with Kinds = [ Nemesis.MajorityMinority; Nemesis.IsolateLeader; Nemesis.PauseLeader ] }
-            { Workload.defaults with StaleReads = true } [ "NOT LINEARIZABLE" ]
+            { Workload.defaults with StaleReads = true } [] [ "NOT LINEARIZABLE" ]
         mustCatch "duplicated writes" 4 (TimeSpan.FromSeconds 60.0) { Nemesis.crashes with Kinds = [ Nemesis.KillLeader ] }
-            Workload.defaults [ "DUPLICATE WRITE"; "NOT LINEARIZABLE" ]
+            Workload.defaults [ "--unsafe-no-dedup" ] [ "DUPLICATE WRITE"; "NOT LINEARIZABLE" ]
     ]
 
 /// `--minutes N [--profile partitions|crashes|everything]`: one long run (of every fault by default).

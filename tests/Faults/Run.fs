@@ -52,7 +52,7 @@ let waitVoters (members: Member[]) (n: int) (ms: int) : bool =
         .IsSome
 
 /// Starts five members: 1 founds the cluster, 2–5 join one after another.
-let startCluster (name: string) (clockFiles: string[] option) : Started =
+let startCluster (name: string) (clockFiles: string[] option) (serveFlags: string list) : Started =
     ensureWorkRoot ()
     let dir = Path.Combine(workRoot, name)
     if Directory.Exists dir then Directory.Delete(dir, true)
@@ -60,7 +60,7 @@ let startCluster (name: string) (clockFiles: string[] option) : Started =
     Netns.run "chmod" [ "755"; dir ] 10_000 |> ignore
     let timeline = Timeline()
     resetFirewall ()
-    let members = [| for s in 1 .. MemberCount -> new Member(s, Port, dir, timeline, separateUids (), Environment.ProcessId) |]
+    let members = [| for s in 1 .. MemberCount -> new Member(s, Port, dir, timeline, separateUids (), Environment.ProcessId, serveFlags) |]
     let started = { Members = members; Timeline = timeline; Dir = dir }
     let clock slot =
         match clockFiles, Netns.libfaketime () with
@@ -120,7 +120,9 @@ type Settings =
       Seed: int
       Duration: TimeSpan
       Profile: Nemesis.Profile
-      Workload: Workload.Options }
+      Workload: Workload.Options
+      /// Extra `skiff serve` flags for every member (the hidden test hooks of the bug-catching runs).
+      ServeFlags: string list }
 
 let private ms (us: int64) = float us / 1000.0
 
@@ -161,7 +163,7 @@ let execute (s: Settings) : Verdict =
          | Netns.Private ns -> sprintf ", network namespace %s" ns
          | Netns.HostLoopback why -> sprintf ", ON HOST LOOPBACK WITHOUT PARTITIONS (%s)" why)
     let cluster =
-        try startCluster name clockFiles
+        try startCluster name clockFiles s.ServeFlags
         with e ->
             // Keep the members' logs of a cluster that would not start.
             let folder = Path.Combine(resultsRoot, sprintf "%s-%s-start" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") name)
@@ -175,7 +177,7 @@ let execute (s: Settings) : Verdict =
     let timeline = cluster.Timeline
     let spare =
         if s.Profile.Kinds |> List.contains Nemesis.AddSixth then
-            Some(new Member(MemberCount + 1, Port, cluster.Dir, timeline, separateUids (), Environment.ProcessId))
+            Some(new Member(MemberCount + 1, Port, cluster.Dir, timeline, separateUids (), Environment.ProcessId, s.ServeFlags))
         else None
     let nemesis = Nemesis.Nemesis(members, spare, timeline, random, clockFiles)
     let mutable history: Record list = []

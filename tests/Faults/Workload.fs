@@ -14,11 +14,9 @@ open Skiff.Core.Linearizability
 open Skiff.Net.Runtime
 open Skiff.Faults.Cluster
 
-/// Did this failed write surely not take effect? Today only errors raised before anything was sent qualify; every
-/// other error (timeouts, lost connections, no quorum, forwarding failures) leaves the outcome unknown.
-/// When SkiffException.Outcome exists (issue 11) this becomes: `e.Outcome = WriteOutcome.NotApplied`.
-let surelyNotApplied (e: SkiffException) : bool =
-    e.Kind = ErrorKind.InvalidKey || e.Kind = ErrorKind.ValueTooLarge
+/// Did this failed write surely not take effect? The error says so (issue 11): `NotApplied` for a write refused
+/// before it was proposed or never delivered; every other failure leaves the outcome unknown (indeterminate).
+let surelyNotApplied (e: SkiffException) : bool = e.Outcome = WriteOutcome.NotApplied
 
 /// One recorded operation: the checker's view plus what a person needs to read a timeline.
 type Record =
@@ -51,8 +49,10 @@ let defaults = { Clients = 10; DeadlineMs = 2000; ThinkMs = 20; StaleReads = fal
 /// Returns the history (every operation that was invoked, completed or not).
 let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int[]) (stop: CancellationToken) : Task<Record list> =
     let history = ConcurrentQueue<Record>()
-    // One client object per member: a single address each, so an operation goes exactly where it was sent.
-    let clients = members |> Array.map (fun m -> new SkiffGrpcClient([ m.Address ]))
+    // One client object per member: a single address each, so an operation goes exactly where it was sent. Writes are
+    // in the client's session and resent (to that member) after any failure that may have hidden their outcome, as
+    // the library's Client does.
+    let clients = members |> Array.map (fun m -> (new SkiffGrpcClient([ m.Address ])).UseSessions())
     let worker (c: int) =
         task {
             let random = Random(seed * 7919 + c)
@@ -103,6 +103,8 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                                     return Ok(Output.Result(CommandResult.Swapped swapped))
                             with
                             | :? SkiffException as e -> return Error(e.Message, surelyNotApplied e)
+                            | :? WriteCancelledException as e ->
+                                return Error("deadline passed: " + e.Message, e.Outcome = WriteOutcome.NotApplied)
                             | :? OperationCanceledException -> return Error("deadline passed (cancelled)", false)
                             | e -> return Error(e.GetType().Name + ": " + e.Message, false)
                         }

@@ -57,7 +57,10 @@ public sealed class SkiffServer : IAsyncDisposable
         Address = $"{options.Bind}:{options.Port}";
         var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
         {
-            Kv = new Skiff.Net.Storage.KvOptions { WatchHistory = Math.Max(0, options.WatchHistory) },
+            Kv = new Skiff.Net.Storage.KvOptions
+            {
+                WatchHistory = Math.Max(0, options.WatchHistory), UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
+            },
         });
         _storage = storage;
         Id = storage.HardState.NodeId;

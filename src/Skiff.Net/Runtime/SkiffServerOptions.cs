@@ -69,6 +69,10 @@ public sealed class SkiffServerOptions
     public Microsoft.Extensions.Logging.ILoggerFactory LoggerFactory { get; set; } =
         Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
 
+    /// <summary>Test hook, never for production: the state machine applies a resent session write again (see
+    /// KvOptions.UnsafeNoSessionDedup).</summary>
+    internal bool UnsafeNoSessionDedup { get; set; }
+
     /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
     public Skiff.Core.Options? Raft { get; set; }
 }

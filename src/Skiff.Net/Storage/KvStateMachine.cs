@@ -31,6 +31,10 @@ public sealed record KvOptions
     /// the store under reserved keys, so snapshots carry it and replaying the log after a restart rebuilds it.</summary>
     public int WatchHistory { get; init; } = 100_000;
 
+    /// <summary>Test hook, never for production: apply every write in a client session as if it had none, so a
+    /// resent write is applied again. The fault harness uses it to show that it catches duplicated writes.</summary>
+    internal bool UnsafeNoSessionDedup { get; init; }
+
     internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (2L << MemorySizeBits) + IndexSizeBytes + (16L << 20);
 }
 
@@ -391,6 +395,7 @@ public sealed class KvStateMachine : IDisposable
             try
             {
                 KvHistoryChange? made = null;
+                if (_options.UnsafeNoSessionDedup && command is LogCommand.InSession unsafeWrite) command = LogCommand.NewPlain(unsafeWrite.Item2);
                 var applied = Sessions.apply(
                     FuncConvert.FromFunc<Command, CommandResult>(c => ApplyDataUnlocked(index, c, out made)),
                     _sessions, index, command);
