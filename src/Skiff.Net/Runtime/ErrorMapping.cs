@@ -33,6 +33,7 @@ public static class ErrorMapping
         ErrorKind.StreamClosed => StatusCode.Aborted,
         ErrorKind.ClusterJoinFailed => StatusCode.FailedPrecondition,
         ErrorKind.SessionExpired => StatusCode.FailedPrecondition,
+        ErrorKind.Overloaded => StatusCode.ResourceExhausted,
         _ => StatusCode.Internal,
     };
 
