@@ -90,6 +90,9 @@ public class SkiffException : Exception
     /// <summary>True when the write may have taken effect (<see cref="WriteOutcome.Unknown"/>).</summary>
     public bool MayHaveApplied => Outcome == WriteOutcome.Unknown;
 
+    /// <summary>The details alone, without the kind that <see cref="Exception.Message"/> starts with.</summary>
+    public string Detail { get; }
+
     /// <summary>Creates an exception of the given kind.</summary>
     /// <param name="kind">What went wrong.</param>
     /// <param name="message">Details for a human: what, where, and what to do if anything.</param>
@@ -101,6 +104,7 @@ public class SkiffException : Exception
         : base($"{kind}: {message}", inner)
     {
         Kind = kind;
+        Detail = message;
         Outcome = outcome ?? DefaultOutcome(kind);
     }
 

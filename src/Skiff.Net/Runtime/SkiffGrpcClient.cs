@@ -90,7 +90,7 @@ public sealed class SkiffGrpcClient : IDisposable
             }
             catch (RpcException e) when (!ct.IsCancellationRequested)
             {
-                if (!attemptCts.IsCancellationRequested && !Resendable(ErrorMapping.FromRpc(e))) throw ErrorMapping.FromRpc(e);
+                if (!attemptCts.IsCancellationRequested && ErrorMapping.FromRpc(e) is var error && !Resendable(error)) throw error;
             }
             catch (RpcException) { throw new OperationCanceledException(ct); }
             await Task.Delay(delay, ct).ConfigureAwait(false);

@@ -477,15 +477,10 @@ public sealed class SkiffServer : IAsyncDisposable
                     last = e;
                     mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
                 }
-                catch (SkiffException e) when (e.Kind == ErrorKind.SessionExpired && mayHaveApplied && e.Outcome == WriteOutcome.NotApplied)
+                catch (SkiffException e) when (mayHaveApplied && e.Outcome == WriteOutcome.NotApplied)
                 {
-                    // This attempt did nothing, but an earlier one may have: say so.
-                    throw new SkiffException(e.Kind, e.Message[(e.Kind + ": ").Length..] + "; an earlier attempt may have taken effect",
-                        e, WriteOutcome.Unknown);
-                }
-                catch (SkiffException e) when (mayHaveApplied && e.Outcome == WriteOutcome.NotApplied && e.Kind is ErrorKind.NotLeader)
-                {
-                    throw new SkiffException(e.Kind, e.Message[(e.Kind + ": ").Length..], e, WriteOutcome.Unknown);
+                    // This attempt did nothing, but an earlier one may have: whatever ends the call must say so.
+                    throw new SkiffException(e.Kind, e.Detail + "; an earlier attempt may have taken effect", e, WriteOutcome.Unknown);
                 }
                 inFlight = false;
                 await Task.Delay(delay, token).ConfigureAwait(false);
