@@ -5,7 +5,8 @@ open System
 open System.Threading
 open Expecto
 open Skiff.Core
-open Skiff.Core.Linearizability
+open Skiff.Simulation
+open Skiff.Simulation.Linearizability
 open Skiff.Net.Runtime
 open Skiff.Faults.Cluster
 open Skiff.Faults.Workload

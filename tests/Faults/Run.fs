@@ -7,7 +7,8 @@ open System.IO
 open System.Threading
 open System.Threading.Tasks
 open Skiff.Core
-open Skiff.Core.Linearizability
+open Skiff.Simulation
+open Skiff.Simulation.Linearizability
 open Skiff.Net.Runtime
 open Skiff.Faults.Cluster
 open Skiff.Faults.Workload

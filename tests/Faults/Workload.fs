@@ -10,7 +10,8 @@ open System.Threading
 open System.Threading.Tasks
 open Skiff
 open Skiff.Core
-open Skiff.Core.Linearizability
+open Skiff.Simulation
+open Skiff.Simulation.Linearizability
 open Skiff.Net.Runtime
 open Skiff.Faults.Cluster
 

@@ -70,7 +70,7 @@ let tests =
                 let err = p.StandardError.ReadToEndAsync()
                 Expect.isTrue (p.WaitForExit(TimeSpan.FromMinutes 3.0)) "pack ends"
                 Expect.equal p.ExitCode 0 (sprintf "dotnet pack:\n%s%s" log.Result err.Result)
-                for id in [ "Skiff.Core"; "Skiff.Net"; "Skiff"; "Skiff.FSharp"; "Skiff.Cli" ] do
+                for id in [ "Skiff.Core"; "Skiff.Simulation"; "Skiff.Net"; "Skiff"; "Skiff.FSharp"; "Skiff.Cli" ] do
                     let nupkg = Path.Combine(output, id + ".0.1.0.nupkg")
                     Expect.isTrue (File.Exists nupkg) (sprintf "%s was packed" id)
                     Expect.isTrue (File.Exists(Path.Combine(output, id + ".0.1.0.snupkg"))) (sprintf "%s has symbols" id)
@@ -79,7 +79,7 @@ let tests =
                     Expect.contains names "README.md" (sprintf "%s carries the README" id)
                     Expect.contains names "LICENSE" (sprintf "%s carries the license" id)
                 let packed = Directory.GetFiles(output, "*.nupkg") |> Array.map Path.GetFileName |> Array.sort
-                Expect.equal packed.Length 5 (sprintf "only the libraries and the tool are packages: %A" packed)
+                Expect.equal packed.Length 6 (sprintf "only the libraries and the tool are packages: %A" packed)
             finally
                 try Directory.Delete(output, true) with _ -> ()
         }

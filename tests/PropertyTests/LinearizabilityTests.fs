@@ -6,7 +6,8 @@ open System
 open System.Diagnostics
 open Expecto
 open Skiff.Core
-open Skiff.Core.Linearizability
+open Skiff.Simulation
+open Skiff.Simulation.Linearizability
 
 // ---------------------------------------------------------------------------------------------------------------
 // Building histories by hand: `get client invoked completed key observed` and friends; values are strings.

@@ -13,7 +13,8 @@ open System
 open System.Diagnostics
 open Expecto
 open Skiff.Core
-open Skiff.Core.Simulator
+open Skiff.Simulation
+open Skiff.Simulation.Simulator
 open Skiff.PropertyTests.SimulationSupport
 
 /// Ticks the last faults stay in force (longer than the bound, so the check applies on every schedule whose last

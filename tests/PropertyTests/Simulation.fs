@@ -12,7 +12,8 @@ open Expecto
 open FsCheck
 open FsCheck.FSharp
 open Skiff.Core
-open Skiff.Core.Simulator
+open Skiff.Simulation
+open Skiff.Simulation.Simulator
 open Skiff.PropertyTests.SimulationSupport
 
 /// The settings every simulation test uses.

@@ -5,7 +5,8 @@ open System
 open FsCheck
 open FsCheck.FSharp
 open Skiff.Core
-open Skiff.Core.Simulator
+open Skiff.Simulation
+open Skiff.Simulation.Simulator
 
 // ---------------------------------------------------------------------------------------------------------------
 // Generating schedules

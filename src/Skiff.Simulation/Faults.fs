@@ -1,9 +1,10 @@
 /// Fault schedules for the deterministic simulator: what goes wrong, and when. A schedule is plain data so that
 /// property-based testing can generate and shrink it, and it prints compactly (`Schedule.format`) in a form that
 /// `Schedule.parse` reads back, so a failure found once can be replayed exactly.
-namespace Skiff.Core
+namespace Skiff.Simulation
 
 open System
+open Skiff.Core
 
 /// One fault (or repair). Nodes are named by their slot: 0 .. n-1 for the initial members in creation order,
 /// then n, n+1, ... for nodes added later. A slot is taken modulo the number of nodes that exist when the fault

@@ -8,10 +8,11 @@
 ///
 /// Reading order: the public history and result types, then the per-key register model, then the search, then
 /// `check`.
-module Skiff.Core.Linearizability
+module Skiff.Simulation.Linearizability
 
 open System
 open System.Collections.Generic
+open Skiff.Core
 
 // ---------------------------------------------------------------------------------------------------------------
 // History

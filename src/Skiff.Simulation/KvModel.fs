@@ -1,6 +1,8 @@
 /// The in-memory key-value state machine the simulator applies committed commands to: the reference semantics of
 /// Put, Delete and CompareAndSwap (see Command.fs), as plain immutable data so that snapshots are free to copy.
-module Skiff.Core.KvModel
+module Skiff.Simulation.KvModel
+
+open Skiff.Core
 
 /// A key-value store: keys to values. Values compare by content.
 type Store = Map<string, byte[]>

@@ -1,4 +1,6 @@
-namespace Skiff.Core
+namespace Skiff.Simulation
+
+open Skiff.Core
 
 /// One node as the partial-failure liveness check sees it at a tick.
 [<Struct>]

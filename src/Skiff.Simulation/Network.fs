@@ -1,6 +1,7 @@
-namespace Skiff.Core
+namespace Skiff.Simulation
 
 open System.Collections.Generic
+open Skiff.Core
 
 /// The simulator's one source of randomness: SplitMix64, chosen because its output is fixed by its definition
 /// (System.Random's seeded sequence is an implementation detail of the runtime).
