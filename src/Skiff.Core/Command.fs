@@ -24,7 +24,7 @@ type CommandResult =
     /// A put or delete was applied.
     | Done
     /// A compare-and-swap was applied; true if the value matched and was swapped.
-    | Swapped of bool
+    | Swapped of swapped: bool
 
 /// Binary encoding of commands: `[version=1][tag][u16 key length][key UTF-8][payload]`, with values as
 /// `[u8 present][i32 length][bytes]`. Little-endian. Decoding never throws: bad bytes give `Error`.
@@ -138,9 +138,9 @@ type SessionStamp =
 [<RequireQualifiedAccess>]
 type LogCommand =
     /// A command outside any session (the skiff-rs wire calls): applied each time it is in the log.
-    | Plain of Command
+    | Plain of command: Command
     /// A command inside a session: applied at most once per (session, sequence).
-    | InSession of SessionStamp * Command
+    | InSession of stamp: SessionStamp * command: Command
     /// Opens a session that expires after `timeoutMs` of log time without requests. Its id is the entry's index.
     | OpenSession of time: int64 * timeoutMs: int64
     /// Closes a session and forgets its results.
@@ -150,9 +150,9 @@ type LogCommand =
 [<RequireQualifiedAccess>]
 type LogResult =
     /// The command was applied now.
-    | Applied of CommandResult
+    | Applied of result: CommandResult
     /// The same session request was applied before, at `index`; this is what it did then. Nothing changed now.
-    | Repeated of CommandResult * index: int64
+    | Repeated of result: CommandResult * index: int64
     /// A session was opened; its id.
     | SessionOpened of session: int64
     /// A session was closed (or was already gone).

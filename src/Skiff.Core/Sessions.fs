@@ -42,7 +42,7 @@ type Table =
 /// A change to the table that a durable state machine must persist.
 [<RequireQualifiedAccess>]
 type Touched =
-    | Saved of Session
+    | Saved of session: Session
     | Removed of session: int64
 
 /// No sessions, clock at zero.

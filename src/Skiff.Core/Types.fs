@@ -43,9 +43,9 @@ type Configuration =
 [<RequireQualifiedAccess>]
 type ConfigChange =
     /// Add a node as a non-voting learner; the leader promotes it to voter by itself once it has caught up.
-    | AddServer of id: NodeId * address: string
+    | AddServer of Id: NodeId * Address: string
     /// Remove a node (voter or learner). Removing the leader makes it step down once the change commits.
-    | RemoveServer of id: NodeId
+    | RemoveServer of Id: NodeId
 
 /// What a log entry carries.
 [<RequireQualifiedAccess>]
@@ -53,9 +53,9 @@ type Payload =
     /// Appended by a new leader at the start of its term so that earlier entries can commit (Raft §5.4.2).
     | Noop
     /// An application command, opaque to the reducer (for Skiff, a CommandCodec-encoded Command).
-    | Command of byte[]
+    | Command of Bytes: byte[]
     /// A new cluster configuration, which takes effect as soon as it is in a node's log.
-    | Config of Configuration
+    | Config of Configuration: Configuration
 
 /// One entry of the replicated log.
 type Entry =
@@ -90,7 +90,7 @@ type Role =
 [<RequireQualifiedAccess>]
 type Rejection =
     /// This node is not the leader; the hint says who is, if known. The interpreter may forward there.
-    | NotLeader of leaderHint: NodeId option
+    | NotLeader of LeaderHint: NodeId option
     /// A leadership transfer is under way; proposals wait until it ends or times out.
     | TransferInProgress
     /// Another membership change has not committed yet.
@@ -98,7 +98,7 @@ type Rejection =
     /// The leader lost leadership before the request could be answered; its outcome is unknown for writes.
     | LeadershipLost
     /// The request does not make sense (e.g. removing a node that is not a member); the text says why.
-    | Invalid of reason: string
+    | Invalid of Reason: string
     /// A leadership transfer did not complete within an election timeout: the target never caught up, so it was
     /// never told to campaign (no TimeoutNow was sent). This node is still the leader and accepts proposals again;
     /// leadership does not move because of this transfer.
@@ -176,14 +176,14 @@ type SnapshotReply =
 /// The Raft messages exchanged between peers.
 [<RequireQualifiedAccess>]
 type Message =
-    | Vote of VoteRequest
-    | VoteReply of VoteReply
-    | Append of AppendRequest
-    | AppendReply of AppendReply
-    | Snapshot of SnapshotRequest
-    | SnapshotReply of SnapshotReply
+    | Vote of Request: VoteRequest
+    | VoteReply of Reply: VoteReply
+    | Append of Request: AppendRequest
+    | AppendReply of Reply: AppendReply
+    | Snapshot of Request: SnapshotRequest
+    | SnapshotReply of Reply: SnapshotReply
     /// Leadership transfer: the receiver should start an election at once.
-    | TimeoutNow of term: Term
+    | TimeoutNow of Term: Term
 
 /// A message with its sender and addressee.
 type Envelope =
@@ -195,7 +195,7 @@ type Envelope =
 [<RequireQualifiedAccess>]
 type LoadPurpose =
     /// To replicate them to a follower that is behind the in-memory window.
-    | Replicate of peer: NodeId
+    | Replicate of Peer: NodeId
     /// To apply them to the state machine (after a restart with a long unapplied tail).
     | Apply
 
@@ -205,56 +205,56 @@ type Event =
     /// One unit of logical time has passed.
     | Tick
     /// A message from a peer arrived.
-    | Receive of Envelope
+    | Receive of Envelope: Envelope
     /// A client asks to append a command.
-    | Propose of RequestId * command: byte[]
+    | Propose of Id: RequestId * Command: byte[]
     /// A client asks for a linearizable read (ReadIndex).
-    | Read of RequestId
+    | Read of Id: RequestId
     /// An operator or joining node asks for a membership change.
-    | ChangeConfig of RequestId * ConfigChange
+    | ChangeConfig of Id: RequestId * Change: ConfigChange
     /// Hand leadership to the given voter.
-    | TransferLeadership of RequestId * target: NodeId
+    | TransferLeadership of Id: RequestId * Target: NodeId
     /// Log entries up to `Index` (whose entry has term `Term`) are durable on this node.
     | Persisted of Index: LogIndex * Term: Term
     /// Entries asked for with LoadEntries, or an empty list if they were compacted away.
-    | EntriesLoaded of LoadPurpose * Entry list
+    | EntriesLoaded of Purpose: LoadPurpose * Entries: Entry list
     /// The snapshot asked for with TakeSnapshot is durable.
-    | SnapshotTaken of SnapshotMeta
+    | SnapshotTaken of Meta: SnapshotMeta
 
 /// Everything the reducer asks the outside world to do. See docs/architecture.md for the ordering rules.
 [<RequireQualifiedAccess>]
 type Effect =
     /// Make the hard state durable. A Send later in the same effect list must wait for it.
-    | PersistHardState of HardState
+    | PersistHardState of HardState: HardState
     /// Make these entries durable, first discarding any stored entries at or after the first one's index.
     /// A Send later in the same list must wait for it; answer with Event.Persisted once durable.
-    | PersistEntries of Entry list
+    | PersistEntries of Entries: Entry list
     /// Send a message to a peer. Loss, delay and reordering are tolerated.
-    | Send of Envelope
+    | Send of Envelope: Envelope
     /// Apply these committed entries to the state machine, in order, after all earlier Apply effects.
-    | Apply of Entry list
+    | Apply of Entries: Entry list
     /// Read entries [From, To] from storage and answer with Event.EntriesLoaded.
-    | LoadEntries of LoadPurpose * From: LogIndex * To: LogIndex
+    | LoadEntries of Purpose: LoadPurpose * From: LogIndex * To: LogIndex
     /// A proposal was appended at this index and term; it succeeded if the entry applied at that index has
     /// that term, and failed if another entry is applied there.
-    | Accepted of RequestId * Index: LogIndex * Term: Term
+    | Accepted of Id: RequestId * Index: LogIndex * Term: Term
     /// A request was refused or abandoned.
-    | Reject of RequestId * Rejection
+    | Reject of Id: RequestId * Rejection: Rejection
     /// These reads are linearizable once the state machine has applied at least `Index`: serve them then.
-    | ReadReady of RequestId list * Index: LogIndex
+    | ReadReady of Ids: RequestId list * Index: LogIndex
     /// The change or transfer with this id is done (a config change is committed; a transfer has handed over).
-    | Completed of RequestId
+    | Completed of Id: RequestId
     /// Snapshot the state machine at the applied index (after all earlier Apply effects) and answer with
     /// Event.SnapshotTaken.
-    | TakeSnapshot of LogIndex
+    | TakeSnapshot of Index: LogIndex
     /// Discard stored log entries up to and including this index (they are in a snapshot).
-    | CompactLog of LogIndex
+    | CompactLog of UpTo: LogIndex
     /// Stream the latest snapshot to a peer, then deliver it there as a Message.Snapshot.
-    | SendSnapshot of To: NodeId * Term: Term * SnapshotMeta
+    | SendSnapshot of To: NodeId * Term: Term * Meta: SnapshotMeta
     /// Install the staged snapshot as the state machine and replace the whole log with it, durably. A Send
     /// later in the same list must wait for it.
-    | InstallSnapshot of staged: string * SnapshotMeta
+    | InstallSnapshot of Staged: string * Meta: SnapshotMeta
     /// For observers: role, term or known leader changed.
-    | RoleChanged of Role * Term * leader: NodeId option
+    | RoleChanged of Role: Role * Term: Term * Leader: NodeId option
     /// For observers and the transport: the configuration in force changed (peers' addresses live here).
-    | ConfigurationChanged of Configuration
+    | ConfigurationChanged of Configuration: Configuration

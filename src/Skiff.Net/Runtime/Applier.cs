@@ -152,7 +152,7 @@ internal sealed class Applier
             switch (e.Payload)
             {
                 case Payload.Command c:
-                    var decoded = LogCommandCodec.decodeArray(c.Item);
+                    var decoded = LogCommandCodec.decodeArray(c.Bytes);
                     // A committed command this member cannot read (written by a newer version, or damaged) must stop
                     // it: skipping it would leave its state machine different from every other member's.
                     if (decoded.IsError)
@@ -162,7 +162,7 @@ internal sealed class Applier
                     result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
                     break;
                 case Payload.Config cfg:
-                    _config = cfg.Item;
+                    _config = cfg.Configuration;
                     _sm.Skip(e.Index, e.Term);
                     break;
                 default:

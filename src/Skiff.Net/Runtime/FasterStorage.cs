@@ -24,12 +24,12 @@ public sealed class FasterLogStore : ILogStore
         switch (e.Payload)
         {
             case Payload.Command c:
-                payload = new byte[c.Item.Length + 1];
+                payload = new byte[c.Bytes.Length + 1];
                 payload[0] = Cmd;
-                c.Item.CopyTo(payload, 1);
+                c.Bytes.CopyTo(payload, 1);
                 break;
             case Payload.Config c:
-                var body = WireCodec.ToWire(c.Item).ToByteArray();
+                var body = WireCodec.ToWire(c.Configuration).ToByteArray();
                 payload = new byte[body.Length + 1];
                 payload[0] = Cfg;
                 body.CopyTo(payload, 1);

@@ -300,63 +300,63 @@ internal sealed class NodeRuntime : IAsyncDisposable
             switch (effect)
             {
                 case Effect.PersistHardState h:
-                    barrier = _writer.SaveHardState(h.Item);
+                    barrier = _writer.SaveHardState(h.HardState);
                     break;
                 case Effect.PersistEntries p:
-                    barrier = _writer.Append(p.Item);
+                    barrier = _writer.Append(p.Entries);
                     break;
                 case Effect.InstallSnapshot i:
-                    barrier = _writer.Reset(i.Item2, _applier.Install(i.staged, i.Item2));
+                    barrier = _writer.Reset(i.Meta, _applier.Install(i.Staged, i.Meta));
                     break;
                 case Effect.Send s:
-                    if (barrier is null || barrier.IsCompletedSuccessfully) _send(s.Item);
-                    else (delayed ??= new()).Add(s.Item);
+                    if (barrier is null || barrier.IsCompletedSuccessfully) _send(s.Envelope);
+                    else (delayed ??= new()).Add(s.Envelope);
                     break;
                 case Effect.Apply a:
-                    _applier.Apply(a.Item);
+                    _applier.Apply(a.Entries);
                     break;
                 case Effect.LoadEntries l:
-                    var purpose = l.Item1;
+                    var purpose = l.Purpose;
                     var from = l.From;
                     var to = l.To;
                     _loads.Writer.TryWrite((purpose, from, to));
                     break;
                 case Effect.Accepted acc:
-                    if (_pending.Remove(acc.Item1, out var pa))
+                    if (_pending.Remove(acc.Id, out var pa))
                     {
                         pa.AcceptedAt = System.Diagnostics.Stopwatch.GetTimestamp();
                         _applier.WaitWrite(pa, acc.Index, acc.Term);
                     }
                     break;
                 case Effect.Reject r:
-                    if (_pending.Remove(r.Item1, out var pr)) pr.Fail(ToException(r.Item2));
+                    if (_pending.Remove(r.Id, out var pr)) pr.Fail(ToException(r.Rejection));
                     break;
                 case Effect.ReadReady rr:
                     var reads = new List<Pending>();
-                    foreach (var rid in rr.Item1)
+                    foreach (var rid in rr.Ids)
                         if (_pending.Remove(rid, out var pread)) reads.Add(pread);
                     if (reads.Count > 0) _applier.WaitRead(reads, rr.Index);
                     break;
                 case Effect.Completed c:
-                    if (_pending.Remove(c.Item, out var pc)) pc.Succeed(null);
+                    if (_pending.Remove(c.Id, out var pc)) pc.Succeed(null);
                     break;
                 case Effect.TakeSnapshot t:
-                    _applier.TakeSnapshot(t.Item);
+                    _applier.TakeSnapshot(t.Index);
                     break;
                 case Effect.CompactLog c:
-                    _writer.Compact(c.Item);
+                    _writer.Compact(c.UpTo);
                     break;
                 case Effect.SendSnapshot ss:
-                    _sendSnapshot(ss.To, ss.Term, ss.Item3);
+                    _sendSnapshot(ss.To, ss.Term, ss.Meta);
                     break;
                 case Effect.RoleChanged rc:
-                    var leader = FSharpOption<Guid>.get_IsSome(rc.leader) ? rc.leader!.Value : (Guid?)null;
-                    Status = (rc.Item1, rc.Item2, leader);
-                    SafeRaise(() => RoleChanged?.Invoke(rc.Item1, rc.Item2, leader));
+                    var leader = FSharpOption<Guid>.get_IsSome(rc.Leader) ? rc.Leader!.Value : (Guid?)null;
+                    Status = (rc.Role, rc.Term, leader);
+                    SafeRaise(() => RoleChanged?.Invoke(rc.Role, rc.Term, leader));
                     break;
                 case Effect.ConfigurationChanged cc:
-                    Configuration = cc.Item;
-                    SafeRaise(() => ConfigurationChanged?.Invoke(cc.Item));
+                    Configuration = cc.Configuration;
+                    SafeRaise(() => ConfigurationChanged?.Invoke(cc.Configuration));
                     break;
             }
         }
@@ -390,8 +390,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
 
     internal static Exception ToException(Rejection r) => r switch
     {
-        Rejection.NotLeader nl => new NotLeaderException(FSharpOption<Guid>.get_IsSome(nl.leaderHint) ? nl.leaderHint!.Value : null),
-        Rejection.Invalid inv => new SkiffException(ErrorKind.PeerNotFound, inv.reason),
+        Rejection.NotLeader nl => new NotLeaderException(FSharpOption<Guid>.get_IsSome(nl.LeaderHint) ? nl.LeaderHint!.Value : null),
+        Rejection.Invalid inv => new SkiffException(ErrorKind.PeerNotFound, inv.Reason),
         _ when r.IsTransferTimedOut => new SkiffException(ErrorKind.Timeout,
             "the leadership transfer did not complete within an election timeout; the leader is unchanged"),
         _ when r.IsTransferOutcomeUnknown => new SkiffException(ErrorKind.Timeout,

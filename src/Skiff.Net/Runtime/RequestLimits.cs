@@ -80,12 +80,12 @@ internal static class RequestLimits
     public static string? PeerMessage(Envelope envelope, int maxCommandBytes)
     {
         if (envelope.Message is not Message.Append a) return null;
-        foreach (var e in a.Item.Entries)
+        foreach (var e in a.Request.Entries)
         {
             var size = e.Payload switch
             {
-                Payload.Command c => (long)c.Item.Length,
-                Payload.Config c => WireCodec.ToWire(c.Item).CalculateSize(),
+                Payload.Command c => (long)c.Bytes.Length,
+                Payload.Config c => WireCodec.ToWire(c.Configuration).CalculateSize(),
                 _ => 0L,
             };
             if (size > maxCommandBytes)

@@ -217,7 +217,7 @@ public sealed class SkiffServer : IAsyncDisposable
     private static Configuration KnownConfiguration(SnapshotMeta? snapshot, IReadOnlyList<Entry> entries)
     {
         for (var i = entries.Count - 1; i >= 0; i--)
-            if (entries[i].Payload is Payload.Config c) return c.Item;
+            if (entries[i].Payload is Payload.Config c) return c.Configuration;
         return snapshot?.Configuration ?? Configuration.Empty;
     }
 
@@ -601,8 +601,8 @@ public sealed class SkiffServer : IAsyncDisposable
         var (result, index) = await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewInSession(stamp, command)), ct).ConfigureAwait(false);
         return result switch
         {
-            LogResult.Applied applied => (applied.Item, index),
-            LogResult.Repeated repeated => (repeated.Item1, repeated.index),
+            LogResult.Applied applied => (applied.result, index),
+            LogResult.Repeated repeated => (repeated.result, repeated.index),
             _ when result is not null && result.IsSessionUnknown => throw new SkiffException(ErrorKind.SessionExpired,
                 $"session {session.Id} no longer exists (it was idle longer than its timeout, or was closed); this attempt did not take effect",
                 null, WriteOutcome.NotApplied),
@@ -667,7 +667,7 @@ public sealed class SkiffServer : IAsyncDisposable
             expected is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(expected),
             next is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(next));
         var (result, index) = await WriteAsync(cmd, session, forwarded, ct).ConfigureAwait(false);
-        return (result is CommandResult.Swapped s && s.Item, index);
+        return (result is CommandResult.Swapped s && s.swapped, index);
     }
 
     /// <summary>Waits until this node may serve a linearizable read (forwarding is done by the callers).</summary>

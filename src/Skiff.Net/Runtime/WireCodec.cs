@@ -42,8 +42,8 @@ public static class WireCodec
         var msg = new EntryMsg { Index = entry.Index, Term = entry.Term };
         switch (entry.Payload)
         {
-            case Payload.Command c: msg.Command = UnsafeByteOperations.UnsafeWrap(c.Item); break;
-            case Payload.Config c: msg.Config = ToWire(c.Item); break;
+            case Payload.Command c: msg.Command = UnsafeByteOperations.UnsafeWrap(c.Bytes); break;
+            case Payload.Config c: msg.Config = ToWire(c.Configuration); break;
             default: msg.Noop = true; break;
         }
         return msg;
@@ -76,7 +76,7 @@ public static class WireCodec
         switch (envelope.Message)
         {
             case Message.Vote v:
-                var vr = v.Item;
+                var vr = v.Request;
                 msg.Vote = new VoteRequestMsg
                 {
                     Term = vr.Term, Candidate = FromGuid(vr.Candidate), LastLogIndex = vr.LastLogIndex,
@@ -84,10 +84,10 @@ public static class WireCodec
                 };
                 break;
             case Message.VoteReply v:
-                msg.VoteReply = new VoteReplyMsg { Term = v.Item.Term, Granted = v.Item.Granted, PreVote = v.Item.PreVote };
+                msg.VoteReply = new VoteReplyMsg { Term = v.Reply.Term, Granted = v.Reply.Granted, PreVote = v.Reply.PreVote };
                 break;
             case Message.Append a:
-                var ar = a.Item;
+                var ar = a.Request;
                 var am = new AppendRequestMsg
                 {
                     Term = ar.Term, Leader = FromGuid(ar.Leader), PrevLogIndex = ar.PrevLogIndex,
@@ -97,7 +97,7 @@ public static class WireCodec
                 msg.Append = am;
                 break;
             case Message.AppendReply r:
-                var rr = r.Item;
+                var rr = r.Reply;
                 msg.AppendReply = new AppendReplyMsg
                 {
                     Term = rr.Term, Success = rr.Success, MatchIndex = rr.MatchIndex, ConflictIndex = rr.ConflictIndex,
@@ -107,10 +107,10 @@ public static class WireCodec
                 };
                 break;
             case Message.SnapshotReply s:
-                msg.SnapshotReply = new SnapshotReplyMsg { Term = s.Item.Term, MatchIndex = s.Item.MatchIndex };
+                msg.SnapshotReply = new SnapshotReplyMsg { Term = s.Reply.Term, MatchIndex = s.Reply.MatchIndex };
                 break;
             case Message.TimeoutNow t:
-                msg.TimeoutNow = t.term;
+                msg.TimeoutNow = t.Term;
                 break;
             default:
                 return null;

@@ -395,13 +395,13 @@ public sealed class KvStateMachine : IDisposable
             try
             {
                 KvHistoryChange? made = null;
-                if (_options.UnsafeNoSessionDedup && command is LogCommand.InSession unsafeWrite) command = LogCommand.NewPlain(unsafeWrite.Item2);
+                if (_options.UnsafeNoSessionDedup && command is LogCommand.InSession unsafeWrite) command = LogCommand.NewPlain(unsafeWrite.command);
                 var applied = Sessions.apply(
                     FuncConvert.FromFunc<Command, CommandResult>(c => ApplyDataUnlocked(index, c, out made)),
                     _sessions, index, command);
                 _sessions = applied.Item2;
                 foreach (var touched in applied.Item3)
-                    _dirtySessions.Add(touched is Sessions.Touched.Saved saved ? saved.Item.Id : ((Sessions.Touched.Removed)touched).session);
+                    _dirtySessions.Add(touched is Sessions.Touched.Saved saved ? saved.session.Id : ((Sessions.Touched.Removed)touched).session);
                 change = made;
                 if (made is { } ch) RecordUnlocked(ch);
                 SetAppliedUnlocked(index, term);
