@@ -73,8 +73,7 @@ type Driver(id: NodeId) =
             | Effect.PersistEntries es when not es.IsEmpty ->
                 let last = List.last es
                 queue.Enqueue(Event.Persisted(last.Index, last.Term))
-            | Effect.TakeSnapshot i ->
-                queue.Enqueue(Event.SnapshotTaken { Index = i; Term = 0L; Configuration = config })
+            | Effect.TakeSnapshot meta -> queue.Enqueue(Event.SnapshotTaken meta)
             | Effect.Apply es -> applied <- applied + int64 (List.length es)
             | Effect.ReadReady(ids, _) -> readsReady <- readsReady + int64 (List.length ids)
             | _ -> ()

@@ -5,14 +5,20 @@ namespace Skiff.Core
 /// behind the leader's compaction point.
 [<RequireQualifiedAccess>]
 module Snapshots =
-    /// Asks for a snapshot once SnapshotThreshold entries have been applied since the last one.
+    /// Asks for a snapshot once SnapshotThreshold entries have been applied since the last one. The applied
+    /// index is never behind the snapshot's, so its term is known (the log keeps term boundaries from there on).
     let maybeTake (s: State) : State =
         if not s.Snapshotting && s.Applied - s.Snapshot.Index >= s.Options.SnapshotThreshold then
-            { s with Snapshotting = true } |> State.emit (Effect.TakeSnapshot s.Applied)
+            match LogView.termAt s.Applied s.Log with
+            | Some term ->
+                let meta = { Index = s.Applied; Term = term; Configuration = State.configAt s.Applied s }
+                { s with Snapshotting = true } |> State.emit (Effect.TakeSnapshot meta)
+            | None -> s
         else s
 
     /// Event.SnapshotTaken: adopt it as the latest snapshot and compact the log behind it, keeping a tail. The
-    /// term and configuration are the reducer's own (the interpreter's copy of them is not trusted).
+    /// term and configuration are looked up again rather than taken from the event: an interpreter's answer is
+    /// not trusted beyond its index.
     let taken (meta: SnapshotMeta) (s: State) : State =
         let s = { s with Snapshotting = false }
         if meta.Index <= s.Snapshot.Index || meta.Index > s.Applied then s

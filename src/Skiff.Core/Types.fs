@@ -244,9 +244,10 @@ type Effect =
     | ReadReady of Ids: RequestId list * Index: LogIndex
     /// The change or transfer with this id is done (a config change is committed; a transfer has handed over).
     | Completed of Id: RequestId
-    /// Snapshot the state machine at the applied index (after all earlier Apply effects) and answer with
-    /// Event.SnapshotTaken.
-    | TakeSnapshot of Index: LogIndex
+    /// Snapshot the state machine at `Meta.Index`, its applied index once all earlier Apply effects are done, and
+    /// answer with Event.SnapshotTaken. `Meta` carries the term and configuration in force there, so that the
+    /// interpreter need not keep its own copy of them.
+    | TakeSnapshot of Meta: SnapshotMeta
     /// Discard stored log entries up to and including this index (they are in a snapshot).
     | CompactLog of UpTo: LogIndex
     /// Stream the latest snapshot to a peer, then deliver it there as a Message.Snapshot.

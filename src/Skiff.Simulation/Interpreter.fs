@@ -42,14 +42,12 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
 
     let rec boot (node: Node<'S>) =
         let snapshotMeta = node.Snapshot |> Option.map fst
-        let kv, applied, appliedTerm, config =
+        let kv, applied =
             match node.Snapshot with
-            | Some(meta, kv) -> kv, meta.Index, meta.Term, meta.Configuration
-            | None -> KvModel.emptyReplica, 0L, 0L, node.Bootstrap
+            | Some(meta, kv) -> kv, meta.Index
+            | None -> KvModel.emptyReplica, 0L
         node.Kv <- kv
         node.Applied <- applied
-        node.AppliedTerm <- appliedTerm
-        node.AppliedConfig <- config
         node.Written.CopyFrom node.Durable
         node.Disk.Clear()
         node.DiskLast <- world.Now
@@ -251,14 +249,15 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         | Effect.Reject(rid, why) -> clients.Rejected(node, rid, why)
         | Effect.ReadReady(rids, index) -> clients.ReadReady(node, rids, index)
         | Effect.Completed rid -> clients.Completed(node, rid)
-        | Effect.TakeSnapshot _ ->
-            let meta =
-                { Index = node.Applied
-                  Term = node.AppliedTerm
-                  Configuration = node.AppliedConfig }
-            node.Snapshot <- Some(meta, node.Kv)
-            inv.ObserveState(node.Name, meta.Index, node.Kv)
-            node.Inbox.Enqueue(Event.SnapshotTaken meta)
+        | Effect.TakeSnapshot meta ->
+            // The effect names the index it expects the state machine to be at once the Apply effects before it
+            // are done; they are (the disk queue keeps order), so anything else is an interpreter bug.
+            if meta.Index <> node.Applied then
+                inv.Fail("interpreter contract", sprintf "%s asked to snapshot at %d but has applied %d" node.Name meta.Index node.Applied)
+            else
+                node.Snapshot <- Some(meta, node.Kv)
+                inv.ObserveState(node.Name, meta.Index, node.Kv)
+                node.Inbox.Enqueue(Event.SnapshotTaken meta)
         | Effect.CompactLog upTo ->
             let snapIndex = node.Snapshot |> Option.map (fun (m, _) -> m.Index) |> Option.defaultValue 0L
             if upTo > snapIndex then
@@ -294,8 +293,6 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                     node.Durable.Reset(meta.Index, meta.Term)
                     node.Kv <- kv
                     node.Applied <- meta.Index
-                    node.AppliedTerm <- meta.Term
-                    node.AppliedConfig <- meta.Configuration
                     inv.ObserveState(node.Name, meta.Index, kv)
                     installs <- installs + 1
                     log (fun () -> sprintf "%s installed snapshot %d/%d" node.Name meta.Index meta.Term)
@@ -312,8 +309,8 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                 else
                     let mutable result = None
                     match e.Payload with
-                    | Payload.Noop -> ()
-                    | Payload.Config c -> node.AppliedConfig <- c
+                    | Payload.Noop
+                    | Payload.Config _ -> ()
                     | Payload.Command bytes ->
                         match KvModel.applyLogCommand options.Dedup node.Kv e.Index bytes with
                         | Ok(kv, r, command) ->
@@ -325,7 +322,6 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                             | _ -> ()
                         | Error why -> inv.Fail("interpreter contract", sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
                     node.Applied <- e.Index
-                    node.AppliedTerm <- e.Term
                     inv.ObserveApply(node.Name, e, node.Kv)
                     clients.Applied(node, e, result)
         clients.StateAdvanced node

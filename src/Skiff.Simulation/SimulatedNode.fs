@@ -37,8 +37,6 @@ type internal Node<'S>(slot: int, bootstrap: Configuration) =
     // volatile: the state machine and staged snapshots
     member val Kv = KvModel.emptyReplica with get, set
     member val Applied = 0L with get, set
-    member val AppliedTerm = 0L with get, set
-    member val AppliedConfig = bootstrap with get, set
     member val Staged = Dictionary<string, SnapshotMeta * KvModel.Replica>()
     // volatile: client requests waiting for the state machine
     member val WaitingReads = ResizeArray<struct (RequestId * LogIndex)>()

@@ -49,7 +49,7 @@ module internal Show =
         | Effect.Reject(id, r) -> sprintf "Reject #%d %A" id r
         | Effect.ReadReady(ids, i) -> sprintf "ReadReady %A %d" ids i
         | Effect.Completed id -> sprintf "Completed #%d" id
-        | Effect.TakeSnapshot i -> sprintf "TakeSnapshot %d" i
+        | Effect.TakeSnapshot m -> sprintf "TakeSnapshot %d" m.Index
         | Effect.CompactLog i -> sprintf "CompactLog %d" i
         | Effect.SendSnapshot(t, term, m) -> sprintf "SendSnapshot to %s t%d %d/%d" (name t) term m.Index m.Term
         | Effect.InstallSnapshot(st, m) -> sprintf "InstallSnapshot %s %d/%d" st m.Index m.Term

@@ -51,7 +51,7 @@ let private sessionTests =
           use snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(dir, "snapmeta"))
           let fatal = TaskCompletionSource<exn>()
           let applier = Applier(sm, snapshots, ignore, 100, 100, fun e -> fatal.TrySetResult e |> ignore)
-          applier.Initialise(null, Skiff.Core.Configuration.Empty)
+          applier.Initialise()
           let entry index payload : Skiff.Core.Entry = { Index = index; Term = 1L; Payload = payload }
           let put (k: string) = Skiff.Core.Payload.Command(Skiff.Core.LogCommandCodec.encode (Skiff.Core.LogCommand.Plain(Skiff.Core.Command.Put(k, bytes "v"))))
           applier.Apply [ entry 1L (put "a"); entry 2L (Skiff.Core.Payload.Command [| 3uy; 1uy; 0uy; 0uy |]); entry 3L (put "b") ]

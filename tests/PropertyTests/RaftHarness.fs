@@ -81,9 +81,7 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
                 // same snapshot changes nothing).
                 if node.Applied.Count = 0 || node.Applied[node.Applied.Count - 1].Index < meta.Index then
                     node.Applied.Add { Index = meta.Index; Term = meta.Term; Payload = Payload.Noop }
-            | Effect.TakeSnapshot index ->
-                // The reducer fills in the term and configuration itself.
-                queue.Add(id, Event.SnapshotTaken { Index = index; Term = 0L; Configuration = Configuration.Empty })
+            | Effect.TakeSnapshot meta -> queue.Add(id, Event.SnapshotTaken meta)
             | Effect.SendSnapshot(target, term, meta) ->
                 let request = { Term = term; Leader = id; Meta = meta; Staged = "staged" }
                 let env = { From = id; To = target; Message = Message.Snapshot request }

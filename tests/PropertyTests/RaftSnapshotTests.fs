@@ -19,7 +19,11 @@ let snapshots =
                   c.Step(n1, Event.Propose(int64 k, [| byte k |])) |> ignore
                   c.Deliver()
               let effects = List.ofSeq (c.Node n1).Effects
-              Expect.isTrue (effects |> List.exists (function Effect.TakeSnapshot 5L -> true | _ -> false)) "TakeSnapshot at the applied index"
+              let asked = effects |> List.tryPick (function Effect.TakeSnapshot meta -> Some meta | _ -> None)
+              Expect.equal (asked |> Option.map (fun m -> m.Index)) (Some 5L) "TakeSnapshot at the applied index"
+              // It carries what the interpreter stores with the snapshot, so the interpreter keeps no copy of its own.
+              Expect.equal asked.Value.Term (Raft.term (c.State n1)) "TakeSnapshot carries the term of the entry there"
+              Expect.equal asked.Value.Configuration.Voters (set [ n1 ]) "TakeSnapshot carries the configuration in force there"
               Expect.isTrue (effects |> List.exists (function Effect.CompactLog 3L -> true | _ -> false)) "compacted up to index - tail"
               Expect.equal (Raft.snapshot (c.State n1)).Index 5L "snapshot adopted"
               Expect.equal (Raft.firstIndex (c.State n1)) 4L "first stored index moved"

@@ -16,7 +16,7 @@ internal sealed class Applier
     private sealed record ApplyOp(FSharpList<Entry> Entries) : Op;
     private sealed record WriteOp(Pending Pending, long Index, long Term) : Op;
     private sealed record ReadOp(List<Pending> Reads, long Index) : Op;
-    private sealed record SnapshotOp(long Index) : Op;
+    private sealed record SnapshotOp(SnapshotMeta Meta) : Op;
     private sealed record InstallOp(string Staged, SnapshotMeta Meta, TaskCompletionSource Done) : Op;
 
     private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
@@ -39,8 +39,6 @@ internal sealed class Applier
     private readonly List<Subscription> _subs = new();
     private readonly Queue<KvChange> _history = new();
     private long _historyFloor;
-    private long _lastTerm;
-    private Configuration _config = Configuration.Empty;
     private Task _run = Task.CompletedTask;
 
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
@@ -63,11 +61,9 @@ internal sealed class Applier
     /// <summary>The index applied so far.</summary>
     public long AppliedIndex => _sm.AppliedIndex;
 
-    /// <summary>Sets the starting point (after the state machine restored its snapshot) and starts applying.</summary>
-    public void Initialise(SnapshotMeta? snapshot, Configuration bootstrap)
+    /// <summary>Starts applying, from where the state machine is (after it restored its snapshot).</summary>
+    public void Initialise()
     {
-        _config = snapshot?.Configuration ?? bootstrap;
-        _lastTerm = snapshot?.Term ?? 0;
         _historyFloor = _sm.AppliedIndex;
         _run = DedicatedThread.Start("skiff-applier", Run);
     }
@@ -86,7 +82,7 @@ internal sealed class Applier
         if (!_queue.Writer.TryWrite(new ReadOp(reads, index))) foreach (var p in reads) p.Fail(Closed);
     }
 
-    public void TakeSnapshot(long index) => _queue.Writer.TryWrite(new SnapshotOp(index));
+    public void TakeSnapshot(SnapshotMeta meta) => _queue.Writer.TryWrite(new SnapshotOp(meta));
 
     public Task Install(string staged, SnapshotMeta meta)
     {
@@ -114,7 +110,7 @@ internal sealed class Applier
                             if (_sm.AppliedIndex >= r.Index) foreach (var p in r.Reads) p.Succeed(null);
                             else _reads.Add((r.Index, r.Reads));
                             break;
-                        case SnapshotOp: DoSnapshot(); break;
+                        case SnapshotOp s: DoSnapshot(s.Meta); break;
                         case InstallOp i: DoInstall(i); break;
                     }
                 }
@@ -161,15 +157,10 @@ internal sealed class Applier
                             "it stops rather than diverge from the other members (is it older than they are?)");
                     result = _sm.Apply(e.Index, e.Term, decoded.ResultValue, out change);
                     break;
-                case Payload.Config cfg:
-                    _config = cfg.Configuration;
-                    _sm.Skip(e.Index, e.Term);
-                    break;
                 default:
                     _sm.Skip(e.Index, e.Term);
                     break;
             }
-            _lastTerm = e.Term;
             _recent[e.Index] = (e.Term, result);
             if (_recent.Count > 8192) _recent.Remove(e.Index - 8192);
             while (_writes.TryPeek(out var w, out var index) && index <= e.Index)
@@ -195,11 +186,11 @@ internal sealed class Applier
         });
     }
 
-    private void DoSnapshot()
+    private void DoSnapshot(SnapshotMeta asked)
     {
         if (_sm.AppliedIndex == 0) return;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var meta = _snapshots.Take(_lastTerm, _config);
+        var meta = _snapshots.Take(asked.Term, asked.Configuration);
         if (sw.ElapsedMilliseconds > 100) Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, "Skiff: snapshot at {Index} took {Milliseconds} ms (applying waited)", meta.Index, sw.ElapsedMilliseconds);
         _post(Event.NewSnapshotTaken(meta));
     }
@@ -210,8 +201,6 @@ internal sealed class Applier
         {
             var before = _sm.AppliedIndex;
             _snapshots.Install(op.Staged, op.Meta);
-            _lastTerm = op.Meta.Term;
-            _config = op.Meta.Configuration;
             while (_writes.TryPeek(out var w, out var index) && index <= op.Meta.Index)
             {
                 _writes.Dequeue();

@@ -177,7 +177,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
     public void Start(StartInfo start, Options options)
     {
-        _applier.Initialise(start.Snapshot, start.Bootstrap);
+        _applier.Initialise();
         var first = _reducer.Init(start, options);
         _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
         _ticker = Task.Run(RunTicker);
@@ -341,7 +341,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     if (_pending.Remove(c.Id, out var pc)) pc.Succeed(null);
                     break;
                 case Effect.TakeSnapshot t:
-                    _applier.TakeSnapshot(t.Index);
+                    _applier.TakeSnapshot(t.Meta);
                     break;
                 case Effect.CompactLog c:
                     _writer.Compact(c.UpTo);
