@@ -296,17 +296,16 @@ let simulationOptions: Options =
 let raft (options: Options) : Reducer<State> =
     { Init =
         fun boot ->
-            let start =
-                Start.ofStorage boot.Id options boot.Seed boot.HardState boot.Snapshot boot.Entries boot.Applied boot.Bootstrap
-            // Start.ofStorage derives term boundaries from the entries only; when the log keeps a tail behind the
-            // snapshot, the term of the entry before the first one must be given too (see Start.TermBoundaries).
             let baseIndex, baseTerm = boot.LogBase
-            let snapshotIndex = boot.Snapshot |> Option.map (fun m -> m.Index) |> Option.defaultValue 0L
-            let start =
-                if baseIndex > 0L && baseIndex <> snapshotIndex && not boot.Entries.IsEmpty then
-                    { start with TermBoundaries = start.TermBoundaries @ [ baseIndex, baseTerm ] }
-                else start
-            Raft.init start
+            let stored: Stored =
+                { HardState = boot.HardState
+                  Snapshot = boot.Snapshot
+                  Entries = boot.Entries
+                  BaseIndex = baseIndex
+                  BaseTerm = baseTerm
+                  Applied = boot.Applied
+                  Bootstrap = boot.Bootstrap }
+            Raft.init (Start.ofStore boot.Id options boot.Seed stored)
       Step = Raft.step
       Role = Raft.role
       Term = Raft.term

@@ -257,7 +257,7 @@ let tests =
           // 9. Finding 5: stale-log campaigns must not hold back the up-to-date nodes' own campaigns.
           test "a vote refused to a stale candidate moves the term but keeps the election timer" {
               let cfg = votersConfig [ n1; n2; n3 ]
-              let s = Raft.init (Start.ofStorage n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg) |> fst
+              let s = Raft.init (startFrom n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg) |> fst
               let s = fst (Raft.step (fst (Raft.step s Event.Tick)) Event.Tick)
               let elapsed, timeout = s.ElectionElapsed, s.ElectionTimeout
               let request = { Term = 2L; Candidate = n3; LastLogIndex = 0L; LastLogTerm = 0L; PreVote = false; Transfer = false }
@@ -268,7 +268,7 @@ let tests =
           }
           test "a candidate that refused a more up-to-date candidate only for its own vote backs off" {
               let cfg = votersConfig [ n1; n2; n3 ]
-              let s = Raft.init (Start.ofStorage n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg) |> fst
+              let s = Raft.init (startFrom n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg) |> fst
               let mutable s = { s with Options = { s.Options with PreVote = false } }
               let mutable k = 0
               while Raft.role s <> Role.Candidate && k < 100 do

@@ -24,6 +24,23 @@ let sends (effects: Effect list) : Envelope list =
 /// Index of the first effect satisfying `f`, or -1.
 let indexOf (f: Effect -> bool) (effects: Effect list) : int = effects |> List.tryFindIndex f |> Option.defaultValue -1
 
+/// Start.ofStore for storage whose log begins right after the snapshot, or at index 1 (the entry before the first
+/// one is then the snapshot's, or none), as in most tests. A log that keeps a tail behind the snapshot needs the
+/// real base term: build the Stored record by hand.
+let startFrom id options seed (hard: HardState) (snapshot: SnapshotMeta option) (entries: Entry list) (applied: LogIndex) bootstrap : Start =
+    let baseIndex, baseTerm =
+        match snapshot with
+        | Some m -> m.Index, m.Term
+        | None -> 0L, 0L
+    Start.ofStore id options seed
+        { HardState = hard
+          Snapshot = snapshot
+          Entries = entries
+          BaseIndex = baseIndex
+          BaseTerm = baseTerm
+          Applied = applied
+          Bootstrap = bootstrap }
+
 /// One simulated node: reducer state plus what the interpreter would keep.
 type Node =
     { mutable State: State
@@ -149,7 +166,7 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
         let applied = if node.Applied.Count = 0 then 0L else node.Applied[node.Applied.Count - 1].Index
         let applied = max applied (snapshot |> Option.map (fun m -> m.Index) |> Option.defaultValue 0L)
         let hs = match hard.TryGetValue id with | true, h -> h | _ -> { Term = 0L; VotedFor = None }
-        let start = Start.ofStorage id options seed hs snapshot entries applied config
+        let start = startFrom id options seed hs snapshot entries applied config
         let s, effects = Raft.init start
         node.State <- s
         handle id effects

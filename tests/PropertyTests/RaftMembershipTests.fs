@@ -71,7 +71,7 @@ let membership =
               // Otherwise a cluster stalls when the only up-to-date log holds its own pending removal.
               let both = votersConfig [ n1; n2 ]
               let entries = [ { Index = 1L; Term = 1L; Payload = Payload.Config(votersConfig [ n2 ]) } ]
-              let mutable s = Raft.init (Start.ofStorage n1 opts 1UL { Term = 1L; VotedFor = None } None entries 0L both) |> fst
+              let mutable s = Raft.init (startFrom n1 opts 1UL { Term = 1L; VotedFor = None } None entries 0L both) |> fst
               Expect.isFalse ((Raft.configuration s).Members.ContainsKey n1) "removed in its newest configuration"
               for _ in 1..opts.ElectionTicksMax do
                   s <- fst (Raft.step s Event.Tick)

@@ -24,7 +24,7 @@ let private clusterWithLogs (options: Options) (logs: (NodeId * Term * Entry lis
     let cfg = votersConfig ids
     let c = Cluster([], options, cfg)
     for k, (id, term, entries) in List.indexed logs do
-        let start = Start.ofStorage id options (uint64 (k + 11)) { Term = term; VotedFor = None } None entries 0L cfg
+        let start = startFrom id options (uint64 (k + 11)) { Term = term; VotedFor = None } None entries 0L cfg
         c.Add start
         for e in entries do
             (c.Node id).Storage[e.Index] <- e
@@ -130,7 +130,7 @@ let tests =
               Expect.equal (terms n2) (terms n1) "n2's log now equals the leader's"
           }
           test "follower answers a conflict with the first index of the conflicting term" {
-              let start = Start.ofStorage n2 opts 5UL { Term = 2L; VotedFor = None } None [ entry 1L 1L; entry 2L 2L; entry 3L 2L; entry 4L 2L ] 0L (votersConfig [ n1; n2; n3 ])
+              let start = startFrom n2 opts 5UL { Term = 2L; VotedFor = None } None [ entry 1L 1L; entry 2L 2L; entry 3L 2L; entry 4L 2L ] 0L (votersConfig [ n1; n2; n3 ])
               let s, _ = Raft.init start
               let append =
                   Event.Receive

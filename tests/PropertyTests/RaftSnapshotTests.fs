@@ -140,7 +140,7 @@ let restarts =
         [ test "applying after restart loads entries outside the window" {
               let options = { opts with WindowSize = 4 }
               let entries = [ for i in 1L .. 10L -> { Index = i; Term = 1L; Payload = Payload.Command [| byte i |] } ]
-              let start = Start.ofStorage n2 options 1UL { Term = 1L; VotedFor = None } None entries 0L (votersConfig [ n1; n2; n3 ])
+              let start = startFrom n2 options 1UL { Term = 1L; VotedFor = None } None entries 0L (votersConfig [ n1; n2; n3 ])
               let s, _ = Raft.init start
               Expect.equal (Raft.lastIndex s) 10L "whole log known"
               let append =
@@ -158,11 +158,28 @@ let restarts =
           }
           test "restart keeps term, vote and log" {
               let entries = [ { Index = 1L; Term = 3L; Payload = Payload.Noop } ]
-              let start = Start.ofStorage n2 opts 1UL { Term = 4L; VotedFor = Some n3 } None entries 1L (votersConfig [ n1; n2; n3 ])
+              let start = startFrom n2 opts 1UL { Term = 4L; VotedFor = Some n3 } None entries 1L (votersConfig [ n1; n2; n3 ])
               let s, _ = Raft.init start
               Expect.equal (Raft.term s, Raft.votedFor s, Raft.lastIndex s, Raft.lastTerm s) (4L, Some n3, 1L, 3L) "as stored"
               let _, effects = Raft.step s (Event.Receive { From = n1; To = n2; Message = Message.Vote { Term = 4L; Candidate = n1; LastLogIndex = 5L; LastLogTerm = 3L; PreVote = false; Transfer = false } })
               Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.VoteReply r } -> not r.Granted | _ -> false)) "no second vote in the term"
+          }
+          test "restart keeps the whole tail stored behind the snapshot (Start.ofStore uses the term before it)" {
+              // Storage after a snapshot at 6 and a compaction up to 3 that kept a tail: entries 4..8, and the
+              // entry at 3 (term 1) is gone. Nothing in the entries or the snapshot tells the term at 3.
+              let config = votersConfig [ n1; n2; n3 ]
+              let entries = [ for i in 4L .. 8L -> { Index = i; Term = (if i <= 4L then 1L else 2L); Payload = Payload.Noop } ]
+              let stored: Stored =
+                  { HardState = { Term = 2L; VotedFor = None }
+                    Snapshot = Some { Index = 6L; Term = 2L; Configuration = config }
+                    Entries = entries
+                    BaseIndex = 3L
+                    BaseTerm = 1L
+                    Applied = 6L
+                    Bootstrap = config }
+              let s, _ = Raft.init (Start.ofStore n2 opts 1UL stored)
+              // Without the base term, Raft.init must use entry 4 as the log's base and loses it.
+              Expect.equal (Raft.firstIndex s, Raft.lastIndex s) (4L, 8L) "every stored entry is in the log"
           }
           test "absurd snapshot offers are ignored" {
               let s = Raft.init (Start.fresh n2 opts 1UL (votersConfig [ n1; n2; n3 ])) |> fst

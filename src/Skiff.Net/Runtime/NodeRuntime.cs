@@ -175,10 +175,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
-    public void Start(StartInfo start, Options options)
+    public void Start(Skiff.Core.Start start)
     {
         _applier.Initialise();
-        var first = _reducer.Init(start, options);
+        var first = _reducer.Init(start);
         _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
         _ticker = Task.Run(RunTicker);
         _loader = DedicatedThread.Start("skiff-loader", RunLoader);

@@ -4,16 +4,6 @@ using Skiff.Core;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>What the runtime read from storage to (re)start the reducer.</summary>
-internal sealed record StartInfo(
-    Guid Id,
-    ulong Seed,
-    HardState HardState,
-    SnapshotMeta? Snapshot,
-    IReadOnlyList<Entry> Entries,
-    long Applied,
-    Configuration Bootstrap);
-
 /// <summary>The one place the runtime touches the reducer's functions (Raft.init / Raft.step), so that the
 /// event loop depends only on the contract in Types.fs.</summary>
 internal sealed class Reducer
@@ -21,12 +11,9 @@ internal sealed class Reducer
     private State _state = null!;
 
     /// <summary>Initialises the reducer and returns its first effects.</summary>
-    public FSharpList<Effect> Init(StartInfo start, Options options)
+    public FSharpList<Effect> Init(Start start)
     {
-        var snapshot = start.Snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(start.Snapshot);
-        var s = Skiff.Core.StartModule.ofStorage(start.Id, options, start.Seed, start.HardState, snapshot,
-            ListModule.OfSeq(start.Entries), start.Applied, start.Bootstrap);
-        var (state, effects) = Raft.init(s);
+        var (state, effects) = Raft.init(start);
         _state = state;
         return effects;
     }

@@ -173,8 +173,12 @@ public sealed class SkiffServer : IAsyncDisposable
                 ? Configuration.Empty
                 : new Configuration(MapModule.OfSeq(new[] { Tuple.Create(Id, self) }));
             var known = KnownConfiguration(snapshot, entries);
-            var start = new StartInfo(Id, (ulong)Random.Shared.NextInt64(), _hard!.Load() ?? new HardState(0, FSharpOption<Guid>.None),
-                snapshot, entries, _sm!.AppliedIndex, bootstrap);
+            // The log is read from just after the snapshot (a tail kept behind it is not used), so the entry before
+            // the first one read is the snapshot's.
+            var stored = new Stored(_hard!.Load() ?? new HardState(0, FSharpOption<Guid>.None),
+                snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(snapshot),
+                ListModule.OfSeq(entries), snapshot?.Index ?? 0, snapshot?.Term ?? 0, _sm!.AppliedIndex, bootstrap);
+            var start = StartModule.ofStore(Id, _options.Raft ?? Reducer.DefaultOptions, (ulong)Random.Shared.NextInt64(), stored);
 
             _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => _snapshots!);
             _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
@@ -193,7 +197,7 @@ public sealed class SkiffServer : IAsyncDisposable
             _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
 
             await StartHostAsync().ConfigureAwait(false);
-            _runtime.Start(start, _options.Raft ?? Reducer.DefaultOptions);
+            _runtime.Start(start);
 
             if (joining && (fresh || !known.Members.ContainsKey(Id))) await JoinAsync(ct).ConfigureAwait(false);
         }
