@@ -212,7 +212,7 @@ module Raft =
                         (Message.AppendReply
                             { Term = s.Term; Success = false; MatchIndex = 0L; ConflictIndex = 0L; ConflictTerm = None; Round = m.Round })
                         s
-                else s |> followSender from m.Term |> Replication.handleAppend from m
+                else s |> followSender from m.Term |> FollowerReplication.handleAppend from m
             | Message.Snapshot m ->
                 if m.Term < s.Term then State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = 0L }) s
                 else s |> followSender from m.Term |> Snapshots.handleSnapshot from m
@@ -259,7 +259,7 @@ module Raft =
                     match s.InstallPending with
                     | Some i when index > i && LogView.termAt index s.Log = Some term -> { s with InstallPending = None }
                     | _ -> s
-                { s with Log = LogView.persisted index term s.Log } |> Replication.acknowledgePersisted
+                { s with Log = LogView.persisted index term s.Log } |> FollowerReplication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
             | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s
             | Event.SnapshotTaken meta -> Snapshots.taken meta s

@@ -1,14 +1,23 @@
 namespace Skiff.Core
 
-/// Log replication (thesis §3.5, §10.2.1): the leader ships entries as soon as they are proposed, pipelines
-/// AppendEntries per follower within a bounded window, backs up by whole terms on conflicts, and commits by
-/// counting replicas; followers check, truncate, append and acknowledge. Applying committed entries lives here too.
+/// Log replication, the leader's side (thesis §3.5, §10.2.1): the leader ships entries as soon as they are
+/// proposed, pipelines AppendEntries per follower within a bounded window, backs up by whole terms on conflicts,
+/// and commits by counting replicas. Applying committed entries lives here too. The follower's side (check,
+/// truncate, append, acknowledge) is in FollowerReplication.fs.
 [<RequireQualifiedAccess>]
 module Replication =
     let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
         match s.Lead with
         | Some lead -> { s with Lead = Some(f lead) }
         | None -> s
+
+    /// Whether `entries` follow `prev` without gaps (both sides check this of what they receive).
+    let contiguous (prev: LogIndex) (entries: Entry list) =
+        let rec go expected (es: Entry list) =
+            match es with
+            | e :: rest -> e.Index = expected && go (expected + 1L) rest
+            | [] -> true
+        go (prev + 1L) entries
 
     /// Replaces one follower's progress (no-op if the peer is not tracked).
     let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
@@ -171,102 +180,6 @@ module Replication =
     /// Next entry index and this term, for building new entries.
     let nextEntry (payload: Payload) (s: State) : Entry =
         { Index = s.Log.LastIndex + 1L; Term = s.Term; Payload = payload }
-
-    // ---- Follower side -------------------------------------------------------------------------------------
-
-    let private reply (leader: NodeId) (m: AppendRequest) ok matchIndex conflictIndex conflictTerm (s: State) =
-        let s = if ok then { s with Acked = max s.Acked matchIndex } else s
-        State.send
-            leader
-            (Message.AppendReply
-                { Term = s.Term
-                  Success = ok
-                  MatchIndex = matchIndex
-                  ConflictIndex = conflictIndex
-                  ConflictTerm = conflictTerm
-                  Round = m.Round })
-            s
-
-    let private contiguous (prev: LogIndex) (entries: Entry list) =
-        let rec go expected (es: Entry list) =
-            match es with
-            | e :: rest -> e.Index = expected && go (expected + 1L) rest
-            | [] -> true
-        go (prev + 1L) entries
-
-    /// A follower handles AppendEntries of its current term from its leader: check the entry before the new ones,
-    /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
-    /// the effect list).
-    let handleAppend (from: NodeId) (m: AppendRequest) (s: State) : State =
-        if not (contiguous m.PrevLogIndex m.Entries) || m.PrevLogIndex >= System.Int64.MaxValue / 4L then s
-        else
-            // Entries at or below our commit index are settled; only look past it.
-            let prev, prevTerm, entries =
-                if m.PrevLogIndex >= s.Commit then m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
-                else
-                    s.Commit,
-                    LogView.termAt s.Commit s.Log,
-                    m.Entries |> List.filter (fun e -> e.Index > s.Commit)
-            let s = { s with LastRound = max s.LastRound m.Round }
-            // A follower claims only entries that are durable, or being made durable earlier in this step's effect
-            // list (writes complete in order, so that covers older ones too): a claim of an entry still in flight
-            // from an earlier step would be lost in a crash while the leader counts it.
-            if m.PrevLogIndex < s.Commit && entries.IsEmpty then
-                let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
-                let s, claimed = State.claim s.Commit s
-                reply from m true claimed 0L None s
-            else
-                match LogView.termAt prev s.Log, prevTerm with
-                // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
-                // stale one (see staleRejection).
-                | None, _ ->
-                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
-                | Some t, Some pt when t <> pt ->
-                    let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
-                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) first) (Some t) s
-                | Some _, _ ->
-                    let rec skip (es: Entry list) =
-                        match es with
-                        | e :: rest when LogView.termAt e.Index s.Log = Some e.Term -> skip rest
-                        | _ -> es
-                    let fresh = skip entries
-                    let lastNew = prev + int64 (List.length entries)
-                    match fresh with
-                    | e :: _ when e.Index <= s.Commit -> s // would rewrite committed history: a corrupt message
-                    | [] ->
-                        let s =
-                            { s with
-                                Commit = max s.Commit (min m.LeaderCommit lastNew)
-                                LeaderMatch = max s.LeaderMatch lastNew }
-                        let s, claimed = State.claim lastNew s
-                        reply from m true claimed 0L None s
-                    | e :: _ ->
-                        let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
-                        let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
-                        let s =
-                            { s with
-                                Commit = max s.Commit (min m.LeaderCommit lastNew)
-                                LeaderMatch = max s.LeaderMatch lastNew }
-                        reply from m true lastNew 0L None s
-
-    /// A follower's write became durable: acknowledge what it could not claim when it answered the append.
-    let acknowledgePersisted (s: State) : State =
-        match s.Role, s.Leader with
-        | Role.Follower, Some leader ->
-            let claim = min (State.claimable s) s.LeaderMatch
-            if claim > s.Acked then
-                { s with Acked = claim }
-                |> State.send
-                    leader
-                    (Message.AppendReply
-                        { Term = s.Term
-                          Success = true
-                          MatchIndex = claim
-                          ConflictIndex = 0L
-                          ConflictTerm = None
-                          Round = s.LastRound })
-            else s
-        | _ -> s
 
     // ---- Leader side ---------------------------------------------------------------------------------------
 

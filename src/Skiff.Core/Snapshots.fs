@@ -74,7 +74,7 @@ module Snapshots =
         if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then s
         elif reinstall then install ()
         elif meta.Index <= s.Commit then
-            // Claim only what is durable (see Replication.handleAppend); Persisted acknowledges the rest.
+            // Claim only what is durable (see FollowerReplication.handleAppend); Persisted acknowledges the rest.
             let s, claimed = State.claim s.Commit { s with LeaderMatch = max s.LeaderMatch s.Commit }
             reply claimed s
         elif LogView.termAt meta.Index s.Log = Some meta.Term then
