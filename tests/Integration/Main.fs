@@ -12,6 +12,7 @@ let private all: Test list =
 
       // runtime:begin
       Skiff.Integration.RuntimeTests.tests
+      InterpreterContractTests.tests
       // runtime:end
 
       // facade:begin
