@@ -8,12 +8,14 @@ open System
 open Skiff.Core
 open Skiff.Simulation.Linearizability
 
+/// Where a client's operation stands: being sent (again), or accepted and waiting for the node's state machine.
 [<RequireQualifiedAccess>]
 type internal Phase =
     | Sending
     | AwaitApply of node: int * index: LogIndex * term: Term
     | AwaitRead of node: int
 
+/// A client's outstanding operation. The mutable fields track the current attempt (which node, which request id).
 type internal ClientOp =
     { Action: Action
       Invoked: int64
@@ -29,6 +31,7 @@ type internal ClientOp =
       mutable ResendAt: int64
       mutable Phase: Phase }
 
+/// One simulated client: at most one operation at a time, and its session when Settings.Sessions is on.
 type internal Client =
     { Index: int
       mutable Op: ClientOp option
