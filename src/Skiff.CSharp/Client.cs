@@ -207,7 +207,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         Grpc.InsertAsync(key, value, cancellationToken);
 
     private protected override Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken) =>
-        Grpc.GetAsync(key, SkiffNode.ToRuntime(consistency), cancellationToken);
+        Grpc.GetAsync(key, consistency, cancellationToken);
 
     private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
         Grpc.DeleteAsync(key, cancellationToken);
@@ -216,7 +216,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         Grpc.CompareAndSwapAsync(key, expected, next, cancellationToken);
 
     private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
-        Grpc.ListKeysAsync(prefix, Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+        Grpc.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
         Grpc.GetPrefixesAsync(cancellationToken);

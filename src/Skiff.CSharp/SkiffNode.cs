@@ -220,7 +220,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         _server.PutAsync(key, value, cancellationToken);
 
     private protected override Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken) =>
-        _server.GetAsync(key, ToRuntime(consistency), cancellationToken);
+        _server.GetAsync(key, consistency, cancellationToken);
 
     private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
         _server.DeleteAsync(key, cancellationToken);
@@ -229,10 +229,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         (await _server.CasAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
 
     private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
-        _server.ListKeysAsync(prefix, Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+        _server.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
-        _server.GetPrefixesAsync(Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+        _server.GetPrefixesAsync(ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken)
     {
@@ -264,9 +264,6 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             Role.Tags.Candidate or Role.Tags.PreCandidate => ElectionState.Candidate,
             _ => ElectionState.Follower,
         };
-
-    internal static Net.Runtime.ReadConsistency ToRuntime(ReadConsistency consistency) =>
-        consistency == ReadConsistency.Stale ? Net.Runtime.ReadConsistency.Stale : Net.Runtime.ReadConsistency.Linearizable;
 
     internal static IPAddress HostOf(string endpoint) =>
         IPEndPoint.TryParse(endpoint, out var parsed) ? parsed.Address

@@ -6,6 +6,7 @@ open System.Collections.Generic
 open System.IO
 open System.Threading
 open System.Threading.Tasks
+open Skiff
 open Skiff.Core
 open Skiff.Core.Linearizability
 open Skiff.Net.Runtime

@@ -18,8 +18,8 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     private static SessionRef? Map(Protocol.SessionRef? s) =>
         s is null ? null : new SessionRef((long)s.Id, (long)s.Sequence, (long)s.Acknowledged);
 
-    private static Runtime.ReadConsistency Map(Protocol.ReadConsistency c) =>
-        c == Protocol.ReadConsistency.Stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable;
+    private static ReadConsistency Map(Protocol.ReadConsistency c) =>
+        c == Protocol.ReadConsistency.Stale ? ReadConsistency.Stale : ReadConsistency.Linearizable;
 
     private async Task<T> Guard<T>(Func<Task<T>> body)
     {
@@ -81,7 +81,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     public override Task<PrefixReply> GetPrefixes(Empty request, ServerCallContext context) => Guard(async () =>
     {
         var stale = context.RequestHeaders.GetValue("skiff-consistency") == "stale";
-        var prefixes = await _node.KeyValue.GetPrefixesAsync(stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable,
+        var prefixes = await _node.KeyValue.GetPrefixesAsync(stale ? ReadConsistency.Stale : ReadConsistency.Linearizable,
             Origin(context), context.CancellationToken).ConfigureAwait(false);
         var reply = new PrefixReply();
         reply.Prefixes.AddRange(prefixes);

@@ -2,16 +2,6 @@ using System.Net;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>How fresh a read must be.</summary>
-public enum ReadConsistency
-{
-    /// <summary>Linearizable: confirmed with a quorum (ReadIndex) and served once applied; forwarded to the leader
-    /// when this node is not it.</summary>
-    Linearizable,
-    /// <summary>Served from this node's state machine at once; may lag the cluster.</summary>
-    Stale,
-}
-
 /// <summary>Settings of one Skiff node.</summary>
 public sealed class SkiffServerOptions
 {

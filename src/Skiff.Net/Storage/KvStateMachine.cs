@@ -84,7 +84,7 @@ public sealed class KvStateMachine : IDisposable
     /// log, which rebuilds the sessions too.</summary>
     private const string SessionPrefix = ReservedPrefix + "session/";
     /// <summary>Longest key accepted, in UTF-8 bytes.</summary>
-    public const int MaxKeyBytes = 4096;
+    public const int MaxKeyBytes = Keys.MaxKeyBytes;
 
     private readonly string _dir;
     private readonly KvOptions _options;
@@ -347,9 +347,7 @@ public sealed class KvStateMachine : IDisposable
     /// <param name="key">The key.</param>
     public static void ValidateKey(string key)
     {
-        if (string.IsNullOrEmpty(key)) throw new SkiffException(ErrorKind.InvalidKey, "empty key");
-        if (key.Contains('\0')) throw new SkiffException(ErrorKind.InvalidKey, "key contains a NUL character");
-        if (Encoding.UTF8.GetByteCount(key) > MaxKeyBytes) throw new SkiffException(ErrorKind.InvalidKey, $"key longer than {MaxKeyBytes} UTF-8 bytes");
+        if (Keys.problem(key) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
     }
 
     /// <summary>Applies a command at <paramref name="index"/>. Must be called in log order; an index at or below
