@@ -71,7 +71,7 @@ public static class ClusterBench
                         if (t0 - started > stopAt) break;
                         var key = $"b{c:D4}/{k++:D10}"; // 16 bytes
                         if (grpc[c] is { } g) await g.InsertAsync(key, value);
-                        else await leader.PutAsync(key, value);
+                        else await leader.InsertAsync(key, value);
                         var t1 = Stopwatch.GetTimestamp();
                         if (t0 - started >= measureFrom) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
                     }

@@ -210,7 +210,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         Grpc.GetAsync(key, consistency, cancellationToken);
 
     private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
-        Grpc.DeleteAsync(key, cancellationToken);
+        Grpc.RemoveAsync(key, cancellationToken);
 
     private protected override Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
         Grpc.CompareAndSwapAsync(key, expected, next, cancellationToken);

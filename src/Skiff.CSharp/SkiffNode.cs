@@ -217,16 +217,16 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     private int _disposed;
 
     private protected override Task PutCoreAsync(string key, byte[] value, CancellationToken cancellationToken) =>
-        _server.PutAsync(key, value, cancellationToken);
+        _server.InsertAsync(key, value, cancellationToken);
 
     private protected override Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken) =>
         _server.GetAsync(key, consistency, cancellationToken);
 
     private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
-        _server.DeleteAsync(key, cancellationToken);
+        _server.RemoveAsync(key, cancellationToken);
 
     private protected override async Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
-        (await _server.CasAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
+        (await _server.CompareAndSwapAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
 
     private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
         _server.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);

@@ -141,7 +141,7 @@ internal sealed class KeyValueCalls
             case Command.Put put:
                 return (CommandResult.Done, await leader.InsertOnceAsync(put.key, put.value, session, ct).ConfigureAwait(false));
             case Command.Delete delete:
-                return (CommandResult.Done, await leader.DeleteOnceAsync(delete.key, session, ct).ConfigureAwait(false));
+                return (CommandResult.Done, await leader.RemoveOnceAsync(delete.key, session, ct).ConfigureAwait(false));
             case Command.CompareAndSwap cas:
                 var (swapped, index) = await leader.CompareAndSwapOnceAsync(cas.key, cas.expected?.Value, cas.next?.Value, session, ct).ConfigureAwait(false);
                 return (CommandResult.NewSwapped(swapped), index);
@@ -165,11 +165,11 @@ internal sealed class KeyValueCalls
     }
 
     /// <summary>Sets a key; returns the commit index of the write.</summary>
-    public async Task<long> PutAsync(string key, byte[] value, SessionRef? session, CallOrigin origin, CancellationToken ct) =>
+    public async Task<long> InsertAsync(string key, byte[] value, SessionRef? session, CallOrigin origin, CancellationToken ct) =>
         (await WriteAsync(Command.NewPut(key, value), session, origin, ct).ConfigureAwait(false)).Index;
 
     /// <summary>Removes a key (absent is fine); returns the commit index.</summary>
-    public async Task<long> DeleteAsync(string key, SessionRef? session, CallOrigin origin, CancellationToken ct) =>
+    public async Task<long> RemoveAsync(string key, SessionRef? session, CallOrigin origin, CancellationToken ct) =>
         (await WriteAsync(Command.NewDelete(key), session, origin, ct).ConfigureAwait(false)).Index;
 
     /// <summary>Atomically sets <paramref name="key"/> to <paramref name="next"/> (null deletes) if its value equals

@@ -43,14 +43,14 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     public override Task<InsertReply> Insert(InsertRequest request, ServerCallContext context) => Guard(async () =>
     {
         RequestLimits.Put(request.Key, request.Value.Length, _node.MaxValueBytes);
-        var index = await _node.KeyValue.PutAsync(request.Key, request.Value.ToByteArray(), Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
+        var index = await _node.KeyValue.InsertAsync(request.Key, request.Value.ToByteArray(), Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new InsertReply { Success = true, Index = (ulong)index };
     });
 
     public override Task<DeleteReply> Delete(DeleteRequest request, ServerCallContext context) => Guard(async () =>
     {
         RequestLimits.Key(request.Key);
-        var index = await _node.KeyValue.DeleteAsync(request.Key, Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
+        var index = await _node.KeyValue.RemoveAsync(request.Key, Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new DeleteReply { Success = true, Index = (ulong)index };
     });
 

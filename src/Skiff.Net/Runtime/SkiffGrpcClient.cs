@@ -251,8 +251,8 @@ public sealed class SkiffGrpcClient : IDisposable
         Write((c, o, s) => InsertOnce(c, o, key, value, s), ct);
 
     /// <summary>Removes a key (an absent key is fine); returns the commit index.</summary>
-    public Task<long> DeleteAsync(string key, CancellationToken ct = default) =>
-        Write((c, o, s) => DeleteOnce(c, o, key, s), ct);
+    public Task<long> RemoveAsync(string key, CancellationToken ct = default) =>
+        Write((c, o, s) => RemoveOnce(c, o, key, s), ct);
 
     /// <summary>Sets <paramref name="key"/> to <paramref name="value"/> (null: deletes it) if its value is
     /// <paramref name="expected"/> (null: absent). True if swapped.</summary>
@@ -268,8 +268,8 @@ public sealed class SkiffGrpcClient : IDisposable
     internal Task<long> InsertOnceAsync(string key, byte[] value, SessionRef? session, CancellationToken ct) =>
         Call((c, o) => InsertOnce(c, o, key, value, session), ct, idempotent: false);
 
-    internal Task<long> DeleteOnceAsync(string key, SessionRef? session, CancellationToken ct) =>
-        Call((c, o) => DeleteOnce(c, o, key, session), ct, idempotent: false);
+    internal Task<long> RemoveOnceAsync(string key, SessionRef? session, CancellationToken ct) =>
+        Call((c, o) => RemoveOnce(c, o, key, session), ct, idempotent: false);
 
     internal Task<(bool Swapped, long Index)> CompareAndSwapOnceAsync(string key, byte[]? expected, byte[]? value, SessionRef? session, CancellationToken ct) =>
         Call((c, o) => CompareAndSwapOnce(c, o, key, expected, value, session), ct, idempotent: false);
@@ -280,7 +280,7 @@ public sealed class SkiffGrpcClient : IDisposable
         return (long)(await c.InsertAsync(request, o).ConfigureAwait(false)).Index;
     }
 
-    private static async Task<long> DeleteOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, SessionRef? session)
+    private static async Task<long> RemoveOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, SessionRef? session)
     {
         return (long)(await c.DeleteAsync(new DeleteRequest { Key = key, Session = ToWire(session) }, o).ConfigureAwait(false)).Index;
     }

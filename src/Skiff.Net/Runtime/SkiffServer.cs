@@ -235,14 +235,14 @@ public sealed class SkiffServer : IAsyncDisposable
     }
 
     /// <summary>Sets a key; returns the commit index of the write.</summary>
-    public Task<long> PutAsync(string key, byte[] value, CancellationToken ct = default) => KeyValue.PutAsync(key, value, null, CallOrigin.Local, ct);
+    public Task<long> InsertAsync(string key, byte[] value, CancellationToken ct = default) => KeyValue.InsertAsync(key, value, null, CallOrigin.Local, ct);
 
     /// <summary>Removes a key (absent is fine); returns the commit index.</summary>
-    public Task<long> DeleteAsync(string key, CancellationToken ct = default) => KeyValue.DeleteAsync(key, null, CallOrigin.Local, ct);
+    public Task<long> RemoveAsync(string key, CancellationToken ct = default) => KeyValue.RemoveAsync(key, null, CallOrigin.Local, ct);
 
     /// <summary>Atomically sets <paramref name="key"/> to <paramref name="next"/> (null deletes) if its value equals
     /// <paramref name="expected"/> (null: absent). Returns whether it swapped and the commit index.</summary>
-    public Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, CancellationToken ct = default) =>
+    public Task<(bool Swapped, long Index)> CompareAndSwapAsync(string key, byte[]? expected, byte[]? next, CancellationToken ct = default) =>
         KeyValue.CompareAndSwapAsync(key, expected, next, null, CallOrigin.Local, ct);
 
     /// <summary>The value of a key, or null.</summary>
