@@ -235,7 +235,7 @@ public static class StorageBench
                     Console.WriteLine($"storage kv-apply round={round} history={history} applies={n} us_per_apply={total * 1e6 / n:F2} steady_us_per_apply={(total - firstHalf) * 1e6 / (n - n / 2):F2} kept={kv.HistoryCount} load={LoadAverage()}");
                     if (history > 0)
                     {
-                        var found = new List<KvHistoryChange>();
+                        var found = new List<Change>();
                         sw.Restart();
                         kv.TryReadHistory(kv.HistoryFloor + 1, long.MaxValue, "", found, out _);
                         Console.WriteLine($"storage kv-history-read round={round} changes={found.Count} ms={sw.Elapsed.TotalMilliseconds:F1} load={LoadAverage()}");

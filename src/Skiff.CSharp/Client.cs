@@ -228,7 +228,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     {
         // The stream outlives the call's deadline: it gets its own token, cancelled when the subscriber is disposed.
         var stop = new CancellationTokenSource();
-        IAsyncEnumerable<WatchEvent> events;
+        IAsyncEnumerable<Change> events;
         using (cancellationToken.Register(stop.Cancel))
         {
             try

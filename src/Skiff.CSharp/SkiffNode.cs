@@ -37,7 +37,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         _server.Changed += e =>
         {
             Metrics.ChangeApplied();
-            _changes.OnNext(ToChange(e));
+            _changes.OnNext(e);
         };
         _server.RoleChanged += (role, term, leader) =>
         {
@@ -251,11 +251,6 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
 
     private protected override Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken) =>
         _server.RemoveServerAsync(id, cancellationToken);
-
-    internal static Change ToChange(WatchEvent e) =>
-        e.Value is null
-            ? new Change(e.Key, ChangeKind.Delete, null, e.Index)
-            : new Change(e.Key, ChangeKind.Insert, e.Value, e.Index);
 
     internal static ElectionState ToElectionState(Role role) =>
         role.Tag switch

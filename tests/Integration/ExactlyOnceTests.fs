@@ -297,7 +297,7 @@ let private counterTest =
         let chain = ResizeArray<string>()
         let e = reader.WatchAsync(key, 1L, cts.Token).GetAsyncEnumerator(cts.Token)
         while chain.Count < finalCount && e.MoveNextAsync().AsTask().Result do
-            chain.Add(Encoding.UTF8.GetString(nonNull e.Current.Value))
+            chain.Add(Encoding.UTF8.GetString(e.Current.Value.Value.Span))
         let counts = chain |> Seq.map (fun v -> int (v.Split('|')[0])) |> List.ofSeq
         let tokens = chain |> Seq.map (fun v -> v.Split('|')[1]) |> List.ofSeq
         printfn "exactly-once kill test: %d kills, %d increments acknowledged, %d refused, %d unknown (%d of them applied), counter %d"

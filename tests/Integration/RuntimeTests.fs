@@ -26,6 +26,9 @@ let private tempDir () =
 let bytes (s: string) = Encoding.UTF8.GetBytes s
 let text (b: byte[] | null) : string = match b with null -> "<none>" | b -> Encoding.UTF8.GetString b
 
+/// A change's value as text ("<none>" for a removal).
+let changeText (v: Nullable<ReadOnlyMemory<byte>>) : string = if v.HasValue then Encoding.UTF8.GetString v.Value.Span else "<none>"
+
 /// Options for node `n` (1..9) of a cluster on `port`.
 let options (port: int) (n: int) (dir: string) (join: int list) =
     SkiffServerOptions(
@@ -139,10 +142,10 @@ let snappy (o: SkiffServerOptions) =
     o
 
 /// The first `count` changes of a watch on `s` under `prefix` from `from` (fails after `seconds`).
-let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seconds: float) : WatchEvent list =
+let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seconds: float) : Change list =
     use cts = new CancellationTokenSource(TimeSpan.FromSeconds seconds)
     let e = s.WatchAsync(prefix, from, cts.Token).GetAsyncEnumerator(cts.Token)
-    let got = ResizeArray<WatchEvent>()
+    let got = ResizeArray<Change>()
     try
         try
             while got.Count < count && e.MoveNextAsync().AsTask().Result do
@@ -155,7 +158,7 @@ let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seco
 
 /// A watch from index 0 collecting every change under `prefix` in the background.
 let watchAll (s: SkiffServer) (prefix: string) (ct: CancellationToken) =
-    let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+    let seen = Collections.Concurrent.ConcurrentQueue<Change>()
     let e = s.WatchAsync(prefix, 0L, ct).GetAsyncEnumerator(ct)
     let run =
         task {
@@ -169,7 +172,7 @@ let watchAll (s: SkiffServer) (prefix: string) (ct: CancellationToken) =
     seen, run
 
 /// A watch event as comparable values.
-let shown (e: WatchEvent) = e.Index, e.Key, text e.Value
+let shown (e: Change) = e.Index, e.Key, changeText e.Value
 
 /// The newest snapshot index whose metadata a FASTER node wrote (0 if none).
 let snapshotIndexOn (dir: string) =
@@ -343,7 +346,7 @@ let tests =
               let follower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
               use client = new SkiffGrpcClient([ follower.Address ])
               use cts = new CancellationTokenSource(TimeSpan.FromSeconds 20.0)
-              let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+              let seen = Collections.Concurrent.ConcurrentQueue<Change>()
               // Resuming from the next index makes the stream complete whenever the server registers the watch.
               let from0 = leader.CommitIndex + 1L
               let watching =
@@ -361,7 +364,7 @@ let tests =
               waitUntil 5.0 "three changes seen" (fun () -> seen.Count >= 3)
               let events = List.ofSeq seen
               Expect.equal (events |> List.map (fun e -> e.Key)) [ "w/a"; "w/b"; "w/a" ] "keys in commit order"
-              Expect.equal (events |> List.map (fun e -> text e.Value)) [ "1"; "2"; "<none>" ] "values; delete has none"
+              Expect.equal (events |> List.map (fun e -> changeText e.Value)) [ "1"; "2"; "<none>" ] "values; delete has none"
               Expect.isTrue (events |> List.pairwise |> List.forall (fun (a, b) -> a.Index < b.Index)) "indexes grow"
               // Resume from the second change's index.
               let from = events[1].Index

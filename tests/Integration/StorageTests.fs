@@ -507,10 +507,10 @@ let private kvTests =
             let mainDir = tmp.Sub "main"
             let opts = KvOptions(WatchHistory = 5)
             let history (kv: KvStateMachine) (from: int64) (prefix: string) =
-                let got = List<KvHistoryChange>()
+                let got = List<Change>()
                 let mutable floor = 0L
                 if kv.TryReadHistory(from, Int64.MaxValue, prefix, got, &floor) then
-                    Ok [ for c in got -> c.Index, c.Key, (match c.Value with null -> "<deleted>" | v -> Encoding.UTF8.GetString v) ]
+                    Ok [ for c in got -> c.Index, c.Key, (if c.Value.HasValue then Encoding.UTF8.GetString c.Value.Value.Span else "<deleted>") ]
                 else Error floor
             // What each index does; only some change a key.
             let commands =
@@ -543,9 +543,9 @@ let private kvTests =
             let snapDir = tmp.Sub "snapshot-copy"
             using (KvStateMachine.Open(mainDir, opts)) (fun kv ->
                 // The change reported to the caller is the one recorded.
-                let mutable change = Nullable()
+                let mutable change: Change | null = null
                 kv.Apply(1L, 1L, put "a" "1", &change) |> ignore
-                Expect.equal (change.HasValue, change.Value.Key, change.Value.Index) (true, "a", 1L) "a put is a change"
+                Expect.equal (isNull change, (nonNull change).Key, (nonNull change).Index) (false, "a", 1L) "a put is a change"
                 run kv (List.tail commands)
                 Expect.equal (history kv 7L "") (Ok [ 8L, "b/y", "8"; 10L, "b/x", "x" ]) "from an index between changes"
                 check kv (List.tail expectedAt10) 1L "at 10 (one trimmed)"

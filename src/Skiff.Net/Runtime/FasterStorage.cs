@@ -139,21 +139,15 @@ public sealed class FasterStateMachine : IStateMachine, IChangeHistory
     public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
 
     /// <inheritdoc/>
-    public LogResult Apply(long index, long term, LogCommand command, out KvChange? change)
+    public LogResult Apply(long index, long term, LogCommand command, out Change? change)
     {
-        var result = _kv.Apply(index, term, command, out var made);
-        change = made is { } m ? new KvChange(m.Index, m.Key, m.Value) : null;
+        var result = _kv.Apply(index, term, command, out change);
         return result ?? LogResult.NewApplied(CommandResult.Done); // null: already applied (replay after recovery)
     }
 
     /// <inheritdoc/>
-    public bool TryReadChanges(long from, long to, string prefix, List<KvChange> into, out long floor)
-    {
-        var found = new List<KvHistoryChange>();
-        if (!_kv.TryReadHistory(from, to, prefix, found, out floor)) return false;
-        foreach (var c in found) into.Add(new KvChange(c.Index, c.Key, c.Value));
-        return true;
-    }
+    public bool TryReadChanges(long from, long to, string prefix, List<Change> into, out long floor) =>
+        _kv.TryReadHistory(from, to, prefix, into, out floor);
 
     /// <inheritdoc/>
     public byte[]? Get(string key) => _kv.Get(key);

@@ -215,7 +215,7 @@ internal sealed class KeyValueCalls
 
     /// <summary>Streams changes under <paramref name="prefix"/> as this node applies them, in commit order (see
     /// <see cref="SkiffServer.WatchAsync"/>). The watch is registered when this method returns.</summary>
-    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex, CancellationToken ct)
+    public IAsyncEnumerable<Change> WatchAsync(string prefix, long fromIndex, CancellationToken ct)
     {
         var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown);
         try
@@ -230,7 +230,7 @@ internal sealed class KeyValueCalls
         }
     }
 
-    private async IAsyncEnumerable<WatchEvent> Drain(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
+    private async IAsyncEnumerable<Change> Drain(System.Threading.Channels.ChannelReader<Change> reader, CancellationTokenSource cts,
         [EnumeratorCancellation] CancellationToken ct = default)
     {
         using var _ = cts;
@@ -244,7 +244,7 @@ internal sealed class KeyValueCalls
                 throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
             }
             if (!more) yield break;
-            while (reader.TryRead(out var c)) yield return new WatchEvent(c.Index, c.Key, c.Value);
+            while (reader.TryRead(out var c)) yield return c;
         }
     }
 }

@@ -111,9 +111,9 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
                 var reply = new SubscribeReply
                 {
                     Key = c.Key, Index = (ulong)c.Index,
-                    Action = c.Value is null ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
+                    Action = c.Kind == ChangeKind.Delete ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
                 };
-                if (c.Value is not null) reply.Value = UnsafeByteOperations.UnsafeWrap(c.Value);
+                if (c.Value is { } value) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
                 await responseStream.WriteAsync(reply).ConfigureAwait(false);
             }
         }

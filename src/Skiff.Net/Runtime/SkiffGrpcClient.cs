@@ -6,12 +6,6 @@ using Skiff.Net.Protocol;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>A change seen by a watcher.</summary>
-/// <param name="Index">The commit index of the change.</param>
-/// <param name="Key">The key.</param>
-/// <param name="Value">The new value, or null when the key was deleted.</param>
-public readonly record struct WatchEvent(long Index, string Key, byte[]? Value);
-
 /// <summary>
 /// A minimal client of the `skiff.Skiff` service: talks to the first reachable of the given addresses (any member
 /// answers every call; writes and linearizable reads are forwarded to the leader). Errors are SkiffException.
@@ -329,7 +323,7 @@ public sealed class SkiffGrpcClient : IDisposable
 
     /// <summary>Streams committed changes under <paramref name="prefix"/> from the contacted member, in commit order;
     /// with <paramref name="fromIndex"/> &gt; 0, replays changes from that index first.</summary>
-    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
+    public IAsyncEnumerable<Change> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
     {
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         return ReadWatch(client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
@@ -339,7 +333,7 @@ public sealed class SkiffGrpcClient : IDisposable
     /// <summary>Starts a watch and returns once the contacted member has registered it (its response headers
     /// arrived), so every change committed after this returns is streamed. Dispose the enumerator's token source to
     /// stop.</summary>
-    public async Task<IAsyncEnumerable<WatchEvent>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
+    public async Task<IAsyncEnumerable<Change>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
     {
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
@@ -357,7 +351,7 @@ public sealed class SkiffGrpcClient : IDisposable
         return ReadWatch(call, ct);
     }
 
-    private static async IAsyncEnumerable<WatchEvent> ReadWatch(AsyncServerStreamingCall<SubscribeReply> call,
+    private static async IAsyncEnumerable<Change> ReadWatch(AsyncServerStreamingCall<SubscribeReply> call,
         [EnumeratorCancellation] CancellationToken ct)
     {
         using var _ = call;
@@ -369,8 +363,9 @@ public sealed class SkiffGrpcClient : IDisposable
             catch (RpcException e) when (!ct.IsCancellationRequested) { throw ErrorMapping.FromRpc(e); }
             if (!more) yield break;
             var r = stream.Current;
-            yield return new WatchEvent((long)r.Index, r.Key,
-                r.Action == SubscribeReply.Types.Action.Delete ? null : r.HasValue ? r.Value.ToByteArray() : Array.Empty<byte>());
+            yield return r.Action == SubscribeReply.Types.Action.Delete
+                ? Change.Removed((long)r.Index, r.Key)
+                : Change.Inserted((long)r.Index, r.Key, r.HasValue ? r.Value.Memory : ReadOnlyMemory<byte>.Empty);
         }
     }
 

@@ -96,7 +96,7 @@ public sealed class SkiffServer : IAsyncDisposable
     internal Func<LoadPurpose, Exception?>? LoadFault { get; set; }
 
     /// <summary>Raised for every change this node applies (on the applier's thread; keep handlers short).</summary>
-    public event Action<WatchEvent>? Changed;
+    public event Action<Change>? Changed;
 
     /// <summary>Raised when role, term or known leader change (on the event loop; keep handlers short).</summary>
     public event Action<Role, long, Guid?>? RoleChanged;
@@ -152,7 +152,7 @@ public sealed class SkiffServer : IAsyncDisposable
             _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
             _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
             _runtime.Fatal += OnFatal;
-            _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
+            _runtime.Applier.Changed += c => Changed?.Invoke(c);
 
             _app = await EmbeddedHost.StartAsync(_options, this).ConfigureAwait(false);
             _runtime.Start(start, _options.Raft ?? Reducer.DefaultOptions);
@@ -263,7 +263,7 @@ public sealed class SkiffServer : IAsyncDisposable
     /// restarts); StreamClosed naming the oldest index still available if they were compacted away. A watcher that
     /// falls too far behind is ended with StreamClosed.</summary>
     /// <remarks>The watch is registered when this method returns, before the first item is asked for.</remarks>
-    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default) =>
+    public IAsyncEnumerable<Change> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default) =>
         KeyValue.WatchAsync(prefix, fromIndex, ct);
 
     /// <summary>Adds a member (as a learner that the leader promotes once caught up). A no-op if it is already a

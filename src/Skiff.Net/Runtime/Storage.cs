@@ -59,12 +59,6 @@ public interface IHardStateStore : IDisposable
     void Save(HardState state);
 }
 
-/// <summary>A change applied to the key-value state machine, as watchers see it.</summary>
-/// <param name="Index">The log index of the command.</param>
-/// <param name="Key">The key changed.</param>
-/// <param name="Value">The new value, or null for a deletion.</param>
-public readonly record struct KvChange(long Index, string Key, byte[]? Value);
-
 /// <summary>The replicated key-value state machine. Apply and Skip are called from the runtime's applier only;
 /// reads may come from any thread.</summary>
 public interface IStateMachine : IDisposable
@@ -77,7 +71,7 @@ public interface IStateMachine : IDisposable
 
     /// <summary>Applies a log command at <paramref name="index"/> (through the session layer: a session request is
     /// applied at most once); the change (if any) is reported for watchers.</summary>
-    LogResult Apply(long index, long term, LogCommand command, out KvChange? change);
+    LogResult Apply(long index, long term, LogCommand command, out Change? change);
 
     /// <summary>The value of a key, or null.</summary>
     byte[]? Get(string key);
@@ -96,7 +90,7 @@ public interface IChangeHistory
     /// <summary>The changes applied at indexes <paramref name="from"/> to <paramref name="to"/> (inclusive) under
     /// <paramref name="prefix"/>, in order; false, with the <paramref name="floor"/> at or below which changes
     /// are no longer kept, if the history does not reach back to <paramref name="from"/>.</summary>
-    bool TryReadChanges(long from, long to, string prefix, List<KvChange> into, out long floor);
+    bool TryReadChanges(long from, long to, string prefix, List<Change> into, out long floor);
 }
 
 /// <summary>A snapshot being received from a leader.</summary>

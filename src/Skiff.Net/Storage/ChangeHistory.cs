@@ -3,13 +3,6 @@ using System.Text;
 
 namespace Skiff.Net.Storage;
 
-/// <summary>A change the state machine applied: a put (<paramref name="Value"/> set) or a delete of a key that
-/// existed (<paramref name="Value"/> null).</summary>
-/// <param name="Index">The index of the entry that made it.</param>
-/// <param name="Key">The key.</param>
-/// <param name="Value">The new value, or null for a delete.</param>
-public readonly record struct KvHistoryChange(long Index, string Key, byte[]? Value);
-
 /// <summary>
 /// The change history watchers resume from: the newest changes (up to <see cref="KvOptions.WatchHistory"/>) kept in
 /// the store itself under reserved keys, so checkpoints carry them and replaying the log rebuilds them, plus an
@@ -57,7 +50,7 @@ internal sealed class ChangeHistory
     private static string KeyOf(long index) => Prefix + index.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>Adds a change and trims the oldest beyond the limit.</summary>
-    public void Record(KvHistoryChange change)
+    public void Record(Change change)
     {
         if (_limit > 0)
         {
@@ -67,7 +60,7 @@ internal sealed class ChangeHistory
             record[0] = value is null ? Delete : Put;
             BinaryPrimitives.WriteInt32LittleEndian(record.AsSpan(1), keyBytes);
             Encoding.UTF8.GetBytes(change.Key, record.AsSpan(5));
-            value?.CopyTo(record.AsSpan(5 + keyBytes));
+            value?.Span.CopyTo(record.AsSpan(5 + keyBytes));
             _store.Upsert(KeyOf(change.Index), record);
             _indexes.Add(change.Index);
         }
@@ -84,7 +77,7 @@ internal sealed class ChangeHistory
     /// <paramref name="to"/> whose key starts with <paramref name="prefix"/> into <paramref name="into"/>, and moves
     /// <paramref name="next"/> past the last one looked at. True once nothing is left in range. The caller checks
     /// <see cref="Floor"/> first.</summary>
-    public bool ReadChunk(ref long next, long to, string prefix, List<KvHistoryChange> into, int max)
+    public bool ReadChunk(ref long next, long to, string prefix, List<Change> into, int max)
     {
         var i = _indexes.LowerBound(next);
         for (var n = 0; n < max; n++, i++)
@@ -97,7 +90,7 @@ internal sealed class ChangeHistory
             var keyBytes = BinaryPrimitives.ReadInt32LittleEndian(record.AsSpan(1));
             var key = Encoding.UTF8.GetString(record, 5, keyBytes);
             if (!key.StartsWith(prefix, StringComparison.Ordinal)) continue;
-            into.Add(new KvHistoryChange(index, key, record[0] == Delete ? null : record.AsSpan(5 + keyBytes).ToArray()));
+            into.Add(record[0] == Delete ? Change.Removed(index, key) : Change.Inserted(index, key, record.AsMemory(5 + keyBytes)));
         }
         return false;
     }

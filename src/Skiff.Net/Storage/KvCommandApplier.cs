@@ -16,17 +16,17 @@ internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
     /// <param name="change">A put, a delete of a key that existed, or a compare-and-swap that matched and changed
     /// something; null otherwise.</param>
     /// <returns>The command's result.</returns>
-    public CommandResult Apply(long entryIndex, Command command, out KvHistoryChange? change)
+    public CommandResult Apply(long entryIndex, Command command, out Change? change)
     {
         change = null;
         switch (command)
         {
             case Command.Put p when !KvStateMachine.IsReserved(p.key):
                 Put(p.key, p.value);
-                change = new KvHistoryChange(entryIndex, p.key, p.value);
+                change = Change.Inserted(entryIndex, p.key, p.value);
                 return CommandResult.Done;
             case Command.Delete d when !KvStateMachine.IsReserved(d.key):
-                if (Delete(d.key)) change = new KvHistoryChange(entryIndex, d.key, null);
+                if (Delete(d.key)) change = Change.Removed(entryIndex, d.key);
                 return CommandResult.Done;
             case Command.CompareAndSwap c when !KvStateMachine.IsReserved(c.key):
                 return CompareAndSwap(entryIndex, c.key, c.expected, c.next, out change);
@@ -51,7 +51,7 @@ internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
     }
 
     private CommandResult CompareAndSwap(long entryIndex, string key, FSharpOption<byte[]>? expected,
-        FSharpOption<byte[]>? next, out KvHistoryChange? change)
+        FSharpOption<byte[]>? next, out Change? change)
     {
         change = null;
         var current = store.Read(key);
@@ -61,9 +61,9 @@ internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
         if (next?.Value is { } n)
         {
             Put(key, n);
-            change = new KvHistoryChange(entryIndex, key, n);
+            change = Change.Inserted(entryIndex, key, n);
         }
-        else if (Delete(key)) change = new KvHistoryChange(entryIndex, key, null);
+        else if (Delete(key)) change = Change.Removed(entryIndex, key);
         return CommandResult.NewSwapped(true);
     }
 }

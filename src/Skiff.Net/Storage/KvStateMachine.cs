@@ -167,7 +167,7 @@ public sealed partial class KvStateMachine : IDisposable
     /// <param name="command">The command.</param>
     /// <param name="change">The change made, or null if none.</param>
     /// <returns>What applying did, or null if the index was already applied.</returns>
-    public CommandResult? Apply(long index, long term, Command command, out KvHistoryChange? change)
+    public CommandResult? Apply(long index, long term, Command command, out Change? change)
     {
         var result = Apply(index, term, LogCommand.NewPlain(command), out change);
         return result is null ? null : Sessions.resultOf(result)?.Value;
@@ -175,13 +175,13 @@ public sealed partial class KvStateMachine : IDisposable
 
     /// <summary>Applies a log command at <paramref name="index"/>: a key-value command alone, or inside a client
     /// session (applied at most once per session request; a repeat is answered from the session's results), or
-    /// the opening or closing of a session. See <see cref="Apply(long, long, Command, out KvHistoryChange?)"/>.</summary>
+    /// the opening or closing of a session. See <see cref="Apply(long, long, Command, out Change?)"/>.</summary>
     /// <param name="index">The entry's index.</param>
     /// <param name="term">The entry's term.</param>
     /// <param name="command">The command.</param>
     /// <param name="change">The change made, or null if none.</param>
     /// <returns>What the proposing client sees, or null if the index was already applied.</returns>
-    public LogResult? Apply(long index, long term, LogCommand command, out KvHistoryChange? change)
+    public LogResult? Apply(long index, long term, LogCommand command, out Change? change)
     {
         change = null;
         lock (_gate)
@@ -191,7 +191,7 @@ public sealed partial class KvStateMachine : IDisposable
             _space.Ensure();
             try
             {
-                KvHistoryChange? made = null;
+                Change? made = null;
                 if (_options.UnsafeNoSessionDedup && command is LogCommand.InSession unsafeWrite) command = LogCommand.NewPlain(unsafeWrite.Item2);
                 var applied = Sessions.apply(
                     FuncConvert.FromFunc<Command, CommandResult>(c => _commands.Apply(index, c, out made)),
@@ -300,7 +300,7 @@ public sealed partial class KvStateMachine : IDisposable
     /// <param name="into">Receives the changes.</param>
     /// <param name="floor">The history's floor: every change after it is kept.</param>
     /// <returns>Whether the history covers <paramref name="from"/>.</returns>
-    public bool TryReadHistory(long from, long to, string prefix, List<KvHistoryChange> into, out long floor)
+    public bool TryReadHistory(long from, long to, string prefix, List<Change> into, out long floor)
     {
         // In chunks, taking the lock for each, so a long backlog does not hold up applies and reads for long (100,000
         // changes take 0.1-0.3 s here). Between chunks the oldest changes may be trimmed: that is fine unless one not
