@@ -291,20 +291,20 @@ let private nodeTests =
             let vote = Guid.NewGuid()
             let id =
                 using (NodeStorage.Open tmp.Path) (fun s ->
-                    Expect.equal s.HardState.State (HardState(0L, Nullable())) "initial"
-                    s.HardState.Save(HardState(3L, Nullable vote))
-                    s.HardState.Save(HardState(4L, Nullable()))
-                    s.HardState.Save(HardState(5L, Nullable vote))
+                    Expect.equal s.HardState.State ({ Term = 0L; VotedFor = None }) "initial"
+                    s.HardState.Save({ Term = 3L; VotedFor = Some vote })
+                    s.HardState.Save({ Term = 4L; VotedFor = None })
+                    s.HardState.Save({ Term = 5L; VotedFor = Some vote })
                     s.HardState.NodeId)
             use s = NodeStorage.Open tmp.Path
             Expect.equal s.HardState.NodeId id "node id is stable"
-            Expect.equal s.HardState.State (HardState(5L, Nullable vote)) "latest state"
+            Expect.equal s.HardState.State ({ Term = 5L; VotedFor = Some vote }) "latest state"
 
         testCase "a torn hard-state slot falls back to the previous state" <| fun () ->
             use tmp = new TempDir "hs-torn"
             using (NodeStorage.Open tmp.Path) (fun s ->
-                s.HardState.Save(HardState(3L, Nullable()))
-                s.HardState.Save(HardState(4L, Nullable())))
+                s.HardState.Save({ Term = 3L; VotedFor = None })
+                s.HardState.Save({ Term = 4L; VotedFor = None }))
             // seq 3 (term 4) went to slot 1; tear it.
             flipByte (Path.Combine(tmp.Path, "hardstate")) (4096 + 30)
             use s = NodeStorage.Open tmp.Path
@@ -764,7 +764,7 @@ let private diskTests =
                 expectSkiff ErrorKind.StorageError (fun () -> append s.Log (entries 4L 4L 1L)) |> ignore
                 Expect.equal s.Log.LastIndex 3L "acknowledged entries still readable"
                 // The hard-state file is preallocated and written in place, so it needs no new blocks.
-                s.HardState.Save(HardState(9L, Nullable()))
+                s.HardState.Save({ Term = 9L; VotedFor = None })
                 Expect.equal s.HardState.State.Term 9L "hard state saved on a full disk"
                 s.Dispose())
 

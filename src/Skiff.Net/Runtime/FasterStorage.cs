@@ -108,16 +108,10 @@ public sealed class FasterHardStateStore : IHardStateStore
     public FasterHardStateStore(HardStateStore store) => _store = store;
 
     /// <inheritdoc/>
-    public Skiff.Core.HardState? Load()
-    {
-        var s = _store.State;
-        return new Skiff.Core.HardState(s.Term, s.VotedFor is { } v ? FSharpOption<Guid>.Some(v) : FSharpOption<Guid>.None);
-    }
+    public HardState? Load() => _store.State;
 
     /// <inheritdoc/>
-    public void Save(Skiff.Core.HardState state) =>
-        _store.Save(new Skiff.Net.Storage.HardState(state.Term,
-            FSharpOption<Guid>.get_IsSome(state.VotedFor) ? state.VotedFor!.Value : null));
+    public void Save(HardState state) => _store.Save(state);
 
     /// <inheritdoc/>
     public void Dispose() { }
