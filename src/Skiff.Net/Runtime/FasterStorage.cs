@@ -8,7 +8,7 @@ namespace Skiff.Net.Runtime;
 
 /// <summary>The runtime's log on the FASTER <see cref="RaftLog"/> (which does its own group commit: appends are
 /// queued in order and <see cref="Flush"/> waits for the newest one to be durable).</summary>
-public sealed class FasterLogStore : ILogStore
+internal sealed class FasterLogStore : ILogStore
 {
     private const byte Noop = 0, Cmd = 1, Cfg = 2;
     private readonly RaftLog _log;
@@ -100,7 +100,7 @@ public sealed class FasterLogStore : ILogStore
 }
 
 /// <summary>The hard state in the storage's <see cref="HardStateStore"/>.</summary>
-public sealed class FasterHardStateStore : IHardStateStore
+internal sealed class FasterHardStateStore : IHardStateStore
 {
     private readonly HardStateStore _store;
 
@@ -119,7 +119,7 @@ public sealed class FasterHardStateStore : IHardStateStore
 
 /// <summary>The state machine on the storage's FASTER <see cref="KvStateMachine"/>, with its durable change
 /// history.</summary>
-public sealed class FasterStateMachine : IStateMachine, IChangeHistory
+internal sealed class FasterStateMachine : IStateMachine, IChangeHistory
 {
     private readonly KvStateMachine _kv;
 
@@ -159,7 +159,7 @@ public sealed class FasterStateMachine : IStateMachine, IChangeHistory
 /// <summary>Snapshots as FASTER checkpoints of the <see cref="KvStateMachine"/>, with the configuration in force
 /// at each kept in a small side file (`snapmeta/INDEX.meta`), streamed with its reader and installed with its
 /// installer.</summary>
-public sealed class FasterSnapshotStore : ISnapshotStore
+internal sealed class FasterSnapshotStore : ISnapshotStore
 {
     private readonly KvStateMachine _kv;
     private readonly string _metaDir;

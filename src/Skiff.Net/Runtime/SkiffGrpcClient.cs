@@ -17,7 +17,7 @@ namespace Skiff.Net.Runtime;
 /// cluster applies it once and every attempt gets the first answer. Without sessions a write is sent to another
 /// member only when the connection to the first could not be made (at most once).
 /// </remarks>
-public sealed class SkiffGrpcClient : IDisposable
+internal sealed class SkiffGrpcClient : IDisposable
 {
     private readonly string[] _addresses;
     private readonly GrpcChannel[] _channels;

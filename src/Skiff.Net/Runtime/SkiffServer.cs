@@ -9,7 +9,7 @@ namespace Skiff.Net.Runtime;
 /// One Skiff node: storage, the Raft event loop, the gRPC services (client calls and peer traffic on one port)
 /// and the cluster behaviour (forwarding to the leader, joining, removal, watches). The facade wraps this class.
 /// </summary>
-public sealed class SkiffServer : IAsyncDisposable
+internal sealed class SkiffServer : IAsyncDisposable
 {
     private readonly SkiffServerOptions _options;
     private readonly NodeStorageBinding _storage;

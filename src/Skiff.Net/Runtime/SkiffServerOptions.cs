@@ -3,7 +3,7 @@ using System.Net;
 namespace Skiff.Net.Runtime;
 
 /// <summary>Settings of one Skiff node.</summary>
-public sealed class SkiffServerOptions
+internal sealed class SkiffServerOptions
 {
     /// <summary>The IP address the node listens on (default 127.0.0.1).</summary>
     public IPAddress Bind { get; set; } = IPAddress.Loopback;

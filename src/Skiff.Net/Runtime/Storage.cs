@@ -4,7 +4,7 @@ namespace Skiff.Net.Runtime;
 
 /// <summary>The durable Raft log as the runtime needs it. Only the runtime's storage writer calls the mutating
 /// members, one at a time; reads may come from other threads.</summary>
-public interface ILogStore : IDisposable
+internal interface ILogStore : IDisposable
 {
     /// <summary>The index of the last entry in the snapshot the log starts after (0 if none).</summary>
     long SnapshotIndex { get; }
@@ -50,7 +50,7 @@ public interface ILogStore : IDisposable
 }
 
 /// <summary>The durable hard state (term and vote).</summary>
-public interface IHardStateStore : IDisposable
+internal interface IHardStateStore : IDisposable
 {
     /// <summary>The stored hard state, or null on a fresh node.</summary>
     HardState? Load();
@@ -61,7 +61,7 @@ public interface IHardStateStore : IDisposable
 
 /// <summary>The replicated key-value state machine. Apply and Skip are called from the runtime's applier only;
 /// reads may come from any thread.</summary>
-public interface IStateMachine : IDisposable
+internal interface IStateMachine : IDisposable
 {
     /// <summary>The index of the last entry applied (or restored from a snapshot).</summary>
     long AppliedIndex { get; }
@@ -85,7 +85,7 @@ public interface IStateMachine : IDisposable
 
 /// <summary>A state machine that keeps a durable history of its recent changes (carried by its snapshots and
 /// rebuilt by replaying the log), so watchers can resume from indexes the runtime no longer holds in memory.</summary>
-public interface IChangeHistory
+internal interface IChangeHistory
 {
     /// <summary>The changes applied at indexes <paramref name="from"/> to <paramref name="to"/> (inclusive) under
     /// <paramref name="prefix"/>, in order; false, with the <paramref name="floor"/> at or below which changes
@@ -94,7 +94,7 @@ public interface IChangeHistory
 }
 
 /// <summary>A snapshot being received from a leader.</summary>
-public interface IStagedSnapshot : IDisposable
+internal interface IStagedSnapshot : IDisposable
 {
     /// <summary>Adds the next bytes.</summary>
     void Write(ReadOnlySpan<byte> chunk);
@@ -105,7 +105,7 @@ public interface IStagedSnapshot : IDisposable
 }
 
 /// <summary>Durable snapshots of the state machine, with their metadata (including the configuration).</summary>
-public interface ISnapshotStore : IDisposable
+internal interface ISnapshotStore : IDisposable
 {
     /// <summary>The newest durable snapshot's metadata, or null.</summary>
     SnapshotMeta? Latest { get; }

@@ -7,7 +7,7 @@ using Skiff.Net.Protocol;
 namespace Skiff.Net.Runtime;
 
 /// <summary>Converts between the reducer's F# messages and the peer protocol's protobuf messages.</summary>
-public static class WireCodec
+internal static class WireCodec
 {
     /// <summary>A Guid as 16 bytes on the wire.</summary>
     public static ByteString FromGuid(Guid id) => ByteString.CopyFrom(id.ToByteArray());

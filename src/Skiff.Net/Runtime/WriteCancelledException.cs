@@ -2,7 +2,7 @@ namespace Skiff.Net.Runtime;
 
 /// <summary>A write gave up because its token was cancelled (its deadline passed, or its caller cancelled it);
 /// <see cref="Outcome"/> says whether an attempt may have taken effect.</summary>
-public sealed class WriteCancelledException : OperationCanceledException
+internal sealed class WriteCancelledException : OperationCanceledException
 {
     /// <summary>Whether the write may have taken effect.</summary>
     public WriteOutcome Outcome { get; }

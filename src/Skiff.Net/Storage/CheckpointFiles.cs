@@ -6,7 +6,7 @@ namespace Skiff.Net.Storage;
 /// <param name="Term">The term of that entry.</param>
 /// <param name="Token">FASTER's checkpoint token.</param>
 /// <param name="Files">Files relative to the store directory, and how many bytes of each belong to the snapshot.</param>
-public sealed record SnapshotInfo(long Index, long Term, Guid Token, IReadOnlyList<(string Path, long Length)> Files)
+internal sealed record SnapshotInfo(long Index, long Term, Guid Token, IReadOnlyList<(string Path, long Length)> Files)
 {
     /// <summary>Total bytes of the snapshot's files.</summary>
     public long TotalBytes => Files.Sum(f => f.Length);

@@ -9,7 +9,7 @@ namespace Skiff.Net.Storage;
 /// slots written alternately in place and fsynced. A crash at any instant tears at most the slot being written;
 /// the other holds the previous state, so opening always finds a valid state (the newest whose write finished).
 /// </summary>
-public sealed class HardStateStore : IDisposable
+internal sealed class HardStateStore : IDisposable
 {
     private const uint Magic = 0x534B4853; // "SKHS"
     private const int SlotSize = 4096;

@@ -2,7 +2,7 @@ namespace Skiff.Net.Storage;
 
 /// <summary>Settings of a <see cref="KvStateMachine"/>. The in-memory sizes bound memory use; data beyond them
 /// lives on disk and is read back on demand, so a store larger than memory works.</summary>
-public sealed record KvOptions
+internal sealed record KvOptions
 {
     /// <summary>Size of FASTER's hash index in bytes (64 bytes a bucket of 7 entries; default 16 MiB).</summary>
     public long IndexSizeBytes { get; init; } = 1L << 24;
@@ -36,7 +36,7 @@ public sealed record KvOptions
 }
 
 /// <summary>How a <see cref="KvStateMachine"/> rebuilds its ordered key index when it opens.</summary>
-public enum KeyIndexRebuild
+internal enum KeyIndexRebuild
 {
     /// <summary>One scan of the whole hybrid log in address order, applying each record (a live record adds its
     /// key, a tombstone removes it). The default: the faster of the two here.</summary>

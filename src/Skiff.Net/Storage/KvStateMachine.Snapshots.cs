@@ -4,7 +4,7 @@ namespace Skiff.Net.Storage;
 // one received from the leader. A part of KvStateMachine rather than a collaborator because these are its own public
 // members, run under its lock and replace its store wholesale on install; the file work itself is in CheckpointFiles
 // and Snapshots.cs.
-public sealed partial class KvStateMachine
+internal partial class KvStateMachine
 {
     /// <summary>Takes a snapshot: a FASTER fold-over checkpoint of everything applied so far, durable on return.
     /// The caller then compacts the log behind <see cref="SnapshotInfo.Index"/>. Call between applies.</summary>

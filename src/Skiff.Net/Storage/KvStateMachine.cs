@@ -8,7 +8,7 @@ namespace Skiff.Net.Storage;
 /// <param name="Recover">Creating the store and recovering its latest checkpoint.</param>
 /// <param name="KeyIndex">Rebuilding the ordered key index.</param>
 /// <param name="Keys">Keys found.</param>
-public readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex, int Keys);
+internal readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex, int Keys);
 
 /// <summary>
 /// The replicated key-value state machine on FASTER's <c>FasterKV</c>: string keys with <c>/</c> levels, opaque
@@ -22,7 +22,7 @@ public readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex, i
 /// <see cref="KeyIndexRebuilder"/> (rebuilding the indexes on open) and <see cref="CheckpointFiles"/> (snapshot
 /// files). Everything but FASTER's own files is rebuilt from the store on every open.</para>
 /// </summary>
-public sealed partial class KvStateMachine : IDisposable
+internal partial class KvStateMachine : IDisposable
 {
     /// <summary>Keys starting with this are reserved for the state machine's own bookkeeping.</summary>
     public const string ReservedPrefix = "\0skiff/";

@@ -6,7 +6,7 @@ namespace Skiff.Net.Storage;
 /// <param name="Index">The entry's index (1-based, contiguous).</param>
 /// <param name="Term">The term of the leader that created it.</param>
 /// <param name="Payload">The bytes to replicate (an encoded command, or empty for a no-op).</param>
-public sealed record LogEntry(long Index, long Term, byte[] Payload);
+internal sealed record LogEntry(long Index, long Term, byte[] Payload);
 
 /// <summary>
 /// The durable Raft log on a FASTER <see cref="FasterLog"/>.
@@ -22,7 +22,7 @@ public sealed record LogEntry(long Index, long Term, byte[] Payload);
 /// <para>Reads (<see cref="TermAt"/>, <see cref="ReadAsync"/>, <see cref="LastIndex"/>) see only durable entries:
 /// the <see cref="LogIndex"/> this class guards learns of a batch only once it is durable.</para>
 /// </summary>
-public sealed class RaftLog : IAsyncDisposable, IDisposable
+internal sealed class RaftLog : IAsyncDisposable, IDisposable
 {
     private readonly string _logPath;
     private readonly RaftLogOptions _options;

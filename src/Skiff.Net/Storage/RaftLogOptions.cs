@@ -1,7 +1,7 @@
 namespace Skiff.Net.Storage;
 
 /// <summary>How a <see cref="RaftLog"/> makes a group of appends durable.</summary>
-public enum LogCommitMode
+internal enum LogCommitMode
 {
     /// <summary>FASTER's own commit: a new metadata file per commit, the old one deleted, the directory never
     /// synced. Several syncs per commit, and the newest commit may be lost on power loss. Kept to compare.</summary>
@@ -15,7 +15,7 @@ public enum LogCommitMode
 }
 
 /// <summary>Settings of a <see cref="RaftLog"/>.</summary>
-public sealed record RaftLogOptions
+internal sealed record RaftLogOptions
 {
     /// <summary>How commits are made durable.</summary>
     public LogCommitMode CommitMode { get; init; } = LogCommitMode.InLog;
