@@ -7,7 +7,9 @@ static class Charts
 {
     static readonly Dictionary<string, Color> Colors = new()
     {
-        ["skiff"] = new Color(0x1f, 0x77, 0xb4), ["etcd"] = new Color(0xd6, 0x27, 0x28), ["dotnext"] = new Color(0x2c, 0xa0, 0x2c),
+        ["skiff"] = new Color(0x1f, 0x77, 0xb4),
+        ["etcd"] = new Color(0xd6, 0x27, 0x28),
+        ["dotnext"] = new Color(0x2c, 0xa0, 0x2c),
     };
 
     static string Title(string sys) => sys switch { "etcd" => "etcd", "dotnext" => "DotNext", _ => "Skiff" };

@@ -282,9 +282,17 @@ public sealed record Options
     {
         var o = new Options { CommandLine = string.Join(' ', args) };
         if (args.Contains("--quick"))
-            o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
-                         Settle = TimeSpan.FromSeconds(6), RecoveryKeys = 0,
-                         FailoverBefore = TimeSpan.FromSeconds(1), FailoverAfter = TimeSpan.FromSeconds(1) };
+            o = o with
+            {
+                Quick = true,
+                Reps = 1,
+                Duration = TimeSpan.FromSeconds(3),
+                Warmup = TimeSpan.FromSeconds(0.5),
+                Settle = TimeSpan.FromSeconds(6),
+                RecoveryKeys = 0,
+                FailoverBefore = TimeSpan.FromSeconds(1),
+                FailoverAfter = TimeSpan.FromSeconds(1)
+            };
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");

@@ -202,8 +202,8 @@ static class Report
         yield return Judge("writes ≥ DotNext at C = 64", p => p.OpsPerSec, "put", 64, "dotnext", 1, true);
         yield return Judge("writes ≥ DotNext at C = 256", p => p.OpsPerSec, "put", 256, "dotnext", 1, true);
         foreach (var c in new[] { 64, 256 })
-        foreach (var peer in new[] { "etcd", "dotnext" })
-            yield return Judge($"write p99 ≤ {(peer == "etcd" ? "etcd" : "DotNext")}'s at C = {c}", p => p.P99Ms, "put", c, peer, 1, false);
+            foreach (var peer in new[] { "etcd", "dotnext" })
+                yield return Judge($"write p99 ≤ {(peer == "etcd" ? "etcd" : "DotNext")}'s at C = {c}", p => p.P99Ms, "put", c, peer, 1, false);
         yield return Judge("one-client write p50 ≤ etcd's", p => p.P50Ms, "put", 1, "etcd", 1, false);
         yield return Judge("one-client write p50 ≤ DotNext's", p => p.P50Ms, "put", 1, "dotnext", 1, false);
         yield return Judge("linearizable reads ≥ 2× etcd at C = 64", p => p.OpsPerSec, "get-lin", 64, "etcd", 2, true);

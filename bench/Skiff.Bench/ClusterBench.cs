@@ -36,7 +36,9 @@ public static class ClusterBench
             {
                 var s = new SkiffServer(new SkiffServerOptions
                 {
-                    Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
+                    Bind = IPAddress.Parse($"127.0.0.{n}"),
+                    Port = port,
+                    DataDirectory = Path.Combine(root, $"n{n}"),
                     JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
                     MinThreadPoolThreads = 64, // as before the option became opt-in, so results stay comparable
                 });
@@ -127,7 +129,9 @@ public static class FailoverBench
                 {
                     var s = new SkiffServer(new SkiffServerOptions
                     {
-                        Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
+                        Bind = IPAddress.Parse($"127.0.0.{n}"),
+                        Port = port,
+                        DataDirectory = Path.Combine(root, $"n{n}"),
                         JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
                         MinThreadPoolThreads = 64, // as before the option became opt-in
                     });

@@ -19,7 +19,10 @@ internal sealed class DemoNodeProcess(int number, int port, string dir, string? 
         var (file, prefix) = SelfCommand();
         var psi = new ProcessStartInfo(file)
         {
-            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
         };
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "serve", "--dir", dir, "--bind", Address.ToString(), "--port", port.ToString(), "--parent-pid", Environment.ProcessId.ToString() })

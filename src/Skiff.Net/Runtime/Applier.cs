@@ -335,7 +335,9 @@ internal sealed class Applier
             }
             var channel = Channel.CreateBounded<Change>(new BoundedChannelOptions(_watchCapacity + backlog.Count)
             {
-                SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait,
+                SingleReader = true,
+                SingleWriter = true,
+                FullMode = BoundedChannelFullMode.Wait,
             });
             foreach (var c in backlog) channel.Writer.TryWrite(c);
             var sub = new Subscription { Prefix = prefix, FromIndex = fromIndex, Channel = channel };

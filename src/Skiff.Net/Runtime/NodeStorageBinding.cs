@@ -42,7 +42,8 @@ internal sealed class NodeStorageBinding : IDisposable
         {
             Kv = new KvOptions
             {
-                WatchHistory = Math.Max(0, options.WatchHistory), UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
+                WatchHistory = Math.Max(0, options.WatchHistory),
+                UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
             },
         });
         _storage = storage;

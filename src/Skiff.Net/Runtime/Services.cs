@@ -110,7 +110,8 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
             {
                 var reply = new SubscribeReply
                 {
-                    Key = c.Key, Index = (ulong)c.Index,
+                    Key = c.Key,
+                    Index = (ulong)c.Index,
                     Action = c.Kind == ChangeKind.Delete ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
                 };
                 if (c.Value is { } value) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
@@ -153,9 +154,13 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
         var (leader, address) = _node.LeaderInfo();
         var reply = new ClusterStatusReply
         {
-            Id = _node.Id.ToString(), Role = _node.Role.ToString(), Term = _node.Term,
-            LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "",
-            CommitIndex = _node.CommitIndex, AppliedIndex = _node.AppliedIndex,
+            Id = _node.Id.ToString(),
+            Role = _node.Role.ToString(),
+            Term = _node.Term,
+            LeaderId = leader?.ToString() ?? "",
+            LeaderAddress = address ?? "",
+            CommitIndex = _node.CommitIndex,
+            AppliedIndex = _node.AppliedIndex,
         };
         foreach (var m in _node.Members)
             reply.Members.Add(new MemberInfo { Id = m.Key.ToString(), Address = m.Value.Address, Voter = m.Value.Voter });

@@ -68,8 +68,11 @@ internal sealed class LogWriter
     {
         var batch = new LogBatch
         {
-            Kind = LogRecordType.Entry, First = entries[0].Index, BaseTerm = 0,
-            Terms = new long[entries.Count], Addresses = new long[entries.Count],
+            Kind = LogRecordType.Entry,
+            First = entries[0].Index,
+            BaseTerm = 0,
+            Terms = new long[entries.Count],
+            Addresses = new long[entries.Count],
         };
         lock (_gate)
         {
@@ -118,7 +121,11 @@ internal sealed class LogWriter
         if (tornAddresses.Count == 0) return;
         var skips = tornAddresses.Select(a => new LogBatch
         {
-            Kind = LogRecordType.Skip, First = a, BaseTerm = 0, Terms = Array.Empty<long>(), Addresses = Array.Empty<long>(),
+            Kind = LogRecordType.Skip,
+            First = a,
+            BaseTerm = 0,
+            Terms = Array.Empty<long>(),
+            Addresses = Array.Empty<long>(),
         }).ToList();
         lock (_gate)
         {
