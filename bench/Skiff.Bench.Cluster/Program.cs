@@ -323,7 +323,7 @@ public sealed record Options
         return o;
     }
 
-    static Options ParseDotNext(Options o, string s)
+    private static Options ParseDotNext(Options o, string s)
     {
         // L-U/H, e.g. 150-300/75
         var parts = s.Split('/');
@@ -332,7 +332,7 @@ public sealed record Options
     }
 }
 
-static class Repo
+internal static class Repo
 {
     public static string Root()
     {

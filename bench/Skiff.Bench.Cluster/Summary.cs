@@ -39,7 +39,7 @@ public sealed class Summary
         return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
     }
 
-    static double Spread(IEnumerable<double> xs)
+    private static double Spread(IEnumerable<double> xs)
     {
         var a = xs.Where(x => !double.IsNaN(x)).ToArray();
         if (a.Length < 2) return 0;

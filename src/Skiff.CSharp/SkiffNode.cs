@@ -2,8 +2,8 @@ using System.Net;
 using System.Reactive.Linq;
 using System.Reactive.Subjects;
 using Microsoft.Extensions.Logging;
-using Skiff.Diagnostics;
 using Skiff.Core;
+using Skiff.Diagnostics;
 using Skiff.Net.Runtime;
 
 namespace Skiff;
