@@ -3,14 +3,16 @@ using ScottPlot;
 namespace Skiff.Bench.Cluster;
 
 /// <summary>Two small PNGs next to benchmarks.md: write throughput against clients, and write latency percentiles.</summary>
-static class Charts
+internal static class Charts
 {
-    static readonly Dictionary<string, Color> Colors = new()
+    private static readonly Dictionary<string, Color> Colors = new()
     {
-        ["skiff"] = new Color(0x1f, 0x77, 0xb4), ["etcd"] = new Color(0xd6, 0x27, 0x28), ["dotnext"] = new Color(0x2c, 0xa0, 0x2c),
+        ["skiff"] = new Color(0x1f, 0x77, 0xb4),
+        ["etcd"] = new Color(0xd6, 0x27, 0x28),
+        ["dotnext"] = new Color(0x2c, 0xa0, 0x2c),
     };
 
-    static string Title(string sys) => sys switch { "etcd" => "etcd", "dotnext" => "DotNext", _ => "Skiff" };
+    private static string Title(string sys) => sys switch { "etcd" => "etcd", "dotnext" => "DotNext", _ => "Skiff" };
 
     public static IReadOnlyList<string> Write(Summary s, string dir, string runLabel)
     {

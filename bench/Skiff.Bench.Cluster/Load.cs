@@ -20,12 +20,12 @@ public sealed record RecoveryResult(string System, int Keys, int Rep, double Loa
     double LeaderRssMb, double RecoveredRssMb);
 
 /// <summary>16-byte distinct keys and 100-byte values, as the issue specifies.</summary>
-static class Keys
+internal static class Keys
 {
-    static int run;
+    private static int run;
     public static readonly byte[] Value = MakeValue();
 
-    static byte[] MakeValue()
+    private static byte[] MakeValue()
     {
         var v = new byte[100];
         new Random(7).NextBytes(v);
@@ -40,9 +40,9 @@ static class Keys
         Encoding.ASCII.GetBytes($"{runId & 0xff:x2}{client & 0xffff:x4}{seq & 0xff_ffff_ffffL:x10}");
 }
 
-static class Cpu
+internal static class Cpu
 {
-    static readonly long TicksPerSecond = 100; // USER_HZ on Linux
+    private static readonly long TicksPerSecond = 100; // USER_HZ on Linux
 
     /// <summary>utime + stime of a process in seconds, or null if it is gone.</summary>
     public static double? ProcessSeconds(int pid)
@@ -64,9 +64,9 @@ static class Cpu
 
 public static class Load
 {
-    static double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
+    private static double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
 
-    static double Percentile(long[] sorted, double q) =>
+    private static double Percentile(long[] sorted, double q) =>
         sorted.Length == 0 ? double.NaN : Ms(sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)]);
 
     /// <summary>
@@ -141,13 +141,13 @@ public static class Load
             termBefore is long b && termAfter is long a ? a - b : -1);
     }
 
-    static async Task<long?> TermAsync(IBenchSystem sys, int member, CancellationToken ct)
+    private static async Task<long?> TermAsync(IBenchSystem sys, int member, CancellationToken ct)
     {
         try { return (await sys.ProbeAsync(member, ct)).Term; }
         catch (Exception) when (!ct.IsCancellationRequested) { return null; }
     }
 
-    static async Task DelayUntil(long timestamp, CancellationToken ct)
+    private static async Task DelayUntil(long timestamp, CancellationToken ct)
     {
         var wait = Ms(timestamp - Stopwatch.GetTimestamp());
         if (wait > 0) await Task.Delay(TimeSpan.FromMilliseconds(wait), ct);

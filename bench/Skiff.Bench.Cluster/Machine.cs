@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Skiff.Bench.Cluster;
 
-static class Machine
+internal static class Machine
 {
     public static string LoadAverage()
     {
@@ -10,7 +10,7 @@ static class Machine
         catch (IOException) { return "?"; }
     }
 
-    static string CpuModel()
+    private static string CpuModel()
     {
         try
         {
@@ -20,7 +20,7 @@ static class Machine
         catch (IOException) { return "?"; }
     }
 
-    static string MemoryGiB()
+    private static string MemoryGiB()
     {
         try
         {
@@ -31,7 +31,7 @@ static class Machine
         catch (Exception e) when (e is IOException or InvalidOperationException or FormatException) { return "?"; }
     }
 
-    static string Kernel()
+    private static string Kernel()
     {
         try { return File.ReadAllText("/proc/sys/kernel/osrelease").Trim(); }
         catch (IOException) { return "?"; }

@@ -282,9 +282,17 @@ public sealed record Options
     {
         var o = new Options { CommandLine = string.Join(' ', args) };
         if (args.Contains("--quick"))
-            o = o with { Quick = true, Reps = 1, Duration = TimeSpan.FromSeconds(3), Warmup = TimeSpan.FromSeconds(0.5),
-                         Settle = TimeSpan.FromSeconds(6), RecoveryKeys = 0,
-                         FailoverBefore = TimeSpan.FromSeconds(1), FailoverAfter = TimeSpan.FromSeconds(1) };
+            o = o with
+            {
+                Quick = true,
+                Reps = 1,
+                Duration = TimeSpan.FromSeconds(3),
+                Warmup = TimeSpan.FromSeconds(0.5),
+                Settle = TimeSpan.FromSeconds(6),
+                RecoveryKeys = 0,
+                FailoverBefore = TimeSpan.FromSeconds(1),
+                FailoverAfter = TimeSpan.FromSeconds(1)
+            };
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -315,7 +323,7 @@ public sealed record Options
         return o;
     }
 
-    static Options ParseDotNext(Options o, string s)
+    private static Options ParseDotNext(Options o, string s)
     {
         // L-U/H, e.g. 150-300/75
         var parts = s.Split('/');
@@ -324,7 +332,7 @@ public sealed record Options
     }
 }
 
-static class Repo
+internal static class Repo
 {
     public static string Root()
     {

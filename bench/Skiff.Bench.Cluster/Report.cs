@@ -7,22 +7,22 @@ namespace Skiff.Bench.Cluster;
 /// Writes the cluster section of docs/benchmarks.md between its markers, leaving the rest of the file (other
 /// benchmarks' sections) alone. Ratio columns say "n/a" until results named "skiff" exist.
 /// </summary>
-static class Report
+internal static class Report
 {
-    const string Begin = "<!-- cluster-bench:begin (written by bench/Skiff.Bench.Cluster; edits inside are overwritten) -->";
-    const string End = "<!-- cluster-bench:end -->";
+    private const string Begin = "<!-- cluster-bench:begin (written by bench/Skiff.Bench.Cluster; edits inside are overwritten) -->";
+    private const string End = "<!-- cluster-bench:end -->";
 
-    static readonly (string Kind, int Clients, string Label)[] Rows =
+    private static readonly (string Kind, int Clients, string Label)[] Rows =
     [
         ("put", 1, "writes, C = 1"), ("put", 16, "writes, C = 16"), ("put", 64, "writes, C = 64"),
         ("put", 256, "writes, C = 256"), ("get-lin", 64, "linearizable reads, C = 64"),
         ("get-stale", 64, "stale reads, C = 64"),
     ];
 
-    static string Ratio(double skiff, double peer) =>
+    private static string Ratio(double skiff, double peer) =>
         double.IsNaN(skiff) || double.IsNaN(peer) || peer == 0 ? "n/a" : $"{skiff / peer:F2}×";
 
-    static string Cell(PointSummary? p, Func<PointSummary, double> f, int decimals) => p == null ? "–" : F(f(p), decimals);
+    private static string Cell(PointSummary? p, Func<PointSummary, double> f, int decimals) => p == null ? "–" : F(f(p), decimals);
 
     public static string Write(string path, Summary s, DateTime started, string machine, Options o,
         IReadOnlyDictionary<string, string> descriptions, IReadOnlyList<string> failures, IReadOnlyList<string> charts)
@@ -184,7 +184,7 @@ static class Report
     }
 
     /// <summary>Each bar from the issue with its measured ratio, or why it cannot be judged yet.</summary>
-    static IEnumerable<string> Bars(Summary s)
+    private static IEnumerable<string> Bars(Summary s)
     {
         PointSummary? P(string sys, string k, int c) => s.Find(sys, k, c);
         string Judge(string what, Func<PointSummary, double> metric, string kind, int c, string peer, double factor, bool higherIsBetter)
@@ -202,8 +202,8 @@ static class Report
         yield return Judge("writes ≥ DotNext at C = 64", p => p.OpsPerSec, "put", 64, "dotnext", 1, true);
         yield return Judge("writes ≥ DotNext at C = 256", p => p.OpsPerSec, "put", 256, "dotnext", 1, true);
         foreach (var c in new[] { 64, 256 })
-        foreach (var peer in new[] { "etcd", "dotnext" })
-            yield return Judge($"write p99 ≤ {(peer == "etcd" ? "etcd" : "DotNext")}'s at C = {c}", p => p.P99Ms, "put", c, peer, 1, false);
+            foreach (var peer in new[] { "etcd", "dotnext" })
+                yield return Judge($"write p99 ≤ {(peer == "etcd" ? "etcd" : "DotNext")}'s at C = {c}", p => p.P99Ms, "put", c, peer, 1, false);
         yield return Judge("one-client write p50 ≤ etcd's", p => p.P50Ms, "put", 1, "etcd", 1, false);
         yield return Judge("one-client write p50 ≤ DotNext's", p => p.P50Ms, "put", 1, "dotnext", 1, false);
         yield return Judge("linearizable reads ≥ 2× etcd at C = 64", p => p.OpsPerSec, "get-lin", 64, "etcd", 2, true);

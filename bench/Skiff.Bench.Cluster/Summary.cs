@@ -39,7 +39,7 @@ public sealed class Summary
         return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
     }
 
-    static double Spread(IEnumerable<double> xs)
+    private static double Spread(IEnumerable<double> xs)
     {
         var a = xs.Where(x => !double.IsNaN(x)).ToArray();
         if (a.Length < 2) return 0;
@@ -49,20 +49,20 @@ public sealed class Summary
 
     public static Summary Of(IEnumerable<PointResult> points, IEnumerable<FailoverResult> failovers,
         IEnumerable<RecoveryResult> recoveries) => new()
-    {
-        Recoveries = recoveries.GroupBy(r => (r.System, r.Keys)).Select(g => new RecoverySummary(
-            g.Key.System, g.Key.Keys, g.Count(), Median(g.Select(r => r.LoadSeconds)), Median(g.Select(r => r.RecoveryMs)),
-            Median(g.Select(r => r.LeaderRssMb)), Median(g.Select(r => r.RecoveredRssMb)),
-            Spread(g.Select(r => r.RecoveryMs)))).ToList(),
-        Points = points.GroupBy(p => (p.System, p.Kind, p.Clients)).Select(g => new PointSummary(
-            g.Key.System, g.Key.Kind, g.Key.Clients, g.Count(), Median(g.Select(p => p.OpsPerSec)),
-            Median(g.Select(p => p.P50Ms)), Median(g.Select(p => p.P99Ms)), Median(g.Select(p => p.MaxMs)),
-            Median(g.Select(p => p.ClientCpuPct)), Median(g.Select(p => p.ServerCpuPct)),
-            Spread(g.Select(p => p.OpsPerSec)), g.Sum(p => p.Errors), g.Sum(p => Math.Max(0, p.TermChanges)))).ToList(),
-        Failovers = failovers.GroupBy(f => (f.System, f.Clients)).Select(g => new FailoverSummary(
-            g.Key.System, g.Key.Clients, g.Count(), Median(g.Select(f => f.GapMs)), Median(g.Select(f => f.ElectionMs)),
-            Median(g.Select(f => f.FirstWriteMs)), Spread(g.Select(f => f.GapMs)), g.Sum(f => f.Errors))).ToList(),
-    };
+        {
+            Recoveries = recoveries.GroupBy(r => (r.System, r.Keys)).Select(g => new RecoverySummary(
+                g.Key.System, g.Key.Keys, g.Count(), Median(g.Select(r => r.LoadSeconds)), Median(g.Select(r => r.RecoveryMs)),
+                Median(g.Select(r => r.LeaderRssMb)), Median(g.Select(r => r.RecoveredRssMb)),
+                Spread(g.Select(r => r.RecoveryMs)))).ToList(),
+            Points = points.GroupBy(p => (p.System, p.Kind, p.Clients)).Select(g => new PointSummary(
+                g.Key.System, g.Key.Kind, g.Key.Clients, g.Count(), Median(g.Select(p => p.OpsPerSec)),
+                Median(g.Select(p => p.P50Ms)), Median(g.Select(p => p.P99Ms)), Median(g.Select(p => p.MaxMs)),
+                Median(g.Select(p => p.ClientCpuPct)), Median(g.Select(p => p.ServerCpuPct)),
+                Spread(g.Select(p => p.OpsPerSec)), g.Sum(p => p.Errors), g.Sum(p => Math.Max(0, p.TermChanges)))).ToList(),
+            Failovers = failovers.GroupBy(f => (f.System, f.Clients)).Select(g => new FailoverSummary(
+                g.Key.System, g.Key.Clients, g.Count(), Median(g.Select(f => f.GapMs)), Median(g.Select(f => f.ElectionMs)),
+                Median(g.Select(f => f.FirstWriteMs)), Spread(g.Select(f => f.GapMs)), g.Sum(f => f.Errors))).ToList(),
+        };
 
     public static string F(double x, int decimals = 2) =>
         double.IsNaN(x) ? "nan" : x.ToString("F" + decimals, CultureInfo.InvariantCulture);

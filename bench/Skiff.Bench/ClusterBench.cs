@@ -36,7 +36,9 @@ public static class ClusterBench
             {
                 var s = new SkiffServer(new SkiffServerOptions
                 {
-                    Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
+                    Bind = IPAddress.Parse($"127.0.0.{n}"),
+                    Port = port,
+                    DataDirectory = Path.Combine(root, $"n{n}"),
                     JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
                     MinThreadPoolThreads = 64, // as before the option became opt-in, so results stay comparable
                 });
@@ -71,7 +73,7 @@ public static class ClusterBench
                         if (t0 - started > stopAt) break;
                         var key = $"b{c:D4}/{k++:D10}"; // 16 bytes
                         if (grpc[c] is { } g) await g.InsertAsync(key, value);
-                        else await leader.PutAsync(key, value);
+                        else await leader.InsertAsync(key, value);
                         var t1 = Stopwatch.GetTimestamp();
                         if (t0 - started >= measureFrom) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
                     }
@@ -127,7 +129,9 @@ public static class FailoverBench
                 {
                     var s = new SkiffServer(new SkiffServerOptions
                     {
-                        Bind = IPAddress.Parse($"127.0.0.{n}"), Port = port, DataDirectory = Path.Combine(root, $"n{n}"),
+                        Bind = IPAddress.Parse($"127.0.0.{n}"),
+                        Port = port,
+                        DataDirectory = Path.Combine(root, $"n{n}"),
                         JoinPeers = n == 1 ? Array.Empty<string>() : new[] { "127.0.0.1" },
                         MinThreadPoolThreads = 64, // as before the option became opt-in
                     });

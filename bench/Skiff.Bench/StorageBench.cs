@@ -235,7 +235,7 @@ public static class StorageBench
                     Console.WriteLine($"storage kv-apply round={round} history={history} applies={n} us_per_apply={total * 1e6 / n:F2} steady_us_per_apply={(total - firstHalf) * 1e6 / (n - n / 2):F2} kept={kv.HistoryCount} load={LoadAverage()}");
                     if (history > 0)
                     {
-                        var found = new List<KvHistoryChange>();
+                        var found = new List<Change>();
                         sw.Restart();
                         kv.TryReadHistory(kv.HistoryFloor + 1, long.MaxValue, "", found, out _);
                         Console.WriteLine($"storage kv-history-read round={round} changes={found.Count} ms={sw.Elapsed.TotalMilliseconds:F1} load={LoadAverage()}");
@@ -284,7 +284,10 @@ public static class StorageBench
             Console.WriteLine($"storage snapshot-stream bytes={streamed} s={sw.Elapsed.TotalSeconds:F2} mib_s={streamed / 1048576.0 / sw.Elapsed.TotalSeconds:F0}");
         }
         sw.Restart();
-        using (var kv = KvStateMachine.Open(dir))
+        // The benchmark (a program, unlike the library) picks the rebuild to measure from SKIFF_KV_INDEX_REBUILD.
+        var rebuild = Environment.GetEnvironmentVariable("SKIFF_KV_INDEX_REBUILD") == "iterate"
+            ? KeyIndexRebuild.DistinctIterator : KeyIndexRebuild.LogScan;
+        using (var kv = KvStateMachine.Open(dir, new KvOptions { KeyIndexRebuild = rebuild }))
         {
             double s = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"storage kv-recovery keys={kv.KeyCount} applied={kv.AppliedIndex} s={s:F2} checkpoint_s={kv.LastOpen.Recover.TotalSeconds:F2} key_index_s={kv.LastOpen.KeyIndex.TotalSeconds:F2} rebuild={Environment.GetEnvironmentVariable("SKIFF_KV_INDEX_REBUILD") ?? "scan"}");

@@ -207,16 +207,16 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         Grpc.InsertAsync(key, value, cancellationToken);
 
     private protected override Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken) =>
-        Grpc.GetAsync(key, SkiffNode.ToRuntime(consistency), cancellationToken);
+        Grpc.GetAsync(key, consistency, cancellationToken);
 
     private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
-        Grpc.DeleteAsync(key, cancellationToken);
+        Grpc.RemoveAsync(key, cancellationToken);
 
     private protected override Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
         Grpc.CompareAndSwapAsync(key, expected, next, cancellationToken);
 
     private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
-        Grpc.ListKeysAsync(prefix, Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+        Grpc.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
         Grpc.GetPrefixesAsync(cancellationToken);
@@ -228,7 +228,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     {
         // The stream outlives the call's deadline: it gets its own token, cancelled when the subscriber is disposed.
         var stop = new CancellationTokenSource();
-        IAsyncEnumerable<WatchEvent> events;
+        IAsyncEnumerable<Change> events;
         using (cancellationToken.Register(stop.Cancel))
         {
             try

@@ -1,43 +1,30 @@
-using System.Text;
+using Skiff.Core;
 
 namespace Skiff;
 
-/// <summary>Checks keys and values before anything is sent, so bad input is a clear error and nothing is stored.</summary>
+/// <summary>Checks keys and values before anything is sent, so bad input is a clear error and nothing is stored. The
+/// rules are Skiff.Core's <c>Keys</c>, the same the server and the storage enforce.</summary>
 public static class KeyRules
 {
     /// <summary>The longest key accepted, in UTF-8 bytes.</summary>
-    public const int MaxKeyBytes = 4096;
+    public const int MaxKeyBytes = Keys.MaxKeyBytes;
 
     /// <summary>The default limit on a value's size, in bytes (1 MiB).</summary>
-    public const int DefaultMaxValueBytes = 1 << 20;
-
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    public const int DefaultMaxValueBytes = Keys.DefaultMaxValueBytes;
 
     /// <summary>Throws <see cref="SkiffException"/> (<see cref="ErrorKind.InvalidKey"/>) unless <paramref name="key"/>
-    /// is non-empty, valid UTF-16 and at most <see cref="MaxKeyBytes"/> bytes of UTF-8.</summary>
+    /// is non-empty, holds no NUL character, is valid UTF-16 and is at most <see cref="MaxKeyBytes"/> bytes of UTF-8.</summary>
     public static void ValidateKey(string? key)
     {
-        if (string.IsNullOrEmpty(key))
-            throw new SkiffException(ErrorKind.InvalidKey, "a key must not be empty");
-        int bytes;
-        try
-        {
-            bytes = StrictUtf8.GetByteCount(key);
-        }
-        catch (EncoderFallbackException)
-        {
-            throw new SkiffException(ErrorKind.InvalidKey, "the key is not valid UTF-16 (it has an unpaired surrogate)");
-        }
-        if (bytes > MaxKeyBytes)
-            throw new SkiffException(ErrorKind.InvalidKey, $"the key is {bytes} bytes of UTF-8; the limit is {MaxKeyBytes}");
+        if (Keys.problem(key ?? "") is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
     }
 
     /// <summary>Throws <see cref="SkiffException"/> (<see cref="ErrorKind.InvalidKey"/>) unless <paramref name="prefix"/>
-    /// is valid UTF-16 of at most <see cref="MaxKeyBytes"/> bytes; the empty prefix (everything) is allowed.</summary>
+    /// is empty (every key) or a valid key.</summary>
     public static void ValidatePrefix(string? prefix)
     {
         ArgumentNullException.ThrowIfNull(prefix);
-        if (prefix.Length > 0) ValidateKey(prefix);
+        if (Keys.prefixProblem(prefix) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
     }
 
     /// <summary>Throws <see cref="SkiffException"/> (<see cref="ErrorKind.ValueTooLarge"/>) if the value is over the limit.</summary>

@@ -2,8 +2,8 @@ using System.Net;
 using System.Reactive.Linq;
 using System.Reactive.Subjects;
 using Microsoft.Extensions.Logging;
-using Skiff.Diagnostics;
 using Skiff.Core;
+using Skiff.Diagnostics;
 using Skiff.Net.Runtime;
 
 namespace Skiff;
@@ -37,7 +37,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         _server.Changed += e =>
         {
             Metrics.ChangeApplied();
-            _changes.OnNext(ToChange(e));
+            _changes.OnNext(e);
         };
         _server.RoleChanged += (role, term, leader) =>
         {
@@ -217,22 +217,22 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     private int _disposed;
 
     private protected override Task PutCoreAsync(string key, byte[] value, CancellationToken cancellationToken) =>
-        _server.PutAsync(key, value, cancellationToken);
+        _server.InsertAsync(key, value, cancellationToken);
 
     private protected override Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken) =>
-        _server.GetAsync(key, ToRuntime(consistency), cancellationToken);
+        _server.GetAsync(key, consistency, cancellationToken);
 
     private protected override Task DeleteCoreAsync(string key, CancellationToken cancellationToken) =>
-        _server.DeleteAsync(key, cancellationToken);
+        _server.RemoveAsync(key, cancellationToken);
 
     private protected override async Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
-        (await _server.CasAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
+        (await _server.CompareAndSwapAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
 
     private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
-        _server.ListKeysAsync(prefix, Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+        _server.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
-        _server.GetPrefixesAsync(Net.Runtime.ReadConsistency.Linearizable, cancellationToken);
+        _server.GetPrefixesAsync(ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken)
     {
@@ -252,11 +252,6 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     private protected override Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken) =>
         _server.RemoveServerAsync(id, cancellationToken);
 
-    internal static Change ToChange(WatchEvent e) =>
-        e.Value is null
-            ? new Change(e.Key, ChangeKind.Delete, null, e.Index)
-            : new Change(e.Key, ChangeKind.Insert, e.Value, e.Index);
-
     internal static ElectionState ToElectionState(Role role) =>
         role.Tag switch
         {
@@ -264,9 +259,6 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             Role.Tags.Candidate or Role.Tags.PreCandidate => ElectionState.Candidate,
             _ => ElectionState.Follower,
         };
-
-    internal static Net.Runtime.ReadConsistency ToRuntime(ReadConsistency consistency) =>
-        consistency == ReadConsistency.Stale ? Net.Runtime.ReadConsistency.Stale : Net.Runtime.ReadConsistency.Linearizable;
 
     internal static IPAddress HostOf(string endpoint) =>
         IPEndPoint.TryParse(endpoint, out var parsed) ? parsed.Address

@@ -17,12 +17,12 @@ internal static class WatchPump
             FullMode = BoundedChannelFullMode.Wait,
         });
 
-    public static async Task Run(IAsyncEnumerable<WatchEvent> events, ChannelWriter<Change> changes, CancellationToken token)
+    public static async Task Run(IAsyncEnumerable<Change> events, ChannelWriter<Change> changes, CancellationToken token)
     {
         try
         {
             await foreach (var e in events.WithCancellation(token).ConfigureAwait(false))
-                await changes.WriteAsync(SkiffNode.ToChange(e), token).ConfigureAwait(false);
+                await changes.WriteAsync(e, token).ConfigureAwait(false);
             changes.TryComplete(new SkiffException(ErrorKind.StreamClosed, "the watch ended"));
         }
         catch (OperationCanceledException)

@@ -77,8 +77,16 @@ internal static class Cluster
                     leader = s.LeaderId,
                     members = s.Members.Select(m => new
                     {
-                        id = m.Id, address = m.Address, role = Out.Role(m), voter = m.Voter, reachable = m.Reachable,
-                        term = m.Term, commit = m.CommitIndex, applied = m.AppliedIndex, leader = m.LeaderId, error = m.Error,
+                        id = m.Id,
+                        address = m.Address,
+                        role = Out.Role(m),
+                        voter = m.Voter,
+                        reachable = m.Reachable,
+                        term = m.Term,
+                        commit = m.CommitIndex,
+                        applied = m.AppliedIndex,
+                        leader = m.LeaderId,
+                        error = m.Error,
                     }),
                 });
             else

@@ -70,14 +70,18 @@ internal static class Serve
                     timing?.Invoke(o);
                     o.UnsafeNoSessionDedup = true;
                 }
-                : timing;
+            : timing;
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             if (parentPid is { } pid) _ = WatchParent(pid, stop);
 
             node = SkiffNode.Create(new SkiffOptions
             {
-                DataDirectory = dir, Address = bind, Port = port, JoinCluster = join, LoggerFactory = loggerFactory,
+                DataDirectory = dir,
+                Address = bind,
+                Port = port,
+                JoinCluster = join,
+                LoggerFactory = loggerFactory,
                 ConfigureServer = configure,
                 // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).
                 MinThreadPoolThreads = 64,

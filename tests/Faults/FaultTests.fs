@@ -4,6 +4,7 @@ module Skiff.Faults.FaultTests
 open System
 open System.Threading
 open Expecto
+open Skiff
 open Skiff.Core
 open Skiff.Simulation
 open Skiff.Simulation.Linearizability

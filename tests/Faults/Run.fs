@@ -6,6 +6,7 @@ open System.Collections.Generic
 open System.IO
 open System.Threading
 open System.Threading.Tasks
+open Skiff
 open Skiff.Core
 open Skiff.Simulation
 open Skiff.Simulation.Linearizability
@@ -138,7 +139,7 @@ let replay (m: Member) (markerKey: string) (timeoutMs: int) : Result<(int64 * st
         while not fin && e.MoveNextAsync().AsTask().GetAwaiter().GetResult() do
             let ev = e.Current
             if ev.Key = markerKey then fin <- true
-            else events.Add(ev.Index, ev.Key, (if isNull ev.Value then None else Some(text ev.Value)))
+            else events.Add(ev.Index, ev.Key, (if ev.Value.HasValue then Some(Text.Encoding.UTF8.GetString ev.Value.Value.Span) else None))
         e.DisposeAsync().AsTask().GetAwaiter().GetResult()
         if fin then Ok(List.ofSeq events) else Error "the watch ended before the marker"
     with e -> Error(sprintf "replay failed after %d changes: %s" events.Count e.Message)

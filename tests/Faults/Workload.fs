@@ -94,7 +94,7 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                                     lastSeen[k] <- Some v
                                     return Ok(Output.Result CommandResult.Done)
                                 | Action.Write(Command.Delete k) ->
-                                    let! _ = client.DeleteAsync(k, cts.Token)
+                                    let! _ = client.RemoveAsync(k, cts.Token)
                                     lastSeen[k] <- None
                                     return Ok(Output.Result CommandResult.Done)
                                 | Action.Write(Command.CompareAndSwap(k, e, v)) ->

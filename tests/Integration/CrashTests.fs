@@ -46,7 +46,7 @@ let private verify (dir: string) (e: Expectation) (context: string) =
     | Some(t, g) ->
         Expect.isGreaterThanOrEqual hs.Term t (sprintf "%s: hard state term went back" context)
         Expect.isLessThanOrEqual hs.Term (max t e.IntentTerm) (sprintf "%s: hard state from nowhere" context)
-        if hs.Term = t then Expect.equal hs.VotedFor (Nullable g) (sprintf "%s: vote of the acknowledged hard state" context)
+        if hs.Term = t then Expect.equal hs.VotedFor (Some g) (sprintf "%s: vote of the acknowledged hard state" context)
     | None -> ()
     Expect.isGreaterThanOrEqual (log.FirstIndex - 1L) e.AckedBase (sprintf "%s: acknowledged compaction undone" context)
     Expect.isLessThanOrEqual (log.FirstIndex - 1L) (max e.IntentBase e.AckedBase) (sprintf "%s: compacted more than asked" context)

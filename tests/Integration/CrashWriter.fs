@@ -67,7 +67,7 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
             let mutable k = 0L
             while true do
                 k <- k + 1L
-                let hs = HardState(runNo * 1_000_000L + k, Nullable(Guid.NewGuid()))
+                let hs: Skiff.Core.HardState = { Term = runNo * 1_000_000L + k; VotedFor = Some(Guid.NewGuid()) }
                 say (sprintf "h %d" hs.Term)
                 storage.HardState.Save hs
                 say (sprintf "H %d %O" hs.Term hs.VotedFor.Value)

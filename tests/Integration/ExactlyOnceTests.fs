@@ -165,7 +165,7 @@ let private sessionTests =
           use _client = disposing client
           client.InsertAsync("o/k", "1").Wait()
           put leader "o/k" "opens the leader's own session"
-          let invalid = expectKind [ ErrorKind.InvalidKey ] "an invalid key" (fun () -> leader.PutAsync("", bytes "x").Wait())
+          let invalid = expectKind [ ErrorKind.InvalidKey ] "an invalid key" (fun () -> leader.InsertAsync("", bytes "x").Wait())
           Expect.equal invalid.Outcome WriteOutcome.NotApplied "refused before proposing"
           let nobody = (new Client([ IPAddress.Parse "127.0.0.9" ])).WithPort(c.Port).WithTimeout(TimeSpan.FromSeconds 1.0)
           use _nobody = disposing nobody
@@ -175,7 +175,7 @@ let private sessionTests =
           for n in c.Nodes.Keys |> List.ofSeq do
               if c.Nodes[n].Id <> leader.Id then c.Stop n
           let lost = expectKind [ ErrorKind.Timeout; ErrorKind.NoQuorum; ErrorKind.NotLeader ] "a write without quorum" (fun () ->
-                         leader.PutAsync("o/k", bytes "3").Wait())
+                         leader.InsertAsync("o/k", bytes "3").Wait())
           Expect.equal lost.Outcome WriteOutcome.Unknown (sprintf "proposed, so it may still commit: %s" lost.Message)
       } ]
 
@@ -297,7 +297,7 @@ let private counterTest =
         let chain = ResizeArray<string>()
         let e = reader.WatchAsync(key, 1L, cts.Token).GetAsyncEnumerator(cts.Token)
         while chain.Count < finalCount && e.MoveNextAsync().AsTask().Result do
-            chain.Add(Encoding.UTF8.GetString(nonNull e.Current.Value))
+            chain.Add(Encoding.UTF8.GetString(e.Current.Value.Value.Span))
         let counts = chain |> Seq.map (fun v -> int (v.Split('|')[0])) |> List.ofSeq
         let tokens = chain |> Seq.map (fun v -> v.Split('|')[1]) |> List.ofSeq
         printfn "exactly-once kill test: %d kills, %d increments acknowledged, %d refused, %d unknown (%d of them applied), counter %d"

@@ -97,6 +97,22 @@ let tests =
             expectKind ErrorKind.DeserializeFailed "get as int" (fun () -> one.Node.GetAsync<int>("k"))
         }
 
+        test "one key rule set: the facade, the server's storage and Skiff.Core agree on every key" {
+            // Before the rules moved to Skiff.Core the facade let a NUL through (the storage refused it) and the
+            // storage took an unpaired surrogate (the facade refused it).
+            let keys =
+                [ ""; "a"; "a/b/c"; "a\u0000b"; String([| 'b'; char 0xD800; 'k' |]); String('k', 4096); String('k', 4097)
+                  String('\u00e9', 2048); String('\u00e9', 2049); "/"; "trailing/" ]
+            let refuses (validate: string -> unit) key =
+                try validate key; false with :? SkiffException as e when e.Kind = ErrorKind.InvalidKey -> true
+            for key in keys do
+                let core = (Skiff.Core.Keys.problem key).IsSome
+                Expect.equal (refuses KeyRules.ValidateKey key) core (sprintf "facade and core on a key of %d chars" key.Length)
+                Expect.equal (refuses Skiff.Net.Storage.KvStateMachine.ValidateKey key) core (sprintf "storage and core on a key of %d chars" key.Length)
+            Expect.isSome (Skiff.Core.Keys.problem "a\u0000b") "NUL is reserved for the storage's own records"
+            Expect.isSome (Skiff.Core.Keys.problem (String([| 'b'; char 0xD800; 'k' |]))) "an unpaired surrogate is refused"
+        }
+
         test "bad input is refused before anything is stored" {
             use one = new OneNode()
             let node = one.Node

@@ -156,9 +156,9 @@ let private limitTests =
                     client.Insert(insertRequest "k" (1 <<< 20), deadline = deadline ()) |> ignore)
                 // The in-process API of the node checks the same limit.
                 expectError [ ErrorKind.ValueTooLarge ] "an in-process put over the limit" (fun () ->
-                    s.PutAsync("k", Array.zeroCreate 1001).Wait())
+                    s.InsertAsync("k", Array.zeroCreate 1001).Wait())
                 expectError [ ErrorKind.ValueTooLarge ] "an in-process compare-and-swap over the limit" (fun () ->
-                    s.CasAsync("k", null, Array.zeroCreate 1001).Wait())
+                    s.CompareAndSwapAsync("k", null, Array.zeroCreate 1001).Wait())
                 s.ShutdownAsync().Wait()
             finally
                 try Directory.Delete(dir, true) with _ -> ()

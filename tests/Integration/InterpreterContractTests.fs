@@ -121,9 +121,9 @@ type private FakeStateMachine(journal: Journal, log: FakeLog, violations: Concur
         member _.AppliedIndex = applied
         member this.Skip(index: int64, _term: int64) = this.Record index
 
-        member this.Apply(index: int64, _term: int64, _command: LogCommand, change: byref<Nullable<KvChange>>) =
+        member this.Apply(index: int64, _term: int64, _command: LogCommand, change: byref<Skiff.Change>) =
             this.Record index
-            change <- Nullable()
+            change <- null
             LogResult.Applied CommandResult.Done
 
         member _.Get(_key: string) = null

@@ -26,6 +26,9 @@ let private tempDir () =
 let bytes (s: string) = Encoding.UTF8.GetBytes s
 let text (b: byte[] | null) : string = match b with null -> "<none>" | b -> Encoding.UTF8.GetString b
 
+/// A change's value as text ("<none>" for a removal).
+let changeText (v: Nullable<ReadOnlyMemory<byte>>) : string = if v.HasValue then Encoding.UTF8.GetString v.Value.Span else "<none>"
+
 /// Options for node `n` (1..9) of a cluster on `port`.
 let options (port: int) (n: int) (dir: string) (join: int list) =
     SkiffServerOptions(
@@ -130,7 +133,7 @@ let expectError (kinds: ErrorKind list) (what: string) (f: unit -> unit) =
         | :? SkiffException as s when List.contains s.Kind kinds -> ()
         | other -> failtestf "%s: expected %A, got %O" what kinds other
 
-let put (s: SkiffServer) k v = s.PutAsync(k, bytes v).Result |> ignore
+let put (s: SkiffServer) k v = s.InsertAsync(k, bytes v).Result |> ignore
 let staleGet (s: SkiffServer) k = text (s.GetAsync(k, ReadConsistency.Stale).Result)
 
 /// Options with a small snapshot threshold, so compaction and snapshot transfer happen in tests.
@@ -139,10 +142,10 @@ let snappy (o: SkiffServerOptions) =
     o
 
 /// The first `count` changes of a watch on `s` under `prefix` from `from` (fails after `seconds`).
-let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seconds: float) : WatchEvent list =
+let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seconds: float) : Change list =
     use cts = new CancellationTokenSource(TimeSpan.FromSeconds seconds)
     let e = s.WatchAsync(prefix, from, cts.Token).GetAsyncEnumerator(cts.Token)
-    let got = ResizeArray<WatchEvent>()
+    let got = ResizeArray<Change>()
     try
         try
             while got.Count < count && e.MoveNextAsync().AsTask().Result do
@@ -155,7 +158,7 @@ let watchTake (s: SkiffServer) (prefix: string) (from: int64) (count: int) (seco
 
 /// A watch from index 0 collecting every change under `prefix` in the background.
 let watchAll (s: SkiffServer) (prefix: string) (ct: CancellationToken) =
-    let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+    let seen = Collections.Concurrent.ConcurrentQueue<Change>()
     let e = s.WatchAsync(prefix, 0L, ct).GetAsyncEnumerator(ct)
     let run =
         task {
@@ -169,7 +172,7 @@ let watchAll (s: SkiffServer) (prefix: string) (ct: CancellationToken) =
     seen, run
 
 /// A watch event as comparable values.
-let shown (e: WatchEvent) = e.Index, e.Key, text e.Value
+let shown (e: Change) = e.Index, e.Key, changeText e.Value
 
 /// The newest snapshot index whose metadata a FASTER node wrote (0 if none).
 let snapshotIndexOn (dir: string) =
@@ -211,7 +214,7 @@ let tests =
               use c = new Cluster(nextPort ())
               let s = c.Start(1, [])
               c.WaitLeader 5.0 |> ignore
-              let index = s.PutAsync("a/b", bytes "1").Result
+              let index = s.InsertAsync("a/b", bytes "1").Result
               Expect.isGreaterThan index 0L "a commit index"
               Expect.equal (text (s.GetAsync("a/b").Result)) "1" "read back"
               Expect.equal (s.GetAsync("missing").Result) null "absent key"
@@ -227,15 +230,15 @@ let tests =
               Expect.equal (List.ofSeq (s.GetPrefixesAsync().Result)) [ "grandparent/parent"; "parent" ] "prefixes"
               Expect.equal (List.ofSeq (s.ListKeysAsync("parent").Result)) [ "parent/foo" ] "list keys"
               Expect.equal (Seq.length (s.ListKeysAsync("").Result)) 3 "all keys"
-              s.DeleteAsync("parent/foo").Wait()
-              s.DeleteAsync("never-there").Wait()
+              s.RemoveAsync("parent/foo").Wait()
+              s.RemoveAsync("never-there").Wait()
               Expect.equal (List.ofSeq (s.GetPrefixesAsync().Result)) [ "grandparent/parent" ] "prefix gone with its last key"
-              let struct (swapped, _) = s.CasAsync("top", bytes "3", bytes "4").Result.ToTuple() |> fun (a, b) -> struct (a, b)
+              let struct (swapped, _) = s.CompareAndSwapAsync("top", bytes "3", bytes "4").Result.ToTuple() |> fun (a, b) -> struct (a, b)
               Expect.isTrue swapped "cas with the right value"
-              let struct (swapped2, _) = s.CasAsync("top", bytes "3", bytes "5").Result.ToTuple() |> fun (a, b) -> struct (a, b)
+              let struct (swapped2, _) = s.CompareAndSwapAsync("top", bytes "3", bytes "5").Result.ToTuple() |> fun (a, b) -> struct (a, b)
               Expect.isFalse swapped2 "cas with a stale value"
               Expect.equal (staleGet s "top") "4" "cas result"
-              let struct (created, _) = s.CasAsync("new", null, bytes "x").Result.ToTuple() |> fun (a, b) -> struct (a, b)
+              let struct (created, _) = s.CompareAndSwapAsync("new", null, bytes "x").Result.ToTuple() |> fun (a, b) -> struct (a, b)
               Expect.isTrue created "cas on an absent key"
           }
 
@@ -297,7 +300,7 @@ let tests =
               c.WaitLeader 5.0 |> ignore
               let nodes = c.Running |> Array.ofList
               let tasks =
-                  [| for i in 0..199 -> nodes[i % nodes.Length].PutAsync(sprintf "c/%03d" i, bytes (string i)) :> Task |]
+                  [| for i in 0..199 -> nodes[i % nodes.Length].InsertAsync(sprintf "c/%03d" i, bytes (string i)) :> Task |]
               Task.WaitAll tasks
               for s in nodes do
                   waitUntil 10.0 "all inserts everywhere" (fun () -> s.ListKeysAsync("c/", ReadConsistency.Stale).Result.Count = 200)
@@ -343,7 +346,7 @@ let tests =
               let follower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
               use client = new SkiffGrpcClient([ follower.Address ])
               use cts = new CancellationTokenSource(TimeSpan.FromSeconds 20.0)
-              let seen = Collections.Concurrent.ConcurrentQueue<WatchEvent>()
+              let seen = Collections.Concurrent.ConcurrentQueue<Change>()
               // Resuming from the next index makes the stream complete whenever the server registers the watch.
               let from0 = leader.CommitIndex + 1L
               let watching =
@@ -357,11 +360,11 @@ let tests =
               put leader "w/a" "1"
               put leader "other" "x"
               put leader "w/b" "2"
-              leader.DeleteAsync("w/a").Wait()
+              leader.RemoveAsync("w/a").Wait()
               waitUntil 5.0 "three changes seen" (fun () -> seen.Count >= 3)
               let events = List.ofSeq seen
               Expect.equal (events |> List.map (fun e -> e.Key)) [ "w/a"; "w/b"; "w/a" ] "keys in commit order"
-              Expect.equal (events |> List.map (fun e -> text e.Value)) [ "1"; "2"; "<none>" ] "values; delete has none"
+              Expect.equal (events |> List.map (fun e -> changeText e.Value)) [ "1"; "2"; "<none>" ] "values; delete has none"
               Expect.isTrue (events |> List.pairwise |> List.forall (fun (a, b) -> a.Index < b.Index)) "indexes grow"
               // Resume from the second change's index.
               let from = events[1].Index
@@ -391,7 +394,7 @@ let tests =
               for i in 1..60 do
                   put s1 (sprintf "w/%02d" (i % 20)) (string i)
                   put s1 (sprintf "other/%d" i) "x"
-                  if i % 7 = 0 then s1.DeleteAsync(sprintf "w/%02d" ((i - 1) % 20)).Wait()
+                  if i % 7 = 0 then s1.RemoveAsync(sprintf "w/%02d" ((i - 1) % 20)).Wait()
               waitUntil 5.0 "the live stream saw every change" (fun () -> seen.Count >= 60 + 8)
               let live = List.ofSeq seen
               // Resume from the fifth change: well inside what the node's snapshot covers, so after a restart it is
@@ -409,7 +412,7 @@ let tests =
               let e = s2.WatchAsync("w/", from, cts2.Token).GetAsyncEnumerator(cts2.Token)
               let replayed = [ for _ in expected -> (Expect.isTrue (e.MoveNextAsync().AsTask().Result) "more"; shown e.Current) ]
               Expect.equal replayed expected "the changes from that index, in commit order, with their indexes"
-              let index = s2.PutAsync("w/live", bytes "new").Result
+              let index = s2.InsertAsync("w/live", bytes "new").Result
               Expect.isTrue (e.MoveNextAsync().AsTask().Result) "a live change follows"
               Expect.equal (shown e.Current) (index, "w/live", "new") "then the live change, with no gap and no duplicate"
               cts2.Cancel()
@@ -422,13 +425,13 @@ let tests =
               let seen, watching = watchAll leader "w/" cts.Token
               let cas (k: string) (expected: string option) (next: string option) =
                   let b (v: string option) : byte[] | null = match v with Some v -> bytes v | None -> null
-                  leader.CasAsync(k, b expected, b next).Result |> ignore
-              let first = leader.PutAsync("w/a", bytes "1").Result
+                  leader.CompareAndSwapAsync(k, b expected, b next).Result |> ignore
+              let first = leader.InsertAsync("w/a", bytes "1").Result
               cas "w/a" (Some "wrong") (Some "2")               // does not match: no change
-              leader.DeleteAsync("w/absent").Wait()             // nothing to delete: no change
+              leader.RemoveAsync("w/absent").Wait()             // nothing to delete: no change
               cas "w/new" None (Some "x")                       // matches an absent key: a put
               cas "w/a" (Some "1") None                         // matches: a delete
-              leader.DeleteAsync("w/a").Wait()                  // already gone: no change
+              leader.RemoveAsync("w/a").Wait()                  // already gone: no change
               cas "w/gone" None None                            // matches, changes nothing
               put leader "w/b" "3"
               for i in 1..150 do
@@ -473,8 +476,8 @@ let tests =
               follower.Isolated <- true
               for i in 1..150 do
                   put leader (sprintf "w/%03d" (i % 40)) (string i)
-                  if i % 9 = 0 then leader.DeleteAsync(sprintf "w/%03d" ((i - 1) % 40)).Wait()
-              let last = leader.PutAsync("w/last", bytes "x").Result
+                  if i % 9 = 0 then leader.RemoveAsync(sprintf "w/%03d" ((i - 1) % 40)).Wait()
+              let last = leader.InsertAsync("w/last", bytes "x").Result
               follower.Isolated <- false
               waitUntil 20.0 "the follower caught up" (fun () -> follower.AppliedIndex >= last)
               waitUntil 5.0 "both streams reached the last change" (fun () ->
@@ -499,9 +502,9 @@ let tests =
               let seen, watching = watchAll s1 "" cts.Token
               let mutable last = 0L
               for i in 1..30 do
-                  last <- s1.PutAsync(sprintf "k/%02d" i, bytes "v").Result
+                  last <- s1.InsertAsync(sprintf "k/%02d" i, bytes "v").Result
               awaitSnapshotPast s1 (c.Dir 1) last
-              let last = s1.PutAsync("k/last", bytes "v").Result
+              let last = s1.InsertAsync("k/last", bytes "v").Result
               waitUntil 5.0 "the live stream saw every change" (fun () -> seen |> Seq.exists (fun e -> e.Index = last))
               let live = List.ofSeq seen
               cts.Cancel()
@@ -540,14 +543,14 @@ let tests =
                   c.Stop n
               let sw = Diagnostics.Stopwatch.StartNew()
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout ] "insert without quorum" (fun () ->
-                  leader.PutAsync("nope", bytes "1").Wait())
+                  leader.InsertAsync("nope", bytes "1").Wait())
               Expect.isLessThan sw.Elapsed.TotalSeconds 4.0 "failed within the deadline"
           }
 
           test "a node far behind catches up by snapshot" {
               use c = new Cluster(nextPort ())
               let leader, n = snappyClusterOneFollowerDown c
-              let tasks = [| for i in 1..400 -> leader.PutAsync(sprintf "s/%03d" i, bytes (string i)) :> Task |]
+              let tasks = [| for i in 1..400 -> leader.InsertAsync(sprintf "s/%03d" i, bytes (string i)) :> Task |]
               Task.WaitAll tasks
               c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
               let back = c.Node n
@@ -576,7 +579,7 @@ let tests =
               let fresh = others |> List.find (fun s -> s.Role = Role.Leader)
               put fresh "x" "2"
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout; ErrorKind.NotLeader ] "write on the old leader" (fun () ->
-                  old.PutAsync("y", bytes "1").Wait())
+                  old.InsertAsync("y", bytes "1").Wait())
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout; ErrorKind.NotLeader ] "read on the old leader" (fun () ->
                   old.GetAsync("x", ReadConsistency.Linearizable).Wait())
               Expect.equal (staleGet old "x") "1" "a stale read is served locally, and is stale"
@@ -671,7 +674,7 @@ let tests =
               let ln = c.Nodes |> Seq.find (fun kv -> kv.Value = leader) |> fun kv -> kv.Key
               for n in [ 1; 2; 3 ] |> List.filter ((<>) ln) do
                   c.Stop n
-              let pending = leader.PutAsync("stuck", bytes "1")
+              let pending = leader.InsertAsync("stuck", bytes "1")
               Thread.Sleep 100
               Expect.isFalse pending.IsCompleted "the write waits for a quorum"
               let sw = Diagnostics.Stopwatch.StartNew()
@@ -691,7 +694,7 @@ let tests =
               Expect.equal (List.ofSeq (client.ListKeysAsync("g/").Result)) [ "g/1" ] "list"
               Expect.equal (List.ofSeq (client.GetPrefixesAsync().Result)) [ "g" ] "prefixes"
               Expect.isTrue (client.CompareAndSwapAsync("g/1", bytes "a", bytes "b").Result) "cas"
-              client.DeleteAsync("g/1").Wait()
+              client.RemoveAsync("g/1").Wait()
               Expect.equal (client.GetAsync("g/1").Result) null "deleted"
               let status = client.ClusterStatusAsync().Result
               Expect.equal status.Members.Count 3 "status lists members"

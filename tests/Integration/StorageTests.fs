@@ -291,20 +291,20 @@ let private nodeTests =
             let vote = Guid.NewGuid()
             let id =
                 using (NodeStorage.Open tmp.Path) (fun s ->
-                    Expect.equal s.HardState.State (HardState(0L, Nullable())) "initial"
-                    s.HardState.Save(HardState(3L, Nullable vote))
-                    s.HardState.Save(HardState(4L, Nullable()))
-                    s.HardState.Save(HardState(5L, Nullable vote))
+                    Expect.equal s.HardState.State ({ Term = 0L; VotedFor = None }) "initial"
+                    s.HardState.Save({ Term = 3L; VotedFor = Some vote })
+                    s.HardState.Save({ Term = 4L; VotedFor = None })
+                    s.HardState.Save({ Term = 5L; VotedFor = Some vote })
                     s.HardState.NodeId)
             use s = NodeStorage.Open tmp.Path
             Expect.equal s.HardState.NodeId id "node id is stable"
-            Expect.equal s.HardState.State (HardState(5L, Nullable vote)) "latest state"
+            Expect.equal s.HardState.State ({ Term = 5L; VotedFor = Some vote }) "latest state"
 
         testCase "a torn hard-state slot falls back to the previous state" <| fun () ->
             use tmp = new TempDir "hs-torn"
             using (NodeStorage.Open tmp.Path) (fun s ->
-                s.HardState.Save(HardState(3L, Nullable()))
-                s.HardState.Save(HardState(4L, Nullable())))
+                s.HardState.Save({ Term = 3L; VotedFor = None })
+                s.HardState.Save({ Term = 4L; VotedFor = None }))
             // seq 3 (term 4) went to slot 1; tear it.
             flipByte (Path.Combine(tmp.Path, "hardstate")) (4096 + 30)
             use s = NodeStorage.Open tmp.Path
@@ -507,10 +507,10 @@ let private kvTests =
             let mainDir = tmp.Sub "main"
             let opts = KvOptions(WatchHistory = 5)
             let history (kv: KvStateMachine) (from: int64) (prefix: string) =
-                let got = List<KvHistoryChange>()
+                let got = List<Change>()
                 let mutable floor = 0L
                 if kv.TryReadHistory(from, Int64.MaxValue, prefix, got, &floor) then
-                    Ok [ for c in got -> c.Index, c.Key, (match c.Value with null -> "<deleted>" | v -> Encoding.UTF8.GetString v) ]
+                    Ok [ for c in got -> c.Index, c.Key, (if c.Value.HasValue then Encoding.UTF8.GetString c.Value.Value.Span else "<deleted>") ]
                 else Error floor
             // What each index does; only some change a key.
             let commands =
@@ -543,9 +543,9 @@ let private kvTests =
             let snapDir = tmp.Sub "snapshot-copy"
             using (KvStateMachine.Open(mainDir, opts)) (fun kv ->
                 // The change reported to the caller is the one recorded.
-                let mutable change = Nullable()
+                let mutable change: Change | null = null
                 kv.Apply(1L, 1L, put "a" "1", &change) |> ignore
-                Expect.equal (change.HasValue, change.Value.Key, change.Value.Index) (true, "a", 1L) "a put is a change"
+                Expect.equal (isNull change, (nonNull change).Key, (nonNull change).Index) (false, "a", 1L) "a put is a change"
                 run kv (List.tail commands)
                 Expect.equal (history kv 7L "") (Ok [ 8L, "b/y", "8"; 10L, "b/x", "x" ]) "from an index between changes"
                 check kv (List.tail expectedAt10) 1L "at 10 (one trimmed)"
@@ -764,7 +764,7 @@ let private diskTests =
                 expectSkiff ErrorKind.StorageError (fun () -> append s.Log (entries 4L 4L 1L)) |> ignore
                 Expect.equal s.Log.LastIndex 3L "acknowledged entries still readable"
                 // The hard-state file is preallocated and written in place, so it needs no new blocks.
-                s.HardState.Save(HardState(9L, Nullable()))
+                s.HardState.Save({ Term = 9L; VotedFor = None })
                 Expect.equal s.HardState.State.Term 9L "hard state saved on a full disk"
                 s.Dispose())
 

@@ -9,9 +9,9 @@ namespace Skiff.Bench.Cluster.Systems;
 /// </summary>
 public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int heartbeatMs, string walMemory) : ProcessSystem, IBenchSystem
 {
-    const int RaftPort = 7100, HttpPort = 7200;
-    HttpClient?[] http = [];
-    DotNextKv?[] clients = [];
+    private const int RaftPort = 7100, HttpPort = 7200;
+    private HttpClient?[] http = [];
+    private DotNextKv?[] clients = [];
 
     public string Name => "dotnext";
 
@@ -89,7 +89,7 @@ public sealed class DotNextSystem(string nodeDll, int lowerMs, int upperMs, int 
         clients = [];
     }
 
-    sealed class DotNextKv(HttpClient http) : IKvClient
+    private sealed class DotNextKv(HttpClient http) : IKvClient
     {
         // An HttpRequestMessage defaults to HTTP/1.1 whatever the client's default; the node is HTTP/2-only.
         public static HttpRequestMessage Request(HttpMethod method, string path) =>

@@ -14,9 +14,9 @@ namespace Skiff.Bench.Cluster.Systems;
 /// </summary>
 public sealed class EtcdSystem : ProcessSystem, IBenchSystem
 {
-    const int ClientPort = 2379, PeerPort = 2380;
-    GrpcChannel?[] channels = [];
-    EtcdKv?[] clients = [];
+    private const int ClientPort = 2379, PeerPort = 2380;
+    private GrpcChannel?[] channels = [];
+    private EtcdKv?[] clients = [];
 
     public string Name => "etcd";
 
@@ -24,7 +24,7 @@ public sealed class EtcdSystem : ProcessSystem, IBenchSystem
         $"etcd {Version()} (Debian), heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs} ms; " +
         "each member fsyncs its WAL before acknowledging, so an acknowledged put is on disk on a majority";
 
-    static string Version()
+    private static string Version()
     {
         try
         {
@@ -100,7 +100,7 @@ public sealed class EtcdSystem : ProcessSystem, IBenchSystem
         clients = [];
     }
 
-    sealed class EtcdKv(EtcdClient etcd) : IKvClient
+    private sealed class EtcdKv(EtcdClient etcd) : IKvClient
     {
         public EtcdClient Etcd => etcd;
 

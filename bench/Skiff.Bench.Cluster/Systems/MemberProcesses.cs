@@ -8,7 +8,7 @@ namespace Skiff.Bench.Cluster.Systems;
 /// </summary>
 public sealed class MemberProcesses
 {
-    static readonly List<MemberProcesses> Live = [];
+    private static readonly List<MemberProcesses> Live = [];
 
     static MemberProcesses()
     {
@@ -24,9 +24,9 @@ public sealed class MemberProcesses
                 m.KillAll();
     }
 
-    readonly Process?[] procs;
-    readonly (string File, string[] Args, IDictionary<string, string>? Env)[] starts;
-    readonly string logDir;
+    private readonly Process?[] procs;
+    private readonly (string File, string[] Args, IDictionary<string, string>? Env)[] starts;
+    private readonly string logDir;
 
     public MemberProcesses(int count, string logDir)
     {

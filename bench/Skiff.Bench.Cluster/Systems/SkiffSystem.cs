@@ -13,9 +13,9 @@ namespace Skiff.Bench.Cluster.Systems;
 /// </summary>
 public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
 {
-    const int Port = 9471;
-    SkiffGrpcClient?[] clients = [];
-    Skiff.Client?[] stores = [];
+    private const int Port = 9471;
+    private SkiffGrpcClient?[] clients = [];
+    private Skiff.Client?[] stores = [];
 
     public string Name => "skiff";
 
@@ -24,7 +24,7 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
         $"heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs}-{2 * spec.ElectionMs} ms; linearizable reads " +
         "by ReadIndex on the leader; a put is acknowledged once it is fsynced on a majority";
 
-    string[] Args(ClusterSpec spec, int i) =>
+    private string[] Args(ClusterSpec spec, int i) =>
     [
         cliDll, "serve", "--dir", Path.Combine(dataDir, $"m{i}"), "--bind", spec.Members[i].ToString(),
         "--port", Port.ToString(), "--heartbeat-ms", spec.HeartbeatMs.ToString(), "--election-ms", spec.ElectionMs.ToString(),
@@ -72,7 +72,7 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
         }, TimeSpan.FromSeconds(30), "skiff members to answer with one leader", ct);
     }
 
-    bool Alive(int i) => procs!.IsAlive(i) ? true : throw new InvalidOperationException($"skiff member {i} exited:\n{procs.Tail(i)}");
+    private bool Alive(int i) => procs!.IsAlive(i) ? true : throw new InvalidOperationException($"skiff member {i} exited:\n{procs.Tail(i)}");
 
     public async Task<Probe> ProbeAsync(int member, CancellationToken ct)
     {
@@ -95,7 +95,7 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
     }
 
     /// <summary>Keys are 16 ASCII characters (Keys.Make), so Skiff's string keys carry them as they are.</summary>
-    sealed class SkiffKv(Skiff.Client c) : IKvClient
+    private sealed class SkiffKv(Skiff.Client c) : IKvClient
     {
         public Task PutAsync(byte[] key, byte[] value, CancellationToken ct) => c.InsertBytesAsync(Encoding.ASCII.GetString(key), value, ct);
 

@@ -1,6 +1,6 @@
 namespace Skiff.Bench.Cluster.Systems;
 
-static class Waiting
+internal static class Waiting
 {
     /// <summary>Retries until the check returns true; a check that throws counts as not yet.</summary>
     public static async Task UntilAsync(Func<Task<bool>> check, TimeSpan timeout, string what, CancellationToken ct)

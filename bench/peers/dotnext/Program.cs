@@ -12,10 +12,10 @@
 //        [--wal-memory shared|private]
 using System.Buffers;
 using System.Buffers.Binary;
-using DotNext.Buffers;
 using System.Collections.Concurrent;
 using System.Net;
 using System.Text;
+using DotNext.Buffers;
 using DotNext.IO;
 using DotNext.Net.Cluster.Consensus.Raft;
 using DotNext.Net.Cluster.Consensus.Raft.Membership;
@@ -144,11 +144,11 @@ await wal.DisposeAsync();
 
 /// The replicated map. Entries are [keyLength:1][key ASCII][value], or a batch (BatchMarker, see /batch).
 /// Reads run concurrently with ApplyAsync.
-sealed class KvStateMachine(DirectoryInfo location, long snapshotEvery) : SimpleStateMachine(location)
+internal sealed class KvStateMachine(DirectoryInfo location, long snapshotEvery) : SimpleStateMachine(location)
 {
     public const byte BatchMarker = 0xFF;
-    readonly ConcurrentDictionary<string, byte[]> map = new();
-    long applied;
+    private readonly ConcurrentDictionary<string, byte[]> map = new();
+    private long applied;
 
     public bool TryGet(string key, out byte[] value) => map.TryGetValue(key, out value!);
 
@@ -211,7 +211,7 @@ sealed class KvStateMachine(DirectoryInfo location, long snapshotEvery) : Simple
 }
 
 /// The static three-member configuration, kept in memory (the member list is given on the command line).
-sealed class MemberList : InMemoryClusterConfigurationStorage<EndPoint>
+internal sealed class MemberList : InMemoryClusterConfigurationStorage<EndPoint>
 {
     protected override void Encode(EndPoint address, ref BufferWriterSlim<byte> output)
     {
@@ -230,7 +230,7 @@ sealed class MemberList : InMemoryClusterConfigurationStorage<EndPoint>
     }
 }
 
-static class Args
+internal static class Args
 {
     public static Dictionary<string, string> Parse(string[] args)
     {
@@ -241,7 +241,7 @@ static class Args
     }
 }
 
-static class PipeReaderExtensions
+internal static class PipeReaderExtensions
 {
     public static async Task<byte[]> ReadAllAsync(this System.IO.Pipelines.PipeReader reader, CancellationToken ct)
     {

@@ -37,12 +37,12 @@ internal sealed class Applier
     private readonly Dictionary<long, (long Term, LogResult? Result)> _recent = new();
     private readonly object _subsGate = new();
     private readonly List<Subscription> _subs = new();
-    private readonly Queue<KvChange> _history = new();
+    private readonly Queue<Change> _history = new();
     private long _historyFloor;
     private Task _run = Task.CompletedTask;
 
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
-    public event Action<KvChange>? Changed;
+    public event Action<Change>? Changed;
 
     private readonly Action<Exception> _fatal;
 
@@ -144,7 +144,7 @@ internal sealed class Applier
         {
             if (e.Index <= _sm.AppliedIndex) continue;
             LogResult? result = null;
-            KvChange? change = null;
+            Change? change = null;
             switch (e.Payload)
             {
                 case Payload.Command c:
@@ -224,7 +224,7 @@ internal sealed class Applier
     {
         public required string Prefix { get; init; }
         public required long FromIndex { get; init; }
-        public required Channel<KvChange> Channel { get; init; }
+        public required Channel<Change> Channel { get; init; }
     }
 
     /// <summary>After a snapshot install moved the state machine from <paramref name="before"/> to
@@ -235,7 +235,7 @@ internal sealed class Applier
     /// snapshot.</summary>
     private void CatchUpWatchers(long before, long installed)
     {
-        var missed = new List<KvChange>();
+        var missed = new List<Change>();
         long floor = installed;
         if (installed >= before && _durable is not null && _durable.TryReadChanges(before + 1, installed, "", missed, out floor))
         {
@@ -253,7 +253,7 @@ internal sealed class Applier
         }
     }
 
-    private void Publish(KvChange change)
+    private void Publish(Change change)
     {
         SafeChanged(change);
         lock (_subsGate)
@@ -274,7 +274,7 @@ internal sealed class Applier
         }
     }
 
-    private void SafeChanged(KvChange change)
+    private void SafeChanged(Change change)
     {
         try { Changed?.Invoke(change); }
         catch (Exception ex) { Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, ex, "Skiff: a change observer failed"); }
@@ -288,11 +288,11 @@ internal sealed class Applier
     /// already applied come first, then live ones, with no gap and no duplicate. Recent changes come from the
     /// in-memory history; older ones from the state machine's durable change history (which survives restarts);
     /// older than both is refused with StreamClosed naming the oldest index still available.</summary>
-    public ChannelReader<KvChange> Subscribe(string prefix, long fromIndex, CancellationToken ct)
+    public ChannelReader<Change> Subscribe(string prefix, long fromIndex, CancellationToken ct)
     {
         // The bulk of a backlog older than the in-memory history is read before taking the lock, so applying is
         // not held up by it; under the lock only what left the in-memory history meanwhile is added.
-        List<KvChange>? older = null;
+        List<Change>? older = null;
         long olderTo = 0;
         if (fromIndex > 0 && _durable is not null)
         {
@@ -306,7 +306,7 @@ internal sealed class Applier
         }
         lock (_subsGate)
         {
-            var backlog = new List<KvChange>();
+            var backlog = new List<Change>();
             if (fromIndex > 0)
             {
                 if (fromIndex <= _historyFloor && fromIndex <= _sm.AppliedIndex)
@@ -322,9 +322,11 @@ internal sealed class Applier
                 foreach (var c in _history)
                     if (c.Index >= fromIndex && c.Key.StartsWith(prefix, StringComparison.Ordinal)) backlog.Add(c);
             }
-            var channel = Channel.CreateBounded<KvChange>(new BoundedChannelOptions(_watchCapacity + backlog.Count)
+            var channel = Channel.CreateBounded<Change>(new BoundedChannelOptions(_watchCapacity + backlog.Count)
             {
-                SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait,
+                SingleReader = true,
+                SingleWriter = true,
+                FullMode = BoundedChannelFullMode.Wait,
             });
             foreach (var c in backlog) channel.Writer.TryWrite(c);
             var sub = new Subscription { Prefix = prefix, FromIndex = fromIndex, Channel = channel };

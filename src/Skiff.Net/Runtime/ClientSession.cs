@@ -5,7 +5,7 @@ namespace Skiff.Net.Runtime;
 /// <param name="Id">The session (the log index that opened it).</param>
 /// <param name="Sequence">The request's number; a retry reuses it.</param>
 /// <param name="Acknowledged">Every request numbered below this has had its reply.</param>
-public readonly record struct SessionRef(long Id, long Sequence, long Acknowledged);
+internal readonly record struct SessionRef(long Id, long Sequence, long Acknowledged);
 
 /// <summary>
 /// One client session as its holder sees it (a <see cref="SkiffGrpcClient"/>, or a member for its own writes and

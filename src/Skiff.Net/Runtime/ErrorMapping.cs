@@ -4,7 +4,7 @@ namespace Skiff.Net.Runtime;
 
 /// <summary>Carries SkiffException across gRPC: the kind travels in the `skiff-error` trailer, the leader (for
 /// NotLeader) in `skiff-leader` / `skiff-leader-address`.</summary>
-public static class ErrorMapping
+internal static class ErrorMapping
 {
     /// <summary>Trailer naming the ErrorKind.</summary>
     public const string KindTrailer = "skiff-error";

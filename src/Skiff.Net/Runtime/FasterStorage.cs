@@ -8,7 +8,7 @@ namespace Skiff.Net.Runtime;
 
 /// <summary>The runtime's log on the FASTER <see cref="RaftLog"/> (which does its own group commit: appends are
 /// queued in order and <see cref="Flush"/> waits for the newest one to be durable).</summary>
-public sealed class FasterLogStore : ILogStore
+internal sealed class FasterLogStore : ILogStore
 {
     private const byte Noop = 0, Cmd = 1, Cfg = 2;
     private readonly RaftLog _log;
@@ -100,7 +100,7 @@ public sealed class FasterLogStore : ILogStore
 }
 
 /// <summary>The hard state in the storage's <see cref="HardStateStore"/>.</summary>
-public sealed class FasterHardStateStore : IHardStateStore
+internal sealed class FasterHardStateStore : IHardStateStore
 {
     private readonly HardStateStore _store;
 
@@ -108,16 +108,10 @@ public sealed class FasterHardStateStore : IHardStateStore
     public FasterHardStateStore(HardStateStore store) => _store = store;
 
     /// <inheritdoc/>
-    public Skiff.Core.HardState? Load()
-    {
-        var s = _store.State;
-        return new Skiff.Core.HardState(s.Term, s.VotedFor is { } v ? FSharpOption<Guid>.Some(v) : FSharpOption<Guid>.None);
-    }
+    public HardState? Load() => _store.State;
 
     /// <inheritdoc/>
-    public void Save(Skiff.Core.HardState state) =>
-        _store.Save(new Skiff.Net.Storage.HardState(state.Term,
-            FSharpOption<Guid>.get_IsSome(state.VotedFor) ? state.VotedFor!.Value : null));
+    public void Save(HardState state) => _store.Save(state);
 
     /// <inheritdoc/>
     public void Dispose() { }
@@ -125,7 +119,7 @@ public sealed class FasterHardStateStore : IHardStateStore
 
 /// <summary>The state machine on the storage's FASTER <see cref="KvStateMachine"/>, with its durable change
 /// history.</summary>
-public sealed class FasterStateMachine : IStateMachine, IChangeHistory
+internal sealed class FasterStateMachine : IStateMachine, IChangeHistory
 {
     private readonly KvStateMachine _kv;
 
@@ -139,21 +133,15 @@ public sealed class FasterStateMachine : IStateMachine, IChangeHistory
     public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
 
     /// <inheritdoc/>
-    public LogResult Apply(long index, long term, LogCommand command, out KvChange? change)
+    public LogResult Apply(long index, long term, LogCommand command, out Change? change)
     {
-        var result = _kv.Apply(index, term, command, out var made);
-        change = made is { } m ? new KvChange(m.Index, m.Key, m.Value) : null;
+        var result = _kv.Apply(index, term, command, out change);
         return result ?? LogResult.NewApplied(CommandResult.Done); // null: already applied (replay after recovery)
     }
 
     /// <inheritdoc/>
-    public bool TryReadChanges(long from, long to, string prefix, List<KvChange> into, out long floor)
-    {
-        var found = new List<KvHistoryChange>();
-        if (!_kv.TryReadHistory(from, to, prefix, found, out floor)) return false;
-        foreach (var c in found) into.Add(new KvChange(c.Index, c.Key, c.Value));
-        return true;
-    }
+    public bool TryReadChanges(long from, long to, string prefix, List<Change> into, out long floor) =>
+        _kv.TryReadHistory(from, to, prefix, into, out floor);
 
     /// <inheritdoc/>
     public byte[]? Get(string key) => _kv.Get(key);
@@ -171,7 +159,7 @@ public sealed class FasterStateMachine : IStateMachine, IChangeHistory
 /// <summary>Snapshots as FASTER checkpoints of the <see cref="KvStateMachine"/>, with the configuration in force
 /// at each kept in a small side file (`snapmeta/INDEX.meta`), streamed with its reader and installed with its
 /// installer.</summary>
-public sealed class FasterSnapshotStore : ISnapshotStore
+internal sealed class FasterSnapshotStore : ISnapshotStore
 {
     private readonly KvStateMachine _kv;
     private readonly string _metaDir;

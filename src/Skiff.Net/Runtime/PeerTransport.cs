@@ -128,7 +128,8 @@ internal sealed class PeerTransport : IAsyncDisposable
             _client = new Peer.PeerClient(_channel);
             _queue = Channel.CreateBounded<PeerEnvelope>(new BoundedChannelOptions(owner._capacity)
             {
-                SingleReader = true, FullMode = BoundedChannelFullMode.DropOldest,
+                SingleReader = true,
+                FullMode = BoundedChannelFullMode.DropOldest,
             }, _ => Interlocked.Increment(ref owner.Dropped));
             _run = Task.Run(Run);
         }
@@ -190,7 +191,11 @@ internal sealed class PeerTransport : IAsyncDisposable
                     var last = n < buffer.Length;
                     await call.RequestStream.WriteAsync(new SnapshotChunk
                     {
-                        From = from, To = to, Term = term, Meta = wireMeta, Last = last,
+                        From = from,
+                        To = to,
+                        Term = term,
+                        Meta = wireMeta,
+                        Last = last,
                         Data = ByteString.CopyFrom(buffer, 0, n),
                     }).ConfigureAwait(false);
                     if (last) break;

@@ -14,10 +14,10 @@ namespace Skiff.Net.Runtime;
 internal static class RequestLimits
 {
     /// <summary>The longest key, in UTF-8 bytes (the storage's rule).</summary>
-    public const int MaxKeyBytes = Skiff.Net.Storage.KvStateMachine.MaxKeyBytes;
+    public const int MaxKeyBytes = Keys.MaxKeyBytes;
 
     /// <summary>The default largest value, in bytes (1 MiB).</summary>
-    public const int DefaultMaxValueBytes = 1 << 20;
+    public const int DefaultMaxValueBytes = Keys.DefaultMaxValueBytes;
 
     /// <summary>Room for a request's fields other than its values and key (protobuf tags, lengths, flags).</summary>
     private const int FramingBytes = 4096;
@@ -34,13 +34,16 @@ internal static class RequestLimits
     /// values at the limits encodes to; the log must take at least this much in one entry.</summary>
     public static long LargestCommandBytes(int maxValueBytes) => 4L + MaxKeyBytes + 2 * (5L + maxValueBytes) + WrapperBytes;
 
-    /// <summary>Throws InvalidKey unless <paramref name="key"/> is one the storage accepts.</summary>
-    public static void Key(string key) => Skiff.Net.Storage.KvStateMachine.ValidateKey(key);
+    /// <summary>Throws InvalidKey unless <paramref name="key"/> is valid (<see cref="Keys.problem"/>).</summary>
+    public static void Key(string key)
+    {
+        if (Keys.problem(key) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
+    }
 
     /// <summary>Throws InvalidKey unless <paramref name="prefix"/> is empty or a valid key.</summary>
     public static void Prefix(string prefix)
     {
-        if (prefix.Length > 0) Key(prefix);
+        if (Keys.prefixProblem(prefix) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
     }
 
     /// <summary>Throws ValueTooLarge if <paramref name="length"/> is over <paramref name="maxValueBytes"/>.</summary>

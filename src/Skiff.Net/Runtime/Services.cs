@@ -12,13 +12,14 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     public ClientService(SkiffServer node) => _node = node;
 
-    private static bool Forwarded(ServerCallContext ctx) => ctx.RequestHeaders.GetValue(ErrorMapping.ForwardedHeader) is not null;
+    private static CallOrigin Origin(ServerCallContext ctx) =>
+        ctx.RequestHeaders.GetValue(ErrorMapping.ForwardedHeader) is not null ? CallOrigin.Forwarded : CallOrigin.Local;
 
     private static SessionRef? Map(Protocol.SessionRef? s) =>
         s is null ? null : new SessionRef((long)s.Id, (long)s.Sequence, (long)s.Acknowledged);
 
-    private static Runtime.ReadConsistency Map(Protocol.ReadConsistency c) =>
-        c == Protocol.ReadConsistency.Stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable;
+    private static ReadConsistency Map(Protocol.ReadConsistency c) =>
+        c == Protocol.ReadConsistency.Stale ? ReadConsistency.Stale : ReadConsistency.Linearizable;
 
     private async Task<T> Guard<T>(Func<Task<T>> body)
     {
@@ -33,7 +34,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     public override Task<GetReply> Get(GetRequest request, ServerCallContext context) => Guard(async () =>
     {
         RequestLimits.Key(request.Key);
-        var value = await _node.GetAsync(request.Key, Map(request.Consistency), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var value = await _node.KeyValue.GetAsync(request.Key, Map(request.Consistency), Origin(context), context.CancellationToken).ConfigureAwait(false);
         var reply = new GetReply { Index = (ulong)_node.AppliedIndex };
         if (value is not null) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
         return reply;
@@ -42,14 +43,14 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     public override Task<InsertReply> Insert(InsertRequest request, ServerCallContext context) => Guard(async () =>
     {
         RequestLimits.Put(request.Key, request.Value.Length, _node.MaxValueBytes);
-        var index = await _node.PutAsync(request.Key, request.Value.ToByteArray(), Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var index = await _node.KeyValue.InsertAsync(request.Key, request.Value.ToByteArray(), Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new InsertReply { Success = true, Index = (ulong)index };
     });
 
     public override Task<DeleteReply> Delete(DeleteRequest request, ServerCallContext context) => Guard(async () =>
     {
         RequestLimits.Key(request.Key);
-        var index = await _node.DeleteAsync(request.Key, Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var index = await _node.KeyValue.RemoveAsync(request.Key, Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new DeleteReply { Success = true, Index = (ulong)index };
     });
 
@@ -57,31 +58,31 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     {
         RequestLimits.CompareAndSwap(request.Key, request.HasExpected ? request.Expected.Length : null,
             request.HasValue ? request.Value.Length : null, _node.MaxValueBytes);
-        var (swapped, index) = await _node.CasAsync(request.Key,
+        var (swapped, index) = await _node.KeyValue.CompareAndSwapAsync(request.Key,
             request.HasExpected ? request.Expected.ToByteArray() : null,
             request.HasValue ? request.Value.ToByteArray() : null,
-            Map(request.Session), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+            Map(request.Session), Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new CompareAndSwapReply { Swapped = swapped, Index = (ulong)index };
     });
 
     public override Task<OpenSessionReply> OpenSession(OpenSessionRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var (id, timeoutMs) = await _node.OpenSessionAsync(TimeSpan.FromMilliseconds(Math.Min(request.TimeoutMs, (ulong)Sessions.MaxTimeoutMs)),
-            Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var (id, timeoutMs) = await _node.KeyValue.OpenSessionAsync(TimeSpan.FromMilliseconds(Math.Min(request.TimeoutMs, (ulong)Sessions.MaxTimeoutMs)),
+            Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new OpenSessionReply { Id = (ulong)id, TimeoutMs = (ulong)timeoutMs };
     });
 
     public override Task<CloseSessionReply> CloseSession(CloseSessionRequest request, ServerCallContext context) => Guard(async () =>
     {
-        await _node.CloseSessionAsync((long)request.Id, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        await _node.KeyValue.CloseSessionAsync((long)request.Id, Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new CloseSessionReply();
     });
 
     public override Task<PrefixReply> GetPrefixes(Empty request, ServerCallContext context) => Guard(async () =>
     {
         var stale = context.RequestHeaders.GetValue("skiff-consistency") == "stale";
-        var prefixes = await _node.GetPrefixesAsync(stale ? Runtime.ReadConsistency.Stale : Runtime.ReadConsistency.Linearizable,
-            Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var prefixes = await _node.KeyValue.GetPrefixesAsync(stale ? ReadConsistency.Stale : ReadConsistency.Linearizable,
+            Origin(context), context.CancellationToken).ConfigureAwait(false);
         var reply = new PrefixReply();
         reply.Prefixes.AddRange(prefixes);
         return reply;
@@ -90,7 +91,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     public override Task<ListKeysReply> ListKeys(ListKeysRequest request, ServerCallContext context) => Guard(async () =>
     {
         RequestLimits.Prefix(request.Prefix);
-        var keys = await _node.ListKeysAsync(request.Prefix, Map(request.Consistency), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var keys = await _node.KeyValue.ListKeysAsync(request.Prefix, Map(request.Consistency), Origin(context), context.CancellationToken).ConfigureAwait(false);
         var reply = new ListKeysReply();
         reply.Keys.AddRange(keys);
         return reply;
@@ -103,16 +104,17 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
             RequestLimits.Prefix(request.Prefix);
             // Register first, then send the response headers: a client that waits for the headers knows the watch is
             // active, so it sees every change committed after its WatchAsync returns.
-            var changes = _node.WatchAsync(request.Prefix, (long)request.FromIndex, context.CancellationToken);
+            var changes = _node.KeyValue.WatchAsync(request.Prefix, (long)request.FromIndex, context.CancellationToken);
             await context.WriteResponseHeadersAsync(new Metadata()).ConfigureAwait(false);
             await foreach (var c in changes.ConfigureAwait(false))
             {
                 var reply = new SubscribeReply
                 {
-                    Key = c.Key, Index = (ulong)c.Index,
-                    Action = c.Value is null ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
+                    Key = c.Key,
+                    Index = (ulong)c.Index,
+                    Action = c.Kind == ChangeKind.Delete ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
                 };
-                if (c.Value is not null) reply.Value = UnsafeByteOperations.UnsafeWrap(c.Value);
+                if (c.Value is { } value) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
                 await responseStream.WriteAsync(reply).ConfigureAwait(false);
             }
         }
@@ -128,14 +130,14 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     public override Task<ServerReply> AddServer(ServerRequest request, ServerCallContext context) => Guard(async () =>
     {
-        await _node.AddServerAsync(ParseId(request.Id), request.Address, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        await _node.Membership.AddServerAsync(ParseId(request.Id), request.Address, Origin(context), context.CancellationToken).ConfigureAwait(false);
         var (leader, address) = _node.LeaderInfo();
         return new ServerReply { Success = true, LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "" };
     });
 
     public override Task<ServerReply> RemoveServer(ServerRequest request, ServerCallContext context) => Guard(async () =>
     {
-        await _node.RemoveServerAsync(ParseId(request.Id), Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        await _node.Membership.RemoveServerAsync(ParseId(request.Id), Origin(context), context.CancellationToken).ConfigureAwait(false);
         var (leader, address) = _node.LeaderInfo();
         return new ServerReply { Success = true, LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "" };
     });
@@ -143,7 +145,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
     public override Task<TransferLeadershipReply> TransferLeadership(TransferLeadershipRequest request, ServerCallContext context) => Guard(async () =>
     {
         Guid? target = string.IsNullOrEmpty(request.TargetId) ? null : ParseId(request.TargetId);
-        var leader = await _node.TransferLeadershipAsync(target, Forwarded(context), context.CancellationToken).ConfigureAwait(false);
+        var leader = await _node.Membership.TransferLeadershipAsync(target, Origin(context), context.CancellationToken).ConfigureAwait(false);
         return new TransferLeadershipReply { Success = true, LeaderId = leader.ToString() };
     });
 
@@ -152,9 +154,13 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
         var (leader, address) = _node.LeaderInfo();
         var reply = new ClusterStatusReply
         {
-            Id = _node.Id.ToString(), Role = _node.Role.ToString(), Term = _node.Term,
-            LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "",
-            CommitIndex = _node.CommitIndex, AppliedIndex = _node.AppliedIndex,
+            Id = _node.Id.ToString(),
+            Role = _node.Role.ToString(),
+            Term = _node.Term,
+            LeaderId = leader?.ToString() ?? "",
+            LeaderAddress = address ?? "",
+            CommitIndex = _node.CommitIndex,
+            AppliedIndex = _node.AppliedIndex,
         };
         foreach (var m in _node.Members)
             reply.Members.Add(new MemberInfo { Id = m.Key.ToString(), Address = m.Value.Address, Voter = m.Value.Voter });

@@ -6,12 +6,6 @@ using Skiff.Net.Protocol;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>A change seen by a watcher.</summary>
-/// <param name="Index">The commit index of the change.</param>
-/// <param name="Key">The key.</param>
-/// <param name="Value">The new value, or null when the key was deleted.</param>
-public readonly record struct WatchEvent(long Index, string Key, byte[]? Value);
-
 /// <summary>
 /// A minimal client of the `skiff.Skiff` service: talks to the first reachable of the given addresses (any member
 /// answers every call; writes and linearizable reads are forwarded to the leader). Errors are SkiffException.
@@ -23,7 +17,7 @@ public readonly record struct WatchEvent(long Index, string Key, byte[]? Value);
 /// cluster applies it once and every attempt gets the first answer. Without sessions a write is sent to another
 /// member only when the connection to the first could not be made (at most once).
 /// </remarks>
-public sealed class SkiffGrpcClient : IDisposable
+internal sealed class SkiffGrpcClient : IDisposable
 {
     private readonly string[] _addresses;
     private readonly GrpcChannel[] _channels;
@@ -251,8 +245,8 @@ public sealed class SkiffGrpcClient : IDisposable
         Write((c, o, s) => InsertOnce(c, o, key, value, s), ct);
 
     /// <summary>Removes a key (an absent key is fine); returns the commit index.</summary>
-    public Task<long> DeleteAsync(string key, CancellationToken ct = default) =>
-        Write((c, o, s) => DeleteOnce(c, o, key, s), ct);
+    public Task<long> RemoveAsync(string key, CancellationToken ct = default) =>
+        Write((c, o, s) => RemoveOnce(c, o, key, s), ct);
 
     /// <summary>Sets <paramref name="key"/> to <paramref name="value"/> (null: deletes it) if its value is
     /// <paramref name="expected"/> (null: absent). True if swapped.</summary>
@@ -268,8 +262,8 @@ public sealed class SkiffGrpcClient : IDisposable
     internal Task<long> InsertOnceAsync(string key, byte[] value, SessionRef? session, CancellationToken ct) =>
         Call((c, o) => InsertOnce(c, o, key, value, session), ct, idempotent: false);
 
-    internal Task<long> DeleteOnceAsync(string key, SessionRef? session, CancellationToken ct) =>
-        Call((c, o) => DeleteOnce(c, o, key, session), ct, idempotent: false);
+    internal Task<long> RemoveOnceAsync(string key, SessionRef? session, CancellationToken ct) =>
+        Call((c, o) => RemoveOnce(c, o, key, session), ct, idempotent: false);
 
     internal Task<(bool Swapped, long Index)> CompareAndSwapOnceAsync(string key, byte[]? expected, byte[]? value, SessionRef? session, CancellationToken ct) =>
         Call((c, o) => CompareAndSwapOnce(c, o, key, expected, value, session), ct, idempotent: false);
@@ -280,7 +274,7 @@ public sealed class SkiffGrpcClient : IDisposable
         return (long)(await c.InsertAsync(request, o).ConfigureAwait(false)).Index;
     }
 
-    private static async Task<long> DeleteOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, SessionRef? session)
+    private static async Task<long> RemoveOnce(Protocol.Skiff.SkiffClient c, CallOptions o, string key, SessionRef? session)
     {
         return (long)(await c.DeleteAsync(new DeleteRequest { Key = key, Session = ToWire(session) }, o).ConfigureAwait(false)).Index;
     }
@@ -329,7 +323,7 @@ public sealed class SkiffGrpcClient : IDisposable
 
     /// <summary>Streams committed changes under <paramref name="prefix"/> from the contacted member, in commit order;
     /// with <paramref name="fromIndex"/> &gt; 0, replays changes from that index first.</summary>
-    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
+    public IAsyncEnumerable<Change> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
     {
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         return ReadWatch(client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
@@ -339,7 +333,7 @@ public sealed class SkiffGrpcClient : IDisposable
     /// <summary>Starts a watch and returns once the contacted member has registered it (its response headers
     /// arrived), so every change committed after this returns is streamed. Dispose the enumerator's token source to
     /// stop.</summary>
-    public async Task<IAsyncEnumerable<WatchEvent>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
+    public async Task<IAsyncEnumerable<Change>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
     {
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
@@ -357,7 +351,7 @@ public sealed class SkiffGrpcClient : IDisposable
         return ReadWatch(call, ct);
     }
 
-    private static async IAsyncEnumerable<WatchEvent> ReadWatch(AsyncServerStreamingCall<SubscribeReply> call,
+    private static async IAsyncEnumerable<Change> ReadWatch(AsyncServerStreamingCall<SubscribeReply> call,
         [EnumeratorCancellation] CancellationToken ct)
     {
         using var _ = call;
@@ -369,8 +363,9 @@ public sealed class SkiffGrpcClient : IDisposable
             catch (RpcException e) when (!ct.IsCancellationRequested) { throw ErrorMapping.FromRpc(e); }
             if (!more) yield break;
             var r = stream.Current;
-            yield return new WatchEvent((long)r.Index, r.Key,
-                r.Action == SubscribeReply.Types.Action.Delete ? null : r.HasValue ? r.Value.ToByteArray() : Array.Empty<byte>());
+            yield return r.Action == SubscribeReply.Types.Action.Delete
+                ? Change.Removed((long)r.Index, r.Key)
+                : Change.Inserted((long)r.Index, r.Key, r.HasValue ? r.Value.Memory : ReadOnlyMemory<byte>.Empty);
         }
     }
 
@@ -379,26 +374,5 @@ public sealed class SkiffGrpcClient : IDisposable
     public void Dispose()
     {
         foreach (var c in _channels) c.Dispose();
-    }
-}
-
-/// <summary>A write gave up because its token was cancelled (its deadline passed, or its caller cancelled it);
-/// <see cref="Outcome"/> says whether an attempt may have taken effect.</summary>
-public sealed class WriteCancelledException : OperationCanceledException
-{
-    /// <summary>Whether the write may have taken effect.</summary>
-    public WriteOutcome Outcome { get; }
-
-    /// <summary>The last error an attempt met, if any.</summary>
-    public SkiffException? LastError { get; }
-
-    /// <summary>Creates one.</summary>
-    public WriteCancelledException(WriteOutcome outcome, SkiffException? last, CancellationToken token)
-        : base(outcome == WriteOutcome.Unknown
-            ? $"the write was cancelled after it was sent; it may have taken effect ({last?.Message ?? "no answer"})"
-            : $"the write was cancelled before any member could have applied it ({last?.Message ?? "no answer"})", last, token)
-    {
-        Outcome = outcome;
-        LastError = last;
     }
 }

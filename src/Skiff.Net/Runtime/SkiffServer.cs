@@ -1,13 +1,5 @@
-using System.Collections.Concurrent;
-using System.Net;
-using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
 
@@ -17,21 +9,15 @@ namespace Skiff.Net.Runtime;
 /// One Skiff node: storage, the Raft event loop, the gRPC services (client calls and peer traffic on one port)
 /// and the cluster behaviour (forwarding to the leader, joining, removal, watches). The facade wraps this class.
 /// </summary>
-public sealed class SkiffServer : IAsyncDisposable
+internal sealed class SkiffServer : IAsyncDisposable
 {
     private readonly SkiffServerOptions _options;
-    private readonly string _dataDir;
-    private IDisposable? _storage; // holds the data directory lock
-    private ILogStore? _log;
-    private IHardStateStore? _hard;
-    private ISnapshotStore? _snapshots;
-    private IStateMachine? _sm;
+    private readonly NodeStorageBinding _storage;
+    private readonly LeaderRouter _router;
     private NodeRuntime? _runtime;
     private PeerTransport? _transport;
     private WebApplication? _app;
     private readonly CancellationTokenSource _shutdown = new();
-    private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
-    private readonly ClientSession _ownSession;
     private int _state; // 0 new, 1 started, 2 stopped
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
@@ -53,31 +39,19 @@ public sealed class SkiffServer : IAsyncDisposable
         _logger = _loggerFactory.CreateLogger("Skiff.Server");
         if (options.MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"MaxValueBytes must be positive, not {options.MaxValueBytes}");
-        _dataDir = Path.GetFullPath(options.DataDirectory);
         Address = $"{options.Bind}:{options.Port}";
-        var storage = Skiff.Net.Storage.NodeStorage.Open(_dataDir, new Skiff.Net.Storage.NodeStorageOptions
-        {
-            Kv = new Skiff.Net.Storage.KvOptions
-            {
-                WatchHistory = Math.Max(0, options.WatchHistory), UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
-            },
-        });
-        _storage = storage;
-        Id = storage.HardState.NodeId;
-        _log = new FasterLogStore(storage.Log);
-        _hard = new FasterHardStateStore(storage.HardState);
-        _sm = new FasterStateMachine(storage.Kv);
-        _snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(_dataDir, "snapmeta"));
-        if (RequestLimits.LargestCommandBytes(options.MaxValueBytes) > _log.MaxCommandBytes)
-        {
-            storage.Dispose();
-            _storage = null;
-            throw new SkiffException(ErrorKind.InvalidArgument,
-                $"MaxValueBytes {options.MaxValueBytes} is too large: a compare-and-swap of two such values must fit one log entry " +
-                $"({_log.MaxCommandBytes} bytes)");
-        }
-        _ownSession = new ClientSession(async t => (await OpenSessionAsync(TimeSpan.Zero, false, t).ConfigureAwait(false)).Id);
+        _storage = new NodeStorageBinding(options);
+        Id = _storage.NodeId;
+        _router = new LeaderRouter(Id, () => LeaderId, () => Role, AddressOf, options.RequestTimeout, _shutdown.Token);
+        KeyValue = new KeyValueCalls(() => Runtime, _storage.StateMachine, _router, options, _shutdown.Token);
+        Membership = new MembershipCalls(this, () => Runtime, _router, options.JoinTimeout);
     }
+
+    /// <summary>The key-value calls, with their session and origin (the client service's entry point).</summary>
+    internal KeyValueCalls KeyValue { get; }
+
+    /// <summary>The membership calls, with their origin (the client service's entry point).</summary>
+    internal MembershipCalls Membership { get; }
 
     private NodeRuntime Runtime => _runtime ?? throw new SkiffException(ErrorKind.StreamClosed, "the node is not running");
 
@@ -94,7 +68,7 @@ public sealed class SkiffServer : IAsyncDisposable
     public long CommitIndex => _runtime?.CommitIndex ?? 0;
 
     /// <summary>The index applied to this node's state machine.</summary>
-    public long AppliedIndex => _sm?.AppliedIndex ?? 0;
+    public long AppliedIndex => _storage.IsOpen ? _storage.StateMachine.AppliedIndex : 0;
 
     /// <summary>The members (id to address and voter flag) of the configuration in force on this node.</summary>
     public IReadOnlyDictionary<Guid, (string Address, bool Voter)> Members =>
@@ -112,7 +86,7 @@ public sealed class SkiffServer : IAsyncDisposable
     public int MaxValueBytes => _options.MaxValueBytes;
 
     /// <summary>The largest command one log entry holds.</summary>
-    internal int MaxCommandBytes => _log?.MaxCommandBytes ?? int.MaxValue;
+    internal int MaxCommandBytes => _storage.Log.MaxCommandBytes;
 
     /// <summary>Test hook: makes the node fail-stop with <paramref name="cause"/>, as a failed durable write would.</summary>
     internal void InjectFatal(Exception cause) => (_runtime ?? throw new InvalidOperationException("not started")).RaiseFatal(cause);
@@ -122,7 +96,7 @@ public sealed class SkiffServer : IAsyncDisposable
     internal Func<LoadPurpose, Exception?>? LoadFault { get; set; }
 
     /// <summary>Raised for every change this node applies (on the applier's thread; keep handlers short).</summary>
-    public event Action<WatchEvent>? Changed;
+    public event Action<Change>? Changed;
 
     /// <summary>Raised when role, term or known leader change (on the event loop; keep handlers short).</summary>
     public event Action<Role, long, Guid?>? RoleChanged;
@@ -154,7 +128,7 @@ public sealed class SkiffServer : IAsyncDisposable
     public async Task StartAsync(CancellationToken ct = default)
     {
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0) throw new InvalidOperationException("already started");
-        if (_storage is null) throw new SkiffException(ErrorKind.StreamClosed, "the node was shut down");
+        if (!_storage.IsOpen) throw new SkiffException(ErrorKind.StreamClosed, "the node was shut down");
         if (_options.MinThreadPoolThreads > 0)
         {
             ThreadPool.GetMinThreads(out var workers, out var io);
@@ -162,44 +136,28 @@ public sealed class SkiffServer : IAsyncDisposable
         }
         try
         {
-            var snapshot = _snapshots!.Latest;
-            var log = _log!;
-            var from = Math.Max(log.SnapshotIndex, snapshot?.Index ?? 0) + 1;
-            var entries = log.LastIndex >= from ? log.Read(from, log.LastIndex) : Array.Empty<Entry>();
-            var fresh = log.LastIndex == 0 && snapshot is null;
-            var joining = _options.JoinPeers.Count > 0;
-            var self = new Member(Id, Address, true);
-            var bootstrap = joining
-                ? Configuration.Empty
-                : new Configuration(MapModule.OfSeq(new[] { Tuple.Create(Id, self) }));
-            var known = KnownConfiguration(snapshot, entries);
-            // The log is read from just after the snapshot (a tail kept behind it is not used), so the entry before
-            // the first one read is the snapshot's.
-            var stored = new Stored(_hard!.Load() ?? new HardState(0, FSharpOption<Guid>.None),
-                snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(snapshot),
-                ListModule.OfSeq(entries), snapshot?.Index ?? 0, snapshot?.Term ?? 0, _sm!.AppliedIndex, bootstrap);
-            var start = StartModule.ofStore(Id, _options.Raft ?? Reducer.DefaultOptions, (ulong)Random.Shared.NextInt64(), stored);
-
-            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => _snapshots!);
-            _runtime = new NodeRuntime(Id, log, _hard, _snapshots, _sm, _options.TickInterval,
+            var stored = _storage.ReadStart(Id, Address, _options.JoinPeers.Count > 0, out var needsToJoin);
+            var snapshots = _storage.Snapshots;
+            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => snapshots);
+            _runtime = new NodeRuntime(Id, _storage.Log, _storage.HardState, snapshots, _storage.StateMachine, _options.TickInterval,
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
             _runtime.LoadFault = LoadFault;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
             {
-                NoteLeader(l);
+                _router.NoteLeader(l);
                 RoleChanged?.Invoke(r, t, l);
             };
             _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
             _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
             _runtime.Fatal += OnFatal;
-            _runtime.Applier.Changed += c => Changed?.Invoke(new WatchEvent(c.Index, c.Key, c.Value));
+            _runtime.Applier.Changed += c => Changed?.Invoke(c);
 
-            await StartHostAsync().ConfigureAwait(false);
-            _runtime.Start(start);
+            _app = await EmbeddedHost.StartAsync(_options, this).ConfigureAwait(false);
+            _runtime.Start(StartModule.ofStore(Id, _options.Raft ?? Reducer.DefaultOptions, (ulong)Random.Shared.NextInt64(), stored));
 
-            if (joining && (fresh || !known.Members.ContainsKey(Id))) await JoinAsync(ct).ConfigureAwait(false);
+            if (needsToJoin) await JoinProcedure.JoinAsync(Id, Address, _options, _runtime, _shutdown.Token, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -216,123 +174,6 @@ public sealed class SkiffServer : IAsyncDisposable
         RuntimeMetrics.FailStops.Add(1);
         _logger.LogCritical(e, "Skiff node {NodeId} at {Address} stops itself (fail-stop): {Cause}", Id, Address, e.Message);
         _ = Task.Run(() => ShutdownAsync(false));
-    }
-
-    private static Configuration KnownConfiguration(SnapshotMeta? snapshot, IReadOnlyList<Entry> entries)
-    {
-        for (var i = entries.Count - 1; i >= 0; i--)
-            if (entries[i].Payload is Payload.Config c) return c.Configuration;
-        return snapshot?.Configuration ?? Configuration.Empty;
-    }
-
-    private async Task StartHostAsync()
-    {
-        // An empty builder: no configuration sources (the application's appsettings.json, ASPNETCORE_* variables and
-        // command line must not add endpoints or settings to the node's server), no logging providers, and no
-        // ConsoleLifetime: the host process, not the node, owns SIGTERM, SIGINT and Ctrl-C.
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = Array.Empty<string>() });
-        builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
-        builder.WebHost.UseKestrelCore();
-        builder.Services.AddRoutingCore();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Listen(_options.Bind, _options.Port, l => l.Protocols = HttpProtocols.Http2);
-            k.Limits.Http2.MaxStreamsPerConnection = 4096;
-            k.Limits.Http2.InitialConnectionWindowSize = 4 << 20;
-            k.Limits.Http2.InitialStreamWindowSize = 2 << 20;
-        });
-        builder.WebHost.UseShutdownTimeout(TimeSpan.FromSeconds(1));
-        builder.Services.AddGrpc(o =>
-        {
-            // Peer messages (append batches, snapshot chunks) may be larger than one client request.
-            o.MaxReceiveMessageSize = 64 << 20;
-            o.MaxSendMessageSize = 64 << 20;
-        }).AddServiceOptions<ClientService>(o =>
-        {
-            // No client request may be larger than a compare-and-swap at the value limit: gRPC refuses a larger
-            // message before reading it (ResourceExhausted; EmbeddedHost tags it ValueTooLarge).
-            o.MaxReceiveMessageSize = RequestLimits.MaxRequestBytes(_options.MaxValueBytes);
-        });
-        builder.Services.AddSingleton(this);
-        var app = builder.Build();
-        app.UseRouting();
-        app.Use(EmbeddedHost.TagOversizedRequests);
-        app.MapGrpcService<ClientService>();
-        app.MapGrpcService<PeerService>();
-        try
-        {
-            await app.StartAsync().ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is IOException || e.InnerException is IOException || e is System.Net.Sockets.SocketException)
-        {
-            await app.DisposeAsync().ConfigureAwait(false);
-            throw new SkiffException(ErrorKind.RpcBindFailed, $"cannot listen on {Address}: {e.Message}", e);
-        }
-        _app = app;
-    }
-
-    private async Task JoinAsync(CancellationToken ct)
-    {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
-        cts.CancelAfter(_options.JoinTimeout);
-        var peers = _options.JoinPeers.Select(p => p.Contains(':') ? p : $"{p}:{_options.Port}").ToArray();
-        Exception? last = null;
-        var delay = 50;
-        while (!cts.IsCancellationRequested)
-        {
-            foreach (var peer in peers)
-            {
-                if (peer == Address) continue;
-                try
-                {
-                    using (var client = new SkiffGrpcClient(new[] { peer }))
-                        await client.AddServerAsync(Id, Address, cts.Token).ConfigureAwait(false);
-                    // Added as a learner: joining is done when the leader has promoted this node, so that a caller
-                    // who stops it next does not leave the others a majority that does not count it.
-                    try
-                    {
-                        await WaitUntilVoterAsync(cts.Token).ConfigureAwait(false);
-                        return;
-                    }
-                    catch (OperationCanceledException) when (!ct.IsCancellationRequested && !_shutdown.IsCancellationRequested)
-                    {
-                        throw new SkiffException(ErrorKind.ClusterJoinFailed,
-                            $"added to the cluster through {peer} as a learner, but not promoted to voter within {_options.JoinTimeout.TotalSeconds:0.#} s");
-                    }
-                }
-                catch (Exception e) when (e is SkiffException or OperationCanceledException)
-                {
-                    last = e;
-                }
-            }
-            try { await Task.Delay(delay, cts.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) { break; }
-            delay = Math.Min(500, delay * 2);
-        }
-        if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
-        throw new SkiffException(ErrorKind.ClusterJoinFailed,
-            $"could not join through {string.Join(", ", peers)} within {_options.JoinTimeout.TotalSeconds:0.#} s: {last?.Message}", last);
-    }
-
-    /// <summary>Completes once the configuration in force on this node lists it as a voter.</summary>
-    private async Task WaitUntilVoterAsync(CancellationToken ct)
-    {
-        var runtime = Runtime;
-        var voter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void Check(Configuration c)
-        {
-            if (c.Members.TryFind(Id) is { } m && FSharpOption<Member>.get_IsSome(m) && m.Value.Voter) voter.TrySetResult();
-        }
-        runtime.ConfigurationChanged += Check;
-        try
-        {
-            Check(runtime.Configuration);
-            await voter.Task.WaitAsync(ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            runtime.ConfigurationChanged -= Check;
-        }
     }
 
     /// <summary>Waits until this node knows a leader; LeaderElectionTimeout otherwise.</summary>
@@ -357,11 +198,11 @@ public sealed class SkiffServer : IAsyncDisposable
             try
             {
                 using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1)); // the reducer gives up after an election timeout
-                await TransferLeadershipAsync(null, true, cts.Token).ConfigureAwait(false);
+                await TransferLeadershipAsync(null, cts.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is SkiffException or OperationCanceledException) { }
         }
-        if (Interlocked.Exchange(ref _state, 2) == 2 && _storage is null)
+        if (Interlocked.Exchange(ref _state, 2) == 2 && !_storage.IsOpen)
         {
             await _stopped.Task.ConfigureAwait(false); // another shutdown (a fail-stop's) is finishing
             return;
@@ -369,29 +210,22 @@ public sealed class SkiffServer : IAsyncDisposable
         _shutdown.Cancel();
         if (_app is not null)
         {
-            try { await _app.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(2)).Token).ConfigureAwait(false); } catch (Exception) { }
-            await _app.DisposeAsync().ConfigureAwait(false);
+            await EmbeddedHost.StopAsync(_app).ConfigureAwait(false);
             _app = null;
         }
         if (_runtime is not null) await _runtime.DisposeAsync().ConfigureAwait(false);
         if (_transport is not null) await _transport.DisposeAsync().ConfigureAwait(false);
-        foreach (var f in _forwarders.Values) f.Dispose();
-        _forwarders.Clear();
-        _snapshots?.Dispose();
-        _log?.Dispose();
-        _hard?.Dispose();
-        _sm?.Dispose();
-        _storage?.Dispose();
-        _storage = null;
+        _router.Dispose();
+        _storage.Dispose();
         _stopped.TrySetResult(FatalError);
     }
 
     /// <summary>Same as <see cref="ShutdownAsync"/>.</summary>
     public async ValueTask DisposeAsync() => await ShutdownAsync().ConfigureAwait(false);
 
-    // ------------------------------------------------------------------ routing
+    // ------------------------------------------------------------------ calls
 
-    private string? AddressOf(Guid id) =>
+    internal string? AddressOf(Guid id) =>
         _runtime?.Configuration.Members.TryFind(id) is { } m && FSharpOption<Member>.get_IsSome(m) ? m.Value.Address : null;
 
     internal (Guid? Leader, string? Address) LeaderInfo()
@@ -400,329 +234,28 @@ public sealed class SkiffServer : IAsyncDisposable
         return (l, l is { } id ? AddressOf(id) : null);
     }
 
-    private SkiffGrpcClient ForwarderFor(string address) =>
-        _forwarders.GetOrAdd(address, a => new SkiffGrpcClient(new[] { a }, forwarded: true));
-
-    // Completed (and replaced) whenever the leader this node knows changes, so a call forwarded to a leader that
-    // stopped answering is sent to the next one as soon as it is known.
-    private TaskCompletionSource _leaderChange = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private Guid? _knownLeader;
-
-    private void NoteLeader(Guid? leader)
-    {
-        if (leader == _knownLeader) return;
-        _knownLeader = leader;
-        Interlocked.Exchange(ref _leaderChange, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
-    }
-
-    /// <summary>Errors after which a call is tried again (on this node or forwarded to the leader) within its deadline:
-    /// the node was not the leader or lost leadership, the leader was unreachable or broke the call, the request's
-    /// entry was replaced, or a transfer or membership change was under way.</summary>
-    private static bool Retryable(SkiffException e) => e.Kind is ErrorKind.NotLeader or ErrorKind.ClientConnectFailed
-        or ErrorKind.RpcCallFailed or ErrorKind.StreamClosed or ErrorKind.Timeout or ErrorKind.NoQuorum or ErrorKind.InsertFailed;
-
-    /// <summary>Runs a call locally, forwarding it to the leader when this node is not it, and tries again within the
-    /// deadline while no leader is known or a retryable failure comes back.</summary>
-    /// <remarks>An <paramref name="idempotent"/> call (a read, a membership call, a write in a client session, which
-    /// the state machine applies once however often it is proposed) is tried again after any retryable failure,
-    /// including one that may have hidden its outcome, and a forwarded attempt is abandoned for the new leader as
-    /// soon as the leader changes. Any other call is tried again only after a failure that proves it did not take
-    /// effect. Every error thrown says, in <see cref="SkiffException.Outcome"/>, whether some attempt may have taken
-    /// effect.</remarks>
-    internal async Task<T> RouteAsync<T>(Func<CancellationToken, Task<T>> local, Func<SkiffGrpcClient, CancellationToken, Task<T>>? remote,
-        bool forwarded, CancellationToken ct, TimeSpan? timeout = null, bool idempotent = true)
-    {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
-        cts.CancelAfter(timeout ?? _options.RequestTimeout);
-        var token = cts.Token;
-        var delay = 5;
-        Exception? last = null;
-        var mayHaveApplied = false; // an earlier attempt may have taken effect
-        var inFlight = false;       // an attempt is under way (so the deadline may cut it after it took effect)
-        while (true)
-        {
-            try
-            {
-                try
-                {
-                    inFlight = true;
-                    return await local(token).ConfigureAwait(false);
-                }
-                catch (NotLeaderException nl)
-                {
-                    inFlight = false;
-                    var leader = nl.Hint ?? LeaderId;
-                    if (forwarded || remote is null)
-                    {
-                        var addr = leader is { } l0 ? AddressOf(l0) : null;
-                        throw new SkiffException(ErrorKind.NotLeader,
-                            leader is null ? "no leader is known" : $"the leader is {leader} at {addr}", null,
-                            mayHaveApplied ? WriteOutcome.Unknown : WriteOutcome.NotApplied);
-                    }
-                    last = nl;
-                    if (leader is { } l && l != Id && AddressOf(l) is { } address)
-                    {
-                        try
-                        {
-                            inFlight = true;
-                            return await ForwardAsync(remote, address, idempotent, token).ConfigureAwait(false);
-                        }
-                        catch (SkiffException e) when (Retryable(e) && (idempotent || e.Outcome == WriteOutcome.NotApplied))
-                        {
-                            last = e;
-                            mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
-                        }
-                        inFlight = false;
-                    }
-                }
-                catch (RetryableException r) { last = r; }
-                catch (SkiffException e) when (Retryable(e) && !forwarded && (idempotent || e.Outcome == WriteOutcome.NotApplied))
-                {
-                    last = e;
-                    mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
-                }
-                catch (SkiffException e) when (mayHaveApplied && e.Outcome == WriteOutcome.NotApplied)
-                {
-                    // This attempt did nothing, but an earlier one may have: whatever ends the call must say so.
-                    throw new SkiffException(e.Kind, e.Detail + "; an earlier attempt may have taken effect", e, WriteOutcome.Unknown);
-                }
-                inFlight = false;
-                await Task.Delay(delay, token).ConfigureAwait(false);
-                delay = Math.Min(100, delay * 2);
-            }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-            {
-                var outcome = mayHaveApplied || inFlight ? WriteOutcome.Unknown : WriteOutcome.NotApplied;
-                if (_shutdown.IsCancellationRequested) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down", null, outcome);
-                var what = outcome == WriteOutcome.Unknown ? "its outcome is unknown" : "it did not take effect";
-                if (LeaderId is null || (Role == Role.Leader && last is null))
-                    throw new SkiffException(ErrorKind.NoQuorum,
-                        LeaderId is null ? $"no leader could be reached before the deadline; {what}"
-                            : $"no quorum of members answered before the deadline; {what}", null, outcome);
-                throw new SkiffException(ErrorKind.Timeout, $"the request did not complete before the deadline ({last?.Message}); {what}", null, outcome);
-            }
-        }
-    }
-
-    /// <summary>One forwarded attempt. An idempotent one is abandoned (its outcome unknown) when the leader changes,
-    /// so a call sent to a leader that was paused or cut off goes to the new leader at once, not at its deadline.</summary>
-    private async Task<T> ForwardAsync<T>(Func<SkiffGrpcClient, CancellationToken, Task<T>> remote, string address, bool idempotent,
-        CancellationToken token)
-    {
-        if (!idempotent) return await remote(ForwarderFor(address), token).ConfigureAwait(false);
-        var changed = Volatile.Read(ref _leaderChange).Task;
-        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(token);
-        var call = remote(ForwarderFor(address), attempt.Token);
-        if (await Task.WhenAny(call, changed).ConfigureAwait(false) == call) return await call.ConfigureAwait(false);
-        attempt.Cancel();
-        _ = call.ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // observed: the attempt is abandoned
-        throw new SkiffException(ErrorKind.RpcCallFailed, $"the leader changed while {address} handled the call", null, WriteOutcome.Unknown);
-    }
-
-    // ------------------------------------------------------------------ client sessions and key-value writes
-
-    private static long NowMs() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-
-    private long SessionTimeoutMs(TimeSpan requested)
-    {
-        var chosen = requested > TimeSpan.Zero ? requested : _options.SessionTimeout;
-        return Math.Clamp((long)chosen.TotalMilliseconds, Sessions.MinTimeoutMs, Sessions.MaxTimeoutMs);
-    }
-
-    /// <summary>Opens a client session through the log (expiring after <paramref name="timeout"/> without writes;
-    /// zero: the node's <see cref="SkiffServerOptions.SessionTimeout"/>); returns its id and timeout.</summary>
-    internal Task<(long Id, long TimeoutMs)> OpenSessionAsync(TimeSpan timeout, bool forwarded, CancellationToken ct)
-    {
-        var ms = SessionTimeoutMs(timeout);
-        return RouteAsync(async t =>
-        {
-            var (result, _) = await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewOpenSession(NowMs(), ms)), t).ConfigureAwait(false);
-            return result is LogResult.SessionOpened opened
-                ? (opened.session, ms)
-                : throw new SkiffException(ErrorKind.StorageError, $"opening a session gave {result}");
-        }, async (c, t) => (await c.OpenSessionAsync(TimeSpan.FromMilliseconds(ms), t).ConfigureAwait(false), ms),
-            forwarded, ct, idempotent: false);
-    }
-
-    /// <summary>Closes a client session (an unknown one is fine).</summary>
-    internal Task CloseSessionAsync(long id, bool forwarded, CancellationToken ct) =>
-        RouteAsync(async t =>
-        {
-            await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewCloseSession(id, NowMs())), t).ConfigureAwait(false);
-            return true;
-        }, async (c, t) =>
-        {
-            await c.CloseSessionAsync(id, t).ConfigureAwait(false);
-            return true;
-        }, forwarded, ct);
-
-    /// <summary>Applies a key-value write exactly once: in the caller's session when one is given; otherwise in this
-    /// node's own session, so that sending it again to a new leader, after a lost connection or a deposed leader,
-    /// cannot apply it twice.</summary>
-    internal async Task<(CommandResult Result, long Index)> WriteAsync(Command command, SessionRef? session, bool forwarded, CancellationToken ct)
-    {
-        CheckLimits(command);
-        if (session is { } given) return await WriteInSessionAsync(command, given, forwarded, ct).ConfigureAwait(false);
-        var own = _ownSession;
-        var sequence = own.Begin();
-        try
-        {
-            while (true)
-            {
-                long id;
-                using (var opening = CancellationTokenSource.CreateLinkedTokenSource(ct))
-                {
-                    opening.CancelAfter(_options.RequestTimeout);
-                    try { id = await own.EnsureOpenAsync(opening.Token).ConfigureAwait(false); }
-                    catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-                    {
-                        throw new SkiffException(ErrorKind.NoQuorum,
-                            "could not open this node's session before the deadline; the write did not take effect", null, WriteOutcome.NotApplied);
-                    }
-                }
-                try
-                {
-                    return await WriteInSessionAsync(command, own.Stamp(id, sequence), forwarded, ct).ConfigureAwait(false);
-                }
-                catch (SkiffException e) when (e.Kind == ErrorKind.SessionExpired && e.Outcome == WriteOutcome.NotApplied)
-                {
-                    own.Forget(id); // this node's session expired while it was idle: open a new one and write in it
-                }
-            }
-        }
-        finally
-        {
-            own.End(sequence);
-        }
-    }
-
-    private Task<(CommandResult Result, long Index)> WriteInSessionAsync(Command command, SessionRef session, bool forwarded, CancellationToken ct) =>
-        RouteAsync(t => ProposeInSessionAsync(command, session, t), (c, t) => ForwardWrite(c, command, session, t), forwarded, ct);
-
-    private async Task<(CommandResult Result, long Index)> ProposeInSessionAsync(Command command, SessionRef session, CancellationToken ct)
-    {
-        var stamp = new SessionStamp(session.Id, session.Sequence, session.Acknowledged, NowMs());
-        var (result, index) = await Runtime.ProposeAsync(LogCommandCodec.encode(LogCommand.NewInSession(stamp, command)), ct).ConfigureAwait(false);
-        return result switch
-        {
-            LogResult.Applied applied => (applied.result, index),
-            LogResult.Repeated repeated => (repeated.result, repeated.index),
-            _ when result is not null && result.IsSessionUnknown => throw new SkiffException(ErrorKind.SessionExpired,
-                $"session {session.Id} no longer exists (it was idle longer than its timeout, or was closed); this attempt did not take effect",
-                null, WriteOutcome.NotApplied),
-            _ when result is not null && result.IsResultDiscarded => throw new SkiffException(ErrorKind.SessionExpired,
-                $"request {session.Sequence} of session {session.Id} is older than the results the session keeps; this attempt did not take effect",
-                null, WriteOutcome.NotApplied),
-            _ => throw new SkiffException(ErrorKind.StorageError, $"the write at index {index} gave {result}"),
-        };
-    }
-
-    private static async Task<(CommandResult Result, long Index)> ForwardWrite(SkiffGrpcClient leader, Command command, SessionRef session, CancellationToken ct)
-    {
-        switch (command)
-        {
-            case Command.Put put:
-                return (CommandResult.Done, await leader.InsertOnceAsync(put.key, put.value, session, ct).ConfigureAwait(false));
-            case Command.Delete delete:
-                return (CommandResult.Done, await leader.DeleteOnceAsync(delete.key, session, ct).ConfigureAwait(false));
-            case Command.CompareAndSwap cas:
-                var (swapped, index) = await leader.CompareAndSwapOnceAsync(cas.key, cas.expected?.Value, cas.next?.Value, session, ct).ConfigureAwait(false);
-                return (CommandResult.NewSwapped(swapped), index);
-            default:
-                throw new SkiffException(ErrorKind.InvalidArgument, $"unknown command {command}");
-        }
-    }
-
-    /// <summary>The node's limits on keys and values (<see cref="RequestLimits"/>), checked before anything is
-    /// proposed, whichever entry point the write came through (the client service checks them too, before forwarding).</summary>
-    private void CheckLimits(Command command)
-    {
-        switch (command)
-        {
-            case Command.Put p: RequestLimits.Put(p.key, p.value.Length, MaxValueBytes); break;
-            case Command.Delete d: RequestLimits.Key(d.key); break;
-            case Command.CompareAndSwap c:
-                RequestLimits.CompareAndSwap(c.key, c.expected?.Value.Length, c.next?.Value.Length, MaxValueBytes);
-                break;
-        }
-    }
-
     /// <summary>Sets a key; returns the commit index of the write.</summary>
-    public Task<long> PutAsync(string key, byte[] value, CancellationToken ct = default) => PutAsync(key, value, null, false, ct);
-
-    internal async Task<long> PutAsync(string key, byte[] value, SessionRef? session, bool forwarded, CancellationToken ct) =>
-        (await WriteAsync(Command.NewPut(key, value), session, forwarded, ct).ConfigureAwait(false)).Index;
+    public Task<long> InsertAsync(string key, byte[] value, CancellationToken ct = default) => KeyValue.InsertAsync(key, value, null, CallOrigin.Local, ct);
 
     /// <summary>Removes a key (absent is fine); returns the commit index.</summary>
-    public Task<long> DeleteAsync(string key, CancellationToken ct = default) => DeleteAsync(key, null, false, ct);
-
-    internal async Task<long> DeleteAsync(string key, SessionRef? session, bool forwarded, CancellationToken ct) =>
-        (await WriteAsync(Command.NewDelete(key), session, forwarded, ct).ConfigureAwait(false)).Index;
+    public Task<long> RemoveAsync(string key, CancellationToken ct = default) => KeyValue.RemoveAsync(key, null, CallOrigin.Local, ct);
 
     /// <summary>Atomically sets <paramref name="key"/> to <paramref name="next"/> (null deletes) if its value equals
     /// <paramref name="expected"/> (null: absent). Returns whether it swapped and the commit index.</summary>
-    public Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, CancellationToken ct = default) =>
-        CasAsync(key, expected, next, null, false, ct);
-
-    internal async Task<(bool Swapped, long Index)> CasAsync(string key, byte[]? expected, byte[]? next, SessionRef? session, bool forwarded,
-        CancellationToken ct)
-    {
-        var cmd = Command.NewCompareAndSwap(key,
-            expected is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(expected),
-            next is null ? FSharpOption<byte[]>.None : FSharpOption<byte[]>.Some(next));
-        var (result, index) = await WriteAsync(cmd, session, forwarded, ct).ConfigureAwait(false);
-        return (result is CommandResult.Swapped s && s.swapped, index);
-    }
-
-    /// <summary>Waits until this node may serve a linearizable read (forwarding is done by the callers).</summary>
-    private Task<bool> ReadBarrier(CancellationToken t) => Runtime.ReadBarrierAsync(t).ContinueWith(x =>
-    {
-        if (x.IsFaulted) throw x.Exception!.InnerException!;
-        if (x.IsCanceled) throw new OperationCanceledException();
-        return true;
-    }, TaskScheduler.Default);
+    public Task<(bool Swapped, long Index)> CompareAndSwapAsync(string key, byte[]? expected, byte[]? next, CancellationToken ct = default) =>
+        KeyValue.CompareAndSwapAsync(key, expected, next, null, CallOrigin.Local, ct);
 
     /// <summary>The value of a key, or null.</summary>
     public Task<byte[]?> GetAsync(string key, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
-        GetAsync(key, consistency, false, ct);
-
-    internal async Task<byte[]?> GetAsync(string key, ReadConsistency consistency, bool forwarded, CancellationToken ct)
-    {
-        if (consistency == ReadConsistency.Stale) return _sm!.Get(key);
-        return await RouteAsync(async t =>
-        {
-            await ReadBarrier(t).ConfigureAwait(false);
-            return _sm!.Get(key);
-        }, (c, t) => c.GetAsync(key, ReadConsistency.Linearizable, t), forwarded, ct).ConfigureAwait(false);
-    }
+        KeyValue.GetAsync(key, consistency, CallOrigin.Local, ct);
 
     /// <summary>Keys that start with <paramref name="prefix"/>, in order.</summary>
     public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
-        ListKeysAsync(prefix, consistency, false, ct);
-
-    internal async Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency, bool forwarded, CancellationToken ct)
-    {
-        if (consistency == ReadConsistency.Stale) return _sm!.ListKeys(prefix);
-        return await RouteAsync(async t =>
-        {
-            await ReadBarrier(t).ConfigureAwait(false);
-            return _sm!.ListKeys(prefix);
-        }, (c, t) => c.ListKeysAsync(prefix, ReadConsistency.Linearizable, t), forwarded, ct).ConfigureAwait(false);
-    }
+        KeyValue.ListKeysAsync(prefix, consistency, CallOrigin.Local, ct);
 
     /// <summary>Every directory part of the stored keys.</summary>
     public Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
-        GetPrefixesAsync(consistency, false, ct);
-
-    internal async Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency, bool forwarded, CancellationToken ct)
-    {
-        if (consistency == ReadConsistency.Stale) return _sm!.GetPrefixes();
-        return await RouteAsync(async t =>
-        {
-            await ReadBarrier(t).ConfigureAwait(false);
-            return _sm!.GetPrefixes();
-        }, (c, t) => c.GetPrefixesAsync(t), forwarded, ct).ConfigureAwait(false);
-    }
+        KeyValue.GetPrefixesAsync(consistency, CallOrigin.Local, ct);
 
     /// <summary>Streams changes under <paramref name="prefix"/> as this node applies them, in commit order. With
     /// <paramref name="fromIndex"/> &gt; 0 the changes from that index come first, from the node's history of the
@@ -730,94 +263,19 @@ public sealed class SkiffServer : IAsyncDisposable
     /// restarts); StreamClosed naming the oldest index still available if they were compacted away. A watcher that
     /// falls too far behind is ended with StreamClosed.</summary>
     /// <remarks>The watch is registered when this method returns, before the first item is asked for.</remarks>
-    public IAsyncEnumerable<WatchEvent> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
-    {
-        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _shutdown.Token);
-        try
-        {
-            var reader = Runtime.Applier.Subscribe(prefix, fromIndex, cts.Token);
-            return Drain(reader, cts, ct);
-        }
-        catch
-        {
-            cts.Dispose();
-            throw;
-        }
-    }
-
-    private async IAsyncEnumerable<WatchEvent> Drain(System.Threading.Channels.ChannelReader<KvChange> reader, CancellationTokenSource cts,
-        [EnumeratorCancellation] CancellationToken ct = default)
-    {
-        using var _ = cts;
-        using var link = ct.Register(cts.Cancel);
-        while (true)
-        {
-            bool more;
-            try { more = await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) when (_shutdown.IsCancellationRequested && !ct.IsCancellationRequested)
-            {
-                throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
-            }
-            if (!more) yield break;
-            while (reader.TryRead(out var c)) yield return new WatchEvent(c.Index, c.Key, c.Value);
-        }
-    }
-
-    // ------------------------------------------------------------------ membership
+    public IAsyncEnumerable<Change> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default) =>
+        KeyValue.WatchAsync(prefix, fromIndex, ct);
 
     /// <summary>Adds a member (as a learner that the leader promotes once caught up). A no-op if it is already a
     /// member at that address. Retries while another change is in progress, within the deadline.</summary>
-    public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) => AddServerAsync(id, address, false, ct);
-
-    internal Task AddServerAsync(Guid id, string address, bool forwarded, CancellationToken ct) =>
-        RouteAsync(async t =>
-        {
-            if (Role == Role.Leader && AddressOf(id) == address) return true;
-            await Runtime.ChangeConfigAsync(ConfigChange.NewAddServer(id, address), t).ConfigureAwait(false);
-            return true;
-        }, async (c, t) =>
-        {
-            await c.AddServerAsync(id, address, t).ConfigureAwait(false);
-            return true;
-        }, forwarded, ct, _options.JoinTimeout);
+    public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) => Membership.AddServerAsync(id, address, CallOrigin.Local, ct);
 
     /// <summary>Removes a member. Removing the leader hands leadership to another voter first.</summary>
-    public Task RemoveServerAsync(Guid id, CancellationToken ct = default) => RemoveServerAsync(id, false, ct);
-
-    internal Task RemoveServerAsync(Guid id, bool forwarded, CancellationToken ct) =>
-        RouteAsync(async t =>
-        {
-            if (Role == Role.Leader && !Members.ContainsKey(id)) return true;
-            if (Role == Role.Leader && id == Id)
-            {
-                var target = Members.Where(m => m.Key != Id && m.Value.Voter).Select(m => (Guid?)m.Key).FirstOrDefault();
-                if (target is { } tgt)
-                {
-                    await Runtime.TransferLeadershipAsync(tgt, t).ConfigureAwait(false);
-                    throw new NotLeaderException(tgt);
-                }
-            }
-            await Runtime.ChangeConfigAsync(ConfigChange.NewRemoveServer(id), t).ConfigureAwait(false);
-            return true;
-        }, async (c, t) =>
-        {
-            await c.RemoveServerAsync(id, "", t).ConfigureAwait(false);
-            return true;
-        }, forwarded, ct, _options.JoinTimeout);
+    public Task RemoveServerAsync(Guid id, CancellationToken ct = default) => Membership.RemoveServerAsync(id, CallOrigin.Local, ct);
 
     /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>
-    public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken ct = default) => TransferLeadershipAsync(target, false, ct);
-
-    internal Task<Guid> TransferLeadershipAsync(Guid? target, bool forwarded, CancellationToken ct) =>
-        RouteAsync(async t =>
-        {
-            if (Role != Role.Leader) throw new NotLeaderException(LeaderId);
-            var to = target ?? Members.Where(m => m.Key != Id && m.Value.Voter).Select(m => (Guid?)m.Key).FirstOrDefault()
-                ?? throw new SkiffException(ErrorKind.PeerNotFound, "no other voter to hand leadership to");
-            if (to == Id) return Id;
-            await Runtime.TransferLeadershipAsync(to, t).ConfigureAwait(false);
-            return to;
-        }, (c, t) => c.TransferLeadershipAsync(target, t), forwarded, ct);
+    public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken ct = default) =>
+        Membership.TransferLeadershipAsync(target, CallOrigin.Local, ct);
 
     // ------------------------------------------------------------------ peer side
 
@@ -834,7 +292,7 @@ public sealed class SkiffServer : IAsyncDisposable
 
     internal void EnsurePeer(Guid id, string address) => _transport?.Ensure(id, address);
 
-    internal IStagedSnapshot BeginStaging() => _snapshots!.BeginStaging();
+    internal IStagedSnapshot BeginStaging() => _storage.Snapshots.BeginStaging();
 
     internal CancellationToken ShutdownToken => _shutdown.Token;
 }

@@ -2,18 +2,8 @@ using System.Net;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>How fresh a read must be.</summary>
-public enum ReadConsistency
-{
-    /// <summary>Linearizable: confirmed with a quorum (ReadIndex) and served once applied; forwarded to the leader
-    /// when this node is not it.</summary>
-    Linearizable,
-    /// <summary>Served from this node's state machine at once; may lag the cluster.</summary>
-    Stale,
-}
-
 /// <summary>Settings of one Skiff node.</summary>
-public sealed class SkiffServerOptions
+internal sealed class SkiffServerOptions
 {
     /// <summary>The IP address the node listens on (default 127.0.0.1).</summary>
     public IPAddress Bind { get; set; } = IPAddress.Loopback;

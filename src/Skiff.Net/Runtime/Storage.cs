@@ -4,7 +4,7 @@ namespace Skiff.Net.Runtime;
 
 /// <summary>The durable Raft log as the runtime needs it. Only the runtime's storage writer calls the mutating
 /// members, one at a time; reads may come from other threads.</summary>
-public interface ILogStore : IDisposable
+internal interface ILogStore : IDisposable
 {
     /// <summary>The index of the last entry in the snapshot the log starts after (0 if none).</summary>
     long SnapshotIndex { get; }
@@ -50,7 +50,7 @@ public interface ILogStore : IDisposable
 }
 
 /// <summary>The durable hard state (term and vote).</summary>
-public interface IHardStateStore : IDisposable
+internal interface IHardStateStore : IDisposable
 {
     /// <summary>The stored hard state, or null on a fresh node.</summary>
     HardState? Load();
@@ -59,15 +59,9 @@ public interface IHardStateStore : IDisposable
     void Save(HardState state);
 }
 
-/// <summary>A change applied to the key-value state machine, as watchers see it.</summary>
-/// <param name="Index">The log index of the command.</param>
-/// <param name="Key">The key changed.</param>
-/// <param name="Value">The new value, or null for a deletion.</param>
-public readonly record struct KvChange(long Index, string Key, byte[]? Value);
-
 /// <summary>The replicated key-value state machine. Apply and Skip are called from the runtime's applier only;
 /// reads may come from any thread.</summary>
-public interface IStateMachine : IDisposable
+internal interface IStateMachine : IDisposable
 {
     /// <summary>The index of the last entry applied (or restored from a snapshot).</summary>
     long AppliedIndex { get; }
@@ -77,7 +71,7 @@ public interface IStateMachine : IDisposable
 
     /// <summary>Applies a log command at <paramref name="index"/> (through the session layer: a session request is
     /// applied at most once); the change (if any) is reported for watchers.</summary>
-    LogResult Apply(long index, long term, LogCommand command, out KvChange? change);
+    LogResult Apply(long index, long term, LogCommand command, out Change? change);
 
     /// <summary>The value of a key, or null.</summary>
     byte[]? Get(string key);
@@ -91,16 +85,16 @@ public interface IStateMachine : IDisposable
 
 /// <summary>A state machine that keeps a durable history of its recent changes (carried by its snapshots and
 /// rebuilt by replaying the log), so watchers can resume from indexes the runtime no longer holds in memory.</summary>
-public interface IChangeHistory
+internal interface IChangeHistory
 {
     /// <summary>The changes applied at indexes <paramref name="from"/> to <paramref name="to"/> (inclusive) under
     /// <paramref name="prefix"/>, in order; false, with the <paramref name="floor"/> at or below which changes
     /// are no longer kept, if the history does not reach back to <paramref name="from"/>.</summary>
-    bool TryReadChanges(long from, long to, string prefix, List<KvChange> into, out long floor);
+    bool TryReadChanges(long from, long to, string prefix, List<Change> into, out long floor);
 }
 
 /// <summary>A snapshot being received from a leader.</summary>
-public interface IStagedSnapshot : IDisposable
+internal interface IStagedSnapshot : IDisposable
 {
     /// <summary>Adds the next bytes.</summary>
     void Write(ReadOnlySpan<byte> chunk);
@@ -111,7 +105,7 @@ public interface IStagedSnapshot : IDisposable
 }
 
 /// <summary>Durable snapshots of the state machine, with their metadata (including the configuration).</summary>
-public interface ISnapshotStore : IDisposable
+internal interface ISnapshotStore : IDisposable
 {
     /// <summary>The newest durable snapshot's metadata, or null.</summary>
     SnapshotMeta? Latest { get; }

@@ -174,7 +174,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                 if (!g.Durable.IsCompletedSuccessfully)
                 {
                     var ex = g.Durable.Exception?.GetBaseException() ?? new IOException("the log flush was cancelled");
-                        var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+                    var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
                     foreach (var op in g.Ops) op.Done.TrySetException(error);
                     _fatal(error);
                     continue;

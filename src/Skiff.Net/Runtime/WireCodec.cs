@@ -7,7 +7,7 @@ using Skiff.Net.Protocol;
 namespace Skiff.Net.Runtime;
 
 /// <summary>Converts between the reducer's F# messages and the peer protocol's protobuf messages.</summary>
-public static class WireCodec
+internal static class WireCodec
 {
     /// <summary>A Guid as 16 bytes on the wire.</summary>
     public static ByteString FromGuid(Guid id) => ByteString.CopyFrom(id.ToByteArray());
@@ -79,8 +79,12 @@ public static class WireCodec
                 var vr = v.Request;
                 msg.Vote = new VoteRequestMsg
                 {
-                    Term = vr.Term, Candidate = FromGuid(vr.Candidate), LastLogIndex = vr.LastLogIndex,
-                    LastLogTerm = vr.LastLogTerm, PreVote = vr.PreVote, Transfer = vr.Transfer,
+                    Term = vr.Term,
+                    Candidate = FromGuid(vr.Candidate),
+                    LastLogIndex = vr.LastLogIndex,
+                    LastLogTerm = vr.LastLogTerm,
+                    PreVote = vr.PreVote,
+                    Transfer = vr.Transfer,
                 };
                 break;
             case Message.VoteReply v:
@@ -90,8 +94,12 @@ public static class WireCodec
                 var ar = a.Request;
                 var am = new AppendRequestMsg
                 {
-                    Term = ar.Term, Leader = FromGuid(ar.Leader), PrevLogIndex = ar.PrevLogIndex,
-                    PrevLogTerm = ar.PrevLogTerm, LeaderCommit = ar.LeaderCommit, Round = ar.Round,
+                    Term = ar.Term,
+                    Leader = FromGuid(ar.Leader),
+                    PrevLogIndex = ar.PrevLogIndex,
+                    PrevLogTerm = ar.PrevLogTerm,
+                    LeaderCommit = ar.LeaderCommit,
+                    Round = ar.Round,
                 };
                 foreach (var e in ar.Entries) am.Entries.Add(ToWire(e));
                 msg.Append = am;
@@ -100,7 +108,10 @@ public static class WireCodec
                 var rr = r.Reply;
                 msg.AppendReply = new AppendReplyMsg
                 {
-                    Term = rr.Term, Success = rr.Success, MatchIndex = rr.MatchIndex, ConflictIndex = rr.ConflictIndex,
+                    Term = rr.Term,
+                    Success = rr.Success,
+                    MatchIndex = rr.MatchIndex,
+                    ConflictIndex = rr.ConflictIndex,
                     HasConflictTerm = FSharpOption<long>.get_IsSome(rr.ConflictTerm),
                     ConflictTerm = FSharpOption<long>.get_IsSome(rr.ConflictTerm) ? rr.ConflictTerm!.Value : 0,
                     Round = rr.Round,

@@ -5,7 +5,7 @@ namespace Skiff.Net.Runtime;
 /// <summary>Where the time of local writes goes, summed over the process (for measurements): submit to the
 /// loop's step, step to Accepted (same step), Accepted to applied (replication, fsyncs, commit, apply) and
 /// applied to the caller running again.</summary>
-public static class WriteStages
+internal static class WriteStages
 {
     private static long _count, _toLoop, _toAccepted, _toApplied, _toCaller;
 

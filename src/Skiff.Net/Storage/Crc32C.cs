@@ -5,7 +5,7 @@ namespace Skiff.Net.Storage;
 
 /// <summary>CRC-32C (Castagnoli), hardware-accelerated through <see cref="BitOperations.Crc32C(uint, ulong)"/>
 /// where the CPU has it (SSE4.2 / ARMv8 CRC), with the runtime's own software fallback elsewhere.</summary>
-public static class Crc32C
+internal static class Crc32C
 {
     /// <summary>Continues a CRC over more bytes. Start with <c>0</c>; the result of one call feeds the next.</summary>
     /// <param name="crc">The CRC so far (0 for a fresh one).</param>

@@ -1,18 +1,15 @@
 using System.Buffers.Binary;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
 
 namespace Skiff.Net.Storage;
-
-/// <summary>The Raft hard state: the current term and whom this node voted for in it.</summary>
-/// <param name="Term">The latest term this node has seen.</param>
-/// <param name="VotedFor">The candidate voted for in <paramref name="Term"/>, or null.</param>
-public readonly record struct HardState(long Term, Guid? VotedFor);
 
 /// <summary>
 /// The node's identity (a Guid created once) and its Raft hard state, in one small file with two checksummed
 /// slots written alternately in place and fsynced. A crash at any instant tears at most the slot being written;
 /// the other holds the previous state, so opening always finds a valid state (the newest whose write finished).
 /// </summary>
-public sealed class HardStateStore : IDisposable
+internal sealed class HardStateStore : IDisposable
 {
     private const uint Magic = 0x534B4853; // "SKHS"
     private const int SlotSize = 4096;
@@ -46,7 +43,7 @@ public sealed class HardStateStore : IDisposable
         if (!File.Exists(path))
         {
             var initial = new byte[2 * SlotSize];
-            Encode(initial.AsSpan(0, RecordSize), 1, Guid.NewGuid(), new HardState(0, null));
+            Encode(initial.AsSpan(0, RecordSize), 1, Guid.NewGuid(), new HardState(0, FSharpOption<Guid>.None));
             StorageIo.WriteAtomically(path, initial);
         }
         var file = StorageIo.Guard(path, () => new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None));
@@ -98,8 +95,9 @@ public sealed class HardStateStore : IDisposable
         BinaryPrimitives.WriteInt64LittleEndian(s.Slice(4), seq);
         nodeId.TryWriteBytes(s.Slice(12, 16));
         BinaryPrimitives.WriteInt64LittleEndian(s.Slice(28), st.Term);
-        s[36] = st.VotedFor.HasValue ? (byte)1 : (byte)0;
-        (st.VotedFor ?? Guid.Empty).TryWriteBytes(s.Slice(37, 16));
+        var voted = FSharpOption<Guid>.get_IsSome(st.VotedFor);
+        s[36] = voted ? (byte)1 : (byte)0;
+        (voted ? st.VotedFor!.Value : Guid.Empty).TryWriteBytes(s.Slice(37, 16));
         BinaryPrimitives.WriteUInt32LittleEndian(s.Slice(RecordSize - 4), Crc32C.Compute(s.Slice(0, RecordSize - 4)));
     }
 
@@ -110,7 +108,7 @@ public sealed class HardStateStore : IDisposable
         var seq = BinaryPrimitives.ReadInt64LittleEndian(s.Slice(4));
         var id = new Guid(s.Slice(12, 16));
         var term = BinaryPrimitives.ReadInt64LittleEndian(s.Slice(28));
-        Guid? vote = s[36] == 1 ? new Guid(s.Slice(37, 16)) : null;
+        var vote = s[36] == 1 ? FSharpOption<Guid>.Some(new Guid(s.Slice(37, 16))) : FSharpOption<Guid>.None;
         return (seq, id, new HardState(term, vote));
     }
 

@@ -9,7 +9,7 @@ namespace Skiff.Net.Storage;
 /// member's applier), for listings that may never come. A delete costs O(log n). Not thread-safe: the state
 /// machine serialises access.
 /// </summary>
-public sealed class KeyIndex
+internal sealed class KeyIndex
 {
     private HashSet<string> _all = new(StringComparer.Ordinal);
     private SortedSet<string> _keys = new(StringComparer.Ordinal);

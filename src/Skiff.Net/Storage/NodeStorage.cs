@@ -1,7 +1,7 @@
 namespace Skiff.Net.Storage;
 
 /// <summary>Settings of a node's <see cref="NodeStorage"/>.</summary>
-public sealed record NodeStorageOptions
+internal sealed record NodeStorageOptions
 {
     /// <summary>Settings of the Raft log.</summary>
     public RaftLogOptions Log { get; init; } = new();
@@ -16,7 +16,7 @@ public sealed record NodeStorageOptions
 /// snapshots). After <see cref="Open"/>, the runtime replays log entries after <see cref="KvStateMachine.AppliedIndex"/>
 /// up to the commit index it learns.
 /// </summary>
-public sealed class NodeStorage : IDisposable
+internal sealed class NodeStorage : IDisposable
 {
     private readonly FileStream _lock;
 

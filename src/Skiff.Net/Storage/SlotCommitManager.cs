@@ -13,7 +13,7 @@ namespace Skiff.Net.Storage;
 /// <remarks>With <see cref="WriteOnlyWhenForced"/> (used with FASTER's fast-commit mode, where commit records live
 /// in the log itself) most commits skip the metadata write entirely; FASTER's recovery scans forward from the last
 /// metadata commit for later commit records.</remarks>
-public sealed class SlotCommitManager : ILogCommitManager, IDisposable
+internal sealed class SlotCommitManager : ILogCommitManager, IDisposable
 {
     private const uint Magic = 0x534B434D; // "SKCM"
     private const int SlotSize = 4096;

@@ -8,7 +8,7 @@ namespace Skiff.Net.Storage;
 /// its length, the files' bytes in manifest order, and a CRC-32C of everything before it. Read it in chunks of any
 /// size with <see cref="Read"/> or <see cref="ReadChunk"/>.
 /// </summary>
-public sealed class SnapshotReader : IDisposable
+internal sealed class SnapshotReader : IDisposable
 {
     internal static readonly byte[] Magic = "SKSNAP01"u8.ToArray();
     private readonly byte[] _header;
@@ -139,7 +139,7 @@ public sealed class SnapshotReader : IDisposable
 /// machine. A crash at any point leaves either the old store or the new one: on open, a complete staging directory
 /// is swapped in and an incomplete one is discarded.
 /// </summary>
-public sealed class SnapshotInstaller : IDisposable
+internal sealed class SnapshotInstaller : IDisposable
 {
     private const string CompleteMarker = "SNAPSHOT-COMPLETE";
     private readonly KvStateMachine _owner;

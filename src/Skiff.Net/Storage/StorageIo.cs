@@ -4,7 +4,7 @@ namespace Skiff.Net.Storage;
 
 /// <summary>Small durable-file helpers: directory fsync (which .NET does not offer), atomic replace, and the
 /// mapping of I/O failures to <see cref="SkiffException"/>.</summary>
-public static class StorageIo
+internal static class StorageIo
 {
     [DllImport("libc", SetLastError = true, EntryPoint = "open")]
     private static extern int SysOpen([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);

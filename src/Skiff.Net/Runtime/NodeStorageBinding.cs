@@ -1,0 +1,104 @@
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using Skiff.Core;
+using Skiff.Net.Storage;
+
+namespace Skiff.Net.Runtime;
+
+/// <summary>
+/// A node's data directory bound to the runtime's storage ports: opens and locks it (loading or creating the node's
+/// id), checks that the log can hold the largest command the node's limits allow, reads what the reducer starts
+/// from, and releases everything on dispose.
+/// </summary>
+internal sealed class NodeStorageBinding : IDisposable
+{
+    private NodeStorage? _storage; // holds the data directory lock
+
+    /// <summary>The node's id, kept in the data directory.</summary>
+    public Guid NodeId { get; }
+
+    /// <summary>The Raft log.</summary>
+    public ILogStore Log { get; }
+
+    /// <summary>Term and vote.</summary>
+    public IHardStateStore HardState { get; }
+
+    /// <summary>The key-value state machine.</summary>
+    public IStateMachine StateMachine { get; }
+
+    /// <summary>The snapshots (the state machine's checkpoints) and the staging of received ones.</summary>
+    public ISnapshotStore Snapshots { get; }
+
+    /// <summary>Whether the directory is still open (not yet disposed).</summary>
+    public bool IsOpen => _storage is not null;
+
+    /// <summary>Opens the data directory named in <paramref name="options"/>.</summary>
+    /// <exception cref="SkiffException">DataDirectoryCreateFailed, DataDirectoryLocked, StorageError, StorageCorrupted,
+    /// or InvalidArgument when <see cref="SkiffServerOptions.MaxValueBytes"/> allows commands the log cannot hold.</exception>
+    public NodeStorageBinding(SkiffServerOptions options)
+    {
+        var dataDir = Path.GetFullPath(options.DataDirectory);
+        var storage = NodeStorage.Open(dataDir, new NodeStorageOptions
+        {
+            Kv = new KvOptions
+            {
+                WatchHistory = Math.Max(0, options.WatchHistory),
+                UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
+            },
+        });
+        _storage = storage;
+        NodeId = storage.HardState.NodeId;
+        Log = new FasterLogStore(storage.Log);
+        HardState = new FasterHardStateStore(storage.HardState);
+        StateMachine = new FasterStateMachine(storage.Kv);
+        Snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(dataDir, "snapmeta"));
+        if (RequestLimits.LargestCommandBytes(options.MaxValueBytes) > Log.MaxCommandBytes)
+        {
+            storage.Dispose();
+            _storage = null;
+            throw new SkiffException(ErrorKind.InvalidArgument,
+                $"MaxValueBytes {options.MaxValueBytes} is too large: a compare-and-swap of two such values must fit one log entry " +
+                $"({Log.MaxCommandBytes} bytes)");
+        }
+    }
+
+    /// <summary>What the reducer starts from: the hard state, the latest snapshot, the log after it, and (for a node
+    /// that starts its own cluster) the one-member configuration it founds. <paramref name="needsToJoin"/> tells
+    /// whether a node started with peers to join must still ask them: it is new, or not yet in its configuration.</summary>
+    public Stored ReadStart(Guid id, string address, bool joining, out bool needsToJoin)
+    {
+        var snapshot = Snapshots.Latest;
+        var from = Math.Max(Log.SnapshotIndex, snapshot?.Index ?? 0) + 1;
+        var entries = Log.LastIndex >= from ? Log.Read(from, Log.LastIndex) : Array.Empty<Entry>();
+        var fresh = Log.LastIndex == 0 && snapshot is null;
+        var bootstrap = joining
+            ? Configuration.Empty
+            : new Configuration(MapModule.OfSeq(new[] { Tuple.Create(id, new Member(id, address, true)) }));
+        needsToJoin = joining && (fresh || !KnownConfiguration(snapshot, entries).Members.ContainsKey(id));
+        // The log is read from just after the snapshot (a tail kept behind it is not used), so the entry before the
+        // first one read is the snapshot's.
+        return new Stored(HardState.Load() ?? new Skiff.Core.HardState(0, FSharpOption<Guid>.None),
+            snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(snapshot),
+            ListModule.OfSeq(entries), snapshot?.Index ?? 0, snapshot?.Term ?? 0, StateMachine.AppliedIndex, bootstrap);
+    }
+
+    /// <summary>The latest configuration the node's storage holds: the last one in the log, else the snapshot's.</summary>
+    private static Configuration KnownConfiguration(SnapshotMeta? snapshot, IReadOnlyList<Entry> entries)
+    {
+        for (var i = entries.Count - 1; i >= 0; i--)
+            if (entries[i].Payload is Payload.Config c) return c.Configuration;
+        return snapshot?.Configuration ?? Configuration.Empty;
+    }
+
+    /// <summary>Flushes and closes the stores and releases the data directory.</summary>
+    public void Dispose()
+    {
+        if (_storage is null) return;
+        Snapshots.Dispose();
+        Log.Dispose();
+        HardState.Dispose();
+        StateMachine.Dispose();
+        _storage.Dispose();
+        _storage = null;
+    }
+}

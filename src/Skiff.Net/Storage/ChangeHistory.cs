@@ -1,0 +1,97 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Skiff.Net.Storage;
+
+/// <summary>
+/// The change history watchers resume from: the newest changes (up to <see cref="KvOptions.WatchHistory"/>) kept in
+/// the store itself under reserved keys, so checkpoints carry them and replaying the log rebuilds them, plus an
+/// in-memory <see cref="IndexRing"/> of their indexes so a read finds exactly the records in range without
+/// scanning. Recording and trimming depend only on the store's contents and the limit, so a replay after a restart
+/// rebuilds exactly the same records. Not thread-safe: the state machine serialises access under its lock.
+/// </summary>
+internal sealed class ChangeHistory
+{
+    /// <summary>The change made by the entry at index i is kept under this prefix + i in 20 digits (an entry changes
+    /// at most one key), as <c>[1 = put | 2 = delete][key length i32][UTF-8 key][value]</c>.</summary>
+    private const string Prefix = KvStateMachine.ReservedPrefix + "rev/";
+    private const byte Put = 1, Delete = 2;
+
+    private readonly FasterKvStore _store;
+    private readonly string _dir;
+    private readonly int _limit;
+    private readonly IndexRing _indexes = new();
+
+    /// <summary>Changes at or below this index are no longer kept (trimmed, or made before the store kept a
+    /// history); every change after it, up to the applied index, is.</summary>
+    public long Floor { get; private set; }
+
+    /// <summary>Number of changes kept.</summary>
+    public int Count => _indexes.Count;
+
+    /// <param name="store">The store the records live in.</param>
+    /// <param name="dir">The store's directory, for errors.</param>
+    /// <param name="limit">How many changes to keep (<see cref="KvOptions.WatchHistory"/>).</param>
+    /// <param name="floor">The floor stored with the applied index.</param>
+    /// <param name="recorded">The indexes of the records found in the store, ascending.</param>
+    public ChangeHistory(FasterKvStore store, string dir, int limit, long floor, IEnumerable<long> recorded)
+    {
+        _store = store;
+        _dir = dir;
+        _limit = limit;
+        Floor = floor;
+        foreach (var i in recorded) _indexes.Add(i);
+    }
+
+    /// <summary>The index whose change <paramref name="key"/> holds, if it is a history key.</summary>
+    public static long? IndexOf(string key) =>
+        key.StartsWith(Prefix, StringComparison.Ordinal) && long.TryParse(key.AsSpan(Prefix.Length), out var i) ? i : null;
+
+    private static string KeyOf(long index) => Prefix + index.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Adds a change and trims the oldest beyond the limit.</summary>
+    public void Record(Change change)
+    {
+        if (_limit > 0)
+        {
+            var keyBytes = Encoding.UTF8.GetByteCount(change.Key);
+            var value = change.Value;
+            var record = new byte[1 + 4 + keyBytes + (value?.Length ?? 0)];
+            record[0] = value is null ? Delete : Put;
+            BinaryPrimitives.WriteInt32LittleEndian(record.AsSpan(1), keyBytes);
+            Encoding.UTF8.GetBytes(change.Key, record.AsSpan(5));
+            value?.Span.CopyTo(record.AsSpan(5 + keyBytes));
+            _store.Upsert(KeyOf(change.Index), record);
+            _indexes.Add(change.Index);
+        }
+        while (_indexes.Count > Math.Max(0, _limit))
+        {
+            var oldest = _indexes.RemoveOldest();
+            _store.Delete(KeyOf(oldest));
+            Floor = oldest;
+        }
+        if (_limit <= 0) Floor = change.Index;
+    }
+
+    /// <summary>Reads up to <paramref name="max"/> kept changes from index <paramref name="next"/> to
+    /// <paramref name="to"/> whose key starts with <paramref name="prefix"/> into <paramref name="into"/>, and moves
+    /// <paramref name="next"/> past the last one looked at. True once nothing is left in range. The caller checks
+    /// <see cref="Floor"/> first.</summary>
+    public bool ReadChunk(ref long next, long to, string prefix, List<Change> into, int max)
+    {
+        var i = _indexes.LowerBound(next);
+        for (var n = 0; n < max; n++, i++)
+        {
+            if (i >= _indexes.Count || _indexes[i] > to) return true;
+            var index = _indexes[i];
+            var record = StorageIo.Guard(_dir, () => _store.Read(KeyOf(index)))
+                ?? throw new SkiffException(ErrorKind.StorageCorrupted, $"the change history in {_dir} lost its record of index {index}");
+            next = index + 1;
+            var keyBytes = BinaryPrimitives.ReadInt32LittleEndian(record.AsSpan(1));
+            var key = Encoding.UTF8.GetString(record, 5, keyBytes);
+            if (!key.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            into.Add(record[0] == Delete ? Change.Removed(index, key) : Change.Inserted(index, key, record.AsMemory(5 + keyBytes)));
+        }
+        return false;
+    }
+}

@@ -1,0 +1,188 @@
+using FASTER.core;
+
+namespace Skiff.Net.Storage;
+
+/// <summary>
+/// The FASTER side of the key-value state machine: the <see cref="FasterKV{Key, Value}"/> with its two devices
+/// (hybrid log and object log) and the one session the state machine reads and writes through, created, recovered
+/// and disposed together. It knows nothing of what the keys mean. Not thread-safe: FASTER sessions are
+/// single-threaded, and the state machine serialises access under its lock.
+/// </summary>
+internal sealed class FasterKvStore : IDisposable
+{
+    private readonly string _dir;
+    private readonly IDevice _logDevice;
+    private readonly IDevice _objDevice;
+    private readonly FasterKV<string, byte[]> _kv;
+    private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>>? _session;
+
+    private FasterKvStore(string dir, IDevice logDevice, IDevice objDevice, FasterKV<string, byte[]> kv)
+    {
+        _dir = dir;
+        _logDevice = logDevice;
+        _objDevice = objDevice;
+        _kv = kv;
+    }
+
+    /// <summary>Creates the store in <paramref name="dir"/> (recovering nothing yet).</summary>
+    public static FasterKvStore Create(string dir, KvOptions options)
+    {
+        IDevice? logDevice = null, objDevice = null;
+        try
+        {
+            logDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.log"), preallocateFile: false);
+            objDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.obj.log"), preallocateFile: false);
+            var settings = new FasterKVSettings<string, byte[]>(null)
+            {
+                IndexSize = options.IndexSizeBytes,
+                LogDevice = logDevice,
+                ObjectLogDevice = objDevice,
+                PageSize = 1L << options.PageSizeBits,
+                MemorySize = 1L << options.MemorySizeBits,
+                SegmentSize = 1L << options.SegmentSizeBits,
+                CheckpointDir = Path.Combine(dir, "checkpoints"),
+                RemoveOutdatedCheckpoints = true,
+                TryRecoverLatest = false,
+                ReadCacheEnabled = false,
+                KeySerializer = () => new StringSerializer(),
+                ValueSerializer = () => new BytesSerializer(),
+            };
+            return new FasterKvStore(dir, logDevice, objDevice, new FasterKV<string, byte[]>(settings));
+        }
+        catch
+        {
+            logDevice?.Dispose();
+            objDevice?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether the directory holds any checkpoint, finished or not.</summary>
+    public bool HasCheckpoint
+    {
+        get
+        {
+            var checkpoints = Path.Combine(_dir, "checkpoints", "cpr-checkpoints");
+            return Directory.Exists(checkpoints) && Directory.EnumerateDirectories(checkpoints).Any();
+        }
+    }
+
+    /// <summary>Recovers the newest checkpoint FASTER can read (it skips unfinished ones); false if none is
+    /// complete. Before <see cref="StartSession"/>.</summary>
+    public bool TryRecoverLatestCheckpoint()
+    {
+        try
+        {
+            _kv.Recover();
+            return true;
+        }
+        catch (FasterException e) when (e.Message.Contains("Unable to find valid", StringComparison.Ordinal))
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Opens the session that every read and write goes through, once recovery is done.</summary>
+    public void StartSession() =>
+        _session = _kv.NewSession<byte[], byte[], Empty>(new SimpleFunctions<string, byte[], Empty>());
+
+    private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>> Session =>
+        _session ?? throw new InvalidOperationException("the store's session is not started");
+
+    /// <summary>The value of a key, or null; waits for a read that has to go to disk.</summary>
+    public byte[]? Read(string key)
+    {
+        var session = Session;
+        var (status, output) = session.Read(key);
+        if (status.IsPending)
+        {
+            session.CompletePendingWithOutputs(out var outputs, wait: true);
+            using (outputs)
+            {
+                if (!outputs.Next())
+                    throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
+                status = outputs.Current.Status;
+                output = outputs.Current.Output;
+            }
+        }
+        if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"reading a key from {_dir} failed");
+        return status.Found ? output : null;
+    }
+
+    /// <summary>Sets a key.</summary>
+    public void Upsert(string key, byte[] value) => Session.Upsert(ref key, ref value);
+
+    /// <summary>Deletes a key (writes a tombstone).</summary>
+    public void Delete(string key) => Session.Delete(ref key);
+
+    /// <summary>Every record of the hybrid log in address order, superseded ones and tombstones included: a newer
+    /// version of a key always lies at a higher address than the older ones.</summary>
+    public IEnumerable<(string Key, bool Tombstone)> ScanInAddressOrder()
+    {
+        using var scan = _kv.Log.Scan(_kv.Log.BeginAddress, _kv.Log.TailAddress);
+        while (scan.GetNext(out var info))
+        {
+            if (info.Invalid) continue;
+            yield return (scan.GetKey(), info.Tombstone);
+        }
+    }
+
+    /// <summary>The keys of the live records, each once (FASTER's distinct-record iterator).</summary>
+    public IEnumerable<string> LiveKeys()
+    {
+        using var iter = Session.Iterate();
+        while (iter.GetNext(out var info))
+        {
+            if (info.Tombstone) continue;
+            yield return iter.GetKey();
+        }
+    }
+
+    /// <summary>Takes a fold-over full checkpoint and waits for it; returns its token. Not yet synced: see
+    /// <see cref="CheckpointFiles.MakeDurable"/>.</summary>
+    public Guid TakeCheckpoint()
+    {
+        var (ok, token) = _kv.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult();
+        if (!ok) throw new SkiffException(ErrorKind.StorageError, $"a checkpoint of {_dir} is already in progress");
+        _kv.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
+        return token;
+    }
+
+    /// <summary>The token of the checkpoint the store was recovered from or last took.</summary>
+    public Guid LatestCheckpointToken()
+    {
+        _kv.GetLatestCheckpointTokens(out var hlogToken, out _);
+        return hlogToken;
+    }
+
+    /// <summary>Closes the session, the store and its devices (changes since the last checkpoint are not kept).</summary>
+    public void Dispose()
+    {
+        _session?.Dispose();
+        _kv.Dispose();
+        _logDevice.Dispose();
+        _objDevice.Dispose();
+        _session = null;
+    }
+
+    private sealed class StringSerializer : BinaryObjectSerializer<string>
+    {
+        public override void Serialize(ref string obj) => writer.Write(obj);
+        public override void Deserialize(out string obj) => obj = reader.ReadString();
+    }
+
+    private sealed class BytesSerializer : BinaryObjectSerializer<byte[]>
+    {
+        public override void Serialize(ref byte[] obj)
+        {
+            writer.Write(obj.Length);
+            writer.Write(obj);
+        }
+
+        public override void Deserialize(out byte[] obj)
+        {
+            int n = reader.ReadInt32();
+            obj = reader.ReadBytes(n);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+using System.Buffers.Binary;
+
+namespace Skiff.Net.Storage;
+
+/// <summary>The kinds of record in the Raft log. FasterLog only appends, so a later record supersedes an earlier
+/// one: see <see cref="RaftLog"/>.</summary>
+internal enum LogRecordType : byte
+{
+    /// <summary>An entry at an index; drops whatever was at that index and above (suffix replacement).</summary>
+    Entry = 1,
+    /// <summary>Drops entries up to the index and records the term there (compaction, or a snapshot install that
+    /// keeps the suffix).</summary>
+    Base = 2,
+    /// <summary>Names the address of a torn record dropped at recovery, so it is not later taken for corruption in
+    /// the middle of the log.</summary>
+    Skip = 3,
+    /// <summary>Drops everything (a snapshot install without a matching suffix).</summary>
+    Reset = 4,
+}
+
+/// <summary>One record of the Raft log, and its codec:
+/// <c>[type u8][index i64][term i64][length i32][payload][crc32c u32]</c>, little-endian.</summary>
+internal readonly record struct LogRecord(LogRecordType Type, long Index, long Term, byte[] Payload)
+{
+    private const int Header = 21;
+    /// <summary>Bytes a record takes besides its payload.</summary>
+    public const int Overhead = Header + 4;
+
+    /// <summary>The bytes of a record.</summary>
+    public static byte[] Encode(LogRecordType type, long index, long term, ReadOnlySpan<byte> payload)
+    {
+        var buf = new byte[Overhead + payload.Length];
+        var s = buf.AsSpan();
+        s[0] = (byte)type;
+        BinaryPrimitives.WriteInt64LittleEndian(s.Slice(1), index);
+        BinaryPrimitives.WriteInt64LittleEndian(s.Slice(9), term);
+        BinaryPrimitives.WriteInt32LittleEndian(s.Slice(17), payload.Length);
+        payload.CopyTo(s.Slice(Header));
+        int end = Header + payload.Length;
+        BinaryPrimitives.WriteUInt32LittleEndian(s.Slice(end), Crc32C.Compute(s.Slice(0, end)));
+        return buf;
+    }
+
+    /// <summary>The record in the first <paramref name="length"/> bytes of <paramref name="data"/>, or null if they
+    /// are not one whole record with a matching checksum. The type is not checked.</summary>
+    public static LogRecord? Decode(byte[] data, int length)
+    {
+        if (data is null || length < Overhead || length > data.Length) return null;
+        var s = data.AsSpan(0, length);
+        int plen = BinaryPrimitives.ReadInt32LittleEndian(s.Slice(17));
+        if (plen < 0 || Overhead + plen != length) return null;
+        int end = Header + plen;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(s.Slice(end)) != Crc32C.Compute(s.Slice(0, end))) return null;
+        return new LogRecord((LogRecordType)s[0], BinaryPrimitives.ReadInt64LittleEndian(s.Slice(1)),
+            BinaryPrimitives.ReadInt64LittleEndian(s.Slice(9)), s.Slice(Header, plen).ToArray());
+    }
+
+    /// <summary>The error for a record at <paramref name="address"/> that breaks the log's rules, naming the
+    /// segment file (<c>raft.log.N</c>) it lies in.</summary>
+    public static SkiffException Corrupt(string logPath, int segmentSizeBits, long address, string what)
+    {
+        long segment = address >> segmentSizeBits;
+        return new SkiffException(ErrorKind.StorageCorrupted, $"{logPath}.{segment} (log address {address}): {what}");
+    }
+}
