@@ -69,7 +69,7 @@ internal static class Demo
                 catch (OperationCanceledException) { }
                 try { await Task.Delay(150, polling.Token); } catch (OperationCanceledException) { }
             }
-        });
+        }, CancellationToken.None); // the poller stops through its own token, after the scenario
         try
         {
             return await new DemoScenario(view, nodes, port, cluster, ct).RunAsync();

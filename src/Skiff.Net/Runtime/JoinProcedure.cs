@@ -49,7 +49,7 @@ internal static class JoinProcedure
             catch (OperationCanceledException) { break; }
             delay = Math.Min(500, delay * 2);
         }
-        if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
+        ct.ThrowIfCancellationRequested();
         throw new SkiffException(ErrorKind.ClusterJoinFailed,
             $"could not join through {string.Join(", ", peers)} within {options.JoinTimeout.TotalSeconds:0.#} s: {last?.Message}", last);
     }

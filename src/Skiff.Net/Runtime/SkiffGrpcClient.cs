@@ -345,7 +345,7 @@ internal sealed class SkiffGrpcClient : IDisposable
         catch (RpcException e)
         {
             call.Dispose();
-            if (ct.IsCancellationRequested) throw new OperationCanceledException(ct);
+            ct.ThrowIfCancellationRequested();
             throw ErrorMapping.FromRpc(e);
         }
         return ReadWatch(call, ct);

@@ -326,7 +326,7 @@ internal partial class KvStateMachine : IDisposable
 
     private void ThrowIfDisposed()
     {
-        if (_disposed) throw new ObjectDisposedException(nameof(KvStateMachine));
+        ObjectDisposedException.ThrowIf(_disposed, this);
     }
 
     private void DisposeStore()

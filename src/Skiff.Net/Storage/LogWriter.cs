@@ -155,7 +155,7 @@ internal sealed class LogWriter
 
     private void ThrowIfFailed()
     {
-        if (_stopped) throw new ObjectDisposedException(nameof(RaftLog));
+        ObjectDisposedException.ThrowIf(_stopped, typeof(RaftLog));
         if (_failed is { } f) throw new SkiffException(ErrorKind.StorageError, $"the log {_logPath} failed earlier: {f.Message}", f);
     }
 
