@@ -53,7 +53,10 @@ internal static class Serve
     private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid,
         int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, bool unsafeNoDedup, CancellationToken ct)
     {
-        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider()).SetMinimumLevel(LogLevel.Information));
+        // SKIFF_TRACE=1: every event and effect of the node's loop (the library logs them at Trace level).
+        var trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
+        var minimum = trace ? LogLevel.Trace : LogLevel.Information;
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new LineLoggerProvider(minimum)).SetMinimumLevel(minimum));
         var log = loggerFactory.CreateLogger("skiff");
         SkiffNode? node = null;
         try
@@ -165,19 +168,19 @@ internal static class Serve
     }
 
     /// <summary>One line per log event: time, level, message.</summary>
-    private sealed class LineLoggerProvider : ILoggerProvider
+    private sealed class LineLoggerProvider(LogLevel minimum) : ILoggerProvider
     {
         private static readonly Lock Gate = new();
 
-        public ILogger CreateLogger(string categoryName) => new LineLogger();
+        public ILogger CreateLogger(string categoryName) => new LineLogger(minimum);
 
         public void Dispose() { }
 
-        private sealed class LineLogger : ILogger
+        private sealed class LineLogger(LogLevel minimum) : ILogger
         {
             public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
 
-            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+            public bool IsEnabled(LogLevel logLevel) => logLevel >= minimum;
 
             public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
             {
@@ -187,6 +190,7 @@ internal static class Serve
                     LogLevel.Warning => "warn",
                     LogLevel.Error => "error",
                     LogLevel.Critical => "fatal",
+                    LogLevel.Trace or LogLevel.Debug => "trace",
                     _ => "info",
                 };
                 var line = $"{DateTime.Now:HH:mm:ss.fff} {level} {formatter(state, exception)}";

@@ -21,7 +21,7 @@ module Election =
               ReadsWaiting = 0
               Uncommitted = 0L }
         let s =
-            { s with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false; Lead = Some lead }
+            { s with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false; Leading = Some lead }
             |> State.refreshConfig
         Replication.propose [ Replication.nextEntry Payload.Noop s ] s
 

@@ -7,8 +7,8 @@ namespace Skiff.Core
 [<RequireQualifiedAccess>]
 module Membership =
     let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
-        match s.Lead with
-        | Some lead -> { s with Lead = Some(f lead) }
+        match s.Leading with
+        | Some lead -> { s with Leading = Some(f lead) }
         | None -> s
 
     /// Whether the leader has committed an entry of its current term.
@@ -26,7 +26,7 @@ module Membership =
     /// Event.ChangeConfig.
     let request (id: RequestId) (change: ConfigChange) (s: State) : State =
         let reject r = State.emit (Effect.Reject(id, r)) s
-        match s.Lead with
+        match s.Leading with
         | None -> reject (Rejection.NotLeader s.Leader)
         | Some lead when lead.Transfer.IsSome -> reject Rejection.TransferInProgress
         | Some lead ->
@@ -56,7 +56,7 @@ module Membership =
     /// After every step on a leader: complete committed changes, step down if this leader was removed, and
     /// promote a learner that has caught up and answers.
     let settle (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let s =
@@ -69,7 +69,7 @@ module Membership =
                     withLead (fun l -> { l with ConfigRequest = None }) s |> State.refreshConfig
                 | _ -> s
             let s =
-                match s.Lead with
+                match s.Leading with
                 | Some l when not l.ConfigWaiters.IsEmpty && not (pending s) ->
                     let s = l.ConfigWaiters |> List.rev |> List.fold (fun s id -> State.emit (Effect.Completed id) s) s
                     withLead (fun l -> { l with ConfigWaiters = [] }) s
@@ -77,7 +77,7 @@ module Membership =
             let removed = not ((State.configAt s.Commit s).Members.ContainsKey s.Id) && State.configIndex s <= s.Commit
             if removed then State.becomeFollower s.Term None s
             else
-                match s.Lead with
+                match s.Leading with
                 | Some l when not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->
                     let caughtUp =
                         s.Config.Members

@@ -114,7 +114,7 @@ module Raft =
               Acked = 0L
               LastRound = 0L
               InstallPending = None
-              Lead = None
+              Leading = None
               Out = [] }
         let s = s0 |> State.resetElectionTimer
         let cfg = State.configAt log.LastIndex s
@@ -141,7 +141,7 @@ module Raft =
     /// CheckQuorum: a leader that has not heard from a majority of voters within the minimum election timeout
     /// steps down, so that a partitioned leader stops serving and a cluster with a new leader is not disturbed.
     let private checkQuorum (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let voters = s.Voters
@@ -153,15 +153,15 @@ module Raft =
                        | None -> false) then
                     active <- active + 1
             let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
-            let s = { s with Lead = Some { lead with Progress = reset; QuorumElapsed = 0 } }
+            let s = { s with Leading = Some { lead with Progress = reset; QuorumElapsed = 0 } }
             if s.Options.CheckQuorum && active < State.quorum voters then State.becomeFollower s.Term None s else s
 
     let private tickLeader (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let lead = { lead with HeartbeatElapsed = lead.HeartbeatElapsed + 1; QuorumElapsed = lead.QuorumElapsed + 1 }
-            let s = { s with Lead = Some lead }
+            let s = { s with Leading = Some lead }
             let s = if lead.HeartbeatElapsed >= s.Options.HeartbeatTicks then Replication.heartbeat s else s
             let s = s |> Snapshots.tick |> Transfer.tick
             if lead.QuorumElapsed >= s.Options.ElectionTicksMin then checkQuorum s else s

@@ -6,14 +6,14 @@ namespace Skiff.Core
 [<RequireQualifiedAccess>]
 module Reads =
     let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
-        match s.Lead with
-        | Some lead -> { s with Lead = Some(f lead) }
+        match s.Leading with
+        | Some lead -> { s with Leading = Some(f lead) }
         | None -> s
 
     /// Event.Read. A leader that cannot confirm its rounds (no quorum) would otherwise collect reads without end:
     /// past Options.MaxWaitingRequests waiting reads, more are refused.
     let request (id: RequestId) (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
         | Some l when l.ReadsWaiting >= s.Options.MaxWaitingRequests -> State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | Some _ when Membership.committedInTerm s ->
@@ -41,7 +41,7 @@ module Reads =
     /// After every step on a leader: release reads waiting for the first commit of the term, answer a confirmed
     /// batch, and start the next round if reads are queued.
     let settle (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let s =
@@ -49,17 +49,17 @@ module Reads =
                     withLead (fun l -> { l with ReadsQueued = l.ReadsQueued @ l.ReadsAwaitingCommit; ReadsAwaitingCommit = [] }) s
                 else s
             let s =
-                match s.Lead with
+                match s.Leading with
                 | Some({ ReadsInRound = Some batch } as l) when confirmed batch.Round s l ->
                     s |> ready batch.Ids batch.Index |> withLead (fun l -> { l with ReadsInRound = None })
                 | _ -> s
-            match s.Lead with
+            match s.Leading with
             | Some({ ReadsInRound = None; ReadsQueued = _ :: _ } as l) ->
                 let ids = l.ReadsQueued
                 let s = withLead (fun l -> { l with ReadsQueued = [] }) s
                 // The round must start after the reads arrived: send it now rather than on the heartbeat timer.
                 let s = Replication.heartbeat s
-                match s.Lead with
+                match s.Leading with
                 | Some l when confirmed l.Round s l -> ready ids s.Commit s
                 | Some l ->
                     withLead (fun l2 -> { l2 with ReadsInRound = Some { Round = l.Round; Index = s.Commit; Ids = ids } }) s

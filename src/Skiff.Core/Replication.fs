@@ -7,8 +7,8 @@ namespace Skiff.Core
 [<RequireQualifiedAccess>]
 module Replication =
     let private withLead (f: LeaderState -> LeaderState) (s: State) : State =
-        match s.Lead with
-        | Some lead -> { s with Lead = Some(f lead) }
+        match s.Leading with
+        | Some lead -> { s with Leading = Some(f lead) }
         | None -> s
 
     /// Whether `entries` follow `prev` without gaps (both sides check this of what they receive).
@@ -21,18 +21,18 @@ module Replication =
 
     /// Replaces one follower's progress (no-op if the peer is not tracked).
     let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
-        match s.Lead with
-        | Some lead when lead.Progress.ContainsKey peer -> { s with Lead = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
+        match s.Leading with
+        | Some lead when lead.Progress.ContainsKey peer -> { s with Leading = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
         | _ -> s
 
     /// One follower's progress, if this node leads and tracks it.
     let progress (peer: NodeId) (s: State) : Progress option =
-        match s.Lead with
+        match s.Leading with
         | Some lead -> PeerMap.tryFind peer lead.Progress
         | None -> None
 
     let private round (s: State) =
-        match s.Lead with
+        match s.Leading with
         | Some l -> l.Round
         | None -> 0L
 
@@ -74,11 +74,11 @@ module Replication =
     /// sendAppend followed by sent, in one copy of the State instead of two (the hot path of every proposal).
     let private sendAndRecord
         (peer: NodeId) (pr: Progress) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | Some lead when lead.Progress.ContainsKey peer ->
             let send = Effect.Send { From = s.Id; To = peer; Message = appendMessage prev prevTerm entries lead.Round s }
             let pr = progressAfterSend pr entries prev
-            { s with Out = send :: s.Out; Lead = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
+            { s with Out = send :: s.Out; Leading = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
         | _ -> s |> sendAppend peer prev prevTerm entries |> sent peer pr entries prev
 
     /// Sends as much as the follower's window allows: one probe in Probe mode, a pipeline in Replicate mode.
@@ -118,17 +118,17 @@ module Replication =
 
     /// Fills every follower's window (after new entries were appended).
     let broadcast (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead -> lead.Progress |> PeerMap.fold (fun s peer _ -> fill peer s) s
 
     /// Starts a new round: every follower gets a message carrying it now (an empty AppendEntries at its match
     /// index, or a fresh probe), which confirms leadership for reads and CheckQuorum and carries the commit index.
     let heartbeat (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
-            let s = { s with Lead = Some { lead with Round = lead.Round + 1L; HeartbeatElapsed = 0 } }
+            let s = { s with Leading = Some { lead with Round = lead.Round + 1L; HeartbeatElapsed = 0 } }
             lead.Progress
             |> PeerMap.fold
                 (fun s peer pr ->
@@ -173,7 +173,7 @@ module Replication =
     /// quorum, slow disks) refuses work instead of growing its log and memory without end. With nothing
     /// uncommitted any single proposal is taken, however large, or it could never be.
     let admits (size: int64) (s: State) : bool =
-        match s.Lead with
+        match s.Leading with
         | Some l -> l.Uncommitted = 0L || l.Uncommitted + size <= s.Options.MaxUncommittedBytes
         | None -> false
 
@@ -264,7 +264,7 @@ module Replication =
     /// Commit rule (thesis §3.6.2): the highest index stored on a majority of voters, provided its entry is of
     /// the current term. The leader counts itself only up to what it has persisted, and not at all if removed.
     let maybeCommit (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let voters = s.Voters
@@ -300,7 +300,7 @@ module Replication =
                                 i <- i + 1L
                             max 0L u
                     let lead = { lead with Uncommitted = uncommitted }
-                    let s = { s with Commit = n; Lead = Some lead }
+                    let s = { s with Commit = n; Leading = Some lead }
                     // Tell idle followers about the new commit index now rather than at the next heartbeat.
                     lead.Progress
                     |> PeerMap.fold

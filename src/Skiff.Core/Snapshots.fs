@@ -98,7 +98,7 @@ module Snapshots =
 
     /// Counts a tick for followers waiting on a snapshot; after an election timeout, assume it was lost and probe.
     let tick (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             lead.Progress

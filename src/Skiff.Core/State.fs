@@ -207,8 +207,9 @@ type State =
       /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
       /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
       InstallPending: LogIndex option
-      /// Leader-only state.
-      Lead: LeaderState option
+      /// What this node keeps while it is leading (progress of each follower, rounds, waiting reads and changes);
+      /// None on followers and candidates. Not to be confused with `Leader`, the leader this node knows.
+      Leading: LeaderState option
       /// Effects of the current step, newest first.
       Out: Effect list }
 
@@ -315,7 +316,7 @@ module State =
         let s =
             if cfg = s.Config then s
             else { s with Config = cfg; Voters = cfg.Voters } |> emit (Effect.ConfigurationChanged cfg)
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let targets = replicationTargets s
@@ -323,7 +324,7 @@ module State =
             let progress =
                 targets
                 |> Set.fold (fun (m: PeerMap<Progress>) id -> if m.ContainsKey id then m else PeerMap.add id (newProgress s) m) kept
-            { s with Lead = Some { lead with Progress = progress } }
+            { s with Leading = Some { lead with Progress = progress } }
 
     /// Appends entries to the local log, noting configuration entries (they take effect at once).
     let appendToLog (entries: Entry list) (s: State) : State =
@@ -351,7 +352,7 @@ module State =
     /// Leaves the leader role (or a campaign): pending reads, config changes and transfers are answered.
     /// `transferred` says this happens because a transfer succeeded.
     let private abandonLeadership (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> s
         | Some lead ->
             let reads =
@@ -373,7 +374,7 @@ module State =
                 | Some t when t.TimeoutSent -> emit (Effect.Completed t.Id) s
                 | Some t -> emit (Effect.Reject(t.Id, Rejection.LeadershipLost)) s
                 | None -> s
-            { s with Lead = None }
+            { s with Leading = None }
 
     /// Becomes a follower in `term` (raising the durable term if needed) under `leader`, if known.
     let becomeFollower (term: Term) (leader: NodeId option) (s: State) : State =

@@ -6,19 +6,19 @@ namespace Skiff.Core
 [<RequireQualifiedAccess>]
 module Transfer =
     let private setTransfer (t: PendingTransfer option) (s: State) : State =
-        match s.Lead with
-        | Some lead -> { s with Lead = Some { lead with Transfer = t } }
+        match s.Leading with
+        | Some lead -> { s with Leading = Some { lead with Transfer = t } }
         | None -> s
 
     /// Whether proposals are paused for a transfer.
     let inProgress (s: State) : bool =
-        match s.Lead with
+        match s.Leading with
         | Some { Transfer = Some _ } -> true
         | _ -> false
 
     /// Sends TimeoutNow once the target holds the leader's whole log; until then keeps replicating to it.
     let settle (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | Some({ Transfer = Some t } as lead) when not t.TimeoutSent ->
             match PeerMap.tryFind t.Target lead.Progress with
             | Some pr when pr.Match >= s.Log.LastIndex ->
@@ -30,7 +30,7 @@ module Transfer =
 
     /// Event.TransferLeadership.
     let request (id: RequestId) (target: NodeId) (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | None -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
         | Some { Transfer = Some _ } -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
         | Some _ when target = s.Id -> State.emit (Effect.Completed id) s
@@ -54,7 +54,7 @@ module Transfer =
     /// outcome is unknown and leadership may still move (TransferOutcomeUnknown). Either way proposals resume:
     /// pausing them until the term changes could pause them forever.
     let tick (s: State) : State =
-        match s.Lead with
+        match s.Leading with
         | Some({ Transfer = Some t }) ->
             if t.Elapsed + 1 >= s.Options.ElectionTicksMax then
                 let why = if t.TimeoutSent then Rejection.TransferOutcomeUnknown else Rejection.TransferTimedOut

@@ -16,7 +16,7 @@ namespace Skiff.Net.Runtime;
 internal sealed class NodeRuntime : IAsyncDisposable
 {
     private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
-    private readonly Reducer _reducer = new();
+    private readonly RaftCell _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
     private readonly Applier _applier;
@@ -215,7 +215,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     switch (item)
                     {
                         case Event ev:
-                            if (Trace && !ev.IsTick) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] <- {Show(ev)}");
+                            if (!ev.IsTick && _logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} <- {Event}", ShortId, Show(ev));
                             Execute(_reducer.Step(ev));
                             break;
                         case Action a: a(); break;
@@ -296,7 +296,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         List<Envelope>? delayed = null;
         foreach (var effect in effects)
         {
-            if (Trace) Console.Error.WriteLine($"{Stamp()} [{Id.ToString()[..4]}] -> {Show(effect)}");
+            if (_logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} -> {Effect}", ShortId, Show(effect));
             switch (effect)
             {
                 case Effect.PersistHardState h:
@@ -371,9 +371,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
         CommitIndex = _reducer.CommitIndex;
     }
 
-    private static readonly bool Trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
-
-    private static string Stamp() => (System.Diagnostics.Stopwatch.GetTimestamp() * 1_000_000 / System.Diagnostics.Stopwatch.Frequency % 100_000_000).ToString("D8");
+    // Tracing (every event but ticks, every effect) is logged at Trace level: the host turns it on through its
+    // logging configuration (skiff serve: SKIFF_TRACE=1); the library reads no environment variables.
+    private string ShortId => Id.ToString()[..4];
 
     private static string Show(object o)
     {

@@ -155,7 +155,7 @@ internal sealed class SkiffServer : IAsyncDisposable
             _runtime.Applier.Changed += c => Changed?.Invoke(c);
 
             _app = await EmbeddedHost.StartAsync(_options, this).ConfigureAwait(false);
-            _runtime.Start(StartModule.ofStore(Id, _options.Raft ?? Reducer.DefaultOptions, (ulong)Random.Shared.NextInt64(), stored));
+            _runtime.Start(StartModule.ofStore(Id, _options.Raft ?? RaftCell.DefaultOptions, (ulong)Random.Shared.NextInt64(), stored));
 
             if (needsToJoin) await JoinProcedure.JoinAsync(Id, Address, _options, _runtime, _shutdown.Token, ct).ConfigureAwait(false);
         }

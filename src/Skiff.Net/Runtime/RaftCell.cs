@@ -4,9 +4,10 @@ using Skiff.Core;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>The one place the runtime touches the reducer's functions (Raft.init / Raft.step), so that the
-/// event loop depends only on the contract in Types.fs.</summary>
-internal sealed class Reducer
+/// <summary>The node's Raft state between steps: the one place the runtime calls the reducer's functions
+/// (Raft.init / Raft.step) and keeps the state they return, so that the event loop depends only on the contract in
+/// Types.fs. (Not to be confused with the simulator's <c>Reducer</c>, the pluggable reducer a simulation runs.)</summary>
+internal sealed class RaftCell
 {
     private State _state = null!;
 
