@@ -27,86 +27,20 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private readonly Action<Guid, long, SnapshotMeta> _sendSnapshot;
     private readonly CancellationTokenSource _stop = new();
     private readonly TimeSpan _tick;
-    private Task _loop = Task.CompletedTask, _ticker = Task.CompletedTask, _loader = Task.CompletedTask;
+    private Task _loop = Task.CompletedTask, _ticker = Task.CompletedTask;
+    private readonly LogLoader _loader;
 
-    // Log reads for LoadEntries block on storage, so they run on a thread of their own, never on the pool.
-    private readonly Channel<(LoadPurpose Purpose, long From, long To)> _loads =
-        Channel.CreateUnbounded<(LoadPurpose, long, long)>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
-
-    private void RunLoader()
-    {
-        var reader = _loads.Reader;
-        while (DedicatedThread.WaitToRead(reader))
-        {
-            while (reader.TryRead(out var load))
-            {
-                if (load.Purpose.IsApply)
-                {
-                    LoadForApply(load.Purpose, load.From, load.To);
-                    continue;
-                }
-                try
-                {
-                    if (LoadFault?.Invoke(load.Purpose) is { } fault) throw fault;
-                    var entries = _log.Read(load.From, load.To);
-                    Post(Event.NewEntriesLoaded(load.Purpose, ListModule.OfSeq(entries)));
-                }
-                catch (Exception ex)
-                {
-                    // For a lagging follower: the reducer asks again on a later round; an empty answer would mean
-                    // "compacted" and send a snapshot.
-                    _logger.LogWarning(ex, "Skiff node {NodeId}: reading log entries {From}..{To} failed: {Error}", Id, load.From, load.To, ex.Message);
-                }
-            }
-        }
-    }
-
-    /// <summary>Attempts at a log read for applying before the node fail-stops.</summary>
-    private const int ApplyReadAttempts = 5;
-
-    /// <summary>Reads entries the reducer needs in order to apply. The reducer applies nothing more until they come,
-    /// so a read that keeps failing would leave this node voting and acknowledging but never applying: after
-    /// <see cref="ApplyReadAttempts"/> attempts it fail-stops, as for a failed write. A failure explained by the
-    /// range having been compacted or replaced by a snapshot meanwhile (a race with the writer) is not one: the
-    /// answer is then "nothing to read" (an empty list), as a read of a compacted range gives.</summary>
-    private void LoadForApply(LoadPurpose purpose, long from, long to)
-    {
-        for (var attempt = 1; ; attempt++)
-        {
-            try
-            {
-                if (LoadFault?.Invoke(purpose) is { } fault) throw fault;
-                var entries = _log.Read(from, to);
-                Post(Event.NewEntriesLoaded(purpose, ListModule.OfSeq(entries)));
-                return;
-            }
-            catch (Exception ex)
-            {
-                if (_stopped) return;
-                if (from <= _log.SnapshotIndex)
-                {
-                    Post(Event.NewEntriesLoaded(purpose, FSharpList<Entry>.Empty));
-                    return;
-                }
-                if (attempt >= ApplyReadAttempts)
-                {
-                    RaiseFatal(new SkiffException(ErrorKind.StorageError,
-                        $"reading log entries {from}..{to} to apply them failed {attempt} times: {ex.Message}", ex));
-                    return;
-                }
-                _logger.LogWarning(ex, "Skiff node {NodeId}: reading log entries {From}..{To} to apply them failed (attempt {Attempt}): {Error}",
-                    Id, from, to, attempt, ex.Message);
-                Thread.Sleep(20 << attempt); // backoff before the next attempt: 40, 80, 160, 320 ms
-            }
-        }
-    }
     private long _nextRequestId;
     private volatile bool _stopped;
     private readonly ILogger _logger;
 
     /// <summary>Test hook: consulted before each log read of the loader; an exception it returns is thrown as the
     /// read's failure.</summary>
-    internal Func<LoadPurpose, Exception?>? LoadFault { get; set; }
+    internal Func<LoadPurpose, Exception?>? LoadFault
+    {
+        get => _loader.Fault;
+        set => _loader.Fault = value;
+    }
 
     /// <summary>This node's id.</summary>
     public Guid Id { get; }
@@ -171,6 +105,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _send = send;
         _sendSnapshot = sendSnapshot;
         _writer = new StorageWriter(log, hard, Post, RaiseFatal) { Logger = _logger };
+        _loader = new LogLoader(id, log, Post, RaiseFatal, () => _stopped, _logger);
         _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal) { Logger = _logger };
     }
 
@@ -181,7 +116,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         var first = _reducer.Init(start);
         _loop = DedicatedThread.Start("skiff-loop", () => RunLoop(first));
         _ticker = Task.Run(RunTicker);
-        _loader = DedicatedThread.Start("skiff-loader", RunLoader);
+        _loader.Start();
     }
 
     /// <summary>Posts an event for the loop. Safe from any thread; ignored after shutdown.</summary>
@@ -316,10 +251,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     _applier.Apply(a.Entries);
                     break;
                 case Effect.LoadEntries l:
-                    var purpose = l.Purpose;
-                    var from = l.From;
-                    var to = l.To;
-                    _loads.Writer.TryWrite((purpose, from, to));
+                    _loader.Load(l.Purpose, l.From, l.To);
                     break;
                 case Effect.Accepted acc:
                     if (_pending.Remove(acc.Id, out var pa))
@@ -418,8 +350,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _inbox.Writer.TryComplete();
         try { await _loop.ConfigureAwait(false); } catch (Exception) { }
         try { await _ticker.ConfigureAwait(false); } catch (Exception) { }
-        _loads.Writer.TryComplete();
-        try { await _loader.ConfigureAwait(false); } catch (Exception) { }
+        await _loader.StopAsync().ConfigureAwait(false);
         await _writer.DisposeAsync().ConfigureAwait(false);
         await _applier.DisposeAsync(shutdown).ConfigureAwait(false);
     }
