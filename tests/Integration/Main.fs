@@ -31,6 +31,10 @@ let private all: Test list =
       // hardening:begin
       HardeningTests.tests
       // hardening:end
+
+      // membership-liveness:begin
+      MembershipLivenessTests.tests
+      // membership-liveness:end
     ]
 
 [<EntryPoint>]

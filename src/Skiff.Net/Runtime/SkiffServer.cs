@@ -832,5 +832,8 @@ public sealed class SkiffServer : IAsyncDisposable
 
     internal IStagedSnapshot BeginStaging() => _snapshots!.BeginStaging();
 
+    /// <summary>Index of the latest snapshot this node holds (0: none); for tests.</summary>
+    internal long LatestSnapshotIndex => _snapshots?.Latest?.Index ?? 0;
+
     internal CancellationToken ShutdownToken => _shutdown.Token;
 }
