@@ -51,4 +51,33 @@ let tests =
             b.PutAsync("after", bytes "3").Wait()
             waitUntil 10.0 "node 3 applied the write after its join" (fun () ->
                 text (c.Node(3).GetAsync("after", ReadConsistency.Stale).Result) = "3")
+    
+        // Seen in the same run: `skiff serve --join` exited 7 (ClusterJoinFailed) 8 times when a join took longer than
+        // 15 s, leaving learners in the configuration that nobody ran. A member keeps trying, says so, and joins once
+        // the cluster can take it.
+        testCase "skiff serve --join keeps trying past the join deadline and joins once the cluster is there" <| fun () ->
+            let port = nextPort ()
+            let root = IO.Path.Combine(IO.Path.GetTempPath(), "skiff-join-" + Guid.NewGuid().ToString("N"))
+            try
+                // Nothing runs at 127.0.0.1 yet.
+                use joiner = new CliTests.ServeProcess(2, port, IO.Path.Combine(root, "n2"), Some "127.0.0.1")
+                let tries () = joiner.Output.Split('\n') |> Array.filter (fun l -> l.Contains "still trying to join") |> Array.length
+                // Four progress lines are 20 s or more: past the old 15 s deadline.
+                CliTests.waitUntil 60.0 "four 'still trying' lines from the joiner" (fun () ->
+                    if joiner.Process.HasExited then
+                        failtestf "serve --join exited with %d:\n%s" joiner.Process.ExitCode joiner.Output
+                    tries () >= 4)
+                use founder = new CliTests.ServeProcess(1, port, IO.Path.Combine(root, "n1"), None)
+                CliTests.waitUntil 60.0 "the joiner serves as a voter" (fun () ->
+                    if joiner.Process.HasExited then
+                        failtestf "serve --join exited with %d:\n%s" joiner.Process.ExitCode joiner.Output
+                    joiner.Output.Contains "serving at")
+                CliTests.waitUntil 20.0 "two voters on the founder" (fun () ->
+                    founder.Output.Contains "members (2)")
+                joiner.Terminate()
+                Expect.isTrue (joiner.Process.WaitForExit(TimeSpan.FromSeconds 15.0)) "the joiner ends on SIGTERM"
+                joiner.Process.WaitForExit()
+                Expect.equal joiner.Process.ExitCode 0 "exit code after SIGTERM"
+            finally
+                try IO.Directory.Delete(root, true) with _ -> ()
     ]
