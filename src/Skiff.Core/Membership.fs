@@ -88,7 +88,11 @@ module Membership =
                                 | Some pr ->
                                     pr.Mode = ProgressMode.Replicate
                                     && pr.Match > 0L
-                                    && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
+                                    // Within PromotionLag of what a majority holds (the commit index), not of
+                                    // the leader's last index: under a steady load every follower, voters
+                                    // included, trails the last index by what arrives while an answer is on its
+                                    // way, and a learner held to that bar was never promoted (issue 15).
+                                    && pr.Match >= s.Commit - s.Options.PromotionLag
                                     // Heard from since the latest heartbeat round went out: a learner that caught
                                     // up and then crashed must not become a voter (with one voter left, the
                                     // cluster could no longer elect anyone). A healthy learner echoes every round.
