@@ -169,10 +169,14 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                     match victim.Status 1000 with
                     | Some vs ->
                         count kind
-                        note (sprintf "SIGKILL member %d, remove it (%s), wipe its data" victim.Slot vs.Id)
+                        // Half the time the old id is left in the configuration: the wiped member's join under a
+                        // new id at the same address replaces it (issue 13 point 5), as after a real disk loss.
+                        let removeFirst = random.Next 2 = 0
+                        if removeFirst then note (sprintf "SIGKILL member %d, remove it (%s), wipe its data" victim.Slot vs.Id)
+                        else note (sprintf "SIGKILL member %d (%s), wipe its data; its rejoin replaces it" victim.Slot vs.Id)
                         victim.Kill()
                         let id = Guid.Parse vs.Id
-                        let mutable ok = false
+                        let mutable ok = not removeFirst
                         let mutable tries = 0
                         while not ok && tries < 5 do
                             tries <- tries + 1

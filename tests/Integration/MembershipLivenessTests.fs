@@ -80,4 +80,23 @@ let tests =
                 Expect.equal joiner.Process.ExitCode 0 "exit code after SIGTERM"
             finally
                 try IO.Directory.Delete(root, true) with _ -> ()
+    
+        // Issue 13 point 5: a member restarted with an empty data directory at its address joins with a new id. It
+        // replaces its old self (which would otherwise stay a voter that never answers), in one change.
+        testCase "a member restarted with a wiped data directory replaces its old id at its address" <| fun () ->
+            use c = cluster 3
+            let oldId = c.Node(3).Id
+            c.Stop 3
+            IO.Directory.Delete(c.Dir 3, true)
+            IO.Directory.CreateDirectory(c.Dir 3) |> ignore
+            let fresh = c.Start(3, [ 1; 2 ])
+            Expect.notEqual fresh.Id oldId "a new id"
+            c.WaitMembers(3, 20.0)
+            let leader = c.WaitLeader 10.0
+            let members = leader.Members
+            Expect.equal members.Count 3 "three members"
+            Expect.isFalse (members.ContainsKey oldId) "the old id is gone"
+            Expect.equal (members.Values |> Seq.map (fun struct (a, _) -> a) |> Seq.distinct |> Seq.length) 3 "never two members at one address"
+            leader.PutAsync("after", bytes "wipe").Wait()
+            waitUntil 10.0 "the new member applied the write" (fun () -> text (fresh.GetAsync("after", ReadConsistency.Stale).Result) = "wipe")
     ]
