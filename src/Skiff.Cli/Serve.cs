@@ -67,13 +67,14 @@ internal static class Serve
             foreach (var part in (joinText ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 join.Add(Addresses.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
             var timing = Timing(heartbeatMs, electionMs);
-            Action<Skiff.Net.Runtime.SkiffServerOptions>? configure = unsafeNoDedup
-                ? o =>
-                {
-                    timing?.Invoke(o);
-                    o.UnsafeNoSessionDedup = true;
-                }
-            : timing;
+            Action<Skiff.Net.Runtime.SkiffServerOptions> configure = o =>
+            {
+                timing?.Invoke(o);
+                // A member joining keeps running as a learner until promoted, however long catching up takes (as
+                // etcd and hashicorp/raft members do), and says so every 5 s; it exits only when refused outright.
+                o.KeepJoining = true;
+                if (unsafeNoDedup) o.UnsafeNoSessionDedup = true;
+            };
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             if (parentPid is { } pid) _ = WatchParent(pid, stop);

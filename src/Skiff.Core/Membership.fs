@@ -45,7 +45,15 @@ module Membership =
                 | None when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
                 | None ->
                     let m = { Id = node; Address = address; Voter = false }
-                    proposeConfig (Some id) { Members = Map.add node m members } s
+                    // Another id at this address is an earlier incarnation of the node asking (it lost its data and
+                    // came back with a new id): only one process can serve an address. As hashicorp/raft's AddVoter,
+                    // the new id replaces it, in one entry that removes the old id and adds the new one as a
+                    // learner: the voters change by one removal, a single-server change, and the learner is
+                    // promoted once caught up. Never two members at one address (issue 13 point 5).
+                    match members |> Map.tryPick (fun _ old -> if old.Address = address then Some old else None) with
+                    | Some old when old.Id = s.Id -> reject (Rejection.Invalid "the address is the leader's own")
+                    | Some old -> proposeConfig (Some id) { Members = members |> Map.remove old.Id |> Map.add node m } s
+                    | None -> proposeConfig (Some id) { Members = Map.add node m members } s
             | ConfigChange.RemoveServer node ->
                 match Map.tryFind node members with
                 | None -> reject (Rejection.Invalid "not a member")
@@ -88,7 +96,11 @@ module Membership =
                                 | Some pr ->
                                     pr.Mode = ProgressMode.Replicate
                                     && pr.Match > 0L
-                                    && pr.Match >= s.Log.LastIndex - s.Options.PromotionLag
+                                    // Within PromotionLag of what a majority holds (the commit index), not of
+                                    // the leader's last index: under a steady load every follower, voters
+                                    // included, trails the last index by what arrives while an answer is on its
+                                    // way, and a learner held to that bar was never promoted (issue 15).
+                                    && pr.Match >= s.Commit - s.Options.PromotionLag
                                     // Heard from since the latest heartbeat round went out: a learner that caught
                                     // up and then crashed must not become a voter (with one voter left, the
                                     // cluster could no longer elect anyone). A healthy learner echoes every round.

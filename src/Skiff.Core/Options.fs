@@ -22,7 +22,7 @@ type Options =
       SnapshotThreshold: int64
       /// Entries kept in storage behind a snapshot, so that slightly slow followers still get entries.
       CompactionTail: int64
-      /// A learner is promoted to voter once its match index is within this many entries of the leader's last.
+      /// A learner is promoted to voter once its match index is within this many entries of the commit index.
       PromotionLag: int64
       /// Ask for pre-votes before raising the term (thesis §9.6).
       PreVote: bool

@@ -32,6 +32,10 @@ let private all: Test list =
       // hardening:begin
       HardeningTests.tests
       // hardening:end
+
+      // membership-liveness:begin
+      MembershipLivenessTests.tests
+      // membership-liveness:end
     ]
 
 [<EntryPoint>]

@@ -30,6 +30,10 @@ let private all: Test list =
       // liveness:begin
       PartialLivenessTests.tests
       // liveness:end
+
+      // membership-liveness:begin
+      MembershipLivenessTests.tests
+      // membership-liveness:end
     ]
 
 [<EntryPoint>]

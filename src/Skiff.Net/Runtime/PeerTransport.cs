@@ -64,8 +64,9 @@ internal sealed class PeerTransport : IAsyncDisposable
     /// <summary>Makes sure a link exists to a peer whose address is known from elsewhere (e.g. a joining node).</summary>
     public void Ensure(Guid id, string address)
     {
-        if (id == _self) return;
-        _links.GetOrAdd(id, _ => new PeerLink(this, id, address));
+        if (id == _self || _links.ContainsKey(id)) return;
+        var link = new PeerLink(this, id, address);
+        if (!_links.TryAdd(id, link)) _ = link.DisposeAsync().AsTask();
     }
 
     /// <summary>Queues a message for its addressee.</summary>

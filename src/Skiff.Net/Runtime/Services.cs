@@ -181,7 +181,6 @@ internal sealed class PeerService : Peer.PeerBase
     public override async Task<Empty> Stream(IAsyncStreamReader<PeerEnvelope> requestStream, ServerCallContext context)
     {
         var fromAddress = context.RequestHeaders.GetValue(FromAddressHeader);
-        var known = false;
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _node.ShutdownToken);
         try
         {
@@ -189,11 +188,10 @@ internal sealed class PeerService : Peer.PeerBase
             {
                 var env = WireCodec.FromWire(requestStream.Current);
                 if (env is null) continue;
-                if (!known && fromAddress is not null)
-                {
-                    _node.EnsurePeer(env.From, fromAddress);
-                    known = true;
-                }
+                // On every message, not once per stream: a configuration change on this node (an installed
+                // snapshot whose configuration predates the sender, say a joiner's) drops the link to a peer it
+                // does not list, and the sender, a leader, must still get its answers (issue 15, seed 899178).
+                if (fromAddress is not null) _node.EnsurePeer(env.From, fromAddress);
                 _node.DeliverPeerMessage(env);
             }
         }

@@ -157,7 +157,7 @@ internal sealed class SkiffServer : IAsyncDisposable
             _app = await EmbeddedHost.StartAsync(_options, this).ConfigureAwait(false);
             _runtime.Start(StartModule.ofStore(Id, _options.Raft ?? RaftCell.DefaultOptions, (ulong)Random.Shared.NextInt64(), stored));
 
-            if (needsToJoin) await JoinProcedure.JoinAsync(Id, Address, _options, _runtime, _shutdown.Token, ct).ConfigureAwait(false);
+            if (needsToJoin) await new JoinProcedure(this, _runtime, _options, _logger).JoinAsync(_shutdown.Token, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -293,6 +293,9 @@ internal sealed class SkiffServer : IAsyncDisposable
     internal void EnsurePeer(Guid id, string address) => _transport?.Ensure(id, address);
 
     internal IStagedSnapshot BeginStaging() => _storage.Snapshots.BeginStaging();
+
+    /// <summary>Index of the latest snapshot this node holds (0: none); for tests.</summary>
+    internal long LatestSnapshotIndex => _storage.IsOpen ? _storage.Snapshots.Latest?.Index ?? 0 : 0;
 
     internal CancellationToken ShutdownToken => _shutdown.Token;
 }

@@ -24,6 +24,14 @@ internal sealed class SkiffServerOptions
     /// <summary>How long joining may take before StartAsync fails with ClusterJoinFailed.</summary>
     public TimeSpan JoinTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
+    /// <summary>When set, a joining node never gives up on a slow join: StartAsync keeps asking to be added and then
+    /// waits, a learner catching up, until the leader promotes it, for as long as the node runs (until its token is
+    /// cancelled or it is shut down), logging its progress every 5 s; <see cref="JoinTimeout"/> is not applied. It
+    /// still fails at once on a definitive refusal (this id is a member at another address). What a process that
+    /// is only a cluster member wants (<c>skiff serve</c> sets it): exiting would leave a learner in the
+    /// configuration that nobody runs, and a service manager restarting it would only start the same wait again.</summary>
+    public bool KeepJoining { get; set; }
+
     /// <summary>Deadline of a client call that has none of its own.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
