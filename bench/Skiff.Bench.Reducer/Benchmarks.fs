@@ -37,8 +37,7 @@ type LeaderPropose() =
     member val Batch = 1 with get, set
 
     [<GlobalSetup>]
-    member _.Setup() =
-        d <- leader warmEntries
+    member _.Setup() = d <- leader warmEntries
 
     [<Benchmark>]
     member this.Cycle() = leaderCycle d this.Batch &reqId
@@ -64,8 +63,7 @@ type ReadIndex() =
     let mutable reqId = 1_000_000L
 
     [<GlobalSetup>]
-    member _.Setup() =
-        d <- leader warmEntries
+    member _.Setup() = d <- leader warmEntries
 
     [<Benchmark>]
     member _.Cycle() = readCycle d 64 &reqId

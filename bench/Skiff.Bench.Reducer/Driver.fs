@@ -13,10 +13,7 @@ let leaderId = nid 1
 let followerIds = [ nid 2; nid 3 ]
 
 let config: Configuration =
-    { Members =
-        (leaderId :: followerIds)
-        |> List.map (fun id -> id, { Id = id; Address = string id; Voter = true })
-        |> Map.ofList }
+    { Members = (leaderId :: followerIds) |> List.map (fun id -> id, { Id = id; Address = string id; Voter = true }) |> Map.ofList }
 
 /// A 100-byte command (shared: the reducer never looks inside).
 let command: byte[] = Array.init 100 byte
@@ -65,9 +62,7 @@ type Driver(id: NodeId) =
                 | Message.Vote v ->
                     queue.Enqueue(
                         Event.Receive
-                            { From = env.To
-                              To = id
-                              Message = Message.VoteReply { Term = v.Term; Granted = true; PreVote = v.PreVote } }
+                            { From = env.To; To = id; Message = Message.VoteReply { Term = v.Term; Granted = true; PreVote = v.PreVote } }
                     )
                 | _ -> () // replies to a leader (follower benchmark): the leader is synthetic
             | Effect.PersistEntries es when not es.IsEmpty ->
@@ -108,10 +103,12 @@ let leader (warm: int) : Driver =
     while d.State.Role <> Role.Leader && guard < 1000 do
         d.Run Event.Tick
         guard <- guard + 1
-    if d.State.Role <> Role.Leader then failwith "bench: no leader"
+    if d.State.Role <> Role.Leader then
+        failwith "bench: no leader"
     for k in 1..warm do
         d.Enqueue(Event.Propose(int64 k, command))
-        if k % 64 = 0 then d.Drain()
+        if k % 64 = 0 then
+            d.Drain()
     d.Drain()
     d
 

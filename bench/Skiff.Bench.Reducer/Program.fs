@@ -17,10 +17,12 @@ open Benchmarks
 
 /// One benchmark case: a fresh subject, and a cycle to run on it; returns the driver to count events on.
 type Case =
-    { Name: string
-      Batch: int
-      /// Builds the subject and returns (driver, one cycle).
-      Make: unit -> Driver * (unit -> unit) }
+    {
+        Name: string
+        Batch: int
+        /// Builds the subject and returns (driver, one cycle).
+        Make: unit -> Driver * (unit -> unit)
+    }
 
 let cases: Case list =
     let leaderCase name batch =
@@ -61,9 +63,11 @@ let cases: Case list =
 /// Events per cycle, measured on a warm subject (the BenchmarkDotNet numbers are per cycle).
 let eventsPerCycle (c: Case) : float =
     let d, cycle = c.Make()
-    for _ in 1..200 do cycle ()
+    for _ in 1..200 do
+        cycle ()
     let e0 = d.Events
-    for _ in 1..1000 do cycle ()
+    for _ in 1..1000 do
+        cycle ()
     float (d.Events - e0) / 1000.0
 
 let line (c: Case) (eventsPerSec: float) (allocPerEvent: float) (cycleUs: float) =
@@ -73,14 +77,16 @@ let line (c: Case) (eventsPerSec: float) (allocPerEvent: float) (cycleUs: float)
 let quick (seconds: float) =
     for c in cases do
         let d, cycle = c.Make()
-        for _ in 1..2000 do cycle ()
+        for _ in 1..2000 do
+            cycle ()
         GC.Collect()
         let e0 = d.Events
         let a0 = GC.GetAllocatedBytesForCurrentThread()
         let sw = Stopwatch.StartNew()
         let mutable cycles = 0
         while sw.Elapsed.TotalSeconds < seconds do
-            for _ in 1..50 do cycle ()
+            for _ in 1..50 do
+                cycle ()
             cycles <- cycles + 50
         sw.Stop()
         let events = float (d.Events - e0)
@@ -105,14 +111,19 @@ let main argv =
                 .WithArtifactsPath(IO.Path.Combine(AppContext.BaseDirectory, "BenchmarkDotNet.Artifacts"))
         // RunAll ignores --filter; Run honours it (but prompts for a choice when no filter is given).
         let summaries =
-            if argv |> Array.exists (fun a -> a = "--filter" || a.StartsWith "--filter=") then switcher.Run(argv, config) |> Seq.toArray
-            else switcher.RunAll(config, argv) |> Seq.toArray
+            if argv |> Array.exists (fun a -> a = "--filter" || a.StartsWith "--filter=") then
+                switcher.Run(argv, config) |> Seq.toArray
+            else
+                switcher.RunAll(config, argv) |> Seq.toArray
         for summary in summaries do
             for report in summary.Reports do
                 let bc = report.BenchmarkCase
                 let typeName = bc.Descriptor.Type.Name
                 let batch =
-                    bc.Parameters.Items |> Seq.tryFind (fun p -> p.Name = "Batch") |> Option.map (fun p -> unbox<int> p.Value) |> Option.defaultValue 64
+                    bc.Parameters.Items
+                    |> Seq.tryFind (fun p -> p.Name = "Batch")
+                    |> Option.map (fun p -> unbox<int> p.Value)
+                    |> Option.defaultValue 64
                 let name =
                     match typeName with
                     | "LeaderPropose" -> "leader_propose"

@@ -60,8 +60,9 @@ module CommandCodec =
             | Command.Delete k -> k, tagDelete, 0
             | Command.CompareAndSwap(k, e, n) -> k, tagCas, optionLength e + optionLength n
         let keyLength = Encoding.UTF8.GetByteCount key
-        if keyLength > int UInt16.MaxValue then invalidArg "command" "key longer than 65535 UTF-8 bytes"
-        let buffer = Array.zeroCreate<byte> (4 + keyLength + payloadLength)
+        if keyLength > int UInt16.MaxValue then
+            invalidArg "command" "key longer than 65535 UTF-8 bytes"
+        let buffer = Array.zeroCreate<byte>(4 + keyLength + payloadLength)
         let span = buffer.AsSpan()
         span[0] <- Version
         span[1] <- tag
@@ -79,31 +80,42 @@ module CommandCodec =
         buffer
 
     let private readOption (span: ReadOnlySpan<byte>) : Result<byte[] option * int, string> =
-        if span.Length < 1 then Error "truncated optional value"
-        elif span[0] = 0uy then Ok(None, 1)
-        elif span[0] <> 1uy || span.Length < 5 then Error "bad optional value"
+        if span.Length < 1 then
+            Error "truncated optional value"
+        elif span[0] = 0uy then
+            Ok(None, 1)
+        elif span[0] <> 1uy || span.Length < 5 then
+            Error "bad optional value"
         else
             let length = BinaryPrimitives.ReadInt32LittleEndian(span.Slice 1)
-            if length < 0 || span.Length < 5 + length then Error "truncated value"
-            else Ok(Some(span.Slice(5, length).ToArray()), 5 + length)
+            if length < 0 || span.Length < 5 + length then
+                Error "truncated value"
+            else
+                Ok(Some(span.Slice(5, length).ToArray()), 5 + length)
 
     /// Decodes a command; `Error` with a reason for anything that is not a well-formed encoding.
     let decode (bytes: ReadOnlySpan<byte>) : Result<Command, string> =
-        if bytes.Length < 4 then Error "command shorter than its header"
-        elif bytes[0] <> Version then Error(sprintf "unknown command version %d" bytes[0])
+        if bytes.Length < 4 then
+            Error "command shorter than its header"
+        elif bytes[0] <> Version then
+            Error(sprintf "unknown command version %d" bytes[0])
         else
             let keyLength = int (BinaryPrimitives.ReadUInt16LittleEndian(bytes.Slice 2))
-            if bytes.Length < 4 + keyLength then Error "truncated key"
+            if bytes.Length < 4 + keyLength then
+                Error "truncated key"
             else
                 let key = Encoding.UTF8.GetString(bytes.Slice(4, keyLength))
                 let rest = bytes.Slice(4 + keyLength)
                 match bytes[1] with
                 | 1uy ->
-                    if rest.Length < 4 then Error "truncated value length"
+                    if rest.Length < 4 then
+                        Error "truncated value length"
                     else
                         let length = BinaryPrimitives.ReadInt32LittleEndian rest
-                        if length < 0 || rest.Length <> 4 + length then Error "bad value length"
-                        else Ok(Command.Put(key, rest.Slice(4, length).ToArray()))
+                        if length < 0 || rest.Length <> 4 + length then
+                            Error "bad value length"
+                        else
+                            Ok(Command.Put(key, rest.Slice(4, length).ToArray()))
                 | 2uy -> if rest.Length = 0 then Ok(Command.Delete key) else Error "trailing bytes after delete"
                 | 3uy ->
                     match readOption rest with
@@ -112,8 +124,10 @@ module CommandCodec =
                         match readOption (rest.Slice used) with
                         | Error e -> Error e
                         | Ok(next, used2) ->
-                            if used + used2 <> rest.Length then Error "trailing bytes after compare-and-swap"
-                            else Ok(Command.CompareAndSwap(key, expected, next))
+                            if used + used2 <> rest.Length then
+                                Error "trailing bytes after compare-and-swap"
+                            else
+                                Ok(Command.CompareAndSwap(key, expected, next))
                 | tag -> Error(sprintf "unknown command tag %d" tag)
 
     /// Decodes from an array.
@@ -122,16 +136,18 @@ module CommandCodec =
 /// A client session's stamp on one write (Raft dissertation §6.3): which session, which of its requests, which of
 /// its replies the client still waits for, and the leader's clock when it proposed the write.
 type SessionStamp =
-    { /// The session, named by the log index of the entry that opened it.
-      Session: int64
-      /// The request's number within the session (1, 2, 3 …); a retry reuses its request's number.
-      Sequence: int64
-      /// Every request numbered below this has been answered to the client, so the state machine may forget
-      /// their results.
-      Acknowledged: int64
-      /// The proposing leader's clock (Unix milliseconds). The state machine keeps the largest time it has seen
-      /// as its clock, so session expiry is decided by the log and is the same on every member.
-      Time: int64 }
+    {
+        /// The session, named by the log index of the entry that opened it.
+        Session: int64
+        /// The request's number within the session (1, 2, 3 …); a retry reuses its request's number.
+        Sequence: int64
+        /// Every request numbered below this has been answered to the client, so the state machine may forget
+        /// their results.
+        Acknowledged: int64
+        /// The proposing leader's clock (Unix milliseconds). The state machine keeps the largest time it has seen
+        /// as its clock, so session expiry is decided by the log and is the same on every member.
+        Time: int64
+    }
 
 /// What a log entry's command bytes carry: a key-value command, alone or inside a client session, or the opening
 /// or closing of a session.
@@ -175,7 +191,7 @@ module LogCommandCodec =
     let private kindClose = 3uy
 
     let private header (kind: byte) (longs: int64 list) (tail: byte[]) =
-        let buffer = Array.zeroCreate<byte> (2 + 8 * longs.Length + tail.Length)
+        let buffer = Array.zeroCreate<byte>(2 + 8 * longs.Length + tail.Length)
         buffer[0] <- Version
         buffer[1] <- kind
         longs |> List.iteri (fun i v -> BinaryPrimitives.WriteInt64LittleEndian(buffer.AsSpan(2 + 8 * i), v))
@@ -186,8 +202,7 @@ module LogCommandCodec =
     let encode (command: LogCommand) : byte[] =
         match command with
         | LogCommand.Plain c -> CommandCodec.encode c
-        | LogCommand.InSession(s, c) ->
-            header kindInSession [ s.Session; s.Sequence; s.Acknowledged; s.Time ] (CommandCodec.encode c)
+        | LogCommand.InSession(s, c) -> header kindInSession [ s.Session; s.Sequence; s.Acknowledged; s.Time ] (CommandCodec.encode c)
         | LogCommand.OpenSession(time, timeout) -> header kindOpen [ time; timeout ] [||]
         | LogCommand.CloseSession(session, time) -> header kindClose [ session; time ] [||]
 
@@ -199,26 +214,28 @@ module LogCommandCodec =
             match CommandCodec.decode bytes with
             | Ok c -> Ok(LogCommand.Plain c)
             | Error e -> Error e
-        elif bytes.Length < 2 then Error "session command shorter than its header"
+        elif bytes.Length < 2 then
+            Error "session command shorter than its header"
         else
             match bytes[1] with
             | k when k = kindInSession ->
-                if bytes.Length < 34 then Error "truncated session stamp"
+                if bytes.Length < 34 then
+                    Error "truncated session stamp"
                 else
-                    let stamp =
-                        { Session = long bytes 0
-                          Sequence = long bytes 1
-                          Acknowledged = long bytes 2
-                          Time = long bytes 3 }
+                    let stamp = { Session = long bytes 0; Sequence = long bytes 1; Acknowledged = long bytes 2; Time = long bytes 3 }
                     match CommandCodec.decode (bytes.Slice 34) with
                     | Ok c -> Ok(LogCommand.InSession(stamp, c))
                     | Error e -> Error e
             | k when k = kindOpen ->
-                if bytes.Length <> 18 then Error "bad open-session length"
-                else Ok(LogCommand.OpenSession(long bytes 0, long bytes 1))
+                if bytes.Length <> 18 then
+                    Error "bad open-session length"
+                else
+                    Ok(LogCommand.OpenSession(long bytes 0, long bytes 1))
             | k when k = kindClose ->
-                if bytes.Length <> 18 then Error "bad close-session length"
-                else Ok(LogCommand.CloseSession(long bytes 0, long bytes 1))
+                if bytes.Length <> 18 then
+                    Error "bad close-session length"
+                else
+                    Ok(LogCommand.CloseSession(long bytes 0, long bytes 1))
             | k -> Error(sprintf "unknown session command kind %d" k)
 
     /// Decodes from an array.

@@ -56,7 +56,8 @@ module Election =
     /// Starts a campaign. With `preVote`, first ask whether we could win without touching the term; `transfer`
     /// marks a campaign ordered by the leader (TimeoutNow). Nodes that are not voters never campaign.
     let rec campaign (preVote: bool) (transfer: bool) (s: State) : State =
-        if not (State.canCampaign s) || s.Role = Role.Leader then s
+        if not (State.canCampaign s) || s.Role = Role.Leader then
+            s
         else
             let s =
                 if preVote then
@@ -68,13 +69,15 @@ module Election =
             let granted, _, quorum = tally s
             if granted >= quorum then
                 if preVote then campaign false false s else becomeLeader s
-            else requestVotes preVote s
+            else
+                requestVotes preVote s
 
     /// Answers a (pre-)vote request of any term.
     let handleVote (from: NodeId) (m: VoteRequest) (s: State) : State =
         let reply granted (term: Term) (s: State) =
             State.send from (Message.VoteReply { Term = term; Granted = granted; PreVote = m.PreVote }) s
-        if m.Term < s.Term then reply false s.Term s
+        if m.Term < s.Term then
+            reply false s.Term s
         // A candidate that is not a voter in our newest configuration gets no vote, unless its log is strictly
         // ahead of ours: then it may hold a configuration we have not seen (one that adds it), so only the usual
         // rules apply (simulation finding 7). Otherwise we know every configuration it knows (equal logs are
@@ -83,9 +86,11 @@ module Election =
         // that we, who are electable, rarely campaign (finding 6). Refusing cannot stall the cluster: we are a
         // voter wherever it counts votes, and at least as up to date, so whoever would elect it can elect us.
         // A node that has joined no cluster yet (empty configuration) judges no one.
-        elif not s.Config.Members.IsEmpty
-             && not (State.isVoterIn from s.Config)
-             && not (LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log) then
+        elif
+            not s.Config.Members.IsEmpty
+            && not (State.isVoterIn from s.Config)
+            && not (LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log)
+        then
             // The term: a removed node whose removal we know committed cannot learn it from anyone (no leader
             // replicates to it), so its terms are left alone, or it would unseat every leader (as hashicorp/raft).
             // While the removal is uncommitted as far as we know it is still a member (as etcd, which applies
@@ -94,15 +99,14 @@ module Election =
             // it had already taken, term after term (finding 8). Moving the term does not restart our election
             // timer (thesis Figure 3.1 restarts it on a granted vote or a leader's AppendEntries only), so we
             // still campaign on time; a node in a leader's lease keeps its term (§4.2.3).
-            if m.Term > s.Term
-               && not m.PreVote
-               && State.isVoterIn from (State.configAt s.Commit s)
-               && not (inLease s) then
+            if m.Term > s.Term && not m.PreVote && State.isVoterIn from (State.configAt s.Commit s) && not (inLease s) then
                 let s' = State.becomeFollower m.Term None s
                 let s' = { s' with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
                 reply false s'.Term s'
-            else reply false s.Term s
-        elif m.Term > s.Term && not m.Transfer && inLease s then reply false s.Term s
+            else
+                reply false s.Term s
+        elif m.Term > s.Term && not m.Transfer && inLease s then
+            reply false s.Term s
         else
             // A real vote request of a higher term moves us to that term; a pre-vote changes nothing. Moving the
             // term does not restart a follower's (or candidate's) election timer: the thesis (Figure 3.1) restarts
@@ -113,28 +117,32 @@ module Election =
             let s =
                 if m.Term > s.Term && not m.PreVote then
                     let moved = State.becomeFollower m.Term None s
-                    if s.Role = Role.Leader then moved
-                    else { moved with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
-                else s
+                    if s.Role = Role.Leader then
+                        moved
+                    else
+                        { moved with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
+                else
+                    s
             let upToDate = LogView.isAtLeastAsUpToDate m.LastLogTerm m.LastLogIndex s.Log
             let canVote =
                 s.VotedFor = Some from
                 || (s.VotedFor.IsNone && s.Leader.IsNone && s.Role <> Role.Leader)
                 || (m.PreVote && m.Term > s.Term)
             if canVote && upToDate then
-                if m.PreVote then reply true m.Term s
+                if m.PreVote then
+                    reply true m.Term s
                 else
                     // A repeated grant re-asks for the write: the first may not be durable yet, and this reply
                     // must not overtake it (a crash would forget the vote and allow a second one).
                     let s =
                         if s.VotedFor = Some from then
                             State.emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s
-                        else State.setHardState s.Term (Some from) s
+                        else
+                            State.setHardState s.Term (Some from) s
                     s |> State.resetElectionTimer |> reply true s.Term
-            elif s.Role = Role.Candidate
-                 && not m.PreVote
-                 && s.VotedFor = Some s.Id
-                 && LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log then
+            elif
+                s.Role = Role.Candidate && not m.PreVote && s.VotedFor = Some s.Id && LogView.isAhead m.LastLogTerm m.LastLogIndex s.Log
+            then
                 // We refuse only because we voted for ourselves, and this candidate's log is ahead of ours: where
                 // it needs our vote (its configuration may count on us) we would collide term after term, both
                 // restarting our timers when the campaigns fail (finding 5: a self-removing leader and a stale
@@ -144,7 +152,8 @@ module Election =
                 let t, rng = Rng.range s.Options.ElectionTicksMin s.Options.ElectionTicksMax s.Rng
                 let s = State.becomeFollower s.Term None s
                 { s with ElectionElapsed = 0; ElectionTimeout = s.Options.ElectionTicksMax + t; Rng = rng } |> reply false s.Term
-            else reply false s.Term s
+            else
+                reply false s.Term s
 
     /// Counts a (pre-)vote answer of the current campaign.
     let handleVoteReply (from: NodeId) (m: VoteReply) (s: State) : State =
@@ -156,14 +165,17 @@ module Election =
             | Role.PreCandidate -> m.PreVote && (if m.Granted then m.Term = s.Term + 1L else m.Term >= s.Term)
             | Role.Candidate -> not m.PreVote && m.Term = s.Term
             | _ -> false
-        if not relevant || not (s.Voters.Contains from) then s
+        if not relevant || not (s.Voters.Contains from) then
+            s
         else
             let s = { s with Votes = Map.add from m.Granted s.Votes }
             let granted, refused, quorum = tally s
             if granted >= quorum then
                 if s.Role = Role.PreCandidate then campaign false false s else becomeLeader s
-            elif refused >= quorum then State.becomeFollower s.Term None s
-            else s
+            elif refused >= quorum then
+                State.becomeFollower s.Term None s
+            else
+                s
 
     /// The leader asks us to take over (leadership transfer): campaign at once, skipping the pre-vote.
     let handleTimeoutNow (from: NodeId) (term: Term) (s: State) : State =

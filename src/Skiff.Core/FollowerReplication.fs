@@ -21,15 +21,15 @@ module FollowerReplication =
     /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
     /// the effect list).
     let handleAppend (from: NodeId) (m: AppendRequest) (s: State) : State =
-        if not (Replication.contiguous m.PrevLogIndex m.Entries) || m.PrevLogIndex >= System.Int64.MaxValue / 4L then s
+        if not (Replication.contiguous m.PrevLogIndex m.Entries) || m.PrevLogIndex >= System.Int64.MaxValue / 4L then
+            s
         else
             // Entries at or below our commit index are settled; only look past it.
             let prev, prevTerm, entries =
-                if m.PrevLogIndex >= s.Commit then m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
+                if m.PrevLogIndex >= s.Commit then
+                    m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
                 else
-                    s.Commit,
-                    LogView.termAt s.Commit s.Log,
-                    m.Entries |> List.filter (fun e -> e.Index > s.Commit)
+                    s.Commit, LogView.termAt s.Commit s.Log, m.Entries |> List.filter (fun e -> e.Index > s.Commit)
             let s = { s with LastRound = max s.LastRound m.Round }
             // A follower claims only entries that are durable, or being made durable earlier in this step's effect
             // list (writes complete in order, so that covers older ones too): a claim of an entry still in flight
@@ -42,8 +42,7 @@ module FollowerReplication =
                 match LogView.termAt prev s.Log, prevTerm with
                 // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
                 // stale one (see staleRejection).
-                | None, _ ->
-                    reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
+                | None, _ -> reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
                 | Some t, Some pt when t <> pt ->
                     let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
                     reply from m false m.PrevLogIndex (max (s.Commit + 1L) first) (Some t) s
@@ -57,19 +56,13 @@ module FollowerReplication =
                     match fresh with
                     | e :: _ when e.Index <= s.Commit -> s // would rewrite committed history: a corrupt message
                     | [] ->
-                        let s =
-                            { s with
-                                Commit = max s.Commit (min m.LeaderCommit lastNew)
-                                LeaderMatch = max s.LeaderMatch lastNew }
+                        let s = { s with Commit = max s.Commit (min m.LeaderCommit lastNew); LeaderMatch = max s.LeaderMatch lastNew }
                         let s, claimed = State.claim lastNew s
                         reply from m true claimed 0L None s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
                         let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
-                        let s =
-                            { s with
-                                Commit = max s.Commit (min m.LeaderCommit lastNew)
-                                LeaderMatch = max s.LeaderMatch lastNew }
+                        let s = { s with Commit = max s.Commit (min m.LeaderCommit lastNew); LeaderMatch = max s.LeaderMatch lastNew }
                         reply from m true lastNew 0L None s
 
     /// A follower's write became durable: acknowledge what it could not claim when it answered the append.
@@ -82,11 +75,7 @@ module FollowerReplication =
                 |> State.send
                     leader
                     (Message.AppendReply
-                        { Term = s.Term
-                          Success = true
-                          MatchIndex = claim
-                          ConflictIndex = 0L
-                          ConflictTerm = None
-                          Round = s.LastRound })
-            else s
+                        { Term = s.Term; Success = true; MatchIndex = claim; ConflictIndex = 0L; ConflictTerm = None; Round = s.LastRound })
+            else
+                s
         | _ -> s

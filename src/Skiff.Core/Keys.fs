@@ -25,7 +25,12 @@ module Keys =
         elif key.Contains '\000' then
             Some "a key must not contain a NUL character"
         else
-            match (try Some(strictUtf8.GetByteCount key) with :? EncoderFallbackException -> None) with
+            match
+                (try
+                    Some(strictUtf8.GetByteCount key)
+                 with :? EncoderFallbackException ->
+                     None)
+            with
             | None -> Some "the key is not valid UTF-16 (it has an unpaired surrogate)"
             | Some bytes when bytes > MaxKeyBytes -> Some(sprintf "the key is %d bytes of UTF-8; the limit is %d" bytes MaxKeyBytes)
             | Some _ -> None

@@ -32,14 +32,16 @@ type EntryWindow private (baseIdx: LogIndex, start: LogIndex, full: Entry[][], t
 
     /// Appends entries that follow End directly (the caller checks contiguity).
     member this.Append(es: Entry[]) : EntryWindow =
-        if es.Length = 0 then this
+        if es.Length = 0 then
+            this
         else
             let combined = tail.Length + es.Length
             let at p = if p < tail.Length then tail[p] else es[p - tail.Length]
             let newChunks = combined / chunk
             let rest = combined % chunk
             let full =
-                if newChunks = 0 then full
+                if newChunks = 0 then
+                    full
                 else
                     let f = Array.zeroCreate (full.Length + newChunks)
                     Array.blit full 0 f 0 full.Length
@@ -50,7 +52,8 @@ type EntryWindow private (baseIdx: LogIndex, start: LogIndex, full: Entry[][], t
                         f[full.Length + k] <- c
                     f
             let t =
-                if rest = 0 then emptyTail
+                if rest = 0 then
+                    emptyTail
                 else
                     let t = Array.zeroCreate rest
                     for j in 0 .. rest - 1 do
@@ -60,19 +63,26 @@ type EntryWindow private (baseIdx: LogIndex, start: LogIndex, full: Entry[][], t
 
     /// Forgets entries before `newStart`.
     member this.DropBefore(newStart: LogIndex) : EntryWindow =
-        if newStart <= start then this
-        elif newStart >= this.End then EntryWindow.Empty newStart
+        if newStart <= start then
+            this
+        elif newStart >= this.End then
+            EntryWindow.Empty newStart
         else
             let k = min full.Length (int ((newStart - baseIdx) / int64 chunk))
-            if k = 0 then EntryWindow(baseIdx, newStart, full, tail)
-            else EntryWindow(baseIdx + int64 (k * chunk), newStart, Array.sub full k (full.Length - k), tail)
+            if k = 0 then
+                EntryWindow(baseIdx, newStart, full, tail)
+            else
+                EntryWindow(baseIdx + int64 (k * chunk), newStart, Array.sub full k (full.Length - k), tail)
 
     /// Keeps only entries before `i` (a truncation; rare, so it simply rebuilds). The result starts at
     /// min(Start, i).
     member this.TakeBefore(i: LogIndex) : EntryWindow =
-        if i >= this.End then this
-        elif i <= start then EntryWindow.Empty i
-        else EntryWindow.Empty(start).Append(Array.init (int (i - start)) (fun k -> this.Get(start + int64 k)))
+        if i >= this.End then
+            this
+        elif i <= start then
+            EntryWindow.Empty i
+        else
+            EntryWindow.Empty(start).Append(Array.init (int (i - start)) (fun k -> this.Get(start + int64 k)))
 
     /// The entries held, oldest first.
     member this.ToList() : Entry list = List.init (int (this.End - start)) (fun k -> this.Get(start + int64 k))
@@ -98,21 +108,23 @@ type EntryWindow private (baseIdx: LogIndex, start: LogIndex, full: Entry[][], t
 /// index of every term, enough to answer "what term is entry i?" for any stored index) and a bounded window of recent
 /// entries. Older entries live only in storage and are fetched with Effect.LoadEntries.
 type LogView =
-    { /// First index still held in storage; everything before it has been compacted into a snapshot.
-      FirstIndex: LogIndex
-      /// Index of the newest entry (FirstIndex - 1 when no entries are stored).
-      LastIndex: LogIndex
-      /// (first index, term) of every term in [FirstIndex - 1, LastIndex], newest first. The oldest pair marks
-      /// index FirstIndex - 1 (the snapshot's last entry, or 0 with term 0 for an empty log).
-      Boundaries: (LogIndex * Term) list
-      /// First index held in Window; the window is the contiguous range [WindowStart, LastIndex].
-      WindowStart: LogIndex
-      /// Recent entries kept in memory: exactly [WindowStart, LastIndex].
-      Window: EntryWindow
-      /// Rough size of the entries in Window (as entrySize counts), to bound it in bytes as well as entries.
-      WindowBytes: int64
-      /// Highest index known to be durable on this node (from Event.Persisted).
-      Persisted: LogIndex }
+    {
+        /// First index still held in storage; everything before it has been compacted into a snapshot.
+        FirstIndex: LogIndex
+        /// Index of the newest entry (FirstIndex - 1 when no entries are stored).
+        LastIndex: LogIndex
+        /// (first index, term) of every term in [FirstIndex - 1, LastIndex], newest first. The oldest pair marks
+        /// index FirstIndex - 1 (the snapshot's last entry, or 0 with term 0 for an empty log).
+        Boundaries: (LogIndex * Term) list
+        /// First index held in Window; the window is the contiguous range [WindowStart, LastIndex].
+        WindowStart: LogIndex
+        /// Recent entries kept in memory: exactly [WindowStart, LastIndex].
+        Window: EntryWindow
+        /// Rough size of the entries in Window (as entrySize counts), to bound it in bytes as well as entries.
+        WindowBytes: int64
+        /// Highest index known to be durable on this node (from Event.Persisted).
+        Persisted: LogIndex
+    }
 
 /// Queries and updates of a LogView. All functions are total: out-of-range questions answer None or nothing.
 [<RequireQualifiedAccess>]
@@ -129,7 +141,8 @@ module LogView =
 
     /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
     let termAt (i: LogIndex) (log: LogView) : Term option =
-        if i < log.FirstIndex - 1L || i > log.LastIndex then None
+        if i < log.FirstIndex - 1L || i > log.LastIndex then
+            None
         else
             // A loop rather than List.tryFind + Option.map: no closure, one allocation (the answer).
             let rec go (bounds: (LogIndex * Term) list) =
@@ -156,9 +169,7 @@ module LogView =
 
     /// The first index of term `t` in this log (never below FirstIndex), if the log holds entries of that term.
     let firstIndexOfTerm (t: Term) (log: LogView) : LogIndex option =
-        log.Boundaries
-        |> List.tryFind (fun (_, term) -> term = t)
-        |> Option.map (fun (start, _) -> max start log.FirstIndex)
+        log.Boundaries |> List.tryFind (fun (_, term) -> term = t) |> Option.map (fun (start, _) -> max start log.FirstIndex)
 
     /// The last index of term `t` in this log, if the log holds entries of that term (used by a leader to skip a
     /// whole conflicting term at once).
@@ -173,15 +184,17 @@ module LogView =
         go (log.LastIndex + 1L) log.Boundaries
 
     /// The in-memory entry at `i`, if it is in the window.
-    let tryEntry (i: LogIndex) (log: LogView) : Entry option =
-        if log.Window.Contains i then Some(log.Window.Get i) else None
+    let tryEntry (i: LogIndex) (log: LogView) : Entry option = if log.Window.Contains i then Some(log.Window.Get i) else None
 
     /// A rough size of an entry on the wire, for batching.
     let entrySize (e: Entry) : int =
         24
         + (match e.Payload with
            | Payload.Noop -> 0
-           | Payload.Command bytes -> (match box bytes with | null -> 0 | _ -> bytes.Length)
+           | Payload.Command bytes ->
+               (match box bytes with
+                | null -> 0
+                | _ -> bytes.Length)
            | Payload.Config c -> 64 * c.Members.Count)
 
     /// The longest prefix of `entries` within maxCount entries and roughly maxBytes (at least one entry), as
@@ -191,16 +204,20 @@ module LogView =
             match es with
             | e :: rest when count < maxCount ->
                 let size = entrySize e
-                if count > 0 && bytes + size > maxBytes then List.rev acc
-                else go (e :: acc) (count + 1) (bytes + size) rest
+                if count > 0 && bytes + size > maxBytes then
+                    List.rev acc
+                else
+                    go (e :: acc) (count + 1) (bytes + size) rest
             | _ -> List.rev acc
         go [] 0 0 entries
 
     /// Entries [from, upTo] from the window, cut at maxCount entries and roughly maxBytes (at least one entry).
     /// None if any of them has left the window (the caller must load them from storage).
     let slice (from: LogIndex) (upTo: LogIndex) (maxCount: int) (maxBytes: int) (log: LogView) : Entry list option =
-        if from > upTo then Some []
-        elif from < log.WindowStart || upTo > log.LastIndex then None
+        if from > upTo then
+            Some []
+        elif from < log.WindowStart || upTo > log.LastIndex then
+            None
         else
             // First find where the cut falls, then build the list back to front: one list, no List.rev copy.
             let mutable last = from - 1L
@@ -209,10 +226,12 @@ module LogView =
             let mutable go = true
             while go do
                 let i = last + 1L
-                if i > upTo || count >= maxCount || not (log.Window.Contains i) then go <- false
+                if i > upTo || count >= maxCount || not (log.Window.Contains i) then
+                    go <- false
                 else
                     let size = entrySize (log.Window.Get i)
-                    if count > 0 && bytes + size > maxBytes then go <- false
+                    if count > 0 && bytes + size > maxBytes then
+                        go <- false
                     else
                         last <- i
                         count <- count + 1
@@ -230,13 +249,15 @@ module LogView =
         let mutable i = max from log.WindowStart
         let last = min upTo log.LastIndex
         while i <= last do
-            if log.Window.Contains i then sum <- sum + int64 (entrySize (log.Window.Get i))
+            if log.Window.Contains i then
+                sum <- sum + int64 (entrySize (log.Window.Get i))
             i <- i + 1L
         sum
 
     /// Forgets window entries before `start` (never past the end).
     let private dropWindowBefore (start: LogIndex) (log: LogView) : LogView =
-        if start <= log.WindowStart then log
+        if start <= log.WindowStart then
+            log
         else
             let gone = windowBytesIn log.WindowStart (start - 1L) log
             { log with Window = log.Window.DropBefore start; WindowStart = start; WindowBytes = log.WindowBytes - gone }
@@ -246,9 +267,12 @@ module LogView =
     /// (older entries are loaded from storage when needed). Each entry is dropped once, so the walk is paid once.
     let private trimWindow (windowSize: int) (windowBytes: int64) (log: LogView) : LogView =
         let log =
-            if log.LastIndex - log.WindowStart + 1L <= int64 windowSize then log
-            else dropWindowBefore (log.LastIndex - int64 windowSize + 1L) log
-        if log.WindowBytes <= windowBytes then log
+            if log.LastIndex - log.WindowStart + 1L <= int64 windowSize then
+                log
+            else
+                dropWindowBefore (log.LastIndex - int64 windowSize + 1L) log
+        if log.WindowBytes <= windowBytes then
+            log
         else
             let mutable start = log.WindowStart
             let mutable bytes = log.WindowBytes
@@ -274,7 +298,8 @@ module LogView =
                 last <- e.Index
                 bytes <- bytes + int64 (entrySize e)
                 kept.Add e
-        if kept.Count = 0 then log
+        if kept.Count = 0 then
+            log
         else
             { log with
                 LastIndex = last
@@ -285,7 +310,8 @@ module LogView =
 
     /// Discards entries at and after `i` (a conflict with the leader). Never discards compacted history.
     let truncateFrom (i: LogIndex) (log: LogView) : LogView =
-        if i > log.LastIndex || i < log.FirstIndex then log
+        if i > log.LastIndex || i < log.FirstIndex then
+            log
         else
             { log with
                 LastIndex = i - 1L
@@ -297,15 +323,14 @@ module LogView =
 
     /// Forgets stored entries up to and including `upTo` (they are in a snapshot and compacted in storage).
     let compact (upTo: LogIndex) (log: LogView) : LogView =
-        if upTo < log.FirstIndex || upTo > log.LastIndex then log
+        if upTo < log.FirstIndex || upTo > log.LastIndex then
+            log
         else
             match termAt upTo log with
             | None -> log
             | Some t ->
                 let newer = log.Boundaries |> List.filter (fun (start, _) -> start > upTo)
-                { dropWindowBefore (upTo + 1L) log with
-                    FirstIndex = upTo + 1L
-                    Boundaries = newer @ [ upTo, t ] }
+                { dropWindowBefore (upTo + 1L) log with FirstIndex = upTo + 1L; Boundaries = newer @ [ upTo, t ] }
 
     /// Marks entries up to `index` durable, provided entry `index` still has `term` (a late acknowledgement for
     /// entries that were since truncated must not count).

@@ -19,9 +19,7 @@ module Membership =
 
     let private proposeConfig (requestId: RequestId option) (config: Configuration) (s: State) : State =
         let entry = Replication.nextEntry (Payload.Config config) s
-        s
-        |> withLead (fun lead -> { lead with ConfigRequest = Some(requestId, entry.Index) })
-        |> Replication.propose [ entry ]
+        s |> withLead (fun lead -> { lead with ConfigRequest = Some(requestId, entry.Index) }) |> Replication.propose [ entry ]
 
     /// Event.ChangeConfig.
     let request (id: RequestId) (change: ConfigChange) (s: State) : State =
@@ -70,9 +68,10 @@ module Membership =
             let s =
                 match lead.ConfigRequest with
                 | Some(requestId, index) when index <= s.Commit ->
-                    let s = match requestId with
-                            | Some id -> State.emit (Effect.Completed id) s
-                            | None -> s
+                    let s =
+                        match requestId with
+                        | Some id -> State.emit (Effect.Completed id) s
+                        | None -> s
                     // Peers removed by the now committed change are no longer replicated to.
                     withLead (fun l -> { l with ConfigRequest = None }) s |> State.refreshConfig
                 | _ -> s
@@ -83,7 +82,8 @@ module Membership =
                     withLead (fun l -> { l with ConfigWaiters = [] }) s
                 | _ -> s
             let removed = not ((State.configAt s.Commit s).Members.ContainsKey s.Id) && State.configIndex s <= s.Commit
-            if removed then State.becomeFollower s.Term None s
+            if removed then
+                State.becomeFollower s.Term None s
             else
                 match s.Leading with
                 | Some l when not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->

@@ -3,41 +3,43 @@ namespace Skiff.Core
 /// Tunables of the reducer. Time is counted in ticks (Event.Tick); the interpreter decides how long a tick is.
 /// With the suggested 10 ms tick the defaults give skiff-rs's timing: 50 ms heartbeat, 150–300 ms election timeout.
 type Options =
-    { /// Ticks between heartbeat rounds sent by a leader.
-      HeartbeatTicks: int
-      /// Lower bound of the randomised election timeout, in ticks. Also the leader-stickiness window and the
-      /// CheckQuorum period.
-      ElectionTicksMin: int
-      /// Upper bound (inclusive) of the randomised election timeout, in ticks.
-      ElectionTicksMax: int
-      /// AppendEntries messages a leader keeps outstanding per follower before waiting for replies.
-      MaxInflight: int
-      /// Most entries carried by one AppendEntries.
-      MaxEntriesPerAppend: int
-      /// Rough byte budget of one AppendEntries (at least one entry is always sent).
-      MaxBytesPerAppend: int
-      /// How many recent entries the reducer keeps in memory; older ones are fetched with Effect.LoadEntries.
-      WindowSize: int
-      /// Take a snapshot once this many entries have been applied since the last one.
-      SnapshotThreshold: int64
-      /// Entries kept in storage behind a snapshot, so that slightly slow followers still get entries.
-      CompactionTail: int64
-      /// A learner is promoted to voter once its match index is within this many entries of the commit index.
-      PromotionLag: int64
-      /// Ask for pre-votes before raising the term (thesis §9.6).
-      PreVote: bool
-      /// A leader that has not heard from a majority within ElectionTicksMin steps down (thesis §6.2).
-      CheckQuorum: bool
-      /// Rough byte budget of the in-memory window (as LogView.entrySize counts): the window holds at most
-      /// WindowSize entries and at most this many bytes (but always the newest entry).
-      WindowBytes: int64
-      /// Rough byte budget of the entries a leader has appended in its term and not yet committed: a proposal that
-      /// would go past it is refused with Rejection.Overloaded (one proposal is always accepted when nothing is
-      /// uncommitted, however large). Bounds a leader's memory and log growth while it cannot commit.
-      MaxUncommittedBytes: int64
-      /// Most reads a leader holds waiting (for its first commit or for a heartbeat round), and separately most
-      /// repeated AddServer requests waiting for a change to commit; more are refused with Rejection.Overloaded.
-      MaxWaitingRequests: int }
+    {
+        /// Ticks between heartbeat rounds sent by a leader.
+        HeartbeatTicks: int
+        /// Lower bound of the randomised election timeout, in ticks. Also the leader-stickiness window and the
+        /// CheckQuorum period.
+        ElectionTicksMin: int
+        /// Upper bound (inclusive) of the randomised election timeout, in ticks.
+        ElectionTicksMax: int
+        /// AppendEntries messages a leader keeps outstanding per follower before waiting for replies.
+        MaxInflight: int
+        /// Most entries carried by one AppendEntries.
+        MaxEntriesPerAppend: int
+        /// Rough byte budget of one AppendEntries (at least one entry is always sent).
+        MaxBytesPerAppend: int
+        /// How many recent entries the reducer keeps in memory; older ones are fetched with Effect.LoadEntries.
+        WindowSize: int
+        /// Take a snapshot once this many entries have been applied since the last one.
+        SnapshotThreshold: int64
+        /// Entries kept in storage behind a snapshot, so that slightly slow followers still get entries.
+        CompactionTail: int64
+        /// A learner is promoted to voter once its match index is within this many entries of the commit index.
+        PromotionLag: int64
+        /// Ask for pre-votes before raising the term (thesis §9.6).
+        PreVote: bool
+        /// A leader that has not heard from a majority within ElectionTicksMin steps down (thesis §6.2).
+        CheckQuorum: bool
+        /// Rough byte budget of the in-memory window (as LogView.entrySize counts): the window holds at most
+        /// WindowSize entries and at most this many bytes (but always the newest entry).
+        WindowBytes: int64
+        /// Rough byte budget of the entries a leader has appended in its term and not yet committed: a proposal that
+        /// would go past it is refused with Rejection.Overloaded (one proposal is always accepted when nothing is
+        /// uncommitted, however large). Bounds a leader's memory and log growth while it cannot commit.
+        MaxUncommittedBytes: int64
+        /// Most reads a leader holds waiting (for its first commit or for a heartbeat round), and separately most
+        /// repeated AddServer requests waiting for a change to commit; more are refused with Rejection.Overloaded.
+        MaxWaitingRequests: int
+    }
 
 /// Defaults and sanitising of Options.
 [<RequireQualifiedAccess>]

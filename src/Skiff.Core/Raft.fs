@@ -52,13 +52,10 @@ module Raft =
     /// one-node cluster) campaigns at once.
     let init (start: Start) : State * Effect list =
         let o = Options.sanitise start.Options
-        let snap =
-            start.Snapshot
-            |> Option.defaultValue { Index = 0L; Term = 0L; Configuration = start.Bootstrap }
+        let snap = start.Snapshot |> Option.defaultValue { Index = 0L; Term = 0L; Configuration = start.Bootstrap }
         // The stored log: [firstIndex, lastIndex]. An empty log sits right after the snapshot.
         let lastIndex = max start.LastIndex snap.Index
-        let firstIndex =
-            if start.LastIndex < snap.Index || start.FirstIndex < 1L then snap.Index + 1L else start.FirstIndex
+        let firstIndex = if start.LastIndex < snap.Index || start.FirstIndex < 1L then snap.Index + 1L else start.FirstIndex
         let termFromBoundaries (i: LogIndex) =
             start.TermBoundaries
             |> List.filter (fun (b, _) -> b <= i)
@@ -69,14 +66,15 @@ module Raft =
         // a tail before the snapshot, that term may be unknown: then the first stored entry serves as the base.
         let firstIndex, baseTerm =
             let baseIndex = firstIndex - 1L
-            if baseIndex = snap.Index then firstIndex, snap.Term
-            elif baseIndex = 0L then firstIndex, 0L
+            if baseIndex = snap.Index then
+                firstIndex, snap.Term
+            elif baseIndex = 0L then
+                firstIndex, 0L
             else
                 match termFromBoundaries baseIndex with
                 | Some t -> firstIndex, t
                 | None -> firstIndex + 1L, termFromBoundaries firstIndex |> Option.defaultValue snap.Term
-        let log =
-            LogView.create o.WindowSize o.WindowBytes firstIndex baseTerm lastIndex start.TermBoundaries start.RecentEntries
+        let log = LogView.create o.WindowSize o.WindowBytes firstIndex baseTerm lastIndex start.TermBoundaries start.RecentEntries
         let logConfigs =
             (start.LogConfigurations
              @ (start.RecentEntries
@@ -119,9 +117,7 @@ module Raft =
         let s = s0 |> State.resetElectionTimer
         let cfg = State.configAt log.LastIndex s
         let s = { s with Config = cfg; Voters = cfg.Voters } |> State.emit (Effect.ConfigurationChanged cfg)
-        let s =
-            if cfg.Voters = Set.singleton s.Id then Election.campaign false false s
-            else s
+        let s = if cfg.Voters = Set.singleton s.Id then Election.campaign false false s else s
         let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader))
         { s with Out = [] }, List.rev s.Out
 
@@ -130,13 +126,16 @@ module Raft =
     /// Whether this node would start an election when its timer fires.
     let private tickElection (s: State) : State =
         let s = { s with ElectionElapsed = s.ElectionElapsed + 1 }
-        if s.ElectionElapsed < s.ElectionTimeout then s
-        elif State.canCampaign s then Election.campaign s.Options.PreVote false s
+        if s.ElectionElapsed < s.ElectionTimeout then
+            s
+        elif State.canCampaign s then
+            Election.campaign s.Options.PreVote false s
         // A node that may not campaign (a learner, a removed node) lets its timer stay expired instead of
         // restarting it, as etcd (electionElapsed keeps growing on a non-promotable node): restarting it would
         // renew, every timeout, the lease of a leader it has not heard from since (Election.inLease), so it would
         // refuse the votes of the candidate it needs most of the time.
-        else { s with ElectionElapsed = s.ElectionTimeout }
+        else
+            { s with ElectionElapsed = s.ElectionTimeout }
 
     /// CheckQuorum: a leader that has not heard from a majority of voters within the minimum election timeout
     /// steps down, so that a partitioned leader stops serving and a cluster with a new leader is not disturbed.
@@ -147,14 +146,19 @@ module Raft =
             let voters = s.Voters
             let mutable active = 0
             for v in voters do
-                if v = s.Id
-                   || (match PeerMap.tryFind v lead.Progress with
-                       | Some p -> p.Active
-                       | None -> false) then
+                if
+                    v = s.Id
+                    || (match PeerMap.tryFind v lead.Progress with
+                        | Some p -> p.Active
+                        | None -> false)
+                then
                     active <- active + 1
             let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
             let s = { s with Leading = Some { lead with Progress = reset; QuorumElapsed = 0 } }
-            if s.Options.CheckQuorum && active < State.quorum voters then State.becomeFollower s.Term None s else s
+            if s.Options.CheckQuorum && active < State.quorum voters then
+                State.becomeFollower s.Term None s
+            else
+                s
 
     let private tickLeader (s: State) : State =
         match s.Leading with
@@ -169,7 +173,9 @@ module Raft =
     let private propose (id: RequestId) (command: byte[]) (s: State) : State =
         match s.Role with
         | Role.Leader when Transfer.inProgress s -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
-        | Role.Leader when not (Replication.admits (int64 (LogView.entrySize { Index = 0L; Term = 0L; Payload = Payload.Command command })) s) ->
+        | Role.Leader when
+            not (Replication.admits (int64 (LogView.entrySize { Index = 0L; Term = 0L; Payload = Payload.Command command })) s)
+            ->
             State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | Role.Leader ->
             let entry = Replication.nextEntry (Payload.Command command) s
@@ -178,8 +184,10 @@ module Raft =
 
     /// Term bookkeeping for AppendEntries/Snapshot from a leader of our term or newer: follow it.
     let private followSender (from: NodeId) (term: Term) (s: State) : State =
-        if term > s.Term || s.Role <> Role.Follower || s.Leader <> Some from then State.becomeFollower term (Some from) s
-        else { s with ElectionElapsed = 0 }
+        if term > s.Term || s.Role <> Role.Follower || s.Leader <> Some from then
+            State.becomeFollower term (Some from) s
+        else
+            { s with ElectionElapsed = 0 }
 
     let private stepLeader (from: NodeId) (m: Message) (s: State) : State =
         match m with
@@ -200,7 +208,8 @@ module Raft =
     /// A message from a peer: first the term rules shared by all roles (thesis Figure 3.1), then the role's step.
     let private receive (env: Envelope) (s: State) : State =
         let from = env.From
-        if env.To <> s.Id || from = s.Id then s
+        if env.To <> s.Id || from = s.Id then
+            s
         else
             match env.Message with
             | Message.Vote m -> Election.handleVote from m s
@@ -212,10 +221,13 @@ module Raft =
                         (Message.AppendReply
                             { Term = s.Term; Success = false; MatchIndex = 0L; ConflictIndex = 0L; ConflictTerm = None; Round = m.Round })
                         s
-                else s |> followSender from m.Term |> FollowerReplication.handleAppend from m
+                else
+                    s |> followSender from m.Term |> FollowerReplication.handleAppend from m
             | Message.Snapshot m ->
-                if m.Term < s.Term then State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = 0L }) s
-                else s |> followSender from m.Term |> Snapshots.handleSnapshot from m
+                if m.Term < s.Term then
+                    State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = 0L }) s
+                else
+                    s |> followSender from m.Term |> Snapshots.handleSnapshot from m
             | Message.VoteReply r when r.Term > s.Term && not (r.PreVote && r.Granted) -> State.becomeFollower r.Term None s
             | Message.AppendReply r when r.Term > s.Term -> State.becomeFollower r.Term None s
             | Message.SnapshotReply r when r.Term > s.Term -> State.becomeFollower r.Term None s
@@ -273,5 +285,6 @@ module Raft =
                 | _ -> false
             if s.Role <> role0 || s.Term <> term0 || not leaderSame then
                 State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) s
-            else s
+            else
+                s
         { s with Out = [] }, List.rev s.Out

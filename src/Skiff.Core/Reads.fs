@@ -31,10 +31,12 @@ module Reads =
         let voters = s.Voters
         let mutable acks = 0
         for v in voters do
-            if v = s.Id
-               || (match PeerMap.tryFind v lead.Progress with
-                   | Some pr -> pr.AckRound >= round
-                   | None -> false) then
+            if
+                v = s.Id
+                || (match PeerMap.tryFind v lead.Progress with
+                    | Some pr -> pr.AckRound >= round
+                    | None -> false)
+            then
                 acks <- acks + 1
         not voters.IsEmpty && acks >= State.quorum voters
 
@@ -47,7 +49,8 @@ module Reads =
             let s =
                 if not lead.ReadsAwaitingCommit.IsEmpty && Membership.committedInTerm s then
                     withLead (fun l -> { l with ReadsQueued = l.ReadsQueued @ l.ReadsAwaitingCommit; ReadsAwaitingCommit = [] }) s
-                else s
+                else
+                    s
             let s =
                 match s.Leading with
                 | Some({ ReadsInRound = Some batch } as l) when confirmed batch.Round s l ->
@@ -61,7 +64,6 @@ module Reads =
                 let s = Replication.heartbeat s
                 match s.Leading with
                 | Some l when confirmed l.Round s l -> ready ids s.Commit s
-                | Some l ->
-                    withLead (fun l2 -> { l2 with ReadsInRound = Some { Round = l.Round; Index = s.Commit; Ids = ids } }) s
+                | Some l -> withLead (fun l2 -> { l2 with ReadsInRound = Some { Round = l.Round; Index = s.Commit; Ids = ids } }) s
                 | None -> s
             | _ -> s

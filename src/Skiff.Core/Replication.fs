@@ -22,7 +22,8 @@ module Replication =
     /// Replaces one follower's progress (no-op if the peer is not tracked).
     let setProgress (peer: NodeId) (pr: Progress) (s: State) : State =
         match s.Leading with
-        | Some lead when lead.Progress.ContainsKey peer -> { s with Leading = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
+        | Some lead when lead.Progress.ContainsKey peer ->
+            { s with Leading = Some { lead with Progress = PeerMap.add peer pr lead.Progress } }
         | _ -> s
 
     /// One follower's progress, if this node leads and tracks it.
@@ -72,8 +73,7 @@ module Replication =
         setProgress peer (progressAfterSend pr entries prev) s
 
     /// sendAppend followed by sent, in one copy of the State instead of two (the hot path of every proposal).
-    let private sendAndRecord
-        (peer: NodeId) (pr: Progress) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
+    let private sendAndRecord (peer: NodeId) (pr: Progress) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (s: State) : State =
         match s.Leading with
         | Some lead when lead.Progress.ContainsKey peer ->
             let send = Effect.Send { From = s.Id; To = peer; Message = appendMessage prev prevTerm entries lead.Round s }
@@ -92,7 +92,8 @@ module Replication =
                 || pr.Loading
                 || List.length pr.Inflight >= o.MaxInflight
                 || (pr.Mode = ProgressMode.Probe && not pr.Inflight.IsEmpty)
-            if busy then s
+            if busy then
+                s
             else
                 let next = max 1L (min pr.Next (s.Log.LastIndex + 1L))
                 let prev = next - 1L
@@ -103,7 +104,8 @@ module Replication =
                         // Nothing new: only a probe is worth sending (to learn where the follower stands).
                         if pr.Mode = ProgressMode.Probe then
                             s |> sendAndRecord peer { pr with Next = next } prev prevTerm []
-                        else s
+                        else
+                            s
                     else
                         match LogView.slice next s.Log.LastIndex o.MaxEntriesPerAppend o.MaxBytesPerAppend s.Log with
                         | Some(_ :: _ as entries) ->
@@ -136,8 +138,7 @@ module Replication =
                     | ProgressMode.Probe ->
                         // Retry the probe (it may have been lost); it doubles as the heartbeat.
                         s |> setProgress peer { pr with Inflight = []; Loading = false } |> fill peer
-                    | ProgressMode.Replicate when
-                        not pr.Inflight.IsEmpty && pr.Match = pr.MatchAtHeartbeat && pr.AckRound >= lead.Round ->
+                    | ProgressMode.Replicate when not pr.Inflight.IsEmpty && pr.Match = pr.MatchAtHeartbeat && pr.AckRound >= lead.Round ->
                         // The follower answers heartbeats but no append for a whole heartbeat interval: one was lost
                         // (and with no newer append it would never be rejected). Probe again from its match.
                         let pr = { pr with Mode = ProgressMode.Probe; Next = pr.Match + 1L; Inflight = []; Loading = false }
@@ -145,8 +146,10 @@ module Replication =
                     | _ ->
                         // A lost append would otherwise block a full window (as etcd: free one slot).
                         let pr =
-                            if List.length pr.Inflight >= s.Options.MaxInflight then { pr with Inflight = List.tail pr.Inflight }
-                            else pr
+                            if List.length pr.Inflight >= s.Options.MaxInflight then
+                                { pr with Inflight = List.tail pr.Inflight }
+                            else
+                                pr
                         let pr = { pr with MatchAtHeartbeat = pr.Match }
                         let prev, prevTerm =
                             match LogView.termAt pr.Match s.Log with
@@ -178,8 +181,7 @@ module Replication =
         | None -> false
 
     /// Next entry index and this term, for building new entries.
-    let nextEntry (payload: Payload) (s: State) : Entry =
-        { Index = s.Log.LastIndex + 1L; Term = s.Term; Payload = payload }
+    let nextEntry (payload: Payload) (s: State) : Entry = { Index = s.Log.LastIndex + 1L; Term = s.Term; Payload = payload }
 
     // ---- Leader side ---------------------------------------------------------------------------------------
 
@@ -215,14 +217,16 @@ module Replication =
                         | ProgressMode.Probe
                         | ProgressMode.Snapshot -> { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                         | ProgressMode.Replicate -> pr
-                    else pr
+                    else
+                        pr
                 let pr =
                     match pr.Mode with
                     | ProgressMode.Probe when matched >= pr.Next - 1L ->
                         { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                     | _ -> { pr with Inflight = pr.Inflight |> List.filter (fun i -> i > matched) }
                 s |> setProgress from pr |> fill from
-            elif staleRejection pr m then setProgress from pr s
+            elif staleRejection pr m then
+                setProgress from pr s
             else
                 let next =
                     match m.ConflictTerm with
@@ -232,9 +236,7 @@ module Replication =
                         | None -> m.ConflictIndex
                     | None -> m.ConflictIndex
                 let next = next |> min (s.Log.LastIndex + 1L) |> max (pr.Match + 1L)
-                s
-                |> setProgress from { pr with Mode = ProgressMode.Probe; Next = next; Inflight = []; Loading = false }
-                |> fill from
+                s |> setProgress from { pr with Mode = ProgressMode.Probe; Next = next; Inflight = []; Loading = false } |> fill from
 
     /// Entries loaded from storage for a follower: send them, or fall back to a snapshot if they are gone.
     let entriesLoadedFor (peer: NodeId) (entries: Entry list) (s: State) : State =
@@ -268,14 +270,16 @@ module Replication =
         | None -> s
         | Some lead ->
             let voters = s.Voters
-            if voters.IsEmpty then s
+            if voters.IsEmpty then
+                s
             else
                 // A plain array and an in-place sort of it (no Seq pipeline on every leader step).
                 let matches = Array.zeroCreate<LogIndex> voters.Count
                 let mutable k = 0
                 for v in voters do
                     matches[k] <-
-                        if v = s.Id then s.Log.Persisted
+                        if v = s.Id then
+                            s.Log.Persisted
                         else
                             match PeerMap.tryFind v lead.Progress with
                             | Some p -> p.Match
@@ -289,7 +293,8 @@ module Replication =
                     // the window cannot be measured: then the count stays high until everything is committed,
                     // when it is exactly zero again (so an overestimate heals as soon as the leader catches up).
                     let uncommitted =
-                        if n >= s.Log.LastIndex then 0L
+                        if n >= s.Log.LastIndex then
+                            0L
                         else
                             let mutable u = lead.Uncommitted
                             let mutable i = s.Commit + 1L
@@ -309,14 +314,17 @@ module Replication =
                                 match LogView.termAt pr.Match s.Log with
                                 | Some t -> sendAppend peer pr.Match t [] s
                                 | None -> s
-                            else s)
+                            else
+                                s)
                         s
-                else s
+                else
+                    s
 
     /// Hands committed, locally persisted entries to the state machine, loading them if they left the window.
     let rec apply (s: State) : State =
         let upTo = min s.Commit s.Log.Persisted
-        if upTo <= s.Applied || s.ApplyLoading then s
+        if upTo <= s.Applied || s.ApplyLoading then
+            s
         else
             let from = s.Applied + 1L
             if from < s.Log.WindowStart then
@@ -331,7 +339,8 @@ module Replication =
 
     /// Entries loaded for applying: apply the valid contiguous prefix, then continue.
     let entriesLoadedForApply (entries: Entry list) (s: State) : State =
-        if not s.ApplyLoading then s
+        if not s.ApplyLoading then
+            s
         else
             let s = { s with ApplyLoading = false }
             let upTo = min s.Commit s.Log.Persisted

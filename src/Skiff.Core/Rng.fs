@@ -14,7 +14,8 @@ module Rng =
 
     /// Returns an int in [lo, hi] (inclusive) and the next generator state. If hi < lo, returns lo.
     let range (lo: int) (hi: int) (state: uint64) : int * uint64 =
-        if hi <= lo then lo, snd (next state)
+        if hi <= lo then
+            lo, snd (next state)
         else
             let v, s = next state
             let span = uint64 (hi - lo + 1)

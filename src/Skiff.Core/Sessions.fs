@@ -13,31 +13,37 @@ open System.Buffers.Binary
 
 /// A request's result, kept so that a retry gets the same answer.
 type Recorded =
-    { /// What the request did when it was applied.
-      Result: CommandResult
-      /// The log index it was applied at.
-      Index: int64 }
+    {
+        /// What the request did when it was applied.
+        Result: CommandResult
+        /// The log index it was applied at.
+        Index: int64
+    }
 
 /// One client session.
 type Session =
-    { /// The log index of the entry that opened the session.
-      Id: int64
-      /// The session expires after this many milliseconds of log time without a request.
-      TimeoutMs: int64
-      /// The log time of the session's latest request.
-      LastActive: int64
-      /// Requests numbered below this were answered (or their results dropped): their results are forgotten, and
-      /// a request numbered below it is never applied.
-      Floor: int64
-      /// Results of the requests numbered at or above `Floor` that were applied.
-      Results: Map<int64, Recorded> }
+    {
+        /// The log index of the entry that opened the session.
+        Id: int64
+        /// The session expires after this many milliseconds of log time without a request.
+        TimeoutMs: int64
+        /// The log time of the session's latest request.
+        LastActive: int64
+        /// Requests numbered below this were answered (or their results dropped): their results are forgotten, and
+        /// a request numbered below it is never applied.
+        Floor: int64
+        /// Results of the requests numbered at or above `Floor` that were applied.
+        Results: Map<int64, Recorded>
+    }
 
 /// The state machine's sessions.
 type Table =
-    { /// The log's clock: the largest leader time (Unix milliseconds) of any applied session command.
-      Clock: int64
-      /// Live sessions (and expired ones not yet swept: `isExpired` decides, not presence).
-      Sessions: Map<int64, Session> }
+    {
+        /// The log's clock: the largest leader time (Unix milliseconds) of any applied session command.
+        Clock: int64
+        /// Live sessions (and expired ones not yet swept: `isExpired` decides, not presence).
+        Sessions: Map<int64, Session>
+    }
 
 /// A change to the table that a durable state machine must persist.
 [<RequireQualifiedAccess>]
@@ -64,19 +70,23 @@ let MinTimeoutMs, MaxTimeoutMs = 1_000L, 7L * 24L * 3600L * 1000L
 let isExpired (clock: int64) (session: Session) = clock - session.LastActive > session.TimeoutMs
 
 let private removeExpired (table: Table) : Table * Touched list =
-    let expired = table.Sessions |> Seq.filter (fun kv -> isExpired table.Clock kv.Value) |> Seq.map (fun kv -> kv.Key) |> List.ofSeq
-    { table with Sessions = List.fold (fun m id -> Map.remove id m) table.Sessions expired },
-    expired |> List.map Touched.Removed
+    let expired =
+        table.Sessions |> Seq.filter (fun kv -> isExpired table.Clock kv.Value) |> Seq.map (fun kv -> kv.Key) |> List.ofSeq
+    { table with Sessions = List.fold (fun m id -> Map.remove id m) table.Sessions expired }, expired |> List.map Touched.Removed
 
 let private evictOverCap (table: Table) : Table * Touched list =
     let over = table.Sessions.Count - (MaxSessions - 1)
-    if over <= 0 then table, []
+    if over <= 0 then
+        table, []
     else
         let victims =
-            table.Sessions |> Seq.map (fun kv -> kv.Value) |> Seq.sortBy (fun s -> s.LastActive, s.Id) |> Seq.truncate over
-            |> Seq.map (fun s -> s.Id) |> List.ofSeq
-        { table with Sessions = List.fold (fun m id -> Map.remove id m) table.Sessions victims },
-        victims |> List.map Touched.Removed
+            table.Sessions
+            |> Seq.map (fun kv -> kv.Value)
+            |> Seq.sortBy (fun s -> s.LastActive, s.Id)
+            |> Seq.truncate over
+            |> Seq.map (fun s -> s.Id)
+            |> List.ofSeq
+        { table with Sessions = List.fold (fun m id -> Map.remove id m) table.Sessions victims }, victims |> List.map Touched.Removed
 
 /// Forgets the results the client has acknowledged, and the oldest ones past the cap. Results are kept sorted, so
 /// only the smallest few are looked at: a write costs O(log n), whatever the number of writes in flight.
@@ -92,8 +102,10 @@ let private trim (acknowledged: int64) (session: Session) : Session =
         let oldest = Map.minKeyValue results |> fst
         results <- Map.remove oldest results
         floor <- oldest + 1L
-    if floor = session.Floor && obj.ReferenceEquals(results, session.Results) then session
-    else { session with Floor = floor; Results = results }
+    if floor = session.Floor && obj.ReferenceEquals(results, session.Results) then
+        session
+    else
+        { session with Floor = floor; Results = results }
 
 /// Applies one log command at `index` through the session layer. `applyData` applies a key-value command to the
 /// data; it is called at most once, and only when the command must take effect now. Returns what the proposing
@@ -105,12 +117,7 @@ let apply (applyData: Command -> CommandResult) (table: Table) (index: int64) (c
     | LogCommand.OpenSession(time, timeoutMs) ->
         let swept, expired = removeExpired (tick time)
         let room, evicted = evictOverCap swept
-        let session =
-            { Id = index
-              TimeoutMs = max 1L timeoutMs
-              LastActive = room.Clock
-              Floor = 1L
-              Results = Map.empty }
+        let session = { Id = index; TimeoutMs = max 1L timeoutMs; LastActive = room.Clock; Floor = 1L; Results = Map.empty }
         LogResult.SessionOpened index,
         { room with Sessions = Map.add index session room.Sessions },
         expired @ evicted @ [ Touched.Saved session ]
@@ -118,7 +125,8 @@ let apply (applyData: Command -> CommandResult) (table: Table) (index: int64) (c
         let t = tick time
         if Map.containsKey id t.Sessions then
             LogResult.SessionClosed, { t with Sessions = Map.remove id t.Sessions }, [ Touched.Removed id ]
-        else LogResult.SessionClosed, t, []
+        else
+            LogResult.SessionClosed, t, []
     | LogCommand.InSession(stamp, c) ->
         let t = tick stamp.Time
         match Map.tryFind stamp.Session t.Sessions with
@@ -128,7 +136,8 @@ let apply (applyData: Command -> CommandResult) (table: Table) (index: int64) (c
         | Some s ->
             let s = trim stamp.Acknowledged { s with LastActive = max s.LastActive t.Clock }
             let outcome, s =
-                if stamp.Sequence < s.Floor then LogResult.ResultDiscarded, s
+                if stamp.Sequence < s.Floor then
+                    LogResult.ResultDiscarded, s
                 else
                     match Map.tryFind stamp.Sequence s.Results with
                     | Some r -> LogResult.Repeated(r.Result, r.Index), s
@@ -156,7 +165,7 @@ let private resultTag (r: CommandResult) =
 /// Encodes a session: `[id][timeout][last active][floor][i32 count]` then `[sequence][index][u8 result]` per
 /// result, little-endian.
 let encode (s: Session) : byte[] =
-    let buffer = Array.zeroCreate<byte> (36 + 17 * s.Results.Count)
+    let buffer = Array.zeroCreate<byte>(36 + 17 * s.Results.Count)
     let span = buffer.AsSpan()
     BinaryPrimitives.WriteInt64LittleEndian(span, s.Id)
     BinaryPrimitives.WriteInt64LittleEndian(span.Slice 8, s.TimeoutMs)
@@ -173,10 +182,12 @@ let encode (s: Session) : byte[] =
 
 /// Decodes what `encode` wrote; `Error` for anything else.
 let decode (bytes: ReadOnlySpan<byte>) : Result<Session, string> =
-    if bytes.Length < 36 then Error "session record shorter than its header"
+    if bytes.Length < 36 then
+        Error "session record shorter than its header"
     else
         let count = BinaryPrimitives.ReadInt32LittleEndian(bytes.Slice 32)
-        if count < 0 || bytes.Length <> 36 + 17 * count then Error "bad session record length"
+        if count < 0 || bytes.Length <> 36 + 17 * count then
+            Error "bad session record length"
         else
             let mutable results = Map.empty
             let mutable bad = false
@@ -195,7 +206,8 @@ let decode (bytes: ReadOnlySpan<byte>) : Result<Session, string> =
                         (BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice at))
                         { Result = result; Index = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice(at + 8)) }
                         results
-            if bad then Error "unknown result tag in session record"
+            if bad then
+                Error "unknown result tag in session record"
             else
                 Ok
                     { Id = BinaryPrimitives.ReadInt64LittleEndian bytes

@@ -14,14 +14,16 @@ module Snapshots =
                 let meta = { Index = s.Applied; Term = term; Configuration = State.configAt s.Applied s }
                 { s with Snapshotting = true } |> State.emit (Effect.TakeSnapshot meta)
             | None -> s
-        else s
+        else
+            s
 
     /// Event.SnapshotTaken: adopt it as the latest snapshot and compact the log behind it, keeping a tail. The
     /// term and configuration are looked up again rather than taken from the event: an interpreter's answer is
     /// not trusted beyond its index.
     let taken (meta: SnapshotMeta) (s: State) : State =
         let s = { s with Snapshotting = false }
-        if meta.Index <= s.Snapshot.Index || meta.Index > s.Applied then s
+        if meta.Index <= s.Snapshot.Index || meta.Index > s.Applied then
+            s
         else
             match LogView.termAt meta.Index s.Log with
             | None -> s
@@ -35,7 +37,8 @@ module Snapshots =
                 let s =
                     if upTo >= s.Log.FirstIndex then
                         { s with Log = LogView.compact upTo s.Log } |> State.emit (Effect.CompactLog upTo)
-                    else s
+                    else
+                        s
                 // Followers that waited for this snapshot (see Replication.sendSnapshot) can get it now.
                 Replication.broadcast s
 
@@ -43,8 +46,7 @@ module Snapshots =
     let handleSnapshot (from: NodeId) (m: SnapshotRequest) (s: State) : State =
         let meta = m.Meta
         let reply (index: LogIndex) (s: State) =
-            { s with Acked = max s.Acked index }
-            |> State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index })
+            { s with Acked = max s.Acked index } |> State.send from (Message.SnapshotReply { Term = s.Term; MatchIndex = index })
         let install () =
             let s =
                 { s with
@@ -56,10 +58,7 @@ module Snapshots =
                     Configs = [ meta.Index, meta.Configuration ]
                     LeaderMatch = meta.Index
                     InstallPending = Some meta.Index }
-            s
-            |> State.emit (Effect.InstallSnapshot(m.Staged, meta))
-            |> State.refreshConfig
-            |> reply meta.Index
+            s |> State.emit (Effect.InstallSnapshot(m.Staged, meta)) |> State.refreshConfig |> reply meta.Index
         // While an earlier install may not be durable yet, nothing can be claimed from memory; a repeated offer
         // (the leader retries when our reply is lost) is installed again from its freshly staged data, so that
         // the reply can follow an InstallSnapshot in its own list. Not if entries after it have since committed
@@ -71,8 +70,10 @@ module Snapshots =
             | None -> false
         // A nonsensical offer (negative or absurdly large index, a term from the future) is dropped: adopting
         // it would wreck the log view's arithmetic.
-        if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then s
-        elif reinstall then install ()
+        if meta.Index <= 0L || meta.Index >= System.Int64.MaxValue / 4L || meta.Term < 0L || meta.Term > m.Term then
+            s
+        elif reinstall then
+            install ()
         elif meta.Index <= s.Commit then
             // Claim only what is durable (see FollowerReplication.handleAppend); Persisted acknowledges the rest.
             let s, claimed = State.claim s.Commit { s with LeaderMatch = max s.LeaderMatch s.Commit }
@@ -81,7 +82,8 @@ module Snapshots =
             // We already hold everything it covers; it is committed, so just move the commit index.
             let s, claimed = State.claim meta.Index { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
             reply claimed s
-        else install ()
+        else
+            install ()
 
     /// The leader hears how a snapshot went: resume replication after it, or probe again if it was refused.
     let handleSnapshotReply (from: NodeId) (m: SnapshotReply) (s: State) : State =
@@ -93,7 +95,8 @@ module Snapshots =
                 if m.MatchIndex > 0L && m.MatchIndex <= s.Log.LastIndex then
                     let matched = max pr.Match m.MatchIndex
                     { pr with Match = matched; Next = matched + 1L; Mode = ProgressMode.Replicate; Inflight = [] }
-                else { pr with Mode = ProgressMode.Probe; Inflight = [] }
+                else
+                    { pr with Mode = ProgressMode.Probe; Inflight = [] }
             s |> Replication.setProgress from pr |> Replication.fill from
 
     /// Counts a tick for followers waiting on a snapshot; after an election timeout, assume it was lost and probe.
@@ -105,8 +108,10 @@ module Snapshots =
             |> PeerMap.toList
             |> List.fold
                 (fun s (peer, pr) ->
-                    if pr.Mode <> ProgressMode.Snapshot then s
+                    if pr.Mode <> ProgressMode.Snapshot then
+                        s
                     elif pr.SnapshotTicks + 1 >= s.Options.ElectionTicksMax then
                         Replication.setProgress peer { pr with Mode = ProgressMode.Probe; SnapshotTicks = 0; Inflight = [] } s
-                    else Replication.setProgress peer { pr with SnapshotTicks = pr.SnapshotTicks + 1 } s)
+                    else
+                        Replication.setProgress peer { pr with SnapshotTicks = pr.SnapshotTicks + 1 } s)
                 s

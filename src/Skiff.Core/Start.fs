@@ -2,52 +2,56 @@ namespace Skiff.Core
 
 /// Everything the reducer needs to start (or restart) a node, read by the interpreter from its storage.
 type Start =
-    { /// This node's id.
-      Id: NodeId
-      /// Tunables.
-      Options: Options
-      /// Seed of the node's random generator (election timeouts). Give every node a different one.
-      Seed: uint64
-      /// The durable term and vote.
-      HardState: HardState
-      /// The latest durable snapshot, if any.
-      Snapshot: SnapshotMeta option
-      /// First index held in the stored log (usually the snapshot index + 1, less if a tail was kept).
-      FirstIndex: LogIndex
-      /// Index of the last stored entry.
-      LastIndex: LogIndex
-      /// First index of every term present in the stored log; the term of FirstIndex - 1 must be derivable
-      /// (it is the snapshot's, or 0 for an empty log, or given here).
-      TermBoundaries: (LogIndex * Term) list
-      /// The most recent stored entries (any number; a contiguous run ending at LastIndex is kept in memory).
-      RecentEntries: Entry list
-      /// Configuration entries of the stored log after the snapshot that are not among RecentEntries.
-      LogConfigurations: (LogIndex * Configuration) list
-      /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
-      Applied: LogIndex
-      /// The configuration before any log or snapshot: for the first node of a new cluster, itself as the
-      /// single voter; for a node that will join an existing cluster, Configuration.Empty.
-      Bootstrap: Configuration }
+    {
+        /// This node's id.
+        Id: NodeId
+        /// Tunables.
+        Options: Options
+        /// Seed of the node's random generator (election timeouts). Give every node a different one.
+        Seed: uint64
+        /// The durable term and vote.
+        HardState: HardState
+        /// The latest durable snapshot, if any.
+        Snapshot: SnapshotMeta option
+        /// First index held in the stored log (usually the snapshot index + 1, less if a tail was kept).
+        FirstIndex: LogIndex
+        /// Index of the last stored entry.
+        LastIndex: LogIndex
+        /// First index of every term present in the stored log; the term of FirstIndex - 1 must be derivable
+        /// (it is the snapshot's, or 0 for an empty log, or given here).
+        TermBoundaries: (LogIndex * Term) list
+        /// The most recent stored entries (any number; a contiguous run ending at LastIndex is kept in memory).
+        RecentEntries: Entry list
+        /// Configuration entries of the stored log after the snapshot that are not among RecentEntries.
+        LogConfigurations: (LogIndex * Configuration) list
+        /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
+        Applied: LogIndex
+        /// The configuration before any log or snapshot: for the first node of a new cluster, itself as the
+        /// single voter; for a node that will join an existing cluster, Configuration.Empty.
+        Bootstrap: Configuration
+    }
 
 /// What a node's storage holds when it starts, as the interpreter reads it: the input of Start.ofStore.
 type Stored =
-    { /// The durable term and vote.
-      HardState: HardState
-      /// The latest durable snapshot, if any.
-      Snapshot: SnapshotMeta option
-      /// The stored log entries, ascending and contiguous. They may begin before the snapshot index when storage
-      /// keeps a tail behind the snapshot (for followers slightly behind).
-      Entries: Entry list
-      /// The index just before the first of Entries (the compaction point; the snapshot index if the log was
-      /// reset to it; 0 for a log never compacted) ...
-      BaseIndex: LogIndex
-      /// ... and the term of the entry there. The entries alone cannot tell it, and when a tail is kept behind the
-      /// snapshot it is not the snapshot's term either.
-      BaseTerm: Term
-      /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
-      Applied: LogIndex
-      /// The configuration before any log or snapshot (see Start.Bootstrap).
-      Bootstrap: Configuration }
+    {
+        /// The durable term and vote.
+        HardState: HardState
+        /// The latest durable snapshot, if any.
+        Snapshot: SnapshotMeta option
+        /// The stored log entries, ascending and contiguous. They may begin before the snapshot index when storage
+        /// keeps a tail behind the snapshot (for followers slightly behind).
+        Entries: Entry list
+        /// The index just before the first of Entries (the compaction point; the snapshot index if the log was
+        /// reset to it; 0 for a log never compacted) ...
+        BaseIndex: LogIndex
+        /// ... and the term of the entry there. The entries alone cannot tell it, and when a tail is kept behind the
+        /// snapshot it is not the snapshot's term either.
+        BaseTerm: Term
+        /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
+        Applied: LogIndex
+        /// The configuration before any log or snapshot (see Start.Bootstrap).
+        Bootstrap: Configuration
+    }
 
 /// Helpers to build a Start.
 [<RequireQualifiedAccess>]

@@ -12,25 +12,27 @@ type ProgressMode =
 
 /// A leader's knowledge of one follower (voter or learner).
 type Progress =
-    { /// Highest index known to be replicated on the follower.
-      Match: LogIndex
-      /// Next index to send.
-      Next: LogIndex
-      /// Replication mode.
-      Mode: ProgressMode
-      /// Last index carried by each outstanding AppendEntries, oldest first; bounded by Options.MaxInflight.
-      Inflight: LogIndex list
-      /// Highest Round the follower has echoed in this term.
-      AckRound: int64
-      /// Heard from in the current CheckQuorum period.
-      Active: bool
-      /// Entries for this follower are being loaded from storage.
-      Loading: bool
-      /// Ticks since a snapshot was sent (to retry a lost one).
-      SnapshotTicks: int
-      /// Match at the previous heartbeat: if it has not moved while appends are outstanding and the follower
-      /// answers heartbeats, an append was lost and the leader falls back to probing.
-      MatchAtHeartbeat: LogIndex }
+    {
+        /// Highest index known to be replicated on the follower.
+        Match: LogIndex
+        /// Next index to send.
+        Next: LogIndex
+        /// Replication mode.
+        Mode: ProgressMode
+        /// Last index carried by each outstanding AppendEntries, oldest first; bounded by Options.MaxInflight.
+        Inflight: LogIndex list
+        /// Highest Round the follower has echoed in this term.
+        AckRound: int64
+        /// Heard from in the current CheckQuorum period.
+        Active: bool
+        /// Entries for this follower are being loaded from storage.
+        Loading: bool
+        /// Ticks since a snapshot was sent (to retry a lost one).
+        SnapshotTicks: int
+        /// Match at the previous heartbeat: if it has not moved while appends are outstanding and the follower
+        /// answers heartbeats, an append was lost and the leader falls back to probing.
+        MatchAtHeartbeat: LogIndex
+    }
 
 /// A small immutable map from peer id to a value, for the leader's per-follower progress: sorted parallel arrays,
 /// so lookups compare Guids with Guid.CompareTo (F#'s Map compares non-primitive keys through the generic
@@ -94,8 +96,7 @@ module PeerMap =
                 vs.Add m.Values[i]
         if ks.Count = m.Count then m else PeerMap(ks.ToArray(), vs.ToArray())
 
-    let map (f: NodeId -> 'V -> 'W) (m: PeerMap<'V>) : PeerMap<'W> =
-        PeerMap(m.Keys, Array.init m.Count (fun i -> f m.Keys[i] m.Values[i]))
+    let map (f: NodeId -> 'V -> 'W) (m: PeerMap<'V>) : PeerMap<'W> = PeerMap(m.Keys, Array.init m.Count (fun i -> f m.Keys[i] m.Values[i]))
 
     /// Folds in ascending id order.
     let fold (f: 'S -> NodeId -> 'V -> 'S) (state: 'S) (m: PeerMap<'V>) : 'S =
@@ -108,110 +109,118 @@ module PeerMap =
 
 /// A batch of reads waiting for a heartbeat round to be confirmed by a majority.
 type PendingReads =
-    { /// The round whose acknowledgements confirm these reads.
-      Round: int64
-      /// The read index (the commit index when the reads were registered).
-      Index: LogIndex
-      /// The requests, newest first.
-      Ids: RequestId list }
+    {
+        /// The round whose acknowledgements confirm these reads.
+        Round: int64
+        /// The read index (the commit index when the reads were registered).
+        Index: LogIndex
+        /// The requests, newest first.
+        Ids: RequestId list
+    }
 
 /// A leadership transfer in progress.
 type PendingTransfer =
-    { /// The request to complete.
-      Id: RequestId
-      /// The voter that should take over.
-      Target: NodeId
-      /// Ticks since the transfer started, and again since TimeoutNow was sent; it is abandoned after an election
-      /// timeout of either.
-      Elapsed: int
-      /// TimeoutNow has been sent.
-      TimeoutSent: bool }
+    {
+        /// The request to complete.
+        Id: RequestId
+        /// The voter that should take over.
+        Target: NodeId
+        /// Ticks since the transfer started, and again since TimeoutNow was sent; it is abandoned after an election
+        /// timeout of either.
+        Elapsed: int
+        /// TimeoutNow has been sent.
+        TimeoutSent: bool
+    }
 
 /// What only a leader keeps.
 type LeaderState =
-    { /// Replication progress of every other member.
-      Progress: PeerMap<Progress>
-      /// Round counter carried in every AppendEntries of this term.
-      Round: int64
-      /// Ticks since the last heartbeat round.
-      HeartbeatElapsed: int
-      /// Ticks since the last CheckQuorum.
-      QuorumElapsed: int
-      /// Reads received before an entry of this term committed, newest first.
-      ReadsAwaitingCommit: RequestId list
-      /// The batch of reads whose round is outstanding.
-      ReadsInRound: PendingReads option
-      /// Reads that arrived while a round was outstanding (or are ready to go out); they go with the next round.
-      /// Newest first.
-      ReadsQueued: RequestId list
-      /// A leadership transfer in progress.
-      Transfer: PendingTransfer option
-      /// The membership change being committed: its request id (if a client asked for it) and log index.
-      ConfigRequest: (RequestId option * LogIndex) option
-      /// Idempotent AddServer requests that complete once the pending change commits.
-      ConfigWaiters: RequestId list
-      /// Reads held in ReadsAwaitingCommit, ReadsInRound and ReadsQueued (bounded by Options.MaxWaitingRequests).
-      ReadsWaiting: int
-      /// Rough size (LogView.entrySize) of the entries appended in this term and not yet committed, bounded by
-      /// Options.MaxUncommittedBytes. An overestimate at worst (see Replication.maybeCommit), never below.
-      Uncommitted: int64 }
+    {
+        /// Replication progress of every other member.
+        Progress: PeerMap<Progress>
+        /// Round counter carried in every AppendEntries of this term.
+        Round: int64
+        /// Ticks since the last heartbeat round.
+        HeartbeatElapsed: int
+        /// Ticks since the last CheckQuorum.
+        QuorumElapsed: int
+        /// Reads received before an entry of this term committed, newest first.
+        ReadsAwaitingCommit: RequestId list
+        /// The batch of reads whose round is outstanding.
+        ReadsInRound: PendingReads option
+        /// Reads that arrived while a round was outstanding (or are ready to go out); they go with the next round.
+        /// Newest first.
+        ReadsQueued: RequestId list
+        /// A leadership transfer in progress.
+        Transfer: PendingTransfer option
+        /// The membership change being committed: its request id (if a client asked for it) and log index.
+        ConfigRequest: (RequestId option * LogIndex) option
+        /// Idempotent AddServer requests that complete once the pending change commits.
+        ConfigWaiters: RequestId list
+        /// Reads held in ReadsAwaitingCommit, ReadsInRound and ReadsQueued (bounded by Options.MaxWaitingRequests).
+        ReadsWaiting: int
+        /// Rough size (LogView.entrySize) of the entries appended in this term and not yet committed, bounded by
+        /// Options.MaxUncommittedBytes. An overestimate at worst (see Replication.maybeCommit), never below.
+        Uncommitted: int64
+    }
 
 /// The whole state of one node's reducer. Plain immutable data; `Out` collects the effects of the current step.
 type State =
-    { /// This node's id.
-      Id: NodeId
-      /// Sanitised tunables.
-      Options: Options
-      /// Random generator state (SplitMix64).
-      Rng: uint64
-      /// Current term (durable).
-      Term: Term
-      /// Vote in the current term (durable).
-      VotedFor: NodeId option
-      /// Current role.
-      Role: Role
-      /// The leader of the current term, if known.
-      Leader: NodeId option
-      /// The log view.
-      Log: LogView
-      /// Highest index known committed.
-      Commit: LogIndex
-      /// Highest index handed to the state machine with Effect.Apply.
-      Applied: LogIndex
-      /// Entries to apply are being loaded from storage.
-      ApplyLoading: bool
-      /// The latest snapshot (Index 0 when there is none).
-      Snapshot: SnapshotMeta
-      /// A TakeSnapshot is outstanding.
-      Snapshotting: bool
-      /// Configurations by the index of their entry, newest first; the oldest is the snapshot's or bootstrap's.
-      Configs: (LogIndex * Configuration) list
-      /// The configuration in force (the newest in Configs), cached.
-      Config: Configuration
-      /// Its voters, cached (computed on every quorum question otherwise).
-      Voters: Set<NodeId>
-      /// Ticks since the election timer was reset.
-      ElectionElapsed: int
-      /// The randomised election timeout for the current wait.
-      ElectionTimeout: int
-      /// (Pre-)votes received in the current campaign.
-      Votes: Map<NodeId, bool>
-      /// The current campaign follows a TimeoutNow (voters ignore leader stickiness).
-      CampaignTransfer: bool
-      /// Follower: highest index known to match the current leader's log (from successful appends this term).
-      LeaderMatch: LogIndex
-      /// Follower: highest match index claimed to the current leader; a later Persisted acknowledges more.
-      Acked: LogIndex
-      /// Follower: the last Round seen from the current leader, echoed in acknowledgements sent on Persisted.
-      LastRound: int64
-      /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
-      /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
-      InstallPending: LogIndex option
-      /// What this node keeps while it is leading (progress of each follower, rounds, waiting reads and changes);
-      /// None on followers and candidates. Not to be confused with `Leader`, the leader this node knows.
-      Leading: LeaderState option
-      /// Effects of the current step, newest first.
-      Out: Effect list }
+    {
+        /// This node's id.
+        Id: NodeId
+        /// Sanitised tunables.
+        Options: Options
+        /// Random generator state (SplitMix64).
+        Rng: uint64
+        /// Current term (durable).
+        Term: Term
+        /// Vote in the current term (durable).
+        VotedFor: NodeId option
+        /// Current role.
+        Role: Role
+        /// The leader of the current term, if known.
+        Leader: NodeId option
+        /// The log view.
+        Log: LogView
+        /// Highest index known committed.
+        Commit: LogIndex
+        /// Highest index handed to the state machine with Effect.Apply.
+        Applied: LogIndex
+        /// Entries to apply are being loaded from storage.
+        ApplyLoading: bool
+        /// The latest snapshot (Index 0 when there is none).
+        Snapshot: SnapshotMeta
+        /// A TakeSnapshot is outstanding.
+        Snapshotting: bool
+        /// Configurations by the index of their entry, newest first; the oldest is the snapshot's or bootstrap's.
+        Configs: (LogIndex * Configuration) list
+        /// The configuration in force (the newest in Configs), cached.
+        Config: Configuration
+        /// Its voters, cached (computed on every quorum question otherwise).
+        Voters: Set<NodeId>
+        /// Ticks since the election timer was reset.
+        ElectionElapsed: int
+        /// The randomised election timeout for the current wait.
+        ElectionTimeout: int
+        /// (Pre-)votes received in the current campaign.
+        Votes: Map<NodeId, bool>
+        /// The current campaign follows a TimeoutNow (voters ignore leader stickiness).
+        CampaignTransfer: bool
+        /// Follower: highest index known to match the current leader's log (from successful appends this term).
+        LeaderMatch: LogIndex
+        /// Follower: highest match index claimed to the current leader; a later Persisted acknowledges more.
+        Acked: LogIndex
+        /// Follower: the last Round seen from the current leader, echoed in acknowledgements sent on Persisted.
+        LastRound: int64
+        /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
+        /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
+        InstallPending: LogIndex option
+        /// What this node keeps while it is leading (progress of each follower, rounds, waiting reads and changes);
+        /// None on followers and candidates. Not to be confused with `Leader`, the leader this node knows.
+        Leading: LeaderState option
+        /// Effects of the current step, newest first.
+        Out: Effect list
+    }
 
 /// Basic operations on State shared by the role modules.
 [<RequireQualifiedAccess>]
@@ -220,8 +229,7 @@ module State =
     let emit (e: Effect) (s: State) : State = { s with Out = e :: s.Out }
 
     /// Sends a message to a peer.
-    let send (toNode: NodeId) (m: Message) (s: State) : State =
-        emit (Effect.Send { From = s.Id; To = toNode; Message = m }) s
+    let send (toNode: NodeId) (m: Message) (s: State) : State = emit (Effect.Send { From = s.Id; To = toNode; Message = m }) s
 
     /// The configuration in force at index `i` (the newest configuration entry at or before it).
     let configAt (i: LogIndex) (s: State) : Configuration =
@@ -250,8 +258,7 @@ module State =
     /// latter lets a node whose uncommitted configuration removes it still stand for election (as etcd, which
     /// applies configurations at commit): otherwise a cluster could stall when the only up-to-date log belongs
     /// to a node being removed, and the removal could never commit.
-    let canCampaign (s: State) : bool =
-        isVoterIn s.Id s.Config || isVoterIn s.Id (configAt s.Commit s)
+    let canCampaign (s: State) : bool = isVoterIn s.Id s.Config || isVoterIn s.Id (configAt s.Commit s)
 
     /// The highest index this node may claim in a Send that has no persistence effect before it in its list:
     /// what is durable, and nothing while an installed snapshot may not be.
@@ -272,8 +279,10 @@ module State =
         | None -> s, min upTo s.Log.Persisted
         | Some _ ->
             let c = min upTo s.Log.Persisted
-            if c <= 0L then s, 0L
-            else emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s, c
+            if c <= 0L then
+                s, 0L
+            else
+                emit (Effect.PersistHardState { Term = s.Term; VotedFor = s.VotedFor }) s, c
 
     /// Majority size for a set of voters.
     let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1
@@ -285,10 +294,10 @@ module State =
 
     /// Records a new term and/or vote and asks for it to be made durable before anything later in this step.
     let setHardState (term: Term) (votedFor: NodeId option) (s: State) : State =
-        if term = s.Term && votedFor = s.VotedFor then s
+        if term = s.Term && votedFor = s.VotedFor then
+            s
         else
-            { s with Term = term; VotedFor = votedFor }
-            |> emit (Effect.PersistHardState { Term = term; VotedFor = votedFor })
+            { s with Term = term; VotedFor = votedFor } |> emit (Effect.PersistHardState { Term = term; VotedFor = votedFor })
 
     /// A fresh progress entry for a follower: probe from just past the leader's log.
     let newProgress (s: State) : Progress =
@@ -314,8 +323,10 @@ module State =
     let refreshConfig (s: State) : State =
         let cfg = configAt s.Log.LastIndex s
         let s =
-            if cfg = s.Config then s
-            else { s with Config = cfg; Voters = cfg.Voters } |> emit (Effect.ConfigurationChanged cfg)
+            if cfg = s.Config then
+                s
+            else
+                { s with Config = cfg; Voters = cfg.Voters } |> emit (Effect.ConfigurationChanged cfg)
         match s.Leading with
         | None -> s
         | Some lead ->
@@ -338,8 +349,10 @@ module State =
                     | _ -> acc)
                 s.Configs
         // Most appends carry no configuration: skip the (comparatively costly) refresh then.
-        if obj.ReferenceEquals(configs, s.Configs) then { s with Log = log }
-        else refreshConfig { s with Log = log; Configs = configs }
+        if obj.ReferenceEquals(configs, s.Configs) then
+            { s with Log = log }
+        else
+            refreshConfig { s with Log = log; Configs = configs }
 
     /// Drops entries at and after `i`; configuration entries among them stop being in force.
     let truncateLog (i: LogIndex) (s: State) : State =
@@ -365,10 +378,7 @@ module State =
                 match lead.ConfigRequest with
                 | Some(Some id, _) -> emit (Effect.Reject(id, Rejection.LeadershipLost)) s
                 | _ -> s
-            let s =
-                lead.ConfigWaiters
-                |> List.rev
-                |> List.fold (fun s id -> emit (Effect.Reject(id, Rejection.LeadershipLost)) s) s
+            let s = lead.ConfigWaiters |> List.rev |> List.fold (fun s id -> emit (Effect.Reject(id, Rejection.LeadershipLost)) s) s
             let s =
                 match lead.Transfer with
                 | Some t when t.TimeoutSent -> emit (Effect.Completed t.Id) s
@@ -382,5 +392,4 @@ module State =
         let sameLeader = term = s.Term && leader = s.Leader
         let s = abandonLeadership s |> setHardState term vote
         let s = if sameLeader then s else { s with LeaderMatch = 0L; Acked = 0L; LastRound = 0L }
-        { s with Role = Role.Follower; Leader = leader; Votes = Map.empty; CampaignTransfer = false }
-        |> resetElectionTimer
+        { s with Role = Role.Follower; Leader = leader; Votes = Map.empty; CampaignTransfer = false } |> resetElectionTimer

@@ -34,8 +34,7 @@ module Transfer =
         | None -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
         | Some { Transfer = Some _ } -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
         | Some _ when target = s.Id -> State.emit (Effect.Completed id) s
-        | Some _ when not (State.isVoter target s) ->
-            State.emit (Effect.Reject(id, Rejection.Invalid "transfer target is not a voter")) s
+        | Some _ when not (State.isVoter target s) -> State.emit (Effect.Reject(id, Rejection.Invalid "transfer target is not a voter")) s
         | Some lead ->
             // Re-probe the target from its known match: appends to it may have been lost, and waiting for the
             // stall to show at heartbeats would eat into the transfer's time.
@@ -59,5 +58,6 @@ module Transfer =
             if t.Elapsed + 1 >= s.Options.ElectionTicksMax then
                 let why = if t.TimeoutSent then Rejection.TransferOutcomeUnknown else Rejection.TransferTimedOut
                 s |> State.emit (Effect.Reject(t.Id, why)) |> setTransfer None
-            else setTransfer (Some { t with Elapsed = t.Elapsed + 1 }) s
+            else
+                setTransfer (Some { t with Elapsed = t.Elapsed + 1 }) s
         | _ -> s

@@ -20,18 +20,22 @@ type RequestId = int64
 
 /// One member of the cluster as recorded in the log.
 type Member =
-    { /// The member's stable id.
-      Id: NodeId
-      /// Where its peer service listens, as the interpreter understands it (e.g. "127.0.0.2:9400").
-      Address: string
-      /// Voters count toward quorums; non-voters (learners) only receive the log.
-      Voter: bool }
+    {
+        /// The member's stable id.
+        Id: NodeId
+        /// Where its peer service listens, as the interpreter understands it (e.g. "127.0.0.2:9400").
+        Address: string
+        /// Voters count toward quorums; non-voters (learners) only receive the log.
+        Voter: bool
+    }
 
 /// A cluster configuration: the members as of the newest configuration entry in a node's log (Raft uses the
 /// newest configuration it has, committed or not; only one change is ever in flight).
 type Configuration =
-    { /// Every member, voter or learner, by id.
-      Members: Map<NodeId, Member> }
+    {
+        /// Every member, voter or learner, by id.
+        Members: Map<NodeId, Member>
+    }
 
     /// The ids of the voting members.
     member this.Voters = this.Members |> Seq.filter (fun kv -> kv.Value.Voter) |> Seq.map (fun kv -> kv.Key) |> Set.ofSeq
@@ -58,24 +62,25 @@ type Payload =
     | Config of Configuration: Configuration
 
 /// One entry of the replicated log.
-type Entry =
-    { Index: LogIndex
-      Term: Term
-      Payload: Payload }
+type Entry = { Index: LogIndex; Term: Term; Payload: Payload }
 
 /// The state that must be durable before a node answers anything that depends on it.
 type HardState =
-    { /// The latest term this node has seen.
-      Term: Term
-      /// Whom this node voted for in `Term`, if anyone.
-      VotedFor: NodeId option }
+    {
+        /// The latest term this node has seen.
+        Term: Term
+        /// Whom this node voted for in `Term`, if anyone.
+        VotedFor: NodeId option
+    }
 
 /// Describes a snapshot of the state machine: everything up to and including `Index` is in it.
 type SnapshotMeta =
-    { Index: LogIndex
-      Term: Term
-      /// The configuration in force at `Index`.
-      Configuration: Configuration }
+    {
+        Index: LogIndex
+        Term: Term
+        /// The configuration in force at `Index`.
+        Configuration: Configuration
+    }
 
 /// The role a node plays in its current term.
 [<RequireQualifiedAccess>]
@@ -115,63 +120,70 @@ type Rejection =
 
 /// RequestVote, used both for pre-votes and real votes.
 type VoteRequest =
-    { Term: Term
-      Candidate: NodeId
-      LastLogIndex: LogIndex
-      LastLogTerm: Term
-      /// A pre-vote: the term is the one the candidate would use; no one changes state for it.
-      PreVote: bool
-      /// Sent after TimeoutNow: voters grant even if they heard from a leader recently.
-      Transfer: bool }
+    {
+        Term: Term
+        Candidate: NodeId
+        LastLogIndex: LogIndex
+        LastLogTerm: Term
+        /// A pre-vote: the term is the one the candidate would use; no one changes state for it.
+        PreVote: bool
+        /// Sent after TimeoutNow: voters grant even if they heard from a leader recently.
+        Transfer: bool
+    }
 
 /// The answer to a VoteRequest.
-type VoteReply =
-    { Term: Term
-      Granted: bool
-      PreVote: bool }
+type VoteReply = { Term: Term; Granted: bool; PreVote: bool }
 
 /// AppendEntries: replication and heartbeats in one message.
 type AppendRequest =
-    { Term: Term
-      Leader: NodeId
-      PrevLogIndex: LogIndex
-      PrevLogTerm: Term
-      Entries: Entry list
-      LeaderCommit: LogIndex
-      /// The leader's round counter in this term; followers echo it so that the leader can confirm its
-      /// leadership for ReadIndex and CheckQuorum without extra messages.
-      Round: int64 }
+    {
+        Term: Term
+        Leader: NodeId
+        PrevLogIndex: LogIndex
+        PrevLogTerm: Term
+        Entries: Entry list
+        LeaderCommit: LogIndex
+        /// The leader's round counter in this term; followers echo it so that the leader can confirm its
+        /// leadership for ReadIndex and CheckQuorum without extra messages.
+        Round: int64
+    }
 
 /// The answer to an AppendRequest.
 type AppendReply =
-    { Term: Term
-      Success: bool
-      /// On success, the index of the last entry known to match the leader's log. On failure, the PrevLogIndex of
-      /// the request rejected, so that the leader can tell an answer to its current probe from a stale, duplicated
-      /// or reordered one (as etcd-io/raft's rejected index).
-      MatchIndex: LogIndex
-      /// On failure, where the leader should retry: the first index of the conflicting term, or one past the
-      /// follower's last entry (Raft thesis §5.3 optimisation).
-      ConflictIndex: LogIndex
-      /// On failure, the term of the conflicting entry, if any.
-      ConflictTerm: Term option
-      /// The Round of the request this answers.
-      Round: int64 }
+    {
+        Term: Term
+        Success: bool
+        /// On success, the index of the last entry known to match the leader's log. On failure, the PrevLogIndex of
+        /// the request rejected, so that the leader can tell an answer to its current probe from a stale, duplicated
+        /// or reordered one (as etcd-io/raft's rejected index).
+        MatchIndex: LogIndex
+        /// On failure, where the leader should retry: the first index of the conflicting term, or one past the
+        /// follower's last entry (Raft thesis §5.3 optimisation).
+        ConflictIndex: LogIndex
+        /// On failure, the term of the conflicting entry, if any.
+        ConflictTerm: Term option
+        /// The Round of the request this answers.
+        Round: int64
+    }
 
 /// The leader's offer of a snapshot. The bytes travel outside the reducer: the interpreter streams them and hands
 /// the reducer a message only once the whole snapshot is staged on the receiver, named by `Staged`.
 type SnapshotRequest =
-    { Term: Term
-      Leader: NodeId
-      Meta: SnapshotMeta
-      /// The interpreter's name for the staged snapshot data on the receiving node.
-      Staged: string }
+    {
+        Term: Term
+        Leader: NodeId
+        Meta: SnapshotMeta
+        /// The interpreter's name for the staged snapshot data on the receiving node.
+        Staged: string
+    }
 
 /// The answer to a SnapshotRequest.
 type SnapshotReply =
-    { Term: Term
-      /// The snapshot index now installed (0 if refused).
-      MatchIndex: LogIndex }
+    {
+        Term: Term
+        /// The snapshot index now installed (0 if refused).
+        MatchIndex: LogIndex
+    }
 
 /// The Raft messages exchanged between peers.
 [<RequireQualifiedAccess>]
@@ -186,10 +198,7 @@ type Message =
     | TimeoutNow of Term: Term
 
 /// A message with its sender and addressee.
-type Envelope =
-    { From: NodeId
-      To: NodeId
-      Message: Message }
+type Envelope = { From: NodeId; To: NodeId; Message: Message }
 
 /// Why the reducer asks for entries it no longer holds in memory.
 [<RequireQualifiedAccess>]

@@ -75,7 +75,9 @@ module Kv =
             let! subscriber = store.WatchAsync(prefix, token) |> Async.AwaitTask
             return
                 asyncSeq {
-                    use _ = { new IDisposable with member _.Dispose() = subscriber.DisposeAsync().AsTask().Wait() }
+                    use _ =
+                        { new IDisposable with
+                            member _.Dispose() = subscriber.DisposeAsync().AsTask().Wait() }
                     let! readToken = Async.CancellationToken
                     let changes = subscriber.ReadAllAsync(readToken).GetAsyncEnumerator(readToken)
                     let mutable more = true
@@ -113,7 +115,8 @@ module Node =
             node.Changes.Subscribe(
                 (fun c -> buffer.Writer.TryWrite c |> ignore),
                 (fun (e: exn) -> buffer.Writer.TryComplete e |> ignore),
-                (fun () -> buffer.Writer.TryComplete() |> ignore))
+                (fun () -> buffer.Writer.TryComplete() |> ignore)
+            )
         asyncSeq {
             use _ = subscription
             let! token = Async.CancellationToken

@@ -59,21 +59,25 @@ module ScheduleText =
 
 /// A fault and how many ticks after the previous one it fires.
 type ScheduleStep =
-    { /// Ticks since the previous step (or the start).
-      After: int
-      /// What happens.
-      Fault: Fault }
+    {
+        /// Ticks since the previous step (or the start).
+        After: int
+        /// What happens.
+        Fault: Fault
+    }
 
 /// A complete description of a simulated run: together with the simulator options, it determines the run bit for
 /// bit. Prints (with %A, as FsCheck does) in the compact form of `Schedule.format`.
 [<StructuredFormatDisplay("{Text}")>]
 type Schedule =
-    { /// Seeds the one random generator of the run (network, clients, disk, node seeds).
-      Seed: uint64
-      /// Initial cluster size (3 or 5 in the tests).
-      Nodes: int
-      /// The faults, in order.
-      Steps: ScheduleStep list }
+    {
+        /// Seeds the one random generator of the run (network, clients, disk, node seeds).
+        Seed: uint64
+        /// Initial cluster size (3 or 5 in the tests).
+        Nodes: int
+        /// The faults, in order.
+        Steps: ScheduleStep list
+    }
 
     /// The compact one-line form (see `Schedule.format`).
     member this.Text =
@@ -97,8 +101,7 @@ module Schedule =
             | i -> text.Substring(0, i), text.Substring(i + 1)
         let n () = int arg
         match name with
-        | "partition" ->
-            Fault.Partition(if arg = "" then [] else arg.Split ',' |> Array.map int |> List.ofArray)
+        | "partition" -> Fault.Partition(if arg = "" then [] else arg.Split ',' |> Array.map int |> List.ofArray)
         | "isolate" -> Fault.Isolate(n ())
         | "oneway" ->
             let parts = arg.Split '>'

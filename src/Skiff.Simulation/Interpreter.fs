@@ -69,13 +69,22 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
               LogBase = node.Durable.BaseIndex, node.Durable.BaseTerm
               Applied = applied
               Bootstrap = node.Bootstrap }
-        log (fun () -> sprintf "%s starts (term %d, log %d..%d, applied %d)" node.Name node.Hard.Term (node.Durable.BaseIndex + 1L) node.Durable.LastIndex applied)
+        log (fun () ->
+            sprintf
+                "%s starts (term %d, log %d..%d, applied %d)"
+                node.Name
+                node.Hard.Term
+                (node.Durable.BaseIndex + 1L)
+                node.Durable.LastIndex
+                applied)
         guard node (fun () -> reducer.Init b) |> ignore
 
     and guard (node: Node<'S>) (f: unit -> 'S * Effect list) : bool =
         let result =
-            try Ok(f ())
-            with e -> Error e
+            try
+                Ok(f ())
+            with e ->
+                Error e
         match result with
         | Ok(state, effects) ->
             if options.Trace && not effects.IsEmpty then
@@ -88,7 +97,9 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                 match effect with
                 | Effect.PersistEntries _
                 | Effect.InstallSnapshot _
-                | Effect.CompactLog _ -> if node.Alive then emit node effect
+                | Effect.CompactLog _ ->
+                    if node.Alive then
+                        emit node effect
                 | Effect.PersistHardState hard -> checkHardState node hard
                 | _ -> ()
             observe node state
@@ -110,7 +121,8 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         if role = Role.Leader then
             inv.ObserveLeader(node.Name, term)
             leaderTerms.Add term |> ignore
-            if node.LastRole <> Role.Leader || node.LastTerm <> term then inv.CheckNewLeader(node.Name, term, node.Written)
+            if node.LastRole <> Role.Leader || node.LastTerm <> term then
+                inv.CheckNewLeader(node.Name, term, node.Written)
         inv.CheckCommitMonotone(node.Name, node.LastCommit, commit)
         if commit > node.LastCommit then
             let leaders =
@@ -140,13 +152,20 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         elif hard.Term = last.Term && last.VotedFor.IsSome && hard.VotedFor <> last.VotedFor then
             inv.Fail(
                 "election safety",
-                sprintf "%s changes its vote in term %d from %s to %s" node.Name hard.Term (slotName last.VotedFor.Value)
-                    (match hard.VotedFor with Some v -> slotName v | None -> "nobody")
+                sprintf
+                    "%s changes its vote in term %d from %s to %s"
+                    node.Name
+                    hard.Term
+                    (slotName last.VotedFor.Value)
+                    (match hard.VotedFor with
+                     | Some v -> slotName v
+                     | None -> "nobody")
             )
         node.WrittenHard <- hard
 
     and traceStep (node: Node<'S>) (event: Event) =
-        if options.Trace && event <> Event.Tick then log (fun () -> sprintf "%s <- %s" node.Name (Show.showEvent slotName event))
+        if options.Trace && event <> Event.Tick then
+            log (fun () -> sprintf "%s <- %s" node.Name (Show.showEvent slotName event))
 
     and drain (node: Node<'S>) =
         // Feedback events (Persisted, EntriesLoaded, SnapshotTaken) are processed iteratively by the outermost
@@ -210,7 +229,8 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
 
     and enqueue (node: Node<'S>) (readyAt: int64) (effect: Effect) =
         let readyAt = max readyAt node.DiskLast
-        if node.Disk.Count = 0 && readyAt <= world.Now then perform node effect
+        if node.Disk.Count = 0 && readyAt <= world.Now then
+            perform node effect
         else
             node.Disk.Enqueue { ReadyAt = readyAt; Effect = effect }
             node.DiskLast <- readyAt
@@ -222,7 +242,8 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
             if item.ReadyAt <= world.Now then
                 node.Disk.Dequeue() |> ignore
                 perform node item.Effect
-            else go <- false
+            else
+                go <- false
         drain node
 
     and perform (node: Node<'S>) (effect: Effect) =
@@ -261,7 +282,10 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         | Effect.CompactLog upTo ->
             let snapIndex = node.Snapshot |> Option.map (fun (m, _) -> m.Index) |> Option.defaultValue 0L
             if upTo > snapIndex then
-                inv.Fail("interpreter contract", sprintf "%s compacts its log up to %d but its snapshot only covers %d" node.Name upTo snapIndex)
+                inv.Fail(
+                    "interpreter contract",
+                    sprintf "%s compacts its log up to %d but its snapshot only covers %d" node.Name upTo snapIndex
+                )
             else
                 let term = node.Snapshot |> Option.map (fun (m, _) -> m.Term) |> Option.defaultValue 0L
                 node.Durable.Compact(upTo, (if node.Snapshot.IsSome && fst(node.Snapshot.Value).Index = upTo then term else 0L))
@@ -280,14 +304,30 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                       Message = Message.Snapshot { Term = term; Leader = node.Id; Meta = meta; Staged = name } }
                 net.Send(world.Now, envelope, Some kv)
             | stored ->
-                inv.Fail("interpreter contract", sprintf "%s asked to send snapshot %d/%d but stores %A" node.Name meta.Index meta.Term (stored |> Option.map fst))
+                inv.Fail(
+                    "interpreter contract",
+                    sprintf "%s asked to send snapshot %d/%d but stores %A" node.Name meta.Index meta.Term (stored |> Option.map fst)
+                )
         | Effect.InstallSnapshot(staged, meta) ->
             match node.Staged.TryGetValue staged with
             | true, (stagedMeta, kv) ->
                 if stagedMeta.Index <> meta.Index || stagedMeta.Term <> meta.Term then
-                    inv.Fail("interpreter contract", sprintf "%s installs %s as %d/%d but it holds %d/%d" node.Name staged meta.Index meta.Term stagedMeta.Index stagedMeta.Term)
+                    inv.Fail(
+                        "interpreter contract",
+                        sprintf
+                            "%s installs %s as %d/%d but it holds %d/%d"
+                            node.Name
+                            staged
+                            meta.Index
+                            meta.Term
+                            stagedMeta.Index
+                            stagedMeta.Term
+                    )
                 elif meta.Index < node.Applied then
-                    inv.Fail("state machine safety", sprintf "%s installs a snapshot at %d, behind its applied index %d" node.Name meta.Index node.Applied)
+                    inv.Fail(
+                        "state machine safety",
+                        sprintf "%s installs a snapshot at %d, behind its applied index %d" node.Name meta.Index node.Applied
+                    )
                 else
                     node.Snapshot <- Some(meta, kv)
                     node.Durable.Reset(meta.Index, meta.Term)
@@ -320,7 +360,8 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                             | LogCommand.InSession(stamp, _), LogResult.Applied _ ->
                                 inv.ObserveRequestApplied(node.Name, stamp.Session, stamp.Sequence, e.Index)
                             | _ -> ()
-                        | Error why -> inv.Fail("interpreter contract", sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
+                        | Error why ->
+                            inv.Fail("interpreter contract", sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
                     node.Applied <- e.Index
                     inv.ObserveApply(node.Name, e, node.Kv)
                     clients.Applied(node, e, result)

@@ -5,20 +5,21 @@ open Skiff.Core
 
 /// A broken safety or liveness property, with where in the run it was found.
 type Violation =
-    { /// The number of reducer steps taken when it was found.
-      Step: int64
-      /// The simulated tick.
-      Tick: int64
-      /// Which property: "election safety", "log matching", "leader completeness", "state machine safety",
-      /// "commit monotonicity", "acknowledged write lost", "linearizability", "liveness", "interpreter contract",
-      /// "reducer exception".
-      Property: string
-      /// What exactly went wrong.
-      Description: string }
+    {
+        /// The number of reducer steps taken when it was found.
+        Step: int64
+        /// The simulated tick.
+        Tick: int64
+        /// Which property: "election safety", "log matching", "leader completeness", "state machine safety",
+        /// "commit monotonicity", "acknowledged write lost", "linearizability", "liveness", "interpreter contract",
+        /// "reducer exception".
+        Property: string
+        /// What exactly went wrong.
+        Description: string
+    }
 
     /// One line (or a few) for logs and test failures.
-    override this.ToString() =
-        sprintf "%s violated at step %d (tick %d): %s" this.Property this.Step this.Tick this.Description
+    override this.ToString() = sprintf "%s violated at step %d (tick %d): %s" this.Property this.Step this.Tick this.Description
 
 /// The Raft safety properties, checked incrementally as the simulator observes the cluster. The first violation
 /// is kept in `Violation`; later observations do not overwrite it.
@@ -52,8 +53,7 @@ type Invariants() =
     /// Election safety: at most one leader per term, over the whole run.
     member this.ObserveLeader(node: string, term: Term) =
         match leaders.TryGetValue term with
-        | true, other when other <> node ->
-            this.Fail("election safety", sprintf "%s and %s are both leaders of term %d" other node term)
+        | true, other when other <> node -> this.Fail("election safety", sprintf "%s and %s are both leaders of term %d" other node term)
         | true, _ -> ()
         | _ -> leaders[term] <- node
 
@@ -69,9 +69,16 @@ type Invariants() =
                 | found ->
                     this.Fail(
                         "leader completeness",
-                        sprintf "%s became leader of term %d without the entry committed at index %d (term %d, committed in term %d); its log has %s"
-                            node term i entryTerm commitTerm
-                            (match found with ValueSome t -> sprintf "term %d there" t | ValueNone -> "nothing there")
+                        sprintf
+                            "%s became leader of term %d without the entry committed at index %d (term %d, committed in term %d); its log has %s"
+                            node
+                            term
+                            i
+                            entryTerm
+                            commitTerm
+                            (match found with
+                             | ValueSome t -> sprintf "term %d there" t
+                             | ValueNone -> "nothing there")
                     )
             | _ -> ()
             i <- i + 1L
@@ -79,7 +86,9 @@ type Invariants() =
     /// A node's commit index rose from `from` to `upTo` while its term was `term`: records the newly committed
     /// entries (as the node's log has them) and checks that no index is committed with two different terms, and
     /// that current leaders of later terms hold them.
-    member this.ObserveCommit(node: string, term: Term, from: LogIndex, upTo: LogIndex, log: LogStore, leaderLogs: (string * Term * LogStore) list) =
+    member this.ObserveCommit
+        (node: string, term: Term, from: LogIndex, upTo: LogIndex, log: LogStore, leaderLogs: (string * Term * LogStore) list)
+        =
         let mutable i = from + 1L
         while i <= upTo && violation.IsNone do
             match log.TermAt i with
@@ -91,18 +100,31 @@ type Invariants() =
                 | true, struct (t0, c0) ->
                     if t0 <> t then
                         this.Fail("state machine safety", sprintf "index %d committed with term %d and, on %s, with term %d" i t0 node t)
-                    elif term < c0 then committed[i] <- struct (t0, term)
+                    elif term < c0 then
+                        committed[i] <- struct (t0, term)
                 | _ ->
                     committed[i] <- struct (t, term)
-                    if i > maxCommitted then maxCommitted <- i
+                    if i > maxCommitted then
+                        maxCommitted <- i
                     for (leader, leaderTerm, leaderLog) in leaderLogs do
                         if leaderTerm > term && i > leaderLog.BaseIndex && leaderLog.TermAt i <> ValueSome t then
-                            this.Fail("leader completeness", sprintf "index %d (term %d) committed on %s in term %d is missing from %s, leader of term %d" i t node term leader leaderTerm)
+                            this.Fail(
+                                "leader completeness",
+                                sprintf
+                                    "index %d (term %d) committed on %s in term %d is missing from %s, leader of term %d"
+                                    i
+                                    t
+                                    node
+                                    term
+                                    leader
+                                    leaderTerm
+                            )
             i <- i + 1L
 
     /// Commit monotonicity within one node's lifetime.
     member this.CheckCommitMonotone(node: string, before: LogIndex, after: LogIndex) =
-        if after < before then this.Fail("commit monotonicity", sprintf "%s's commit index went from %d back to %d" node before after)
+        if after < before then
+            this.Fail("commit monotonicity", sprintf "%s's commit index went from %d back to %d" node before after)
 
     /// Log matching: entries written with the same index and term must carry the same payload and follow the same
     /// previous term, which by induction makes the logs identical up to there. `log` is the node's written log
@@ -115,11 +137,17 @@ type Invariants() =
                 match written.TryGetValue key with
                 | true, struct (payload, prevTerm) ->
                     if payload <> e.Payload then
-                        this.Fail("log matching", sprintf "%s wrote a different entry at index %d term %d than another node" node e.Index e.Term)
+                        this.Fail(
+                            "log matching",
+                            sprintf "%s wrote a different entry at index %d term %d than another node" node e.Index e.Term
+                        )
                     else
                         match prevTerm, prev with
                         | ValueSome a, ValueSome b when a <> b ->
-                            this.Fail("log matching", sprintf "%s holds index %d term %d after term %d, another node after term %d" node e.Index e.Term b a)
+                            this.Fail(
+                                "log matching",
+                                sprintf "%s holds index %d term %d after term %d, another node after term %d" node e.Index e.Term b a
+                            )
                         | ValueNone, ValueSome _ -> written[key] <- struct (payload, prev)
                         | _ -> ()
                 | _ -> written[key] <- struct (e.Payload, prev)
@@ -138,12 +166,18 @@ type Invariants() =
                         match LogCommandCodec.decodeArray bytes with
                         | Ok c -> sprintf "term %d %A" e.Term c
                         | Error _ -> sprintf "term %d undecodable command" e.Term
-                this.Fail("state machine safety", sprintf "%s applied %s at index %d but %s applied %s" node (show entry) entry.Index who (show other))
+                this.Fail(
+                    "state machine safety",
+                    sprintf "%s applied %s at index %d but %s applied %s" node (show entry) entry.Index who (show other)
+                )
         | _ -> applied[entry.Index] <- struct (entry, node)
         this.ObserveState(node, entry.Index, state)
         match acknowledged.TryGetValue entry.Index with
         | true, term when term <> entry.Term ->
-            this.Fail("acknowledged write lost", sprintf "the write acknowledged at index %d term %d was replaced: %s applied term %d there" entry.Index term node entry.Term)
+            this.Fail(
+                "acknowledged write lost",
+                sprintf "the write acknowledged at index %d term %d was replaced: %s applied term %d there" entry.Index term node entry.Term
+            )
         | _ -> ()
 
     /// The state machine contents after applying up to `index` (after applying, or from a snapshot) must be the
@@ -163,7 +197,16 @@ type Invariants() =
     member this.ObserveRequestApplied(node: string, session: int64, sequence: int64, index: LogIndex) =
         match requests.TryGetValue(struct (session, sequence)) with
         | true, first when first <> index ->
-            this.Fail("request applied twice", sprintf "%s applied request %d of session %d at index %d, but it had already taken effect at index %d" node sequence session index first)
+            this.Fail(
+                "request applied twice",
+                sprintf
+                    "%s applied request %d of session %d at index %d, but it had already taken effect at index %d"
+                    node
+                    sequence
+                    session
+                    index
+                    first
+            )
         | true, _ -> ()
         | _ -> requests[struct (session, sequence)] <- index
 
@@ -172,7 +215,10 @@ type Invariants() =
         acknowledged[index] <- term
         match applied.TryGetValue index with
         | true, struct (e, who) when e.Term <> term ->
-            this.Fail("acknowledged write lost", sprintf "a write was acknowledged at index %d term %d but %s applied term %d there" index term who e.Term)
+            this.Fail(
+                "acknowledged write lost",
+                sprintf "a write was acknowledged at index %d term %d but %s applied term %d there" index term who e.Term
+            )
         | _ -> ()
 
     /// The highest acknowledged index (0 if none).

@@ -22,7 +22,8 @@ let apply (store: Store) (command: Command) : Store * CommandResult =
             | None, None -> true
             | Some c, Some e -> c = e
             | _ -> false
-        if not matches then store, CommandResult.Swapped false
+        if not matches then
+            store, CommandResult.Swapped false
         else
             let store' =
                 match next with
@@ -32,9 +33,7 @@ let apply (store: Store) (command: Command) : Store * CommandResult =
 
 /// A simulated member's whole state machine: the data and the client sessions that make retried writes apply
 /// at most once.
-type Replica =
-    { Data: Store
-      Sessions: Sessions.Table }
+type Replica = { Data: Store; Sessions: Sessions.Table }
 
 /// An empty replica.
 let emptyReplica: Replica = { Data = empty; Sessions = Sessions.empty }
@@ -64,4 +63,9 @@ let get (store: Store) (key: string) : byte[] option = Map.tryFind key store
 
 /// Whether two stores hold the same keys with the same values (by content).
 let same (a: Store) (b: Store) : bool =
-    a.Count = b.Count && Seq.forall2 (fun (x: System.Collections.Generic.KeyValuePair<string, byte[]>) (y: System.Collections.Generic.KeyValuePair<string, byte[]>) -> x.Key = y.Key && x.Value = y.Value) a b
+    a.Count = b.Count
+    && Seq.forall2
+        (fun (x: System.Collections.Generic.KeyValuePair<string, byte[]>) (y: System.Collections.Generic.KeyValuePair<string, byte[]>) ->
+            x.Key = y.Key && x.Value = y.Value)
+        a
+        b

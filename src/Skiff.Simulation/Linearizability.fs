@@ -46,14 +46,16 @@ type Completion =
 /// closed, as in Porcupine: an operation invoked at the very instant another completes counts as concurrent with it,
 /// so when one operation must be ordered after another (a client's next request, say), invoke it strictly later.
 type Operation =
-    { /// Who issued the operation; used only to describe failures (real-time order comes from the times alone).
-      Client: int
-      /// Logical time of the invocation.
-      Invoked: int64
-      /// What was asked.
-      Action: Action
-      /// How it ended.
-      Completion: Completion }
+    {
+        /// Who issued the operation; used only to describe failures (real-time order comes from the times alone).
+        Client: int
+        /// Logical time of the invocation.
+        Invoked: int64
+        /// What was asked.
+        Action: Action
+        /// How it ended.
+        Completion: Completion
+    }
 
 /// Helpers on operations.
 module Operation =
@@ -74,8 +76,7 @@ module Operation =
     let private showValue (value: byte[] option) =
         match value with
         | None -> "absent"
-        | Some bytes when bytes |> Array.forall (fun b -> b >= 32uy && b < 127uy) ->
-            "\"" + Text.Encoding.ASCII.GetString bytes + "\""
+        | Some bytes when bytes |> Array.forall (fun b -> b >= 32uy && b < 127uy) -> "\"" + Text.Encoding.ASCII.GetString bytes + "\""
         | Some bytes -> "0x" + Convert.ToHexString bytes
 
     /// A one-line human-readable rendering, e.g. `client 2 [5, 9] get "k" -> "v1"`.
@@ -101,14 +102,16 @@ module Operation =
 
 /// Why one key's history is not linearizable.
 type Explanation =
-    { /// Every operation on the key, ordered by invocation time.
-      Operations: Operation list
-      /// The longest order found in which operations can take effect one after another, each within its interval
-      /// and each returning what its client saw. Every attempt to extend it failed.
-      LongestLinearization: Operation list
-      /// The operation that returned earliest among those missing from `LongestLinearization`: the search could
-      /// not fit it in after that prefix. Usually the stale or impossible observation, or a write that broke it.
-      Stuck: Operation option }
+    {
+        /// Every operation on the key, ordered by invocation time.
+        Operations: Operation list
+        /// The longest order found in which operations can take effect one after another, each within its interval
+        /// and each returning what its client saw. Every attempt to extend it failed.
+        LongestLinearization: Operation list
+        /// The operation that returned earliest among those missing from `LongestLinearization`: the search could
+        /// not fit it in after that prefix. Usually the stale or impossible observation, or a write that broke it.
+        Stuck: Operation option
+    }
 
 /// The verdict on a whole history.
 type CheckResult =
@@ -122,10 +125,12 @@ type CheckResult =
 
 /// Limits on the search.
 type CheckOptions =
-    { /// The most search steps (attempts to linearize an operation, plus backtracks) spent on any one key before
-      /// giving up on it with `Unknown`. Time is roughly proportional to it (about a tenth of a microsecond a
-      /// step), and so is memory: a visited configuration costs about 40 bytes plus one bit per operation on the key.
-      MaxStepsPerKey: int64 }
+    {
+        /// The most search steps (attempts to linearize an operation, plus backtracks) spent on any one key before
+        /// giving up on it with `Unknown`. Time is roughly proportional to it (about a tenth of a microsecond a
+        /// step), and so is memory: a visited configuration costs about 40 bytes plus one bit per operation on the key.
+        MaxStepsPerKey: int64
+    }
 
 /// The default limits: a million steps per key, about a tenth of a second. A history of 2,000 operations over 20
 /// keys and 5 clients typically needs a few thousand steps per key; one hot key shared by 10 clients, ~600,000.
@@ -191,8 +196,7 @@ let private mergeUncompared (steps: Step[]) : Step[] =
         | MaybeSwap(expected, next) -> MaybeSwap(expected, canonical next)
         | Read _ -> step)
 
-let private invalidOutput (op: Operation) =
-    invalidArg "history" (sprintf "output does not match the action: %s" (Operation.describe op))
+let private invalidOutput (op: Operation) = invalidArg "history" (sprintf "output does not match the action: %s" (Operation.describe op))
 
 /// Reduces an operation to its register step; None for a timed-out get, which constrains nothing.
 let private toStep (ids: ValueIds) (op: Operation) : Step option =
@@ -200,8 +204,7 @@ let private toStep (ids: ValueIds) (op: Operation) : Step option =
     | Action.Get _, Completion.TimedOut -> None
     | Action.Get _, Completion.Returned(_, Output.Value v) -> Some(Read(ids.Id v))
     | Action.Write(Command.Put(_, v)), Completion.TimedOut
-    | Action.Write(Command.Put(_, v)), Completion.Returned(_, Output.Result CommandResult.Done) ->
-        Some(Assign(ids.Id(Some v)))
+    | Action.Write(Command.Put(_, v)), Completion.Returned(_, Output.Result CommandResult.Done) -> Some(Assign(ids.Id(Some v)))
     | Action.Write(Command.Delete _), Completion.TimedOut
     | Action.Write(Command.Delete _), Completion.Returned(_, Output.Result CommandResult.Done) -> Some(Assign 0)
     | Action.Write(Command.CompareAndSwap(_, e, n)), Completion.TimedOut -> Some(MaybeSwap(ids.Id e, ids.Id n))
@@ -219,14 +222,14 @@ type private Configuration =
     { Bits: uint64[]
       State: int
       Hash: int }
+
     override this.GetHashCode() = this.Hash
     override this.Equals(other: obj) =
         match other with
         | :? Configuration as c -> this.State = c.State && this.Bits.AsSpan().SequenceEqual(ReadOnlySpan c.Bits)
         | _ -> false
     interface IEquatable<Configuration> with
-        member this.Equals(c: Configuration) =
-            this.State = c.State && this.Bits.AsSpan().SequenceEqual(ReadOnlySpan c.Bits)
+        member this.Equals(c: Configuration) = this.State = c.State && this.Bits.AsSpan().SequenceEqual(ReadOnlySpan c.Bits)
 
 type private Verdict =
     | Fine
@@ -246,9 +249,9 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
     // Event nodes: 0 is the head sentinel, 1 .. 2n the events, 2n+1 the tail sentinel.
     let head = 0
     let tail = 2 * n + 1
-    let eventOp = Array.zeroCreate<int> (2 * n + 2)
-    let isCall = Array.zeroCreate<bool> (2 * n + 2)
-    let returnOf = Array.zeroCreate<int> (2 * n + 2)
+    let eventOp = Array.zeroCreate<int>(2 * n + 2)
+    let isCall = Array.zeroCreate<bool>(2 * n + 2)
+    let returnOf = Array.zeroCreate<int>(2 * n + 2)
     let events =
         [| for i in 0 .. n - 1 do
                let op = ops[i]
@@ -258,18 +261,20 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
                yield struct (op.Invoked, false, 0, i)
                yield struct (returnTime, infinite, 1, i) |]
         |> Array.sortBy (fun struct (time, infinite, kind, i) -> struct (infinite, time, kind, i))
-    let next = Array.zeroCreate<int> (2 * n + 2)
-    let prev = Array.zeroCreate<int> (2 * n + 2)
+    let next = Array.zeroCreate<int>(2 * n + 2)
+    let prev = Array.zeroCreate<int>(2 * n + 2)
     let callNode = Array.zeroCreate<int> n
     events
     |> Array.iteri (fun position struct (_, _, kind, i) ->
         let node = position + 1
         eventOp[node] <- i
         isCall[node] <- (kind = 0)
-        if kind = 0 then callNode[i] <- node)
+        if kind = 0 then
+            callNode[i] <- node)
     for node in 1 .. 2 * n do
-        if not isCall[node] then returnOf[callNode[eventOp[node]]] <- node
-    for node in 0 .. tail do
+        if not isCall[node] then
+            returnOf[callNode[eventOp[node]]] <- node
+    for node in 0..tail do
         next[node] <- if node = tail then tail else node + 1
         prev[node] <- if node = head then head else node - 1
 
@@ -314,7 +319,7 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
     let zobrist =
         let random = Random(n) // any fixed keys do; collisions only cost an array comparison
         Array.init n (fun _ -> random.Next())
-    let bits = Array.zeroCreate<uint64> ((n + 63) / 64)
+    let bits = Array.zeroCreate<uint64>((n + 63) / 64)
     let flip i = bits[i >>> 6] <- bits[i >>> 6] ^^^ (1UL <<< (i &&& 63))
     let visited = HashSet<Configuration>()
     let stack = Stack<struct (int * int)>() // (call node, state before it)
@@ -332,8 +337,10 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
 
     while verdict.IsNone do
         spent <- spent + 1L
-        if linearized = mustLinearize then verdict <- ValueSome Fine
-        elif spent > maxSteps then verdict <- ValueSome OutOfSteps
+        if linearized = mustLinearize then
+            verdict <- ValueSome Fine
+        elif spent > maxSteps then
+            verdict <- ValueSome OutOfSteps
         elif entry <> tail && isCall[entry] then
             let i = eventOp[entry]
             let mutable moved = false
@@ -348,14 +355,15 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
                     stack.Push(struct (entry, state))
                     state <- after
                     hash <- h
-                    if timedOut[i] then used[classOf[i]] <- used[classOf[i]] + 1
-                    else linearized <- linearized + 1
+                    if timedOut[i] then used[classOf[i]] <- used[classOf[i]] + 1 else linearized <- linearized + 1
                     lift entry
                     entry <- next[head]
                     moved <- true
-                else flip i
+                else
+                    flip i
             | ValueNone -> ()
-            if not moved then entry <- next[entry]
+            if not moved then
+                entry <- next[entry]
         elif stack.Count = 0 then
             let inLongest = HashSet longest
             let stuck =
@@ -377,8 +385,7 @@ let private searchKey (maxSteps: int64) (ops: Operation[]) (steps: Step[]) : Ver
             flip i
             hash <- hash ^^^ zobrist[i]
             state <- before
-            if timedOut[i] then used[classOf[i]] <- used[classOf[i]] - 1
-            else linearized <- linearized - 1
+            if timedOut[i] then used[classOf[i]] <- used[classOf[i]] - 1 else linearized <- linearized - 1
             entry <- next[call]
     verdict.Value
 

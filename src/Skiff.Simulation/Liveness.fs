@@ -5,14 +5,16 @@ open Skiff.Core
 /// One node as the partial-failure liveness check sees it at a tick.
 [<Struct>]
 type LivenessNode =
-    { /// The node's id.
-      Id: NodeId
-      /// Running (not crashed or paused).
-      Alive: bool
-      /// The configuration in force on the node.
-      Config: Configuration
-      /// It is a leader that has committed an entry of its current term (so writes it takes can commit).
-      CommittingLeader: bool }
+    {
+        /// The node's id.
+        Id: NodeId
+        /// Running (not crashed or paused).
+        Alive: bool
+        /// The configuration in force on the node.
+        Config: Configuration
+        /// It is a leader that has committed an entry of its current term (so writes it takes can commit).
+        CommittingLeader: bool
+    }
 
 /// Liveness under partial failure, the property etcd's users rely on: while a majority of voters can talk to each
 /// other both ways (whatever else is cut, one way or both, and whoever is paused), a leader is elected within a
@@ -51,7 +53,8 @@ type PartialLiveness(bound: int) =
         Array.init count (fun i ->
             let mutable m = 0
             for j in 0 .. count - 1 do
-                if i <> j && connected i j && connected j i then m <- m ||| (1 <<< j)
+                if i <> j && connected i j && connected j i then
+                    m <- m ||| (1 <<< j)
             m)
 
     /// The positions (a bitmask) that belong to some healthy majority; 0 if there is none.
@@ -78,7 +81,8 @@ type PartialLiveness(bound: int) =
                             for i in 0 .. nodes.Length - 1 do
                                 if clique && sub &&& (1 <<< i) <> 0 && (adjacency[i] ||| (1 <<< i)) &&& sub <> sub then
                                     clique <- false
-                            if clique then healthy <- healthy ||| sub
+                            if clique then
+                                healthy <- healthy ||| sub
                         sub <- (sub - 1) &&& eligible
         healthy
 
@@ -106,7 +110,10 @@ type PartialLiveness(bound: int) =
         let same =
             cacheNodes.Length = nodes.Length
             && adjacency = cacheAdjacency
-            && Array.forall2 (fun (a: LivenessNode) (b: LivenessNode) -> a.Alive = b.Alive && obj.ReferenceEquals(a.Config, b.Config)) cacheNodes nodes
+            && Array.forall2
+                (fun (a: LivenessNode) (b: LivenessNode) -> a.Alive = b.Alive && obj.ReferenceEquals(a.Config, b.Config))
+                cacheNodes
+                nodes
         if not same then
             cacheAdjacency <- adjacency
             cacheNodes <- Array.copy nodes
@@ -129,6 +136,8 @@ type PartialLiveness(bound: int) =
             elif now - since >= int64 bound then
                 let members =
                     [ for i in 0 .. nodes.Length - 1 do
-                          if healthy &&& (1 <<< i) <> 0 then yield i ]
+                          if healthy &&& (1 <<< i) <> 0 then
+                              yield i ]
                 Some(sprintf "no leader committing with a majority %d ticks after positions %A formed a healthy majority" bound members)
-            else None
+            else
+                None

@@ -24,14 +24,16 @@ type Prng(seed: uint64) =
 
 /// A message in flight, with the simulator's bookkeeping.
 type InFlight =
-    { /// The tick at which it arrives.
-      DeliverAt: int64
-      /// Send order, which breaks ties between messages arriving at the same tick.
-      Sequence: int64
-      /// The message.
-      Envelope: Envelope
-      /// For Message.Snapshot: the streamed snapshot (state machine contents) that is staged on arrival.
-      Attachment: KvModel.Replica option }
+    {
+        /// The tick at which it arrives.
+        DeliverAt: int64
+        /// Send order, which breaks ties between messages arriving at the same tick.
+        Sequence: int64
+        /// The message.
+        Envelope: Envelope
+        /// For Message.Snapshot: the streamed snapshot (state machine contents) that is staged on arrival.
+        Attachment: KvModel.Replica option
+    }
 
 /// The simulated network: loses, duplicates, delays and reorders messages, and honours partitions, all decided
 /// by the run's Prng. Messages are held in a priority queue ordered by (arrival tick, send order).
@@ -63,17 +65,14 @@ type Network(prng: Prng) =
     /// Sends a message at tick `now`: it may be lost, duplicated, and is delayed by a random number of ticks.
     member this.Send(now: int64, envelope: Envelope, attachment: KvModel.Replica option) =
         this.Sent <- this.Sent + 1L
-        if prng.Chance this.LossPercent then this.Dropped <- this.Dropped + 1L
+        if prng.Chance this.LossPercent then
+            this.Dropped <- this.Dropped + 1L
         else
             let copies = if prng.Chance this.DuplicatePercent then 2 else 1
             for _ in 1..copies do
                 let delay = 1 + prng.Below(max 1 this.MaxDelay)
                 sequence <- sequence + 1L
-                let m =
-                    { DeliverAt = now + int64 delay
-                      Sequence = sequence
-                      Envelope = envelope
-                      Attachment = attachment }
+                let m = { DeliverAt = now + int64 delay; Sequence = sequence; Envelope = envelope; Attachment = attachment }
                 queue.Enqueue(m, struct (m.DeliverAt, m.Sequence))
 
     /// The next message due at or before `now` whose link is connected at delivery time; messages on cut links
@@ -88,7 +87,8 @@ type Network(prng: Prng) =
                 if this.Connected(m.Envelope.From, m.Envelope.To) then
                     result <- Some m
                     searching <- false
-                else this.Dropped <- this.Dropped + 1L
+                else
+                    this.Dropped <- this.Dropped + 1L
             | _ -> searching <- false
         result
 

@@ -5,12 +5,7 @@ namespace Skiff.Simulation
 open Skiff.Core
 
 /// A membership change the operator is trying to make.
-type internal ConfigOp =
-    { Change: ConfigChange
-      Deadline: int64
-      mutable Target: int
-      mutable Rid: RequestId
-      mutable RetryAt: int64 }
+type internal ConfigOp = { Change: ConfigChange; Deadline: int64; mutable Target: int; mutable Rid: RequestId; mutable RetryAt: int64 }
 
 
 /// The operator of one run. `step` hands an event to a node (the interpreter).
@@ -66,13 +61,7 @@ type internal Operator<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
 
     /// Starts asking for `change` at a random node; it must be given up within 100 ticks.
     member _.Begin(change: ConfigChange) =
-        configOp <-
-            Some
-                { Change = change
-                  Deadline = world.Now + 100L
-                  Target = prng.Below nodes.Count
-                  Rid = 0L
-                  RetryAt = world.Now }
+        configOp <- Some { Change = change; Deadline = world.Now + 100L; Target = prng.Below nodes.Count; Rid = 0L; RetryAt = world.Now }
 
     /// Sends the change (again) when it is due, or gives it up at its deadline.
     member _.Run() = runOperator ()

@@ -21,19 +21,26 @@ type LogStore() =
 
     /// The term of the entry at `index`, if this log knows it (BaseIndex counts).
     member this.TermAt(index: LogIndex) : Term voption =
-        if index = baseIndex then ValueSome baseTerm
-        elif index > baseIndex && index <= this.LastIndex then ValueSome entries[int (index - baseIndex - 1L)].Term
-        else ValueNone
+        if index = baseIndex then
+            ValueSome baseTerm
+        elif index > baseIndex && index <= this.LastIndex then
+            ValueSome entries[int (index - baseIndex - 1L)].Term
+        else
+            ValueNone
 
     /// The entry at `index`, if held.
     member this.EntryAt(index: LogIndex) : Entry voption =
-        if index > baseIndex && index <= this.LastIndex then ValueSome entries[int (index - baseIndex - 1L)]
-        else ValueNone
+        if index > baseIndex && index <= this.LastIndex then
+            ValueSome entries[int (index - baseIndex - 1L)]
+        else
+            ValueNone
 
     /// Entries [from, to] if all are held.
     member this.Range(from: LogIndex, ``to``: LogIndex) : Entry list option =
-        if from <= baseIndex || ``to`` > this.LastIndex then None
-        else Some [ for i in from..``to`` -> entries[int (i - baseIndex - 1L)] ]
+        if from <= baseIndex || ``to`` > this.LastIndex then
+            None
+        else
+            Some [ for i in from..``to`` -> entries[int (i - baseIndex - 1L)] ]
 
     /// Every entry held, in order.
     member _.Entries: Entry list = List.ofSeq entries
@@ -47,7 +54,8 @@ type LogStore() =
         | [] -> Ok()
         | first :: _ ->
             let contiguous = batch |> List.pairwise |> List.forall (fun (a, b) -> b.Index = a.Index + 1L)
-            if not contiguous then Error "entries to persist are not contiguous"
+            if not contiguous then
+                Error "entries to persist are not contiguous"
             elif first.Index > this.LastIndex + 1L then
                 Error(sprintf "entries to persist start at %d, after a gap (last held entry %d)" first.Index this.LastIndex)
             else

@@ -70,7 +70,9 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             { new ClientPort<'S> with
                 member _.Accepted(node, rid, index, term) = workload.Accepted(node, rid, index, term)
                 // Request ids are unique: a rejection that is no client's may be the operator's.
-                member _.Rejected(node, rid, why) = if not (workload.Rejected(node, rid, why)) then operator.Rejected(node, rid, why)
+                member _.Rejected(node, rid, why) =
+                    if not (workload.Rejected(node, rid, why)) then
+                        operator.Rejected(node, rid, why)
                 member _.ReadReady(node, rids, index) = workload.ReadReady(node, rids, index)
                 member _.Completed(node, rid) = operator.Completed(node, rid)
                 member _.Applied(node, entry, result) = workload.Applied(node, entry, result)
@@ -88,7 +90,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             let left = side |> List.map slot |> Set.ofList
             for a in nodes do
                 for b in nodes do
-                    if left.Contains a.Slot <> left.Contains b.Slot then net.Block(a.Id, b.Id)
+                    if left.Contains a.Slot <> left.Contains b.Slot then
+                        net.Block(a.Id, b.Id)
         | Fault.Isolate k ->
             let x = nodes[slot k]
             for n in nodes do
@@ -100,7 +103,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         | Fault.Crash k -> interpreter.Crash nodes[slot k]
         | Fault.Restart k ->
             let n = nodes[slot k]
-            if not n.Alive then interpreter.Boot n
+            if not n.Alive then
+                interpreter.Boot n
         | Fault.Loss p -> net.LossPercent <- max 0 (min 60 p)
         | Fault.Duplicate p -> net.DuplicatePercent <- max 0 (min 60 p)
         | Fault.Delay d -> net.MaxDelay <- max 1 (min 20 d)
@@ -111,7 +115,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 interpreter.Boot node
                 operator.Begin(ConfigChange.AddServer(node.Id, node.Name))
         | Fault.RemoveNode k ->
-            if not operator.Busy then operator.Begin(ConfigChange.RemoveServer nodes[slot k].Id)
+            if not operator.Busy then
+                operator.Begin(ConfigChange.RemoveServer nodes[slot k].Id)
         | Fault.Transfer k ->
             match world.Leader() with
             | Some leader -> interpreter.Step(leader, Event.TransferLeadership(world.NewRid(), nodes[slot k].Id))
@@ -137,7 +142,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             let roles =
                 [ for n in nodes ->
                       match n.State with
-                      | ValueSome s when n.Alive -> sprintf "%s %A term %d commit %d" n.Name (reducer.Role s) (reducer.Term s) (reducer.CommitIndex s)
+                      | ValueSome s when n.Alive ->
+                          sprintf "%s %A term %d commit %d" n.Name (reducer.Role s) (reducer.Term s) (reducer.CommitIndex s)
                       | _ -> sprintf "%s down" n.Name ]
             inv.Fail("liveness", sprintf "under partial failure: %s: %s" d (String.concat "; " roles))
         | None -> ()
@@ -162,21 +168,31 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             | None -> go <- false
         // 2. disks
         for node in nodes do
-            if not (failed ()) then interpreter.RunDisk node
+            if not (failed ()) then
+                interpreter.RunDisk node
         // 3. clients and operator
         workload.Run()
         operator.Run()
         // 4. clocks
         for node in nodes do
-            if not (failed ()) && node.Alive && not (prng.Chance options.TickSkipPercent) then interpreter.Step(node, Event.Tick)
+            if not (failed ()) && node.Alive && not (prng.Chance options.TickSkipPercent) then
+                interpreter.Step(node, Event.Tick)
         // 5. liveness under partial failure
-        if options.PartialLivenessTicks > 0 && not (failed ()) then checkPartialLiveness ()
+        if options.PartialLivenessTicks > 0 && not (failed ()) then
+            checkPartialLiveness ()
 
     let describeNodes () =
         [ for n in nodes ->
               match n.State with
               | ValueSome s when n.Alive ->
-                  sprintf "%s %A term %d commit %d last %d applied %d" n.Name (reducer.Role s) (reducer.Term s) (reducer.CommitIndex s) n.Written.LastIndex n.Applied
+                  sprintf
+                      "%s %A term %d commit %d last %d applied %d"
+                      n.Name
+                      (reducer.Role s)
+                      (reducer.Term s)
+                      (reducer.CommitIndex s)
+                      n.Written.LastIndex
+                      n.Applied
               | _ -> sprintf "%s down" n.Name ]
         |> String.concat "; "
 
@@ -195,23 +211,32 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                    || (n.Alive && n.Applied = last && KvModel.same n.Kv.Data leader.Kv.Data && n.Kv.Sessions = leader.Kv.Sessions))
 
     member _.Execute() : RunResult =
-        let initial = { Members = Map.ofList [ for s in 0 .. schedule.Nodes - 1 -> Slot.id s, { Id = Slot.id s; Address = Slot.name s; Voter = true } ] }
+        let initial =
+            { Members =
+                Map.ofList [ for s in 0 .. schedule.Nodes - 1 -> Slot.id s, { Id = Slot.id s; Address = Slot.name s; Voter = true } ] }
         for _ in 1 .. schedule.Nodes do
             world.AddNode initial |> ignore
         for node in nodes do
-            if not (failed ()) then interpreter.Boot node
+            if not (failed ()) then
+                interpreter.Boot node
         // Faults, at their ticks.
         let mutable pending = schedule.Steps
-        let mutable wait = match pending with s :: _ -> max 0 s.After | [] -> 0
+        let mutable wait =
+            match pending with
+            | s :: _ -> max 0 s.After
+            | [] -> 0
         let mutable tail = options.TailTicks
         while not (failed ()) && (not pending.IsEmpty || tail > 0) do
             while not (failed ()) && not pending.IsEmpty && wait = 0 do
                 applyFault pending.Head.Fault
                 pending <- pending.Tail
-                wait <- match pending with s :: _ -> max 0 s.After | [] -> 0
-            if pending.IsEmpty then tail <- tail - 1
-            else wait <- wait - 1
-            if not (failed ()) then tick ()
+                wait <-
+                    match pending with
+                    | s :: _ -> max 0 s.After
+                    | [] -> 0
+            if pending.IsEmpty then tail <- tail - 1 else wait <- wait - 1
+            if not (failed ()) then
+                tick ()
         // Heal everything; a leader must emerge and every member converge.
         if not (failed ()) then
             log (fun () -> "healing")
@@ -222,7 +247,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             world.DiskMax <- min world.DiskMax 2
             workload.Stop()
             for node in nodes do
-                if not node.Alive && not (failed ()) then interpreter.Boot node
+                if not node.Alive && not (failed ()) then
+                    interpreter.Boot node
             let healedAt = world.Now
             let mutable leaderSeen = false
             let mutable done' = false
@@ -236,13 +262,23 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                 elif not leaderSeen && world.Now - healedAt >= int64 options.LeaderTicks then
                     inv.Fail("liveness", sprintf "no leader %d ticks after healing: %s" options.LeaderTicks (describeNodes ()))
                 elif world.Now - healedAt >= int64 options.LivenessTicks then
-                    inv.Fail("liveness", sprintf "%d ticks after healing, no leader with every member caught up: %s" options.LivenessTicks (describeNodes ()))
-                else tick ()
+                    inv.Fail(
+                        "liveness",
+                        sprintf "%d ticks after healing, no leader with every member caught up: %s" options.LivenessTicks (describeNodes ())
+                    )
+                else
+                    tick ()
             // An acknowledged write is never lost: the converged state includes every one.
             if not (failed ()) then
                 match world.Leader() with
                 | Some leader when inv.MaxAcknowledged > leader.Applied ->
-                    inv.Fail("acknowledged write lost", sprintf "writes were acknowledged up to index %d but the converged cluster has applied only %d" inv.MaxAcknowledged leader.Applied)
+                    inv.Fail(
+                        "acknowledged write lost",
+                        sprintf
+                            "writes were acknowledged up to index %d but the converged cluster has applied only %d"
+                            inv.MaxAcknowledged
+                            leader.Applied
+                    )
                 | _ -> ()
         // Outstanding operations have an unknown outcome.
         let history = workload.Finish()
@@ -275,8 +311,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
 
 /// Runs one schedule to completion (or to the first violation) and checks the client history for
 /// linearizability. Deterministic: the same reducer, settings and schedule give the same result.
-let run (reducer: Reducer<'S>) (settings: Settings) (schedule: Schedule) : RunResult =
-    Run<'S>(reducer, settings, schedule).Execute()
+let run (reducer: Reducer<'S>) (settings: Settings) (schedule: Schedule) : RunResult = Run<'S>(reducer, settings, schedule).Execute()
 
 /// Reducer options that make a short simulated run exercise everything: fast elections and heartbeats, a small
 /// in-memory window (LoadEntries), frequent snapshots and compaction, small appends, quick learner promotion.

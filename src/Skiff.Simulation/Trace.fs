@@ -9,14 +9,26 @@ open Skiff.Core
 module internal Show =
     let showMessage (m: Message) =
         match m with
-        | Message.Vote v -> sprintf "%s t%d last %d/%d%s" (if v.PreVote then "PreVote" else "Vote") v.Term v.LastLogIndex v.LastLogTerm (if v.Transfer then " transfer" else "")
+        | Message.Vote v ->
+            sprintf
+                "%s t%d last %d/%d%s"
+                (if v.PreVote then "PreVote" else "Vote")
+                v.Term
+                v.LastLogIndex
+                v.LastLogTerm
+                (if v.Transfer then " transfer" else "")
         | Message.VoteReply v -> sprintf "%sReply t%d %b" (if v.PreVote then "PreVote" else "Vote") v.Term v.Granted
         | Message.Append a ->
-            let range = match a.Entries with [] -> "" | es -> sprintf " [%d..%d]" es.Head.Index (List.last es).Index
+            let range =
+                match a.Entries with
+                | [] -> ""
+                | es -> sprintf " [%d..%d]" es.Head.Index (List.last es).Index
             sprintf "Append t%d prev %d/%d%s commit %d r%d" a.Term a.PrevLogIndex a.PrevLogTerm range a.LeaderCommit a.Round
         | Message.AppendReply r ->
-            if r.Success then sprintf "AppendOk t%d match %d r%d" r.Term r.MatchIndex r.Round
-            else sprintf "AppendNo t%d conflict %d/%A r%d" r.Term r.ConflictIndex r.ConflictTerm r.Round
+            if r.Success then
+                sprintf "AppendOk t%d match %d r%d" r.Term r.MatchIndex r.Round
+            else
+                sprintf "AppendNo t%d conflict %d/%A r%d" r.Term r.ConflictIndex r.ConflictTerm r.Round
         | Message.Snapshot s -> sprintf "Snapshot t%d %d/%d" s.Term s.Meta.Index s.Meta.Term
         | Message.SnapshotReply r -> sprintf "SnapshotReply t%d %d" r.Term r.MatchIndex
         | Message.TimeoutNow t -> sprintf "TimeoutNow t%d" t
@@ -40,7 +52,13 @@ module internal Show =
 
     let showEffect (name: NodeId -> string) (e: Effect) =
         match e with
-        | Effect.PersistHardState h -> sprintf "PersistHardState t%d %s" h.Term (match h.VotedFor with Some v -> name v | None -> "-")
+        | Effect.PersistHardState h ->
+            sprintf
+                "PersistHardState t%d %s"
+                h.Term
+                (match h.VotedFor with
+                 | Some v -> name v
+                 | None -> "-")
         | Effect.PersistEntries es -> "PersistEntries " + range es
         | Effect.Send env -> sprintf "Send %s to %s" (showMessage env.Message) (name env.To)
         | Effect.Apply es -> "Apply " + range es
@@ -53,7 +71,14 @@ module internal Show =
         | Effect.CompactLog i -> sprintf "CompactLog %d" i
         | Effect.SendSnapshot(t, term, m) -> sprintf "SendSnapshot to %s t%d %d/%d" (name t) term m.Index m.Term
         | Effect.InstallSnapshot(st, m) -> sprintf "InstallSnapshot %s %d/%d" st m.Index m.Term
-        | Effect.RoleChanged(r, t, l) -> sprintf "RoleChanged %A t%d %s" r t (match l with Some x -> name x | None -> "-")
+        | Effect.RoleChanged(r, t, l) ->
+            sprintf
+                "RoleChanged %A t%d %s"
+                r
+                t
+                (match l with
+                 | Some x -> name x
+                 | None -> "-")
         | Effect.ConfigurationChanged c -> sprintf "ConfigurationChanged %d members" c.Members.Count
 
 /// Collects trace lines, each stamped with the tick and the reducer step it happened at. When tracing is off,
@@ -66,7 +91,8 @@ type internal Tracer(enabled: bool) =
 
     /// Records the line `f` builds, stamped with the tick and step, if tracing is on.
     member _.Log(tick: int64, step: int64, f: unit -> string) =
-        if enabled then lines.Add(sprintf "[t%d s%d] %s" tick step (f ()))
+        if enabled then
+            lines.Add(sprintf "[t%d s%d] %s" tick step (f ()))
 
     /// The lines so far, oldest first.
     member _.Lines: string list = List.ofSeq lines

@@ -17,28 +17,32 @@ type internal Phase =
 
 /// A client's outstanding operation. The mutable fields track the current attempt (which node, which request id).
 type internal ClientOp =
-    { Action: Action
-      Invoked: int64
-      Deadline: int64
-      /// The request's number in the client's session (0: outside any session).
-      Sequence: int64
-      /// Opens the client's session instead of performing `Action` (kept out of the history).
-      OpensSession: bool
-      mutable Target: int
-      mutable Rid: RequestId
-      mutable RetryAt: int64
-      /// With sessions: when an accepted proposal still unanswered is sent again elsewhere.
-      mutable ResendAt: int64
-      mutable Phase: Phase }
+    {
+        Action: Action
+        Invoked: int64
+        Deadline: int64
+        /// The request's number in the client's session (0: outside any session).
+        Sequence: int64
+        /// Opens the client's session instead of performing `Action` (kept out of the history).
+        OpensSession: bool
+        mutable Target: int
+        mutable Rid: RequestId
+        mutable RetryAt: int64
+        /// With sessions: when an accepted proposal still unanswered is sent again elsewhere.
+        mutable ResendAt: int64
+        mutable Phase: Phase
+    }
 
 /// One simulated client: at most one operation at a time, and its session when Settings.Sessions is on.
 type internal Client =
-    { Index: int
-      mutable Op: ClientOp option
-      mutable Written: int
-      /// The client's session (0: none yet, or it expired).
-      mutable Session: int64
-      mutable NextSequence: int64 }
+    {
+        Index: int
+        mutable Op: ClientOp option
+        mutable Written: int
+        /// The client's session (0: none yet, or it expired).
+        mutable Session: int64
+        mutable NextSequence: int64
+    }
 
 /// The clients of one run. `step` hands an event to a node (the interpreter); the interpreter reports back
 /// through the members below (see ClientPort).
@@ -50,7 +54,8 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
     let log f = world.Log f
     let inv = world.Invariants
     let failed () = world.Failed
-    let clients = [| for i in 0 .. options.Clients - 1 -> { Index = i; Op = None; Written = 0; Session = 0L; NextSequence = 1L } |]
+    let clients =
+        [| for i in 0 .. options.Clients - 1 -> { Index = i; Op = None; Written = 0; Session = 0L; NextSequence = 1L } |]
     let history = ResizeArray<Operation>()
     let keys = [| for k in 0 .. options.Keys - 1 -> sprintf "k%d" k |]
     /// Cleared after healing: clients stop starting operations so that the cluster can converge.
@@ -59,7 +64,11 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
     let mutable timedOut = 0
 
     let clientOf (rid: RequestId) =
-        clients |> Array.tryFind (fun c -> match c.Op with Some op -> op.Rid = rid | None -> false)
+        clients
+        |> Array.tryFind (fun c ->
+            match c.Op with
+            | Some op -> op.Rid = rid
+            | None -> false)
 
     let finish (client: Client) (completion: Completion) =
         match client.Op with
@@ -73,7 +82,8 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
             | Completion.TimedOut -> timedOut <- timedOut + 1
             | _ -> completed <- completed + 1
             let entry = { Client = client.Index; Invoked = op.Invoked; Action = op.Action; Completion = completion }
-            if op.OpensSession then log (fun () -> sprintf "client %d: opening a session: %A" client.Index completion)
+            if op.OpensSession then
+                log (fun () -> sprintf "client %d: opening a session: %A" client.Index completion)
             else
                 log (fun () -> "client: " + Operation.describe entry)
                 history.Add entry
@@ -113,8 +123,10 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
         | Some c when c.Op.Value.Target = node.Slot ->
             c.Op.Value.Phase <- Phase.AwaitApply(node.Slot, index, term)
             c.Op.Value.ResendAt <- world.Now + int64 options.ResendTicks
-            if node.Applied >= index then () // the outcome is unknown: it waits for the timeout
-            else node.AcceptedWaits.Add(struct (rid, index, term))
+            if node.Applied >= index then
+                () // the outcome is unknown: it waits for the timeout
+            else
+                node.AcceptedWaits.Add(struct (rid, index, term))
         | _ -> ()
 
     let resolveWrites (node: Node<'S>) (entry: Entry) (result: LogResult option) =
@@ -138,9 +150,15 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
                                 // The session is gone: whether an earlier attempt took effect is unknown.
                                 c.Session <- 0L
                                 finish c Completion.TimedOut
-                        | None -> inv.Fail("interpreter contract", sprintf "%s: the entry at %d accepted for a write is not a command" node.Name entry.Index)
-                    elif retries c.Op.Value then resend c 1
-                    else abandon c
+                        | None ->
+                            inv.Fail(
+                                "interpreter contract",
+                                sprintf "%s: the entry at %d accepted for a write is not a command" node.Name entry.Index
+                            )
+                    elif retries c.Op.Value then
+                        resend c 1
+                    else
+                        abandon c
                 | None -> ()
 
     let onReadReady (node: Node<'S>) rids index =
@@ -189,11 +207,13 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
                 | Action.Get _ -> step node (Event.Read rid)
                 | Action.Write command ->
                     let logCommand =
-                        if op.OpensSession then LogCommand.OpenSession(world.Now, int64 options.SessionTimeout)
+                        if op.OpensSession then
+                            LogCommand.OpenSession(world.Now, int64 options.SessionTimeout)
                         elif op.Sequence > 0L then
                             let stamp = { Session = client.Session; Sequence = op.Sequence; Acknowledged = op.Sequence; Time = world.Now }
                             LogCommand.InSession(stamp, command)
-                        else LogCommand.Plain command
+                        else
+                            LogCommand.Plain command
                     step node (Event.Propose(rid, LogCommandCodec.encode logCommand))
         | _ -> ()
 
@@ -219,15 +239,24 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
             Text.Encoding.ASCII.GetBytes(sprintf "c%dv%d" client.Index client.Written)
         let recent () =
             // A value some client may have written to the key: makes compare-and-swap succeed sometimes.
-            if prng.Chance 30 then None
+            if prng.Chance 30 then
+                None
             else
                 let c = prng.Below clients.Length
                 let n = clients[c].Written
-                if n = 0 then None else Some(Text.Encoding.ASCII.GetBytes(sprintf "c%dv%d" c (max 1 (n - prng.Below 2))))
+                if n = 0 then
+                    None
+                else
+                    Some(Text.Encoding.ASCII.GetBytes(sprintf "c%dv%d" c (max 1 (n - prng.Below 2))))
         let action =
             match prng.Below 10 with
-            | 0 | 1 | 2 | 3 -> Action.Get key
-            | 4 | 5 | 6 -> Action.Write(Command.Put(key, value ()))
+            | 0
+            | 1
+            | 2
+            | 3 -> Action.Get key
+            | 4
+            | 5
+            | 6 -> Action.Write(Command.Put(key, value ()))
             | 7 -> Action.Write(Command.Delete key)
             | _ ->
                 let expected = recent ()
@@ -251,7 +280,13 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
                     match op.Action with
                     | Action.Get _ -> finish client Completion.TimedOut
                     | Action.Write _ -> finish client Completion.TimedOut
-                | Some op when retries op && op.ResendAt <= world.Now && (match op.Phase with Phase.AwaitApply _ -> true | _ -> false) ->
+                | Some op when
+                    retries op
+                    && op.ResendAt <= world.Now
+                    && (match op.Phase with
+                        | Phase.AwaitApply _ -> true
+                        | _ -> false)
+                    ->
                     resend client 0
                     sendClient client
                 | Some _ -> sendClient client

@@ -64,4 +64,9 @@ type internal World<'S>(reducer: Reducer<'S>, settings: Settings, seed: uint64) 
 
     /// The first running node that believes it leads, if any.
     member _.Leader() : Node<'S> option =
-        nodes |> Seq.tryFind (fun n -> n.Alive && (match n.State with ValueSome s -> reducer.Role s = Role.Leader | _ -> false))
+        nodes
+        |> Seq.tryFind (fun n ->
+            n.Alive
+            && (match n.State with
+                | ValueSome s -> reducer.Role s = Role.Leader
+                | _ -> false))

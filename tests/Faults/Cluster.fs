@@ -27,16 +27,18 @@ let showTime (us: int64) = sprintf "%8.3f" (float us / 1e6)
 /// The timeline of one run: nemesis actions, member starts and exits, notes.
 type Timeline() =
     let events = ConcurrentQueue<int64 * string>()
-    member _.Add(text: string) =
-        events.Enqueue((now (), text))
+    member _.Add(text: string) = events.Enqueue((now (), text))
     member _.Lines = events |> Seq.sortBy fst |> Seq.map (fun (t, s) -> showTime t + "  " + s) |> List.ofSeq
 
 /// Finds the built `skiff` command (Skiff.Cli.dll) next to the repository's Release or Debug output.
 let skiffDll () : string =
     let rec up (dir: DirectoryInfo) =
-        if isNull dir then failwith "cannot find the repository root (Skiff.Functional.sln) above the test program"
-        elif File.Exists(Path.Combine(dir.FullName, "Skiff.Functional.sln")) then dir.FullName
-        else up dir.Parent
+        if isNull dir then
+            failwith "cannot find the repository root (Skiff.Functional.sln) above the test program"
+        elif File.Exists(Path.Combine(dir.FullName, "Skiff.Functional.sln")) then
+            dir.FullName
+        else
+            up dir.Parent
     let root = up (DirectoryInfo AppContext.BaseDirectory)
     [ "Release"; "Debug" ]
     |> List.map (fun c -> Path.Combine(root, "src", "Skiff.Cli", "bin", c, "net10.0", "Skiff.Cli.dll"))
@@ -67,11 +69,13 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
     let admin = lazy (new SkiffGrpcClient([ sprintf "%s:%d" ip port ]))
 
     let chown (path: string) =
-        if separateUids then Netns.run "chown" [ "-R"; sprintf "%d:%d" uid uid; path ] 30_000 |> ignore
+        if separateUids then
+            Netns.run "chown" [ "-R"; sprintf "%d:%d" uid uid; path ] 30_000 |> ignore
 
     let write (line: string) =
         lock gate (fun () -> log.WriteLine line)
-        if line.Contains " serving at " then serving <- true
+        if line.Contains " serving at " then
+            serving <- true
         // Log lines that speak of a crash: counted and reported (the runtime logs "crit" for fatal errors).
         if line.Contains " crit " || line.Contains "Unhandled exception" || line.Contains "FATAL" then
             lock suspicious (fun () -> suspicious.Add(sprintf "member %d: %s" slot line))
@@ -100,14 +104,29 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
     /// is read from that file.
     member this.Start(join: string list, faketime: (string * string) option) =
         lock gate (fun () ->
-            if proc.IsSome then failwithf "member %d already running" slot
+            if proc.IsSome then
+                failwithf "member %d already running" slot
             let join = if join.IsEmpty && not joined then lastJoin else join
-            if not join.IsEmpty then lastJoin <- join
+            if not join.IsEmpty then
+                lastJoin <- join
             incarnation <- incarnation + 1
             let dll = skiffDll ()
             let serve =
-                [ "dotnet"; dll; "serve"; "--dir"; dataDir; "--bind"; ip; "--port"; string port
-                  "--heartbeat-ms"; "50"; "--election-ms"; "300"; "--parent-pid"; string parentPid ]
+                [ "dotnet"
+                  dll
+                  "serve"
+                  "--dir"
+                  dataDir
+                  "--bind"
+                  ip
+                  "--port"
+                  string port
+                  "--heartbeat-ms"
+                  "50"
+                  "--election-ms"
+                  "300"
+                  "--parent-pid"
+                  string parentPid ]
                 @ serveFlags
                 @ (if join.IsEmpty then [] else [ "--join"; String.Join(",", join) ])
             // libfaketime is preloaded into the member only (through `env`, after setpriv dropped to the member's
@@ -115,14 +134,21 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
             let serve =
                 match faketime with
                 | Some(lib, file) ->
-                    [ "env"; "LD_PRELOAD=" + lib; "FAKETIME_TIMESTAMP_FILE=" + file; "FAKETIME_CACHE_DURATION=1"
-                      "FAKETIME_DONT_RESET=1"; "FAKETIME_DISABLE_SHM=1" ] @ serve
+                    [ "env"
+                      "LD_PRELOAD=" + lib
+                      "FAKETIME_TIMESTAMP_FILE=" + file
+                      "FAKETIME_CACHE_DURATION=1"
+                      "FAKETIME_DONT_RESET=1"
+                      "FAKETIME_DISABLE_SHM=1" ]
+                    @ serve
                 | None -> serve
             let command =
                 if separateUids then
                     [ "setpriv"; "--reuid"; string uid; "--regid"; string uid; "--clear-groups"; "--" ] @ serve
-                else serve
-            let psi = ProcessStartInfo(List.head command, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+                else
+                    serve
+            let psi =
+                ProcessStartInfo(List.head command, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
             command |> List.tail |> List.iter psi.ArgumentList.Add
             psi.Environment["HOME"] <- home
             psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] <- "1"
@@ -130,16 +156,29 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
             psi.Environment["DOTNET_gcServer"] <- "0"
             let p = new Process(StartInfo = psi, EnableRaisingEvents = true)
             let n = incarnation
-            let onLine (e: DataReceivedEventArgs) = if not (isNull e.Data) then write e.Data
+            let onLine (e: DataReceivedEventArgs) =
+                if not (isNull e.Data) then
+                    write e.Data
             p.OutputDataReceived.Add onLine
             p.ErrorDataReceived.Add onLine
             p.Exited.Add(fun _ ->
-                let code = try p.ExitCode with _ -> -1
+                let code =
+                    try
+                        p.ExitCode
+                    with _ ->
+                        -1
                 lock gate (fun () ->
                     let expected = expectingExit
-                    write (sprintf "### harness: incarnation %d exited with %d%s" n code (if expected then " (expected)" else " (UNEXPECTED)"))
+                    write (
+                        sprintf
+                            "### harness: incarnation %d exited with %d%s"
+                            n
+                            code
+                            (if expected then " (expected)" else " (UNEXPECTED)")
+                    )
                     timeline.Add(sprintf "member %d exited with %d%s" slot code (if expected then "" else " UNEXPECTED"))
-                    if not expected then unexpected.Add(sprintf "member %d (incarnation %d) exited by itself with code %d" slot n code)
+                    if not expected then
+                        unexpected.Add(sprintf "member %d (incarnation %d) exited by itself with code %d" slot n code)
                     match proc with
                     | Some q when obj.ReferenceEquals(q, p) -> proc <- None
                     | _ -> ()))
@@ -151,7 +190,13 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
             p.BeginOutputReadLine()
             p.BeginErrorReadLine()
             proc <- Some p
-            timeline.Add(sprintf "member %d started (pid %d)%s" slot p.Id (if join.IsEmpty then "" else " joining through " + String.Join(",", join))))
+            timeline.Add(
+                sprintf
+                    "member %d started (pid %d)%s"
+                    slot
+                    p.Id
+                    (if join.IsEmpty then "" else " joining through " + String.Join(",", join))
+            ))
 
     member private _.Signal(signal: int) =
         match lock gate (fun () -> proc) with
@@ -160,9 +205,14 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
 
     /// SIGKILL, and waits (bounded) until it is gone.
     member this.Kill() =
-        match lock gate (fun () -> expectingExit <- true; proc) with
+        match
+            lock gate (fun () ->
+                expectingExit <- true
+                proc)
+        with
         | Some p ->
-            if paused then this.Signal SIGCONT
+            if paused then
+                this.Signal SIGCONT
             kill (p.Id, SIGKILL) |> ignore
             p.WaitForExit 10_000 |> ignore
             lock gate (fun () -> proc <- None)
@@ -171,9 +221,14 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
 
     /// SIGTERM (a clean shutdown, exit 0 expected), then SIGKILL after 10 s.
     member this.Stop() =
-        match lock gate (fun () -> expectingExit <- true; proc) with
+        match
+            lock gate (fun () ->
+                expectingExit <- true
+                proc)
+        with
         | Some p ->
-            if paused then this.Signal SIGCONT
+            if paused then
+                this.Signal SIGCONT
             kill (p.Id, SIGTERM) |> ignore
             if not (p.WaitForExit 10_000) then
                 timeline.Add(sprintf "member %d did not stop within 10 s of SIGTERM: killed" slot)
@@ -203,25 +258,33 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
     /// Deletes the data directory (the member must be stopped).
     member _.Wipe() =
         joined <- false
-        if Directory.Exists dataDir then Directory.Delete(dataDir, true)
+        if Directory.Exists dataDir then
+            Directory.Delete(dataDir, true)
         Directory.CreateDirectory dataDir |> ignore
         chown dataDir
 
     /// The member's own status, or None if it does not answer within `ms`.
     member this.Status(ms: int) : Skiff.Net.Protocol.ClusterStatusReply option =
-        if not this.Running || paused then None
+        if not this.Running || paused then
+            None
         else
             use cts = new CancellationTokenSource(ms)
             try
                 let s = this.Admin.ClusterStatusAsync(cts.Token).GetAwaiter().GetResult()
-                if not joined && s.Members |> Seq.exists (fun m -> m.Id = s.Id && m.Address = this.Address) then joined <- true
+                if not joined && s.Members |> Seq.exists (fun m -> m.Id = s.Id && m.Address = this.Address) then
+                    joined <- true
                 Some s
-            with _ -> None
+            with _ ->
+                None
 
     interface IDisposable with
         member this.Dispose() =
-            (try this.Kill() with _ -> ())
-            if admin.IsValueCreated then admin.Value.Dispose()
+            (try
+                this.Kill()
+             with _ ->
+                 ())
+            if admin.IsValueCreated then
+                admin.Value.Dispose()
             lock gate (fun () -> log.Dispose())
 
 /// Polls until `f` returns Some or the time is up.

@@ -15,12 +15,16 @@ open Skiff.Faults.Workload
 /// The seed of a run: SKIFF_FAULTS_SEED replays one, otherwise a fresh one (printed by the run).
 let seed (offset: int) =
     match Environment.GetEnvironmentVariable "SKIFF_FAULTS_SEED" with
-    | null | "" -> Random.Shared.Next(1, 1_000_000) + offset
+    | null
+    | "" -> Random.Shared.Next(1, 1_000_000) + offset
     | s -> int s
 
 let private within ms (f: CancellationToken -> Threading.Tasks.Task<'a>) : Result<'a, string> =
     use cts = new CancellationTokenSource(ms: int)
-    try Ok(f(cts.Token).GetAwaiter().GetResult()) with e -> Error e.Message
+    try
+        Ok(f(cts.Token).GetAwaiter().GetResult())
+    with e ->
+        Error e.Message
 
 /// A partition must really stop traffic: with members 4 and 5 cut off from 1–3 (leader among 1–3), a write through 5
 /// cannot commit, the rules count dropped packets, 5 serves a stale read, and the checker flags that stale read when
@@ -34,8 +38,15 @@ let partitionCuts =
             let m = cluster.Members
             let leader = Cluster.leader (List.ofArray m) |> Option.map (fun (l, _) -> l.Slot) |> Option.defaultValue 1
             // The minority: two members that are not the leader.
-            let minority = [ for s in 5 .. -1 .. 1 do if s <> leader then s ] |> List.take 2
-            let majority = [ for s in 1 .. 5 do if not (List.contains s minority) then s ]
+            let minority =
+                [ for s in 5..-1..1 do
+                      if s <> leader then
+                          s ]
+                |> List.take 2
+            let majority =
+                [ for s in 1..5 do
+                      if not (List.contains s minority) then
+                          s ]
             use viaLeader = new SkiffGrpcClient([ m[leader - 1].Address ])
             use viaMinority = new SkiffGrpcClient([ m[minority.Head - 1].Address ])
             let t0 = now ()
@@ -69,12 +80,25 @@ let partitionCuts =
             Expect.equal (text stale) "before" "the cut-off member still holds the old value"
             let dropped = Netns.droppedPackets ()
             Expect.isGreaterThan dropped 0L "the cut rules dropped packets"
-            printfn "partition proof: minority %A, majority %A (leader %d): majority committed, minority write failed (%s), %d packets dropped"
-                minority majority leader (match minorityWrite with Error e -> e | Ok _ -> "") dropped
+            printfn
+                "partition proof: minority %A, majority %A (leader %d): majority committed, minority write failed (%s), %d packets dropped"
+                minority
+                majority
+                leader
+                (match minorityWrite with
+                 | Error e -> e
+                 | Ok _ -> "")
+                dropped
             // The stale read, recorded as if it were a linearizable read, must be caught by the checker.
             let history =
-                [ { Client = 1; Invoked = t0; Action = Action.Write(Command.Put("k", bytes "before")); Completion = Completion.Returned(t1, Output.Result CommandResult.Done) }
-                  { Client = 1; Invoked = t2; Action = Action.Write(Command.Put("k", bytes "after")); Completion = Completion.Returned(t3, Output.Result CommandResult.Done) }
+                [ { Client = 1
+                    Invoked = t0
+                    Action = Action.Write(Command.Put("k", bytes "before"))
+                    Completion = Completion.Returned(t1, Output.Result CommandResult.Done) }
+                  { Client = 1
+                    Invoked = t2
+                    Action = Action.Write(Command.Put("k", bytes "after"))
+                    Completion = Completion.Returned(t3, Output.Result CommandResult.Done) }
                   { Client = 2; Invoked = t4; Action = Action.Get "k"; Completion = Completion.Returned(t5, Output.Value(Some stale)) } ]
             match check history with
             | NotLinearizable("k", _) -> ()
@@ -107,20 +131,28 @@ let faultRun (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Nem
                   Profile = profile
                   Workload = Workload.defaults
                   ServeFlags = [] }
-        if not verdict.Passed then failtest verdict.Report
+        if not verdict.Passed then
+            failtest verdict.Report
     }
 
 let tests =
     testSequenced
-    <| testList "Faults" [
-        partitionCuts
-        faultRun "partitions" 0 (TimeSpan.FromSeconds 60.0) Nemesis.partitions
-        faultRun "crashes" 1 (TimeSpan.FromSeconds 60.0) Nemesis.crashes
-    ]
+    <| testList
+        "Faults"
+        [ partitionCuts
+          faultRun "partitions" 0 (TimeSpan.FromSeconds 60.0) Nemesis.partitions
+          faultRun "crashes" 1 (TimeSpan.FromSeconds 60.0) Nemesis.crashes ]
 
 /// A run that must FAIL: the harness is shown to catch a real bug. Passes if the run reports one of `expected`.
-let mustCatch (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Nemesis.Profile) (workload: Workload.Options)
-    (serveFlags: string list) (expected: string list) =
+let mustCatch
+    (name: string)
+    (seedOffset: int)
+    (duration: TimeSpan)
+    (profile: Nemesis.Profile)
+    (workload: Workload.Options)
+    (serveFlags: string list)
+    (expected: string list)
+    =
     test (sprintf "the harness catches %s" name) {
         let verdict =
             Run.execute
@@ -139,12 +171,25 @@ let mustCatch (name: string) (seedOffset: int) (duration: TimeSpan) (profile: Ne
 /// the session table (the members run with `serve --unsafe-no-dedup`, a hidden test hook that applies a resent write
 /// again).
 let catches =
-    testSequenced <| testList "Faults catch bugs" [
-        mustCatch "stale reads" 3 (TimeSpan.FromSeconds 40.0) { Nemesis.partitions with Kinds = [ Nemesis.MajorityMinority; Nemesis.IsolateLeader; Nemesis.PauseLeader ] }
-            { Workload.defaults with StaleReads = true } [] [ "NOT LINEARIZABLE" ]
-        mustCatch "duplicated writes" 4 (TimeSpan.FromSeconds 60.0) { Nemesis.crashes with Kinds = [ Nemesis.KillLeader ] }
-            Workload.defaults [ "--unsafe-no-dedup" ] [ "DUPLICATE WRITE"; "NOT LINEARIZABLE" ]
-    ]
+    testSequenced
+    <| testList
+        "Faults catch bugs"
+        [ mustCatch
+              "stale reads"
+              3
+              (TimeSpan.FromSeconds 40.0)
+              { Nemesis.partitions with Kinds = [ Nemesis.MajorityMinority; Nemesis.IsolateLeader; Nemesis.PauseLeader ] }
+              { Workload.defaults with StaleReads = true }
+              []
+              [ "NOT LINEARIZABLE" ]
+          mustCatch
+              "duplicated writes"
+              4
+              (TimeSpan.FromSeconds 60.0)
+              { Nemesis.crashes with Kinds = [ Nemesis.KillLeader ] }
+              Workload.defaults
+              [ "--unsafe-no-dedup" ]
+              [ "DUPLICATE WRITE"; "NOT LINEARIZABLE" ] ]
 
 /// `--minutes N [--profile partitions|crashes|everything]`: one long run (of every fault by default).
 let longRun (minutes: float) (profile: Nemesis.Profile) =

@@ -64,7 +64,10 @@ let main argv =
         | Netns.Private ns -> printfn "faults: running inside private network namespace %s (links cut with nftables there)" ns
         | Netns.HostLoopback why ->
             Run.Port <- freePort ()
-            printfn "faults: FALLBACK: %s; members on the host's 127.0.0.x port %d, kills and pauses only, NO partitions (the fault-injecting proxy is not built yet)" why Run.Port
+            printfn
+                "faults: FALLBACK: %s; members on the host's 127.0.0.x port %d, kills and pauses only, NO partitions (the fault-injecting proxy is not built yet)"
+                why
+                Run.Port
         let tests =
             match minutes, catches with
             | Some m, _ -> FaultTests.longRun m profile
@@ -73,4 +76,7 @@ let main argv =
         try
             Skiff.Tests.TestMain.run rest tests
         finally
-            (try IO.Directory.Delete(Run.workRoot, true) with _ -> ())
+            (try
+                IO.Directory.Delete(Run.workRoot, true)
+             with _ ->
+                 ())

@@ -22,12 +22,14 @@ type Kind =
     | AddSixth
 
 /// Which faults a run draws from.
-type Profile =
-    { Name: string
-      Kinds: Kind list }
+type Profile = { Name: string; Kinds: Kind list }
 
-let partitions = { Name = "partitions, pauses, membership"; Kinds = [ MajorityMinority; Bridge; IsolateLeader; OneWay; Pause; PauseLeader; RemoveReadd; AddSixth ] }
-let crashes = { Name = "kills, restarts, wiped rejoin, clock jumps"; Kinds = [ KillRestart; KillLeader; KillLeader; WipeRejoin; Pause; ClockJump ] }
+let partitions =
+    { Name = "partitions, pauses, membership"
+      Kinds = [ MajorityMinority; Bridge; IsolateLeader; OneWay; Pause; PauseLeader; RemoveReadd; AddSixth ] }
+let crashes =
+    { Name = "kills, restarts, wiped rejoin, clock jumps"
+      Kinds = [ KillRestart; KillLeader; KillLeader; WipeRejoin; Pause; ClockJump ] }
 let everything = { Name = "every fault"; Kinds = partitions.Kinds @ crashes.Kinds }
 
 /// The nemesis of one run: owns the cuts, pauses, kills and membership it introduced, so it can heal them all.
@@ -46,7 +48,10 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
             Netns.setCuts [ for a, b in links -> (byslot a).Uid, (byslot b).Uid, (byslot b).Ip ]
 
     let both (side1: int list) (side2: int list) =
-        [ for a in side1 do for b in side2 do yield (a, b); yield (b, a) ]
+        [ for a in side1 do
+              for b in side2 do
+                  yield (a, b)
+                  yield (b, a) ]
 
     let shuffled () = [| 1 .. members.Length |] |> Array.sortBy (fun _ -> random.Next())
 
@@ -74,7 +79,11 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
             note (sprintf "%s skipped: the leader counts %d voters, not %d (a rejoin is still catching up)" what voters members.Length)
         voters >= members.Length
 
-    let count kind = injected[kind] <- (match injected.TryGetValue kind with | true, n -> n + 1 | _ -> 1)
+    let count kind =
+        injected[kind] <-
+            (match injected.TryGetValue kind with
+             | true, n -> n + 1
+             | _ -> 1)
 
     let call (what: string) (f: CancellationToken -> Threading.Tasks.Task) =
         use cts = new CancellationTokenSource(5000)
@@ -113,15 +122,31 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
             partition (sprintf "bridge %A - %d - %A" s[0..1] s[2] s[3..]) (both (List.ofArray s[0..1]) (List.ofArray s[3..]))
         | IsolateLeader ->
             match leaderSlot () with
-            | Some l -> partition (sprintf "isolate leader %d" l) (both [ l ] [ for s in 1 .. members.Length do if s <> l then s ])
-            | None -> note "isolate leader: no leader"; ignore
+            | Some l ->
+                partition
+                    (sprintf "isolate leader %d" l)
+                    (both
+                        [ l ]
+                        [ for s in 1 .. members.Length do
+                              if s <> l then
+                                  s ])
+            | None ->
+                note "isolate leader: no leader"
+                ignore
         | OneWay ->
             match leaderSlot () with
             | Some l ->
-                let others = [ for s in 1 .. members.Length do if s <> l then s ]
-                if random.Next 2 = 0 then partition (sprintf "one-way: leader %d cannot send" l) [ for o in others -> (l, o) ]
-                else partition (sprintf "one-way: nobody can send to leader %d" l) [ for o in others -> (o, l) ]
-            | None -> note "one-way: no leader"; ignore
+                let others =
+                    [ for s in 1 .. members.Length do
+                          if s <> l then
+                              s ]
+                if random.Next 2 = 0 then
+                    partition (sprintf "one-way: leader %d cannot send" l) [ for o in others -> (l, o) ]
+                else
+                    partition (sprintf "one-way: nobody can send to leader %d" l) [ for o in others -> (o, l) ]
+            | None ->
+                note "one-way: no leader"
+                ignore
         | KillRestart
         | KillLeader ->
             match pickRunning (kind = KillLeader) with
@@ -153,7 +178,10 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                     match victim.Status 1000 with
                     | Some vs ->
                         let id = Guid.Parse vs.Id
-                        if call (sprintf "remove member %d" victim.Slot) (fun ct -> leader.Admin.RemoveServerAsync(id, victim.Address, ct)) then
+                        if
+                            call (sprintf "remove member %d" victim.Slot) (fun ct ->
+                                leader.Admin.RemoveServerAsync(id, victim.Address, ct))
+                        then
                             count kind
                             note (sprintf "removed member %d (%s) through leader %d" victim.Slot vs.Id leader.Slot)
                             removed <- Some(id, victim.Slot)
@@ -172,8 +200,10 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                         // Half the time the old id is left in the configuration: the wiped member's join under a
                         // new id at the same address replaces it (issue 13 point 5), as after a real disk loss.
                         let removeFirst = random.Next 2 = 0
-                        if removeFirst then note (sprintf "SIGKILL member %d, remove it (%s), wipe its data" victim.Slot vs.Id)
-                        else note (sprintf "SIGKILL member %d (%s), wipe its data; its rejoin replaces it" victim.Slot vs.Id)
+                        if removeFirst then
+                            note (sprintf "SIGKILL member %d, remove it (%s), wipe its data" victim.Slot vs.Id)
+                        else
+                            note (sprintf "SIGKILL member %d (%s), wipe its data; its rejoin replaces it" victim.Slot vs.Id)
                         victim.Kill()
                         let id = Guid.Parse vs.Id
                         let mutable ok = not removeFirst
@@ -184,17 +214,19 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                             | Some(l, _) -> ok <- call "remove wiped member" (fun ct -> l.Admin.RemoveServerAsync(id, victim.Address, ct))
                             | None -> Thread.Sleep 500
                         victim.Wipe()
-                        heal <- fun () ->
-                            let others = running () |> Array.filter (fun s -> s <> victim.Slot) |> Array.map (fun s -> (byslot s).Ip)
-                            note (sprintf "start wiped member %d, joining through %s" victim.Slot (String.Join(",", others)))
-                            victim.Start(List.ofArray others, this.ClockFor victim.Slot)
+                        heal <-
+                            fun () ->
+                                let others = running () |> Array.filter (fun s -> s <> victim.Slot) |> Array.map (fun s -> (byslot s).Ip)
+                                note (sprintf "start wiped member %d, joining through %s" victim.Slot (String.Join(",", others)))
+                                victim.Start(List.ofArray others, this.ClockFor victim.Slot)
                     | None -> note (sprintf "wipe: member %d did not report its id" victim.Slot))
             heal
         | AddSixth ->
             match spare with
             | Some six when not six.Running ->
                 let others = running () |> Array.map (fun s -> (byslot s).Ip)
-                if others.Length = 0 then ignore
+                if others.Length = 0 then
+                    ignore
                 else
                     count kind
                     note (sprintf "add a sixth member at %s, joining through %s" six.Ip (String.Join(",", others)))
@@ -241,10 +273,13 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                     | Some(l, ls) ->
                         if ls.Members |> Seq.exists (fun m -> m.Id = vs.Id) then
                             ok <- call "remove the sixth member" (fun ct -> l.Admin.RemoveServerAsync(id, six.Address, ct))
-                        else ok <- true // never got in
+                        else
+                            ok <- true // never got in
                     | None -> Thread.Sleep 500
-                if ok then note (sprintf "removed the sixth member (%s)" vs.Id)
-                else problems.Add "could not remove the sixth member within 10 tries"
+                if ok then
+                    note (sprintf "removed the sixth member (%s)" vs.Id)
+                else
+                    problems.Add "could not remove the sixth member within 10 tries"
             | None -> note "the sixth member did not report its id"
             note "stop the sixth member"
             six.Stop()
@@ -266,7 +301,8 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
             if ok then
                 note (sprintf "re-added member %d (%O)" slot id)
                 removed <- None
-            else problems.Add(sprintf "could not re-add member %d within 10 tries" slot)
+            else
+                problems.Add(sprintf "could not re-add member %d within 10 tries" slot)
 
     /// Runs faults until `until` (µs on the harness clock): each held 2–5 s, then healed, then 1–3 s of quiet.
     member this.Run(profile: Profile, until: int64, stop: CancellationToken) =
@@ -275,19 +311,30 @@ type Nemesis(members: Member[], spare: Member option, timeline: Timeline, random
                 Thread.Sleep 50
         while now () < until - 3_000_000L && not stop.IsCancellationRequested do
             let kind = profile.Kinds[random.Next profile.Kinds.Length]
-            let heal = try this.Apply kind with e -> note (sprintf "%A failed: %s" kind e.Message); ignore
+            let heal =
+                try
+                    this.Apply kind
+                with e ->
+                    note (sprintf "%A failed: %s" kind e.Message)
+                    ignore
             sleepUntil (min until (now () + int64 (2000 + random.Next 3000) * 1000L))
-            (try heal () with e -> note (sprintf "healing %A failed: %s" kind e.Message))
+            (try
+                heal ()
+             with e ->
+                 note (sprintf "healing %A failed: %s" kind e.Message))
             sleepUntil (min until (now () + int64 (1000 + random.Next 2000) * 1000L))
 
     /// Heals everything: no cuts, nobody paused, everybody running, nobody left removed, clocks normal.
     member this.HealAll() =
         note "heal everything"
-        if Netns.canCut () then applyCuts []
+        if Netns.canCut () then
+            applyCuts []
         for m in members do
             m.Resume()
         match clockFiles with
-        | Some files -> for f in files do File.WriteAllText(f, "+0")
+        | Some files ->
+            for f in files do
+                File.WriteAllText(f, "+0")
         | None -> ()
         this.RemoveSixth()
         for m in members do

@@ -29,12 +29,16 @@ let run (file: string) (args: string list) (timeoutMs: int) : int * string =
         let out = p.StandardOutput.ReadToEndAsync()
         let err = p.StandardError.ReadToEndAsync()
         if not (p.WaitForExit timeoutMs) then
-            (try p.Kill true with _ -> ())
+            (try
+                p.Kill true
+             with _ ->
+                 ())
             -1, sprintf "%s timed out after %d ms" file timeoutMs
         else
             p.WaitForExit()
             p.ExitCode, out.Result + err.Result
-    with e -> -1, e.Message
+    with e ->
+        -1, e.Message
 
 let which (name: string) : string option =
     (Environment.GetEnvironmentVariable "PATH" |> string).Split(':', StringSplitOptions.RemoveEmptyEntries)
@@ -54,14 +58,19 @@ let libfaketime () =
 
 /// Installs iproute2, nftables and faketime with apt-get when `ip` or `nft` is missing (root only). Returns notes.
 let ensureTools () : string list =
-    if not (isRoot ()) then [ "not root: cannot install iproute2/nftables" ]
-    elif (which "ip").IsSome && (which "nft").IsSome && (libfaketime ()).IsSome then []
-    elif (which "apt-get").IsNone then [ "apt-get not found: cannot install iproute2/nftables/faketime" ]
+    if not (isRoot ()) then
+        [ "not root: cannot install iproute2/nftables" ]
+    elif (which "ip").IsSome && (which "nft").IsSome && (libfaketime ()).IsSome then
+        []
+    elif (which "apt-get").IsNone then
+        [ "apt-get not found: cannot install iproute2/nftables/faketime" ]
     else
         let u, uo = run "apt-get" [ "update"; "-qq" ] 300_000
         let i, io = run "apt-get" [ "install"; "-y"; "-qq"; "iproute2"; "nftables"; "faketime" ] 600_000
-        [ if u <> 0 then sprintf "apt-get update failed (%d): %s" u (uo.Trim())
-          if i <> 0 then sprintf "apt-get install failed (%d): %s" i (io.Trim()) ]
+        [ if u <> 0 then
+              sprintf "apt-get update failed (%d): %s" u (uo.Trim())
+          if i <> 0 then
+              sprintf "apt-get install failed (%d): %s" i (io.Trim()) ]
 
 /// The environment variable that names the namespace this process was started in by its parent.
 [<Literal>]
@@ -82,10 +91,17 @@ let mode: Lazy<Mode> =
         | "" -> HostLoopback "not started inside a private network namespace"
         | name ->
             let code, out = run "ip" [ "netns"; "identify"; string Environment.ProcessId ] 10_000
-            if code = 0 && out.Trim() = name then Private name
-            else HostLoopback(sprintf "%s=%s but `ip netns identify` says %A: refusing to touch any firewall" NamespaceVariable name (out.Trim()))
+            if code = 0 && out.Trim() = name then
+                Private name
+            else
+                HostLoopback(
+                    sprintf "%s=%s but `ip netns identify` says %A: refusing to touch any firewall" NamespaceVariable name (out.Trim())
+                )
 
-let canCut () = match mode.Value with Private _ -> true | HostLoopback _ -> false
+let canCut () =
+    match mode.Value with
+    | Private _ -> true
+    | HostLoopback _ -> false
 
 /// Runs an nft script inside our namespace; refuses anywhere else.
 let nft (script: string) : unit =
@@ -96,7 +112,8 @@ let nft (script: string) : unit =
         try
             File.WriteAllText(file, script)
             let code, out = run "nft" [ "-f"; file ] 10_000
-            if code <> 0 then failwithf "nft failed (%d): %s\n%s" code out script
+            if code <> 0 then
+                failwithf "nft failed (%d): %s\n%s" code out script
         finally
             File.Delete file
 
@@ -127,8 +144,7 @@ let setCuts (links: (int * int * string) list) : unit =
 /// Packets dropped by the current cuts (sum of the rule counters).
 let droppedPackets () : int64 =
     let text = nftList ()
-    Text.RegularExpressions.Regex.Matches(text, @"counter packets (\d+)")
-    |> Seq.sumBy (fun m -> int64 m.Groups[1].Value)
+    Text.RegularExpressions.Regex.Matches(text, @"counter packets (\d+)") |> Seq.sumBy (fun m -> int64 m.Groups[1].Value)
 
 // ---------------------------------------------------------------------------------------------------------------
 // The parent side: create the namespace, re-execute inside it, clean up.
@@ -145,7 +161,11 @@ let reexecInside (argv: string[]) (notes: ResizeArray<string>) : int option =
         for line in listed.Split('\n', StringSplitOptions.RemoveEmptyEntries) do
             let m = Text.RegularExpressions.Regex.Match(line, @"^skiff-faults-(\d+)\b")
             if m.Success then
-                let alive = try not (Process.GetProcessById(int m.Groups[1].Value).HasExited) with _ -> false
+                let alive =
+                    try
+                        not (Process.GetProcessById(int m.Groups[1].Value).HasExited)
+                    with _ ->
+                        false
                 let _, inside = run "ip" [ "netns"; "pids"; "skiff-faults-" + m.Groups[1].Value ] 10_000
                 if not alive && inside.Trim() = "" then
                     run "ip" [ "netns"; "del"; "skiff-faults-" + m.Groups[1].Value ] 10_000 |> ignore
@@ -160,16 +180,20 @@ let reexecInside (argv: string[]) (notes: ResizeArray<string>) : int option =
                 let _, pids = run "ip" [ "netns"; "pids"; name ] 10_000
                 for pid in pids.Split('\n', StringSplitOptions.RemoveEmptyEntries) do
                     match Int32.TryParse(pid.Trim()) with
-                    | true, p -> (try (Process.GetProcessById p).Kill() with _ -> ())
+                    | true, p ->
+                        (try
+                            (Process.GetProcessById p).Kill()
+                         with _ ->
+                             ())
                     | _ -> ()
                 run "ip" [ "netns"; "del"; name ] 10_000 |> ignore
             try
                 let up, upOut = run "ip" [ "netns"; "exec"; name; "ip"; "link"; "set"; "lo"; "up" ] 10_000
-                if up <> 0 then failwithf "cannot bring up loopback in %s: %s" name upOut
+                if up <> 0 then
+                    failwithf "cannot bring up loopback in %s: %s" name upOut
                 let self = Environment.ProcessPath
                 let entry = Reflection.Assembly.GetEntryAssembly().Location
-                let command =
-                    if Path.GetFileNameWithoutExtension(self) = "dotnet" then [ self; entry ] else [ self ]
+                let command = if Path.GetFileNameWithoutExtension(self) = "dotnet" then [ self; entry ] else [ self ]
                 let psi = ProcessStartInfo("ip", UseShellExecute = false)
                 for a in [ "netns"; "exec"; name ] @ command @ List.ofArray argv do
                     psi.ArgumentList.Add a
@@ -183,8 +207,10 @@ let reexecInside (argv: string[]) (notes: ResizeArray<string>) : int option =
     | null
     | "" ->
         notes.Add(
-            if not (isRoot ()) then "not root: no private network namespace; running on host loopback without partitions"
-            else "ip/nft unavailable: running on host loopback without partitions"
+            if not (isRoot ()) then
+                "not root: no private network namespace; running on host loopback without partitions"
+            else
+                "ip/nft unavailable: running on host loopback without partitions"
         )
         None
     | _ -> None

@@ -21,12 +21,14 @@ let surelyNotApplied (e: SkiffException) : bool = e.Outcome = WriteOutcome.NotAp
 
 /// One recorded operation: the checker's view plus what a person needs to read a timeline.
 type Record =
-    { Op: Operation
-      Member: int
-      /// The error text for failed operations ("" when it returned).
-      Error: string
-      /// Completion time even for failed operations (the checker treats those as never returning).
-      Ended: int64 }
+    {
+        Op: Operation
+        Member: int
+        /// The error text for failed operations ("" when it returned).
+        Error: string
+        /// Completion time even for failed operations (the checker treats those as never returning).
+        Ended: int64
+    }
 
 let bytes (s: string) = Encoding.UTF8.GetBytes s
 let text (b: byte[]) = Encoding.UTF8.GetString b
@@ -35,14 +37,16 @@ let text (b: byte[]) = Encoding.UTF8.GetString b
 let keys = [| "k0"; "k1"; "k2"; "k3"; "k4" |]
 
 type Options =
-    { Clients: int
-      /// Per-operation deadline.
-      DeadlineMs: int
-      /// Pause between a client's operations (random in [0, ThinkMs]) to keep the load modest on 2 cores.
-      ThinkMs: int
-      /// Broken on purpose, to show the harness catches stale reads: gets are served by the contacted member's own
-      /// state machine (ReadConsistency.Stale, no ReadIndex) but recorded as linearizable reads.
-      StaleReads: bool }
+    {
+        Clients: int
+        /// Per-operation deadline.
+        DeadlineMs: int
+        /// Pause between a client's operations (random in [0, ThinkMs]) to keep the load modest on 2 cores.
+        ThinkMs: int
+        /// Broken on purpose, to show the harness catches stale reads: gets are served by the contacted member's own
+        /// state machine (ReadConsistency.Stale, no ReadIndex) but recorded as linearizable reads.
+        StaleReads: bool
+    }
 
 let defaults = { Clients = 10; DeadlineMs = 2000; ThinkMs = 20; StaleReads = false }
 
@@ -71,11 +75,19 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                     let fresh = sprintf "c%d-%d" c n
                     let action =
                         match random.Next 10 with
-                        | 0 | 1 | 2 | 3 -> Action.Get key
-                        | 4 | 5 | 6 -> Action.Write(Command.Put(key, bytes fresh))
+                        | 0
+                        | 1
+                        | 2
+                        | 3 -> Action.Get key
+                        | 4
+                        | 5
+                        | 6 -> Action.Write(Command.Put(key, bytes fresh))
                         | 7 -> Action.Write(Command.Delete key)
                         | _ ->
-                            let expected = match lastSeen.TryGetValue key with | true, v -> v | _ -> None
+                            let expected =
+                                match lastSeen.TryGetValue key with
+                                | true, v -> v
+                                | _ -> None
                             let next = if random.Next 8 = 0 then None else Some(bytes fresh)
                             Action.Write(Command.CompareAndSwap(key, expected, next))
                     use cts = new CancellationTokenSource(options.DeadlineMs)
@@ -85,7 +97,12 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                             try
                                 match action with
                                 | Action.Get k ->
-                                    let! v = client.GetAsync(k, (if options.StaleReads then ReadConsistency.Stale else ReadConsistency.Linearizable), cts.Token)
+                                    let! v =
+                                        client.GetAsync(
+                                            k,
+                                            (if options.StaleReads then ReadConsistency.Stale else ReadConsistency.Linearizable),
+                                            cts.Token
+                                        )
                                     let v = if isNull v then None else Some v
                                     lastSeen[k] <- v
                                     return Ok(Output.Value v)
@@ -98,8 +115,7 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                                     lastSeen[k] <- None
                                     return Ok(Output.Result CommandResult.Done)
                                 | Action.Write(Command.CompareAndSwap(k, e, v)) ->
-                                    let! swapped =
-                                        client.CompareAndSwapAsync(k, Option.toObj e, Option.toObj v, cts.Token)
+                                    let! swapped = client.CompareAndSwapAsync(k, Option.toObj e, Option.toObj v, cts.Token)
                                     if swapped then lastSeen[k] <- v else lastSeen.Remove k |> ignore
                                     return Ok(Output.Result(CommandResult.Swapped swapped))
                             with
@@ -129,12 +145,16 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                         lastSeen.Remove key |> ignore
                     let think = random.Next(options.ThinkMs + 1)
                     if think > 0 then
-                        try do! Task.Delay(think, stop) with _ -> ()
+                        try
+                            do! Task.Delay(think, stop)
+                        with _ ->
+                            ()
         }
     task {
         let workers = [| for c in 1 .. options.Clients -> Task.Run<unit>(fun () -> worker c) |]
         let! _ = Task.WhenAll workers
-        for c in clients do c.Dispose()
+        for c in clients do
+            c.Dispose()
         return history |> Seq.sortBy (fun r -> r.Op.Invoked) |> List.ofSeq
     }
 
@@ -142,4 +162,7 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
 let describe (r: Record) =
     let basic = Operation.describe r.Op
     let basic = basic.Replace(sprintf "client %d " r.Op.Client, sprintf "client %d via member %d " r.Op.Client r.Member)
-    if r.Error = "" then basic else sprintf "%s (after %.3f s: %s)" basic (float (r.Ended - r.Op.Invoked) / 1e6) r.Error
+    if r.Error = "" then
+        basic
+    else
+        sprintf "%s (after %.3f s: %s)" basic (float (r.Ended - r.Op.Invoked) / 1e6) r.Error

@@ -60,7 +60,8 @@ let expectError (code: int) (args: string list) =
 let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
     let deadline = DateTime.UtcNow.AddSeconds seconds
     while not (condition ()) do
-        if DateTime.UtcNow > deadline then failtestf "waited %.0f s for: %s" seconds what
+        if DateTime.UtcNow > deadline then
+            failtestf "waited %.0f s for: %s" seconds what
         Thread.Sleep 50
 
 /// A `skiff serve` process for node n on 127.0.0.n, its output kept.
@@ -68,7 +69,9 @@ type ServeProcess(n: int, port: int, dir: string, join: string option) =
     let lines = ResizeArray<string>()
     let args =
         [ "serve"; "--dir"; dir; "--bind"; sprintf "127.0.0.%d" n; "--port"; string port ]
-        @ (match join with Some j -> [ "--join"; j ] | None -> [])
+        @ (match join with
+           | Some j -> [ "--join"; j ]
+           | None -> [])
     let p = new Process(StartInfo = startInfo args)
     let keep (e: DataReceivedEventArgs) =
         match e.Data with
@@ -96,17 +99,26 @@ type CliCluster() =
     let root = Path.Combine(Path.GetTempPath(), "skiff-cli-" + Guid.NewGuid().ToString("N"))
     let node n join = new ServeProcess(n, port, Path.Combine(root, sprintf "n%d" n), join)
     let nodes = ResizeArray<ServeProcess>()
-    let client = (new Client([ IPAddress.Parse "127.0.0.1"; IPAddress.Parse "127.0.0.2"; IPAddress.Parse "127.0.0.3" ])).WithPort(port).WithTimeout(TimeSpan.FromSeconds 2.0)
+    let client =
+        (new Client([ IPAddress.Parse "127.0.0.1"; IPAddress.Parse "127.0.0.2"; IPAddress.Parse "127.0.0.3" ]))
+            .WithPort(port)
+            .WithTimeout(TimeSpan.FromSeconds 2.0)
     member _.Port = port
     member _.Root = root
     member _.Nodes = nodes
     member _.Endpoints = sprintf "127.0.0.1:%d,127.0.0.2:%d,127.0.0.3:%d" port port port
     member _.Endpoint n = sprintf "127.0.0.%d:%d" n port
     member _.Status() =
-        try Some(client.GetStatusAsync().GetAwaiter().GetResult()) with _ -> None
+        try
+            Some(client.GetStatusAsync().GetAwaiter().GetResult())
+        with _ ->
+            None
     member this.Start() =
         nodes.Add(node 1 None)
-        waitUntil 30.0 "node 1 leads" (fun () -> match this.Status() with Some s -> s.LeaderId.HasValue | None -> false)
+        waitUntil 30.0 "node 1 leads" (fun () ->
+            match this.Status() with
+            | Some s -> s.LeaderId.HasValue
+            | None -> false)
         nodes.Add(node 2 (Some "127.0.0.1"))
         nodes.Add(node 3 (Some "127.0.0.1"))
         this.WaitFormed 3
@@ -114,7 +126,8 @@ type CliCluster() =
         waitUntil 40.0 (sprintf "%d voters with one leader" count) (fun () ->
             match this.Status() with
             | Some s ->
-                s.Members.Count = count && s.LeaderId.HasValue
+                s.Members.Count = count
+                && s.LeaderId.HasValue
                 && s.Members |> Seq.forall (fun m -> m.Reachable && m.Voter && m.LeaderId = s.LeaderId)
             | None -> false)
     interface IDisposable with
@@ -122,7 +135,10 @@ type CliCluster() =
             for n in nodes do
                 (n :> IDisposable).Dispose()
             client.DisposeAsync().AsTask().Wait()
-            try Directory.Delete(root, true) with _ -> ()
+            try
+                Directory.Delete(root, true)
+            with _ ->
+                ()
 
 let private json (text: string) = JsonDocument.Parse(text).RootElement
 
@@ -130,7 +146,8 @@ let private processGone (pid: int) =
     try
         use p = Process.GetProcessById pid
         p.HasExited
-    with :? ArgumentException -> true
+    with :? ArgumentException ->
+        true
 
 let private clusterTests =
     test "skiff against a cluster of skiff serve processes: every command and its errors" {
@@ -178,8 +195,16 @@ let private clusterTests =
         use watcher = new Process(StartInfo = startInfo ([ "watch"; "w/"; "--count"; "2" ] @ on 3))
         let seen = ResizeArray<string>()
         let mutable ready = false
-        watcher.OutputDataReceived.Add(fun a -> match a.Data with null -> () | l -> lock seen (fun () -> seen.Add l))
-        watcher.ErrorDataReceived.Add(fun a -> match a.Data with null -> () | l -> if l.StartsWith "watching" then ready <- true)
+        watcher.OutputDataReceived.Add(fun a ->
+            match a.Data with
+            | null -> ()
+            | l -> lock seen (fun () -> seen.Add l))
+        watcher.ErrorDataReceived.Add(fun a ->
+            match a.Data with
+            | null -> ()
+            | l ->
+                if l.StartsWith "watching" then
+                    ready <- true)
         watcher.Start() |> ignore
         watcher.BeginOutputReadLine()
         watcher.BeginErrorReadLine()
@@ -213,7 +238,9 @@ let private clusterTests =
         let followerId = follower.GetProperty("id").GetString() |> nonNull
         Expect.stringContains (ok ([ "transfer-leader"; followerId[..7] ] @ e)) followerId "the new leader"
         waitUntil 10.0 "the follower leads" (fun () ->
-            match c.Status() with Some s -> s.LeaderId = Nullable(Guid.Parse followerId) | None -> false)
+            match c.Status() with
+            | Some s -> s.LeaderId = Nullable(Guid.Parse followerId)
+            | None -> false)
         expectError 5 ([ "transfer-leader"; "ffffffff-0000" ] @ e) |> ignore
         ignore leaderId
 
@@ -221,7 +248,10 @@ let private clusterTests =
         let node3 = members |> List.find (fun m -> m.GetProperty("address").GetString() = c.Endpoint 3)
         let node3Id = node3.GetProperty("id").GetString() |> nonNull
         ok ([ "member"; "remove"; node3Id ] @ on 1) |> ignore
-        waitUntil 20.0 "two members" (fun () -> match c.Status() with Some s -> s.Members.Count = 2 | None -> false)
+        waitUntil 20.0 "two members" (fun () ->
+            match c.Status() with
+            | Some s -> s.Members.Count = 2
+            | None -> false)
         expectError 5 ([ "member"; "remove"; node3Id ] @ on 1) |> ignore
         Expect.stringContains (ok ([ "member"; "add"; "127.0.0.3" ] @ on 1)) node3Id "added under the node's own id"
         c.WaitFormed 3
@@ -285,7 +315,9 @@ let private demoTest =
               "none left running"
               "demo finished in" ] do
             Expect.stringContains output line "summary line"
-        Expect.isTrue (Regex.IsMatch(output, @"writes accepted again after \d+ ms \(new leader node [1-3], term [2-9]")) "the new leader is named"
+        Expect.isTrue
+            (Regex.IsMatch(output, @"writes accepted again after \d+ ms \(new leader node [1-3], term [2-9]"))
+            "the new leader is named"
         let intact = Regex.Match(output, @"data intact \((\d+)/(\d+) keys\)")
         Expect.equal intact.Groups[1].Value intact.Groups[2].Value "every key intact"
         let pids = [ for m in Regex.Matches(output, @"pid (\d+)") -> int m.Groups[1].Value ]

@@ -23,13 +23,17 @@ type private Expectation() =
 let private feed (e: Expectation) (line: string) =
     if line.EndsWith " ." then
         let parts = line.Substring(0, line.Length - 2).Split ' '
-        e.Counts[parts[0]] <- (match e.Counts.TryGetValue parts[0] with | true, n -> n + 1 | _ -> 1)
+        e.Counts[parts[0]] <-
+            (match e.Counts.TryGetValue parts[0] with
+             | true, n -> n + 1
+             | _ -> 1)
         match parts with
         | [| "A"; i; t |] -> e.Acked[int64 i] <- int64 t
         | [| "R"; from |] ->
             let from = int64 from
             for k in List.ofSeq e.Acked.Keys do
-                if k >= from then e.Acked.Remove k |> ignore
+                if k >= from then
+                    e.Acked.Remove k |> ignore
         | [| "c"; b |] -> e.IntentBase <- max e.IntentBase (int64 b)
         | [| "C"; b |] -> e.AckedBase <- max e.AckedBase (int64 b)
         | [| "h"; t |] -> e.IntentTerm <- max e.IntentTerm (int64 t)
@@ -40,13 +44,17 @@ let private verify (dir: string) (e: Expectation) (context: string) =
     use storage = NodeStorage.Open(dir, smallOptions ())
     let log = storage.Log
     if log.HoleVoided.HasValue then
-        e.Counts["V"] <- (match e.Counts.TryGetValue "V" with | true, n -> n + 1 | _ -> 1)
+        e.Counts["V"] <-
+            (match e.Counts.TryGetValue "V" with
+             | true, n -> n + 1
+             | _ -> 1)
     let hs = storage.HardState.State
     match e.AckedHs with
     | Some(t, g) ->
         Expect.isGreaterThanOrEqual hs.Term t (sprintf "%s: hard state term went back" context)
         Expect.isLessThanOrEqual hs.Term (max t e.IntentTerm) (sprintf "%s: hard state from nowhere" context)
-        if hs.Term = t then Expect.equal hs.VotedFor (Some g) (sprintf "%s: vote of the acknowledged hard state" context)
+        if hs.Term = t then
+            Expect.equal hs.VotedFor (Some g) (sprintf "%s: vote of the acknowledged hard state" context)
     | None -> ()
     Expect.isGreaterThanOrEqual (log.FirstIndex - 1L) e.AckedBase (sprintf "%s: acknowledged compaction undone" context)
     Expect.isLessThanOrEqual (log.FirstIndex - 1L) (max e.IntentBase e.AckedBase) (sprintf "%s: compacted more than asked" context)
@@ -67,11 +75,14 @@ let private verify (dir: string) (e: Expectation) (context: string) =
     Expect.isGreaterThanOrEqual applied (log.FirstIndex - 1L) (sprintf "%s: the log was compacted past the snapshot" context)
     Expect.isLessThanOrEqual applied log.LastIndex (sprintf "%s: snapshot ahead of the log" context)
     for en in present do
-        if en.Index > applied then kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
+        if en.Index > applied then
+            kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
     for j in 0L .. 99L do
         let lastWriter = log.LastIndex - (((log.LastIndex - j) % 100L + 100L) % 100L)
         match kv.Get(sprintf "k/%d" j) with
-        | null -> if lastWriter >= 1L then failtestf "%s: key k/%d missing (last written by entry %d)" context j lastWriter
+        | null ->
+            if lastWriter >= 1L then
+                failtestf "%s: key k/%d missing (last written by entry %d)" context j lastWriter
         | value ->
             let index, term = originOf value
             Expect.equal index lastWriter (sprintf "%s: key k/%d holds the value of entry %d" context j index)
@@ -79,7 +90,8 @@ let private verify (dir: string) (e: Expectation) (context: string) =
                 Expect.equal (Nullable term) (log.TermAt index) (sprintf "%s: key k/%d value's term" context j)
     // Compacted entries are no longer expected.
     for k in List.ofSeq e.Acked.Keys do
-        if k < log.FirstIndex then e.Acked.Remove k |> ignore
+        if k < log.FirstIndex then
+            e.Acked.Remove k |> ignore
     log.LastIndex
 
 /// Not a synchronisation: only stops a wedged child from hanging the run.
@@ -93,7 +105,7 @@ let private runKills (kills: int) (seed: int) =
     let e = Expectation()
     let self = (nonNull (Reflection.Assembly.GetEntryAssembly())).Location
     let mutable totalAcked = 0
-    for run in 1 .. kills do
+    for run in 1..kills do
         let killAfter = if rng.Next 5 = 0 then 0 else rng.Next(1, 1500)
         let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
         [ self; "--crash-writer"; dir; string run; string (rng.Next()) ] |> List.iter psi.ArgumentList.Add
@@ -109,46 +121,64 @@ let private runKills (kills: int) (seed: int) =
         let mutable due = false
         let started = Diagnostics.Stopwatch.StartNew()
         while reading do
-          match p.StandardOutput.ReadLine() with
-          | null -> reading <- false
-          | line ->
-            feed e line
-            if line.StartsWith "A " && line.EndsWith " ." then acks <- acks + 1
-            if run = 1 && line.StartsWith "READY" then
-                // Another process holds the directory: opening it here must fail, not share it.
-                try
-                    (NodeStorage.Open dir).Dispose()
-                    failtest "opened a data directory another process holds"
-                with :? Skiff.SkiffException as ex ->
-                    Expect.equal ex.Kind Skiff.ErrorKind.DataDirectoryLocked "locked by the child"
-            if line.StartsWith "C " && line.EndsWith " ." then compacted <- true
-            // Once due, the kill waits (on the last run) for the compaction the writer starts at once; a kill
-            // point at READY stays due after it. (Requiring READY and the compaction on the same line once made
-            // the last run wait for a kill that could never come.)
-            if line.StartsWith "READY" && killAfter = 0 || acks >= killAfter && killAfter > 0 then due <- true
-            if not killed && due && (not mustCompact || compacted) then
-                p.Kill()
-                killed <- true
-            elif not killed && started.Elapsed > hangGuard then
-                p.Kill()
-                failtestf "run %d (seed %d): the writer neither reached its kill point nor compacted within %O" run seed hangGuard
+            match p.StandardOutput.ReadLine() with
+            | null -> reading <- false
+            | line ->
+                feed e line
+                if line.StartsWith "A " && line.EndsWith " ." then
+                    acks <- acks + 1
+                if run = 1 && line.StartsWith "READY" then
+                    // Another process holds the directory: opening it here must fail, not share it.
+                    try
+                        (NodeStorage.Open dir).Dispose()
+                        failtest "opened a data directory another process holds"
+                    with :? Skiff.SkiffException as ex ->
+                        Expect.equal ex.Kind Skiff.ErrorKind.DataDirectoryLocked "locked by the child"
+                if line.StartsWith "C " && line.EndsWith " ." then
+                    compacted <- true
+                // Once due, the kill waits (on the last run) for the compaction the writer starts at once; a kill
+                // point at READY stays due after it. (Requiring READY and the compaction on the same line once made
+                // the last run wait for a kill that could never come.)
+                if line.StartsWith "READY" && killAfter = 0 || acks >= killAfter && killAfter > 0 then
+                    due <- true
+                if not killed && due && (not mustCompact || compacted) then
+                    p.Kill()
+                    killed <- true
+                elif not killed && started.Elapsed > hangGuard then
+                    p.Kill()
+                    failtestf "run %d (seed %d): the writer neither reached its kill point nor compacted within %O" run seed hangGuard
         p.WaitForExit()
         if not killed then
             failtestf "run %d (seed %d): the writer exited on its own (code %d): %s" run seed p.ExitCode errors.Result
         totalAcked <- totalAcked + acks
         verify dir e (sprintf "run %d (seed %d, killed after %d acks)" run seed killAfter) |> ignore
-    let count k = match e.Counts.TryGetValue k with | true, n -> n | _ -> 0
-    printfn "crash test: %d kills, %d acknowledged entries checked, %d suffix replacements, %d snapshots, %d compactions, %d hard-state saves acknowledged, %d holes voided"
-        kills totalAcked (count "R") (count "S") (count "C") (count "H") (count "V")
+    let count k =
+        match e.Counts.TryGetValue k with
+        | true, n -> n
+        | _ -> 0
+    printfn
+        "crash test: %d kills, %d acknowledged entries checked, %d suffix replacements, %d snapshots, %d compactions, %d hard-state saves acknowledged, %d holes voided"
+        kills
+        totalAcked
+        (count "R")
+        (count "S")
+        (count "C")
+        (count "H")
+        (count "V")
     Expect.isGreaterThan (count "R") 0 "the runs exercised suffix replacement"
     Expect.isGreaterThan (count "H") 0 "the runs exercised hard-state saves"
     Expect.isGreaterThan (count "C") 0 "the runs exercised compaction"
     Expect.isGreaterThan (count "S") 0 "the runs exercised snapshots"
 
 let tests =
-    testList "crash safety" [
-        testCase "SIGKILL at random moments loses nothing acknowledged" <| fun () ->
-            let env name (d: int) = match Environment.GetEnvironmentVariable name with | null | "" -> d | s -> int s
-            let seed = env "SKIFF_CRASH_SEED" (Random.Shared.Next())
-            runKills (env "SKIFF_CRASH_KILLS" 20) seed
-    ]
+    testList
+        "crash safety"
+        [ testCase "SIGKILL at random moments loses nothing acknowledged"
+          <| fun () ->
+              let env name (d: int) =
+                  match Environment.GetEnvironmentVariable name with
+                  | null
+                  | "" -> d
+                  | s -> int s
+              let seed = env "SKIFF_CRASH_SEED" (Random.Shared.Next())
+              runKills (env "SKIFF_CRASH_KILLS" 20) seed ]

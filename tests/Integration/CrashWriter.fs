@@ -32,7 +32,8 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
         let from = log.LastIndex - int64 (rng.Next(1, 5))
         say (sprintf "R %d" from)
         append log (entries from (from + 2L) term)
-        for i in from .. from + 2L do say (sprintf "A %d %d" i term)
+        for i in from .. from + 2L do
+            say (sprintf "A %d %d" i term)
     let gate = obj ()
     let mutable next = log.LastIndex
     let writers = 8
@@ -47,7 +48,8 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                         next <- next + int64 n
                         log.AppendAsync(entries first (first + int64 n - 1L) term, CancellationToken.None), first)
                 do! t
-                for i in first .. first + int64 n - 1L do say (sprintf "A %d %d" i term)
+                for i in first .. first + int64 n - 1L do
+                    say (sprintf "A %d %d" i term)
         }
     // Applies entries that can no longer be replaced (ten behind the durable end stand in for the commit index:
     // suffix replacement only ever reaches back four).
@@ -57,7 +59,8 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                 let commit = log.LastIndex - 10L
                 if storage.Kv.AppliedIndex < commit && storage.Kv.AppliedIndex + 1L >= log.FirstIndex then
                     let! batch = log.ReadAsync(storage.Kv.AppliedIndex + 1L, commit, 1L <<< 20)
-                    for en in batch do storage.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
+                    for en in batch do
+                        storage.Kv.ApplyEncoded(en.Index, en.Term, ReadOnlySpan en.Payload) |> ignore
                 else
                     do! Task.Delay 1
         }
@@ -88,9 +91,15 @@ let run (dir: string) (runNo: int64) (seed: int) : int =
                     say (sprintf "C %d" (max 0L (snap.Index - 50L)))
                 do! Task.Delay 1
         }
-    let all = [| for _ in 1 .. writers -> Task.Run(fun () -> writer () :> Task) |] |> Array.append [| Task.Run(fun () -> housekeeping () :> Task); Task.Run(fun () -> applier () :> Task); Task.Run(fun () -> hardStater () :> Task) |]
+    let all =
+        [| for _ in 1..writers -> Task.Run(fun () -> writer () :> Task) |]
+        |> Array.append
+            [| Task.Run(fun () -> housekeeping () :> Task)
+               Task.Run(fun () -> applier () :> Task)
+               Task.Run(fun () -> hardStater () :> Task) |]
     Task.WaitAny all |> ignore
     // Only reached if something failed.
     for t in all do
-        if t.IsFaulted then eprintfn "crash writer failed: %O" t.Exception
+        if t.IsFaulted then
+            eprintfn "crash writer failed: %O" t.Exception
     2

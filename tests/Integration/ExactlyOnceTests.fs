@@ -19,8 +19,7 @@ open Skiff.Integration.RuntimeTests
 let private stamp id sequence = Nullable(SessionRef(id, sequence, 1L))
 
 /// A raw client of the members (no session of its own), for sending chosen session stamps.
-let private rawClient (c: Cluster) =
-    new SkiffGrpcClient(c.Running |> List.map (fun s -> s.Address))
+let private rawClient (c: Cluster) = new SkiffGrpcClient(c.Running |> List.map (fun s -> s.Address))
 
 /// Disposes a client (an IAsyncDisposable) at the end of a `use` scope.
 let private disposing (c: Client) =
@@ -53,7 +52,10 @@ let private sessionTests =
           let applier = Applier(sm, snapshots, ignore, 100, 100, fun e -> fatal.TrySetResult e |> ignore)
           applier.Initialise()
           let entry index payload : Skiff.Core.Entry = { Index = index; Term = 1L; Payload = payload }
-          let put (k: string) = Skiff.Core.Payload.Command(Skiff.Core.LogCommandCodec.encode (Skiff.Core.LogCommand.Plain(Skiff.Core.Command.Put(k, bytes "v"))))
+          let put (k: string) =
+              Skiff.Core.Payload.Command(
+                  Skiff.Core.LogCommandCodec.encode (Skiff.Core.LogCommand.Plain(Skiff.Core.Command.Put(k, bytes "v")))
+              )
           applier.Apply [ entry 1L (put "a"); entry 2L (Skiff.Core.Payload.Command [| 3uy; 1uy; 0uy; 0uy |]); entry 3L (put "b") ]
           Expect.isTrue (fatal.Task.Wait(TimeSpan.FromSeconds 10.0)) "the applier reported a fatal error"
           match fatal.Task.Result with
@@ -64,7 +66,10 @@ let private sessionTests =
           Expect.equal sm.AppliedIndex 1L "stopped before the entry it cannot read"
           Expect.isNull (sm.Get "b") "and applied nothing after it"
           applier.DisposeAsync(SkiffException(ErrorKind.StreamClosed, "test over")).AsTask().Wait()
-          try Directory.Delete(dir, true) with _ -> ()
+          try
+              Directory.Delete(dir, true)
+          with _ ->
+              ()
       }
 
       test "a write sent again in its session is applied once; a compare-and-swap repeats its first answer" {
@@ -77,14 +82,19 @@ let private sessionTests =
           let again = raw.InsertOnceAsync("k", bytes "1", stamp id 1L, CancellationToken.None).Result
           Expect.equal again first "the retry gets the first attempt's index"
           Expect.equal (text (leader.GetAsync("k").Result)) "2" "the later write stands"
-          let struct (swapped, at) = raw.CompareAndSwapOnceAsync("k", bytes "2", bytes "3", stamp id 2L, CancellationToken.None).Result
+          let struct (swapped, at) =
+              raw.CompareAndSwapOnceAsync("k", bytes "2", bytes "3", stamp id 2L, CancellationToken.None).Result
           Expect.isTrue swapped "the swap happened"
-          let struct (swappedAgain, atAgain) = raw.CompareAndSwapOnceAsync("k", bytes "2", bytes "3", stamp id 2L, CancellationToken.None).Result
+          let struct (swappedAgain, atAgain) =
+              raw.CompareAndSwapOnceAsync("k", bytes "2", bytes "3", stamp id 2L, CancellationToken.None).Result
           Expect.equal (swappedAgain, atAgain) (true, at) "the retry reports the swap (the key no longer holds 2, but it did swap)"
           // Through every member: a follower forwards the retry to the leader, which answers from the session.
           for s in c.Running do
               use one = new SkiffGrpcClient([ s.Address ])
-              Expect.equal (one.InsertOnceAsync("k", bytes "1", stamp id 1L, CancellationToken.None).Result) first (sprintf "through %s" s.Address)
+              Expect.equal
+                  (one.InsertOnceAsync("k", bytes "1", stamp id 1L, CancellationToken.None).Result)
+                  first
+                  (sprintf "through %s" s.Address)
           Expect.equal (text (leader.GetAsync("k").Result)) "3" "nothing applied again"
       }
 
@@ -106,7 +116,9 @@ let private sessionTests =
           back.TransferLeadershipAsync(Nullable back.Id).Wait()
           waitUntil 10.0 "the follower leads" (fun () -> back.Role = Skiff.Core.Role.Leader)
           use toBack = new SkiffGrpcClient([ back.Address ])
-          Expect.equal (toBack.InsertOnceAsync("s/k", bytes "once", stamp id 1L, CancellationToken.None).Result) first
+          Expect.equal
+              (toBack.InsertOnceAsync("s/k", bytes "once", stamp id 1L, CancellationToken.None).Result)
+              first
               "the new leader (installed from a snapshot) answers the retry from the session"
           Expect.equal (text (back.GetAsync("s/k").Result)) "later" "and did not apply it again"
           // Every member restarts; the session is still there.
@@ -117,7 +129,10 @@ let private sessionTests =
               c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) (if n = 1 then [] else [ 1 ])))
           c.WaitLeader 10.0 |> ignore
           use again = rawClient c
-          Expect.equal (again.InsertOnceAsync("s/k", bytes "once", stamp id 1L, CancellationToken.None).Result) first "after a restart of every member"
+          Expect.equal
+              (again.InsertOnceAsync("s/k", bytes "once", stamp id 1L, CancellationToken.None).Result)
+              first
+              "after a restart of every member"
           Expect.equal (text ((c.WaitLeader 5.0).GetAsync("s/k").Result)) "later" "still applied once"
       }
 
@@ -133,8 +148,9 @@ let private sessionTests =
           Thread.Sleep 1500
           put node "e/other" "x"
           use raw = rawClient c
-          let e = expectKind [ ErrorKind.SessionExpired ] "a retry in the expired session" (fun () ->
-                      raw.InsertOnceAsync("e/a", bytes "1", stamp first 1L, CancellationToken.None).Wait())
+          let e =
+              expectKind [ ErrorKind.SessionExpired ] "a retry in the expired session" (fun () ->
+                  raw.InsertOnceAsync("e/a", bytes "1", stamp first 1L, CancellationToken.None).Wait())
           Expect.equal e.Outcome WriteOutcome.NotApplied "that attempt did nothing (the raw caller knows whether an earlier one ran)"
           idle.InsertAsync("e/a", "2").Wait()
           Expect.notEqual idle.SessionId first "the client opened a new session by itself"
@@ -149,7 +165,8 @@ let private sessionTests =
           raw.InsertOnceAsync("c/k", bytes "1", stamp id 1L, CancellationToken.None).Wait()
           raw.CloseSessionAsync(id).Wait()
           expectKind [ ErrorKind.SessionExpired ] "a write in a closed session" (fun () ->
-              raw.InsertOnceAsync("c/k", bytes "1", stamp id 2L, CancellationToken.None).Wait()) |> ignore
+              raw.InsertOnceAsync("c/k", bytes "1", stamp id 2L, CancellationToken.None).Wait())
+          |> ignore
           // A session-less write (a skiff-rs call) through a follower still works, at most once.
           let follower = c.Running |> List.find (fun s -> s.Id <> leader.Id)
           use plain = new SkiffGrpcClient([ follower.Address ])
@@ -160,8 +177,10 @@ let private sessionTests =
       test "errors say whether a write may have taken effect" {
           use c = clusterWith 1.0 3
           let leader = c.WaitLeader 5.0
-          let client = (new Client([ IPAddress.Parse "127.0.0.1"; IPAddress.Parse "127.0.0.2"; IPAddress.Parse "127.0.0.3" ]))
-                           .WithPort(c.Port).WithTimeout(TimeSpan.FromSeconds 2.0)
+          let client =
+              (new Client([ IPAddress.Parse "127.0.0.1"; IPAddress.Parse "127.0.0.2"; IPAddress.Parse "127.0.0.3" ]))
+                  .WithPort(c.Port)
+                  .WithTimeout(TimeSpan.FromSeconds 2.0)
           use _client = disposing client
           client.InsertAsync("o/k", "1").Wait()
           put leader "o/k" "opens the leader's own session"
@@ -169,13 +188,17 @@ let private sessionTests =
           Expect.equal invalid.Outcome WriteOutcome.NotApplied "refused before proposing"
           let nobody = (new Client([ IPAddress.Parse "127.0.0.9" ])).WithPort(c.Port).WithTimeout(TimeSpan.FromSeconds 1.0)
           use _nobody = disposing nobody
-          let unreachable = expectKind [ ErrorKind.Timeout; ErrorKind.ClientConnectFailed ] "no member reachable" (fun () -> nobody.InsertAsync("o/k", "2").Wait())
+          let unreachable =
+              expectKind [ ErrorKind.Timeout; ErrorKind.ClientConnectFailed ] "no member reachable" (fun () ->
+                  nobody.InsertAsync("o/k", "2").Wait())
           Expect.equal unreachable.Outcome WriteOutcome.NotApplied "never reached a member"
           // The leader alone: it proposes, and cannot commit.
           for n in c.Nodes.Keys |> List.ofSeq do
-              if c.Nodes[n].Id <> leader.Id then c.Stop n
-          let lost = expectKind [ ErrorKind.Timeout; ErrorKind.NoQuorum; ErrorKind.NotLeader ] "a write without quorum" (fun () ->
-                         leader.InsertAsync("o/k", bytes "3").Wait())
+              if c.Nodes[n].Id <> leader.Id then
+                  c.Stop n
+          let lost =
+              expectKind [ ErrorKind.Timeout; ErrorKind.NoQuorum; ErrorKind.NotLeader ] "a write without quorum" (fun () ->
+                  leader.InsertAsync("o/k", bytes "3").Wait())
           Expect.equal lost.Outcome WriteOutcome.Unknown (sprintf "proposed, so it may still commit: %s" lost.Message)
       } ]
 
@@ -188,28 +211,36 @@ type private KillableCluster() =
     let procs = Collections.Generic.Dictionary<int, CliTests.ServeProcess>()
     let startNode n =
         procs[n] <- new CliTests.ServeProcess(n, port, Path.Combine(root, sprintf "n%d" n), (if n = 1 then None else Some "127.0.0.1"))
-    let status = (new Client([ for n in 1..3 -> IPAddress.Parse(sprintf "127.0.0.%d" n) ])).WithPort(port).WithTimeout(TimeSpan.FromSeconds 1.0)
+    let status =
+        (new Client([ for n in 1..3 -> IPAddress.Parse(sprintf "127.0.0.%d" n) ])).WithPort(port).WithTimeout(TimeSpan.FromSeconds 1.0)
     member _.Port = port
     member _.Start() =
         startNode 1
         CliTests.waitUntil 30.0 "node 1 leads" (fun () ->
-            try status.GetStatusAsync().Result.LeaderId.HasValue with _ -> false)
+            try
+                status.GetStatusAsync().Result.LeaderId.HasValue
+            with _ ->
+                false)
         startNode 2
         startNode 3
     member _.WaitFormed() =
         CliTests.waitUntil 60.0 "3 voters, all up, one leader" (fun () ->
             try
                 let s = status.GetStatusAsync().Result
-                s.LeaderId.HasValue && s.Members.Count = 3
+                s.LeaderId.HasValue
+                && s.Members.Count = 3
                 && s.Members |> Seq.forall (fun m -> m.Reachable && m.Voter && m.LeaderId = s.LeaderId)
-            with _ -> false)
+            with _ ->
+                false)
     /// The number of the member that leads, if one is known.
     member _.Leader() =
         try
             let s = status.GetStatusAsync().Result
-            s.Members |> Seq.tryFind (fun m -> Nullable m.Id = s.LeaderId && m.Reachable)
+            s.Members
+            |> Seq.tryFind (fun m -> Nullable m.Id = s.LeaderId && m.Reachable)
             |> Option.map (fun m -> int ((m.Address.Split(':')[0]).Split('.')[3]))
-        with _ -> None
+        with _ ->
+            None
     member _.Kill n =
         procs[n].Process.Kill()
         procs[n].Process.WaitForExit()
@@ -224,21 +255,32 @@ type private KillableCluster() =
             for p in procs.Values do
                 (p :> IDisposable).Dispose()
             status.DisposeAsync().AsTask().Wait()
-            try Directory.Delete(root, true) with _ -> ()
+            try
+                Directory.Delete(root, true)
+            with _ ->
+                ()
 
 let private counterTest =
     test "a counter incremented by compare-and-swap through followers stays exact while the leader is SIGKILLed" {
-        let seed = match Environment.GetEnvironmentVariable "SKIFF_ONCE_SEED" with null | "" -> Random.Shared.Next() | s -> int s
-        let kills = match Environment.GetEnvironmentVariable "SKIFF_ONCE_KILLS" with null | "" -> 6 | s -> int s
+        let seed =
+            match Environment.GetEnvironmentVariable "SKIFF_ONCE_SEED" with
+            | null
+            | "" -> Random.Shared.Next()
+            | s -> int s
+        let kills =
+            match Environment.GetEnvironmentVariable "SKIFF_ONCE_KILLS" with
+            | null
+            | "" -> 6
+            | s -> int s
         printfn "exactly-once kill test: seed=%d kills=%d (replay with SKIFF_ONCE_SEED=%d SKIFF_ONCE_KILLS=%d)" seed kills seed kills
         let rng = Random seed
         use cluster = new KillableCluster()
         cluster.Start()
         cluster.WaitFormed()
         let key = "counter"
-        let acked = ConcurrentBag<string>()      // the client was told: swapped
-        let refused = ConcurrentBag<string>()    // told: not swapped, or an error saying it did not take effect
-        let unknown = ConcurrentBag<string>()    // an error saying it may have taken effect
+        let acked = ConcurrentBag<string>() // the client was told: swapped
+        let refused = ConcurrentBag<string>() // told: not swapped, or an error saying it did not take effect
+        let unknown = ConcurrentBag<string>() // an error saying it may have taken effect
         let stop = new CancellationTokenSource()
         let parse (v: byte[] | null) : int * (byte[] | null) =
             match v with
@@ -266,7 +308,10 @@ let private counterTest =
                         let token = sprintf "c%d-%d" i op
                         let next = Encoding.UTF8.GetBytes(sprintf "%d|%s" (count + 1) token)
                         try
-                            let expected = match bytesNow with null -> Nullable() | b -> Nullable(ReadOnlyMemory b)
+                            let expected =
+                                match bytesNow with
+                                | null -> Nullable()
+                                | b -> Nullable(ReadOnlyMemory b)
                             let! swapped = c.CompareAndSwapBytesAsync(key, expected, Nullable(ReadOnlyMemory next))
                             (if swapped then acked else refused).Add token
                         with
@@ -300,8 +345,14 @@ let private counterTest =
             chain.Add(Encoding.UTF8.GetString(e.Current.Value.Value.Span))
         let counts = chain |> Seq.map (fun v -> int (v.Split('|')[0])) |> List.ofSeq
         let tokens = chain |> Seq.map (fun v -> v.Split('|')[1]) |> List.ofSeq
-        printfn "exactly-once kill test: %d kills, %d increments acknowledged, %d refused, %d unknown (%d of them applied), counter %d"
-            killed acked.Count refused.Count unknown.Count (tokens |> List.filter (fun t -> Seq.contains t unknown) |> List.length) finalCount
+        printfn
+            "exactly-once kill test: %d kills, %d increments acknowledged, %d refused, %d unknown (%d of them applied), counter %d"
+            killed
+            acked.Count
+            refused.Count
+            unknown.Count
+            (tokens |> List.filter (fun t -> Seq.contains t unknown) |> List.length)
+            finalCount
         Expect.equal counts [ 1..finalCount ] "the counter went up by one at each change"
         let twice = tokens |> List.countBy id |> List.filter (fun (_, n) -> n > 1)
         Expect.isEmpty twice "no increment applied twice"
@@ -310,7 +361,9 @@ let private counterTest =
         Expect.isEmpty lost "every acknowledged increment is in the counter's history"
         let lied = refused |> Seq.filter inChain.Contains |> List.ofSeq
         Expect.isEmpty lied "no increment reported as not swapped (or not applied) took effect"
-        Expect.equal finalCount (acked.Count + (unknown |> Seq.filter inChain.Contains |> Seq.length))
+        Expect.equal
+            finalCount
+            (acked.Count + (unknown |> Seq.filter inChain.Contains |> Seq.length))
             "the counter equals the acknowledged increments plus the unknown ones that applied"
         Expect.isGreaterThan killed (kills / 2) "the leader was killed"
         Expect.isGreaterThan acked.Count 20 "the clients made progress"
@@ -324,8 +377,10 @@ let private pausedLeaderTest =
         let leader = (cluster.Leader()).Value
         let others = [ 1..3 ] |> List.filter ((<>) leader)
         // Through the followers only, with a long deadline: before, such a write waited for all of it.
-        let client = (new Client([ for n in others -> IPAddress.Parse(sprintf "127.0.0.%d" n) ])).WithPort(cluster.Port)
-                         .WithTimeout(TimeSpan.FromSeconds 8.0)
+        let client =
+            (new Client([ for n in others -> IPAddress.Parse(sprintf "127.0.0.%d" n) ]))
+                .WithPort(cluster.Port)
+                .WithTimeout(TimeSpan.FromSeconds 8.0)
         use _client = disposing client
         client.InsertAsync("p/k", "before").Wait()
         cluster.Pause leader

@@ -63,7 +63,8 @@ type private FakeLog(journal: Journal, gate: Gate) =
 
         member _.TermAt(index: int64) =
             lock sync (fun () ->
-                if index = baseIndex then Nullable baseTerm
+                if index = baseIndex then
+                    Nullable baseTerm
                 else
                     match entries |> Seq.tryFind (fun e -> e.Index = index) with
                     | Some e -> Nullable e.Term
@@ -113,7 +114,8 @@ type private FakeStateMachine(journal: Journal, log: FakeLog, violations: Concur
     member _.Restore(index: int64) = applied <- index
 
     member private _.Record(index: int64) =
-        if index > log.DurableIndex then violations.Enqueue(sprintf "applied %d while only %d was durable" index log.DurableIndex)
+        if index > log.DurableIndex then
+            violations.Enqueue(sprintf "applied %d while only %d was durable" index log.DurableIndex)
         applied <- index
         journal.Add(sprintf "apply %d" index)
 
@@ -156,7 +158,9 @@ let private leader = Guid("00000000-0000-0000-0000-0000000000a2")
 let private third = Guid("00000000-0000-0000-0000-0000000000a3")
 
 let private config =
-    { Members = Map.ofList [ for id, port in [ me, 1; leader, 2; third, 3 ] -> id, { Id = id; Address = sprintf "127.0.0.1:%d" port; Voter = true } ] }
+    { Members =
+        Map.ofList
+            [ for id, port in [ me, 1; leader, 2; third, 3 ] -> id, { Id = id; Address = sprintf "127.0.0.1:%d" port; Voter = true } ] }
 
 /// One follower interpreted by a real NodeRuntime over the fakes. `onSend` sees every message as it leaves.
 type private Node(onSend: Journal -> FakeLog -> FakeHardState -> Envelope -> unit) =
@@ -168,11 +172,21 @@ type private Node(onSend: Journal -> FakeLog -> FakeHardState -> Envelope -> uni
     let hard = new FakeHardState(journal, hardGate)
     let sm = new FakeStateMachine(journal, log, violations)
     let snapshots = new FakeSnapshots(journal, sm)
-    let send (e: Envelope) =
-        onSend journal log hard e
+    let send (e: Envelope) = onSend journal log hard e
     let runtime =
         // An hour-long tick: no election timer fires during a test, so only the events posted here happen.
-        new NodeRuntime(me, log, hard, snapshots, sm, TimeSpan.FromHours 1.0, 16, 16, Action<Envelope> send, Action<Guid, int64, SnapshotMeta>(fun _ _ _ -> ()))
+        new NodeRuntime(
+            me,
+            log,
+            hard,
+            snapshots,
+            sm,
+            TimeSpan.FromHours 1.0,
+            16,
+            16,
+            Action<Envelope> send,
+            Action<Guid, int64, SnapshotMeta>(fun _ _ _ -> ())
+        )
     do runtime.Start(Start.fresh me Options.defaults 1UL config)
 
     member _.Journal = journal
@@ -207,7 +221,8 @@ let private describe (e: Envelope) =
 let tests =
     testList
         "Runtime.InterpreterContract"
-        [ testCase "a vote leaves only once the hard state that records it is durable" <| fun () ->
+        [ testCase "a vote leaves only once the hard state that records it is durable"
+          <| fun () ->
               let sentEarly = ConcurrentQueue<string>()
               let onSend (journal: Journal) _ (hard: FakeHardState) (e: Envelope) =
                   match e.Message with
@@ -217,7 +232,9 @@ let tests =
                   journal.Add(describe e)
               use node = new Node(onSend)
               node.HardGate.Close()
-              node.Receive(Message.Vote { Term = 5L; Candidate = leader; LastLogIndex = 0L; LastLogTerm = 0L; PreVote = false; Transfer = false })
+              node.Receive(
+                  Message.Vote { Term = 5L; Candidate = leader; LastLogIndex = 0L; LastLogTerm = 0L; PreVote = false; Transfer = false }
+              )
               settle ()
               Expect.equal (node.Journal.IndexOf "send VoteReply") -1 "no answer while the vote is not durable"
               node.HardGate.Open()
@@ -225,7 +242,8 @@ let tests =
               Expect.isLessThan (node.Journal.IndexOf "hard t5") (node.Journal.IndexOf "send VoteReply") "hard state, then the answer"
               Expect.isEmpty (List.ofSeq sentEarly) "the vote sent was durable"
 
-          testCase "an append is acknowledged and applied only once its entries are durable, and only up to the commit" <| fun () ->
+          testCase "an append is acknowledged and applied only once its entries are durable, and only up to the commit"
+          <| fun () ->
               let claimedEarly = ConcurrentQueue<string>()
               let onSend (journal: Journal) (log: FakeLog) _ (e: Envelope) =
                   match e.Message with
@@ -236,22 +254,32 @@ let tests =
               use node = new Node(onSend)
               node.FlushGate.Close()
               let entries = [ for i in 1L .. 3L -> { Index = i; Term = 1L; Payload = Payload.Noop } ]
-              node.Receive(Message.Append { Term = 1L; Leader = leader; PrevLogIndex = 0L; PrevLogTerm = 0L; Entries = entries; LeaderCommit = 2L; Round = 1L })
+              node.Receive(
+                  Message.Append
+                      { Term = 1L; Leader = leader; PrevLogIndex = 0L; PrevLogTerm = 0L; Entries = entries; LeaderCommit = 2L; Round = 1L }
+              )
               settle ()
               let lines = node.Journal.Lines
               Expect.isFalse (lines |> List.exists (fun l -> l.StartsWith "apply")) "nothing applied before the entries are durable"
-              Expect.isFalse (lines |> List.exists (fun l -> l.StartsWith "send AppendReply" && not (l.EndsWith "match 0"))) "nothing claimed before the entries are durable"
+              Expect.isFalse
+                  (lines |> List.exists (fun l -> l.StartsWith "send AppendReply" && not (l.EndsWith "match 0")))
+                  "nothing claimed before the entries are durable"
               node.FlushGate.Open()
-              eventually "the entries are acknowledged once durable" (fun () -> node.Journal.IndexOf "send AppendReply t1 true match 3" >= 0)
+              eventually "the entries are acknowledged once durable" (fun () ->
+                  node.Journal.IndexOf "send AppendReply t1 true match 3" >= 0)
               eventually "the committed entries are applied" (fun () -> node.Journal.IndexOf "apply 2" >= 0)
               settle ()
-              Expect.isLessThan (node.Journal.IndexOf "flush 3") (node.Journal.IndexOf "send AppendReply t1 true match 3") "flush, then the claim"
+              Expect.isLessThan
+                  (node.Journal.IndexOf "flush 3")
+                  (node.Journal.IndexOf "send AppendReply t1 true match 3")
+                  "flush, then the claim"
               Expect.isLessThan (node.Journal.IndexOf "flush 3") (node.Journal.IndexOf "apply 1") "flush, then apply"
               Expect.equal (node.Journal.IndexOf "apply 3") -1 "the entry past the leader's commit is not applied"
               Expect.isEmpty (List.ofSeq claimedEarly) "every claim was durable"
               Expect.isEmpty node.Violations "every applied entry was durable"
 
-          testCase "an installed snapshot replaces the state machine, then the log, then the reply leaves" <| fun () ->
+          testCase "an installed snapshot replaces the state machine, then the log, then the reply leaves"
+          <| fun () ->
               let onSend (journal: Journal) _ _ (e: Envelope) = journal.Add(describe e)
               use node = new Node(onSend)
               let meta = { Index = 10L; Term = 1L; Configuration = config }

@@ -24,7 +24,10 @@ let private tempDir () =
     d
 
 let bytes (s: string) = Encoding.UTF8.GetBytes s
-let text (b: byte[] | null) : string = match b with null -> "<none>" | b -> Encoding.UTF8.GetString b
+let text (b: byte[] | null) : string =
+    match b with
+    | null -> "<none>"
+    | b -> Encoding.UTF8.GetString b
 
 /// A change's value as text ("<none>" for a removal).
 let changeText (v: Nullable<ReadOnlyMemory<byte>>) : string = if v.HasValue then Encoding.UTF8.GetString v.Value.Span else "<none>"
@@ -36,7 +39,8 @@ let options (port: int) (n: int) (dir: string) (join: int list) =
         Port = port,
         DataDirectory = dir,
         JoinPeers = (join |> List.map (sprintf "127.0.0.%d") |> Array.ofList),
-        RequestTimeout = TimeSpan.FromSeconds 5.0)
+        RequestTimeout = TimeSpan.FromSeconds 5.0
+    )
 
 let start (o: SkiffServerOptions) =
     let s = new SkiffServer(o)
@@ -50,7 +54,8 @@ let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
     while not ok && DateTime.UtcNow < deadline do
         Thread.Sleep 10
         ok <- condition ()
-    if not ok then failtestf "timed out after %.1f s waiting for: %s" seconds what
+    if not ok then
+        failtestf "timed out after %.1f s waiting for: %s" seconds what
 
 /// Stops a node as abruptly as a crash (no leadership hand-off).
 let stop (s: SkiffServer) = s.ShutdownAsync(false).Wait()
@@ -80,10 +85,10 @@ type Cluster(port: int) =
         let sw = Diagnostics.Stopwatch.StartNew()
         stop nodes[n]
         nodes.Remove n |> ignore
-        if sw.Elapsed.TotalSeconds > 1.0 then eprintfn "slow shutdown of node %d: %.1f s" n sw.Elapsed.TotalSeconds
+        if sw.Elapsed.TotalSeconds > 1.0 then
+            eprintfn "slow shutdown of node %d: %.1f s" n sw.Elapsed.TotalSeconds
     member _.Running = nodes.Values |> List.ofSeq
-    member this.Leader() =
-        this.Running |> List.tryFind (fun s -> s.Role = Role.Leader)
+    member this.Leader() = this.Running |> List.tryFind (fun s -> s.Role = Role.Leader)
     member this.WaitLeader(seconds: float) =
         waitUntil seconds "a leader known to every running node" (fun () ->
             match this.Leader() with
@@ -92,14 +97,19 @@ type Cluster(port: int) =
         (this.Leader()).Value
     member this.WaitMembers(count: int, seconds: float) =
         waitUntil seconds (sprintf "%d voters on every running node" count) (fun () ->
-            this.Running
-            |> List.forall (fun s -> s.Members.Values |> Seq.filter (fun struct (_, v) -> v) |> Seq.length = count))
+            this.Running |> List.forall (fun s -> s.Members.Values |> Seq.filter (fun struct (_, v) -> v) |> Seq.length = count))
     interface IDisposable with
         member _.Dispose() =
             for s in nodes.Values do
-                try stop s with _ -> ()
+                try
+                    stop s
+                with _ ->
+                    ()
             for d in dirs.Values do
-                try Directory.Delete(d, true) with _ -> ()
+                try
+                    Directory.Delete(d, true)
+                with _ ->
+                    ()
 
 /// Starts node 1 alone, then nodes 2..n joining through node 1; waits until all are voters.
 let clusterWith (timeout: float) (n: int) =
@@ -167,7 +177,8 @@ let watchAll (s: SkiffServer) (prefix: string) (ct: CancellationToken) =
                 while go do
                     let! more = e.MoveNextAsync()
                     if more then seen.Enqueue e.Current else go <- false
-            with _ -> ()
+            with _ ->
+                ()
         }
     seen, run
 
@@ -177,7 +188,8 @@ let shown (e: Change) = e.Index, e.Key, changeText e.Value
 /// The newest snapshot index whose metadata a FASTER node wrote (0 if none).
 let snapshotIndexOn (dir: string) =
     let metaDir = Path.Combine(dir, "snapmeta")
-    if not (Directory.Exists metaDir) then 0L
+    if not (Directory.Exists metaDir) then
+        0L
     else
         Directory.GetFiles(metaDir, "*.meta")
         |> Array.map (fun f -> Int64.Parse(nonNull (Path.GetFileNameWithoutExtension f)))
@@ -187,7 +199,8 @@ let snapshotIndexOn (dir: string) =
 /// applied only after that snapshot finished (the applier takes snapshots in line with applying).
 let awaitSnapshotPast (s: SkiffServer) (dir: string) (index: int64) =
     waitUntil 15.0 (sprintf "a snapshot at or after index %d" index) (fun () ->
-        if snapshotIndexOn dir >= index then true
+        if snapshotIndexOn dir >= index then
+            true
         else
             put s "pad/more" "x"
             false)
@@ -235,7 +248,8 @@ let tests =
               Expect.equal (List.ofSeq (s.GetPrefixesAsync().Result)) [ "grandparent/parent" ] "prefix gone with its last key"
               let struct (swapped, _) = s.CompareAndSwapAsync("top", bytes "3", bytes "4").Result.ToTuple() |> fun (a, b) -> struct (a, b)
               Expect.isTrue swapped "cas with the right value"
-              let struct (swapped2, _) = s.CompareAndSwapAsync("top", bytes "3", bytes "5").Result.ToTuple() |> fun (a, b) -> struct (a, b)
+              let struct (swapped2, _) =
+                  s.CompareAndSwapAsync("top", bytes "3", bytes "5").Result.ToTuple() |> fun (a, b) -> struct (a, b)
               Expect.isFalse swapped2 "cas with a stale value"
               Expect.equal (staleGet s "top") "4" "cas result"
               let struct (created, _) = s.CompareAndSwapAsync("new", null, bytes "x").Result.ToTuple() |> fun (a, b) -> struct (a, b)
@@ -299,8 +313,7 @@ let tests =
               use c = cluster 3
               c.WaitLeader 5.0 |> ignore
               let nodes = c.Running |> Array.ofList
-              let tasks =
-                  [| for i in 0..199 -> nodes[i % nodes.Length].InsertAsync(sprintf "c/%03d" i, bytes (string i)) :> Task |]
+              let tasks = [| for i in 0..199 -> nodes[i % nodes.Length].InsertAsync(sprintf "c/%03d" i, bytes (string i)) :> Task |]
               Task.WaitAll tasks
               for s in nodes do
                   waitUntil 10.0 "all inserts everywhere" (fun () -> s.ListKeysAsync("c/", ReadConsistency.Stale).Result.Count = 200)
@@ -381,7 +394,10 @@ let tests =
               Expect.equal (a.Key, a.Index) ("w/b", from) "replay starts at the index"
               Expect.equal b.Key "w/a" "then the delete"
               cts.Cancel()
-              try watching.Wait() with _ -> ()
+              try
+                  watching.Wait()
+              with _ ->
+                  ()
           }
 
           test "a restarted node resumes a watch from an index it applied before the restart, then streams live changes" {
@@ -394,7 +410,8 @@ let tests =
               for i in 1..60 do
                   put s1 (sprintf "w/%02d" (i % 20)) (string i)
                   put s1 (sprintf "other/%d" i) "x"
-                  if i % 7 = 0 then s1.RemoveAsync(sprintf "w/%02d" ((i - 1) % 20)).Wait()
+                  if i % 7 = 0 then
+                      s1.RemoveAsync(sprintf "w/%02d" ((i - 1) % 20)).Wait()
               waitUntil 5.0 "the live stream saw every change" (fun () -> seen.Count >= 60 + 8)
               let live = List.ofSeq seen
               // Resume from the fifth change: well inside what the node's snapshot covers, so after a restart it is
@@ -402,7 +419,10 @@ let tests =
               let from = live[4].Index
               awaitSnapshotPast s1 (c.Dir 1) (live |> List.last).Index
               cts.Cancel()
-              try watching.Wait() with _ -> ()
+              try
+                  watching.Wait()
+              with _ ->
+                  ()
               c.Stop 1
               let s2 = start (snappy (options c.Port 1 (c.Dir 1) []))
               c.Nodes[1] <- s2
@@ -410,7 +430,10 @@ let tests =
               let expected = live |> List.filter (fun e -> e.Index >= from) |> List.map shown
               use cts2 = new CancellationTokenSource(TimeSpan.FromSeconds 20.0)
               let e = s2.WatchAsync("w/", from, cts2.Token).GetAsyncEnumerator(cts2.Token)
-              let replayed = [ for _ in expected -> (Expect.isTrue (e.MoveNextAsync().AsTask().Result) "more"; shown e.Current) ]
+              let replayed =
+                  [ for _ in expected ->
+                        (Expect.isTrue (e.MoveNextAsync().AsTask().Result) "more"
+                         shown e.Current) ]
               Expect.equal replayed expected "the changes from that index, in commit order, with their indexes"
               let index = s2.InsertAsync("w/live", bytes "new").Result
               Expect.isTrue (e.MoveNextAsync().AsTask().Result) "a live change follows"
@@ -424,21 +447,27 @@ let tests =
               use cts = new CancellationTokenSource(TimeSpan.FromSeconds 60.0)
               let seen, watching = watchAll leader "w/" cts.Token
               let cas (k: string) (expected: string option) (next: string option) =
-                  let b (v: string option) : byte[] | null = match v with Some v -> bytes v | None -> null
+                  let b (v: string option) : byte[] | null =
+                      match v with
+                      | Some v -> bytes v
+                      | None -> null
                   leader.CompareAndSwapAsync(k, b expected, b next).Result |> ignore
               let first = leader.InsertAsync("w/a", bytes "1").Result
-              cas "w/a" (Some "wrong") (Some "2")               // does not match: no change
-              leader.RemoveAsync("w/absent").Wait()             // nothing to delete: no change
-              cas "w/new" None (Some "x")                       // matches an absent key: a put
-              cas "w/a" (Some "1") None                         // matches: a delete
-              leader.RemoveAsync("w/a").Wait()                  // already gone: no change
-              cas "w/gone" None None                            // matches, changes nothing
+              cas "w/a" (Some "wrong") (Some "2") // does not match: no change
+              leader.RemoveAsync("w/absent").Wait() // nothing to delete: no change
+              cas "w/new" None (Some "x") // matches an absent key: a put
+              cas "w/a" (Some "1") None // matches: a delete
+              leader.RemoveAsync("w/a").Wait() // already gone: no change
+              cas "w/gone" None None // matches, changes nothing
               put leader "w/b" "3"
               for i in 1..150 do
                   put leader (sprintf "pad/%03d" i) "x"
               waitUntil 5.0 "the live stream saw the four changes" (fun () -> seen.Count >= 4)
               let live = List.ofSeq seen |> List.map shown
-              Expect.equal (live |> List.map (fun (_, k, v) -> k, v)) [ "w/a", "1"; "w/new", "x"; "w/a", "<none>"; "w/b", "3" ] "what the live stream showed"
+              Expect.equal
+                  (live |> List.map (fun (_, k, v) -> k, v))
+                  [ "w/a", "1"; "w/new", "x"; "w/a", "<none>"; "w/b", "3" ]
+                  "what the live stream showed"
               // The stopped follower catches up by a snapshot that covers all of it.
               c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
               let back = c.Node n
@@ -454,7 +483,10 @@ let tests =
               let afterRestart = watchTake again "w/" first live.Length 10.0 |> List.map shown
               Expect.equal afterRestart live "resumed on the follower after its restart"
               cts.Cancel()
-              try watching.Wait() with _ -> ()
+              try
+                  watching.Wait()
+              with _ ->
+                  ()
           }
 
           test "a live watch on a follower that catches up by snapshot sees every change, with no gap" {
@@ -476,17 +508,23 @@ let tests =
               follower.Isolated <- true
               for i in 1..150 do
                   put leader (sprintf "w/%03d" (i % 40)) (string i)
-                  if i % 9 = 0 then leader.RemoveAsync(sprintf "w/%03d" ((i - 1) % 40)).Wait()
+                  if i % 9 = 0 then
+                      leader.RemoveAsync(sprintf "w/%03d" ((i - 1) % 40)).Wait()
               let last = leader.InsertAsync("w/last", bytes "x").Result
               follower.Isolated <- false
               waitUntil 20.0 "the follower caught up" (fun () -> follower.AppliedIndex >= last)
               waitUntil 5.0 "both streams reached the last change" (fun () ->
                   onFollower |> Seq.exists (fun e -> e.Index = last) && onLeader |> Seq.exists (fun e -> e.Index = last))
-              Expect.equal (List.ofSeq onFollower |> List.map shown) (List.ofSeq onLeader |> List.map shown)
+              Expect.equal
+                  (List.ofSeq onFollower |> List.map shown)
+                  (List.ofSeq onLeader |> List.map shown)
                   "the follower's live stream equals the leader's"
               cts.Cancel()
               for w in [ w1; w2 ] do
-                  try w.Wait() with _ -> ()
+                  try
+                      w.Wait()
+                  with _ ->
+                      ()
           }
 
           test "resuming from an index older than the durable history is refused, naming the oldest index available" {
@@ -508,7 +546,10 @@ let tests =
               waitUntil 5.0 "the live stream saw every change" (fun () -> seen |> Seq.exists (fun e -> e.Index = last))
               let live = List.ofSeq seen
               cts.Cancel()
-              try watching.Wait() with _ -> ()
+              try
+                  watching.Wait()
+              with _ ->
+                  ()
               c.Stop 1
               let s2 = start (o ())
               c.Nodes[1] <- s2
@@ -574,8 +615,7 @@ let tests =
               put old "x" "1"
               old.Isolated <- true
               let others = c.Running |> List.filter (fun s -> s.Id <> old.Id)
-              waitUntil 10.0 "a new leader on the majority side" (fun () ->
-                  others |> List.exists (fun s -> s.Role = Role.Leader))
+              waitUntil 10.0 "a new leader on the majority side" (fun () -> others |> List.exists (fun s -> s.Role = Role.Leader))
               let fresh = others |> List.find (fun s -> s.Role = Role.Leader)
               put fresh "x" "2"
               expectError [ ErrorKind.NoQuorum; ErrorKind.Timeout; ErrorKind.NotLeader ] "write on the old leader" (fun () ->

@@ -17,8 +17,7 @@ let repoRoot =
     up (DirectoryInfo AppContext.BaseDirectory)
 
 /// Release or Debug: whichever this test program was built as, so the samples built beside it are run.
-let configuration =
-    if AppContext.BaseDirectory.Contains("/Release/") then "Release" else "Debug"
+let configuration = if AppContext.BaseDirectory.Contains("/Release/") then "Release" else "Debug"
 
 /// Runs a built project with arguments; returns exit code and everything it printed. Killed after `seconds`.
 let runProject (project: string) (args: string list) (seconds: float) =
@@ -45,42 +44,46 @@ let private sample (project: string) (expected: string list) =
 
 let tests =
     testSequenced
-    <| testList "Samples" [
-        sample "samples/QuickStart" [ "hello world" ]
-        sample "samples/MultiNode" [ "members: 3"; "node 3 saw config/mode = replicated" ]
-        sample "samples/FSharpQuickStart" [ "hello world"; "watched: greeting" ]
+    <| testList
+        "Samples"
+        [ sample "samples/QuickStart" [ "hello world" ]
+          sample "samples/MultiNode" [ "members: 3"; "node 3 saw config/mode = replicated" ]
+          sample "samples/FSharpQuickStart" [ "hello world"; "watched: greeting" ]
 
-        test "the README's C# quick start is the QuickStart sample, as it compiles" {
-            let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
-            let block = Regex.Match(readme, "## Quick start.*?```csharp\n(.*?)```", RegexOptions.Singleline)
-            Expect.isTrue block.Success "README has a csharp block under '## Quick start'"
-            let sampleCode = File.ReadAllText(Path.Combine(repoRoot, "samples", "QuickStart", "Program.cs"))
-            Expect.equal (block.Groups[1].Value.Trim()) (sampleCode.Trim()) "README block = samples/QuickStart/Program.cs"
-        }
+          test "the README's C# quick start is the QuickStart sample, as it compiles" {
+              let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
+              let block = Regex.Match(readme, "## Quick start.*?```csharp\n(.*?)```", RegexOptions.Singleline)
+              Expect.isTrue block.Success "README has a csharp block under '## Quick start'"
+              let sampleCode = File.ReadAllText(Path.Combine(repoRoot, "samples", "QuickStart", "Program.cs"))
+              Expect.equal (block.Groups[1].Value.Trim()) (sampleCode.Trim()) "README block = samples/QuickStart/Program.cs"
+          }
 
-        test "dotnet pack makes every library package with README, license and symbols" {
-            let output = Path.Combine(Path.GetTempPath(), "skiff-pack-" + Guid.NewGuid().ToString("N"))
-            try
-                let psi = ProcessStartInfo("dotnet", WorkingDirectory = repoRoot, RedirectStandardOutput = true, RedirectStandardError = true)
-                for a in [ "pack"; "Skiff.Functional.sln"; "-c"; configuration; "--no-build"; "-o"; output ] do
-                    psi.ArgumentList.Add a
-                use p = new Process(StartInfo = psi)
-                p.Start() |> ignore
-                let log = p.StandardOutput.ReadToEndAsync()
-                let err = p.StandardError.ReadToEndAsync()
-                Expect.isTrue (p.WaitForExit(TimeSpan.FromMinutes 3.0)) "pack ends"
-                Expect.equal p.ExitCode 0 (sprintf "dotnet pack:\n%s%s" log.Result err.Result)
-                for id in [ "Skiff.Core"; "Skiff.Simulation"; "Skiff.Net"; "Skiff"; "Skiff.FSharp"; "Skiff.Cli" ] do
-                    let nupkg = Path.Combine(output, id + ".0.1.0.nupkg")
-                    Expect.isTrue (File.Exists nupkg) (sprintf "%s was packed" id)
-                    Expect.isTrue (File.Exists(Path.Combine(output, id + ".0.1.0.snupkg"))) (sprintf "%s has symbols" id)
-                    use zip = IO.Compression.ZipFile.OpenRead nupkg
-                    let names = zip.Entries |> Seq.map (fun e -> e.FullName) |> Set.ofSeq
-                    Expect.contains names "README.md" (sprintf "%s carries the README" id)
-                    Expect.contains names "LICENSE" (sprintf "%s carries the license" id)
-                let packed = Directory.GetFiles(output, "*.nupkg") |> Array.map Path.GetFileName |> Array.sort
-                Expect.equal packed.Length 6 (sprintf "only the libraries and the tool are packages: %A" packed)
-            finally
-                try Directory.Delete(output, true) with _ -> ()
-        }
-    ]
+          test "dotnet pack makes every library package with README, license and symbols" {
+              let output = Path.Combine(Path.GetTempPath(), "skiff-pack-" + Guid.NewGuid().ToString("N"))
+              try
+                  let psi =
+                      ProcessStartInfo("dotnet", WorkingDirectory = repoRoot, RedirectStandardOutput = true, RedirectStandardError = true)
+                  for a in [ "pack"; "Skiff.Functional.sln"; "-c"; configuration; "--no-build"; "-o"; output ] do
+                      psi.ArgumentList.Add a
+                  use p = new Process(StartInfo = psi)
+                  p.Start() |> ignore
+                  let log = p.StandardOutput.ReadToEndAsync()
+                  let err = p.StandardError.ReadToEndAsync()
+                  Expect.isTrue (p.WaitForExit(TimeSpan.FromMinutes 3.0)) "pack ends"
+                  Expect.equal p.ExitCode 0 (sprintf "dotnet pack:\n%s%s" log.Result err.Result)
+                  for id in [ "Skiff.Core"; "Skiff.Simulation"; "Skiff.Net"; "Skiff"; "Skiff.FSharp"; "Skiff.Cli" ] do
+                      let nupkg = Path.Combine(output, id + ".0.1.0.nupkg")
+                      Expect.isTrue (File.Exists nupkg) (sprintf "%s was packed" id)
+                      Expect.isTrue (File.Exists(Path.Combine(output, id + ".0.1.0.snupkg"))) (sprintf "%s has symbols" id)
+                      use zip = IO.Compression.ZipFile.OpenRead nupkg
+                      let names = zip.Entries |> Seq.map (fun e -> e.FullName) |> Set.ofSeq
+                      Expect.contains names "README.md" (sprintf "%s carries the README" id)
+                      Expect.contains names "LICENSE" (sprintf "%s carries the license" id)
+                  let packed = Directory.GetFiles(output, "*.nupkg") |> Array.map Path.GetFileName |> Array.sort
+                  Expect.equal packed.Length 6 (sprintf "only the libraries and the tool are packages: %A" packed)
+              finally
+                  try
+                      Directory.Delete(output, true)
+                  with _ ->
+                      ()
+          } ]

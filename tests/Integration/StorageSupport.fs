@@ -23,13 +23,16 @@ type TempDir(name: string) =
         member _.Dispose() =
             // SKIFF_KEEP_TMP=1 keeps the directory, to look at a failed run's files.
             if Environment.GetEnvironmentVariable "SKIFF_KEEP_TMP" <> "1" then
-                try Directory.Delete(path, true) with _ -> ()
+                try
+                    Directory.Delete(path, true)
+                with _ ->
+                    ()
 
 /// The payload of entry (index, term): an encoded put of key `k/<index % 100>` whose value starts with the index
 /// and term, then a deterministic filler of variable length, so a checker can recompute and recognise it.
 let payloadOf (index: int64) (term: int64) : byte[] =
     let rng = Random(int (index * 7919L + term * 104729L))
-    let value = Array.zeroCreate<byte> (16 + rng.Next(0, 200))
+    let value = Array.zeroCreate<byte>(16 + rng.Next(0, 200))
     rng.NextBytes value
     BitConverter.TryWriteBytes(Span(value, 0, 8), index) |> ignore
     BitConverter.TryWriteBytes(Span(value, 8, 8), term) |> ignore
@@ -41,13 +44,15 @@ let originOf (value: byte[]) = BitConverter.ToInt64(value, 0), BitConverter.ToIn
 let entry (index: int64) (term: int64) = LogEntry(index, term, payloadOf index term)
 
 let entries (first: int64) (last: int64) (term: int64) : IReadOnlyList<LogEntry> =
-    [| for i in first .. last -> entry i term |] :> IReadOnlyList<LogEntry>
+    [| for i in first..last -> entry i term |] :> IReadOnlyList<LogEntry>
 
 let append (log: RaftLog) (es: IReadOnlyList<LogEntry>) = log.AppendAsync(es, CancellationToken.None).GetAwaiter().GetResult()
 
 let readAll (log: RaftLog) : LogEntry list =
-    if log.LastIndex < log.FirstIndex then []
-    else log.ReadAsync(log.FirstIndex, log.LastIndex).GetAwaiter().GetResult() |> List.ofSeq
+    if log.LastIndex < log.FirstIndex then
+        []
+    else
+        log.ReadAsync(log.FirstIndex, log.LastIndex).GetAwaiter().GetResult() |> List.ofSeq
 
 /// Finds `needle` in a file; returns its offset, or -1.
 let findInFile (path: string) (needle: byte[]) : int =
@@ -67,4 +72,5 @@ let flipByte (path: string) (offset: int) =
 let smallOptions () =
     NodeStorageOptions(
         Log = RaftLogOptions(KeepTail = 50L, MemorySizeBits = 22, PageSizeBits = 18),
-        Kv = KvOptions(IndexSizeBytes = (1L <<< 18), MemorySizeBits = 22, PageSizeBits = 18))
+        Kv = KvOptions(IndexSizeBytes = (1L <<< 18), MemorySizeBits = 22, PageSizeBits = 18)
+    )

@@ -34,7 +34,7 @@ let private all: Test list =
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end
-    ]
+      ]
 
 [<EntryPoint>]
 let main argv =

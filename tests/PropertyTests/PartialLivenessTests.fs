@@ -52,7 +52,8 @@ let private shrink (reducer: Reducer<State>) (schedule: Schedule) (property: str
     go schedule
 
 let private schedules (name: string) (reducer: Reducer<State>) (nodes: int) (steps: int) (n: int) =
-    testCase name <| fun () ->
+    testCase name
+    <| fun () ->
         let seed = seed ()
         let n = count n
         let watch = Stopwatch.StartNew()
@@ -66,31 +67,52 @@ let private schedules (name: string) (reducer: Reducer<State>) (nodes: int) (ste
                 let r = Simulator.run reducer settings s
                 worst <- max worst r.Stats.PartialLivenessWorst
                 checkedTicks <- checkedTicks + r.Stats.PartialLivenessChecked
-                if r.Stats.PartialLivenessChecked > 0L then judged <- judged + 1
+                if r.Stats.PartialLivenessChecked > 0L then
+                    judged <- judged + 1
                 match r.Violation with
                 | Some v -> failures.Add(s, v)
                 | None -> ()
         printfn
             "%s: %d schedules in %.1f s (SKIFF_SEED=%d), %d judged under partial failure (%d ticks), longest wait for a committing leader %d ticks"
-            name n watch.Elapsed.TotalSeconds seed judged checkedTicks worst
+            name
+            n
+            watch.Elapsed.TotalSeconds
+            seed
+            judged
+            checkedTicks
+            worst
         if failures.Count > 0 then
             let s, v = failures[0]
             let shrunk = shrink reducer s v.Property
             let r = Simulator.run reducer { settings with Trace = true } shrunk
             let trace = r.Trace |> List.skip (max 0 (r.Trace.Length - 80)) |> String.concat "\n"
-            failtestf "%s (SKIFF_SEED=%d)\n%s\nshrunk (run with TailTicks = %d): %s\n%s\nlast lines of its trace:\n%s" name seed (string v) tail (Schedule.format shrunk) (string r.Violation) trace
+            failtestf
+                "%s (SKIFF_SEED=%d)\n%s\nshrunk (run with TailTicks = %d): %s\n%s\nlast lines of its trace:\n%s"
+                name
+                seed
+                (string v)
+                tail
+                (Schedule.format shrunk)
+                (string r.Violation)
+                trace
 
 /// The reducer with CheckQuorum but without Pre-Vote: the property must hold there too.
 let private checkQuorumOnly = Simulator.raft { Simulator.simulationOptions with PreVote = false }
 
 let private plainOrDefault =
-    if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then checkQuorumOnly else Simulator.raft Simulator.simulationOptions
+    if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then
+        checkQuorumOnly
+    else
+        Simulator.raft Simulator.simulationOptions
 
 /// A hand-written case: leader n1 hears no one but n2 hears it (n2 -> n1 cut), n1 and n3 are cut both ways, and the
 /// cut never heals. n2 and n3 are a healthy majority; CheckQuorum deposes n1 and one of them leads.
 let private oneWayCase =
-    testCase "a leader that can send but not hear is replaced within the bound" <| fun () ->
-        for text in [ "seed=1 nodes=3 [40 oneway:1>0; 0 oneway:0>2; 0 oneway:2>0]"; "seed=2 nodes=5 [40 oneway:1>0; 0 oneway:2>0; 0 oneway:3>0; 0 oneway:4>0]" ] do
+    testCase "a leader that can send but not hear is replaced within the bound"
+    <| fun () ->
+        for text in
+            [ "seed=1 nodes=3 [40 oneway:1>0; 0 oneway:0>2; 0 oneway:2>0]"
+              "seed=2 nodes=5 [40 oneway:1>0; 0 oneway:2>0; 0 oneway:3>0; 0 oneway:4>0]" ] do
             let s = Schedule.parse text
             let r = Simulator.run (Simulator.raft Simulator.simulationOptions) settings s
             Expect.isNone r.Violation (sprintf "%s: %A" text r.Violation)
@@ -99,7 +121,8 @@ let private oneWayCase =
 /// The check has teeth: without CheckQuorum a leader that can send but not hear is never replaced (etcd behaves
 /// the same, which is why the property is stated with CheckQuorum).
 let private teeth =
-    testCase "the check catches a reducer without CheckQuorum" <| fun () ->
+    testCase "the check catches a reducer without CheckQuorum"
+    <| fun () ->
         let noQuorumCheck = Simulator.raft { Simulator.simulationOptions with CheckQuorum = false }
         let real = Simulator.raft Simulator.simulationOptions
         // n1 hears no one from tick 40 on; on the seeds where it leads by then, it leads for ever without
@@ -109,7 +132,11 @@ let private teeth =
                   let s = Schedule.parse (sprintf "seed=%d nodes=3 [40 oneway:1>0; 0 oneway:2>0]" seed)
                   (Simulator.run noQuorumCheck settings s).Violation, (Simulator.run real settings s).Violation ]
         let caught =
-            runs |> List.filter (fun (v, _) -> match v with Some v -> v.Property = "liveness" && (string v).Contains "partial failure" | None -> false)
+            runs
+            |> List.filter (fun (v, _) ->
+                match v with
+                | Some v -> v.Property = "liveness" && (string v).Contains "partial failure"
+                | None -> false)
         Expect.isNonEmpty caught "caught on some seed"
         Expect.isTrue (runs |> List.forall (snd >> Option.isNone)) (sprintf "the real reducer passes: %A" (runs |> List.choose snd))
 
@@ -117,7 +144,8 @@ let private teeth =
 /// majority: each of their campaigns moved the up-to-date voters to the new term and restarted their election
 /// timers, so the electable nodes rarely campaigned first. Bounds well under the 100+ ticks the finding measured.
 let private finding5 =
-    testCase "finding 5: a stale-log majority does not hold back the up-to-date nodes' elections" <| fun () ->
+    testCase "finding 5: a stale-log majority does not hold back the up-to-date nodes' elections"
+    <| fun () ->
         let cases =
             [ Simulator.raft Simulator.simulationOptions,
               "seed=4292461891479662373 nodes=3 [4 crash:1; 23 dup:21; 12 isolate:1; 6 restart:2; 3 disk:0; 2 partition:1,2; 2 remove:0; 4 delay:4; 7 partition:0; 40 remove:0]"

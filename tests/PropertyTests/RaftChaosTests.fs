@@ -30,7 +30,8 @@ let run (chaosOptions: Options) (seed: int) (steps: int) : string list =
     for _ in 1..steps do
         let roll = rng.NextDouble()
         let leader = c.Leader
-        if roll < 0.45 then c.Step(pick (), Event.Tick) |> ignore
+        if roll < 0.45 then
+            c.Step(pick (), Event.Tick) |> ignore
         elif roll < 0.70 then
             let target = leader |> Option.defaultWith pick
             c.Step(target, Event.Propose(next (), BitConverter.GetBytes request)) |> ignore
@@ -39,11 +40,13 @@ let run (chaosOptions: Options) (seed: int) (steps: int) : string list =
             let id = next ()
             readFloor[id] <- all |> List.map (fun n -> Raft.commitIndex (c.State n)) |> List.max
             c.Step(target, Event.Read id) |> ignore
-        elif roll < 0.77 then c.Isolate(pick ())
+        elif roll < 0.77 then
+            c.Isolate(pick ())
         elif roll < 0.80 then
             for id in all do
                 c.Heal id
-        elif roll < 0.805 then c.Restart(pick (), chaosOptions, uint64 (rng.Next()))
+        elif roll < 0.805 then
+            c.Restart(pick (), chaosOptions, uint64 (rng.Next()))
         elif roll < 0.81 then
             leader |> Option.iter (fun l -> c.Step(l, Event.TransferLeadership(next (), pick ())) |> ignore)
         elif roll < 0.82 then
@@ -62,19 +65,23 @@ let run (chaosOptions: Options) (seed: int) (steps: int) : string list =
         all
         |> List.collect (fun id ->
             (c.Node id).Effects
-            |> Seq.choose (function Effect.RoleChanged(Role.Leader, t, _) -> Some(t, id) | _ -> None)
+            |> Seq.choose (function
+                | Effect.RoleChanged(Role.Leader, t, _) -> Some(t, id)
+                | _ -> None)
             |> List.ofSeq)
         |> List.distinct
         |> List.groupBy fst
     for term, ls in leadersByTerm do
-        if ls.Length > 1 then violations.Add(sprintf "term %d has leaders %A" term (List.map snd ls))
+        if ls.Length > 1 then
+            violations.Add(sprintf "term %d has leaders %A" term (List.map snd ls))
     // State machine safety: nodes never apply different entries at the same index; each applies in order.
     let applied = all |> List.map (fun id -> id, List.ofSeq (c.Node id).Applied)
     for id, entries in applied do
         entries
         |> List.pairwise
         |> List.iter (fun (a, b) ->
-            if b.Index <= a.Index then violations.Add(sprintf "%A applied %d after %d" id b.Index a.Index))
+            if b.Index <= a.Index then
+                violations.Add(sprintf "%A applied %d after %d" id b.Index a.Index))
     let byIndex = Collections.Generic.Dictionary<LogIndex, Term * NodeId>()
     for id, entries in applied do
         for e in entries do
@@ -101,19 +108,41 @@ let run (chaosOptions: Options) (seed: int) (steps: int) : string list =
         for id in members do
             let s = c.State id
             if Raft.appliedIndex s < commit then
-                violations.Add(sprintf "%A applied %d < leader commit %d (role %A, last %d)" id (Raft.appliedIndex s) commit (Raft.role s) (Raft.lastIndex s))
+                violations.Add(
+                    sprintf
+                        "%A applied %d < leader commit %d (role %A, last %d)"
+                        id
+                        (Raft.appliedIndex s)
+                        commit
+                        (Raft.role s)
+                        (Raft.lastIndex s)
+                )
     if Environment.GetEnvironmentVariable "SKIFF_CHAOS_STATS" = "1" then
         let count f = all |> List.sumBy (fun id -> (c.Node id).Effects |> Seq.filter f |> Seq.length)
         printfn
             "seed %d: leader %A term %d commit %d; snapshots %d installs %d loads %d completed %d readready %d rejects %d members %d"
-            seed finalLeader (finalLeader |> Option.map (fun l -> Raft.term (c.State l)) |> Option.defaultValue 0L)
+            seed
+            finalLeader
+            (finalLeader |> Option.map (fun l -> Raft.term (c.State l)) |> Option.defaultValue 0L)
             (finalLeader |> Option.map (fun l -> Raft.commitIndex (c.State l)) |> Option.defaultValue 0L)
-            (count (function Effect.SendSnapshot _ -> true | _ -> false))
-            (count (function Effect.InstallSnapshot _ -> true | _ -> false))
-            (count (function Effect.LoadEntries _ -> true | _ -> false))
-            (count (function Effect.Completed _ -> true | _ -> false))
-            (count (function Effect.ReadReady _ -> true | _ -> false))
-            (count (function Effect.Reject _ -> true | _ -> false))
+            (count (function
+                | Effect.SendSnapshot _ -> true
+                | _ -> false))
+            (count (function
+                | Effect.InstallSnapshot _ -> true
+                | _ -> false))
+            (count (function
+                | Effect.LoadEntries _ -> true
+                | _ -> false))
+            (count (function
+                | Effect.Completed _ -> true
+                | _ -> false))
+            (count (function
+                | Effect.ReadReady _ -> true
+                | _ -> false))
+            (count (function
+                | Effect.Reject _ -> true
+                | _ -> false))
             (finalLeader |> Option.map (fun l -> (Raft.configuration (c.State l)).Members.Count) |> Option.defaultValue 0)
     List.ofSeq violations
 

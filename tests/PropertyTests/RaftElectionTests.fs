@@ -16,7 +16,12 @@ let private vote (from: NodeId) (toNode: NodeId) term lastIndex lastTerm preVote
           To = toNode
           Message =
             Message.Vote
-                { Term = term; Candidate = from; LastLogIndex = lastIndex; LastLogTerm = lastTerm; PreVote = preVote; Transfer = transfer } }
+                { Term = term
+                  Candidate = from
+                  LastLogIndex = lastIndex
+                  LastLogTerm = lastTerm
+                  PreVote = preVote
+                  Transfer = transfer } }
 
 let private voteReplies (effects: Effect list) =
     effects
@@ -42,16 +47,32 @@ let tests =
           }
           test "vote persisted before reply (PersistHardState precedes Send in the effect list)" {
               let _, effects = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L false false)
-              let persist = effects |> indexOf (function Effect.PersistHardState h -> h.VotedFor = Some n1 && h.Term = 1L | _ -> false)
-              let reply = effects |> indexOf (function Effect.Send _ -> true | _ -> false)
+              let persist =
+                  effects
+                  |> indexOf (function
+                      | Effect.PersistHardState h -> h.VotedFor = Some n1 && h.Term = 1L
+                      | _ -> false)
+              let reply =
+                  effects
+                  |> indexOf (function
+                      | Effect.Send _ -> true
+                      | _ -> false)
               Expect.isGreaterThanOrEqual persist 0 "vote is persisted"
               Expect.isLessThan persist reply "persisted before the reply"
           }
           test "a repeated vote grant persists again before replying" {
               let s, _ = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L false false)
               let _, effects = Raft.step s (vote n1 n2 1L 0L 0L false false)
-              let persist = effects |> indexOf (function Effect.PersistHardState h -> h.VotedFor = Some n1 | _ -> false)
-              let reply = effects |> indexOf (function Effect.Send { Message = Message.VoteReply r } -> r.Granted | _ -> false)
+              let persist =
+                  effects
+                  |> indexOf (function
+                      | Effect.PersistHardState h -> h.VotedFor = Some n1
+                      | _ -> false)
+              let reply =
+                  effects
+                  |> indexOf (function
+                      | Effect.Send { Message = Message.VoteReply r } -> r.Granted
+                      | _ -> false)
               Expect.isGreaterThanOrEqual persist 0 "the vote is written again"
               Expect.isLessThan persist reply "before the reply (the first write may not be durable yet)"
           }
@@ -72,12 +93,17 @@ let tests =
               let s, effects = Raft.step (fresh n2) (vote n1 n2 1L 0L 0L true false)
               Expect.equal (Raft.term s) 0L "term unchanged"
               Expect.equal (Raft.votedFor s) None "no vote recorded"
-              Expect.isFalse (effects |> List.exists (function Effect.PersistHardState _ -> true | _ -> false)) "nothing to persist"
+              Expect.isFalse
+                  (effects
+                   |> List.exists (function
+                       | Effect.PersistHardState _ -> true
+                       | _ -> false))
+                  "nothing to persist"
               Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted, r.PreVote)) [ true, true ] "pre-vote granted"
           }
           test "pre-candidate keeps its term until it wins the pre-vote" {
               let mutable s = fresh n1
-              for _ in 1..opts.ElectionTicksMax do
+              for _ in 1 .. opts.ElectionTicksMax do
                   s <- fst (Raft.step s Event.Tick)
               Expect.equal (Raft.role s) Role.PreCandidate "asks for pre-votes first"
               Expect.equal (Raft.term s) 0L "term not raised"
@@ -110,7 +136,7 @@ let tests =
               c.Isolate n1
               // n2 forgets the leader after an election timeout; n3 asks with a shorter log.
               let mutable s = c.State n2
-              for _ in 1..opts.ElectionTicksMin do
+              for _ in 1 .. opts.ElectionTicksMin do
                   s <- fst (Raft.step s Event.Tick)
               let _, effects = Raft.step s (vote n3 n2 (term + 1L) 0L 0L false false)
               Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted)) [ false ] "log check fails"
@@ -123,7 +149,13 @@ let tests =
                         To = n2
                         Message =
                           Message.Append
-                              { Term = 2L; Leader = n3; PrevLogIndex = 0L; PrevLogTerm = 0L; Entries = [ { Index = 1L; Term = 2L; Payload = Payload.Noop } ]; LeaderCommit = 1L; Round = 1L } }
+                              { Term = 2L
+                                Leader = n3
+                                PrevLogIndex = 0L
+                                PrevLogTerm = 0L
+                                Entries = [ { Index = 1L; Term = 2L; Payload = Payload.Noop } ]
+                                LeaderCommit = 1L
+                                Round = 1L } }
               let s2, effects = Raft.step s append
               Expect.equal (Raft.term s2) 5L "term kept"
               Expect.equal (Raft.lastIndex s2) 0L "entries ignored"
@@ -155,9 +187,10 @@ let tests =
           }
           test "higher-term vote reply makes a candidate step down" {
               let mutable s = fresh n1
-              for _ in 1..opts.ElectionTicksMax do
+              for _ in 1 .. opts.ElectionTicksMax do
                   s <- fst (Raft.step s Event.Tick)
-              let reply = Event.Receive { From = n2; To = n1; Message = Message.VoteReply { Term = 7L; Granted = false; PreVote = false } }
+              let reply =
+                  Event.Receive { From = n2; To = n1; Message = Message.VoteReply { Term = 7L; Granted = false; PreVote = false } }
               let s, _ = Raft.step s reply
               Expect.equal (Raft.role s) Role.Follower "stepped down"
               Expect.equal (Raft.term s) 7L "adopted the term"

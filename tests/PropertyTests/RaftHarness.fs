@@ -10,8 +10,7 @@ open Skiff.Core
 let nid (n: int) : NodeId = Guid(sprintf "00000000-0000-0000-0000-%012d" n)
 
 /// Test options: small, fixed timings.
-let opts: Options =
-    { Options.defaults with HeartbeatTicks = 2; ElectionTicksMin = 10; ElectionTicksMax = 20 }
+let opts: Options = { Options.defaults with HeartbeatTicks = 2; ElectionTicksMin = 10; ElectionTicksMax = 20 }
 
 /// A configuration where every given node is a voter.
 let votersConfig (ids: NodeId list) : Configuration =
@@ -19,7 +18,10 @@ let votersConfig (ids: NodeId list) : Configuration =
 
 /// Messages sent in an effect list.
 let sends (effects: Effect list) : Envelope list =
-    effects |> List.choose (function Effect.Send e -> Some e | _ -> None)
+    effects
+    |> List.choose (function
+        | Effect.Send e -> Some e
+        | _ -> None)
 
 /// Index of the first effect satisfying `f`, or -1.
 let indexOf (f: Effect -> bool) (effects: Effect list) : int = effects |> List.tryFindIndex f |> Option.defaultValue -1
@@ -27,12 +29,24 @@ let indexOf (f: Effect -> bool) (effects: Effect list) : int = effects |> List.t
 /// Start.ofStore for storage whose log begins right after the snapshot, or at index 1 (the entry before the first
 /// one is then the snapshot's, or none), as in most tests. A log that keeps a tail behind the snapshot needs the
 /// real base term: build the Stored record by hand.
-let startFrom id options seed (hard: HardState) (snapshot: SnapshotMeta option) (entries: Entry list) (applied: LogIndex) bootstrap : Start =
+let startFrom
+    id
+    options
+    seed
+    (hard: HardState)
+    (snapshot: SnapshotMeta option)
+    (entries: Entry list)
+    (applied: LogIndex)
+    bootstrap
+    : Start =
     let baseIndex, baseTerm =
         match snapshot with
         | Some m -> m.Index, m.Term
         | None -> 0L, 0L
-    Start.ofStore id options seed
+    Start.ofStore
+        id
+        options
+        seed
         { HardState = hard
           Snapshot = snapshot
           Entries = entries
@@ -43,13 +57,15 @@ let startFrom id options seed (hard: HardState) (snapshot: SnapshotMeta option) 
 
 /// One simulated node: reducer state plus what the interpreter would keep.
 type Node =
-    { mutable State: State
-      /// Durable entries by index.
-      Storage: SortedDictionary<LogIndex, Entry>
-      /// Everything applied, in order.
-      Applied: List<Entry>
-      /// Every effect ever emitted, in order.
-      Effects: List<Effect> }
+    {
+        mutable State: State
+        /// Durable entries by index.
+        Storage: SortedDictionary<LogIndex, Entry>
+        /// Everything applied, in order.
+        Applied: List<Entry>
+        /// Every effect ever emitted, in order.
+        Effects: List<Effect>
+    }
 
 /// A synchronous cluster of reducers.
 type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
@@ -76,7 +92,8 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
                 | [] -> ()
                 | first :: _ ->
                     for k in List.ofSeq node.Storage.Keys do
-                        if k >= first.Index then node.Storage.Remove k |> ignore
+                        if k >= first.Index then
+                            node.Storage.Remove k |> ignore
                     for en in entries do
                         node.Storage[en.Index] <- en
                     let last = List.last entries
@@ -84,14 +101,16 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
                     if holdPersist.Contains id then held[id].Add ev else queue.Add(id, ev)
             | Effect.Apply entries -> node.Applied.AddRange entries
             | Effect.LoadEntries(purpose, from, upTo) ->
-                let loaded = [ for i in from..upTo do
-                                 match node.Storage.TryGetValue i with
-                                 | true, en -> yield en
-                                 | _ -> () ]
+                let loaded =
+                    [ for i in from..upTo do
+                          match node.Storage.TryGetValue i with
+                          | true, en -> yield en
+                          | _ -> () ]
                 queue.Add(id, Event.EntriesLoaded(purpose, loaded))
             | Effect.CompactLog upTo ->
                 for k in List.ofSeq node.Storage.Keys do
-                    if k <= upTo then node.Storage.Remove k |> ignore
+                    if k <= upTo then
+                        node.Storage.Remove k |> ignore
             | Effect.InstallSnapshot(_, meta) ->
                 node.Storage.Clear()
                 // The state machine is replaced: mark the snapshot's index as applied (a repeated install of the
@@ -160,12 +179,20 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
         let node = nodes[id]
         let old = node.State
         // Local events of the old incarnation are lost with it; messages in the network are kept.
-        queue.RemoveAll(fun (target, ev) -> target = id && (match ev with Event.Receive _ -> false | _ -> true)) |> ignore
+        queue.RemoveAll(fun (target, ev) ->
+            target = id
+            && (match ev with
+                | Event.Receive _ -> false
+                | _ -> true))
+        |> ignore
         let snapshot = if (Raft.snapshot old).Index > 0L then Some(Raft.snapshot old) else None
         let entries = List.ofSeq node.Storage.Values
         let applied = if node.Applied.Count = 0 then 0L else node.Applied[node.Applied.Count - 1].Index
         let applied = max applied (snapshot |> Option.map (fun m -> m.Index) |> Option.defaultValue 0L)
-        let hs = match hard.TryGetValue id with | true, h -> h | _ -> { Term = 0L; VotedFor = None }
+        let hs =
+            match hard.TryGetValue id with
+            | true, h -> h
+            | _ -> { Term = 0L; VotedFor = None }
         let start = startFrom id options seed hs snapshot entries applied config
         let s, effects = Raft.init start
         node.State <- s
@@ -187,7 +214,8 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
             this.Step(id, Event.Tick) |> ignore
             this.Deliver()
             k <- k + 1
-        if nodes[id].State.Role <> Role.Leader then failwithf "node did not become leader: %A" nodes[id].State.Role
+        if nodes[id].State.Role <> Role.Leader then
+            failwithf "node did not become leader: %A" nodes[id].State.Role
     /// Cuts a node off from everyone (messages to and from it are dropped).
     member _.Isolate(id: NodeId) = isolated.Add id |> ignore
     /// Reconnects a node.
@@ -206,5 +234,8 @@ type Cluster(ids: NodeId list, options: Options, ?config: Configuration) =
     member _.Ids = List.ofSeq nodes.Keys
     /// The current leader, if exactly one node thinks it leads in the highest term.
     member _.Leader =
-        nodes.Values |> Seq.filter (fun n -> n.State.Role = Role.Leader) |> Seq.sortByDescending (fun n -> n.State.Term)
-        |> Seq.tryHead |> Option.map (fun n -> n.State.Id)
+        nodes.Values
+        |> Seq.filter (fun n -> n.State.Role = Role.Leader)
+        |> Seq.sortByDescending (fun n -> n.State.Term)
+        |> Seq.tryHead
+        |> Option.map (fun n -> n.State.Id)

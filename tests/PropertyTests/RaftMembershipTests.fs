@@ -9,10 +9,19 @@ let private n1, n2, n3, n4 = nid 1, nid 2, nid 3, nid 4
 
 let private has (f: Effect -> bool) (effects: seq<Effect>) = effects |> Seq.exists f
 
-let private completed id = function Effect.Completed i -> i = id | _ -> false
-let private rejected id (r: Rejection) = function Effect.Reject(i, x) -> i = id && x = r | _ -> false
+let private completed id =
+    function
+    | Effect.Completed i -> i = id
+    | _ -> false
+let private rejected id (r: Rejection) =
+    function
+    | Effect.Reject(i, x) -> i = id && x = r
+    | _ -> false
 
-let private readReady id = function Effect.ReadReady(ids, _) -> List.contains id ids | _ -> false
+let private readReady id =
+    function
+    | Effect.ReadReady(ids, _) -> List.contains id ids
+    | _ -> false
 
 let membership =
     testList
@@ -27,7 +36,12 @@ let membership =
               let effects = c.Step(n1, Event.ChangeConfig(10L, ConfigChange.AddServer(n2, "n2")))
               let member2 () = (Raft.configuration (c.State n1)).Members |> Map.tryFind n2
               Expect.equal (member2 () |> Option.map (fun m -> m.Voter)) (Some false) "added as a learner at once"
-              Expect.isTrue (effects |> has (function Effect.ConfigurationChanged _ -> true | _ -> false)) "observers told"
+              Expect.isTrue
+                  (effects
+                   |> has (function
+                       | Effect.ConfigurationChanged _ -> true
+                       | _ -> false))
+                  "observers told"
               c.Deliver()
               c.Tick(n1, 2 * opts.HeartbeatTicks)
               Expect.isTrue ((c.Node n1).Effects |> has (completed 10L)) "AddServer completed once committed"
@@ -37,7 +51,10 @@ let membership =
           }
           test "second config change rejected while first in flight" {
               let c = RaftElectionTests.elected ()
-              c.DropWhere(fun env -> match env.Message with Message.AppendReply _ -> true | _ -> false)
+              c.DropWhere(fun env ->
+                  match env.Message with
+                  | Message.AppendReply _ -> true
+                  | _ -> false)
               c.Step(n1, Event.ChangeConfig(1L, ConfigChange.AddServer(n4, "n4"))) |> ignore
               let effects = c.Step(n1, Event.ChangeConfig(2L, ConfigChange.RemoveServer n3))
               Expect.isTrue (effects |> has (rejected 2L Rejection.ConfigChangeInProgress)) "second change refused"
@@ -47,7 +64,12 @@ let membership =
               let effects = c.Step(n1, Event.ChangeConfig(3L, ConfigChange.AddServer(n2, string n2)))
               Expect.isTrue (effects |> has (completed 3L)) "completed at once"
               let effects = c.Step(n1, Event.ChangeConfig(4L, ConfigChange.AddServer(n2, "elsewhere")))
-              Expect.isTrue (effects |> has (function Effect.Reject(4L, Rejection.Invalid _) -> true | _ -> false)) "another address is invalid"
+              Expect.isTrue
+                  (effects
+                   |> has (function
+                       | Effect.Reject(4L, Rejection.Invalid _) -> true
+                       | _ -> false))
+                  "another address is invalid"
           }
           test "change on a follower is refused with a leader hint" {
               let c = RaftElectionTests.elected ()
@@ -73,7 +95,7 @@ let membership =
               let entries = [ { Index = 1L; Term = 1L; Payload = Payload.Config(votersConfig [ n2 ]) } ]
               let mutable s = Raft.init (startFrom n1 opts 1UL { Term = 1L; VotedFor = None } None entries 0L both) |> fst
               Expect.isFalse ((Raft.configuration s).Members.ContainsKey n1) "removed in its newest configuration"
-              for _ in 1..opts.ElectionTicksMax do
+              for _ in 1 .. opts.ElectionTicksMax do
                   s <- fst (Raft.step s Event.Tick)
               Expect.equal (Raft.role s) Role.PreCandidate "but campaigns under its committed one"
           }
@@ -108,12 +130,25 @@ let membership =
                   Event.Receive
                       { From = n1
                         To = n2
-                        Message = Message.Append { Term = term; Leader = n1; PrevLogIndex = prev; PrevLogTerm = prevTerm; Entries = entries; LeaderCommit = 0L; Round = 1L } }
+                        Message =
+                          Message.Append
+                              { Term = term
+                                Leader = n1
+                                PrevLogIndex = prev
+                                PrevLogTerm = prevTerm
+                                Entries = entries
+                                LeaderCommit = 0L
+                                Round = 1L } }
               let s, _ = Raft.step s (append 1L 0L 0L [ { Index = 1L; Term = 1L; Payload = Payload.Config withN4 } ])
               Expect.equal (Raft.configuration s) withN4 "in force as soon as it is in the log"
               let s, effects = Raft.step s (append 2L 0L 0L [ { Index = 1L; Term = 2L; Payload = Payload.Noop } ])
               Expect.equal (Raft.configuration s) cfg "reverted after truncation"
-              Expect.isTrue (effects |> has (function Effect.ConfigurationChanged c -> c = cfg | _ -> false)) "observers told"
+              Expect.isTrue
+                  (effects
+                   |> has (function
+                       | Effect.ConfigurationChanged c -> c = cfg
+                       | _ -> false))
+                  "observers told"
           } ]
 
 let reads =
@@ -123,9 +158,20 @@ let reads =
               let c = RaftElectionTests.elected ()
               let effects = c.Step(n1, Event.Read 1L)
               Expect.isFalse (effects |> has (readReady 1L)) "not answered before confirmation"
-              Expect.isTrue (sends effects |> List.exists (fun e -> match e.Message with Message.Append _ -> true | _ -> false)) "round sent at once"
+              Expect.isTrue
+                  (sends effects
+                   |> List.exists (fun e ->
+                       match e.Message with
+                       | Message.Append _ -> true
+                       | _ -> false))
+                  "round sent at once"
               c.Deliver()
-              Expect.isTrue ((c.Node n1).Effects |> has (function Effect.ReadReady([ 1L ], 1L) -> true | _ -> false)) "ready at the commit index"
+              Expect.isTrue
+                  ((c.Node n1).Effects
+                   |> has (function
+                       | Effect.ReadReady([ 1L ], 1L) -> true
+                       | _ -> false))
+                  "ready at the commit index"
           }
           test "read waits for heartbeat quorum" {
               let c = RaftElectionTests.elected ()
@@ -148,14 +194,22 @@ let reads =
           }
           test "read before first commit in term waits" {
               let c = Cluster([ n1; n2; n3 ], opts)
-              c.DropWhere(fun env -> match env.Message with Message.AppendReply _ -> true | _ -> false)
+              c.DropWhere(fun env ->
+                  match env.Message with
+                  | Message.AppendReply _ -> true
+                  | _ -> false)
               c.Elect n1
               c.Step(n1, Event.Read 1L) |> ignore
               c.Tick(n1, 2 * opts.HeartbeatTicks)
               Expect.isFalse ((c.Node n1).Effects |> has (readReady 1L)) "nothing of this term is committed yet"
               c.DropWhere(fun _ -> false)
               c.Tick(n1, 2 * opts.HeartbeatTicks)
-              Expect.isTrue ((c.Node n1).Effects |> has (function Effect.ReadReady([ 1L ], i) -> i >= 1L | _ -> false)) "answered after the Noop commits"
+              Expect.isTrue
+                  ((c.Node n1).Effects
+                   |> has (function
+                       | Effect.ReadReady([ 1L ], i) -> i >= 1L
+                       | _ -> false))
+                  "answered after the Noop commits"
           }
           test "read on a follower is refused with a leader hint" {
               let c = RaftElectionTests.elected ()
@@ -182,7 +236,9 @@ let transfer =
         [ test "transfer sends TimeoutNow when target caught up" {
               let c = RaftElectionTests.elected ()
               let effects = c.Step(n1, Event.TransferLeadership(1L, n2))
-              Expect.isTrue (sends effects |> List.exists (fun e -> e.To = n2 && e.Message = Message.TimeoutNow(Raft.term (c.State n1)))) "TimeoutNow sent"
+              Expect.isTrue
+                  (sends effects |> List.exists (fun e -> e.To = n2 && e.Message = Message.TimeoutNow(Raft.term (c.State n1))))
+                  "TimeoutNow sent"
               c.Deliver()
               Expect.equal (Raft.role (c.State n2)) Role.Leader "target leads"
               Expect.isTrue ((c.Node n1).Effects |> has (completed 1L)) "transfer completed"
@@ -195,7 +251,13 @@ let transfer =
                   c.Deliver()
               c.Heal n2
               let effects = c.Step(n1, Event.TransferLeadership(2L, n2))
-              Expect.isFalse (sends effects |> List.exists (fun e -> match e.Message with Message.TimeoutNow _ -> true | _ -> false)) "not yet"
+              Expect.isFalse
+                  (sends effects
+                   |> List.exists (fun e ->
+                       match e.Message with
+                       | Message.TimeoutNow _ -> true
+                       | _ -> false))
+                  "not yet"
               c.Deliver()
               c.Tick(n1, opts.HeartbeatTicks)
               Expect.equal (Raft.role (c.State n2)) Role.Leader "target leads after catching up"
@@ -211,7 +273,17 @@ let transfer =
               let effects = c.Step(n1, Event.Propose(4L, [| 1uy |]))
               Expect.isTrue (effects |> has (rejected 4L Rejection.TransferInProgress)) "refused"
               c.Tick(n1, opts.ElectionTicksMax)
-              Expect.isTrue ((c.Node n1).Effects |> has (function Effect.Reject(3L, Rejection.TransferTimedOut) -> true | _ -> false)) "transfer abandoned as timed out"
+              Expect.isTrue
+                  ((c.Node n1).Effects
+                   |> has (function
+                       | Effect.Reject(3L, Rejection.TransferTimedOut) -> true
+                       | _ -> false))
+                  "transfer abandoned as timed out"
               let effects = c.Step(n1, Event.Propose(5L, [| 1uy |]))
-              Expect.isTrue (effects |> has (function Effect.Accepted(5L, _, _) -> true | _ -> false)) "accepted again"
+              Expect.isTrue
+                  (effects
+                   |> has (function
+                       | Effect.Accepted(5L, _, _) -> true
+                       | _ -> false))
+                  "accepted again"
           } ]

@@ -27,7 +27,7 @@ let private clusterWithLogs (options: Options) (logs: (NodeId * Term * Entry lis
         let start = startFrom id options (uint64 (k + 11)) { Term = term; VotedFor = None } None entries 0L cfg
         c.Add start
         for e in entries do
-            (c.Node id).Storage[e.Index] <- e
+            (c.Node id).Storage[ e.Index ] <- e
     c
 
 let tests =
@@ -39,18 +39,39 @@ let tests =
               for peer in [ n2; n3 ] do
                   let carrying = appendsTo peer effects |> List.filter (fun a -> not a.Entries.IsEmpty)
                   Expect.equal carrying.Length 1 "one AppendEntries with the entry"
-              let lastSend = effects |> List.findIndexBack (function Effect.Send _ -> true | _ -> false)
-              let persist = effects |> indexOf (function Effect.PersistEntries _ -> true | _ -> false)
+              let lastSend =
+                  effects
+                  |> List.findIndexBack (function
+                      | Effect.Send _ -> true
+                      | _ -> false)
+              let persist =
+                  effects
+                  |> indexOf (function
+                      | Effect.PersistEntries _ -> true
+                      | _ -> false)
               Expect.isGreaterThan persist lastSend "the leader's own write comes after its sends (parallel write)"
-              Expect.isTrue (effects |> List.exists (function Effect.Accepted(1L, 2L, _) -> true | _ -> false)) "accepted at index 2"
+              Expect.isTrue
+                  (effects
+                   |> List.exists (function
+                       | Effect.Accepted(1L, 2L, _) -> true
+                       | _ -> false))
+                  "accepted at index 2"
           }
           test "follower persists before acknowledging" {
               let c = RaftElectionTests.elected ()
               c.Step(n1, Event.Propose(1L, [| 1uy |])) |> ignore
               c.Deliver()
               let effects = List.ofSeq (c.Node n2).Effects
-              let persist = effects |> List.findIndexBack (function Effect.PersistEntries _ -> true | _ -> false)
-              let reply = effects |> List.findIndexBack (function Effect.Send { Message = Message.AppendReply _ } -> true | _ -> false)
+              let persist =
+                  effects
+                  |> List.findIndexBack (function
+                      | Effect.PersistEntries _ -> true
+                      | _ -> false)
+              let reply =
+                  effects
+                  |> List.findIndexBack (function
+                      | Effect.Send { Message = Message.AppendReply _ } -> true
+                      | _ -> false)
               Expect.isLessThan persist reply "PersistEntries precedes the reply"
           }
           test "proposal commits and is applied everywhere" {
@@ -92,12 +113,7 @@ let tests =
           }
           test "entry from previous term does not commit by counting replicas" {
               let options = { opts with MaxEntriesPerAppend = 1 }
-              let c =
-                  clusterWithLogs
-                      options
-                      [ n1, 2L, [ entry 1L 1L; entry 2L 2L ]
-                        n2, 1L, [ entry 1L 1L ]
-                        n3, 1L, [ entry 1L 1L ] ]
+              let c = clusterWithLogs options [ n1, 2L, [ entry 1L 1L; entry 2L 2L ]; n2, 1L, [ entry 1L 1L ]; n3, 1L, [ entry 1L 1L ] ]
               // n3 is away; n2 gets index 2 (term 2) but its acknowledgement of index 3 (the new Noop) is lost.
               c.Isolate n3
               c.DropWhere(fun env ->
@@ -123,20 +139,33 @@ let tests =
               c.Tick(n1, opts.HeartbeatTicks)
               let rejections =
                   (c.Node n2).Effects
-                  |> Seq.filter (function Effect.Send { Message = Message.AppendReply r } -> not r.Success | _ -> false)
+                  |> Seq.filter (function
+                      | Effect.Send { Message = Message.AppendReply r } -> not r.Success
+                      | _ -> false)
                   |> Seq.length
               Expect.isLessThanOrEqual rejections 2 "the whole conflicting term is skipped at once"
               let terms id = [ 1L .. Raft.lastIndex (c.State id) ] |> List.map (fun i -> Raft.termAt i (c.State id))
               Expect.equal (terms n2) (terms n1) "n2's log now equals the leader's"
           }
           test "follower answers a conflict with the first index of the conflicting term" {
-              let start = startFrom n2 opts 5UL { Term = 2L; VotedFor = None } None [ entry 1L 1L; entry 2L 2L; entry 3L 2L; entry 4L 2L ] 0L (votersConfig [ n1; n2; n3 ])
+              let start =
+                  startFrom
+                      n2
+                      opts
+                      5UL
+                      { Term = 2L; VotedFor = None }
+                      None
+                      [ entry 1L 1L; entry 2L 2L; entry 3L 2L; entry 4L 2L ]
+                      0L
+                      (votersConfig [ n1; n2; n3 ])
               let s, _ = Raft.init start
               let append =
                   Event.Receive
                       { From = n1
                         To = n2
-                        Message = Message.Append { Term = 3L; Leader = n1; PrevLogIndex = 4L; PrevLogTerm = 3L; Entries = []; LeaderCommit = 0L; Round = 1L } }
+                        Message =
+                          Message.Append
+                              { Term = 3L; Leader = n1; PrevLogIndex = 4L; PrevLogTerm = 3L; Entries = []; LeaderCommit = 0L; Round = 1L } }
               let _, effects = Raft.step s append
               match sends effects with
               | [ { Message = Message.AppendReply r } ] ->
@@ -183,7 +212,12 @@ let tests =
               c.Heal n3
               for _ in 1..20 do
                   c.TickAll()
-              let loads = (c.Node n1).Effects |> Seq.filter (function Effect.LoadEntries(LoadPurpose.Replicate _, _, _) -> true | _ -> false) |> Seq.length
+              let loads =
+                  (c.Node n1).Effects
+                  |> Seq.filter (function
+                      | Effect.LoadEntries(LoadPurpose.Replicate _, _, _) -> true
+                      | _ -> false)
+                  |> Seq.length
               Expect.isGreaterThan loads 0 "the leader asked storage for old entries"
               Expect.equal (Raft.lastIndex (c.State n3)) (Raft.lastIndex (c.State n1)) "n3 caught up"
               Expect.equal ((c.Node n3).Applied |> Seq.map (fun e -> e.Index) |> List.ofSeq) [ 1L .. 21L ] "and applied everything in order"
@@ -194,9 +228,20 @@ let tests =
                   Event.Receive
                       { From = leader
                         To = n2
-                        Message = Message.Append { Term = term; Leader = leader; PrevLogIndex = prev; PrevLogTerm = prevTerm; Entries = entries; LeaderCommit = 0L; Round = 1L } }
+                        Message =
+                          Message.Append
+                              { Term = term
+                                Leader = leader
+                                PrevLogIndex = prev
+                                PrevLogTerm = prevTerm
+                                Entries = entries
+                                LeaderCommit = 0L
+                                Round = 1L } }
               let matches effects =
-                  effects |> List.choose (function Effect.Send { Message = Message.AppendReply r } when r.Success -> Some r.MatchIndex | _ -> None)
+                  effects
+                  |> List.choose (function
+                      | Effect.Send { Message = Message.AppendReply r } when r.Success -> Some r.MatchIndex
+                      | _ -> None)
               let s, first = Raft.step s (append n1 1L 0L 0L [ entry 1L 1L ])
               Expect.equal (matches first) [ 1L ] "claims the entry it writes in the same step"
               // A new leader probes before the write is durable: the entry must not be claimed yet.

@@ -19,12 +19,21 @@ let snapshots =
                   c.Step(n1, Event.Propose(int64 k, [| byte k |])) |> ignore
                   c.Deliver()
               let effects = List.ofSeq (c.Node n1).Effects
-              let asked = effects |> List.tryPick (function Effect.TakeSnapshot meta -> Some meta | _ -> None)
+              let asked =
+                  effects
+                  |> List.tryPick (function
+                      | Effect.TakeSnapshot meta -> Some meta
+                      | _ -> None)
               Expect.equal (asked |> Option.map (fun m -> m.Index)) (Some 5L) "TakeSnapshot at the applied index"
               // It carries what the interpreter stores with the snapshot, so the interpreter keeps no copy of its own.
               Expect.equal asked.Value.Term (Raft.term (c.State n1)) "TakeSnapshot carries the term of the entry there"
               Expect.equal asked.Value.Configuration.Voters (set [ n1 ]) "TakeSnapshot carries the configuration in force there"
-              Expect.isTrue (effects |> List.exists (function Effect.CompactLog 3L -> true | _ -> false)) "compacted up to index - tail"
+              Expect.isTrue
+                  (effects
+                   |> List.exists (function
+                       | Effect.CompactLog 3L -> true
+                       | _ -> false))
+                  "compacted up to index - tail"
               Expect.equal (Raft.snapshot (c.State n1)).Index 5L "snapshot adopted"
               Expect.equal (Raft.firstIndex (c.State n1)) 4L "first stored index moved"
           }
@@ -40,10 +49,23 @@ let snapshots =
               c.Heal n3
               for _ in 1..10 do
                   c.TickAll()
-              Expect.isTrue ((c.Node n1).Effects |> Seq.exists (function Effect.SendSnapshot(t, _, _) -> t = n3 | _ -> false)) "SendSnapshot to n3"
+              Expect.isTrue
+                  ((c.Node n1).Effects
+                   |> Seq.exists (function
+                       | Effect.SendSnapshot(t, _, _) -> t = n3
+                       | _ -> false))
+                  "SendSnapshot to n3"
               let n3effects = List.ofSeq (c.Node n3).Effects
-              let install = n3effects |> indexOf (function Effect.InstallSnapshot _ -> true | _ -> false)
-              let reply = n3effects |> indexOf (function Effect.Send { Message = Message.SnapshotReply _ } -> true | _ -> false)
+              let install =
+                  n3effects
+                  |> indexOf (function
+                      | Effect.InstallSnapshot _ -> true
+                      | _ -> false)
+              let reply =
+                  n3effects
+                  |> indexOf (function
+                      | Effect.Send { Message = Message.SnapshotReply _ } -> true
+                      | _ -> false)
               Expect.isGreaterThanOrEqual install 0 "n3 installed it"
               Expect.isLessThan install reply "InstallSnapshot precedes the reply"
               Expect.equal (Raft.lastIndex (c.State n3)) (Raft.lastIndex (c.State n1)) "then caught up by entries"
@@ -55,28 +77,73 @@ let snapshots =
               let offer = { Term = 1L; Leader = n1; Meta = { Index = 10L; Term = 1L; Configuration = cfg }; Staged = "x" }
               let receive m = Event.Receive { From = n1; To = n2; Message = m }
               let s, effects = Raft.step s (receive (Message.Snapshot offer))
-              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.SnapshotReply r } -> r.MatchIndex = 10L | _ -> false)) "the reply after InstallSnapshot claims it"
+              Expect.isTrue
+                  (effects
+                   |> List.exists (function
+                       | Effect.Send { Message = Message.SnapshotReply r } -> r.MatchIndex = 10L
+                       | _ -> false))
+                  "the reply after InstallSnapshot claims it"
               let s, effects = Raft.step s (receive (Message.Snapshot { offer with Staged = "y" }))
-              let install = effects |> indexOf (function Effect.InstallSnapshot("y", _) -> true | _ -> false)
-              let reply = effects |> indexOf (function Effect.Send { Message = Message.SnapshotReply r } -> r.MatchIndex = 10L | _ -> false)
+              let install =
+                  effects
+                  |> indexOf (function
+                      | Effect.InstallSnapshot("y", _) -> true
+                      | _ -> false)
+              let reply =
+                  effects
+                  |> indexOf (function
+                      | Effect.Send { Message = Message.SnapshotReply r } -> r.MatchIndex = 10L
+                      | _ -> false)
               Expect.isTrue (install >= 0 && install < reply) "a repeated offer is installed again, not acknowledged from memory"
-              let heartbeat = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 10L; Round = 2L }
+              let heartbeat =
+                  Message.Append
+                      { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 10L; Round = 2L }
               let s, effects = Raft.step s (receive heartbeat)
-              let barrier = effects |> indexOf (function Effect.PersistHardState _ -> true | _ -> false)
-              let reply = effects |> indexOf (function Effect.Send { Message = Message.AppendReply r } -> r.Success && r.MatchIndex = 10L | _ -> false)
+              let barrier =
+                  effects
+                  |> indexOf (function
+                      | Effect.PersistHardState _ -> true
+                      | _ -> false)
+              let reply =
+                  effects
+                  |> indexOf (function
+                      | Effect.Send { Message = Message.AppendReply r } -> r.Success && r.MatchIndex = 10L
+                      | _ -> false)
               Expect.isTrue (barrier >= 0 && barrier < reply) "a heartbeat claims it only after a write that completes after the install"
-              let append = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = [ { Index = 11L; Term = 1L; Payload = Payload.Noop } ]; LeaderCommit = 10L; Round = 3L }
+              let append =
+                  Message.Append
+                      { Term = 1L
+                        Leader = n1
+                        PrevLogIndex = 10L
+                        PrevLogTerm = 1L
+                        Entries = [ { Index = 11L; Term = 1L; Payload = Payload.Noop } ]
+                        LeaderCommit = 10L
+                        Round = 3L }
               let s, effects = Raft.step s (receive append)
-              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.AppendReply r } -> r.MatchIndex = 11L | _ -> false)) "a write after it may be claimed in its own list"
+              Expect.isTrue
+                  (effects
+                   |> List.exists (function
+                       | Effect.Send { Message = Message.AppendReply r } -> r.MatchIndex = 11L
+                       | _ -> false))
+                  "a write after it may be claimed in its own list"
               let _, effects = Raft.step s (Event.Persisted(11L, 1L))
               Expect.isEmpty (sends effects) "nothing more to acknowledge"
           }
           test "stale snapshot is answered without installing" {
               let c = RaftElectionTests.elected ()
               let term = Raft.term (c.State n2)
-              let request = { Term = term; Leader = n1; Meta = { Index = 1L; Term = term; Configuration = votersConfig [ n1; n2; n3 ] }; Staged = "x" }
+              let request =
+                  { Term = term
+                    Leader = n1
+                    Meta = { Index = 1L; Term = term; Configuration = votersConfig [ n1; n2; n3 ] }
+                    Staged = "x" }
               let _, effects = Raft.step (c.State n2) (Event.Receive { From = n1; To = n2; Message = Message.Snapshot request })
-              Expect.isFalse (effects |> List.exists (function Effect.InstallSnapshot _ -> true | _ -> false)) "nothing installed"
+              Expect.isFalse
+                  (effects
+                   |> List.exists (function
+                       | Effect.InstallSnapshot _ -> true
+                       | _ -> false))
+                  "nothing installed"
               Expect.isNonEmpty (sends effects) "answered"
           } ]
 
@@ -125,12 +192,21 @@ let totality =
               |> List.iteri (fun k ev ->
                   let s2, effects = Raft.step s (aim s.Id k ev)
                   // A vote granted must be preceded by the PersistHardState that records it.
-                  let granted = effects |> indexOf (function Effect.Send { Message = Message.VoteReply r } -> r.Granted && not r.PreVote | _ -> false)
+                  let granted =
+                      effects
+                      |> indexOf (function
+                          | Effect.Send { Message = Message.VoteReply r } -> r.Granted && not r.PreVote
+                          | _ -> false)
                   if granted >= 0 then
-                      let persisted = effects |> indexOf (function Effect.PersistHardState h -> h.VotedFor.IsSome | _ -> false)
+                      let persisted =
+                          effects
+                          |> indexOf (function
+                              | Effect.PersistHardState h -> h.VotedFor.IsSome
+                              | _ -> false)
                       if persisted < 0 || persisted > granted then
                           // Granting again to the same candidate in the same term needs no new write.
-                          if Raft.votedFor s <> Raft.votedFor s2 || Raft.term s <> Raft.term s2 then ok <- false
+                          if Raft.votedFor s <> Raft.votedFor s2 || Raft.term s <> Raft.term s2 then
+                              ok <- false
                   s <- s2)
               ok) ]
 
@@ -147,12 +223,22 @@ let restarts =
                   Event.Receive
                       { From = n1
                         To = n2
-                        Message = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 10L; Round = 1L } }
+                        Message =
+                          Message.Append
+                              { Term = 1L; Leader = n1; PrevLogIndex = 10L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 10L; Round = 1L } }
               let s, effects = Raft.step s append
-              let load = effects |> List.tryPick (function Effect.LoadEntries(LoadPurpose.Apply, a, b) -> Some(a, b) | _ -> None)
+              let load =
+                  effects
+                  |> List.tryPick (function
+                      | Effect.LoadEntries(LoadPurpose.Apply, a, b) -> Some(a, b)
+                      | _ -> None)
               Expect.equal load (Some(1L, 6L)) "asks storage for what left the window"
               let s, effects = Raft.step s (Event.EntriesLoaded(LoadPurpose.Apply, entries |> List.take 6))
-              let applied = effects |> List.collect (function Effect.Apply es -> es |> List.map (fun e -> e.Index) | _ -> [])
+              let applied =
+                  effects
+                  |> List.collect (function
+                      | Effect.Apply es -> es |> List.map (fun e -> e.Index)
+                      | _ -> [])
               Expect.equal applied [ 1L .. 10L ] "then applies everything in order"
               Expect.equal (Raft.appliedIndex s) 10L "applied index advanced"
           }
@@ -161,8 +247,21 @@ let restarts =
               let start = startFrom n2 opts 1UL { Term = 4L; VotedFor = Some n3 } None entries 1L (votersConfig [ n1; n2; n3 ])
               let s, _ = Raft.init start
               Expect.equal (Raft.term s, Raft.votedFor s, Raft.lastIndex s, Raft.lastTerm s) (4L, Some n3, 1L, 3L) "as stored"
-              let _, effects = Raft.step s (Event.Receive { From = n1; To = n2; Message = Message.Vote { Term = 4L; Candidate = n1; LastLogIndex = 5L; LastLogTerm = 3L; PreVote = false; Transfer = false } })
-              Expect.isTrue (effects |> List.exists (function Effect.Send { Message = Message.VoteReply r } -> not r.Granted | _ -> false)) "no second vote in the term"
+              let _, effects =
+                  Raft.step
+                      s
+                      (Event.Receive
+                          { From = n1
+                            To = n2
+                            Message =
+                              Message.Vote
+                                  { Term = 4L; Candidate = n1; LastLogIndex = 5L; LastLogTerm = 3L; PreVote = false; Transfer = false } })
+              Expect.isTrue
+                  (effects
+                   |> List.exists (function
+                       | Effect.Send { Message = Message.VoteReply r } -> not r.Granted
+                       | _ -> false))
+                  "no second vote in the term"
           }
           test "restart keeps the whole tail stored behind the snapshot (Start.ofStore uses the term before it)" {
               // Storage after a snapshot at 6 and a compaction up to 3 that kept a tail: entries 4..8, and the
@@ -187,9 +286,33 @@ let restarts =
                   Event.Receive
                       { From = n1
                         To = n2
-                        Message = Message.Snapshot { Term = 1L; Leader = n1; Meta = { Index = index; Term = 1L; Configuration = Configuration.Empty }; Staged = "x" } }
+                        Message =
+                          Message.Snapshot
+                              { Term = 1L
+                                Leader = n1
+                                Meta = { Index = index; Term = 1L; Configuration = Configuration.Empty }
+                                Staged = "x" } }
               let s, effects = Raft.step s (offer System.Int64.MaxValue)
-              Expect.isFalse (effects |> List.exists (function Effect.InstallSnapshot _ -> true | _ -> false)) "not installed"
-              let s, _ = Raft.step s (Event.Receive { From = n1; To = n2; Message = Message.Append { Term = 1L; Leader = n1; PrevLogIndex = 0L; PrevLogTerm = 0L; Entries = [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ]; LeaderCommit = 1L; Round = 1L } })
+              Expect.isFalse
+                  (effects
+                   |> List.exists (function
+                       | Effect.InstallSnapshot _ -> true
+                       | _ -> false))
+                  "not installed"
+              let s, _ =
+                  Raft.step
+                      s
+                      (Event.Receive
+                          { From = n1
+                            To = n2
+                            Message =
+                              Message.Append
+                                  { Term = 1L
+                                    Leader = n1
+                                    PrevLogIndex = 0L
+                                    PrevLogTerm = 0L
+                                    Entries = [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ]
+                                    LeaderCommit = 1L
+                                    Round = 1L } })
               Expect.equal (Raft.lastIndex s) 1L "log still works"
           } ]

@@ -15,22 +15,30 @@ let private run (table: Sessions.Table) (first: int64) (commands: LogCommand lis
         commands
         |> List.mapi (fun i c ->
             let r, t, _ =
-                Sessions.apply (fun _ -> applied <- applied + 1; CommandResult.Swapped true) table (first + int64 i) c
+                Sessions.apply
+                    (fun _ ->
+                        applied <- applied + 1
+                        CommandResult.Swapped true)
+                    table
+                    (first + int64 i)
+                    c
             table <- t
             r)
     results, table, applied
 
-let private stamp session sequence acknowledged time =
-    { Session = session; Sequence = sequence; Acknowledged = acknowledged; Time = time }
+let private stamp session sequence acknowledged time = { Session = session; Sequence = sequence; Acknowledged = acknowledged; Time = time }
 
 let private put = Command.Put("k", b "v")
 
 let tests =
     testList
         "sessions"
-        [ testCase "a request seen again is answered from the table, not applied" <| fun () ->
+        [ testCase "a request seen again is answered from the table, not applied"
+          <| fun () ->
               let results, _, applied =
-                  run Sessions.empty 1L
+                  run
+                      Sessions.empty
+                      1L
                       [ LogCommand.OpenSession(1000L, 60_000L)
                         LogCommand.InSession(stamp 1L 1L 1L 1001L, put)
                         LogCommand.InSession(stamp 1L 1L 1L 1002L, put) ]
@@ -39,9 +47,12 @@ let tests =
               Expect.equal results[1] (LogResult.Applied(CommandResult.Swapped true)) "first attempt applies"
               Expect.equal results[2] (LogResult.Repeated(CommandResult.Swapped true, 2L)) "the retry gets the first answer and its index"
 
-          testCase "requests in flight apply in any order, each once" <| fun () ->
+          testCase "requests in flight apply in any order, each once"
+          <| fun () ->
               let results, _, applied =
-                  run Sessions.empty 1L
+                  run
+                      Sessions.empty
+                      1L
                       [ LogCommand.OpenSession(0L, 60_000L)
                         LogCommand.InSession(stamp 1L 3L 1L 0L, put)
                         LogCommand.InSession(stamp 1L 1L 1L 0L, put)
@@ -50,9 +61,12 @@ let tests =
               Expect.equal applied 3 "3 distinct requests"
               Expect.equal results[3] (LogResult.Repeated(CommandResult.Swapped true, 2L)) "3 repeated"
 
-          testCase "acknowledged results are forgotten, and their requests never apply again" <| fun () ->
+          testCase "acknowledged results are forgotten, and their requests never apply again"
+          <| fun () ->
               let results, table, applied =
-                  run Sessions.empty 1L
+                  run
+                      Sessions.empty
+                      1L
                       [ LogCommand.OpenSession(0L, 60_000L)
                         LogCommand.InSession(stamp 1L 1L 1L 0L, put)
                         LogCommand.InSession(stamp 1L 2L 2L 0L, put)
@@ -61,7 +75,8 @@ let tests =
               Expect.equal results[3] LogResult.ResultDiscarded "a request below the floor"
               Expect.equal table.Sessions[1L].Results.Count 1 "only request 2 is remembered"
 
-          testCase "the results kept per session are capped, raising the floor" <| fun () ->
+          testCase "the results kept per session are capped, raising the floor"
+          <| fun () ->
               let n = Sessions.MaxResultsPerSession + 10
               let commands =
                   LogCommand.OpenSession(0L, 60_000L) :: [ for i in 1..n -> LogCommand.InSession(stamp 1L (int64 i) 1L 0L, put) ]
@@ -73,9 +88,12 @@ let tests =
               let again, _, appliedAgain = run table 10_000L [ LogCommand.InSession(stamp 1L 5L 1L 0L, put) ]
               Expect.equal (again, appliedAgain) ([ LogResult.ResultDiscarded ], 0) "a forgotten request is not applied again"
 
-          testCase "a session expires by log time, the same on every member" <| fun () ->
+          testCase "a session expires by log time, the same on every member"
+          <| fun () ->
               let results, table, applied =
-                  run Sessions.empty 1L
+                  run
+                      Sessions.empty
+                      1L
                       [ LogCommand.OpenSession(1_000L, 5_000L)
                         LogCommand.OpenSession(7_000L, 5_000L) // another client's request moves the log's clock
                         LogCommand.InSession(stamp 1L 1L 1L 3_000L, put) ] // a late stamp does not move it back
@@ -84,46 +102,63 @@ let tests =
               Expect.equal table.Clock 7_000L "the clock never goes back"
               Expect.isFalse (table.Sessions.ContainsKey 1L) "the expired session is gone"
 
-          testCase "a request keeps its session alive" <| fun () ->
+          testCase "a request keeps its session alive"
+          <| fun () ->
               let results, _, applied =
-                  run Sessions.empty 1L
+                  run
+                      Sessions.empty
+                      1L
                       [ LogCommand.OpenSession(0L, 5_000L)
                         LogCommand.InSession(stamp 1L 1L 1L 4_000L, put)
                         LogCommand.InSession(stamp 1L 2L 2L 8_000L, put) ]
               Expect.equal applied 2 "both applied"
               Expect.equal results[2] (LogResult.Applied(CommandResult.Swapped true)) "still open at 8 s"
 
-          testCase "opening past the cap evicts the least recently active session" <| fun () ->
+          testCase "opening past the cap evicts the least recently active session"
+          <| fun () ->
               let sessions =
-                  Map.ofList [ for i in 1L .. int64 Sessions.MaxSessions ->
-                                   i, { Sessions.Id = i; Sessions.TimeoutMs = 1_000_000L; Sessions.LastActive = i; Sessions.Floor = 1L; Sessions.Results = Map.empty } ]
+                  Map.ofList
+                      [ for i in 1L .. int64 Sessions.MaxSessions ->
+                            i,
+                            { Sessions.Id = i
+                              Sessions.TimeoutMs = 1_000_000L
+                              Sessions.LastActive = i
+                              Sessions.Floor = 1L
+                              Sessions.Results = Map.empty } ]
               let table = { Sessions.Clock = int64 Sessions.MaxSessions; Sessions.Sessions = sessions }
               let _, table, _ = run table 100_000L [ LogCommand.OpenSession(int64 Sessions.MaxSessions, 1_000_000L) ]
               Expect.equal table.Sessions.Count Sessions.MaxSessions "still at the cap"
               Expect.isFalse (table.Sessions.ContainsKey 1L) "the oldest went"
               Expect.isTrue (table.Sessions.ContainsKey 100_000L) "the new one is in"
 
-          testCase "closing a session forgets it" <| fun () ->
+          testCase "closing a session forgets it"
+          <| fun () ->
               let results, table, _ =
-                  run Sessions.empty 1L
-                      [ LogCommand.OpenSession(0L, 60_000L)
-                        LogCommand.CloseSession(1L, 0L)
-                        LogCommand.InSession(stamp 1L 1L 1L 0L, put) ]
+                  run
+                      Sessions.empty
+                      1L
+                      [ LogCommand.OpenSession(0L, 60_000L); LogCommand.CloseSession(1L, 0L); LogCommand.InSession(stamp 1L 1L 1L 0L, put) ]
               Expect.equal results[2] LogResult.SessionUnknown "closed"
               Expect.isEmpty table.Sessions "empty"
 
-          testCase "sessions and log commands encode and decode" <| fun () ->
+          testCase "sessions and log commands encode and decode"
+          <| fun () ->
               let session =
-                  { Sessions.Id = 7L; Sessions.TimeoutMs = 1000L; Sessions.LastActive = 99L; Sessions.Floor = 3L
+                  { Sessions.Id = 7L
+                    Sessions.TimeoutMs = 1000L
+                    Sessions.LastActive = 99L
+                    Sessions.Floor = 3L
                     Sessions.Results =
-                      Map.ofList [ 3L, { Result = CommandResult.Done; Index = 10L }
-                                   5L, { Result = CommandResult.Swapped false; Index = 12L }
-                                   6L, { Result = CommandResult.Swapped true; Index = 13L } ] }
+                      Map.ofList
+                          [ 3L, { Result = CommandResult.Done; Index = 10L }
+                            5L, { Result = CommandResult.Swapped false; Index = 12L }
+                            6L, { Result = CommandResult.Swapped true; Index = 13L } ] }
               Expect.equal (Sessions.decode (System.ReadOnlySpan(Sessions.encode session))) (Ok session) "session round trip"
-              for c in [ LogCommand.Plain put
-                         LogCommand.InSession(stamp 4L 5L 6L 7L, Command.CompareAndSwap("a/b", None, Some(b "x")))
-                         LogCommand.OpenSession(123L, 456L)
-                         LogCommand.CloseSession(9L, 10L) ] do
+              for c in
+                  [ LogCommand.Plain put
+                    LogCommand.InSession(stamp 4L 5L 6L 7L, Command.CompareAndSwap("a/b", None, Some(b "x")))
+                    LogCommand.OpenSession(123L, 456L)
+                    LogCommand.CloseSession(9L, 10L) ] do
                   Expect.equal (LogCommandCodec.decodeArray (LogCommandCodec.encode c)) (Ok c) (sprintf "%A" c)
               // Entries written before sessions existed are version-1 commands: they still decode.
               Expect.equal (LogCommandCodec.decodeArray (CommandCodec.encode put)) (Ok(LogCommand.Plain put)) "old entries"

@@ -34,7 +34,7 @@ let private runOne (schedule: Schedule) = Simulator.run reducer settings schedul
 let private fsCheckSeed () =
     match Environment.GetEnvironmentVariable "SKIFF_SEED" with
     | null
-    | "" -> uint64 (Random.Shared.NextInt64()) 
+    | "" -> uint64 (Random.Shared.NextInt64())
     | s -> UInt64.Parse s
 
 /// The settings of the exactly-once simulations: clients open sessions and retry every write after every fault.
@@ -42,14 +42,12 @@ let sessionSettings = { settings with Sessions = true }
 
 /// `count` random schedules of up to `steps` faults on clusters of `nodes`, shrinking any failure.
 let private randomSchedulesIn (settings: Settings) (reducer: Reducer<State>) (name: string) (steps: int) (nodes: int) (count: int) =
-    testCase name <| fun () ->
+    testCase name
+    <| fun () ->
         let seed = fsCheckSeed ()
         let watch = Stopwatch.StartNew()
         let arb =
-            Arb.fromGenShrink (
-                genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
-                shrinkSchedule
-            )
+            Arb.fromGenShrink (genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }), shrinkSchedule)
         let mutable last = None
         let mutable total = []
         let property =
@@ -61,19 +59,34 @@ let private randomSchedulesIn (settings: Settings) (reducer: Reducer<State>) (na
                     last <- Some result
                     failwith (report result)
                 | None -> ())
-        let config = Config.QuickThrowOnFailure.WithMaxTest(count).WithQuietOnSuccess(true).WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
+        let config =
+            Config.QuickThrowOnFailure
+                .WithMaxTest(count)
+                .WithQuietOnSuccess(true)
+                .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
         try
             Check.One(config, property)
             let sum f = total |> List.sumBy f
             printfn
                 "%s: %d schedules in %.1f s (%.0f/s, SKIFF_SEED=%d): %d ops returned, %d timed out, %d crashes, %d snapshots installed, %d membership changes, leader after heal <= %d ticks, converged <= %d ticks, %d histories too hard to check"
-                name count watch.Elapsed.TotalSeconds (float count / watch.Elapsed.TotalSeconds) seed
-                (sum (fun s -> s.Completed)) (sum (fun s -> s.TimedOut)) (sum (fun s -> s.Crashes)) (sum (fun s -> s.SnapshotsInstalled))
-                (sum (fun s -> s.ConfigChanges)) (total |> List.map (fun s -> s.LeaderAfterHeal) |> List.max)
+                name
+                count
+                watch.Elapsed.TotalSeconds
+                (float count / watch.Elapsed.TotalSeconds)
+                seed
+                (sum (fun s -> s.Completed))
+                (sum (fun s -> s.TimedOut))
+                (sum (fun s -> s.Crashes))
+                (sum (fun s -> s.SnapshotsInstalled))
+                (sum (fun s -> s.ConfigChanges))
+                (total |> List.map (fun s -> s.LeaderAfterHeal) |> List.max)
                 (total |> List.map (fun s -> s.ConvergedAfterHeal) |> List.max)
                 (total |> List.filter (fun s -> s.Unchecked) |> List.length)
         with e ->
-            let shrunk = match last with Some r -> report r | None -> ""
+            let shrunk =
+                match last with
+                | Some r -> report r
+                | None -> ""
             failtestf "%s failed (SKIFF_SEED=%d)\nshrunk to:\n%s\n\n%s" name seed shrunk e.Message
 
 let private randomSchedulesWith = randomSchedulesIn settings
@@ -106,13 +119,15 @@ let variantBudget = 1000
 let private variantTests =
     variants Simulator.simulationOptions
     |> List.map (fun v ->
-        testCase (sprintf "broken variant is caught: %s" v.Name) <| fun () ->
+        testCase (sprintf "broken variant is caught: %s" v.Name)
+        <| fun () ->
             match findViolation v.Run 20261126UL variantBudget with
             | Some(n, r) -> printfn "variant %-36s caught after %3d schedules: %s" v.Name n (string r.Violation.Value)
             | None -> failtestf "variant %s survived %d schedules" v.Name variantBudget)
 
 let private replayTest =
-    testCase "replay SKIFF_SCHEDULE" <| fun () ->
+    testCase "replay SKIFF_SCHEDULE"
+    <| fun () ->
         match Environment.GetEnvironmentVariable "SKIFF_SCHEDULE" with
         | null
         | "" -> ()
@@ -123,12 +138,16 @@ let private replayTest =
             let runOne s = Simulator.run chosen settings s
             // SKIFF_SHRINK=1: first shrink the schedule greedily, keeping the same violated property.
             let schedule =
-                if Environment.GetEnvironmentVariable "SKIFF_SHRINK" <> "1" then schedule
+                if Environment.GetEnvironmentVariable "SKIFF_SHRINK" <> "1" then
+                    schedule
                 else
                     match (runOne schedule).Violation with
                     | None -> schedule
                     | Some v ->
-                        let fails s = match (runOne s).Violation with Some w -> w.Property = v.Property | None -> false
+                        let fails s =
+                            match (runOne s).Violation with
+                            | Some w -> w.Property = v.Property
+                            | None -> false
                         let rec go s =
                             match shrinkSchedule s |> Seq.tryFind fails with
                             | Some smaller -> go smaller
@@ -154,19 +173,28 @@ let private replayTest =
 /// Schedules that once exposed reducer bugs (docs/simulation-findings.md): each must now run clean. A reducer
 /// change can make one of them miss its bug, which is why the random properties stay the main check.
 let knownSchedules =
-    [ "lost append never retransmitted (fixed)", "seed=6657205885649986441 nodes=3 [39 delay:5; 38 remove:0; 11 heal; 35 restart:0; 12 loss:8]"
+    [ "lost append never retransmitted (fixed)",
+      "seed=6657205885649986441 nodes=3 [39 delay:5; 38 remove:0; 11 heal; 35 restart:0; 12 loss:8]"
       "self-removing leader deadlock", "seed=8484249247677838234 nodes=3 [8 remove:2; 35 remove:1; 0 partition:0,2]"
       "self-removing leader deadlock, 2", "seed=457560588692552006 nodes=3 [14 remove:2; 14 isolate:3; 0 remove:1]"
-      "follower acknowledges entries not yet durable", "seed=1325808645824456204 nodes=5 [31 partition:1,3; 5 disk:4; 32 restart:0; 3 heal; 10 isolate:1; 9 heal; 20 crash:4]"
-      "term before a retained log tail (interpreter)", "seed=7583193944569575695 nodes=3 [23 heal; 6 restart:0; 10 loss:25; 17 isolate:1; 12 restart:2; 37 crash:0; 0 crash:2]"
-      "duplicated snapshot offer installed again", "seed=1879071196373808932 nodes=3 [27 oneway:0>0; 28 restart:1; 24 disk:4; 24 dup:18; 5 add]"
-      "duplicated snapshot offer installed again, 2", "seed=1211128565561048433 nodes=5 [30 partition:0,2,3; 8 isolate:1; 31 disk:4; 20 heal]"
+      "follower acknowledges entries not yet durable",
+      "seed=1325808645824456204 nodes=5 [31 partition:1,3; 5 disk:4; 32 restart:0; 3 heal; 10 isolate:1; 9 heal; 20 crash:4]"
+      "term before a retained log tail (interpreter)",
+      "seed=7583193944569575695 nodes=3 [23 heal; 6 restart:0; 10 loss:25; 17 isolate:1; 12 restart:2; 37 crash:0; 0 crash:2]"
+      "duplicated snapshot offer installed again",
+      "seed=1879071196373808932 nodes=3 [27 oneway:0>0; 28 restart:1; 24 disk:4; 24 dup:18; 5 add]"
+      "duplicated snapshot offer installed again, 2",
+      "seed=1211128565561048433 nodes=5 [30 partition:0,2,3; 8 isolate:1; 31 disk:4; 20 heal]"
       "duplicated snapshot offer strands a follower",
       "seed=9079812377582878207 nodes=3 [10 heal; 22 partition:; 29 add; 18 isolate:2; 8 crash:2; 36 partition:1,2; 38 crash:1; 28 partition:1,2; 23 crash:0; 8 crash:0; 10 transfer:0; 0 restart:1; 17 heal; 29 delay:5; 3 loss:4; 33 crash:1; 7 restart:1; 7 heal; 1 heal; 9 restart:0; 32 partition:0,1; 34 transfer:2; 37 remove:0; 7 partition:1,2; 36 restart:1; 12 heal; 2 restart:0; 16 dup:14; 3 disk:4; 2 crash:1; 7 crash:0]"
-      "slow election, stale-log majority (3 nodes)", "seed=4292461891479662373 nodes=3 [4 crash:1; 23 dup:21; 12 isolate:1; 6 restart:2; 3 disk:0; 2 partition:1,2; 2 remove:0; 4 delay:4; 7 partition:0; 40 remove:0]"
-      "voter behind the configuration that added the candidate (finding 7)", "seed=4680132435724317508 nodes=3 [6 partition:2; 15 restart:0; 10 add; 28 remove:1; 32 disk:0; 2 remove:0; 30 oneway:1>1]"
-      "slow election, stale-log majority (5 nodes)", "seed=9000603822582088797 nodes=5 [5 add; 23 heal; 10 partition:2,3; 9 crash:4; 16 heal; 33 heal; 8 delay:3; 9 heal; 9 remove:4; 2 remove:4; 31 add; 1 partition:2,3,4]"
-      "learner renews a lost leader's lease (finding 9)", "seed=810422799524839495 nodes=3 [34 remove:2; 15 heal; 6 remove:1; 27 restart:1; 23 heal; 35 add; 5 crash:2; 9 dup:12; 10 partition:0,1; 7 restart:2]" ]
+      "slow election, stale-log majority (3 nodes)",
+      "seed=4292461891479662373 nodes=3 [4 crash:1; 23 dup:21; 12 isolate:1; 6 restart:2; 3 disk:0; 2 partition:1,2; 2 remove:0; 4 delay:4; 7 partition:0; 40 remove:0]"
+      "voter behind the configuration that added the candidate (finding 7)",
+      "seed=4680132435724317508 nodes=3 [6 partition:2; 15 restart:0; 10 add; 28 remove:1; 32 disk:0; 2 remove:0; 30 oneway:1>1]"
+      "slow election, stale-log majority (5 nodes)",
+      "seed=9000603822582088797 nodes=5 [5 add; 23 heal; 10 partition:2,3; 9 crash:4; 16 heal; 33 heal; 8 delay:3; 9 heal; 9 remove:4; 2 remove:4; 31 add; 1 partition:2,3,4]"
+      "learner renews a lost leader's lease (finding 9)",
+      "seed=810422799524839495 nodes=3 [34 remove:2; 15 heal; 6 remove:1; 27 restart:1; 23 heal; 35 add; 5 crash:2; 9 dup:12; 10 partition:0,1; 7 restart:2]" ]
 
 /// Known schedules for the reducer without Pre-Vote and CheckQuorum.
 let knownPlainSchedules =
@@ -179,14 +207,16 @@ let private regressions =
     (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
     @ (knownPlainSchedules |> List.map (fun (n, t) -> n, t, plainReducer))
     |> List.map (fun (name, text, reducer) ->
-        testCase (sprintf "known schedule: %s" name) <| fun () ->
+        testCase (sprintf "known schedule: %s" name)
+        <| fun () ->
             let r = Simulator.run reducer settings (Schedule.parse text)
             match r.Violation with
             | Some _ -> failtestf "%s" (report r)
             | None -> ())
 
 let private determinism =
-    testCase "same schedule, same run" <| fun () ->
+    testCase "same schedule, same run"
+    <| fun () ->
         // Bit for bit: the full trace (every event and effect of every node) and the client history agree.
         for s in sampleSchedules maxSteps 7UL 5 do
             let traced = { settings with Trace = true }
@@ -200,7 +230,8 @@ let private determinism =
 let private components =
     testList
         "simulator parts"
-        [ testCase "KV model: put, delete, compare-and-swap" <| fun () ->
+        [ testCase "KV model: put, delete, compare-and-swap"
+          <| fun () ->
               let b (s: string) = Text.Encoding.ASCII.GetBytes s
               let s, r = KvModel.apply KvModel.empty (Command.CompareAndSwap("k", None, Some(b "1")))
               Expect.equal r (CommandResult.Swapped true) "absent matches None"
@@ -213,7 +244,8 @@ let private components =
               Expect.equal r CommandResult.Done "put"
               let s, _ = KvModel.apply s (Command.Delete "k")
               Expect.isTrue (KvModel.same s KvModel.empty) "delete"
-          testCase "log store: write truncates, compaction keeps the tail" <| fun () ->
+          testCase "log store: write truncates, compaction keeps the tail"
+          <| fun () ->
               let e i t = { Index = i; Term = t; Payload = Payload.Noop }
               let log = LogStore()
               Expect.equal (log.Write [ e 1L 1L; e 2L 1L; e 3L 1L ]) (Ok()) "append"
@@ -225,7 +257,8 @@ let private components =
               Expect.equal (log.BaseIndex, log.BaseTerm, log.LastIndex) (1L, 1L, 2L) "compacted to 1"
               Expect.equal (log.Range(2L, 2L)) (Some [ e 2L 2L ]) "tail kept"
               Expect.equal (log.Range(1L, 2L)) None "compacted entries are gone"
-          testCase "network: a partition drops, healing restores" <| fun () ->
+          testCase "network: a partition drops, healing restores"
+          <| fun () ->
               let net = Network(Prng 1UL)
               let a, b = Simulator.nodeId 0, Simulator.nodeId 1
               let env = { From = a; To = b; Message = Message.TimeoutNow 1L }
@@ -237,12 +270,14 @@ let private components =
               Expect.isSome (net.TryReceive 11L) "delivered" ]
 
 let private scheduleText =
-    testCase "schedules print and parse back" <| fun () ->
+    testCase "schedules print and parse back"
+    <| fun () ->
         for s in sampleSchedules maxSteps 11UL 50 do
             Expect.equal (Schedule.parse (Schedule.format s)) s "round trip"
 
 let private quietCluster =
-    testCase "a fault-free cluster elects a leader, serves clients and converges" <| fun () ->
+    testCase "a fault-free cluster elects a leader, serves clients and converges"
+    <| fun () ->
         for nodes in [ 3; 5 ] do
             let r = runOne { Seed = 1UL; Nodes = nodes; Steps = [ { After = 100; Fault = Fault.Heal } ] }
             Expect.isNone r.Violation (report r)
@@ -258,9 +293,15 @@ let private exactlyOnce =
       retrying "sessions: retried writes apply once, long schedules, 3 nodes" 40 3 200
       // Sessions that expire while clients are busy: expiry is decided by log time, so every member must agree on
       // it (the invariants compare session tables at each index) and an expired session's retry is indeterminate.
-      randomSchedulesIn { sessionSettings with SessionTimeout = 25; OpPercent = 10 } reducer
-          "sessions: expiring sessions stay consistent, 3 nodes" maxSteps 3 500
-      testCase "sessions: clients really retry and repeat (the tests exercise the dedup table)" <| fun () ->
+      randomSchedulesIn
+          { sessionSettings with SessionTimeout = 25; OpPercent = 10 }
+          reducer
+          "sessions: expiring sessions stay consistent, 3 nodes"
+          maxSteps
+          3
+          500
+      testCase "sessions: clients really retry and repeat (the tests exercise the dedup table)"
+      <| fun () ->
           // A run with crashes and loss must see retries that the table answers; otherwise the properties above
           // would pass without testing anything.
           let repeated =
@@ -269,11 +310,11 @@ let private exactlyOnce =
                   let r = Simulator.run reducer { sessionSettings with Trace = true } s
                   r.Trace |> List.filter (fun line -> line.Contains "sending request") |> List.length)
           Expect.isGreaterThan repeated 50 "writes were sent again after faults"
-      testCase "broken variant is caught: no session table (a retried write applies twice)" <| fun () ->
+      testCase "broken variant is caught: no session table (a retried write applies twice)"
+      <| fun () ->
           let broken settings schedule = Simulator.run reducer { settings with Dedup = false } schedule
           match findViolationIn sessionSettings broken 20261206UL variantBudget with
-          | Some(n, r) ->
-              printfn "variant no-dedup caught after %3d schedules: %s" n (string r.Violation.Value)
+          | Some(n, r) -> printfn "variant no-dedup caught after %3d schedules: %s" n (string r.Violation.Value)
           | None -> failtestf "the variant without a session table survived %d schedules" variantBudget ]
 
 /// Every simulation test.
@@ -299,7 +340,12 @@ let tests: Test =
 /// first violation with its replay line. Returns the exit code.
 let soak (count: int option) : int =
     let seed = fsCheckSeed ()
-    printfn "soak: seed %d, %s" seed (match count with Some n -> sprintf "%d schedules" n | None -> "until stopped")
+    printfn
+        "soak: seed %d, %s"
+        seed
+        (match count with
+         | Some n -> sprintf "%d schedules" n
+         | None -> "until stopped")
     let watch = Stopwatch.StartNew()
     let mutable lastPrint = 0.0
     let mutable ran = 0
@@ -324,8 +370,14 @@ let soak (count: int option) : int =
     let settings = if Environment.GetEnvironmentVariable "SKIFF_SOAK_SESSIONS" = "1" then sessionSettings else settings
     let keep (step: ScheduleStep) = not (excluded.Contains((ScheduleText.fault step.Fault).Split(':')[0]))
     let mutable violations = 0
-    while failure.IsNone && (match count with Some n -> ran < n | None -> true) do
-        let size = match count with Some n -> min 100 (n - ran) | None -> 100
+    while failure.IsNone
+          && (match count with
+              | Some n -> ran < n
+              | None -> true) do
+        let size =
+            match count with
+            | Some n -> min 100 (n - ran)
+            | None -> 100
         for s in sampleSchedules steps (seed + batch) size do
             let s = { s with Steps = List.filter keep s.Steps }
             if failure.IsNone then

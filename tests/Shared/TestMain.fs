@@ -14,9 +14,7 @@ let run (argv: string[]) (tests: Test) : int =
         passed <- summary.passed.Length
         failed <- summary.failed.Length + summary.errored.Length
     let defaults =
-        [ CLIArguments.No_Spinner
-          CLIArguments.Colours 0
-          CLIArguments.Append_Summary_Handler(SummaryHandler record) ]
+        [ CLIArguments.No_Spinner; CLIArguments.Colours 0; CLIArguments.Append_Summary_Handler(SummaryHandler record) ]
     let code = runTestsWithCLIArgs defaults argv tests
     printfn "SKIFF-TESTS passed=%d failed=%d" passed failed
     code
