@@ -1,5 +1,5 @@
 // Skiff's build script: `dotnet fsi build.fsx <target> [args]`.
-// Targets: build | test | soak [count] | pack [dir] | bench [args] | faults [--minutes N|--catches]. A plain script
+// Targets: build | check | test | soak [count] | pack [dir] | bench [args] | faults [--minutes N|--catches]. A plain script
 // that starts processes: FAKE 6 does not restore here and FAKE 5 needs hand-set context, and this is all we need.
 open System
 open System.Diagnostics
@@ -35,6 +35,44 @@ let build () =
         eprintfn "build failed (exit %d)" code
         exit code
 
+/// Source files of the product (src/, generated code and build output aside).
+let productSources () =
+    IO.Directory.EnumerateFiles(IO.Path.Combine(root, "src"), "*.*", IO.SearchOption.AllDirectories)
+    |> Seq.filter (fun f -> f.EndsWith ".cs" || f.EndsWith ".fs")
+    |> Seq.filter (fun f -> not (f.Contains "/obj/" || f.Contains "/bin/"))
+    |> Seq.toList
+
+/// The longest file the product may have (tests and the simulator aside): past it, a file has more than one job.
+let maxProductFileLines = 400
+
+/// Fails on drift from the project's habits: F# not as Fantomas formats it, C# not as `dotnet format` formats it
+/// (whitespace and the .editorconfig style rules), or a product file over `maxProductFileLines` lines. Returns the
+/// failures found (empty when clean).
+let checkHabits () : string list =
+    let failures = ResizeArray<string>()
+    if run "dotnet" [ "tool"; "restore" ] <> 0 then
+        failures.Add "dotnet tool restore failed"
+    else
+        if run "dotnet" [ "fantomas"; "--check"; "src"; "tests"; "bench"; "samples"; "build.fsx" ] <> 0 then
+            failures.Add "F# formatting drifted: run `dotnet fantomas src tests bench samples build.fsx`"
+        if run "dotnet" [ "format"; "whitespace"; solution; "--verify-no-changes" ] <> 0 then
+            failures.Add "C# whitespace drifted: run `dotnet format whitespace Skiff.Functional.sln`"
+        if run "dotnet" [ "format"; "style"; solution; "--verify-no-changes"; "--severity"; "warn" ] <> 0 then
+            failures.Add "C# style drifted: run `dotnet format style Skiff.Functional.sln --severity warn`"
+    for file in productSources () do
+        let relative = IO.Path.GetRelativePath(root, file)
+        let lines = IO.File.ReadAllLines(file).Length
+        if lines > maxProductFileLines && not (relative.StartsWith "src/Skiff.Simulation/") then
+            failures.Add(sprintf "%s has %d lines (at most %d outside tests and the simulator)" relative lines maxProductFileLines)
+    for f in failures do
+        eprintfn "check: %s" f
+    List.ofSeq failures
+
+let check () =
+    let failures = checkHabits ()
+    printfn "check: %s" (if failures.IsEmpty then "passed" else sprintf "FAILED (%d)" failures.Length)
+    exit (if failures.IsEmpty then 0 else 1)
+
 /// The test projects, in the order they run: the fast deterministic ones first. tests/Faults runs real clusters under
 /// faults (two one-minute runs, about 3 minutes; it installs iproute2/nftables/faketime with apt-get when missing).
 let testProjects = [ "tests/PropertyTests"; "tests/Integration"; "tests/Faults" ]
@@ -46,6 +84,13 @@ let test (extra: string list) =
     let watch = Stopwatch.StartNew()
     let mutable passed = 0
     let mutable failed = 0
+    // The habits check (formatting, file sizes) counts as one test, so drift fails CI like a broken test.
+    if checkHabits().IsEmpty then
+        printfn "check: passed"
+        passed <- passed + 1
+    else
+        eprintfn "check: FAILED"
+        failed <- failed + 1
     for project in testProjects do
         let mutable counted = false
         let onLine (line: string) =
@@ -88,7 +133,10 @@ let soak (extra: string list) =
 /// NuGet packages of every library and the CLI tool, with README, license and symbols, into `artifacts/`.
 let pack (extra: string list) =
     build ()
-    let output = match extra with dir :: _ -> dir | [] -> IO.Path.Combine(root, "artifacts")
+    let output =
+        match extra with
+        | dir :: _ -> dir
+        | [] -> IO.Path.Combine(root, "artifacts")
     exit (run "dotnet" [ "pack"; solution; "-c"; "Release"; "--no-build"; "-o"; output ])
 
 /// Every benchmark, in one run: the storage benchmark (durable appends against raw fsync, recovery, snapshots), the
@@ -101,8 +149,10 @@ let bench (extra: string list) =
     let project name args = run "dotnet" ([ "run"; "--project"; name; "-c"; "Release"; "--no-build"; "--" ] @ args)
     let parts =
         [ "storage benchmark", (fun () -> project "bench/Skiff.Bench" [ "storage" ])
-          if not quick then "storage micro-benchmarks", (fun () -> project "bench/Skiff.Bench" [ "micro" ])
-          "reducer micro-benchmarks", (fun () -> project "bench/Skiff.Bench.Reducer" (if quick then [ "--quick" ] else [ "--job"; "short" ]))
+          if not quick then
+              "storage micro-benchmarks", (fun () -> project "bench/Skiff.Bench" [ "micro" ])
+          "reducer micro-benchmarks",
+          (fun () -> project "bench/Skiff.Bench.Reducer" (if quick then [ "--quick" ] else [ "--job"; "short" ]))
           "cluster benchmark", (fun () -> project "bench/Skiff.Bench.Cluster" ([ "--no-build" ] @ extra)) ]
     let failures =
         [ for name, part in parts do
@@ -110,7 +160,11 @@ let bench (extra: string list) =
               if code <> 0 then
                   eprintfn "%s failed (exit %d)" name code
                   yield code ]
-    exit (match failures with code :: _ -> code | [] -> 0)
+    exit (
+        match failures with
+        | code :: _ -> code
+        | [] -> 0
+    )
 
 /// Fault runs (tests/Faults): `faults` alone is the default run (a partition proof and two one-minute runs);
 /// `faults --minutes N [--profile partitions|crashes|everything]` one run of N minutes (every fault by default);
@@ -119,15 +173,20 @@ let bench (extra: string list) =
 /// timeline and member logs.
 let faults (extra: string list) =
     build ()
-    exit (run "dotnet" ([ "run"; "--project"; "tests/Faults"; "-c"; "Release"; "--no-build"; "--"; "--colours"; "0"; "--no-spinner" ] @ extra))
+    exit (
+        run "dotnet" ([ "run"; "--project"; "tests/Faults"; "-c"; "Release"; "--no-build"; "--"; "--colours"; "0"; "--no-spinner" ] @ extra)
+    )
 
 match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "build" :: _ -> build ()
+| "check" :: _ -> check ()
 | "test" :: rest -> test rest
 | "soak" :: rest -> soak rest
 | "pack" :: rest -> pack rest
 | "bench" :: rest -> bench rest
 | "faults" :: rest -> faults rest
 | other ->
-    eprintfn "usage: dotnet fsi build.fsx build|test|soak [count]|pack [dir]|bench [args]|faults [--minutes N|--catches] (got %A)" other
+    eprintfn
+        "usage: dotnet fsi build.fsx build|check|test|soak [count]|pack [dir]|bench [args]|faults [--minutes N|--catches] (got %A)"
+        other
     exit 2
