@@ -228,7 +228,7 @@ public static class StorageBench
                     for (int i = 0; i < n; i++)
                     {
                         if (i == n / 2) firstHalf = sw.Elapsed.TotalSeconds;
-                        var cmd = i % 10 == 9 ? Command.NewDelete($"users/{i % 10000}/item{i - 1}") : Command.NewPut($"users/{i % 10000}/item{i}", value);
+                        var cmd = i % 10 == 9 ? Command.NewRemove($"users/{i % 10000}/item{i - 1}") : Command.NewInsert($"users/{i % 10000}/item{i}", value);
                         kv.Apply(i + 1, 1, cmd);
                     }
                     double total = sw.Elapsed.TotalSeconds;
@@ -256,7 +256,7 @@ public static class StorageBench
         using (var kv = KvStateMachine.Open(dir))
         {
             for (int i = 0; i < o.Keys; i++)
-                kv.Apply(i + 1, 1, Command.NewPut($"users/{i % 10000}/item{i}", value));
+                kv.Apply(i + 1, 1, Command.NewInsert($"users/{i % 10000}/item{i}", value));
             double loadS = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"storage kv-load keys={o.Keys} s={loadS:F2} puts_s={o.Keys / loadS:F0}");
             kv.ListKeys("users/8/");

@@ -20,7 +20,7 @@ public abstract class StorageMicroBase
     protected string Dir { get; } = Path.Combine(Path.GetTempPath(), "skiff-micro-" + Guid.NewGuid().ToString("N"));
 
     protected static byte[] Payload(long i) =>
-        CommandCodec.encode(Command.NewPut($"k/{i:D14}", new byte[100]));
+        CommandCodec.encode(Command.NewInsert($"k/{i:D14}", new byte[100]));
 
     protected void RemoveDir()
     {
@@ -110,7 +110,7 @@ public class KvApply : StorageMicroBase
     {
         _kv = KvStateMachine.Open(Dir);
         for (_index = 1; _index <= Keys; _index++)
-            _kv.ApplyEncoded(_index, 1, CommandCodec.encode(Command.NewPut($"dir{_index % 1000:D4}/{_index:D10}", new byte[100])));
+            _kv.ApplyEncoded(_index, 1, CommandCodec.encode(Command.NewInsert($"dir{_index % 1000:D4}/{_index:D10}", new byte[100])));
         _puts = Enumerable.Range(0, 1 << 16).Select(i => Payload(i)).ToArray();
     }
 
@@ -152,7 +152,7 @@ public class KvSessionApply : StorageMicroBase
         _kv = KvStateMachine.Open(Dir);
         _kv.ApplyEncoded(1, 1, LogCommandCodec.encode(LogCommand.NewOpenSession(0, 600_000)));
         _index = 1;
-        _commands = Enumerable.Range(0, 1 << 12).Select(i => Command.NewPut($"k/{i:D14}", new byte[100])).ToArray();
+        _commands = Enumerable.Range(0, 1 << 12).Select(i => Command.NewInsert($"k/{i:D14}", new byte[100])).ToArray();
     }
 
     [Benchmark(Baseline = true, Description = "apply put, no session")]

@@ -11,9 +11,9 @@ open System.Text
 [<RequireQualifiedAccess>]
 type Command =
     /// Set `key` to `value`, creating it if absent.
-    | Put of key: string * value: byte[]
+    | Insert of key: string * value: byte[]
     /// Remove `key`; removing an absent key is not an error.
-    | Delete of key: string
+    | Remove of key: string
     /// Atomically: if the current value equals `expected` (None = the key must be absent), set it to `next`
     /// (None = delete it). The result says whether the swap happened.
     | CompareAndSwap of key: string * expected: byte[] option * next: byte[] option
@@ -56,8 +56,8 @@ module CommandCodec =
     let encode (command: Command) : byte[] =
         let key, tag, payloadLength =
             match command with
-            | Command.Put(k, v) -> k, tagPut, 4 + v.Length
-            | Command.Delete k -> k, tagDelete, 0
+            | Command.Insert(k, v) -> k, tagPut, 4 + v.Length
+            | Command.Remove k -> k, tagDelete, 0
             | Command.CompareAndSwap(k, e, n) -> k, tagCas, optionLength e + optionLength n
         let keyLength = Encoding.UTF8.GetByteCount key
         if keyLength > int UInt16.MaxValue then
@@ -70,10 +70,10 @@ module CommandCodec =
         Encoding.UTF8.GetBytes(key.AsSpan(), span.Slice(4, keyLength)) |> ignore
         let rest = span.Slice(4 + keyLength)
         match command with
-        | Command.Put(_, v) ->
+        | Command.Insert(_, v) ->
             BinaryPrimitives.WriteInt32LittleEndian(rest, v.Length)
             v.AsSpan().CopyTo(rest.Slice 4)
-        | Command.Delete _ -> ()
+        | Command.Remove _ -> ()
         | Command.CompareAndSwap(_, e, n) ->
             let used = writeOption rest e
             writeOption (rest.Slice used) n |> ignore
@@ -115,8 +115,8 @@ module CommandCodec =
                         if length < 0 || rest.Length <> 4 + length then
                             Error "bad value length"
                         else
-                            Ok(Command.Put(key, rest.Slice(4, length).ToArray()))
-                | 2uy -> if rest.Length = 0 then Ok(Command.Delete key) else Error "trailing bytes after delete"
+                            Ok(Command.Insert(key, rest.Slice(4, length).ToArray()))
+                | 2uy -> if rest.Length = 0 then Ok(Command.Remove key) else Error "trailing bytes after delete"
                 | 3uy ->
                     match readOption rest with
                     | Error e -> Error e

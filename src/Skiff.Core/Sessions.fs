@@ -107,10 +107,16 @@ let private trim (acknowledged: int64) (session: Session) : Session =
     else
         { session with Floor = floor; Results = results }
 
-/// Applies one log command at `index` through the session layer. `applyData` applies a key-value command to the
-/// data; it is called at most once, and only when the command must take effect now. Returns what the proposing
-/// client sees, the new table, and the sessions a durable state machine must write or delete.
-let apply (applyData: Command -> CommandResult) (table: Table) (index: int64) (command: LogCommand) : LogResult * Table * Touched list =
+/// What applying one log command did: what the proposing client sees, the new table, and the sessions a durable
+/// state machine must write or delete.
+type Applied = { Result: LogResult; Table: Table; Touched: Touched list }
+
+let private applyCommand
+    (applyData: Command -> CommandResult)
+    (table: Table)
+    (index: int64)
+    (command: LogCommand)
+    : LogResult * Table * Touched list =
     let tick time = { table with Clock = max table.Clock time }
     match command with
     | LogCommand.Plain c -> LogResult.Applied(applyData c), table, []
@@ -215,3 +221,9 @@ let decode (bytes: ReadOnlySpan<byte>) : Result<Session, string> =
                       LastActive = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 16)
                       Floor = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 24)
                       Results = results }
+
+/// Applies one log command at `index` through the session layer. `applyData` applies a key-value command to the
+/// data; it is called at most once, and only when the command must take effect now.
+let apply (applyData: Command -> CommandResult) (table: Table) (index: int64) (command: LogCommand) : Applied =
+    let result, table, touched = applyCommand applyData table index command
+    { Result = result; Table = table; Touched = touched }

@@ -1,5 +1,5 @@
 /// The in-memory key-value state machine the simulator applies committed commands to: the reference semantics of
-/// Put, Delete and CompareAndSwap (see Command.fs), as plain immutable data so that snapshots are free to copy.
+/// Insert, Remove and CompareAndSwap (see Command.fs), as plain immutable data so that snapshots are free to copy.
 module Skiff.Simulation.KvModel
 
 open Skiff.Core
@@ -13,8 +13,8 @@ let empty: Store = Map.empty
 /// Applies one command, returning the new store and the result its client sees.
 let apply (store: Store) (command: Command) : Store * CommandResult =
     match command with
-    | Command.Put(key, value) -> Map.add key value store, CommandResult.Done
-    | Command.Delete key -> Map.remove key store, CommandResult.Done
+    | Command.Insert(key, value) -> Map.add key value store, CommandResult.Done
+    | Command.Remove key -> Map.remove key store, CommandResult.Done
     | Command.CompareAndSwap(key, expected, next) ->
         let current = Map.tryFind key store
         let matches =
@@ -55,8 +55,8 @@ let applyLogCommand (dedup: bool) (replica: Replica) (index: int64) (bytes: byte
             let result = applyData c
             Ok({ replica with Data = data }, LogResult.Applied result, command)
         | _ ->
-            let result, sessions, _ = Sessions.apply applyData replica.Sessions index command
-            Ok({ Data = data; Sessions = sessions }, result, command)
+            let applied = Sessions.apply applyData replica.Sessions index command
+            Ok({ Data = data; Sessions = applied.Table }, applied.Result, command)
 
 /// Reads a key.
 let get (store: Store) (key: string) : byte[] option = Map.tryFind key store

@@ -63,8 +63,8 @@ module Operation =
     let key (op: Operation) : string =
         match op.Action with
         | Action.Get k -> k
-        | Action.Write(Command.Put(k, _)) -> k
-        | Action.Write(Command.Delete k) -> k
+        | Action.Write(Command.Insert(k, _)) -> k
+        | Action.Write(Command.Remove k) -> k
         | Action.Write(Command.CompareAndSwap(k, _, _)) -> k
 
     /// The completion time, or None if the operation timed out.
@@ -84,8 +84,8 @@ module Operation =
         let action =
             match op.Action with
             | Action.Get k -> sprintf "get %A" k
-            | Action.Write(Command.Put(k, v)) -> sprintf "put %A %s" k (showValue (Some v))
-            | Action.Write(Command.Delete k) -> sprintf "delete %A" k
+            | Action.Write(Command.Insert(k, v)) -> sprintf "put %A %s" k (showValue (Some v))
+            | Action.Write(Command.Remove k) -> sprintf "delete %A" k
             | Action.Write(Command.CompareAndSwap(k, e, n)) -> sprintf "cas %A %s -> %s" k (showValue e) (showValue n)
         match op.Completion with
         | Completion.TimedOut -> sprintf "client %d [%d, ?] %s -> timed out" op.Client op.Invoked action
@@ -203,10 +203,10 @@ let private toStep (ids: ValueIds) (op: Operation) : Step option =
     match op.Action, op.Completion with
     | Action.Get _, Completion.TimedOut -> None
     | Action.Get _, Completion.Returned(_, Output.Value v) -> Some(Read(ids.Id v))
-    | Action.Write(Command.Put(_, v)), Completion.TimedOut
-    | Action.Write(Command.Put(_, v)), Completion.Returned(_, Output.Result CommandResult.Done) -> Some(Assign(ids.Id(Some v)))
-    | Action.Write(Command.Delete _), Completion.TimedOut
-    | Action.Write(Command.Delete _), Completion.Returned(_, Output.Result CommandResult.Done) -> Some(Assign 0)
+    | Action.Write(Command.Insert(_, v)), Completion.TimedOut
+    | Action.Write(Command.Insert(_, v)), Completion.Returned(_, Output.Result CommandResult.Done) -> Some(Assign(ids.Id(Some v)))
+    | Action.Write(Command.Remove _), Completion.TimedOut
+    | Action.Write(Command.Remove _), Completion.Returned(_, Output.Result CommandResult.Done) -> Some(Assign 0)
     | Action.Write(Command.CompareAndSwap(_, e, n)), Completion.TimedOut -> Some(MaybeSwap(ids.Id e, ids.Id n))
     | Action.Write(Command.CompareAndSwap(_, e, n)), Completion.Returned(_, Output.Result(CommandResult.Swapped s)) ->
         Some(Swap(ids.Id e, ids.Id n, s))

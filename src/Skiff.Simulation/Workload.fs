@@ -256,8 +256,8 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
             | 3 -> Action.Get key
             | 4
             | 5
-            | 6 -> Action.Write(Command.Put(key, value ()))
-            | 7 -> Action.Write(Command.Delete key)
+            | 6 -> Action.Write(Command.Insert(key, value ()))
+            | 7 -> Action.Write(Command.Remove key)
             | _ ->
                 let expected = recent ()
                 Action.Write(Command.CompareAndSwap(key, expected, (if prng.Chance 20 then None else Some(value ()))))
@@ -270,7 +270,7 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
         world.Clock <- world.Clock + 1L
         startOp client action sequence false
 
-    let openSession (client: Client) = startOp client (Action.Write(Command.Delete "session")) 0L true
+    let openSession (client: Client) = startOp client (Action.Write(Command.Remove "session")) 0L true
 
     let runClients () =
         for client in clients do

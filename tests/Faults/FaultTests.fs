@@ -93,11 +93,11 @@ let partitionCuts =
             let history =
                 [ { Client = 1
                     Invoked = t0
-                    Action = Action.Write(Command.Put("k", bytes "before"))
+                    Action = Action.Write(Command.Insert("k", bytes "before"))
                     Completion = Completion.Returned(t1, Output.Result CommandResult.Done) }
                   { Client = 1
                     Invoked = t2
-                    Action = Action.Write(Command.Put("k", bytes "after"))
+                    Action = Action.Write(Command.Insert("k", bytes "after"))
                     Completion = Completion.Returned(t3, Output.Result CommandResult.Done) }
                   { Client = 2; Invoked = t4; Action = Action.Get "k"; Completion = Completion.Returned(t5, Output.Value(Some stale)) } ]
             match check history with

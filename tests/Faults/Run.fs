@@ -323,7 +323,7 @@ let execute (s: Settings) : Verdict =
                             findings.Add(sprintf "DUPLICATE WRITE: value %s applied %d times (index, key): %A" value n where)
                     for r in history do
                         match r.Op.Action, r.Op.Completion with
-                        | Action.Write(Command.Put(_, v)), Completion.Returned _
+                        | Action.Write(Command.Insert(_, v)), Completion.Returned _
                         | Action.Write(Command.CompareAndSwap(_, _, Some v)),
                           Completion.Returned(_, Output.Result(CommandResult.Swapped true)) ->
                             if not (counts.ContainsKey(text v)) then
@@ -400,8 +400,8 @@ let execute (s: Settings) : Verdict =
         |> List.countBy (fun r ->
             match r.Op.Action with
             | Action.Get _ -> "get"
-            | Action.Write(Command.Put _) -> "put"
-            | Action.Write(Command.Delete _) -> "delete"
+            | Action.Write(Command.Insert _) -> "put"
+            | Action.Write(Command.Remove _) -> "delete"
             | Action.Write(Command.CompareAndSwap _) -> "cas")
     let report =
         [ sprintf "run %s, seed %d, %.0f s, faults: %s" s.Name s.Seed s.Duration.TotalSeconds s.Profile.Name

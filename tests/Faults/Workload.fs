@@ -81,8 +81,8 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                         | 3 -> Action.Get key
                         | 4
                         | 5
-                        | 6 -> Action.Write(Command.Put(key, bytes fresh))
-                        | 7 -> Action.Write(Command.Delete key)
+                        | 6 -> Action.Write(Command.Insert(key, bytes fresh))
+                        | 7 -> Action.Write(Command.Remove key)
                         | _ ->
                             let expected =
                                 match lastSeen.TryGetValue key with
@@ -106,11 +106,11 @@ let run (options: Options) (seed: int) (members: Member[]) (targets: unit -> int
                                     let v = if isNull v then None else Some v
                                     lastSeen[k] <- v
                                     return Ok(Output.Value v)
-                                | Action.Write(Command.Put(k, v)) ->
+                                | Action.Write(Command.Insert(k, v)) ->
                                     let! _ = client.InsertAsync(k, v, cts.Token)
                                     lastSeen[k] <- Some v
                                     return Ok(Output.Result CommandResult.Done)
-                                | Action.Write(Command.Delete k) ->
+                                | Action.Write(Command.Remove k) ->
                                     let! _ = client.RemoveAsync(k, cts.Token)
                                     lastSeen[k] <- None
                                     return Ok(Output.Result CommandResult.Done)

@@ -54,7 +54,7 @@ let private sessionTests =
           let entry index payload : Skiff.Core.Entry = { Index = index; Term = 1L; Payload = payload }
           let put (k: string) =
               Skiff.Core.Payload.Command(
-                  Skiff.Core.LogCommandCodec.encode (Skiff.Core.LogCommand.Plain(Skiff.Core.Command.Put(k, bytes "v")))
+                  Skiff.Core.LogCommandCodec.encode (Skiff.Core.LogCommand.Plain(Skiff.Core.Command.Insert(k, bytes "v")))
               )
           applier.Apply [ entry 1L (put "a"); entry 2L (Skiff.Core.Payload.Command [| 3uy; 1uy; 0uy; 0uy |]); entry 3L (put "b") ]
           Expect.isTrue (fatal.Task.Wait(TimeSpan.FromSeconds 10.0)) "the applier reported a fatal error"

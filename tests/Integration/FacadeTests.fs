@@ -162,7 +162,7 @@ let tests =
                   Expect.equal key "users/alice" "the insert under the prefix"
                   Expect.equal value { Name = "Alice"; Age = 30 } "with its value"
                   let deleted = get (sub.RecvChangeAsync())
-                  Expect.equal deleted.Kind ChangeKind.Delete "then the delete; other/x was filtered out"
+                  Expect.equal deleted.Kind ChangeKind.Remove "then the delete; other/x was filtered out"
                   Expect.isTrue (deleted.Index > 0L) "changes carry their index"
                   run (sub.DisposeAsync().AsTask())
                   expectKind ErrorKind.StreamClosed "recv after dispose" (fun () -> sub.RecvChangeAsync() :> Task)

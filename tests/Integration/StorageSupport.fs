@@ -36,7 +36,7 @@ let payloadOf (index: int64) (term: int64) : byte[] =
     rng.NextBytes value
     BitConverter.TryWriteBytes(Span(value, 0, 8), index) |> ignore
     BitConverter.TryWriteBytes(Span(value, 8, 8), term) |> ignore
-    Skiff.Core.CommandCodec.encode (Skiff.Core.Command.Put(sprintf "k/%d" (index % 100L), value))
+    Skiff.Core.CommandCodec.encode (Skiff.Core.Command.Insert(sprintf "k/%d" (index % 100L), value))
 
 /// The (index, term) a value written by `payloadOf` carries.
 let originOf (value: byte[]) = BitConverter.ToInt64(value, 0), BitConverter.ToInt64(value, 8)

@@ -396,7 +396,7 @@ let private nodeTests =
               expectSkiff ErrorKind.DataDirectoryCreateFailed (fun () -> NodeStorage.Open(Path.Combine(file, "node")).Dispose())
               |> ignore ]
 
-let private put k (v: string) = Command.Put(k, utf8 v)
+let private put k (v: string) = Command.Insert(k, utf8 v)
 
 let private kvTests =
     testList
@@ -431,7 +431,7 @@ let private kvTests =
                   (CommandResult.Swapped true)
                   "cas to delete"
               Expect.isNull (kv.Get "b") "deleted by cas"
-              Expect.equal (kv.Apply(7L, 1L, Command.Delete "a")) CommandResult.Done "delete"
+              Expect.equal (kv.Apply(7L, 1L, Command.Remove "a")) CommandResult.Done "delete"
               Expect.isNull (kv.Get "a") "deleted"
               Expect.equal (kv.Apply(7L, 1L, put "a" "again")) null "an applied index is not applied twice"
               Expect.isNull (kv.Get "a") "still deleted"
@@ -458,9 +458,9 @@ let private kvTests =
               Expect.equal (List.ofSeq (kv.ListKeys "pa")) [ "pa"; "parent/bar"; "parent/foo" ] "string prefix"
               Expect.equal (List.ofSeq (kv.ListKeys "zzz")) [] "nothing"
               Expect.equal (List.ofSeq (kv.GetPrefixes())) [ "grandparent/parent"; "parent" ] "prefixes"
-              kv.Apply(10L, 1L, Command.Delete "parent/foo") |> ignore
+              kv.Apply(10L, 1L, Command.Remove "parent/foo") |> ignore
               Expect.equal (List.ofSeq (kv.GetPrefixes())) [ "grandparent/parent"; "parent" ] "parent still has bar"
-              kv.Apply(11L, 1L, Command.Delete "parent/bar") |> ignore
+              kv.Apply(11L, 1L, Command.Remove "parent/bar") |> ignore
               Expect.equal (List.ofSeq (kv.GetPrefixes())) [ "grandparent/parent" ] "prefix gone with its last key"
               kv.Apply(12L, 1L, Command.CompareAndSwap("x/y/z", None, Some(utf8 "v"))) |> ignore
               Expect.equal (List.ofSeq (kv.GetPrefixes())) [ "grandparent/parent"; "x/y" ] "cas creates a prefix"
@@ -483,10 +483,10 @@ let private kvTests =
                       | 0
                       | 1
                       | 2 ->
-                          kv.Apply(i, 1L, Command.Put(key, value)) |> ignore
+                          kv.Apply(i, 1L, Command.Insert(key, value)) |> ignore
                           model[key] <- value
                       | 3 ->
-                          kv.Apply(i, 1L, Command.Delete key) |> ignore
+                          kv.Apply(i, 1L, Command.Remove key) |> ignore
                           model.Remove key |> ignore
                       | 4
                       | 5 ->
@@ -536,7 +536,7 @@ let private kvTests =
               use kv = KvStateMachine.Open tmp.Path
               let v = Array.zeroCreate<byte> 8
               for i in 0..99_999 do
-                  kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "tenant%d/item%06d" (i % 1000) i, v)) |> ignore
+                  kv.Apply(int64 i + 1L, 1L, Command.Insert(sprintf "tenant%d/item%06d" (i % 1000) i, v)) |> ignore
               kv.ListKeys "tenant7/" |> ignore
               // The best of a few tries: the bound is about the algorithm, not about a busy machine's scheduler.
               let best (f: unit -> 'a) =
@@ -561,17 +561,17 @@ let private kvTests =
               let expected =
                   using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
                       for i in 0..4999 do
-                          kv.Apply(int64 i + 1L, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
+                          kv.Apply(int64 i + 1L, 1L, Command.Insert(sprintf "k/%d" i, value i)) |> ignore
                       Expect.sequenceEqual (kv.Get "k/0") (value 0) "an early key, read back from disk"
                       // Deletes and re-puts of keys both on disk and in memory, so the rebuild must order versions.
                       let mutable n = 5001L
                       for i in 0..7..4999 do
-                          kv.Apply(n, 1L, Command.Delete(sprintf "k/%d" i)) |> ignore
+                          kv.Apply(n, 1L, Command.Remove(sprintf "k/%d" i)) |> ignore
                           n <- n + 1L
                       for i in 0..21..4999 do
-                          kv.Apply(n, 1L, Command.Put(sprintf "k/%d" i, value i)) |> ignore
+                          kv.Apply(n, 1L, Command.Insert(sprintf "k/%d" i, value i)) |> ignore
                           n <- n + 1L
-                      kv.Apply(n, 1L, Command.Delete "k/4998") |> ignore
+                      kv.Apply(n, 1L, Command.Remove "k/4998") |> ignore
                       kv.TakeSnapshot() |> ignore
                       List.ofSeq (kv.ListKeys ""))
               use kv = KvStateMachine.Open(tmp.Path, opts)
@@ -599,14 +599,14 @@ let private kvTests =
                   [ 1L, Some(put "a" "1")
                     2L, Some(put "b/x" "2")
                     3L, Some(put "c" "3")
-                    4L, Some(Command.Delete "absent") // nothing to delete
+                    4L, Some(Command.Remove "absent") // nothing to delete
                     5L, Some(Command.CompareAndSwap("a", Some(utf8 "no"), Some(utf8 "9"))) // no match
-                    6L, Some(Command.Delete "a")
+                    6L, Some(Command.Remove "a")
                     7L, None // a no-op entry
                     8L, Some(put "b/y" "8")
                     9L, Some(Command.CompareAndSwap("absent", None, None)) // matches, changes nothing
                     10L, Some(Command.CompareAndSwap("b/x", Some(utf8 "2"), Some(utf8 "x"))) ]
-              let late = [ 11L, Some(put "b/z" "11"); 12L, Some(Command.Delete "c") ]
+              let late = [ 11L, Some(put "b/z" "11"); 12L, Some(Command.Remove "c") ]
               let run (kv: KvStateMachine) cmds =
                   for (i, c) in cmds do
                       match c with
@@ -884,7 +884,7 @@ let private diskTests =
                   let work =
                       Task.Run(fun () ->
                           for i in 2..100_000 do
-                              kv.Apply(int64 i, 1L, Command.Put(sprintf "k/%d" i, v)) |> ignore)
+                              kv.Apply(int64 i, 1L, Command.Insert(sprintf "k/%d" i, v)) |> ignore)
                   let finished = Task.WhenAny(work, Task.Delay(TimeSpan.FromSeconds 30.0)).Result
                   Expect.isTrue (obj.ReferenceEquals(finished, work)) "applying on a full disk did not hang"
                   match (nonNull work.Exception).InnerException with

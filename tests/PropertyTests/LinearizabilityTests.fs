@@ -19,9 +19,9 @@ let private op client invoked completed action output =
 
 let private get c i r key (observed: string option) = op c i r (Action.Get key) (Output.Value(Option.map bytes observed))
 
-let private put c i r key value = op c i r (Action.Write(Command.Put(key, bytes value))) (Output.Result CommandResult.Done)
+let private put c i r key value = op c i r (Action.Write(Command.Insert(key, bytes value))) (Output.Result CommandResult.Done)
 
-let private delete c i r key = op c i r (Action.Write(Command.Delete key)) (Output.Result CommandResult.Done)
+let private delete c i r key = op c i r (Action.Write(Command.Remove key)) (Output.Result CommandResult.Done)
 
 let private cas c i r key (expected: string option) (next: string option) swapped =
     op
@@ -72,8 +72,8 @@ let private simulate (seed: int) (clients: int) (keys: int) (count: int) (timeou
                       | 3 -> Action.Get(key ())
                       | 4
                       | 5
-                      | 6 -> Action.Write(Command.Put(key (), value ()))
-                      | 7 -> Action.Write(Command.Delete(key ()))
+                      | 6 -> Action.Write(Command.Insert(key (), value ()))
+                      | 7 -> Action.Write(Command.Remove(key ()))
                       | _ ->
                           let next = if random.Next 4 = 0 then None else Some(value ())
                           Action.Write(Command.CompareAndSwap(key (), (if random.Next 3 = 0 then None else Some(value ())), next))
@@ -90,11 +90,11 @@ let private simulate (seed: int) (clients: int) (keys: int) (count: int) (timeou
           let output =
               match action with
               | Action.Get k -> Output.Value(current k)
-              | Action.Write(Command.Put(k, v)) ->
+              | Action.Write(Command.Insert(k, v)) ->
                   if takesEffect then
                       store[k] <- v
                   Output.Result CommandResult.Done
-              | Action.Write(Command.Delete k) ->
+              | Action.Write(Command.Remove k) ->
                   if takesEffect then
                       store.Remove k |> ignore
                   Output.Result CommandResult.Done
@@ -168,7 +168,7 @@ let tests =
                 notLinearizable "a read that sees a value never written" "k" [ put 0 0 1 "k" "a"; get 1 0 5 "k" (Some "z") ]
                 test "values compare by content, not by reference" {
                     let history =
-                        [ op 0 0 1 (Action.Write(Command.Put("k", [| 1uy; 2uy |]))) (Output.Result CommandResult.Done)
+                        [ op 0 0 1 (Action.Write(Command.Insert("k", [| 1uy; 2uy |]))) (Output.Result CommandResult.Done)
                           op 1 2 3 (Action.Get "k") (Output.Value(Some [| 1uy; 2uy |])) ]
                     Expect.equal (check history) Linearizable "a fresh array with the same bytes"
                 } ]

@@ -14,7 +14,7 @@ let private run (table: Sessions.Table) (first: int64) (commands: LogCommand lis
     let results =
         commands
         |> List.mapi (fun i c ->
-            let r, t, _ =
+            let applied =
                 Sessions.apply
                     (fun _ ->
                         applied <- applied + 1
@@ -22,13 +22,13 @@ let private run (table: Sessions.Table) (first: int64) (commands: LogCommand lis
                     table
                     (first + int64 i)
                     c
-            table <- t
-            r)
+            table <- applied.Table
+            applied.Result)
     results, table, applied
 
 let private stamp session sequence acknowledged time = { Session = session; Sequence = sequence; Acknowledged = acknowledged; Time = time }
 
-let private put = Command.Put("k", b "v")
+let private put = Command.Insert("k", b "v")
 
 let tests =
     testList

@@ -240,9 +240,9 @@ let private components =
               Expect.equal (KvModel.get s "k") (Some(b "1")) "unchanged"
               let s, _ = KvModel.apply s (Command.CompareAndSwap("k", Some(b "1"), None))
               Expect.equal (KvModel.get s "k") None "swap to None deletes"
-              let s, r = KvModel.apply s (Command.Put("k", b "4"))
+              let s, r = KvModel.apply s (Command.Insert("k", b "4"))
               Expect.equal r CommandResult.Done "put"
-              let s, _ = KvModel.apply s (Command.Delete "k")
+              let s, _ = KvModel.apply s (Command.Remove "k")
               Expect.isTrue (KvModel.same s KvModel.empty) "delete"
           testCase "log store: write truncates, compaction keeps the tail"
           <| fun () ->

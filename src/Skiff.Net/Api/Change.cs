@@ -7,7 +7,7 @@ public enum ChangeKind
     Insert,
 
     /// <summary>The key was removed.</summary>
-    Delete,
+    Remove,
 }
 
 /// <summary>One committed change to the key-value store, as a node applied it. The one change type of every layer:
@@ -23,7 +23,7 @@ public sealed record Change(string Key, ChangeKind Kind, ReadOnlyMemory<byte>? V
     public static Change Inserted(long index, string key, ReadOnlyMemory<byte> value) => new(key, ChangeKind.Insert, value, index);
 
     /// <summary>A key removed at <paramref name="index"/>.</summary>
-    public static Change Removed(long index, string key) => new(key, ChangeKind.Delete, null, index);
+    public static Change Removed(long index, string key) => new(key, ChangeKind.Remove, null, index);
 
     /// <summary>The value decoded as <typeparamref name="T"/> with the default JSON serializer;
     /// <c>default(T)</c> for a delete.</summary>

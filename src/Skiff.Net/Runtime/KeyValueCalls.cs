@@ -138,9 +138,9 @@ internal sealed class KeyValueCalls
     {
         switch (command)
         {
-            case Command.Put put:
+            case Command.Insert put:
                 return (CommandResult.Done, await leader.InsertOnceAsync(put.key, put.value, session, ct).ConfigureAwait(false));
-            case Command.Delete delete:
+            case Command.Remove delete:
                 return (CommandResult.Done, await leader.RemoveOnceAsync(delete.key, session, ct).ConfigureAwait(false));
             case Command.CompareAndSwap cas:
                 var (swapped, index) = await leader.CompareAndSwapOnceAsync(cas.key, cas.expected?.Value, cas.next?.Value, session, ct).ConfigureAwait(false);
@@ -156,8 +156,8 @@ internal sealed class KeyValueCalls
     {
         switch (command)
         {
-            case Command.Put p: RequestLimits.Put(p.key, p.value.Length, _options.MaxValueBytes); break;
-            case Command.Delete d: RequestLimits.Key(d.key); break;
+            case Command.Insert p: RequestLimits.Put(p.key, p.value.Length, _options.MaxValueBytes); break;
+            case Command.Remove d: RequestLimits.Key(d.key); break;
             case Command.CompareAndSwap c:
                 RequestLimits.CompareAndSwap(c.key, c.expected?.Value.Length, c.next?.Value.Length, _options.MaxValueBytes);
                 break;
@@ -166,11 +166,11 @@ internal sealed class KeyValueCalls
 
     /// <summary>Sets a key; returns the commit index of the write.</summary>
     public async Task<long> InsertAsync(string key, byte[] value, SessionRef? session, CallOrigin origin, CancellationToken ct) =>
-        (await WriteAsync(Command.NewPut(key, value), session, origin, ct).ConfigureAwait(false)).Index;
+        (await WriteAsync(Command.NewInsert(key, value), session, origin, ct).ConfigureAwait(false)).Index;
 
     /// <summary>Removes a key (absent is fine); returns the commit index.</summary>
     public async Task<long> RemoveAsync(string key, SessionRef? session, CallOrigin origin, CancellationToken ct) =>
-        (await WriteAsync(Command.NewDelete(key), session, origin, ct).ConfigureAwait(false)).Index;
+        (await WriteAsync(Command.NewRemove(key), session, origin, ct).ConfigureAwait(false)).Index;
 
     /// <summary>Atomically sets <paramref name="key"/> to <paramref name="next"/> (null deletes) if its value equals
     /// <paramref name="expected"/> (null: absent). Returns whether it swapped and the commit index.</summary>

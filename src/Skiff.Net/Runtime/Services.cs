@@ -112,7 +112,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
                 {
                     Key = c.Key,
                     Index = (ulong)c.Index,
-                    Action = c.Kind == ChangeKind.Delete ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
+                    Action = c.Kind == ChangeKind.Remove ? SubscribeReply.Types.Action.Delete : SubscribeReply.Types.Action.Insert,
                 };
                 if (c.Value is { } value) reply.Value = UnsafeByteOperations.UnsafeWrap(value);
                 await responseStream.WriteAsync(reply).ConfigureAwait(false);

@@ -21,11 +21,11 @@ internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
         change = null;
         switch (command)
         {
-            case Command.Put p when !KvStateMachine.IsReserved(p.key):
+            case Command.Insert p when !KvStateMachine.IsReserved(p.key):
                 Put(p.key, p.value);
                 change = Change.Inserted(entryIndex, p.key, p.value);
                 return CommandResult.Done;
-            case Command.Delete d when !KvStateMachine.IsReserved(d.key):
+            case Command.Remove d when !KvStateMachine.IsReserved(d.key):
                 if (Delete(d.key)) change = Change.Removed(entryIndex, d.key);
                 return CommandResult.Done;
             case Command.CompareAndSwap c when !KvStateMachine.IsReserved(c.key):

@@ -196,11 +196,11 @@ internal partial class KvStateMachine : IDisposable
                 var applied = Sessions.apply(
                     FuncConvert.FromFunc<Command, CommandResult>(c => _commands.Apply(index, c, out made)),
                     _sessions.Table, index, command);
-                _sessions.Update(applied.Item2, applied.Item3);
+                _sessions.Update(applied.Table, applied.Touched);
                 change = made;
                 if (made is { } ch) _history.Record(ch);
                 SetAppliedUnlocked(index, term);
-                return applied.Item1;
+                return applied.Result;
             }
             catch (Exception e) when (e is not SkiffException)
             {
