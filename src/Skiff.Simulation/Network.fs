@@ -8,13 +8,11 @@ open Skiff.Core
 type Prng(seed: uint64) =
     let mutable state = seed
 
-    /// The next 64 random bits.
+    /// The next 64 random bits (Skiff.Core's SplitMix64: one generator for the reducer and the simulator).
     member _.Next() : uint64 =
-        state <- state + 0x9E3779B97F4A7C15UL
-        let mutable z = state
-        z <- (z ^^^ (z >>> 30)) * 0xBF58476D1CE4E5B9UL
-        z <- (z ^^^ (z >>> 27)) * 0x94D049BB133111EBUL
-        z ^^^ (z >>> 31)
+        let value, next = Rng.next state
+        state <- next
+        value
 
     /// A uniform integer in [0, bound) (0 when bound ≤ 0).
     member this.Below(bound: int) : int = if bound <= 0 then 0 else int (this.Next() % uint64 bound)
