@@ -34,17 +34,11 @@ internal static class RequestLimits
     /// values at the limits encodes to; the log must take at least this much in one entry.</summary>
     public static long LargestCommandBytes(int maxValueBytes) => 4L + MaxKeyBytes + 2 * (5L + maxValueBytes) + WrapperBytes;
 
-    /// <summary>Throws InvalidKey unless <paramref name="key"/> is valid (<see cref="Keys.problem"/>).</summary>
-    public static void Key(string key)
-    {
-        if (Keys.problem(key) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
-    }
+    /// <summary>Throws InvalidKey unless <paramref name="key"/> is valid (<see cref="KeyRules.ValidateKey"/>).</summary>
+    public static void Key(string key) => KeyRules.ValidateKey(key);
 
     /// <summary>Throws InvalidKey unless <paramref name="prefix"/> is empty or a valid key.</summary>
-    public static void Prefix(string prefix)
-    {
-        if (Keys.prefixProblem(prefix) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
-    }
+    public static void Prefix(string prefix) => KeyRules.ValidatePrefix(prefix);
 
     /// <summary>Throws ValueTooLarge if <paramref name="length"/> is over <paramref name="maxValueBytes"/>.</summary>
     public static void Value(int length, int maxValueBytes, string what = "value")

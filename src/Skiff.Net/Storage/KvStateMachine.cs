@@ -141,10 +141,7 @@ internal partial class KvStateMachine : IDisposable
     /// <summary>Throws <see cref="ErrorKind.InvalidKey"/> unless the key is non-empty, at most
     /// <see cref="MaxKeyBytes"/> UTF-8 bytes and free of NUL characters. For callers validating proposals.</summary>
     /// <param name="key">The key.</param>
-    public static void ValidateKey(string key)
-    {
-        if (Keys.problem(key) is { } problem) throw new SkiffException(ErrorKind.InvalidKey, problem.Value);
-    }
+    public static void ValidateKey(string key) => KeyRules.ValidateKey(key);
 
     /// <summary>Whether <paramref name="key"/> is in the reserved namespace (never a client's key).</summary>
     internal static bool IsReserved(string key) => key.StartsWith(ReservedPrefix, StringComparison.Ordinal);

@@ -3,7 +3,7 @@ using Skiff.Core;
 namespace Skiff;
 
 /// <summary>Checks keys and values before anything is sent, so bad input is a clear error and nothing is stored. The
-/// rules are Skiff.Core's <c>Keys</c>, the same the server and the storage enforce.</summary>
+/// rules are Skiff.Core's <c>Keys</c>; the facade, the server (RequestLimits) and the storage all throw through here.</summary>
 public static class KeyRules
 {
     /// <summary>The longest key accepted, in UTF-8 bytes.</summary>
