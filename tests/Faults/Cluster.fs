@@ -203,32 +203,35 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
         | Some p -> kill (p.Id, signal) |> ignore
         | None -> ()
 
-    /// SIGKILL, and waits (bounded) until it is gone.
-    member this.Kill() =
-        match
+    /// Marks the exit that follows as expected and resumes a paused member (so it can take the signal); the running
+    /// process, if any.
+    member private this.ExpectExit() =
+        let running =
             lock gate (fun () ->
                 expectingExit <- true
                 proc)
-        with
+        if running.IsSome && paused then
+            this.Signal SIGCONT
+        running
+
+    /// Forgets the process once it is gone.
+    member private _.Gone() =
+        lock gate (fun () -> proc <- None)
+        paused <- false
+
+    /// SIGKILL, and waits (bounded) until it is gone.
+    member this.Kill() =
+        match this.ExpectExit() with
         | Some p ->
-            if paused then
-                this.Signal SIGCONT
             kill (p.Id, SIGKILL) |> ignore
             p.WaitForExit 10_000 |> ignore
-            lock gate (fun () -> proc <- None)
-            paused <- false
+            this.Gone()
         | None -> ()
 
     /// SIGTERM (a clean shutdown, exit 0 expected), then SIGKILL after 10 s.
     member this.Stop() =
-        match
-            lock gate (fun () ->
-                expectingExit <- true
-                proc)
-        with
+        match this.ExpectExit() with
         | Some p ->
-            if paused then
-                this.Signal SIGCONT
             kill (p.Id, SIGTERM) |> ignore
             if not (p.WaitForExit 10_000) then
                 timeline.Add(sprintf "member %d did not stop within 10 s of SIGTERM: killed" slot)
@@ -241,8 +244,7 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
                     // joining (under heavy load, before .NET handles SIGTERM at all) is remarked on, not failed.
                     let text = sprintf "member %d exited with %d after SIGTERM (expected 0)" slot p.ExitCode
                     lock gate (fun () -> if serving then unexpected.Add text else remarks.Add(text + " before it was serving"))
-            lock gate (fun () -> proc <- None)
-            paused <- false
+            this.Gone()
         | None -> ()
 
     member this.Pause() =
