@@ -37,6 +37,14 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>Whether this node may found a new cluster when its data directory holds none; see
+    /// <see cref="SkiffOptions.NewCluster"/> (default: it does when it is given no members to join).</summary>
+    public Builder NewCluster(bool found = true)
+    {
+        _options.NewCluster = found;
+        return this;
+    }
+
     /// <summary>The deadline of a call that is given none (default 5 s).</summary>
     public Builder WithTimeout(TimeSpan timeout)
     {

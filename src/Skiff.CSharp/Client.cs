@@ -115,6 +115,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     public async Task<ClusterStatus> GetStatusAsync(CancellationToken cancellationToken = default)
     {
         var first = await WithDeadline(cancellationToken, t => Grpc.ClusterStatusAsync(t)).ConfigureAwait(false);
+        Guid? cluster = Guid.TryParse(first.ClusterId, out var firstCluster) ? firstCluster : null;
         var known = first.Members.Select(m => (Id: Guid.Parse(m.Id), m.Address, m.Voter)).ToList();
         if (known.Count == 0 && Guid.TryParse(first.Id, out var self))
             known.Add((self, Grpc.Addresses[0], true));
@@ -123,6 +124,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
             try
             {
                 using var one = new SkiffGrpcClient(new[] { m.Address });
+                if (cluster is { } id) one.ExpectCluster(id); // a member of another cluster answers ClusterMismatch
                 var s = await WithDeadline(cancellationToken, t => one.ClusterStatusAsync(t)).ConfigureAwait(false);
                 return new MemberStatus(m.Id, m.Address, m.Voter, true, s.Role, s.Term, s.CommitIndex, s.AppliedIndex,
                     Guid.TryParse(s.LeaderId, out var l) ? l : null, null);
@@ -134,7 +136,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         })).ConfigureAwait(false);
         var leader = members.Where(m => m.Reachable && m.LeaderId is not null).OrderByDescending(m => m.Term)
             .Select(m => m.LeaderId).FirstOrDefault();
-        return new ClusterStatus(members.OrderBy(m => m.Address, StringComparer.Ordinal).ToArray(), leader);
+        return new ClusterStatus(members.OrderBy(m => m.Address, StringComparer.Ordinal).ToArray(), leader) { ClusterId = cluster };
     }
 
     /// <summary>Adds the node serving at <paramref name="address"/> (on this client's port) to the cluster: asks that

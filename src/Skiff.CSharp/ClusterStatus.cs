@@ -18,7 +18,11 @@ public sealed record MemberStatus(
 /// <summary>Every member of the cluster, each as it reports itself.</summary>
 /// <param name="Members">The members of the configuration the contacted member knows, ordered by address.</param>
 /// <param name="LeaderId">The leader of the highest term any member reports, if any.</param>
-public sealed record ClusterStatus(IReadOnlyList<MemberStatus> Members, Guid? LeaderId);
+public sealed record ClusterStatus(IReadOnlyList<MemberStatus> Members, Guid? LeaderId)
+{
+    /// <summary>The id of the cluster, made when it was founded (null if the contacted member does not know it yet).</summary>
+    public Guid? ClusterId { get; init; }
+}
 
 /// <summary>One member of the configuration a node has in force (see <see cref="SkiffNode.GetMembersAsync"/>).</summary>
 /// <param name="Id">The member's stable id.</param>

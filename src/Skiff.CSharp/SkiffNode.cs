@@ -88,6 +88,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             Port = options.Port,
             DataDirectory = options.DataDirectory,
             JoinCluster = options.JoinCluster.ToArray(),
+            NewCluster = options.NewCluster,
             RequestTimeout = options.RequestTimeout,
             JoinTimeout = options.JoinTimeout,
             SessionTimeout = options.SessionTimeout,
@@ -103,6 +104,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             Port = copy.Port,
             DataDirectory = copy.DataDirectory,
             JoinPeers = copy.JoinCluster.Select(a => Endpoint(a, copy.Port)).ToArray(),
+            NewCluster = copy.NewCluster,
             RequestTimeout = copy.RequestTimeout,
             JoinTimeout = copy.JoinTimeout,
             SessionTimeout = copy.SessionTimeout,
@@ -120,6 +122,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
 
     /// <summary>This node's stable id, kept in its data directory across restarts.</summary>
     public Guid Id => _server.Id;
+
+    /// <summary>The id of the cluster this node belongs to, kept in its data directory: made when the cluster was
+    /// founded, learned when the node joined. Null before a joining node has reached a member.</summary>
+    public Guid? ClusterId => _server.Cluster.Id;
 
     /// <summary>The address this node listens on.</summary>
     public IPAddress Address => _options.Address;

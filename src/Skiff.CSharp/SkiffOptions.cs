@@ -17,8 +17,18 @@ public sealed class SkiffOptions
     /// <summary>The data directory, created if missing. Reusing it keeps identity, term, vote, log and data.</summary>
     public string DataDirectory { get; set; } = "/tmp/skiff";
 
-    /// <summary>Members to join through on start. Empty: start (or restart) a cluster of this node.</summary>
+    /// <summary>Members to join through on start. Empty: start (or restart) a cluster of this node (see
+    /// <see cref="NewCluster"/>).</summary>
     public IReadOnlyList<IPAddress> JoinCluster { get; set; } = Array.Empty<IPAddress>();
+
+    /// <summary>Whether this node may found a new cluster when its data directory holds none. Null (the default):
+    /// a node given no <see cref="JoinCluster"/> members founds one, as a single node does. True: found one; for the
+    /// first start of a cluster's first member only (it cannot be combined with <see cref="JoinCluster"/>). False:
+    /// never; a node with an empty data directory and no members to join fails to start with
+    /// <see cref="ErrorKind.ClusterInitFailed"/>. A directory that already holds a cluster restarts whatever this
+    /// says. Set it to false on every member of a multi-member cluster whose configuration does not change between
+    /// restarts, so that a member that lost its data directory never founds a second cluster at its old address.</summary>
+    public bool? NewCluster { get; set; }
 
     /// <summary>The deadline of a call that is given none (default 5 s, as skiff-rs).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
@@ -61,6 +71,8 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.DataDirectoryCreateFailed, "no data directory given");
         if (JoinCluster is null || JoinCluster.Any(a => a is null))
             throw new SkiffException(ErrorKind.InvalidAddress, "the join list holds a null address");
+        if (NewCluster == true && JoinCluster.Count > 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinCluster exclude each other");
         RequirePositive(RequestTimeout, nameof(RequestTimeout));
         RequirePositive(JoinTimeout, nameof(JoinTimeout));
         if (SessionTimeout < TimeSpan.FromSeconds(1) || SessionTimeout > TimeSpan.FromDays(7))

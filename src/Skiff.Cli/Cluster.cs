@@ -74,6 +74,7 @@ internal static class Cluster
             if (o.Json)
                 o.Document(new
                 {
+                    cluster = s.ClusterId,
                     leader = s.LeaderId,
                     members = s.Members.Select(m => new
                     {
@@ -90,7 +91,10 @@ internal static class Cluster
                     }),
                 });
             else
+            {
+                Out.Console.Write(new Spectre.Console.Text($"cluster {s.ClusterId?.ToString() ?? "(not known yet)"}\n"));
                 Out.Console.Write(Out.StatusTable(s));
+            }
             return Exit.Ok;
         }));
         return status;

@@ -32,6 +32,7 @@ internal sealed class DemoNodeProcess(int number, int port, string dir, string? 
             psi.ArgumentList.Add("--join");
             psi.ArgumentList.Add(join);
         }
+        else psi.ArgumentList.Add("--new-cluster"); // node 1 founds the demo's cluster (ignored on its restarts)
         var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
         p.OutputDataReceived += (_, e) => Keep(e.Data);
         p.ErrorDataReceived += (_, e) => Keep(e.Data);

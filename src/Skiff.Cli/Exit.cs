@@ -33,7 +33,8 @@ internal static class Exit
           4    no quorum, no leader, timeout, or overloaded
           5    not found (get of an absent key; unknown member id)
           6    cas: the key did not hold the expected value
-          7    serve: the node could not start (port in use, data dir locked, join failed)
+          7    serve: the node could not start (port in use, data dir locked, join failed, empty data dir
+               without --join or --new-cluster); any command: the member belongs to another cluster
           8    serve: the node stopped itself after a fatal storage error (fail-stop)
           130  interrupted
         """;
@@ -49,7 +50,7 @@ internal static class Exit
         ErrorKind.PeerNotFound => NotFound,
         ErrorKind.RpcBindFailed or ErrorKind.DataDirectoryLocked or ErrorKind.DataDirectoryCreateFailed
             or ErrorKind.StorageCorrupted or ErrorKind.StorageError or ErrorKind.ClusterJoinFailed
-            or ErrorKind.ClusterInitFailed => ServeFailed,
+            or ErrorKind.ClusterInitFailed or ErrorKind.ClusterMismatch => ServeFailed,
         _ => Internal,
     };
 }

@@ -14,15 +14,16 @@ internal static class Serve
         var dir = new Option<string>("--dir") { Description = "Data directory (created if missing; reuse it to restart the node)", Required = true };
         var bind = new Option<string>("--bind") { Description = "IP address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port (every member uses the same one)", DefaultValueFactory = _ => 9400 };
-        var join = new Option<string?>("--join") { Description = "Join the cluster through these members, IP[,IP…]; omit to start a new cluster (or restart the one the data dir remembers)" };
+        var join = new Option<string?>("--join") { Description = "Join the cluster through these members, IP[,IP…] (a member restarting on its own data dir needs none, but may keep it)" };
+        var newCluster = new Option<bool>("--new-cluster") { Description = "Found a new cluster if the data dir holds none; only for a cluster's first member, once (never in a service's command line)" };
         var parentPid = new Option<int?>("--parent-pid") { Hidden = true, Description = "Exit cleanly when this process dies (used by the demo)" };
         var heartbeat = new Option<int?>("--heartbeat-ms") { Description = "Leader heartbeat interval in ms (default 50)" };
         var election = new Option<int?>("--election-ms") { Description = "Election timeout in ms, randomised in [T, 2T] (default 150, i.e. 150-300)" };
         var maxValue = new Option<int?>("--max-value-bytes") { Description = "The largest value the node accepts, in bytes (default 1048576); larger writes fail with ValueTooLarge" };
         var faultAfter = new Option<int?>("--fault-after-ms") { Hidden = true, Description = "Test hook: fail-stop the node this long after it serves" };
         var noDedup = new Option<bool>("--unsafe-no-dedup") { Hidden = true, Description = "Test hook: apply resent session writes again (shows the fault harness catches duplicates)" };
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, heartbeat, election, maxValue, parentPid, faultAfter, noDedup };
-        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(parentPid),
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, newCluster, heartbeat, election, maxValue, parentPid, faultAfter, noDedup };
+        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(newCluster), p.GetValue(parentPid),
             p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), p.GetValue(noDedup), ct));
         return serve;
     }
@@ -50,7 +51,7 @@ internal static class Serve
         };
     }
 
-    private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, int? parentPid,
+    private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, bool newCluster, int? parentPid,
         int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, bool unsafeNoDedup, CancellationToken ct)
     {
         // SKIFF_TRACE=1: every event and effect of the node's loop (the library logs them at Trace level).
@@ -85,6 +86,9 @@ internal static class Serve
                 Address = bind,
                 Port = port,
                 JoinCluster = join,
+                // Founding is explicit: a member that lost its data dir and is restarted with its usual command
+                // line must fail, not found a second cluster at its old address.
+                NewCluster = newCluster,
                 LoggerFactory = loggerFactory,
                 ConfigureServer = configure,
                 // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).

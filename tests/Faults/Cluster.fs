@@ -128,7 +128,9 @@ type Member(slot: int, port: int, runDir: string, timeline: Timeline, separateUi
                   "--parent-pid"
                   string parentPid ]
                 @ serveFlags
-                @ (if join.IsEmpty then [] else [ "--join"; String.Join(",", join) ])
+                @ (if not join.IsEmpty then [ "--join"; String.Join(",", join) ]
+                   elif incarnation = 1 then [ "--new-cluster" ] // the seed's first start founds the cluster
+                   else [])
             // libfaketime is preloaded into the member only (through `env`, after setpriv dropped to the member's
             // uid), not into setpriv: a root setpriv would create faketime's semaphore where the member cannot open it.
             let serve =

@@ -71,7 +71,7 @@ type ServeProcess(n: int, port: int, dir: string, join: string option) =
         [ "serve"; "--dir"; dir; "--bind"; sprintf "127.0.0.%d" n; "--port"; string port ]
         @ (match join with
            | Some j -> [ "--join"; j ]
-           | None -> [])
+           | None -> [ "--new-cluster" ]) // founds on the first start; a restart on the same directory ignores it
     let p = new Process(StartInfo = startInfo args)
     let keep (e: DataReceivedEventArgs) =
         match e.Data with

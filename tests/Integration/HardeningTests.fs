@@ -409,7 +409,16 @@ let private failStopTests =
               try
                   let code, out, err =
                       CliTests.skiff
-                          [ "serve"; "--dir"; dir; "--bind"; "127.0.0.1"; "--port"; string (nextPort ()); "--fault-after-ms"; "1500" ]
+                          [ "serve"
+                            "--dir"
+                            dir
+                            "--bind"
+                            "127.0.0.1"
+                            "--port"
+                            string (nextPort ())
+                            "--new-cluster"
+                            "--fault-after-ms"
+                            "1500" ]
                   Expect.equal code 8 (sprintf "exit code; stdout:\n%s\nstderr:\n%s" out err)
                   Expect.stringContains out "injected fault" "the cause is logged"
                   Expect.stringContains out "fatal" "at the fatal level"

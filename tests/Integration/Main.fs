@@ -31,6 +31,7 @@ let private all: Test list =
 
       // hardening:begin
       HardeningTests.tests
+      ClusterIdentityTests.tests
       // hardening:end
 
       // membership-liveness:begin

@@ -30,7 +30,7 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
         "--port", Port.ToString(), "--heartbeat-ms", spec.HeartbeatMs.ToString(), "--election-ms", spec.ElectionMs.ToString(),
         // Members end with the harness however it ends (SIGTERM or SIGKILL), so no run leaves a cluster behind.
         "--parent-pid", Environment.ProcessId.ToString(),
-        .. i == 0 ? Array.Empty<string>() : ["--join", spec.Members[0].ToString()],
+        .. i == 0 ? new[] { "--new-cluster" } : ["--join", spec.Members[0].ToString()],
     ];
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)

@@ -62,6 +62,11 @@ public enum ErrorKind
     /// <summary>Refused before proposing: nothing was applied; retry later. The leader's bounded queues are full
     /// (too many uncommitted bytes, or too many reads waiting).</summary>
     Overloaded,
+
+    /// <summary>The member answering belongs to another cluster than the one this client (or joining node) first
+    /// talked to: a member whose data directory was lost and that founded a new cluster, or a wrong address. Nothing
+    /// was done. Point the client at the right members.</summary>
+    ClusterMismatch,
 }
 
 /// <summary>What an error says about the write that failed.</summary>

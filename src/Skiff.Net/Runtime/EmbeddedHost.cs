@@ -53,6 +53,7 @@ internal static class EmbeddedHost
             // No client request may be larger than a compare-and-swap at the value limit: gRPC refuses a larger
             // message before reading it (ResourceExhausted; TagOversizedRequests tags it ValueTooLarge).
             o.MaxReceiveMessageSize = RequestLimits.MaxRequestBytes(options.MaxValueBytes);
+            o.Interceptors.Add<ClusterCheck>();
         });
         builder.Services.AddSingleton(node);
         var app = builder.Build();

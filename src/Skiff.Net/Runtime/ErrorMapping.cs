@@ -22,6 +22,10 @@ internal static class ErrorMapping
     /// <summary>Header marking a call forwarded by another member (never forwarded again).</summary>
     public const string ForwardedHeader = "skiff-forwarded";
 
+    /// <summary>Header carrying the cluster id a client expects (learned on first contact); a member of another
+    /// cluster refuses the call with <see cref="ErrorKind.ClusterMismatch"/>.</summary>
+    public const string ClusterHeader = "skiff-cluster-id";
+
     /// <summary>The gRPC status for an error kind.</summary>
     public static StatusCode StatusOf(ErrorKind kind) => kind switch
     {
@@ -34,6 +38,7 @@ internal static class ErrorMapping
         ErrorKind.ClusterJoinFailed => StatusCode.FailedPrecondition,
         ErrorKind.SessionExpired => StatusCode.FailedPrecondition,
         ErrorKind.Overloaded => StatusCode.ResourceExhausted,
+        ErrorKind.ClusterMismatch => StatusCode.FailedPrecondition,
         _ => StatusCode.Internal,
     };
 

@@ -52,10 +52,10 @@ internal sealed class JoinProcedure
                 {
                     await AskToBeAddedAsync(peer, cts.Token).ConfigureAwait(false);
                 }
-                catch (SkiffException e) when (e.Kind == ErrorKind.PeerNotFound)
+                catch (SkiffException e) when (e.Kind is ErrorKind.PeerNotFound or ErrorKind.ClusterMismatch)
                 {
-                    // The leader refused the change itself ("already a member with another address"): asking again
-                    // cannot help.
+                    // The leader refused the change itself ("already a member with another address"), or the member
+                    // belongs to another cluster than this directory: asking again cannot help.
                     throw new SkiffException(ErrorKind.ClusterJoinFailed, $"the cluster refused to add this node through {peer}: {e.Message}", e);
                 }
                 catch (Exception e) when (e is SkiffException or OperationCanceledException)
@@ -89,12 +89,20 @@ internal sealed class JoinProcedure
             $"could not {(added ? "stay in the cluster" : "join")} through {string.Join(", ", peers)} within {_options.JoinTimeout.TotalSeconds:0.#} s: {last?.Message}", last);
     }
 
-    /// <summary>One AddServer call through <paramref name="peer"/>, with a deadline of its own.</summary>
+    /// <summary>One AddServer call through <paramref name="peer"/>, with a deadline of its own. A node that knows its
+    /// cluster asks only a member of it (another refuses with ClusterMismatch); a new node first learns the cluster
+    /// of the member it asks and keeps it, so that from then on it refuses every other cluster.</summary>
     private async Task AskToBeAddedAsync(string peer, CancellationToken ct)
     {
         using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var client = new SkiffGrpcClient(new[] { peer });
         attempt.CancelAfter(_options.RequestTimeout);
+        if (_node.Cluster.Id is { } mine) client.ExpectCluster(mine);
+        else
+        {
+            await client.ClusterStatusAsync(attempt.Token).ConfigureAwait(false);
+            if (client.ClusterId is { } learned) _node.Cluster.Adopt(learned);
+        }
         await client.AddServerAsync(Id, _node.Address, attempt.Token).ConfigureAwait(false);
     }
 

@@ -25,6 +25,7 @@ internal sealed class LeaderRouter : IDisposable
     private readonly Func<Guid?> _leader;
     private readonly Func<Role> _role;
     private readonly Func<Guid, string?> _addressOf;
+    private readonly Func<Guid?> _cluster;
     private readonly TimeSpan _defaultTimeout;
     private readonly CancellationToken _shutdown;
     private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
@@ -35,9 +36,10 @@ internal sealed class LeaderRouter : IDisposable
     private Guid? _knownLeader;
 
     /// <summary>Creates the router of node <paramref name="self"/>; the functions read the node's current view.</summary>
-    public LeaderRouter(Guid self, Func<Guid?> leader, Func<Role> role, Func<Guid, string?> addressOf, TimeSpan defaultTimeout,
-        CancellationToken shutdown)
+    public LeaderRouter(Guid self, Func<Guid?> leader, Func<Role> role, Func<Guid, string?> addressOf, Func<Guid?> cluster,
+        TimeSpan defaultTimeout, CancellationToken shutdown)
     {
+        _cluster = cluster;
         _self = self;
         _leader = leader;
         _role = role;
@@ -166,7 +168,11 @@ internal sealed class LeaderRouter : IDisposable
     }
 
     private SkiffGrpcClient ForwarderFor(string address) =>
-        _forwarders.GetOrAdd(address, a => new SkiffGrpcClient(new[] { a }, forwarded: true));
+        _forwarders.GetOrAdd(address, a =>
+        {
+            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true);
+            return _cluster() is { } id ? forwarder.ExpectCluster(id) : forwarder;
+        });
 
     /// <summary>Closes the connections to the leaders calls were forwarded to.</summary>
     public void Dispose()

@@ -29,6 +29,9 @@ internal sealed class NodeStorageBinding : IDisposable
     /// <summary>The snapshots (the state machine's checkpoints) and the staging of received ones.</summary>
     public ISnapshotStore Snapshots { get; }
 
+    /// <summary>The cluster this directory belongs to (kept in its <c>cluster-id</c> file).</summary>
+    public ClusterIdentity Cluster { get; }
+
     /// <summary>Whether the directory is still open (not yet disposed).</summary>
     public bool IsOpen => _storage is not null;
 
@@ -48,6 +51,13 @@ internal sealed class NodeStorageBinding : IDisposable
         });
         _storage = storage;
         NodeId = storage.HardState.NodeId;
+        try { Cluster = new ClusterIdentity(dataDir); }
+        catch
+        {
+            storage.Dispose();
+            _storage = null;
+            throw;
+        }
         Log = new FasterLogStore(storage.Log);
         HardState = new FasterHardStateStore(storage.HardState);
         StateMachine = new FasterStateMachine(storage.Kv);
@@ -63,14 +73,18 @@ internal sealed class NodeStorageBinding : IDisposable
     }
 
     /// <summary>What the reducer starts from: the hard state, the latest snapshot, the log after it, and (for a node
-    /// that starts its own cluster) the one-member configuration it founds. <paramref name="needsToJoin"/> tells
-    /// whether a node started with peers to join must still ask them: it is new, or not yet in its configuration.</summary>
-    public Stored ReadStart(Guid id, string address, bool joining, out bool needsToJoin)
+    /// that founds a cluster) the one-member configuration it founds. <paramref name="needsToJoin"/> tells
+    /// whether a node started with peers to join must still ask them: it is new, or not yet in its configuration.
+    /// A node with peers never founds; one without founds only when its directory holds no cluster and
+    /// <paramref name="newCluster"/> allows it (see <see cref="SkiffServerOptions.NewCluster"/>).</summary>
+    /// <exception cref="SkiffException">ClusterInitFailed when the node would have to found a cluster and may not.</exception>
+    public Stored ReadStart(Guid id, string address, bool joining, bool? newCluster, out bool needsToJoin)
     {
         var snapshot = Snapshots.Latest;
         var from = Math.Max(Log.SnapshotIndex, snapshot?.Index ?? 0) + 1;
         var entries = Log.LastIndex >= from ? Log.Read(from, Log.LastIndex) : Array.Empty<Entry>();
         var fresh = Log.LastIndex == 0 && snapshot is null;
+        if (fresh && !joining) Found(newCluster);
         var bootstrap = joining
             ? Configuration.Empty
             : new Configuration(MapModule.OfSeq(new[] { Tuple.Create(id, new Member(id, address, true)) }));
@@ -80,6 +94,23 @@ internal sealed class NodeStorageBinding : IDisposable
         return new Stored(HardState.Load() ?? new Skiff.Core.HardState(0, FSharpOption<Guid>.None),
             snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(snapshot),
             ListModule.OfSeq(entries), snapshot?.Index ?? 0, snapshot?.Term ?? 0, StateMachine.AppliedIndex, bootstrap);
+    }
+
+    /// <summary>Founds a cluster in this empty directory, if allowed: never when told not to (a service manager's
+    /// command line must not found a second cluster after a member lost its directory), nor, unless told to, when
+    /// the directory already names a cluster (a joiner that learned its cluster and stopped before receiving any
+    /// of its log: it must join again, not found a cluster under that id). An explicit founder restarting before
+    /// its founding configuration reached the disk founds again under the id it made.</summary>
+    private void Found(bool? newCluster)
+    {
+        if (newCluster == false)
+            throw new SkiffException(ErrorKind.ClusterInitFailed,
+                "the data directory holds no cluster and no member to join was given: join a cluster (skiff serve --join, " +
+                "Builder.JoinCluster) or found a new one explicitly (skiff serve --new-cluster, Builder.NewCluster), once");
+        if (newCluster is null && Cluster.Id is { } known)
+            throw new SkiffException(ErrorKind.ClusterInitFailed,
+                $"the data directory belongs to cluster {known} but holds none of its log: start it with members to join");
+        Cluster.Found();
     }
 
     /// <summary>The latest configuration the node's storage holds: the last one in the log, else the snapshot's.</summary>

@@ -19,6 +19,7 @@ internal sealed class PeerTransport : IAsyncDisposable
     private readonly int _capacity;
     private readonly ConcurrentDictionary<Guid, PeerLink> _links = new();
     private readonly Func<ISnapshotStore> _snapshots;
+    private readonly ClusterIdentity _cluster;
     private readonly CancellationTokenSource _stop = new();
 
     /// <summary>Test hook: when set, every outbound message is dropped (simulates a partition).</summary>
@@ -26,9 +27,10 @@ internal sealed class PeerTransport : IAsyncDisposable
 
     private readonly Metadata _headers;
 
-    public PeerTransport(Guid self, string selfAddress, int capacity, Func<ISnapshotStore> snapshots)
+    public PeerTransport(Guid self, string selfAddress, int capacity, Func<ISnapshotStore> snapshots, ClusterIdentity cluster)
     {
         _self = self;
+        _cluster = cluster;
         _headers = new Metadata { { PeerService.FromAddressHeader, selfAddress } };
         _capacity = capacity;
         _snapshots = snapshots;
@@ -75,7 +77,9 @@ internal sealed class PeerTransport : IAsyncDisposable
         if (Isolated) return;
         if (!_links.TryGetValue(envelope.To, out var link)) return;
         var wire = WireCodec.ToWire(envelope);
-        if (wire is not null) link.Enqueue(wire);
+        if (wire is null) return;
+        wire.ClusterId = _cluster.Wire; // read per message: a joiner learns its cluster while it runs
+        link.Enqueue(wire);
     }
 
     /// <summary>Streams the latest snapshot to a peer; the peer hands it to its reducer once staged.</summary>
@@ -198,6 +202,7 @@ internal sealed class PeerTransport : IAsyncDisposable
                         Meta = wireMeta,
                         Last = last,
                         Data = ByteString.CopyFrom(buffer, 0, n),
+                        ClusterId = _owner._cluster.Wire,
                     }).ConfigureAwait(false);
                     if (last) break;
                 }

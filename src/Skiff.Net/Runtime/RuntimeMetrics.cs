@@ -25,6 +25,10 @@ internal static class RuntimeMetrics
     public static readonly Counter<long> FailStops =
         Meter.CreateCounter<long>("skiff.fail_stops", description: "Nodes that stopped themselves after a fatal storage error.");
 
+    /// <summary>Peer messages refused because they came from a member of another cluster.</summary>
+    public static readonly Counter<long> ForeignPeerMessages =
+        Meter.CreateCounter<long>("skiff.foreign_peer_messages", description: "Peer messages refused as coming from another cluster.");
+
     /// <summary>A durable write slower than this is reported as slow (and logged by the facade).</summary>
     public static readonly TimeSpan SlowFlush = TimeSpan.FromMilliseconds(100);
 }

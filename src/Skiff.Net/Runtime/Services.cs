@@ -161,6 +161,7 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
             LeaderAddress = address ?? "",
             CommitIndex = _node.CommitIndex,
             AppliedIndex = _node.AppliedIndex,
+            ClusterId = _node.Cluster.Id?.ToString() ?? "",
         };
         foreach (var m in _node.Members)
             reply.Members.Add(new MemberInfo { Id = m.Key.ToString(), Address = m.Value.Address, Voter = m.Value.Voter });
@@ -184,8 +185,17 @@ internal sealed class PeerService : Peer.PeerBase
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _node.ShutdownToken);
         try
         {
+            var refused = false;
             while (await requestStream.MoveNext(cts.Token).ConfigureAwait(false))
             {
+                if (!_node.Cluster.Admits(requestStream.Current.ClusterId))
+                {
+                    // Another cluster's member still sends to this address (this node lost its directory and
+                    // founded a new cluster, say): its messages must never reach the reducer. Logged once a stream.
+                    _node.NotePeerMessageRefused(requestStream.Current.ClusterId, fromAddress, logIt: !refused);
+                    refused = true;
+                    continue;
+                }
                 var env = WireCodec.FromWire(requestStream.Current);
                 if (env is null) continue;
                 // On every message, not once per stream: a configuration change on this node (an installed
@@ -213,6 +223,11 @@ internal sealed class PeerService : Peer.PeerBase
             while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
             {
                 last = requestStream.Current;
+                if (!_node.Cluster.Admits(last.ClusterId))
+                {
+                    _node.NotePeerMessageRefused(last.ClusterId, context.Peer, logIt: true);
+                    return new SnapshotAck { Ok = false };
+                }
                 staged.Write(last.Data.Span);
                 if (last.Last)
                 {

@@ -22,7 +22,7 @@ internal sealed class SkiffGrpcClient : IDisposable
     private readonly string[] _addresses;
     private readonly GrpcChannel[] _channels;
     private readonly Protocol.Skiff.SkiffClient[] _clients;
-    private readonly Metadata? _headers;
+    private readonly CallHeaders _headers;
     private ClientSession? _session;
     private long _sessionTimeoutMs;
     private TimeSpan _attemptTimeout = TimeSpan.FromSeconds(1);
@@ -46,7 +46,19 @@ internal sealed class SkiffGrpcClient : IDisposable
             MaxReceiveMessageSize = 64 << 20,
         })).ToArray();
         _clients = _channels.Select(c => new Protocol.Skiff.SkiffClient(c)).ToArray();
-        if (forwarded) _headers = new Metadata { { ErrorMapping.ForwardedHeader, "1" } };
+        _headers = new CallHeaders(forwarded, _clients, () => Volatile.Read(ref _current), () => _attemptTimeout);
+    }
+
+    /// <summary>The cluster this client talks to: learned from the first member that answers (its first call asks
+    /// for it), or given with <see cref="ExpectCluster"/>; null until then. Every later call carries it, and a
+    /// member of another cluster refuses the call with <see cref="ErrorKind.ClusterMismatch"/>.</summary>
+    public Guid? ClusterId => _headers.ClusterId;
+
+    /// <summary>Makes this client expect cluster <paramref name="id"/> (no learning call).</summary>
+    public SkiffGrpcClient ExpectCluster(Guid id)
+    {
+        _headers.Expect(id);
+        return this;
     }
 
     /// <summary>The addresses this client uses.</summary>
@@ -70,6 +82,7 @@ internal sealed class SkiffGrpcClient : IDisposable
     private async Task<long> OpenOwnSessionAsync(CancellationToken ct)
     {
         var delay = 5;
+        await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
         for (var attempt = 0; ; attempt++)
         {
             var i = (Volatile.Read(ref _current) + attempt) % _clients.Length;
@@ -78,7 +91,7 @@ internal sealed class SkiffGrpcClient : IDisposable
             try
             {
                 var reply = await _clients[i].OpenSessionAsync(new OpenSessionRequest { TimeoutMs = (ulong)_sessionTimeoutMs },
-                    new CallOptions(_headers, cancellationToken: attemptCts.Token)).ConfigureAwait(false);
+                    new CallOptions(_headers.Current, cancellationToken: attemptCts.Token)).ConfigureAwait(false);
                 Volatile.Write(ref _current, i);
                 return (long)reply.Id;
             }
@@ -107,12 +120,13 @@ internal sealed class SkiffGrpcClient : IDisposable
     private async Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct, bool idempotent)
     {
         RpcException? last = null;
+        await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
         for (var attempt = 0; attempt < _clients.Length; attempt++)
         {
             var i = (Volatile.Read(ref _current) + attempt) % _clients.Length;
             try
             {
-                var result = await call(_clients[i], new CallOptions(_headers, cancellationToken: ct)).ConfigureAwait(false);
+                var result = await call(_clients[i], new CallOptions(_headers.Current, cancellationToken: ct)).ConfigureAwait(false);
                 Volatile.Write(ref _current, i);
                 return result;
             }
@@ -132,7 +146,7 @@ internal sealed class SkiffGrpcClient : IDisposable
 
     /// <summary>Errors after which a write in a session is sent again: everything but a refusal of the request
     /// itself (it would be refused again).</summary>
-    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
+    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.ClusterMismatch or ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
         or ErrorKind.InvalidArgument or ErrorKind.InvalidAddress or ErrorKind.PeerNotFound or ErrorKind.SessionExpired
         or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed);
 
@@ -141,6 +155,7 @@ internal sealed class SkiffGrpcClient : IDisposable
     private async Task<T> Write<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, SessionRef?, Task<T>> call, CancellationToken ct)
     {
         if (_session is not { } session) return await Call((c, o) => call(c, o, null), ct, idempotent: false).ConfigureAwait(false);
+        await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
         var sequence = session.Begin();
         var delivered = false; // some attempt may have reached a member, so the write may have taken effect
         SkiffException? last = null;
@@ -163,7 +178,7 @@ internal sealed class SkiffGrpcClient : IDisposable
                     attemptCts.CancelAfter(_attemptTimeout);
                     try
                     {
-                        var result = await call(_clients[i], new CallOptions(_headers, cancellationToken: attemptCts.Token),
+                        var result = await call(_clients[i], new CallOptions(_headers.Current, cancellationToken: attemptCts.Token),
                             session.Stamp(id, sequence)).ConfigureAwait(false);
                         Volatile.Write(ref _current, i);
                         return result;
@@ -327,7 +342,7 @@ internal sealed class SkiffGrpcClient : IDisposable
     {
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         return ReadWatch(client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
-            new CallOptions(_headers, cancellationToken: ct)), ct);
+            new CallOptions(_headers.Current, cancellationToken: ct)), ct);
     }
 
     /// <summary>Starts a watch and returns once the contacted member has registered it (its response headers
@@ -335,9 +350,10 @@ internal sealed class SkiffGrpcClient : IDisposable
     /// stop.</summary>
     public async Task<IAsyncEnumerable<Change>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
     {
+        await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
-            new CallOptions(_headers, cancellationToken: ct));
+            new CallOptions(_headers.Current, cancellationToken: ct));
         try
         {
             await call.ResponseHeadersAsync.ConfigureAwait(false);

@@ -39,10 +39,12 @@ internal sealed class SkiffServer : IAsyncDisposable
         _logger = _loggerFactory.CreateLogger("Skiff.Server");
         if (options.MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"MaxValueBytes must be positive, not {options.MaxValueBytes}");
+        if (options.NewCluster == true && options.JoinPeers.Count > 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinPeers exclude each other");
         Address = $"{options.Bind}:{options.Port}";
         _storage = new NodeStorageBinding(options);
         Id = _storage.NodeId;
-        _router = new LeaderRouter(Id, () => LeaderId, () => Role, AddressOf, options.RequestTimeout, _shutdown.Token);
+        _router = new LeaderRouter(Id, () => LeaderId, () => Role, AddressOf, () => Cluster.Id, options.RequestTimeout, _shutdown.Token);
         KeyValue = new KeyValueCalls(() => Runtime, _storage.StateMachine, _router, options, _shutdown.Token);
         Membership = new MembershipCalls(this, () => Runtime, _router, options.JoinTimeout);
     }
@@ -136,9 +138,9 @@ internal sealed class SkiffServer : IAsyncDisposable
         }
         try
         {
-            var stored = _storage.ReadStart(Id, Address, _options.JoinPeers.Count > 0, out var needsToJoin);
+            var stored = _storage.ReadStart(Id, Address, _options.JoinPeers.Count > 0, _options.NewCluster, out var needsToJoin);
             var snapshots = _storage.Snapshots;
-            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => snapshots);
+            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => snapshots, Cluster);
             _runtime = new NodeRuntime(Id, _storage.Log, _storage.HardState, snapshots, _storage.StateMachine, _options.TickInterval,
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
@@ -146,6 +148,8 @@ internal sealed class SkiffServer : IAsyncDisposable
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
             {
+                // A directory older than cluster ids learns one from its peers; a leader that has heard none makes it.
+                if (r == Role.Leader && Cluster.Id is null) Cluster.Found();
                 _router.NoteLeader(l);
                 RoleChanged?.Invoke(r, t, l);
             };
@@ -288,6 +292,24 @@ internal sealed class SkiffServer : IAsyncDisposable
             return;
         }
         _runtime?.Post(Event.NewReceive(envelope));
+    }
+
+    /// <summary>The cluster this node belongs to.</summary>
+    internal ClusterIdentity Cluster => _storage.Cluster;
+
+    /// <summary>Peer messages this node refused as coming from another cluster; for tests.</summary>
+    internal long ForeignPeerMessages => Interlocked.Read(ref _foreignPeerMessages);
+
+    private long _foreignPeerMessages;
+
+    /// <summary>Counts a peer message refused as another cluster's and, when asked, logs it.</summary>
+    internal void NotePeerMessageRefused(Google.Protobuf.ByteString cluster, string? from, bool logIt)
+    {
+        Interlocked.Increment(ref _foreignPeerMessages);
+        RuntimeMetrics.ForeignPeerMessages.Add(1);
+        if (logIt)
+            _logger.LogWarning("Skiff node {NodeId} of cluster {Cluster}: refused peer messages from {From} of cluster {Other}",
+                Id, Cluster.Id, from ?? "an unnamed member", cluster.Length == 16 ? new Guid(cluster.Span) : "(malformed)");
     }
 
     internal void EnsurePeer(Guid id, string address) => _transport?.Ensure(id, address);

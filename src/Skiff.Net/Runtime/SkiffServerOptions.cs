@@ -18,6 +18,14 @@ internal sealed class SkiffServerOptions
     /// <see cref="Port"/>). Empty: this node starts (or restarts) its own cluster.</summary>
     public IReadOnlyList<string> JoinPeers { get; set; } = Array.Empty<string>();
 
+    /// <summary>Whether this node may found a new cluster when its data directory holds none. Null (the default): a
+    /// node given no <see cref="JoinPeers"/> founds one, as a single node does. True: found one (only this node's
+    /// first start; cannot be combined with <see cref="JoinPeers"/>). False: never; a node with an empty directory
+    /// and no peers fails to start with ClusterInitFailed (<c>skiff serve</c> without <c>--new-cluster</c>), so that
+    /// a member that lost its directory and is restarted with its usual command line never founds a second
+    /// cluster at its old address. A directory that already holds a cluster restarts whatever this says.</summary>
+    public bool? NewCluster { get; set; }
+
     /// <summary>Length of one reducer tick (default 10 ms).</summary>
     public TimeSpan TickInterval { get; set; } = TimeSpan.FromMilliseconds(10);
 
