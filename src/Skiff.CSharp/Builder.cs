@@ -45,6 +45,14 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>Serves TLS and authenticates the other members with mutual TLS; see <see cref="TlsOptions"/>.</summary>
+    public Builder WithTls(TlsOptions tls)
+    {
+        ArgumentNullException.ThrowIfNull(tls);
+        _options.Tls = tls;
+        return this;
+    }
+
     /// <summary>The deadline of a call that is given none (default 5 s).</summary>
     public Builder WithTimeout(TimeSpan timeout)
     {

@@ -22,6 +22,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     private int _port = 9400;
     private TimeSpan _sessionTimeout = TimeSpan.Zero;
     private SkiffGrpcClient? _grpc;
+    private Skiff.Net.Runtime.Tls.ChannelSecurity _security = Skiff.Net.Runtime.Tls.ChannelSecurity.Plaintext;
 
     /// <summary>A client of the members at <paramref name="addresses"/> (port 9400 unless <see cref="WithPort"/>).</summary>
     /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidAddress"/> for an empty list or a null address.</exception>
@@ -41,6 +42,18 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         if (port is < 1 or > 65535) throw new SkiffException(ErrorKind.InvalidAddress, $"port {port} is not between 1 and 65535");
         EnsureNotConnected();
         _port = port;
+        return this;
+    }
+
+    /// <summary>Talks TLS to the members, verifying them against <see cref="ClientTlsOptions.CaFile"/> (each
+    /// member's certificate must name the address dialled), and presents a client certificate if one is given (for
+    /// members that require one). Without it the client talks plain HTTP/2.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidArgument"/> for incomplete settings or files that cannot be read.</exception>
+    public Client WithTls(ClientTlsOptions tls)
+    {
+        ArgumentNullException.ThrowIfNull(tls);
+        EnsureNotConnected();
+        _security = Skiff.Net.Runtime.Tls.ChannelSecurity.ForClient(tls);
         return this;
     }
 
@@ -123,7 +136,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         {
             try
             {
-                using var one = new SkiffGrpcClient(new[] { m.Address });
+                using var one = new SkiffGrpcClient(new[] { m.Address }, _security);
                 if (cluster is { } id) one.ExpectCluster(id); // a member of another cluster answers ClusterMismatch
                 var s = await WithDeadline(cancellationToken, t => one.ClusterStatusAsync(t)).ConfigureAwait(false);
                 return new MemberStatus(m.Id, m.Address, m.Voter, true, s.Role, s.Term, s.CommitIndex, s.AppliedIndex,
@@ -149,7 +162,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(address);
         var endpoint = SkiffNode.Endpoint(address, _port);
-        using var target = new SkiffGrpcClient(new[] { endpoint });
+        using var target = new SkiffGrpcClient(new[] { endpoint }, _security);
         var theirs = await WithDeadline(cancellationToken, t => target.ClusterStatusAsync(t)).ConfigureAwait(false);
         var id = Guid.Parse(theirs.Id);
         var ours = await WithDeadline(cancellationToken, t => Grpc.ClusterStatusAsync(t)).ConfigureAwait(false);
@@ -192,7 +205,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         get
         {
             if (_grpc is { } grpc) return grpc;
-            var created = new SkiffGrpcClient(Endpoints).UseSessions(_sessionTimeout, AttemptTimeout);
+            var created = new SkiffGrpcClient(Endpoints, _security).UseSessions(_sessionTimeout, AttemptTimeout);
             var won = Interlocked.CompareExchange(ref _grpc, created, null);
             if (won is null) return created;
             created.Dispose();
@@ -202,7 +215,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
 
     private void EnsureNotConnected()
     {
-        if (_grpc is not null) throw new InvalidOperationException("set the port before the first call");
+        if (_grpc is not null) throw new InvalidOperationException("set the port and TLS before the first call");
     }
 
     private protected override Task PutCoreAsync(string key, byte[] value, CancellationToken cancellationToken) =>

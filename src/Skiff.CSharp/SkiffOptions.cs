@@ -50,6 +50,10 @@ public sealed class SkiffOptions
     /// (<c>skiff serve</c> sets it).</summary>
     public int MinThreadPoolThreads { get; set; }
 
+    /// <summary>TLS for the node's port and mutual TLS between members (default null: plain HTTP/2, for a trusted
+    /// network). See README, "Securing a cluster".</summary>
+    public TlsOptions? Tls { get; set; }
+
     /// <summary>Turns typed values into bytes (default: System.Text.Json).</summary>
     public ISkiffSerializer Serializer { get; set; } = JsonSkiffSerializer.Default;
 
@@ -81,6 +85,7 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxValueBytes)} must be positive, not {MaxValueBytes}");
         if (MinThreadPoolThreads < 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MinThreadPoolThreads)} must not be negative, not {MinThreadPoolThreads}");
+        Tls?.Validate();
         if (Serializer is null)
             throw new SkiffException(ErrorKind.InvalidArgument, "no serializer given");
     }

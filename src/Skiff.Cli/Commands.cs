@@ -28,6 +28,11 @@ internal static class Commands
         Recursive = true,
     };
 
+    // TLS for the client commands, named as etcdctl's.
+    public static readonly Option<string?> CaCert = new("--cacert") { Description = "Talk TLS: the CA (PEM) that signed the members' certificates", Recursive = true };
+    public static readonly Option<string?> Cert = new("--cert") { Description = "Client certificate (PEM) for members that require one", Recursive = true };
+    public static readonly Option<string?> Key = new("--key") { Description = "Private key (PEM) of --cert", Recursive = true };
+
     public static RootCommand Build()
     {
         Output.AcceptOnlyFromAmong("table", "json");
@@ -35,7 +40,7 @@ internal static class Commands
             "skiff: run Skiff nodes and talk to a Skiff cluster (an embedded Raft key-value store).\n" +
             "Try 'skiff demo' for a three-node cluster that loses its leader and recovers.\n\n" + Exit.Table)
         {
-            Endpoints, Output, Timeout,
+            Endpoints, Output, Timeout, CaCert, Cert, Key,
         };
         root.Add(Serve.Command());
         root.Add(DemoCommand());
@@ -167,6 +172,10 @@ internal static class Commands
             var seconds = p.GetValue(Timeout);
             if (!(seconds > 0)) throw new CliException(Exit.Usage, $"--timeout must be positive, not {seconds}");
             await using var client = new Client(addresses).WithPort(port).WithTimeout(TimeSpan.FromSeconds(seconds));
+            if (p.GetValue(CaCert) is { } ca)
+                client.WithTls(new ClientTlsOptions { CaFile = ca, CertFile = p.GetValue(Cert), KeyFile = p.GetValue(Key) });
+            else if (p.GetValue(Cert) is not null || p.GetValue(Key) is not null)
+                throw new CliException(Exit.Usage, "--cert and --key need --cacert (the CA that signed the members' certificates)");
             var o = new Out(p.GetValue(Output) == "json");
             return await body(client, o, ct);
         }

@@ -22,9 +22,11 @@ internal static class Serve
         var maxValue = new Option<int?>("--max-value-bytes") { Description = "The largest value the node accepts, in bytes (default 1048576); larger writes fail with ValueTooLarge" };
         var faultAfter = new Option<int?>("--fault-after-ms") { Hidden = true, Description = "Test hook: fail-stop the node this long after it serves" };
         var noDedup = new Option<bool>("--unsafe-no-dedup") { Hidden = true, Description = "Test hook: apply resent session writes again (shows the fault harness catches duplicates)" };
+        var tls = ServeTls.Options();
         var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, newCluster, heartbeat, election, maxValue, parentPid, faultAfter, noDedup };
+        foreach (var o in tls) serve.Add(o);
         serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(newCluster), p.GetValue(parentPid),
-            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), p.GetValue(noDedup), ct));
+            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), p.GetValue(noDedup), () => ServeTls.Read(p), ct));
         return serve;
     }
 
@@ -52,7 +54,7 @@ internal static class Serve
     }
 
     private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, bool newCluster, int? parentPid,
-        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, bool unsafeNoDedup, CancellationToken ct)
+        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, bool unsafeNoDedup, Func<TlsOptions?> readTls, CancellationToken ct)
     {
         // SKIFF_TRACE=1: every event and effect of the node's loop (the library logs them at Trace level).
         var trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
@@ -89,6 +91,7 @@ internal static class Serve
                 // Founding is explicit: a member that lost its data dir and is restarted with its usual command
                 // line must fail, not found a second cluster at its old address.
                 NewCluster = newCluster,
+                Tls = readTls(),
                 LoggerFactory = loggerFactory,
                 ConfigureServer = configure,
                 // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).

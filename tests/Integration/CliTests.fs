@@ -64,14 +64,16 @@ let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
             failtestf "waited %.0f s for: %s" seconds what
         Thread.Sleep 50
 
-/// A `skiff serve` process for node n on 127.0.0.n, its output kept.
-type ServeProcess(n: int, port: int, dir: string, join: string option) =
+/// `skiff serve` for node n on 127.0.0.n, joining through `join`, or founding the cluster.
+let serveArgs (n: int) (port: int) (dir: string) (join: string option) =
+    [ "serve"; "--dir"; dir; "--bind"; sprintf "127.0.0.%d" n; "--port"; string port ]
+    @ (match join with
+       | Some j -> [ "--join"; j ]
+       | None -> [ "--new-cluster" ]) // founds on the first start; a restart on the same directory ignores it
+
+/// A `skiff` process running in the background (`skiff serve`, say), its output kept.
+type ServeProcess(args: string list) =
     let lines = ResizeArray<string>()
-    let args =
-        [ "serve"; "--dir"; dir; "--bind"; sprintf "127.0.0.%d" n; "--port"; string port ]
-        @ (match join with
-           | Some j -> [ "--join"; j ]
-           | None -> [ "--new-cluster" ]) // founds on the first start; a restart on the same directory ignores it
     let p = new Process(StartInfo = startInfo args)
     let keep (e: DataReceivedEventArgs) =
         match e.Data with
@@ -97,7 +99,7 @@ type ServeProcess(n: int, port: int, dir: string, join: string option) =
 type CliCluster() =
     let port = RuntimeTests.nextPort ()
     let root = Path.Combine(Path.GetTempPath(), "skiff-cli-" + Guid.NewGuid().ToString("N"))
-    let node n join = new ServeProcess(n, port, Path.Combine(root, sprintf "n%d" n), join)
+    let node n join = new ServeProcess(serveArgs n port (Path.Combine(root, sprintf "n%d" n)) join)
     let nodes = ResizeArray<ServeProcess>()
     let client =
         (new Client([ IPAddress.Parse "127.0.0.1"; IPAddress.Parse "127.0.0.2"; IPAddress.Parse "127.0.0.3" ]))

@@ -183,7 +183,7 @@ let private cliTests =
               Expect.stringContains err "--join" "and how to join one"
               Expect.isFalse (File.Exists(Path.Combine(dir, ClusterIdFile.FileName))) "no cluster was founded"
               // The documented service line names the other members: the wiped seed rejoins, replacing its old id.
-              let rejoined = new CliTests.ServeProcess(1, c.Port, dir, Some "127.0.0.2,127.0.0.3")
+              let rejoined = new CliTests.ServeProcess(CliTests.serveArgs 1 c.Port dir (Some "127.0.0.2,127.0.0.3"))
               c.Nodes[0] <- rejoined
               c.WaitFormed 3
               let alone, closingAlone = clientOf c.Port [ IPAddress.Parse "127.0.0.1" ]

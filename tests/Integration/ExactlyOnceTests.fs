@@ -210,7 +210,10 @@ type private KillableCluster() =
     let root = Path.Combine(Path.GetTempPath(), "skiff-once-" + Guid.NewGuid().ToString("N"))
     let procs = Collections.Generic.Dictionary<int, CliTests.ServeProcess>()
     let startNode n =
-        procs[n] <- new CliTests.ServeProcess(n, port, Path.Combine(root, sprintf "n%d" n), (if n = 1 then None else Some "127.0.0.1"))
+        procs[n] <-
+            new CliTests.ServeProcess(
+                CliTests.serveArgs n port (Path.Combine(root, sprintf "n%d" n)) (if n = 1 then None else Some "127.0.0.1")
+            )
     let status =
         (new Client([ for n in 1..3 -> IPAddress.Parse(sprintf "127.0.0.%d" n) ])).WithPort(port).WithTimeout(TimeSpan.FromSeconds 1.0)
     member _.Port = port

@@ -32,6 +32,7 @@ let private all: Test list =
       // hardening:begin
       HardeningTests.tests
       ClusterIdentityTests.tests
+      TlsTests.tests
       // hardening:end
 
       // membership-liveness:begin

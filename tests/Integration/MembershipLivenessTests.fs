@@ -68,14 +68,14 @@ let tests =
               let root = IO.Path.Combine(IO.Path.GetTempPath(), "skiff-join-" + Guid.NewGuid().ToString("N"))
               try
                   // Nothing runs at 127.0.0.1 yet.
-                  use joiner = new CliTests.ServeProcess(2, port, IO.Path.Combine(root, "n2"), Some "127.0.0.1")
+                  use joiner = new CliTests.ServeProcess(CliTests.serveArgs 2 port (IO.Path.Combine(root, "n2")) (Some "127.0.0.1"))
                   let tries () = joiner.Output.Split('\n') |> Array.filter (fun l -> l.Contains "still trying to join") |> Array.length
                   // Four progress lines are 20 s or more: past the old 15 s deadline.
                   CliTests.waitUntil 60.0 "four 'still trying' lines from the joiner" (fun () ->
                       if joiner.Process.HasExited then
                           failtestf "serve --join exited with %d:\n%s" joiner.Process.ExitCode joiner.Output
                       tries () >= 4)
-                  use founder = new CliTests.ServeProcess(1, port, IO.Path.Combine(root, "n1"), None)
+                  use founder = new CliTests.ServeProcess(CliTests.serveArgs 1 port (IO.Path.Combine(root, "n1")) None)
                   CliTests.waitUntil 60.0 "the joiner serves as a voter" (fun () ->
                       if joiner.Process.HasExited then
                           failtestf "serve --join exited with %d:\n%s" joiner.Process.ExitCode joiner.Output

@@ -65,6 +65,8 @@ type Cluster(port: int) =
     let nodes = Collections.Generic.Dictionary<int, SkiffServer>()
     let dirs = Collections.Generic.Dictionary<int, string>()
     member val RequestTimeout = TimeSpan.FromSeconds 5.0 with get, set
+    /// Adjusts node n's options before it starts (TLS, say).
+    member val Configure: int -> SkiffServerOptions -> unit = (fun _ _ -> ()) with get, set
     member _.Port = port
     member _.Nodes = nodes
     member _.Node n = nodes[n]
@@ -78,6 +80,7 @@ type Cluster(port: int) =
     member this.Start(n: int, join: int list) =
         let o = options port n (this.Dir n) join
         o.RequestTimeout <- this.RequestTimeout
+        this.Configure n o
         let s = start o
         nodes[n] <- s
         s

@@ -67,6 +67,10 @@ public enum ErrorKind
     /// talked to: a member whose data directory was lost and that founded a new cluster, or a wrong address. Nothing
     /// was done. Point the client at the right members.</summary>
     ClusterMismatch,
+
+    /// <summary>The caller may not make this call: no client certificate signed by the members' trusted CA when they
+    /// require one, or (peer traffic) a certificate that does not name the member it claims to be. Nothing was done.</summary>
+    PermissionDenied,
 }
 
 /// <summary>What an error says about the write that failed.</summary>

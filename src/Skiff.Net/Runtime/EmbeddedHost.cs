@@ -37,7 +37,11 @@ internal static class EmbeddedHost
         builder.Services.AddRoutingCore();
         builder.WebHost.ConfigureKestrel(k =>
         {
-            k.Listen(options.Bind, options.Port, l => l.Protocols = HttpProtocols.Http2);
+            k.Listen(options.Bind, options.Port, l =>
+            {
+                l.Protocols = HttpProtocols.Http2;
+                if (node.Tls is { } tls) l.UseHttps(tls.ServerOptions());
+            });
             k.Limits.Http2.MaxStreamsPerConnection = 4096;
             k.Limits.Http2.InitialConnectionWindowSize = 4 << 20;
             k.Limits.Http2.InitialStreamWindowSize = 2 << 20;
@@ -53,6 +57,7 @@ internal static class EmbeddedHost
             // No client request may be larger than a compare-and-swap at the value limit: gRPC refuses a larger
             // message before reading it (ResourceExhausted; TagOversizedRequests tags it ValueTooLarge).
             o.MaxReceiveMessageSize = RequestLimits.MaxRequestBytes(options.MaxValueBytes);
+            o.Interceptors.Add<ClientCertificateCheck>();
             o.Interceptors.Add<ClusterCheck>();
         });
         builder.Services.AddSingleton(node);

@@ -39,6 +39,7 @@ internal static class ErrorMapping
         ErrorKind.SessionExpired => StatusCode.FailedPrecondition,
         ErrorKind.Overloaded => StatusCode.ResourceExhausted,
         ErrorKind.ClusterMismatch => StatusCode.FailedPrecondition,
+        ErrorKind.PermissionDenied => StatusCode.PermissionDenied,
         _ => StatusCode.Internal,
     };
 
@@ -77,7 +78,8 @@ internal static class ErrorMapping
         return e.StatusCode switch
         {
             StatusCode.DeadlineExceeded => new SkiffException(ErrorKind.Timeout, "the call's deadline passed", e, WriteOutcome.Unknown),
-            StatusCode.Unavailable when NeverSent(e) => new SkiffException(ErrorKind.ClientConnectFailed, e.Status.Detail, e, WriteOutcome.NotApplied),
+            StatusCode.Unavailable or StatusCode.Internal when NeverSent(e) =>
+                new SkiffException(ErrorKind.ClientConnectFailed, e.Status.Detail, e, WriteOutcome.NotApplied),
             StatusCode.Unavailable => new SkiffException(ErrorKind.ClientConnectFailed,
                 $"the connection broke during the call: {e.Status.Detail}", e, WriteOutcome.Unknown),
             StatusCode.Cancelled => new SkiffException(ErrorKind.RpcCallFailed, "the call was cancelled", e, WriteOutcome.Unknown),
@@ -86,14 +88,18 @@ internal static class ErrorMapping
     }
 
     /// <summary>True when a call surely never reached a server: the connection to it could not be made (refused,
-    /// unreachable, or its name did not resolve).</summary>
+    /// unreachable, its name did not resolve, or the TLS handshake failed: a plain member, an untrusted certificate).</summary>
     public static bool NeverSent(RpcException e)
     {
-        if (e.StatusCode != StatusCode.Unavailable || e.Trailers.GetValue(KindTrailer) is not null) return false;
+        if (e.StatusCode is not (StatusCode.Unavailable or StatusCode.Internal) || e.Trailers.GetValue(KindTrailer) is not null) return false;
         for (Exception? x = e.Status.DebugException; x is not null; x = x.InnerException)
         {
-            if (x is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError })
+            if (x is HttpRequestException
+                {
+                    HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError
+                })
                 return true;
+            if (e.StatusCode == StatusCode.Internal) continue;
             if (x is System.Net.Sockets.SocketException
                 {
                     SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused or System.Net.Sockets.SocketError.HostUnreachable

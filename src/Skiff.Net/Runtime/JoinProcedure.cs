@@ -95,7 +95,7 @@ internal sealed class JoinProcedure
     private async Task AskToBeAddedAsync(string peer, CancellationToken ct)
     {
         using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var client = new SkiffGrpcClient(new[] { peer });
+        using var client = new SkiffGrpcClient(new[] { peer }, forwarded: false, _node.PeerChannels);
         attempt.CancelAfter(_options.RequestTimeout);
         if (_node.Cluster.Id is { } mine) client.ExpectCluster(mine);
         else

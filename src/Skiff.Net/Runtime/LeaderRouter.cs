@@ -26,6 +26,7 @@ internal sealed class LeaderRouter : IDisposable
     private readonly Func<Role> _role;
     private readonly Func<Guid, string?> _addressOf;
     private readonly Func<Guid?> _cluster;
+    private readonly Tls.ChannelSecurity _security;
     private readonly TimeSpan _defaultTimeout;
     private readonly CancellationToken _shutdown;
     private readonly ConcurrentDictionary<string, SkiffGrpcClient> _forwarders = new();
@@ -37,9 +38,10 @@ internal sealed class LeaderRouter : IDisposable
 
     /// <summary>Creates the router of node <paramref name="self"/>; the functions read the node's current view.</summary>
     public LeaderRouter(Guid self, Func<Guid?> leader, Func<Role> role, Func<Guid, string?> addressOf, Func<Guid?> cluster,
-        TimeSpan defaultTimeout, CancellationToken shutdown)
+        Tls.ChannelSecurity security, TimeSpan defaultTimeout, CancellationToken shutdown)
     {
         _cluster = cluster;
+        _security = security;
         _self = self;
         _leader = leader;
         _role = role;
@@ -170,7 +172,7 @@ internal sealed class LeaderRouter : IDisposable
     private SkiffGrpcClient ForwarderFor(string address) =>
         _forwarders.GetOrAdd(address, a =>
         {
-            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true);
+            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true, _security);
             return _cluster() is { } id ? forwarder.ExpectCluster(id) : forwarder;
         });
 

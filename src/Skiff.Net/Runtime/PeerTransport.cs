@@ -20,6 +20,7 @@ internal sealed class PeerTransport : IAsyncDisposable
     private readonly ConcurrentDictionary<Guid, PeerLink> _links = new();
     private readonly Func<ISnapshotStore> _snapshots;
     private readonly ClusterIdentity _cluster;
+    private readonly Tls.ChannelSecurity _security;
     private readonly CancellationTokenSource _stop = new();
 
     /// <summary>Test hook: when set, every outbound message is dropped (simulates a partition).</summary>
@@ -27,8 +28,10 @@ internal sealed class PeerTransport : IAsyncDisposable
 
     private readonly Metadata _headers;
 
-    public PeerTransport(Guid self, string selfAddress, int capacity, Func<ISnapshotStore> snapshots, ClusterIdentity cluster)
+    public PeerTransport(Guid self, string selfAddress, int capacity, Func<ISnapshotStore> snapshots, ClusterIdentity cluster,
+        Tls.ChannelSecurity security)
     {
+        _security = security;
         _self = self;
         _cluster = cluster;
         _headers = new Metadata { { PeerService.FromAddressHeader, selfAddress } };
@@ -117,16 +120,18 @@ internal sealed class PeerTransport : IAsyncDisposable
             _id = id;
             Address = address;
             _stop = CancellationTokenSource.CreateLinkedTokenSource(owner._stop.Token);
-            _channel = GrpcChannel.ForAddress("http://" + address, new GrpcChannelOptions
+            var handler = new SocketsHttpHandler
             {
-                HttpHandler = new SocketsHttpHandler
-                {
-                    EnableMultipleHttp2Connections = true,
-                    ConnectTimeout = TimeSpan.FromSeconds(1),
-                    KeepAlivePingDelay = TimeSpan.FromSeconds(5),
-                    KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
-                    PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-                },
+                EnableMultipleHttp2Connections = true,
+                ConnectTimeout = TimeSpan.FromSeconds(1),
+                KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            };
+            owner._security.Apply(handler, address);
+            _channel = GrpcChannel.ForAddress(owner._security.Url(address), new GrpcChannelOptions
+            {
+                HttpHandler = handler,
                 MaxReceiveMessageSize = 64 << 20,
                 MaxSendMessageSize = 64 << 20,
             });
@@ -185,7 +190,7 @@ internal sealed class PeerTransport : IAsyncDisposable
                 if (latest is null) return;
                 var (m, data) = latest.Value;
                 await using var file = data;
-                using var call = _client.InstallSnapshot(cancellationToken: _stop.Token);
+                using var call = _client.InstallSnapshot(_owner._headers, cancellationToken: _stop.Token);
                 var from = WireCodec.FromGuid(_owner._self);
                 var to = WireCodec.FromGuid(_id);
                 var wireMeta = WireCodec.ToWire(m);

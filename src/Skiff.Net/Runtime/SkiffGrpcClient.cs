@@ -23,28 +23,32 @@ internal sealed class SkiffGrpcClient : IDisposable
     private readonly GrpcChannel[] _channels;
     private readonly Protocol.Skiff.SkiffClient[] _clients;
     private readonly CallHeaders _headers;
+    private readonly Tls.ChannelSecurity _security;
     private ClientSession? _session;
     private long _sessionTimeoutMs;
     private TimeSpan _attemptTimeout = TimeSpan.FromSeconds(1);
     private int _current;
 
-    /// <summary>A client of the members at <paramref name="addresses"/> ("ip:port").</summary>
-    public SkiffGrpcClient(IEnumerable<string> addresses) : this(addresses, forwarded: false) { }
+    /// <summary>A client of the members at <paramref name="addresses"/> ("ip:port"), over plain HTTP/2 or, with
+    /// <paramref name="security"/>, TLS.</summary>
+    public SkiffGrpcClient(IEnumerable<string> addresses, Tls.ChannelSecurity? security = null) : this(addresses, forwarded: false, security) { }
 
-    internal SkiffGrpcClient(IEnumerable<string> addresses, bool forwarded)
+    internal SkiffGrpcClient(IEnumerable<string> addresses, bool forwarded, Tls.ChannelSecurity? security)
     {
         _addresses = addresses.ToArray();
         if (_addresses.Length == 0) throw new SkiffException(ErrorKind.InvalidAddress, "no addresses given");
-        _channels = _addresses.Select(a => GrpcChannel.ForAddress("http://" + a, new GrpcChannelOptions
+        _security = security ?? Tls.ChannelSecurity.Plaintext;
+        _channels = _addresses.Select(a =>
         {
-            HttpHandler = new SocketsHttpHandler
+            var handler = new SocketsHttpHandler
             {
                 EnableMultipleHttp2Connections = true,
                 ConnectTimeout = TimeSpan.FromSeconds(1),
                 PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-            },
-            MaxReceiveMessageSize = 64 << 20,
-        })).ToArray();
+            };
+            _security.Apply(handler, a);
+            return GrpcChannel.ForAddress(_security.Url(a), new GrpcChannelOptions { HttpHandler = handler, MaxReceiveMessageSize = 64 << 20 });
+        }).ToArray();
         _clients = _channels.Select(c => new Protocol.Skiff.SkiffClient(c)).ToArray();
         _headers = new CallHeaders(forwarded, _clients, () => Volatile.Read(ref _current), () => _attemptTimeout);
     }
@@ -112,7 +116,7 @@ internal sealed class SkiffGrpcClient : IDisposable
     // (a read) after any transport failure, a write only when its connection was never made.
     private static bool MayTryNext(RpcException e, bool idempotent) =>
         idempotent
-            ? e.StatusCode == StatusCode.Unavailable && e.Trailers.GetValue(ErrorMapping.KindTrailer) is null
+            ? (e.StatusCode == StatusCode.Unavailable && e.Trailers.GetValue(ErrorMapping.KindTrailer) is null) || ErrorMapping.NeverSent(e)
             : ErrorMapping.NeverSent(e);
 
     private Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct) => Call(call, ct, idempotent: true);
@@ -141,12 +145,14 @@ internal sealed class SkiffGrpcClient : IDisposable
             }
         }
         throw new SkiffException(ErrorKind.ClientConnectFailed,
-            $"no member reachable at {string.Join(", ", _addresses)}: {last?.Status.Detail}", last);
+            $"no member reachable at {string.Join(", ", _addresses)} over {(_security.IsTls ? "TLS" : "plain HTTP/2")}: {last?.Status.Detail}" +
+            (_security.IsTls ? " (a member without TLS, or one whose certificate the CA did not sign or that does not name the address?)"
+                : " (if the members use TLS, give the client their CA: Client.WithTls, skiff --cacert)"), last);
     }
 
     /// <summary>Errors after which a write in a session is sent again: everything but a refusal of the request
     /// itself (it would be refused again).</summary>
-    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.ClusterMismatch or ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
+    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.ClusterMismatch or ErrorKind.PermissionDenied or ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
         or ErrorKind.InvalidArgument or ErrorKind.InvalidAddress or ErrorKind.PeerNotFound or ErrorKind.SessionExpired
         or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed);
 
@@ -166,7 +172,7 @@ internal sealed class SkiffGrpcClient : IDisposable
             {
                 long id;
                 try { id = await session.EnsureOpenAsync(ct).ConfigureAwait(false); }
-                catch (SkiffException e) when (!ct.IsCancellationRequested)
+                catch (SkiffException e) when (!ct.IsCancellationRequested && Resendable(e))
                 {
                     last = e;
                     goto next;

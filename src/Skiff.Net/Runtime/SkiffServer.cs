@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
+using Skiff.Net.Runtime.Tls;
 
 namespace Skiff.Net.Runtime;
 
@@ -42,9 +43,10 @@ internal sealed class SkiffServer : IAsyncDisposable
         if (options.NewCluster == true && options.JoinPeers.Count > 0)
             throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinPeers exclude each other");
         Address = $"{options.Bind}:{options.Port}";
+        Tls = options.Tls is { } tls ? new NodeTls(tls) : null;
         _storage = new NodeStorageBinding(options);
         Id = _storage.NodeId;
-        _router = new LeaderRouter(Id, () => LeaderId, () => Role, AddressOf, () => Cluster.Id, options.RequestTimeout, _shutdown.Token);
+        _router = new LeaderRouter(Id, () => LeaderId, () => Role, AddressOf, () => Cluster.Id, PeerChannels, options.RequestTimeout, _shutdown.Token);
         KeyValue = new KeyValueCalls(() => Runtime, _storage.StateMachine, _router, options, _shutdown.Token);
         Membership = new MembershipCalls(this, () => Runtime, _router, options.JoinTimeout);
     }
@@ -140,7 +142,7 @@ internal sealed class SkiffServer : IAsyncDisposable
         {
             var stored = _storage.ReadStart(Id, Address, _options.JoinPeers.Count > 0, _options.NewCluster, out var needsToJoin);
             var snapshots = _storage.Snapshots;
-            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => snapshots, Cluster);
+            _transport = new PeerTransport(Id, Address, _options.PeerQueueCapacity, () => snapshots, Cluster, PeerChannels);
             _runtime = new NodeRuntime(Id, _storage.Log, _storage.HardState, snapshots, _storage.StateMachine, _options.TickInterval,
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
@@ -294,8 +296,25 @@ internal sealed class SkiffServer : IAsyncDisposable
         _runtime?.Post(Event.NewReceive(envelope));
     }
 
+    /// <summary>The node's TLS, or null when it serves plain HTTP/2.</summary>
+    internal NodeTls? Tls { get; }
+
+    /// <summary>How this node dials other members.</summary>
+    internal ChannelSecurity PeerChannels => Tls?.PeerChannels ?? ChannelSecurity.Plaintext;
+
     /// <summary>The cluster this node belongs to.</summary>
     internal ClusterIdentity Cluster => _storage.Cluster;
+
+    /// <summary>The server's logger (for the services).</summary>
+    internal ILogger Logger => _logger;
+
+    /// <summary>Peer messages refused because the caller's certificate does not cover the member they claim to be
+    /// from; for tests.</summary>
+    internal long DeniedPeerMessages => Interlocked.Read(ref _deniedPeerMessages);
+
+    private long _deniedPeerMessages;
+
+    internal void NotePeerMessageDenied() => Interlocked.Increment(ref _deniedPeerMessages);
 
     /// <summary>Peer messages this node refused as coming from another cluster; for tests.</summary>
     internal long ForeignPeerMessages => Interlocked.Read(ref _foreignPeerMessages);

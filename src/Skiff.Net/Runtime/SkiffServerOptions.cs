@@ -79,6 +79,9 @@ internal sealed class SkiffServerOptions
     /// KvOptions.UnsafeNoSessionDedup).</summary>
     internal bool UnsafeNoSessionDedup { get; set; }
 
+    /// <summary>TLS for the node's port and mutual TLS between members; null (the default) serves plain HTTP/2.</summary>
+    public TlsOptions? Tls { get; set; }
+
     /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
     public Skiff.Core.Options? Raft { get; set; }
 }
