@@ -33,6 +33,7 @@ let private all: Test list =
       HardeningTests.tests
       ClusterIdentityTests.tests
       TlsTests.tests
+      SnapshotStreamTests.tests
       // hardening:end
 
       // membership-liveness:begin

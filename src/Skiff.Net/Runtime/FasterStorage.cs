@@ -274,6 +274,7 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
 
         public string Finish()
         {
+            _installer.Verify(); // never hand Raft a stream that would fail to install
             var name = "faster-" + Guid.NewGuid().ToString("N");
             lock (_owner._gate)
             {

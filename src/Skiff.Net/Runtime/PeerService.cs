@@ -63,32 +63,45 @@ internal sealed class PeerService : Peer.PeerBase
         catch (SkiffException e) { throw ErrorMapping.ToRpc(e); }
         using (staged)
         {
-            SnapshotChunk? last = null;
-            var complete = false;
-            var refused = false;
-            while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+            try { return await ReceiveSnapshotAsync(requestStream, context, staged, caller, fromAddress).ConfigureAwait(false); }
+            catch (SkiffException e)
             {
-                last = requestStream.Current;
-                if (!_node.Cluster.Admits(last.ClusterId))
-                {
-                    _node.NotePeerMessageRefused(last.ClusterId, fromAddress ?? context.Peer, logIt: true);
-                    return new SnapshotAck { Ok = false };
-                }
-                if (!SpeaksFor(caller, WireCodec.ToGuid(last.From), fromAddress, ref refused)) return new SnapshotAck { Ok = false };
-                staged.Write(last.Data.Span);
-                if (last.Last)
-                {
-                    complete = true;
-                    break;
-                }
+                // A malformed, corrupt or oversized stream (or a full disk): refused here, before Raft sees it; the
+                // member goes on, and a genuine leader sends the snapshot again.
+                _node.Logger.LogWarning("Skiff node {NodeId}: refused a snapshot from {From}: {Reason}", _node.Id, fromAddress ?? context.Peer, e.Message);
+                return new SnapshotAck { Ok = false };
             }
-            if (!complete || last is null || _node.IsIsolated) return new SnapshotAck { Ok = false };
-            var name = staged.Finish();
-            var from = WireCodec.ToGuid(last.From);
-            var request = new SnapshotRequest(last.Term, from, WireCodec.FromWire(last.Meta), name);
-            _node.DeliverPeerMessage(new Envelope(from, WireCodec.ToGuid(last.To), Message.NewSnapshot(request)));
-            return new SnapshotAck { Ok = true };
         }
+    }
+
+    private async Task<SnapshotAck> ReceiveSnapshotAsync(IAsyncStreamReader<SnapshotChunk> requestStream, ServerCallContext context,
+        IStagedSnapshot staged, PeerCaller? caller, string? fromAddress)
+    {
+        SnapshotChunk? last = null;
+        var complete = false;
+        var refused = false;
+        while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+        {
+            last = requestStream.Current;
+            if (!_node.Cluster.Admits(last.ClusterId))
+            {
+                _node.NotePeerMessageRefused(last.ClusterId, fromAddress ?? context.Peer, logIt: true);
+                return new SnapshotAck { Ok = false };
+            }
+            if (!SpeaksFor(caller, WireCodec.ToGuid(last.From), fromAddress, ref refused)) return new SnapshotAck { Ok = false };
+            staged.Write(last.Data.Span);
+            if (last.Last)
+            {
+                complete = true;
+                break;
+            }
+        }
+        if (!complete || last is null || _node.IsIsolated) return new SnapshotAck { Ok = false };
+        var name = staged.Finish();
+        var from = WireCodec.ToGuid(last.From);
+        var request = new SnapshotRequest(last.Term, from, WireCodec.FromWire(last.Meta), name);
+        _node.DeliverPeerMessage(new Envelope(from, WireCodec.ToGuid(last.To), Message.NewSnapshot(request)));
+        return new SnapshotAck { Ok = true };
     }
 
     /// <summary>With TLS, the caller's certificate must be a member's (else the call is refused, PermissionDenied);

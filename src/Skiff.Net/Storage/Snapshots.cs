@@ -271,8 +271,13 @@ internal sealed class SnapshotInstaller : IDisposable
                 var length = r.ReadInt64();
                 if (path.Length == 0 || path.StartsWith('/') || path.Split('/').Any(p => p is ".." or "." or "") || length < 0)
                     throw Bad($"unsafe or invalid path in manifest: {path}");
+                if (length > MaxFileBytes) throw Bad($"implausible file length {length} for {path}");
                 manifest.Add((path.Replace('/', Path.DirectorySeparatorChar), length));
             }
+            // The whole snapshot must fit on the disk with room to spare before a byte of it is written: a stream
+            // that announces more (a hostile or broken sender) is refused, not left to fill the disk.
+            var total = manifest.Sum(m => m.Item2);
+            new FreeSpaceCheck(_staging, total + ReserveBytes, min => $"a received snapshot of {total} bytes needs {min}").Ensure(force: true);
             _manifest = manifest;
             _fileIndex = -1;
             NextFile();
@@ -283,6 +288,19 @@ internal sealed class SnapshotInstaller : IDisposable
         }
     }
 
+    private const long MaxFileBytes = 1L << 40; // 1 TiB: no real snapshot file is larger; keeps the sum from overflowing
+    private const long ReserveBytes = 64L << 20; // left free for the log and the hard state
+
+    /// <summary>Checks that the stream arrived whole and intact (every file, the trailer, the checksum) without
+    /// installing it: a received snapshot is handed to Raft only once this passes, so a truncated or corrupt stream
+    /// is refused where it arrives instead of failing the install.</summary>
+    /// <exception cref="SkiffException"><see cref="ErrorKind.DeserializeFailed"/> when it did not.</exception>
+    public void Verify()
+    {
+        if (_manifest is null || _fileIndex < _manifest.Count || _trailerPos < 4) throw Bad("stream ended early");
+        if (BinaryPrimitives.ReadUInt32LittleEndian(_trailer) != _crc) throw Bad("checksum mismatch");
+    }
+
     private SkiffException Bad(string what) => new(ErrorKind.DeserializeFailed, $"snapshot stream into {_staging}: {what}");
 
     /// <summary>Verifies the stream was complete and intact, makes the staging directory durable, swaps it in
@@ -291,8 +309,7 @@ internal sealed class SnapshotInstaller : IDisposable
     public void Complete()
     {
         if (_done) throw new InvalidOperationException("the installer is finished");
-        if (_manifest is null || _fileIndex < _manifest.Count || _trailerPos < 4) throw Bad("stream ended early");
-        if (BinaryPrimitives.ReadUInt32LittleEndian(_trailer) != _crc) throw Bad("checksum mismatch");
+        Verify();
         _done = true;
         StorageIo.Guard(_staging, () =>
         {
