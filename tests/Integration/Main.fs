@@ -33,6 +33,10 @@ let private all: Test list =
       HardeningTests.tests
       // hardening:end
 
+      // bounds:begin
+      BoundsTests.tests
+      // bounds:end
+
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end

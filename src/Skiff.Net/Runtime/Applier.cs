@@ -41,6 +41,10 @@ internal sealed class Applier
     private long _historyFloor;
     private Task _run = Task.CompletedTask;
 
+    /// <summary>The most watches served at once (<see cref="SkiffServerOptions.MaxWatchers"/>): one more is refused
+    /// with Overloaded. Each costs a buffer of up to the watch capacity and a prefix test per applied change.</summary>
+    internal int MaxWatchers { get; set; } = SkiffServerOptions.DefaultMaxWatchers;
+
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
     public event Action<Change>? Changed;
 
@@ -306,6 +310,11 @@ internal sealed class Applier
         }
         lock (_subsGate)
         {
+            // A slot is held from here until the watch leaves _subs: cancelled, dropped as too slow, ended by a
+            // snapshot install or by shutdown.
+            if (_subs.Count >= MaxWatchers)
+                throw new SkiffException(ErrorKind.Overloaded,
+                    $"this node already serves {_subs.Count} watches, its limit (MaxWatchers); end one or watch through another member");
             var backlog = new List<Change>();
             if (fromIndex > 0)
             {

@@ -289,17 +289,37 @@ internal sealed class SkiffGrpcClient : IDisposable
         return (reply.Swapped, (long)reply.Index);
     }
 
-    /// <summary>Keys that start with <paramref name="prefix"/>.</summary>
-    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
-        Call(async (c, o) => (IReadOnlyList<string>)(await c.ListKeysAsync(new ListKeysRequest
+    /// <summary>One page of the keys that start with <paramref name="prefix"/>, after <paramref name="startAfter"/>
+    /// (at most <paramref name="limit"/>; 0: the member's largest page).</summary>
+    public Task<ListPage> ListKeysPageAsync(string prefix, string? startAfter, int limit, ReadConsistency consistency = ReadConsistency.Linearizable,
+        CancellationToken ct = default) =>
+        Call(async (c, o) =>
         {
-            Prefix = prefix,
-            Consistency = consistency == ReadConsistency.Stale ? Protocol.ReadConsistency.Stale : Protocol.ReadConsistency.Linearizable,
-        }, o).ConfigureAwait(false)).Keys.ToList(), ct);
+            var reply = await c.ListKeysAsync(new ListKeysRequest
+            {
+                Prefix = prefix,
+                Consistency = consistency == ReadConsistency.Stale ? Protocol.ReadConsistency.Stale : Protocol.ReadConsistency.Linearizable,
+                Limit = limit,
+                StartAfter = startAfter ?? "",
+            }, o).ConfigureAwait(false);
+            return new ListPage(reply.Keys.ToList(), reply.More);
+        }, ct);
 
-    /// <summary>Every directory part of the stored keys.</summary>
+    /// <summary>Every key that starts with <paramref name="prefix"/>, read page by page.</summary>
+    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
+        Paging.AllAsync((after, t) => ListKeysPageAsync(prefix, after, 0, consistency, t), ct);
+
+    /// <summary>One page of the directory parts of the stored keys, after <paramref name="startAfter"/>.</summary>
+    public Task<ListPage> GetPrefixesPageAsync(string? startAfter, int limit, CancellationToken ct = default) =>
+        Call(async (c, o) =>
+        {
+            var reply = await c.GetPrefixesAsync(new PrefixesRequest { Limit = limit, StartAfter = startAfter ?? "" }, o).ConfigureAwait(false);
+            return new ListPage(reply.Prefixes.ToList(), reply.More);
+        }, ct);
+
+    /// <summary>Every directory part of the stored keys, read page by page.</summary>
     public Task<IReadOnlyList<string>> GetPrefixesAsync(CancellationToken ct = default) =>
-        Call(async (c, o) => (IReadOnlyList<string>)(await c.GetPrefixesAsync(new Empty(), o).ConfigureAwait(false)).Prefixes.ToList(), ct);
+        Paging.AllAsync((after, t) => GetPrefixesPageAsync(after, 0, t), ct);
 
     /// <summary>Asks the cluster to add a member (as a learner, promoted once caught up).</summary>
     public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) =>
@@ -340,7 +360,11 @@ internal sealed class SkiffGrpcClient : IDisposable
             new CallOptions(_headers, cancellationToken: ct));
         try
         {
-            await call.ResponseHeadersAsync.ConfigureAwait(false);
+            var headers = await call.ResponseHeadersAsync.ConfigureAwait(false);
+            // A member that refuses the watch (Overloaded at MaxWatchers, a compacted start) answers with trailers
+            // only, so its error kind comes as a header: the call is already over. Reading it throws the refusal,
+            // reported now rather than at the first read of a watch that never started.
+            if (headers.GetValue(ErrorMapping.KindTrailer) is not null) await call.ResponseStream.MoveNext(ct).ConfigureAwait(false);
         }
         catch (RpcException e)
         {

@@ -143,6 +143,7 @@ internal sealed class SkiffServer : IAsyncDisposable
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
             _runtime.LoadFault = LoadFault;
+            _runtime.Applier.MaxWatchers = _options.MaxWatchers;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
             {
@@ -252,6 +253,17 @@ internal sealed class SkiffServer : IAsyncDisposable
     /// <summary>Keys that start with <paramref name="prefix"/>, in order.</summary>
     public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
         KeyValue.ListKeysAsync(prefix, consistency, CallOrigin.Local, ct);
+
+    /// <summary>One page of the keys that start with <paramref name="prefix"/>, after <paramref name="startAfter"/>
+    /// (at most <paramref name="limit"/>; 0: the largest page).</summary>
+    public Task<ListPage> ListKeysPageAsync(string prefix, string? startAfter, int limit, ReadConsistency consistency = ReadConsistency.Linearizable,
+        CancellationToken ct = default) =>
+        KeyValue.ListKeysPageAsync(prefix, startAfter, limit, consistency, CallOrigin.Local, ct);
+
+    /// <summary>One page of the directory parts of the stored keys, after <paramref name="startAfter"/>.</summary>
+    public Task<ListPage> GetPrefixesPageAsync(string? startAfter, int limit, ReadConsistency consistency = ReadConsistency.Linearizable,
+        CancellationToken ct = default) =>
+        KeyValue.GetPrefixesPageAsync(startAfter, limit, consistency, CallOrigin.Local, ct);
 
     /// <summary>Every directory part of the stored keys.</summary>
     public Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
