@@ -209,4 +209,43 @@ let private watcherTests =
                   Directory.Delete(dir, true)
           } ]
 
-let tests = testSequenced <| testList "Bounds" [ keyIndexTests; pagingTests; watcherTests ]
+// ------------------------------------------------------------------ a lagging follower
+
+/// MiB of 1 MiB values the follower falls behind by: the issue's 200 by default (about 16 s here), or
+/// `SKIFF_CATCHUP_MIB`. It must exceed the leader's in-memory window (64 MiB) for the test to read from storage at
+/// all: below it the entries are sent from memory. Before the loader's byte cap, 200 MiB did not catch up in 60 s
+/// (each append of 1 MiB loaded 64 MiB); with it, 10 s.
+let private catchUpMiB () =
+    match Environment.GetEnvironmentVariable "SKIFF_CATCHUP_MIB" with
+    | null
+    | "" -> 200
+    | text -> int text
+
+let private catchUpTests =
+    testList
+        "catch-up"
+        [ test "a follower stopped while the others took N MiB of 1 MiB values catches up by appends within 60 s" {
+              let mib = catchUpMiB ()
+              use c = cluster 3
+              let leader = c.WaitLeader 10.0
+              let behind = c.Nodes.Keys |> Seq.find (fun n -> (c.Node n).Id <> leader.Id)
+              c.Stop behind
+              let value = Array.init KeyRules.DefaultMaxValueBytes byte
+              let written = Stopwatch.StartNew()
+              inParallel 4 mib (fun i -> leader.InsertAsync(sprintf "big/%04d" i, value))
+              let target = leader.AppliedIndex
+              eprintfn "catch-up: %d MiB written in %.1f s; restarting the follower" mib written.Elapsed.TotalSeconds
+              let caughtUp = Stopwatch.StartNew()
+              let back = c.Start(behind, [])
+              waitUntil 60.0 (sprintf "the follower applied up to %d" target) (fun () -> back.AppliedIndex >= target)
+              eprintfn "catch-up: %d MiB behind, caught up in %.1f s" mib caughtUp.Elapsed.TotalSeconds
+              Expect.equal (snapshotIndexOn (c.Dir behind)) 0L "it caught up by appends, not from a snapshot"
+              let last = back.GetAsync(sprintf "big/%04d" (mib - 1), ReadConsistency.Stale).Result
+              Expect.equal (nonNull last) value "the last value arrived whole"
+              for s in c.Running do
+                  Expect.isNull s.FatalError (sprintf "node at %s did not fail-stop" s.Address)
+          } ]
+
+let tests =
+    testSequenced
+    <| testList "Bounds" [ keyIndexTests; pagingTests; watcherTests; catchUpTests ]

@@ -42,6 +42,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
         set => _loader.Fault = value;
     }
 
+    /// <summary>The log loader (its byte caps are set by the node from the reducer's options).</summary>
+    internal LogLoader Loader => _loader;
+
     /// <summary>This node's id.</summary>
     public Guid Id { get; }
 

@@ -144,6 +144,7 @@ internal sealed class SkiffServer : IAsyncDisposable
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
             _runtime.LoadFault = LoadFault;
             _runtime.Applier.MaxWatchers = _options.MaxWatchers;
+            _runtime.Loader.MaxReplicateLoadBytes = (_options.Raft ?? RaftCell.DefaultOptions).MaxBytesPerAppend;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
             {
