@@ -246,6 +246,158 @@ let private catchUpTests =
                   Expect.isNull s.FatalError (sprintf "node at %s did not fail-stop" s.Address)
           } ]
 
+// ------------------------------------------------------------------ queues and overload
+
+let private admissionTests =
+    testList
+        "admission"
+        [ test "the inbox's budget refuses requests with Overloaded and drops peer messages; backlogs refuse new entries only" {
+              let inbox = QueueBudget(2, 1000L)
+              let writer = QueueBudget(Int32.MaxValue, 100L)
+              let applier = QueueBudget(Int32.MaxValue, 100L)
+              let admission = Admission(inbox, writer, applier)
+              let overloaded (f: unit -> int64) =
+                  try
+                      f () |> ignore
+                      None
+                  with :? SkiffException as e ->
+                      Some(e.Kind, e.Outcome)
+              let a = admission.Request 10L
+              let b = admission.Request 0L
+              Expect.equal (overloaded (fun () -> admission.Request 0L)) (Some(ErrorKind.Overloaded, WriteOutcome.NotApplied)) "a third item"
+              let id = Guid.NewGuid()
+              let appendOf entries =
+                  { From = id
+                    To = id
+                    Message =
+                      Message.Append
+                          { Term = 1L; Leader = id; PrevLogIndex = 0L; PrevLogTerm = 0L; Entries = entries; LeaderCommit = 0L; Round = 0L } }
+              let heartbeat = appendOf []
+              Expect.isFalse (fst (admission.PeerMessage heartbeat)) "a peer message over the budget is dropped"
+              admission.Leave a
+              admission.Leave b
+              Expect.equal (inbox.Items, inbox.Bytes) (0, 0L) "counted out"
+              writer.Add 100L
+              Expect.equal (overloaded (fun () -> admission.Request 10L)) (Some(ErrorKind.Overloaded, WriteOutcome.NotApplied)) "a proposal while the writer is behind"
+              let read = admission.Request 0L
+              admission.Leave read
+              let entry = { Index = 1L; Term = 1L; Payload = Payload.Command [| 1uy |] }
+              let append = appendOf [ entry ]
+              Expect.isFalse (fst (admission.PeerMessage append)) "new entries while the writer is behind are dropped"
+              let ok, bytes = admission.PeerMessage heartbeat
+              Expect.isTrue ok "a heartbeat still enters"
+              admission.Leave bytes
+              writer.Remove 100L
+              Expect.isTrue (fst (admission.PeerMessage append)) "entries enter once the writer caught up"
+              Expect.equal admission.DroppedPeerMessages 2L "two drops counted"
+          } ]
+
+/// The peak of the process's live managed heap (after a full collection: LOH garbage from large values would
+/// otherwise count until the next gen-2 GC) and of its working set, sampled every 250 ms while `run` runs.
+let private peakMemoryDuring (run: unit -> unit) : int64 * int64 =
+    let mutable heap = 0L
+    let mutable working = 0L
+    use stopSampling = new CancellationTokenSource()
+    let sampler =
+        Task.Run(fun () ->
+            use me = Process.GetCurrentProcess()
+            while not stopSampling.IsCancellationRequested do
+                me.Refresh()
+                heap <- max heap (GC.GetTotalMemory true)
+                working <- max working me.WorkingSet64
+                Thread.Sleep 250) // a sampling period, not a synchronisation
+    run ()
+    stopSampling.Cancel()
+    sampler.Wait()
+    heap, working
+
+/// The overload test's bound on the growth of the test process's live managed heap (three members and 64 writers in
+/// one process): what the members keep by design, and nothing for what they refused. Each member's store holds
+/// every value written on the managed heap (FasterKV<string, byte[]> keeps values as objects while their records
+/// are in its in-memory region), so 3 × the bytes written; each has 64 MiB of log pages and up to 64 MiB of recent
+/// entries in its window; 256 MiB covers the queues' budgets and gRPC's buffers. Measured: about 1,000 MiB of
+/// growth for 175 MiB written (bound 1,165 MiB) while 650-750 MiB were attempted.
+let private heapGrowthBound (written: int64) = 3L * written + 3L * (128L <<< 20) + (256L <<< 20)
+
+let private overloadTests =
+    testList
+        "overload"
+        [ test "64 raw writers past a 4 MiB uncommitted cap: Overloaded (not applied), no member stops, the heap grows by what is stored only" {
+              let port = nextPort ()
+              let dirs = [ for _ in 1..3 -> Path.Combine(Path.GetTempPath(), "skiff-overload-" + Guid.NewGuid().ToString("N")) ]
+              let raft = { Options.defaults with MaxUncommittedBytes = 4L <<< 20 }
+              let startNode n join =
+                  let o = options port n dirs[n - 1] join
+                  o.Raft <- raft
+                  o.WatchHistory <- 0 // a watch history holds values it keeps by design (100,000 by default): not what is measured
+
+                  start o
+              let first = startNode 1 []
+              waitUntil 10.0 "node 1 leads" (fun () -> first.Role = Role.Leader)
+              let nodes = [ first; startNode 2 [ 1 ]; startNode 3 [ 1 ] ]
+              try
+                  waitUntil 20.0 "3 voters" (fun () -> first.Members.Values |> Seq.filter (fun struct (_, v) -> v) |> Seq.length = 3)
+                  let channel, raw = rawClient first.Address
+                  use _ = channel
+                  let value = UnsafeByteOperations.UnsafeWrap(ReadOnlyMemory(Array.create (256 <<< 10) 7uy))
+                  let ok = Collections.Concurrent.ConcurrentBag<string>()
+                  let refused = Collections.Concurrent.ConcurrentBag<string>()
+                  let other = Collections.Concurrent.ConcurrentBag<string>()
+                  let wrongOutcome = Collections.Concurrent.ConcurrentBag<string>()
+                  let mutable attempted = 0L
+                  let details = Collections.Concurrent.ConcurrentDictionary<string, string>()
+                  let until = DateTime.UtcNow.AddSeconds 8.0
+                  let writer (w: int) =
+                      task {
+                          let mutable i = 0
+                          while DateTime.UtcNow < until do
+                              let key = sprintf "o/%02d/%05d" w i
+                              i <- i + 1
+                              Interlocked.Add(&attempted, int64 value.Length) |> ignore
+                              try
+                                  let! _ = raw.InsertAsync(Skiff.Net.Protocol.InsertRequest(Key = key, Value = value), deadline = callDeadline ())
+                                  ok.Add key
+                              with :? RpcException as e ->
+                                  if e.Trailers.GetValue ErrorMapping.KindTrailer = string ErrorKind.Overloaded then
+                                      refused.Add key
+                                      details[key] <- e.Status.Detail
+                                      if e.StatusCode <> StatusCode.ResourceExhausted || e.Trailers.GetValue ErrorMapping.OutcomeTrailer <> "not-applied" then
+                                          wrongOutcome.Add(sprintf "%s: %O %s" key e.StatusCode (e.Trailers.GetValue ErrorMapping.OutcomeTrailer))
+                                  else
+                                      other.Add(sprintf "%s: %s" key e.Status.Detail)
+                      }
+                      :> Task
+                  let baseline = GC.GetTotalMemory true
+                  let heap, working = peakMemoryDuring (fun () -> Task.WaitAll [| for w in 0..63 -> writer w |])
+                  eprintfn
+                      "overload: %d MiB attempted by 64 writers in 8 s: %d written, %d Overloaded, %d other errors; live heap %d MiB before, peak %d MiB; peak working set %d MiB"
+                      (attempted >>> 20) ok.Count refused.Count other.Count (baseline >>> 20) (heap >>> 20) (working >>> 20)
+                  Expect.isGreaterThan refused.Count 0 "the writers pushed past the cap and were refused"
+                  Expect.isGreaterThan ok.Count 0 "writes went on between refusals"
+                  Expect.isEmpty wrongOutcome "every Overloaded is ResourceExhausted and not-applied"
+                  Expect.isEmpty other "no other errors"
+                  for s in nodes do
+                      Expect.isNull s.FatalError (sprintf "node at %s did not fail-stop" s.Address)
+                  // Nothing refused was applied; everything acknowledged was, on every member.
+                  let stored = Collections.Generic.HashSet<string>(first.ListKeysAsync("o/").Result, StringComparer.Ordinal)
+                  for k in refused |> Seq.filter stored.Contains |> Seq.truncate 5 do
+                      eprintfn "refused but applied %s: %s" k details[k]
+                  Expect.isEmpty (refused |> Seq.filter stored.Contains |> List.ofSeq) "no refused write was applied"
+                  Expect.isEmpty (ok |> Seq.filter (stored.Contains >> not) |> List.ofSeq) "every acknowledged write was applied"
+                  let target = first.AppliedIndex
+                  waitUntil 20.0 "every member applied everything" (fun () -> nodes |> List.forall (fun s -> s.AppliedIndex >= target))
+                  let bound = heapGrowthBound (int64 ok.Count * int64 value.Length)
+                  Expect.isLessThan (heap - baseline) bound (sprintf "live heap growth %d MiB under %d MiB" ((heap - baseline) >>> 20) (bound >>> 20))
+              finally
+                  for s in nodes do
+                      stop s
+                  for d in dirs do
+                      try
+                          Directory.Delete(d, true)
+                      with _ ->
+                          ()
+          } ]
+
 let tests =
     testSequenced
-    <| testList "Bounds" [ keyIndexTests; pagingTests; watcherTests; catchUpTests ]
+    <| testList "Bounds" [ keyIndexTests; pagingTests; watcherTests; catchUpTests; admissionTests; overloadTests ]

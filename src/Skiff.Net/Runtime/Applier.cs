@@ -13,7 +13,7 @@ namespace Skiff.Net.Runtime;
 internal sealed class Applier
 {
     private abstract record Op;
-    private sealed record ApplyOp(FSharpList<Entry> Entries) : Op;
+    private sealed record ApplyOp(FSharpList<Entry> Entries, long Bytes) : Op;
     private sealed record WriteOp(Pending Pending, long Index, long Term) : Op;
     private sealed record ReadOp(List<Pending> Reads, long Index) : Op;
     private sealed record SnapshotOp(SnapshotMeta Meta) : Op;
@@ -72,7 +72,19 @@ internal sealed class Applier
         _run = DedicatedThread.Start("skiff-applier", Run);
     }
 
-    public void Apply(FSharpList<Entry> entries) => _queue.Writer.TryWrite(new ApplyOp(entries));
+    /// <summary>Entries queued and not yet applied: the node refuses proposals, and drops peer appends, while it is
+    /// full (see <see cref="QueueBudget"/>).</summary>
+    public QueueBudget Backlog { get; } = new(int.MaxValue, DefaultMaxBacklogBytes);
+
+    /// <summary>The default byte cap of <see cref="Backlog"/>.</summary>
+    public const long DefaultMaxBacklogBytes = 64L << 20;
+
+    public void Apply(FSharpList<Entry> entries)
+    {
+        var op = new ApplyOp(entries, QueueBudget.SizeOf(entries));
+        Backlog.Add(op.Bytes);
+        if (!_queue.Writer.TryWrite(op)) Backlog.Remove(op.Bytes);
+    }
 
     public void WaitWrite(Pending p, long index, long term)
     {
@@ -108,7 +120,10 @@ internal sealed class Applier
                 {
                     switch (op)
                     {
-                        case ApplyOp a: DoApply(a.Entries); break;
+                        case ApplyOp a:
+                            Backlog.Remove(a.Bytes);
+                            DoApply(a.Entries);
+                            break;
                         case WriteOp w: DoWaitWrite(w); break;
                         case ReadOp r:
                             if (_sm.AppliedIndex >= r.Index) foreach (var p in r.Reads) p.Succeed(null);

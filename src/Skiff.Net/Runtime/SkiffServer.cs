@@ -300,7 +300,7 @@ internal sealed class SkiffServer : IAsyncDisposable
             _logger.LogWarning("Skiff node {NodeId}: dropped a peer message: {Reason}", Id, tooLarge);
             return;
         }
-        _runtime?.Post(Event.NewReceive(envelope));
+        _runtime?.PostPeer(envelope);
     }
 
     internal void EnsurePeer(Guid id, string address) => _transport?.Ensure(id, address);
