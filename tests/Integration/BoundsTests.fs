@@ -20,8 +20,7 @@ open Skiff.Net.Storage
 open Skiff.Integration.RuntimeTests
 
 let private rawClient (address: string) =
-    let channel =
-        GrpcChannel.ForAddress("http://" + address, GrpcChannelOptions(MaxReceiveMessageSize = Nullable(64 <<< 20)))
+    let channel = GrpcChannel.ForAddress("http://" + address, GrpcChannelOptions(MaxReceiveMessageSize = Nullable(64 <<< 20)))
     channel, Skiff.Net.Protocol.Skiff.SkiffClient(channel)
 
 let private callDeadline () = Nullable(DateTime.UtcNow.AddSeconds 30.0)
@@ -81,10 +80,16 @@ let private keyIndexTests =
                       ordinal keys
                       |> List.filter (fun k -> k.StartsWith(prefix, StringComparison.Ordinal) && after startAfter k)
                       |> List.truncate limit
-                  Expect.equal (List.ofSeq (index.List(prefix, startAfter, limit))) expected (sprintf "round %d: keys '%s' after '%s' (%d)" round prefix startAfter limit)
+                  Expect.equal
+                      (List.ofSeq (index.List(prefix, startAfter, limit)))
+                      expected
+                      (sprintf "round %d: keys '%s' after '%s' (%d)" round prefix startAfter limit)
                   let dirs = keys |> Seq.choose (fun k -> Option.ofObj (KeyIndex.DirectoryOf k)) |> Seq.distinct |> ordinal
                   let expectedDirs = dirs |> List.filter (after startAfter) |> List.truncate limit
-                  Expect.equal (List.ofSeq (index.Prefixes(startAfter, limit))) expectedDirs (sprintf "round %d: prefixes after '%s' (%d)" round startAfter limit)
+                  Expect.equal
+                      (List.ofSeq (index.Prefixes(startAfter, limit)))
+                      expectedDirs
+                      (sprintf "round %d: prefixes after '%s' (%d)" round startAfter limit)
           } ]
 
 /// 10,000 keys in 2,500 directories on a one-node cluster whose largest page is 1,000.
@@ -143,12 +148,19 @@ let private pagingTests =
                   let last = raw.ListKeys(Skiff.Net.Protocol.ListKeysRequest(StartAfter = sorted[9990]), deadline = callDeadline ())
                   Expect.equal (List.ofSeq last.Keys, last.More) (sorted[9991..], false) "the last page says nothing follows"
                   let status, kind, _ =
-                      rawError "a negative limit" (fun () -> raw.ListKeys(Skiff.Net.Protocol.ListKeysRequest(Limit = -1), deadline = callDeadline ()) |> ignore)
+                      rawError "a negative limit" (fun () ->
+                          raw.ListKeys(Skiff.Net.Protocol.ListKeysRequest(Limit = -1), deadline = callDeadline ()) |> ignore)
                   Expect.equal (status, kind) (StatusCode.InvalidArgument, string ErrorKind.InvalidArgument) "a negative limit is refused"
                   let status, kind, _ =
-                      rawError "a negative prefix limit" (fun () -> raw.GetPrefixes(Skiff.Net.Protocol.PrefixesRequest(Limit = -7), deadline = callDeadline ()) |> ignore)
-                  Expect.equal (status, kind) (StatusCode.InvalidArgument, string ErrorKind.InvalidArgument) "a negative prefix limit is refused"
-                  Expect.throwsT<ArgumentOutOfRangeException> (fun () -> client.ListKeysAsync("", -1).Wait()) "the library refuses it before sending"
+                      rawError "a negative prefix limit" (fun () ->
+                          raw.GetPrefixes(Skiff.Net.Protocol.PrefixesRequest(Limit = -7), deadline = callDeadline ()) |> ignore)
+                  Expect.equal
+                      (status, kind)
+                      (StatusCode.InvalidArgument, string ErrorKind.InvalidArgument)
+                      "a negative prefix limit is refused"
+                  Expect.throwsT<ArgumentOutOfRangeException>
+                      (fun () -> client.ListKeysAsync("", -1).Wait())
+                      "the library refuses it before sending"
               finally
                   client.DisposeAsync().AsTask().Wait()
                   stop s
@@ -264,7 +276,10 @@ let private admissionTests =
                       Some(e.Kind, e.Outcome)
               let a = admission.Request 10L
               let b = admission.Request 0L
-              Expect.equal (overloaded (fun () -> admission.Request 0L)) (Some(ErrorKind.Overloaded, WriteOutcome.NotApplied)) "a third item"
+              Expect.equal
+                  (overloaded (fun () -> admission.Request 0L))
+                  (Some(ErrorKind.Overloaded, WriteOutcome.NotApplied))
+                  "a third item"
               let id = Guid.NewGuid()
               let appendOf entries =
                   { From = id
@@ -278,7 +293,10 @@ let private admissionTests =
               admission.Leave b
               Expect.equal (inbox.Items, inbox.Bytes) (0, 0L) "counted out"
               writer.Add 100L
-              Expect.equal (overloaded (fun () -> admission.Request 10L)) (Some(ErrorKind.Overloaded, WriteOutcome.NotApplied)) "a proposal while the writer is behind"
+              Expect.equal
+                  (overloaded (fun () -> admission.Request 10L))
+                  (Some(ErrorKind.Overloaded, WriteOutcome.NotApplied))
+                  "a proposal while the writer is behind"
               let read = admission.Request 0L
               admission.Leave read
               let entry = { Index = 1L; Term = 1L; Payload = Payload.Command [| 1uy |] }
@@ -322,7 +340,8 @@ let private heapGrowthBound (written: int64) = 3L * written + 3L * (128L <<< 20)
 let private overloadTests =
     testList
         "overload"
-        [ test "64 raw writers past a 4 MiB uncommitted cap: Overloaded (not applied), no member stops, the heap grows by what is stored only" {
+        [ test
+              "64 raw writers past a 4 MiB uncommitted cap: Overloaded (not applied), no member stops, the heap grows by what is stored only" {
               let port = nextPort ()
               let dirs = [ for _ in 1..3 -> Path.Combine(Path.GetTempPath(), "skiff-overload-" + Guid.NewGuid().ToString("N")) ]
               let raft = { Options.defaults with MaxUncommittedBytes = 4L <<< 20 }
@@ -355,14 +374,23 @@ let private overloadTests =
                               i <- i + 1
                               Interlocked.Add(&attempted, int64 value.Length) |> ignore
                               try
-                                  let! _ = raw.InsertAsync(Skiff.Net.Protocol.InsertRequest(Key = key, Value = value), deadline = callDeadline ())
+                                  let! _ =
+                                      raw.InsertAsync(
+                                          Skiff.Net.Protocol.InsertRequest(Key = key, Value = value),
+                                          deadline = callDeadline ()
+                                      )
                                   ok.Add key
                               with :? RpcException as e ->
                                   if e.Trailers.GetValue ErrorMapping.KindTrailer = string ErrorKind.Overloaded then
                                       refused.Add key
                                       details[key] <- e.Status.Detail
-                                      if e.StatusCode <> StatusCode.ResourceExhausted || e.Trailers.GetValue ErrorMapping.OutcomeTrailer <> "not-applied" then
-                                          wrongOutcome.Add(sprintf "%s: %O %s" key e.StatusCode (e.Trailers.GetValue ErrorMapping.OutcomeTrailer))
+                                      if
+                                          e.StatusCode <> StatusCode.ResourceExhausted
+                                          || e.Trailers.GetValue ErrorMapping.OutcomeTrailer <> "not-applied"
+                                      then
+                                          wrongOutcome.Add(
+                                              sprintf "%s: %O %s" key e.StatusCode (e.Trailers.GetValue ErrorMapping.OutcomeTrailer)
+                                          )
                                   else
                                       other.Add(sprintf "%s: %s" key e.Status.Detail)
                       }
@@ -371,7 +399,13 @@ let private overloadTests =
                   let heap, working = peakMemoryDuring (fun () -> Task.WaitAll [| for w in 0..63 -> writer w |])
                   eprintfn
                       "overload: %d MiB attempted by 64 writers in 8 s: %d written, %d Overloaded, %d other errors; live heap %d MiB before, peak %d MiB; peak working set %d MiB"
-                      (attempted >>> 20) ok.Count refused.Count other.Count (baseline >>> 20) (heap >>> 20) (working >>> 20)
+                      (attempted >>> 20)
+                      ok.Count
+                      refused.Count
+                      other.Count
+                      (baseline >>> 20)
+                      (heap >>> 20)
+                      (working >>> 20)
                   Expect.isGreaterThan refused.Count 0 "the writers pushed past the cap and were refused"
                   Expect.isGreaterThan ok.Count 0 "writes went on between refusals"
                   Expect.isEmpty wrongOutcome "every Overloaded is ResourceExhausted and not-applied"
@@ -387,7 +421,10 @@ let private overloadTests =
                   let target = first.AppliedIndex
                   waitUntil 20.0 "every member applied everything" (fun () -> nodes |> List.forall (fun s -> s.AppliedIndex >= target))
                   let bound = heapGrowthBound (int64 ok.Count * int64 value.Length)
-                  Expect.isLessThan (heap - baseline) bound (sprintf "live heap growth %d MiB under %d MiB" ((heap - baseline) >>> 20) (bound >>> 20))
+                  Expect.isLessThan
+                      (heap - baseline)
+                      bound
+                      (sprintf "live heap growth %d MiB under %d MiB" ((heap - baseline) >>> 20) (bound >>> 20))
               finally
                   for s in nodes do
                       stop s

@@ -295,13 +295,9 @@ internal sealed class SkiffGrpcClient : IDisposable
         CancellationToken ct = default) =>
         Call(async (c, o) =>
         {
-            var reply = await c.ListKeysAsync(new ListKeysRequest
-            {
-                Prefix = prefix,
-                Consistency = consistency == ReadConsistency.Stale ? Protocol.ReadConsistency.Stale : Protocol.ReadConsistency.Linearizable,
-                Limit = limit,
-                StartAfter = startAfter ?? "",
-            }, o).ConfigureAwait(false);
+            var wire = consistency == ReadConsistency.Stale ? Protocol.ReadConsistency.Stale : Protocol.ReadConsistency.Linearizable;
+            var request = new ListKeysRequest { Prefix = prefix, Consistency = wire, Limit = limit, StartAfter = startAfter ?? "" };
+            var reply = await c.ListKeysAsync(request, o).ConfigureAwait(false);
             return new ListPage(reply.Keys.ToList(), reply.More);
         }, ct);
 
