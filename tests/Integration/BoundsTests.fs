@@ -52,6 +52,21 @@ let private inParallel (width: int) (count: int) (work: int -> Task) =
                :> Task |]
     Task.WaitAll all
 
+/// Runs `body` against a started one-node cluster (options adjusted by `configure`) and a library client of it.
+let private withOneNode (name: string) (configure: SkiffServerOptions -> unit) (body: SkiffServer -> Client -> unit) =
+    let port = nextPort ()
+    let dir = Path.Combine(Path.GetTempPath(), sprintf "skiff-%s-%s" name (Guid.NewGuid().ToString("N")))
+    let o = options port 1 dir []
+    configure o
+    let s = start o
+    let client = (new Client([ IPAddress.Loopback ])).WithPort(port)
+    try
+        body s client
+    finally
+        client.DisposeAsync().AsTask().Wait()
+        stop s
+        Directory.Delete(dir, true)
+
 // ------------------------------------------------------------------ paging
 
 let private keyIndexTests =
@@ -97,13 +112,7 @@ let private pagingTests =
     testList
         "listing pages"
         [ test "10,000 keys: pages of 333, the walks, and a raw client asking for everything, zero or a negative limit" {
-              let port = nextPort ()
-              let dir = Path.Combine(Path.GetTempPath(), "skiff-pages-" + Guid.NewGuid().ToString("N"))
-              let o = options port 1 dir []
-              o.MaxListPage <- 1000
-              let s = start o
-              let client = (new Client([ IPAddress.Loopback ])).WithPort(port)
-              try
+              withOneNode "pages" (fun o -> o.MaxListPage <- 1000) (fun s client ->
                   let keys = [| for i in 0..9999 -> sprintf "d%04d/k%d" (i / 4) (i % 4) |]
                   inParallel 64 keys.Length (fun i -> s.InsertAsync(keys[i], bytes "v"))
                   let sorted = ordinal keys
@@ -160,11 +169,7 @@ let private pagingTests =
                       "a negative prefix limit is refused"
                   Expect.throwsT<ArgumentOutOfRangeException>
                       (fun () -> client.ListKeysAsync("", -1).Wait())
-                      "the library refuses it before sending"
-              finally
-                  client.DisposeAsync().AsTask().Wait()
-                  stop s
-                  Directory.Delete(dir, true)
+                      "the library refuses it before sending")
           } ]
 
 // ------------------------------------------------------------------ watchers
@@ -173,13 +178,7 @@ let private watcherTests =
     testList
         "watchers"
         [ test "MaxWatchers: one watch over the cap is Overloaded, the others go on, and an ended watch frees its slot" {
-              let port = nextPort ()
-              let dir = Path.Combine(Path.GetTempPath(), "skiff-watchers-" + Guid.NewGuid().ToString("N"))
-              let o = options port 1 dir []
-              o.MaxWatchers <- 3
-              let s = start o
-              let client = (new Client([ IPAddress.Loopback ])).WithPort(port)
-              try
+              withOneNode "watchers" (fun o -> o.MaxWatchers <- 3) (fun s client ->
                   /// Opens a watch through the client and ends it at once: None, or the kind of the refusal.
                   let refusal () =
                       try
@@ -214,11 +213,7 @@ let private watcherTests =
                   s.InsertAsync("w/2", bytes "two").Wait()
                   Expect.equal (next b, next c) ("w/2", "w/2") "the remaining watches go on"
                   b.DisposeAsync().AsTask().Wait()
-                  c.DisposeAsync().AsTask().Wait()
-              finally
-                  client.DisposeAsync().AsTask().Wait()
-                  stop s
-                  Directory.Delete(dir, true)
+                  c.DisposeAsync().AsTask().Wait())
           } ]
 
 // ------------------------------------------------------------------ a lagging follower
