@@ -82,6 +82,21 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>The most watches the node serves at once (default 1024; one more is refused with
+    /// <see cref="ErrorKind.Overloaded"/>).</summary>
+    public Builder WithMaxWatchers(int watchers)
+    {
+        _options.MaxWatchers = watchers;
+        return this;
+    }
+
+    /// <summary>The most keys one listing page holds, whatever a client asks for (default 10,000).</summary>
+    public Builder WithMaxListPage(int keys)
+    {
+        _options.MaxListPage = keys;
+        return this;
+    }
+
     /// <summary>Where the node logs: elections and membership at Information, a fail-stop at Critical (default:
     /// nowhere). The node never writes to the console itself.</summary>
     public Builder WithLoggerFactory(Microsoft.Extensions.Logging.ILoggerFactory loggerFactory)

@@ -230,11 +230,11 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
     private protected override Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
         Grpc.CompareAndSwapAsync(key, expected, next, cancellationToken);
 
-    private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
-        Grpc.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);
+    private protected override Task<ListPage> ListKeysPageCoreAsync(string prefix, string? startAfter, int limit, CancellationToken cancellationToken) =>
+        Grpc.ListKeysPageAsync(prefix, startAfter, limit, ReadConsistency.Linearizable, cancellationToken);
 
-    private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
-        Grpc.GetPrefixesAsync(cancellationToken);
+    private protected override Task<ListPage> GetPrefixesPageCoreAsync(string? startAfter, int limit, CancellationToken cancellationToken) =>
+        Grpc.GetPrefixesPageAsync(startAfter, limit, cancellationToken);
 
     private protected override Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken) =>
         WatchFromAsync(prefix, 0, cancellationToken);

@@ -31,11 +31,35 @@ public interface IKeyValueStore
     /// <paramref name="next"/> deletes it; true if the swap happened.</summary>
     Task<bool> CompareAndSwapBytesAsync(string key, ReadOnlyMemory<byte>? expected, ReadOnlyMemory<byte>? next, CancellationToken cancellationToken = default);
 
-    /// <summary>Every key that starts with <paramref name="prefix"/> (<c>""</c> lists all), in ordinal order.</summary>
+    /// <summary>Every key that starts with <paramref name="prefix"/> (<c>""</c> lists all), in ordinal order, read
+    /// page by page within one deadline. For a large store prefer <see cref="EnumerateKeysAsync"/> or pages.</summary>
     Task<IReadOnlyList<string>> ListKeysAsync(string prefix, CancellationToken cancellationToken = default);
 
-    /// <summary>Every distinct level above the stored keys (each key minus its last segment), in ordinal order.</summary>
+    /// <summary>One page of the keys that start with <paramref name="prefix"/> and come after
+    /// <paramref name="startAfter"/> (null: from the first), in ordinal order: at most <paramref name="limit"/> keys
+    /// (0: the member's largest page, 10,000 by default; a larger limit gets that many at most). Pass the page's
+    /// <see cref="ListPage.Next"/> as <paramref name="startAfter"/> to read the next page.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="limit"/> is negative.</exception>
+    Task<ListPage> ListKeysAsync(string prefix, int limit, string? startAfter = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Every key that starts with <paramref name="prefix"/>, in ordinal order, read one page at a time as the
+    /// enumeration goes (each page under its own deadline), so memory stays bounded however many keys there are.
+    /// Keys written or removed during the walk may or may not be seen; every key present for the whole walk is
+    /// seen exactly once.</summary>
+    IAsyncEnumerable<string> EnumerateKeysAsync(string prefix, CancellationToken cancellationToken = default);
+
+    /// <summary>Every distinct level above the stored keys (each key minus its last segment), in ordinal order, read
+    /// page by page within one deadline.</summary>
     Task<IReadOnlyList<string>> GetPrefixesAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>One page of the levels above the stored keys, after <paramref name="startAfter"/> (null: from the
+    /// first), at most <paramref name="limit"/> (0: the member's largest page); see
+    /// <see cref="ListKeysAsync(string, int, string?, CancellationToken)"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="limit"/> is negative.</exception>
+    Task<ListPage> GetPrefixesAsync(int limit, string? startAfter = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Every level above the stored keys, in ordinal order, read one page at a time as the enumeration goes.</summary>
+    IAsyncEnumerable<string> EnumeratePrefixesAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Streams committed changes under <paramref name="prefix"/> in commit order. Returns once the
     /// subscription is active, so every change committed after it returns is seen.</summary>

@@ -4,7 +4,7 @@ namespace Skiff;
 
 /// <summary>The typed half of <see cref="IKeyValueStore"/>, written once over a handful of byte-level calls, so the
 /// network client and the embedded node validate, serialize and time out in exactly the same way.</summary>
-public abstract class KeyValueStoreBase : IKeyValueStore
+public abstract partial class KeyValueStoreBase : IKeyValueStore
 {
     private protected KeyValueStoreBase(ISkiffSerializer serializer, TimeSpan timeout, int maxValueBytes)
     {
@@ -27,8 +27,8 @@ public abstract class KeyValueStoreBase : IKeyValueStore
     private protected abstract Task<byte[]?> GetCoreAsync(string key, ReadConsistency consistency, CancellationToken cancellationToken);
     private protected abstract Task DeleteCoreAsync(string key, CancellationToken cancellationToken);
     private protected abstract Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken);
-    private protected abstract Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken);
-    private protected abstract Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken);
+    private protected abstract Task<ListPage> ListKeysPageCoreAsync(string prefix, string? startAfter, int limit, CancellationToken cancellationToken);
+    private protected abstract Task<ListPage> GetPrefixesPageCoreAsync(string? startAfter, int limit, CancellationToken cancellationToken);
     private protected abstract Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken);
     private protected abstract Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken);
 
@@ -89,17 +89,6 @@ public abstract class KeyValueStoreBase : IKeyValueStore
         var nextBytes = next?.ToArray();
         return WithDeadline(cancellationToken, t => CompareAndSwapCoreAsync(key, expectedBytes, nextBytes, t));
     }
-
-    /// <inheritdoc />
-    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, CancellationToken cancellationToken = default)
-    {
-        KeyRules.ValidatePrefix(prefix);
-        return WithDeadline(cancellationToken, t => ListKeysCoreAsync(prefix, t));
-    }
-
-    /// <inheritdoc />
-    public Task<IReadOnlyList<string>> GetPrefixesAsync(CancellationToken cancellationToken = default) =>
-        WithDeadline(cancellationToken, GetPrefixesCoreAsync);
 
     /// <inheritdoc />
     public Task<Subscriber> WatchAsync(string prefix, CancellationToken cancellationToken = default)

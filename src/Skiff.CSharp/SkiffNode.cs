@@ -94,6 +94,8 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinTimeout = options.JoinTimeout,
             SessionTimeout = options.SessionTimeout,
             MaxValueBytes = options.MaxValueBytes,
+            MaxWatchers = options.MaxWatchers,
+            MaxListPage = options.MaxListPage,
             MinThreadPoolThreads = options.MinThreadPoolThreads,
             Serializer = options.Serializer,
             LoggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
@@ -111,6 +113,8 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             JoinTimeout = copy.JoinTimeout,
             SessionTimeout = copy.SessionTimeout,
             MaxValueBytes = copy.MaxValueBytes,
+            MaxWatchers = copy.MaxWatchers,
+            MaxListPage = copy.MaxListPage,
             MinThreadPoolThreads = copy.MinThreadPoolThreads,
             LoggerFactory = copy.LoggerFactory,
         };
@@ -236,11 +240,11 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     private protected override async Task<bool> CompareAndSwapCoreAsync(string key, byte[]? expected, byte[]? next, CancellationToken cancellationToken) =>
         (await _server.CompareAndSwapAsync(key, expected, next, cancellationToken).ConfigureAwait(false)).Swapped;
 
-    private protected override Task<IReadOnlyList<string>> ListKeysCoreAsync(string prefix, CancellationToken cancellationToken) =>
-        _server.ListKeysAsync(prefix, ReadConsistency.Linearizable, cancellationToken);
+    private protected override Task<ListPage> ListKeysPageCoreAsync(string prefix, string? startAfter, int limit, CancellationToken cancellationToken) =>
+        _server.ListKeysPageAsync(prefix, startAfter, limit, ReadConsistency.Linearizable, cancellationToken);
 
-    private protected override Task<IReadOnlyList<string>> GetPrefixesCoreAsync(CancellationToken cancellationToken) =>
-        _server.GetPrefixesAsync(ReadConsistency.Linearizable, cancellationToken);
+    private protected override Task<ListPage> GetPrefixesPageCoreAsync(string? startAfter, int limit, CancellationToken cancellationToken) =>
+        _server.GetPrefixesPageAsync(startAfter, limit, ReadConsistency.Linearizable, cancellationToken);
 
     private protected override Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken)
     {

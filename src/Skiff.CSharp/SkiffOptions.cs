@@ -44,6 +44,16 @@ public sealed class SkiffOptions
     /// <summary>The largest value accepted, in bytes (default 1 MiB).</summary>
     public int MaxValueBytes { get; set; } = KeyRules.DefaultMaxValueBytes;
 
+    /// <summary>The most watches the node serves at once, for the embedding application and every client together
+    /// (default 1024, as etcd's default stream limits are of that order). One more is refused with
+    /// <see cref="ErrorKind.Overloaded"/> (gRPC ResourceExhausted); the watches already open are unaffected, and a
+    /// slot is free again as soon as its watch ends or is cancelled.</summary>
+    public int MaxWatchers { get; set; } = Skiff.Net.Runtime.SkiffServerOptions.DefaultMaxWatchers;
+
+    /// <summary>The most keys (or prefixes) one page of a listing holds, whatever a client asks for (default
+    /// 10,000). Longer listings are read in pages (see <see cref="IKeyValueStore.EnumerateKeysAsync"/>).</summary>
+    public int MaxListPage { get; set; } = Skiff.Net.Runtime.Paging.DefaultMaxPage;
+
     /// <summary>If positive, the node raises the thread pool's minimum worker threads to at least this many when it
     /// starts. Default 0: the node changes no process-wide setting. FASTER completes commits and checkpoints on pool
     /// threads, so on a small machine where other code blocks pool threads, 64 keeps checkpoints fast
@@ -83,6 +93,10 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(SessionTimeout)} must be between 1 s and 7 days, not {SessionTimeout}");
         if (MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxValueBytes)} must be positive, not {MaxValueBytes}");
+        if (MaxWatchers <= 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxWatchers)} must be positive, not {MaxWatchers}");
+        if (MaxListPage <= 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxListPage)} must be positive, not {MaxListPage}");
         if (MinThreadPoolThreads < 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MinThreadPoolThreads)} must not be negative, not {MinThreadPoolThreads}");
         Tls?.Validate();

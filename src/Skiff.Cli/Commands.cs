@@ -99,17 +99,22 @@ internal static class Commands
 
         var prefix = new Argument<string>("PREFIX") { Description = "Only keys starting with this", Arity = ArgumentArity.ZeroOrOne, DefaultValueFactory = _ => "" };
         var ls = new Command("ls", "List keys (under PREFIX)") { prefix };
+        var (limit, startAfter) = PagingOptions(ls, "keys");
         ls.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
         {
-            o.Lines(await c.ListKeysAsync(p.GetValue(prefix) ?? "", t), "keys");
+            var under = p.GetValue(prefix) ?? "";
+            if (p.GetValue(limit) is { } n) o.Page(await c.ListKeysAsync(under, PageLimit(n), p.GetValue(startAfter), t), "keys");
+            else o.Lines(await c.ListKeysAsync(under, t), "keys");
             return Exit.Ok;
         }));
         root.Add(ls);
 
         var prefixes = new Command("prefixes", "List the directory parts of the stored keys");
+        var (prefixLimit, prefixStart) = PagingOptions(prefixes, "prefixes");
         prefixes.SetAction((p, ct) => Run(p, ct, async (c, o, t) =>
         {
-            o.Lines(await c.GetPrefixesAsync(t), "prefixes");
+            if (p.GetValue(prefixLimit) is { } n) o.Page(await c.GetPrefixesAsync(PageLimit(n), p.GetValue(prefixStart), t), "prefixes");
+            else o.Lines(await c.GetPrefixesAsync(t), "prefixes");
             return Exit.Ok;
         }));
         root.Add(prefixes);
@@ -121,6 +126,20 @@ internal static class Commands
         root.Add(Cluster.StatusCommand());
         return root;
     }
+
+    /// <summary>Adds <c>--limit N</c> (one page of at most N, a member serving 10,000 at most) and <c>--start-after
+    /// ITEM</c> (the page after ITEM; a page that is not the last names it) to a listing command. Without
+    /// <c>--limit</c> the command lists everything, page after page.</summary>
+    private static (Option<int?> Limit, Option<string?> StartAfter) PagingOptions(Command command, string what)
+    {
+        var limit = new Option<int?>("--limit") { Description = $"List one page of at most N {what} (and name where the next page starts)" };
+        var startAfter = new Option<string?>("--start-after") { Description = $"With --limit: the page of {what} after this one" };
+        command.Add(limit);
+        command.Add(startAfter);
+        return (limit, startAfter);
+    }
+
+    private static int PageLimit(int n) => n >= 1 ? n : throw new CliException(Exit.Usage, $"--limit must be at least 1, not {n}");
 
     private static Command WatchCommand()
     {

@@ -55,6 +55,19 @@ internal sealed class Out(bool json)
         foreach (var item in items) System.Console.WriteLine(item);
     }
 
+    /// <summary>One page of a listing: its items as <see cref="Lines"/>, and where to continue: in JSON a <c>next</c>
+    /// field (null on the last page), for people a note on stderr naming the <c>--start-after</c> to pass.</summary>
+    public void Page(ListPage page, string name)
+    {
+        if (Json)
+        {
+            System.Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?> { [name] = page.Items, ["next"] = page.Next }, Compact));
+            return;
+        }
+        foreach (var item in page.Items) System.Console.WriteLine(item);
+        if (page.Next is { } next) System.Console.Error.WriteLine($"skiff: more {name} follow; continue with --start-after '{next}'");
+    }
+
     public void Ready(string note) => System.Console.Error.WriteLine(note);
 
     public void Change(Change change)

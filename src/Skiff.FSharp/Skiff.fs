@@ -60,6 +60,22 @@ module Kv =
             return List.ofSeq keys
         }
 
+    /// One page of the keys under `prefix` after `startAfter` (None: from the first): at most `limit` (0: the
+    /// member's largest page). Continue with the page's `Next` until it is null.
+    let listKeysPage (store: KeyValueStoreBase) (prefix: string) (limit: int) (startAfter: string option) : Async<ListPage> =
+        await (fun t -> store.ListKeysAsync(prefix, limit, Option.toObj startAfter, t))
+
+    /// Every key under `prefix`, in ordinal order, read one page at a time as the sequence is read.
+    let keys (store: KeyValueStoreBase) (prefix: string) : AsyncSeq<string> =
+        asyncSeq {
+            let! token = Async.CancellationToken
+            let found = store.EnumerateKeysAsync(prefix, token).GetAsyncEnumerator(token)
+            let mutable more = true
+            while more do
+                let! next = found.MoveNextAsync().AsTask() |> Async.AwaitTask
+                if next then yield found.Current else more <- false
+        }
+
     /// Every level above the stored keys, in ordinal order.
     let prefixes (store: KeyValueStoreBase) : Async<string list> =
         async {

@@ -185,6 +185,17 @@ let private clusterTests =
         let listed = json (ok ([ "ls"; "--output"; "json" ] @ e))
         Expect.equal (listed.GetProperty("keys").GetArrayLength()) 2 "ls json"
         Expect.stringContains (ok ([ "prefixes" ] @ e)) "app" "prefixes"
+        // One page at a time: --limit, and the --start-after it names.
+        Expect.equal (ok ([ "ls"; "app/"; "--limit"; "1" ] @ e)) "app/greeting\n" "ls --limit 1"
+        let page = json (ok ([ "ls"; "app/"; "--limit"; "1"; "--output"; "json" ] @ e))
+        Expect.equal (page.GetProperty("next").GetString()) "app/greeting" "ls --limit json names where to continue"
+        let rest = json (ok ([ "ls"; "app/"; "--limit"; "1"; "--start-after"; "app/greeting"; "--output"; "json" ] @ e))
+        let restKeys = rest.GetProperty "keys"
+        Expect.equal
+            (restKeys[0].GetString(), (rest.GetProperty "next").ValueKind)
+            ("app/piped", Text.Json.JsonValueKind.Null)
+            "the last page"
+        expectError 2 ([ "ls"; "--limit"; "0" ] @ e) |> ignore
         Expect.equal (ok ([ "cas"; "app/greeting"; "hello world"; "bonjour" ] @ e)) "OK\n" "cas swaps"
         expectError 6 ([ "cas"; "app/greeting"; "hello world"; "hola" ] @ e) |> ignore
         Expect.equal (ok ([ "get"; "app/greeting" ] @ e)) "bonjour\n" "a failed cas changed nothing"

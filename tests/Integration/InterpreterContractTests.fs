@@ -129,8 +129,8 @@ type private FakeStateMachine(journal: Journal, log: FakeLog, violations: Concur
             LogResult.Applied CommandResult.Done
 
         member _.Get(_key: string) = null
-        member _.ListKeys(_prefix: string) = [||] :> IReadOnlyList<string>
-        member _.GetPrefixes() = [||] :> IReadOnlyList<string>
+        member _.ListKeys(_prefix: string, _startAfter: string, _limit: int) = [||] :> IReadOnlyList<string>
+        member _.GetPrefixes(_startAfter: string, _limit: int) = [||] :> IReadOnlyList<string>
         member _.Dispose() = ()
 
 /// A snapshot store whose Install takes a while (so that a reset or reply that does not wait for it shows).

@@ -36,6 +36,10 @@ let private all: Test list =
       SnapshotStreamTests.tests
       // hardening:end
 
+      // bounds:begin
+      BoundsTests.tests
+      // bounds:end
+
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end

@@ -13,7 +13,7 @@ namespace Skiff.Net.Runtime;
 internal sealed class Applier
 {
     private abstract record Op;
-    private sealed record ApplyOp(FSharpList<Entry> Entries) : Op;
+    private sealed record ApplyOp(FSharpList<Entry> Entries, long Bytes) : Op;
     private sealed record WriteOp(Pending Pending, long Index, long Term) : Op;
     private sealed record ReadOp(List<Pending> Reads, long Index) : Op;
     private sealed record SnapshotOp(SnapshotMeta Meta) : Op;
@@ -40,6 +40,10 @@ internal sealed class Applier
     private readonly Queue<Change> _history = new();
     private long _historyFloor;
     private Task _run = Task.CompletedTask;
+
+    /// <summary>The most watches served at once (<see cref="SkiffServerOptions.MaxWatchers"/>): one more is refused
+    /// with Overloaded. Each costs a buffer of up to the watch capacity and a prefix test per applied change.</summary>
+    internal int MaxWatchers { get; set; } = SkiffServerOptions.DefaultMaxWatchers;
 
     /// <summary>Raised on the applier task for every change applied (the facade's event hook).</summary>
     public event Action<Change>? Changed;
@@ -68,7 +72,19 @@ internal sealed class Applier
         _run = DedicatedThread.Start("skiff-applier", Run);
     }
 
-    public void Apply(FSharpList<Entry> entries) => _queue.Writer.TryWrite(new ApplyOp(entries));
+    /// <summary>Entries queued and not yet applied: the node refuses proposals, and drops peer appends, while it is
+    /// full (see <see cref="QueueBudget"/>).</summary>
+    public QueueBudget Backlog { get; } = new(int.MaxValue, DefaultMaxBacklogBytes);
+
+    /// <summary>The default byte cap of <see cref="Backlog"/>.</summary>
+    public const long DefaultMaxBacklogBytes = 64L << 20;
+
+    public void Apply(FSharpList<Entry> entries)
+    {
+        var op = new ApplyOp(entries, QueueBudget.SizeOf(entries));
+        Backlog.Add(op.Bytes);
+        if (!_queue.Writer.TryWrite(op)) Backlog.Remove(op.Bytes);
+    }
 
     public void WaitWrite(Pending p, long index, long term)
     {
@@ -104,7 +120,10 @@ internal sealed class Applier
                 {
                     switch (op)
                     {
-                        case ApplyOp a: DoApply(a.Entries); break;
+                        case ApplyOp a:
+                            Backlog.Remove(a.Bytes);
+                            DoApply(a.Entries);
+                            break;
                         case WriteOp w: DoWaitWrite(w); break;
                         case ReadOp r:
                             if (_sm.AppliedIndex >= r.Index) foreach (var p in r.Reads) p.Succeed(null);
@@ -306,6 +325,11 @@ internal sealed class Applier
         }
         lock (_subsGate)
         {
+            // A slot is held from here until the watch leaves _subs: cancelled, dropped as too slow, ended by a
+            // snapshot install or by shutdown.
+            if (_subs.Count >= MaxWatchers)
+                throw new SkiffException(ErrorKind.Overloaded,
+                    $"this node already serves {_subs.Count} watches, its limit (MaxWatchers); end one or watch through another member");
             var backlog = new List<Change>();
             if (fromIndex > 0)
             {

@@ -32,7 +32,7 @@ internal static class ErrorMapping
         ErrorKind.NotLeader => StatusCode.FailedPrecondition,
         ErrorKind.Timeout => StatusCode.DeadlineExceeded,
         ErrorKind.NoQuorum => StatusCode.Unavailable,
-        ErrorKind.InvalidKey or ErrorKind.ValueTooLarge or ErrorKind.InvalidAddress => StatusCode.InvalidArgument,
+        ErrorKind.InvalidKey or ErrorKind.ValueTooLarge or ErrorKind.InvalidAddress or ErrorKind.InvalidArgument => StatusCode.InvalidArgument,
         ErrorKind.PeerNotFound => StatusCode.NotFound,
         ErrorKind.StreamClosed => StatusCode.Aborted,
         ErrorKind.ClusterJoinFailed => StatusCode.FailedPrecondition,

@@ -147,10 +147,10 @@ internal sealed class FasterStateMachine : IStateMachine, IChangeHistory
     public byte[]? Get(string key) => _kv.Get(key);
 
     /// <inheritdoc/>
-    public IReadOnlyList<string> ListKeys(string prefix) => _kv.ListKeys(prefix);
+    public IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit) => _kv.ListKeys(prefix, startAfter, limit);
 
     /// <inheritdoc/>
-    public IReadOnlyList<string> GetPrefixes() => _kv.GetPrefixes();
+    public IReadOnlyList<string> GetPrefixes(string? startAfter, int limit) => _kv.GetPrefixes(startAfter, limit);
 
     /// <inheritdoc/>
     public void Dispose() { }

@@ -203,13 +203,37 @@ internal sealed class KeyValueCalls
     public Task<byte[]?> GetAsync(string key, ReadConsistency consistency, CallOrigin origin, CancellationToken ct) =>
         ReadAsync(s => s.Get(key), (c, t) => c.GetAsync(key, ReadConsistency.Linearizable, t), consistency, origin, ct);
 
-    /// <summary>Keys that start with <paramref name="prefix"/>, in order.</summary>
-    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency, CallOrigin origin, CancellationToken ct) =>
-        ReadAsync(s => s.ListKeys(prefix), (c, t) => c.ListKeysAsync(prefix, ReadConsistency.Linearizable, t), consistency, origin, ct);
+    /// <summary>One page of the keys that start with <paramref name="prefix"/> and come after
+    /// <paramref name="startAfter"/>, in order: at most <paramref name="limit"/> (0: the largest page), and never more
+    /// than <see cref="SkiffServerOptions.MaxListPage"/>; a negative limit is refused (InvalidArgument).</summary>
+    public Task<ListPage> ListKeysPageAsync(string prefix, string? startAfter, int limit, ReadConsistency consistency, CallOrigin origin,
+        CancellationToken ct)
+    {
+        RequestLimits.Prefix(prefix);
+        Paging.CheckStartAfter(startAfter);
+        var size = Paging.Size(limit, _options.MaxListPage);
+        return ReadAsync(s => Paging.Cut(s.ListKeys(prefix, startAfter, size + 1), size),
+            (c, t) => c.ListKeysPageAsync(prefix, startAfter, size, ReadConsistency.Linearizable, t), consistency, origin, ct);
+    }
 
-    /// <summary>Every directory part of the stored keys.</summary>
+    /// <summary>Every key that starts with <paramref name="prefix"/>, in order, read page by page (each page a read of
+    /// its own, so the state machine's lock is never held for the whole walk).</summary>
+    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency, CallOrigin origin, CancellationToken ct) =>
+        Paging.AllAsync((after, t) => ListKeysPageAsync(prefix, after, 0, consistency, origin, t), ct);
+
+    /// <summary>One page of the directory parts of the stored keys after <paramref name="startAfter"/> (limits as
+    /// <see cref="ListKeysPageAsync"/>).</summary>
+    public Task<ListPage> GetPrefixesPageAsync(string? startAfter, int limit, ReadConsistency consistency, CallOrigin origin, CancellationToken ct)
+    {
+        Paging.CheckStartAfter(startAfter);
+        var size = Paging.Size(limit, _options.MaxListPage);
+        return ReadAsync(s => Paging.Cut(s.GetPrefixes(startAfter, size + 1), size),
+            (c, t) => c.GetPrefixesPageAsync(startAfter, size, t), consistency, origin, ct);
+    }
+
+    /// <summary>Every directory part of the stored keys, read page by page.</summary>
     public Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency, CallOrigin origin, CancellationToken ct) =>
-        ReadAsync(s => s.GetPrefixes(), (c, t) => c.GetPrefixesAsync(t), consistency, origin, ct);
+        Paging.AllAsync((after, t) => GetPrefixesPageAsync(after, 0, consistency, origin, t), ct);
 
     // ------------------------------------------------------------------ watches
 
@@ -235,16 +259,25 @@ internal sealed class KeyValueCalls
     {
         using var _ = cts;
         using var link = ct.Register(cts.Cancel);
-        while (true)
+        try
         {
-            bool more;
-            try { more = await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) when (_shutdown.IsCancellationRequested && !ct.IsCancellationRequested)
+            while (true)
             {
-                throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+                bool more;
+                try { more = await reader.WaitToReadAsync(cts.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) when (_shutdown.IsCancellationRequested && !ct.IsCancellationRequested)
+                {
+                    throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+                }
+                if (!more) yield break;
+                while (reader.TryRead(out var c)) yield return c;
             }
-            if (!more) yield break;
-            while (reader.TryRead(out var c)) yield return c;
+        }
+        finally
+        {
+            // However the enumeration ends (its consumer stopped early too), the applier forgets the watch now and
+            // its slot under MaxWatchers is free: disposing the source alone would not run its registrations.
+            cts.Cancel();
         }
     }
 }

@@ -15,6 +15,20 @@ internal sealed class LogLoader
     /// <summary>Attempts at a log read for applying before the node fail-stops.</summary>
     private const int ApplyReadAttempts = 5;
 
+    /// <summary>The default byte cap of one read for applying (see <see cref="MaxApplyLoadBytes"/>).</summary>
+    public const long DefaultMaxApplyLoadBytes = 16L << 20;
+
+    /// <summary>The most bytes (as the reducer counts an entry) one read for a lagging follower returns, always at
+    /// least one entry: the reducer asks by count (up to MaxEntriesPerAppend) and sends at most MaxBytesPerAppend of
+    /// the answer, so reading more would only be thrown away (64 entries of 1 MiB were 64 MiB read and held for a
+    /// 1 MiB append, every append); the node sets it to the reducer's MaxBytesPerAppend.</summary>
+    public long MaxReplicateLoadBytes { get; set; } = 1L << 20;
+
+    /// <summary>The most bytes one read for applying returns (always at least one entry): the reducer asks for
+    /// everything committed that left its window, which after a restart or a long catch-up may be the whole log;
+    /// it applies what comes and asks again for the rest.</summary>
+    public long MaxApplyLoadBytes { get; set; } = DefaultMaxApplyLoadBytes;
+
     private readonly Channel<(LoadPurpose Purpose, long From, long To)> _loads =
         Channel.CreateUnbounded<(LoadPurpose, long, long)>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
 
@@ -70,7 +84,7 @@ internal sealed class LogLoader
                 try
                 {
                     if (Fault?.Invoke(load.Purpose) is { } fault) throw fault;
-                    var entries = _log.Read(load.From, load.To);
+                    var entries = ReadCapped(load.From, load.To, MaxReplicateLoadBytes);
                     _post(Event.NewEntriesLoaded(load.Purpose, ListModule.OfSeq(entries)));
                 }
                 catch (Exception ex)
@@ -95,7 +109,7 @@ internal sealed class LogLoader
             try
             {
                 if (Fault?.Invoke(purpose) is { } fault) throw fault;
-                var entries = _log.Read(from, to);
+                var entries = ReadCapped(from, to, MaxApplyLoadBytes);
                 _post(Event.NewEntriesLoaded(purpose, ListModule.OfSeq(entries)));
                 return;
             }
@@ -118,5 +132,29 @@ internal sealed class LogLoader
                 Thread.Sleep(20 << attempt); // backoff before the next attempt: 40, 80, 160, 320 ms
             }
         }
+    }
+
+    /// <summary>Entries <paramref name="from"/>.. up to <paramref name="to"/>, stopping once they reach
+    /// <paramref name="maxBytes"/> (at least one entry; empty if <paramref name="from"/> is compacted). The sizes are
+    /// known only once read, so the range is read in chunks sized from the entries read so far: one entry first,
+    /// then as many as the rest of the budget holds at their average size (so the overshoot is about one entry).</summary>
+    private List<Entry> ReadCapped(long from, long to, long maxBytes)
+    {
+        var result = new List<Entry>();
+        long bytes = 0, next = from, chunk = 1;
+        while (next <= to && bytes < maxBytes)
+        {
+            var part = _log.Read(next, Math.Min(to, next + chunk - 1));
+            if (part.Count == 0) break;
+            foreach (var e in part)
+            {
+                result.Add(e);
+                bytes += LogViewModule.entrySize(e);
+                next = e.Index + 1;
+            }
+            var average = Math.Max(1, bytes / result.Count);
+            chunk = Math.Clamp((maxBytes - bytes) / average, 1, 1024);
+        }
+        return result;
     }
 }

@@ -15,7 +15,16 @@ namespace Skiff.Net.Runtime;
 /// </summary>
 internal sealed class NodeRuntime : IAsyncDisposable
 {
+    // Unbounded as a channel, bounded by admission (Admission, QueueBudget): the loop must never wait on it.
     private readonly Channel<object> _inbox = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
+    private readonly Admission _admission;
+    // Ticks waiting in the inbox; a stalled loop gets at most MaxQueuedTicks (as etcd's tick channel holds 128), not
+    // one more per tick interval for as long as it stalls.
+    private int _queuedTicks;
+    private const int MaxQueuedTicks = 128;
+
+    /// <summary>A peer message admitted to the inbox, with the bytes it counts for.</summary>
+    private sealed record Admitted(Event Event, long Bytes);
     private readonly RaftCell _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
@@ -41,6 +50,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
         get => _loader.Fault;
         set => _loader.Fault = value;
     }
+
+    /// <summary>The log loader (its byte caps are set by the node from the reducer's options).</summary>
+    internal LogLoader Loader => _loader;
 
     /// <summary>This node's id.</summary>
     public Guid Id { get; }
@@ -107,6 +119,17 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _writer = new StorageWriter(log, hard, Post, RaiseFatal) { Logger = _logger };
         _loader = new LogLoader(id, log, Post, RaiseFatal, () => _stopped, _logger);
         _applier = new Applier(sm, snapshots, Post, watchCapacity, watchHistory, RaiseFatal) { Logger = _logger };
+        _admission = new Admission(new QueueBudget(Admission.DefaultMaxInboxItems, Admission.DefaultMaxInboxBytes), _writer.Backlog, _applier.Backlog);
+    }
+
+    /// <summary>Peer messages dropped because this node was over a queue budget.</summary>
+    public long DroppedPeerMessages => _admission.DroppedPeerMessages;
+
+    /// <summary>Posts a peer's message for the loop, or drops it when the node is over a queue budget.</summary>
+    public void PostPeer(Envelope envelope)
+    {
+        if (!_admission.PeerMessage(envelope, out var bytes)) return;
+        if (!_inbox.Writer.TryWrite(new Admitted(Event.NewReceive(envelope), bytes))) _admission.Leave(bytes);
     }
 
     /// <summary>Starts the reducer from storage and runs the loop and the ticker.</summary>
@@ -132,7 +155,11 @@ internal sealed class NodeRuntime : IAsyncDisposable
         using var timer = new PeriodicTimer(_tick);
         try
         {
-            while (await timer.WaitForNextTickAsync(_stop.Token)) Post(Event.Tick);
+            while (await timer.WaitForNextTickAsync(_stop.Token))
+            {
+                if (Interlocked.Increment(ref _queuedTicks) <= MaxQueuedTicks) Post(Event.Tick);
+                else Interlocked.Decrement(ref _queuedTicks);
+            }
         }
         catch (OperationCanceledException) { }
     }
@@ -149,7 +176,12 @@ internal sealed class NodeRuntime : IAsyncDisposable
                 {
                     switch (item)
                     {
+                        case Admitted a:
+                            _admission.Leave(a.Bytes);
+                            Execute(_reducer.Step(a.Event));
+                            break;
                         case Event ev:
+                            if (ev.IsTick) Interlocked.Decrement(ref _queuedTicks);
                             if (!ev.IsTick && _logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} <- {Event}", ShortId, Show(ev));
                             Execute(_reducer.Step(ev));
                             break;
@@ -179,11 +211,20 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private static readonly Action<object?, CancellationToken> CancelPending =
         static (state, token) => ((Pending)state!).Fail(new OperationCanceledException(token));
 
-    private Task<LogResult?> Submit(Event ev, Pending p)
+    private Task<LogResult?> Submit(Event ev, Pending p, long commandBytes = 0)
     {
         if (_stopped) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
+        long bytes;
+        try { bytes = _admission.Request(commandBytes); }
+        catch (SkiffException refused)
+        {
+            p.Fail(refused);
+            return p.Task;
+        }
+        // PostAction throws only once the node is stopping, when what was admitted no longer matters.
         PostAction(() =>
         {
+            _admission.Leave(bytes);
             if (p.Task.IsCompleted) return;
             p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
             _pending[p.Id] = p;
@@ -197,7 +238,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         RequestLimits.Command(command.Length, MaxCommandBytes);
         var p = Register(ct, out var id);
-        var result = await Submit(Event.NewPropose(id, command), p).ConfigureAwait(false);
+        var result = await Submit(Event.NewPropose(id, command), p, command.Length).ConfigureAwait(false);
         WriteStages.Record(p);
         return (result, p.Index);
     }

@@ -78,24 +78,26 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
         return new CloseSessionReply();
     });
 
-    public override Task<PrefixReply> GetPrefixes(Empty request, ServerCallContext context) => Guard(async () =>
+    public override Task<PrefixReply> GetPrefixes(PrefixesRequest request, ServerCallContext context) => Guard(async () =>
     {
         var stale = context.RequestHeaders.GetValue("skiff-consistency") == "stale";
-        var prefixes = await _node.KeyValue.GetPrefixesAsync(stale ? ReadConsistency.Stale : ReadConsistency.Linearizable,
-            Origin(context), context.CancellationToken).ConfigureAwait(false);
-        var reply = new PrefixReply();
-        reply.Prefixes.AddRange(prefixes);
+        var page = await _node.KeyValue.GetPrefixesPageAsync(NullIfEmpty(request.StartAfter), request.Limit,
+            stale ? ReadConsistency.Stale : ReadConsistency.Linearizable, Origin(context), context.CancellationToken).ConfigureAwait(false);
+        var reply = new PrefixReply { More = page.HasMore };
+        reply.Prefixes.AddRange(page.Items);
         return reply;
     });
 
     public override Task<ListKeysReply> ListKeys(ListKeysRequest request, ServerCallContext context) => Guard(async () =>
     {
-        RequestLimits.Prefix(request.Prefix);
-        var keys = await _node.KeyValue.ListKeysAsync(request.Prefix, Map(request.Consistency), Origin(context), context.CancellationToken).ConfigureAwait(false);
-        var reply = new ListKeysReply();
-        reply.Keys.AddRange(keys);
+        var page = await _node.KeyValue.ListKeysPageAsync(request.Prefix, NullIfEmpty(request.StartAfter), request.Limit,
+            Map(request.Consistency), Origin(context), context.CancellationToken).ConfigureAwait(false);
+        var reply = new ListKeysReply { More = page.HasMore };
+        reply.Keys.AddRange(page.Items);
         return reply;
     });
+
+    private static string? NullIfEmpty(string s) => s.Length == 0 ? null : s;
 
     public override async Task Subscribe(SubscribeRequest request, IServerStreamWriter<SubscribeReply> responseStream, ServerCallContext context)
     {

@@ -17,7 +17,7 @@ namespace Skiff.Net.Runtime;
 /// cluster applies it once and every attempt gets the first answer. Without sessions a write is sent to another
 /// member only when the connection to the first could not be made (at most once).
 /// </remarks>
-internal sealed class SkiffGrpcClient : IDisposable
+internal sealed partial class SkiffGrpcClient : IDisposable
 {
     private readonly string[] _addresses;
     private readonly GrpcChannel[] _channels;
@@ -310,17 +310,33 @@ internal sealed class SkiffGrpcClient : IDisposable
         return (reply.Swapped, (long)reply.Index);
     }
 
-    /// <summary>Keys that start with <paramref name="prefix"/>.</summary>
-    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
-        Call(async (c, o) => (IReadOnlyList<string>)(await c.ListKeysAsync(new ListKeysRequest
+    /// <summary>One page of the keys that start with <paramref name="prefix"/>, after <paramref name="startAfter"/>
+    /// (at most <paramref name="limit"/>; 0: the member's largest page).</summary>
+    public Task<ListPage> ListKeysPageAsync(string prefix, string? startAfter, int limit, ReadConsistency consistency = ReadConsistency.Linearizable,
+        CancellationToken ct = default) =>
+        Call(async (c, o) =>
         {
-            Prefix = prefix,
-            Consistency = consistency == ReadConsistency.Stale ? Protocol.ReadConsistency.Stale : Protocol.ReadConsistency.Linearizable,
-        }, o).ConfigureAwait(false)).Keys.ToList(), ct);
+            var wire = consistency == ReadConsistency.Stale ? Protocol.ReadConsistency.Stale : Protocol.ReadConsistency.Linearizable;
+            var request = new ListKeysRequest { Prefix = prefix, Consistency = wire, Limit = limit, StartAfter = startAfter ?? "" };
+            var reply = await c.ListKeysAsync(request, o).ConfigureAwait(false);
+            return new ListPage(reply.Keys.ToList(), reply.More);
+        }, ct);
 
-    /// <summary>Every directory part of the stored keys.</summary>
+    /// <summary>Every key that starts with <paramref name="prefix"/>, read page by page.</summary>
+    public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
+        Paging.AllAsync((after, t) => ListKeysPageAsync(prefix, after, 0, consistency, t), ct);
+
+    /// <summary>One page of the directory parts of the stored keys, after <paramref name="startAfter"/>.</summary>
+    public Task<ListPage> GetPrefixesPageAsync(string? startAfter, int limit, CancellationToken ct = default) =>
+        Call(async (c, o) =>
+        {
+            var reply = await c.GetPrefixesAsync(new PrefixesRequest { Limit = limit, StartAfter = startAfter ?? "" }, o).ConfigureAwait(false);
+            return new ListPage(reply.Prefixes.ToList(), reply.More);
+        }, ct);
+
+    /// <summary>Every directory part of the stored keys, read page by page.</summary>
     public Task<IReadOnlyList<string>> GetPrefixesAsync(CancellationToken ct = default) =>
-        Call(async (c, o) => (IReadOnlyList<string>)(await c.GetPrefixesAsync(new Empty(), o).ConfigureAwait(false)).Prefixes.ToList(), ct);
+        Paging.AllAsync((after, t) => GetPrefixesPageAsync(after, 0, t), ct);
 
     /// <summary>Asks the cluster to add a member (as a learner, promoted once caught up).</summary>
     public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) =>
@@ -341,55 +357,6 @@ internal sealed class SkiffGrpcClient : IDisposable
     /// <summary>The cluster as the contacted member sees it.</summary>
     public Task<ClusterStatusReply> ClusterStatusAsync(CancellationToken ct = default) =>
         Call(async (c, o) => await c.ClusterStatusAsync(new Empty(), o).ConfigureAwait(false), ct);
-
-    /// <summary>Streams committed changes under <paramref name="prefix"/> from the contacted member, in commit order;
-    /// with <paramref name="fromIndex"/> &gt; 0, replays changes from that index first.</summary>
-    public IAsyncEnumerable<Change> WatchAsync(string prefix, long fromIndex = 0, CancellationToken ct = default)
-    {
-        var client = _clients[Volatile.Read(ref _current) % _clients.Length];
-        return ReadWatch(client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
-            new CallOptions(_headers.Current, cancellationToken: ct)), ct);
-    }
-
-    /// <summary>Starts a watch and returns once the contacted member has registered it (its response headers
-    /// arrived), so every change committed after this returns is streamed. Dispose the enumerator's token source to
-    /// stop.</summary>
-    public async Task<IAsyncEnumerable<Change>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
-    {
-        await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
-        var client = _clients[Volatile.Read(ref _current) % _clients.Length];
-        var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },
-            new CallOptions(_headers.Current, cancellationToken: ct));
-        try
-        {
-            await call.ResponseHeadersAsync.ConfigureAwait(false);
-        }
-        catch (RpcException e)
-        {
-            call.Dispose();
-            ct.ThrowIfCancellationRequested();
-            throw ErrorMapping.FromRpc(e);
-        }
-        return ReadWatch(call, ct);
-    }
-
-    private static async IAsyncEnumerable<Change> ReadWatch(AsyncServerStreamingCall<SubscribeReply> call,
-        [EnumeratorCancellation] CancellationToken ct)
-    {
-        using var _ = call;
-        var stream = call.ResponseStream;
-        while (true)
-        {
-            bool more;
-            try { more = await stream.MoveNext(ct).ConfigureAwait(false); }
-            catch (RpcException e) when (!ct.IsCancellationRequested) { throw ErrorMapping.FromRpc(e); }
-            if (!more) yield break;
-            var r = stream.Current;
-            yield return r.Action == SubscribeReply.Types.Action.Delete
-                ? Change.Removed((long)r.Index, r.Key)
-                : Change.Inserted((long)r.Index, r.Key, r.HasValue ? r.Value.Memory : ReadOnlyMemory<byte>.Empty);
-        }
-    }
 
     /// <summary>Closes the connections (call <see cref="CloseSessionAsync(TimeSpan)"/> first to free the session
     /// at once; otherwise it expires by itself).</summary>

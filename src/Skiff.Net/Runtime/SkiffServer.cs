@@ -147,6 +147,8 @@ internal sealed class SkiffServer : IAsyncDisposable
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
             _runtime.LoadFault = LoadFault;
+            _runtime.Applier.MaxWatchers = _options.MaxWatchers;
+            _runtime.Loader.MaxReplicateLoadBytes = (_options.Raft ?? RaftCell.DefaultOptions).MaxBytesPerAppend;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
             _runtime.RoleChanged += (r, t, l) =>
             {
@@ -259,6 +261,17 @@ internal sealed class SkiffServer : IAsyncDisposable
     public Task<IReadOnlyList<string>> ListKeysAsync(string prefix, ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
         KeyValue.ListKeysAsync(prefix, consistency, CallOrigin.Local, ct);
 
+    /// <summary>One page of the keys that start with <paramref name="prefix"/>, after <paramref name="startAfter"/>
+    /// (at most <paramref name="limit"/>; 0: the largest page).</summary>
+    public Task<ListPage> ListKeysPageAsync(string prefix, string? startAfter, int limit, ReadConsistency consistency = ReadConsistency.Linearizable,
+        CancellationToken ct = default) =>
+        KeyValue.ListKeysPageAsync(prefix, startAfter, limit, consistency, CallOrigin.Local, ct);
+
+    /// <summary>One page of the directory parts of the stored keys, after <paramref name="startAfter"/>.</summary>
+    public Task<ListPage> GetPrefixesPageAsync(string? startAfter, int limit, ReadConsistency consistency = ReadConsistency.Linearizable,
+        CancellationToken ct = default) =>
+        KeyValue.GetPrefixesPageAsync(startAfter, limit, consistency, CallOrigin.Local, ct);
+
     /// <summary>Every directory part of the stored keys.</summary>
     public Task<IReadOnlyList<string>> GetPrefixesAsync(ReadConsistency consistency = ReadConsistency.Linearizable, CancellationToken ct = default) =>
         KeyValue.GetPrefixesAsync(consistency, CallOrigin.Local, ct);
@@ -293,7 +306,7 @@ internal sealed class SkiffServer : IAsyncDisposable
             _logger.LogWarning("Skiff node {NodeId}: dropped a peer message: {Reason}", Id, tooLarge);
             return;
         }
-        _runtime?.Post(Event.NewReceive(envelope));
+        _runtime?.PostPeer(envelope);
     }
 
     /// <summary>The node's TLS, or null when it serves plain HTTP/2.</summary>

@@ -54,6 +54,14 @@ internal sealed class SkiffServerOptions
     /// <summary>Changes buffered per watcher before it is dropped as too slow.</summary>
     public int WatchBufferCapacity { get; set; } = 10000;
 
+    /// <summary>The default of <see cref="MaxWatchers"/>.</summary>
+    public const int DefaultMaxWatchers = 1024;
+
+    /// <summary>The most watches this node serves at once (default 1024); one more is refused with
+    /// <see cref="Skiff.ErrorKind.Overloaded"/> (gRPC ResourceExhausted), and the slot of a watch is free again as
+    /// soon as it ends (cancelled, dropped as too slow, or its client gone).</summary>
+    public int MaxWatchers { get; set; } = DefaultMaxWatchers;
+
     /// <summary>Recent changes kept for watchers that resume from an index: in memory, and (with FASTER storage) in
     /// the state machine's durable change history, which snapshots carry and restarts keep. 0 keeps none.</summary>
     public int WatchHistory { get; set; } = 100000;
@@ -69,6 +77,11 @@ internal sealed class SkiffServerOptions
     /// node for every entry point before anything is proposed (<see cref="Skiff.ErrorKind.ValueTooLarge"/>); it must
     /// leave a compare-and-swap of two such values within one log entry of the storage engine.</summary>
     public int MaxValueBytes { get; set; } = RequestLimits.DefaultMaxValueBytes;
+
+    /// <summary>The most keys (or prefixes) one listing page holds, whatever a client asks for (default 10,000):
+    /// a larger listing is read in pages, so no request makes the node build, hold the state machine's lock for, or
+    /// send, its whole key set.</summary>
+    public int MaxListPage { get; set; } = Paging.DefaultMaxPage;
 
     /// <summary>Where the node logs (a fail-stop at Critical, dropped peer messages, failed reads); default nowhere.
     /// The node never writes to the console itself.</summary>

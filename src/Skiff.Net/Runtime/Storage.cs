@@ -76,11 +76,13 @@ internal interface IStateMachine : IDisposable
     /// <summary>The value of a key, or null.</summary>
     byte[]? Get(string key);
 
-    /// <summary>Every key that starts with <paramref name="prefix"/>, in order.</summary>
-    IReadOnlyList<string> ListKeys(string prefix);
+    /// <summary>Up to <paramref name="limit"/> keys that start with <paramref name="prefix"/> and come after
+    /// <paramref name="startAfter"/> (null: from the first), in ordinal order: one page, never a whole walk.</summary>
+    IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit);
 
-    /// <summary>Every distinct directory part ("a/b" for "a/b/c") of the stored keys.</summary>
-    IReadOnlyList<string> GetPrefixes();
+    /// <summary>Up to <paramref name="limit"/> distinct directory parts ("a/b" for "a/b/c") of the stored keys after
+    /// <paramref name="startAfter"/> (null: from the first), in ordinal order.</summary>
+    IReadOnlyList<string> GetPrefixes(string? startAfter, int limit);
 }
 
 /// <summary>A state machine that keeps a durable history of its recent changes (carried by its snapshots and

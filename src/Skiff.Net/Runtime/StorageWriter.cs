@@ -22,7 +22,7 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private sealed record HardStateOp(HardState State) : Op;
 
-    private sealed record EntriesOp(IReadOnlyList<Entry> Entries) : Op;
+    private sealed record EntriesOp(IReadOnlyList<Entry> Entries, long Bytes) : Op;
 
     private sealed record CompactOp(long Index) : Op;
 
@@ -65,7 +65,19 @@ internal sealed class StorageWriter : IAsyncDisposable
     public Task SaveHardState(HardState state) => Enqueue(new HardStateOp(state));
 
 
-    public Task Append(Microsoft.FSharp.Collections.FSharpList<Entry> entries) => Enqueue(new EntriesOp(entries.ToList()));
+    /// <summary>Entries queued and not yet handed to the log: the node refuses proposals, and drops peer appends,
+    /// while it is full (see <see cref="QueueBudget"/>).</summary>
+    public QueueBudget Backlog { get; } = new(int.MaxValue, DefaultMaxBacklogBytes);
+
+    /// <summary>The default byte cap of <see cref="Backlog"/>.</summary>
+    public const long DefaultMaxBacklogBytes = 64L << 20;
+
+    public Task Append(Microsoft.FSharp.Collections.FSharpList<Entry> entries)
+    {
+        var op = new EntriesOp(entries.ToList(), QueueBudget.SizeOf(entries));
+        Backlog.Add(op.Bytes);
+        return Enqueue(op);
+    }
 
     public Task Compact(long index) => Enqueue(new CompactOp(index));
 
@@ -107,6 +119,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                         case HardStateOp h: hard = h.State; group.Add(op); break;
                         case EntriesOp e:
                             group.Add(op);
+                            Backlog.Remove(e.Bytes);
                             if (e.Entries.Count == 0) break;
                             _log.Append(e.Entries);
                             last = e.Entries[^1];

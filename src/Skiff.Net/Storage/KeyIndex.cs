@@ -14,7 +14,10 @@ internal sealed class KeyIndex
     private HashSet<string> _all = new(StringComparer.Ordinal);
     private SortedSet<string> _keys = new(StringComparer.Ordinal);
     private readonly List<string> _unsorted = new(); // added since the last merge (some may be removed since)
-    private SortedDictionary<string, int> _prefixes = new(StringComparer.Ordinal);
+    // Directory parts: how many keys each has, and the same parts in order (so a page of them starts anywhere in
+    // O(log n), where a SortedDictionary would have to be walked from its first part).
+    private Dictionary<string, int> _prefixes = new(StringComparer.Ordinal);
+    private SortedSet<string> _prefixOrder = new(StringComparer.Ordinal);
 
     /// <summary>Number of keys.</summary>
     public int Count => _all.Count;
@@ -25,8 +28,13 @@ internal sealed class KeyIndex
     {
         if (!_all.Add(key)) return;
         _unsorted.Add(key);
-        if (DirectoryOf(key) is { } dir)
-            _prefixes[dir] = _prefixes.TryGetValue(dir, out var n) ? n + 1 : 1;
+        if (DirectoryOf(key) is not { } dir) return;
+        if (_prefixes.TryGetValue(dir, out var n)) _prefixes[dir] = n + 1;
+        else
+        {
+            _prefixes[dir] = 1;
+            _prefixOrder.Add(dir);
+        }
     }
 
     /// <summary>Removes a key; no-op if absent. Its directory part goes when its last key goes.</summary>
@@ -38,8 +46,12 @@ internal sealed class KeyIndex
         _keys.Remove(key); // if it is still in _unsorted, the merge skips it (it is no longer in _all)
         if (DirectoryOf(key) is { } dir && _prefixes.TryGetValue(dir, out var n))
         {
-            if (n <= 1) _prefixes.Remove(dir);
-            else _prefixes[dir] = n - 1;
+            if (n > 1) _prefixes[dir] = n - 1;
+            else
+            {
+                _prefixes.Remove(dir);
+                _prefixOrder.Remove(dir);
+            }
         }
         return true;
     }
@@ -59,7 +71,8 @@ internal sealed class KeyIndex
         foreach (var k in sorted)
             if (DirectoryOf(k) is { } dir)
                 counts[dir] = counts.TryGetValue(dir, out var n) ? n + 1 : 1;
-        _prefixes = new SortedDictionary<string, int>(counts, StringComparer.Ordinal);
+        _prefixes = counts;
+        _prefixOrder = new SortedSet<string>(counts.Keys, StringComparer.Ordinal);
     }
 
     /// <summary>Removes everything.</summary>
@@ -69,6 +82,7 @@ internal sealed class KeyIndex
         _all.Clear();
         _unsorted.Clear();
         _prefixes.Clear();
+        _prefixOrder.Clear();
     }
 
     /// <summary>The key minus its last <c>/</c> segment, or null for a key without <c>/</c>.</summary>
@@ -84,23 +98,29 @@ internal sealed class KeyIndex
     /// <param name="prefix">The prefix.</param>
     /// <param name="limit">At most this many.</param>
     /// <returns>The keys.</returns>
-    public List<string> List(string prefix, int limit = int.MaxValue)
+    public List<string> List(string prefix, int limit = int.MaxValue) => List(prefix, null, limit);
+
+    /// <summary>Up to <paramref name="limit"/> keys starting with <paramref name="prefix"/> and ordered after
+    /// <paramref name="startAfter"/> (null or "": from the first), in ordinal order. Costs O(log n + limit).</summary>
+    /// <param name="prefix">The prefix.</param>
+    /// <param name="startAfter">Only keys after this one.</param>
+    /// <param name="limit">At most this many.</param>
+    /// <returns>The keys.</returns>
+    public List<string> List(string prefix, string? startAfter, int limit)
     {
         var result = new List<string>();
         Merge();
         if (_keys.Count == 0 || limit <= 0) return result;
-        IEnumerable<string> range;
-        if (prefix.Length == 0) range = _keys;
-        else
-        {
-            var max = _keys.Max!;
-            if (string.CompareOrdinal(prefix, max) > 0) return result;
-            var upper = Successor(prefix);
-            range = _keys.GetViewBetween(prefix, upper is not null && string.CompareOrdinal(upper, max) < 0 ? upper : max);
-        }
+        var lower = !string.IsNullOrEmpty(startAfter) && string.CompareOrdinal(startAfter, prefix) > 0 ? startAfter : prefix;
+        var max = _keys.Max!;
+        if (string.CompareOrdinal(lower, max) > 0) return result;
+        var upper = prefix.Length == 0 ? null : Successor(prefix);
+        if (upper is not null && string.CompareOrdinal(lower, upper) >= 0) return result; // after every key under prefix
+        var range = _keys.GetViewBetween(lower, upper is not null && string.CompareOrdinal(upper, max) < 0 ? upper : max);
         foreach (var k in range)
         {
             if (!k.StartsWith(prefix, StringComparison.Ordinal)) break;
+            if (startAfter is not null && string.CompareOrdinal(k, startAfter) <= 0) continue; // only startAfter itself
             result.Add(k);
             if (result.Count >= limit) break;
         }
@@ -109,7 +129,32 @@ internal sealed class KeyIndex
 
     /// <summary>Every distinct directory part of the keys, in ordinal order.</summary>
     /// <returns>The prefixes.</returns>
-    public List<string> Prefixes() => new(_prefixes.Keys);
+    public List<string> Prefixes() => new(_prefixOrder);
+
+    /// <summary>Up to <paramref name="limit"/> directory parts ordered after <paramref name="startAfter"/> (null or
+    /// "": from the first), in ordinal order. Costs O(log n + limit).</summary>
+    /// <param name="startAfter">Only parts after this one.</param>
+    /// <param name="limit">At most this many.</param>
+    /// <returns>The prefixes.</returns>
+    public List<string> Prefixes(string? startAfter, int limit)
+    {
+        var result = new List<string>();
+        if (_prefixOrder.Count == 0 || limit <= 0) return result;
+        IEnumerable<string> range = _prefixOrder;
+        if (!string.IsNullOrEmpty(startAfter))
+        {
+            var max = _prefixOrder.Max!;
+            if (string.CompareOrdinal(startAfter, max) >= 0) return result;
+            range = _prefixOrder.GetViewBetween(startAfter, max);
+        }
+        foreach (var p in range)
+        {
+            if (string.Equals(p, startAfter, StringComparison.Ordinal)) continue;
+            result.Add(p);
+            if (result.Count >= limit) break;
+        }
+        return result;
+    }
 
     /// <summary>The smallest string greater than every string starting with <paramref name="prefix"/>, or null.</summary>
     private static string? Successor(string prefix)

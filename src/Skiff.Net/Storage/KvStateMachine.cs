@@ -14,7 +14,7 @@ internal readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex,
 /// The replicated key-value state machine on FASTER's <c>FasterKV</c>: string keys with <c>/</c> levels, opaque
 /// byte values. Commands are applied in log order at an index; the applied index and term are stored in the store
 /// itself (a reserved key), so a checkpoint always carries the index it reflects. An ordered <see cref="KeyIndex"/>
-/// (rebuilt on open) serves <see cref="ListKeys"/> and <see cref="GetPrefixes"/> without scanning the store.
+/// (rebuilt on open) serves <see cref="ListKeys(string, string?, int)"/> and <see cref="GetPrefixes(string?, int)"/> without scanning the store.
 /// Thread-safe (one lock; FASTER sessions are single-threaded).
 /// <para>This class is the lock, the applied position and the order of things; its parts each own one concern:
 /// <see cref="FasterKvStore"/> (FASTER itself), <see cref="KvCommandApplier"/> (a command's effect on the data),
@@ -266,12 +266,21 @@ internal partial class KvStateMachine : IDisposable
     /// <param name="prefix">The prefix.</param>
     /// <param name="limit">At most this many keys.</param>
     /// <returns>The keys.</returns>
-    public IReadOnlyList<string> ListKeys(string prefix, int limit = int.MaxValue)
+    public IReadOnlyList<string> ListKeys(string prefix, int limit = int.MaxValue) => ListKeys(prefix, null, limit);
+
+    /// <summary>Up to <paramref name="limit"/> keys starting with <paramref name="prefix"/> and after
+    /// <paramref name="startAfter"/> (null: from the first), in ordinal order: one page, read under the lock in
+    /// O(log n + limit), so a caller that pages never holds up applies for a whole walk.</summary>
+    /// <param name="prefix">The prefix.</param>
+    /// <param name="startAfter">Only keys after this one.</param>
+    /// <param name="limit">At most this many keys.</param>
+    /// <returns>The keys.</returns>
+    public IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit)
     {
         lock (_gate)
         {
             ThrowIfDisposed();
-            return _index.List(prefix, limit);
+            return _index.List(prefix, startAfter, limit);
         }
     }
 
@@ -284,6 +293,20 @@ internal partial class KvStateMachine : IDisposable
         {
             ThrowIfDisposed();
             return _index.Prefixes();
+        }
+    }
+
+    /// <summary>Up to <paramref name="limit"/> directory parts after <paramref name="startAfter"/> (null: from the
+    /// first), in ordinal order: one page, read under the lock in O(log n + limit).</summary>
+    /// <param name="startAfter">Only parts after this one.</param>
+    /// <param name="limit">At most this many.</param>
+    /// <returns>The prefixes.</returns>
+    public IReadOnlyList<string> GetPrefixes(string? startAfter, int limit)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return _index.Prefixes(startAfter, limit);
         }
     }
 
