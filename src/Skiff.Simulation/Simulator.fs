@@ -145,7 +145,11 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                       | ValueSome s when n.Alive ->
                           sprintf "%s %A term %d commit %d" n.Name (reducer.Role s) (reducer.Term s) (reducer.CommitIndex s)
                       | _ -> sprintf "%s down" n.Name ]
-            inv.Fail("liveness", sprintf "under partial failure: %s: %s" d (String.concat "; " roles))
+            inv.Liveness(
+                LivenessProperty.PartialFailure,
+                options.PartialLivenessTicks,
+                sprintf "under partial failure: %s: %s" d (String.concat "; " roles)
+            )
         | None -> ()
 
     let tick () =
@@ -260,10 +264,15 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     done' <- true
                     convergedAfterHeal <- int (world.Now - healedAt)
                 elif not leaderSeen && world.Now - healedAt >= int64 options.LeaderTicks then
-                    inv.Fail("liveness", sprintf "no leader %d ticks after healing: %s" options.LeaderTicks (describeNodes ()))
+                    inv.Liveness(
+                        LivenessProperty.LeaderAfterHealing,
+                        options.LeaderTicks,
+                        sprintf "no leader %d ticks after healing: %s" options.LeaderTicks (describeNodes ())
+                    )
                 elif world.Now - healedAt >= int64 options.LivenessTicks then
-                    inv.Fail(
-                        "liveness",
+                    inv.Liveness(
+                        LivenessProperty.ConvergenceAfterHealing,
+                        options.LivenessTicks,
                         sprintf "%d ticks after healing, no leader with every member caught up: %s" options.LivenessTicks (describeNodes ())
                     )
                 else
@@ -272,8 +281,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             if not (failed ()) then
                 match world.Leader() with
                 | Some leader when inv.MaxAcknowledged > leader.Applied ->
-                    inv.Fail(
-                        "acknowledged write lost",
+                    inv.Safety(
+                        SafetyProperty.AcknowledgedWriteLost,
                         sprintf
                             "writes were acknowledged up to index %d but the converged cluster has applied only %d"
                             inv.MaxAcknowledged
@@ -284,7 +293,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         let history = workload.Finish()
         if not (failed ()) then
             match Linearizability.check history with
-            | NotLinearizable _ as verdict -> inv.Fail("linearizability", Linearizability.describe verdict)
+            | NotLinearizable(key, explanation) -> inv.Fail(ViolationKind.NotLinearizable(key, explanation))
             | Unknown _ -> unchecked <- true
             | Linearizable -> ()
         { Schedule = schedule

@@ -151,8 +151,7 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
                                 c.Session <- 0L
                                 finish c Completion.TimedOut
                         | None ->
-                            inv.Fail(
-                                "interpreter contract",
+                            inv.Contract(
                                 sprintf "%s: the entry at %d accepted for a write is not a command" node.Name entry.Index
                             )
                     elif retries c.Op.Value then

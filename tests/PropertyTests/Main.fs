@@ -40,5 +40,7 @@ let private all: Test list =
 let main argv =
     match List.ofArray argv with
     // `dotnet fsi build.fsx soak [count]`: run simulation schedules instead of the tests.
-    | "--soak" :: rest -> Simulation.soak (rest |> List.tryHead |> Option.map int)
+    | "--soak" :: rest -> SimulationTools.soak (rest |> List.tryHead |> Option.map int)
+    // `dotnet fsi build.fsx replay '<schedule>'` (or a soak's seed): run one schedule again with a trace.
+    | [ "--replay"; target ] -> SimulationTools.replay target
     | _ -> Skiff.Tests.TestMain.run argv (testList "PropertyTests" all)
