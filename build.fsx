@@ -131,12 +131,24 @@ let test (extra: string list) =
 let rec simulationFlags (args: string list) : string list =
     let set name value = Environment.SetEnvironmentVariable(name, value)
     match args with
-    | "--seed" :: seed :: rest -> set "SKIFF_SEED" seed; simulationFlags rest
-    | "--steps" :: steps :: rest -> set "SKIFF_SOAK_STEPS" steps; simulationFlags rest
-    | "--plain" :: rest -> set "SKIFF_PLAIN" "1"; simulationFlags rest
-    | "--sessions" :: rest -> set "SKIFF_SOAK_SESSIONS" "1"; simulationFlags rest
-    | "--all" :: rest -> set "SKIFF_SOAK_ALL" "1"; simulationFlags rest
-    | "--shrink" :: rest -> set "SKIFF_SHRINK" "1"; simulationFlags rest
+    | "--seed" :: seed :: rest ->
+        set "SKIFF_SEED" seed
+        simulationFlags rest
+    | "--steps" :: steps :: rest ->
+        set "SKIFF_SOAK_STEPS" steps
+        simulationFlags rest
+    | "--plain" :: rest ->
+        set "SKIFF_PLAIN" "1"
+        simulationFlags rest
+    | "--sessions" :: rest ->
+        set "SKIFF_SOAK_SESSIONS" "1"
+        simulationFlags rest
+    | "--all" :: rest ->
+        set "SKIFF_SOAK_ALL" "1"
+        simulationFlags rest
+    | "--shrink" :: rest ->
+        set "SKIFF_SHRINK" "1"
+        simulationFlags rest
     | "--schedules" :: count :: rest -> count :: simulationFlags rest
     | other :: rest -> other :: simulationFlags rest
     | [] -> []

@@ -286,9 +286,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         | Effect.CompactLog upTo ->
             let snapIndex = node.Snapshot |> Option.map (fun (m, _) -> m.Index) |> Option.defaultValue 0L
             if upTo > snapIndex then
-                inv.Contract(
-                    sprintf "%s compacts its log up to %d but its snapshot only covers %d" node.Name upTo snapIndex
-                )
+                inv.Contract(sprintf "%s compacts its log up to %d but its snapshot only covers %d" node.Name upTo snapIndex)
             else
                 let term = node.Snapshot |> Option.map (fun (m, _) -> m.Term) |> Option.defaultValue 0L
                 node.Durable.Compact(upTo, (if node.Snapshot.IsSome && fst(node.Snapshot.Value).Index = upTo then term else 0L))
@@ -361,8 +359,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                             | LogCommand.InSession(stamp, _), LogResult.Applied _ ->
                                 inv.ObserveRequestApplied(node.Name, stamp.Session, stamp.Sequence, e.Index)
                             | _ -> ()
-                        | Error why ->
-                            inv.Contract(sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
+                        | Error why -> inv.Contract(sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
                     node.Applied <- e.Index
                     inv.ObserveApply(node.Name, e, node.Kv)
                     clients.Applied(node, e, result)

@@ -138,7 +138,8 @@ type Invariants() =
     /// Election safety: at most one leader per term, over the whole run.
     member this.ObserveLeader(node: string, term: Term) =
         match leaders.TryGetValue term with
-        | true, other when other <> node -> this.Safety(SafetyProperty.ElectionSafety, sprintf "%s and %s are both leaders of term %d" other node term)
+        | true, other when other <> node ->
+            this.Safety(SafetyProperty.ElectionSafety, sprintf "%s and %s are both leaders of term %d" other node term)
         | true, _ -> ()
         | _ -> leaders[term] <- node
 
@@ -179,12 +180,18 @@ type Invariants() =
             match log.TermAt i with
             | ValueNone ->
                 if i > log.LastIndex then
-                    this.Safety(SafetyProperty.LogMatching, sprintf "%s's commit index %d is beyond its last entry %d" node upTo log.LastIndex)
+                    this.Safety(
+                        SafetyProperty.LogMatching,
+                        sprintf "%s's commit index %d is beyond its last entry %d" node upTo log.LastIndex
+                    )
             | ValueSome t ->
                 match committed.TryGetValue i with
                 | true, struct (t0, c0) ->
                     if t0 <> t then
-                        this.Safety(SafetyProperty.StateMachineSafety, sprintf "index %d committed with term %d and, on %s, with term %d" i t0 node t)
+                        this.Safety(
+                            SafetyProperty.StateMachineSafety,
+                            sprintf "index %d committed with term %d and, on %s, with term %d" i t0 node t
+                        )
                     elif term < c0 then
                         committed[i] <- struct (t0, term)
                 | _ ->
@@ -272,9 +279,15 @@ type Invariants() =
             match stateAt.TryGetValue index with
             | true, other ->
                 if not (KvModel.same other.Data state.Data) then
-                    this.Safety(SafetyProperty.StateMachineSafety, sprintf "%s's state machine at index %d differs from another node's" node index)
+                    this.Safety(
+                        SafetyProperty.StateMachineSafety,
+                        sprintf "%s's state machine at index %d differs from another node's" node index
+                    )
                 elif other.Sessions <> state.Sessions then
-                    this.Safety(SafetyProperty.StateMachineSafety, sprintf "%s's client sessions at index %d differ from another node's" node index)
+                    this.Safety(
+                        SafetyProperty.StateMachineSafety,
+                        sprintf "%s's client sessions at index %d differ from another node's" node index
+                    )
             | _ -> stateAt[index] <- state
 
     /// Exactly-once: a session's request took effect (was applied, not answered from the session's results) at

@@ -34,6 +34,10 @@ let private all: Test list =
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end
+
+      // model-checking:begin
+      ModelCheckingTests.tests
+      // model-checking:end
       ]
 
 [<EntryPoint>]

@@ -27,10 +27,7 @@ let maxSteps = 12
 
 /// A failed run and the command that replays it with a trace.
 let report (result: RunResult) =
-    sprintf
-        "%s\nreplay with: dotnet fsi build.fsx replay '%s'"
-        (Simulator.describe result)
-        (Schedule.format result.Schedule)
+    sprintf "%s\nreplay with: dotnet fsi build.fsx replay '%s'" (Simulator.describe result) (Schedule.format result.Schedule)
 
 let private runOne (schedule: Schedule) = Simulator.run reducer settings schedule
 
@@ -51,7 +48,10 @@ let private randomSchedulesIn (settings: Settings) (reducer: Reducer<State>) (na
         let seed = fsCheckSeed ()
         let watch = Stopwatch.StartNew()
         let arb =
-            Arb.fromGenShrink (Schedules.genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }), Schedules.shrink)
+            Arb.fromGenShrink (
+                Schedules.genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
+                Schedules.shrink
+            )
         let mutable last = None
         let mutable total = []
         let property =

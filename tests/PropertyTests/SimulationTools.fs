@@ -36,7 +36,10 @@ let soak (count: int option) : int =
         "soak: seed %d, up to %d faults, %s, %s"
         seed
         steps
-        (if env "SKIFF_PLAIN" = "1" then "without Pre-Vote and CheckQuorum" else "with Pre-Vote and CheckQuorum")
+        (if env "SKIFF_PLAIN" = "1" then
+             "without Pre-Vote and CheckQuorum"
+         else
+             "with Pre-Vote and CheckQuorum")
         (match count with
          | Some n -> sprintf "%d schedules" n
          | None -> "until stopped")
@@ -93,9 +96,7 @@ let private target (text: string) (limit: int) : Schedule option =
     match UInt64.TryParse text with
     | true, seed ->
         let run s = Simulator.run (chosenReducer ()) (chosenSettings ()) s
-        soakSchedules (steps ()) seed
-        |> Seq.truncate limit
-        |> Seq.tryFind (fun s -> (run s).Violation.IsSome)
+        soakSchedules (steps ()) seed |> Seq.truncate limit |> Seq.tryFind (fun s -> (run s).Violation.IsSome)
     | _ -> Some(Schedule.parse text)
 
 /// Replay mode: runs one schedule (or the first failure of the soak seeded `text`, among its first 100,000 schedules)
