@@ -26,26 +26,26 @@ module Program =
         | Program.Return a -> f a
         | Program.Call(action, next) -> Program.Call(action, next >> bind f)
 
-    let private unexpected action (output: Output) = invalidOp (sprintf "the store answered %A to %A" output action)
+    /// Performs `action` and returns what `read` takes from its output; any other output breaks the store's contract.
+    let private call (action: Action) (read: Output -> 'A option) : Program<'A> =
+        Program.Call(
+            action,
+            fun output ->
+                match read output with
+                | Some a -> Program.Return a
+                | None -> invalidOp (sprintf "the store answered %A to %A" output action)
+        )
 
     /// Reads a key: its value, or None if absent (a linearizable read, through ReadIndex).
     let get (key: string) : Program<byte[] option> =
-        let action = Action.Get key
-        Program.Call(
-            action,
-            function
-            | Output.Value v -> Program.Return v
-            | other -> unexpected action other
-        )
+        call (Action.Get key) (function
+            | Output.Value v -> Some v
+            | _ -> None)
 
     let private write (command: Command) : Program<CommandResult> =
-        let action = Action.Write command
-        Program.Call(
-            action,
-            function
-            | Output.Result r -> Program.Return r
-            | other -> unexpected action other
-        )
+        call (Action.Write command) (function
+            | Output.Result r -> Some r
+            | _ -> None)
 
     /// Sets a key.
     let put (key: string) (value: byte[]) : Program<unit> = write (Command.Insert(key, value)) |> bind (fun _ -> ret ())

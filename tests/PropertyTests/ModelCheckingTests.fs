@@ -6,6 +6,8 @@ module Skiff.PropertyTests.ModelCheckingTests
 open System.IO
 open System.Text.RegularExpressions
 open Expecto
+open FsCheck
+open FsCheck.FSharp
 open Skiff.Simulation
 open Skiff.Simulation.ModelChecker
 open ModelChecking
@@ -76,5 +78,28 @@ let private sample =
               let code = File.ReadAllText(Path.Combine(root, "samples", "ModelChecking", "Counter.fs"))
               Expect.equal (block.Groups[1].Value.Trim()) (code.Trim()) "README block = samples/ModelChecking/Counter.fs" ]
 
+let private schedules =
+    testList
+        "Schedules"
+        [ testCase "registered ScheduleArbitraries give a property schedules of up to 12 faults on 3 or 5 nodes"
+          <| fun () ->
+              let config = Config.QuickThrowOnFailure.WithArbitrary([ typeof<Schedules.ScheduleArbitraries> ]).WithMaxTest(200)
+              Check.One(config, fun (s: Schedule) -> s.Steps.Length <= 12 && (s.Nodes = 3 || s.Nodes = 5))
+          testCase "shrinking keeps the seed and the cluster size, and never adds faults or time"
+          <| fun () ->
+              for s in Schedules.sample 12 5UL 50 do
+                  for smaller in Schedules.shrink s do
+                      Expect.equal (smaller.Seed, smaller.Nodes) (s.Seed, s.Nodes) "same run"
+                      Expect.isLessThanOrEqual smaller.Steps.Length s.Steps.Length "no fault added"
+                      Expect.isLessThan (Schedule.length smaller + smaller.Steps.Length) (Schedule.length s + s.Steps.Length) "smaller"
+          testCase "shrinkWhile finds a schedule with no smaller variant that still fails"
+          <| fun () ->
+              // Fails while a crash is left: shrinks to one crash step with no delay.
+              let hasCrash (s: Schedule) = s.Steps |> List.exists (fun step -> step.Fault.IsCrash)
+              let start = Schedules.sample 12 9UL 50 |> List.find (fun s -> hasCrash s && s.Steps.Length > 3)
+              let shrunk = Schedules.shrinkWhile hasCrash start
+              Expect.equal shrunk.Steps.Length 1 (Schedule.format shrunk)
+              Expect.equal shrunk.Steps.Head.After 0 (Schedule.format shrunk) ]
+
 /// Every model-checking test.
-let tests: Test = testList "model checking" [ checker; sample ]
+let tests: Test = testList "model checking" [ checker; schedules; sample ]
