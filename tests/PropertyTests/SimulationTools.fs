@@ -16,6 +16,14 @@ let private chosenReducer () = if env "SKIFF_PLAIN" = "1" then plainReducer else
 
 let private chosenSettings () = if env "SKIFF_SOAK_SESSIONS" = "1" then sessionSettings else settings
 
+/// The replay flags that choose the same reducer and clients as this soak or replay (steps do not matter to a replay
+/// of a schedule's text).
+let private flags () =
+    (if env "SKIFF_PLAIN" = "1" then " --plain" else "") + (if env "SKIFF_SOAK_SESSIONS" = "1" then " --sessions" else "")
+
+/// `report` with the flags that replay the run the same way.
+let private replayable (result: RunResult) = report result + flags ()
+
 let private steps () =
     match env "SKIFF_SOAK_STEPS" with
     | null
@@ -72,7 +80,7 @@ let soak (count: int option) : int =
         match r.Violation with
         | Some v when keepGoing ->
             violations <- violations + 1
-            printfn "soak: %s | %s" (Schedule.format s) (string v)
+            printfn "soak: %s | %s | flags:%s" (Schedule.format s) (string v) (flags ())
         | Some _ -> failure <- Some r
         | None -> ()
         let t = watch.Elapsed.TotalSeconds
@@ -82,7 +90,7 @@ let soak (count: int option) : int =
     printfn "soak: %d schedules in %.0f s (%.1f/s)" ran watch.Elapsed.TotalSeconds (float ran / watch.Elapsed.TotalSeconds)
     match failure with
     | Some r ->
-        printfn "soak: VIOLATION\n%s" (report r)
+        printfn "soak: VIOLATION\n%s" (replayable r)
         1
     | None when violations > 0 ->
         printfn "soak: %d violations" violations
@@ -132,5 +140,5 @@ let replay (text: string) : int =
             | _ -> schedule
         let result = Simulator.run reducer { settings with Trace = true } schedule
         result.Trace |> List.iter (printfn "%s")
-        printfn "%s" (report result)
+        printfn "%s" (replayable result)
         if result.Violation.IsSome then 1 else 0
