@@ -83,7 +83,11 @@ let private schedules =
         "Schedules"
         [ testCase "registered ScheduleArbitraries give a property schedules of up to 12 faults on 3 or 5 nodes"
           <| fun () ->
-              let config = Config.QuickThrowOnFailure.WithArbitrary([ typeof<Schedules.ScheduleArbitraries> ]).WithMaxTest(200)
+              let config =
+                  Config.QuickThrowOnFailure
+                      .WithArbitrary([ typeof<Schedules.ScheduleArbitraries> ])
+                      .WithMaxTest(200)
+                      .WithQuietOnSuccess(true)
               Check.One(config, fun (s: Schedule) -> s.Steps.Length <= 12 && (s.Nodes = 3 || s.Nodes = 5))
           testCase "shrinking keeps the seed and the cluster size, and never adds faults or time"
           <| fun () ->
