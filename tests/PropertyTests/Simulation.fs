@@ -160,7 +160,9 @@ let knownPlainSchedules =
     [ "no Pre-Vote: removed node collects votes it cannot use",
       "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]"
       "no Pre-Vote: removed leader refused by the voter it needs (finding 8)",
-      "seed=5343851847754639691 nodes=3 [35 oneway:1>1; 27 isolate:0; 10 remove:1; 10 heal; 4 add]" ]
+      "seed=5343851847754639691 nodes=3 [35 oneway:1>1; 27 isolate:0; 10 remove:1; 10 heal; 4 add]"
+      "no Pre-Vote: a stale voter carries a removed node's terms to the electable candidate (finding 10)",
+      "seed=5072408118928407206 nodes=3 [17 isolate:0; 2 crash:0; 6 loss:2; 24 delay:5; 17 heal; 40 heal; 1 heal; 3 isolate:0; 7 dup:22; 4 add; 33 loss:24; 9 crash:0; 36 restart:2; 15 restart:1; 16 remove:2; 35 remove:1; 21 isolate:0; 16 restart:2; 10 transfer:0; 6 heal; 34 remove:2; 13 isolate:0; 4 add; 6 delay:5; 37 crash:0; 37 partition:1; 10 transfer:2; 16 delay:4; 25 crash:0; 1 crash:2; 16 remove:0; 34 restart:1; 6 delay:6; 8 delay:6; 25 heal]" ]
 
 let private regressions =
     (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
