@@ -1,5 +1,5 @@
 // Skiff's build script: `dotnet fsi build.fsx <target> [args]`.
-// Targets: build | check | test | soak [count] | pack [dir] | bench [args] | faults [--minutes N|--catches]. A plain script
+// Targets: build | check | test | soak [count] | replay <schedule|seed> | pack [dir] | bench [args] | faults [--minutes N|--catches]. A plain script
 // that starts processes: FAKE 6 does not restore here and FAKE 5 needs hand-set context, and this is all we need.
 open System
 open System.Diagnostics
@@ -126,9 +126,45 @@ let test (extra: string list) =
     printfn "%d passed, %d failed" passed failed
     exit (if failed = 0 then 0 else 1)
 
-let soak (extra: string list) =
+/// The simulation tools' flags, passed to the PropertyTests program as the environment it reads
+/// (tests/PropertyTests/SimulationTools.fs); what is left is returned.
+let rec simulationFlags (args: string list) : string list =
+    let set name value = Environment.SetEnvironmentVariable(name, value)
+    match args with
+    | "--seed" :: seed :: rest ->
+        set "SKIFF_SEED" seed
+        simulationFlags rest
+    | "--steps" :: steps :: rest ->
+        set "SKIFF_SOAK_STEPS" steps
+        simulationFlags rest
+    | "--plain" :: rest ->
+        set "SKIFF_PLAIN" "1"
+        simulationFlags rest
+    | "--sessions" :: rest ->
+        set "SKIFF_SOAK_SESSIONS" "1"
+        simulationFlags rest
+    | "--all" :: rest ->
+        set "SKIFF_SOAK_ALL" "1"
+        simulationFlags rest
+    | "--shrink" :: rest ->
+        set "SKIFF_SHRINK" "1"
+        simulationFlags rest
+    | "--schedules" :: count :: rest -> count :: simulationFlags rest
+    | other :: rest -> other :: simulationFlags rest
+    | [] -> []
+
+let private propertyTests (args: string list) =
     build ()
-    exit (run "dotnet" ([ "run"; "--project"; "tests/PropertyTests"; "-c"; "Release"; "--no-build"; "--"; "--soak" ] @ extra))
+    exit (run "dotnet" ([ "run"; "--project"; "tests/PropertyTests"; "-c"; "Release"; "--no-build"; "--" ] @ args))
+
+/// `soak [--schedules N | N] [--seed S] [--steps K] [--plain] [--sessions] [--all]`: N random schedules (until
+/// Ctrl-C without N) of up to K faults (12), with Pre-Vote and CheckQuorum unless --plain; --all reports every
+/// violation instead of stopping at the first.
+let soak (extra: string list) = propertyTests ("--soak" :: simulationFlags extra)
+
+/// `replay '<schedule>' | <soak seed> [--plain] [--steps K] [--shrink]`: one schedule again with its full trace
+/// (for a seed: the first failure of that soak).
+let replay (extra: string list) = propertyTests ("--replay" :: simulationFlags extra)
 
 /// NuGet packages of every library and the CLI tool, with README, license and symbols, into `artifacts/`.
 let pack (extra: string list) =
@@ -182,11 +218,12 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "check" :: _ -> check ()
 | "test" :: rest -> test rest
 | "soak" :: rest -> soak rest
+| "replay" :: rest -> replay rest
 | "pack" :: rest -> pack rest
 | "bench" :: rest -> bench rest
 | "faults" :: rest -> faults rest
 | other ->
     eprintfn
-        "usage: dotnet fsi build.fsx build|check|test|soak [count]|pack [dir]|bench [args]|faults [--minutes N|--catches] (got %A)"
+        "usage: dotnet fsi build.fsx build|check|test|soak [--schedules N]|replay <schedule|seed>|pack [dir]|bench [args]|faults [--minutes N|--catches] (got %A)"
         other
     exit 2

@@ -98,8 +98,12 @@ module Election =
             // grant it, and if we stayed a term behind its campaigns, each of ours would come in a term whose vote
             // it had already taken, term after term (finding 8). Moving the term does not restart our election
             // timer (thesis Figure 3.1 restarts it on a granted vote or a leader's AppendEntries only), so we
-            // still campaign on time; a node in a leader's lease keeps its term (§4.2.3).
-            if m.Term > s.Term && not m.PreVote && State.isVoterIn from (State.configAt s.Commit s) && not (inLease s) then
+            // still campaign on time; a node in a leader's lease keeps its term (§4.2.3). A node that knows no
+            // leader follows the term even of a removed node (finding 10): it unseats no one, and without it a
+            // stale voter that still grants the removed node carries its terms to us in its refusals, each one
+            // ending our campaign, term after term; a node that knows its leader keeps its term.
+            let leaderless = s.Leader.IsNone && s.Role <> Role.Leader
+            if m.Term > s.Term && not m.PreVote && (leaderless || State.isVoterIn from (State.configAt s.Commit s)) && not (inLease s) then
                 let s' = State.becomeFollower m.Term None s
                 let s' = { s' with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
                 reply false s'.Term s'

@@ -107,7 +107,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
             drain node
             true
         | Error e ->
-            inv.Fail("reducer exception", sprintf "%s: %s" node.Name (e.ToString()))
+            inv.Fail(ViolationKind.ReducerException(sprintf "%s: %s" node.Name (e.ToString())))
             false
 
     // ----- observing
@@ -148,10 +148,10 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
     and checkHardState (node: Node<'S>) (hard: HardState) =
         let last = node.WrittenHard
         if hard.Term < last.Term then
-            inv.Fail("election safety", sprintf "%s persists term %d after term %d" node.Name hard.Term last.Term)
+            inv.Safety(SafetyProperty.ElectionSafety, sprintf "%s persists term %d after term %d" node.Name hard.Term last.Term)
         elif hard.Term = last.Term && last.VotedFor.IsSome && hard.VotedFor <> last.VotedFor then
-            inv.Fail(
-                "election safety",
+            inv.Safety(
+                SafetyProperty.ElectionSafety,
                 sprintf
                     "%s changes its vote in term %d from %s to %s"
                     node.Name
@@ -176,7 +176,11 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
             while node.Alive && node.Inbox.Count > 0 && not (failed ()) do
                 budget <- budget - 1
                 if budget = 0 then
-                    inv.Fail("liveness", sprintf "%s keeps feeding itself events without end (last: %A)" node.Name (node.Inbox.Peek()))
+                    inv.Liveness(
+                        LivenessProperty.EndlessFeedback,
+                        100_000,
+                        sprintf "%s keeps feeding itself events without end (last: %A)" node.Name (node.Inbox.Peek())
+                    )
                 let event = node.Inbox.Dequeue()
                 // An interpreter may coalesce durability notices: "durable up to i" covers every earlier one.
                 let coalesced =
@@ -217,7 +221,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         | Effect.PersistEntries batch ->
             match node.Written.Write batch with
             | Ok() -> inv.ObserveWrite(node.Name, batch, node.Written)
-            | Error e -> inv.Fail("interpreter contract", sprintf "%s: %s" node.Name e)
+            | Error e -> inv.Contract(sprintf "%s: %s" node.Name e)
         | Effect.InstallSnapshot(_, meta) -> node.Written.Reset(meta.Index, meta.Term)
         | Effect.CompactLog upTo ->
             let term =
@@ -255,10 +259,10 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                 match List.tryLast batch with
                 | Some last -> node.Inbox.Enqueue(Event.Persisted(last.Index, last.Term))
                 | None -> ()
-            | Error e -> inv.Fail("interpreter contract", sprintf "%s (durable log): %s" node.Name e)
+            | Error e -> inv.Contract(sprintf "%s (durable log): %s" node.Name e)
         | Effect.Send envelope ->
             match envelope.Message with
-            | Message.Snapshot _ -> inv.Fail("interpreter contract", sprintf "%s sent Message.Snapshot directly" node.Name)
+            | Message.Snapshot _ -> inv.Contract(sprintf "%s sent Message.Snapshot directly" node.Name)
             | _ -> net.Send(world.Now, envelope, None)
         | Effect.Apply entries -> applyEntries node entries
         | Effect.LoadEntries(purpose, from, upTo) ->
@@ -274,7 +278,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
             // The effect names the index it expects the state machine to be at once the Apply effects before it
             // are done; they are (the disk queue keeps order), so anything else is an interpreter bug.
             if meta.Index <> node.Applied then
-                inv.Fail("interpreter contract", sprintf "%s asked to snapshot at %d but has applied %d" node.Name meta.Index node.Applied)
+                inv.Contract(sprintf "%s asked to snapshot at %d but has applied %d" node.Name meta.Index node.Applied)
             else
                 node.Snapshot <- Some(meta, node.Kv)
                 inv.ObserveState(node.Name, meta.Index, node.Kv)
@@ -282,10 +286,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         | Effect.CompactLog upTo ->
             let snapIndex = node.Snapshot |> Option.map (fun (m, _) -> m.Index) |> Option.defaultValue 0L
             if upTo > snapIndex then
-                inv.Fail(
-                    "interpreter contract",
-                    sprintf "%s compacts its log up to %d but its snapshot only covers %d" node.Name upTo snapIndex
-                )
+                inv.Contract(sprintf "%s compacts its log up to %d but its snapshot only covers %d" node.Name upTo snapIndex)
             else
                 let term = node.Snapshot |> Option.map (fun (m, _) -> m.Term) |> Option.defaultValue 0L
                 node.Durable.Compact(upTo, (if node.Snapshot.IsSome && fst(node.Snapshot.Value).Index = upTo then term else 0L))
@@ -304,16 +305,14 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                       Message = Message.Snapshot { Term = term; Leader = node.Id; Meta = meta; Staged = name } }
                 net.Send(world.Now, envelope, Some kv)
             | stored ->
-                inv.Fail(
-                    "interpreter contract",
+                inv.Contract(
                     sprintf "%s asked to send snapshot %d/%d but stores %A" node.Name meta.Index meta.Term (stored |> Option.map fst)
                 )
         | Effect.InstallSnapshot(staged, meta) ->
             match node.Staged.TryGetValue staged with
             | true, (stagedMeta, kv) ->
                 if stagedMeta.Index <> meta.Index || stagedMeta.Term <> meta.Term then
-                    inv.Fail(
-                        "interpreter contract",
+                    inv.Contract(
                         sprintf
                             "%s installs %s as %d/%d but it holds %d/%d"
                             node.Name
@@ -324,8 +323,8 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                             stagedMeta.Term
                     )
                 elif meta.Index < node.Applied then
-                    inv.Fail(
-                        "state machine safety",
+                    inv.Safety(
+                        SafetyProperty.StateMachineSafety,
                         sprintf "%s installs a snapshot at %d, behind its applied index %d" node.Name meta.Index node.Applied
                     )
                 else
@@ -337,7 +336,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                     installs <- installs + 1
                     log (fun () -> sprintf "%s installed snapshot %d/%d" node.Name meta.Index meta.Term)
                     clients.StateAdvanced node
-            | _ -> inv.Fail("interpreter contract", sprintf "%s installs unknown staged snapshot %s" node.Name staged)
+            | _ -> inv.Contract(sprintf "%s installs unknown staged snapshot %s" node.Name staged)
         | Effect.RoleChanged _
         | Effect.ConfigurationChanged _ -> ()
 
@@ -345,7 +344,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
         for e in entries do
             if not (failed ()) then
                 if e.Index <> node.Applied + 1L then
-                    inv.Fail("state machine safety", sprintf "%s applies index %d after %d" node.Name e.Index node.Applied)
+                    inv.Safety(SafetyProperty.StateMachineSafety, sprintf "%s applies index %d after %d" node.Name e.Index node.Applied)
                 else
                     let mutable result = None
                     match e.Payload with
@@ -360,8 +359,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                             | LogCommand.InSession(stamp, _), LogResult.Applied _ ->
                                 inv.ObserveRequestApplied(node.Name, stamp.Session, stamp.Sequence, e.Index)
                             | _ -> ()
-                        | Error why ->
-                            inv.Fail("interpreter contract", sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
+                        | Error why -> inv.Contract(sprintf "%s applies an undecodable command at %d: %s" node.Name e.Index why)
                     node.Applied <- e.Index
                     inv.ObserveApply(node.Name, e, node.Kv)
                     clients.Applied(node, e, result)

@@ -3,6 +3,52 @@ namespace Skiff.Simulation
 open System.Collections.Generic
 open Skiff.Core
 
+/// The Raft and client-facing safety properties the simulator checks as it runs.
+[<RequireQualifiedAccess>]
+type SafetyProperty =
+    /// At most one leader per term.
+    | ElectionSafety
+    /// Logs that agree on an entry agree on everything before it; a commit index never passes the log's end.
+    | LogMatching
+    /// A new leader holds every entry committed in an earlier term.
+    | LeaderCompleteness
+    /// Every node applies the same entry, and reaches the same state, at each index.
+    | StateMachineSafety
+    /// A node's commit index never goes back.
+    | CommitMonotonicity
+    /// A write acknowledged to its client is in the final state.
+    | AcknowledgedWriteLost
+    /// A session's request takes effect at most once.
+    | RequestAppliedTwice
+
+/// The liveness properties: each has a bound in ticks (Settings) within which something must happen.
+[<RequireQualifiedAccess>]
+type LivenessProperty =
+    /// After every fault heals, a leader is elected (Settings.LeaderTicks).
+    | LeaderAfterHealing
+    /// After every fault heals, every member catches up with the leader's log and state (Settings.LivenessTicks).
+    | ConvergenceAfterHealing
+    /// While a majority of voters is connected both ways, a leader commits (Settings.PartialLivenessTicks).
+    | PartialFailure
+    /// A node keeps feeding itself events (Persisted, EntriesLoaded...) without end: a livelocked reducer.
+    | EndlessFeedback
+
+/// What went wrong in a run: the broken property and its evidence. Typed so that a property test can say which
+/// failures it expects (a liveness test, say, ignoring safety violations it leaves to others) without parsing text.
+[<RequireQualifiedAccess>]
+type ViolationKind =
+    /// A safety property broke; `details` names the nodes, indices and terms involved.
+    | Safety of property: SafetyProperty * details: string
+    /// The client history is not linearizable: `key`'s operations, with the longest order found and the operation
+    /// that could not be placed after it (Linearizability.Explanation).
+    | NotLinearizable of key: string * explanation: Linearizability.Explanation
+    /// A liveness property's bound of `ticks` passed without the awaited progress; `details` describes the nodes.
+    | LivenessTimeout of property: LivenessProperty * ticks: int * details: string
+    /// The reducer broke its contract with the interpreter (an effect the interpreter cannot carry out).
+    | InterpreterContract of details: string
+    /// The reducer threw.
+    | ReducerException of details: string
+
 /// A broken safety or liveness property, with where in the run it was found.
 type Violation =
     {
@@ -10,13 +56,42 @@ type Violation =
         Step: int64
         /// The simulated tick.
         Tick: int64
-        /// Which property: "election safety", "log matching", "leader completeness", "state machine safety",
-        /// "commit monotonicity", "acknowledged write lost", "linearizability", "liveness", "interpreter contract",
-        /// "reducer exception".
-        Property: string
-        /// What exactly went wrong.
-        Description: string
+        /// What broke.
+        Kind: ViolationKind
     }
+
+    /// A short name of the broken property, for reports: "election safety", "linearizability", "liveness"...
+    member this.Property: string =
+        match this.Kind with
+        | ViolationKind.Safety(p, _) ->
+            match p with
+            | SafetyProperty.ElectionSafety -> "election safety"
+            | SafetyProperty.LogMatching -> "log matching"
+            | SafetyProperty.LeaderCompleteness -> "leader completeness"
+            | SafetyProperty.StateMachineSafety -> "state machine safety"
+            | SafetyProperty.CommitMonotonicity -> "commit monotonicity"
+            | SafetyProperty.AcknowledgedWriteLost -> "acknowledged write lost"
+            | SafetyProperty.RequestAppliedTwice -> "request applied twice"
+        | ViolationKind.NotLinearizable _ -> "linearizability"
+        | ViolationKind.LivenessTimeout _ -> "liveness"
+        | ViolationKind.InterpreterContract _ -> "interpreter contract"
+        | ViolationKind.ReducerException _ -> "reducer exception"
+
+    /// Whether it is a liveness violation (the others are safety violations or broken contracts).
+    member this.IsLiveness: bool =
+        match this.Kind with
+        | ViolationKind.LivenessTimeout _ -> true
+        | _ -> false
+
+    /// What exactly went wrong, in words.
+    member this.Description: string =
+        match this.Kind with
+        | ViolationKind.Safety(_, d)
+        | ViolationKind.InterpreterContract d
+        | ViolationKind.ReducerException d -> d
+        | ViolationKind.LivenessTimeout(_, _, d) -> d
+        | ViolationKind.NotLinearizable(key, explanation) ->
+            Linearizability.describe (Linearizability.CheckResult.NotLinearizable(key, explanation))
 
     /// One line (or a few) for logs and test failures.
     override this.ToString() = sprintf "%s violated at step %d (tick %d): %s" this.Property this.Step this.Tick this.Description
@@ -43,9 +118,19 @@ type Invariants() =
     member _.Violation = violation
 
     /// Records a violation (only the first one is kept).
-    member this.Fail(property: string, description: string) =
+    member this.Fail(kind: ViolationKind) =
         if violation.IsNone then
-            violation <- Some { Step = this.Step; Tick = this.Tick; Property = property; Description = description }
+            violation <- Some { Step = this.Step; Tick = this.Tick; Kind = kind }
+
+    /// Records a safety violation.
+    member this.Safety(property: SafetyProperty, details: string) = this.Fail(ViolationKind.Safety(property, details))
+
+    /// Records a broken interpreter contract.
+    member this.Contract(details: string) = this.Fail(ViolationKind.InterpreterContract details)
+
+    /// Records a liveness violation: `ticks` passed without progress.
+    member this.Liveness(property: LivenessProperty, ticks: int, details: string) =
+        this.Fail(ViolationKind.LivenessTimeout(property, ticks, details))
 
     /// The highest index known committed anywhere.
     member _.MaxCommitted = maxCommitted
@@ -53,7 +138,8 @@ type Invariants() =
     /// Election safety: at most one leader per term, over the whole run.
     member this.ObserveLeader(node: string, term: Term) =
         match leaders.TryGetValue term with
-        | true, other when other <> node -> this.Fail("election safety", sprintf "%s and %s are both leaders of term %d" other node term)
+        | true, other when other <> node ->
+            this.Safety(SafetyProperty.ElectionSafety, sprintf "%s and %s are both leaders of term %d" other node term)
         | true, _ -> ()
         | _ -> leaders[term] <- node
 
@@ -67,8 +153,8 @@ type Invariants() =
                 match log.TermAt i with
                 | ValueSome t when t = entryTerm -> ()
                 | found ->
-                    this.Fail(
-                        "leader completeness",
+                    this.Safety(
+                        SafetyProperty.LeaderCompleteness,
                         sprintf
                             "%s became leader of term %d without the entry committed at index %d (term %d, committed in term %d); its log has %s"
                             node
@@ -94,12 +180,18 @@ type Invariants() =
             match log.TermAt i with
             | ValueNone ->
                 if i > log.LastIndex then
-                    this.Fail("log matching", sprintf "%s's commit index %d is beyond its last entry %d" node upTo log.LastIndex)
+                    this.Safety(
+                        SafetyProperty.LogMatching,
+                        sprintf "%s's commit index %d is beyond its last entry %d" node upTo log.LastIndex
+                    )
             | ValueSome t ->
                 match committed.TryGetValue i with
                 | true, struct (t0, c0) ->
                     if t0 <> t then
-                        this.Fail("state machine safety", sprintf "index %d committed with term %d and, on %s, with term %d" i t0 node t)
+                        this.Safety(
+                            SafetyProperty.StateMachineSafety,
+                            sprintf "index %d committed with term %d and, on %s, with term %d" i t0 node t
+                        )
                     elif term < c0 then
                         committed[i] <- struct (t0, term)
                 | _ ->
@@ -108,8 +200,8 @@ type Invariants() =
                         maxCommitted <- i
                     for (leader, leaderTerm, leaderLog) in leaderLogs do
                         if leaderTerm > term && i > leaderLog.BaseIndex && leaderLog.TermAt i <> ValueSome t then
-                            this.Fail(
-                                "leader completeness",
+                            this.Safety(
+                                SafetyProperty.LeaderCompleteness,
                                 sprintf
                                     "index %d (term %d) committed on %s in term %d is missing from %s, leader of term %d"
                                     i
@@ -124,7 +216,7 @@ type Invariants() =
     /// Commit monotonicity within one node's lifetime.
     member this.CheckCommitMonotone(node: string, before: LogIndex, after: LogIndex) =
         if after < before then
-            this.Fail("commit monotonicity", sprintf "%s's commit index went from %d back to %d" node before after)
+            this.Safety(SafetyProperty.CommitMonotonicity, sprintf "%s's commit index went from %d back to %d" node before after)
 
     /// Log matching: entries written with the same index and term must carry the same payload and follow the same
     /// previous term, which by induction makes the logs identical up to there. `log` is the node's written log
@@ -137,15 +229,15 @@ type Invariants() =
                 match written.TryGetValue key with
                 | true, struct (payload, prevTerm) ->
                     if payload <> e.Payload then
-                        this.Fail(
-                            "log matching",
+                        this.Safety(
+                            SafetyProperty.LogMatching,
                             sprintf "%s wrote a different entry at index %d term %d than another node" node e.Index e.Term
                         )
                     else
                         match prevTerm, prev with
                         | ValueSome a, ValueSome b when a <> b ->
-                            this.Fail(
-                                "log matching",
+                            this.Safety(
+                                SafetyProperty.LogMatching,
                                 sprintf "%s holds index %d term %d after term %d, another node after term %d" node e.Index e.Term b a
                             )
                         | ValueNone, ValueSome _ -> written[key] <- struct (payload, prev)
@@ -166,16 +258,16 @@ type Invariants() =
                         match LogCommandCodec.decodeArray bytes with
                         | Ok c -> sprintf "term %d %A" e.Term c
                         | Error _ -> sprintf "term %d undecodable command" e.Term
-                this.Fail(
-                    "state machine safety",
+                this.Safety(
+                    SafetyProperty.StateMachineSafety,
                     sprintf "%s applied %s at index %d but %s applied %s" node (show entry) entry.Index who (show other)
                 )
         | _ -> applied[entry.Index] <- struct (entry, node)
         this.ObserveState(node, entry.Index, state)
         match acknowledged.TryGetValue entry.Index with
         | true, term when term <> entry.Term ->
-            this.Fail(
-                "acknowledged write lost",
+            this.Safety(
+                SafetyProperty.AcknowledgedWriteLost,
                 sprintf "the write acknowledged at index %d term %d was replaced: %s applied term %d there" entry.Index term node entry.Term
             )
         | _ -> ()
@@ -187,9 +279,15 @@ type Invariants() =
             match stateAt.TryGetValue index with
             | true, other ->
                 if not (KvModel.same other.Data state.Data) then
-                    this.Fail("state machine safety", sprintf "%s's state machine at index %d differs from another node's" node index)
+                    this.Safety(
+                        SafetyProperty.StateMachineSafety,
+                        sprintf "%s's state machine at index %d differs from another node's" node index
+                    )
                 elif other.Sessions <> state.Sessions then
-                    this.Fail("state machine safety", sprintf "%s's client sessions at index %d differ from another node's" node index)
+                    this.Safety(
+                        SafetyProperty.StateMachineSafety,
+                        sprintf "%s's client sessions at index %d differ from another node's" node index
+                    )
             | _ -> stateAt[index] <- state
 
     /// Exactly-once: a session's request took effect (was applied, not answered from the session's results) at
@@ -197,8 +295,8 @@ type Invariants() =
     member this.ObserveRequestApplied(node: string, session: int64, sequence: int64, index: LogIndex) =
         match requests.TryGetValue(struct (session, sequence)) with
         | true, first when first <> index ->
-            this.Fail(
-                "request applied twice",
+            this.Safety(
+                SafetyProperty.RequestAppliedTwice,
                 sprintf
                     "%s applied request %d of session %d at index %d, but it had already taken effect at index %d"
                     node
@@ -215,8 +313,8 @@ type Invariants() =
         acknowledged[index] <- term
         match applied.TryGetValue index with
         | true, struct (e, who) when e.Term <> term ->
-            this.Fail(
-                "acknowledged write lost",
+            this.Safety(
+                SafetyProperty.AcknowledgedWriteLost,
                 sprintf "a write was acknowledged at index %d term %d but %s applied term %d there" index term who e.Term
             )
         | _ -> ()

@@ -33,7 +33,13 @@ let apply (store: Store) (command: Command) : Store * CommandResult =
 
 /// A simulated member's whole state machine: the data and the client sessions that make retried writes apply
 /// at most once.
-type Replica = { Data: Store; Sessions: Sessions.Table }
+type Replica =
+    {
+        /// The keys and their values.
+        Data: Store
+        /// Each open session's last request numbers and results, for answering a retried request again.
+        Sessions: Sessions.Table
+    }
 
 /// An empty replica.
 let emptyReplica: Replica = { Data = empty; Sessions = Sessions.empty }

@@ -49,7 +49,7 @@ let nodeName (slot: int) : string = Slot.name slot
 
 /// One run: the faults at their ticks, the tick loop, healing and the final checks. The interpreter, the clients
 /// and the operator each own their part of the run's state; the world holds what they share.
-type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule) =
+type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule, driver: ClientDriver option) =
     let world = World<'S>(reducer, options, schedule.Seed)
     let prng = world.Prng
     let net = world.Net
@@ -62,7 +62,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
     // The interpreter reports client-facing effects to the workload and the operator, which step nodes through the
     // interpreter: the cycle is closed through this cell once all three exist.
     let stepper = ref (fun (_: Node<'S>) (_: Event) -> ())
-    let workload = Workload<'S>(world, fun n e -> stepper.Value n e)
+    let workload = Workload<'S>(world, (fun n e -> stepper.Value n e), driver)
     let operator = Operator<'S>(world, fun n e -> stepper.Value n e)
     let interpreter =
         Interpreter<'S>(
@@ -145,7 +145,11 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                       | ValueSome s when n.Alive ->
                           sprintf "%s %A term %d commit %d" n.Name (reducer.Role s) (reducer.Term s) (reducer.CommitIndex s)
                       | _ -> sprintf "%s down" n.Name ]
-            inv.Fail("liveness", sprintf "under partial failure: %s: %s" d (String.concat "; " roles))
+            inv.Liveness(
+                LivenessProperty.PartialFailure,
+                options.PartialLivenessTicks,
+                sprintf "under partial failure: %s: %s" d (String.concat "; " roles)
+            )
         | None -> ()
 
     let tick () =
@@ -260,10 +264,15 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
                     done' <- true
                     convergedAfterHeal <- int (world.Now - healedAt)
                 elif not leaderSeen && world.Now - healedAt >= int64 options.LeaderTicks then
-                    inv.Fail("liveness", sprintf "no leader %d ticks after healing: %s" options.LeaderTicks (describeNodes ()))
+                    inv.Liveness(
+                        LivenessProperty.LeaderAfterHealing,
+                        options.LeaderTicks,
+                        sprintf "no leader %d ticks after healing: %s" options.LeaderTicks (describeNodes ())
+                    )
                 elif world.Now - healedAt >= int64 options.LivenessTicks then
-                    inv.Fail(
-                        "liveness",
+                    inv.Liveness(
+                        LivenessProperty.ConvergenceAfterHealing,
+                        options.LivenessTicks,
                         sprintf "%d ticks after healing, no leader with every member caught up: %s" options.LivenessTicks (describeNodes ())
                     )
                 else
@@ -272,8 +281,8 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
             if not (failed ()) then
                 match world.Leader() with
                 | Some leader when inv.MaxAcknowledged > leader.Applied ->
-                    inv.Fail(
-                        "acknowledged write lost",
+                    inv.Safety(
+                        SafetyProperty.AcknowledgedWriteLost,
                         sprintf
                             "writes were acknowledged up to index %d but the converged cluster has applied only %d"
                             inv.MaxAcknowledged
@@ -284,7 +293,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         let history = workload.Finish()
         if not (failed ()) then
             match Linearizability.check history with
-            | NotLinearizable _ as verdict -> inv.Fail("linearizability", Linearizability.describe verdict)
+            | NotLinearizable(key, explanation) -> inv.Fail(ViolationKind.NotLinearizable(key, explanation))
             | Unknown _ -> unchecked <- true
             | Linearizable -> ()
         { Schedule = schedule
@@ -311,7 +320,11 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
 
 /// Runs one schedule to completion (or to the first violation) and checks the client history for
 /// linearizability. Deterministic: the same reducer, settings and schedule give the same result.
-let run (reducer: Reducer<'S>) (settings: Settings) (schedule: Schedule) : RunResult = Run<'S>(reducer, settings, schedule).Execute()
+let run (reducer: Reducer<'S>) (settings: Settings) (schedule: Schedule) : RunResult = Run<'S>(reducer, settings, schedule, None).Execute()
+
+/// `run` with the clients driven by `driver` (a user's workload, see ModelCheck.fs) instead of random operations.
+let internal runDriven (reducer: Reducer<'S>) (settings: Settings) (driver: ClientDriver) (schedule: Schedule) : RunResult =
+    Run<'S>(reducer, settings, schedule, Some driver).Execute()
 
 /// Reducer options that make a short simulated run exercise everything: fast elections and heartbeats, a small
 /// in-memory window (LoadEntries), frequent snapshots and compaction, small appends, quick learner promotion.

@@ -46,7 +46,8 @@ type internal Client =
 
 /// The clients of one run. `step` hands an event to a node (the interpreter); the interpreter reports back
 /// through the members below (see ClientPort).
-type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
+/// With a `driver`, the clients run a user's programs (ModelCheck.fs) instead of random operations.
+type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit, driver: ClientDriver option) =
     let options = world.Settings
     let prng = world.Prng
     let nodes = world.Nodes
@@ -88,12 +89,16 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
                 log (fun () -> "client: " + Operation.describe entry)
                 history.Add entry
             client.Op <- None
+            if not op.OpensSession then
+                driver |> Option.iter (fun d -> d.Completed(client.Index, completion))
         | None -> ()
 
     let abandon (client: Client) =
         // The operation definitely did not take effect: it is left out of the history.
         log (fun () -> sprintf "client %d: operation failed definitely" client.Index)
         client.Op <- None
+        // A user's program stops here: whether its earlier steps took effect is for its model to judge.
+        driver |> Option.iter (fun d -> d.Completed(client.Index, Completion.TimedOut))
 
     /// With sessions a write is sent again (same session and number) wherever it may have been lost.
     let retries (op: ClientOp) = op.Sequence > 0L || op.OpensSession
@@ -150,11 +155,7 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
                                 // The session is gone: whether an earlier attempt took effect is unknown.
                                 c.Session <- 0L
                                 finish c Completion.TimedOut
-                        | None ->
-                            inv.Fail(
-                                "interpreter contract",
-                                sprintf "%s: the entry at %d accepted for a write is not a command" node.Name entry.Index
-                            )
+                        | None -> inv.Contract(sprintf "%s: the entry at %d accepted for a write is not a command" node.Name entry.Index)
                     elif retries c.Op.Value then
                         resend c 1
                     else
@@ -232,7 +233,7 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
         client.Op <- Some op
         sendClient client
 
-    let newOp (client: Client) =
+    let randomAction (client: Client) =
         let key = keys[prng.Below keys.Length]
         let value () =
             client.Written <- client.Written + 1
@@ -261,6 +262,9 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
             | _ ->
                 let expected = recent ()
                 Action.Write(Command.CompareAndSwap(key, expected, (if prng.Chance 20 then None else Some(value ()))))
+        action
+
+    let startAction (client: Client) (action: Action) =
         let sequence =
             match action with
             | Action.Write _ when options.Sessions && client.Session > 0L ->
@@ -269,6 +273,15 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
             | _ -> 0L
         world.Clock <- world.Clock + 1L
         startOp client action sequence false
+
+    let newOp (client: Client) =
+        let action =
+            match driver with
+            | Some d -> d.Next client.Index
+            | None -> Some(randomAction client)
+        match action with
+        | Some action -> startAction client action
+        | None -> ()
 
     let openSession (client: Client) = startOp client (Action.Write(Command.Remove "session")) 0L true
 
@@ -304,6 +317,7 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
     member _.Finish() : Operation list =
         for c in clients do
             finish c Completion.TimedOut
+        driver |> Option.iter (fun d -> d.Finish())
         List.ofSeq history
 
     /// Client operations that returned.

@@ -49,6 +49,13 @@ let tests =
         [ sample "samples/QuickStart" [ "hello world" ]
           sample "samples/MultiNode" [ "members: 3"; "node 3 saw config/mode = replicated" ]
           sample "samples/FSharpQuickStart" [ "hello world"; "watched: greeting" ]
+          // A simulation, not a network sample: its arguments are a schedule count and a seed, not a port.
+          test "samples/ModelChecking runs and ends by itself" {
+              let code, output = runProject "samples/ModelChecking" [ "50"; "1" ] 90.0
+              Expect.equal code 0 (sprintf "exit code; output:\n%s" output)
+              Expect.stringContains output "model-checking the counter on 50 schedules, seed 1" "it says what it checks"
+              Expect.stringContains output "passed" "expected output"
+          }
 
           test "the README's C# quick start is the QuickStart sample, as it compiles" {
               let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))

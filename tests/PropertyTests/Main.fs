@@ -34,11 +34,17 @@ let private all: Test list =
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end
+
+      // model-checking:begin
+      ModelCheckingTests.tests
+      // model-checking:end
       ]
 
 [<EntryPoint>]
 let main argv =
     match List.ofArray argv with
     // `dotnet fsi build.fsx soak [count]`: run simulation schedules instead of the tests.
-    | "--soak" :: rest -> Simulation.soak (rest |> List.tryHead |> Option.map int)
+    | "--soak" :: rest -> SimulationTools.soak (rest |> List.tryHead |> Option.map int)
+    // `dotnet fsi build.fsx replay '<schedule>'` (or a soak's seed): run one schedule again with a trace.
+    | [ "--replay"; target ] -> SimulationTools.replay target
     | _ -> Skiff.Tests.TestMain.run argv (testList "PropertyTests" all)

@@ -41,15 +41,11 @@ let private count (defaultCount: int) =
 
 /// Greedy shrink keeping a violation of the same property.
 let private shrink (reducer: Reducer<State>) (schedule: Schedule) (property: string) =
-    let fails s =
+    schedule
+    |> Schedules.shrinkWhile (fun s ->
         match (Simulator.run reducer settings s).Violation with
         | Some w -> w.Property = property
-        | None -> false
-    let rec go s =
-        match shrinkSchedule s |> Seq.tryFind fails with
-        | Some smaller -> go smaller
-        | None -> s
-    go schedule
+        | None -> false)
 
 let private schedules (name: string) (reducer: Reducer<State>) (nodes: int) (steps: int) (n: int) =
     testCase name
@@ -61,7 +57,7 @@ let private schedules (name: string) (reducer: Reducer<State>) (nodes: int) (ste
         let mutable checkedTicks = 0L
         let mutable judged = 0
         let failures = ResizeArray()
-        for s in sampleSchedules steps seed n do
+        for s in Schedules.sample steps seed n do
             if failures.Count = 0 then
                 let s = { s with Nodes = nodes }
                 let r = Simulator.run reducer settings s
@@ -135,8 +131,8 @@ let private teeth =
             runs
             |> List.filter (fun (v, _) ->
                 match v with
-                | Some v -> v.Property = "liveness" && (string v).Contains "partial failure"
-                | None -> false)
+                | Some { Kind = ViolationKind.LivenessTimeout(LivenessProperty.PartialFailure, _, _) } -> true
+                | _ -> false)
         Expect.isNonEmpty caught "caught on some seed"
         Expect.isTrue (runs |> List.forall (snd >> Option.isNone)) (sprintf "the real reducer passes: %A" (runs |> List.choose snd))
 

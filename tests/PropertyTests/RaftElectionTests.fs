@@ -76,13 +76,21 @@ let tests =
               Expect.isGreaterThanOrEqual persist 0 "the vote is written again"
               Expect.isLessThan persist reply "before the reply (the first write may not be durable yet)"
           }
-          test "a candidate outside the voter's configuration, not ahead of its log, gets no vote and does not move its term" {
+          test "a candidate outside the voter's configuration, not ahead of its log, gets no vote" {
               let stranger = nid 9
               for preVote in [ false; true ] do
                   let s, effects = Raft.step (fresh n2) (vote stranger n2 5L 0L 0L preVote false)
                   Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted)) [ false ] "refused"
-                  Expect.equal (Raft.term s) 0L "term unchanged"
+                  // A voter that knows no leader follows a real campaign's term (finding 10), not a pre-vote's.
+                  Expect.equal (Raft.term s) (if preVote then 0L else 5L) "term"
                   Expect.isNone (Raft.votedFor s) "no vote recorded"
+          }
+          test "a follower that knows its leader keeps its term for a candidate outside its configuration" {
+              let c = elected ()
+              let before = Raft.term (c.State n2)
+              let effects = c.Step(n2, vote (nid 9) n2 (before + 5L) 0L 0L false false)
+              Expect.equal (voteReplies effects |> List.map (fun r -> r.Granted)) [ false ] "refused"
+              Expect.equal (Raft.term (c.State n2)) before "term unchanged: a removed node unseats no leader"
           }
           test "a candidate outside the voter's configuration but ahead of its log may be voted for" {
               // Its log may hold the configuration that added it, which this voter has not received yet.

@@ -1,9 +1,9 @@
 /// The simulation properties: random fault schedules against the real reducer (safety invariants after every step,
 /// liveness after healing, linearizability of the client history), the broken variants that prove the properties
-/// have teeth, a replay hook and the soak mode.
+/// have teeth. The tools that replay a failure and soak are in SimulationTools.fs.
 ///
-/// Replaying: every failure prints `SKIFF_SCHEDULE='seed=... nodes=... [...]'`; run the tests with that variable
-/// set to replay exactly that schedule with a trace. `SKIFF_SEED=n` fixes FsCheck's seed for the random tests.
+/// Replaying: every failure prints `dotnet fsi build.fsx replay '<schedule>'`, which replays exactly that schedule
+/// with a trace. The random tests print their seed: `SKIFF_SEED=n` runs them again on the same schedules.
 module Skiff.PropertyTests.Simulation
 
 open System
@@ -25,13 +25,14 @@ let reducer = Simulator.raft Simulator.simulationOptions
 /// Faults per schedule in the default run.
 let maxSteps = 12
 
-let private report (result: RunResult) =
-    sprintf "%s\nreplay with: SKIFF_SCHEDULE='%s'" (Simulator.describe result) (Schedule.format result.Schedule)
+/// A failed run and the command that replays it with a trace.
+let report (result: RunResult) =
+    sprintf "%s\nreplay with: dotnet fsi build.fsx replay '%s'" (Simulator.describe result) (Schedule.format result.Schedule)
 
 let private runOne (schedule: Schedule) = Simulator.run reducer settings schedule
 
 /// FsCheck's seed: SKIFF_SEED if set, else fresh.
-let private fsCheckSeed () =
+let fsCheckSeed () =
     match Environment.GetEnvironmentVariable "SKIFF_SEED" with
     | null
     | "" -> uint64 (Random.Shared.NextInt64())
@@ -47,7 +48,10 @@ let private randomSchedulesIn (settings: Settings) (reducer: Reducer<State>) (na
         let seed = fsCheckSeed ()
         let watch = Stopwatch.StartNew()
         let arb =
-            Arb.fromGenShrink (genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }), shrinkSchedule)
+            Arb.fromGenShrink (
+                Schedules.genSchedule steps |> Gen.map (fun s -> { s with Nodes = nodes; Steps = s.Steps }),
+                Schedules.shrink
+            )
         let mutable last = None
         let mutable total = []
         let property =
@@ -100,14 +104,14 @@ let plainReducer = Simulator.raft { Simulator.simulationOptions with PreVote = f
 /// schedules tried and the variant's failing run, or None.
 let findViolationIn (settings: Settings) (run: Settings -> Schedule -> RunResult) (seed: uint64) (budget: int) : (int * RunResult) option =
     let runOne s = Simulator.run reducer settings s
-    sampleSchedules maxSteps seed budget
+    Schedules.sample maxSteps seed budget
     |> Seq.mapi (fun i s -> i + 1, s)
     |> Seq.tryPick (fun (i, s) ->
         let r = run settings s
         match r.Violation with
         // Liveness failures are left to the main properties: a liveness bug of the real reducer strikes variants
         // at random (their runs diverge), which would prove nothing about the variant.
-        | Some v when v.Property <> "liveness" && (runOne s).Violation.IsNone -> Some(i, r)
+        | Some v when not v.IsLiveness && (runOne s).Violation.IsNone -> Some(i, r)
         | _ -> None)
 
 /// `findViolationIn` with the default settings.
@@ -124,51 +128,6 @@ let private variantTests =
             match findViolation v.Run 20261126UL variantBudget with
             | Some(n, r) -> printfn "variant %-36s caught after %3d schedules: %s" v.Name n (string r.Violation.Value)
             | None -> failtestf "variant %s survived %d schedules" v.Name variantBudget)
-
-let private replayTest =
-    testCase "replay SKIFF_SCHEDULE"
-    <| fun () ->
-        match Environment.GetEnvironmentVariable "SKIFF_SCHEDULE" with
-        | null
-        | "" -> ()
-        | text ->
-            let schedule = Schedule.parse text
-            // SKIFF_PLAIN=1: replay against the reducer without Pre-Vote and CheckQuorum.
-            let chosen = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
-            let runOne s = Simulator.run chosen settings s
-            // SKIFF_SHRINK=1: first shrink the schedule greedily, keeping the same violated property.
-            let schedule =
-                if Environment.GetEnvironmentVariable "SKIFF_SHRINK" <> "1" then
-                    schedule
-                else
-                    match (runOne schedule).Violation with
-                    | None -> schedule
-                    | Some v ->
-                        let fails s =
-                            match (runOne s).Violation with
-                            | Some w -> w.Property = v.Property
-                            | None -> false
-                        let rec go s =
-                            match shrinkSchedule s |> Seq.tryFind fails with
-                            | Some smaller -> go smaller
-                            | None -> s
-                        let shrunk = go schedule
-                        printfn "shrunk to: %s" (Schedule.format shrunk)
-                        shrunk
-            // SKIFF_LIVENESS=leaderTicks,convergeTicks: other liveness bounds for this replay.
-            let settings =
-                match Environment.GetEnvironmentVariable "SKIFF_LIVENESS" with
-                | null
-                | "" -> settings
-                | text ->
-                    let parts = text.Split ','
-                    { settings with LeaderTicks = int parts[0]; LivenessTicks = int parts[1] }
-            let result = Simulator.run chosen { settings with Trace = true } schedule
-            result.Trace |> List.iter (printfn "%s")
-            printfn "%s" (report result)
-            match result.Violation with
-            | Some v -> failtestf "%s" (string v)
-            | None -> ()
 
 /// Schedules that once exposed reducer bugs (docs/simulation-findings.md): each must now run clean. A reducer
 /// change can make one of them miss its bug, which is why the random properties stay the main check.
@@ -201,7 +160,9 @@ let knownPlainSchedules =
     [ "no Pre-Vote: removed node collects votes it cannot use",
       "seed=8144627191708321441 nodes=3 [2 heal; 28 delay:3; 6 remove:1; 1 restart:1; 1 disk:0; 2 partition:1,2; 6 dup:15; 4 oneway:1>1; 6 loss:13; 5 partition:0; 10 restart:2; 0 heal; 16 disk:3]"
       "no Pre-Vote: removed leader refused by the voter it needs (finding 8)",
-      "seed=5343851847754639691 nodes=3 [35 oneway:1>1; 27 isolate:0; 10 remove:1; 10 heal; 4 add]" ]
+      "seed=5343851847754639691 nodes=3 [35 oneway:1>1; 27 isolate:0; 10 remove:1; 10 heal; 4 add]"
+      "no Pre-Vote: a stale voter carries a removed node's terms to the electable candidate (finding 10)",
+      "seed=5072408118928407206 nodes=3 [17 isolate:0; 2 crash:0; 6 loss:2; 24 delay:5; 17 heal; 40 heal; 1 heal; 3 isolate:0; 7 dup:22; 4 add; 33 loss:24; 9 crash:0; 36 restart:2; 15 restart:1; 16 remove:2; 35 remove:1; 21 isolate:0; 16 restart:2; 10 transfer:0; 6 heal; 34 remove:2; 13 isolate:0; 4 add; 6 delay:5; 37 crash:0; 37 partition:1; 10 transfer:2; 16 delay:4; 25 crash:0; 1 crash:2; 16 remove:0; 34 restart:1; 6 delay:6; 8 delay:6; 25 heal]" ]
 
 let private regressions =
     (knownSchedules |> List.map (fun (n, t) -> n, t, reducer))
@@ -218,7 +179,7 @@ let private determinism =
     testCase "same schedule, same run"
     <| fun () ->
         // Bit for bit: the full trace (every event and effect of every node) and the client history agree.
-        for s in sampleSchedules maxSteps 7UL 5 do
+        for s in Schedules.sample maxSteps 7UL 5 do
             let traced = { settings with Trace = true }
             let a = Simulator.run reducer traced s
             let b = Simulator.run reducer traced s
@@ -272,7 +233,7 @@ let private components =
 let private scheduleText =
     testCase "schedules print and parse back"
     <| fun () ->
-        for s in sampleSchedules maxSteps 11UL 50 do
+        for s in Schedules.sample maxSteps 11UL 50 do
             Expect.equal (Schedule.parse (Schedule.format s)) s "round trip"
 
 let private quietCluster =
@@ -305,7 +266,7 @@ let private exactlyOnce =
           // A run with crashes and loss must see retries that the table answers; otherwise the properties above
           // would pass without testing anything.
           let repeated =
-              sampleSchedules maxSteps 7UL 200
+              Schedules.sample maxSteps 7UL 200
               |> Seq.sumBy (fun s ->
                   let r = Simulator.run reducer { sessionSettings with Trace = true } s
                   r.Trace |> List.filter (fun line -> line.Contains "sending request") |> List.length)
@@ -325,7 +286,6 @@ let tests: Test =
           scheduleText
           determinism
           quietCluster
-          replayTest
           yield! regressions
           randomSchedules "random schedules, 3 nodes" maxSteps 3 3000
           randomSchedules "random schedules, 5 nodes" maxSteps 5 3000
@@ -335,73 +295,3 @@ let tests: Test =
           randomSchedulesWith plainReducer "random schedules without Pre-Vote and CheckQuorum, 5 nodes" maxSteps 5 500
           yield! variantTests
           yield! exactlyOnce ]
-
-/// Soak mode: runs random schedules until stopped (or `count` of them), printing throughput every 10 s and the
-/// first violation with its replay line. Returns the exit code.
-let soak (count: int option) : int =
-    let seed = fsCheckSeed ()
-    printfn
-        "soak: seed %d, %s"
-        seed
-        (match count with
-         | Some n -> sprintf "%d schedules" n
-         | None -> "until stopped")
-    let watch = Stopwatch.StartNew()
-    let mutable lastPrint = 0.0
-    let mutable ran = 0
-    let mutable failure = None
-    let mutable batch = 0UL
-    // SKIFF_SOAK_ALL=1: print every violation and keep going (for triage), instead of stopping at the first.
-    let keepGoing = Environment.GetEnvironmentVariable "SKIFF_SOAK_ALL" = "1"
-    // SKIFF_SOAK_EXCLUDE=disk,remove: leave these kinds of fault out (to look past a known bug while triaging).
-    let excluded =
-        match Environment.GetEnvironmentVariable "SKIFF_SOAK_EXCLUDE" with
-        | null -> Set.empty
-        | text -> text.Split(',', StringSplitOptions.RemoveEmptyEntries) |> Set.ofArray
-    // SKIFF_SOAK_STEPS=n: schedules of up to n faults (default: as the tests).
-    let steps =
-        match Environment.GetEnvironmentVariable "SKIFF_SOAK_STEPS" with
-        | null
-        | "" -> maxSteps
-        | n -> int n
-    // SKIFF_PLAIN=1: the reducer without Pre-Vote and CheckQuorum.
-    let soakReducer = if Environment.GetEnvironmentVariable "SKIFF_PLAIN" = "1" then plainReducer else reducer
-    // SKIFF_SOAK_SESSIONS=1: clients in sessions retrying every write (the exactly-once properties).
-    let settings = if Environment.GetEnvironmentVariable "SKIFF_SOAK_SESSIONS" = "1" then sessionSettings else settings
-    let keep (step: ScheduleStep) = not (excluded.Contains((ScheduleText.fault step.Fault).Split(':')[0]))
-    let mutable violations = 0
-    while failure.IsNone
-          && (match count with
-              | Some n -> ran < n
-              | None -> true) do
-        let size =
-            match count with
-            | Some n -> min 100 (n - ran)
-            | None -> 100
-        for s in sampleSchedules steps (seed + batch) size do
-            let s = { s with Steps = List.filter keep s.Steps }
-            if failure.IsNone then
-                let r = Simulator.run soakReducer settings s
-                ran <- ran + 1
-                match r.Violation with
-                | Some v when keepGoing ->
-                    violations <- violations + 1
-                    printfn "soak: %s | %s" (Schedule.format s) (string v)
-                | Some _ -> failure <- Some r
-                | None -> ()
-        batch <- batch + 1UL
-        let t = watch.Elapsed.TotalSeconds
-        if t - lastPrint >= 10.0 then
-            lastPrint <- t
-            printfn "soak: %d schedules in %.0f s (%.1f/s)" ran t (float ran / t)
-    printfn "soak: %d schedules in %.0f s (%.1f/s)" ran watch.Elapsed.TotalSeconds (float ran / watch.Elapsed.TotalSeconds)
-    match failure with
-    | None when violations > 0 ->
-        printfn "soak: %d violations" violations
-        1
-    | Some r ->
-        printfn "soak: VIOLATION\n%s" (report r)
-        1
-    | None ->
-        printfn "soak: no violation"
-        0

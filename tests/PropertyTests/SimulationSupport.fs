@@ -1,4 +1,5 @@
-/// Generators, shrinkers and deliberately broken reducer variants for the simulation properties.
+/// Deliberately broken reducer variants for the simulation properties (the schedules come from
+/// Skiff.Simulation.Schedules).
 module Skiff.PropertyTests.SimulationSupport
 
 open System
@@ -7,67 +8,6 @@ open FsCheck.FSharp
 open Skiff.Core
 open Skiff.Simulation
 open Skiff.Simulation.Simulator
-
-// ---------------------------------------------------------------------------------------------------------------
-// Generating schedules
-
-let private genFault (nodes: int) : Gen<Fault> =
-    let node = Gen.choose (0, nodes - 1)
-    Gen.frequency
-        [ 3, Gen.subListOf [ 0 .. nodes - 1 ] |> Gen.map Fault.Partition
-          2, node |> Gen.map Fault.Isolate
-          1, Gen.zip node node |> Gen.map Fault.OneWay
-          4, Gen.constant Fault.Heal
-          3, node |> Gen.map Fault.Crash
-          3, node |> Gen.map Fault.Restart
-          1, Gen.choose (0, 30) |> Gen.map Fault.Loss
-          1, Gen.choose (0, 30) |> Gen.map Fault.Duplicate
-          1, Gen.choose (1, 8) |> Gen.map Fault.Delay
-          1, Gen.choose (0, 4) |> Gen.map Fault.SlowDisk
-          1, Gen.constant Fault.AddNode
-          1, node |> Gen.map Fault.RemoveNode
-          1, node |> Gen.map Fault.Transfer ]
-
-let private genStep (nodes: int) : Gen<ScheduleStep> =
-    gen {
-        let! after = Gen.frequency [ 3, Gen.choose (0, 10); 2, Gen.choose (10, 40) ]
-        let! fault = genFault nodes
-        return { After = after; Fault = fault }
-    }
-
-/// Schedules of up to `maxSteps` faults on 3- or 5-node clusters.
-let genSchedule (maxSteps: int) : Gen<Schedule> =
-    gen {
-        let! nodes = Gen.elements [ 3; 5 ]
-        let! hi = Gen.choose (0, Int32.MaxValue)
-        let! lo = Gen.choose (0, Int32.MaxValue)
-        let! count = Gen.choose (0, maxSteps)
-        let! steps = Gen.listOfLength count (genStep nodes)
-        return { Seed = (uint64 hi <<< 32) ||| uint64 lo; Nodes = nodes; Steps = steps }
-    }
-
-/// Shrinks a schedule: drop faults (halves first, then one at a time), then shorten delays. The seed and the
-/// cluster size stay, so that the shrunk run is the same run with less going wrong.
-let shrinkSchedule (s: Schedule) : Schedule seq =
-    seq {
-        let steps = Array.ofList s.Steps
-        let n = steps.Length
-        if n > 1 then
-            yield { s with Steps = List.ofArray steps[.. n / 2 - 1] }
-            yield { s with Steps = List.ofArray steps[n / 2 ..] }
-        for i in 0 .. n - 1 do
-            yield { s with Steps = List.ofArray (Array.removeAt i steps) }
-        for i in 0 .. n - 1 do
-            if steps[i].After > 0 then
-                yield { s with Steps = List.ofArray (Array.updateAt i { steps[i] with After = steps[i].After / 2 } steps) }
-    }
-
-/// The FsCheck arbitrary for schedules.
-let arbSchedule (maxSteps: int) : Arbitrary<Schedule> = Arb.fromGenShrink (genSchedule maxSteps, shrinkSchedule)
-
-/// `count` schedules drawn deterministically from `seed`.
-let sampleSchedules (maxSteps: int) (seed: uint64) (count: int) : Schedule list =
-    Gen.sampleWithSeed (Rnd(seed)) 50 count (genSchedule maxSteps) |> List.ofArray
 
 // ---------------------------------------------------------------------------------------------------------------
 // Deliberately broken variants, each built by wrapping the real reducer's functions
