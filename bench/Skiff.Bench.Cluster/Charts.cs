@@ -8,11 +8,12 @@ internal static class Charts
     private static readonly Dictionary<string, Color> Colors = new()
     {
         ["skiff"] = new Color(0x1f, 0x77, 0xb4),
+        ["skiff-embedded"] = new Color(0x94, 0x67, 0xbd),
         ["etcd"] = new Color(0xd6, 0x27, 0x28),
         ["dotnext"] = new Color(0x2c, 0xa0, 0x2c),
     };
 
-    private static string Title(string sys) => sys switch { "etcd" => "etcd", "dotnext" => "DotNext", _ => "Skiff" };
+    private static string Title(string sys) => SystemNames.Title(sys);
 
     public static IReadOnlyList<string> Write(Summary s, string dir, string runLabel)
     {

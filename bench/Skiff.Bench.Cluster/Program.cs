@@ -8,7 +8,8 @@
 //   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
 //   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
 //                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
-//   --systems a,b         skiff,etcd,dotnext (the default)
+//   --systems a,b         skiff,etcd,dotnext (the default); also skiff-embedded (members embedded through Builder
+//                         in a console application with every default)
 //   --clients 1,16,...    write points (default 1,16,64,256)      --read-clients N (default 64)
 //   --skip-reads --skip-failover --no-report
 //   --recovery-keys N     load N keys, SIGKILL a follower, time its restart until it serves them, and read the
@@ -111,12 +112,15 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
         Repo.BuildDotNextNode(root);
     if (o.Systems.Contains("skiff") && !o.NoBuild)
         Repo.Build(root, Path.Combine("src", "Skiff.Cli"));
+    if (o.Systems.Contains("skiff-embedded") && !o.NoBuild)
+        Repo.Build(root, Path.Combine("bench", "Skiff.Bench.EmbeddedMember"));
 
     var systems = o.Systems.Select(name => name switch
     {
         "etcd" => (IBenchSystem)new EtcdSystem(),
         "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
         "skiff" => new SkiffSystem(Repo.SkiffCliDll(root)),
+        "skiff-embedded" => new SkiffSystem(Repo.EmbeddedMemberDll(root), embedded: true),
         _ => throw new ArgumentException($"unknown system {name}"),
     }).ToList();
 
@@ -346,6 +350,9 @@ internal static class Repo
 
     public static string SkiffCliDll(string root) =>
         Path.Combine(root, "src", "Skiff.Cli", "bin", "Release", "net10.0", "Skiff.Cli.dll");
+
+    public static string EmbeddedMemberDll(string root) =>
+        Path.Combine(root, "bench", "Skiff.Bench.EmbeddedMember", "bin", "Release", "net10.0", "Skiff.Bench.EmbeddedMember.dll");
 
     public static void BuildDotNextNode(string root) => Build(root, Path.Combine("bench", "peers", "dotnext"));
 

@@ -28,8 +28,13 @@ internal static class Report
         IReadOnlyDictionary<string, string> descriptions, IReadOnlyList<string> failures, IReadOnlyList<string> charts)
     {
         var peers = new[] { "etcd", "dotnext" };
-        var all = new[] { "skiff", "etcd", "dotnext" };
-        string Title(string sys) => sys switch { "etcd" => "etcd", "dotnext" => "DotNext", _ => "Skiff" };
+        // Skiff as `skiff serve` members always has its columns; embedded members only when measured.
+        var skiffs = new[] { "skiff", "skiff-embedded" }.Where(sys => sys == "skiff" || s.Systems.Contains(sys)).ToArray();
+        var all = skiffs.Concat(peers).ToArray();
+        var title = SystemNames.Title;
+        var header = "| point | " + string.Join(" | ", all.Select(title)) + " | "
+            + string.Join(" | ", skiffs.SelectMany(k => peers.Select(p => $"{title(k)}/{title(p)}"))) + " |";
+        var rule = "|---|" + string.Concat(Enumerable.Repeat("---:|", all.Length + skiffs.Length * peers.Length));
         var md = new StringBuilder();
         md.AppendLine(Begin);
         md.AppendLine("## Cluster: Skiff side by side with etcd and DotNext.Net.Cluster");
@@ -43,7 +48,7 @@ internal static class Report
                       "machine's cores, so the client's own CPU is part of every number: only a side-by-side comparison in one run means anything.");
         md.AppendLine();
         foreach (var sys in all.Where(descriptions.ContainsKey))
-            md.AppendLine($"- **{Title(sys)}**: {descriptions[sys]}.");
+            md.AppendLine($"- **{title(sys)}**: {descriptions[sys]}.");
         if (!descriptions.ContainsKey("skiff"))
             md.AppendLine("- **Skiff**: not measured yet (its adapter waits for `skiff serve`); the Skiff columns and ratios say n/a until then.");
         md.AppendLine();
@@ -53,29 +58,28 @@ internal static class Report
 
         md.AppendLine("### Throughput (ops/s)");
         md.AppendLine();
-        md.AppendLine("| point | Skiff | etcd | DotNext | Skiff/etcd | Skiff/DotNext |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|");
+        md.AppendLine(header);
+        md.AppendLine(rule);
         foreach (var (kind, c, label) in Rows)
         {
-            var cells = all.Select(sys => s.Find(sys, kind, c)).ToArray();
             string Ops(PointSummary? p) => p == null ? "–" : $"{F(p.OpsPerSec, 0)}{(p.Reps > 1 ? $" ±{F(p.SpreadPct / 2, 0)}%" : "")}";
-            md.AppendLine($"| {label} | {Ops(cells[0])} | {Ops(cells[1])} | {Ops(cells[2])} | " +
-                          $"{Ratio(cells[0]?.OpsPerSec ?? double.NaN, cells[1]?.OpsPerSec ?? double.NaN)} | " +
-                          $"{Ratio(cells[0]?.OpsPerSec ?? double.NaN, cells[2]?.OpsPerSec ?? double.NaN)} |");
+            var ratios = skiffs.SelectMany(k => peers.Select(peer =>
+                Ratio(s.Find(k, kind, c)?.OpsPerSec ?? double.NaN, s.Find(peer, kind, c)?.OpsPerSec ?? double.NaN)));
+            md.AppendLine($"| {label} | {string.Join(" | ", all.Select(sys => Ops(s.Find(sys, kind, c))))} | {string.Join(" | ", ratios)} |");
         }
         md.AppendLine();
 
-        md.AppendLine("### Latency (ms: p50 / p99 / max)");
+        md.AppendLine("### Latency (ms: p50 / p99 / max; ratios: p50, p99)");
         md.AppendLine();
-        md.AppendLine("| point | Skiff | etcd | DotNext | Skiff/etcd p50, p99 | Skiff/DotNext p50, p99 |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|");
+        md.AppendLine(header);
+        md.AppendLine(rule);
         foreach (var (kind, c, label) in Rows)
         {
-            var cells = all.Select(sys => s.Find(sys, kind, c)).ToArray();
             string Lat(PointSummary? p) => p == null ? "–" : $"{F(p.P50Ms)} / {F(p.P99Ms)} / {F(p.MaxMs, 1)}";
             string R(PointSummary? a, PointSummary? b) =>
                 a == null || b == null ? "n/a" : $"{Ratio(a.P50Ms, b.P50Ms)}, {Ratio(a.P99Ms, b.P99Ms)}";
-            md.AppendLine($"| {label} | {Lat(cells[0])} | {Lat(cells[1])} | {Lat(cells[2])} | {R(cells[0], cells[1])} | {R(cells[0], cells[2])} |");
+            var ratios = skiffs.SelectMany(k => peers.Select(peer => R(s.Find(k, kind, c), s.Find(peer, kind, c))));
+            md.AppendLine($"| {label} | {string.Join(" | ", all.Select(sys => Lat(s.Find(sys, kind, c))))} | {string.Join(" | ", ratios)} |");
         }
         md.AppendLine();
 
@@ -91,13 +95,16 @@ internal static class Report
         {
             var f = s.Failover(sys);
             md.AppendLine(f == null
-                ? $"| {Title(sys)} | – | – | – |"
-                : $"| {Title(sys)} | {F(f.GapMs, 0)}{(f.Reps > 1 ? $" ±{F(f.SpreadPct / 2, 0)}%" : "")} | {F(f.ElectionMs, 0)} | {F(f.FirstWriteMs, 0)} |");
+                ? $"| {title(sys)} | – | – | – |"
+                : $"| {title(sys)} | {F(f.GapMs, 0)}{(f.Reps > 1 ? $" ±{F(f.SpreadPct / 2, 0)}%" : "")} | {F(f.ElectionMs, 0)} | {F(f.FirstWriteMs, 0)} |");
         }
-        var sf = s.Failover("skiff");
         md.AppendLine();
-        md.AppendLine($"Gap ratios: Skiff/etcd {Ratio(sf?.GapMs ?? double.NaN, s.Failover("etcd")?.GapMs ?? double.NaN)}, " +
-                      $"Skiff/DotNext {Ratio(sf?.GapMs ?? double.NaN, s.Failover("dotnext")?.GapMs ?? double.NaN)}.");
+        foreach (var k in skiffs)
+        {
+            var sf = s.Failover(k);
+            md.AppendLine($"Gap ratios: {title(k)}/etcd {Ratio(sf?.GapMs ?? double.NaN, s.Failover("etcd")?.GapMs ?? double.NaN)}, " +
+                          $"{title(k)}/DotNext {Ratio(sf?.GapMs ?? double.NaN, s.Failover("dotnext")?.GapMs ?? double.NaN)}.");
+        }
         md.AppendLine();
 
         md.AppendLine("### Recovery and memory");
@@ -115,27 +122,30 @@ internal static class Report
             {
                 var r = s.Recovery(sys);
                 md.AppendLine(r == null
-                    ? $"| {Title(sys)} | – | – | – | – | – |"
-                    : $"| {Title(sys)} | {r.Keys:N0} | {F(r.RecoveryMs, 0)}{(r.Reps > 1 ? $" ±{F(r.SpreadPct / 2, 0)}%" : "")} | " +
+                    ? $"| {title(sys)} | – | – | – | – | – |"
+                    : $"| {title(sys)} | {r.Keys:N0} | {F(r.RecoveryMs, 0)}{(r.Reps > 1 ? $" ±{F(r.SpreadPct / 2, 0)}%" : "")} | " +
                       $"{F(r.LeaderRssMb, 0)} | {F(r.RecoveredRssMb, 0)} | {F(r.LoadSeconds, 1)} |");
             }
-            var sr = s.Recovery("skiff");
             md.AppendLine();
-            md.AppendLine($"Recovery ratios: Skiff/etcd {Ratio(sr?.RecoveryMs ?? double.NaN, s.Recovery("etcd")?.RecoveryMs ?? double.NaN)}, " +
-                          $"Skiff/DotNext {Ratio(sr?.RecoveryMs ?? double.NaN, s.Recovery("dotnext")?.RecoveryMs ?? double.NaN)}; " +
-                          $"memory Skiff/etcd {Ratio(sr?.LeaderRssMb ?? double.NaN, s.Recovery("etcd")?.LeaderRssMb ?? double.NaN)}, " +
-                          $"Skiff/DotNext {Ratio(sr?.LeaderRssMb ?? double.NaN, s.Recovery("dotnext")?.LeaderRssMb ?? double.NaN)}.");
+            foreach (var k in skiffs)
+            {
+                var sr = s.Recovery(k);
+                md.AppendLine($"Recovery ratios: {title(k)}/etcd {Ratio(sr?.RecoveryMs ?? double.NaN, s.Recovery("etcd")?.RecoveryMs ?? double.NaN)}, " +
+                              $"{title(k)}/DotNext {Ratio(sr?.RecoveryMs ?? double.NaN, s.Recovery("dotnext")?.RecoveryMs ?? double.NaN)}; " +
+                              $"memory {title(k)}/etcd {Ratio(sr?.LeaderRssMb ?? double.NaN, s.Recovery("etcd")?.LeaderRssMb ?? double.NaN)}, " +
+                              $"{title(k)}/DotNext {Ratio(sr?.LeaderRssMb ?? double.NaN, s.Recovery("dotnext")?.LeaderRssMb ?? double.NaN)}.");
+            }
         }
         md.AppendLine();
 
         md.AppendLine("### CPU (% of one core over each point: load generator / all three members)");
         md.AppendLine();
-        md.AppendLine("| point | Skiff | etcd | DotNext |");
-        md.AppendLine("|---|---:|---:|---:|");
+        md.AppendLine("| point | " + string.Join(" | ", all.Select(title)) + " |");
+        md.AppendLine("|---|" + string.Concat(Enumerable.Repeat("---:|", all.Length)));
         foreach (var (kind, c, label) in Rows)
         {
             string Cpu(string sys) => s.Find(sys, kind, c) is { } p ? $"{F(p.ClientCpuPct, 0)} / {F(p.ServerCpuPct, 0)}" : "–";
-            md.AppendLine($"| {label} | {Cpu("skiff")} | {Cpu("etcd")} | {Cpu("dotnext")} |");
+            md.AppendLine($"| {label} | {string.Join(" | ", all.Select(Cpu))} |");
         }
         md.AppendLine();
 
@@ -145,14 +155,15 @@ internal static class Report
             md.AppendLine("### Anomalies in this run");
             md.AppendLine();
             foreach (var p in troubled)
-                md.AppendLine($"- {Title(p.System)} {p.Kind} C = {p.Clients}: {p.Errors} failed calls, {p.TermChanges} term change(s) during the point.");
+                md.AppendLine($"- {title(p.System)} {p.Kind} C = {p.Clients}: {p.Errors} failed calls, {p.TermChanges} term change(s) during the point.");
             foreach (var f in failures) md.AppendLine($"- {f}");
             md.AppendLine();
         }
 
         md.AppendLine("### The bar (issue #7)");
         md.AppendLine();
-        foreach (var line in Bars(s)) md.AppendLine("- " + line);
+        foreach (var k in skiffs)
+            foreach (var line in Bars(s, k)) md.AppendLine($"- {title(k)}: " + line);
         md.AppendLine();
 
         if (charts.Count > 0)
@@ -184,12 +195,12 @@ internal static class Report
     }
 
     /// <summary>Each bar from the issue with its measured ratio, or why it cannot be judged yet.</summary>
-    private static IEnumerable<string> Bars(Summary s)
+    private static IEnumerable<string> Bars(Summary s, string skiff)
     {
         PointSummary? P(string sys, string k, int c) => s.Find(sys, k, c);
         string Judge(string what, Func<PointSummary, double> metric, string kind, int c, string peer, double factor, bool higherIsBetter)
         {
-            var a = P("skiff", kind, c);
+            var a = P(skiff, kind, c);
             var b = P(peer, kind, c);
             if (a == null) return $"{what}: n/a (Skiff not measured)";
             if (b == null) return $"{what}: n/a ({(peer == "etcd" ? "etcd" : "DotNext")} not measured)";
@@ -207,10 +218,22 @@ internal static class Report
         yield return Judge("one-client write p50 ≤ etcd's", p => p.P50Ms, "put", 1, "etcd", 1, false);
         yield return Judge("one-client write p50 ≤ DotNext's", p => p.P50Ms, "put", 1, "dotnext", 1, false);
         yield return Judge("linearizable reads ≥ 2× etcd at C = 64", p => p.OpsPerSec, "get-lin", 64, "etcd", 2, true);
-        var sf = s.Failover("skiff");
+        var sf = s.Failover(skiff);
         var ef = s.Failover("etcd");
         yield return sf == null ? "failover gap ≤ etcd's: n/a (Skiff not measured)"
             : ef == null ? "failover gap ≤ etcd's: n/a (etcd not measured)"
             : $"failover gap ≤ etcd's: {sf.GapMs / ef.GapMs:F2}× — {(sf.GapMs <= ef.GapMs ? "met" : "NOT met")}";
     }
+}
+
+/// <summary>How the report and the charts name each system.</summary>
+internal static class SystemNames
+{
+    public static string Title(string sys) => sys switch
+    {
+        "etcd" => "etcd",
+        "dotnext" => "DotNext",
+        "skiff-embedded" => "Skiff embedded",
+        _ => "Skiff",
+    };
 }

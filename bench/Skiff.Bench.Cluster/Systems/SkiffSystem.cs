@@ -4,29 +4,39 @@ using Skiff.Net.Runtime;
 namespace Skiff.Bench.Cluster.Systems;
 
 /// <summary>
-/// Skiff: three `skiff serve` processes (the Release build of src/Skiff.Cli under `dotnet`, so the pid held is the
-/// node) on 127.0.0.1-127.0.0.3, the first starting the cluster and the other two joining through it, with the same
-/// heartbeat and election timeouts as etcd (--heartbeat-ms / --election-ms). Driven through the public
+/// Skiff: three member processes on 127.0.0.1-127.0.0.3, the first founding the cluster and the other two joining
+/// through it. Two kinds of member: `skiff serve` (the Release build of src/Skiff.Cli under `dotnet`, so the pid held
+/// is the node), with the same heartbeat and election timeouts as etcd (--heartbeat-ms / --election-ms); or, as
+/// "skiff-embedded", a plain console application embedding its node through Builder with every default (timing,
+/// thread pool, GC: bench/Skiff.Bench.EmbeddedMember), which is how the library is used. Driven through the public
 /// <see cref="Skiff.Client"/>, one per member (one gRPC channel each, many concurrent calls multiplexed over HTTP/2),
 /// so every put is an exactly-once write in the client's session, as an application's would be; probed with
 /// SkiffGrpcClient's status call.
 /// </summary>
-public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
+public sealed class SkiffSystem(string memberDll, bool embedded = false) : ProcessSystem, IBenchSystem
 {
     private const int Port = 9471;
     private SkiffGrpcClient?[] clients = [];
     private Skiff.Client?[] stores = [];
 
-    public string Name => "skiff";
+    public string Name => embedded ? "skiff-embedded" : "skiff";
 
     public string Describe(ClusterSpec spec) =>
-        $"Skiff {typeof(SkiffGrpcClient).Assembly.GetName().Version} (`skiff serve`, FASTER storage, gRPC over h2c), " +
-        $"heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs}-{2 * spec.ElectionMs} ms; linearizable reads " +
-        "by ReadIndex on the leader; a put is acknowledged once it is fsynced on a majority";
+        $"Skiff {typeof(SkiffGrpcClient).Assembly.GetName().Version} " +
+        (embedded
+            ? "(embedded through Builder in a console application with every default: heartbeat 50 ms, election 150-300 ms, " +
+              "no thread pool or GC settings; FASTER storage, gRPC over h2c)"
+            : $"(`skiff serve`, FASTER storage, gRPC over h2c), heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs}-{2 * spec.ElectionMs} ms") +
+        "; linearizable reads by ReadIndex on the leader; a put is acknowledged once it is fsynced on a majority";
 
-    private string[] Args(ClusterSpec spec, int i) =>
+    private string[] Args(ClusterSpec spec, int i) => embedded
+        ? [memberDll, Path.Combine(dataDir, $"m{i}"), spec.Members[i].ToString(), Port.ToString(),
+            .. i == 0 ? new[] { "--new-cluster", "-" } : ["--join", spec.Members[0].ToString()], Environment.ProcessId.ToString()]
+        : ServeArgs(spec, i);
+
+    private string[] ServeArgs(ClusterSpec spec, int i) =>
     [
-        cliDll, "serve", "--dir", Path.Combine(dataDir, $"m{i}"), "--bind", spec.Members[i].ToString(),
+        memberDll, "serve", "--dir", Path.Combine(dataDir, $"m{i}"), "--bind", spec.Members[i].ToString(),
         "--port", Port.ToString(), "--heartbeat-ms", spec.HeartbeatMs.ToString(), "--election-ms", spec.ElectionMs.ToString(),
         // Members end with the harness however it ends (SIGTERM or SIGKILL), so no run leaves a cluster behind.
         "--parent-pid", Environment.ProcessId.ToString(),
@@ -35,12 +45,13 @@ public sealed class SkiffSystem(string cliDll) : ProcessSystem, IBenchSystem
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
     {
-        if (!File.Exists(cliDll))
-            throw new FileNotFoundException($"the skiff CLI is not built: {cliDll}");
-        var procs = Prepare(spec, "skiff");
+        if (!File.Exists(memberDll))
+            throw new FileNotFoundException($"the Skiff member is not built: {memberDll}");
+        var procs = Prepare(spec, Name);
         clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"])).ToArray<SkiffGrpcClient?>();
         stores = spec.Members.Select(ip => new Skiff.Client([ip]).WithPort(Port)).ToArray<Skiff.Client?>();
-        var env = new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
+        // An embedded member runs with the defaults of the application around it: nothing set for it here.
+        var env = embedded ? new Dictionary<string, string>() : new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
 
         // The first member starts a cluster of itself; once it leads, the others join through it (one at a time,
         // as membership changes are).

@@ -1,0 +1,36 @@
+// One Skiff member embedded in a plain console application, for the cluster benchmark's "skiff-embedded" system:
+//   Skiff.Bench.EmbeddedMember DIR IP PORT (--new-cluster | --join IP) PARENT_PID
+// It builds its node with Builder and the defaults (no timing, thread pool or GC settings: the library must be fast
+// without the host's help), runs until SIGTERM, Ctrl-C or its parent's exit, and shuts the node down cleanly.
+using System.Diagnostics;
+using System.Net;
+using System.Runtime.InteropServices;
+using Skiff;
+
+if (args.Length != 6)
+{
+    Console.Error.WriteLine("usage: Skiff.Bench.EmbeddedMember DIR IP PORT (--new-cluster | --join IP) PARENT_PID");
+    return 2;
+}
+var (dir, ip, port, mode, other, parent) = (args[0], IPAddress.Parse(args[1]), int.Parse(args[2]), args[3], args[4], int.Parse(args[5]));
+var builder = new Builder().SetDir(dir).Bind(ip).Port(port);
+builder = mode == "--join" ? builder.JoinCluster([IPAddress.Parse(other)]) : builder.NewCluster();
+
+using var stop = new CancellationTokenSource();
+// The application owns its signals (the node installs none): SIGTERM and Ctrl-C end it cleanly.
+using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+_ = Task.Run(async () =>
+{
+    // The benchmark may be SIGKILLed: a member must not outlive it.
+    try { await Process.GetProcessById(parent).WaitForExitAsync(stop.Token); } catch (ArgumentException) { }
+    stop.Cancel();
+});
+
+await using var node = builder.Build();
+await node.StartAsync(stop.Token);
+Console.WriteLine($"member {node.Id} serving at {ip}:{port}");
+try { await Task.WhenAny(node.Stopped, Task.Delay(Timeout.Infinite, stop.Token)); }
+catch (OperationCanceledException) { }
+await node.ShutdownAsync();
+return node.Stopped.IsCompletedSuccessfully && await node.Stopped is not null ? 8 : 0;
