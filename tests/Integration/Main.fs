@@ -9,6 +9,7 @@ let private all: Test list =
       StorageTests.tests
       CrashTests.tests
       DiskBoundTests.tests
+      PortConformanceTests.tests
       // storage:end
 
       // runtime:begin
