@@ -7,6 +7,7 @@ var commands = new Dictionary<string, (string help, Func<string[], Task<int>> ru
     ["storage"] = ("durable log appends vs raw fsync, commit paths, recovery, snapshots", StorageBench.Run),
     ["micro"] = ("BenchmarkDotNet micro-benchmarks of the storage paths (short job unless --job)", StorageMicro.Run),
     ["cluster"] = ("3-node cluster: closed-loop put latency and throughput at 1 and 64 clients", ClusterBench.Run),
+    ["disk"] = ("one node, N overwrites of K keys: data directory size over time (CSV), then restart time", DiskBench.Run),
     ["failover"] = ("3-node cluster, 16 writers, leader shut down: longest write gap and election time", FailoverBench.Run),
 };
 

@@ -48,7 +48,7 @@ internal static class Serve
             o.TickInterval = TimeSpan.FromMilliseconds(tick);
             var raft = o.Raft ?? Skiff.Core.OptionsModule.defaults;
             o.Raft = new Skiff.Core.Options(hb / tick, el / tick, 2 * el / tick, raft.MaxInflight, raft.MaxEntriesPerAppend,
-                raft.MaxBytesPerAppend, raft.WindowSize, raft.SnapshotThreshold, raft.CompactionTail, raft.PromotionLag,
+                raft.MaxBytesPerAppend, raft.WindowSize, raft.SnapshotThreshold, raft.SnapshotBytes, raft.CompactionTail, raft.PromotionLag,
                 raft.PreVote, raft.CheckQuorum, raft.WindowBytes, raft.MaxUncommittedBytes, raft.MaxWaitingRequests);
         };
     }

@@ -21,6 +21,10 @@ type Options =
         WindowSize: int
         /// Take a snapshot once this many entries have been applied since the last one.
         SnapshotThreshold: int64
+        /// Take a snapshot once entries of this many bytes (as LogView.entrySize counts) have been applied since the
+        /// last one, whichever of this and SnapshotThreshold comes first. The log holds everything since the last
+        /// snapshot, so this bounds its disk use whatever the size of the values.
+        SnapshotBytes: int64
         /// Entries kept in storage behind a snapshot, so that slightly slow followers still get entries.
         CompactionTail: int64
         /// A learner is promoted to voter once its match index is within this many entries of the commit index.
@@ -56,6 +60,9 @@ module Options =
           // etcd's snapshot-count. A snapshot is a full FASTER checkpoint that stalls applying for 100-200 ms on
           // 2 cores; at 10,000 a node under ~10,000 writes/s took one every second (p99 write latency 40-60 ms).
           SnapshotThreshold = 100000L
+          // 100,000 entries of 1 KiB values kept 100 MB of log between snapshots; 8 MiB keeps the log (and what a
+          // snapshot's checkpoint has to write) small for any value size, and is 8,000 such entries.
+          SnapshotBytes = 8L * 1024L * 1024L
           CompactionTail = 1000L
           PromotionLag = 64L
           PreVote = true
@@ -86,5 +93,6 @@ module Options =
             MaxUncommittedBytes = max 1L o.MaxUncommittedBytes
             MaxWaitingRequests = max 1 o.MaxWaitingRequests
             SnapshotThreshold = max 1L o.SnapshotThreshold
+            SnapshotBytes = max 1L o.SnapshotBytes
             CompactionTail = max 0L o.CompactionTail
             PromotionLag = max 0L o.PromotionLag }

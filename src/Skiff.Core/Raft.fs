@@ -101,6 +101,7 @@ module Raft =
               ApplyLoading = false
               Snapshot = snap
               Snapshotting = false
+              AppliedBytes = 0L
               Configs = configs
               Config = Configuration.Empty
               Voters = Set.empty

@@ -320,6 +320,8 @@ module Replication =
                 else
                     s
 
+    let private sizeOf (entries: Entry list) = entries |> List.sumBy (fun e -> int64 (LogView.entrySize e))
+
     /// Hands committed, locally persisted entries to the state machine, loading them if they left the window.
     let rec apply (s: State) : State =
         let upTo = min s.Commit s.Log.Persisted
@@ -334,7 +336,7 @@ module Replication =
                 match LogView.slice from upTo System.Int32.MaxValue System.Int32.MaxValue s.Log with
                 | Some(_ :: _ as entries) ->
                     let last = (List.last entries).Index
-                    { s with Applied = last } |> State.emit (Effect.Apply entries)
+                    { s with Applied = last; AppliedBytes = s.AppliedBytes + sizeOf entries } |> State.emit (Effect.Apply entries)
                 | _ -> s
 
     /// Entries loaded for applying: apply the valid contiguous prefix, then continue.
@@ -352,4 +354,4 @@ module Replication =
             | [] -> s
             | good ->
                 let last = (List.last good).Index
-                { s with Applied = last } |> State.emit (Effect.Apply good) |> apply
+                { s with Applied = last; AppliedBytes = s.AppliedBytes + sizeOf good } |> State.emit (Effect.Apply good) |> apply

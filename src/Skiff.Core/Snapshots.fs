@@ -5,14 +5,18 @@ namespace Skiff.Core
 /// behind the leader's compaction point.
 [<RequireQualifiedAccess>]
 module Snapshots =
-    /// Asks for a snapshot once SnapshotThreshold entries have been applied since the last one. The applied
-    /// index is never behind the snapshot's, so its term is known (the log keeps term boundaries from there on).
+    /// Asks for a snapshot once SnapshotThreshold entries, or SnapshotBytes of entries, have been applied since the
+    /// last one. The applied index is never behind the snapshot's, so its term is known (the log keeps term
+    /// boundaries from there on).
     let maybeTake (s: State) : State =
-        if not s.Snapshotting && s.Applied - s.Snapshot.Index >= s.Options.SnapshotThreshold then
+        let due =
+            s.Applied - s.Snapshot.Index >= s.Options.SnapshotThreshold
+            || (s.AppliedBytes >= s.Options.SnapshotBytes && s.Applied > s.Snapshot.Index)
+        if not s.Snapshotting && due then
             match LogView.termAt s.Applied s.Log with
             | Some term ->
                 let meta = { Index = s.Applied; Term = term; Configuration = State.configAt s.Applied s }
-                { s with Snapshotting = true } |> State.emit (Effect.TakeSnapshot meta)
+                { s with Snapshotting = true; AppliedBytes = 0L } |> State.emit (Effect.TakeSnapshot meta)
             | None -> s
         else
             s
@@ -55,6 +59,7 @@ module Snapshots =
                     Applied = meta.Index
                     ApplyLoading = false
                     Snapshot = meta
+                    AppliedBytes = 0L
                     Configs = [ meta.Index, meta.Configuration ]
                     LeaderMatch = meta.Index
                     InstallPending = Some meta.Index }

@@ -192,6 +192,9 @@ type State =
         Snapshot: SnapshotMeta
         /// A TakeSnapshot is outstanding.
         Snapshotting: bool
+        /// Bytes (as LogView.entrySize counts) handed to Effect.Apply since the latest TakeSnapshot or install; only
+        /// for the SnapshotBytes trigger, so it starts at 0 after a restart (the next snapshot comes a little late).
+        AppliedBytes: int64
         /// Configurations by the index of their entry, newest first; the oldest is the snapshot's or bootstrap's.
         Configs: (LogIndex * Configuration) list
         /// The configuration in force (the newest in Configs), cached.

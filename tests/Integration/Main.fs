@@ -8,6 +8,8 @@ let private all: Test list =
       // storage:begin
       StorageTests.tests
       CrashTests.tests
+      DiskBoundTests.tests
+      PortConformanceTests.tests
       // storage:end
 
       // runtime:begin

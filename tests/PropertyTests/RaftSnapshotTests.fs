@@ -37,6 +37,27 @@ let snapshots =
               Expect.equal (Raft.snapshot (c.State n1)).Index 5L "snapshot adopted"
               Expect.equal (Raft.firstIndex (c.State n1)) 4L "first stored index moved"
           }
+          test "snapshot taken once enough bytes were applied, long before the entry count" {
+              // Three entries of 1,000 bytes (1,024 with entrySize's 24 of overhead) reach 3,000 bytes; the first two
+              // do not, and the entry threshold is far away.
+              let options = { opts with SnapshotThreshold = 1000L; SnapshotBytes = 3000L; CompactionTail = 0L }
+              let c = Cluster([ n1 ], options)
+              c.Deliver()
+              let asked () =
+                  (c.Node n1).Effects
+                  |> Seq.tryPick (function
+                      | Effect.TakeSnapshot meta -> Some meta.Index
+                      | _ -> None)
+              for k in 1..2 do
+                  c.Step(n1, Event.Propose(int64 k, Array.zeroCreate 1000)) |> ignore
+                  c.Deliver()
+              Expect.isNone (asked ()) "no snapshot below SnapshotBytes"
+              c.Step(n1, Event.Propose(3L, Array.zeroCreate 1000)) |> ignore
+              c.Deliver()
+              // Index 1 is the leader's Noop, so the third proposal is at 4.
+              Expect.equal (asked ()) (Some 4L) "TakeSnapshot once SnapshotBytes of entries were applied"
+              Expect.equal (Raft.snapshot (c.State n1)).Index 4L "snapshot adopted"
+          }
           test "snapshot sent to follower behind compaction point" {
               let options = { opts with SnapshotThreshold = 5L; CompactionTail = 0L }
               let c = Cluster([ n1; n2; n3 ], options)

@@ -209,12 +209,14 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
     /// <inheritdoc/>
     public SnapshotMeta Take(long term, Configuration configuration)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         // The configuration side file goes first: a snapshot never exists without it.
         var pending = new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration);
         SaveMeta(pending);
         var info = _kv.TakeSnapshot();
         var meta = new SnapshotMeta(info.Index, info.Term, configuration);
         if (info.Index != pending.Index) SaveMeta(meta);
+        RuntimeMetrics.SnapshotPause.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return meta;
     }
 

@@ -20,6 +20,10 @@ internal static class RuntimeMetrics
     public static readonly Histogram<double> FsyncLatency =
         Meter.CreateHistogram<double>("skiff.fsync_latency", unit: "ms", description: "Duration of one durable log write.");
 
+    /// <summary>How long taking one snapshot kept the applier from applying.</summary>
+    public static readonly Histogram<double> SnapshotPause =
+        Meter.CreateHistogram<double>("skiff.snapshot_pause", unit: "ms", description: "Time applying waited for one snapshot.");
+
     /// <summary>Nodes that stopped themselves after a fatal error (a durable write, an apply, a log read or a
     /// snapshot install failed).</summary>
     public static readonly Counter<long> FailStops =

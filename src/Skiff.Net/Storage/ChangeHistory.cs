@@ -4,22 +4,26 @@ using System.Text;
 namespace Skiff.Net.Storage;
 
 /// <summary>
-/// The change history watchers resume from: the newest changes (up to <see cref="KvOptions.WatchHistory"/>) kept in
-/// the store itself under reserved keys, so checkpoints carry them and replaying the log rebuilds them, plus an
+/// The change history watchers resume from: the newest changes (up to <see cref="KvOptions.WatchHistory"/> of them and
+/// <see cref="KvOptions.WatchHistoryBytes"/> of records) kept in the store itself under reserved keys, so checkpoints carry them and replaying the log rebuilds them, plus an
 /// in-memory <see cref="IndexRing"/> of their indexes so a read finds exactly the records in range without
 /// scanning. Recording and trimming depend only on the store's contents and the limit, so a replay after a restart
 /// rebuilds exactly the same records. Not thread-safe: the state machine serialises access under its lock.
 /// </summary>
 internal sealed class ChangeHistory
 {
-    /// <summary>The change made by the entry at index i is kept under this prefix + i in 20 digits (an entry changes
-    /// at most one key), as <c>[1 = put | 2 = delete][key length i32][UTF-8 key][value]</c>.</summary>
+    /// <summary>The change made by the entry at index i is kept under this prefix + i in 20 digits + "." + the
+    /// record's length (an entry changes at most one key), as <c>[1 = put | 2 = delete][key length i32][UTF-8
+    /// key][value]</c>. The length is in the key so that the open-time scan, which sees keys only, can count the
+    /// history's bytes. Records of older versions have no length in their key; they count as 0 bytes and age out by
+    /// count.</summary>
     private const string Prefix = KvStateMachine.ReservedPrefix + "rev/";
     private const byte Put = 1, Delete = 2;
 
     private readonly FasterKvStore _store;
     private readonly string _dir;
     private readonly int _limit;
+    private readonly long _byteLimit;
     private readonly IndexRing _indexes = new();
 
     /// <summary>Changes at or below this index are no longer kept (trimmed, or made before the store kept a
@@ -29,27 +33,47 @@ internal sealed class ChangeHistory
     /// <summary>Number of changes kept.</summary>
     public int Count => _indexes.Count;
 
+    /// <summary>Bytes of the records kept (as their keys say).</summary>
+    public long Bytes { get; private set; }
+
     /// <param name="store">The store the records live in.</param>
     /// <param name="dir">The store's directory, for errors.</param>
     /// <param name="limit">How many changes to keep (<see cref="KvOptions.WatchHistory"/>).</param>
+    /// <param name="byteLimit">How many bytes of records to keep (<see cref="KvOptions.WatchHistoryBytes"/>).</param>
     /// <param name="floor">The floor stored with the applied index.</param>
-    /// <param name="recorded">The indexes of the records found in the store, ascending.</param>
-    public ChangeHistory(FasterKvStore store, string dir, int limit, long floor, IEnumerable<long> recorded)
+    /// <param name="recorded">The indexes and sizes of the records found in the store, ascending.</param>
+    public ChangeHistory(FasterKvStore store, string dir, int limit, long byteLimit, long floor, IEnumerable<(long Index, int Size)> recorded)
     {
         _store = store;
         _dir = dir;
         _limit = limit;
+        _byteLimit = byteLimit;
         Floor = floor;
-        foreach (var i in recorded) _indexes.Add(i);
+        foreach (var (i, size) in recorded)
+        {
+            _indexes.Add(i, size);
+            Bytes += Math.Max(0, size);
+        }
     }
 
-    /// <summary>The index whose change <paramref name="key"/> holds, if it is a history key.</summary>
-    public static long? IndexOf(string key) =>
-        key.StartsWith(Prefix, StringComparison.Ordinal) && long.TryParse(key.AsSpan(Prefix.Length), out var i) ? i : null;
+    /// <summary>The index whose change <paramref name="key"/> holds and the record's size (-1 if the key does not
+    /// say), if it is a history key.</summary>
+    public static (long Index, int Size)? IndexOf(string key)
+    {
+        if (!key.StartsWith(Prefix, StringComparison.Ordinal)) return null;
+        var rest = key.AsSpan(Prefix.Length);
+        var dot = rest.IndexOf('.');
+        if (dot < 0) return long.TryParse(rest, out var old) ? (old, -1) : null;
+        return long.TryParse(rest[..dot], out var i) && int.TryParse(rest[(dot + 1)..], out var size) ? (i, size) : null;
+    }
 
-    private static string KeyOf(long index) => Prefix + index.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
+    private static string KeyOf(long index, int size)
+    {
+        var digits = index.ToString("D20", System.Globalization.CultureInfo.InvariantCulture);
+        return size < 0 ? Prefix + digits : Prefix + digits + "." + size.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
 
-    /// <summary>Adds a change and trims the oldest beyond the limit.</summary>
+    /// <summary>Adds a change and trims the oldest beyond the limits.</summary>
     public void Record(Change change)
     {
         if (_limit > 0)
@@ -61,13 +85,15 @@ internal sealed class ChangeHistory
             BinaryPrimitives.WriteInt32LittleEndian(record.AsSpan(1), keyBytes);
             Encoding.UTF8.GetBytes(change.Key, record.AsSpan(5));
             value?.Span.CopyTo(record.AsSpan(5 + keyBytes));
-            _store.Upsert(KeyOf(change.Index), record);
-            _indexes.Add(change.Index);
+            _store.Upsert(KeyOf(change.Index, record.Length), record);
+            _indexes.Add(change.Index, record.Length);
+            Bytes += record.Length;
         }
-        while (_indexes.Count > Math.Max(0, _limit))
+        while (_indexes.Count > Math.Max(0, _limit) || (_indexes.Count > 0 && Bytes > _byteLimit))
         {
-            var oldest = _indexes.RemoveOldest();
-            _store.Delete(KeyOf(oldest));
+            var (oldest, size) = _indexes.RemoveOldest();
+            _store.Delete(KeyOf(oldest, size));
+            Bytes -= Math.Max(0, size);
             Floor = oldest;
         }
         if (_limit <= 0) Floor = change.Index;
@@ -84,7 +110,8 @@ internal sealed class ChangeHistory
         {
             if (i >= _indexes.Count || _indexes[i] > to) return true;
             var index = _indexes[i];
-            var record = StorageIo.Guard(_dir, () => _store.Read(KeyOf(index)))
+            var size = _indexes.SizeAt(i);
+            var record = StorageIo.Guard(_dir, () => _store.Read(KeyOf(index, size)))
                 ?? throw new SkiffException(ErrorKind.StorageCorrupted, $"the change history in {_dir} lost its record of index {index}");
             next = index + 1;
             var keyBytes = BinaryPrimitives.ReadInt32LittleEndian(record.AsSpan(1));

@@ -17,10 +17,12 @@ internal sealed record SnapshotInfo(long Index, long Term, Guid Token, IReadOnly
 internal static class CheckpointFiles
 {
     /// <summary>The files of checkpoint <paramref name="token"/> in the store directory <paramref name="dir"/>: its
-    /// own directories, and the hybrid log and object log segments with their current lengths. Bytes below the
-    /// checkpoint's final address never change afterwards (later writes go to higher addresses), and bytes beyond it
-    /// are ignored when recovering from it, so the lengths may include later data harmlessly.</summary>
-    public static List<(string, long)> Manifest(string dir, Guid token)
+    /// own directories, the store's <see cref="StoreGeometry"/> file, and the hybrid log and object log segments from
+    /// <paramref name="firstSegment"/> (the one the checkpoint's begin address lies in; earlier ones are garbage
+    /// FASTER is deleting) with their current lengths. Bytes below the checkpoint's final address never change
+    /// afterwards (later writes go to higher addresses), and bytes beyond it are ignored when recovering from it, so
+    /// the lengths may include later data harmlessly.</summary>
+    public static List<(string, long)> Manifest(string dir, Guid token, long firstSegment)
     {
         var tokenText = token.ToString();
         var files = new List<(string, long)>();
@@ -28,8 +30,10 @@ internal static class CheckpointFiles
         {
             var rel = Path.GetRelativePath(dir, path);
             bool isCheckpoint = rel.StartsWith("checkpoints" + Path.DirectorySeparatorChar, StringComparison.Ordinal);
-            bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal);
-            if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && isData))
+            bool isData = rel.StartsWith("hlog.", StringComparison.Ordinal)
+                && long.TryParse(rel.AsSpan(rel.LastIndexOf('.') + 1), out var segment) && segment >= firstSegment;
+            bool isGeometry = rel == StoreGeometry.FileName;
+            if ((isCheckpoint && rel.Contains(tokenText, StringComparison.Ordinal)) || (!isCheckpoint && (isData || isGeometry)))
                 files.Add((rel, new FileInfo(path).Length));
         }
         files.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
@@ -51,6 +55,20 @@ internal static class CheckpointFiles
         foreach (var d in Directory.EnumerateDirectories(Path.Combine(dir, "checkpoints"), "*", SearchOption.AllDirectories))
             StorageIo.FsyncDirectory(d);
         StorageIo.FsyncDirectory(dir);
+    }
+
+    /// <summary>Deletes the index checkpoints other than <paramref name="token"/>'s, once that checkpoint is durable.
+    /// FASTER keeps the previous one too (in case the newest is unfinished), and each is a copy of the whole hash
+    /// index (16 MiB by default): the largest fixed part of a small store's disk use. A snapshot being streamed
+    /// keeps its files open, so deleting them does not disturb it.</summary>
+    public static void DeleteOlderIndexCheckpoints(string dir, Guid token)
+    {
+        var root = Path.Combine(dir, "checkpoints", "index-checkpoints");
+        if (!Directory.Exists(root)) return;
+        var tokenText = token.ToString();
+        foreach (var sub in Directory.EnumerateDirectories(root))
+            if (Path.GetFileName(sub) != tokenText) Directory.Delete(sub, recursive: true);
+        StorageIo.FsyncDirectory(root);
     }
 
     /// <summary>Removes everything in <paramref name="dir"/> and syncs it, leaving an empty store directory.</summary>

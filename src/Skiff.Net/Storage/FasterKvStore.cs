@@ -16,9 +16,13 @@ internal sealed class FasterKvStore : IDisposable
     private readonly FasterKV<string, byte[]> _kv;
     private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>>? _session;
 
-    private FasterKvStore(string dir, IDevice logDevice, IDevice objDevice, FasterKV<string, byte[]> kv)
+    /// <summary>The page and segment sizes of this store's files.</summary>
+    public StoreGeometry Geometry { get; }
+
+    private FasterKvStore(string dir, StoreGeometry geometry, IDevice logDevice, IDevice objDevice, FasterKV<string, byte[]> kv)
     {
         _dir = dir;
+        Geometry = geometry;
         _logDevice = logDevice;
         _objDevice = objDevice;
         _kv = kv;
@@ -28,6 +32,8 @@ internal sealed class FasterKvStore : IDisposable
     public static FasterKvStore Create(string dir, KvOptions options)
     {
         IDevice? logDevice = null, objDevice = null;
+        var geometry = StoreGeometry.Resolve(dir, new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits)),
+            KvOptions.LegacyGeometry, "hlog.");
         try
         {
             logDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.log"), preallocateFile: false);
@@ -37,9 +43,9 @@ internal sealed class FasterKvStore : IDisposable
                 IndexSize = options.IndexSizeBytes,
                 LogDevice = logDevice,
                 ObjectLogDevice = objDevice,
-                PageSize = 1L << options.PageSizeBits,
-                MemorySize = 1L << options.MemorySizeBits,
-                SegmentSize = 1L << options.SegmentSizeBits,
+                PageSize = 1L << geometry.PageSizeBits,
+                MemorySize = 1L << Math.Max(options.MemorySizeBits, geometry.PageSizeBits + 1),
+                SegmentSize = 1L << geometry.SegmentSizeBits,
                 CheckpointDir = Path.Combine(dir, "checkpoints"),
                 RemoveOutdatedCheckpoints = true,
                 TryRecoverLatest = false,
@@ -47,7 +53,7 @@ internal sealed class FasterKvStore : IDisposable
                 KeySerializer = () => new StringSerializer(),
                 ValueSerializer = () => new BytesSerializer(),
             };
-            return new FasterKvStore(dir, logDevice, objDevice, new FasterKV<string, byte[]>(settings));
+            return new FasterKvStore(dir, geometry, logDevice, objDevice, new FasterKV<string, byte[]>(settings));
         }
         catch
         {
@@ -147,6 +153,28 @@ internal sealed class FasterKvStore : IDisposable
         _kv.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
         return token;
     }
+
+    /// <summary>The lowest address still part of the store: segments wholly below it are garbage once a checkpoint
+    /// records it (FASTER deletes them then).</summary>
+    public long BeginAddress => _kv.Log.BeginAddress;
+
+    /// <summary>Copies the live records below <paramref name="until"/> (at most the read-only boundary, which a
+    /// fold-over checkpoint moves to the tail) to the tail and moves <see cref="BeginAddress"/> past them; the next
+    /// checkpoint records the new begin and deletes the segments below it. Runs on its own FASTER session, so it may
+    /// run while the store's one session applies: FASTER copies a record only if no newer version of its key
+    /// exists, checked and swapped into the hash chain atomically. Not concurrently with a checkpoint (the caller
+    /// serialises them). Returns the new begin address.</summary>
+    public long Compact(long until)
+    {
+        until = Math.Min(until, _kv.Log.SafeReadOnlyAddress);
+        if (until <= _kv.Log.BeginAddress) return _kv.Log.BeginAddress;
+        return _kv.Log.Compact<byte[], byte[], Empty, SimpleFunctions<string, byte[], Empty>>(
+            new SimpleFunctions<string, byte[], Empty>(), until, CompactionType.Lookup);
+    }
+
+    /// <summary>The read-only boundary: everything below it is on disk and immutable (after a fold-over checkpoint,
+    /// everything the checkpoint holds).</summary>
+    public long SafeReadOnlyAddress => _kv.Log.SafeReadOnlyAddress;
 
     /// <summary>The token of the checkpoint the store was recovered from or last took.</summary>
     public Guid LatestCheckpointToken()

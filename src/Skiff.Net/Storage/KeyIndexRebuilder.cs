@@ -8,9 +8,9 @@ namespace Skiff.Net.Storage;
 internal static class KeyIndexRebuilder
 {
     /// <summary>What the rebuild found besides the keys.</summary>
-    /// <param name="HistoryIndexes">Indexes of the live change-history records, ascending.</param>
+    /// <param name="HistoryIndexes">Indexes and sizes of the live change-history records, ascending.</param>
     /// <param name="SessionIds">Ids of the live session records.</param>
-    public sealed record Found(long[] HistoryIndexes, HashSet<long> SessionIds);
+    public sealed record Found((long Index, int Size)[] HistoryIndexes, HashSet<long> SessionIds);
 
     /// <summary>Fills <paramref name="index"/> with exactly the live (non-reserved) keys of <paramref name="store"/>.
     /// <see cref="KeyIndexRebuild.LogScan"/> scans the hybrid log once in address order: every newer version of a
@@ -20,7 +20,7 @@ internal static class KeyIndexRebuilder
     public static Found Rebuild(FasterKvStore store, KeyIndex index, KeyIndexRebuild how)
     {
         index.Clear();
-        var history = new HashSet<long>();
+        var history = new HashSet<(long, int)>();
         var sessions = new HashSet<long>();
         if (how == KeyIndexRebuild.DistinctIterator)
         {
@@ -51,7 +51,7 @@ internal static class KeyIndexRebuilder
         Array.Sort(indexes);
         return new Found(indexes, sessions);
 
-        static void Track(HashSet<long> live, long id, bool tombstone)
+        static void Track<T>(HashSet<T> live, T id, bool tombstone)
         {
             if (tombstone) live.Remove(id);
             else live.Add(id);

@@ -6,13 +6,24 @@ internal sealed record KvOptions
 {
     /// <summary>Size of FASTER's hash index in bytes (64 bytes a bucket of 7 entries; default 16 MiB).</summary>
     public long IndexSizeBytes { get; init; } = 1L << 24;
-    /// <summary>log2 of a page of the hybrid log (default 20 = 1 MiB).</summary>
-    public int PageSizeBits { get; init; } = 20;
+    /// <summary>log2 of a page of the hybrid log, for a new store (default 16 = 64 KiB; a store keeps the sizes it
+    /// was made with, see <see cref="StoreGeometry"/>).</summary>
+    public int PageSizeBits { get; init; } = 16;
     /// <summary>log2 of the in-memory part of the hybrid log (default 25 = 32 MiB of records, each holding
     /// references to its key and value objects).</summary>
     public int MemorySizeBits { get; init; } = 25;
-    /// <summary>log2 of a log segment file (default 30 = 1 GiB).</summary>
-    public int SegmentSizeBits { get; init; } = 30;
+    /// <summary>log2 of a hybrid log segment file, for a new store (default 16 = 64 KiB). Compaction frees disk a
+    /// whole segment at a time, and each segment has an object-log file holding the keys and values of its records
+    /// (a record takes about 24 bytes here, so 1 KiB values make that file about 3 MiB); stores made before 1 GiB.</summary>
+    public int SegmentSizeBits { get; init; } = 16;
+
+    /// <summary>The sizes stores made before the <c>geometry</c> file existed were written with.</summary>
+    internal static readonly StoreGeometry LegacyGeometry = new(20, 30);
+
+    /// <summary>Compaction of the hybrid log starts (after a snapshot) once the store's files exceed both this and
+    /// twice their size after the previous compaction (default 8 MiB): disk stays within a small multiple of the
+    /// live data, and a compaction copies each live record forward only after as much garbage has built up.</summary>
+    public long CompactionMinBytes { get; init; } = 8L << 20;
     /// <summary>Applies and snapshots are refused with <see cref="ErrorKind.StorageError"/> while the disk has less
     /// free space than this. FASTER cannot report a failed background page flush to the writer (on a full disk its
     /// writers wait for buffer space forever), so we stop before the disk is full. Null: twice the in-memory log
@@ -23,6 +34,10 @@ internal sealed record KvOptions
     /// change history, for watchers resuming from an index (default 100,000; 0 keeps none). The history lives in
     /// the store under reserved keys, so snapshots carry it and replaying the log after a restart rebuilds it.</summary>
     public int WatchHistory { get; init; } = 100_000;
+
+    /// <summary>The change history also keeps no more than this many bytes of keys and values (default 4 MiB; the
+    /// oldest changes go first), so its disk use does not grow with the size of the values.</summary>
+    public long WatchHistoryBytes { get; init; } = 4L << 20;
 
     /// <summary>How opening the store rebuilds its ordered key index (default <see cref="KeyIndexRebuild.LogScan"/>).
     /// Both give the same index; the other way is kept to compare their cost in the storage benchmark.</summary>

@@ -39,6 +39,7 @@ internal partial class KvStateMachine : IDisposable
     private KvCommandApplier _commands = null!;
     private ChangeHistory _history = null!;
     private SessionTableStore _sessions = null!;
+    private KvCompactor? _compactor;
     private bool _disposed;
 
     /// <summary>The index of the last applied entry (0 if none).</summary>
@@ -119,14 +120,15 @@ internal partial class KvStateMachine : IDisposable
             AppliedTerm = applied.Term;
             var recovered = watch.Elapsed;
             var found = KeyIndexRebuilder.Rebuild(_store, _index, _options.KeyIndexRebuild);
-            _history = new ChangeHistory(_store, _dir, _options.WatchHistory, applied.HistoryFloor, found.HistoryIndexes);
+            _history = new ChangeHistory(_store, _dir, _options.WatchHistory, _options.WatchHistoryBytes, applied.HistoryFloor, found.HistoryIndexes);
             _sessions = SessionTableStore.Load(_store, _dir, applied.SessionClock, found.SessionIds);
             _commands = new KvCommandApplier(_store, _index);
+            _compactor = new KvCompactor(_store, _dir, _options.CompactionMinBytes);
             LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count);
             if (hasCheckpoint)
             {
                 var token = _store.LatestCheckpointToken();
-                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, token, CheckpointFiles.Manifest(_dir, token));
+                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, token, CheckpointFiles.Manifest(_dir, token, FirstSegment));
             }
         }
         catch (Exception e)
@@ -349,8 +351,23 @@ internal partial class KvStateMachine : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
     }
 
+    /// <summary>The hybrid log segment the store begins in: the files of earlier ones are garbage.</summary>
+    private long FirstSegment => _store.BeginAddress >> _store.Geometry.SegmentSizeBits;
+
+    /// <summary>How many background compactions of the store have finished since it was opened.</summary>
+    public int Compactions { get { lock (_gate) return _compactor?.Completed ?? 0; } }
+
     private void DisposeStore()
     {
+        try
+        {
+            _compactor?.WaitIdle(); // the compaction's session must be gone before the store is
+        }
+        catch (SkiffException)
+        {
+            // Closing anyway: nothing a failed compaction did is recorded until a checkpoint, and none will follow.
+        }
+        _compactor = null;
         _store?.Dispose();
         _store = null!;
     }

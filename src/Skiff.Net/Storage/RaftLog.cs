@@ -78,6 +78,10 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
         FasterLogFiles? files = null;
         try
         {
+            // The log's files keep the page and segment sizes they were made with, whatever the options say now.
+            var geometry = StoreGeometry.Resolve(dir, new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits)),
+                RaftLogOptions.LegacyGeometry, "raft.log");
+            options = options with { PageSizeBits = geometry.PageSizeBits, SegmentSizeBits = geometry.SegmentSizeBits };
             files = FasterLogFiles.Open(dir, options);
             return new RaftLog(dir, options, files);
         }

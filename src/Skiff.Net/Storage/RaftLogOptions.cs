@@ -19,12 +19,18 @@ internal sealed record RaftLogOptions
 {
     /// <summary>How commits are made durable.</summary>
     public LogCommitMode CommitMode { get; init; } = LogCommitMode.InLog;
-    /// <summary>log2 of FASTER's page size (default 22 = 4 MiB).</summary>
+    /// <summary>log2 of FASTER's page size, for a new log (default 22 = 4 MiB; a log keeps the sizes it was made
+    /// with, see <see cref="StoreGeometry"/>).</summary>
     public int PageSizeBits { get; init; } = 22;
     /// <summary>log2 of the log's in-memory buffer (default 26 = 64 MiB); bounds memory use.</summary>
     public int MemorySizeBits { get; init; } = 26;
-    /// <summary>log2 of a log segment file's size (default 28 = 256 MiB); compaction frees whole segments.</summary>
-    public int SegmentSizeBits { get; init; } = 28;
+    /// <summary>log2 of a log segment file's size, for a new log (default 22 = 4 MiB; logs made before 256 MiB).
+    /// Compaction behind a snapshot frees whole segments, so this is how much disk a compacted log may keep beyond
+    /// its live entries.</summary>
+    public int SegmentSizeBits { get; init; } = 22;
+
+    /// <summary>The sizes logs made before the <c>geometry</c> file existed were written with.</summary>
+    internal static readonly StoreGeometry LegacyGeometry = new(22, 28);
     /// <summary>How many entries before a snapshot's index <see cref="RaftLog.CompactUntil"/> keeps, so slightly
     /// lagging followers can still be served from the log.</summary>
     public long KeepTail { get; init; } = 1000;

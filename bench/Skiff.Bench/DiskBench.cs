@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using Skiff.Net.Runtime;
+
+namespace Skiff.Bench;
+
+/// <summary>`disk`: one embedded node, N overwrites of K keys with V-byte values from C concurrent writers. Prints
+/// the data directory's size over time as CSV (so the curve shows whether disk follows live data or the write
+/// history), then the size after a clean shutdown and how long a restart takes.</summary>
+public static class DiskBench
+{
+    /// <summary>Runs the benchmark: <c>disk [--overwrites N] [--keys K] [--value-bytes V] [--clients C]
+    /// [--every-seconds S] [--dir D] [--keep]</c>.</summary>
+    public static async Task<int> Run(string[] args)
+    {
+        long overwrites = 10_000_000;
+        var keys = 10_000;
+        var valueBytes = 1024;
+        var clients = 32;
+        var every = 1.0;
+        string? dir = null;
+        var keep = false;
+        for (var i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--overwrites": overwrites = long.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--keys": keys = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--value-bytes": valueBytes = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--clients": clients = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--every-seconds": every = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--dir": dir = args[++i]; break;
+                case "--keep": keep = true; break;
+                default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
+            }
+        }
+        dir ??= Path.Combine(Path.GetTempPath(), "skiff-disk-bench-" + Guid.NewGuid().ToString("N"));
+        var port = 29400 + Random.Shared.Next(1000);
+        SkiffServer Server() => new(new SkiffServerOptions { Bind = IPAddress.Loopback, Port = port, DataDirectory = dir });
+        try
+        {
+            var server = Server();
+            await server.StartAsync();
+            await server.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
+            Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)keys * valueBytes / 1e6:F1} MB, in {dir}");
+            Console.WriteLine("seconds,writes,kv_mb,log_mb,total_mb");
+            var pauses = new List<double>();
+            using var listener = new System.Diagnostics.Metrics.MeterListener();
+            listener.InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == "Skiff" && instrument.Name == "skiff.snapshot_pause") l.EnableMeasurementEvents(instrument);
+            };
+            listener.SetMeasurementEventCallback<double>((_, ms, _, _) => { lock (pauses) pauses.Add(ms); });
+            listener.Start();
+            var latencies = new List<double>[clients];
+            var value = new byte[valueBytes];
+            Random.Shared.NextBytes(value);
+            long next = -1, done = 0;
+            var sw = Stopwatch.StartNew();
+            var writers = Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+            {
+                var mine = latencies[c] = new List<double>();
+                long n;
+                while ((n = Interlocked.Increment(ref next)) < overwrites)
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    await server.InsertAsync($"k/{n % keys:D8}", value);
+                    mine.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+                    Interlocked.Increment(ref done);
+                }
+            })).ToArray();
+            var writing = Task.WhenAll(writers);
+            while (!writing.IsCompleted)
+            {
+                await Task.WhenAny(writing, Task.Delay(TimeSpan.FromSeconds(every)));
+                Report(sw.Elapsed.TotalSeconds, Interlocked.Read(ref done), dir);
+            }
+            await writing;
+            var elapsed = sw.Elapsed.TotalSeconds;
+            await server.ShutdownAsync();
+            Console.Error.WriteLine($"wrote {overwrites} in {elapsed:F1} s ({overwrites / elapsed:F0}/s); after shutdown: {Describe(dir)}");
+            var all = latencies.SelectMany(l => l).Order().ToArray();
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"write latency ms: p50 {Pct(all, 0.5):F1}, p99 {Pct(all, 0.99):F1}, max {all[^1]:F1}"));
+            lock (pauses)
+            {
+                var p = pauses.Order().ToArray();
+                if (p.Length > 0)
+                    Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"snapshots: {p.Length}, applying waited ms: p50 {Pct(p, 0.5):F1}, max {p[^1]:F1}"));
+            }
+            var restart = Stopwatch.StartNew();
+            await using (var again = Server())
+            {
+                await again.StartAsync();
+                await again.WaitForLeaderAsync(TimeSpan.FromSeconds(60));
+                Console.Error.WriteLine($"restart to leader: {restart.ElapsedMilliseconds} ms");
+                if (await again.GetAsync("k/00000000") is not { } read || read.Length != valueBytes)
+                    throw new InvalidOperationException("a key written before the restart is missing after it");
+            }
+            return 0;
+        }
+        finally
+        {
+            if (!keep) try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private static double Pct(double[] sorted, double q) => sorted[Math.Min(sorted.Length - 1, (int)(q * sorted.Length))];
+
+    private static long Bytes(string path) =>
+        Directory.Exists(path) ? Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Sum(f => SafeLength(f)) : 0;
+
+    // Files come and go while the node runs (segments truncated, checkpoints replaced).
+    private static long SafeLength(string file)
+    {
+        try { return new FileInfo(file).Length; }
+        catch (IOException) { return 0; }
+    }
+
+    private static void Report(double seconds, long writes, string dir)
+    {
+        var kv = Bytes(Path.Combine(dir, "kv"));
+        var log = Bytes(Path.Combine(dir, "log"));
+        var total = Bytes(dir);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{seconds:F1},{writes},{kv / 1e6:F1},{log / 1e6:F1},{total / 1e6:F1}"));
+    }
+
+    private static string Describe(string dir) => string.Create(CultureInfo.InvariantCulture,
+        $"kv {Bytes(Path.Combine(dir, "kv")) / 1e6:F1} MB, log {Bytes(Path.Combine(dir, "log")) / 1e6:F1} MB, total {Bytes(dir) / 1e6:F1} MB");
+}

@@ -1,0 +1,189 @@
+/// Disk use bounded by live data: the change history's byte limit, compaction of the key-value store, the page and
+/// segment sizes a store keeps, and an embedded node under an overwrite workload.
+module Skiff.Integration.DiskBoundTests
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Net
+open System.Net.Sockets
+open System.Text
+open System.Threading
+open System.Threading.Tasks
+open Expecto
+open Skiff
+open Skiff.Core
+open Skiff.Net.Runtime
+open Skiff.Net.Storage
+open Skiff.Integration.StorageSupport
+
+let private bytesUnder (dir: string) =
+    Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories)
+    |> Seq.sumBy (fun f ->
+        try
+            FileInfo(f).Length
+        with :? FileNotFoundException ->
+            0L)
+
+/// A 1,000-byte value that names its key and round, so a reader can tell which write it holds.
+let private valueOf (key: int) (round: int) =
+    let v = Array.create 1000 (byte (key + round))
+    Encoding.ASCII.GetBytes(sprintf "%04d/%06d" key round).CopyTo(v, 0)
+    v
+
+let private put (key: int) (round: int) = LogCommand.Plain(Command.Insert(sprintf "k/%04d" key, valueOf key round))
+
+let private apply (kv: KvStateMachine) (index: int64) (command: LogCommand) =
+    let mutable change: Change | null = null
+    kv.Apply(index, 1L, command, &change) |> ignore
+
+let private historyFrom (kv: KvStateMachine) (from: int64) =
+    let got = List<Change>()
+    let mutable floor = 0L
+    if kv.TryReadHistory(from, Int64.MaxValue, "", got, &floor) then
+        Ok [ for c in got -> c.Index ]
+    else
+        Error floor
+
+/// Copies a snapshot of `source` into a fresh state machine in `dir` through the snapshot stream.
+let private installInto (source: KvStateMachine) (dir: string) (options: KvOptions) =
+    use reader = source.OpenSnapshotReader(nonNull source.LatestSnapshot)
+    let other = KvStateMachine.Open(dir, options)
+    use installer = other.BeginInstall()
+    let mutable chunk = reader.ReadChunk 65536
+    while chunk.Length > 0 do
+        installer.WriteChunk(ReadOnlySpan chunk)
+        chunk <- reader.ReadChunk 65536
+    installer.Complete()
+    other
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass (then fails with `what`).
+let private waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
+    let deadline = DateTime.UtcNow.AddSeconds seconds
+    let mutable ok = condition ()
+    while not ok && DateTime.UtcNow < deadline do
+        Thread.Sleep 10
+        ok <- condition ()
+    if not ok then
+        failtestf "timed out after %.1f s waiting for: %s" seconds what
+
+let private freePort () =
+    let l = new TcpListener(IPAddress.Loopback, 0)
+    l.Start()
+    let port = (l.LocalEndpoint :?> IPEndPoint).Port
+    l.Stop()
+    port
+
+let tests =
+    testList
+        "disk bound"
+        [ testCase "the change history is bounded in bytes, and counts them again after a reopen"
+          <| fun () ->
+              use tmp = new TempDir "history-bytes"
+              // Records of 1,000-byte values take 1,011 bytes (kind, key length, "k/0007", value): nine fit in 10,000.
+              let opts = KvOptions(WatchHistory = 1000, WatchHistoryBytes = 10_000L)
+              using (KvStateMachine.Open(tmp.Path, opts)) (fun kv ->
+                  for i in 1..50 do
+                      apply kv (int64 i) (put (i % 10) i)
+                  Expect.equal (kv.HistoryCount, kv.HistoryFloor) (9, 41L) "the newest nine changes kept"
+                  Expect.equal (historyFrom kv 42L) (Ok [ 42L .. 50L ]) "and readable"
+                  kv.TakeSnapshot() |> ignore)
+              use kv = KvStateMachine.Open(tmp.Path, opts)
+              Expect.equal (kv.HistoryCount, kv.HistoryFloor) (9, 41L) "reopened"
+              // Had the reopened history forgotten its bytes, a tenth record would now fit.
+              apply kv 51L (put 1 51)
+              Expect.equal (kv.HistoryCount, kv.HistoryFloor) (9, 42L) "one more change trims one"
+              Expect.equal (historyFrom kv 43L) (Ok [ 43L .. 51L ]) "readable after the reopen"
+              Expect.equal (historyFrom kv 42L) (Error 42L) "older changes are gone"
+
+          testCase "compaction keeps the store's files near its live data and loses nothing"
+          <| fun () ->
+              use tmp = new TempDir "kv-compaction"
+              // Small pages and segments, so a few MB of overwrites span many segments.
+              let opts =
+                  KvOptions(
+                      IndexSizeBytes = (1L <<< 16),
+                      PageSizeBits = 14,
+                      SegmentSizeBits = 14,
+                      MemorySizeBits = 20,
+                      WatchHistoryBytes = 65536L,
+                      CompactionMinBytes = (1L <<< 20)
+                  )
+              let keys = 20
+              let rounds = 40
+              let mutable index = 0L
+              using (KvStateMachine.Open(tmp.Sub "main", opts)) (fun kv ->
+                  for round in 1..rounds do
+                      // 50 overwrites of each key a round: 1 MB of values, 2 MB with the history's copies.
+                      for repeat in 1..50 do
+                          for key in 0 .. keys - 1 do
+                              index <- index + 1L
+                              apply kv index (put key (round * 100 + repeat))
+                      kv.TakeSnapshot() |> ignore
+                  Expect.isGreaterThan kv.Compactions 0 "compactions ran"
+                  // 80 MB were written; without compaction all of it stays (the test fails at about 80 MB).
+                  let size = bytesUnder (tmp.Sub "main")
+                  Expect.isLessThan size (12L <<< 20) (sprintf "the store's files (%d bytes) stay near live data" size)
+                  use other = installInto kv (tmp.Sub "other") opts
+                  for key in 0 .. keys - 1 do
+                      Expect.sequenceEqual (other.Get(sprintf "k/%04d" key)) (valueOf key (rounds * 100 + 50)) "installed copy")
+              use kv = KvStateMachine.Open(tmp.Sub "main", opts)
+              Expect.equal kv.AppliedIndex index "reopened at the last snapshot"
+              Expect.equal kv.KeyCount keys "the key index rebuilt from the compacted store"
+              for key in 0 .. keys - 1 do
+                  Expect.sequenceEqual (kv.Get(sprintf "k/%04d" key)) (valueOf key (rounds * 100 + 50)) "the newest value"
+              match historyFrom kv (kv.HistoryFloor + 1L) with
+              | Ok indexes -> Expect.equal (List.last indexes) index "the history reaches the last change"
+              | Error floor -> failtestf "history unreadable from %d" (floor + 1L)
+
+          testCase "a store keeps the page and segment sizes it was made with"
+          <| fun () ->
+              use tmp = new TempDir "kv-geometry"
+              // The sizes of stores made before the geometry file existed; such a store has no geometry file.
+              let legacy = KvOptions(PageSizeBits = 20, SegmentSizeBits = 30)
+              using (KvStateMachine.Open(tmp.Path, legacy)) (fun kv ->
+                  for i in 1..100 do
+                      apply kv (int64 i) (put (i % 10) i)
+                  kv.TakeSnapshot() |> ignore)
+              File.Delete(Path.Combine(tmp.Path, StoreGeometry.FileName))
+              using (KvStateMachine.Open(tmp.Path, KvOptions())) (fun kv ->
+                  Expect.sequenceEqual (kv.Get "k/0003") (valueOf 3 93) "read with the sizes it was written with")
+              Expect.equal (File.ReadAllText(Path.Combine(tmp.Path, StoreGeometry.FileName))) "page=20 segment=30\n" "written down"
+              use kv = KvStateMachine.Open(tmp.Path, KvOptions(PageSizeBits = 17, SegmentSizeBits = 17))
+              Expect.sequenceEqual (kv.Get "k/0003") (valueOf 3 93) "other options do not change them"
+
+          testCase "an embedded node's data directory stays bounded under overwrites, and a restart loses nothing"
+          <| fun () ->
+              use tmp = new TempDir "disk-bound-node"
+              let options () = SkiffServerOptions(Bind = IPAddress.Loopback, Port = freePort (), DataDirectory = tmp.Sub "node")
+              let keys, writers, rounds = 100, 20, 600
+              let bound = 64L <<< 20
+              do
+                  let node = new SkiffServer(options ())
+                  use _ =
+                      { new IDisposable with
+                          member _.Dispose() = node.DisposeAsync().AsTask().Wait() }
+                  node.StartAsync().Wait()
+                  node.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0).Wait()
+                  // Writer w owns the keys k with k % writers = w and writes them round by round, so the last
+                  // value of every key is known: 60,000 overwrites, 60 MB of values (live data: 100 KB).
+                  let writer (w: int) =
+                      task {
+                          for round in 1..rounds do
+                              for key in w..writers .. keys - 1 do
+                                  let! _ = node.InsertAsync(sprintf "k/%04d" key, valueOf key round)
+                                  ()
+                      }
+                  Task.WaitAll([| for w in 0 .. writers - 1 -> writer w :> Task |])
+                  // Compaction and segment deletion follow snapshots; give them their chance to finish.
+                  waitUntil 30.0 "the data directory within 64 MB" (fun () -> bytesUnder (tmp.Sub "node") <= bound)
+                  node.ShutdownAsync().Wait()
+              let node = new SkiffServer(options ())
+              use _ =
+                  { new IDisposable with
+                      member _.Dispose() = node.DisposeAsync().AsTask().Wait() }
+              node.StartAsync().Wait()
+              node.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0).Wait()
+              for key in 0 .. keys - 1 do
+                  let got = node.GetAsync(sprintf "k/%04d" key).Result
+                  Expect.sequenceEqual got (valueOf key rounds) (sprintf "key %d after the restart" key) ]
