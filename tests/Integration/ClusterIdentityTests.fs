@@ -18,17 +18,6 @@ let private wipe (dir: string) =
     Directory.Delete(dir, true)
     Directory.CreateDirectory dir |> ignore
 
-let private expectKind (kind: ErrorKind) (what: string) (f: unit -> unit) =
-    try
-        f ()
-        failtestf "%s: succeeded, expected %A" what kind
-    with
-    | :? AssertException -> reraise ()
-    | e ->
-        match e.GetBaseException() with
-        | :? SkiffException as s -> Expect.equal s.Kind kind (sprintf "%s: %s" what s.Message)
-        | other -> failtestf "%s: expected SkiffException %A, got %O" what kind other
-
 /// A client over `hosts` on `port`, disposed with the returned handle.
 let private clientOf (port: int) (hosts: IPAddress list) =
     let client = (new Client(hosts)).WithPort(port).WithTimeout(TimeSpan.FromSeconds 5.0)
@@ -117,7 +106,7 @@ let private embeddedTests =
 
               // Clients: one that first reached the old cluster is refused by the new cluster's member.
               use expecting = (new SkiffGrpcClient([ founded.Address ])).ExpectCluster(oldCluster.Value)
-              expectKind ErrorKind.ClusterMismatch "a read of the old cluster at the new cluster's member" (fun () ->
+              expectError [ ErrorKind.ClusterMismatch ] "a read of the old cluster at the new cluster's member" (fun () ->
                   expecting.GetAsync("a/1").Wait())
               let host (s: SkiffServer) = IPAddress.Parse(s.Address.Split(':')[0])
               let first = alive |> List.head
@@ -125,7 +114,7 @@ let private embeddedTests =
               use _ = closing
               Expect.equal (text (client.GetBytesAsync("a/1", ReadConsistency.Stale).Result)) "old" "the client learns the old cluster"
               c.Stop(c.Nodes |> Seq.find (fun kv -> kv.Value = first) |> fun kv -> kv.Key)
-              expectKind ErrorKind.ClusterMismatch "the client, its first member gone, at the new cluster's member" (fun () ->
+              expectError [ ErrorKind.ClusterMismatch ] "the client, its first member gone, at the new cluster's member" (fun () ->
                   client.GetBytesAsync("a/1", ReadConsistency.Stale).Result |> ignore)
           }
 
@@ -136,7 +125,7 @@ let private embeddedTests =
                   let o = options port 1 dir []
                   o.NewCluster <- Nullable false
                   let s = new SkiffServer(o)
-                  expectKind ErrorKind.ClusterInitFailed "start" (fun () -> s.StartAsync().Wait())
+                  expectError [ ErrorKind.ClusterInitFailed ] "start" (fun () -> s.StartAsync().Wait())
                   Expect.isTrue s.Stopped.IsCompleted "a failed start releases the directory"
                   Expect.isFalse (File.Exists(Path.Combine(dir, ClusterIdFile.FileName))) "no cluster id was made"
               finally
@@ -146,7 +135,7 @@ let private embeddedTests =
           test "NewCluster cannot be combined with members to join" {
               let o = options (nextPort ()) 1 (Path.Combine(Path.GetTempPath(), "skiff-it-" + Guid.NewGuid().ToString("N"))) [ 2 ]
               o.NewCluster <- Nullable true
-              expectKind ErrorKind.InvalidArgument "create" (fun () -> (new SkiffServer(o)).DisposeAsync().AsTask().Wait())
+              expectError [ ErrorKind.InvalidArgument ] "create" (fun () -> (new SkiffServer(o)).DisposeAsync().AsTask().Wait())
           }
 
           test "a joiner whose directory belongs to another cluster is refused by this one's members" {
@@ -156,7 +145,7 @@ let private embeddedTests =
               ClusterIdFile.Write(dir, Guid.NewGuid()) // it learned another cluster, then stopped before any of its log
               let o = options c.Port 2 dir [ 1 ]
               let s = new SkiffServer(o)
-              expectKind ErrorKind.ClusterJoinFailed "join" (fun () -> s.StartAsync().Wait())
+              expectError [ ErrorKind.ClusterJoinFailed ] "join" (fun () -> s.StartAsync().Wait())
               Expect.equal (c.Node 1).Members.Count 1 "the cluster did not add it"
           } ]
 

@@ -114,9 +114,10 @@ type Cluster(port: int) =
                 with _ ->
                     ()
 
-/// Starts node 1 alone, then nodes 2..n joining through node 1; waits until all are voters.
-let clusterWith (timeout: float) (n: int) =
-    let c = new Cluster(nextPort (), RequestTimeout = TimeSpan.FromSeconds timeout)
+/// Starts node 1 alone, then nodes 2..n joining through node 1, each node's options adjusted by `configure`; waits
+/// until all are voters.
+let clusterOf (timeout: float) (configure: int -> SkiffServerOptions -> unit) (n: int) =
+    let c = new Cluster(nextPort (), RequestTimeout = TimeSpan.FromSeconds timeout, Configure = configure)
     c.Start(1, []) |> ignore
     c.WaitLeader 10.0 |> ignore
     for i in 2..n do
@@ -125,10 +126,14 @@ let clusterWith (timeout: float) (n: int) =
     c.WaitLeader 10.0 |> ignore
     c
 
+/// Starts node 1 alone, then nodes 2..n joining through node 1; waits until all are voters.
+let clusterWith (timeout: float) (n: int) = clusterOf timeout (fun _ _ -> ()) n
+
 let cluster n = clusterWith 5.0 n
 
 /// Runs `f` and expects a SkiffException of one of `kinds` (possibly wrapped in AggregateException).
-let expectError (kinds: ErrorKind list) (what: string) (f: unit -> unit) =
+/// Runs `f`, which must fail with a SkiffException of one of `kinds`; returns it.
+let expectFailure (kinds: ErrorKind list) (what: string) (f: unit -> unit) : SkiffException =
     let rec unwrap (e: exn) =
         match e with
         | :? AggregateException as a ->
@@ -143,8 +148,10 @@ let expectError (kinds: ErrorKind list) (what: string) (f: unit -> unit) =
     | :? AssertException -> reraise ()
     | e ->
         match unwrap e with
-        | :? SkiffException as s when List.contains s.Kind kinds -> ()
+        | :? SkiffException as s when List.contains s.Kind kinds -> s
         | other -> failtestf "%s: expected %A, got %O" what kinds other
+
+let expectError (kinds: ErrorKind list) (what: string) (f: unit -> unit) = expectFailure kinds what f |> ignore
 
 let put (s: SkiffServer) k v = s.InsertAsync(k, bytes v).Result |> ignore
 let staleGet (s: SkiffServer) k = text (s.GetAsync(k, ReadConsistency.Stale).Result)

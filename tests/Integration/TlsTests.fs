@@ -36,16 +36,7 @@ type private Pki(members: int list) =
                 ()
 
 /// A cluster of `n` members over TLS.
-let private tlsCluster (pki: Pki) (n: int) (clientCertAuth: bool) =
-    let c = new Cluster(nextPort ())
-    c.Configure <- fun i o -> o.Tls <- pki.Tls(i, clientCertAuth)
-    c.Start(1, []) |> ignore
-    c.WaitLeader 10.0 |> ignore
-    for i in 2..n do
-        c.Start(i, [ 1 ]) |> ignore
-    c.WaitMembers(n, 20.0)
-    c.WaitLeader 10.0 |> ignore
-    c
+let private tlsCluster (pki: Pki) (n: int) (clientCertAuth: bool) = clusterOf 5.0 (fun i o -> o.Tls <- pki.Tls(i, clientCertAuth)) n
 
 let private hosts (c: Cluster) = c.Running |> List.map (fun s -> IPAddress.Parse(s.Address.Split(':')[0]))
 
@@ -54,19 +45,6 @@ let private withClient (client: Client) (f: Client -> unit) =
         f client
     finally
         client.DisposeAsync().AsTask().Wait()
-
-let private expectKind (kind: ErrorKind) (what: string) (f: unit -> unit) =
-    try
-        f ()
-        failtestf "%s: succeeded, expected %A" what kind
-    with
-    | :? AssertException -> reraise ()
-    | e ->
-        match e.GetBaseException() with
-        | :? SkiffException as s ->
-            Expect.equal s.Kind kind (sprintf "%s: %s" what s.Message)
-            s
-        | other -> failtestf "%s: expected SkiffException %A, got %O" what kind other
 
 /// A raw TLS channel to `node`'s peer service presenting `pair` (not the library's transport).
 let private rawPeerChannel (node: SkiffServer) (pair: PemPair) =
@@ -198,7 +176,7 @@ let tests =
               use pki = new Pki([ 1 ])
               use c = tlsCluster pki 1 false
               withClient ((new Client(hosts c)).WithPort(c.Port).WithTimeout(TimeSpan.FromSeconds 2.0)) (fun client ->
-                  let e = expectKind ErrorKind.ClientConnectFailed "plain client" (fun () -> client.GetBytesAsync("k").Wait())
+                  let e = expectFailure [ ErrorKind.ClientConnectFailed ] "plain client" (fun () -> client.GetBytesAsync("k").Wait())
                   Expect.stringContains e.Message "TLS" "the error says TLS may be the cause")
               use plain = cluster 1
               withClient
@@ -207,7 +185,7 @@ let tests =
                       .WithTimeout(TimeSpan.FromSeconds 2.0)
                       .WithTls(ClientTlsOptions(CaFile = pki.Ca.File)))
                   (fun client ->
-                      let e = expectKind ErrorKind.ClientConnectFailed "TLS client" (fun () -> client.GetBytesAsync("k").Wait())
+                      let e = expectFailure [ ErrorKind.ClientConnectFailed ] "TLS client" (fun () -> client.GetBytesAsync("k").Wait())
                       Expect.stringContains e.Message "TLS" "the error says TLS")
           }
 
@@ -248,10 +226,10 @@ let tests =
                   | Some(p: PemPair) -> ClientTlsOptions(CaFile = pki.Ca.File, CertFile = p.CertFile, KeyFile = p.KeyFile)
                   | None -> ClientTlsOptions(CaFile = pki.Ca.File)
               withClient ((new Client(hosts c)).WithPort(c.Port).WithTls(tls None)) (fun client ->
-                  expectKind ErrorKind.PermissionDenied "no certificate" (fun () -> client.InsertAsync("k", "v").Wait()) |> ignore)
+                  expectFailure [ ErrorKind.PermissionDenied ] "no certificate" (fun () -> client.InsertAsync("k", "v").Wait()) |> ignore)
               use otherCa = new Pki([ 9 ])
               withClient ((new Client(hosts c)).WithPort(c.Port).WithTls(tls (Some otherCa.Client))) (fun client ->
-                  expectKind ErrorKind.PermissionDenied "another CA's certificate" (fun () -> client.InsertAsync("k", "v").Wait())
+                  expectFailure [ ErrorKind.PermissionDenied ] "another CA's certificate" (fun () -> client.InsertAsync("k", "v").Wait())
                   |> ignore)
               withClient ((new Client(hosts c)).WithPort(c.Port).WithTls(tls (Some pki.Client))) (fun client ->
                   client.InsertAsync("k", "v").Wait() // through either member: a follower forwards with its peer certificate

@@ -1,5 +1,4 @@
 using Grpc.Core;
-using Grpc.Core.Interceptors;
 
 namespace Skiff.Net.Runtime;
 
@@ -8,23 +7,9 @@ namespace Skiff.Net.Runtime;
 /// connection presented no certificate signed by the client CA (or the peer CA: members forward calls to each other)
 /// with <see cref="ErrorKind.PermissionDenied"/>, before anything runs.
 /// </summary>
-internal sealed class ClientCertificateCheck(SkiffServer node) : Interceptor
+internal sealed class ClientCertificateCheck(SkiffServer node) : ClientCallCheck
 {
-    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
-        UnaryServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, context);
-    }
-
-    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
-        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, responseStream, context);
-    }
-
-    private void Check(ServerCallContext context)
+    protected override void Check(ServerCallContext context)
     {
         if (node.Tls is not { ClientCertAuth: true } tls) return;
         if (tls.IsClient(context.GetHttpContext().Connection.ClientCertificate)) return;

@@ -1,5 +1,4 @@
 using Grpc.Core;
-using Grpc.Core.Interceptors;
 
 namespace Skiff.Net.Runtime;
 
@@ -9,23 +8,9 @@ namespace Skiff.Net.Runtime;
 /// data directory and founded a new cluster at the old address, answers <see cref="ErrorKind.ClusterMismatch"/>
 /// before doing anything. A call without the header (a first contact, another gRPC client) is served.
 /// </summary>
-internal sealed class ClusterCheck(SkiffServer node) : Interceptor
+internal sealed class ClusterCheck(SkiffServer node) : ClientCallCheck
 {
-    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
-        UnaryServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, context);
-    }
-
-    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
-        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Check(context);
-        return continuation(request, responseStream, context);
-    }
-
-    private void Check(ServerCallContext context)
+    protected override void Check(ServerCallContext context)
     {
         var expected = context.RequestHeaders.GetValue(ErrorMapping.ClusterHeader);
         if (node.Cluster.AdmitsClient(expected)) return;
