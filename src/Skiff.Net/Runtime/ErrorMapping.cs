@@ -99,6 +99,11 @@ internal static class ErrorMapping
                     HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError
                 })
                 return true;
+            // A plain HTTP/2 client at a TLS port: the connection opens but the server never answers the HTTP/2
+            // preface, and no request is sent before it does (SocketsHttpHandler waits for the server's SETTINGS).
+            // Only the message tells this apart from a protocol error in the middle of a call.
+            if (x is HttpRequestException h && h.Message.Contains("did not complete the HTTP/2 handshake", StringComparison.Ordinal))
+                return true;
             if (e.StatusCode == StatusCode.Internal) continue;
             if (x is System.Net.Sockets.SocketException
                 {
