@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 
@@ -18,6 +19,13 @@ internal sealed class NodeTls
     private readonly PemSource<X509Certificate2> _peerPair;
     private readonly PemSource<X509Certificate2Collection>? _clientCa;
     private readonly PemSource<X509Certificate2Collection> _peerCa;
+
+    // Verdicts by certificate, valid for a minute (a certificate expires) while the CA files are the ones they were
+    // reached with: building a chain costs far more than a call, and with client certificates every call asks.
+    // Cleared when it grows large.
+    private readonly ConcurrentDictionary<(string Thumbprint, bool Peer), (X509Certificate2Collection Roots, long Until, bool Trusted)> _verdicts = new();
+    private const int MaxVerdicts = 10_000;
+    private const long VerdictMs = 60_000;
 
     /// <exception cref="SkiffException">InvalidArgument for incomplete settings or unreadable files.</exception>
     public NodeTls(TlsOptions options)
@@ -48,11 +56,22 @@ internal sealed class NodeTls
     /// <summary>Whether <paramref name="certificate"/> is a member's: signed by the peer CA. Which member it is
     /// depends on the names it carries (<see cref="CertificateChecks.Covers"/>).</summary>
     public bool IsMember(X509Certificate2? certificate) =>
-        certificate is not null && CertificateChecks.ChainsTo(certificate, _peerCa.Current);
+        certificate is not null && ChainsTo(certificate, _peerCa.Current, peer: true);
 
     /// <summary>Whether <paramref name="certificate"/> may make client calls: signed by the client CA, or a
     /// member's (members forward calls to each other).</summary>
     public bool IsClient(X509Certificate2? certificate) =>
         certificate is not null
-        && ((_clientCa is { } ca && CertificateChecks.ChainsTo(certificate, ca.Current)) || IsMember(certificate));
+        && ((_clientCa is { } ca && ChainsTo(certificate, ca.Current, peer: false)) || IsMember(certificate));
+
+    private bool ChainsTo(X509Certificate2 certificate, X509Certificate2Collection roots, bool peer)
+    {
+        var key = (certificate.Thumbprint, peer);
+        var now = Environment.TickCount64;
+        if (_verdicts.TryGetValue(key, out var known) && ReferenceEquals(known.Roots, roots) && now < known.Until) return known.Trusted;
+        var trusted = CertificateChecks.ChainsTo(certificate, roots);
+        if (_verdicts.Count >= MaxVerdicts) _verdicts.Clear();
+        _verdicts[key] = (roots, now + VerdictMs, trusted);
+        return trusted;
+    }
 }
