@@ -27,6 +27,7 @@ let private all: Test list =
 
       // sessions:begin
       ExactlyOnceTests.tests
+      RouterOutcomeTests.tests
       // sessions:end
 
       // hardening:begin
