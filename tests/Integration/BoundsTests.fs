@@ -391,7 +391,10 @@ let private overloadTests =
                       }
                       :> Task
                   let baseline = GC.GetTotalMemory true
+                  let termBefore = first.Term
                   let heap, working = peakMemoryDuring (fun () -> Task.WaitAll [| for w in 0..63 -> writer w |])
+                  // Leadership moving under the load is what lets a resend meet a full cap (RouterOutcomeTests).
+                  eprintfn "overload: term %d before, %d after" termBefore (nodes |> List.map (fun s -> s.Term) |> List.max)
                   eprintfn
                       "overload: %d MiB attempted by 64 writers in 8 s: %d written, %d Overloaded, %d other errors; live heap %d MiB before, peak %d MiB; peak working set %d MiB"
                       (attempted >>> 20)
