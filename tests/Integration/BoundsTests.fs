@@ -242,7 +242,9 @@ let private catchUpTests =
               let value = Array.init KeyRules.DefaultMaxValueBytes byte
               let written = Stopwatch.StartNew()
               inParallel 4 mib (fun i -> leader.InsertAsync(sprintf "big/%04d" i, value))
-              let target = leader.AppliedIndex
+              // Each write returned once applied on the member that proposed it: the leader, or the one it was
+              // forwarded to if leadership moved under the load (then the first leader may not have applied it yet).
+              let target = c.Running |> Seq.map (fun s -> s.AppliedIndex) |> Seq.max
               eprintfn "catch-up: %d MiB written in %.1f s; restarting the follower" mib written.Elapsed.TotalSeconds
               let caughtUp = Stopwatch.StartNew()
               let back = c.Start(behind, [])
@@ -398,7 +400,10 @@ let private overloadTests =
                       }
                       :> Task
                   let baseline = GC.GetTotalMemory true
+                  let termBefore = first.Term
                   let heap, working = peakMemoryDuring (fun () -> Task.WaitAll [| for w in 0..63 -> writer w |])
+                  // Leadership moving under the load is what lets a resend meet a full cap (RouterOutcomeTests).
+                  eprintfn "overload: term %d before, %d after" termBefore (nodes |> List.map (fun s -> s.Term) |> List.max)
                   eprintfn
                       "overload: %d MiB attempted by 64 writers in 8 s: %d written, %d Overloaded, %d other errors; live heap %d MiB before, peak %d MiB; peak working set %d MiB"
                       (attempted >>> 20)

@@ -29,6 +29,7 @@ let private all: Test list =
 
       // sessions:begin
       ExactlyOnceTests.tests
+      RouterOutcomeTests.tests
       // sessions:end
 
       // hardening:begin

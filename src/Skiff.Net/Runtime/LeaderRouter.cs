@@ -87,43 +87,55 @@ internal sealed class LeaderRouter : IDisposable
         {
             try
             {
+                // The attempt, local or forwarded; its errors (those thrown by the handlers too) then meet the rule
+                // below, so that a forwarded attempt's refusal is held to it as a local one is.
                 try
                 {
-                    inFlight = true;
-                    return await local(token).ConfigureAwait(false);
-                }
-                catch (NotLeaderException nl)
-                {
-                    inFlight = false;
-                    var leader = nl.Hint ?? _leader();
-                    if (forwarded || remote is null)
+                    try
                     {
-                        var addr = leader is { } l0 ? _addressOf(l0) : null;
-                        throw new SkiffException(ErrorKind.NotLeader,
-                            leader is null ? "no leader is known" : $"the leader is {leader} at {addr}", null,
-                            mayHaveApplied ? WriteOutcome.Unknown : WriteOutcome.NotApplied);
+                        inFlight = true;
+                        return await local(token).ConfigureAwait(false);
                     }
-                    last = nl;
-                    if (leader is { } l && l != _self && _addressOf(l) is { } address)
+                    catch (NotLeaderException nl)
                     {
-                        try
-                        {
-                            inFlight = true;
-                            return await ForwardAsync(remote, address, idempotent, token).ConfigureAwait(false);
-                        }
-                        catch (SkiffException e) when (Retryable(e) && (idempotent || e.Outcome == WriteOutcome.NotApplied))
-                        {
-                            last = e;
-                            mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
-                        }
                         inFlight = false;
+                        var leader = nl.Hint ?? _leader();
+                        if (forwarded || remote is null)
+                        {
+                            var addr = leader is { } l0 ? _addressOf(l0) : null;
+                            throw new SkiffException(ErrorKind.NotLeader,
+                                leader is null ? "no leader is known" : $"the leader is {leader} at {addr}", null,
+                                mayHaveApplied ? WriteOutcome.Unknown : WriteOutcome.NotApplied);
+                        }
+                        last = nl;
+                        if (leader is { } l && l != _self && _addressOf(l) is { } address)
+                        {
+                            try
+                            {
+                                inFlight = true;
+                                return await ForwardAsync(remote, address, idempotent, token).ConfigureAwait(false);
+                            }
+                            catch (SkiffException e) when (Retryable(e) && (idempotent || e.Outcome == WriteOutcome.NotApplied))
+                            {
+                                last = e;
+                                mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
+                            }
+                            inFlight = false;
+                        }
+                    }
+                    catch (RetryableException r) { last = r; }
+                    catch (SkiffException e) when (Retryable(e) && !forwarded && (idempotent || e.Outcome == WriteOutcome.NotApplied))
+                    {
+                        last = e;
+                        mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
                     }
                 }
-                catch (RetryableException r) { last = r; }
-                catch (SkiffException e) when (Retryable(e) && !forwarded && (idempotent || e.Outcome == WriteOutcome.NotApplied))
+                catch (SkiffException e) when (mayHaveApplied && e.Kind == ErrorKind.Overloaded && e.Outcome == WriteOutcome.NotApplied)
                 {
+                    // A resend refused before it was proposed, while an earlier attempt may sit uncommitted in the
+                    // log (and fill the cap that refused it): sent again until the write's outcome is known (the
+                    // session answers a resend of an applied write with its result) or the deadline says unknown.
                     last = e;
-                    mayHaveApplied |= e.Outcome == WriteOutcome.Unknown;
                 }
                 catch (SkiffException e) when (mayHaveApplied && e.Outcome == WriteOutcome.NotApplied)
                 {

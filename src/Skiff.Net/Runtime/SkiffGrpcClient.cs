@@ -200,13 +200,13 @@ internal sealed partial class SkiffGrpcClient : IDisposable
                             // If no earlier attempt can have reached the cluster, the write is new: send it in a new
                             // session. Otherwise an earlier attempt may have taken effect, and nobody can tell.
                             session.Forget(id);
-                            if (delivered) throw error;
+                            if (delivered) throw EarlierMayHaveApplied(error);
                             last = error;
                             continue;
                         }
                         if (error.Outcome == WriteOutcome.Unknown) delivered = true;
                         if (ct.IsCancellationRequested) break;
-                        if (!Resendable(error)) throw error;
+                        if (!Resendable(error)) throw delivered ? EarlierMayHaveApplied(error) : error;
                         last = error;
                     }
                 }
@@ -222,6 +222,11 @@ internal sealed partial class SkiffGrpcClient : IDisposable
             session.End(sequence);
         }
     }
+
+    /// <summary>The error that ends a write after <paramref name="e"/> refused an attempt while an earlier attempt
+    /// may have reached a member: that attempt may still take effect, so the error must not say it did not.</summary>
+    private static SkiffException EarlierMayHaveApplied(SkiffException e) => e.Outcome == WriteOutcome.Unknown ? e
+        : new SkiffException(e.Kind, e.Detail + "; an earlier attempt may have taken effect", e, WriteOutcome.Unknown);
 
     private static Protocol.SessionRef? ToWire(SessionRef? session) => session is { } s
         ? new Protocol.SessionRef { Id = (ulong)s.Id, Sequence = (ulong)s.Sequence, Acknowledged = (ulong)s.Acknowledged }
