@@ -152,10 +152,18 @@ let tests =
               use kv = KvStateMachine.Open(tmp.Path, KvOptions(PageSizeBits = 17, SegmentSizeBits = 17))
               Expect.sequenceEqual (kv.Get "k/0003") (valueOf 3 93) "other options do not change them"
 
-          testCase "an embedded node's data directory stays bounded under overwrites, and a restart loses nothing"
+          testCase
+              "an embedded node with background compaction on: its data directory stays bounded under overwrites, and a restart loses nothing"
           <| fun () ->
               use tmp = new TempDir "disk-bound-node"
-              let options () = SkiffServerOptions(Bind = IPAddress.Loopback, Port = freePort (), DataDirectory = tmp.Sub "node")
+              // Compaction is off by default while a leader stall seen with it on is investigated (KvOptions).
+              let options () =
+                  SkiffServerOptions(
+                      Bind = IPAddress.Loopback,
+                      Port = freePort (),
+                      DataDirectory = tmp.Sub "node",
+                      KvCompactionMinBytes = Nullable(8L <<< 20)
+                  )
               let keys, writers, rounds = 100, 20, 600
               let bound = 64L <<< 20
               do
