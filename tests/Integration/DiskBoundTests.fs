@@ -57,16 +57,6 @@ let private installInto (source: KvStateMachine) (dir: string) (options: KvOptio
     installer.Complete()
     other
 
-/// Polls `condition` every 10 ms until it holds or `seconds` pass (then fails with `what`).
-let private waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
-    let deadline = DateTime.UtcNow.AddSeconds seconds
-    let mutable ok = condition ()
-    while not ok && DateTime.UtcNow < deadline do
-        Thread.Sleep 10
-        ok <- condition ()
-    if not ok then
-        failtestf "timed out after %.1f s waiting for: %s" seconds what
-
 let private freePort () =
     let l = new TcpListener(IPAddress.Loopback, 0)
     l.Start()

@@ -48,14 +48,7 @@ let start (o: SkiffServerOptions) =
     s
 
 /// Polls `condition` every 10 ms until it holds or `seconds` pass (then fails with `what`).
-let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
-    let deadline = DateTime.UtcNow.AddSeconds seconds
-    let mutable ok = condition ()
-    while not ok && DateTime.UtcNow < deadline do
-        Thread.Sleep 10
-        ok <- condition ()
-    if not ok then
-        failtestf "timed out after %.1f s waiting for: %s" seconds what
+let waitUntil seconds what condition = StorageSupport.waitUntil seconds what condition
 
 /// Stops a node as abruptly as a crash (no leadership hand-off).
 let stop (s: SkiffServer) = s.ShutdownAsync(false).Wait()

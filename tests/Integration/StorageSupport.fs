@@ -5,6 +5,7 @@ open System
 open System.Collections.Generic
 open System.IO
 open System.Threading
+open Expecto
 open Skiff.Net.Storage
 
 /// Starts a process (never null: failure throws).
@@ -74,3 +75,13 @@ let smallOptions () =
         Log = RaftLogOptions(KeepTail = 50L, MemorySizeBits = 22, PageSizeBits = 18),
         Kv = KvOptions(IndexSizeBytes = (1L <<< 18), MemorySizeBits = 22, PageSizeBits = 18)
     )
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass (then fails with `what`).
+let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
+    let deadline = DateTime.UtcNow.AddSeconds seconds
+    let mutable ok = condition ()
+    while not ok && DateTime.UtcNow < deadline do
+        Thread.Sleep 10
+        ok <- condition ()
+    if not ok then
+        failtestf "timed out after %.1f s waiting for: %s" seconds what
