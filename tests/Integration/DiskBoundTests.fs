@@ -181,6 +181,52 @@ let tests =
               use kv = KvStateMachine.Open(tmp.Path, KvOptions(PageSizeBits = 17, SegmentSizeBits = 17))
               Expect.sequenceEqual (kv.Get "k/0003") (valueOf 3 93) "other options do not change them"
 
+          testCase "a nearly full disk refuses new writes with DiskFull; the node takes writes again once space is freed"
+          <| fun () ->
+              // A 512 MiB tmpfs (tmpfs uses only what is written); an embedded node with default settings refuses
+              // writes below its storage reserve plus DiskSpaceGate.Headroom (160 MiB by default).
+              withTmpfs (512 * 1024) (fun mnt ->
+                  let node =
+                      new SkiffServer(
+                          SkiffServerOptions(Bind = IPAddress.Loopback, Port = freePort (), DataDirectory = Path.Combine(mnt, "node"))
+                      )
+                  use _ =
+                      { new IDisposable with
+                          member _.Dispose() = node.DisposeAsync().AsTask().Wait() }
+                  node.StartAsync().Wait()
+                  node.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0).Wait()
+                  node.InsertAsync("before", valueOf 1 1).Wait()
+                  // Leave 120 MiB free: below the node's 160 MiB, above storage's own 96 MiB reserve.
+                  let freeMb = DriveInfo(mnt).AvailableFreeSpace / (1L <<< 20)
+                  Expect.equal
+                      (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=1M count=%d 2>/dev/null" mnt (freeMb - 120L)))
+                      0
+                      "disk mostly filled"
+                  let attempt (key: string) =
+                      try
+                          node.InsertAsync(key, valueOf 2 2).Wait()
+                          Ok()
+                      with :? AggregateException as e ->
+                          match e.InnerException with
+                          | :? SkiffException as s -> Error s
+                          | _ -> reraise ()
+                  let mutable refusal = None
+                  waitUntil 10.0 "a write refused as DiskFull" (fun () ->
+                      match attempt "during" with
+                      | Error e ->
+                          refusal <- Some e
+                          true
+                      | Ok() -> false)
+                  let e = refusal.Value
+                  Expect.equal e.Kind ErrorKind.DiskFull (sprintf "DiskFull: %s" e.Message)
+                  Expect.equal e.Outcome WriteOutcome.NotApplied "refused before proposing"
+                  Expect.stringContains e.Message "disk full" "says why"
+                  Expect.sequenceEqual (node.GetAsync("before").Result) (valueOf 1 1) "reads go on"
+                  Expect.isTrue (isNull node.FatalError) "the node did not stop"
+                  File.Delete(Path.Combine(mnt, "filler"))
+                  waitUntil 10.0 "a write accepted once space is freed" (fun () -> attempt "after" = Ok())
+                  Expect.sequenceEqual (node.GetAsync("after").Result) (valueOf 2 2) "the write after the refusal applied")
+
           testCase "an embedded node's data directory stays bounded under overwrites, and a restart loses nothing"
           <| fun () ->
               use tmp = new TempDir "disk-bound-node"
