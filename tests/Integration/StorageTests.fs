@@ -679,7 +679,65 @@ let private putEntry (i: int64) (term: int64) (k: string) (v: string) = LogEntry
 let private snapshotTests =
     testList
         "snapshots"
-        [ testCase "recovery after snapshot and compaction replays the log after the snapshot"
+        [ testCase "applying goes on while a snapshot is taken, and the snapshot holds the state at its start"
+          <| fun () ->
+              use tmp = new TempDir "snap-beside"
+              using (KvStateMachine.Open tmp.Path) (fun kv ->
+                  for i in 1L .. 10L do
+                      kv.Apply(i, 1L, put (sprintf "k/%d" i) "before") |> ignore
+                  use ready = new ManualResetEventSlim()
+                  kv.BeginSnapshot(fun () -> ready.Set())
+                  Expect.isTrue kv.SnapshotInProgress "in progress"
+                  // Applied while the checkpoint is taken: overwrite, delete, add. Reads see them at once.
+                  kv.Apply(11L, 1L, put "k/1" "during") |> ignore
+                  kv.Apply(12L, 1L, Command.Remove "k/2") |> ignore
+                  kv.Apply(13L, 1L, put "k/new" "during") |> ignore
+                  Expect.equal (kv.Get "k/1") (utf8 "during") "an overwrite is read back"
+                  Expect.isNull (kv.Get "k/2") "a delete is read back"
+                  Expect.equal (kv.Get "k/new") (utf8 "during") "a new key is read back"
+                  Expect.sequenceEqual
+                      (kv.ListKeys("k/", Int32.MaxValue))
+                      [ "k/1"; "k/10"; "k/3"; "k/4"; "k/5"; "k/6"; "k/7"; "k/8"; "k/9"; "k/new" ]
+                      "listed"
+                  Expect.isTrue (ready.Wait(TimeSpan.FromSeconds 30.0)) "the checkpoint finished"
+                  let snap = kv.FinishSnapshot()
+                  Expect.equal snap.Index 10L "the snapshot is of the state when it began"
+                  Expect.equal (kv.Get "k/1") (utf8 "during") "still the newest value after finishing")
+              using (KvStateMachine.Open tmp.Path) (fun kv ->
+                  Expect.equal kv.AppliedIndex 10L "recovered at the snapshot's index"
+                  Expect.equal (kv.Get "k/1") (utf8 "before") "the snapshot holds the value at its start"
+                  Expect.equal (kv.Get "k/2") (utf8 "before") "and not the later delete"
+                  Expect.isNull (kv.Get "k/new") "nor the later key"
+                  // The writes made meanwhile went into the store after it: replayed here, then snapshotted again.
+                  kv.Apply(11L, 1L, put "k/1" "during") |> ignore
+                  kv.Apply(12L, 1L, Command.Remove "k/2") |> ignore
+                  kv.Apply(13L, 1L, put "k/new" "during") |> ignore
+                  kv.TakeSnapshot() |> ignore)
+              use kv = KvStateMachine.Open tmp.Path
+              Expect.equal kv.AppliedIndex 13L "the second snapshot"
+              Expect.equal (kv.Get "k/1") (utf8 "during") "overwrite kept"
+              Expect.isNull (kv.Get "k/2") "delete kept"
+              Expect.equal kv.KeyCount 10 "key index rebuilt (k/1 to k/10 without k/2, with k/new)"
+
+          testCase "writes kept aside during a snapshot reach the store once it is finished"
+          <| fun () ->
+              use tmp = new TempDir "snap-drain"
+              using (KvStateMachine.Open tmp.Path) (fun kv ->
+                  kv.Apply(1L, 1L, put "a" "1") |> ignore
+                  use ready = new ManualResetEventSlim()
+                  kv.BeginSnapshot(fun () -> ready.Set())
+                  kv.Apply(2L, 1L, put "a" "2") |> ignore
+                  kv.Apply(3L, 1L, put "b" "2") |> ignore
+                  ready.Wait() |> ignore
+                  kv.FinishSnapshot() |> ignore
+                  kv.Apply(4L, 1L, put "c" "3") |> ignore
+                  Expect.equal (kv.TakeSnapshot()).Index 4L "second snapshot")
+              use kv = KvStateMachine.Open tmp.Path
+              Expect.equal (kv.Get "a") (utf8 "2") "written during the first snapshot"
+              Expect.equal (kv.Get "b") (utf8 "2") "added during the first snapshot"
+              Expect.equal (kv.Get "c") (utf8 "3") "written after it"
+
+          testCase "recovery after snapshot and compaction replays the log after the snapshot"
           <| fun () ->
               use tmp = new TempDir "snap"
               let opts = NodeStorageOptions(Log = RaftLogOptions(KeepTail = 5L))

@@ -10,13 +10,14 @@ namespace Skiff.Net.Runtime;
 /// (ReadReady: serve once applied ≥ index), snapshots, and watches (every change, in commit order, with a bounded
 /// buffer per subscriber and a history for resuming).
 /// </summary>
-internal sealed class Applier
+internal sealed partial class Applier
 {
     private abstract record Op;
     private sealed record ApplyOp(FSharpList<Entry> Entries, long Bytes) : Op;
     private sealed record WriteOp(Pending Pending, long Index, long Term) : Op;
     private sealed record ReadOp(List<Pending> Reads, long Index) : Op;
     private sealed record SnapshotOp(SnapshotMeta Meta) : Op;
+    private sealed record SnapshotReadyOp : Op;
     private sealed record InstallOp(string Staged, SnapshotMeta Meta, TaskCompletionSource Done) : Op;
 
     private readonly Channel<Op> _queue = Channel.CreateUnbounded<Op>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
@@ -140,6 +141,7 @@ internal sealed class Applier
                             else _reads.Add((r.Index, r.Reads));
                             break;
                         case SnapshotOp s: DoSnapshot(s.Meta); break;
+                        case SnapshotReadyOp: FinishSnapshot(); break;
                         case InstallOp i: DoInstall(i); break;
                     }
                 }
@@ -213,37 +215,6 @@ internal sealed class Applier
             foreach (var p in r.Reads) p.Succeed(null);
             return true;
         });
-    }
-
-    private void DoSnapshot(SnapshotMeta asked)
-    {
-        if (_sm.AppliedIndex == 0) return;
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        var meta = _snapshots.Take(asked.Term, asked.Configuration);
-        if (sw.ElapsedMilliseconds > 100) Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, "Skiff: snapshot at {Index} took {Milliseconds} ms (applying waited)", meta.Index, sw.ElapsedMilliseconds);
-        _post(Event.NewSnapshotTaken(meta));
-    }
-
-    private void DoInstall(InstallOp op)
-    {
-        try
-        {
-            var before = _sm.AppliedIndex;
-            _snapshots.Install(op.Staged, op.Meta);
-            while (_writes.TryPeek(out var w, out var index) && index <= op.Meta.Index)
-            {
-                _writes.Dequeue();
-                w.Pending.Fail(Overwritten(index));
-            }
-            ServeReads();
-            CatchUpWatchers(before, op.Meta.Index);
-            op.Done.TrySetResult();
-        }
-        catch (Exception ex)
-        {
-            op.Done.TrySetException(ex);
-            _fatal(new SkiffException(ErrorKind.StorageError, "installing a snapshot failed: " + ex.Message, ex));
-        }
     }
 
     // ---------------- watches ----------------

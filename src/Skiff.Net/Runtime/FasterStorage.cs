@@ -204,8 +204,15 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
         // The rename must be durable before the checkpoint that relies on it: a lost side file reads back as an
         // empty configuration.
         StorageIo.FsyncDirectory(_metaDir);
+    }
+
+    /// <summary>Once the snapshot at <paramref name="index"/> is durable: the side files of older ones go (never
+    /// before, or the latest durable snapshot would read back without its configuration).</summary>
+    private void DeleteMetaBefore(long index)
+    {
+        var keep = Path.GetFileName(MetaPath(index));
         foreach (var old in Directory.GetFiles(_metaDir, "*.meta"))
-            if (string.CompareOrdinal(Path.GetFileName(old), Path.GetFileName(path)) < 0)
+            if (string.CompareOrdinal(Path.GetFileName(old), keep) < 0)
                 try { File.Delete(old); } catch (IOException) { }
     }
 
@@ -215,15 +222,39 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
     /// <inheritdoc/>
     public SnapshotMeta Take(long term, Configuration configuration)
     {
+        using var ready = new ManualResetEventSlim();
+        Begin(term, configuration, ready.Set);
+        ready.Wait();
+        return Finish();
+    }
+
+    private Configuration? _taking;
+    private double _beginPauseMs;
+
+    /// <inheritdoc/>
+    public SnapshotMeta? Begin(long term, Configuration configuration, Action ready)
+    {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         // The configuration side file goes first: a snapshot never exists without it.
-        var pending = new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration);
-        SaveMeta(pending);
-        var info = _kv.TakeSnapshot();
-        var meta = new SnapshotMeta(info.Index, info.Term, configuration);
-        if (info.Index != pending.Index) SaveMeta(meta);
-        RuntimeMetrics.SnapshotPause.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        return meta;
+        SaveMeta(new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration));
+        _taking = configuration;
+        _kv.BeginSnapshot(ready);
+        _beginPauseMs = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        return null;
+    }
+
+    /// <inheritdoc/>
+    public SnapshotMeta Finish()
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var configuration = _taking ?? throw new InvalidOperationException("no snapshot is being taken");
+        _taking = null;
+        var info = _kv.FinishSnapshot();
+        DeleteMetaBefore(info.Index);
+        // How long applying stopped for this snapshot: its start and its finish (the checkpoint in between does not
+        // stop it).
+        RuntimeMetrics.SnapshotPause.Record(_beginPauseMs + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        return new SnapshotMeta(info.Index, info.Term, configuration);
     }
 
     /// <inheritdoc/>

@@ -124,6 +124,15 @@ internal interface ISnapshotStore : IDisposable
     /// durably, with <paramref name="configuration"/> as the configuration in force there.</summary>
     SnapshotMeta Take(long term, Configuration configuration);
 
+    /// <summary>Starts a snapshot as <see cref="Take"/> does, without making applying wait for it where the store
+    /// can: returns the snapshot if it is already done (the default: <see cref="Take"/>), or null, and then calls
+    /// <paramref name="ready"/> (on any thread) once <see cref="Finish"/> can complete it.</summary>
+    SnapshotMeta? Begin(long term, Configuration configuration, Action ready) => Take(term, configuration);
+
+    /// <summary>Completes the snapshot <see cref="Begin"/> started (on the applier, between applies): durable on
+    /// return.</summary>
+    SnapshotMeta Finish() => throw new InvalidOperationException("this store takes snapshots in one step");
+
     /// <summary>Opens the newest snapshot as one byte stream for sending, or null if there is none.</summary>
     (SnapshotMeta Meta, Stream Data)? OpenLatest();
 

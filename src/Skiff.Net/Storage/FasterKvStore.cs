@@ -16,6 +16,13 @@ internal sealed class FasterKvStore : IDisposable
     private readonly FasterKV<string, byte[]> _kv;
     private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>>? _session;
 
+    // While a checkpoint is taken in the background, writes land in this overlay instead of the store (reads see
+    // them first), so the checkpoint holds exactly the state at its start: FASTER cuts a session's operations at a
+    // point of its own choosing, which could fall between the several writes of one apply. Drained into the store
+    // when the checkpoint is done.
+    private Dictionary<string, byte[]?>? _overlay;
+    private Task? _checkpoint;
+
     /// <summary>The page and segment sizes of this store's files.</summary>
     public StoreGeometry Geometry { get; }
 
@@ -98,6 +105,7 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>The value of a key, or null; waits for a read that has to go to disk.</summary>
     public byte[]? Read(string key)
     {
+        if (_overlay is not null && _overlay.TryGetValue(key, out var written)) return written;
         var session = Session;
         var (status, output) = session.Read(key);
         if (status.IsPending)
@@ -116,10 +124,18 @@ internal sealed class FasterKvStore : IDisposable
     }
 
     /// <summary>Sets a key.</summary>
-    public void Upsert(string key, byte[] value) => Session.Upsert(ref key, ref value);
+    public void Upsert(string key, byte[] value)
+    {
+        if (_overlay is not null) _overlay[key] = value;
+        else Session.Upsert(ref key, ref value);
+    }
 
     /// <summary>Deletes a key (writes a tombstone).</summary>
-    public void Delete(string key) => Session.Delete(ref key);
+    public void Delete(string key)
+    {
+        if (_overlay is not null) _overlay[key] = null;
+        else Session.Delete(ref key);
+    }
 
     /// <summary>Every record of the hybrid log in address order, superseded ones and tombstones included: a newer
     /// version of a key always lies at a higher address than the older ones.</summary>
@@ -152,6 +168,41 @@ internal sealed class FasterKvStore : IDisposable
         if (!ok) throw new SkiffException(ErrorKind.StorageError, $"a checkpoint of {_dir} is already in progress");
         _kv.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult();
         return token;
+    }
+
+    /// <summary>Whether a checkpoint begun with <see cref="BeginCheckpoint{T}"/> has not been ended yet.</summary>
+    public bool CheckpointInProgress => _checkpoint is not null;
+
+    /// <summary>Starts a fold-over checkpoint of the store as it is now, on a thread of its own, then runs
+    /// <paramref name="then"/> there with its token (making its files durable). Until <see cref="EndCheckpoint"/>,
+    /// writes go to an overlay that reads see, so the store's state is that of the checkpoint; everything else may
+    /// go on meanwhile.</summary>
+    public Task<(Guid Token, T Result)> BeginCheckpoint<T>(Func<Guid, T> then)
+    {
+        if (_checkpoint is not null) throw new InvalidOperationException("a checkpoint is already in progress");
+        _overlay = new Dictionary<string, byte[]?>(StringComparer.Ordinal);
+        var task = Task.Factory.StartNew(() =>
+        {
+            var token = TakeCheckpoint();
+            return (token, then(token));
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        _checkpoint = task;
+        return task;
+    }
+
+    /// <summary>After the task <see cref="BeginCheckpoint{T}"/> returned has finished: writes the overlay into the
+    /// store (the newest write of each key) and writes go straight to the store again.</summary>
+    public void EndCheckpoint()
+    {
+        if (_checkpoint is not { IsCompleted: true }) throw new InvalidOperationException("no finished checkpoint to end");
+        var overlay = _overlay!;
+        _overlay = null;
+        _checkpoint = null;
+        foreach (var (key, value) in overlay)
+        {
+            if (value is null) Delete(key);
+            else Upsert(key, value);
+        }
     }
 
     /// <summary>The lowest address still part of the store: segments wholly below it are garbage once a checkpoint
@@ -224,6 +275,9 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>Closes the session, the store and its devices (changes since the last checkpoint are not kept).</summary>
     public void Dispose()
     {
+        // A checkpoint still being taken must finish before the store goes; its outcome no longer matters.
+        try { _checkpoint?.Wait(); }
+        catch (AggregateException) { }
         _session?.Dispose();
         _kv.Dispose();
         _logDevice.Dispose();

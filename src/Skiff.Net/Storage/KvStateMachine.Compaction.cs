@@ -7,9 +7,10 @@ internal partial class KvStateMachine
     /// <summary>How many compactions of the store have finished since it was opened.</summary>
     public int Compactions { get { lock (_gate) return _compactor?.Completed ?? 0; } }
 
-    /// <summary>Whether a compaction is under way: the applying thread should call <see cref="CompactStep"/>
-    /// between applies, and when it has nothing else to do.</summary>
-    public bool CompactionPending { get { lock (_gate) return _compactor?.Pending ?? false; } }
+    /// <summary>Whether a compaction is under way and may go on: the applying thread should call
+    /// <see cref="CompactStep"/> between applies, and when it has nothing else to do. It pauses while a snapshot is
+    /// being taken (writes then go to an overlay that its liveness lookups would not see).</summary>
+    public bool CompactionPending { get { lock (_gate) return _snapshot is null && (_compactor?.Pending ?? false); } }
 
     /// <summary>Runs the compaction under way for a short step (<see cref="KvCompactor.StepBudget"/>); call it from
     /// the thread that applies, between applies.</summary>
@@ -18,7 +19,7 @@ internal partial class KvStateMachine
     {
         lock (_gate)
         {
-            if (_disposed || _compactor is null) return;
+            if (_disposed || _compactor is null || _snapshot is not null) return;
             try
             {
                 _compactor.Step(KvCompactor.StepBudget, maxRecords);

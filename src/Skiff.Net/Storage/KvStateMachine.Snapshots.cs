@@ -6,33 +6,96 @@ namespace Skiff.Net.Storage;
 // and Snapshots.cs.
 internal partial class KvStateMachine
 {
-    /// <summary>Takes a snapshot: a FASTER fold-over checkpoint of everything applied so far, durable on return.
-    /// The caller then compacts the log behind <see cref="SnapshotInfo.Index"/>. Call between applies.</summary>
+    /// <summary>Takes a snapshot: a FASTER fold-over checkpoint of everything applied so far, durable on return
+    /// (<see cref="BeginSnapshot"/> and <see cref="FinishSnapshot"/> in one call, waiting in between). The caller
+    /// then compacts the log behind <see cref="SnapshotInfo.Index"/>. Call between applies.</summary>
     /// <returns>The snapshot, with its file manifest for streaming.</returns>
     public SnapshotInfo TakeSnapshot()
+    {
+        using var ready = new ManualResetEventSlim();
+        BeginSnapshot(ready.Set);
+        ready.Wait();
+        return FinishSnapshot();
+    }
+
+    /// <summary>Whether a snapshot begun has not been finished yet.</summary>
+    public bool SnapshotInProgress { get { lock (_gate) return _snapshot is not null; } }
+
+    /// <summary>Starts a snapshot of everything applied so far. The checkpoint is taken and made durable on a thread
+    /// of its own while applying goes on (writes meanwhile are kept aside, see <see cref="FasterKvStore.BeginCheckpoint{T}"/>);
+    /// <paramref name="ready"/> is called, on that thread, once <see cref="FinishSnapshot"/> can complete it.</summary>
+    public void BeginSnapshot(Action ready)
     {
         lock (_gate)
         {
             ThrowIfDisposed();
+            if (_snapshot is not null) throw new InvalidOperationException("a snapshot is already being taken");
             _space.Ensure(force: true);
-            try
+            Guard(() =>
             {
                 _sessions.WriteChanged();
                 // A compaction that finished since the previous snapshot moved the begin address: this checkpoint
-                // records it, and FASTER then deletes the segments below it. One still under way goes on after.
-                var token = _store.TakeCheckpoint();
-                var files = CheckpointFiles.Manifest(_dir, token, FirstSegment);
-                CheckpointFiles.MakeDurable(_dir, files);
+                // records it, and FASTER then deletes the segments below it. A pass under way pauses until it is done.
+                var firstSegment = FirstSegment;
+                var task = _store.BeginCheckpoint(token =>
+                {
+                    var files = CheckpointFiles.Manifest(_dir, token, firstSegment);
+                    CheckpointFiles.MakeDurable(_dir, files);
+                    return files;
+                });
+                _snapshot = (AppliedIndex, AppliedTerm, task);
+                task.ContinueWith(_ => ready(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            });
+        }
+    }
+
+    /// <summary>Completes the snapshot begun once its checkpoint is durable (waiting for it if need be): the
+    /// writes kept aside meanwhile go into the store, and the snapshot becomes <see cref="LatestSnapshot"/>.</summary>
+    /// <returns>The snapshot, with its file manifest for streaming.</returns>
+    public SnapshotInfo FinishSnapshot()
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var (index, term, task) = _snapshot ?? throw new InvalidOperationException("no snapshot is being taken");
+            return Guard(() =>
+            {
+                try
+                {
+                    task.Wait();
+                }
+                finally
+                {
+                    _snapshot = null;
+                    _store.EndCheckpoint();
+                }
+                var (token, files) = task.Result;
                 CheckpointFiles.DeleteOlderIndexCheckpoints(_dir, token);
-                LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, token, files);
+                LatestSnapshot = new SnapshotInfo(index, term, token, files);
                 _compactor!.AfterCheckpoint();
                 return LatestSnapshot;
-            }
-            catch (Exception e) when (e is not SkiffException)
-            {
-                if (e is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, e);
-                throw new SkiffException(ErrorKind.StorageError, $"checkpoint of {_dir} failed: {e.Message}", e);
-            }
+            });
+        }
+    }
+
+    private void Guard(Action action) => Guard(() =>
+    {
+        action();
+        return 0;
+    });
+
+    private T Guard<T>(Func<T> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception e) when (e is not SkiffException)
+        {
+            if (e is AggregateException { InnerException: SkiffException inner }) throw inner;
+            var cause = e is AggregateException { InnerException: { } first } ? first : e;
+            if (cause is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, cause);
+            throw new SkiffException(ErrorKind.StorageError, $"checkpoint of {_dir} failed: {cause.Message}", cause);
         }
     }
 

@@ -40,6 +40,7 @@ internal partial class KvStateMachine : IDisposable
     private ChangeHistory _history = null!;
     private SessionTableStore _sessions = null!;
     private KvCompactor? _compactor;
+    private (long Index, long Term, Task<(Guid Token, List<(string, long)> Files)> Checkpoint)? _snapshot;
     private bool _disposed;
 
     /// <summary>The index of the last applied entry (0 if none).</summary>
@@ -358,6 +359,7 @@ internal partial class KvStateMachine : IDisposable
     {
         _compactor?.Abandon(); // its scan must be gone before the store is
         _compactor = null;
+        _snapshot = null; // the store waits for a checkpoint still being taken
         _store?.Dispose();
         _store = null!;
     }
