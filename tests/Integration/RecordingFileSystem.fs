@@ -21,14 +21,18 @@ type internal Inode(data: byte[]) =
     member val Pending = List<Op>()
 
 let private resize (data: byte[]) (length: int64) =
-    let a = Array.zeroCreate<byte> (int length)
+    let a = Array.zeroCreate<byte>(int length)
     Array.blit data 0 a 0 (min data.Length a.Length)
     a
 
 let private apply (data: byte[]) (op: Op) =
     match op with
     | Write(off, bytes) ->
-        let d = if off + int64 bytes.Length > int64 data.Length then resize data (off + int64 bytes.Length) else data
+        let d =
+            if off + int64 bytes.Length > int64 data.Length then
+                resize data (off + int64 bytes.Length)
+            else
+                data
         Array.blit bytes 0 d (int off) bytes.Length
         d
     | Truncate len -> resize data len
@@ -99,8 +103,14 @@ type RecordingFs private (names: Dictionary<string, Inode>) =
                 d
         let result = Dictionary<string, Inode>()
         for name in Seq.append names.Keys durableNames.Keys |> Seq.distinct |> Seq.sort do
-            let now = match names.TryGetValue name with | true, i -> Some i | _ -> None
-            let before = match durableNames.TryGetValue name with | true, i -> Some i | _ -> None
+            let now =
+                match names.TryGetValue name with
+                | true, i -> Some i
+                | _ -> None
+            let before =
+                match durableNames.TryGetValue name with
+                | true, i -> Some i
+                | _ -> None
             let chosen =
                 if now = before then now
                 elif rng.Next 2 = 0 then now
@@ -112,7 +122,8 @@ type RecordingFs private (names: Dictionary<string, Inode>) =
 
     /// The files and their bytes (for messages).
     member _.Describe() =
-        lock gate (fun () -> [ for kv in names -> sprintf "%s (%d bytes)" (Path.GetFileName kv.Key) kv.Value.Data.Length ] |> String.concat ", ")
+        lock gate (fun () ->
+            [ for kv in names -> sprintf "%s (%d bytes)" (Path.GetFileName kv.Key) kv.Value.Data.Length ] |> String.concat ", ")
 
     interface IWalFileSystem with
         member _.CreateDirectory _ = ()
@@ -122,7 +133,8 @@ type RecordingFs private (names: Dictionary<string, Inode>) =
                 this.Step()
                 [| for n in names.Keys do
                        if Path.GetDirectoryName n = dir && n.EndsWith(suffix: string) then
-                           nonNull (Path.GetFileName n) |] :> IReadOnlyList<string>)
+                           nonNull (Path.GetFileName n) |]
+                :> IReadOnlyList<string>)
 
         member this.Open(path, create) =
             lock gate (fun () ->

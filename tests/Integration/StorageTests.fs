@@ -159,7 +159,10 @@ let private logTests =
               use log = RaftLog.Open(tmp.Path, legacy)
               Expect.equal log.MigratedEntries 0L "migrated only once"
               let got = readAll log
-              Expect.equal (got |> List.map (fun e -> e.Index, e.Term)) [ for i in 201L .. 400L -> i, (if i < 250L then 1L else 2L) ] "entries"
+              Expect.equal
+                  (got |> List.map (fun e -> e.Index, e.Term))
+                  [ for i in 201L .. 400L -> i, (if i < 250L then 1L else 2L) ]
+                  "entries"
               for en in got do
                   Expect.isTrue (en.Payload.AsSpan().SequenceEqual(ReadOnlySpan(payloadOf en.Index en.Term))) (sprintf "entry %d" en.Index)
 

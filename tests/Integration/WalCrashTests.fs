@@ -51,7 +51,13 @@ let private dir = "/wal"
 
 /// What a reopened log holds, as a model (payloads checked against the entries' (index, term) on the way).
 let private observe (log: RaftLog) (ctx: string) =
-    let m = { Base = log.FirstIndex - 1L; BaseTerm = (match log.TermAt(log.FirstIndex - 1L) |> Option.ofNullable with Some t -> t | None -> -1L); Terms = List() }
+    let m =
+        { Base = log.FirstIndex - 1L
+          BaseTerm =
+            (match log.TermAt(log.FirstIndex - 1L) |> Option.ofNullable with
+             | Some t -> t
+             | None -> -1L)
+          Terms = List() }
     for e in readAll log do
         if not (e.Payload.AsSpan().SequenceEqual(ReadOnlySpan(payloadOf e.Index e.Term))) then
             failtestf "%s: payload of entry %d (term %d) is not its own" ctx e.Index e.Term
@@ -110,14 +116,25 @@ let private life (rng: Random) (fs: RecordingFs) (start: Model) (ctx: string) =
                         if rng.Next 5 = 0 then
                             term <- term + 1L
                         let first =
-                            if rng.Next 4 = 0 then pending.Base + 1L + int64 (rng.Next(int (pending.Last - pending.Base) + 1))
-                            else pending.Last + 1L
+                            if rng.Next 4 = 0 then
+                                pending.Base + 1L + int64 (rng.Next(int (pending.Last - pending.Base) + 1))
+                            else
+                                pending.Last + 1L
                         let n = rng.Next(1, 9)
-                        submit [ for i in first .. first + int64 n - 1L -> Entry(i, term) ] (log.AppendAsync(entries first (first + int64 n - 1L) term))
-            with _ -> () // the power went out under an op
-            (try Task.WhenAll(ops |> Seq.map snd).Wait() with _ -> ())
+                        submit
+                            [ for i in first .. first + int64 n - 1L -> Entry(i, term) ]
+                            (log.AppendAsync(entries first (first + int64 n - 1L) term))
+            with _ ->
+                () // the power went out under an op
+            (try
+                Task.WhenAll(ops |> Seq.map snd).Wait()
+             with _ ->
+                 ())
         finally
-            (try log.Dispose() with _ -> ())
+            (try
+                log.Dispose()
+             with _ ->
+                 ())
         let survived =
             match fs.Crashed with
             | Some c -> c
@@ -129,7 +146,9 @@ let private life (rng: Random) (fs: RecordingFs) (start: Model) (ctx: string) =
         for (records, _) in Seq.take acked ops do
             for r in records do
                 applyRecord mustHave r
-        let rest = [ for (records, _) in Seq.skip acked ops do yield! records ]
+        let rest =
+            [ for (records, _) in Seq.skip acked ops do
+                  yield! records ]
         survived, mustHave, rest, acked, ops.Count
 
 let private run (seed: int) (crashes: int) =
@@ -165,13 +184,23 @@ let private run (seed: int) (crashes: int) =
         if not found then
             failtestf
                 "%s: after the crash the log holds %s\nbut every acknowledged write gives %s\nand no prefix of the %d unacknowledged records explains it\nfiles: %s"
-                ctx (show got) (show mustHave) rest.Length (survived.Describe())
+                ctx
+                (show got)
+                (show mustHave)
+                rest.Length
+                (survived.Describe())
         lostRecords <- lostRecords + rest.Length - k
         // The next life starts from what survived, on a file system that forgot the crash's history.
         fs <- survived
         state <- got
-    printfn "wal crash test: seed=%d crashes=%d ops=%d acknowledged=%d unacknowledged records lost=%d (replay with SKIFF_SEED=%d)"
-        seed crashes writtenOps ackedOps lostRecords seed
+    printfn
+        "wal crash test: seed=%d crashes=%d ops=%d acknowledged=%d unacknowledged records lost=%d (replay with SKIFF_SEED=%d)"
+        seed
+        crashes
+        writtenOps
+        ackedOps
+        lostRecords
+        seed
     Expect.isGreaterThan ackedOps 0 "some ops were acknowledged"
 
 let tests =
@@ -181,11 +210,13 @@ let tests =
           <| fun () ->
               let seed =
                   match Environment.GetEnvironmentVariable "SKIFF_SEED" with
-                  | null | "" -> Random.Shared.Next()
+                  | null
+                  | "" -> Random.Shared.Next()
                   | v -> int v
               let crashes =
                   match Environment.GetEnvironmentVariable "SKIFF_WAL_CRASH_SOAK" with
-                  | null | "" -> 400
+                  | null
+                  | "" -> 400
                   | v -> int v
               printfn "wal crash test: seed=%d (replay with SKIFF_SEED=%d; SKIFF_WAL_CRASH_SOAK=n for n crashes)" seed seed
               run seed crashes ]

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 
 namespace Skiff.Net.Storage;
 
-/// <summary>The kinds of record in the Raft log. FasterLog only appends, so a later record supersedes an earlier
+/// <summary>The kinds of record in the Raft log. The log only appends, so a later record supersedes an earlier
 /// one: see <see cref="RaftLog"/>.</summary>
 internal enum LogRecordType : byte
 {
@@ -12,7 +12,7 @@ internal enum LogRecordType : byte
     /// keeps the suffix).</summary>
     Base = 2,
     /// <summary>Names the address of a torn record dropped at recovery, so it is not later taken for corruption in
-    /// the middle of the log.</summary>
+    /// the middle of the log (FasterLog logs of older versions only; the write-ahead log cuts a torn tail).</summary>
     Skip = 3,
     /// <summary>Drops everything (a snapshot install without a matching suffix).</summary>
     Reset = 4,

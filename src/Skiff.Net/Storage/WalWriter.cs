@@ -102,8 +102,13 @@ internal sealed class WalWriter
         LogRecord.EncodeTo(data, type, index, term, ReadOnlySpan<byte>.Empty);
         var batch = new LogBatch
         {
-            Kind = type, First = index, BaseTerm = term, Terms = Array.Empty<long>(), Addresses = new long[1],
-            Data = data, Lengths = new[] { data.Length },
+            Kind = type,
+            First = index,
+            BaseTerm = term,
+            Terms = Array.Empty<long>(),
+            Addresses = new long[1],
+            Data = data,
+            Lengths = new[] { data.Length },
         };
         lock (_gate)
         {
