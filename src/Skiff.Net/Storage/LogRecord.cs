@@ -30,14 +30,7 @@ internal readonly record struct LogRecord(LogRecordType Type, long Index, long T
     public static byte[] Encode(LogRecordType type, long index, long term, ReadOnlySpan<byte> payload)
     {
         var buf = new byte[Overhead + payload.Length];
-        var s = buf.AsSpan();
-        s[0] = (byte)type;
-        BinaryPrimitives.WriteInt64LittleEndian(s.Slice(1), index);
-        BinaryPrimitives.WriteInt64LittleEndian(s.Slice(9), term);
-        BinaryPrimitives.WriteInt32LittleEndian(s.Slice(17), payload.Length);
-        payload.CopyTo(s.Slice(Header));
-        int end = Header + payload.Length;
-        BinaryPrimitives.WriteUInt32LittleEndian(s.Slice(end), Crc32C.Compute(s.Slice(0, end)));
+        EncodeTo(buf, type, index, term, payload);
         return buf;
     }
 
