@@ -16,6 +16,7 @@ public static class LogLatencyBench
         double seconds = 5;
         long recoveryEntries = 1_000_000;
         string root = Path.GetTempPath();
+        var options = new RaftLogOptions();
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -23,14 +24,15 @@ public static class LogLatencyBench
                 case "--seconds": seconds = double.Parse(args[++i]); break;
                 case "--dir": root = args[++i]; break;
                 case "--recovery-entries": recoveryEntries = long.Parse(args[++i]); break;
-                default: throw new ArgumentException($"unknown argument {args[i]} (use --seconds S --dir D --recovery-entries N)");
+                case "--preallocate": options = options with { PreallocateSegments = true }; break;
+                default: throw new ArgumentException($"unknown argument {args[i]} (use --seconds S --dir D --recovery-entries N --preallocate)");
             }
         }
         var dir = Path.Combine(root, "skiff-log-latency-" + Guid.NewGuid().ToString("N"));
         try
         {
-            foreach (var batch in new[] { 1, 64 }) await Point(Path.Combine(dir, $"b{batch}"), batch, seconds);
-            if (recoveryEntries > 0) await Recovery(Path.Combine(dir, "recovery"), recoveryEntries);
+            foreach (var batch in new[] { 1, 64 }) await Point(Path.Combine(dir, $"b{batch}"), batch, seconds, options);
+            if (recoveryEntries > 0) await Recovery(Path.Combine(dir, "recovery"), recoveryEntries, options);
         }
         finally
         {
@@ -39,13 +41,13 @@ public static class LogLatencyBench
         return 0;
     }
 
-    private static async Task Point(string dir, int batch, double seconds)
+    private static async Task Point(string dir, int batch, double seconds, RaftLogOptions options)
     {
         var payload = new byte[100];
         Random.Shared.NextBytes(payload);
         var latencies = new List<double>();
         long next = 1;
-        await using (var log = RaftLog.Open(dir))
+        await using (var log = RaftLog.Open(dir, options))
         {
             var stop = Stopwatch.StartNew();
             while (stop.Elapsed.TotalSeconds < seconds)
@@ -64,10 +66,10 @@ public static class LogLatencyBench
         }
     }
 
-    private static async Task Recovery(string dir, long count)
+    private static async Task Recovery(string dir, long count, RaftLogOptions options)
     {
         var payload = new byte[16];
-        await using (var log = RaftLog.Open(dir))
+        await using (var log = RaftLog.Open(dir, options))
         {
             for (long i = 1; i <= count; i += 4096)
             {
@@ -79,7 +81,7 @@ public static class LogLatencyBench
         }
         var sw = Stopwatch.StartNew();
         long last;
-        await using (var log = RaftLog.Open(dir)) last = log.LastIndex;
+        await using (var log = RaftLog.Open(dir, options)) last = log.LastIndex;
         Console.WriteLine($"log-latency recovery entries={last} payload_bytes={payload.Length} open_ms={sw.Elapsed.TotalMilliseconds:F0} load={Load()}");
     }
 

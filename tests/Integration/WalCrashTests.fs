@@ -46,7 +46,10 @@ let private applyRecord (m: Model) (r: Record) =
         m.Base <- b
         m.BaseTerm <- t
 
-let private options = RaftLogOptions(SegmentSizeBits = 12, KeepTail = 0L, MinFreeDiskBytes = Nullable 0L)
+/// Small segments, so lives cross segment boundaries and compactions delete segments; preallocated (zero-filled)
+/// or not, chosen per life (a log may switch: segments keep how they were made).
+let private optionsFor (preallocate: bool) =
+    RaftLogOptions(SegmentSizeBits = 12, KeepTail = 0L, MinFreeDiskBytes = Nullable 0L, PreallocateSegments = preallocate)
 let private dir = "/wal"
 
 /// What a reopened log holds, as a model (payloads checked against the entries' (index, term) on the way).
@@ -80,7 +83,7 @@ let private life (rng: Random) (fs: RecordingFs) (start: Model) (ctx: string) =
         fs.CrashAfter(rng.Next(1, 20), rng)
     let opened =
         try
-            Some(RaftLog.Open(dir, options, fs))
+            Some(RaftLog.Open(dir, optionsFor (rng.Next 2 = 0), fs))
         with _ when fs.Crashed.IsSome ->
             None
     match opened with
@@ -165,7 +168,7 @@ let private run (seed: int) (crashes: int) =
         writtenOps <- writtenOps + total
         let reopened =
             try
-                RaftLog.Open(dir, options, survived)
+                RaftLog.Open(dir, optionsFor false, survived)
             with e ->
                 failtestf "%s: the log does not open after the crash: %s\nfiles: %s" ctx e.Message (survived.Describe())
         let got =

@@ -51,7 +51,7 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     private RaftLog(string dir, RaftLogOptions options, IWalFileSystem fs, long migrated)
     {
         _options = options;
-        _segments = new WalSegments(fs, dir, 1L << options.SegmentSizeBits);
+        _segments = new WalSegments(fs, dir, 1L << options.SegmentSizeBits, options.PreallocateSegments);
         try
         {
             var recovered = WalRecovery.Run(_segments, _durable, MaxPayloadBytes + LogRecord.Overhead);

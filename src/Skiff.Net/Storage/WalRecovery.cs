@@ -59,10 +59,15 @@ internal static class WalRecovery
                     continue;
                 }
                 long end = Scan(file, seqs[i], length, buffer, records);
-                if (end < length)
+                // Zeros after the last record are a preallocated segment's unused space, not damage.
+                if (end < length && !AllZero(file, end, length, buffer))
                 {
                     if (!last) throw Corrupt(path, end, "a record fails its checksum before the end of a full segment");
-                    file.Truncate(end);
+                    // Zero the torn bytes (keeping a preallocated size), durably, before anything is appended after
+                    // them: stale bytes past a new record must never line up as records.
+                    Array.Clear(buffer);
+                    for (long at = end; at < length; at += buffer.Length)
+                        file.Write(at, new ReadOnlyMemory<byte>[] { buffer.AsMemory(0, (int)Math.Min(buffer.Length, length - at)) });
                     file.Sync();
                     tornBytes += length - end;
                 }
@@ -104,6 +109,18 @@ internal static class WalRecovery
             have = file.Read(off, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - off)));
             return have >= n;
         }
+    }
+
+    private static bool AllZero(IWalFile file, long from, long until, byte[] buffer)
+    {
+        for (long at = from; at < until;)
+        {
+            int n = file.Read(at, buffer.AsSpan(0, (int)Math.Min(buffer.Length, until - at)));
+            if (n == 0) return true;
+            if (buffer.AsSpan(0, n).ContainsAnyExcept((byte)0)) return false;
+            at += n;
+        }
+        return true;
     }
 
     /// <summary>Finds the live entries and the base, walking backwards (see the class summary).</summary>

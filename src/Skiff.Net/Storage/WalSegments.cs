@@ -54,12 +54,16 @@ internal sealed class WalSegments : IDisposable
     /// <param name="fs">The file system.</param>
     /// <param name="dir">The log directory.</param>
     /// <param name="segmentBytes">The largest a segment grows.</param>
-    public WalSegments(IWalFileSystem fs, string dir, long segmentBytes)
+    /// <param name="preallocate">Fill each new segment with zeros up to its full size before using it.</param>
+    public WalSegments(IWalFileSystem fs, string dir, long segmentBytes, bool preallocate)
     {
         Fs = fs;
         Dir = dir;
         SegmentBytes = segmentBytes;
+        _preallocate = preallocate;
     }
+
+    private readonly bool _preallocate;
 
     /// <summary>The address of <paramref name="offset"/> in segment <paramref name="seq"/>.</summary>
     public static long Address(long seq, long offset) => (seq << 32) | offset;
@@ -123,6 +127,8 @@ internal sealed class WalSegments : IDisposable
         try
         {
             file.Truncate(0);
+            // Preallocated: later appends overwrite zeros, so their fdatasync need not commit a new file size.
+            if (_preallocate) file.Write(0, new ReadOnlyMemory<byte>[] { new byte[SegmentBytes] });
             file.Write(0, new ReadOnlyMemory<byte>[] { Header() });
             file.Sync();
             Fs.SyncDirectory(Dir);
