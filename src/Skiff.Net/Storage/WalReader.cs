@@ -14,7 +14,11 @@ internal static class WalReader
     public static List<LogEntry> Read(WalSegments segments, long from, long[] addresses, long maxBytes, CancellationToken cancellationToken)
     {
         var result = new List<LogEntry>(addresses.Length);
-        var buffer = new byte[Window];
+        // A window about the size of the records wanted when they share a segment (a replication read is often
+        // one small entry), at most 64 KiB.
+        long first = addresses[0], last = addresses[^1];
+        long span = first >> 32 == last >> 32 ? last - first : Window;
+        var buffer = new byte[(int)Math.Clamp(span + 4096, 4096, Window)];
         long windowSeq = -1, windowAt = 0;
         int have = 0;
         long bytes = 0;
