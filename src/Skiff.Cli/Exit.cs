@@ -32,7 +32,7 @@ internal static class Exit
           1    unexpected error
           2    bad usage or input (unknown command, invalid key, address or value)
           3    cluster unreachable (no member answered at --endpoints)
-          4    no quorum, no leader, timeout, or overloaded
+          4    no quorum, no leader, timeout, overloaded, or a member's disk is full
           5    not found (get of an absent key; unknown member id)
           6    cas: the key did not hold the expected value
           7    serve: the node could not start (port in use, data dir locked, join failed, empty data dir
@@ -49,7 +49,7 @@ internal static class Exit
             or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed => Usage,
         ErrorKind.ClientConnectFailed or ErrorKind.PeerConnectFailed or ErrorKind.StreamClosed => Unreachable,
         ErrorKind.NoQuorum or ErrorKind.Timeout or ErrorKind.LeaderElectionTimeout or ErrorKind.NotLeader
-            or ErrorKind.SessionExpired or ErrorKind.Overloaded => NoQuorum,
+            or ErrorKind.SessionExpired or ErrorKind.Overloaded or ErrorKind.DiskFull => NoQuorum,
         ErrorKind.PeerNotFound => NotFound,
         ErrorKind.PermissionDenied => PermissionDenied,
         ErrorKind.RpcBindFailed or ErrorKind.DataDirectoryLocked or ErrorKind.DataDirectoryCreateFailed

@@ -99,3 +99,21 @@ let waitUntil (seconds: float) (what: string) (condition: unit -> bool) =
         ok <- condition ()
     if not ok then
         failtestf "timed out after %.1f s waiting for: %s" seconds what
+
+/// Runs a shell command, returning its exit code.
+let sh (cmd: string) =
+    let psi = System.Diagnostics.ProcessStartInfo("sh", RedirectStandardOutput = true, RedirectStandardError = true)
+    [ "-c"; cmd ] |> List.iter psi.ArgumentList.Add
+    use p = startProcess psi
+    p.WaitForExit()
+    p.ExitCode
+
+/// A small tmpfs mounted for the test (tests run as root); unmounted afterwards.
+let withTmpfs (sizeKb: int) (f: string -> unit) =
+    use tmp = new TempDir "mnt"
+    if sh (sprintf "mount -t tmpfs -o size=%dk tmpfs '%s'" sizeKb tmp.Path) <> 0 then
+        failtest "could not mount a tmpfs (these tests need root, as CI has)"
+    try
+        f tmp.Path
+    finally
+        sh (sprintf "umount -l '%s'" tmp.Path) |> ignore

@@ -808,24 +808,6 @@ let private snapshotTests =
               expectSkiff ErrorKind.DeserializeFailed (fun () -> installer.Complete()) |> ignore
               Expect.equal (b.Kv.Get "mine") (utf8 "1") "old state kept" ]
 
-/// Runs a shell command, returning its exit code.
-let private sh (cmd: string) =
-    let psi = ProcessStartInfo("sh", RedirectStandardOutput = true, RedirectStandardError = true)
-    [ "-c"; cmd ] |> List.iter psi.ArgumentList.Add
-    use p = startProcess psi
-    p.WaitForExit()
-    p.ExitCode
-
-/// A small tmpfs mounted for the test (tests run as root); unmounted afterwards.
-let private withTmpfs (sizeKb: int) (f: string -> unit) =
-    use tmp = new TempDir "mnt"
-    if sh (sprintf "mount -t tmpfs -o size=%dk tmpfs '%s'" sizeKb tmp.Path) <> 0 then
-        failtest "could not mount a tmpfs (these tests need root, as CI has)"
-    try
-        f tmp.Path
-    finally
-        sh (sprintf "umount -l '%s'" tmp.Path) |> ignore
-
 let private diskTests =
     testList
         "disk errors"

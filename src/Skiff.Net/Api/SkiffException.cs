@@ -71,6 +71,11 @@ public enum ErrorKind
     /// <summary>The caller may not make this call: no client certificate signed by the members' trusted CA when they
     /// require one, or (peer traffic) a certificate that does not name the member it claims to be. Nothing was done.</summary>
     PermissionDenied,
+
+    /// <summary>Refused before proposing: the disk under a member's data directory has less free space than the
+    /// member keeps in reserve, so it takes no new writes (reads and watches go on). Nothing was applied. The member
+    /// takes writes again by itself once space is freed; no restart is needed.</summary>
+    DiskFull,
 }
 
 /// <summary>What an error says about the write that failed.</summary>

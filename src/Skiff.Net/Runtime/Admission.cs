@@ -7,7 +7,8 @@ namespace Skiff.Net.Runtime;
 /// so that the node's queues stay bounded without the loop ever waiting (why they are bounded here rather than by
 /// channel capacities: <see cref="QueueBudget"/>). Requests are refused with a retryable
 /// <see cref="ErrorKind.Overloaded"/> that guarantees nothing was proposed; peer messages are dropped and counted
-/// (Raft resends what is lost: the leader's next round, the candidate's next election).
+/// (Raft resends what is lost: the leader's next round, the candidate's next election). New writes, and entries from
+/// the leader, are also refused while the disk is nearly full (<see cref="DiskSpaceGate"/>).
 /// </summary>
 internal sealed class Admission
 {
@@ -34,6 +35,9 @@ internal sealed class Admission
         _applier = applier;
     }
 
+    /// <summary>The data directory's free space; null (tests of the queues alone) does not watch it.</summary>
+    public DiskSpaceGate? DiskSpace { get; set; }
+
     /// <summary>Peer messages dropped because the node was over a budget.</summary>
     public long DroppedPeerMessages => Interlocked.Read(ref _droppedPeerMessages);
 
@@ -43,6 +47,11 @@ internal sealed class Admission
     {
         if (commandBytes > 0 && (_writer.Full || _applier.Full))
             throw Overloaded(_writer.Full ? $"the log writer is {_writer.Bytes} bytes behind" : $"applying is {_applier.Bytes} bytes behind");
+        if (commandBytes > 0 && DiskSpace is { } disk && disk.IsLow(out var free))
+            throw new SkiffException(ErrorKind.DiskFull,
+                $"disk full: {free} bytes free under the data directory, and this member takes writes only with at least " +
+                $"{disk.MinFreeBytes}; refused before proposing, nothing was applied. Free some space: writes resume by themselves",
+                null, WriteOutcome.NotApplied);
         var bytes = Math.Max(SmallItemBytes, commandBytes);
         if (!_inbox.TryAdd(bytes)) throw Overloaded($"{_inbox.Items} requests and messages ({_inbox.Bytes} bytes) are waiting for the event loop");
         return bytes;
@@ -56,7 +65,7 @@ internal sealed class Admission
         if (envelope.Message is Message.Append a && !a.Request.Entries.IsEmpty)
         {
             bytes = Math.Max(bytes, QueueBudget.SizeOf(a.Request.Entries));
-            if (_writer.Full || _applier.Full) return Dropped();
+            if (_writer.Full || _applier.Full || (DiskSpace?.IsLow(out _) ?? false)) return Dropped();
         }
         return _inbox.TryAdd(bytes) || Dropped();
     }

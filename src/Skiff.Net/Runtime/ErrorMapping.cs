@@ -37,7 +37,7 @@ internal static class ErrorMapping
         ErrorKind.StreamClosed => StatusCode.Aborted,
         ErrorKind.ClusterJoinFailed => StatusCode.FailedPrecondition,
         ErrorKind.SessionExpired => StatusCode.FailedPrecondition,
-        ErrorKind.Overloaded => StatusCode.ResourceExhausted,
+        ErrorKind.Overloaded or ErrorKind.DiskFull => StatusCode.ResourceExhausted,
         ErrorKind.ClusterMismatch => StatusCode.FailedPrecondition,
         ErrorKind.PermissionDenied => StatusCode.PermissionDenied,
         _ => StatusCode.Internal,

@@ -122,6 +122,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         _admission = new Admission(new QueueBudget(Admission.DefaultMaxInboxItems, Admission.DefaultMaxInboxBytes), _writer.Backlog, _applier.Backlog);
     }
 
+    /// <summary>The data directory's free space, watched by admission (null: not watched).</summary>
+    public DiskSpaceGate? DiskSpace { get => _admission.DiskSpace; set => _admission.DiskSpace = value; }
     /// <summary>Peer messages dropped because this node was over a queue budget.</summary>
     public long DroppedPeerMessages => _admission.DroppedPeerMessages;
 

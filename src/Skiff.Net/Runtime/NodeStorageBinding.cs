@@ -35,21 +35,26 @@ internal sealed class NodeStorageBinding : IDisposable
     /// <summary>Whether the directory is still open (not yet disposed).</summary>
     public bool IsOpen => _storage is not null;
 
+    /// <summary>The free space of the disk under the data directory, for admission of new writes.</summary>
+    public DiskSpaceGate DiskSpace { get; }
+
     /// <summary>Opens the data directory named in <paramref name="options"/>.</summary>
     /// <exception cref="SkiffException">DataDirectoryCreateFailed, DataDirectoryLocked, StorageError, StorageCorrupted,
     /// or InvalidArgument when <see cref="SkiffServerOptions.MaxValueBytes"/> allows commands the log cannot hold.</exception>
     public NodeStorageBinding(SkiffServerOptions options)
     {
         var dataDir = Path.GetFullPath(options.DataDirectory);
-        var storage = NodeStorage.Open(dataDir, new NodeStorageOptions
+        var storageOptions = new NodeStorageOptions
         {
             Kv = new KvOptions
             {
                 WatchHistory = Math.Max(0, options.WatchHistory),
                 UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
-                CompactionMinBytes = options.KvCompactionMinBytes ?? long.MaxValue,
             },
-        });
+        };
+        var storage = NodeStorage.Open(dataDir, storageOptions);
+        DiskSpace = new DiskSpaceGate(dataDir,
+            Math.Max(storageOptions.Kv.EffectiveMinFreeDiskBytes, storageOptions.Log.EffectiveMinFreeDiskBytes));
         _storage = storage;
         NodeId = storage.HardState.NodeId;
         try { Cluster = new ClusterIdentity(dataDir); }

@@ -147,6 +147,7 @@ internal sealed class SkiffServer : IAsyncDisposable
                 _options.WatchBufferCapacity, _options.WatchHistory, _transport.Send, _transport.SendSnapshot,
                 _loggerFactory.CreateLogger("Skiff.Runtime"));
             _runtime.LoadFault = LoadFault;
+            _runtime.DiskSpace = _storage.DiskSpace;
             _runtime.Applier.MaxWatchers = _options.MaxWatchers;
             _runtime.Loader.MaxReplicateLoadBytes = (_options.Raft ?? RaftCell.DefaultOptions).MaxBytesPerAppend;
             _runtime.ConfigurationChanged += c => _transport.Update(c);
