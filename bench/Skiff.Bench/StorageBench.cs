@@ -25,7 +25,7 @@ public static class StorageBench
                 case "--log-mib": logBytes = long.Parse(args[++i]) << 20; break;
                 case "--keys": keys = int.Parse(args[++i]); break;
                 case "--only": only.Add(args[++i]); break;
-                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|commit|recovery|log|kv|snapshot|kv-apply)");
+                default: throw new ArgumentException($"unknown argument {args[i]} (use --dir D --seconds S --log-mib M --keys N --only append|recovery|log|kv|snapshot|kv-apply)");
             }
         }
         return new Options(dir, seconds, logBytes, keys, only.ToArray());
@@ -41,7 +41,7 @@ public static class StorageBench
         try
         {
             bool Want(string s) => o.Only.Length == 0 || o.Only.Contains(s);
-            if (Want("append") || Want("commit"))
+            if (Want("append"))
             {
                 // The disk is shared (parallel builds here), so each point is measured next to fresh floors: 1 s of
                 // append+fsync and 1 s of overwrite+fdatasync right before it.
@@ -58,15 +58,8 @@ public static class StorageBench
                     foreach (var writers in new[] { 1, 16, 256 })
                     {
                         var (fsyncs, ow) = Floors();
-                        var r = await AppendRate(o.Dir, writers, o.Seconds, LogCommitMode.InLog);
-                        Console.WriteLine($"storage append writers={writers} entries_s={r.Rate:F0} fsyncs_s={fsyncs:F0} ratio={r.Rate / fsyncs:F2} ratio_floor={r.Rate / ow:F2} commits_s={r.Commits:F0} entries_per_commit={r.Rate / r.Commits:F1} p50_us={r.P50:F0} p99_us={r.P99:F0} mode=InLog load={LoadAverage()}");
-                    }
-                if (Want("commit"))
-                    foreach (var mode in new[] { LogCommitMode.FasterDefault, LogCommitMode.SlotFile, LogCommitMode.InLog })
-                    {
-                        var (fsyncs, ow) = Floors();
-                        var r = await AppendRate(o.Dir, 1, o.Seconds, mode);
-                        Console.WriteLine($"storage commit mode={mode} writers=1 commits_s={r.Commits:F0} p50_us={r.P50:F0} p99_us={r.P99:F0} fsyncs_s={fsyncs:F0} ratio={r.Commits / fsyncs:F2} ratio_floor={r.Commits / ow:F2} metadata_writes_per_commit={(mode == LogCommitMode.FasterDefault ? "n/a" : r.MetadataPerCommit.ToString("F3"))} load={LoadAverage()}");
+                        var r = await AppendRate(o.Dir, writers, o.Seconds);
+                        Console.WriteLine($"storage append writers={writers} entries_s={r.Rate:F0} fsyncs_s={fsyncs:F0} ratio={r.Rate / fsyncs:F2} ratio_floor={r.Rate / ow:F2} commits_s={r.Commits:F0} entries_per_commit={r.Rate / r.Commits:F1} p50_us={r.P50:F0} p99_us={r.P99:F0} load={LoadAverage()}");
                     }
             }
             if (Want("recovery") || Want("log")) await LogRecovery(o);
@@ -133,18 +126,18 @@ public static class StorageBench
     private static double Percentile(List<double> sorted, double p) =>
         sorted.Count == 0 ? double.NaN : sorted[Math.Min(sorted.Count - 1, (int)(p * sorted.Count))];
 
-    private sealed record AppendResult(double Rate, double Commits, double P50, double P99, double MetadataPerCommit);
+    private sealed record AppendResult(double Rate, double Commits, double P50, double P99);
 
     private static string LoadAverage()
     {
         try { return File.ReadAllText("/proc/loadavg").Split(' ')[0]; } catch (IOException) { return "?"; }
     }
 
-    private static async Task<AppendResult> AppendRate(string root, int writers, double seconds, LogCommitMode mode)
+    private static async Task<AppendResult> AppendRate(string root, int writers, double seconds)
     {
-        var dir = Path.Combine(root, $"append-{mode}-{writers}");
+        var dir = Path.Combine(root, $"append-{writers}");
         AppendResult result;
-        await using (var log = RaftLog.Open(dir, new RaftLogOptions { CommitMode = mode }))
+        await using (var log = RaftLog.Open(dir))
         {
             var payload = new byte[100];
             Random.Shared.NextBytes(payload);
@@ -152,7 +145,7 @@ public static class StorageBench
             var gate = new object();
             var latencies = new List<double>[writers];
             var stopAt = Stopwatch.StartNew();
-            long commits0 = log.Commits, meta0 = log.MetadataWrites;
+            long commits0 = log.Commits;
             async Task Writer(int w)
             {
                 var lat = latencies[w] = new List<double>();
@@ -175,8 +168,7 @@ public static class StorageBench
             var all = latencies.SelectMany(l => l).ToList();
             all.Sort();
             long commits = log.Commits - commits0;
-            result = new AppendResult(all.Count / elapsed, commits / elapsed, Percentile(all, 0.5), Percentile(all, 0.99),
-                (log.MetadataWrites - meta0) / (double)Math.Max(1, commits));
+            result = new AppendResult(all.Count / elapsed, commits / elapsed, Percentile(all, 0.5), Percentile(all, 0.99));
         }
         Directory.Delete(dir, true);
         return result;

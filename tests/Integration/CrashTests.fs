@@ -43,11 +43,6 @@ let private feed (e: Expectation) (line: string) =
 let private verify (dir: string) (e: Expectation) (context: string) =
     use storage = NodeStorage.Open(dir, smallOptions ())
     let log = storage.Log
-    if log.HoleVoided.HasValue then
-        e.Counts["V"] <-
-            (match e.Counts.TryGetValue "V" with
-             | true, n -> n + 1
-             | _ -> 1)
     let hs = storage.HardState.State
     match e.AckedHs with
     | Some(t, g) ->
@@ -157,14 +152,13 @@ let private runKills (kills: int) (seed: int) =
         | true, n -> n
         | _ -> 0
     printfn
-        "crash test: %d kills, %d acknowledged entries checked, %d suffix replacements, %d snapshots, %d compactions, %d hard-state saves acknowledged, %d holes voided"
+        "crash test: %d kills, %d acknowledged entries checked, %d suffix replacements, %d snapshots, %d compactions, %d hard-state saves acknowledged"
         kills
         totalAcked
         (count "R")
         (count "S")
         (count "C")
         (count "H")
-        (count "V")
     Expect.isGreaterThan (count "R") 0 "the runs exercised suffix replacement"
     Expect.isGreaterThan (count "H") 0 "the runs exercised hard-state saves"
     Expect.isGreaterThan (count "C") 0 "the runs exercised compaction"

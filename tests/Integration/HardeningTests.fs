@@ -461,9 +461,9 @@ let private durabilityTests =
           test "the first commit into a new log segment syncs the log directory" {
               use root = new StorageSupport.TempDir("segsync")
               let dir = root.Sub "log"
-              let options = Skiff.Net.Storage.RaftLogOptions(PageSizeBits = 14, SegmentSizeBits = 16, MemorySizeBits = 18)
+              let options = Skiff.Net.Storage.RaftLogOptions(SegmentSizeBits = 16)
               use log = Skiff.Net.Storage.RaftLog.Open(dir, options)
-              let segments () = Directory.GetFiles(dir, "raft.log.*").Length
+              let segments () = Directory.GetFiles(dir, "*.wal").Length
               let mutable next = 1L
               let synced =
                   syncedDuring (fun () ->

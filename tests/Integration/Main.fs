@@ -8,6 +8,7 @@ let private all: Test list =
       // storage:begin
       StorageTests.tests
       CrashTests.tests
+      WalCrashTests.tests
       DiskBoundTests.tests
       PortConformanceTests.tests
       // storage:end

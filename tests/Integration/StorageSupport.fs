@@ -55,6 +55,20 @@ let readAll (log: RaftLog) : LogEntry list =
     else
         log.ReadAsync(log.FirstIndex, log.LastIndex).GetAwaiter().GetResult() |> List.ofSeq
 
+/// Writes a log as the FasterLog of older versions did (records through FASTER, one commit), optionally with a
+/// base record after the entries; for the migration tests.
+let writeLegacyLog (dir: string) (options: RaftLogOptions) (es: LogEntry list) (baseAt: (int64 * int64) option) =
+    Directory.CreateDirectory dir |> ignore
+    StoreGeometry.Resolve(dir, StoreGeometry(options.PageSizeBits, options.SegmentSizeBits), RaftLogOptions.LegacyGeometry, "raft.log")
+    |> ignore
+    use files = FasterLogFiles.Open(dir, options)
+    for e in es do
+        files.Log.Enqueue(LogRecord.Encode(LogRecordType.Entry, e.Index, e.Term, ReadOnlySpan e.Payload)) |> ignore
+    match baseAt with
+    | Some(i, t) -> files.Log.Enqueue(LogRecord.Encode(LogRecordType.Base, i, t, ReadOnlySpan<byte>.Empty)) |> ignore
+    | None -> ()
+    files.Log.Commit(true)
+
 /// Finds `needle` in a file; returns its offset, or -1.
 let findInFile (path: string) (needle: byte[]) : int =
     let hay = File.ReadAllBytes path

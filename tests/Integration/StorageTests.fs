@@ -128,64 +128,64 @@ let private logTests =
                   let got = log.ReadAsync(1L, i).GetAwaiter().GetResult()
                   Expect.equal got.Count (int i) (sprintf "range 1..%d" i)
 
-          testCase "a hole left by a crash mid-commit (end of a page unwritten, next page written) is voided, not fatal"
+          testCase "a segment whose creation a crash interrupted (bad header) is dropped, not fatal"
           <| fun () ->
-              // FASTER writes the pages of one flush concurrently; a crash can leave page n+1 written and the end of
-              // page n not, and its recovery steps over the zeros to the commit record on page n+1. Nothing past the
-              // hole was acknowledged (that commit never completed). Seen in the crash test as "entry 3052 cannot
-              // follow a log of (0, 3049]" at the first address of a page.
-              use tmp = new TempDir "hole"
-              let opts = RaftLogOptions(PageSizeBits = 12, MemorySizeBits = 14, SegmentSizeBits = 20)
-              using (RaftLog.Open(tmp.Path, opts)) (fun log ->
-                  for first in 1L..5L..96L do
-                      append log (entries first (first + 4L) 1L))
-              let file = Path.Combine(tmp.Path, "raft.log.0")
-              // The last two entries that start on page 0 (addresses below 4096): unwrite from the first of them on.
-              let starts = [ for i in 1L .. 100L -> i, findInFile file (payloadOf i 1L) - 25 ]
-              let onPage0 = starts |> List.filter (fun (_, a) -> a < 4096)
-              let holeIndex, holeStart = onPage0[onPage0.Length - 2]
-              using (new FileStream(file, FileMode.Open, FileAccess.Write)) (fun fs ->
-                  fs.Position <- int64 holeStart
-                  fs.Write(Array.zeroCreate<byte>(4096 - holeStart), 0, 4096 - holeStart))
-              using (RaftLog.Open(tmp.Path, opts)) (fun log ->
-                  Expect.equal log.LastIndex (holeIndex - 1L) "the log ends before the hole"
-                  Expect.isTrue log.HoleVoided.HasValue "the range past the hole is voided"
-                  Expect.equal (readAll log |> List.length |> int64) (holeIndex - 1L) "entries before the hole read back"
-                  // A new leader's entries go after the voided range.
-                  append log (entries holeIndex (holeIndex + 9L) 2L))
-              use log = RaftLog.Open(tmp.Path, opts)
-              Expect.equal log.LastIndex (holeIndex + 9L) "the appended entries survive the next recovery"
-              Expect.isFalse log.HoleVoided.HasValue "no new hole"
-              for en in readAll log do
-                  let term = if en.Index >= holeIndex then 2L else 1L
-                  Expect.equal en.Term term (sprintf "entry %d's term" en.Index)
-                  Expect.isTrue (en.Payload.AsSpan().SequenceEqual(ReadOnlySpan(payloadOf en.Index term))) (sprintf "entry %d" en.Index)
-
-          testCase "a FASTER commit record cut short by a crash is skipped, not fatal"
-          <| fun () ->
-              // Seen in the crash test: FASTER counted a commit complete and wrote its metadata slot while the file
-              // still ended 20 bytes into that commit's own record; recovery from the slot never reads the record,
-              // our scan does, and FASTER's iterator threw "Invalid checksum found during commit recovery".
-              use tmp = new TempDir "torn-commit"
-              let tail =
-                  using (RaftLog.Open tmp.Path) (fun log ->
-                      append log (entries 1L 10L 1L)
-                      log.LastIndex)
-              Expect.equal tail 10L "appended"
-              let file = Path.Combine(tmp.Path, "raft.log.0")
-              let lastEntryEnd = findInFile file (payloadOf 10L 1L) + (payloadOf 10L 1L).Length + 4
-              // Cut the file 20 bytes into the commit record that follows the last entry.
-              using (new FileStream(file, FileMode.Open, FileAccess.Write)) (fun fs -> fs.SetLength(int64 (lastEntryEnd + 20)))
+              use tmp = new TempDir "torn-segment"
+              using (RaftLog.Open tmp.Path) (fun log -> append log (entries 1L 10L 1L))
+              // A crash after the new segment's directory entry was durable but before its header was.
+              File.WriteAllBytes(Path.Combine(tmp.Path, "00000000000000000002.wal"), Array.zeroCreate<byte> 7)
               using (RaftLog.Open tmp.Path) (fun log ->
-                  Expect.equal log.LastIndex 10L "every entry before the damaged commit record is there"
-                  Expect.equal log.DamagedCommitRecords 1 "the damaged commit record was skipped"
-                  Expect.equal (readAll log |> List.length) 10 "and reads back"
+                  Expect.equal log.LastIndex 10L "every entry is there"
+                  Expect.isGreaterThan log.TornBytesDropped 0L "the torn segment was dropped"
                   append log (entries 11L 20L 2L))
               use log = RaftLog.Open tmp.Path
               Expect.equal log.LastIndex 20L "entries appended after it survive the next recovery"
               for en in readAll log do
                   let term = if en.Index > 10L then 2L else 1L
                   Expect.isTrue (en.Payload.AsSpan().SequenceEqual(ReadOnlySpan(payloadOf en.Index term))) (sprintf "entry %d" en.Index)
+
+          testCase "a log written by the FasterLog of older versions is migrated once, then its files are gone"
+          <| fun () ->
+              use tmp = new TempDir "migrate"
+              let legacy = RaftLogOptions(PageSizeBits = 16, SegmentSizeBits = 16, MemorySizeBits = 18)
+              writeLegacyLog tmp.Path legacy [ yield! entries 1L 300L 1L; yield! entries 250L 400L 2L ] (Some(200L, 1L))
+              Expect.isTrue (LegacyLogReader.Present tmp.Path) "old files written"
+              using (RaftLog.Open(tmp.Path, legacy)) (fun log ->
+                  Expect.equal log.MigratedEntries 200L "entries moved over"
+                  Expect.equal (log.FirstIndex, log.LastIndex) (201L, 400L) "bounds"
+                  Expect.equal (log.TermAt 200L |> Option.ofNullable) (Some 1L) "base term")
+              Expect.isFalse (LegacyLogReader.Present tmp.Path) "old files deleted"
+              Expect.isEmpty (Directory.GetFiles(tmp.Path, "raft.log*")) "no segment of the old log left"
+              use log = RaftLog.Open(tmp.Path, legacy)
+              Expect.equal log.MigratedEntries 0L "migrated only once"
+              let got = readAll log
+              Expect.equal
+                  (got |> List.map (fun e -> e.Index, e.Term))
+                  [ for i in 201L .. 400L -> i, (if i < 250L then 1L else 2L) ]
+                  "entries"
+              for en in got do
+                  Expect.isTrue (en.Payload.AsSpan().SequenceEqual(ReadOnlySpan(payloadOf en.Index en.Term))) (sprintf "entry %d" en.Index)
+
+          testCase "a migration interrupted before its marker starts over; after it, only the deletion is finished"
+          <| fun () ->
+              use tmp = new TempDir "migrate-crash"
+              let legacy = RaftLogOptions(PageSizeBits = 16, SegmentSizeBits = 16, MemorySizeBits = 18)
+              writeLegacyLog tmp.Path legacy [ yield! entries 1L 50L 1L ] None
+              // A partial new log from an interrupted migration: it must not be trusted.
+              using (RaftLog.OpenWithoutMigration(tmp.Path, legacy)) (fun log -> append log (entries 1L 3L 9L))
+              using (RaftLog.Open(tmp.Path, legacy)) (fun log ->
+                  Expect.equal log.MigratedEntries 50L "migrated again from the old files"
+                  Expect.equal (readAll log |> List.map (fun e -> e.Term) |> List.distinct) [ 1L ] "only the old log's entries")
+              // Interrupted after the marker: the old files are stale and must not be read again.
+              writeLegacyLog (tmp.Sub "other") legacy [ yield! entries 1L 5L 7L ] None
+              for f in Directory.GetFiles(tmp.Sub "other") do
+                  File.Copy(f, Path.Combine(tmp.Path, Path.GetFileName(f: string) |> nonNull), true)
+              File.WriteAllText(Path.Combine(tmp.Path, "migrated"), "x")
+              use log = RaftLog.Open(tmp.Path, legacy)
+              Expect.equal log.MigratedEntries 0L "not migrated again"
+              Expect.equal log.LastIndex 50L "the new log stands"
+              Expect.isFalse (LegacyLogReader.Present tmp.Path) "stale old files deleted"
+              Expect.isFalse (File.Exists(Path.Combine(tmp.Path, "migrated"))) "marker deleted"
 
           testCase "compaction keeps the tail and the base term across reopen"
           <| fun () ->
@@ -200,7 +200,7 @@ let private logTests =
                   Expect.equal (log.TermAt 100L |> Option.ofNullable) None "compacted"
                   Expect.throws (fun () -> log.ReadAsync(100L, 200L).Wait()) "reading compacted entries is refused"
                   append log (entries 6001L 6010L 3L))
-              let segments = Directory.GetFiles(tmp.Path, "raft.log.*").Length
+              let segments = Directory.GetFiles(tmp.Path, "*.wal").Length
               use log = RaftLog.Open(tmp.Path, opts)
               Expect.equal log.FirstIndex 5491L "first index after reopen"
               Expect.equal log.LastIndex 6010L "last index after reopen"
@@ -225,17 +225,17 @@ let private logTests =
           <| fun () ->
               use tmp = new TempDir "tail"
               using (RaftLog.Open(tmp.Path)) (fun log -> append log (entries 1L 10L 1L))
-              let file = Path.Combine(tmp.Path, "raft.log.0")
+              let file = Path.Combine(tmp.Path, "00000000000000000001.wal")
               let at = findInFile file (payloadOf 10L 1L)
               Expect.isGreaterThan at 0 "found the last entry's payload"
               flipByte file (at + 20)
               using (RaftLog.Open(tmp.Path)) (fun log ->
                   Expect.equal log.LastIndex 9L "torn tail dropped"
-                  Expect.equal log.DroppedTornRecords.Count 1 "one record dropped"
+                  Expect.isGreaterThan log.TornBytesDropped 0L "the torn record was cut off"
                   append log (entries 10L 12L 2L))
               use log = RaftLog.Open(tmp.Path)
               Expect.equal log.LastIndex 12L "appends after the dropped tail survive"
-              Expect.equal log.DroppedTornRecords.Count 0 "nothing new dropped"
+              Expect.equal log.TornBytesDropped 0L "nothing new dropped"
               Expect.equal (readAll log |> List.map (fun e -> e.Term)) ([ for _ in 1..9 -> 1L ] @ [ 2L; 2L; 2L ]) "terms"
 
           testCase "random appends, suffix replacements, compactions, resets and reopens match a model"
@@ -302,14 +302,20 @@ let private logTests =
               finally
                   log.Dispose()
 
-          testCase "corruption in the middle is StorageCorrupted naming the file"
+          testCase "corruption before the last segment is StorageCorrupted naming the file"
           <| fun () ->
+              // In the last segment a bad record is a torn write that was never acknowledged; before it, every
+              // record was synced before the next segment was started, so a bad one is damage.
               use tmp = new TempDir "middle"
-              using (RaftLog.Open(tmp.Path)) (fun log -> append log (entries 1L 10L 1L))
-              let file = Path.Combine(tmp.Path, "raft.log.0")
+              let opts = RaftLogOptions(SegmentSizeBits = 12)
+              using (RaftLog.Open(tmp.Path, opts)) (fun log ->
+                  for i in 1L .. 100L do
+                      append log (entries i i 1L))
+              let file = Path.Combine(tmp.Path, "00000000000000000001.wal")
+              Expect.isGreaterThan (Directory.GetFiles(tmp.Path, "*.wal").Length) 1 "more than one segment"
               flipByte file (findInFile file (payloadOf 5L 1L) + 20)
-              let e = expectSkiff ErrorKind.StorageCorrupted (fun () -> RaftLog.Open(tmp.Path).Dispose())
-              Expect.stringContains e.Message "raft.log.0" "names the file" ]
+              let e = expectSkiff ErrorKind.StorageCorrupted (fun () -> RaftLog.Open(tmp.Path, opts).Dispose())
+              Expect.stringContains e.Message "00000000000000000001.wal" "names the file" ]
 
 let private nodeTests =
     testList

@@ -6,8 +6,9 @@ using Skiff.Net.Storage;
 
 namespace Skiff.Net.Runtime;
 
-/// <summary>The runtime's log on the FASTER <see cref="RaftLog"/> (which does its own group commit: appends are
-/// queued in order and <see cref="Flush"/> waits for the newest one to be durable).</summary>
+/// <summary>The runtime's log on the storage's <see cref="RaftLog"/> (a write-ahead log of our own, beside the FASTER
+/// state machine; the name is from when the log was FASTER's too). The log does its own group commit: appends are
+/// queued in order and <see cref="Flush"/> waits for the newest one to be durable.</summary>
 internal sealed class FasterLogStore : ILogStore
 {
     private const byte Noop = 0, Cmd = 1, Cfg = 2;

@@ -71,7 +71,7 @@ internal sealed class FasterLogFiles : IDisposable
     }
 
     /// <summary>FASTER's iterator failing to parse one of FASTER's own commit records (see
-    /// <see cref="RaftLog.DamagedCommitRecords"/>).</summary>
+    /// <see cref="LogRecovery"/>).</summary>
     public static bool IsDamagedCommitRecord(FasterException e) =>
         e.Message.Contains("commit recovery", StringComparison.Ordinal);
 

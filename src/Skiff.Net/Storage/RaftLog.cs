@@ -1,5 +1,3 @@
-using FASTER.core;
-
 namespace Skiff.Net.Storage;
 
 /// <summary>One Raft log entry: its position, the term it was created in, and opaque payload bytes.</summary>
@@ -9,60 +7,67 @@ namespace Skiff.Net.Storage;
 internal sealed record LogEntry(long Index, long Term, byte[] Payload);
 
 /// <summary>
-/// The durable Raft log on a FASTER <see cref="FasterLog"/>.
-/// <para>Records are <c>[type u8][index i64][term i64][length i32][payload][crc32c u32]</c> (<see cref="LogRecord"/>).
-/// FasterLog only appends, so every record carries its index and a later record supersedes: an entry at index i
-/// drops any entries at i and above written before it (suffix replacement); a <c>Base(i, t)</c> record drops
-/// entries up to i and says the term at i is t (written by compaction and after installing a snapshot). Recovery
-/// (<see cref="LogRecovery"/>) scans the log in address order, applies these rules, and so keeps the last-written
-/// version of each index.</para>
-/// <para>Appends use group commit (<see cref="LogWriter"/>): concurrent <c>AppendAsync</c> callers enqueue their
-/// batches and one commit loop makes everything enqueued so far durable with one commit, then completes every
-/// caller it covered.</para>
+/// The durable Raft log: Skiff's own segmented write-ahead log (<see cref="WalSegments"/>).
+/// <para>Records are <c>[type u8][index i64][term i64][length i32][payload][crc32c u32]</c> (<see cref="LogRecord"/>),
+/// appended to segment files of at most <see cref="RaftLogOptions.SegmentSizeBits"/>. The log only appends, so a
+/// later record supersedes: an entry at index i drops any entries at i and above written before it (suffix
+/// replacement); a <c>Base(i, t)</c> record drops entries up to i and says the term at i is t (compaction, or a
+/// snapshot install that keeps the suffix); a <c>Reset</c> drops everything. Recovery (<see cref="WalRecovery"/>)
+/// applies these rules. Once a base or reset record is durable, the segments before both it and the first live
+/// entry are deleted (and the deletion made durable).</para>
+/// <para>Appends use group commit (<see cref="WalWriter"/>): concurrent <c>AppendAsync</c> callers enqueue their
+/// batches and one writer thread writes everything enqueued so far and syncs it with one fdatasync, then completes
+/// every caller it covered.</para>
 /// <para>Reads (<see cref="TermAt"/>, <see cref="ReadAsync"/>, <see cref="LastIndex"/>) see only durable entries:
 /// the <see cref="LogIndex"/> this class guards learns of a batch only once it is durable.</para>
+/// <para>A log directory written by older versions (FASTER's FasterLog) is converted on open
+/// (<see cref="LegacyLogMigration"/>).</para>
 /// </summary>
 internal sealed class RaftLog : IAsyncDisposable, IDisposable
 {
-    private readonly string _logPath;
     private readonly RaftLogOptions _options;
-    private readonly FasterLogFiles _files;
-    private readonly LogWriter _writer;
+    private readonly WalSegments _segments;
+    private readonly WalWriter _writer;
 
     private readonly object _state = new();
     private readonly LogIndex _durable = new(); // guarded by _state
+    private long _baseAddress;                  // guarded by _state: the last durable base/reset record, -1 if none
 
-    /// <summary>The largest payload an entry may carry: a record must fit one FASTER page.</summary>
-    public int MaxPayloadBytes => (1 << _options.PageSizeBits) - LogRecord.Overhead - 64;
+    /// <summary>The largest payload an entry may carry: a record must fit one segment (and at most 4 MiB).</summary>
+    public int MaxPayloadBytes => (int)Math.Min(4L << 20, _segments.SegmentBytes - WalSegments.HeaderSize) - LogRecord.Overhead;
 
-    /// <summary>Number of commits the commit loop issued; for the benchmark.</summary>
+    /// <summary>Number of syncs the writer made; for the benchmark.</summary>
     public long Commits => _writer.Commits;
 
-    /// <summary>Metadata writes made by our commit manager, if one is in use; for the benchmark.</summary>
-    public long MetadataWrites => _files.MetadataWrites;
+    /// <summary>Bytes of a torn write cut from the end of the log when it was opened (never acknowledged).</summary>
+    public long TornBytesDropped { get; }
 
-    /// <summary>Torn tail records found and dropped when the log was opened (their addresses).</summary>
-    public IReadOnlyList<long> DroppedTornRecords { get; }
+    /// <summary>Entries moved over from a log written by an older version when this one was opened (0 if none).</summary>
+    public long MigratedEntries { get; }
 
-    /// <summary>FASTER commit records that failed their checksum and were skipped when the log was opened.</summary>
-    public int DamagedCommitRecords { get; }
+    /// <summary>Number of segment files.</summary>
+    public int SegmentCount => _segments.Count;
 
-    /// <summary>The range of log addresses found past a hole when the log was opened, and voided; null if none.
-    /// See <see cref="VoidRanges"/>.</summary>
-    public (long From, long Until)? HoleVoided { get; }
-
-    private RaftLog(string dir, RaftLogOptions options, FasterLogFiles files)
+    private RaftLog(string dir, RaftLogOptions options, IWalFileSystem fs, long migrated)
     {
-        _logPath = Path.Combine(dir, "raft.log");
         _options = options;
-        _files = files;
-        var recovered = LogRecovery.Run(files, dir, _logPath, options, _durable);
-        DroppedTornRecords = recovered.TornRecords;
-        DamagedCommitRecords = recovered.DamagedCommitRecords;
-        HoleVoided = recovered.HoleVoided;
-        var space = new FreeSpaceCheck(dir, options.EffectiveMinFreeDiskBytes, min => $"the log needs at least {min} to append safely");
-        _writer = new LogWriter(files.Log, _logPath, space, _durable.BaseIndex, _durable.LastIndex, ApplyDurable);
-        _writer.WriteSkips(DroppedTornRecords);
+        _segments = new WalSegments(fs, dir, 1L << options.SegmentSizeBits, options.PreallocateSegments);
+        try
+        {
+            var recovered = WalRecovery.Run(_segments, _durable, MaxPayloadBytes + LogRecord.Overhead);
+            TornBytesDropped = recovered.TornBytes;
+            _baseAddress = recovered.BaseAddress;
+            MigratedEntries = migrated;
+            var space = fs is RealWalFileSystem && options.EffectiveMinFreeDiskBytes > 0
+                ? new FreeSpaceCheck(dir, options.EffectiveMinFreeDiskBytes, min => $"the log needs at least {min} to append safely")
+                : null;
+            _writer = new WalWriter(_segments, space, _durable.BaseIndex, _durable.LastIndex, ApplyDurable);
+        }
+        catch
+        {
+            _segments.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Opens (recovering) or creates the log in <paramref name="dir"/>.</summary>
@@ -71,23 +76,24 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     /// <returns>The open log.</returns>
     /// <exception cref="SkiffException"><see cref="ErrorKind.StorageCorrupted"/> for a checksum failure anywhere
     /// but the tail; <see cref="ErrorKind.StorageError"/> for I/O failures.</exception>
-    public static RaftLog Open(string dir, RaftLogOptions? options = null)
+    public static RaftLog Open(string dir, RaftLogOptions? options = null) => Open(dir, options, RealWalFileSystem.Instance);
+
+    /// <summary>Opens the log without looking for an old log to migrate (the migration itself uses this).</summary>
+    internal static RaftLog OpenWithoutMigration(string dir, RaftLogOptions options) =>
+        new(dir, options, RealWalFileSystem.Instance, 0);
+
+    /// <summary>Opens the log on the given file system (tests record and replay its writes).</summary>
+    internal static RaftLog Open(string dir, RaftLogOptions? options, IWalFileSystem fs)
     {
         options ??= new RaftLogOptions();
-        StorageIo.Guard(dir, () => StorageIo.CreateDirectoryDurably(dir));
-        FasterLogFiles? files = null;
         try
         {
-            // The log's files keep the page and segment sizes they were made with, whatever the options say now.
-            var geometry = StoreGeometry.Resolve(dir, new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits)),
-                RaftLogOptions.LegacyGeometry, "raft.log");
-            options = options with { PageSizeBits = geometry.PageSizeBits, SegmentSizeBits = geometry.SegmentSizeBits };
-            files = FasterLogFiles.Open(dir, options);
-            return new RaftLog(dir, options, files);
+            fs.CreateDirectory(dir);
+            long migrated = fs is RealWalFileSystem ? LegacyLogMigration.Run(dir, options) : 0;
+            return new RaftLog(dir, options, fs, migrated);
         }
         catch (Exception e)
         {
-            files?.Dispose();
             if (e is SkiffException) throw;
             if (e is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(dir, e);
             throw new SkiffException(ErrorKind.StorageError, $"cannot open the log in {dir}: {e.Message}", e);
@@ -120,7 +126,7 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     /// <summary>
     /// Appends entries durably; returns once they are on disk. Entries must be contiguous. If the first index is at
     /// or below the last index, the entries from there on are replaced (the conflicting suffix is dropped). Many
-    /// concurrent callers share one commit.
+    /// concurrent callers share one sync.
     /// </summary>
     /// <param name="entries">Contiguous entries; the first index must be in (base, last + 1].</param>
     /// <param name="cancellationToken">Stops waiting (the entries may still become durable).</param>
@@ -137,7 +143,7 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
         foreach (var e in entries)
             if (e.Payload.Length > MaxPayloadBytes)
                 throw new SkiffException(ErrorKind.ValueTooLarge,
-                    $"entry {e.Index} has {e.Payload.Length} payload bytes; a log record must fit one page ({MaxPayloadBytes} bytes)");
+                    $"entry {e.Index} has {e.Payload.Length} payload bytes; a log record holds at most {MaxPayloadBytes}");
         var durable = _writer.Append(entries);
         return cancellationToken.CanBeCanceled ? durable.WaitAsync(cancellationToken) : durable;
     }
@@ -156,61 +162,21 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     /// <returns>The entries, in order.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="from"/> is compacted.</exception>
     /// <exception cref="SkiffException"><see cref="ErrorKind.StorageCorrupted"/> if a record fails its checksum.</exception>
-    public async Task<IReadOnlyList<LogEntry>> ReadAsync(long from, long toInclusive, long maxBytes = long.MaxValue,
+    public Task<IReadOnlyList<LogEntry>> ReadAsync(long from, long toInclusive, long maxBytes = long.MaxValue,
         CancellationToken cancellationToken = default)
     {
         long[] addrs;
-        long endAddress;
         lock (_state)
         {
             if (from <= _durable.BaseIndex)
                 throw new ArgumentOutOfRangeException(nameof(from), $"index {from} is compacted (first index {_durable.BaseIndex + 1})");
             toInclusive = Math.Min(toInclusive, _durable.LastIndex);
-            if (toInclusive < from) return Array.Empty<LogEntry>();
+            if (toInclusive < from) return Task.FromResult<IReadOnlyList<LogEntry>>(Array.Empty<LogEntry>());
             addrs = _durable.AddressesOf(from, (int)(toInclusive - from + 1));
-            // The scan must end past the whole last record, not just its first byte: FASTER loads a page from disk
-            // only up to the scan's end address (rounded to a sector), so a last record that crosses a sector
-            // boundary would be read half stale. The next live record starts after it; the durable tail is past
-            // everything durable.
-            endAddress = toInclusive < _durable.LastIndex ? _durable.AddressOf(toInclusive + 1) : _files.Log.CommittedUntilAddress;
         }
-        var result = new List<LogEntry>(addrs.Length);
-        long bytes = 0;
-        using var iter = _files.Log.Scan(addrs[0], endAddress, scanUncommitted: false);
-        int k = 0;
         try
         {
-            while (true)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                byte[] data;
-                int length;
-                long address;
-                try
-                {
-                    if (!iter.GetNext(out data, out length, out address, out _))
-                    {
-                        if (iter.Ended) break;
-                        await iter.WaitAsync(cancellationToken).ConfigureAwait(false);
-                        continue;
-                    }
-                }
-                catch (FasterException e) when (FasterLogFiles.IsDamagedCommitRecord(e))
-                {
-                    _files.ReleaseEpoch(); // a damaged FASTER commit record between our records: see LogRecovery
-                    continue;
-                }
-                if (address < addrs[k]) continue; // a superseded record between live ones
-                if (address != addrs[k])
-                    throw Corrupt(address, $"expected the record of index {from + k} at address {addrs[k]}, found one at {address}");
-                var rec = LogRecord.Decode(data, length) ?? throw Corrupt(address, "checksum mismatch");
-                if (rec.Type != LogRecordType.Entry || rec.Index != from + k)
-                    throw Corrupt(address, $"expected entry {from + k}, found type {(byte)rec.Type} index {rec.Index}");
-                result.Add(new LogEntry(rec.Index, rec.Term, rec.Payload));
-                bytes += rec.Payload.Length;
-                k++;
-                if (k == addrs.Length || bytes >= maxBytes) break;
-            }
+            return Task.FromResult<IReadOnlyList<LogEntry>>(WalReader.Read(_segments, from, addrs, maxBytes, cancellationToken));
         }
         catch (Exception e) when (e is not OperationCanceledException && CompactedPast(from))
         {
@@ -219,11 +185,8 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
         }
         catch (Exception e) when (e is not SkiffException and not OperationCanceledException)
         {
-            throw new SkiffException(ErrorKind.StorageError, $"reading {_logPath}: {e.Message}", e);
+            throw new SkiffException(ErrorKind.StorageError, $"reading the log in {_segments.Dir}: {e.Message}", e);
         }
-        if (k == 0 && addrs.Length > 0)
-            throw new SkiffException(ErrorKind.StorageError, $"could not read index {from} from {_logPath}");
-        return result;
     }
 
     private bool CompactedPast(long index)
@@ -232,20 +195,20 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     }
 
     /// <summary>Drops entries behind a snapshot at <paramref name="snapshotIndex"/>, keeping the configured tail
-    /// (<see cref="RaftLogOptions.KeepTail"/>) of entries at and before it. Durable on return; disk space of whole
-    /// segments is released by FASTER.</summary>
+    /// (<see cref="RaftLogOptions.KeepTail"/>) of entries at and before it. Durable on return, and the segments
+    /// this made unnecessary are deleted.</summary>
     /// <param name="snapshotIndex">The snapshot's last included index (must be durable in the log).</param>
     /// <returns>A task that completes when the new base is durable.</returns>
-    public async Task CompactUntil(long snapshotIndex)
+    public Task CompactUntil(long snapshotIndex)
     {
         long newBase, newBaseTerm;
         lock (_state)
         {
             newBase = Math.Min(snapshotIndex - _options.KeepTail, _durable.LastIndex);
-            if (newBase <= _durable.BaseIndex) return;
+            if (newBase <= _durable.BaseIndex) return Task.CompletedTask;
             newBaseTerm = _durable.TermOf(newBase);
         }
-        await WriteBase(LogRecordType.Base, newBase, newBaseTerm).ConfigureAwait(false);
+        return _writer.WriteBase(LogRecordType.Base, newBase, newBaseTerm);
     }
 
     /// <summary>After installing a snapshot at (<paramref name="index"/>, <paramref name="term"/>): if
@@ -256,24 +219,15 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     /// <param name="keepSuffix">Keep entries after index.</param>
     /// <returns>A task that completes when durable.</returns>
     public Task ResetToSnapshot(long index, long term, bool keepSuffix) =>
-        WriteBase(keepSuffix ? LogRecordType.Base : LogRecordType.Reset, index, term);
+        _writer.WriteBase(keepSuffix ? LogRecordType.Base : LogRecordType.Reset, index, term);
 
-    private async Task WriteBase(LogRecordType type, long index, long term)
-    {
-        var batch = _writer.WriteBase(type, index, term);
-        await batch.Done.Task.ConfigureAwait(false);
-        // Keep this base record: truncate at it or at the first live entry, whichever comes first. (Entries may
-        // have been appended since, after the record; truncating at them would lose the base's term.)
-        long truncateAt = batch.Addresses[0];
-        lock (_state)
-            if (_durable.FirstAddress is { } first) truncateAt = Math.Min(truncateAt, first);
-        _files.Log.TruncateUntil(truncateAt);
-    }
-
-    /// <summary>The commit loop's hand-off: batches now durable become visible to readers.</summary>
+    /// <summary>The writer thread's hand-off: batches now durable become visible to readers; then segments made
+    /// unnecessary by a durable base are deleted (the base record and the first live entry's segment stay).</summary>
     private void ApplyDurable(List<LogBatch> batches)
     {
+        long keepFrom = -1;
         lock (_state)
+        {
             foreach (var b in batches)
                 switch (b.Kind)
                 {
@@ -283,21 +237,29 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
                     case LogRecordType.Base:
                     case LogRecordType.Reset:
                         _durable.SetBase(b.Kind == LogRecordType.Reset, b.First, b.BaseTerm);
-                        break;
-                    case LogRecordType.Skip:
+                        _baseAddress = b.Addresses[0];
+                        keepFrom = _baseAddress;
                         break;
                 }
+            if (keepFrom >= 0 && _durable.FirstAddress is { } first) keepFrom = Math.Min(keepFrom, first);
+        }
+        if (keepFrom < 0) return;
+        try
+        {
+            _segments.DeleteBefore(keepFrom >> 32);
+        }
+        catch (SkiffException)
+        {
+            // The files stay; the next compaction or recovery deletes them. Nothing acknowledged depends on it.
+        }
     }
 
-    private SkiffException Corrupt(long address, string what) =>
-        LogRecord.Corrupt(_logPath, _options.SegmentSizeBits, address, what);
-
-    /// <summary>Finishes pending commits and closes the log.</summary>
+    /// <summary>Finishes pending writes and closes the log.</summary>
     /// <returns>A task that completes when closed.</returns>
     public async ValueTask DisposeAsync()
     {
         if (!await _writer.StopAsync().ConfigureAwait(false)) return;
-        _files.Dispose();
+        _segments.Dispose();
     }
 
     /// <summary>Closes the log; see <see cref="DisposeAsync"/>.</summary>

@@ -1,6 +1,7 @@
 namespace Skiff.Net.Storage;
 
-/// <summary>How a <see cref="RaftLog"/> makes a group of appends durable.</summary>
+/// <summary>How the FasterLog of older versions made a group of appends durable; only read to migrate such a log
+/// (<see cref="LegacyLogReader"/>).</summary>
 internal enum LogCommitMode
 {
     /// <summary>FASTER's own commit: a new metadata file per commit, the old one deleted, the directory never
@@ -17,17 +18,21 @@ internal enum LogCommitMode
 /// <summary>Settings of a <see cref="RaftLog"/>.</summary>
 internal sealed record RaftLogOptions
 {
-    /// <summary>How commits are made durable.</summary>
+    /// <summary>How an old FasterLog being migrated made commits durable.</summary>
     public LogCommitMode CommitMode { get; init; } = LogCommitMode.InLog;
-    /// <summary>log2 of FASTER's page size, for a new log (default 22 = 4 MiB; a log keeps the sizes it was made
-    /// with, see <see cref="StoreGeometry"/>).</summary>
+    /// <summary>log2 of FASTER's page size, for an old FasterLog being migrated that has no <c>geometry</c> file.</summary>
     public int PageSizeBits { get; init; } = 22;
-    /// <summary>log2 of the log's in-memory buffer (default 26 = 64 MiB); bounds memory use.</summary>
+    /// <summary>log2 of the in-memory buffer of an old FasterLog being migrated.</summary>
     public int MemorySizeBits { get; init; } = 26;
-    /// <summary>log2 of a log segment file's size, for a new log (default 22 = 4 MiB; logs made before 256 MiB).
-    /// Compaction behind a snapshot frees whole segments, so this is how much disk a compacted log may keep beyond
-    /// its live entries.</summary>
-    public int SegmentSizeBits { get; init; } = 22;
+    /// <summary>log2 of the largest size of a write-ahead log segment file (default 24 = 16 MiB). Compaction behind
+    /// a snapshot frees whole segments, so this is about how much disk a compacted log may keep beyond its live
+    /// entries. Segments already written keep their size; the setting applies to new ones.</summary>
+    public int SegmentSizeBits { get; init; } = 24;
+
+    /// <summary>Fill each new segment with zeros to its full size when it is started (on the writer thread: a
+    /// stall of one segment's write every segment), so that appends overwrite instead of growing the file and their
+    /// fdatasync need not commit a new size. Off by default until measured on a quiet disk.</summary>
+    public bool PreallocateSegments { get; init; }
 
     /// <summary>The sizes logs made before the <c>geometry</c> file existed were written with.</summary>
     internal static readonly StoreGeometry LegacyGeometry = new(22, 28);
@@ -35,9 +40,9 @@ internal sealed record RaftLogOptions
     /// lagging followers can still be served from the log.</summary>
     public long KeepTail { get; init; } = 1000;
     /// <summary>Appends are refused with <see cref="ErrorKind.StorageError"/> while the disk has less free space
-    /// than this: once FASTER's in-memory buffer is full, an append waits for page flushes, which never complete on
-    /// a full disk. Null: the in-memory buffer plus 16 MiB.</summary>
+    /// than this, so the log stops with a typed error before the disk is exhausted (a write failing on a full disk
+    /// fails the log until it is reopened). Null: one segment plus 16 MiB.</summary>
     public long? MinFreeDiskBytes { get; init; }
 
-    internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (1L << MemorySizeBits) + (16L << 20);
+    internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (1L << SegmentSizeBits) + (16L << 20);
 }
