@@ -9,6 +9,8 @@ var commands = new Dictionary<string, (string help, Func<string[], Task<int>> ru
     ["cluster"] = ("3-node cluster: closed-loop put latency and throughput at 1 and 64 clients", ClusterBench.Run),
     ["disk"] = ("one node, N overwrites of K keys: data directory size over time (CSV), then restart time", DiskBench.Run),
     ["failover"] = ("3-node cluster, 16 writers, leader shut down: longest write gap and election time", FailoverBench.Run),
+    ["writepath"] = ("3 member processes, one client: hand-offs and allocated bytes per write on each member", WritePathBench.Run),
+    ["writepath-member"] = ("a member process of writepath (started by it)", WritePathBench.Member),
 };
 
 if (args.Length == 0 || !commands.TryGetValue(args[0], out var command))

@@ -14,8 +14,10 @@ internal static class DedicatedThread
     public static Task Start(string name, Action body)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stage = HandOffs.ForThread(name);
         var thread = new Thread(() =>
         {
+            t_stage = stage;
             try
             {
                 body();
@@ -50,6 +52,7 @@ internal static class DedicatedThread
         var awaiter = wait.GetAwaiter();
         awaiter.UnsafeOnCompleted(t_set ??= signal.Set);
         signal.Wait();
+        if (t_stage is { } stage) HandOffs.Count(stage);
         return awaiter.GetResult();
     }
 
@@ -69,4 +72,5 @@ internal static class DedicatedThread
 
     [ThreadStatic] private static ManualResetEventSlim? t_signal;
     [ThreadStatic] private static Action? t_set;
+    [ThreadStatic] private static HandOffs.Stage? t_stage;
 }

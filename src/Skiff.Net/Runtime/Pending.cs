@@ -30,7 +30,7 @@ internal sealed class Pending
     {
         Answered = System.Diagnostics.Stopwatch.GetTimestamp();
         var answered = _tcs.TrySetResult(result);
-        if (answered) Registration.Unregister();
+        if (answered) Answer();
         if (answered && Index > 0)
             RuntimeMetrics.CommitLatency.Record(System.Diagnostics.Stopwatch.GetElapsedTime(Submitted, Answered).TotalMilliseconds);
         return answered;
@@ -40,8 +40,14 @@ internal sealed class Pending
     public bool Fail(Exception error)
     {
         var answered = _tcs.TrySetException(error);
-        // Unregister, not Dispose: Dispose would wait for a callback running on another thread (or deadlock in it).
-        if (answered) Registration.Unregister();
+        if (answered) Answer();
         return answered;
+    }
+
+    private void Answer()
+    {
+        // Unregister, not Dispose: Dispose would wait for a callback running on another thread (or deadlock in it).
+        Registration.Unregister();
+        HandOffs.Count(HandOffs.Stage.ReplyContinuation);
     }
 }
