@@ -97,18 +97,24 @@ public static class WritePathBench
     {
         // The idle window lasted as long as the writes: its deltas are the background (ticks, heartbeats, timers).
         double Per(Func<Stats, long> f) => ((f(after) - f(before)) - Math.Max(0, f(idle) - f(after))) / (double)writes;
-        var stages = after.HandOffs.Keys
+        var counters = after.HandOffs.Keys.Where(k => !k.StartsWith(HandOffs.AllocatedPrefix, StringComparison.Ordinal)).ToList();
+        var stages = counters
             .Select(k => (k, v: Per(s => s.HandOffs.GetValueOrDefault(k))))
             .Where(x => Math.Abs(x.v) >= 0.05)
             .Select(x => $"{x.k} {x.v:F2}");
-        var own = after.HandOffs.Keys.Sum(k => Per(s => s.HandOffs.GetValueOrDefault(k)));
+        var own = counters.Sum(k => Per(s => s.HandOffs.GetValueOrDefault(k)));
+        var threads = after.HandOffs.Keys.Where(k => k.StartsWith(HandOffs.AllocatedPrefix, StringComparison.Ordinal))
+            .Select(k => (k: k[HandOffs.AllocatedPrefix.Length..].Replace("Wake", ""), v: Per(s => s.HandOffs.GetValueOrDefault(k))))
+            .ToList();
+        var allocated = Per(s => s.Allocated);
         var pool = Per(s => s.WorkItems);
         var runtimePool = Per(s => s.HandOffs.GetValueOrDefault(nameof(HandOffs.Stage.FlushCompletion)) +
                                    s.HandOffs.GetValueOrDefault(nameof(HandOffs.Stage.PeerSendWake)) +
                                    s.HandOffs.GetValueOrDefault(nameof(HandOffs.Stage.ReplyContinuation)));
         Console.WriteLine($"{role} {ip}: hand-offs/write {own - runtimePool + pool:F1} = dedicated-thread wake-ups {own - runtimePool:F1} " +
                           $"+ thread-pool items {pool:F1} (of which the runtime's own {runtimePool:F1}); " +
-                          $"allocated bytes/write {Per(s => s.Allocated):F0}; runtime stages: {string.Join(", ", stages)}");
+                          $"allocated bytes/write {allocated:F0} (by thread: {string.Join(", ", threads.Select(t => $"{t.k} {t.v:F0}"))}, " +
+                          $"thread pool and others {allocated - threads.Sum(t => t.v):F0}); runtime stages: {string.Join(", ", stages)}");
     }
 
     /// <summary>One member's counters at one moment.</summary>

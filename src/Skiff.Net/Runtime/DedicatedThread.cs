@@ -49,6 +49,7 @@ internal static class DedicatedThread
         if (wait.IsCompleted) return wait.GetAwaiter().GetResult();
         var signal = t_signal ??= new ManualResetEventSlim(false, spinCount: 0);
         signal.Reset();
+        if (t_stage is { } waking) HandOffs.NoteAllocated(waking);
         var awaiter = wait.GetAwaiter();
         awaiter.UnsafeOnCompleted(t_set ??= signal.Set);
         signal.Wait();
@@ -73,4 +74,8 @@ internal static class DedicatedThread
     [ThreadStatic] private static ManualResetEventSlim? t_signal;
     [ThreadStatic] private static Action? t_set;
     [ThreadStatic] private static HandOffs.Stage? t_stage;
+
+    /// <summary>Which of the runtime's dedicated threads this is (by the stage its wake-ups count under), or null
+    /// on any other thread.</summary>
+    internal static HandOffs.Stage? Current => t_stage;
 }

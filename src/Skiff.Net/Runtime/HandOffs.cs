@@ -50,11 +50,29 @@ internal static class HandOffs
         _ => null,
     };
 
-    /// <summary>Every stage's count so far, by name.</summary>
+    // Bytes allocated so far by the dedicated thread of each wake-up stage, as of its last wait (one node per
+    // process when measured: one thread per stage).
+    private static readonly long[] Allocated = new long[Counts.Length];
+
+    /// <summary>Notes what the current dedicated thread has allocated so far (called before it waits).</summary>
+    internal static void NoteAllocated(Stage stage) =>
+        Volatile.Write(ref Allocated[(int)stage], GC.GetAllocatedBytesForCurrentThread());
+
+    /// <summary>Every stage's count so far, by name, and the bytes each dedicated thread allocated (as
+    /// "Allocated" + the stage's name).</summary>
     public static IReadOnlyDictionary<string, long> Snapshot()
     {
         var result = new Dictionary<string, long>();
-        foreach (var stage in Enum.GetValues<Stage>()) result[stage.ToString()] = Interlocked.Read(ref Counts[(int)stage]);
+        foreach (var stage in Enum.GetValues<Stage>())
+        {
+            result[stage.ToString()] = Interlocked.Read(ref Counts[(int)stage]);
+            if (ForThreadStage(stage)) result[AllocatedPrefix + stage] = Volatile.Read(ref Allocated[(int)stage]);
+        }
         return result;
     }
+
+    /// <summary>The prefix of the allocation entries of <see cref="Snapshot"/>.</summary>
+    public const string AllocatedPrefix = "Allocated";
+
+    private static bool ForThreadStage(Stage stage) => stage is Stage.LoopWake or Stage.WriterWake or Stage.ApplierWake or Stage.LoaderWake;
 }
