@@ -51,15 +51,25 @@ public static class WritePathBench
                 if (deadline.Elapsed > TimeSpan.FromSeconds(60)) throw new TimeoutException("the members did not all become voters");
                 await Task.Delay(50);
             }
-            var stats = await Task.WhenAll(members.Select(m => m.StatsAsync()));
-            var leader = members[Array.FindIndex(stats, s => s.Leader)];
+            // Right after the joins a member may not know its leader yet: ask until one says it leads.
+            var leading = -1;
+            while (leading < 0)
+            {
+                if (deadline.Elapsed > TimeSpan.FromSeconds(60)) throw new TimeoutException("no member says it leads");
+                var asked = await Task.WhenAll(members.Select(m => m.StatsAsync()));
+                leading = Array.FindIndex(asked, s => s.Leader);
+                if (leading >= 0) break;
+                Console.WriteLine($"# no member leads yet (terms {string.Join(", ", asked.Select(a => a.Term))}); asking again");
+                await Task.Delay(50);
+            }
+            var leader = members[leading];
             await using var client = new Client([IPAddress.Parse(leader.Ip)]).WithPort(port);
             var value = new byte[valueBytes];
             Random.Shared.NextBytes(value);
             for (var i = 0; i < warmup; i++) await client.InsertBytesAsync($"warm/{i:D8}", value);
 
             var before = await Task.WhenAll(members.Select(m => m.StatsAsync()));
-            var clientBefore = Stats.Here(false);
+            var clientBefore = Stats.Here(false, 0);
             var latencies = new double[writes];
             var clock = Stopwatch.StartNew();
             for (var i = 0; i < writes; i++)
@@ -70,11 +80,13 @@ public static class WritePathBench
             }
             var took = clock.Elapsed;
             var after = await Task.WhenAll(members.Select(m => m.StatsAsync()));
-            var clientAfter = Stats.Here(false);
+            var clientAfter = Stats.Here(false, 0);
             await Task.Delay(took);
             var idle = await Task.WhenAll(members.Select(m => m.StatsAsync()));
 
             Array.Sort(latencies);
+            if (before.Zip(idle).Any(p => p.First.Term != p.Second.Term))
+                Console.WriteLine("# WARNING: the term changed during the measurement (an election): the figures include it");
             Console.WriteLine($"# writepath: {writes} sequential writes of {valueBytes}-byte values through Client to the leader " +
                               $"({took.TotalSeconds:F1} s, p50 {latencies[writes / 2]:F3} ms, p99 {latencies[writes * 99 / 100]:F3} ms); " +
                               "per write, idle rate (same duration, no writes) taken off");
@@ -118,10 +130,10 @@ public static class WritePathBench
     }
 
     /// <summary>One member's counters at one moment.</summary>
-    internal sealed record Stats(bool Leader, long WorkItems, long Allocated, Dictionary<string, long> HandOffs)
+    internal sealed record Stats(bool Leader, long Term, long WorkItems, long Allocated, Dictionary<string, long> HandOffs)
     {
-        public static Stats Here(bool leader) =>
-            new(leader, ThreadPool.CompletedWorkItemCount, GC.GetTotalAllocatedBytes(true), new(Net.Runtime.HandOffs.Snapshot()));
+        public static Stats Here(bool leader, long term) =>
+            new(leader, term, ThreadPool.CompletedWorkItemCount, GC.GetTotalAllocatedBytes(true), new(Net.Runtime.HandOffs.Snapshot()));
     }
 
     /// <summary>A member process, asked for its counters over its standard input.</summary>
@@ -196,7 +208,7 @@ public static class WritePathBench
         Console.WriteLine(Ready);
         while (await Console.In.ReadLineAsync() is { } line)
         {
-            if (line == "stats") Console.WriteLine(JsonSerializer.Serialize(Stats.Here(node.LeaderId == node.Id)));
+            if (line == "stats") Console.WriteLine(JsonSerializer.Serialize(Stats.Here(node.LeaderId == node.Id, node.Term)));
         }
         await node.ShutdownAsync();
         return 0;

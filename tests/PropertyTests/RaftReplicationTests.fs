@@ -197,6 +197,8 @@ let tests =
               let s, notice = Raft.step s (append 1L 2L)
               Expect.isEmpty (replies notice) "a commit notice of the same round, nothing new to claim: no answer"
               Expect.equal (Raft.commitIndex s) 2L "the notice still moved the commit index"
+              let _, probe = Raft.step s (append 1L 2L)
+              Expect.equal (replies probe).Length 1 "an empty append of the same round with no newer commit (a probe) is answered"
               let _, heartbeat = Raft.step s (append 2L 2L)
               Expect.equal (replies heartbeat).Length 1 "a new round (a heartbeat) is always answered"
           }
