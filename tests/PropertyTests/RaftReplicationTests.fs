@@ -178,19 +178,11 @@ let tests =
               let start =
                   startFrom n2 opts 5UL { Term = 1L; VotedFor = None } None [ entry 1L 1L; entry 2L 1L ] 0L (votersConfig [ n1; n2; n3 ])
               let s, _ = Raft.init start
+              // An empty append at the follower's last entry, in term 1 (the round and commit index vary).
+              let empty: AppendRequest =
+                  { Term = 1L; Leader = n1; PrevLogIndex = 2L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 0L; Round = 0L }
               let append round commit =
-                  Event.Receive
-                      { From = n1
-                        To = n2
-                        Message =
-                          Message.Append
-                              { Term = 1L
-                                Leader = n1
-                                PrevLogIndex = 2L
-                                PrevLogTerm = 1L
-                                Entries = []
-                                LeaderCommit = commit
-                                Round = round } }
+                  Event.Receive { From = n1; To = n2; Message = Message.Append { empty with LeaderCommit = commit; Round = round } }
               let replies effects = sends effects |> List.filter (fun e -> e.Message.IsAppendReply)
               let s, first = Raft.step s (append 1L 1L)
               Expect.equal (replies first).Length 1 "the first append of a round is answered"
