@@ -10,6 +10,8 @@ var commands = new Dictionary<string, (string help, Func<string[], Task<int>> ru
     ["disk"] = ("one node, N overwrites of K keys: data directory size over time (CSV), then restart time", DiskBench.Run),
     ["log-latency"] = ("Raft log: one-thread durable append latency (batches of 1 and 64) and recovery of 1M entries", LogLatencyBench.Run),
     ["failover"] = ("3-node cluster, 16 writers, leader shut down: longest write gap and election time", FailoverBench.Run),
+    ["writepath"] = ("3 member processes, one client: hand-offs and allocated bytes per write on each member", WritePathBench.Run),
+    ["writepath-member"] = ("a member process of writepath (started by it)", WritePathBench.Member),
 };
 
 if (args.Length == 0 || !commands.TryGetValue(args[0], out var command))

@@ -17,6 +17,25 @@ module FollowerReplication =
                   Round = m.Round })
             s
 
+    /// The leader's early notice of a commit (an empty append sent as soon as the commit index moves: it brings a
+    /// newer commit index, no new round, and lets the follower claim nothing new) is not answered: the leader already
+    /// has that answer, and an answer per write would cost the leader a wake-up and a message. Heartbeats bring a new
+    /// round, so they are always answered, as is a probe unless it also brings a newer commit (then the next
+    /// heartbeat's answer serves it). Not answering is always safe: messages may be lost anyway.
+    let private answerUnlessKnown
+        (leader: NodeId)
+        (m: AppendRequest)
+        (round0: int64)
+        (acked0: LogIndex)
+        (commit0: LogIndex)
+        claimed
+        (s: State)
+        =
+        if m.Entries.IsEmpty && m.Round <= round0 && claimed <= acked0 && m.LeaderCommit > commit0 then
+            s
+        else
+            reply leader m true claimed 0L None s
+
     /// A follower handles AppendEntries of its current term from its leader: check the entry before the new ones,
     /// drop a conflicting suffix, append, persist, then answer (the answer waits for the write: it comes later in
     /// the effect list).
@@ -30,6 +49,7 @@ module FollowerReplication =
                     m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
                 else
                     s.Commit, LogView.termAt s.Commit s.Log, m.Entries |> List.filter (fun e -> e.Index > s.Commit)
+            let round0, acked0, commit0 = s.LastRound, s.Acked, s.Commit
             let s = { s with LastRound = max s.LastRound m.Round }
             // A follower claims only entries that are durable, or being made durable earlier in this step's effect
             // list (writes complete in order, so that covers older ones too): a claim of an entry still in flight
@@ -37,7 +57,7 @@ module FollowerReplication =
             if m.PrevLogIndex < s.Commit && entries.IsEmpty then
                 let s = { s with LeaderMatch = max s.LeaderMatch s.Commit }
                 let s, claimed = State.claim s.Commit s
-                reply from m true claimed 0L None s
+                answerUnlessKnown from m round0 acked0 commit0 claimed s
             else
                 match LogView.termAt prev s.Log, prevTerm with
                 // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
@@ -58,7 +78,7 @@ module FollowerReplication =
                     | [] ->
                         let s = { s with Commit = max s.Commit (min m.LeaderCommit lastNew); LeaderMatch = max s.LeaderMatch lastNew }
                         let s, claimed = State.claim lastNew s
-                        reply from m true claimed 0L None s
+                        answerUnlessKnown from m round0 acked0 commit0 claimed s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
                         let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)

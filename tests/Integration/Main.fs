@@ -31,6 +31,7 @@ let private all: Test list =
       // sessions:begin
       ExactlyOnceTests.tests
       RouterOutcomeTests.tests
+      WritePathTests.tests
       // sessions:end
 
       // hardening:begin

@@ -174,6 +174,26 @@ let tests =
                   Expect.equal r.ConflictIndex 2L "its first index"
               | other -> failtestf "expected one reply, got %A" other
           }
+          test "a follower does not answer an empty append that brings no new round and nothing new to claim" {
+              let start =
+                  startFrom n2 opts 5UL { Term = 1L; VotedFor = None } None [ entry 1L 1L; entry 2L 1L ] 0L (votersConfig [ n1; n2; n3 ])
+              let s, _ = Raft.init start
+              // An empty append at the follower's last entry, in term 1 (the round and commit index vary).
+              let empty: AppendRequest =
+                  { Term = 1L; Leader = n1; PrevLogIndex = 2L; PrevLogTerm = 1L; Entries = []; LeaderCommit = 0L; Round = 0L }
+              let append round commit =
+                  Event.Receive { From = n1; To = n2; Message = Message.Append { empty with LeaderCommit = commit; Round = round } }
+              let replies effects = sends effects |> List.filter (fun e -> e.Message.IsAppendReply)
+              let s, first = Raft.step s (append 1L 1L)
+              Expect.equal (replies first).Length 1 "the first append of a round is answered"
+              let s, notice = Raft.step s (append 1L 2L)
+              Expect.isEmpty (replies notice) "a commit notice of the same round, nothing new to claim: no answer"
+              Expect.equal (Raft.commitIndex s) 2L "the notice still moved the commit index"
+              let _, probe = Raft.step s (append 1L 2L)
+              Expect.equal (replies probe).Length 1 "an empty append of the same round with no newer commit (a probe) is answered"
+              let _, heartbeat = Raft.step s (append 2L 2L)
+              Expect.equal (replies heartbeat).Length 1 "a new round (a heartbeat) is always answered"
+          }
           test "in-flight window caps outstanding appends" {
               let options = { opts with MaxInflight = 2; MaxEntriesPerAppend = 1 }
               let c = Cluster([ n1; n2; n3 ], options)

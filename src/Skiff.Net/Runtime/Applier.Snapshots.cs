@@ -34,11 +34,17 @@ internal sealed partial class Applier
             FinishSnapshot(); // the install replaces the store a snapshot may still be taken of
             var before = _sm.AppliedIndex;
             _snapshots.Install(op.Staged, op.Meta);
-            while (_writes.TryPeek(out var w, out var index) && index <= op.Meta.Index)
+            lock (_writesGate)
             {
-                _writes.Dequeue();
-                w.Pending.Fail(Overwritten(index));
+                _appliedMark = _sm.AppliedIndex;
+                while (_writes.TryPeek(out var w, out var index) && index <= op.Meta.Index)
+                {
+                    _writes.Dequeue();
+                    _due.Add((w, index));
+                }
             }
+            foreach (var (w, index) in _due) w.Pending.Fail(Overwritten(index));
+            _due.Clear();
             ServeReads();
             CatchUpWatchers(before, op.Meta.Index);
             op.Done.TrySetResult();

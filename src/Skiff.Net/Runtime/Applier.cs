@@ -32,8 +32,15 @@ internal sealed partial class Applier
     private readonly int _watchCapacity;
     private readonly int _historyCapacity;
     // Writes waiting for their index, smallest first (a heap: no allocation per write, unlike a SortedDictionary's
-    // enumerator for First()).
+    // enumerator for First()). The loop adds to it directly, under the gate, rather than through the queue: a write's
+    // registration then costs the applier no wake-up of its own (it is found when its entry is applied).
     private readonly PriorityQueue<(Pending Pending, long Term), long> _writes = new();
+    private readonly object _writesGate = new();
+    // The index applied so far as the loop may see it (under _writesGate), and whether the applier has stopped.
+    private long _appliedMark;
+    private bool _closed;
+    // Writes answered by the entry just applied (applier only; reused, answered outside the gate).
+    private readonly List<((Pending Pending, long Term) Write, long Index)> _due = new();
     private readonly List<(long Index, List<Pending> Reads)> _reads = new();
     private readonly Dictionary<long, (long Term, LogResult? Result)> _recent = new();
     private readonly object _subsGate = new();
@@ -72,6 +79,7 @@ internal sealed partial class Applier
     public void Initialise()
     {
         _historyFloor = _sm.AppliedIndex;
+        _appliedMark = _sm.AppliedIndex;
         _run = DedicatedThread.Start("skiff-applier", Run);
     }
 
@@ -93,6 +101,20 @@ internal sealed partial class Applier
     {
         p.Index = index;
         RuntimeMetrics.Proposals.Add(1);
+        lock (_writesGate)
+        {
+            if (_closed)
+            {
+                p.Fail(Closed);
+                return;
+            }
+            if (index > _appliedMark)
+            {
+                _writes.Enqueue((p, term), index);
+                return;
+            }
+        }
+        // Already applied (an entry committed before the loop got here): the applier answers from its recent results.
         if (!_queue.Writer.TryWrite(new WriteOp(p, index, term))) p.Fail(Closed);
     }
 
@@ -163,7 +185,7 @@ internal sealed partial class Applier
             else w.Pending.Fail(Overwritten(w.Index));
             return;
         }
-        _writes.Enqueue((w.Pending, w.Term), w.Index);
+        lock (_writesGate) _writes.Enqueue((w.Pending, w.Term), w.Index);
     }
 
     private static SkiffException Overwritten(long index) =>
@@ -194,12 +216,18 @@ internal sealed partial class Applier
             }
             _recent[e.Index] = (e.Term, result);
             if (_recent.Count > 8192) _recent.Remove(e.Index - 8192);
-            while (_writes.TryPeek(out var w, out var index) && index <= e.Index)
+            lock (_writesGate)
             {
-                _writes.Dequeue();
+                _appliedMark = e.Index;
+                while (_writes.TryPeek(out var w, out var index) && index <= e.Index) _due.Add((_writes.Dequeue(), index));
+            }
+            // Answered outside the gate: an answer may run its caller's continuation here (see Pending).
+            foreach (var (w, index) in _due)
+            {
                 if (index == e.Index && w.Term == e.Term) w.Pending.Succeed(result);
                 else w.Pending.Fail(Overwritten(index));
             }
+            _due.Clear();
             if (change is { } ch) Publish(ch);
         }
         ServeReads();
@@ -217,139 +245,17 @@ internal sealed partial class Applier
         });
     }
 
-    // ---------------- watches ----------------
-
-    /// <summary>A watcher of changes under a prefix.</summary>
-    internal sealed class Subscription
-    {
-        public required string Prefix { get; init; }
-        public required long FromIndex { get; init; }
-        public required Channel<Change> Channel { get; init; }
-    }
-
-    /// <summary>After a snapshot install moved the state machine from <paramref name="before"/> to
-    /// <paramref name="installed"/>: the changes in between were never applied here, so they are published from the
-    /// installed snapshot's change history (everything up to <paramref name="before"/> was committed, so it agrees
-    /// with that history). If the history does not reach back that far, watchers would miss changes: they are
-    /// ended with StreamClosed naming the index to resume from, and the in-memory history restarts after the
-    /// snapshot.</summary>
-    private void CatchUpWatchers(long before, long installed)
-    {
-        var missed = new List<Change>();
-        long floor = installed;
-        if (installed >= before && _durable is not null && _durable.TryReadChanges(before + 1, installed, "", missed, out floor))
-        {
-            foreach (var c in missed) Publish(c);
-            return;
-        }
-        lock (_subsGate)
-        {
-            _history.Clear();
-            _historyFloor = installed;
-            var gone = new SkiffException(ErrorKind.StreamClosed,
-                $"watch ended: this node installed a snapshot at index {installed} and no longer has the changes after {before} up to {floor}; list the keys and watch from {installed + 1}");
-            foreach (var s in _subs) s.Channel.Writer.TryComplete(gone);
-            _subs.Clear();
-        }
-    }
-
-    private void Publish(Change change)
-    {
-        SafeChanged(change);
-        lock (_subsGate)
-        {
-            _history.Enqueue(change);
-            while (_history.Count > _historyCapacity) _historyFloor = _history.Dequeue().Index;
-            for (var i = _subs.Count - 1; i >= 0; i--)
-            {
-                var s = _subs[i];
-                if (change.Index < s.FromIndex || !change.Key.StartsWith(s.Prefix, StringComparison.Ordinal)) continue;
-                if (!s.Channel.Writer.TryWrite(change))
-                {
-                    s.Channel.Writer.TryComplete(new SkiffException(ErrorKind.StreamClosed,
-                        $"watch dropped: the subscriber fell more than {_watchCapacity} changes behind at index {change.Index}; resume from that index"));
-                    _subs.RemoveAt(i);
-                }
-            }
-        }
-    }
-
-    private void SafeChanged(Change change)
-    {
-        try { Changed?.Invoke(change); }
-        catch (Exception ex) { Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, ex, "Skiff: a change observer failed"); }
-    }
-
-    private static SkiffException Compacted(long fromIndex, long floor) =>
-        new(ErrorKind.StreamClosed,
-            $"cannot resume from index {fromIndex}: changes up to index {floor} are compacted away on this node; the oldest index still available is {floor + 1} (list the keys and watch from there)");
-
-    /// <summary>Starts a watch. With <paramref name="fromIndex"/> &gt; 0, changes at or after that index that were
-    /// already applied come first, then live ones, with no gap and no duplicate. Recent changes come from the
-    /// in-memory history; older ones from the state machine's durable change history (which survives restarts);
-    /// older than both is refused with StreamClosed naming the oldest index still available.</summary>
-    public ChannelReader<Change> Subscribe(string prefix, long fromIndex, CancellationToken ct)
-    {
-        // The bulk of a backlog older than the in-memory history is read before taking the lock, so applying is
-        // not held up by it; under the lock only what left the in-memory history meanwhile is added.
-        List<Change>? older = null;
-        long olderTo = 0;
-        if (fromIndex > 0 && _durable is not null)
-        {
-            var memoryFloor = Volatile.Read(ref _historyFloor);
-            if (fromIndex <= memoryFloor)
-            {
-                older = new();
-                if (!_durable.TryReadChanges(fromIndex, memoryFloor, prefix, older, out var floor)) throw Compacted(fromIndex, floor);
-                olderTo = memoryFloor;
-            }
-        }
-        lock (_subsGate)
-        {
-            // A slot is held from here until the watch leaves _subs: cancelled, dropped as too slow, ended by a
-            // snapshot install or by shutdown.
-            if (_subs.Count >= MaxWatchers)
-                throw new SkiffException(ErrorKind.Overloaded,
-                    $"this node already serves {_subs.Count} watches, its limit (MaxWatchers); end one or watch through another member");
-            var backlog = new List<Change>();
-            if (fromIndex > 0)
-            {
-                if (fromIndex <= _historyFloor && fromIndex <= _sm.AppliedIndex)
-                {
-                    // Published changes at or below _historyFloor are no longer in memory; every one above it is.
-                    if (_durable is null) throw Compacted(fromIndex, _historyFloor);
-                    older ??= new();
-                    var from = Math.Max(fromIndex, olderTo + 1);
-                    if (from <= _historyFloor && !_durable.TryReadChanges(from, _historyFloor, prefix, older, out var floor))
-                        throw Compacted(fromIndex, floor);
-                    backlog.AddRange(older);
-                }
-                foreach (var c in _history)
-                    if (c.Index >= fromIndex && c.Key.StartsWith(prefix, StringComparison.Ordinal)) backlog.Add(c);
-            }
-            var channel = Channel.CreateBounded<Change>(new BoundedChannelOptions(_watchCapacity + backlog.Count)
-            {
-                SingleReader = true,
-                SingleWriter = true,
-                FullMode = BoundedChannelFullMode.Wait,
-            });
-            foreach (var c in backlog) channel.Writer.TryWrite(c);
-            var sub = new Subscription { Prefix = prefix, FromIndex = fromIndex, Channel = channel };
-            _subs.Add(sub);
-            ct.Register(() =>
-            {
-                lock (_subsGate) _subs.Remove(sub);
-                channel.Writer.TryComplete();
-            });
-            return channel.Reader;
-        }
-    }
-
     public async ValueTask DisposeAsync(Exception shutdown)
     {
         _queue.Writer.TryComplete();
         try { await _run.ConfigureAwait(false); } catch (Exception) { }
-        while (_writes.TryDequeue(out var w, out _)) w.Pending.Fail(shutdown);
+        lock (_writesGate)
+        {
+            _closed = true;
+            while (_writes.TryDequeue(out var w, out var index)) _due.Add((w, index));
+        }
+        foreach (var (w, _) in _due) w.Pending.Fail(shutdown);
+        _due.Clear();
         foreach (var r in _reads) foreach (var p in r.Reads) p.Fail(shutdown);
         _reads.Clear();
         lock (_subsGate)

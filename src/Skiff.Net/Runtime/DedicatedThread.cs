@@ -14,8 +14,10 @@ internal static class DedicatedThread
     public static Task Start(string name, Action body)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stage = HandOffs.ForThread(name);
         var thread = new Thread(() =>
         {
+            t_stage = stage;
             try
             {
                 body();
@@ -47,9 +49,11 @@ internal static class DedicatedThread
         if (wait.IsCompleted) return wait.GetAwaiter().GetResult();
         var signal = t_signal ??= new ManualResetEventSlim(false, spinCount: 0);
         signal.Reset();
+        if (t_stage is { } waking) HandOffs.NoteAllocated(waking);
         var awaiter = wait.GetAwaiter();
         awaiter.UnsafeOnCompleted(t_set ??= signal.Set);
         signal.Wait();
+        if (t_stage is { } stage) HandOffs.Count(stage);
         return awaiter.GetResult();
     }
 
@@ -69,4 +73,9 @@ internal static class DedicatedThread
 
     [ThreadStatic] private static ManualResetEventSlim? t_signal;
     [ThreadStatic] private static Action? t_set;
+    [ThreadStatic] private static HandOffs.Stage? t_stage;
+
+    /// <summary>Which of the runtime's dedicated threads this is (by the stage its wake-ups count under), or null
+    /// on any other thread.</summary>
+    internal static HandOffs.Stage? Current => t_stage;
 }

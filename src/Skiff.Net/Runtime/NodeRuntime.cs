@@ -227,7 +227,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
         PostAction(() =>
         {
             _admission.Leave(bytes);
-            if (p.Task.IsCompleted) return;
+            if (p.IsAnswered) return;
             p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
             _pending[p.Id] = p;
             Execute(_reducer.Step(ev));

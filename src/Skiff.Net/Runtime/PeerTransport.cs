@@ -154,7 +154,7 @@ internal sealed class PeerTransport : IAsyncDisposable
             {
                 try
                 {
-                    if (!await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) return;
+                    if (!await WaitAsync(reader).ConfigureAwait(false)) return;
                     using var call = _client.Stream(_owner._headers, cancellationToken: _stop.Token);
                     var stream = call.RequestStream;
                     while (true)
@@ -164,7 +164,7 @@ internal sealed class PeerTransport : IAsyncDisposable
                             await stream.WriteAsync(m).ConfigureAwait(false);
                             backoff = TimeSpan.FromMilliseconds(20);
                         }
-                        if (!await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) break;
+                        if (!await WaitAsync(reader).ConfigureAwait(false)) break;
                     }
                     await stream.CompleteAsync().ConfigureAwait(false);
                     return;
@@ -179,6 +179,14 @@ internal sealed class PeerTransport : IAsyncDisposable
                     backoff = TimeSpan.FromMilliseconds(Math.Min(1000, backoff.TotalMilliseconds * 2));
                 }
             }
+        }
+
+        /// <summary>Waits for queued messages, counting the thread-pool hop when it had to wait.</summary>
+        private ValueTask<bool> WaitAsync(ChannelReader<PeerEnvelope> reader)
+        {
+            var wait = reader.WaitToReadAsync(_stop.Token);
+            if (!wait.IsCompleted) HandOffs.Count(HandOffs.Stage.PeerSendWake);
+            return wait;
         }
 
         public async Task SendSnapshotAsync(long term, SnapshotMeta meta)

@@ -23,6 +23,8 @@ internal sealed class ClientService : Protocol.Skiff.SkiffBase
 
     private async Task<T> Guard<T>(Func<Task<T>> body)
     {
+        // The node may finish this call on the thread that answers it (the applier): see Pending.
+        Pending.AnswerInlineHere();
         try { return await body().ConfigureAwait(false); }
         catch (SkiffException e)
         {

@@ -49,7 +49,11 @@ internal sealed class StorageWriter : IAsyncDisposable
         _log = log;
         _hard = hard;
         _post = post;
-        _onDurable = _ => CompleteDurable();
+        _onDurable = _ =>
+        {
+            HandOffs.Count(HandOffs.Stage.FlushCompletion);
+            CompleteDurable();
+        };
         _run = DedicatedThread.Start("skiff-writer", Run);
     }
 

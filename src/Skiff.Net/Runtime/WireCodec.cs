@@ -9,8 +9,19 @@ namespace Skiff.Net.Runtime;
 /// <summary>Converts between the reducer's F# messages and the peer protocol's protobuf messages.</summary>
 internal static class WireCodec
 {
-    /// <summary>A Guid as 16 bytes on the wire.</summary>
-    public static ByteString FromGuid(Guid id) => ByteString.CopyFrom(id.ToByteArray());
+    /// <summary>A Guid as 16 bytes on the wire. Every peer message carries two or three member ids: their encodings
+    /// are kept (ByteStrings are immutable, so one can go in any number of messages) instead of made per message.
+    /// The cache is bounded; past the bound an id is encoded each time.</summary>
+    public static ByteString FromGuid(Guid id)
+    {
+        if (Ids.TryGetValue(id, out var known)) return known;
+        var bytes = UnsafeByteOperations.UnsafeWrap(id.ToByteArray()); // a fresh array, owned by the ByteString
+        if (Ids.Count < MaxCachedIds) Ids.TryAdd(id, bytes);
+        return bytes;
+    }
+
+    private const int MaxCachedIds = 1024;
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<Guid, ByteString> Ids = new();
 
     /// <summary>16 bytes on the wire as a Guid (an empty or malformed field gives Guid.Empty).</summary>
     public static Guid ToGuid(ByteString bytes) => bytes.Length == 16 ? new Guid(bytes.Span) : Guid.Empty;
