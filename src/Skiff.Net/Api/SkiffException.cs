@@ -71,6 +71,12 @@ public enum ErrorKind
     /// <summary>The caller may not make this call: no client certificate signed by the members' trusted CA when they
     /// require one, or (peer traffic) a certificate that does not name the member it claims to be. Nothing was done.</summary>
     PermissionDenied,
+
+    /// <summary>With auth enabled: the call carries no identity the member accepts (no token, a token that is
+    /// malformed, expired, or made before the latest auth change, a wrong user name or password). Authenticate
+    /// again; nothing was done. Kept apart from <see cref="PermissionDenied"/> (a known user lacking a permission)
+    /// because a client fixes the two differently: this one by a fresh token, that one not at all.</summary>
+    Unauthenticated,
 }
 
 /// <summary>What an error says about the write that failed.</summary>
