@@ -85,6 +85,44 @@ let private checkRules (port: int) (node: SkiffServer) =
         for c in [ alice; bob; carol; nobody; root ] do
             dispose c
 
+/// The README's "Users and roles" commands: (environment, arguments, expected exit code) per line.
+let private readmeAuthCommands (endpoint: string) =
+    let readme = IO.File.ReadAllText(IO.Path.Combine(SamplesTests.repoRoot, "README.md"))
+    let section = readme.Substring(readme.IndexOf "### Users and roles")
+    let start = section.IndexOf "```sh\n" + "```sh\n".Length
+    section.Substring(start, section.IndexOf("```", start) - start).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+    |> Array.map (fun line ->
+        let command, expected =
+            match line.IndexOf " # exit " with
+            | -1 -> line, 0
+            | i -> line.Substring(0, i), int (line.Substring(i + 8).Split(':')[0])
+        let words = command.Replace("127.0.0.1:9400", endpoint).Split(' ', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+        let env, words =
+            match words with
+            | first :: rest when first.Contains '=' -> Some(first.Split('=')[0], first.Split('=')[1]), rest
+            | _ -> None, words
+        match words with
+        | "skiff" :: args -> env, args, expected
+        | _ -> failtestf "not a skiff command: %s" line)
+    |> List.ofArray
+
+/// Runs `skiff args` with an optional environment variable; exit code, stdout, stderr.
+let private skiffEnv (env: (string * string) option) (args: string list) =
+    let psi = Diagnostics.ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true)
+    psi.ArgumentList.Add CliTests.cliDll
+    for a in args do
+        psi.ArgumentList.Add a
+    psi.Environment.Remove "SKIFF_PASSWORD" |> ignore
+    env |> Option.iter (fun (k, v) -> psi.Environment[k] <- v)
+    use p = new Diagnostics.Process(StartInfo = psi)
+    p.Start() |> ignore
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    if not (p.WaitForExit(TimeSpan.FromSeconds 40.0)) then
+        p.Kill true
+        failtestf "skiff %A did not end within 40 s" args
+    p.ExitCode, out.Result, err.Result
+
 let tests =
     testSequenced
     <| testList
@@ -138,6 +176,26 @@ let tests =
                       IO.Directory.Delete(dir, true)
                   with _ ->
                       ()
+          }
+
+          test "the README's user, role and auth commands run as written; a denied command exits 9" {
+              use c = cluster 1
+              let node = c.WaitLeader 5.0
+              let commands = readmeAuthCommands node.Address
+              Expect.isGreaterThanOrEqual commands.Length 10 "the README section has its commands"
+              for env, args, expected in commands do
+                  let code, out, err = skiffEnv env args
+                  Expect.equal code expected (sprintf "skiff %A: stdout %s stderr %s" args out err)
+                  if args = [ "--endpoints"; node.Address; "--user"; "alice:alicepw"; "get"; "app/greeting" ] then
+                      Expect.stringContains out "hello" "alice reads the value"
+                  if args |> List.contains "list" then
+                      Expect.stringContains out "alice  app-reader" "the user list names alice's role"
+              Expect.isTrue node.AuthState.Enabled "auth is on"
+              let code, _, err = skiffEnv None [ "--endpoints"; node.Address; "--user"; "alice"; "get"; "app/greeting" ]
+              Expect.equal code 2 (sprintf "--user without a password nor SKIFF_PASSWORD is a usage error: %s" err)
+              let code, _, err = skiffEnv None [ "--endpoints"; node.Address; "--user"; "alice:wrong"; "get"; "app/greeting" ]
+              Expect.equal code 9 (sprintf "a wrong password exits 9: %s" err)
+              Expect.stringContains err "Unauthenticated" "and says why"
           }
 
           test "enabling auth needs a user with the root role" {
