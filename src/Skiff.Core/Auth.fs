@@ -16,12 +16,7 @@ type User = { Name: string; Password: PasswordHash option; Roles: Set<string> }
 
 /// Everything auth: whether it is enforced, the revision every change bumps (tokens name the revision they were
 /// made at), the key tokens are signed with, the users and the roles (the built-in `root` is not stored).
-type AuthState =
-    { Enabled: bool
-      Revision: int64
-      SigningKey: byte[]
-      Users: Map<string, User>
-      Roles: Map<string, Permission list> }
+type AuthState = { Enabled: bool; Revision: int64; SigningKey: byte[]; Users: Map<string, User>; Roles: Map<string, Permission list> }
 
 /// A change to the auth state, as carried by a log entry.
 [<RequireQualifiedAccess>]
@@ -55,13 +50,11 @@ module Auth =
     let RootUser = "root"
 
     /// No users, no roles, auth off.
-    let empty =
-        { Enabled = false; Revision = 0L; SigningKey = [||]; Users = Map.empty; Roles = Map.empty }
+    let empty = { Enabled = false; Revision = 0L; SigningKey = [||]; Users = Map.empty; Roles = Map.empty }
 
     let private isRoot (user: User) = user.Roles.Contains RootRole
 
-    let private roleExists (state: AuthState) role =
-        role = RootRole || state.Roles.ContainsKey role
+    let private roleExists (state: AuthState) role = role = RootRole || state.Roles.ContainsKey role
 
     /// Whether some user holds the root role (enabling auth, and keeping it enabled, needs one).
     let hasRootUser (state: AuthState) = state.Users |> Map.exists (fun _ u -> isRoot u)
@@ -88,8 +81,7 @@ module Auth =
                 match state.Users.TryFind name with
                 | None -> Error(sprintf "user '%s' does not exist" name)
                 | Some _ -> Ok { state with Users = state.Users.Remove name }
-            | AuthCommand.UserChangePassword(name, password) ->
-                changeUser state name (fun u -> Ok { u with Password = password })
+            | AuthCommand.UserChangePassword(name, password) -> changeUser state name (fun u -> Ok { u with Password = password })
             | AuthCommand.UserGrantRole(name, role) ->
                 if not (roleExists state role) then
                     Error(sprintf "role '%s' does not exist" role)
@@ -131,7 +123,8 @@ module Auth =
                 | Some _ -> Error(sprintf "role '%s' has no permission on prefix '%s'" role prefix)
             | AuthCommand.Enable key ->
                 if not (hasRootUser state) then
-                    Error "auth cannot be enabled before a user with the root role exists (skiff user add root; skiff user grant-role root root)"
+                    Error
+                        "auth cannot be enabled before a user with the root role exists (skiff user add root; skiff user grant-role root root)"
                 elif key.Length < 32 then
                     Error "the token signing key is too short"
                 else
@@ -157,8 +150,7 @@ module Auth =
                 | None -> false
                 | Some perms ->
                     perms
-                    |> List.exists (fun p ->
-                        prefix.StartsWith(p.Prefix, StringComparison.Ordinal) && (access = Access.Read || p.Write)))
+                    |> List.exists (fun p -> prefix.StartsWith(p.Prefix, StringComparison.Ordinal) && (access = Access.Read || p.Write)))
 
     /// Whether `user` exists and holds the root role.
     let isRootUser (state: AuthState) (user: string) =

@@ -38,44 +38,30 @@ let private withWriter (f: BinaryWriter -> unit) =
 /// Encodes a command.
 let encodeCommand (command: AuthCommand) : byte[] =
     withWriter (fun w ->
+        // A tag, then the command's strings, then its other fields.
+        let tagged (tag: byte) (strings: string list) =
+            w.Write tag
+            strings |> List.iter (fun (x: string) -> w.Write x)
         match command with
         | AuthCommand.UserAdd(n, h) ->
-            w.Write 1uy
-            w.Write n
+            tagged 1uy [ n ]
             writeHash w h
-        | AuthCommand.UserDelete n ->
-            w.Write 2uy
-            w.Write n
+        | AuthCommand.UserDelete n -> tagged 2uy [ n ]
         | AuthCommand.UserChangePassword(n, h) ->
-            w.Write 3uy
-            w.Write n
+            tagged 3uy [ n ]
             writeHash w h
-        | AuthCommand.UserGrantRole(u, r) ->
-            w.Write 4uy
-            w.Write u
-            w.Write r
-        | AuthCommand.UserRevokeRole(u, r) ->
-            w.Write 5uy
-            w.Write u
-            w.Write r
-        | AuthCommand.RoleAdd n ->
-            w.Write 6uy
-            w.Write n
-        | AuthCommand.RoleDelete n ->
-            w.Write 7uy
-            w.Write n
+        | AuthCommand.UserGrantRole(u, r) -> tagged 4uy [ u; r ]
+        | AuthCommand.UserRevokeRole(u, r) -> tagged 5uy [ u; r ]
+        | AuthCommand.RoleAdd n -> tagged 6uy [ n ]
+        | AuthCommand.RoleDelete n -> tagged 7uy [ n ]
         | AuthCommand.RoleGrantPermission(r, p) ->
-            w.Write 8uy
-            w.Write r
+            tagged 8uy [ r ]
             writePermission w p
-        | AuthCommand.RoleRevokePermission(r, prefix) ->
-            w.Write 9uy
-            w.Write r
-            w.Write prefix
+        | AuthCommand.RoleRevokePermission(r, prefix) -> tagged 9uy [ r; prefix ]
         | AuthCommand.Enable key ->
-            w.Write 10uy
+            tagged 10uy []
             writeBytes w key
-        | AuthCommand.Disable -> w.Write 11uy)
+        | AuthCommand.Disable -> tagged 11uy [])
 
 /// Encodes the whole state.
 let encodeState (state: AuthState) : byte[] =
@@ -135,28 +121,19 @@ let private withReader (bytes: ReadOnlySpan<byte>) (f: BinaryReader -> 'T) : Res
 /// Decodes a command.
 let decodeCommand (bytes: ReadOnlySpan<byte>) : Result<AuthCommand, string> =
     withReader bytes (fun r ->
+        // Fields in the order encodeCommand wrote them (F# evaluates a tuple's parts left to right).
+        let str () = r.ReadString()
+        let two (make: string * string -> AuthCommand) = make (str (), str ())
         match r.ReadByte() with
-        | 1uy ->
-            let n = r.ReadString()
-            AuthCommand.UserAdd(n, readHash r)
-        | 2uy -> AuthCommand.UserDelete(r.ReadString())
-        | 3uy ->
-            let n = r.ReadString()
-            AuthCommand.UserChangePassword(n, readHash r)
-        | 4uy ->
-            let u = r.ReadString()
-            AuthCommand.UserGrantRole(u, r.ReadString())
-        | 5uy ->
-            let u = r.ReadString()
-            AuthCommand.UserRevokeRole(u, r.ReadString())
-        | 6uy -> AuthCommand.RoleAdd(r.ReadString())
-        | 7uy -> AuthCommand.RoleDelete(r.ReadString())
-        | 8uy ->
-            let role = r.ReadString()
-            AuthCommand.RoleGrantPermission(role, readPermission r)
-        | 9uy ->
-            let role = r.ReadString()
-            AuthCommand.RoleRevokePermission(role, r.ReadString())
+        | 1uy -> AuthCommand.UserAdd(str (), readHash r)
+        | 2uy -> AuthCommand.UserDelete(str ())
+        | 3uy -> AuthCommand.UserChangePassword(str (), readHash r)
+        | 4uy -> two AuthCommand.UserGrantRole
+        | 5uy -> two AuthCommand.UserRevokeRole
+        | 6uy -> AuthCommand.RoleAdd(str ())
+        | 7uy -> AuthCommand.RoleDelete(str ())
+        | 8uy -> AuthCommand.RoleGrantPermission(str (), readPermission r)
+        | 9uy -> two AuthCommand.RoleRevokePermission
         | 10uy -> AuthCommand.Enable(readBytes r)
         | 11uy -> AuthCommand.Disable
         | t -> raise (InvalidDataException(sprintf "unknown auth command %d" t)))
