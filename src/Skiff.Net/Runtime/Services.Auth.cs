@@ -6,10 +6,10 @@ namespace Skiff.Net.Runtime;
 /// <summary>The auth calls of the client service (who may make them is <see cref="Auth.AuthCheck"/>'s decision).</summary>
 internal sealed partial class ClientService
 {
-    public override Task<AuthenticateReply> Authenticate(AuthenticateRequest request, ServerCallContext context) => Guard(() =>
+    public override Task<AuthenticateReply> Authenticate(AuthenticateRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var (token, expires) = _node.AuthCalls.Authenticate(request.User, request.Password);
-        return Task.FromResult(new AuthenticateReply { Token = token, ExpiresUnixMs = (ulong)expires.ToUnixTimeMilliseconds() });
+        var (token, expires) = await _node.AuthCalls.AuthenticateAsync(request.User, request.Password, context.CancellationToken).ConfigureAwait(false);
+        return new AuthenticateReply { Token = token, ExpiresUnixMs = (ulong)expires.ToUnixTimeMilliseconds() };
     });
 
     public override Task<AuthChangeReply> AuthChange(AuthChangeRequest request, ServerCallContext context) => Guard(async () =>

@@ -17,20 +17,33 @@ internal sealed class AuthCalls(SkiffServer node, Func<NodeRuntime> runtime, Lea
     // A hash to verify against when the user is unknown, so a wrong name costs as long as a wrong password.
     private static readonly Lazy<PasswordHash> Decoy = new(() => Passwords.Hash("decoy").Value);
 
+    // Each password check costs the member ~0.1 s of CPU (the KDF is slow on purpose), and Authenticate is open to
+    // anyone who reaches the port: at most one check per core runs at once, and a caller that cannot get a slot
+    // within a second is told to come back (Overloaded) instead of queueing without bound.
+    private readonly SemaphoreSlim _checks = new(Math.Max(1, Environment.ProcessorCount), Math.Max(1, Environment.ProcessorCount));
+
     /// <summary>A token for <paramref name="user"/> if <paramref name="password"/> is theirs; with auth off, an empty
     /// token (calls need none). A wrong name or password is <see cref="ErrorKind.Unauthenticated"/>, the same for both.</summary>
-    public (string Token, DateTimeOffset Expires) Authenticate(string user, string password)
+    public async Task<(string Token, DateTimeOffset Expires)> AuthenticateAsync(string user, string password, CancellationToken ct)
     {
         var state = node.AuthState;
-        var expires = DateTimeOffset.UtcNow + tokenTtl;
-        if (!state.Enabled) return ("", expires);
-        var found = state.Users.TryGetValue(user, out var u) ? u : null;
-        var hash = found?.Password?.Value;
-        var ok = Passwords.Verify(hash ?? Decoy.Value, password) && hash is not null;
-        if (!ok)
-            throw new SkiffException(ErrorKind.Unauthenticated, "wrong user name or password (or the user has none: it signs in with a client certificate)",
-                outcome: WriteOutcome.NotApplied);
-        return (Tokens.Issue(state, user, expires), expires);
+        if (!state.Enabled) return ("", DateTimeOffset.UtcNow + tokenTtl);
+        if (!await _checks.WaitAsync(TimeSpan.FromSeconds(1), ct).ConfigureAwait(false))
+            throw new SkiffException(ErrorKind.Overloaded, "too many sign-ins at once; try again", outcome: WriteOutcome.NotApplied);
+        try
+        {
+            var hash = state.Users.TryGetValue(user, out var found) ? found.Password?.Value : null;
+            var ok = Passwords.Verify(hash ?? Decoy.Value, password) && hash is not null;
+            if (!ok)
+                throw new SkiffException(ErrorKind.Unauthenticated, "wrong user name or password (or the user has none: it signs in with a client certificate)",
+                    outcome: WriteOutcome.NotApplied);
+            var expires = DateTimeOffset.UtcNow + tokenTtl;
+            return (Tokens.Issue(state, user, expires), expires);
+        }
+        finally
+        {
+            _checks.Release();
+        }
     }
 
     /// <summary>Applies an auth change through the log; returns the auth revision it made.</summary>

@@ -38,8 +38,8 @@ internal static class Tokens
     public static string? Verify(AuthState state, string token, DateTimeOffset now, out string reason)
     {
         reason = "";
-        var parts = token.Split('.');
-        if (parts.Length != 5 || parts[0] != Version || token.Length > 4096)
+        var parts = token.Length > 4096 ? [] : token.Split('.');
+        if (parts.Length != 5 || parts[0] != Version)
         {
             reason = "the token is malformed";
             return null;
