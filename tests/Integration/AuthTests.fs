@@ -215,7 +215,7 @@ let tests =
           }
 
           test "wrong passwords, stale, expired and forged tokens are refused" {
-              use c = clusterOf 5.0 (fun _ o -> o.TokenTtl <- TimeSpan.FromSeconds 2.0) 1
+              use c = clusterOf 5.0 (fun _ o -> o.TokenTtl <- TimeSpan.FromSeconds 3.0) 1
               let node = c.WaitLeader 5.0
               setUp c.Port node
               let bob = clientOf c.Port node None
@@ -231,7 +231,7 @@ let tests =
                   unauthenticated "a token made before an auth change" (fun () -> run (bob.InsertBytesAsync("app/t", bytes "3")))
                   let fresh = bob.AuthenticateAsync("bob", "bobpw").Result
                   run (bob.InsertBytesAsync("app/t", bytes "4"))
-                  waitUntil 10.0 "the token expires" (fun () ->
+                  waitUntil 15.0 "the token expires" (fun () ->
                       try
                           run (bob.InsertBytesAsync("app/t", bytes "5"))
                           false
