@@ -49,11 +49,13 @@ internal sealed class Applier
     public event Action<Change>? Changed;
 
     private readonly Action<Exception> _fatal;
+    private readonly Housekeeping _housekeeping;
 
     public Applier(IStateMachine sm, ISnapshotStore snapshots, Action<Event> post, int watchCapacity, int historyCapacity,
         Action<Exception> fatal)
     {
         _fatal = fatal;
+        _housekeeping = new Housekeeping(sm, fatal);
         _sm = sm;
         _durable = sm as IChangeHistory;
         _snapshots = snapshots;
@@ -112,8 +114,15 @@ internal sealed class Applier
     private void Run()
     {
         var reader = _queue.Reader;
-        while (DedicatedThread.WaitToRead(reader))
+        while (true)
         {
+            // Compaction advances in short steps on this thread (Housekeeping): here while nothing else is queued.
+            if (_housekeeping.Pending && !reader.TryPeek(out _) && !reader.Completion.IsCompleted)
+            {
+                if (!_housekeeping.Step()) return;
+                continue;
+            }
+            if (!DedicatedThread.WaitToRead(reader)) return;
             while (reader.TryRead(out var op))
             {
                 try
@@ -123,6 +132,7 @@ internal sealed class Applier
                         case ApplyOp a:
                             Backlog.Remove(a.Bytes);
                             DoApply(a.Entries);
+                            if (!_housekeeping.StepIfDue()) return;
                             break;
                         case WriteOp w: DoWaitWrite(w); break;
                         case ReadOp r:

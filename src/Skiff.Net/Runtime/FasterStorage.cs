@@ -130,6 +130,12 @@ internal sealed class FasterStateMachine : IStateMachine, IChangeHistory
     public long AppliedIndex => _kv.AppliedIndex;
 
     /// <inheritdoc/>
+    public bool CompactionPending => _kv.CompactionPending;
+
+    /// <inheritdoc/>
+    public void CompactStep() => _kv.CompactStep();
+
+    /// <inheritdoc/>
     public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
 
     /// <inheritdoc/>

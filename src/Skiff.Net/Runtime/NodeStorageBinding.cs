@@ -47,7 +47,6 @@ internal sealed class NodeStorageBinding : IDisposable
             {
                 WatchHistory = Math.Max(0, options.WatchHistory),
                 UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
-                CompactionMinBytes = options.KvCompactionMinBytes ?? long.MaxValue,
             },
         });
         _storage = storage;

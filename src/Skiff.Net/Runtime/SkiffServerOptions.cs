@@ -99,10 +99,6 @@ internal sealed class SkiffServerOptions
     /// <summary>TLS for the node's port and mutual TLS between members; null (the default) serves plain HTTP/2.</summary>
     public TlsOptions? Tls { get; set; }
 
-    /// <summary>Background compaction of the key-value store (KvOptions.CompactionMinBytes); null leaves it off, the
-    /// default while a leader stall seen with it on is investigated (see KvOptions).</summary>
-    internal long? KvCompactionMinBytes { get; set; }
-
     /// <summary>Reducer tunables; null uses the reducer's defaults (tuned for a 10 ms tick).</summary>
     public Skiff.Core.Options? Raft { get; set; }
 }

@@ -86,6 +86,14 @@ internal interface IStateMachine : IDisposable
     /// <summary>Up to <paramref name="limit"/> distinct directory parts ("a/b" for "a/b/c") of the stored keys after
     /// <paramref name="startAfter"/> (null: from the first), in ordinal order.</summary>
     IReadOnlyList<string> GetPrefixes(string? startAfter, int limit);
+
+    /// <summary>Whether the state machine has housekeeping under way (compaction of its files) that the applying
+    /// thread should advance with <see cref="CompactStep"/>.</summary>
+    bool CompactionPending => false;
+
+    /// <summary>Advances that housekeeping by a short, bounded step. Called only by the applying thread, between
+    /// applies, so a state machine needs no second thread of its own to keep its files small.</summary>
+    void CompactStep() { }
 }
 
 /// <summary>A state machine that keeps a durable history of its recent changes (carried by its snapshots and

@@ -158,18 +158,56 @@ internal sealed class FasterKvStore : IDisposable
     /// records it (FASTER deletes them then).</summary>
     public long BeginAddress => _kv.Log.BeginAddress;
 
-    /// <summary>Copies the live records below <paramref name="until"/> (at most the read-only boundary, which a
-    /// fold-over checkpoint moves to the tail) to the tail and moves <see cref="BeginAddress"/> past them; the next
-    /// checkpoint records the new begin and deletes the segments below it. Runs on its own FASTER session, so it may
-    /// run while the store's one session applies: FASTER copies a record only if no newer version of its key
-    /// exists, checked and swapped into the hash chain atomically. Not concurrently with a checkpoint (the caller
-    /// serialises them). Returns the new begin address.</summary>
-    public long Compact(long until)
+    /// <summary>The address of the newest record of <paramref name="key"/>, or -1 if it has none or the newest is a
+    /// tombstone; waits for a lookup that has to go to disk.</summary>
+    public long NewestAddress(string key)
     {
-        until = Math.Min(until, _kv.Log.SafeReadOnlyAddress);
-        if (until <= _kv.Log.BeginAddress) return _kv.Log.BeginAddress;
-        return _kv.Log.Compact<byte[], byte[], Empty, SimpleFunctions<string, byte[], Empty>>(
-            new SimpleFunctions<string, byte[], Empty>(), until, CompactionType.Lookup);
+        var session = Session;
+        byte[] input = [], output = [];
+        var options = default(ReadOptions);
+        var status = session.Read(ref key, ref input, ref output, ref options, out var metadata);
+        if (status.IsPending)
+        {
+            session.CompletePendingWithOutputs(out var outputs, wait: true);
+            using (outputs)
+            {
+                if (!outputs.Next())
+                    throw new SkiffException(ErrorKind.StorageError, $"pending lookup of a key in {_dir} produced no result");
+                status = outputs.Current.Status;
+                metadata = outputs.Current.RecordMetadata;
+            }
+        }
+        if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"looking up a key in {_dir} failed");
+        return status.Found ? metadata.Address : -1;
+    }
+
+    /// <summary>The records from <paramref name="from"/> up to <paramref name="until"/> that are not tombstones,
+    /// with their addresses, in address order (superseded versions included). Use it on the thread that owns the
+    /// session, between the session's operations: a scan step and a session operation never overlap.</summary>
+    public RecordScan ScanLiveRecords(long from, long until) => new(_kv.Log.Scan(from, until));
+
+    /// <summary>Moves the begin address up to <paramref name="until"/> (a record boundary): the records below it are
+    /// no longer part of the store. The files stay until the next checkpoint records the new begin.</summary>
+    public void ShiftBeginAddress(long until) => _kv.Log.ShiftBeginAddress(until, snapToPageStart: false, truncateLog: false);
+
+    /// <summary>A scan of the hybrid log (see <see cref="ScanLiveRecords"/>).</summary>
+    public sealed class RecordScan(IFasterScanIterator<string, byte[]> iterator) : IDisposable
+    {
+        /// <summary>The records, read as the enumeration advances.</summary>
+        public IEnumerable<(string Key, byte[] Value, long Address)> Records
+        {
+            get
+            {
+                while (iterator.GetNext(out var info))
+                {
+                    if (info.Invalid || info.Tombstone) continue;
+                    yield return (iterator.GetKey(), iterator.GetValue(), iterator.CurrentAddress);
+                }
+            }
+        }
+
+        /// <inheritdoc />
+        public void Dispose() => iterator.Dispose();
     }
 
     /// <summary>The read-only boundary: everything below it is on disk and immutable (after a fold-over checkpoint,

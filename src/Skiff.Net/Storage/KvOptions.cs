@@ -21,13 +21,9 @@ internal sealed record KvOptions
     internal static readonly StoreGeometry LegacyGeometry = new(20, 30);
 
     /// <summary>Compaction of the hybrid log starts (after a snapshot) once the store's files exceed both this and
-    /// twice their size after the previous compaction: disk stays within a small multiple of the live data, and a
-    /// compaction copies each live record forward only after as much garbage has built up. 8 MiB does that.
-    /// <para>Off by default (<see cref="long.MaxValue"/>) for now: with background compaction on, 2 of 5 quick runs of
-    /// the cluster benchmark (and one CI bench smoke) saw the new leader stop answering and heartbeating about 2 s
-    /// after a failover; with it off, 5 of 5 passed. Until that stall is understood, disk is bounded only where
-    /// compaction is asked for.</para></summary>
-    public long CompactionMinBytes { get; init; } = long.MaxValue;
+    /// twice their size after the previous compaction (default 8 MiB): disk stays within a small multiple of the
+    /// live data, and a compaction copies each live record forward only after as much garbage has built up.</summary>
+    public long CompactionMinBytes { get; init; } = 8L << 20;
     /// <summary>Applies and snapshots are refused with <see cref="ErrorKind.StorageError"/> while the disk has less
     /// free space than this. FASTER cannot report a failed background page flush to the writer (on a full disk its
     /// writers wait for buffer space forever), so we stop before the disk is full. Null: twice the in-memory log

@@ -18,15 +18,14 @@ internal partial class KvStateMachine
             try
             {
                 _sessions.WriteChanged();
-                // A compaction started after the previous snapshot is usually done; this checkpoint records its new
-                // begin address, and FASTER then deletes the segments below it.
-                _compactor!.WaitIdle();
+                // A compaction that finished since the previous snapshot moved the begin address: this checkpoint
+                // records it, and FASTER then deletes the segments below it. One still under way goes on after.
                 var token = _store.TakeCheckpoint();
                 var files = CheckpointFiles.Manifest(_dir, token, FirstSegment);
                 CheckpointFiles.MakeDurable(_dir, files);
                 CheckpointFiles.DeleteOlderIndexCheckpoints(_dir, token);
                 LatestSnapshot = new SnapshotInfo(AppliedIndex, AppliedTerm, token, files);
-                _compactor.AfterCheckpoint();
+                _compactor!.AfterCheckpoint();
                 return LatestSnapshot;
             }
             catch (Exception e) when (e is not SkiffException)

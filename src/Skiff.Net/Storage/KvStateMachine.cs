@@ -365,19 +365,9 @@ internal partial class KvStateMachine : IDisposable
     /// <summary>The hybrid log segment the store begins in: the files of earlier ones are garbage.</summary>
     private long FirstSegment => _store.BeginAddress >> _store.Geometry.SegmentSizeBits;
 
-    /// <summary>How many background compactions of the store have finished since it was opened.</summary>
-    public int Compactions { get { lock (_gate) return _compactor?.Completed ?? 0; } }
-
     private void DisposeStore()
     {
-        try
-        {
-            _compactor?.WaitIdle(); // the compaction's session must be gone before the store is
-        }
-        catch (SkiffException)
-        {
-            // Closing anyway: nothing a failed compaction did is recorded until a checkpoint, and none will follow.
-        }
+        _compactor?.Abandon(); // its scan must be gone before the store is
         _compactor = null;
         _store?.Dispose();
         _store = null!;
