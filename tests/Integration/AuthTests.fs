@@ -125,6 +125,24 @@ let tests =
               let follower = c.Running |> List.find (fun s -> s.Role <> Role.Leader)
               waitUntil 5.0 "the follower applied auth enable" (fun () -> follower.AuthState.Enabled)
               checkRules c.Port follower
+              // A watch is checked again at each change: once alice's read permission goes, her watch ends.
+              let alice = clientOf c.Port follower (Some("alice", "alicepw"))
+              let root = clientOf c.Port leader (Some("root", "rootpw"))
+              try
+                  let watch = alice.WatchAsync("app/", 0L).Result
+                  run (root.InsertBytesAsync("app/w1", bytes "seen"))
+                  let first = watch.RecvChangeAsync().Result
+                  Expect.equal first.Key "app/w1" "alice sees a change while she may read"
+                  run (root.UserRevokeRoleAsync("alice", "app-ro"))
+                  run (root.InsertBytesAsync("app/w2", bytes "hidden"))
+                  let e =
+                      expectFailure [ ErrorKind.PermissionDenied ] "the watch after the revoke" (fun () ->
+                          watch.RecvChangeAsync().Result |> ignore)
+                  Expect.stringContains e.Message "any more" "says the permission went"
+                  (watch :> IAsyncDisposable).DisposeAsync().AsTask().Wait()
+              finally
+                  dispose alice
+                  dispose root
               // The embedding application's own calls are not checked; at a follower they reach the leader with a
               // token the member signs for itself.
               follower.InsertAsync("embedded/x", bytes "e").Wait()
