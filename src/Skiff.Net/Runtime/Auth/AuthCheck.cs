@@ -22,29 +22,45 @@ internal sealed class AuthCheck(SkiffServer node) : Interceptor
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
         UnaryServerMethod<TRequest, TResponse> continuation)
     {
-        AuthForwarding.Set(Check(request, context));
+        AuthForwarding.Set(Check(request, context).Forward);
         return await continuation(request, context).ConfigureAwait(false);
     }
 
     public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
         ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
     {
-        AuthForwarding.Set(Check(request, context));
+        var (forward, user) = Check(request, context);
+        AuthForwarding.Set(forward);
+        // A watch outlives the check at its start: each change it sends is checked again, so a user whose read
+        // permission goes (a revoked role or grant, a deleted user) stops receiving at the next change.
+        if (user is not null && request is SubscribeRequest watch)
+            responseStream = new RecheckedWriter<TResponse>(responseStream, () => WatchDenied(user, watch.Prefix));
         await continuation(request, responseStream, context).ConfigureAwait(false);
     }
 
-    /// <summary>Throws the call's refusal, or returns the token its forwarded attempts carry.</summary>
-    private string Check(object request, ServerCallContext context)
+    /// <summary>Throws the call's refusal, or returns the token its forwarded attempts carry and the user (null with
+    /// auth off, or for an open call).</summary>
+    private (string Forward, string? User) Check(object request, ServerCallContext context)
     {
         var state = node.AuthState;
-        if (!state.Enabled) return AuthForwarding.Anonymous;
+        if (!state.Enabled) return (AuthForwarding.Anonymous, null);
         var method = context.Method[(context.Method.LastIndexOf('/') + 1)..];
-        if (method is "ClusterStatus" or "Authenticate") return AuthForwarding.Anonymous;
+        if (method is "ClusterStatus" or "Authenticate") return (AuthForwarding.Anonymous, null);
         var (user, token) = Identify(state, context);
         var denied = Denied(state, user, method, request);
-        if (denied is not null)
-            throw ErrorMapping.ToRpc(new SkiffException(ErrorKind.PermissionDenied, $"user '{user}' {denied}", outcome: WriteOutcome.NotApplied));
-        return token ?? Tokens.Issue(state, user, DateTimeOffset.UtcNow + TimeSpan.FromMinutes(1));
+        if (denied is not null) throw PermissionDenied(user, denied);
+        return (token ?? Tokens.Issue(state, user, DateTimeOffset.UtcNow + TimeSpan.FromMinutes(1)), user);
+    }
+
+    private static RpcException PermissionDenied(string user, string why) =>
+        ErrorMapping.ToRpc(new SkiffException(ErrorKind.PermissionDenied, $"user '{user}' {why}", outcome: WriteOutcome.NotApplied));
+
+    private RpcException? WatchDenied(string user, string prefix)
+    {
+        var state = node.AuthState;
+        if (!state.Enabled) return null;
+        var why = Denied(state, user, "Subscribe", new SubscribeRequest { Prefix = prefix });
+        return why is null ? null : PermissionDenied(user, why + " any more; the watch ends");
     }
 
     private (string User, string? Token) Identify(AuthState state, ServerCallContext context)
@@ -94,4 +110,16 @@ internal sealed class AuthCheck(SkiffServer node) : Interceptor
     private static string? NeedPrefix(AuthState state, string user, string prefix, string what) =>
         Core.Auth.allows(state, user, Access.Read, prefix) ? null
             : $"may not {what} {(prefix.Length == 0 ? "every key" : $"prefix '{prefix}'")}: no read permission covers it";
+}
+
+/// <summary>A watch's response stream that asks before each change whether the watch may still go on.</summary>
+internal sealed class RecheckedWriter<T>(IServerStreamWriter<T> inner, Func<RpcException?> refusal) : IServerStreamWriter<T>
+{
+    public WriteOptions? WriteOptions
+    {
+        get => inner.WriteOptions;
+        set => inner.WriteOptions = value;
+    }
+
+    public Task WriteAsync(T message) => refusal() is { } e ? Task.FromException(e) : inner.WriteAsync(message);
 }
