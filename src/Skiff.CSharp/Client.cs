@@ -16,7 +16,7 @@ namespace Skiff;
 /// await client.ConnectAsync(ct);
 /// await client.InsertAsync("users/alice", alice, ct);
 /// </code></example>
-public sealed class Client : KeyValueStoreBase, IAsyncDisposable
+public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
 {
     private readonly IPAddress[] _addresses;
     private int _port = 9400;
@@ -206,6 +206,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
         {
             if (_grpc is { } grpc) return grpc;
             var created = new SkiffGrpcClient(Endpoints, _security).UseSessions(_sessionTimeout, AttemptTimeout);
+            if (_credentials is { } c) created.WithCredentials(c.User, c.Password);
             var won = Interlocked.CompareExchange(ref _grpc, created, null);
             if (won is null) return created;
             created.Dispose();
@@ -215,7 +216,7 @@ public sealed class Client : KeyValueStoreBase, IAsyncDisposable
 
     private void EnsureNotConnected()
     {
-        if (_grpc is not null) throw new InvalidOperationException("set the port and TLS before the first call");
+        if (_grpc is not null) throw new InvalidOperationException("set the port, TLS and credentials before the first call");
     }
 
     private protected override Task PutCoreAsync(string key, byte[] value, CancellationToken cancellationToken) =>

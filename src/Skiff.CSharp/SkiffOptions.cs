@@ -41,6 +41,10 @@ public sealed class SkiffOptions
     /// node's writes. See README, "Writes are exactly-once".</summary>
     public TimeSpan SessionTimeout { get; set; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>How long an auth token is valid (default 5 minutes, as etcd's simple tokens; 1 s to 1 day). Any auth
+    /// change also ends every token made before it. See README, "Users and roles".</summary>
+    public TimeSpan TokenTtl { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>The largest value accepted, in bytes (default 1 MiB).</summary>
     public int MaxValueBytes { get; set; } = KeyRules.DefaultMaxValueBytes;
 
@@ -89,6 +93,8 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinCluster exclude each other");
         RequirePositive(RequestTimeout, nameof(RequestTimeout));
         RequirePositive(JoinTimeout, nameof(JoinTimeout));
+        if (TokenTtl < TimeSpan.FromSeconds(1) || TokenTtl > TimeSpan.FromDays(1))
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(TokenTtl)} must be between 1 s and 1 day, not {TokenTtl}");
         if (SessionTimeout < TimeSpan.FromSeconds(1) || SessionTimeout > TimeSpan.FromDays(7))
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(SessionTimeout)} must be between 1 s and 7 days, not {SessionTimeout}");
         if (MaxValueBytes <= 0)

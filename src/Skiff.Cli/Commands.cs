@@ -33,6 +33,13 @@ internal static class Commands
     public static readonly Option<string?> Cert = new("--cert") { Description = "Client certificate (PEM) for members that require one", Recursive = true };
     public static readonly Option<string?> Key = new("--key") { Description = "Private key (PEM) of --cert", Recursive = true };
 
+    // Auth for the client commands: a password in the option (NAME:PASSWORD) or in SKIFF_PASSWORD, never a prompt.
+    public static readonly Option<string?> User = new("--user")
+    {
+        Description = "Sign in as NAME[:PASSWORD] (password from SKIFF_PASSWORD when not given here)",
+        Recursive = true,
+    };
+
     public static RootCommand Build()
     {
         Output.AcceptOnlyFromAmong("table", "json");
@@ -40,7 +47,7 @@ internal static class Commands
             "skiff: run Skiff nodes and talk to a Skiff cluster (an embedded Raft key-value store).\n" +
             "Try 'skiff demo' for a three-node cluster that loses its leader and recovers.\n\n" + Exit.Table)
         {
-            Endpoints, Output, Timeout, CaCert, Cert, Key,
+            Endpoints, Output, Timeout, CaCert, Cert, Key, User,
         };
         root.Add(Serve.Command());
         root.Add(DemoCommand());
@@ -124,6 +131,9 @@ internal static class Commands
         root.Add(Cluster.MemberCommand());
         root.Add(Cluster.TransferCommand());
         root.Add(Cluster.StatusCommand());
+        root.Add(AuthCommands.UserCommand());
+        root.Add(AuthCommands.RoleCommand());
+        root.Add(AuthCommands.AuthCommand());
         return root;
     }
 
@@ -195,6 +205,11 @@ internal static class Commands
                 client.WithTls(new ClientTlsOptions { CaFile = ca, CertFile = p.GetValue(Cert), KeyFile = p.GetValue(Key) });
             else if (p.GetValue(Cert) is not null || p.GetValue(Key) is not null)
                 throw new CliException(Exit.Usage, "--cert and --key need --cacert (the CA that signed the members' certificates)");
+            if (p.GetValue(User) is { } user)
+            {
+                var (name, password) = AuthCommands.Credentials(user);
+                client.WithCredentials(name, password);
+            }
             var o = new Out(p.GetValue(Output) == "json");
             return await body(client, o, ct);
         }

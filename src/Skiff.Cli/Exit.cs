@@ -21,7 +21,8 @@ internal static class Exit
     public const int ServeFailed = 7;
     /// <summary><c>serve</c>: the node stopped itself after a fatal storage error (fail-stop); the log says why.</summary>
     public const int FailStop = 8;
-    /// <summary>The members refused the call: it has no client certificate they trust (PermissionDenied).</summary>
+    /// <summary>The members refused the call: no client certificate they trust, no valid user or token, or the user
+    /// lacks the permission (PermissionDenied, Unauthenticated).</summary>
     public const int PermissionDenied = 9;
     /// <summary>Interrupted (Ctrl-C) before the command finished; <c>serve</c> and <c>watch</c> exit 0 instead.</summary>
     public const int Interrupted = 130;
@@ -38,7 +39,8 @@ internal static class Exit
           7    serve: the node could not start (port in use, data dir locked, join failed, empty data dir
                without --join or --new-cluster); any command: the member belongs to another cluster
           8    serve: the node stopped itself after a fatal storage error (fail-stop)
-          9    permission denied (no client certificate the members trust: --cert, --key)
+          9    permission denied (no client certificate the members trust: --cert, --key; with auth enabled,
+               a wrong or missing --user, or a user without the permission)
           130  interrupted
         """;
 
@@ -51,7 +53,7 @@ internal static class Exit
         ErrorKind.NoQuorum or ErrorKind.Timeout or ErrorKind.LeaderElectionTimeout or ErrorKind.NotLeader
             or ErrorKind.SessionExpired or ErrorKind.Overloaded or ErrorKind.DiskFull => NoQuorum,
         ErrorKind.PeerNotFound => NotFound,
-        ErrorKind.PermissionDenied => PermissionDenied,
+        ErrorKind.PermissionDenied or ErrorKind.Unauthenticated => PermissionDenied,
         ErrorKind.RpcBindFailed or ErrorKind.DataDirectoryLocked or ErrorKind.DataDirectoryCreateFailed
             or ErrorKind.StorageCorrupted or ErrorKind.StorageError or ErrorKind.ClusterJoinFailed
             or ErrorKind.ClusterInitFailed or ErrorKind.ClusterMismatch => ServeFailed,

@@ -22,11 +22,12 @@ internal static class Serve
         var maxValue = new Option<int?>("--max-value-bytes") { Description = "The largest value the node accepts, in bytes (default 1048576); larger writes fail with ValueTooLarge" };
         var faultAfter = new Option<int?>("--fault-after-ms") { Hidden = true, Description = "Test hook: fail-stop the node this long after it serves" };
         var noDedup = new Option<bool>("--unsafe-no-dedup") { Hidden = true, Description = "Test hook: apply resent session writes again (shows the fault harness catches duplicates)" };
+        var tokenTtl = new Option<int?>("--auth-token-ttl") { Description = "Seconds an auth token is valid (default 300, as etcd's)" };
         var tls = ServeTls.Options();
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, newCluster, heartbeat, election, maxValue, parentPid, faultAfter, noDedup };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, newCluster, heartbeat, election, maxValue, tokenTtl, parentPid, faultAfter, noDedup };
         foreach (var o in tls) serve.Add(o);
         serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(newCluster), p.GetValue(parentPid),
-            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(faultAfter), p.GetValue(noDedup), () => ServeTls.Read(p), ct));
+            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(tokenTtl), p.GetValue(faultAfter), p.GetValue(noDedup), () => ServeTls.Read(p), ct));
         return serve;
     }
 
@@ -54,7 +55,7 @@ internal static class Serve
     }
 
     private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, bool newCluster, int? parentPid,
-        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? faultAfterMs, bool unsafeNoDedup, Func<TlsOptions?> readTls, CancellationToken ct)
+        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? tokenTtlSeconds, int? faultAfterMs, bool unsafeNoDedup, Func<TlsOptions?> readTls, CancellationToken ct)
     {
         // SKIFF_TRACE=1: every event and effect of the node's loop (the library logs them at Trace level).
         var trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
@@ -97,6 +98,7 @@ internal static class Serve
                 // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).
                 MinThreadPoolThreads = 64,
                 MaxValueBytes = maxValueBytes ?? KeyRules.DefaultMaxValueBytes,
+                TokenTtl = TimeSpan.FromSeconds(tokenTtlSeconds ?? 300),
             });
             log.LogInformation("node {Id} starting at {Bind}:{Port}, data in {Dir}{Join}", node.Id, bind, port, Path.GetFullPath(dir),
                 join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");

@@ -161,6 +161,8 @@ type LogCommand =
     | OpenSession of time: int64 * timeoutMs: int64
     /// Closes a session and forgets its results.
     | CloseSession of session: int64 * time: int64
+    /// Changes the auth state (users, roles, the auth switch); outside any session, refused or applied as a whole.
+    | Auth of command: AuthCommand
 
 /// What applying a log command did, as the proposing client's call sees it.
 [<RequireQualifiedAccess>]
@@ -179,6 +181,10 @@ type LogResult =
     /// The request's number is below what the session still remembers (its reply was acknowledged or dropped):
     /// nothing was applied now, and whether an earlier attempt applied is unknown.
     | ResultDiscarded
+    /// An auth change was applied; the auth revision it made.
+    | AuthApplied of revision: int64
+    /// An auth change was refused (a user that exists, a missing role, enabling auth without a root user …).
+    | AuthRefused of reason: string
 
 /// Encoding of log commands. Plain commands keep CommandCodec's version-1 layout (logs written before sessions
 /// existed stay readable); the session forms use version 2: `[2][kind][fields as little-endian i64][inner]`.
@@ -189,6 +195,7 @@ module LogCommandCodec =
     let private kindInSession = 1uy
     let private kindOpen = 2uy
     let private kindClose = 3uy
+    let private kindAuth = 4uy
 
     let private header (kind: byte) (longs: int64 list) (tail: byte[]) =
         let buffer = Array.zeroCreate<byte>(2 + 8 * longs.Length + tail.Length)
@@ -205,6 +212,7 @@ module LogCommandCodec =
         | LogCommand.InSession(s, c) -> header kindInSession [ s.Session; s.Sequence; s.Acknowledged; s.Time ] (CommandCodec.encode c)
         | LogCommand.OpenSession(time, timeout) -> header kindOpen [ time; timeout ] [||]
         | LogCommand.CloseSession(session, time) -> header kindClose [ session; time ] [||]
+        | LogCommand.Auth a -> header kindAuth [] (AuthCodec.encodeCommand a)
 
     let private long (bytes: ReadOnlySpan<byte>) (i: int) = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice(2 + 8 * i))
 
@@ -236,6 +244,10 @@ module LogCommandCodec =
                     Error "bad close-session length"
                 else
                     Ok(LogCommand.CloseSession(long bytes 0, long bytes 1))
+            | k when k = kindAuth ->
+                match AuthCodec.decodeCommand (bytes.Slice 2) with
+                | Ok a -> Ok(LogCommand.Auth a)
+                | Error e -> Error e
             | k -> Error(sprintf "unknown session command kind %d" k)
 
     /// Decodes from an array.

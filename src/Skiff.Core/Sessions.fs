@@ -120,6 +120,8 @@ let private applyCommand
     let tick time = { table with Clock = max table.Clock time }
     match command with
     | LogCommand.Plain c -> LogResult.Applied(applyData c), table, []
+    // The state machine applies auth changes to its auth state before the session layer sees a command.
+    | LogCommand.Auth _ -> LogResult.AuthRefused "auth changes are not applied by the session layer", table, []
     | LogCommand.OpenSession(time, timeoutMs) ->
         let swept, expired = removeExpired (tick time)
         let room, evicted = evictOverCap swept

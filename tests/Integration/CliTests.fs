@@ -31,9 +31,13 @@ let private startInfo (args: string list) =
         psi.ArgumentList.Add a
     psi
 
-/// Runs `skiff args` to its end (stdin closed, or fed `input`); returns exit code, stdout, stderr.
-let skiffWith (input: string option) (args: string list) =
-    use p = new Process(StartInfo = startInfo args)
+/// Runs `skiff args` to its end with environment variables `env` set (stdin closed, or fed `input`); returns exit
+/// code, stdout, stderr.
+let skiffIn (env: (string * string) list) (input: string option) (args: string list) =
+    let psi = startInfo args
+    for k, v in env do
+        psi.Environment[k] <- v
+    use p = new Process(StartInfo = psi)
     p.Start() |> ignore
     input |> Option.iter p.StandardInput.Write
     p.StandardInput.Close()
@@ -43,6 +47,9 @@ let skiffWith (input: string option) (args: string list) =
         p.Kill true
         failtestf "skiff %A did not end within 40 s" args
     p.ExitCode, out.Result, err.Result
+
+/// Runs `skiff args` to its end (stdin closed, or fed `input`); returns exit code, stdout, stderr.
+let skiffWith (input: string option) (args: string list) = skiffIn [] input args
 
 let skiff args = skiffWith None args
 

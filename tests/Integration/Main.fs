@@ -38,6 +38,7 @@ let private all: Test list =
       HardeningTests.tests
       ClusterIdentityTests.tests
       TlsTests.tests
+      AuthTests.tests
       SnapshotStreamTests.tests
       // hardening:end
 

@@ -24,6 +24,7 @@ let private all: Test list =
 
       // simulator:begin
       SessionTests.tests
+      AuthModelTests.tests
       Simulation.tests
       // simulator:end
 

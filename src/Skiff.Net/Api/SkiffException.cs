@@ -76,6 +76,12 @@ public enum ErrorKind
     /// member keeps in reserve, so it takes no new writes (reads and watches go on). Nothing was applied. The member
     /// takes writes again by itself once space is freed; no restart is needed.</summary>
     DiskFull,
+
+    /// <summary>With auth enabled: the call carries no identity the member accepts (no token, a token that is
+    /// malformed, expired, or made before the latest auth change, a wrong user name or password). Authenticate
+    /// again; nothing was done. Kept apart from <see cref="PermissionDenied"/> (a known user lacking a permission)
+    /// because a client fixes the two differently: this one by a fresh token, that one not at all.</summary>
+    Unauthenticated,
 }
 
 /// <summary>What an error says about the write that failed.</summary>

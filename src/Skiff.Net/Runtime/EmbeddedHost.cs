@@ -64,6 +64,7 @@ internal static class EmbeddedHost
             o.MaxReceiveMessageSize = RequestLimits.MaxRequestBytes(options.MaxValueBytes);
             o.Interceptors.Add<ClientCertificateCheck>();
             o.Interceptors.Add<ClusterCheck>();
+            o.Interceptors.Add<global::Skiff.Net.Runtime.Auth.AuthCheck>();
         });
         builder.Services.AddSingleton(node);
         var app = builder.Build();

@@ -40,6 +40,7 @@ internal static class ErrorMapping
         ErrorKind.Overloaded or ErrorKind.DiskFull => StatusCode.ResourceExhausted,
         ErrorKind.ClusterMismatch => StatusCode.FailedPrecondition,
         ErrorKind.PermissionDenied => StatusCode.PermissionDenied,
+        ErrorKind.Unauthenticated => StatusCode.Unauthenticated,
         _ => StatusCode.Internal,
     };
 

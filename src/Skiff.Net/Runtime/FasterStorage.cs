@@ -154,6 +154,9 @@ internal sealed class FasterStateMachine : IStateMachine, IChangeHistory
     public byte[]? Get(string key) => _kv.Get(key);
 
     /// <inheritdoc/>
+    public AuthState Auth => _kv.Auth;
+
+    /// <inheritdoc/>
     public IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit) => _kv.ListKeys(prefix, startAfter, limit);
 
     /// <inheritdoc/>

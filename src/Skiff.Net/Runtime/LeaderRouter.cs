@@ -184,9 +184,12 @@ internal sealed class LeaderRouter : IDisposable
     private SkiffGrpcClient ForwarderFor(string address) =>
         _forwarders.GetOrAdd(address, a =>
         {
-            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true, _security);
+            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true, _security) { TokenSource = () => ForwardToken?.Invoke() };
             return _cluster() is { } id ? forwarder.ExpectCluster(id) : forwarder;
         });
+
+    /// <summary>The auth token a forwarded call carries (see Auth.AuthForwarding); null: none.</summary>
+    public Func<string?>? ForwardToken { get; set; }
 
     /// <summary>Closes the connections to the leaders calls were forwarded to.</summary>
     public void Dispose()

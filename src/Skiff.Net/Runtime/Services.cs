@@ -6,7 +6,7 @@ using Skiff.Net.Protocol;
 namespace Skiff.Net.Runtime;
 
 /// <summary>The `skiff.Skiff` client service of one node.</summary>
-internal sealed class ClientService : Protocol.Skiff.SkiffBase
+internal sealed partial class ClientService : Protocol.Skiff.SkiffBase
 {
     private readonly SkiffServer _node;
 

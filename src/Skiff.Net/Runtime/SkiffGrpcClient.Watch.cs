@@ -23,6 +23,7 @@ internal sealed partial class SkiffGrpcClient
     /// stop.</summary>
     public async Task<IAsyncEnumerable<Change>> SubscribeAsync(string prefix, long fromIndex, CancellationToken ct)
     {
+        await EnsureTokenAsync(renew: false, ct).ConfigureAwait(false);
         await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
         var client = _clients[Volatile.Read(ref _current) % _clients.Length];
         var call = client.Subscribe(new SubscribeRequest { Prefix = prefix, FromIndex = (ulong)Math.Max(0, fromIndex) },

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using Skiff.Net.Protocol;
 
@@ -49,7 +50,7 @@ internal sealed partial class SkiffGrpcClient : IDisposable
             _security.Apply(handler, a);
             return GrpcChannel.ForAddress(_security.Url(a), new GrpcChannelOptions { HttpHandler = handler, MaxReceiveMessageSize = 64 << 20 });
         }).ToArray();
-        _clients = _channels.Select(c => new Protocol.Skiff.SkiffClient(c)).ToArray();
+        _clients = _channels.Select(c => new Protocol.Skiff.SkiffClient(c.Intercept(new Auth.TokenHeader(() => Token)))).ToArray();
         _headers = new CallHeaders(forwarded, _clients, () => Volatile.Read(ref _current), () => _attemptTimeout);
     }
 
@@ -121,7 +122,7 @@ internal sealed partial class SkiffGrpcClient : IDisposable
 
     private Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct) => Call(call, ct, idempotent: true);
 
-    private async Task<T> Call<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct, bool idempotent)
+    private async Task<T> CallCore<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, Task<T>> call, CancellationToken ct, bool idempotent)
     {
         RpcException? last = null;
         await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
@@ -152,15 +153,15 @@ internal sealed partial class SkiffGrpcClient : IDisposable
 
     /// <summary>Errors after which a write in a session is sent again: everything but a refusal of the request
     /// itself (it would be refused again).</summary>
-    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.ClusterMismatch or ErrorKind.PermissionDenied or ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
+    private static bool Resendable(SkiffException e) => e.Kind is not (ErrorKind.ClusterMismatch or ErrorKind.PermissionDenied or ErrorKind.Unauthenticated or ErrorKind.InvalidKey or ErrorKind.ValueTooLarge
         or ErrorKind.InvalidArgument or ErrorKind.InvalidAddress or ErrorKind.PeerNotFound or ErrorKind.SessionExpired
         or ErrorKind.SerializeFailed or ErrorKind.DeserializeFailed);
 
     /// <summary>A write: exactly-once through the session when <see cref="UseSessions"/> was called (see the class
     /// remarks), else one attempt (another member only if the first could not be connected to).</summary>
-    private async Task<T> Write<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, SessionRef?, Task<T>> call, CancellationToken ct)
+    private async Task<T> WriteCore<T>(Func<Protocol.Skiff.SkiffClient, CallOptions, SessionRef?, Task<T>> call, CancellationToken ct)
     {
-        if (_session is not { } session) return await Call((c, o) => call(c, o, null), ct, idempotent: false).ConfigureAwait(false);
+        if (_session is not { } session) return await CallCore((c, o) => call(c, o, null), ct, idempotent: false).ConfigureAwait(false);
         await _headers.EnsureKnownAsync(ct).ConfigureAwait(false);
         var sequence = session.Begin();
         var delivered = false; // some attempt may have reached a member, so the write may have taken effect

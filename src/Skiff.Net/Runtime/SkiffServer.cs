@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
+using Skiff.Net.Runtime.Auth;
 using Skiff.Net.Runtime.Tls;
 
 namespace Skiff.Net.Runtime;
@@ -49,6 +50,23 @@ internal sealed class SkiffServer : IAsyncDisposable
         _router = new LeaderRouter(Id, () => LeaderId, () => Role, AddressOf, () => Cluster.Id, PeerChannels, options.RequestTimeout, _shutdown.Token);
         KeyValue = new KeyValueCalls(() => Runtime, _storage.StateMachine, _router, options, _shutdown.Token);
         Membership = new MembershipCalls(this, () => Runtime, _router, options.JoinTimeout);
+        AuthCalls = new AuthCalls(this, () => Runtime, _router, options.TokenTtl);
+        _router.ForwardToken = ForwardToken;
+    }
+
+    /// <summary>The auth calls (the client service's entry point).</summary>
+    internal AuthCalls AuthCalls { get; }
+
+    /// <summary>The replicated auth state as this node has applied it.</summary>
+    internal AuthState AuthState => _storage.IsOpen ? _storage.StateMachine.Auth : Core.Auth.empty;
+
+    /// <summary>The token a call forwarded to the leader carries: the client call's (see Auth.AuthForwarding), or for
+    /// this node's own calls, with auth on, one it signs for itself.</summary>
+    private string? ForwardToken()
+    {
+        if (AuthForwarding.Token is { } token) return token;
+        var state = AuthState;
+        return state.Enabled ? Tokens.Issue(state, Tokens.MemberPrincipal, DateTimeOffset.UtcNow.AddMinutes(1)) : null;
     }
 
     /// <summary>The key-value calls, with their session and origin (the client service's entry point).</summary>

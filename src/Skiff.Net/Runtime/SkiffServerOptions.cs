@@ -92,6 +92,10 @@ internal sealed class SkiffServerOptions
     /// KvOptions.UnsafeNoSessionDedup).</summary>
     internal bool UnsafeNoSessionDedup { get; set; }
 
+    /// <summary>How long an auth token from <c>Authenticate</c> is valid (default 5 minutes, as etcd's simple
+    /// tokens). Any auth change also ends every token made before it.</summary>
+    public TimeSpan TokenTtl { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>TLS for the node's port and mutual TLS between members; null (the default) serves plain HTTP/2.</summary>
     public TlsOptions? Tls { get; set; }
 

@@ -76,6 +76,9 @@ internal interface IStateMachine : IDisposable
     /// <summary>The value of a key, or null.</summary>
     byte[]? Get(string key);
 
+    /// <summary>The replicated auth state as of the applied index (a state machine without one: auth never set up).</summary>
+    AuthState Auth => Skiff.Core.Auth.empty;
+
     /// <summary>Up to <paramref name="limit"/> keys that start with <paramref name="prefix"/> and come after
     /// <paramref name="startAfter"/> (null: from the first), in ordinal order: one page, never a whole walk.</summary>
     IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit);

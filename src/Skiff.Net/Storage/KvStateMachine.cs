@@ -39,6 +39,7 @@ internal partial class KvStateMachine : IDisposable
     private KvCommandApplier _commands = null!;
     private ChangeHistory _history = null!;
     private SessionTableStore _sessions = null!;
+    private AuthStore _auth = null!;
     private KvCompactor? _compactor;
     private (long Index, long Term, Task<(Guid Token, List<(string, long)> Files)> Checkpoint)? _snapshot;
     private bool _disposed;
@@ -55,6 +56,9 @@ internal partial class KvStateMachine : IDisposable
 
     /// <summary>The client sessions (for tests and diagnostics).</summary>
     public Sessions.Table ClientSessions { get { lock (_gate) return _sessions.Table; } }
+
+    /// <summary>The auth state (users, roles, the auth switch) as of the applied index; read from any thread.</summary>
+    public AuthState Auth => _auth?.State ?? Skiff.Core.Auth.empty;
 
     /// <summary>Number of changes in the change history.</summary>
     public int HistoryCount { get { lock (_gate) return _history.Count; } }
@@ -123,6 +127,7 @@ internal partial class KvStateMachine : IDisposable
             var found = KeyIndexRebuilder.Rebuild(_store, _index, _options.KeyIndexRebuild);
             _history = new ChangeHistory(_store, _dir, _options.WatchHistory, _options.WatchHistoryBytes, applied.HistoryFloor, found.HistoryIndexes);
             _sessions = SessionTableStore.Load(_store, _dir, applied.SessionClock, found.SessionIds);
+            _auth = AuthStore.Load(_store, _dir);
             _commands = new KvCommandApplier(_store, _index);
             _compactor = new KvCompactor(_store, _dir, _options.CompactionMinBytes);
             LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count);
@@ -192,6 +197,12 @@ internal partial class KvStateMachine : IDisposable
             try
             {
                 Change? made = null;
+                if (command is LogCommand.Auth auth)
+                {
+                    var authResult = _auth.Apply(auth.command);
+                    SetAppliedUnlocked(index, term);
+                    return authResult;
+                }
                 if (_options.UnsafeNoSessionDedup && command is LogCommand.InSession unsafeWrite) command = LogCommand.NewPlain(unsafeWrite.command);
                 var applied = Sessions.apply(
                     FuncConvert.FromFunc<Command, CommandResult>(c => _commands.Apply(index, c, out made)),
