@@ -239,10 +239,10 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
     public SnapshotMeta? Begin(long term, Configuration configuration, Action ready)
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        // The configuration side file goes first: a snapshot never exists without it.
-        SaveMeta(new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration));
+        // The configuration side file goes first (on the checkpoint's thread): a snapshot never exists without it.
+        var pending = new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration);
         _taking = configuration;
-        _kv.BeginSnapshot(ready);
+        _kv.BeginSnapshot(ready, () => SaveMeta(pending));
         _beginPauseMs = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         return null;
     }

@@ -106,8 +106,18 @@ internal sealed class FasterKvStore : IDisposable
     public byte[]? Read(string key)
     {
         if (_overlay is not null && _overlay.TryGetValue(key, out var written)) return written;
+        var (found, value, _) = Lookup(key);
+        return found ? value : null;
+    }
+
+    /// <summary>The store's newest record of a key (the overlay aside): whether it holds a value, the value and the
+    /// record's address; waits for a lookup that has to go to disk.</summary>
+    private (bool Found, byte[] Value, long Address) Lookup(string key)
+    {
         var session = Session;
-        var (status, output) = session.Read(key);
+        byte[] input = [], output = [];
+        var options = default(ReadOptions);
+        var status = session.Read(ref key, ref input, ref output, ref options, out var metadata);
         if (status.IsPending)
         {
             session.CompletePendingWithOutputs(out var outputs, wait: true);
@@ -117,10 +127,11 @@ internal sealed class FasterKvStore : IDisposable
                     throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
                 status = outputs.Current.Status;
                 output = outputs.Current.Output;
+                metadata = outputs.Current.RecordMetadata;
             }
         }
         if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"reading a key from {_dir} failed");
-        return status.Found ? output : null;
+        return (status.Found, output, metadata.Address);
     }
 
     /// <summary>Sets a key.</summary>
@@ -173,16 +184,17 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>Whether a checkpoint begun with <see cref="BeginCheckpoint{T}"/> has not been ended yet.</summary>
     public bool CheckpointInProgress => _checkpoint is not null;
 
-    /// <summary>Starts a fold-over checkpoint of the store as it is now, on a thread of its own, then runs
-    /// <paramref name="then"/> there with its token (making its files durable). Until <see cref="EndCheckpoint"/>,
-    /// writes go to an overlay that reads see, so the store's state is that of the checkpoint; everything else may
-    /// go on meanwhile.</summary>
-    public Task<(Guid Token, T Result)> BeginCheckpoint<T>(Func<Guid, T> then)
+    /// <summary>Starts a fold-over checkpoint of the store as it is now, on a thread of its own: there it runs
+    /// <paramref name="before"/>, takes the checkpoint, then runs <paramref name="then"/> with its token (making its
+    /// files durable). Until <see cref="EndCheckpoint"/>, writes go to an overlay that reads see, so the store's
+    /// state is that of the checkpoint; everything else may go on meanwhile.</summary>
+    public Task<(Guid Token, T Result)> BeginCheckpoint<T>(Action before, Func<Guid, T> then)
     {
         if (_checkpoint is not null) throw new InvalidOperationException("a checkpoint is already in progress");
         _overlay = new Dictionary<string, byte[]?>(StringComparer.Ordinal);
         var task = Task.Factory.StartNew(() =>
         {
+            before();
             var token = TakeCheckpoint();
             return (token, then(token));
         }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
@@ -213,23 +225,8 @@ internal sealed class FasterKvStore : IDisposable
     /// tombstone; waits for a lookup that has to go to disk.</summary>
     public long NewestAddress(string key)
     {
-        var session = Session;
-        byte[] input = [], output = [];
-        var options = default(ReadOptions);
-        var status = session.Read(ref key, ref input, ref output, ref options, out var metadata);
-        if (status.IsPending)
-        {
-            session.CompletePendingWithOutputs(out var outputs, wait: true);
-            using (outputs)
-            {
-                if (!outputs.Next())
-                    throw new SkiffException(ErrorKind.StorageError, $"pending lookup of a key in {_dir} produced no result");
-                status = outputs.Current.Status;
-                metadata = outputs.Current.RecordMetadata;
-            }
-        }
-        if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"looking up a key in {_dir} failed");
-        return status.Found ? metadata.Address : -1;
+        var (found, _, address) = Lookup(key);
+        return found ? address : -1;
     }
 
     /// <summary>The records from <paramref name="from"/> up to <paramref name="until"/> that are not tombstones,

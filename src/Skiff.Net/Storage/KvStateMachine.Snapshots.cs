@@ -23,8 +23,10 @@ internal partial class KvStateMachine
 
     /// <summary>Starts a snapshot of everything applied so far. The checkpoint is taken and made durable on a thread
     /// of its own while applying goes on (writes meanwhile are kept aside, see <see cref="FasterKvStore.BeginCheckpoint{T}"/>);
-    /// <paramref name="ready"/> is called, on that thread, once <see cref="FinishSnapshot"/> can complete it.</summary>
-    public void BeginSnapshot(Action ready)
+    /// <paramref name="ready"/> is called, on that thread, once <see cref="FinishSnapshot"/> can complete it.
+    /// <paramref name="first"/>, if given, runs on that thread before the checkpoint (a side file the snapshot needs,
+    /// made durable there rather than on the applying thread).</summary>
+    public void BeginSnapshot(Action ready, Action? first = null)
     {
         lock (_gate)
         {
@@ -37,7 +39,13 @@ internal partial class KvStateMachine
                 // A compaction that finished since the previous snapshot moved the begin address: this checkpoint
                 // records it, and FASTER then deletes the segments below it. A pass under way pauses until it is done.
                 var firstSegment = FirstSegment;
-                var task = _store.BeginCheckpoint(token =>
+                var cleanup = _indexCleanup;
+                var task = _store.BeginCheckpoint(() =>
+                {
+                    // The previous snapshot's clean-up must be done before this checkpoint writes its own index.
+                    cleanup.Wait();
+                    first?.Invoke();
+                }, token =>
                 {
                     var files = CheckpointFiles.Manifest(_dir, token, firstSegment);
                     CheckpointFiles.MakeDurable(_dir, files);
@@ -70,8 +78,11 @@ internal partial class KvStateMachine
                     _store.EndCheckpoint();
                 }
                 var (token, files) = task.Result;
-                CheckpointFiles.DeleteOlderIndexCheckpoints(_dir, token);
                 LatestSnapshot = new SnapshotInfo(index, term, token, files);
+                // Older index checkpoints (16 MiB each by default) go on a thread of their own, not while applying
+                // waits; the next checkpoint waits for that (BeginSnapshot), and a reader never opens them again.
+                _indexCleanup = Task.Factory.StartNew(() => CheckpointFiles.DeleteOlderIndexCheckpoints(_dir, token),
+                    CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
                 _compactor!.AfterCheckpoint();
                 return LatestSnapshot;
             });

@@ -42,6 +42,7 @@ internal partial class KvStateMachine : IDisposable
     private AuthStore _auth = null!;
     private KvCompactor? _compactor;
     private (long Index, long Term, Task<(Guid Token, List<(string, long)> Files)> Checkpoint)? _snapshot;
+    private Task _indexCleanup = Task.CompletedTask;
     private bool _disposed;
 
     /// <summary>The index of the last applied entry (0 if none).</summary>
@@ -371,6 +372,9 @@ internal partial class KvStateMachine : IDisposable
         _compactor?.Abandon(); // its scan must be gone before the store is
         _compactor = null;
         _snapshot = null; // the store waits for a checkpoint still being taken
+        try { _indexCleanup.Wait(); }
+        catch (AggregateException) { } // its files go with the store, or the next clean-up takes them
+        _indexCleanup = Task.CompletedTask;
         _store?.Dispose();
         _store = null!;
     }
