@@ -39,15 +39,8 @@ internal sealed class DiskSpaceGate
         if (now >= Interlocked.Read(ref _nextCheck))
         {
             Interlocked.Exchange(ref _nextCheck, now + CheckEveryMs);
-            try
-            {
-                Interlocked.Exchange(ref _free, new DriveInfo(_dir).AvailableFreeSpace);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
-            {
-                // Cannot tell: let storage's own check decide.
-                Interlocked.Exchange(ref _free, long.MaxValue);
-            }
+            // Cannot tell: let storage's own check decide.
+            Interlocked.Exchange(ref _free, Storage.FreeSpaceCheck.AvailableBytes(_dir) ?? long.MaxValue);
         }
         free = Interlocked.Read(ref _free);
         return free < MinFreeBytes;

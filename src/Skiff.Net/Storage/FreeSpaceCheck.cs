@@ -28,19 +28,24 @@ internal sealed class FreeSpaceCheck
         long now = Environment.TickCount64;
         if (!force && now < _nextCheck) return;
         _nextCheck = now + 20;
-        long free;
-        try
-        {
-            free = new DriveInfo(_dir).AvailableFreeSpace;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
-        {
-            return; // cannot tell; let the write itself fail if it must
-        }
+        if (AvailableBytes(_dir) is not { } free) return; // cannot tell; let the write itself fail if it must
         if (free < _minFreeBytes)
         {
             _nextCheck = 0; // check again next time
             throw new SkiffException(ErrorKind.StorageError, $"disk full: {free} bytes free under {_dir}, {_needs}");
+        }
+    }
+
+    /// <summary>The free space of the disk under <paramref name="dir"/>, or null if it cannot be told.</summary>
+    public static long? AvailableBytes(string dir)
+    {
+        try
+        {
+            return new DriveInfo(dir).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
         }
     }
 }

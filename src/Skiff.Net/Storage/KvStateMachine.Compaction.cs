@@ -20,15 +20,8 @@ internal partial class KvStateMachine
         lock (_gate)
         {
             if (_disposed || _compactor is null || _snapshot is not null) return;
-            try
-            {
-                _compactor.Step(KvCompactor.StepBudget, maxRecords);
-            }
-            catch (Exception e) when (e is not SkiffException)
-            {
-                if (e is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, e);
-                throw new SkiffException(ErrorKind.StorageError, $"compacting the key-value store in {_dir} failed: {e.Message}", e);
-            }
+            var compactor = _compactor;
+            Guard(() => compactor.Step(KvCompactor.StepBudget, maxRecords), "compacting the key-value store in");
         }
     }
 }

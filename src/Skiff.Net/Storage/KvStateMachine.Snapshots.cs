@@ -89,13 +89,15 @@ internal partial class KvStateMachine
         }
     }
 
-    private void Guard(Action action) => Guard(() =>
+    private void Guard(Action action, string failing = "checkpoint of") => Guard(() =>
     {
         action();
         return 0;
-    });
+    }, failing);
 
-    private T Guard<T>(Func<T> action)
+    /// <summary>Runs store work, mapping a failure (also one from the checkpoint's own thread) to
+    /// <see cref="ErrorKind.StorageError"/>: "<paramref name="failing"/> {dir} failed".</summary>
+    private T Guard<T>(Func<T> action, string failing = "checkpoint of")
     {
         try
         {
@@ -106,7 +108,7 @@ internal partial class KvStateMachine
             if (e is AggregateException { InnerException: SkiffException inner }) throw inner;
             var cause = e is AggregateException { InnerException: { } first } ? first : e;
             if (cause is IOException or UnauthorizedAccessException) throw StorageIo.Wrap(_dir, cause);
-            throw new SkiffException(ErrorKind.StorageError, $"checkpoint of {_dir} failed: {cause.Message}", cause);
+            throw new SkiffException(ErrorKind.StorageError, $"{failing} {_dir} failed: {cause.Message}", cause);
         }
     }
 
