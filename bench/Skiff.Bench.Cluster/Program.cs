@@ -8,8 +8,9 @@
 //   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
 //   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
 //                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
-//   --systems a,b         skiff,etcd,dotnext (the default); also skiff-embedded (members embedded through Builder
-//                         in a console application with every default)
+//   --systems a,b         skiff,etcd,dotnext,skiff-tls,etcd-tls (the default); also skiff-embedded (members embedded through Builder
+//                         in a console application with every default). skiff-tls and etcd-tls: TLS for clients
+//                         and mutual TLS between members; write points only, reported as the cost of TLS
 //   --clients 1,16,...    write points (default 1,16,64,256)      --read-clients N (default 64)
 //   --skip-reads --skip-failover --no-report
 //   --recovery-keys N     load N keys, SIGKILL a follower, time its restart until it serves them, and read the
@@ -110,7 +111,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                       $"warmup={o.Warmup.TotalSeconds}s systems={string.Join(',', o.Systems)} work={work.FullName}");
     if (o.Systems.Contains("dotnext") && !o.NoBuild)
         Repo.BuildDotNextNode(root);
-    if (o.Systems.Contains("skiff") && !o.NoBuild)
+    if ((o.Systems.Contains("skiff") || o.Systems.Contains("skiff-tls")) && !o.NoBuild)
         Repo.Build(root, Path.Combine("src", "Skiff.Cli"));
     if (o.Systems.Contains("skiff-embedded") && !o.NoBuild)
         Repo.Build(root, Path.Combine("bench", "Skiff.Bench.EmbeddedMember"));
@@ -121,6 +122,8 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
         "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
         "skiff" => new SkiffSystem(Repo.SkiffCliDll(root)),
         "skiff-embedded" => new SkiffSystem(Repo.EmbeddedMemberDll(root), embedded: true),
+        "skiff-tls" => new SkiffSystem(Repo.SkiffCliDll(root), tls: true),
+        "etcd-tls" => new EtcdSystem(tls: true),
         _ => throw new ArgumentException($"unknown system {name}"),
     }).ToList();
 
@@ -154,6 +157,8 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                     async Task<int> Leader() => await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
                     foreach (var c in o.Clients)
                         points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
+                    // A TLS row measures what TLS costs a write; reads, recovery and failover are the plain row's.
+                    if (sys.Name.EndsWith("-tls", StringComparison.Ordinal)) continue;
                     if (!o.SkipReads)
                     {
                         var keys = await Load.PreloadAsync(sys, await Leader(), 1000, ct);
@@ -264,7 +269,7 @@ public sealed record Options
     public TimeSpan Settle { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan FailoverBefore { get; init; } = TimeSpan.FromSeconds(2);
     public TimeSpan FailoverAfter { get; init; } = TimeSpan.FromSeconds(2);
-    public string[] Systems { get; init; } = ["skiff", "etcd", "dotnext"];
+    public string[] Systems { get; init; } = ["skiff", "etcd", "dotnext", "skiff-tls", "etcd-tls"];
     public int[] Clients { get; init; } = [1, 16, 64, 256];
     public int ReadClients { get; init; } = 64;
     public int RecoveryKeys { get; init; } = 1_000_000;
