@@ -5,7 +5,7 @@ namespace Skiff.Bench.Cluster;
 /// <summary>Two small PNGs next to benchmarks.md: write throughput against clients, and write latency percentiles.</summary>
 internal static class Charts
 {
-    private static readonly Dictionary<string, Color> Colors = new()
+    internal static readonly Dictionary<string, Color> Colors = new()
     {
         ["skiff"] = new Color(0x1f, 0x77, 0xb4),
         ["skiff-embedded"] = new Color(0x94, 0x67, 0xbd),
@@ -66,6 +66,9 @@ internal static class Charts
 
         throughput.SavePng(Path.Combine(dir, "benchmarks-cluster-throughput.png"), 760, 420);
         latency.SavePng(Path.Combine(dir, "benchmarks-cluster-latency.png"), 760, 420);
-        return ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png"];
+        var disk = DiskReport.Draw(s.Disks, dir, runLabel, Colors);
+        return disk is null
+            ? ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png"]
+            : ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png", disk];
     }
 }

@@ -15,6 +15,10 @@
 //   --skip-reads --skip-failover --no-report
 //   --recovery-keys N     load N keys, SIGKILL a follower, time its restart until it serves them, and read the
 //                         members' resident memory (default 1,000,000; 0 skips it, as --quick does)
+//   --disk-overwrites N   the disk benchmark: N overwrites of --disk-keys K keys (default 10,000,000 of 10,000) with
+//                         --disk-value B-byte values (default 1024) by 64 writers, on a fresh cluster per system,
+//                         then --disk-idle S seconds idle (default 60); the largest member directory is sampled every
+//                         second (0 skips it; --quick runs 20,000)
 //   --heartbeat MS --election MS      etcd (and Skiff) timeouts, default 50 / 300
 //   --dotnext-timeouts L-U/H          DotNext election lower-upper and heartbeat, default 300-600/50 (the same)
 //   --dotnext-wal shared|private      DotNext WAL memory strategy (default shared)
@@ -65,10 +69,12 @@ var (started, machine, points, failovers, failures, descriptions) =
     (run.Started, run.Machine, run.Points, run.Failovers, run.Failures, run.Descriptions);
 
 var summary = Summary.Of(points, failovers, run.Recoveries ?? []);
+summary.Disks = run.Disks ?? [];
+foreach (var d in summary.Disks) Console.WriteLine(DiskGrowth.Line(d));
 Console.WriteLine($"# medians over {o.Reps} repetition(s); spread = (max - min) / median of ops_s (gap_ms for failover)");
 foreach (var line in summary.Lines()) Console.WriteLine(line);
 
-if (points.Count == 0 && failovers.Count == 0 && (run.Recoveries ?? []).Count == 0)
+if (points.Count == 0 && failovers.Count == 0 && (run.Recoveries ?? []).Count == 0 && summary.Disks.Count == 0)
     Console.WriteLine("# nothing was measured: docs/benchmarks.md left as it was");
 else if (!o.NoReport)
 {
@@ -132,6 +138,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     var recoveries = new List<RecoveryResult>();
     var descriptions = new Dictionary<string, string>();
     var failures = new List<string>();
+    var disks = new List<DiskResult>();
     var started = DateTime.UtcNow;
     var load = Machine.LoadAverage();
 
@@ -202,6 +209,9 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                 }
             }
         }
+        if (o.DiskOverwrites > 0)
+            disks = await DiskGrowth.RunAllAsync(systems, name => new ClusterSpec(Path.Combine(work.FullName, "disk-" + name), members,
+                o.HeartbeatMs, o.ElectionMs), o, failures, ct);
     }
     finally
     {
@@ -217,7 +227,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
         failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
 
-    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries);
+    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries, disks);
 }
 
 /// <summary>Copies the members' logs of a failed run out of the temp dir (which is deleted) into bench/results/.</summary>
@@ -258,7 +268,7 @@ static RecoveryResult PrintRecovery(RecoveryResult r)
 /// <summary>Everything one run measured: written to bench/results/ and readable again with --report-from.</summary>
 public sealed record RunRecord(DateTime Started, string Machine, Options Options, List<PointResult> Points,
     List<FailoverResult> Failovers, List<string> Failures, Dictionary<string, string> Descriptions,
-    List<RecoveryResult>? Recoveries = null);
+    List<RecoveryResult>? Recoveries = null, List<DiskResult>? Disks = null);
 
 public sealed record Options
 {
@@ -273,6 +283,10 @@ public sealed record Options
     public int[] Clients { get; init; } = [1, 16, 64, 256];
     public int ReadClients { get; init; } = 64;
     public int RecoveryKeys { get; init; } = 1_000_000;
+    public long DiskOverwrites { get; init; } = 10_000_000;
+    public int DiskKeys { get; init; } = 10_000;
+    public int DiskValueBytes { get; init; } = 1024;
+    public TimeSpan DiskIdle { get; init; } = TimeSpan.FromSeconds(60);
     public bool SkipReads { get; init; }
     public bool SkipFailover { get; init; }
     public bool NoReport { get; init; }
@@ -299,6 +313,8 @@ public sealed record Options
                 Warmup = TimeSpan.FromSeconds(0.5),
                 Settle = TimeSpan.FromSeconds(6),
                 RecoveryKeys = 0,
+                DiskOverwrites = 20_000,
+                DiskIdle = TimeSpan.FromSeconds(2),
                 FailoverBefore = TimeSpan.FromSeconds(1),
                 FailoverAfter = TimeSpan.FromSeconds(1)
             };
@@ -318,6 +334,10 @@ public sealed record Options
                 "--skip-reads" => o with { SkipReads = true },
                 "--skip-failover" => o with { SkipFailover = true },
                 "--recovery-keys" => o with { RecoveryKeys = int.Parse(Next()) },
+                "--disk-overwrites" => o with { DiskOverwrites = long.Parse(Next()) },
+                "--disk-keys" => o with { DiskKeys = int.Parse(Next()) },
+                "--disk-value" => o with { DiskValueBytes = int.Parse(Next()) },
+                "--disk-idle" => o with { DiskIdle = TimeSpan.FromSeconds(double.Parse(Next())) },
                 "--no-report" => o with { NoReport = true },
                 "--no-build" => o with { NoBuild = true },
                 "--heartbeat" => o with { HeartbeatMs = int.Parse(Next()) },

@@ -140,6 +140,8 @@ internal static class Report
         }
         md.AppendLine();
 
+        DiskReport.Append(md, s.Disks);
+
         md.AppendLine("### CPU (% of one core over each point: load generator / all three members)");
         md.AppendLine();
         md.AppendLine("| point | " + string.Join(" | ", all.Select(title)) + " |");

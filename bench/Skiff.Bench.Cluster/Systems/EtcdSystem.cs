@@ -24,6 +24,7 @@ public sealed class EtcdSystem(bool tls = false) : ProcessSystem, IBenchSystem
     public string Describe(ClusterSpec spec) =>
         $"etcd {Version()} (Debian){(tls ? ", TLS on the client port and mutual TLS between members" : "")}, " +
         $"heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs} ms; " +
+        "periodic auto-compaction keeping one minute of history; " +
         "each member fsyncs its WAL before acknowledging, so an acknowledged put is on disk on a majority";
 
     private static string Version()
@@ -57,6 +58,8 @@ public sealed class EtcdSystem(bool tls = false) : ProcessSystem, IBenchSystem
                 "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", token,
                 "--heartbeat-interval", spec.HeartbeatMs.ToString(), "--election-timeout", spec.ElectionMs.ToString(),
                 "--logger", "zap", "--log-level", "warn",
+                // As etcd's maintenance guide advises: keep one minute of history (MaintainAsync defragments).
+                "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
                 .. certs is null ? [] : new[]
                 {
                     // No --trusted-ca-file for the client port: etcd 3.4 then demands client certificates, which
@@ -105,6 +108,18 @@ public sealed class EtcdSystem(bool tls = false) : ProcessSystem, IBenchSystem
     }
 
     public IKvClient Client(int member) => clients[member] ?? throw new InvalidOperationException("member is down");
+
+    /// <summary>Defragments every member, one at a time (etcd's maintenance guide: compaction frees pages inside
+    /// the database file, only a defragmentation gives them back to the file system).</summary>
+    public override async Task MaintainAsync(CancellationToken ct)
+    {
+        foreach (var c in clients)
+        {
+            if (c is null) continue;
+            try { await c.Etcd.DefragmentAsync(new DefragmentRequest(), cancellationToken: ct); }
+            catch (RpcException) { } // a member that is down or busy is defragmented next time
+        }
+    }
 
     protected override void CloseClients()
     {
