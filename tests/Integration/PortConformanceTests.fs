@@ -8,6 +8,7 @@ open Expecto
 open Skiff.Core
 open Skiff.Net.Runtime
 open Skiff.Net.Storage
+open Skiff.Net.Storage.Ports
 open Skiff.Integration.StorageSupport
 
 /// What a durable log holds; the in-memory reference keeps it across "reopens" as a disk would.
@@ -58,7 +59,7 @@ type private LogImpl = { Name: string; Open: string -> ILogStore }
 
 /// FASTER's adapter, owning its RaftLog (in a node the NodeStorage owns it), so a dispose closes the files.
 type private OwnedFasterLog(log: RaftLog) =
-    let store = new FasterLogStore(log) :> ILogStore
+    let store = new WalLogStore(log) :> ILogStore
     interface ILogStore with
         member _.SnapshotIndex = store.SnapshotIndex
         member _.SnapshotTerm = store.SnapshotTerm

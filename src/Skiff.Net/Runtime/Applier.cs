@@ -1,3 +1,4 @@
+using Skiff.Net.Storage.Ports;
 using System.Threading.Channels;
 using Microsoft.FSharp.Collections;
 using Skiff.Core;

@@ -1,3 +1,4 @@
+using Skiff.Net.Storage.Ports;
 using System.Diagnostics;
 
 namespace Skiff.Net.Runtime;

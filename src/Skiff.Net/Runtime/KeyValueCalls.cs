@@ -1,3 +1,4 @@
+using Skiff.Net.Storage.Ports;
 using System.Runtime.CompilerServices;
 using Microsoft.FSharp.Core;
 using Skiff.Core;

@@ -1,3 +1,4 @@
+using Skiff.Net.Storage.Ports;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -1,3 +1,4 @@
+using Skiff.Net.Storage.Ports;
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Google.Protobuf;

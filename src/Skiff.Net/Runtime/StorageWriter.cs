@@ -1,3 +1,4 @@
+using Skiff.Net.Storage.Ports;
 using System.Threading.Channels;
 using Skiff.Core;
 

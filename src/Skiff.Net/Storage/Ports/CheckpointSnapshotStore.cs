@@ -1,175 +1,14 @@
 using Google.Protobuf;
-using Microsoft.FSharp.Core;
 using Skiff.Core;
 using Skiff.Net.Protocol;
-using Skiff.Net.Storage;
+using Skiff.Net.Runtime;
 
-namespace Skiff.Net.Runtime;
+namespace Skiff.Net.Storage.Ports;
 
-/// <summary>The runtime's log on the storage's <see cref="RaftLog"/> (a write-ahead log of our own, beside the FASTER
-/// state machine; the name is from when the log was FASTER's too). The log does its own group commit: appends are
-/// queued in order and <see cref="Flush"/> waits for the newest one to be durable.</summary>
-internal sealed class FasterLogStore : ILogStore
-{
-    private const byte Noop = 0, Cmd = 1, Cfg = 2;
-    private readonly RaftLog _log;
-    private Task _last = Task.CompletedTask;
-
-    /// <summary>Wraps an open log.</summary>
-    public FasterLogStore(RaftLog log) => _log = log;
-
-    /// <summary>Encodes an entry's payload for the log: a tag byte, then the command or configuration bytes.</summary>
-    public static LogEntry Encode(Entry e)
-    {
-        byte[] payload;
-        switch (e.Payload)
-        {
-            case Payload.Command c:
-                payload = new byte[c.Bytes.Length + 1];
-                payload[0] = Cmd;
-                c.Bytes.CopyTo(payload, 1);
-                break;
-            case Payload.Config c:
-                var body = WireCodec.ToWire(c.Configuration).ToByteArray();
-                payload = new byte[body.Length + 1];
-                payload[0] = Cfg;
-                body.CopyTo(payload, 1);
-                break;
-            default:
-                payload = Array.Empty<byte>();
-                break;
-        }
-        return new LogEntry(e.Index, e.Term, payload);
-    }
-
-    /// <summary>Decodes what <see cref="Encode"/> wrote.</summary>
-    public static Entry Decode(LogEntry e)
-    {
-        Payload payload = e.Payload.Length == 0 || e.Payload[0] == Noop ? Payload.Noop
-            : e.Payload[0] == Cmd ? Payload.NewCommand(e.Payload.AsSpan(1).ToArray())
-            : Payload.NewConfig(WireCodec.FromWire(ConfigurationMsg.Parser.ParseFrom(e.Payload.AsSpan(1))));
-        return new Entry(e.Index, e.Term, payload);
-    }
-
-    /// <inheritdoc/>
-    public long SnapshotIndex => _log.FirstIndex - 1;
-
-    /// <inheritdoc/>
-    public long SnapshotTerm => _log.TermAt(_log.FirstIndex - 1) ?? 0;
-
-    /// <inheritdoc/>
-    public long LastIndex => _log.LastIndex;
-
-    /// <inheritdoc/>
-    public void Append(IReadOnlyList<Entry> entries)
-    {
-        var encoded = new LogEntry[entries.Count];
-        for (var i = 0; i < encoded.Length; i++) encoded[i] = Encode(entries[i]);
-        _last = _log.AppendAsync(encoded);
-    }
-
-    /// <inheritdoc/>
-    public void Flush() => DedicatedThread.Wait(_last);
-
-    /// <inheritdoc/>
-    public Task FlushAsync() => _last;
-
-    /// <inheritdoc/>
-    public long? TermAt(long index) => _log.TermAt(index);
-
-    /// <inheritdoc/>
-    public int MaxCommandBytes => _log.MaxPayloadBytes - 1; // the tag byte of Encode
-
-    /// <inheritdoc/>
-    public IReadOnlyList<Entry> Read(long from, long to)
-    {
-        if (from < _log.FirstIndex || to < from) return Array.Empty<Entry>();
-        var entries = _log.ReadAsync(from, to).GetAwaiter().GetResult();
-        if (entries.Count == 0 || entries[0].Index != from) return Array.Empty<Entry>();
-        return entries.Select(Decode).ToList();
-    }
-
-    /// <inheritdoc/>
-    public void CompactUntil(long index, long term) => _log.CompactUntil(index).GetAwaiter().GetResult();
-
-    /// <inheritdoc/>
-    public void Reset(long snapshotIndex, long snapshotTerm) =>
-        _log.ResetToSnapshot(snapshotIndex, snapshotTerm, keepSuffix: false).GetAwaiter().GetResult();
-
-    /// <inheritdoc/>
-    public void Dispose() { }
-}
-
-/// <summary>The hard state in the storage's <see cref="HardStateStore"/>.</summary>
-internal sealed class FasterHardStateStore : IHardStateStore
-{
-    private readonly HardStateStore _store;
-
-    /// <summary>Wraps an open store.</summary>
-    public FasterHardStateStore(HardStateStore store) => _store = store;
-
-    /// <inheritdoc/>
-    public HardState? Load() => _store.State;
-
-    /// <inheritdoc/>
-    public void Save(HardState state) => _store.Save(state);
-
-    /// <inheritdoc/>
-    public void Dispose() { }
-}
-
-/// <summary>The state machine on the storage's FASTER <see cref="KvStateMachine"/>, with its durable change
-/// history.</summary>
-internal sealed class FasterStateMachine : IStateMachine, IChangeHistory
-{
-    private readonly KvStateMachine _kv;
-
-    /// <summary>Wraps an open state machine.</summary>
-    public FasterStateMachine(KvStateMachine kv) => _kv = kv;
-
-    /// <inheritdoc/>
-    public long AppliedIndex => _kv.AppliedIndex;
-
-    /// <inheritdoc/>
-    public bool CompactionPending => _kv.CompactionPending;
-
-    /// <inheritdoc/>
-    public void CompactStep() => _kv.CompactStep();
-
-    /// <inheritdoc/>
-    public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
-
-    /// <inheritdoc/>
-    public LogResult Apply(long index, long term, LogCommand command, out Change? change)
-    {
-        var result = _kv.Apply(index, term, command, out change);
-        return result ?? LogResult.NewApplied(CommandResult.Done); // null: already applied (replay after recovery)
-    }
-
-    /// <inheritdoc/>
-    public bool TryReadChanges(long from, long to, string prefix, List<Change> into, out long floor) =>
-        _kv.TryReadHistory(from, to, prefix, into, out floor);
-
-    /// <inheritdoc/>
-    public byte[]? Get(string key) => _kv.Get(key);
-
-    /// <inheritdoc/>
-    public AuthState Auth => _kv.Auth;
-
-    /// <inheritdoc/>
-    public IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit) => _kv.ListKeys(prefix, startAfter, limit);
-
-    /// <inheritdoc/>
-    public IReadOnlyList<string> GetPrefixes(string? startAfter, int limit) => _kv.GetPrefixes(startAfter, limit);
-
-    /// <inheritdoc/>
-    public void Dispose() { }
-}
-
-/// <summary>Snapshots as FASTER checkpoints of the <see cref="KvStateMachine"/>, with the configuration in force
-/// at each kept in a small side file (`snapmeta/INDEX.meta`), streamed with its reader and installed with its
-/// installer.</summary>
-internal sealed class FasterSnapshotStore : ISnapshotStore
+/// <summary>The snapshot port on FASTER checkpoints of the <see cref="KvStateMachine"/>, with the configuration in
+/// force at each kept in a small side file (<c>snapmeta/INDEX.meta</c>, a <c>SnapshotMetaMsg</c> protobuf),
+/// streamed with the state machine's reader and installed with its installer.</summary>
+internal sealed class CheckpointSnapshotStore : ISnapshotStore
 {
     private readonly KvStateMachine _kv;
     private readonly string _metaDir;
@@ -178,7 +17,7 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
     private SnapshotInstaller? _receiving;
 
     /// <summary>Uses <paramref name="kv"/>'s checkpoints, with side files in <paramref name="metaDir"/>.</summary>
-    public FasterSnapshotStore(KvStateMachine kv, string metaDir)
+    public CheckpointSnapshotStore(KvStateMachine kv, string metaDir)
     {
         _kv = kv;
         _metaDir = metaDir;
@@ -265,7 +104,7 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
     public (SnapshotMeta Meta, Stream Data)? OpenLatest()
     {
         if (_kv.LatestSnapshot is not { } info) return null;
-        return (MetaOf(info), new ReaderStream(_kv.OpenSnapshotReader(info)));
+        return (MetaOf(info), new SnapshotReaderStream(_kv.OpenSnapshotReader(info)));
     }
 
     /// <inheritdoc/>
@@ -303,11 +142,11 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
 
     private sealed class Staged : IStagedSnapshot
     {
-        private readonly FasterSnapshotStore _owner;
+        private readonly CheckpointSnapshotStore _owner;
         private readonly SnapshotInstaller _installer;
         private bool _finished;
 
-        public Staged(FasterSnapshotStore owner, SnapshotInstaller installer)
+        public Staged(CheckpointSnapshotStore owner, SnapshotInstaller installer)
         {
             _owner = owner;
             _installer = installer;
@@ -333,33 +172,6 @@ internal sealed class FasterSnapshotStore : ISnapshotStore
             if (_finished) return;
             lock (_owner._gate) _owner._receiving = null;
             _installer.Dispose();
-        }
-    }
-
-    private sealed class ReaderStream : Stream
-    {
-        private readonly SnapshotReader _reader;
-        public ReaderStream(SnapshotReader reader) => _reader = reader;
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => _reader.Length;
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => _reader.Read(buffer.AsSpan(offset, count));
-        public override int Read(Span<byte> buffer) => _reader.Read(buffer);
-        // The base class would queue the synchronous read to the thread pool and wait for it.
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-            ValueTask.FromResult(_reader.Read(buffer.Span));
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            Task.FromResult(_reader.Read(buffer.AsSpan(offset, count)));
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _reader.Dispose();
-            base.Dispose(disposing);
         }
     }
 
