@@ -6,10 +6,16 @@ using Skiff.Net.Runtime;
 namespace Skiff.Net.Storage.Ports;
 
 /// <summary>The snapshot port on FASTER checkpoints of the <see cref="KvStateMachine"/>, with the configuration in
-/// force at each kept in a small side file (<c>snapmeta/INDEX.meta</c>, a <c>SnapshotMetaMsg</c> protobuf),
-/// streamed with the state machine's reader and installed with its installer.</summary>
+/// force at each kept in a small side file (<c>snapmeta/INDEX.meta</c>: a <see cref="SideFile"/> holding the
+/// <c>SnapshotMetaMsg</c> protobuf), streamed with the state machine's reader and installed with its installer.
+/// </summary>
 internal sealed class CheckpointSnapshotStore : ISnapshotStore
 {
+    /// <summary>The configuration's side file: a <see cref="SideFile"/> holding the <c>SnapshotMetaMsg</c>.</summary>
+    private const uint MetaMagic = 0x4D534B53; // "SKSM" little-endian
+    private const int MetaVersion = 1;
+    private const string MetaWhat = "a snapshot's configuration";
+
     private readonly KvStateMachine _kv;
     private readonly string _metaDir;
     private readonly object _gate = new();
@@ -29,25 +35,32 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
     private SnapshotMeta MetaOf(SnapshotInfo info)
     {
         var path = MetaPath(info.Index);
-        var config = File.Exists(path)
-            ? WireCodec.FromWire(SnapshotMetaMsg.Parser.ParseFrom(File.ReadAllBytes(path))).Configuration
-            : Configuration.Empty;
+        var config = File.Exists(path) ? ReadMeta(path).Configuration : Configuration.Empty;
         return new SnapshotMeta(info.Index, info.Term, config);
     }
 
-    private void SaveMeta(SnapshotMeta meta)
+    /// <summary>Reads a side file; one written before side files shared a format holds the bare protobuf (which
+    /// never starts with the magic: its first byte is a field tag of SnapshotMetaMsg).</summary>
+    private static SnapshotMeta ReadMeta(string path)
     {
-        var path = MetaPath(meta.Index);
-        using (var f = new FileStream(path + ".tmp", FileMode.Create, FileAccess.Write))
+        var bytes = StorageIo.Guard(path, () => File.ReadAllBytes(path));
+        try
         {
-            WireCodec.ToWire(meta).WriteTo(f);
-            f.Flush(true);
+            var message = SideFile.HasMagic(bytes, MetaMagic)
+                ? SnapshotMetaMsg.Parser.ParseFrom(SideFile.Decode(path, bytes, MetaMagic, MetaVersion, MetaWhat))
+                : SnapshotMetaMsg.Parser.ParseFrom(bytes);
+            return WireCodec.FromWire(message);
         }
-        File.Move(path + ".tmp", path, overwrite: true);
-        // The rename must be durable before the checkpoint that relies on it: a lost side file reads back as an
-        // empty configuration.
-        StorageIo.FsyncDirectory(_metaDir);
+        catch (Exception e) when (e is InvalidProtocolBufferException or ArgumentException or FormatException)
+        {
+            throw new SkiffException(ErrorKind.StorageCorrupted, $"{path} is damaged: it must hold {MetaWhat}", e);
+        }
     }
+
+    /// <summary>Writes a snapshot's side file. It must be durable before the checkpoint that relies on it: a lost
+    /// side file reads back as an empty configuration.</summary>
+    private void SaveMeta(SnapshotMeta meta) =>
+        SideFile.Write(MetaPath(meta.Index), MetaMagic, MetaVersion, WireCodec.ToWire(meta).ToByteArray());
 
     /// <summary>Once the snapshot at <paramref name="index"/> is durable: the side files of older ones go (never
     /// before, or the latest durable snapshot would read back without its configuration).</summary>
