@@ -1,5 +1,5 @@
-using Skiff.Net.Storage.Ports;
 using System.Diagnostics;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -1,8 +1,8 @@
-using Skiff.Net.Storage.Ports;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.FSharp.Collections;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -1,10 +1,10 @@
-using Skiff.Net.Storage.Ports;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

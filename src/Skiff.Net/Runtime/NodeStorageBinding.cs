@@ -1,8 +1,8 @@
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
-using Skiff.Net.Storage.Ports;
 using Skiff.Net.Storage;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -1,4 +1,3 @@
-using Skiff.Net.Storage.Ports;
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Google.Protobuf;
@@ -6,6 +5,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Skiff.Core;
 using Skiff.Net.Protocol;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -1,6 +1,6 @@
-using Skiff.Net.Storage.Ports;
 using System.Threading.Channels;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 
