@@ -94,10 +94,13 @@ let private stream (source: Machine) (target: Machine) (damage: byte[] -> byte[]
         staging.Write(ReadOnlySpan chunk)
     meta, staging.Finish()
 
+/// Runs a test with `impl` opening its stores under a fresh directory, deleted afterwards.
+let private inFreshDir (impl: MachineImpl) (f: (HistoryLimits -> string -> Machine) -> unit) () =
+    use tmp = new StorageSupport.TempDir "port-conformance"
+    f (fun limits name -> impl.Open limits (tmp.Sub name))
+
 let private stateMachineContract (impl: MachineImpl) =
-    let withDir (f: (HistoryLimits -> string -> Machine) -> unit) () =
-        use tmp = new StorageSupport.TempDir "port-conformance-sm"
-        f (fun limits name -> impl.Open limits (tmp.Sub name))
+    let withDir = inFreshDir impl
     testList
         impl.Name
         [ testCase "commands apply in order, and reads and pages see them"
@@ -154,9 +157,7 @@ let private stateMachineContract (impl: MachineImpl) =
               Expect.equal (stateOf m, changes m 1L) before "same data, keys and history") ]
 
 let private historyContract (impl: MachineImpl) =
-    let withDir (f: (HistoryLimits -> string -> Machine) -> unit) () =
-        use tmp = new StorageSupport.TempDir "port-conformance-history"
-        f (fun limits name -> impl.Open limits (tmp.Sub name))
+    let withDir = inFreshDir impl
     testList
         impl.Name
         [ testCase "changes read back in order, within a range and under a prefix"
@@ -201,9 +202,7 @@ let private historyContract (impl: MachineImpl) =
               Expect.equal (changes m 3L) (Some []) "from after the last change: nothing to read, but not refused") ]
 
 let private snapshotContract (impl: MachineImpl) =
-    let withDir (f: (HistoryLimits -> string -> Machine) -> unit) () =
-        use tmp = new StorageSupport.TempDir "port-conformance-snap"
-        f (fun limits name -> impl.Open limits (tmp.Sub name))
+    let withDir = inFreshDir impl
     testList
         impl.Name
         [ testCase "no snapshot before one is taken; a taken one carries its configuration and survives a reopen"
