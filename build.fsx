@@ -108,7 +108,7 @@ let test (extra: string list) =
         elif code <> 0 && failed = 0 then
             eprintfn "%s exited %d with no failed test reported" project code
             failed <- failed + 1
-    // Bench smoke: the side-by-side cluster benchmark in --quick mode (skiff, etcd, dotnext; about 2 minutes), so the
+    // Bench smoke: the side-by-side cluster benchmark in --quick mode (skiff, etcd, dotnext and the TLS rows of skiff and etcd; about 2.5 minutes), so the
     // harness and the adapters never rot. One test: passed if it exits 0. Its report goes to bench/results/smoke
     // (ignored by git), not docs/. Needs etcd (.ci/run installs it with bench/install-peers.sh).
     let smoke = Stopwatch.StartNew()

@@ -5,7 +5,7 @@ namespace Skiff.Bench.Cluster;
 /// <summary>Two small PNGs next to benchmarks.md: write throughput against clients, and write latency percentiles.</summary>
 internal static class Charts
 {
-    private static readonly Dictionary<string, Color> Colors = new()
+    internal static readonly Dictionary<string, Color> Colors = new()
     {
         ["skiff"] = new Color(0x1f, 0x77, 0xb4),
         ["skiff-embedded"] = new Color(0x94, 0x67, 0xbd),
@@ -25,7 +25,8 @@ internal static class Charts
 
         var throughput = new Plot();
         var latency = new Plot();
-        foreach (var sys in s.Systems)
+        // The TLS rows have a table of their own; the charts compare the systems.
+        foreach (var sys in s.Systems.Where(sys => !sys.EndsWith("-tls", StringComparison.Ordinal)))
         {
             var pts = clients.Select(c => s.Find(sys, "put", c)).ToArray();
             var color = Colors.GetValueOrDefault(sys, new Color(0x55, 0x55, 0x55));
@@ -65,6 +66,9 @@ internal static class Charts
 
         throughput.SavePng(Path.Combine(dir, "benchmarks-cluster-throughput.png"), 760, 420);
         latency.SavePng(Path.Combine(dir, "benchmarks-cluster-latency.png"), 760, 420);
-        return ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png"];
+        var disk = DiskReport.Draw(s.Disks, dir, runLabel, Colors);
+        return disk is null
+            ? ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png"]
+            : ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png", disk];
     }
 }

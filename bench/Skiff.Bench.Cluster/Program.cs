@@ -8,12 +8,17 @@
 //   --reps N              repetitions (default 3)        --duration S / --warmup S (default 10 / 1)
 //   --settle S            unmeasured writes at C = 16 after each cluster starts (default 5): a fresh .NET member
 //                         spends seconds in tiered JIT on a busy 2-core machine, which would land on C = 1
-//   --systems a,b         skiff,etcd,dotnext (the default); also skiff-embedded (members embedded through Builder
-//                         in a console application with every default)
+//   --systems a,b         skiff,etcd,dotnext,skiff-tls,etcd-tls (the default); also skiff-embedded (members embedded through Builder
+//                         in a console application with every default). skiff-tls and etcd-tls: TLS for clients
+//                         and mutual TLS between members; write points only, reported as the cost of TLS
 //   --clients 1,16,...    write points (default 1,16,64,256)      --read-clients N (default 64)
 //   --skip-reads --skip-failover --no-report
 //   --recovery-keys N     load N keys, SIGKILL a follower, time its restart until it serves them, and read the
 //                         members' resident memory (default 1,000,000; 0 skips it, as --quick does)
+//   --disk-overwrites N   the disk benchmark: N overwrites of --disk-keys K keys (default 10,000,000 of 10,000) with
+//                         --disk-value B-byte values (default 1024) by 64 writers, on a fresh cluster per system,
+//                         then --disk-idle S seconds idle (default 60); the largest member directory is sampled every
+//                         second (0 skips it; --quick runs 20,000)
 //   --heartbeat MS --election MS      etcd (and Skiff) timeouts, default 50 / 300
 //   --dotnext-timeouts L-U/H          DotNext election lower-upper and heartbeat, default 300-600/50 (the same)
 //   --dotnext-wal shared|private      DotNext WAL memory strategy (default shared)
@@ -64,10 +69,12 @@ var (started, machine, points, failovers, failures, descriptions) =
     (run.Started, run.Machine, run.Points, run.Failovers, run.Failures, run.Descriptions);
 
 var summary = Summary.Of(points, failovers, run.Recoveries ?? []);
+summary.Disks = run.Disks ?? [];
+foreach (var d in summary.Disks) Console.WriteLine(DiskGrowth.Line(d));
 Console.WriteLine($"# medians over {o.Reps} repetition(s); spread = (max - min) / median of ops_s (gap_ms for failover)");
 foreach (var line in summary.Lines()) Console.WriteLine(line);
 
-if (points.Count == 0 && failovers.Count == 0 && (run.Recoveries ?? []).Count == 0)
+if (points.Count == 0 && failovers.Count == 0 && (run.Recoveries ?? []).Count == 0 && summary.Disks.Count == 0)
     Console.WriteLine("# nothing was measured: docs/benchmarks.md left as it was");
 else if (!o.NoReport)
 {
@@ -110,7 +117,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                       $"warmup={o.Warmup.TotalSeconds}s systems={string.Join(',', o.Systems)} work={work.FullName}");
     if (o.Systems.Contains("dotnext") && !o.NoBuild)
         Repo.BuildDotNextNode(root);
-    if (o.Systems.Contains("skiff") && !o.NoBuild)
+    if ((o.Systems.Contains("skiff") || o.Systems.Contains("skiff-tls")) && !o.NoBuild)
         Repo.Build(root, Path.Combine("src", "Skiff.Cli"));
     if (o.Systems.Contains("skiff-embedded") && !o.NoBuild)
         Repo.Build(root, Path.Combine("bench", "Skiff.Bench.EmbeddedMember"));
@@ -121,6 +128,8 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
         "dotnext" => new DotNextSystem(Repo.DotNextNodeDll(root), o.DotNextLower, o.DotNextUpper, o.DotNextHeartbeat, o.DotNextWal),
         "skiff" => new SkiffSystem(Repo.SkiffCliDll(root)),
         "skiff-embedded" => new SkiffSystem(Repo.EmbeddedMemberDll(root), embedded: true),
+        "skiff-tls" => new SkiffSystem(Repo.SkiffCliDll(root), tls: true),
+        "etcd-tls" => new EtcdSystem(tls: true),
         _ => throw new ArgumentException($"unknown system {name}"),
     }).ToList();
 
@@ -129,6 +138,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     var recoveries = new List<RecoveryResult>();
     var descriptions = new Dictionary<string, string>();
     var failures = new List<string>();
+    var disks = new List<DiskResult>();
     var started = DateTime.UtcNow;
     var load = Machine.LoadAverage();
 
@@ -154,6 +164,8 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                     async Task<int> Leader() => await Load.FindLeaderAsync(sys, members.Length, TimeSpan.FromSeconds(20), ct);
                     foreach (var c in o.Clients)
                         points.Add(Print(await Load.ClosedLoopAsync(sys, await Leader(), Op.Put, c, rep, o.Warmup, o.Duration, null, ct)));
+                    // A TLS row measures what TLS costs a write; reads, recovery and failover are the plain row's.
+                    if (sys.Name.EndsWith("-tls", StringComparison.Ordinal)) continue;
                     if (!o.SkipReads)
                     {
                         var keys = await Load.PreloadAsync(sys, await Leader(), 1000, ct);
@@ -197,6 +209,9 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
                 }
             }
         }
+        if (o.DiskOverwrites > 0)
+            disks = await DiskGrowth.RunAllAsync(systems, name => new ClusterSpec(Path.Combine(work.FullName, "disk-" + name), members,
+                o.HeartbeatMs, o.ElectionMs), o, failures, ct);
     }
     finally
     {
@@ -212,7 +227,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
         failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
 
-    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries);
+    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries, disks);
 }
 
 /// <summary>Copies the members' logs of a failed run out of the temp dir (which is deleted) into bench/results/.</summary>
@@ -253,7 +268,7 @@ static RecoveryResult PrintRecovery(RecoveryResult r)
 /// <summary>Everything one run measured: written to bench/results/ and readable again with --report-from.</summary>
 public sealed record RunRecord(DateTime Started, string Machine, Options Options, List<PointResult> Points,
     List<FailoverResult> Failovers, List<string> Failures, Dictionary<string, string> Descriptions,
-    List<RecoveryResult>? Recoveries = null);
+    List<RecoveryResult>? Recoveries = null, List<DiskResult>? Disks = null);
 
 public sealed record Options
 {
@@ -264,10 +279,14 @@ public sealed record Options
     public TimeSpan Settle { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan FailoverBefore { get; init; } = TimeSpan.FromSeconds(2);
     public TimeSpan FailoverAfter { get; init; } = TimeSpan.FromSeconds(2);
-    public string[] Systems { get; init; } = ["skiff", "etcd", "dotnext"];
+    public string[] Systems { get; init; } = ["skiff", "etcd", "dotnext", "skiff-tls", "etcd-tls"];
     public int[] Clients { get; init; } = [1, 16, 64, 256];
     public int ReadClients { get; init; } = 64;
     public int RecoveryKeys { get; init; } = 1_000_000;
+    public long DiskOverwrites { get; init; } = 10_000_000;
+    public int DiskKeys { get; init; } = 10_000;
+    public int DiskValueBytes { get; init; } = 1024;
+    public TimeSpan DiskIdle { get; init; } = TimeSpan.FromSeconds(60);
     public bool SkipReads { get; init; }
     public bool SkipFailover { get; init; }
     public bool NoReport { get; init; }
@@ -294,6 +313,8 @@ public sealed record Options
                 Warmup = TimeSpan.FromSeconds(0.5),
                 Settle = TimeSpan.FromSeconds(6),
                 RecoveryKeys = 0,
+                DiskOverwrites = 20_000,
+                DiskIdle = TimeSpan.FromSeconds(2),
                 FailoverBefore = TimeSpan.FromSeconds(1),
                 FailoverAfter = TimeSpan.FromSeconds(1)
             };
@@ -313,6 +334,10 @@ public sealed record Options
                 "--skip-reads" => o with { SkipReads = true },
                 "--skip-failover" => o with { SkipFailover = true },
                 "--recovery-keys" => o with { RecoveryKeys = int.Parse(Next()) },
+                "--disk-overwrites" => o with { DiskOverwrites = long.Parse(Next()) },
+                "--disk-keys" => o with { DiskKeys = int.Parse(Next()) },
+                "--disk-value" => o with { DiskValueBytes = int.Parse(Next()) },
+                "--disk-idle" => o with { DiskIdle = TimeSpan.FromSeconds(double.Parse(Next())) },
                 "--no-report" => o with { NoReport = true },
                 "--no-build" => o with { NoBuild = true },
                 "--heartbeat" => o with { HeartbeatMs = int.Parse(Next()) },

@@ -83,6 +83,8 @@ internal static class Report
         }
         md.AppendLine();
 
+        TlsCost.Append(md, s);
+
         md.AppendLine("### Failover (16 writers, 100 ms client deadline, SIGKILL the leader)");
         md.AppendLine();
         md.AppendLine("Gap: the longest time between two successful writes around the kill. Election: kill until a surviving member " +
@@ -137,6 +139,8 @@ internal static class Report
             }
         }
         md.AppendLine();
+
+        DiskReport.Append(md, s.Disks);
 
         md.AppendLine("### CPU (% of one core over each point: load generator / all three members)");
         md.AppendLine();
@@ -234,6 +238,8 @@ internal static class SystemNames
         "etcd" => "etcd",
         "dotnext" => "DotNext",
         "skiff-embedded" => "Skiff embedded",
+        "skiff-tls" => "Skiff TLS",
+        "etcd-tls" => "etcd TLS",
         _ => "Skiff",
     };
 }

@@ -16,6 +16,9 @@ public sealed class Summary
 {
     public IReadOnlyList<RecoverySummary> Recoveries { get; init; } = [];
 
+    /// <summary>The disk benchmark's results (one run per system, no repetitions).</summary>
+    public IReadOnlyList<DiskResult> Disks { get; set; } = [];
+
     public RecoverySummary? Recovery(string system) => Recoveries.FirstOrDefault(r => r.System == system);
 
     public required IReadOnlyList<PointSummary> Points { get; init; }

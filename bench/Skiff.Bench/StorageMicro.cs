@@ -150,7 +150,7 @@ public class KvSessionApply : StorageMicroBase
     public void Setup()
     {
         _kv = KvStateMachine.Open(Dir);
-        _kv.ApplyEncoded(1, 1, LogCommandCodec.encode(LogCommand.NewOpenSession(0, 600_000)));
+        _kv.ApplyEncoded(1, 1, LogCommandCodec.encode(LogCommand.NewOpenSession(0, 600_000, "")));
         _index = 1;
         _commands = Enumerable.Range(0, 1 << 12).Select(i => Command.NewInsert($"k/{i:D14}", new byte[100])).ToArray();
     }

@@ -158,7 +158,9 @@ type LogCommand =
     /// A command inside a session: applied at most once per (session, sequence).
     | InSession of stamp: SessionStamp * command: Command
     /// Opens a session that expires after `timeoutMs` of log time without requests. Its id is the entry's index.
-    | OpenSession of time: int64 * timeoutMs: int64
+    /// `owner` is the user the leader identified as opening it ("" when auth was off or for the embedding
+    /// application): with auth on, only that user (or root, or a member) may write in it or close it.
+    | OpenSession of time: int64 * timeoutMs: int64 * owner: string
     /// Closes a session and forgets its results.
     | CloseSession of session: int64 * time: int64
     /// Changes the auth state (users, roles, the auth switch); outside any session, refused or applied as a whole.
@@ -197,6 +199,10 @@ module LogCommandCodec =
     let private kindClose = 3uy
     let private kindAuth = 4uy
 
+    /// The longest session owner (a user name) an open-session entry may carry, in UTF-8 bytes.
+    [<Literal>]
+    let MaxSessionOwnerBytes = 1024
+
     let private header (kind: byte) (longs: int64 list) (tail: byte[]) =
         let buffer = Array.zeroCreate<byte>(2 + 8 * longs.Length + tail.Length)
         buffer[0] <- Version
@@ -210,7 +216,7 @@ module LogCommandCodec =
         match command with
         | LogCommand.Plain c -> CommandCodec.encode c
         | LogCommand.InSession(s, c) -> header kindInSession [ s.Session; s.Sequence; s.Acknowledged; s.Time ] (CommandCodec.encode c)
-        | LogCommand.OpenSession(time, timeout) -> header kindOpen [ time; timeout ] [||]
+        | LogCommand.OpenSession(time, timeout, owner) -> header kindOpen [ time; timeout ] (Encoding.UTF8.GetBytes owner)
         | LogCommand.CloseSession(session, time) -> header kindClose [ session; time ] [||]
         | LogCommand.Auth a -> header kindAuth [] (AuthCodec.encodeCommand a)
 
@@ -235,10 +241,11 @@ module LogCommandCodec =
                     | Ok c -> Ok(LogCommand.InSession(stamp, c))
                     | Error e -> Error e
             | k when k = kindOpen ->
-                if bytes.Length <> 18 then
+                // The owner follows the two fields (none in entries written before sessions had owners).
+                if bytes.Length < 18 || bytes.Length > 18 + MaxSessionOwnerBytes then
                     Error "bad open-session length"
                 else
-                    Ok(LogCommand.OpenSession(long bytes 0, long bytes 1))
+                    Ok(LogCommand.OpenSession(long bytes 0, long bytes 1, Encoding.UTF8.GetString(bytes.Slice 18)))
             | k when k = kindClose ->
                 if bytes.Length <> 18 then
                     Error "bad close-session length"

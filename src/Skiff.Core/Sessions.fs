@@ -34,6 +34,10 @@ type Session =
         Floor: int64
         /// Results of the requests numbered at or above `Floor` that were applied.
         Results: Map<int64, Recorded>
+        /// Who opened it ("" for nobody in particular: auth was off, or the embedding application opened it). The
+        /// members check it (with auth on, only the owner, root or a member may use the session); the session
+        /// layer itself only keeps it.
+        Owner: string
     }
 
 /// The state machine's sessions.
@@ -122,10 +126,11 @@ let private applyCommand
     | LogCommand.Plain c -> LogResult.Applied(applyData c), table, []
     // The state machine applies auth changes to its auth state before the session layer sees a command.
     | LogCommand.Auth _ -> LogResult.AuthRefused "auth changes are not applied by the session layer", table, []
-    | LogCommand.OpenSession(time, timeoutMs) ->
+    | LogCommand.OpenSession(time, timeoutMs, owner) ->
         let swept, expired = removeExpired (tick time)
         let room, evicted = evictOverCap swept
-        let session = { Id = index; TimeoutMs = max 1L timeoutMs; LastActive = room.Clock; Floor = 1L; Results = Map.empty }
+        let session =
+            { Id = index; TimeoutMs = max 1L timeoutMs; LastActive = room.Clock; Floor = 1L; Results = Map.empty; Owner = owner }
         LogResult.SessionOpened index,
         { room with Sessions = Map.add index session room.Sessions },
         expired @ evicted @ [ Touched.Saved session ]
@@ -171,9 +176,11 @@ let private resultTag (r: CommandResult) =
     | CommandResult.Swapped true -> 2uy
 
 /// Encodes a session: `[id][timeout][last active][floor][i32 count]` then `[sequence][index][u8 result]` per
-/// result, little-endian.
+/// result, little-endian, then the owner in UTF-8 (nothing when it has none, as records written before sessions
+/// had owners).
 let encode (s: Session) : byte[] =
-    let buffer = Array.zeroCreate<byte>(36 + 17 * s.Results.Count)
+    let owner = Text.Encoding.UTF8.GetBytes s.Owner
+    let buffer = Array.zeroCreate<byte>(36 + 17 * s.Results.Count + owner.Length)
     let span = buffer.AsSpan()
     BinaryPrimitives.WriteInt64LittleEndian(span, s.Id)
     BinaryPrimitives.WriteInt64LittleEndian(span.Slice 8, s.TimeoutMs)
@@ -186,6 +193,7 @@ let encode (s: Session) : byte[] =
         BinaryPrimitives.WriteInt64LittleEndian(span.Slice(at + 8), kv.Value.Index)
         span[at + 16] <- resultTag kv.Value.Result
         at <- at + 17
+    owner.CopyTo(buffer, at)
     buffer
 
 /// Decodes what `encode` wrote; `Error` for anything else.
@@ -194,7 +202,8 @@ let decode (bytes: ReadOnlySpan<byte>) : Result<Session, string> =
         Error "session record shorter than its header"
     else
         let count = BinaryPrimitives.ReadInt32LittleEndian(bytes.Slice 32)
-        if count < 0 || bytes.Length <> 36 + 17 * count then
+        let ownerBytes = bytes.Length - 36 - 17 * count
+        if count < 0 || count > (bytes.Length - 36) / 17 || ownerBytes > LogCommandCodec.MaxSessionOwnerBytes then
             Error "bad session record length"
         else
             let mutable results = Map.empty
@@ -222,7 +231,8 @@ let decode (bytes: ReadOnlySpan<byte>) : Result<Session, string> =
                       TimeoutMs = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 8)
                       LastActive = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 16)
                       Floor = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 24)
-                      Results = results }
+                      Results = results
+                      Owner = Text.Encoding.UTF8.GetString(bytes.Slice(36 + 17 * count)) }
 
 /// Applies one log command at `index` through the session layer. `applyData` applies a key-value command to the
 /// data; it is called at most once, and only when the command must take effect now.

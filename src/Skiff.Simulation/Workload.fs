@@ -209,7 +209,7 @@ type internal Workload<'S>(world: World<'S>, step: Node<'S> -> Event -> unit, dr
                 | Action.Write command ->
                     let logCommand =
                         if op.OpensSession then
-                            LogCommand.OpenSession(world.Now, int64 options.SessionTimeout)
+                            LogCommand.OpenSession(world.Now, int64 options.SessionTimeout, "")
                         elif op.Sequence > 0L then
                             let stamp = { Session = client.Session; Sequence = op.Sequence; Acknowledged = op.Sequence; Time = world.Now }
                             LogCommand.InSession(stamp, command)

@@ -23,6 +23,9 @@ let private run (t: Task) = t.Wait()
 let private dispose (c: Client) = c.DisposeAsync().AsTask().Wait()
 
 let private denied what f = expectError [ ErrorKind.PermissionDenied ] what f
+
+/// Who opened session `id` as `node` has applied it (None: it does not know the session).
+let private owner (node: SkiffServer) (id: int64) = Option.ofObj (node.SessionOwner id)
 let private unauthenticated what f = expectError [ ErrorKind.Unauthenticated ] what f
 
 /// Users root (root role), alice (read on app/), bob (read-write on app/), carol (read on every key), then auth on.
@@ -147,6 +150,67 @@ let tests =
               // token the member signs for itself.
               follower.InsertAsync("embedded/x", bytes "e").Wait()
               Expect.equal (staleGet leader "embedded/x") "e" "an embedded write through a follower"
+          }
+
+          test "a client session belongs to the user who opened it; a member's own session to the members" {
+              use c = cluster 3
+              let leader = c.WaitLeader 5.0
+              let followerNo = c.Nodes |> Seq.find (fun kv -> kv.Value.Role <> Role.Leader) |> fun kv -> kv.Key
+              let follower = c.Node followerNo
+              // A write of the embedding application through the follower, while auth is off: the follower's own
+              // session is opened then, belonging to nobody in particular.
+              follower.InsertAsync("pre", bytes "x").Wait()
+              let ownBefore = follower.KeyValue.OwnSessionId
+              waitUntil 5.0 "the leader applied the follower's session" (fun () -> owner leader ownBefore = Some "")
+              setUp c.Port leader
+              let admin = clientOf c.Port leader (Some("root", "rootpw"))
+              try
+                  run (admin.UserAddAsync("erin", "erinpw"))
+                  run (admin.UserGrantRoleAsync("erin", "app-rw"))
+              finally
+                  dispose admin
+              use root = (new SkiffGrpcClient([ leader.Address ])).WithCredentials("root", "rootpw")
+              waitUntil 5.0 "the follower applied auth enable" (fun () ->
+                  follower.AuthState.Enabled && follower.AuthState.Users.ContainsKey "erin")
+              let ct = Threading.CancellationToken.None
+              let stamp id sequence = Nullable(SessionRef(id, sequence, 1L))
+              let at (node: SkiffServer) user = (new SkiffGrpcClient([ node.Address ])).WithCredentials(user, user + "pw")
+              use bob = at leader "bob"
+              use erin = at leader "erin"
+              use erinAtFollower = at follower "erin"
+              let bobs = bob.OpenSessionAsync(TimeSpan.Zero).Result
+              Expect.equal (owner leader bobs) (Some "bob") "the session records who opened it"
+              bob.InsertOnceAsync("app/s", bytes "bob", stamp bobs 1L, ct).Wait()
+              waitUntil 5.0 "the follower applied bob's session" (fun () -> owner follower bobs = Some "bob")
+              for who, client in [ "at the leader", erin; "through a follower", erinAtFollower ] do
+                  denied ("another user writes in bob's session " + who) (fun () ->
+                      client.InsertOnceAsync("app/s", bytes "erin", stamp bobs 2L, ct).Wait())
+                  denied ("another user closes bob's session " + who) (fun () -> client.CloseSessionAsync(bobs, ct).Wait())
+              Expect.equal (staleGet leader "app/s") "bob" "bob's write stands"
+              bob.InsertOnceAsync("app/s", bytes "bob2", stamp bobs 2L, ct).Wait()
+              Expect.equal (staleGet leader "app/s") "bob2" "bob still writes in his session"
+              // With auth on, the follower opens a new own session that belongs to the members: a client may not
+              // write in it, though its session-less writes through that follower land in it.
+              follower.InsertAsync("app/e", bytes "e").Wait()
+              let own = follower.KeyValue.OwnSessionId
+              Expect.notEqual own ownBefore "the session opened while auth was off is left"
+              Expect.equal (owner leader own) (Some Skiff.Net.Runtime.Auth.Tokens.MemberPrincipal) "it belongs to the members"
+              erinAtFollower.InsertOnceAsync("app/n", bytes "n", Nullable(), ct).Wait()
+              Expect.equal (staleGet leader "app/n") "n" "a session-less write through the follower, in its own session"
+              for who, client in [ "at the leader", erin; "through a follower", erinAtFollower ] do
+                  denied ("a client writes in a member's own session " + who) (fun () ->
+                      client.InsertOnceAsync("app/n", bytes "evil", stamp own 1_000_000L, ct).Wait())
+              Expect.equal (staleGet leader "app/n") "n" "the member's session is untouched"
+              // The owner is durable: the follower still knows it after a restart.
+              c.Stop followerNo
+              c.Nodes[followerNo] <- start (options c.Port followerNo (c.Dir followerNo) [ 1 ])
+              let again = c.Node followerNo
+              waitUntil 10.0 "the restarted follower applied bob's session" (fun () -> owner again bobs = Some "bob")
+              use erinAgain = at again "erin"
+              denied "after a restart" (fun () -> erinAgain.CloseSessionAsync(bobs, ct).Wait())
+              bob.CloseSessionAsync(bobs, ct).Wait()
+              root.CloseSessionAsync(own, ct).Wait() // root may close any session
+              waitUntil 5.0 "both sessions closed" (fun () -> owner leader bobs = None && owner leader own = None)
           }
 
           test "with client certificate auth, the certificate's common name is the user, through a follower too" {

@@ -67,7 +67,7 @@ let private workload =
       remove "missing" // 5
       LogCommand.Plain(Command.CompareAndSwap("a/1", Some(Text.Encoding.UTF8.GetBytes "one"), Some(Text.Encoding.UTF8.GetBytes "uno"))) // 6
       LogCommand.Plain(Command.CompareAndSwap("a/1", Some(Text.Encoding.UTF8.GetBytes "one"), None)) // 7: no match
-      LogCommand.OpenSession(1000L, 60_000L) // 8: session 8
+      LogCommand.OpenSession(1000L, 60_000L, "") // 8: session 8
       LogCommand.InSession({ Session = 8L; Sequence = 1L; Acknowledged = 1L; Time = 1001L }, Command.Insert("c", [| 1uy |])) // 9
       LogCommand.InSession({ Session = 8L; Sequence = 1L; Acknowledged = 1L; Time = 1002L }, Command.Insert("c", [| 2uy |])) // 10: a retry
       put "b/y" "by" ] // 11
@@ -119,8 +119,10 @@ let private stateMachineContract (impl: MachineImpl) =
           testCase "a session request seen again answers with its first result"
           <| withDir (fun openAt ->
               use m = openAt roomy "session"
-              let opened, _ = apply m 1L (LogCommand.OpenSession(1000L, 60_000L))
+              let opened, _ = apply m 1L (LogCommand.OpenSession(1000L, 60_000L, "alice"))
               Expect.equal opened (LogResult.SessionOpened 1L) "the session is named by its index"
+              Expect.equal (m.StateMachine.SessionOwner 1L) "alice" "its owner"
+              Expect.isTrue (isNull (m.StateMachine.SessionOwner 2L)) "no owner of a session never opened"
               let cas = Command.CompareAndSwap("k", None, Some [| 7uy |])
               let stamp = { Session = 1L; Sequence = 1L; Acknowledged = 1L; Time = 1001L }
               let first, change = apply m 2L (LogCommand.InSession(stamp, cas))

@@ -221,6 +221,11 @@ type MemoryStateMachine(disk: MemoryDisk, historyCount: int, historyBytes: int64
                 | m -> record m
                 change <- made.Value
                 result
+        member _.SessionOwner(session: int64) : string | null =
+            match Map.tryFind session state.Replica.Sessions.Sessions with
+            | Some s -> s.Owner
+            | None -> null
+
         member _.Get(key: string) = Map.tryFind key state.Replica.Data |> Option.toObj
         member _.ListKeys(prefix: string, startAfter: string, limit: int) =
             state.Replica.Data.Keys

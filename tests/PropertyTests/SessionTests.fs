@@ -39,7 +39,7 @@ let tests =
                   run
                       Sessions.empty
                       1L
-                      [ LogCommand.OpenSession(1000L, 60_000L)
+                      [ LogCommand.OpenSession(1000L, 60_000L, "")
                         LogCommand.InSession(stamp 1L 1L 1L 1001L, put)
                         LogCommand.InSession(stamp 1L 1L 1L 1002L, put) ]
               Expect.equal applied 1 "applied once"
@@ -53,7 +53,7 @@ let tests =
                   run
                       Sessions.empty
                       1L
-                      [ LogCommand.OpenSession(0L, 60_000L)
+                      [ LogCommand.OpenSession(0L, 60_000L, "")
                         LogCommand.InSession(stamp 1L 3L 1L 0L, put)
                         LogCommand.InSession(stamp 1L 1L 1L 0L, put)
                         LogCommand.InSession(stamp 1L 3L 1L 0L, put)
@@ -67,7 +67,7 @@ let tests =
                   run
                       Sessions.empty
                       1L
-                      [ LogCommand.OpenSession(0L, 60_000L)
+                      [ LogCommand.OpenSession(0L, 60_000L, "")
                         LogCommand.InSession(stamp 1L 1L 1L 0L, put)
                         LogCommand.InSession(stamp 1L 2L 2L 0L, put)
                         LogCommand.InSession(stamp 1L 1L 1L 0L, put) ]
@@ -79,7 +79,7 @@ let tests =
           <| fun () ->
               let n = Sessions.MaxResultsPerSession + 10
               let commands =
-                  LogCommand.OpenSession(0L, 60_000L) :: [ for i in 1..n -> LogCommand.InSession(stamp 1L (int64 i) 1L 0L, put) ]
+                  LogCommand.OpenSession(0L, 60_000L, "") :: [ for i in 1..n -> LogCommand.InSession(stamp 1L (int64 i) 1L 0L, put) ]
               let _, table, applied = run Sessions.empty 1L commands
               let session = table.Sessions[1L]
               Expect.equal applied n "all applied"
@@ -94,8 +94,8 @@ let tests =
                   run
                       Sessions.empty
                       1L
-                      [ LogCommand.OpenSession(1_000L, 5_000L)
-                        LogCommand.OpenSession(7_000L, 5_000L) // another client's request moves the log's clock
+                      [ LogCommand.OpenSession(1_000L, 5_000L, "")
+                        LogCommand.OpenSession(7_000L, 5_000L, "") // another client's request moves the log's clock
                         LogCommand.InSession(stamp 1L 1L 1L 3_000L, put) ] // a late stamp does not move it back
               Expect.equal applied 0 "nothing applied in an expired session"
               Expect.equal results[2] LogResult.SessionUnknown "expired"
@@ -108,7 +108,7 @@ let tests =
                   run
                       Sessions.empty
                       1L
-                      [ LogCommand.OpenSession(0L, 5_000L)
+                      [ LogCommand.OpenSession(0L, 5_000L, "")
                         LogCommand.InSession(stamp 1L 1L 1L 4_000L, put)
                         LogCommand.InSession(stamp 1L 2L 2L 8_000L, put) ]
               Expect.equal applied 2 "both applied"
@@ -124,9 +124,10 @@ let tests =
                               Sessions.TimeoutMs = 1_000_000L
                               Sessions.LastActive = i
                               Sessions.Floor = 1L
-                              Sessions.Results = Map.empty } ]
+                              Sessions.Results = Map.empty
+                              Sessions.Owner = "" } ]
               let table = { Sessions.Clock = int64 Sessions.MaxSessions; Sessions.Sessions = sessions }
-              let _, table, _ = run table 100_000L [ LogCommand.OpenSession(int64 Sessions.MaxSessions, 1_000_000L) ]
+              let _, table, _ = run table 100_000L [ LogCommand.OpenSession(int64 Sessions.MaxSessions, 1_000_000L, "") ]
               Expect.equal table.Sessions.Count Sessions.MaxSessions "still at the cap"
               Expect.isFalse (table.Sessions.ContainsKey 1L) "the oldest went"
               Expect.isTrue (table.Sessions.ContainsKey 100_000L) "the new one is in"
@@ -137,7 +138,9 @@ let tests =
                   run
                       Sessions.empty
                       1L
-                      [ LogCommand.OpenSession(0L, 60_000L); LogCommand.CloseSession(1L, 0L); LogCommand.InSession(stamp 1L 1L 1L 0L, put) ]
+                      [ LogCommand.OpenSession(0L, 60_000L, "")
+                        LogCommand.CloseSession(1L, 0L)
+                        LogCommand.InSession(stamp 1L 1L 1L 0L, put) ]
               Expect.equal results[2] LogResult.SessionUnknown "closed"
               Expect.isEmpty table.Sessions "empty"
 
@@ -152,14 +155,24 @@ let tests =
                       Map.ofList
                           [ 3L, { Result = CommandResult.Done; Index = 10L }
                             5L, { Result = CommandResult.Swapped false; Index = 12L }
-                            6L, { Result = CommandResult.Swapped true; Index = 13L } ] }
+                            6L, { Result = CommandResult.Swapped true; Index = 13L } ]
+                    Sessions.Owner = "" }
               Expect.equal (Sessions.decode (System.ReadOnlySpan(Sessions.encode session))) (Ok session) "session round trip"
+              let owned = { session with Owner = "alice é" }
+              Expect.equal (Sessions.decode (System.ReadOnlySpan(Sessions.encode owned))) (Ok owned) "an owned session round trip"
+              // A record written before sessions had owners is the owner-less encoding: it still decodes, ownerless.
+              Expect.equal (Sessions.encode session).Length (36 + 17 * 3) "no owner adds no bytes"
+              Expect.isError (Sessions.decode (System.ReadOnlySpan(Array.zeroCreate<byte>(36 + 2000)))) "an oversized owner"
               for c in
                   [ LogCommand.Plain put
                     LogCommand.InSession(stamp 4L 5L 6L 7L, Command.CompareAndSwap("a/b", None, Some(b "x")))
-                    LogCommand.OpenSession(123L, 456L)
+                    LogCommand.OpenSession(123L, 456L, "")
+                    LogCommand.OpenSession(123L, 456L, "alice")
                     LogCommand.CloseSession(9L, 10L) ] do
                   Expect.equal (LogCommandCodec.decodeArray (LogCommandCodec.encode c)) (Ok c) (sprintf "%A" c)
+              // An open-session entry written before sessions had owners (18 bytes) opens an ownerless session.
+              Expect.equal (LogCommandCodec.encode (LogCommand.OpenSession(1L, 2L, ""))).Length 18 "the owner-less entry is the old layout"
+              Expect.isError (LogCommandCodec.decodeArray (Array.append [| 2uy; 2uy |] (Array.zeroCreate 2000))) "an oversized owner"
               // Entries written before sessions existed are version-1 commands: they still decode.
               Expect.equal (LogCommandCodec.decodeArray (CommandCodec.encode put)) (Ok(LogCommand.Plain put)) "old entries"
               Expect.isError (LogCommandCodec.decodeArray [| 2uy; 1uy; 0uy |]) "truncated stamp" ]

@@ -10,18 +10,21 @@ namespace Skiff.Bench.Cluster.Systems;
 
 /// <summary>
 /// etcd 3.4 from Debian (bench/install-peers.sh): three members, client port 2379 and peer port 2380 on each
-/// of 127.0.0.1-127.0.0.3, driven with dotnet-etcd over one plain-text gRPC channel per member.
+/// of 127.0.0.1-127.0.0.3, driven with dotnet-etcd over one plain-text gRPC channel per member. As "etcd-tls", with
+/// TLS on the client port and mutual TLS between members (--peer-client-cert-auth), as Skiff's TLS row has.
 /// </summary>
-public sealed class EtcdSystem : ProcessSystem, IBenchSystem
+public sealed class EtcdSystem(bool tls = false) : ProcessSystem, IBenchSystem
 {
     private const int ClientPort = 2379, PeerPort = 2380;
     private GrpcChannel?[] channels = [];
     private EtcdKv?[] clients = [];
 
-    public string Name => "etcd";
+    public string Name => tls ? "etcd-tls" : "etcd";
 
     public string Describe(ClusterSpec spec) =>
-        $"etcd {Version()} (Debian), heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs} ms; " +
+        $"etcd {Version()} (Debian){(tls ? ", TLS on the client port and mutual TLS between members" : "")}, " +
+        $"heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs} ms; " +
+        "periodic auto-compaction keeping one minute of history; " +
         "each member fsyncs its WAL before acknowledging, so an acknowledged put is on disk on a majority";
 
     private static string Version()
@@ -39,26 +42,38 @@ public sealed class EtcdSystem : ProcessSystem, IBenchSystem
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
     {
-        var procs = Prepare(spec, "etcd");
+        var procs = Prepare(spec, Name);
+        var certs = tls ? new BenchCertificates(Path.Combine(dataDir, "certs"), spec.Members) : null;
+        var scheme = certs is null ? "http" : "https";
         var token = "skiff-bench-" + Guid.NewGuid().ToString("N")[..8];
-        var initial = string.Join(',', spec.Members.Select((ip, i) => $"m{i}=http://{ip}:{PeerPort}"));
+        var initial = string.Join(',', spec.Members.Select((ip, i) => $"m{i}={scheme}://{ip}:{PeerPort}"));
         for (int i = 0; i < spec.Members.Count; i++)
         {
             var ip = spec.Members[i];
             procs.Start(i, "etcd",
             [
                 "--name", $"m{i}", "--data-dir", Path.Combine(dataDir, $"m{i}"),
-                "--listen-client-urls", $"http://{ip}:{ClientPort}", "--advertise-client-urls", $"http://{ip}:{ClientPort}",
-                "--listen-peer-urls", $"http://{ip}:{PeerPort}", "--initial-advertise-peer-urls", $"http://{ip}:{PeerPort}",
+                "--listen-client-urls", $"{scheme}://{ip}:{ClientPort}", "--advertise-client-urls", $"{scheme}://{ip}:{ClientPort}",
+                "--listen-peer-urls", $"{scheme}://{ip}:{PeerPort}", "--initial-advertise-peer-urls", $"{scheme}://{ip}:{PeerPort}",
                 "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", token,
                 "--heartbeat-interval", spec.HeartbeatMs.ToString(), "--election-timeout", spec.ElectionMs.ToString(),
                 "--logger", "zap", "--log-level", "warn",
+                // As etcd's maintenance guide advises: keep one minute of history (MaintainAsync defragments).
+                "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
+                .. certs is null ? [] : new[]
+                {
+                    // No --trusted-ca-file for the client port: etcd 3.4 then demands client certificates, which
+                    // Skiff's TLS row does not.
+                    "--cert-file", certs.CertFile(i), "--key-file", certs.KeyFile(i),
+                    "--peer-cert-file", certs.CertFile(i), "--peer-key-file", certs.KeyFile(i),
+                    "--peer-trusted-ca-file", certs.CaFile, "--peer-client-cert-auth",
+                },
             ]);
         }
 
-        channels = spec.Members.Select(ip => GrpcChannel.ForAddress($"http://{ip}:{ClientPort}", new GrpcChannelOptions
+        channels = spec.Members.Select(ip => GrpcChannel.ForAddress($"{scheme}://{ip}:{ClientPort}", new GrpcChannelOptions
         {
-            Credentials = ChannelCredentials.Insecure,
+            Credentials = certs is null ? ChannelCredentials.Insecure : ChannelCredentials.SecureSsl,
             // dotnet-etcd's own constructor spreads calls over every endpoint and retries Unavailable five times
             // with a 1 s backoff, which would hide failover. One channel per member, pick-first, no retry policy.
             ServiceConfig = new ServiceConfig { LoadBalancingConfigs = { new PickFirstConfig() } },
@@ -68,6 +83,7 @@ public sealed class EtcdSystem : ProcessSystem, IBenchSystem
                 EnableMultipleHttp2Connections = true,
                 PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
                 ConnectTimeout = TimeSpan.FromSeconds(2),
+                SslOptions = new System.Net.Security.SslClientAuthenticationOptions { RemoteCertificateValidationCallback = certs?.Validate },
             },
         })).ToArray<GrpcChannel?>();
         clients = channels.Select(c => new EtcdKv(new EtcdClient(c!.CreateCallInvoker()))).ToArray<EtcdKv?>();
@@ -92,6 +108,18 @@ public sealed class EtcdSystem : ProcessSystem, IBenchSystem
     }
 
     public IKvClient Client(int member) => clients[member] ?? throw new InvalidOperationException("member is down");
+
+    /// <summary>Defragments every member, one at a time (etcd's maintenance guide: compaction frees pages inside
+    /// the database file, only a defragmentation gives them back to the file system).</summary>
+    public override async Task MaintainAsync(CancellationToken ct)
+    {
+        foreach (var c in clients)
+        {
+            if (c is null) continue;
+            try { await c.Etcd.DefragmentAsync(new DefragmentRequest(), cancellationToken: ct); }
+            catch (RpcException) { } // a member that is down or busy is defragmented next time
+        }
+    }
 
     protected override void CloseClients()
     {

@@ -45,6 +45,13 @@ public interface IBenchSystem
     /// <summary>The OS process ids of the live members, to account their CPU.</summary>
     IReadOnlyList<int> MemberPids { get; }
 
+    /// <summary>The data directory of one member (for the disk benchmark).</summary>
+    string MemberDataDir(int member);
+
+    /// <summary>The periodic maintenance the system's operators are told to run (etcd: defragment every member);
+    /// called about once a minute during the disk benchmark. Nothing for systems that maintain themselves.</summary>
+    Task MaintainAsync(CancellationToken ct);
+
     /// <summary>Kills whatever is left and deletes the data. Idempotent.</summary>
     Task StopAsync();
 }

@@ -32,6 +32,11 @@ public abstract class ProcessSystem
 
     public IReadOnlyList<int> MemberPids => procs?.Pids ?? [];
 
+    /// <summary>Every system here keeps member i's data in m{i} under its directory.</summary>
+    public string MemberDataDir(int member) => Path.Combine(dataDir, $"m{member}");
+
+    public virtual Task MaintainAsync(CancellationToken ct) => Task.CompletedTask;
+
     public Task StopAsync()
     {
         procs?.KillAll();

@@ -11,22 +11,24 @@ namespace Skiff.Bench.Cluster.Systems;
 /// thread pool, GC: bench/Skiff.Bench.EmbeddedMember), which is how the library is used. Driven through the public
 /// <see cref="Skiff.Client"/>, one per member (one gRPC channel each, many concurrent calls multiplexed over HTTP/2),
 /// so every put is an exactly-once write in the client's session, as an application's would be; probed with
-/// SkiffGrpcClient's status call.
+/// SkiffGrpcClient's status call. As "skiff-tls", `skiff serve` members with TLS on the client port and mutual TLS
+/// between members (certificates from <see cref="BenchCertificates"/>), clients verifying the members against the CA.
 /// </summary>
-public sealed class SkiffSystem(string memberDll, bool embedded = false) : ProcessSystem, IBenchSystem
+public sealed class SkiffSystem(string memberDll, bool embedded = false, bool tls = false) : ProcessSystem, IBenchSystem
 {
     private const int Port = 9471;
     private SkiffGrpcClient?[] clients = [];
     private Skiff.Client?[] stores = [];
+    private BenchCertificates? certs;
 
-    public string Name => embedded ? "skiff-embedded" : "skiff";
+    public string Name => embedded ? "skiff-embedded" : tls ? "skiff-tls" : "skiff";
 
     public string Describe(ClusterSpec spec) =>
         $"Skiff {typeof(SkiffGrpcClient).Assembly.GetName().Version} " +
         (embedded
             ? "(embedded through Builder in a console application with every default: heartbeat 50 ms, election 150-300 ms, " +
               "no thread pool or GC settings; FASTER storage, gRPC over h2c)"
-            : $"(`skiff serve`, FASTER storage, gRPC over h2c), heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs}-{2 * spec.ElectionMs} ms") +
+            : $"(`skiff serve`, FASTER storage, gRPC over {(tls ? "TLS 1.3, mutual TLS between members" : "h2c")}), heartbeat {spec.HeartbeatMs} ms, election {spec.ElectionMs}-{2 * spec.ElectionMs} ms") +
         "; linearizable reads by ReadIndex on the leader; a put is acknowledged once it is fsynced on a majority";
 
     private string[] Args(ClusterSpec spec, int i) => embedded
@@ -41,6 +43,7 @@ public sealed class SkiffSystem(string memberDll, bool embedded = false) : Proce
         // Members end with the harness however it ends (SIGTERM or SIGKILL), so no run leaves a cluster behind.
         "--parent-pid", Environment.ProcessId.ToString(),
         .. i == 0 ? new[] { "--new-cluster" } : ["--join", spec.Members[0].ToString()],
+        .. certs is null ? [] : new[] { "--cert-file", certs.CertFile(i), "--key-file", certs.KeyFile(i), "--trusted-ca-file", certs.CaFile },
     ];
 
     public async Task StartAsync(ClusterSpec spec, CancellationToken ct)
@@ -48,8 +51,12 @@ public sealed class SkiffSystem(string memberDll, bool embedded = false) : Proce
         if (!File.Exists(memberDll))
             throw new FileNotFoundException($"the Skiff member is not built: {memberDll}");
         var procs = Prepare(spec, Name);
-        clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"])).ToArray<SkiffGrpcClient?>();
-        stores = spec.Members.Select(ip => new Skiff.Client([ip]).WithPort(Port)).ToArray<Skiff.Client?>();
+        certs = tls ? new BenchCertificates(Path.Combine(dataDir, "certs"), spec.Members) : null;
+        var clientTls = certs is null ? null : new Skiff.ClientTlsOptions { CaFile = certs.CaFile };
+        clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"],
+            clientTls is null ? null : Skiff.Net.Runtime.Tls.ChannelSecurity.ForClient(clientTls))).ToArray<SkiffGrpcClient?>();
+        stores = spec.Members.Select(ip => clientTls is null ? new Skiff.Client([ip]).WithPort(Port)
+            : new Skiff.Client([ip]).WithPort(Port).WithTls(clientTls)).ToArray<Skiff.Client?>();
         // An embedded member runs with the defaults of the application around it: nothing set for it here.
         var env = embedded ? new Dictionary<string, string>() : new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
 

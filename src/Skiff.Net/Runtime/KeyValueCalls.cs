@@ -29,7 +29,23 @@ internal sealed class KeyValueCalls
         _router = router;
         _options = options;
         _shutdown = shutdown;
-        _ownSession = new ClientSession(async t => (await OpenSessionAsync(TimeSpan.Zero, CallOrigin.Local, t).ConfigureAwait(false)).Id);
+        _ownSession = new ClientSession(OpenOwnAsync);
+    }
+
+    private volatile bool _ownOpenedWithAuth;
+
+    /// <summary>The id of this node's own session (0 while none is open; for tests and diagnostics).</summary>
+    internal long OwnSessionId => _ownSession.Id;
+
+    /// <summary>Opens this node's own session: as the member itself, not as whichever client's write happened to
+    /// need it first (so the session belongs to the members, Auth.AuthCheck's session rule).</summary>
+    private async Task<long> OpenOwnAsync(CancellationToken ct)
+    {
+        Auth.AuthForwarding.Clear();
+        var withAuth = _state.Auth.Enabled;
+        var (id, _) = await OpenSessionAsync(TimeSpan.Zero, CallOrigin.Local, ct).ConfigureAwait(false);
+        _ownOpenedWithAuth = withAuth;
+        return id;
     }
 
     private static long NowMs() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
@@ -49,13 +65,19 @@ internal sealed class KeyValueCalls
         var ms = SessionTimeoutMs(timeout);
         return _router.RouteAsync(async t =>
         {
-            var (result, _) = await _runtime().ProposeAsync(LogCommandCodec.encode(LogCommand.NewOpenSession(NowMs(), ms)), t).ConfigureAwait(false);
+            var (result, _) = await _runtime().ProposeAsync(LogCommandCodec.encode(LogCommand.NewOpenSession(NowMs(), ms, SessionOwner())), t).ConfigureAwait(false);
             return result is LogResult.SessionOpened opened
                 ? (opened.session, ms)
                 : throw new SkiffException(ErrorKind.StorageError, $"opening a session gave {result}");
         }, async (c, t) => (await c.OpenSessionAsync(TimeSpan.FromMilliseconds(ms), t).ConfigureAwait(false), ms),
             origin, ct, idempotent: false);
     }
+
+    /// <summary>The owner a session opened now gets: the user the call was identified as (with auth on); the
+    /// members themselves for a call that is no client's (this node's own session, the embedding application's
+    /// calls, a member's forwarded own session); nobody in particular for a client's call while auth is off.</summary>
+    private static string SessionOwner() =>
+        Auth.AuthForwarding.User ?? (Auth.AuthForwarding.Token is null ? Auth.Tokens.MemberPrincipal : "");
 
     /// <summary>Closes a client session (an unknown one is fine).</summary>
     public Task CloseSessionAsync(long id, CallOrigin origin, CancellationToken ct) =>
@@ -79,6 +101,9 @@ internal sealed class KeyValueCalls
         CheckLimits(command);
         if (session is { } given) return await WriteInSessionAsync(command, given, origin, ct).ConfigureAwait(false);
         var own = _ownSession;
+        // Opened while auth was off, this node's session belongs to nobody in particular: once auth is on, any user
+        // who may write could write in it. Open one that belongs to the members instead.
+        if (!_ownOpenedWithAuth && own.Id != 0 && _state.Auth.Enabled) own.Forget(own.Id);
         var sequence = own.Begin();
         try
         {

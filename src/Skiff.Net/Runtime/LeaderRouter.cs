@@ -184,12 +184,19 @@ internal sealed class LeaderRouter : IDisposable
     private SkiffGrpcClient ForwarderFor(string address) =>
         _forwarders.GetOrAdd(address, a =>
         {
-            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true, _security) { TokenSource = () => ForwardToken?.Invoke() };
+            var forwarder = new SkiffGrpcClient(new[] { a }, forwarded: true, _security)
+            {
+                TokenSource = () => ForwardToken?.Invoke(),
+                MemberTokenSource = () => MemberToken?.Invoke(),
+            };
             return _cluster() is { } id ? forwarder.ExpectCluster(id) : forwarder;
         });
 
     /// <summary>The auth token a forwarded call carries (see Auth.AuthForwarding); null: none.</summary>
     public Func<string?>? ForwardToken { get; set; }
+
+    /// <summary>The token proving a forwarded call comes from a member, carried beside the client's; null: none.</summary>
+    public Func<string?>? MemberToken { get; set; }
 
     /// <summary>Closes the connections to the leaders calls were forwarded to.</summary>
     public void Dispose()

@@ -15,6 +15,9 @@ internal sealed partial class SkiffGrpcClient
     /// <summary>Where calls get the token they carry (a forwarding member's; by default this client's own).</summary>
     internal Func<string?>? TokenSource { get; init; }
 
+    /// <summary>Where a forwarding member's calls get the member token they carry beside the client's (null: none).</summary>
+    internal Func<string?>? MemberTokenSource { get; init; }
+
     /// <summary>Makes every call carry a token for <paramref name="user"/>, got with <paramref name="password"/> on
     /// the first call and again whenever the token is about to expire or a member refuses it as stale.</summary>
     public SkiffGrpcClient WithCredentials(string user, string password)

@@ -50,7 +50,7 @@ internal sealed partial class SkiffGrpcClient : IDisposable
             _security.Apply(handler, a);
             return GrpcChannel.ForAddress(_security.Url(a), new GrpcChannelOptions { HttpHandler = handler, MaxReceiveMessageSize = 64 << 20 });
         }).ToArray();
-        _clients = _channels.Select(c => new Protocol.Skiff.SkiffClient(c.Intercept(new Auth.TokenHeader(() => Token)))).ToArray();
+        _clients = _channels.Select(c => new Protocol.Skiff.SkiffClient(c.Intercept(new Auth.TokenHeader(() => Token, () => MemberTokenSource?.Invoke())))).ToArray();
         _headers = new CallHeaders(forwarded, _clients, () => Volatile.Read(ref _current), () => _attemptTimeout);
     }
 

@@ -53,6 +53,7 @@ internal sealed class SkiffServer : IAsyncDisposable
         Membership = new MembershipCalls(this, () => Runtime, _router, options.JoinTimeout);
         AuthCalls = new AuthCalls(this, () => Runtime, _router, options.TokenTtl);
         _router.ForwardToken = ForwardToken;
+        _router.MemberToken = MemberToken;
     }
 
     /// <summary>The auth calls (the client service's entry point).</summary>
@@ -66,9 +67,20 @@ internal sealed class SkiffServer : IAsyncDisposable
     private string? ForwardToken()
     {
         if (AuthForwarding.Token is { } token) return token;
+        return MemberToken();
+    }
+
+    /// <summary>With auth on, a token this node signs for itself: a forwarded call carries it beside the client's, so
+    /// the leader knows a member forwarded it (Auth.AuthCheck's session rule).</summary>
+    private string? MemberToken()
+    {
         var state = AuthState;
         return state.Enabled ? Tokens.Issue(state, Tokens.MemberPrincipal, DateTimeOffset.UtcNow.AddMinutes(1)) : null;
     }
+
+    /// <summary>Who opened client session <paramref name="session"/> ("" for nobody in particular), or null if this
+    /// node does not know it.</summary>
+    internal string? SessionOwner(long session) => _storage.IsOpen ? _storage.StateMachine.SessionOwner(session) : null;
 
     /// <summary>The key-value calls, with their session and origin (the client service's entry point).</summary>
     internal KeyValueCalls KeyValue { get; }

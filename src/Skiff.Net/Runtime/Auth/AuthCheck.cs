@@ -19,18 +19,23 @@ internal sealed class AuthCheck(SkiffServer node) : Interceptor
     /// <summary>The request header carrying a token from <c>Authenticate</c>.</summary>
     public const string TokenHeader = "skiff-token";
 
+    /// <summary>The request header with which a member forwarding a call proves it is one (a token it signs for
+    /// itself, beside the client's): only such a call may use a member's own session.</summary>
+    public const string MemberTokenHeader = "skiff-member-token";
+
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
         UnaryServerMethod<TRequest, TResponse> continuation)
     {
-        AuthForwarding.Set(Check(request, context).Forward);
+        var (forward, user, viaMember) = Check(request, context);
+        AuthForwarding.Set(forward, user, viaMember);
         return await continuation(request, context).ConfigureAwait(false);
     }
 
     public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
         ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
     {
-        var (forward, user) = Check(request, context);
-        AuthForwarding.Set(forward);
+        var (forward, user, viaMember) = Check(request, context);
+        AuthForwarding.Set(forward, user, viaMember);
         // A watch outlives the check at its start: each change it sends is checked again, so a user whose read
         // permission goes (a revoked role or grant, a deleted user) stops receiving at the next change.
         if (user is not null && request is SubscribeRequest watch)
@@ -38,18 +43,46 @@ internal sealed class AuthCheck(SkiffServer node) : Interceptor
         await continuation(request, responseStream, context).ConfigureAwait(false);
     }
 
-    /// <summary>Throws the call's refusal, or returns the token its forwarded attempts carry and the user (null with
-    /// auth off, or for an open call).</summary>
-    private (string Forward, string? User) Check(object request, ServerCallContext context)
+    /// <summary>Throws the call's refusal, or returns the token its forwarded attempts carry, the user (null with
+    /// auth off, or for an open call) and whether a member forwarded it.</summary>
+    private (string Forward, string? User, bool ViaMember) Check(object request, ServerCallContext context)
     {
         var state = node.AuthState;
-        if (!state.Enabled) return (AuthForwarding.Anonymous, null);
+        if (!state.Enabled) return (AuthForwarding.Anonymous, null, false);
         var method = context.Method[(context.Method.LastIndexOf('/') + 1)..];
-        if (method is "ClusterStatus" or "Authenticate") return (AuthForwarding.Anonymous, null);
+        if (method is "ClusterStatus" or "Authenticate") return (AuthForwarding.Anonymous, null, false);
         var (user, token) = Identify(state, context);
-        var denied = Denied(state, user, method, request);
+        var viaMember = ForwardedByMember(state, context);
+        var denied = Denied(state, user, method, request) ?? SessionDenied(state, user, viaMember, request);
         if (denied is not null) throw PermissionDenied(user, denied);
-        return (token ?? Tokens.Issue(state, user, DateTimeOffset.UtcNow + TimeSpan.FromMinutes(1)), user);
+        return (token ?? Tokens.Issue(state, user, DateTimeOffset.UtcNow + TimeSpan.FromMinutes(1)), user, viaMember);
+    }
+
+    private static bool ForwardedByMember(AuthState state, ServerCallContext context) =>
+        context.RequestHeaders.GetValue(MemberTokenHeader) is { Length: > 0 } token
+        && Tokens.Verify(state, token, DateTimeOffset.UtcNow, out _) == Tokens.MemberPrincipal;
+
+    /// <summary>Why <paramref name="user"/> may not use the session the call names, or null if it may (or names
+    /// none). A session belongs to the user who opened it: another user writing in it or closing it would break
+    /// its owner's exactly-once writes (a retry answered with someone else's result). A member's own session (the
+    /// one it writes session-less calls in) is usable only through a member. A session this member does not know
+    /// (opened moments ago, or gone) is left to the leader, which checks again, and to the log, which refuses an
+    /// unknown session. Sessions opened while auth was off belong to nobody in particular.</summary>
+    private string? SessionDenied(AuthState state, string user, bool viaMember, object request)
+    {
+        if (user == Tokens.MemberPrincipal || Core.Auth.isRootUser(state, user)) return null;
+        var session = request switch
+        {
+            InsertRequest { Session: { } r } => r.Id,
+            DeleteRequest { Session: { } r } => r.Id,
+            CompareAndSwapRequest { Session: { } r } => r.Id,
+            CloseSessionRequest r => r.Id,
+            _ => 0UL,
+        };
+        if (session == 0) return null;
+        var owner = node.SessionOwner((long)session);
+        if (owner is null or "" || owner == user || (owner == Tokens.MemberPrincipal && viaMember)) return null;
+        return $"may not use session {session}: {(owner == Tokens.MemberPrincipal ? "a member's own session" : "another user opened it")}";
     }
 
     private static RpcException PermissionDenied(string user, string why) =>

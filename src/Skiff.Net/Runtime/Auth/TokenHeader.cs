@@ -4,17 +4,20 @@ using Grpc.Core.Interceptors;
 namespace Skiff.Net.Runtime.Auth;
 
 /// <summary>A client-side interceptor that adds the current token (if any) to every call's headers, on a copy: the
-/// headers a call is given are shared by concurrent calls.</summary>
-internal sealed class TokenHeader(Func<string?> token) : Interceptor
+/// headers a call is given are shared by concurrent calls. A member forwarding calls also adds its own member token
+/// (<paramref name="memberToken"/>), proving to the leader that a member forwarded the call.</summary>
+internal sealed class TokenHeader(Func<string?> token, Func<string?>? memberToken = null) : Interceptor
 {
     private CallOptions With(CallOptions options)
     {
         var t = token();
-        if (string.IsNullOrEmpty(t)) return options;
+        var m = memberToken?.Invoke();
+        if (string.IsNullOrEmpty(t) && string.IsNullOrEmpty(m)) return options;
         var headers = new Metadata();
         if (options.Headers is { } given)
             foreach (var h in given) headers.Add(h);
-        headers.Add(AuthCheck.TokenHeader, t);
+        if (!string.IsNullOrEmpty(t)) headers.Add(AuthCheck.TokenHeader, t);
+        if (!string.IsNullOrEmpty(m)) headers.Add(AuthCheck.MemberTokenHeader, m);
         return options.WithHeaders(headers);
     }
 

@@ -22,6 +22,10 @@ internal interface IStateMachine : IDisposable
     /// <summary>The replicated auth state as of the applied index (a state machine without one: auth never set up).</summary>
     AuthState Auth => Skiff.Core.Auth.empty;
 
+    /// <summary>Who opened client session <paramref name="session"/> ("" for nobody in particular), or null if the
+    /// session is not known here (yet, or any more).</summary>
+    string? SessionOwner(long session) => null;
+
     /// <summary>Up to <paramref name="limit"/> keys that start with <paramref name="prefix"/> and come after
     /// <paramref name="startAfter"/> (null: from the first), in ordinal order: one page, never a whole walk.</summary>
     IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit);

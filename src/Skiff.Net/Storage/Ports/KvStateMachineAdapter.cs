@@ -41,6 +41,9 @@ internal sealed class KvStateMachineAdapter : IStateMachine, IChangeHistory
     public AuthState Auth => _kv.Auth;
 
     /// <inheritdoc/>
+    public string? SessionOwner(long session) => _kv.ClientSessions.Sessions.TryGetValue(session, out var s) ? s.Owner : null;
+
+    /// <inheritdoc/>
     public IReadOnlyList<string> ListKeys(string prefix, string? startAfter, int limit) => _kv.ListKeys(prefix, startAfter, limit);
 
     /// <inheritdoc/>
