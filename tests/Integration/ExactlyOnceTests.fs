@@ -13,6 +13,7 @@ open System.Threading.Tasks
 open Expecto
 open Skiff
 open Skiff.Net.Runtime
+open Skiff.Net.Storage.Ports
 open Skiff.Integration.RuntimeTests
 
 /// Request `sequence` of session `id`, with no reply acknowledged yet (so every result is kept).
@@ -46,8 +47,8 @@ let private sessionTests =
           // differ from theirs for ever. The real applier, on real storage:
           let dir = Path.Combine(Path.GetTempPath(), "skiff-applier-" + Guid.NewGuid().ToString("N"))
           use storage = Skiff.Net.Storage.NodeStorage.Open dir
-          let sm = new FasterStateMachine(storage.Kv)
-          use snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(dir, "snapmeta"))
+          let sm = new KvStateMachineAdapter(storage.Kv)
+          use snapshots = new CheckpointSnapshotStore(storage.Kv, Path.Combine(dir, "snapmeta"))
           let fatal = TaskCompletionSource<exn>()
           let applier = Applier(sm, snapshots, ignore, 100, 100, fun e -> fatal.TrySetResult e |> ignore)
           applier.Initialise()

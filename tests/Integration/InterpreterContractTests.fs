@@ -15,6 +15,7 @@ open System.Threading
 open Expecto
 open Skiff.Core
 open Skiff.Net.Runtime
+open Skiff.Net.Storage.Ports
 
 /// Every call the fakes and the transport see, in order, as short text ("hard t2", "flush 3", "send ...").
 type private Journal() =

@@ -11,6 +11,7 @@ let private all: Test list =
       WalCrashTests.tests
       DiskBoundTests.tests
       PortConformanceTests.tests
+      SideFileTests.tests
       // storage:end
 
       // runtime:begin

@@ -1,64 +1,27 @@
-/// The storage ports' contracts (Runtime/Storage.cs), as one suite that every implementation must pass, as openraft's
-/// storage test suite does: FASTER's, and an in-memory reference kept here. A new implementation adds one line.
+/// The storage ports' contracts (Storage/Ports), as one suite that every implementation must pass, as openraft's
+/// storage test suite does: each contract is a function of a factory that opens an implementation over a directory
+/// (again after a dispose, as a restart would). It runs over the real stores (Skiff's WAL, the hard-state file,
+/// FASTER KV with its checkpoints) and over the in-memory reference ones (PortReference.fs); a new implementation
+/// adds one line to each list at the end. The state-machine ports' contracts are in PortConformanceMachineTests.
 module Skiff.Integration.PortConformanceTests
 
 open System
 open System.Collections.Generic
+open System.IO
 open Expecto
 open Skiff.Core
-open Skiff.Net.Runtime
 open Skiff.Net.Storage
+open Skiff.Net.Storage.Ports
 open Skiff.Integration.StorageSupport
-
-/// What a durable log holds; the in-memory reference keeps it across "reopens" as a disk would.
-type private MemoryDisk() =
-    member val Entries = SortedDictionary<int64, Entry>()
-    member val BaseIndex = 0L with get, set
-    member val BaseTerm = 0L with get, set
-
-/// The reference log: the contract and nothing else (every append durable at once).
-type private MemoryLog(disk: MemoryDisk) =
-    interface ILogStore with
-        member _.SnapshotIndex = disk.BaseIndex
-        member _.SnapshotTerm = disk.BaseTerm
-        member _.LastIndex = if disk.Entries.Count = 0 then disk.BaseIndex else Seq.last disk.Entries.Keys
-        member _.Append(entries: IReadOnlyList<Entry>) =
-            if entries.Count > 0 then
-                for k in List.ofSeq disk.Entries.Keys do
-                    if k >= entries[0].Index then
-                        disk.Entries.Remove k |> ignore
-                for e in entries do
-                    disk.Entries[e.Index] <- e
-        member _.Flush() = ()
-        member _.TermAt(index: int64) =
-            match disk.Entries.TryGetValue index with
-            | true, e -> Nullable e.Term
-            | _ when index = disk.BaseIndex -> Nullable disk.BaseTerm
-            | _ -> Nullable()
-        member _.Read(from: int64, upTo: int64) =
-            let got = [| for i in from..upTo -> disk.Entries.TryGetValue i |]
-            if from > disk.BaseIndex && upTo >= from && got |> Array.forall fst then
-                got |> Array.map snd :> IReadOnlyList<Entry>
-            else
-                [||] :> IReadOnlyList<Entry>
-        member _.CompactUntil(index: int64, term: int64) =
-            for k in List.ofSeq disk.Entries.Keys do
-                if k <= index then
-                    disk.Entries.Remove k |> ignore
-            disk.BaseIndex <- index
-            disk.BaseTerm <- term
-        member _.Reset(index: int64, term: int64) =
-            disk.Entries.Clear()
-            disk.BaseIndex <- index
-            disk.BaseTerm <- term
-        member _.Dispose() = ()
+open Skiff.Integration.PortReference
+open Skiff.Integration.PortConformanceMachineTests
 
 /// An implementation under test: opens the store kept in a directory (again after a dispose, as a restart would).
 type private LogImpl = { Name: string; Open: string -> ILogStore }
 
-/// FASTER's adapter, owning its RaftLog (in a node the NodeStorage owns it), so a dispose closes the files.
-type private OwnedFasterLog(log: RaftLog) =
-    let store = new FasterLogStore(log) :> ILogStore
+/// The WAL's adapter, owning its RaftLog (in a node the NodeStorage owns it), so a dispose closes the files.
+type private OwnedWalLog(log: RaftLog) =
+    let store = new WalLogStore(log) :> ILogStore
     interface ILogStore with
         member _.SnapshotIndex = store.SnapshotIndex
         member _.SnapshotTerm = store.SnapshotTerm
@@ -71,19 +34,10 @@ type private OwnedFasterLog(log: RaftLog) =
         member _.Reset(index, term) = store.Reset(index, term)
         member _.Dispose() = log.Dispose()
 
-let private fasterLog (keepTail: int64) (dir: string) : ILogStore =
-    new OwnedFasterLog(RaftLog.Open(dir, RaftLogOptions(KeepTail = keepTail, MemorySizeBits = 22, PageSizeBits = 18)))
+let private walLog (keepTail: int64) (dir: string) : ILogStore =
+    new OwnedWalLog(RaftLog.Open(dir, RaftLogOptions(KeepTail = keepTail, MemorySizeBits = 22, PageSizeBits = 18)))
 
-let private memoryDisks = Dictionary<string, MemoryDisk>()
-
-let private memoryLog (dir: string) : ILogStore =
-    lock memoryDisks (fun () ->
-        match memoryDisks.TryGetValue dir with
-        | true, d -> new MemoryLog(d) :> ILogStore
-        | _ ->
-            let d = MemoryDisk()
-            memoryDisks[dir] <- d
-            new MemoryLog(d) :> ILogStore)
+let private memoryLog (dir: string) : ILogStore = new MemoryLog(diskAt dir)
 
 let private configOf (n: int) : Configuration =
     let id = Guid(n, 0s, 0s, Array.zeroCreate 8)
@@ -160,14 +114,106 @@ let private logContract (impl: LogImpl) =
               use log = openLog "reopen"
               Expect.equal log.LastIndex 12L "last index"
               Expect.equal (List.ofSeq (log.Read(4L, 12L))) (List.ofSeq (Seq.append (batch 4L 8L 1L) (batch 9L 12L 2L))) "entries"
-              Expect.isLessThanOrEqual log.SnapshotIndex 3L "compaction point") ]
+              Expect.isLessThanOrEqual log.SnapshotIndex 3L "compaction point")
+          testCase "a reset survives a reopen, and so do the entries appended after it"
+          <| withStore (fun openLog ->
+              do
+                  use log = openLog "reset-reopen"
+                  log.Append(batch 1L 10L 1L)
+                  log.Flush()
+                  log.Reset(30L, 4L)
+                  log.Append(batch 31L 32L 4L)
+                  log.Flush()
+              use log = openLog "reset-reopen"
+              Expect.equal (log.SnapshotIndex, log.SnapshotTerm, log.LastIndex) (30L, 4L, 32L) "after 30, up to 32"
+              Expect.equal (log.TermAt 30L) (Nullable 4L) "the reset point's term"
+              Expect.isEmpty (log.Read(1L, 10L)) "the entries before the reset are gone"
+              Expect.equal (List.ofSeq (log.Read(31L, 32L))) (List.ofSeq (batch 31L 32L 4L)) "entries after it") ]
+
+/// A hard-state store under test, over a directory.
+type private HardStateImpl = { Name: string; Open: string -> IHardStateStore }
+
+let private hardStateContract (impl: HardStateImpl) =
+    let withStore (f: (string -> IHardStateStore) -> unit) () =
+        use tmp = new TempDir "port-conformance-hard"
+        f (fun name -> impl.Open(tmp.Sub name))
+    let voted (term: int64) (n: int) : HardState = { Term = term; VotedFor = Some(Guid(n, 0s, 0s, Array.zeroCreate 8)) }
+    testList
+        impl.Name
+        [ testCase "a new store holds no term and no vote"
+          <| withStore (fun openAt ->
+              use store = openAt "fresh"
+              match store.Load() |> box with
+              | null -> ()
+              | :? HardState as h -> Expect.equal h { Term = 0L; VotedFor = None } "term 0, no vote"
+              | other -> failtestf "unexpected %O" other)
+          testCase "the last state saved is loaded, after a reopen too"
+          <| withStore (fun openAt ->
+              do
+                  use store = openAt "save"
+                  store.Save(voted 1L 1)
+                  store.Save(voted 2L 2)
+                  store.Save { Term = 3L; VotedFor = None }
+                  Expect.equal (store.Load()) { Term = 3L; VotedFor = None } "the last one"
+                  store.Save(voted 3L 7)
+              use store = openAt "save"
+              Expect.equal (store.Load()) (voted 3L 7) "the last one after a reopen") ]
+
+/// The hard-state file's adapter owning its store, so a dispose closes the file.
+let private hardStateFile (dir: string) : IHardStateStore =
+    Directory.CreateDirectory dir |> ignore
+    let file = HardStateStore.Open(Path.Combine(dir, "hardstate"))
+    let store = new HardStateFileStore(file) :> IHardStateStore
+    { new IHardStateStore with
+        member _.Load() = store.Load()
+        member _.Save(state) = store.Save state
+        member _.Dispose() = file.Dispose() }
+
+let private memoryHardState (dir: string) : IHardStateStore = new MemoryHardState(diskAt dir)
+
+/// The FASTER state machine with its checkpoint snapshots, as a node opens them (small memory sizes).
+let private kvMachine (limits: HistoryLimits) (dir: string) : Machine =
+    let options =
+        NodeStorageOptions(
+            Kv =
+                KvOptions(
+                    IndexSizeBytes = (1L <<< 16),
+                    MemorySizeBits = 22,
+                    PageSizeBits = 18,
+                    WatchHistory = limits.Count,
+                    WatchHistoryBytes = limits.Bytes
+                )
+        )
+    let storage = NodeStorage.Open(dir, options)
+    let machine = new KvStateMachineAdapter(storage.Kv)
+    let snapshots = new CheckpointSnapshotStore(storage.Kv, Path.Combine(dir, "snapmeta"))
+    { StateMachine = machine
+      History = machine
+      Snapshots = snapshots
+      Close =
+        fun () ->
+            snapshots.Dispose()
+            storage.Dispose() }
+
+let private memoryMachine (limits: HistoryLimits) (dir: string) : Machine =
+    let disk = diskAt dir
+    let machine = new MemoryStateMachine(disk, limits.Count, limits.Bytes)
+    { StateMachine = machine; History = machine; Snapshots = new MemorySnapshots(disk, machine); Close = ignore }
 
 let tests =
     testList
         "port conformance"
         [ testList
               "ILogStore"
-              [ logContract { Name = "in-memory reference"; Open = memoryLog }
+              [ logContract { LogImpl.Name = "in-memory reference"; Open = memoryLog }
                 // KeepTail 0: the log compacts exactly where asked; the runtime's default keeps 1,000 more entries.
-                logContract { Name = "FASTER, no kept tail"; Open = fasterLog 0L }
-                logContract { Name = "FASTER, default kept tail"; Open = fasterLog 1000L } ] ]
+                logContract { LogImpl.Name = "WAL, no kept tail"; Open = walLog 0L }
+                logContract { LogImpl.Name = "WAL, default kept tail"; Open = walLog 1000L } ]
+          testList
+              "IHardStateStore"
+              [ hardStateContract { HardStateImpl.Name = "in-memory reference"; Open = memoryHardState }
+                hardStateContract { HardStateImpl.Name = "hard-state file"; Open = hardStateFile } ]
+          yield!
+              contracts
+                  [ { MachineImpl.Name = "in-memory reference"; Open = memoryMachine }
+                    { MachineImpl.Name = "FASTER KV with checkpoints"; Open = kvMachine } ] ]

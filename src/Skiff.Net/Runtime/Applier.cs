@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Microsoft.FSharp.Collections;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

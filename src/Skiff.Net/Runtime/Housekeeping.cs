@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

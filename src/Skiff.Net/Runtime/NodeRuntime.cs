@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 
@@ -43,8 +44,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private volatile bool _stopped;
     private readonly ILogger _logger;
 
-    /// <summary>Test hook: consulted before each log read of the loader; an exception it returns is thrown as the
-    /// read's failure.</summary>
+    /// <summary>Test hook: consulted before each log read of the loader; an exception it returns is thrown as the read's failure.</summary>
     internal Func<LoadPurpose, Exception?>? LoadFault
     {
         get => _loader.Fault;

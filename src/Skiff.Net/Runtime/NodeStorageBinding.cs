@@ -2,6 +2,7 @@ using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Skiff.Core;
 using Skiff.Net.Storage;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 
@@ -64,10 +65,10 @@ internal sealed class NodeStorageBinding : IDisposable
             _storage = null;
             throw;
         }
-        Log = new FasterLogStore(storage.Log);
-        HardState = new FasterHardStateStore(storage.HardState);
-        StateMachine = new FasterStateMachine(storage.Kv);
-        Snapshots = new FasterSnapshotStore(storage.Kv, Path.Combine(dataDir, "snapmeta"));
+        Log = new WalLogStore(storage.Log);
+        HardState = new HardStateFileStore(storage.HardState);
+        StateMachine = new KvStateMachineAdapter(storage.Kv);
+        Snapshots = new CheckpointSnapshotStore(storage.Kv, Path.Combine(dataDir, "snapmeta"));
         if (RequestLimits.LargestCommandBytes(options.MaxValueBytes) > Log.MaxCommandBytes)
         {
             storage.Dispose();

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Skiff.Core;
 using Skiff.Net.Protocol;
 using Skiff.Net.Runtime.Tls;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -5,6 +5,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Skiff.Core;
 using Skiff.Net.Protocol;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

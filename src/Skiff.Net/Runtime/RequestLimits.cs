@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Skiff.Core;
 using Skiff.Net.Protocol;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -4,6 +4,7 @@ using Microsoft.FSharp.Core;
 using Skiff.Core;
 using Skiff.Net.Runtime.Auth;
 using Skiff.Net.Runtime.Tls;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Skiff.Core;
+using Skiff.Net.Storage.Ports;
 
 namespace Skiff.Net.Runtime;
 
