@@ -190,6 +190,21 @@ public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
         return WithDeadline(cancellationToken, t => WatchFromAsync(prefix, fromIndex, t));
     }
 
+    /// <summary>Gives member <paramref name="id"/> a new address (<c>host:port</c>, by host name or IP address); see
+    /// <see cref="SkiffNode.UpdateMemberAsync"/>. With auth enabled it needs the root role.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidAddress"/> for a malformed address or one
+    /// another member has, <see cref="ErrorKind.PeerNotFound"/> for an id that is not a member.</exception>
+    public Task UpdateMemberAsync(Guid id, string address, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        MemberAddress.Validate(address, "the member's new address");
+        return WithDeadline(cancellationToken, async t =>
+        {
+            await Grpc.UpdateServerAsync(id, address, t).ConfigureAwait(false);
+            return true;
+        });
+    }
+
     /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>
     public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken cancellationToken = default) =>
         WithDeadline(cancellationToken, t => Grpc.TransferLeadershipAsync(target, t));

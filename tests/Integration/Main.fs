@@ -49,6 +49,10 @@ let private all: Test list =
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end
+
+      // names:begin
+      NamesTests.tests
+      // names:end
       ]
 
 [<EntryPoint>]
