@@ -11,7 +11,7 @@ public sealed class SkiffOptions
     /// <summary>The address the node listens on (IPv4 or IPv6).</summary>
     public IPAddress Address { get; set; } = IPAddress.Loopback;
 
-    /// <summary>The port of the client and peer services; every member of a cluster uses the same one.</summary>
+    /// <summary>The port of the client and peer services (each member may have its own; see <see cref="AdvertiseAddress"/>).</summary>
     public int Port { get; set; } = 9400;
 
     /// <summary>Where the other members and clients reach this node, as <c>host:port</c> with a host name or an IP

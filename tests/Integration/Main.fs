@@ -52,6 +52,7 @@ let private all: Test list =
 
       // names:begin
       NamesTests.tests
+      NamesCliTests.tests
       // names:end
       ]
 

@@ -11,17 +11,16 @@ open Skiff.Core
 open Skiff.Net.Runtime
 open Skiff.Integration.RuntimeTests
 
-/// Members on 127.0.0.1, each on its own port and advertised as localhost:PORT.
+/// Members on 127.0.0.1, each on its own port and advertised as localhost:PORT; the nodes live in a RuntimeTests
+/// cluster, which waits for leaders, keeps data directories and stops everything at the end.
 type private NamedCluster() =
-    let nodes = Collections.Generic.Dictionary<int, SkiffServer>()
     let ports = Collections.Generic.Dictionary<int, int>()
-    let dirs = Collections.Generic.Dictionary<int, string>()
     let inner = new Cluster(nextPort ())
 
     member _.Port n = ports[n]
     member _.Address n = sprintf "localhost:%d" ports[n]
-    member _.Node n = nodes[n]
-    member _.Running = nodes.Values |> List.ofSeq
+    member _.Node n = inner.Node n
+    member _.Running = inner.Running
 
     /// Starts node n on `port`, joining through the members `join` by name (none: found or restart).
     member this.Start(n: int, port: int, join: int list) = this.Start(n, port, join, sprintf "localhost:%d" port)
@@ -34,39 +33,23 @@ type private NamedCluster() =
         o.JoinPeers <- join |> List.map this.Address |> Array.ofList
         o.NewCluster <- (if n = 1 && join.IsEmpty then Nullable true else Nullable())
         let s = start o
-        nodes[n] <- s
+        inner.Nodes[n] <- s
         s
 
-    member _.Stop(n: int) =
-        stop nodes[n]
-        nodes.Remove n |> ignore
-
-    member this.Leader() = this.Running |> List.tryFind (fun s -> s.Role = Role.Leader)
-
-    member this.WaitLeader(seconds: float) =
-        waitUntil seconds "a leader known to every running node" (fun () ->
-            match this.Leader() with
-            | Some l -> this.Running |> List.forall (fun s -> s.LeaderId = Nullable l.Id)
-            | None -> false)
-        (this.Leader()).Value
+    member _.Stop(n: int) = inner.Stop n
+    member _.WaitLeader(seconds: float) = inner.WaitLeader seconds
 
     /// Every running node holds `expected` (id to address) as its configuration, all voters.
-    member this.WaitConfiguration(expected: Map<Guid, string>, seconds: float) =
+    member _.WaitConfiguration(expected: Map<Guid, string>, seconds: float) =
         waitUntil seconds (sprintf "every running node has the configuration %A" expected) (fun () ->
-            this.Running
+            inner.Running
             |> List.forall (fun s ->
                 let members = s.Members
                 members.Count = expected.Count
                 && expected |> Map.forall (fun id a -> members.ContainsKey id && members[id] = struct (a, true))))
 
     interface IDisposable with
-        member _.Dispose() =
-            for s in nodes.Values do
-                try
-                    stop s
-                with _ ->
-                    ()
-            (inner :> IDisposable).Dispose()
+        member _.Dispose() = (inner :> IDisposable).Dispose()
 
 /// Three members advertised as localhost:PORT, joined by name; returns the cluster and its configuration.
 let private namedCluster () =
@@ -80,8 +63,17 @@ let private namedCluster () =
     c, expected
 
 let private invalidAddresses =
-    [ "nope"; "localhost"; "localhost:0"; "localhost:65536"; "localhost:port"; "a b:1"; "::1:9400"; "127.0.1:9400"
-      "1.2.3:9400"; ":9400"; "" ]
+    [ "nope"
+      "localhost"
+      "localhost:0"
+      "localhost:65536"
+      "localhost:port"
+      "a b:1"
+      "::1:9400"
+      "127.0.1:9400"
+      "1.2.3:9400"
+      ":9400"
+      "" ]
 
 let tests =
     testList
@@ -136,7 +128,8 @@ let tests =
               use _ = c
               let leader = c.WaitLeader 10.0
               let follower = c.Running |> List.find (fun s -> s <> leader)
-              expectError [ ErrorKind.PeerNotFound ] "an unknown id" (fun () -> follower.UpdateServerAsync(Guid.NewGuid(), "localhost:1").Wait())
+              expectError [ ErrorKind.PeerNotFound ] "an unknown id" (fun () ->
+                  follower.UpdateServerAsync(Guid.NewGuid(), "localhost:1").Wait())
               expectError [ ErrorKind.InvalidAddress ] "another member's address" (fun () ->
                   follower.UpdateServerAsync(follower.Id, leader.Address).Wait())
               use client = new SkiffGrpcClient([ follower.Address ])
@@ -204,8 +197,14 @@ let tests =
               let d1, d2 = dir (), dir ()
               let a = Builder().SetDir(d1).Port(p1).WithAdvertiseAddress(sprintf "localhost:%d" p1).NewCluster().Build()
               let b =
-                  Builder().SetDir(d2).Port(p2).WithAdvertiseAddress(sprintf "localhost:%d" p2).JoinCluster([ sprintf "localhost:%d" p1 ]).Build()
-              let client = (new Client([ IPAddress.Loopback ])).WithPort(p1)
+                  Builder()
+                      .SetDir(d2)
+                      .Port(p2)
+                      .WithAdvertiseAddress(sprintf "localhost:%d" p2)
+                      .JoinCluster([ sprintf "localhost:%d" p1 ])
+                      .Build()
+              // A client of members by name, each with its own port.
+              let client = Client.ForEndpoints([ sprintf "localhost:%d" p2; sprintf "localhost:%d" p1 ])
               try
                   a.StartAsync().Wait()
                   b.StartAsync().Wait()
@@ -219,6 +218,11 @@ let tests =
                   a.UpdateMemberAsync(b.Id, moved).Wait()
                   waitUntil 10.0 "b learns its new recorded address" (fun () ->
                       b.GetMembersAsync().Result |> Seq.exists (fun m -> m.Id = b.Id && m.Endpoint = moved))
+                  client.InsertAsync("named/k", "v").Wait()
+                  Expect.equal (client.GetAsync<string>("named/k").Result) "v" "the client reads and writes by name"
+                  for bad in [ "localhost"; "localhost:0"; "127.0.1:9400" ] do
+                      expectError [ ErrorKind.InvalidAddress ] (sprintf "a client of %A" bad) (fun () ->
+                          Client.ForEndpoints([ bad ]) |> ignore)
                   expectError [ ErrorKind.PeerNotFound ] "client update of an unknown id" (fun () ->
                       client.UpdateMemberAsync(Guid.NewGuid(), "localhost:1").Wait())
                   expectError [ ErrorKind.InvalidAddress ] "client update to a malformed address" (fun () ->

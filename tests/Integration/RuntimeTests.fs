@@ -611,8 +611,7 @@ let tests =
               let again = c.Node n
               Expect.isGreaterThanOrEqual again.LatestSnapshotIndex installed "the snapshot survived the restart"
               Expect.isGreaterThanOrEqual again.AppliedIndex installed "the state machine opened at that snapshot"
-              waitUntil 10.0 "every key after a restart" (fun () ->
-                  again.ListKeysAsync("s/", ReadConsistency.Stale).Result.Count = 400)
+              waitUntil 10.0 "every key after a restart" (fun () -> again.ListKeysAsync("s/", ReadConsistency.Stale).Result.Count = 400)
               put leader "s/401" "401"
               waitUntil 10.0 "new writes after the restart" (fun () -> staleGet again "s/401" = "401")
               // A brand-new member gets the snapshot too, not the whole history.

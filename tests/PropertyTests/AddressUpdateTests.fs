@@ -152,41 +152,38 @@ let private disagreement (ops: Op list) : string option =
         | None, Some(Error(Rejection.Invalid _)) when members = model -> None
         | _ -> Some(sprintf "after %A: expected %A, got %A with configuration %A" op expected got members))
 
+/// Checks `property` on `count` cases from SKIFF_SEED (or a fresh seed), naming the seed on failure.
+let private checkSeeded (what: string) (count: int) (property: Property) =
+    let seed = Simulation.fsCheckSeed ()
+    let config =
+        Config.QuickThrowOnFailure
+            .WithMaxTest(count)
+            .WithQuietOnSuccess(true)
+            .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
+    try
+        Check.One(config, property)
+    with e ->
+        failtestf "%s failed (SKIFF_SEED=%d): %s" what seed e.Message
+    seed
+
 let private modelTest =
     testCase "membership changes with updates match the model of id to address"
     <| fun () ->
-        let seed = Simulation.fsCheckSeed ()
-        let property = Prop.forAll (Arb.fromGen genOps) (fun ops -> disagreement ops |> Option.iter failwith)
-        let config =
-            Config.QuickThrowOnFailure
-                .WithMaxTest(300)
-                .WithQuietOnSuccess(true)
-                .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
-        try
-            Check.One(config, property)
-        with e ->
-            failtestf "model test failed (SKIFF_SEED=%d): %s" seed e.Message
+        Prop.forAll (Arb.fromGen genOps) (fun ops -> disagreement ops |> Option.iter failwith)
+        |> checkSeeded "the model test" 300
+        |> ignore
 
 let private simulationTest =
     testCase "random schedules with address updates keep every safety property"
     <| fun () ->
-        let seed = Simulation.fsCheckSeed ()
         let watch = Stopwatch.StartNew()
         let mutable updates = 0
-        let property =
+        let seed =
             Prop.forAll (Schedules.arbitraryWithUpdates Simulation.maxSteps) (fun schedule ->
                 let result = Simulator.run Simulation.reducer Simulation.settings schedule
                 updates <- updates + result.Stats.AddressUpdates
                 result.Violation |> Option.iter (fun _ -> failwith (Simulation.report result)))
-        let config =
-            Config.QuickThrowOnFailure
-                .WithMaxTest(200)
-                .WithQuietOnSuccess(true)
-                .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
-        try
-            Check.One(config, property)
-        with e ->
-            failtestf "schedules with address updates failed (SKIFF_SEED=%d): %s" seed e.Message
+            |> checkSeeded "schedules with address updates" 200
         printfn "200 schedules with address updates in %.1f s (SKIFF_SEED=%d): %d updates completed" watch.Elapsed.TotalSeconds seed updates
         // Not vacuous: the schedules really updated addresses.
         Expect.isGreaterThan updates 10 "address updates completed across the schedules"

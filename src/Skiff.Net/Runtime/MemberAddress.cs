@@ -62,22 +62,6 @@ internal static class MemberAddress
             : Fail($"'{host}' is neither a host name nor an IP address", out why);
     }
 
-    /// <summary>Logs once (per <paramref name="warned"/> flag) when <paramref name="configuration"/> records this node
-    /// at another address than the one it advertises. As etcd with a member's peer URLs, the configuration is
-    /// what the other members dial, and only a replicated change (<c>skiff member update</c>) alters it: a node
-    /// restarted with another advertise address does not rewrite its own entry, since a typo in one member's
-    /// options would otherwise move it where no one can reach it.</summary>
-    public static void WarnIfRecordedElsewhere(Microsoft.Extensions.Logging.ILogger logger, Guid self, string advertised,
-        Skiff.Core.Configuration configuration, ref int warned)
-    {
-        if (!configuration.Members.TryGetValue(self, out var member) || member.Address == advertised) return;
-        if (Interlocked.Exchange(ref warned, 1) != 0) return;
-        Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(logger,
-            "Skiff node {NodeId} advertises {Advertised}, but the cluster's configuration records it at {Recorded}, where the other " +
-            "members dial it: run `skiff member update {NodeId} {Advertised}` (or restart it at {Recorded})",
-            self, advertised, member.Address, self, advertised, member.Address);
-    }
-
     private static bool IsDottedQuad(string host)
     {
         var parts = host.Split('.');

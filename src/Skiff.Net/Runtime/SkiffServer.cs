@@ -23,7 +23,6 @@ internal sealed class SkiffServer : IAsyncDisposable
     private int _state; // 0 new, 1 started, 2 stopped
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
-    private int _movedWarned;
     private readonly TaskCompletionSource<Exception?> _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>This node's stable id (kept in the data directory).</summary>
@@ -181,7 +180,7 @@ internal sealed class SkiffServer : IAsyncDisposable
                 RoleChanged?.Invoke(r, t, l);
             };
             _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
-            _runtime.ConfigurationChanged += c => MemberAddress.WarnIfRecordedElsewhere(_logger, Id, Address, c, ref _movedWarned);
+            _runtime.ConfigurationChanged += new RecordedAddressWarning(_logger, Id, Address).Check;
             _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
             _runtime.Fatal += OnFatal;
             _runtime.Applier.Changed += c => Changed?.Invoke(c);
