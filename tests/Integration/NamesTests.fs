@@ -17,6 +17,8 @@ type private NamedCluster() =
     let ports = Collections.Generic.Dictionary<int, int>()
     let inner = new Cluster(nextPort ())
 
+    /// Adjusts node n's options before it starts (TLS, say).
+    member val Configure: int -> SkiffServerOptions -> unit = (fun _ _ -> ()) with get, set
     member _.Port n = ports[n]
     member _.Address n = sprintf "localhost:%d" ports[n]
     member _.Node n = inner.Node n
@@ -32,6 +34,7 @@ type private NamedCluster() =
         o.AdvertiseAddress <- advertise
         o.JoinPeers <- join |> List.map this.Address |> Array.ofList
         o.NewCluster <- (if n = 1 && join.IsEmpty then Nullable true else Nullable())
+        this.Configure n o
         let s = start o
         inner.Nodes[n] <- s
         s
@@ -51,9 +54,10 @@ type private NamedCluster() =
     interface IDisposable with
         member _.Dispose() = (inner :> IDisposable).Dispose()
 
-/// Three members advertised as localhost:PORT, joined by name; returns the cluster and its configuration.
-let private namedCluster () =
-    let c = new NamedCluster()
+/// Three members advertised as localhost:PORT, joined by name, each node's options adjusted by `configure`; returns
+/// the cluster and its configuration.
+let private namedClusterWith (configure: int -> SkiffServerOptions -> unit) =
+    let c = new NamedCluster(Configure = configure)
     c.Start(1, nextPort (), []) |> ignore
     c.WaitLeader 10.0 |> ignore
     c.Start(2, nextPort (), [ 1 ]) |> ignore
@@ -61,6 +65,8 @@ let private namedCluster () =
     let expected = Map.ofList [ for n in 1..3 -> (c.Node n).Id, c.Address n ]
     c.WaitConfiguration(expected, 20.0)
     c, expected
+
+let private namedCluster () = namedClusterWith (fun _ _ -> ())
 
 let private invalidAddresses =
     [ "nope"
@@ -93,6 +99,37 @@ let tests =
               for s in c.Running do
                   waitUntil 10.0 "the survivors apply the write" (fun () -> staleGet s "n/2" = "two")
               ignore expected
+          }
+
+          test "with TLS, members named localhost are checked against their certificates' DNS names" {
+              let dir = TestCertificates.directory ()
+              try
+                  let ca = TestCertificates.authority dir "names-ca"
+                  let named = TestCertificates.issue ca dir "named" [ "localhost" ]
+                  let tls (pair: TestCertificates.PemPair) =
+                      TlsOptions(CertFile = pair.CertFile, KeyFile = pair.KeyFile, TrustedCaFile = ca.File)
+                  let c, _ = namedClusterWith (fun _ o -> o.Tls <- tls named)
+                  use _ = c
+                  let leader = c.WaitLeader 10.0
+                  put leader "tls/1" "over TLS by name"
+                  for s in c.Running do
+                      waitUntil 10.0 "every member applies the write" (fun () -> staleGet s "tls/1" = "over TLS by name")
+                  // The control: a member whose certificate names only 127.0.0.1 is not accepted as localhost:PORT.
+                  let ipOnly = TestCertificates.issue ca dir "ip-only" [ "127.0.0.1" ]
+                  let o = options (nextPort ()) 1 (IO.Directory.CreateDirectory(IO.Path.Combine(dir, "joiner")).FullName) []
+                  o.AdvertiseAddress <- sprintf "localhost:%d" o.Port
+                  o.JoinPeers <- [| c.Address 1 |]
+                  o.Tls <- tls ipOnly
+                  o.JoinTimeout <- TimeSpan.FromSeconds 3.0
+                  expectError [ ErrorKind.ClusterJoinFailed ] "a member whose certificate does not name its host" (fun () ->
+                      start o |> stop)
+                  let voters = (c.Node 1).Members.Values |> Seq.filter (fun struct (_, voter) -> voter) |> Seq.length
+                  Expect.equal voters 3 "it never became a voter: no member could reach it under that name"
+              finally
+                  try
+                      IO.Directory.Delete(dir, true)
+                  with _ ->
+                      ()
           }
 
           test "member update moves a member to another port; restarted there, it catches up and votes" {
