@@ -79,7 +79,9 @@ let private invalidAddresses =
       "127.0.1:9400"
       "1.2.3:9400"
       ":9400"
-      "" ]
+      ""
+      "0.0.0.0:9400"
+      "[::]:9400" ]
 
 let tests =
     testList
@@ -189,6 +191,11 @@ let tests =
                   expectError [ ErrorKind.InvalidAddress ] (sprintf "server advertising %A" bad) (fun () -> new SkiffServer(o) |> ignore)
                   let facade = SkiffOptions(AdvertiseAddress = bad, DataDirectory = IO.Path.GetTempPath())
                   expectError [ ErrorKind.InvalidAddress ] (sprintf "options advertising %A" bad) (fun () -> facade.Validate())
+              // Bound to a wildcard, a node must say where it is reached.
+              let wildcard = options (nextPort ()) 1 (IO.Path.GetTempPath()) []
+              wildcard.Bind <- IPAddress.Any
+              expectError [ ErrorKind.InvalidAddress ] "a wildcard bind without an advertise address" (fun () ->
+                  new SkiffServer(wildcard) |> ignore)
               for good in [ "localhost:9400"; "skiff-0.skiff.default.svc.cluster.local:9400"; "10.0.0.1:1"; "[fd00::1]:9400" ] do
                   SkiffOptions(AdvertiseAddress = good).Validate()
           }

@@ -19,7 +19,8 @@ internal static class MemberAddress
     public const int MaxLength = 260;
 
     /// <summary>The address of a node that listens on <paramref name="bind"/> and <paramref name="port"/> and
-    /// advertises nothing else (an IPv6 address in brackets, so that the port stays separable).</summary>
+    /// advertises nothing else (an IPv6 address in brackets, so that the port stays separable). A wildcard bind
+    /// gives an address <see cref="Validate"/> refuses.</summary>
     public static string Of(IPAddress bind, int port) => new IPEndPoint(bind, port).ToString();
 
     /// <summary>Returns <paramref name="address"/> if it is a usable <c>host:port</c>; otherwise throws
@@ -48,19 +49,24 @@ internal static class MemberAddress
         if (host.StartsWith('['))
         {
             var inner = host.EndsWith(']') ? host[1..^1] : "";
-            return IPAddress.TryParse(inner, out var v6) && v6.AddressFamily == AddressFamily.InterNetworkV6
-                ? Ok(out why)
-                : Fail($"'{host}' is not a bracketed IPv6 address", out why);
+            if (!IPAddress.TryParse(inner, out var v6) || v6.AddressFamily != AddressFamily.InterNetworkV6)
+                return Fail($"'{host}' is not a bracketed IPv6 address", out why);
+            return v6.Equals(IPAddress.IPv6Any) ? Fail(Unspecified, out why) : Ok(out why);
         }
         if (host.Contains(':')) return Fail("an IPv6 address needs brackets: [address]:port", out why);
         // Digits and dots only: an IPv4 address, four parts of 0-255. The resolver would read "127.0.1" (a typo) as
         // 127.0.0.1 and "1.2.3" as 1.2.0.3, the legacy inet_aton forms.
         if (host.All(c => c == '.' || char.IsAsciiDigit(c)))
-            return IsDottedQuad(host) ? Ok(out why) : Fail($"'{host}' is not an IPv4 address (four parts of 0-255)", out why);
+            return !IsDottedQuad(host) ? Fail($"'{host}' is not an IPv4 address (four parts of 0-255)", out why)
+                : host == "0.0.0.0" ? Fail(Unspecified, out why)
+                : Ok(out why);
         return Uri.CheckHostName(host) is UriHostNameType.Dns or UriHostNameType.IPv4 && host.Split('.').All(l => l.Length <= 63)
             ? Ok(out why)
             : Fail($"'{host}' is neither a host name nor an IP address", out why);
     }
+
+    // A wildcard is where a node listens, never where another reaches it.
+    private const string Unspecified = "a wildcard address (0.0.0.0, [::]) cannot be dialled: advertise the address the others reach";
 
     private static bool IsDottedQuad(string host)
     {

@@ -46,7 +46,7 @@ internal sealed class SkiffServer : IAsyncDisposable
             throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinPeers exclude each other");
         Address = options.AdvertiseAddress is { } advertised
             ? MemberAddress.Validate(advertised, "the advertise address")
-            : MemberAddress.Of(options.Bind, options.Port);
+            : MemberAddress.Validate(MemberAddress.Of(options.Bind, options.Port), "the bind address (with no advertise address)");
         Tls = options.Tls is { } tls ? new NodeTls(tls) : null;
         _storage = new NodeStorageBinding(options);
         Id = _storage.NodeId;
