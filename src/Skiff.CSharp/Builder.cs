@@ -37,6 +37,23 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>Members to join through on start, by host name or IP address (<c>host</c> or <c>host:port</c>).</summary>
+    public Builder JoinCluster(IEnumerable<string> endpoints)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        _options.JoinEndpoints = endpoints.ToArray();
+        return this;
+    }
+
+    /// <summary>Where the other members and clients reach this node (<c>host:port</c>, default the bound address and
+    /// port); see <see cref="SkiffOptions.AdvertiseAddress"/>.</summary>
+    public Builder WithAdvertiseAddress(string address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        _options.AdvertiseAddress = address;
+        return this;
+    }
+
     /// <summary>Whether this node may found a new cluster when its data directory holds none; see
     /// <see cref="SkiffOptions.NewCluster"/> (default: it does when it is given no members to join).</summary>
     public Builder NewCluster(bool found = true)

@@ -19,6 +19,7 @@ namespace Skiff;
 public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
 {
     private readonly IPAddress[] _addresses;
+    private readonly string[]? _endpoints;
     private int _port = 9400;
     private TimeSpan _sessionTimeout = TimeSpan.Zero;
     private SkiffGrpcClient? _grpc;
@@ -33,6 +34,26 @@ public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
         _addresses = addresses.ToArray();
         if (_addresses.Length == 0 || _addresses.Any(a => a is null))
             throw new SkiffException(ErrorKind.InvalidAddress, "a client needs at least one member address, and no null ones");
+    }
+
+    private Client(string[] endpoints)
+        : base(JsonSkiffSerializer.Default, TimeSpan.FromSeconds(5), KeyRules.DefaultMaxValueBytes)
+    {
+        _endpoints = endpoints;
+        _addresses = Array.Empty<IPAddress>();
+    }
+
+    /// <summary>A client of the members at <paramref name="endpoints"/>, each <c>host:port</c> with a host name or an
+    /// IP address and its own port, as the cluster's configuration records them (e.g.
+    /// <c>skiff-0.skiff.default.svc:9400</c>). <see cref="WithPort"/> plays no part for them.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidAddress"/> for an empty list or an address that
+    /// is not <c>host:port</c>.</exception>
+    public static Client ForEndpoints(IEnumerable<string> endpoints)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        var checkedEndpoints = endpoints.Select(e => MemberAddress.Validate(e, "a member's endpoint")).ToArray();
+        if (checkedEndpoints.Length == 0) throw new SkiffException(ErrorKind.InvalidAddress, "a client needs at least one member endpoint");
+        return new Client(checkedEndpoints);
     }
 
     /// <summary>The port the members listen on (default 9400).</summary>
@@ -190,11 +211,26 @@ public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
         return WithDeadline(cancellationToken, t => WatchFromAsync(prefix, fromIndex, t));
     }
 
+    /// <summary>Gives member <paramref name="id"/> a new address (<c>host:port</c>, by host name or IP address); see
+    /// <see cref="SkiffNode.UpdateMemberAsync"/>. With auth enabled it needs the root role.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidAddress"/> for a malformed address or one
+    /// another member has, <see cref="ErrorKind.PeerNotFound"/> for an id that is not a member.</exception>
+    public Task UpdateMemberAsync(Guid id, string address, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        MemberAddress.Validate(address, "the member's new address");
+        return WithDeadline(cancellationToken, async t =>
+        {
+            await Grpc.UpdateServerAsync(id, address, t).ConfigureAwait(false);
+            return true;
+        });
+    }
+
     /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>
     public Task<Guid> TransferLeadershipAsync(Guid? target, CancellationToken cancellationToken = default) =>
         WithDeadline(cancellationToken, t => Grpc.TransferLeadershipAsync(target, t));
 
-    private IEnumerable<string> Endpoints => _addresses.Select(a => SkiffNode.Endpoint(a, _port));
+    private IEnumerable<string> Endpoints => _endpoints ?? _addresses.Select(a => SkiffNode.Endpoint(a, _port));
 
     // How long one attempt of a write waits for its member before the write is sent through the next one: long
     // enough for an election, short enough that a paused or cut-off member does not use up the whole deadline.

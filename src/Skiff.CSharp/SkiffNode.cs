@@ -88,6 +88,8 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             Port = options.Port,
             DataDirectory = options.DataDirectory,
             JoinCluster = options.JoinCluster.ToArray(),
+            JoinEndpoints = options.JoinEndpoints.ToArray(),
+            AdvertiseAddress = options.AdvertiseAddress,
             NewCluster = options.NewCluster,
             Tls = options.Tls,
             RequestTimeout = options.RequestTimeout,
@@ -107,7 +109,8 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             Bind = copy.Address,
             Port = copy.Port,
             DataDirectory = copy.DataDirectory,
-            JoinPeers = copy.JoinCluster.Select(a => Endpoint(a, copy.Port)).ToArray(),
+            AdvertiseAddress = copy.AdvertiseAddress,
+            JoinPeers = copy.JoinCluster.Select(a => Endpoint(a, copy.Port)).Concat(copy.JoinEndpoints).ToArray(),
             NewCluster = copy.NewCluster,
             Tls = copy.Tls,
             RequestTimeout = copy.RequestTimeout,
@@ -140,6 +143,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
 
     /// <summary>The port this node listens on.</summary>
     public int Port => _options.Port;
+
+    /// <summary>Where the other members and clients reach this node (<c>host:port</c>): the advertise address, or the
+    /// address and port it listens on.</summary>
+    public string AdvertisedAddress => _server.Address;
 
     /// <summary>The role this node plays now.</summary>
     public ElectionState ElectionState => ToElectionState(_server.Role);
@@ -195,9 +202,25 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     {
         cancellationToken.ThrowIfCancellationRequested();
         IReadOnlyList<ClusterMember> members = _server.Members
-            .Select(m => new ClusterMember(m.Key, HostOf(m.Value.Address), m.Value.Voter))
-            .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal).ToList();
+            .Select(m => new ClusterMember(m.Key, HostOf(m.Value.Address), m.Value.Voter) { Endpoint = m.Value.Address })
+            .OrderBy(m => m.Endpoint, StringComparer.Ordinal).ToList();
         return Task.FromResult(members);
+    }
+
+    /// <summary>Gives member <paramref name="id"/> a new address (<c>host:port</c>, by host name or IP address), as
+    /// etcd's <c>member update</c>: one replicated configuration change that keeps its id, vote and data. The other
+    /// members dial it at the new address as soon as they have the change; restart the member there (with that
+    /// <see cref="SkiffOptions.AdvertiseAddress"/>) and it catches up. A no-op if it already has that address.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidAddress"/> for a malformed address or one
+    /// another member has, <see cref="ErrorKind.PeerNotFound"/> for an id that is not a member.</exception>
+    public Task UpdateMemberAsync(Guid id, string address, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        return WithDeadline(cancellationToken, async t =>
+        {
+            await _server.UpdateServerAsync(id, address, t).ConfigureAwait(false);
+            return true;
+        });
     }
 
     /// <summary>Hands leadership to <paramref name="target"/> (any other voter when null); returns the new leader.</summary>

@@ -11,8 +11,20 @@ public sealed class SkiffOptions
     /// <summary>The address the node listens on (IPv4 or IPv6).</summary>
     public IPAddress Address { get; set; } = IPAddress.Loopback;
 
-    /// <summary>The port of the client and peer services; every member of a cluster uses the same one.</summary>
+    /// <summary>The port of the client and peer services (each member may have its own; see <see cref="AdvertiseAddress"/>).</summary>
     public int Port { get; set; } = 9400;
+
+    /// <summary>Where the other members and clients reach this node, as <c>host:port</c> with a host name or an IP
+    /// address (as etcd's <c>--initial-advertise-peer-urls</c>), e.g. <c>skiff-0.skiff.default.svc:9400</c> in
+    /// Kubernetes. Null (the default): <see cref="Address"/>:<see cref="Port"/>. Needed when the node listens on a
+    /// wildcard (0.0.0.0) or behind a name. The cluster's configuration records it when the node founds or joins a
+    /// cluster; afterwards only <see cref="SkiffNode.UpdateMemberAsync"/> (<c>skiff member update</c>) changes the
+    /// recorded address, and a node restarted with another one logs a warning. See README, "Names and ports".</summary>
+    public string? AdvertiseAddress { get; set; }
+
+    /// <summary>Members to join through on start by host name or IP address, as <c>host</c> or <c>host:port</c>
+    /// (the port defaults to <see cref="Port"/>), in addition to <see cref="JoinCluster"/>.</summary>
+    public IReadOnlyList<string> JoinEndpoints { get; set; } = Array.Empty<string>();
 
     /// <summary>The data directory, created if missing. Reusing it keeps identity, term, vote, log and data.</summary>
     public string DataDirectory { get; set; } = "/tmp/skiff";
@@ -89,7 +101,13 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.DataDirectoryCreateFailed, "no data directory given");
         if (JoinCluster is null || JoinCluster.Any(a => a is null))
             throw new SkiffException(ErrorKind.InvalidAddress, "the join list holds a null address");
-        if (NewCluster == true && JoinCluster.Count > 0)
+        if (AdvertiseAddress is not null)
+            Skiff.Net.Runtime.MemberAddress.Validate(AdvertiseAddress, nameof(AdvertiseAddress));
+        if (JoinEndpoints is null || JoinEndpoints.Any(e => e is null))
+            throw new SkiffException(ErrorKind.InvalidAddress, "the join list holds a null address");
+        foreach (var endpoint in JoinEndpoints)
+            Skiff.Net.Runtime.MemberAddress.Validate(endpoint.Contains(':') ? endpoint : $"{endpoint}:{Port}", "a member to join through");
+        if (NewCluster == true && JoinCluster.Count + JoinEndpoints.Count > 0)
             throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinCluster exclude each other");
         RequirePositive(RequestTimeout, nameof(RequestTimeout));
         RequirePositive(JoinTimeout, nameof(JoinTimeout));

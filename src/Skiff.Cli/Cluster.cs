@@ -3,7 +3,7 @@ using System.Net;
 
 namespace Skiff.Cli;
 
-/// <summary>The membership commands: members, member add/remove, transfer-leader, status.</summary>
+/// <summary>The membership commands: members, member add/remove/update, transfer-leader, status.</summary>
 internal static class Cluster
 {
     public static Command MembersCommand()
@@ -24,7 +24,7 @@ internal static class Cluster
 
     public static Command MemberCommand()
     {
-        var member = new Command("member", "Add or remove a member");
+        var member = new Command("member", "Add, remove or move a member");
 
         var ip = new Argument<string>("IP") { Description = "Address of a running node started with 'skiff serve --join' (same port as the cluster)" };
         var add = new Command("add", "Add the node serving at IP: asks it for its id, then asks the cluster to add it") { ip };
@@ -43,12 +43,33 @@ internal static class Cluster
         remove.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
         {
             var m = await Resolve(c, p.GetValue(id)!, t);
-            await c.RemoveNodeAsync(m.Id, IPEndPoint.Parse(m.Address).Address, t);
+            // The address plays no part in a removal (a member addressed by host name has no IP address to give).
+            await c.RemoveNodeAsync(m.Id, IPEndPoint.TryParse(m.Address, out var endpoint) ? endpoint.Address : IPAddress.None, t);
             o.Done($"removed {m.Id} at {m.Address}", new { id = m.Id, address = m.Address, removed = true });
             return Exit.Ok;
         }));
         member.Add(remove);
+        member.Add(UpdateCommand(id));
         return member;
+    }
+
+    /// <summary><c>skiff member update ID HOST:PORT</c>, as <c>etcdctl member update</c>: the member keeps its id,
+    /// vote and data; the others dial it at the new address from then on, and it is restarted there.</summary>
+    private static Command UpdateCommand(Argument<string> id)
+    {
+        var address = new Argument<string>("HOST:PORT") { Description = "The member's new address: a host name or IP address, and its port" };
+        var update = new Command("update", "Give the member ID a new address (then restart it there with --advertise-address HOST:PORT)") { id, address };
+        update.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
+        {
+            var text = p.GetValue(address)!.Trim();
+            if (!Skiff.Net.Runtime.MemberAddress.TryParse(text, out _, out _, out var why))
+                throw new CliException(Exit.Usage, $"'{text}' is not a HOST:PORT address: {why}");
+            var m = await Resolve(c, p.GetValue(id)!, t);
+            await c.UpdateMemberAsync(m.Id, text, t);
+            o.Done($"updated {m.Id}: {m.Address} -> {text}", new { id = m.Id, previous = m.Address, address = text, updated = true });
+            return Exit.Ok;
+        }));
+        return update;
     }
 
     public static Command TransferCommand()

@@ -14,7 +14,8 @@ internal static class Serve
         var dir = new Option<string>("--dir") { Description = "Data directory (created if missing; reuse it to restart the node)", Required = true };
         var bind = new Option<string>("--bind") { Description = "IP address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port (every member uses the same one)", DefaultValueFactory = _ => 9400 };
-        var join = new Option<string?>("--join") { Description = "Join the cluster through these members, IP[,IP…] (a member restarting on its own data dir needs none, but may keep it)" };
+        var join = new Option<string?>("--join") { Description = "Join the cluster through these members, HOST[:PORT][,…] by IP address or host name (a member restarting on its own data dir needs none, but may keep it)" };
+        var advertise = new Option<string?>("--advertise-address") { Description = "HOST:PORT the other members and clients reach this node at, by host name or IP address (default: --bind:--port)" };
         var newCluster = new Option<bool>("--new-cluster") { Description = "Found a new cluster if the data dir holds none; only for a cluster's first member, once (never in a service's command line)" };
         var parentPid = new Option<int?>("--parent-pid") { Hidden = true, Description = "Exit cleanly when this process dies (used by the demo)" };
         var heartbeat = new Option<int?>("--heartbeat-ms") { Description = "Leader heartbeat interval in ms (default 50)" };
@@ -24,9 +25,9 @@ internal static class Serve
         var noDedup = new Option<bool>("--unsafe-no-dedup") { Hidden = true, Description = "Test hook: apply resent session writes again (shows the fault harness catches duplicates)" };
         var tokenTtl = new Option<int?>("--auth-token-ttl") { Description = "Seconds an auth token is valid (default 300, as etcd's)" };
         var tls = ServeTls.Options();
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, join, newCluster, heartbeat, election, maxValue, tokenTtl, parentPid, faultAfter, noDedup };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, advertise, join, newCluster, heartbeat, election, maxValue, tokenTtl, parentPid, faultAfter, noDedup };
         foreach (var o in tls) serve.Add(o);
-        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(join), p.GetValue(newCluster), p.GetValue(parentPid),
+        serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(advertise), p.GetValue(join), p.GetValue(newCluster), p.GetValue(parentPid),
             p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(tokenTtl), p.GetValue(faultAfter), p.GetValue(noDedup), () => ServeTls.Read(p), ct));
         return serve;
     }
@@ -54,7 +55,7 @@ internal static class Serve
         };
     }
 
-    private static async Task<int> RunAsync(string dir, string bindText, int port, string? joinText, bool newCluster, int? parentPid,
+    private static async Task<int> RunAsync(string dir, string bindText, int port, string? advertise, string? joinText, bool newCluster, int? parentPid,
         int? heartbeatMs, int? electionMs, int? maxValueBytes, int? tokenTtlSeconds, int? faultAfterMs, bool unsafeNoDedup, Func<TlsOptions?> readTls, CancellationToken ct)
     {
         // SKIFF_TRACE=1: every event and effect of the node's loop (the library logs them at Trace level).
@@ -67,9 +68,9 @@ internal static class Serve
         {
             if (!Addresses.TryParse(bindText, out var bind)) throw new CliException(Exit.Usage, $"--bind '{bindText}' is not an IP address");
             if (port is < 1 or > 65535) throw new CliException(Exit.Usage, $"--port {port} is not between 1 and 65535");
-            var join = new List<IPAddress>();
-            foreach (var part in (joinText ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                join.Add(Addresses.TryParse(part, out var a) ? a : throw new CliException(Exit.Usage, $"--join '{part}' is not an IP address"));
+            var join = JoinList(joinText, port);
+            if (advertise is not null && !Skiff.Net.Runtime.MemberAddress.TryParse(advertise, out _, out _, out var badAdvertise))
+                throw new CliException(Exit.Usage, $"--advertise-address '{advertise}' is not a HOST:PORT address: {badAdvertise}");
             var timing = Timing(heartbeatMs, electionMs);
             Action<Skiff.Net.Runtime.SkiffServerOptions> configure = o =>
             {
@@ -88,7 +89,8 @@ internal static class Serve
                 DataDirectory = dir,
                 Address = bind,
                 Port = port,
-                JoinCluster = join,
+                JoinEndpoints = join,
+                AdvertiseAddress = advertise,
                 // Founding is explicit: a member that lost its data dir and is restarted with its usual command
                 // line must fail, not found a second cluster at its old address.
                 NewCluster = newCluster,
@@ -100,10 +102,10 @@ internal static class Serve
                 MaxValueBytes = maxValueBytes ?? KeyRules.DefaultMaxValueBytes,
                 TokenTtl = TimeSpan.FromSeconds(tokenTtlSeconds ?? 300),
             });
-            log.LogInformation("node {Id} starting at {Bind}:{Port}, data in {Dir}{Join}", node.Id, bind, port, Path.GetFullPath(dir),
-                join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");
+            log.LogInformation("node {Id} starting at {Bind}:{Port} (reached at {Advertised}), data in {Dir}{Join}", node.Id, bind, port,
+                node.AdvertisedAddress, Path.GetFullPath(dir), join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");
             await node.StartAsync(stop.Token);
-            log.LogInformation("node {Id} serving at {Bind}:{Port}", node.Id, bind, port);
+            log.LogInformation("node {Id} serving at {Bind}:{Port} (reached at {Advertised})", node.Id, bind, port, node.AdvertisedAddress);
             if (faultAfterMs is { } after)
             {
                 var target = node;
@@ -115,8 +117,8 @@ internal static class Serve
             var lastMembers = "";
             while (!stop.IsCancellationRequested && !node.Stopped.IsCompleted)
             {
-                var members = await node.GetClusterAsync(CancellationToken.None);
-                var text = string.Join(", ", members.OrderBy(m => m.Value.ToString()).Select(m => $"{m.Value} ({m.Key.ToString()[..8]})"));
+                var members = await node.GetMembersAsync(CancellationToken.None);
+                var text = string.Join(", ", members.Select(m => $"{m.Endpoint} ({m.Id.ToString()[..8]})"));
                 if (text != lastMembers)
                 {
                     log.LogInformation("members ({Count}): {Members}", members.Count, text);
@@ -155,6 +157,22 @@ internal static class Serve
         {
             if (node is not null) await node.DisposeAsync();
         }
+    }
+
+    /// <summary>The members of <c>--join</c>: <c>HOST[:PORT]</c> each, by IP address or host name (the port defaults
+    /// to this node's).</summary>
+    internal static List<string> JoinList(string? text, int port)
+    {
+        var join = new List<string>();
+        foreach (var part in (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var endpoint = Addresses.TryParseEndpoint(part, out var ip, out var given) ? Skiff.Net.Runtime.MemberAddress.Of(ip, given ?? port)
+                : part.Contains(':') ? part : $"{part}:{port}";
+            if (!Skiff.Net.Runtime.MemberAddress.TryParse(endpoint, out _, out _, out var why))
+                throw new CliException(Exit.Usage, $"--join '{part}' is not a HOST[:PORT] address: {why}");
+            join.Add(endpoint);
+        }
+        return join;
     }
 
     /// <summary>Stops the node when the parent process is gone, so a demo killed with SIGKILL leaves no node behind.</summary>

@@ -21,6 +21,17 @@ module Membership =
         let entry = Replication.nextEntry (Payload.Config config) s
         s |> withLead (fun lead -> { lead with ConfigRequest = Some(requestId, entry.Index) }) |> Replication.propose [ entry ]
 
+    /// A change already made (the member is there, at that address): done once whatever change is pending has
+    /// committed. A bounded number of such requests wait (a change that cannot commit, no quorum, must not collect
+    /// them without end).
+    let private completeWhenSettled (id: RequestId) (lead: LeaderState) (s: State) : State =
+        if not (pending s) then
+            State.emit (Effect.Completed id) s
+        elif List.length lead.ConfigWaiters >= s.Options.MaxWaitingRequests then
+            State.emit (Effect.Reject(id, Rejection.Overloaded)) s
+        else
+            withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
+
     /// Event.ChangeConfig.
     let request (id: RequestId) (change: ConfigChange) (s: State) : State =
         let reject r = State.emit (Effect.Reject(id, r)) s
@@ -34,11 +45,8 @@ module Membership =
                 match Map.tryFind node members with
                 | Some m when m.Address = address ->
                     // Already a member: idempotent, done once whatever change is pending has committed. A joiner
-                    // retries while it waits; a bounded number of retries wait (a change that cannot commit, no
-                    // quorum, must not collect them without end).
-                    if not (pending s) then State.emit (Effect.Completed id) s
-                    elif List.length lead.ConfigWaiters >= s.Options.MaxWaitingRequests then reject Rejection.Overloaded
-                    else withLead (fun l -> { l with ConfigWaiters = id :: l.ConfigWaiters }) s
+                    // retries while it waits.
+                    completeWhenSettled id lead s
                 | Some _ -> reject (Rejection.Invalid "already a member with another address")
                 | None when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
                 | None ->
@@ -58,6 +66,14 @@ module Membership =
                 | Some _ when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
                 | Some m when m.Voter && s.Voters.Count = 1 -> reject (Rejection.Invalid "cannot remove the last voter")
                 | Some _ -> proposeConfig (Some id) { Members = Map.remove node members } s
+            | ConfigChange.UpdateServer(node, address) ->
+                match Map.tryFind node members with
+                | None -> reject (Rejection.Invalid "not a member")
+                | Some m when m.Address = address -> completeWhenSettled id lead s
+                | Some _ when members |> Map.exists (fun other o -> other <> node && o.Address = address) ->
+                    reject (Rejection.Invalid "the address is another member's")
+                | Some _ when pending s || lead.ConfigRequest.IsSome -> reject Rejection.ConfigChangeInProgress
+                | Some m -> proposeConfig (Some id) { Members = Map.add node { m with Address = address } members } s
 
     /// After every step on a leader: complete committed changes, step down if this leader was removed, and
     /// promote a learner that has caught up and answers.

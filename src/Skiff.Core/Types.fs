@@ -23,7 +23,9 @@ type Member =
     {
         /// The member's stable id.
         Id: NodeId
-        /// Where its peer service listens, as the interpreter understands it (e.g. "127.0.0.2:9400").
+        /// Where the other members reach it, as the interpreter understands it: the runtime's is "host:port" with a
+        /// host name or an IP address (e.g. "127.0.0.2:9400", "skiff-1.skiff:9400"). Changed only by
+        /// ConfigChange.UpdateServer; no two members share one.
         Address: string
         /// Voters count toward quorums; non-voters (learners) only receive the log.
         Voter: bool
@@ -50,6 +52,9 @@ type ConfigChange =
     | AddServer of Id: NodeId * Address: string
     /// Remove a node (voter or learner). Removing the leader makes it step down once the change commits.
     | RemoveServer of Id: NodeId
+    /// Give an existing member a new address (it moved: another host, port or name), keeping its id and its vote.
+    /// The voters stay the same set, so this is as safe as any single-server change; it takes its turn with them.
+    | UpdateServer of Id: NodeId * Address: string
 
 /// What a log entry carries.
 [<RequireQualifiedAccess>]

@@ -35,6 +35,9 @@ type Fault =
     | AddNode
     /// Ask the cluster to remove a node.
     | RemoveNode of node: int
+    /// Ask the cluster to give a node a new address (ConfigChange.UpdateServer); the simulated network routes by id,
+    /// so the run shows whether the change itself, interleaved with the others, keeps Raft safe.
+    | UpdateNode of node: int
     /// Ask a node (the one a client thinks is the leader) to hand leadership to another.
     | Transfer of target: int
 
@@ -55,6 +58,7 @@ module ScheduleText =
         | Fault.SlowDisk d -> sprintf "disk:%d" d
         | Fault.AddNode -> "add"
         | Fault.RemoveNode n -> sprintf "remove:%d" n
+        | Fault.UpdateNode n -> sprintf "update:%d" n
         | Fault.Transfer n -> sprintf "transfer:%d" n
 
 /// A fault and how many ticks after the previous one it fires.
@@ -115,6 +119,7 @@ module Schedule =
         | "disk" -> Fault.SlowDisk(n ())
         | "add" -> Fault.AddNode
         | "remove" -> Fault.RemoveNode(n ())
+        | "update" -> Fault.UpdateNode(n ())
         | "transfer" -> Fault.Transfer(n ())
         | other -> failwithf "unknown fault %A" other
 

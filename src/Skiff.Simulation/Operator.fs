@@ -1,5 +1,6 @@
-/// The simulated operator: asks the cluster for one membership change at a time (Fault.AddNode, Fault.RemoveNode),
-/// retrying at other nodes until a node completes it, rejects it as invalid, or its deadline passes.
+/// The simulated operator: asks the cluster for one membership change at a time (Fault.AddNode, Fault.RemoveNode,
+/// Fault.UpdateNode), retrying at other nodes until a node completes it, rejects it as invalid, or its deadline
+/// passes.
 namespace Skiff.Simulation
 
 open Skiff.Core
@@ -16,6 +17,7 @@ type internal Operator<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
     let log f = world.Log f
     let mutable configOp: ConfigOp option = None
     let mutable changes = 0
+    let mutable updates = 0
 
     /// Effect.Reject for the operator's change: follow the hint, give up on an invalid change, else try elsewhere.
     let onReject (node: Node<'S>) rid why =
@@ -38,6 +40,9 @@ type internal Operator<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
         | Some op when op.Rid = rid ->
             log (fun () -> sprintf "operator: %A completed by %s" op.Change node.Name)
             changes <- changes + 1
+            match op.Change with
+            | ConfigChange.UpdateServer _ -> updates <- updates + 1
+            | _ -> ()
             configOp <- None
         | _ -> ()
 
@@ -71,3 +76,6 @@ type internal Operator<'S>(world: World<'S>, step: Node<'S> -> Event -> unit) =
 
     /// Membership changes completed.
     member _.Changes = changes
+
+    /// Address updates (ConfigChange.UpdateServer) completed, counted in Changes too.
+    member _.Updates = updates

@@ -29,23 +29,36 @@ let genFault (nodes: int) : Gen<Fault> =
           1, node |> Gen.map Fault.RemoveNode
           1, node |> Gen.map Fault.Transfer ]
 
-/// One step: a fault after a short (0-10 ticks) or long (10-40 ticks, past an election timeout) wait.
-let genStep (nodes: int) : Gen<ScheduleStep> =
+/// Like `genFault`, with address updates (Fault.UpdateNode) among the membership changes. Kept apart from
+/// `genFault` so that the schedules pinned elsewhere by their seed stay the same runs.
+let genFaultWithUpdates (nodes: int) : Gen<Fault> =
+    Gen.frequency [ 25, genFault nodes; 3, Gen.choose (0, nodes - 1) |> Gen.map Fault.UpdateNode ]
+
+let private genStepOf (fault: Gen<Fault>) : Gen<ScheduleStep> =
     gen {
         let! after = Gen.frequency [ 3, Gen.choose (0, 10); 2, Gen.choose (10, 40) ]
-        let! fault = genFault nodes
+        let! fault = fault
         return { After = after; Fault = fault }
     }
 
-/// Schedules of up to `maxSteps` faults on a cluster of `nodes`.
-let genScheduleOn (nodes: int) (maxSteps: int) : Gen<Schedule> =
+/// One step: a fault after a short (0-10 ticks) or long (10-40 ticks, past an election timeout) wait.
+let genStep (nodes: int) : Gen<ScheduleStep> = genStepOf (genFault nodes)
+
+let private genScheduleOf (step: Gen<ScheduleStep>) (nodes: int) (maxSteps: int) : Gen<Schedule> =
     gen {
         let! hi = Gen.choose (0, Int32.MaxValue)
         let! lo = Gen.choose (0, Int32.MaxValue)
         let! count = Gen.choose (0, maxSteps)
-        let! steps = Gen.listOfLength count (genStep nodes)
+        let! steps = Gen.listOfLength count step
         return { Seed = (uint64 hi <<< 32) ||| uint64 lo; Nodes = nodes; Steps = steps }
     }
+
+/// Schedules of up to `maxSteps` faults on a cluster of `nodes`.
+let genScheduleOn (nodes: int) (maxSteps: int) : Gen<Schedule> = genScheduleOf (genStep nodes) nodes maxSteps
+
+/// Schedules of up to `maxSteps` faults on a cluster of `nodes`, address updates among them.
+let genScheduleWithUpdatesOn (nodes: int) (maxSteps: int) : Gen<Schedule> =
+    genScheduleOf (genStepOf (genFaultWithUpdates nodes)) nodes maxSteps
 
 /// Schedules of up to `maxSteps` faults on 3- or 5-node clusters.
 let genSchedule (maxSteps: int) : Gen<Schedule> = Gen.elements [ 3; 5 ] |> Gen.bind (fun nodes -> genScheduleOn nodes maxSteps)
@@ -71,6 +84,10 @@ let arbitrary (maxSteps: int) : Arbitrary<Schedule> = Arb.fromGenShrink (genSche
 
 /// The FsCheck arbitrary for a fixed cluster size: `genScheduleOn nodes maxSteps` with `shrink`.
 let arbitraryOn (nodes: int) (maxSteps: int) : Arbitrary<Schedule> = Arb.fromGenShrink (genScheduleOn nodes maxSteps, shrink)
+
+/// The FsCheck arbitrary of schedules with address updates (`genScheduleWithUpdatesOn` on 3 or 5 nodes) with `shrink`.
+let arbitraryWithUpdates (maxSteps: int) : Arbitrary<Schedule> =
+    Arb.fromGenShrink (Gen.elements [ 3; 5 ] |> Gen.bind (fun nodes -> genScheduleWithUpdatesOn nodes maxSteps), shrink)
 
 /// `count` schedules of up to `maxSteps` faults drawn deterministically from `seed`: the same arguments give the
 /// same schedules, so a soak or a test can be replayed from its seed.

@@ -110,6 +110,8 @@ type Stats =
         SnapshotsInstalled: int
         /// Membership changes completed.
         ConfigChanges: int
+        /// Address updates completed (counted in ConfigChanges too).
+        AddressUpdates: int
         /// Ticks from healing until a leader was known (0 if the run stopped earlier).
         LeaderAfterHeal: int
         /// Ticks from healing until every member converged (0 if the run stopped earlier).

@@ -117,6 +117,10 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
         | Fault.RemoveNode k ->
             if not operator.Busy then
                 operator.Begin(ConfigChange.RemoveServer nodes[slot k].Id)
+        | Fault.UpdateNode k ->
+            if not operator.Busy then
+                let node = nodes[slot k]
+                operator.Begin(ConfigChange.UpdateServer(node.Id, sprintf "%s@%d" node.Name world.Now))
         | Fault.Transfer k ->
             match world.Leader() with
             | Some leader -> interpreter.Step(leader, Event.TransferLeadership(world.NewRid(), nodes[slot k].Id))
@@ -310,6 +314,7 @@ type private Run<'S>(reducer: Reducer<'S>, options: Settings, schedule: Schedule
               Crashes = interpreter.Crashes
               SnapshotsInstalled = interpreter.Installs
               ConfigChanges = operator.Changes
+              AddressUpdates = operator.Updates
               LeaderAfterHeal = leaderAfterHeal
               ConvergedAfterHeal = convergedAfterHeal
               Unchecked = unchecked

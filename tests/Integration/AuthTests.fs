@@ -85,6 +85,7 @@ let private checkRules (port: int) (node: SkiffServer) =
         use members = (new SkiffGrpcClient([ node.Address ])).WithCredentials("bob", "bobpw")
         denied "non-root adds a member" (fun () -> run (members.AddServerAsync(Guid.NewGuid(), sprintf "127.0.0.9:%d" port)))
         denied "non-root removes a member" (fun () -> run (members.RemoveServerAsync(node.Id)))
+        denied "non-root updates a member's address" (fun () -> run (members.UpdateServerAsync(node.Id, sprintf "localhost:%d" port)))
         Expect.equal (text (root.GetBytesAsync("apple").Result)) "fruit" "root reads every key"
         Expect.isTrue (root.GetAuthStatusAsync().Result.Enabled) "root reads the auth state"
     finally

@@ -50,6 +50,11 @@ let private all: Test list =
       // membership-liveness:begin
       MembershipLivenessTests.tests
       // membership-liveness:end
+
+      // names:begin
+      NamesTests.tests
+      NamesCliTests.tests
+      // names:end
       ]
 
 [<EntryPoint>]

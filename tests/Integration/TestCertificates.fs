@@ -31,15 +31,17 @@ let authority (dir: string) (name: string) =
     File.WriteAllText(file, cert.ExportCertificatePem())
     { Certificate = cert; File = file }
 
-/// A certificate signed by `ca` for `name`, naming `ips` in its SANs (none for a client), written to DIR/name.pem and
-/// DIR/name-key.pem.
-let issue (ca: Authority) (dir: string) (name: string) (ips: string list) =
+/// A certificate signed by `ca` for `name`, naming `hosts` (IP addresses or DNS names) in its SANs (none for a client),
+/// written to DIR/name.pem and DIR/name-key.pem.
+let issue (ca: Authority) (dir: string) (name: string) (hosts: string list) =
     let key = ECDsa.Create(ECCurve.NamedCurves.nistP256)
     let request = CertificateRequest("CN=" + name, key, HashAlgorithmName.SHA256)
-    if not ips.IsEmpty then
+    if not hosts.IsEmpty then
         let san = SubjectAlternativeNameBuilder()
-        for ip in ips do
-            san.AddIpAddress(IPAddress.Parse ip)
+        for host in hosts do
+            match IPAddress.TryParse host with
+            | true, ip -> san.AddIpAddress(nonNull ip)
+            | _ -> san.AddDnsName host
         request.CertificateExtensions.Add(san.Build())
     let usages = OidCollection()
     usages.Add(Oid "1.3.6.1.5.5.7.3.1") |> ignore // server authentication

@@ -36,6 +36,10 @@ let private all: Test list =
       MembershipLivenessTests.tests
       // membership-liveness:end
 
+      // address-update:begin
+      AddressUpdateTests.tests
+      // address-update:end
+
       // model-checking:begin
       ModelCheckingTests.tests
       // model-checking:end

@@ -20,7 +20,8 @@ public sealed class SkiffHostedService : IHostedService
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         await _node.StartAsync(cancellationToken).ConfigureAwait(false);
-        _logger.LogInformation("Skiff node {NodeId} serving on {Address}:{Port}", _node.Id, _node.Address, _node.Port);
+        _logger.LogInformation("Skiff node {NodeId} serving on {Address}:{Port}, reached at {Advertised}", _node.Id, _node.Address, _node.Port,
+            _node.AdvertisedAddress);
     }
 
     /// <inheritdoc />

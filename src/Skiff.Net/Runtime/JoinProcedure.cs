@@ -56,7 +56,10 @@ internal sealed class JoinProcedure
                 {
                     // The leader refused the change itself ("already a member with another address"), or the member
                     // belongs to another cluster than this directory: asking again cannot help.
-                    throw new SkiffException(ErrorKind.ClusterJoinFailed, $"the cluster refused to add this node through {peer}: {e.Message}", e);
+                    var moved = e.Kind == ErrorKind.PeerNotFound
+                        ? $" (if this member moved, give it its new address first: skiff member update {Id} {_node.Address})"
+                        : "";
+                    throw new SkiffException(ErrorKind.ClusterJoinFailed, $"the cluster refused to add this node through {peer}: {e.Message}{moved}", e);
                 }
                 catch (Exception e) when (e is SkiffException or OperationCanceledException)
                 {

@@ -31,8 +31,10 @@ internal sealed class MembershipCalls
 
     /// <summary>Adds a member (as a learner that the leader promotes once caught up). A no-op if it is already a
     /// member at that address. Retries while another change is in progress, within the deadline.</summary>
-    public Task AddServerAsync(Guid id, string address, CallOrigin origin, CancellationToken ct) =>
-        _router.RouteAsync(async t =>
+    public Task AddServerAsync(Guid id, string address, CallOrigin origin, CancellationToken ct)
+    {
+        MemberAddress.Validate(address, "the new member's address");
+        return _router.RouteAsync(async t =>
         {
             if (IsLeader && _node.AddressOf(id) == address) return true;
             await _runtime().ChangeConfigAsync(ConfigChange.NewAddServer(id, address), t).ConfigureAwait(false);
@@ -42,6 +44,38 @@ internal sealed class MembershipCalls
             await c.AddServerAsync(id, address, t).ConfigureAwait(false);
             return true;
         }, origin, ct, _changeTimeout);
+    }
+
+    /// <summary>Gives member <paramref name="id"/> a new address (<c>host:port</c>), as etcd's <c>member update</c>:
+    /// one replicated configuration change that keeps its id and vote, committed like the other membership changes
+    /// (one at a time). The other members dial it at the new address from the moment they have the change; the
+    /// member itself is restarted there by its operator. A no-op if it already has that address.</summary>
+    /// <exception cref="SkiffException">InvalidAddress for a malformed address or one another member has;
+    /// PeerNotFound for an id that is not a member.</exception>
+    public Task UpdateServerAsync(Guid id, string address, CallOrigin origin, CancellationToken ct)
+    {
+        MemberAddress.Validate(address, "the member's new address");
+        return _router.RouteAsync(async t =>
+        {
+            if (IsLeader)
+            {
+                // Checked here for a precise error; the reducer checks again against the configuration it holds.
+                var members = _node.Members;
+                if (!members.TryGetValue(id, out var current))
+                    throw new SkiffException(ErrorKind.PeerNotFound, $"{id} is not a member", outcome: WriteOutcome.NotApplied);
+                if (current.Address == address) return true;
+                var holder = members.Where(m => m.Key != id && m.Value.Address == address).Select(m => (Guid?)m.Key).FirstOrDefault();
+                if (holder is { } other)
+                    throw new SkiffException(ErrorKind.InvalidAddress, $"{address} is the address of member {other}", outcome: WriteOutcome.NotApplied);
+            }
+            await _runtime().ChangeConfigAsync(ConfigChange.NewUpdateServer(id, address), t).ConfigureAwait(false);
+            return true;
+        }, async (c, t) =>
+        {
+            await c.UpdateServerAsync(id, address, t).ConfigureAwait(false);
+            return true;
+        }, origin, ct, _changeTimeout);
+    }
 
     /// <summary>Removes a member. Removing the leader hands leadership to another voter first.</summary>
     public Task RemoveServerAsync(Guid id, CallOrigin origin, CancellationToken ct) =>

@@ -12,13 +12,18 @@ namespace Skiff.Net.Runtime;
 /// <summary>
 /// Outbound Raft traffic: one long-lived gRPC channel and client stream per peer, fed from a bounded queue so a
 /// slow or dead peer never delays the others (on overflow the oldest message is dropped; Raft tolerates loss).
-/// Reconnects with exponential backoff.
+/// Reconnects with exponential backoff. A member whose address changes (<c>member update</c>) is dialled at the new
+/// address at once and, until a connection there succeeds, at the last address that answered too: the change must
+/// still reach the member where it runs now, or with one other voter down (or in a two-member cluster) it could
+/// never commit. Raft tolerates the duplicate messages this may cause.
 /// </summary>
 internal sealed class PeerTransport : IAsyncDisposable
 {
     private readonly Guid _self;
     private readonly int _capacity;
     private readonly ConcurrentDictionary<Guid, PeerLink> _links = new();
+    // A moved member's link at its last address that answered, kept until its new address answers.
+    private readonly ConcurrentDictionary<Guid, PeerLink> _previous = new();
     private readonly Func<ISnapshotStore> _snapshots;
     private readonly ClusterIdentity _cluster;
     private readonly Tls.ChannelSecurity _security;
@@ -54,9 +59,15 @@ internal sealed class PeerTransport : IAsyncDisposable
             {
                 if (existing.Address == address) continue;
                 _links.TryRemove(kv.Key, out _);
-                _ = existing.DisposeAsync().AsTask();
+                if (existing.Connected || !_previous.ContainsKey(kv.Key)) Retire(kv.Key, existing);
+                else _ = existing.DisposeAsync().AsTask();
             }
-            _links[kv.Key] = new PeerLink(this, kv.Key, address);
+            if (_previous.TryGetValue(kv.Key, out var back) && back.Address == address)
+            {
+                _previous.TryRemove(kv.Key, out _);
+                _links[kv.Key] = back; // moved back before the move was finished
+            }
+            else _links[kv.Key] = new PeerLink(this, kv.Key, address);
         }
         foreach (var id in _links.Keys)
         {
@@ -64,7 +75,24 @@ internal sealed class PeerTransport : IAsyncDisposable
             // Keep links to removed members briefly: the leader still tells them about their removal.
             if (_links.TryRemove(id, out var gone))
                 _ = Task.Delay(2000).ContinueWith(_ => gone.DisposeAsync().AsTask());
+            if (_previous.TryRemove(id, out var old))
+                _ = Task.Delay(2000).ContinueWith(_ => old.DisposeAsync().AsTask());
         }
+    }
+
+    /// <summary>Keeps <paramref name="link"/> as member <paramref name="id"/>'s previous link, in place of any earlier one.</summary>
+    private void Retire(Guid id, PeerLink link)
+    {
+        var replaced = _previous.TryGetValue(id, out var earlier) ? earlier : null;
+        _previous[id] = link;
+        if (replaced is not null) _ = replaced.DisposeAsync().AsTask();
+    }
+
+    /// <summary>A link connected: a moved member answers at its new address, so its previous one is let go.</summary>
+    private void Connected(Guid id, PeerLink link)
+    {
+        if (_links.TryGetValue(id, out var current) && ReferenceEquals(current, link) && _previous.TryRemove(id, out var old))
+            _ = old.DisposeAsync().AsTask();
     }
 
     /// <summary>Makes sure a link exists to a peer whose address is known from elsewhere (e.g. a joining node).</summary>
@@ -84,6 +112,7 @@ internal sealed class PeerTransport : IAsyncDisposable
         if (wire is null) return;
         wire.ClusterId = _cluster.Wire; // read per message: a joiner learns its cluster while it runs
         link.Enqueue(wire);
+        if (_previous.TryGetValue(envelope.To, out var previous)) previous.Enqueue(wire);
     }
 
     /// <summary>Streams the latest snapshot to a peer; the peer hands it to its reducer once staged.</summary>
@@ -97,8 +126,9 @@ internal sealed class PeerTransport : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _stop.Cancel();
-        foreach (var link in _links.Values) await link.DisposeAsync().ConfigureAwait(false);
+        foreach (var link in _links.Values.Concat(_previous.Values)) await link.DisposeAsync().ConfigureAwait(false);
         _links.Clear();
+        _previous.Clear();
     }
 
     /// <summary>One peer: its channel, queue and sender task.</summary>
@@ -114,6 +144,11 @@ internal sealed class PeerTransport : IAsyncDisposable
         private int _snapshotBusy;
 
         public string Address { get; }
+
+        /// <summary>Whether a message has gone out on this link (the member answered at <see cref="Address"/>).</summary>
+        public bool Connected => Volatile.Read(ref _connected);
+
+        private bool _connected;
 
         public PeerLink(PeerTransport owner, Guid id, string address)
         {
@@ -164,6 +199,11 @@ internal sealed class PeerTransport : IAsyncDisposable
                         {
                             await stream.WriteAsync(m).ConfigureAwait(false);
                             backoff = TimeSpan.FromMilliseconds(20);
+                            if (!_connected)
+                            {
+                                Volatile.Write(ref _connected, true);
+                                _owner.Connected(_id, this);
+                            }
                         }
                         if (!await WaitAsync(reader).ConfigureAwait(false)) break;
                     }

@@ -139,6 +139,13 @@ internal sealed partial class ClientService : Protocol.Skiff.SkiffBase
         return new ServerReply { Success = true, LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "" };
     });
 
+    public override Task<ServerReply> UpdateServer(ServerRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        await _node.Membership.UpdateServerAsync(ParseId(request.Id), request.Address, Origin(context), context.CancellationToken).ConfigureAwait(false);
+        var (leader, address) = _node.LeaderInfo();
+        return new ServerReply { Success = true, LeaderId = leader?.ToString() ?? "", LeaderAddress = address ?? "" };
+    });
+
     public override Task<ServerReply> RemoveServer(ServerRequest request, ServerCallContext context) => Guard(async () =>
     {
         await _node.Membership.RemoveServerAsync(ParseId(request.Id), Origin(context), context.CancellationToken).ConfigureAwait(false);

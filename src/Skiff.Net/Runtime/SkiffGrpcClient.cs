@@ -348,6 +348,10 @@ internal sealed partial class SkiffGrpcClient : IDisposable
     public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) =>
         Call(async (c, o) => await c.AddServerAsync(new ServerRequest { Id = id.ToString(), Address = address }, o).ConfigureAwait(false), ct);
 
+    /// <summary>Asks the cluster to give a member a new address.</summary>
+    public Task UpdateServerAsync(Guid id, string address, CancellationToken ct = default) =>
+        Call(async (c, o) => await c.UpdateServerAsync(new ServerRequest { Id = id.ToString(), Address = address }, o).ConfigureAwait(false), ct);
+
     /// <summary>Asks the cluster to remove a member.</summary>
     public Task RemoveServerAsync(Guid id, string address = "", CancellationToken ct = default) =>
         Call(async (c, o) => await c.RemoveServerAsync(new ServerRequest { Id = id.ToString(), Address = address }, o).ConfigureAwait(false), ct);

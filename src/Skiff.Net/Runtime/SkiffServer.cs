@@ -29,7 +29,8 @@ internal sealed class SkiffServer : IAsyncDisposable
     /// <summary>This node's stable id (kept in the data directory).</summary>
     public Guid Id { get; }
 
-    /// <summary>Where this node listens ("ip:port").</summary>
+    /// <summary>Where the other members reach this node ("host:port"): <see cref="SkiffServerOptions.AdvertiseAddress"/>,
+    /// or the address and port it listens on.</summary>
     public string Address { get; }
 
     /// <summary>Creates a node: opens and locks its data directory and loads (or creates) its id, as skiff-rs's
@@ -44,7 +45,9 @@ internal sealed class SkiffServer : IAsyncDisposable
             throw new SkiffException(ErrorKind.InvalidArgument, $"MaxValueBytes must be positive, not {options.MaxValueBytes}");
         if (options.NewCluster == true && options.JoinPeers.Count > 0)
             throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinPeers exclude each other");
-        Address = $"{options.Bind}:{options.Port}";
+        Address = options.AdvertiseAddress is { } advertised
+            ? MemberAddress.Validate(advertised, "the advertise address")
+            : MemberAddress.Validate(MemberAddress.Of(options.Bind, options.Port), "the bind address (with no advertise address)");
         Tls = options.Tls is { } tls ? new NodeTls(tls) : null;
         _storage = new NodeStorageBinding(options);
         Id = _storage.NodeId;
@@ -190,6 +193,7 @@ internal sealed class SkiffServer : IAsyncDisposable
                 RoleChanged?.Invoke(r, t, l);
             };
             _runtime.ConfigurationChanged += c => MembershipChanged?.Invoke(c);
+            _runtime.ConfigurationChanged += new RecordedAddressWarning(_logger, Id, Address).Check;
             _runtime.SlowFlush += d => SlowFlush?.Invoke(d);
             _runtime.Fatal += OnFatal;
             _runtime.Applier.Changed += c => Changed?.Invoke(c);
@@ -320,6 +324,11 @@ internal sealed class SkiffServer : IAsyncDisposable
     /// <summary>Adds a member (as a learner that the leader promotes once caught up). A no-op if it is already a
     /// member at that address. Retries while another change is in progress, within the deadline.</summary>
     public Task AddServerAsync(Guid id, string address, CancellationToken ct = default) => Membership.AddServerAsync(id, address, CallOrigin.Local, ct);
+
+    /// <summary>Gives member <paramref name="id"/> a new address (<c>host:port</c>); see
+    /// <see cref="MembershipCalls.UpdateServerAsync"/>.</summary>
+    public Task UpdateServerAsync(Guid id, string address, CancellationToken ct = default) =>
+        Membership.UpdateServerAsync(id, address, CallOrigin.Local, ct);
 
     /// <summary>Removes a member. Removing the leader hands leadership to another voter first.</summary>
     public Task RemoveServerAsync(Guid id, CancellationToken ct = default) => Membership.RemoveServerAsync(id, CallOrigin.Local, ct);

@@ -11,11 +11,19 @@ internal sealed class SkiffServerOptions
     /// <summary>The port of both the client and the peer services (default 9400).</summary>
     public int Port { get; set; } = 9400;
 
+    /// <summary>The address the other members and clients reach this node at, as <c>host:port</c> with a host name or
+    /// an IP address (as etcd's <c>--initial-advertise-peer-urls</c>): what the configuration records when this node
+    /// founds or joins a cluster. Null (the default): <see cref="Bind"/>:<see cref="Port"/>. Set it when the node
+    /// listens on one address and is reached at another: a wildcard bind (0.0.0.0) or a container behind a service
+    /// name. It is read when the node enters a configuration; a member already in one keeps its recorded address
+    /// until <c>skiff member update</c> changes it (see README, "Names and ports").</summary>
+    public string? AdvertiseAddress { get; set; }
+
     /// <summary>The data directory (created if missing; holds identity, term, vote, log, snapshots).</summary>
     public string DataDirectory { get; set; } = "/tmp/skiff";
 
-    /// <summary>Members to contact on start to join their cluster ("ip" or "ip:port"; the port defaults to
-    /// <see cref="Port"/>). Empty: this node starts (or restarts) its own cluster.</summary>
+    /// <summary>Members to contact on start to join their cluster ("host" or "host:port", by host name or IP address;
+    /// the port defaults to <see cref="Port"/>). Empty: this node starts (or restarts) its own cluster.</summary>
     public IReadOnlyList<string> JoinPeers { get; set; } = Array.Empty<string>();
 
     /// <summary>Whether this node may found a new cluster when its data directory holds none. Null (the default): a
