@@ -13,13 +13,16 @@ namespace Skiff.Bench;
 public static class RecoveryBench
 {
     /// <summary>Runs it: <c>recovery [--keys N] [--reopens R] [--dir D] [--memory-bits B] [--index-mib M]
-    /// [--tail N] [--keep] [--no-index-file]</c>; <c>--open D</c> is the child that reopens (started by the parent).</summary>
+    /// [--tail N] [--keep] [--no-index-file] [--node]</c>; with <c>--node</c>, a node's whole
+    /// storage (<see cref="NodeStorage"/>): each key one log entry, applied, a snapshot and log compaction every 8 MiB of
+    /// entries as the runtime's defaults do, and reopening replays the entries after the last snapshot; <c>--open D</c> is the child that reopens (started by the parent).</summary>
     public static async Task<int> Run(string[] args)
     {
         var keys = 1_000_000;
         var reopens = 3;
         var tail = 0;
         var keep = false;
+        var node = false;
         string? root = null, open = null;
         var options = new KvOptions();
         for (var i = 0; i < args.Length; i++)
@@ -31,6 +34,7 @@ public static class RecoveryBench
                 case "--tail": tail = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--dir": root = args[++i]; break;
                 case "--keep": keep = true; break;
+                case "--node": node = true; break;
                 case "--open": open = args[++i]; break;
                 case "--memory-bits": options = options with { MemorySizeBits = int.Parse(args[++i], CultureInfo.InvariantCulture) }; break;
                 case "--no-index-file": options = options with { KeyIndexFile = false }; break;
@@ -38,11 +42,12 @@ public static class RecoveryBench
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
-        if (open is not null) return Reopen(open, options);
+        if (open is not null) return node ? await ReopenNode(open, options) : Reopen(open, options);
         var dir = Path.Combine(root ?? Path.GetTempPath(), "skiff-recovery-bench-" + Guid.NewGuid().ToString("N"));
         try
         {
-            Load(dir, keys, tail, options);
+            if (node) await LoadNode(dir, keys, options);
+            else Load(dir, keys, tail, options);
             var times = new List<double>();
             for (var r = 0; r < reopens; r++)
             {
@@ -51,6 +56,7 @@ public static class RecoveryBench
                     "--memory-bits", options.MemorySizeBits.ToString(CultureInfo.InvariantCulture),
                     "--index-mib", (options.IndexSizeBytes >> 20).ToString(CultureInfo.InvariantCulture) };
                 if (!options.KeyIndexFile) extra.Add("--no-index-file");
+                if (node) extra.Add("--node");
                 var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true };
                 foreach (var a in extra) psi.ArgumentList.Add(a);
                 using var child = Process.Start(psi)!;
@@ -87,6 +93,61 @@ public static class RecoveryBench
         // Writes after the snapshot are what a restarted member replays from its log; here they are only applied.
         for (var i = 0; i < tail; i++)
             kv.Apply(keys + i + 1, 1, Command.NewInsert(Key(keys + i), value));
+    }
+
+    private static async Task LoadNode(string dir, int keys, KvOptions options)
+    {
+        var value = new byte[100];
+        new Random(7).NextBytes(value);
+        var sw = Stopwatch.StartNew();
+        using var storage = NodeStorage.Open(dir, new NodeStorageOptions { Kv = options });
+        long sinceSnapshot = 0, snapshots = 0;
+        const int Batch = 256;
+        for (var first = 1; first <= keys; first += Batch)
+        {
+            var entries = new List<LogEntry>(Batch);
+            for (var i = first; i < first + Batch && i <= keys; i++)
+                entries.Add(new LogEntry(i, 1, LogCommandCodec.encode(LogCommand.NewPlain(Command.NewInsert(Key(i - 1), value)))));
+            await storage.Log.AppendAsync(entries);
+            foreach (var e in entries)
+            {
+                storage.Kv.ApplyEncoded(e.Index, e.Term, e.Payload);
+                sinceSnapshot += e.Payload.Length;
+            }
+            if (sinceSnapshot >= 8L << 20)
+            {
+                await storage.SnapshotAndCompactAsync();
+                sinceSnapshot = 0;
+                snapshots++;
+            }
+        }
+        Console.WriteLine($"recovery node-load keys={keys} snapshots={snapshots} s={sw.Elapsed.TotalSeconds:F1} unsnapshotted_mib={sinceSnapshot / 1048576.0:F1} {Memory()}");
+    }
+
+    private static async Task<int> ReopenNode(string dir, KvOptions options)
+    {
+        var sw = Stopwatch.StartNew();
+        using var storage = NodeStorage.Open(dir, new NodeStorageOptions { Kv = options });
+        var openMs = sw.Elapsed.TotalMilliseconds;
+        var s = storage.Kv.LastOpen;
+        sw.Restart();
+        long replayed = 0;
+        var reading = TimeSpan.Zero;
+        for (var next = storage.Kv.AppliedIndex + 1; next <= storage.Log.LastIndex;)
+        {
+            var read = Stopwatch.StartNew();
+            var entries = await storage.Log.ReadAsync(next, storage.Log.LastIndex, 4L << 20);
+            reading += read.Elapsed;
+            foreach (var e in entries) storage.Kv.ApplyEncoded(e.Index, e.Term, e.Payload);
+            replayed += entries.Count;
+            next += entries.Count;
+        }
+        var replayMs = sw.Elapsed.TotalMilliseconds;
+        if (storage.Kv.Get(Key(storage.Kv.KeyCount - 1)) is null) throw new InvalidOperationException("the last key is missing after reopening");
+        var kvMs = (s.Recover + s.KeyIndex).TotalMilliseconds;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"recovery open keys={storage.Kv.KeyCount} open_ms={openMs + replayMs:F0} storage_open_ms={openMs:F0} log_and_hardstate_ms={openMs - kvMs:F0} checkpoint_ms={s.Recover.TotalMilliseconds:F0} key_index_ms={s.KeyIndex.TotalMilliseconds:F0} index_from=\"{s.IndexSource}\" replay_ms={replayMs:F0} of_which_log_read_ms={reading.TotalMilliseconds:F0} replayed={replayed} {Memory()} load={Load()}"));
+        return 0;
     }
 
     /// <summary>The cluster benchmark's key shape (Keys.Make): 2 hex of run, 4 of client, 10 of sequence.</summary>
