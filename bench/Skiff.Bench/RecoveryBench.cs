@@ -129,6 +129,7 @@ public static class RecoveryBench
         var sw = Stopwatch.StartNew();
         using var storage = NodeStorage.Open(dir, new NodeStorageOptions { Kv = options });
         var openMs = sw.Elapsed.TotalMilliseconds;
+        var openCpu = Cpu();
         var s = storage.Kv.LastOpen;
         sw.Restart();
         long replayed = 0;
@@ -143,10 +144,11 @@ public static class RecoveryBench
             next += entries.Count;
         }
         var replayMs = sw.Elapsed.TotalMilliseconds;
+        var replayCpu = Cpu() - openCpu;
         if (storage.Kv.Get(Key(storage.Kv.KeyCount - 1)) is null) throw new InvalidOperationException("the last key is missing after reopening");
         var kvMs = (s.Recover + s.KeyIndex).TotalMilliseconds;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"recovery open keys={storage.Kv.KeyCount} open_ms={openMs + replayMs:F0} storage_open_ms={openMs:F0} log_and_hardstate_ms={openMs - kvMs:F0} checkpoint_ms={s.Recover.TotalMilliseconds:F0} key_index_ms={s.KeyIndex.TotalMilliseconds:F0} index_from=\"{s.IndexSource}\" replay_ms={replayMs:F0} of_which_log_read_ms={reading.TotalMilliseconds:F0} replayed={replayed} {Memory()} load={Load()}"));
+            $"recovery open keys={storage.Kv.KeyCount} open_ms={openMs + replayMs:F0} storage_open_ms={openMs:F0} log_and_hardstate_ms={openMs - kvMs:F0} checkpoint_ms={s.Recover.TotalMilliseconds:F0} key_index_ms={s.KeyIndex.TotalMilliseconds:F0} index_from=\"{s.IndexSource}\" replay_ms={replayMs:F0} of_which_log_read_ms={reading.TotalMilliseconds:F0} replayed={replayed} cpu_ms: process_to_open={openCpu:F0} replay={replayCpu:F0} {Memory()} load={Load()}"));
         return 0;
     }
 
@@ -158,11 +160,19 @@ public static class RecoveryBench
         var sw = Stopwatch.StartNew();
         using var kv = KvStateMachine.Open(dir, options);
         var openMs = sw.Elapsed.TotalMilliseconds;
+        var openCpu = Cpu();
         var s = kv.LastOpen;
         if (kv.Get(Key(kv.KeyCount / 2)) is null) throw new InvalidOperationException("a loaded key is missing after reopening");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"recovery open keys={kv.KeyCount} open_ms={openMs:F0} checkpoint_ms={s.Recover.TotalMilliseconds:F0} key_index_ms={s.KeyIndex.TotalMilliseconds:F0} index_from=\"{s.IndexSource}\" {Memory()} load={Load()}"));
+            $"recovery open keys={kv.KeyCount} open_ms={openMs:F0} checkpoint_ms={s.Recover.TotalMilliseconds:F0} key_index_ms={s.KeyIndex.TotalMilliseconds:F0} index_from=\"{s.IndexSource}\" cpu_ms_process_to_open={openCpu:F0} {Memory()} load={Load()}"));
         return 0;
+    }
+
+    /// <summary>CPU milliseconds this process has used (all threads): on a shared machine, steadier than wall time.</summary>
+    private static double Cpu()
+    {
+        using var self = Process.GetCurrentProcess();
+        return self.TotalProcessorTime.TotalMilliseconds;
     }
 
     private static string Memory()
