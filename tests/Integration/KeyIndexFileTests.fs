@@ -141,6 +141,28 @@ let private tests' =
                       kv.Dispose()
           }
 
+          test "a snapshot streamed to another store carries its index file, and the installed store opens from it" {
+              use tmp = new TempDir "kv-index-install"
+              let keys = [ for i in 0..1999 -> sprintf "d%d/k%04d" (i % 13) i ] |> ordinal
+              use a = KvStateMachine.Open(tmp.Sub "a", options true)
+              keys |> List.iteri (fun i k -> a.Apply(int64 i + 1L, 1L, Command.Insert(k, [| 2uy |])) |> ignore)
+              let snap = a.TakeSnapshot()
+              Expect.isTrue
+                  (snap.Files |> Seq.exists (fun struct (path, _) -> path.Contains("skiff-index")))
+                  "the snapshot's manifest holds the index file"
+              use b = KvStateMachine.Open(tmp.Sub "b", options true)
+              use reader = a.OpenSnapshotReader snap
+              use installer = b.BeginInstall()
+              let mutable chunk = reader.ReadChunk 65536
+              while chunk.Length > 0 do
+                  installer.WriteChunk(ReadOnlySpan chunk)
+                  chunk <- reader.ReadChunk 65536
+              installer.Complete()
+              Expect.equal b.LastOpen.IndexSource "file" "the installed store read the index file"
+              Expect.equal (List.ofSeq (b.ListKeys "")) keys "every key"
+              Expect.equal (List.ofSeq (b.GetPrefixes())) (dirsOf keys) "every prefix"
+          }
+
           test "a missing, damaged or foreign index file falls back to the rebuild" {
               use tmp = new TempDir "kv-index-fallback"
               let dir = tmp.Sub "kv"
