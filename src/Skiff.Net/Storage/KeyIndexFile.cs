@@ -21,7 +21,8 @@ internal static class KeyIndexFile
     private const string Folder = "skiff-index";
     // Strict both ways: a key that is not valid UTF-16 (a lone surrogate, possible through the embedded API) would not
     // come back as itself, so such an index is not written (opening rebuilds it), and bad bytes are damage.
-    private static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    // (UTF8Encoding's throwOnInvalidBytes does not make its encoder throw: a lone surrogate became U+FFFD.)
+    private static readonly Encoding Strict = Encoding.GetEncoding("utf-8", EncoderFallback.ExceptionFallback, DecoderFallback.ExceptionFallback);
 
     /// <summary>What a file holds.</summary>
     /// <param name="AppliedIndex">The applied index of the checkpoint it belongs to.</param>
@@ -37,27 +38,29 @@ internal static class KeyIndexFile
     /// together, <see cref="CheckpointFiles.MakeDurable"/>); false, writing nothing, if a key is not valid UTF-16.</summary>
     public static bool Write(string dir, Guid token, Contents contents)
     {
-        var buffer = new MemoryStream();
+        // Streamed to the file through a 64 KiB buffer, the CRC taken on the way: the file is ~17 bytes a key,
+        // which a whole-file buffer would add to the heap at every snapshot.
+        var path = PathOf(dir, token);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1);
+        var crc = new CrcStream(file);
         try
         {
-            Encode(buffer, contents);
+            using (var buffered = new BufferedStream(crc, 1 << 16)) Encode(buffered, contents);
         }
         catch (EncoderFallbackException)
         {
+            file.Dispose();
+            File.Delete(path);
             return false;
         }
-        var crc = Crc32C.Compute(buffer.GetBuffer().AsSpan(0, (int)buffer.Length));
         Span<byte> trailer = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32LittleEndian(trailer, crc);
-        buffer.Write(trailer);
-        var path = PathOf(dir, token);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
-        file.Write(buffer.GetBuffer().AsSpan(0, (int)buffer.Length));
+        BinaryPrimitives.WriteUInt32LittleEndian(trailer, crc.Crc);
+        file.Write(trailer);
         return true;
     }
 
-    private static void Encode(MemoryStream buffer, Contents contents)
+    private static void Encode(Stream buffer, Contents contents)
     {
         using (var w = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true))
         {
@@ -172,6 +175,31 @@ internal static class KeyIndexFile
         foreach (var file in Directory.EnumerateFiles(folder))
             if (Path.GetFileName(file) != keep) File.Delete(file);
         StorageIo.FsyncDirectory(folder);
+    }
+
+    /// <summary>Passes writes on to the file and keeps the CRC-32C of everything written.</summary>
+    private sealed class CrcStream(Stream inner) : Stream
+    {
+        public uint Crc { get; private set; }
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            Crc = Crc32C.Append(Crc, buffer);
+            inner.Write(buffer);
+        }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Flush() => inner.Flush();
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     /// <summary>Reads the file's fields in order; running past the end throws <see cref="EndOfStreamException"/>.</summary>
