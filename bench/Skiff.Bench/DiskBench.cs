@@ -78,6 +78,7 @@ public static class DiskBench
             }
             await writing;
             var elapsed = sw.Elapsed.TotalSeconds;
+            Console.Error.WriteLine($"after writing: {Memory()}");
             await server.ShutdownAsync();
             Console.Error.WriteLine($"wrote {overwrites} in {elapsed:F1} s ({overwrites / elapsed:F0}/s); after shutdown: {Describe(dir)}");
             var all = latencies.SelectMany(l => l).Order().ToArray();
@@ -95,7 +96,7 @@ public static class DiskBench
             {
                 await again.StartAsync();
                 await again.WaitForLeaderAsync(TimeSpan.FromSeconds(60));
-                Console.Error.WriteLine($"restart to leader: {restart.ElapsedMilliseconds} ms");
+                Console.Error.WriteLine($"restart to leader: {restart.ElapsedMilliseconds} ms; {Memory()} (this process also held the node before the restart)");
                 if (await again.GetAsync("k/00000000") is not { } read || read.Length != valueBytes)
                     throw new InvalidOperationException("a key written before the restart is missing after it");
             }
@@ -105,6 +106,13 @@ public static class DiskBench
         {
             if (!keep) try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }
+    }
+
+    private static string Memory()
+    {
+        using var self = Process.GetCurrentProcess();
+        return string.Create(CultureInfo.InvariantCulture,
+            $"process RSS {self.WorkingSet64 / 1048576.0:F0} MiB, managed heap {GC.GetTotalMemory(forceFullCollection: false) / 1048576.0:F0} MiB");
     }
 
     private static double Pct(double[] sorted, double q) => sorted[Math.Min(sorted.Length - 1, (int)(q * sorted.Length))];

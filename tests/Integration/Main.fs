@@ -7,6 +7,7 @@ let private all: Test list =
     [
       // storage:begin
       StorageTests.tests
+      KeyIndexFileTests.tests
       CrashTests.tests
       WalCrashTests.tests
       DiskBoundTests.tests

@@ -73,6 +73,14 @@ internal sealed class ChangeHistory
         return size < 0 ? Prefix + digits : Prefix + digits + "." + size.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
+    /// <summary>The indexes and sizes of the records kept, ascending (what opening the store would find).</summary>
+    public (long Index, int Size)[] Recorded()
+    {
+        var recorded = new (long, int)[_indexes.Count];
+        for (var i = 0; i < recorded.Length; i++) recorded[i] = (_indexes[i], _indexes.SizeAt(i));
+        return recorded;
+    }
+
     /// <summary>Adds a change and trims the oldest beyond the limits.</summary>
     public void Record(Change change)
     {

@@ -36,6 +36,12 @@ internal partial class KvStateMachine
             Guard(() =>
             {
                 _sessions.WriteChanged();
+                // The in-memory indexes as the checkpoint will hold the store (writes from now on go to the overlay
+                // until it is taken): written beside it on its thread, so opening from it needs no rebuild.
+                var keys = _index.Freeze();
+                var history = _history.Recorded();
+                var sessions = _sessions.Table.Sessions;
+                var applied = AppliedIndex;
                 // A compaction that finished since the previous snapshot moved the begin address: this checkpoint
                 // records it, and FASTER then deletes the segments below it. A pass under way pauses until it is done.
                 var firstSegment = FirstSegment;
@@ -47,11 +53,14 @@ internal partial class KvStateMachine
                     first?.Invoke();
                 }, token =>
                 {
+                    var sorted = keys.Sorted(); // also the key index's next base (FinishSnapshot), so made either way
+                    if (_options.KeyIndexFile)
+                        KeyIndexFile.Write(_dir, token, new KeyIndexFile.Contents(applied, sorted, history, [.. sessions.Select(s => s.Key)]));
                     var files = CheckpointFiles.Manifest(_dir, token, firstSegment);
                     CheckpointFiles.MakeDurable(_dir, files);
                     return files;
                 });
-                _snapshot = (AppliedIndex, AppliedTerm, task);
+                _snapshot = (AppliedIndex, AppliedTerm, keys, task);
                 task.ContinueWith(_ => ready(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             });
         }
@@ -65,7 +74,7 @@ internal partial class KvStateMachine
         lock (_gate)
         {
             ThrowIfDisposed();
-            var (index, term, task) = _snapshot ?? throw new InvalidOperationException("no snapshot is being taken");
+            var (index, term, keys, task) = _snapshot ?? throw new InvalidOperationException("no snapshot is being taken");
             return Guard(() =>
             {
                 try
@@ -76,12 +85,18 @@ internal partial class KvStateMachine
                 {
                     _snapshot = null;
                     _store.EndCheckpoint();
+                    if (task.IsCompletedSuccessfully) _index.Adopt(keys);
+                    else _index.Thaw();
                 }
                 var (token, files) = task.Result;
                 LatestSnapshot = new SnapshotInfo(index, term, token, files);
                 // Older index checkpoints (16 MiB each by default) go on a thread of their own, not while applying
                 // waits; the next checkpoint waits for that (BeginSnapshot), and a reader never opens them again.
-                _indexCleanup = Task.Factory.StartNew(() => CheckpointFiles.DeleteOlderIndexCheckpoints(_dir, token),
+                _indexCleanup = Task.Factory.StartNew(() =>
+                    {
+                        CheckpointFiles.DeleteOlderIndexCheckpoints(_dir, token);
+                        KeyIndexFile.DeleteOthers(_dir, token);
+                    },
                     CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
                 _compactor!.AfterCheckpoint();
                 return LatestSnapshot;

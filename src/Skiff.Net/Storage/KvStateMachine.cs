@@ -6,9 +6,11 @@ namespace Skiff.Net.Storage;
 
 /// <summary>How long opening a <see cref="KvStateMachine"/> took.</summary>
 /// <param name="Recover">Creating the store and recovering its latest checkpoint.</param>
-/// <param name="KeyIndex">Rebuilding the ordered key index.</param>
+/// <param name="KeyIndex">Reading (or rebuilding) the ordered key index and the other in-memory indexes.</param>
 /// <param name="Keys">Keys found.</param>
-internal readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex, int Keys);
+/// <param name="IndexSource">"file" if the indexes were read from the checkpoint's index file, else why they were
+/// rebuilt by scanning the store.</param>
+internal readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex, int Keys, string IndexSource);
 
 /// <summary>
 /// The replicated key-value state machine on FASTER's <c>FasterKV</c>: string keys with <c>/</c> levels, opaque
@@ -19,8 +21,9 @@ internal readonly record struct KvOpenStats(TimeSpan Recover, TimeSpan KeyIndex,
 /// <para>This class is the lock, the applied position and the order of things; its parts each own one concern:
 /// <see cref="FasterKvStore"/> (FASTER itself), <see cref="KvCommandApplier"/> (a command's effect on the data),
 /// <see cref="ChangeHistory"/> (the watch history), <see cref="SessionTableStore"/> (client sessions),
-/// <see cref="KeyIndexRebuilder"/> (rebuilding the indexes on open) and <see cref="CheckpointFiles"/> (snapshot
-/// files). Everything but FASTER's own files is rebuilt from the store on every open.</para>
+/// <see cref="KeyIndexFile"/> (the indexes written beside each checkpoint and read on open),
+/// <see cref="KeyIndexRebuilder"/> (rebuilding them when that file is missing or damaged) and
+/// <see cref="CheckpointFiles"/> (snapshot files).</para>
 /// </summary>
 internal partial class KvStateMachine : IDisposable
 {
@@ -41,7 +44,7 @@ internal partial class KvStateMachine : IDisposable
     private SessionTableStore _sessions = null!;
     private AuthStore _auth = null!;
     private KvCompactor? _compactor;
-    private (long Index, long Term, Task<(Guid Token, List<(string, long)> Files)> Checkpoint)? _snapshot;
+    private (long Index, long Term, KeyIndex.Frozen Keys, Task<(Guid Token, List<(string, long)> Files)> Checkpoint)? _snapshot;
     private Task _indexCleanup = Task.CompletedTask;
     private bool _disposed;
 
@@ -125,13 +128,15 @@ internal partial class KvStateMachine : IDisposable
             AppliedIndex = applied.Index;
             AppliedTerm = applied.Term;
             var recovered = watch.Elapsed;
-            var found = KeyIndexRebuilder.Rebuild(_store, _index, _options.KeyIndexRebuild);
+            var source = !hasCheckpoint ? "no checkpoint" : !_options.KeyIndexFile ? "index file off" : "file";
+            var found = source == "file" ? KeyIndexFile.TryLoad(_dir, _store.LatestCheckpointToken(), applied.Index, _index, ref source) : null;
+            found ??= KeyIndexRebuilder.Rebuild(_store, _index, _options.KeyIndexRebuild);
             _history = new ChangeHistory(_store, _dir, _options.WatchHistory, _options.WatchHistoryBytes, applied.HistoryFloor, found.HistoryIndexes);
             _sessions = SessionTableStore.Load(_store, _dir, applied.SessionClock, found.SessionIds);
             _auth = AuthStore.Load(_store, _dir);
             _commands = new KvCommandApplier(_store, _index);
             _compactor = new KvCompactor(_store, _dir, _options.CompactionMinBytes);
-            LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count);
+            LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count, source);
             if (hasCheckpoint)
             {
                 var token = _store.LatestCheckpointToken();
