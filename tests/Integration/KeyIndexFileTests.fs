@@ -92,7 +92,7 @@ let private tests' =
                   | 1 ->
                       kv.Apply(i, 1L, Command.Remove k) |> ignore
                       model.Remove k |> ignore
-                  | 2 -> kv.Apply(i, 1L, LogCommand.OpenSession(i, 3_600_000L)) |> ignore
+                  | 2 -> kv.Apply(i, 1L, LogCommand.OpenSession(i, 3_600_000L, "")) |> ignore
                   | 3 ->
                       let open' = kv.ClientSessions.Sessions |> Seq.map (fun p -> p.Key) |> Array.ofSeq
                       if open'.Length > 0 then
