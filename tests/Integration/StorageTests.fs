@@ -445,6 +445,14 @@ let private kvTests =
               Expect.equal (kv.ApplyEncoded(8L, 2L, ReadOnlySpan(CommandCodec.encode (put "c" "3")))) CommandResult.Done "encoded"
               Expect.equal (kv.ApplyEncoded(9L, 2L, ReadOnlySpan<byte>.Empty)) null "no-op entry"
               Expect.equal (kv.AppliedIndex, kv.AppliedTerm) (9L, 2L) "applied index and term"
+              let e =
+                  try
+                      kv.ApplyEncoded(10L, 2L, ReadOnlySpan [| 2uy; 99uy |]) |> ignore
+                      failtest "an entry that does not decode was applied"
+                  with :? SkiffException as e ->
+                      e
+              Expect.equal e.Kind ErrorKind.StorageCorrupted "an entry that does not decode"
+              Expect.equal kv.AppliedIndex 9L "an entry that does not decode is not skipped over"
               Expect.equal
                   (kv.Apply(10L, 2L, put (KvStateMachine.ReservedPrefix + "applied") "x"))
                   CommandResult.Done

@@ -227,12 +227,13 @@ internal partial class KvStateMachine : IDisposable
     }
 
     /// <summary>Decodes an entry's payload with <see cref="LogCommandCodec.decode"/> and applies it. An empty payload
-    /// (a leader's no-op) or one that does not decode only advances the applied index; for the latter the result
-    /// is null, as for an already-applied index.</summary>
+    /// (a leader's no-op) only advances the applied index. A payload that does not decode is
+    /// <see cref="ErrorKind.StorageCorrupted"/> and applies nothing, as the runtime's applier stops the member on
+    /// one: skipping it would leave this state machine silently behind every other.</summary>
     /// <param name="index">The entry's index.</param>
     /// <param name="term">The entry's term.</param>
     /// <param name="payload">The entry's payload.</param>
-    /// <returns>What applying did, or null.</returns>
+    /// <returns>What applying did, or null (an empty payload, or an index already applied).</returns>
     public CommandResult? ApplyEncoded(long index, long term, ReadOnlySpan<byte> payload)
     {
         if (payload.Length == 0)
@@ -241,9 +242,9 @@ internal partial class KvStateMachine : IDisposable
             return null;
         }
         var decoded = LogCommandCodec.decode(payload);
-        if (decoded.IsOk) return Apply(index, term, decoded.ResultValue, out _) is { } result ? Sessions.resultOf(result)?.Value : null;
-        AdvanceApplied(index, term);
-        return null;
+        if (decoded.IsError)
+            throw new SkiffException(ErrorKind.StorageCorrupted, $"the entry at index {index} does not decode: {decoded.ErrorValue}");
+        return Apply(index, term, decoded.ResultValue, out _) is { } result ? Sessions.resultOf(result)?.Value : null;
     }
 
     /// <summary>Records that the entry at <paramref name="index"/> (no command: a no-op or configuration
