@@ -9,12 +9,16 @@ internal sealed record KvOptions
     /// <summary>log2 of a page of the hybrid log, for a new store (default 16 = 64 KiB; a store keeps the sizes it
     /// was made with, see <see cref="StoreGeometry"/>).</summary>
     public int PageSizeBits { get; init; } = 16;
-    /// <summary>log2 of the in-memory part of the hybrid log (default 22 = 4 MiB of records, each 24 bytes holding
-    /// references to its key and value objects: about 170,000 records, whose objects are what the store keeps on the
+    /// <summary>log2 of the in-memory part of the hybrid log (default 23 = 8 MiB of records, each 24 bytes holding
+    /// references to its key and value objects: about 350,000 records, whose objects are what the store keeps on the
     /// managed heap). Older records are read from disk on demand; a write never reads. At 25 (the default before)
     /// a million 100-byte values all stayed on the heap (~200 MB) and opening read them all back from disk (~0.6 s
-    /// of the open here); at 22 the open reads ~150 ms and the heap holds ~80 MB less at a million keys.</summary>
-    public int MemorySizeBits { get; init; } = 22;
+    /// of the open here). At 22 the records written between two snapshots (about 100 bytes of this log per put, 8
+    /// MiB of log entries apart) no longer fit its mutable part, so pages were flushed and evicted on the applying
+    /// thread rather than by the snapshot's checkpoint: at 256 writers 7.4-9.4k writes/s and p99 72-151 ms against
+    /// 8.7-9.9k and 82-105 ms at 23 (six runs and four, alternated). At a million keys 23 costs ~90 MB of RSS and ~130 ms of
+    /// open against 22 (`Skiff.Bench recovery --keys 1000000 --memory-bits N`).</summary>
+    public int MemorySizeBits { get; init; } = 23;
     /// <summary>log2 of a hybrid log segment file, for a new store (default 16 = 64 KiB). Compaction frees disk a
     /// whole segment at a time, and each segment has an object-log file holding the keys and values of its records
     /// (a record takes about 24 bytes here, so 1 KiB values make that file about 3 MiB); stores made before 1 GiB.</summary>
