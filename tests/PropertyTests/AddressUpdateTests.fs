@@ -155,13 +155,8 @@ let private disagreement (ops: Op list) : string option =
 /// Checks `property` on `count` cases from SKIFF_SEED (or a fresh seed), naming the seed on failure.
 let private checkSeeded (what: string) (count: int) (property: Property) =
     let seed = Simulation.fsCheckSeed ()
-    let config =
-        Config.QuickThrowOnFailure
-            .WithMaxTest(count)
-            .WithQuietOnSuccess(true)
-            .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
     try
-        Check.One(config, property)
+        Check.One(Simulation.seededConfig count seed, property)
     with e ->
         failtestf "%s failed (SKIFF_SEED=%d): %s" what seed e.Message
     seed

@@ -38,6 +38,13 @@ let fsCheckSeed () =
     | "" -> uint64 (Random.Shared.NextInt64())
     | s -> UInt64.Parse s
 
+/// FsCheck's settings for `count` cases replayed from `seed` (see fsCheckSeed), quiet when they pass.
+let seededConfig (count: int) (seed: uint64) =
+    Config.QuickThrowOnFailure
+        .WithMaxTest(count)
+        .WithQuietOnSuccess(true)
+        .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
+
 /// The settings of the exactly-once simulations: clients open sessions and retry every write after every fault.
 let sessionSettings = { settings with Sessions = true }
 
@@ -63,13 +70,8 @@ let private randomSchedulesIn (settings: Settings) (reducer: Reducer<State>) (na
                     last <- Some result
                     failwith (report result)
                 | None -> ())
-        let config =
-            Config.QuickThrowOnFailure
-                .WithMaxTest(count)
-                .WithQuietOnSuccess(true)
-                .WithReplay(Some { Rnd = Rnd(seed, 0x9E3779B97F4A7C15UL); Size = None })
         try
-            Check.One(config, property)
+            Check.One(seededConfig count seed, property)
             let sum f = total |> List.sumBy f
             printfn
                 "%s: %d schedules in %.1f s (%.0f/s, SKIFF_SEED=%d): %d ops returned, %d timed out, %d crashes, %d snapshots installed, %d membership changes, leader after heal <= %d ticks, converged <= %d ticks, %d histories too hard to check"

@@ -55,8 +55,11 @@ public sealed class SkiffSystem(string memberDll, bool embedded = false, bool tl
         var clientTls = certs is null ? null : new Skiff.ClientTlsOptions { CaFile = certs.CaFile };
         clients = spec.Members.Select(ip => new SkiffGrpcClient([$"{ip}:{Port}"],
             clientTls is null ? null : Skiff.Net.Runtime.Tls.ChannelSecurity.ForClient(clientTls))).ToArray<SkiffGrpcClient?>();
-        stores = spec.Members.Select(ip => clientTls is null ? new Skiff.Client([ip]).WithPort(Port)
-            : new Skiff.Client([ip]).WithPort(Port).WithTls(clientTls)).ToArray<Skiff.Client?>();
+        stores = spec.Members.Select(ip =>
+        {
+            var store = new Skiff.Client([ip]).WithPort(Port);
+            return clientTls is null ? store : store.WithTls(clientTls);
+        }).ToArray<Skiff.Client?>();
         // An embedded member runs with the defaults of the application around it: nothing set for it here.
         var env = embedded ? new Dictionary<string, string>() : new Dictionary<string, string> { ["DOTNET_gcServer"] = "0" };
 
