@@ -99,6 +99,14 @@ public sealed class Builder
         return this;
     }
 
+    /// <summary>The memory budget of the state machine's data, in bytes (default 64 MiB; see
+    /// <see cref="SkiffOptions.StateMachineMemoryBytes"/>).</summary>
+    public Builder WithStateMachineMemory(long bytes)
+    {
+        _options.StateMachineMemoryBytes = bytes;
+        return this;
+    }
+
     /// <summary>The most watches the node serves at once (default 1024; one more is refused with
     /// <see cref="ErrorKind.Overloaded"/>).</summary>
     public Builder WithMaxWatchers(int watchers)

@@ -60,6 +60,13 @@ public sealed class SkiffOptions
     /// <summary>The largest value accepted, in bytes (default 1 MiB).</summary>
     public int MaxValueBytes { get; set; } = KeyRules.DefaultMaxValueBytes;
 
+    /// <summary>The memory budget of the state machine's data, in bytes (default 64 MiB): the in-memory part of the
+    /// store that holds the keys and values; older data stays on disk and is read back on demand, so data larger than
+    /// memory keeps to it. Rounded down to a power of two, and up to four pages of the store (8 MiB with the default
+    /// <see cref="MaxValueBytes"/>). The process needs more besides (the hash index, about 100 bytes a key for the
+    /// key index, the runtime, requests in flight).</summary>
+    public long StateMachineMemoryBytes { get; set; } = Skiff.Net.Runtime.SkiffServerOptions.DefaultStateMachineMemoryBytes;
+
     /// <summary>The most watches the node serves at once, for the embedding application and every client together
     /// (default 1024, as etcd's default stream limits are of that order). One more is refused with
     /// <see cref="ErrorKind.Overloaded"/> (gRPC ResourceExhausted); the watches already open are unaffected, and a
@@ -117,6 +124,8 @@ public sealed class SkiffOptions
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(SessionTimeout)} must be between 1 s and 7 days, not {SessionTimeout}");
         if (MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxValueBytes)} must be positive, not {MaxValueBytes}");
+        if (StateMachineMemoryBytes <= 0)
+            throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(StateMachineMemoryBytes)} must be positive, not {StateMachineMemoryBytes}");
         if (MaxWatchers <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"{nameof(MaxWatchers)} must be positive, not {MaxWatchers}");
         if (MaxListPage <= 0)

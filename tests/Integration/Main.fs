@@ -11,6 +11,7 @@ let private all: Test list =
       CrashTests.tests
       WalCrashTests.tests
       DiskBoundTests.tests
+      KvMemoryTests.tests
       PortConformanceTests.tests
       SideFileTests.tests
       // storage:end

@@ -41,7 +41,8 @@ internal sealed class NodeStorageBinding : IDisposable
 
     /// <summary>Opens the data directory named in <paramref name="options"/>.</summary>
     /// <exception cref="SkiffException">DataDirectoryCreateFailed, DataDirectoryLocked, StorageError, StorageCorrupted,
-    /// or InvalidArgument when <see cref="SkiffServerOptions.MaxValueBytes"/> allows commands the log cannot hold.</exception>
+    /// or InvalidArgument when <see cref="SkiffServerOptions.MaxValueBytes"/> allows commands the log cannot hold or
+    /// values the state machine's pages cannot.</exception>
     public NodeStorageBinding(SkiffServerOptions options)
     {
         var dataDir = Path.GetFullPath(options.DataDirectory);
@@ -50,6 +51,9 @@ internal sealed class NodeStorageBinding : IDisposable
             Kv = new KvOptions
             {
                 WatchHistory = Math.Max(0, options.WatchHistory),
+                // A record never crosses a page: a new store's pages hold the largest value allowed.
+                PageSizeBits = Math.Max(new KvOptions().PageSizeBits, KvOptions.PageSizeBitsFor(options.MaxValueBytes)),
+                MemorySizeBits = 63 - (int)long.LeadingZeroCount(Math.Max(1, options.StateMachineMemoryBytes)),
                 UnsafeNoSessionDedup = options.UnsafeNoSessionDedup,
             },
         };
@@ -69,6 +73,14 @@ internal sealed class NodeStorageBinding : IDisposable
         HardState = new HardStateFileStore(storage.HardState);
         StateMachine = new KvStateMachineAdapter(storage.Kv);
         Snapshots = new CheckpointSnapshotStore(storage.Kv, Path.Combine(dataDir, "snapmeta"));
+        if (KvOptions.MaxValueBytesFor(storage.Kv.PageSizeBits) < options.MaxValueBytes)
+        {
+            storage.Dispose();
+            _storage = null;
+            throw new SkiffException(ErrorKind.InvalidArgument,
+                $"MaxValueBytes {options.MaxValueBytes} is too large for the state machine in {dataDir}: it was made for values up to " +
+                $"{KvOptions.MaxValueBytesFor(storage.Kv.PageSizeBits)} bytes (a record never crosses one of its pages)");
+        }
         if (RequestLimits.LargestCommandBytes(options.MaxValueBytes) > Log.MaxCommandBytes)
         {
             storage.Dispose();

@@ -70,8 +70,9 @@ internal sealed class SkiffServerOptions
     /// soon as it ends (cancelled, dropped as too slow, or its client gone).</summary>
     public int MaxWatchers { get; set; } = DefaultMaxWatchers;
 
-    /// <summary>Recent changes kept for watchers that resume from an index: in memory, and (with FASTER storage) in
-    /// the state machine's durable change history, which snapshots carry and restarts keep. 0 keeps none.</summary>
+    /// <summary>Recent changes kept for watchers that resume from an index: in memory (no more than 16 MiB of keys and
+    /// values of them), and (with FASTER storage) in the state machine's durable change history, which snapshots
+    /// carry and restarts keep. 0 keeps none.</summary>
     public int WatchHistory { get; set; } = 100000;
 
     /// <summary>Raise the thread pool's minimum worker threads to at least this many when the node starts (default
@@ -85,6 +86,16 @@ internal sealed class SkiffServerOptions
     /// node for every entry point before anything is proposed (<see cref="Skiff.ErrorKind.ValueTooLarge"/>); it must
     /// leave a compare-and-swap of two such values within one log entry of the storage engine.</summary>
     public int MaxValueBytes { get; set; } = RequestLimits.DefaultMaxValueBytes;
+
+    /// <summary>The memory budget of the state machine's data, in bytes (default 64 MiB): the in-memory part of
+    /// its FASTER hybrid log, which holds the keys and values; older data is on disk and read back on demand, so a
+    /// store larger than memory keeps to it. Rounded down to a power of two and up to four pages of the store (8
+    /// MiB with the default <see cref="MaxValueBytes"/>). The process needs more besides: the hash index (16 MiB),
+    /// the ordered key index (about 100 bytes a key), the runtime, and requests in flight.</summary>
+    public long StateMachineMemoryBytes { get; set; } = DefaultStateMachineMemoryBytes;
+
+    /// <summary>The default of <see cref="StateMachineMemoryBytes"/>, 64 MiB.</summary>
+    public const long DefaultStateMachineMemoryBytes = 64L << 20;
 
     /// <summary>The most keys (or prefixes) one listing page holds, whatever a client asks for (default 10,000):
     /// a larger listing is read in pages, so no request makes the node build, hold the state machine's lock for, or

@@ -1,20 +1,26 @@
+using System.Text;
 using FASTER.core;
 
 namespace Skiff.Net.Storage;
 
 /// <summary>
-/// The FASTER side of the key-value state machine: the <see cref="FasterKV{Key, Value}"/> with its two devices
-/// (hybrid log and object log) and the one session the state machine reads and writes through, created, recovered
-/// and disposed together. It knows nothing of what the keys mean. Not thread-safe: FASTER sessions are
-/// single-threaded, and the state machine serialises access under its lock.
+/// The FASTER side of the key-value state machine: the <see cref="FasterKV{Key, Value}"/> with its hybrid log device
+/// and the one session the state machine reads and writes through, created, recovered and disposed together. It
+/// knows nothing of what the keys mean. Not thread-safe: FASTER sessions are single-threaded, and the state machine
+/// serialises access under its lock.
+/// <para>Keys (UTF-8) and values are kept inline in the hybrid log's pages (<see cref="SpanByte"/>, FASTER's
+/// variable-length allocator), so the in-memory part of the log, <see cref="KvOptions.MemorySizeBits"/>, bounds the
+/// memory the data takes: older pages are flushed and evicted, and read back from disk on demand. Stores of older
+/// versions held references to managed key and value objects (the object log), which that size did not count; they
+/// are converted when opened (<see cref="KvFormatMigration"/>). A record never crosses a page, so a page must hold
+/// the largest record (<see cref="RecordBytes"/>).</para>
 /// </summary>
 internal sealed class FasterKvStore : IDisposable
 {
     private readonly string _dir;
     private readonly IDevice _logDevice;
-    private readonly IDevice _objDevice;
-    private readonly FasterKV<string, byte[]> _kv;
-    private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>>? _session;
+    private readonly FasterKV<SpanByte, SpanByte> _kv;
+    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>? _session;
 
     // While a checkpoint is taken in the background, writes land in this overlay instead of the store (reads see
     // them first), so the checkpoint holds exactly the state at its start: FASTER cuts a session's operations at a
@@ -26,46 +32,54 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>The page and segment sizes of this store's files.</summary>
     public StoreGeometry Geometry { get; }
 
-    private FasterKvStore(string dir, StoreGeometry geometry, IDevice logDevice, IDevice objDevice, FasterKV<string, byte[]> kv)
+    /// <summary>The bytes in memory of the hybrid log (FASTER's MemorySize): the store's memory budget.</summary>
+    public long MemoryBytes { get; }
+
+    private FasterKvStore(string dir, StoreGeometry geometry, long memoryBytes, IDevice logDevice, FasterKV<SpanByte, SpanByte> kv)
     {
         _dir = dir;
         Geometry = geometry;
+        MemoryBytes = memoryBytes;
         _logDevice = logDevice;
-        _objDevice = objDevice;
         _kv = kv;
     }
 
-    /// <summary>Creates the store in <paramref name="dir"/> (recovering nothing yet).</summary>
+    /// <summary>Bytes a record takes in the hybrid log: its header, then the key and the value each with a 4-byte
+    /// length, each part 8-byte aligned (FASTER's variable-length allocator).</summary>
+    public static long RecordBytes(int keyBytes, int valueBytes) => 8 + Align(4L + keyBytes) + Align(4L + valueBytes);
+
+    private static long Align(long n) => (n + 7) & ~7L;
+
+    /// <summary>Creates the store in <paramref name="dir"/> (recovering nothing yet). The directory must hold a store
+    /// of this format or none (see <see cref="KvFormatMigration"/>).</summary>
     public static FasterKvStore Create(string dir, KvOptions options)
     {
-        IDevice? logDevice = null, objDevice = null;
-        var geometry = StoreGeometry.Resolve(dir, new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits)),
-            KvOptions.LegacyGeometry, "hlog.");
+        IDevice? logDevice = null;
+        var wanted = new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits), InlineValues: true);
+        var geometry = StoreGeometry.Resolve(dir, wanted, KvOptions.LegacyGeometry, "hlog.");
+        if (!geometry.InlineValues)
+            throw new InvalidOperationException($"{dir} holds a store of object values: convert it first");
         try
         {
             logDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.log"), preallocateFile: false);
-            objDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.obj.log"), preallocateFile: false);
-            var settings = new FasterKVSettings<string, byte[]>(null)
+            var memory = 1L << Math.Max(options.MemorySizeBits, geometry.PageSizeBits + KvOptions.MinMemoryPagesBits);
+            var settings = new FasterKVSettings<SpanByte, SpanByte>(null)
             {
                 IndexSize = options.IndexSizeBytes,
                 LogDevice = logDevice,
-                ObjectLogDevice = objDevice,
                 PageSize = 1L << geometry.PageSizeBits,
-                MemorySize = 1L << Math.Max(options.MemorySizeBits, geometry.PageSizeBits + 1),
+                MemorySize = memory,
                 SegmentSize = 1L << geometry.SegmentSizeBits,
                 CheckpointDir = Path.Combine(dir, "checkpoints"),
                 RemoveOutdatedCheckpoints = true,
                 TryRecoverLatest = false,
                 ReadCacheEnabled = false,
-                KeySerializer = () => new StringSerializer(),
-                ValueSerializer = () => new BytesSerializer(),
             };
-            return new FasterKvStore(dir, geometry, logDevice, objDevice, new FasterKV<string, byte[]>(settings));
+            return new FasterKvStore(dir, geometry, memory, logDevice, new FasterKV<SpanByte, SpanByte>(settings));
         }
         catch
         {
             logDevice?.Dispose();
-            objDevice?.Dispose();
             throw;
         }
     }
@@ -97,9 +111,9 @@ internal sealed class FasterKvStore : IDisposable
 
     /// <summary>Opens the session that every read and write goes through, once recovery is done.</summary>
     public void StartSession() =>
-        _session = _kv.NewSession<byte[], byte[], Empty>(new SimpleFunctions<string, byte[], Empty>());
+        _session = _kv.For(new SpanByteFunctions_ByteArrayOutput<Empty>()).NewSession<SpanByteFunctions_ByteArrayOutput<Empty>>();
 
-    private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>> Session =>
+    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> Session =>
         _session ?? throw new InvalidOperationException("the store's session is not started");
 
     /// <summary>The value of a key, or null; waits for a read that has to go to disk.</summary>
@@ -112,41 +126,87 @@ internal sealed class FasterKvStore : IDisposable
 
     /// <summary>The store's newest record of a key (the overlay aside): whether it holds a value, the value and the
     /// record's address; waits for a lookup that has to go to disk.</summary>
-    private (bool Found, byte[] Value, long Address) Lookup(string key)
+    private unsafe (bool Found, byte[] Value, long Address) Lookup(string key)
     {
         var session = Session;
-        byte[] input = [], output = [];
-        var options = default(ReadOptions);
-        var status = session.Read(ref key, ref input, ref output, ref options, out var metadata);
-        if (status.IsPending)
+        Span<byte> buffer = stackalloc byte[256];
+        var utf8 = Utf8(key, buffer);
+        byte[] output = [];
+        Status status;
+        RecordMetadata metadata;
+        fixed (byte* k = utf8)
         {
-            session.CompletePendingWithOutputs(out var outputs, wait: true);
-            using (outputs)
+            var sbKey = SpanByte.FromPointer(k, utf8.Length);
+            SpanByte input = default;
+            var options = default(ReadOptions);
+            status = session.Read(ref sbKey, ref input, ref output, ref options, out metadata);
+            if (status.IsPending)
             {
-                if (!outputs.Next())
-                    throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
-                status = outputs.Current.Status;
-                output = outputs.Current.Output;
-                metadata = outputs.Current.RecordMetadata;
+                session.CompletePendingWithOutputs(out var outputs, wait: true);
+                using (outputs)
+                {
+                    if (!outputs.Next())
+                        throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
+                    status = outputs.Current.Status;
+                    output = outputs.Current.Output;
+                    metadata = outputs.Current.RecordMetadata;
+                }
             }
         }
         if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"reading a key from {_dir} failed");
-        return (status.Found, output, metadata.Address);
+        return (status.Found, output ?? [], metadata.Address);
     }
 
     /// <summary>Sets a key.</summary>
-    public void Upsert(string key, byte[] value)
+    /// <exception cref="SkiffException"><see cref="ErrorKind.StorageError"/> if the record does not fit a page of
+    /// this store (a value larger than the store was made for): nothing is written.</exception>
+    public unsafe void Upsert(string key, byte[] value)
     {
-        if (_overlay is not null) _overlay[key] = value;
-        else Session.Upsert(ref key, ref value);
+        if (_overlay is not null)
+        {
+            _overlay[key] = value;
+            return;
+        }
+        Span<byte> buffer = stackalloc byte[256];
+        var utf8 = Utf8(key, buffer);
+        var bytes = RecordBytes(utf8.Length, value.Length);
+        if (bytes > 1L << Geometry.PageSizeBits)
+            throw new SkiffException(ErrorKind.StorageError,
+                $"a record of {bytes} bytes does not fit the pages of {1L << Geometry.PageSizeBits} bytes of the store in {_dir} " +
+                "(made for smaller values: see KvOptions.PageSizeBits)");
+        fixed (byte* k = utf8)
+        fixed (byte* v = value)
+        {
+            var sbKey = SpanByte.FromPointer(k, utf8.Length);
+            var sbValue = SpanByte.FromPointer(v, value.Length);
+            Session.Upsert(ref sbKey, ref sbValue);
+        }
     }
 
     /// <summary>Deletes a key (writes a tombstone).</summary>
-    public void Delete(string key)
+    public unsafe void Delete(string key)
     {
-        if (_overlay is not null) _overlay[key] = null;
-        else Session.Delete(ref key);
+        if (_overlay is not null)
+        {
+            _overlay[key] = null;
+            return;
+        }
+        Span<byte> buffer = stackalloc byte[256];
+        var utf8 = Utf8(key, buffer);
+        fixed (byte* k = utf8)
+        {
+            var sbKey = SpanByte.FromPointer(k, utf8.Length);
+            Session.Delete(ref sbKey);
+        }
     }
+
+    /// <summary>The UTF-8 bytes of <paramref name="key"/>, in <paramref name="buffer"/> when they fit.</summary>
+    private static ReadOnlySpan<byte> Utf8(string key, Span<byte> buffer)
+    {
+        return Encoding.UTF8.GetByteCount(key) <= buffer.Length ? buffer[..Encoding.UTF8.GetBytes(key, buffer)] : Encoding.UTF8.GetBytes(key);
+    }
+
+    private static string KeyOf(ref SpanByte key) => Encoding.UTF8.GetString(key.AsReadOnlySpan());
 
     /// <summary>Every record of the hybrid log in address order, superseded ones and tombstones included: a newer
     /// version of a key always lies at a higher address than the older ones.</summary>
@@ -156,7 +216,7 @@ internal sealed class FasterKvStore : IDisposable
         while (scan.GetNext(out var info))
         {
             if (info.Invalid) continue;
-            yield return (scan.GetKey(), info.Tombstone);
+            yield return (KeyOf(ref scan.GetKey()), info.Tombstone);
         }
     }
 
@@ -167,7 +227,7 @@ internal sealed class FasterKvStore : IDisposable
         while (iter.GetNext(out var info))
         {
             if (info.Tombstone) continue;
-            yield return iter.GetKey();
+            yield return KeyOf(ref iter.GetKey());
         }
     }
 
@@ -239,7 +299,7 @@ internal sealed class FasterKvStore : IDisposable
     public void ShiftBeginAddress(long until) => _kv.Log.ShiftBeginAddress(until, snapToPageStart: false, truncateLog: false);
 
     /// <summary>A scan of the hybrid log (see <see cref="ScanLiveRecords"/>).</summary>
-    public sealed class RecordScan(IFasterScanIterator<string, byte[]> iterator) : IDisposable
+    public sealed class RecordScan(IFasterScanIterator<SpanByte, SpanByte> iterator) : IDisposable
     {
         /// <summary>The records, read as the enumeration advances.</summary>
         public IEnumerable<(string Key, byte[] Value, long Address)> Records
@@ -249,7 +309,7 @@ internal sealed class FasterKvStore : IDisposable
                 while (iterator.GetNext(out var info))
                 {
                     if (info.Invalid || info.Tombstone) continue;
-                    yield return (iterator.GetKey(), iterator.GetValue(), iterator.CurrentAddress);
+                    yield return (KeyOf(ref iterator.GetKey()), iterator.GetValue().ToByteArray(), iterator.CurrentAddress);
                 }
             }
         }
@@ -278,28 +338,6 @@ internal sealed class FasterKvStore : IDisposable
         _session?.Dispose();
         _kv.Dispose();
         _logDevice.Dispose();
-        _objDevice.Dispose();
         _session = null;
-    }
-
-    private sealed class StringSerializer : BinaryObjectSerializer<string>
-    {
-        public override void Serialize(ref string obj) => writer.Write(obj);
-        public override void Deserialize(out string obj) => obj = reader.ReadString();
-    }
-
-    private sealed class BytesSerializer : BinaryObjectSerializer<byte[]>
-    {
-        public override void Serialize(ref byte[] obj)
-        {
-            writer.Write(obj.Length);
-            writer.Write(obj);
-        }
-
-        public override void Deserialize(out byte[] obj)
-        {
-            int n = reader.ReadInt32();
-            obj = reader.ReadBytes(n);
-        }
     }
 }

@@ -6,23 +6,44 @@ internal sealed record KvOptions
 {
     /// <summary>Size of FASTER's hash index in bytes (64 bytes a bucket of 7 entries; default 16 MiB).</summary>
     public long IndexSizeBytes { get; init; } = 1L << 24;
-    /// <summary>log2 of a page of the hybrid log, for a new store (default 16 = 64 KiB; a store keeps the sizes it
-    /// was made with, see <see cref="StoreGeometry"/>).</summary>
-    public int PageSizeBits { get; init; } = 16;
-    /// <summary>log2 of the in-memory part of the hybrid log (default 23 = 8 MiB of records, each 24 bytes holding
-    /// references to its key and value objects: about 350,000 records, whose objects are what the store keeps on the
-    /// managed heap). Older records are read from disk on demand; a write never reads. At 25 (the default before)
-    /// a million 100-byte values all stayed on the heap (~200 MB) and opening read them all back from disk (~0.6 s
-    /// of the open here). At 22 the records written between two snapshots (about 100 bytes of this log per put, 8
-    /// MiB of log entries apart) no longer fit its mutable part, so pages were flushed and evicted on the applying
-    /// thread rather than by the snapshot's checkpoint: at 256 writers 7.4-9.4k writes/s and p99 72-151 ms against
-    /// 8.7-9.9k and 82-105 ms at 23 (six runs and four, alternated). At a million keys 23 costs ~90 MB of RSS and ~130 ms of
-    /// open against 22 (`Skiff.Bench recovery --keys 1000000 --memory-bits N`).</summary>
-    public int MemorySizeBits { get; init; } = 23;
-    /// <summary>log2 of a hybrid log segment file, for a new store (default 16 = 64 KiB). Compaction frees disk a
-    /// whole segment at a time, and each segment has an object-log file holding the keys and values of its records
-    /// (a record takes about 24 bytes here, so 1 KiB values make that file about 3 MiB); stores made before 1 GiB.</summary>
-    public int SegmentSizeBits { get; init; } = 16;
+    /// <summary>log2 of a page of the hybrid log, for a new store (default 21 = 2 MiB; a store keeps the sizes it
+    /// was made with, see <see cref="StoreGeometry"/>). A record never crosses a page, so a page must hold the largest
+    /// record: a value with the longest key, and its copy in the change history (<see cref="PageSizeBitsFor"/>; 21
+    /// holds values up to 2 MiB less 8 KiB, the default limit being 1 MiB). A larger value is refused with
+    /// <see cref="ErrorKind.StorageError"/>.</summary>
+    public int PageSizeBits { get; init; } = 21;
+    /// <summary>log2 of the in-memory part of the hybrid log: the memory budget of the data (default 26 = 64 MiB; at
+    /// least four pages). Keys and values lie in the log's pages, so this bounds the memory they take however large
+    /// the data grows: older pages are flushed and evicted and read back from disk on demand (the operating system's
+    /// page cache often serves those reads). 90% of it is the mutable part, where a key written again is updated in
+    /// place; what is written between two snapshots (about twice `SnapshotBytes` of values with the change history)
+    /// should fit it, or pages are flushed on the applying thread rather than by the snapshot's checkpoint. Stores of
+    /// older versions kept the values as objects on the managed heap, which this did not count.</summary>
+    public int MemorySizeBits { get; init; } = 26;
+    /// <summary>log2 of a hybrid log segment file, for a new store (default 22 = 4 MiB; at least a page). Compaction
+    /// frees disk a whole segment at a time; stores made before the <c>geometry</c> file existed have 1 GiB.</summary>
+    public int SegmentSizeBits { get; init; } = 22;
+
+    /// <summary>The smallest in-memory log is 2^this pages: FASTER needs a few pages besides the one being filled.</summary>
+    internal const int MinMemoryPagesBits = 2;
+
+    /// <summary>Bytes a record may need beyond its value: the record header, the longest key with its length, and in
+    /// a change-history record the change's type, the key's length and the key again.</summary>
+    internal const int RecordOverheadBytes = 2 * KvStateMachine.MaxKeyBytes + 64;
+
+    /// <summary>The smallest <see cref="PageSizeBits"/> (at least 16) whose pages hold a value of
+    /// <paramref name="maxValueBytes"/> under any key, and its change-history record.</summary>
+    /// <param name="maxValueBytes">The largest value to be written.</param>
+    public static int PageSizeBitsFor(long maxValueBytes)
+    {
+        var bits = 16;
+        while ((1L << bits) < maxValueBytes + RecordOverheadBytes) bits++;
+        return bits;
+    }
+
+    /// <summary>The largest value a store with pages of 2^<paramref name="pageSizeBits"/> bytes holds under any key.</summary>
+    /// <param name="pageSizeBits">log2 of the store's page.</param>
+    public static long MaxValueBytesFor(int pageSizeBits) => (1L << pageSizeBits) - RecordOverheadBytes;
 
     /// <summary>The sizes stores made before the <c>geometry</c> file existed were written with.</summary>
     internal static readonly StoreGeometry LegacyGeometry = new(20, 30);

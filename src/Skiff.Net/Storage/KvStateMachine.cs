@@ -73,6 +73,9 @@ internal partial class KvStateMachine : IDisposable
     /// <summary>Number of keys.</summary>
     public int KeyCount { get { lock (_gate) return _index.Count; } }
 
+    /// <summary>log2 of the store's page: a value larger than <see cref="KvOptions.MaxValueBytesFor"/> of it is refused.</summary>
+    public int PageSizeBits { get { lock (_gate) return _store.Geometry.PageSizeBits; } }
+
     /// <summary>Timings of the last open: FASTER's checkpoint recovery, then the key-index rebuild.</summary>
     public KvOpenStats LastOpen { get; private set; }
 
@@ -108,6 +111,7 @@ internal partial class KvStateMachine : IDisposable
         StorageIo.Guard(_dir, () => StorageIo.CreateDirectoryDurably(_dir));
         try
         {
+            KvFormatMigration.ConvertIfNeeded(_dir, _options, logHoldsEverything);
             _store = FasterKvStore.Create(_dir, _options);
             bool hasCheckpoint = _store.HasCheckpoint;
             if (hasCheckpoint && !_store.TryRecoverLatestCheckpoint())
@@ -365,10 +369,7 @@ internal partial class KvStateMachine : IDisposable
         }
     }
 
-    private void ThrowIfDisposed()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-    }
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>The hybrid log segment the store begins in: the files of earlier ones are garbage.</summary>
     private long FirstSegment => _store.BeginAddress >> _store.Geometry.SegmentSizeBits;

@@ -320,6 +320,14 @@ internal sealed class SnapshotInstaller : IDisposable
         _owner.SwapIn(() => Swap(_dir));
     }
 
+    /// <summary>Marks the durable staging directory of the closed store in <paramref name="dir"/> complete and swaps it
+    /// in, as <see cref="Complete"/> does (the store's format conversion writes its result there).</summary>
+    internal static void CommitStaging(string dir)
+    {
+        StorageIo.Guard(dir + ".staging", () => StorageIo.WriteAtomically(Path.Combine(dir + ".staging", CompleteMarker), BitConverter.GetBytes(0L)));
+        Swap(dir);
+    }
+
     /// <summary>Swaps a complete staging directory in: store → .old, staging → store, each rename made durable.</summary>
     private static void Swap(string dir)
     {

@@ -12,7 +12,9 @@ namespace Skiff.Net.Storage;
 /// </summary>
 /// <param name="PageSizeBits">log2 of a page.</param>
 /// <param name="SegmentSizeBits">log2 of a segment file.</param>
-internal readonly record struct StoreGeometry(int PageSizeBits, int SegmentSizeBits)
+/// <param name="InlineValues">A key-value store whose keys and values lie in the hybrid log's pages
+/// (<c>values=inline</c>); false for the object-log stores of older versions (and for logs, where it means nothing).</param>
+internal readonly record struct StoreGeometry(int PageSizeBits, int SegmentSizeBits, bool InlineValues = false)
 {
     /// <summary>The file's name in the store directory.</summary>
     public const string FileName = "geometry";
@@ -27,31 +29,43 @@ internal readonly record struct StoreGeometry(int PageSizeBits, int SegmentSizeB
     public static StoreGeometry Resolve(string dir, StoreGeometry wanted, StoreGeometry legacy, string dataFilePrefix)
     {
         var path = Path.Combine(dir, FileName);
-        if (File.Exists(path)) return Parse(path, File.ReadAllText(path, Encoding.ASCII));
+        if (Read(dir) is { } written) return written;
         var chosen = Directory.EnumerateFiles(dir, dataFilePrefix + "*").Any() ? legacy : wanted;
         StorageIo.WriteAtomically(path, Encoding.ASCII.GetBytes(chosen.ToString()));
         StorageIo.FsyncDirectory(dir);
         return chosen;
     }
 
-    /// <summary>The file's content: <c>page=N segment=M</c>.</summary>
-    public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"page={PageSizeBits} segment={SegmentSizeBits}\n");
+    /// <summary>The geometry written in <paramref name="dir"/>, or null if it has no <c>geometry</c> file.</summary>
+    public static StoreGeometry? Read(string dir)
+    {
+        var path = Path.Combine(dir, FileName);
+        return File.Exists(path) ? Parse(path, File.ReadAllText(path, Encoding.ASCII)) : null;
+    }
+
+    /// <summary>The file's content: <c>page=N segment=M</c>; for a store of inline values
+    /// <c>values=inline pagebits=N segmentbits=M</c>, which versions before it refuse (their parser needs
+    /// <c>page=</c> and <c>segment=</c>) rather than misread as a store of object values.</summary>
+    public override string ToString() => InlineValues
+        ? string.Create(CultureInfo.InvariantCulture, $"values=inline pagebits={PageSizeBits} segmentbits={SegmentSizeBits}\n")
+        : string.Create(CultureInfo.InvariantCulture, $"page={PageSizeBits} segment={SegmentSizeBits}\n");
 
     private static StoreGeometry Parse(string path, string text)
     {
         int? page = null, segment = null;
+        bool inline = false;
         foreach (var part in text.Split((char[])[' ', '\n'], StringSplitOptions.RemoveEmptyEntries))
         {
+            if (part == "values=inline") inline = true;
             var kv = part.Split('=');
             if (kv.Length == 2 && int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out var v) && v is > 8 and < 40)
             {
-                if (kv[0] == "page") page = v;
-                else if (kv[0] == "segment") segment = v;
+                if (kv[0] is "page" or "pagebits") page = v;
+                else if (kv[0] is "segment" or "segmentbits") segment = v;
             }
         }
         if (page is not { } p || segment is not { } s || s < p)
             throw new SkiffException(ErrorKind.StorageCorrupted, $"{path} does not hold a page and segment size: '{text.Trim()}'");
-        return new StoreGeometry(p, s);
+        return new StoreGeometry(p, s, inline);
     }
 }

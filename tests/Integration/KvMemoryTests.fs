@@ -1,0 +1,166 @@
+/// The state machine's memory bounded by its budget (keys and values inline in FASTER's pages), and the conversion of
+/// stores of older versions (object values) when they are opened or arrive as a snapshot.
+module Skiff.Integration.KvMemoryTests
+
+open System
+open System.IO
+open System.Text
+open Expecto
+open FASTER.core
+open Skiff.Core
+open Skiff.Net.Storage
+open Skiff.Integration.StorageSupport
+
+// The object serializers of the older versions' store: a string key as BinaryWriter writes it, a value as its length
+// then its bytes.
+type private OldKeySerializer() =
+    inherit BinaryObjectSerializer<string>()
+    override this.Serialize(obj: byref<string>) = this.writer.Write(obj)
+    override this.Deserialize(obj: byref<string>) = obj <- this.reader.ReadString()
+
+type private OldValueSerializer() =
+    inherit BinaryObjectSerializer<byte[]>()
+
+    override this.Serialize(obj: byref<byte[]>) =
+        this.writer.Write(obj.Length)
+        this.writer.Write(obj)
+
+    override this.Deserialize(obj: byref<byte[]>) =
+        let n = this.reader.ReadInt32()
+        obj <- this.reader.ReadBytes n
+
+/// Writes a store as versions before inline values did (FasterKV of string keys and byte-array values, with an object
+/// log), applies `writes` (Some value = put, None = delete) and takes a fold-over checkpoint; returns its token. With
+/// `geometryFile` the sizes are written down as those versions did; without, it is a store from before that file.
+let private writeOldStore (dir: string) (pageBits: int) (segmentBits: int) (geometryFile: bool) (writes: (string * byte[] option) list) =
+    Directory.CreateDirectory dir |> ignore
+    if geometryFile then
+        File.WriteAllText(Path.Combine(dir, StoreGeometry.FileName), sprintf "page=%d segment=%d\n" pageBits segmentBits)
+    use log = Devices.CreateLogDevice(Path.Combine(dir, "hlog.log"), preallocateFile = false)
+    use objects = Devices.CreateLogDevice(Path.Combine(dir, "hlog.obj.log"), preallocateFile = false)
+    use settings =
+        new FasterKVSettings<string, byte[]>(
+            null,
+            IndexSize = (1L <<< 16),
+            LogDevice = log,
+            ObjectLogDevice = objects,
+            PageSize = (1L <<< pageBits),
+            MemorySize = (1L <<< (pageBits + 4)),
+            SegmentSize = (1L <<< segmentBits),
+            CheckpointDir = Path.Combine(dir, "checkpoints"),
+            KeySerializer = Func<IObjectSerializer<string>>(fun () -> OldKeySerializer()),
+            ValueSerializer = Func<IObjectSerializer<byte[]>>(fun () -> OldValueSerializer())
+        )
+    use kv = new FasterKV<string, byte[]>(settings)
+    use session = kv.NewSession<byte[], byte[], Empty>(SimpleFunctions<string, byte[], Empty>())
+    for key, value in writes do
+        match value with
+        | Some v -> session.Upsert(key, v) |> ignore
+        | None -> session.Delete(key) |> ignore
+    let struct (ok, token) = kv.TakeFullCheckpointAsync(CheckpointType.FoldOver).AsTask().GetAwaiter().GetResult()
+    Expect.isTrue ok "the old store's checkpoint"
+    kv.CompleteCheckpointAsync().AsTask().GetAwaiter().GetResult()
+    token
+
+let private big = Array.init (200 * 1024) (fun i -> byte (i * 7))
+
+/// The old store every conversion test starts from: applied up to index 7 in term 2, two live keys (one value larger
+/// than a 64 KiB page holds), one deleted.
+let private oldWrites =
+    [ AppliedRecord.Key, Some(AppliedRecord(7L, 2L, 0L, 0L).Encode())
+      "a/1", Some(Encoding.UTF8.GetBytes "one")
+      "a/2", Some(Encoding.UTF8.GetBytes "two")
+      "a/2", None
+      "big", Some big
+      "a/1", Some(Encoding.UTF8.GetBytes "one, again") ]
+
+let private expectConverted (kv: KvStateMachine) (dir: string) =
+    Expect.equal (kv.AppliedIndex, kv.AppliedTerm) (7L, 2L) "the applied record came across"
+    Expect.equal (List.ofSeq (kv.ListKeys "")) [ "a/1"; "big" ] "the live keys, the deleted one gone"
+    Expect.equal (Encoding.UTF8.GetString(nonNull (kv.Get "a/1"))) "one, again" "the newest value"
+    Expect.sequenceEqual (nonNull (kv.Get "big")) big "a value larger than the old store's pages"
+    Expect.isNull (kv.Get "a/2") "deleted"
+    let geometry = StoreGeometry.Read(dir)
+    Expect.isTrue geometry.Value.InlineValues "the store is of the new format"
+    Expect.isGreaterThanOrEqual geometry.Value.PageSizeBits (KvOptions.PageSizeBitsFor(int64 big.Length)) "pages hold the largest value"
+    Expect.isEmpty (Directory.GetFiles(dir, "hlog.obj.log*")) "no object log"
+    Expect.isFalse (Directory.Exists(dir + ".staging")) "no staging directory left"
+
+let private memoryTests =
+    testSequenced
+    <| testList
+        "kv memory"
+        [ testCase "values far beyond the memory budget stay on disk: the heap grows by the budget, not by the data"
+          <| fun () ->
+              use tmp = new TempDir "kv-memory"
+              let valueBytes = 64 * 1024
+              let count = 1024 // 64 MiB of values (and as much again of change history), against a budget of 1 MiB
+              let options =
+                  KvOptions(
+                      IndexSizeBytes = (1L <<< 16),
+                      PageSizeBits = KvOptions.PageSizeBitsFor(int64 valueBytes),
+                      MemorySizeBits = 20,
+                      WatchHistoryBytes = (16L <<< 20)
+                  )
+              let budget = 1L <<< options.MemorySizeBits
+              let valueOf (i: int) =
+                  let v = Array.create valueBytes (byte i)
+                  BitConverter.GetBytes(i).CopyTo(v, 0)
+                  v
+              use kv = KvStateMachine.Open(tmp.Path, options)
+              let before = GC.GetTotalMemory true
+              let mutable peak = 0L
+              for i in 1..count do
+                  kv.Apply(int64 i, 1L, Command.Insert(sprintf "k/%05d" i, valueOf i)) |> ignore
+                  if i % 256 = 0 then
+                      peak <- max peak (GC.GetTotalMemory true - before)
+                      kv.TakeSnapshot() |> ignore
+              let grown = max peak (GC.GetTotalMemory true - before)
+              // Slack for the pages being flushed and read back (a few of 128 KiB), FASTER's I/O buffers and the
+              // key index; without inline values the heap held every value (64 MiB and more).
+              let slack = 8L <<< 20
+              printfn "kv memory: heap grew by %d KiB for %d MiB of values, budget %d KiB" (grown / 1024L) (count * valueBytes >>> 20) (budget / 1024L)
+              Expect.isLessThan grown (budget + slack) "the heap grows by the memory budget, not by the data"
+              for i in 1..count do
+                  Expect.sequenceEqual (nonNull (kv.Get(sprintf "k/%05d" i))) (valueOf i) "every value reads back, most from disk"
+
+          testCase "a store of object values (older versions) is converted once when opened, and loses nothing"
+          <| fun () ->
+              use tmp = new TempDir "kv-convert"
+              let dir = tmp.Sub "kv"
+              // The sizes of stores made before the geometry file existed; such a store has no geometry file.
+              writeOldStore dir 20 30 false oldWrites |> ignore
+              // A conversion that died half-way left this; it is discarded and the conversion runs again.
+              Directory.CreateDirectory(Path.Combine(dir + ".staging", "checkpoints")) |> ignore
+              File.WriteAllText(Path.Combine(dir + ".staging", "hlog.log.0"), "torn")
+              let options = KvOptions(IndexSizeBytes = (1L <<< 16), PageSizeBits = 16)
+              using (KvStateMachine.Open(dir, options)) (fun kv ->
+                  expectConverted kv dir
+                  kv.Apply(8L, 2L, Command.Insert("a/3", big)) |> ignore
+                  kv.TakeSnapshot() |> ignore)
+              let geometry = File.ReadAllText(Path.Combine(dir, StoreGeometry.FileName))
+              use kv = KvStateMachine.Open(dir, options)
+              Expect.equal (File.ReadAllText(Path.Combine(dir, StoreGeometry.FileName))) geometry "not converted again"
+              Expect.equal kv.AppliedIndex 8L "the converted store takes writes and snapshots"
+              Expect.sequenceEqual (nonNull (kv.Get "a/3")) big "written after the conversion"
+              Expect.sequenceEqual (nonNull (kv.Get "big")) big "converted"
+
+          testCase "a snapshot streamed from a member of an older version installs, converted"
+          <| fun () ->
+              use tmp = new TempDir "kv-convert-install"
+              let source = tmp.Sub "old"
+              let token = writeOldStore source 16 16 true oldWrites
+              let info = SnapshotInfo(7L, 2L, token, CheckpointFiles.Manifest(source, token, 0L))
+              Expect.isNonEmpty (info.Files |> Seq.filter (fun struct (p, _) -> p.StartsWith "hlog.obj.log")) "the stream carries the object log"
+              let dir = tmp.Sub "kv"
+              use kv = KvStateMachine.Open(dir, KvOptions(IndexSizeBytes = (1L <<< 16)))
+              use reader = new SnapshotReader(source, info)
+              use installer = kv.BeginInstall()
+              let mutable chunk = reader.ReadChunk 65536
+              while chunk.Length > 0 do
+                  installer.WriteChunk(ReadOnlySpan chunk)
+                  chunk <- reader.ReadChunk 65536
+              installer.Complete()
+              expectConverted kv dir ]
+
+let tests = memoryTests
