@@ -6,12 +6,14 @@ using Skiff.Net.Runtime;
 namespace Skiff.Bench;
 
 /// <summary>`disk`: one embedded node, N overwrites of K keys with V-byte values from C concurrent writers. Prints
-/// the data directory's size over time as CSV (so the curve shows whether disk follows live data or the write
-/// history), then the size after a clean shutdown and how long a restart takes.</summary>
+/// the data directory's size and the process's resident memory over time as CSV (so the curves show whether disk
+/// follows live data or the write history, and whether memory keeps to the state machine's budget), then the size
+/// after a clean shutdown and how long a restart takes.</summary>
 public static class DiskBench
 {
     /// <summary>Runs the benchmark: <c>disk [--overwrites N] [--keys K] [--value-bytes V] [--clients C]
-    /// [--every-seconds S] [--dir D] [--keep]</c>.</summary>
+    /// [--every-seconds S] [--memory-mib M] [--dir D] [--keep]</c>. <c>--memory-mib</c> sets the state machine's
+    /// memory budget (<see cref="SkiffServerOptions.StateMachineMemoryBytes"/>).</summary>
     public static async Task<int> Run(string[] args)
     {
         long overwrites = 10_000_000;
@@ -21,6 +23,7 @@ public static class DiskBench
         var every = 1.0;
         string? dir = null;
         var keep = false;
+        long memory = SkiffServerOptions.DefaultStateMachineMemoryBytes;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -31,20 +34,28 @@ public static class DiskBench
                 case "--clients": clients = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--every-seconds": every = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--dir": dir = args[++i]; break;
+                case "--memory-mib": memory = long.Parse(args[++i], CultureInfo.InvariantCulture) << 20; break;
                 case "--keep": keep = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
         dir ??= Path.Combine(Path.GetTempPath(), "skiff-disk-bench-" + Guid.NewGuid().ToString("N"));
         var port = 29400 + Random.Shared.Next(1000);
-        SkiffServer Server() => new(new SkiffServerOptions { Bind = IPAddress.Loopback, Port = port, DataDirectory = dir });
+        SkiffServer Server() => new(new SkiffServerOptions
+        {
+            Bind = IPAddress.Loopback,
+            Port = port,
+            DataDirectory = dir,
+            StateMachineMemoryBytes = memory,
+            MaxValueBytes = Math.Max(valueBytes, KeyRules.DefaultMaxValueBytes),
+        });
         try
         {
             var server = Server();
             await server.StartAsync();
             await server.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
-            Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)keys * valueBytes / 1e6:F1} MB, in {dir}");
-            Console.WriteLine("seconds,writes,kv_mb,log_mb,total_mb");
+            Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)Math.Min(keys, overwrites) * valueBytes / 1e6:F1} MB, written {(double)overwrites * valueBytes / 1e9:F2} GB, state machine memory budget {memory >> 20} MiB, in {dir}");
+            Console.WriteLine("seconds,writes,kv_mb,log_mb,total_mb,rss_mib");
             var pauses = new List<double>();
             using var listener = new System.Diagnostics.Metrics.MeterListener();
             listener.InstrumentPublished = (instrument, l) =>
@@ -78,7 +89,7 @@ public static class DiskBench
             }
             await writing;
             var elapsed = sw.Elapsed.TotalSeconds;
-            Console.Error.WriteLine($"after writing: {Memory()}");
+            Console.Error.WriteLine($"after writing: {Memory()}; RSS at most {_peakRss / 1048576.0:F0} MiB at the samples, {PeakRss()} by the kernel's count");
             await server.ShutdownAsync();
             Console.Error.WriteLine($"wrote {overwrites} in {elapsed:F1} s ({overwrites / elapsed:F0}/s); after shutdown: {Describe(dir)}");
             var all = latencies.SelectMany(l => l).Order().ToArray();
@@ -108,6 +119,17 @@ public static class DiskBench
         }
     }
 
+    private static long _peakRss;
+
+    /// <summary>The kernel's high-water mark of this process's resident memory (VmHWM), or "?" off Linux.</summary>
+    private static string PeakRss()
+    {
+        const string Status = "/proc/self/status";
+        if (!File.Exists(Status)) return "?";
+        var line = File.ReadLines(Status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+        return line is null ? "?" : line["VmHWM:".Length..].Trim();
+    }
+
     private static string Memory()
     {
         using var self = Process.GetCurrentProcess();
@@ -132,7 +154,10 @@ public static class DiskBench
         var kv = Bytes(Path.Combine(dir, "kv"));
         var log = Bytes(Path.Combine(dir, "log"));
         var total = Bytes(dir);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{seconds:F1},{writes},{kv / 1e6:F1},{log / 1e6:F1},{total / 1e6:F1}"));
+        using var self = Process.GetCurrentProcess();
+        var rss = self.WorkingSet64; // VmRSS on Linux
+        _peakRss = Math.Max(_peakRss, rss);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{seconds:F1},{writes},{kv / 1e6:F1},{log / 1e6:F1},{total / 1e6:F1},{rss / 1048576.0:F0}"));
     }
 
     private static string Describe(string dir) => string.Create(CultureInfo.InvariantCulture,

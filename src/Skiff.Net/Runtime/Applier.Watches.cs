@@ -34,6 +34,7 @@ internal sealed partial class Applier
         lock (_subsGate)
         {
             _history.Clear();
+            _historyBytes = 0;
             _historyFloor = installed;
             var gone = new SkiffException(ErrorKind.StreamClosed,
                 $"watch ended: this node installed a snapshot at index {installed} and no longer has the changes after {before} up to {floor}; list the keys and watch from {installed + 1}");
@@ -48,7 +49,13 @@ internal sealed partial class Applier
         lock (_subsGate)
         {
             _history.Enqueue(change);
-            while (_history.Count > _historyCapacity) _historyFloor = _history.Dequeue().Index;
+            _historyBytes += BytesOf(change);
+            while (_history.Count > _historyCapacity || (_historyBytes > MaxHistoryBytes && _history.Count > 0))
+            {
+                var oldest = _history.Dequeue();
+                _historyBytes -= BytesOf(oldest);
+                _historyFloor = oldest.Index;
+            }
             for (var i = _subs.Count - 1; i >= 0; i--)
             {
                 var s = _subs[i];
@@ -62,6 +69,8 @@ internal sealed partial class Applier
             }
         }
     }
+
+    private static long BytesOf(Change change) => 2L * change.Key.Length + (change.Value?.Length ?? 0);
 
     private void SafeChanged(Change change)
     {

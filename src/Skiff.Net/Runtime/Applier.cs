@@ -48,6 +48,12 @@ internal sealed partial class Applier
     private readonly List<Subscription> _subs = new();
     private readonly Queue<Change> _history = new();
     private long _historyFloor;
+    private long _historyBytes;
+
+    /// <summary>The in-memory change history keeps no more than this many bytes of keys and values (16 MiB; and no
+    /// more than its count of changes): with large values a count alone held gigabytes. Older changes are read from
+    /// the state machine's durable history.</summary>
+    internal const long MaxHistoryBytes = 16L << 20;
     private Task _run = Task.CompletedTask;
 
     /// <summary>The most watches served at once (<see cref="SkiffServerOptions.MaxWatchers"/>): one more is refused
