@@ -12,8 +12,9 @@ namespace Skiff.Bench;
 public static class DiskBench
 {
     /// <summary>Runs the benchmark: <c>disk [--overwrites N] [--keys K] [--value-bytes V] [--clients C]
-    /// [--every-seconds S] [--memory-mib M] [--dir D] [--keep]</c>. <c>--memory-mib</c> sets the state machine's
-    /// memory budget (<see cref="SkiffServerOptions.StateMachineMemoryBytes"/>).</summary>
+    /// [--every-seconds S] [--memory-mib M] [--watch-history H] [--dir D] [--keep]</c>. <c>--memory-mib</c> sets the
+    /// state machine's memory budget (<see cref="SkiffServerOptions.StateMachineMemoryBytes"/>); <c>--watch-history
+    /// 0</c> keeps no change history (each put then writes its value once, not twice: half the disk).</summary>
     public static async Task<int> Run(string[] args)
     {
         long overwrites = 10_000_000;
@@ -24,6 +25,7 @@ public static class DiskBench
         string? dir = null;
         var keep = false;
         long memory = SkiffServerOptions.DefaultStateMachineMemoryBytes;
+        var watchHistory = new SkiffServerOptions().WatchHistory;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -35,6 +37,7 @@ public static class DiskBench
                 case "--every-seconds": every = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--dir": dir = args[++i]; break;
                 case "--memory-mib": memory = long.Parse(args[++i], CultureInfo.InvariantCulture) << 20; break;
+                case "--watch-history": watchHistory = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--keep": keep = true; break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
@@ -47,6 +50,7 @@ public static class DiskBench
             Port = port,
             DataDirectory = dir,
             StateMachineMemoryBytes = memory,
+            WatchHistory = watchHistory,
             MaxValueBytes = Math.Max(valueBytes, KeyRules.DefaultMaxValueBytes),
         });
         try
@@ -54,7 +58,7 @@ public static class DiskBench
             var server = Server();
             await server.StartAsync();
             await server.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
-            Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)Math.Min(keys, overwrites) * valueBytes / 1e6:F1} MB, written {(double)overwrites * valueBytes / 1e9:F2} GB, state machine memory budget {memory >> 20} MiB, in {dir}");
+            Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)Math.Min(keys, overwrites) * valueBytes / 1e6:F1} MB, written {(double)overwrites * valueBytes / 1e9:F2} GB, state machine memory budget {memory >> 20} MiB, watch history {watchHistory}, in {dir}");
             Console.WriteLine("seconds,writes,kv_mb,log_mb,total_mb,rss_mib");
             var pauses = new List<double>();
             using var listener = new System.Diagnostics.Metrics.MeterListener();
@@ -89,7 +93,7 @@ public static class DiskBench
             }
             await writing;
             var elapsed = sw.Elapsed.TotalSeconds;
-            Console.Error.WriteLine($"after writing: {Memory()}; RSS at most {_peakRss / 1048576.0:F0} MiB at the samples, {PeakRss()} by the kernel's count");
+            Console.Error.WriteLine($"after writing: {Memory()}; RSS at most {_peakRss / 1048576.0:F0} MiB at the samples, {PeakRss()} by the kernel's count; live managed heap {GC.GetTotalMemory(forceFullCollection: true) / 1048576.0:F0} MiB");
             await server.ShutdownAsync();
             Console.Error.WriteLine($"wrote {overwrites} in {elapsed:F1} s ({overwrites / elapsed:F0}/s); after shutdown: {Describe(dir)}");
             var all = latencies.SelectMany(l => l).Order().ToArray();

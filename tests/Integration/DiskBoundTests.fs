@@ -185,7 +185,8 @@ let tests =
           testCase "a nearly full disk refuses new writes with DiskFull; the node takes writes again once space is freed"
           <| fun () ->
               // A 512 MiB tmpfs (tmpfs uses only what is written); an embedded node with default settings refuses
-              // writes below its storage reserve plus DiskSpaceGate.Headroom (160 MiB by default).
+              // writes below its storage reserve plus DiskSpaceGate.Headroom (272 MiB by default: the state machine's
+              // 208 MiB, twice its 64 MiB memory budget plus the index and 64 MiB, and 64 MiB of headroom).
               withTmpfs (512 * 1024) (fun mnt ->
                   let node =
                       new SkiffServer(
@@ -197,10 +198,10 @@ let tests =
                   node.StartAsync().Wait()
                   node.WaitForLeaderAsync(TimeSpan.FromSeconds 10.0).Wait()
                   node.InsertAsync("before", valueOf 1 1).Wait()
-                  // Leave 120 MiB free: below the node's 160 MiB, above storage's own 96 MiB reserve.
+                  // Leave 240 MiB free: below the node's 272 MiB, above storage's own 208 MiB reserve.
                   let freeMb = DriveInfo(mnt).AvailableFreeSpace / (1L <<< 20)
                   Expect.equal
-                      (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=1M count=%d 2>/dev/null" mnt (freeMb - 120L)))
+                      (sh (sprintf "dd if=/dev/zero of='%s/filler' bs=1M count=%d 2>/dev/null" mnt (freeMb - 240L)))
                       0
                       "disk mostly filled"
                   let attempt (key: string) =

@@ -119,7 +119,11 @@ let private memoryTests =
               // Slack for the pages being flushed and read back (a few of 128 KiB), FASTER's I/O buffers and the
               // key index; without inline values the heap held every value (64 MiB and more).
               let slack = 8L <<< 20
-              printfn "kv memory: heap grew by %d KiB for %d MiB of values, budget %d KiB" (grown / 1024L) (count * valueBytes >>> 20) (budget / 1024L)
+              printfn
+                  "kv memory: heap grew by %d KiB for %d MiB of values, budget %d KiB"
+                  (grown / 1024L)
+                  (count * valueBytes >>> 20)
+                  (budget / 1024L)
               Expect.isLessThan grown (budget + slack) "the heap grows by the memory budget, not by the data"
               for i in 1..count do
                   Expect.sequenceEqual (nonNull (kv.Get(sprintf "k/%05d" i))) (valueOf i) "every value reads back, most from disk"
@@ -151,7 +155,9 @@ let private memoryTests =
               let source = tmp.Sub "old"
               let token = writeOldStore source 16 16 true oldWrites
               let info = SnapshotInfo(7L, 2L, token, CheckpointFiles.Manifest(source, token, 0L))
-              Expect.isNonEmpty (info.Files |> Seq.filter (fun struct (p, _) -> p.StartsWith "hlog.obj.log")) "the stream carries the object log"
+              Expect.isNonEmpty
+                  (info.Files |> Seq.filter (fun struct (p, _) -> p.StartsWith "hlog.obj.log"))
+                  "the stream carries the object log"
               let dir = tmp.Sub "kv"
               use kv = KvStateMachine.Open(dir, KvOptions(IndexSizeBytes = (1L <<< 16)))
               use reader = new SnapshotReader(source, info)
@@ -163,4 +169,26 @@ let private memoryTests =
               installer.Complete()
               expectConverted kv dir ]
 
-let tests = memoryTests
+let private pageTests =
+    testList
+        "kv pages"
+        [ testCase "a new store's pages hold the node's MaxValueBytes; a store with smaller ones refuses it at open"
+          <| fun () ->
+              use tmp = new TempDir "kv-pages"
+              let options (maxValue: int) (dir: string) =
+                  Skiff.Net.Runtime.SkiffServerOptions(DataDirectory = dir, MaxValueBytes = maxValue)
+              // Just over what 2 MiB pages hold under the longest key (with its history copy), within the log's limit.
+              let large = int (KvOptions.MaxValueBytesFor 21) + 1024
+              using (new Skiff.Net.Runtime.NodeStorageBinding(options 1000 (tmp.Sub "small"))) ignore
+              Expect.equal (StoreGeometry.Read(Path.Combine(tmp.Sub "small", "kv")).Value.PageSizeBits) 21 "the default pages"
+              let refused =
+                  try
+                      using (new Skiff.Net.Runtime.NodeStorageBinding(options large (tmp.Sub "small"))) ignore
+                      None
+                  with :? Skiff.SkiffException as e ->
+                      Some e.Kind
+              Expect.equal refused (Some Skiff.ErrorKind.InvalidArgument) "refused with InvalidArgument"
+              using (new Skiff.Net.Runtime.NodeStorageBinding(options large (tmp.Sub "large"))) ignore
+              Expect.equal (StoreGeometry.Read(Path.Combine(tmp.Sub "large", "kv")).Value.PageSizeBits) 22 "pages made for the values" ]
+
+let tests = testList "kv" [ memoryTests; pageTests ]

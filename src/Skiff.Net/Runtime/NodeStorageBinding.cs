@@ -73,13 +73,14 @@ internal sealed class NodeStorageBinding : IDisposable
         HardState = new HardStateFileStore(storage.HardState);
         StateMachine = new KvStateMachineAdapter(storage.Kv);
         Snapshots = new CheckpointSnapshotStore(storage.Kv, Path.Combine(dataDir, "snapmeta"));
-        if (KvOptions.MaxValueBytesFor(storage.Kv.PageSizeBits) < options.MaxValueBytes)
+        var storeMaxValue = KvOptions.MaxValueBytesFor(storage.Kv.PageSizeBits);
+        if (storeMaxValue < options.MaxValueBytes)
         {
             storage.Dispose();
             _storage = null;
             throw new SkiffException(ErrorKind.InvalidArgument,
                 $"MaxValueBytes {options.MaxValueBytes} is too large for the state machine in {dataDir}: it was made for values up to " +
-                $"{KvOptions.MaxValueBytesFor(storage.Kv.PageSizeBits)} bytes (a record never crosses one of its pages)");
+                $"{storeMaxValue} bytes (a record never crosses one of its pages)");
         }
         if (RequestLimits.LargestCommandBytes(options.MaxValueBytes) > Log.MaxCommandBytes)
         {
