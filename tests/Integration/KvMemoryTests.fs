@@ -191,4 +191,34 @@ let private pageTests =
               using (new Skiff.Net.Runtime.NodeStorageBinding(options large (tmp.Sub "large"))) ignore
               Expect.equal (StoreGeometry.Read(Path.Combine(tmp.Sub "large", "kv")).Value.PageSizeBits) 22 "pages made for the values" ]
 
-let tests = testList "kv" [ memoryTests; pageTests ]
+let private historyTests =
+    testList
+        "applier memory"
+        [ testCase "the applier's in-memory watch history is bounded in bytes; watches still resume from it"
+          <| fun () ->
+              use tmp = new TempDir "applier-history"
+              use storage = NodeStorage.Open(tmp.Path)
+              let sm = new Ports.KvStateMachineAdapter(storage.Kv)
+              use snapshots = new Ports.CheckpointSnapshotStore(storage.Kv, Path.Combine(tmp.Path, "snapmeta"))
+              let fatal = Threading.Tasks.TaskCompletionSource<exn>()
+              // A history of up to 100,000 changes by count, as a node's default.
+              let applier = Skiff.Net.Runtime.Applier(sm, snapshots, ignore, 100, 100_000, fun e -> fatal.TrySetResult e |> ignore)
+              applier.Initialise()
+              let value = Array.create (1 <<< 20) 7uy
+              let count = 40 // 40 MiB of values
+              for i in 1..count do
+                  let payload = LogCommandCodec.encode (LogCommand.Plain(Command.Insert(sprintf "k/%02d" i, value)))
+                  applier.Apply [ { Index = int64 i; Term = 1L; Payload = Payload.Command payload } ]
+              waitUntil 30.0 "everything applied" (fun () -> sm.AppliedIndex = int64 count || fatal.Task.IsCompleted)
+              Expect.isFalse fatal.Task.IsCompleted "the applier did not stop"
+              Expect.isLessThanOrEqual applier.HistoryBytes Skiff.Net.Runtime.Applier.MaxHistoryBytes "at most 16 MiB kept in memory"
+              Expect.isGreaterThan applier.HistoryBytes (8L <<< 20) "and the newest changes are kept"
+              // The newest changes are still served from memory.
+              use cancel = new Threading.CancellationTokenSource(TimeSpan.FromSeconds 10.0)
+              let watch = applier.Subscribe("k/", int64 (count - 3), cancel.Token)
+              for i in count - 3 .. count do
+                  let change = watch.ReadAsync(cancel.Token).AsTask().Result
+                  Expect.equal change.Index (int64 i) "resumed in order"
+              applier.DisposeAsync(Skiff.SkiffException(Skiff.ErrorKind.StreamClosed, "test over")).AsTask().Wait() ]
+
+let tests = testList "kv" [ memoryTests; pageTests; historyTests ]

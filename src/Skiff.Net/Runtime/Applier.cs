@@ -54,6 +54,9 @@ internal sealed partial class Applier
     /// more than its count of changes): with large values a count alone held gigabytes. Older changes are read from
     /// the state machine's durable history.</summary>
     internal const long MaxHistoryBytes = 16L << 20;
+
+    /// <summary>Bytes of keys and values in the in-memory change history (for tests).</summary>
+    internal long HistoryBytes { get { lock (_subsGate) return _historyBytes; } }
     private Task _run = Task.CompletedTask;
 
     /// <summary>The most watches served at once (<see cref="SkiffServerOptions.MaxWatchers"/>): one more is refused
