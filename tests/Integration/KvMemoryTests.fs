@@ -128,6 +128,39 @@ let private memoryTests =
               for i in 1..count do
                   Expect.sequenceEqual (nonNull (kv.Get(sprintf "k/%05d" i))) (valueOf i) "every value reads back, most from disk"
 
+          testCase "writes kept aside while a checkpoint is taken stay within the budget: applying waits for it"
+          <| fun () ->
+              use tmp = new TempDir "kv-overlay"
+              let valueBytes = 64 * 1024
+              let options =
+                  KvOptions(IndexSizeBytes = (1L <<< 16), PageSizeBits = KvOptions.PageSizeBitsFor(int64 valueBytes), MemorySizeBits = 20)
+              let valueOf (i: int) = Array.create valueBytes (byte i)
+              use kv = KvStateMachine.Open(tmp.Path, options)
+              kv.Apply(1L, 1L, Command.Insert("first", valueOf 1)) |> ignore
+              use held = new Threading.ManualResetEventSlim()
+              use ready = new Threading.ManualResetEventSlim()
+              // The checkpoint's thread waits for `held` before it takes the checkpoint: the test holds it there.
+              kv.BeginSnapshot(Action(fun () -> ready.Set()), Action(fun () -> held.Wait()))
+              let count = 64 // 4 MiB, and as much again of change history, against a budget of 1 MiB
+              let applying =
+                  Threading.Tasks.Task.Run(fun () ->
+                      for i in 1..count do
+                          kv.Apply(int64 i + 1L, 1L, Command.Insert(sprintf "k/%02d" i, valueOf i)) |> ignore)
+              let budgetWrites = int64 ((1 <<< 20) / valueBytes)
+              try
+                  waitUntil 10.0 "some writes applied" (fun () -> kv.AppliedIndex >= 5L)
+                  // What is asserted is that nothing more happens while the checkpoint is held: a window, not a wait.
+                  Expect.isFalse (applying.Wait 500) "applying waits for the checkpoint"
+                  Expect.isLessThanOrEqual kv.AppliedIndex (budgetWrites + 2L) "no more kept aside than the budget (and one write)"
+              finally
+                  // Also when an expectation fails: the store's disposal waits for the checkpoint.
+                  held.Set()
+              Expect.isTrue (applying.Wait(TimeSpan.FromSeconds 30.0)) "applying goes on once the checkpoint is durable"
+              Expect.isTrue (ready.Wait(TimeSpan.FromSeconds 30.0)) "the snapshot is ready"
+              Expect.equal (kv.FinishSnapshot().Index) 1L "the snapshot holds the state at its start"
+              for i in 1..count do
+                  Expect.sequenceEqual (nonNull (kv.Get(sprintf "k/%02d" i))) (valueOf i) "every write kept"
+
           testCase "a store of object values (older versions) is converted once when opened, and loses nothing"
           <| fun () ->
               use tmp = new TempDir "kv-convert"

@@ -29,6 +29,10 @@ internal sealed class FasterKvStore : IDisposable
     private Dictionary<string, byte[]?>? _overlay;
     private Task? _checkpoint;
 
+    /// <summary>Bytes of keys and values written to the overlay since the checkpoint began (at most: a key written
+    /// twice counts twice).</summary>
+    public long OverlayBytes { get; private set; }
+
     /// <summary>The page and segment sizes of this store's files.</summary>
     public StoreGeometry Geometry { get; }
 
@@ -165,6 +169,7 @@ internal sealed class FasterKvStore : IDisposable
         if (_overlay is not null)
         {
             _overlay[key] = value;
+            OverlayBytes += 2L * key.Length + value.Length;
             return;
         }
         Span<byte> buffer = stackalloc byte[256];
@@ -189,6 +194,7 @@ internal sealed class FasterKvStore : IDisposable
         if (_overlay is not null)
         {
             _overlay[key] = null;
+            OverlayBytes += 2L * key.Length;
             return;
         }
         Span<byte> buffer = stackalloc byte[256];
@@ -252,6 +258,7 @@ internal sealed class FasterKvStore : IDisposable
     {
         if (_checkpoint is not null) throw new InvalidOperationException("a checkpoint is already in progress");
         _overlay = new Dictionary<string, byte[]?>(StringComparer.Ordinal);
+        OverlayBytes = 0;
         var task = Task.Factory.StartNew(() =>
         {
             before();
@@ -269,6 +276,7 @@ internal sealed class FasterKvStore : IDisposable
         if (_checkpoint is not { IsCompleted: true }) throw new InvalidOperationException("no finished checkpoint to end");
         var overlay = _overlay!;
         _overlay = null;
+        OverlayBytes = 0;
         _checkpoint = null;
         foreach (var (key, value) in overlay)
         {

@@ -104,6 +104,17 @@ internal partial class KvStateMachine
         }
     }
 
+    /// <summary>Writes kept aside while a checkpoint is taken are on the heap, outside the memory budget: once they
+    /// exceed the budget, applying waits for the checkpoint (its files made durable) rather than keep more. Its
+    /// failure is <see cref="FinishSnapshot"/>'s to report. Under the lock, as <see cref="FinishSnapshot"/> waits:
+    /// the checkpoint's thread never takes it.</summary>
+    private void WaitWhileOverlayFull()
+    {
+        if (_snapshot is not { } taking || _store.OverlayBytes <= _store.MemoryBytes) return;
+        try { taking.Checkpoint.Wait(); }
+        catch (AggregateException) { }
+    }
+
     private void Guard(Action action, string failing = "checkpoint of") => Guard(() =>
     {
         action();

@@ -204,6 +204,7 @@ internal partial class KvStateMachine : IDisposable
             ThrowIfDisposed();
             if (index <= AppliedIndex) return null;
             _space.Ensure();
+            WaitWhileOverlayFull();
             try
             {
                 Change? made = null;
