@@ -46,9 +46,9 @@ module FollowerReplication =
             // Entries at or below our commit index are settled; only look past it.
             let prev, prevTerm, entries =
                 if m.PrevLogIndex >= s.Commit then
-                    m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
+                    m.PrevLogIndex, ValueSome m.PrevLogTerm, m.Entries
                 else
-                    s.Commit, LogView.termAt s.Commit s.Log, m.Entries |> List.filter (fun e -> e.Index > s.Commit)
+                    s.Commit, LogView.tryTerm s.Commit s.Log, m.Entries |> List.filter (fun e -> e.Index > s.Commit)
             let round0, acked0, commit0 = s.LastRound, s.Acked, s.Commit
             let s = { s with LastRound = max s.LastRound m.Round }
             // A follower claims only entries that are durable, or being made durable earlier in this step's effect
@@ -59,17 +59,17 @@ module FollowerReplication =
                 let s, claimed = State.claim s.Commit s
                 answerUnlessKnown from m round0 acked0 commit0 claimed s
             else
-                match LogView.termAt prev s.Log, prevTerm with
+                match LogView.tryTerm prev s.Log, prevTerm with
                 // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
                 // stale one (see staleRejection).
-                | None, _ -> reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
-                | Some t, Some pt when t <> pt ->
+                | ValueNone, _ -> reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
+                | ValueSome t, ValueSome pt when t <> pt ->
                     let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
                     reply from m false m.PrevLogIndex (max (s.Commit + 1L) first) (Some t) s
-                | Some _, _ ->
+                | ValueSome _, _ ->
                     let rec skip (es: Entry list) =
                         match es with
-                        | e :: rest when LogView.termAt e.Index s.Log = Some e.Term -> skip rest
+                        | e :: rest when LogView.hasTerm e.Index e.Term s.Log -> skip rest
                         | _ -> es
                     let fresh = skip entries
                     let lastNew = prev + int64 (List.length entries)

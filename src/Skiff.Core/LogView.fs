@@ -139,17 +139,26 @@ module LogView =
           WindowBytes = 0L
           Persisted = baseIndex }
 
-    /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
-    let termAt (i: LogIndex) (log: LogView) : Term option =
+    /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]). A value option:
+    /// the hot paths ask this several times per step and must not allocate an answer each time.
+    let tryTerm (i: LogIndex) (log: LogView) : Term voption =
         if i < log.FirstIndex - 1L || i > log.LastIndex then
-            None
+            ValueNone
         else
-            // A loop rather than List.tryFind + Option.map: no closure, one allocation (the answer).
             let rec go (bounds: (LogIndex * Term) list) =
                 match bounds with
-                | (start, t) :: rest -> if start <= i then Some t else go rest
-                | [] -> None
+                | (start, t) :: rest -> if start <= i then ValueSome t else go rest
+                | [] -> ValueNone
             go log.Boundaries
+
+    /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
+    let termAt (i: LogIndex) (log: LogView) : Term option = tryTerm i log |> ValueOption.toOption
+
+    /// Whether entry `i` is known and has term `t` (termAt i = Some t, without allocating).
+    let hasTerm (i: LogIndex) (t: Term) (log: LogView) : bool =
+        match tryTerm i log with
+        | ValueSome x -> x = t
+        | ValueNone -> false
 
     /// The term of the newest entry.
     let lastTerm (log: LogView) : Term =
@@ -335,9 +344,7 @@ module LogView =
     /// Marks entries up to `index` durable, provided entry `index` still has `term` (a late acknowledgement for
     /// entries that were since truncated must not count).
     let persisted (index: LogIndex) (term: Term) (log: LogView) : LogView =
-        match termAt index log with
-        | Some t when t = term && index > log.Persisted -> { log with Persisted = index }
-        | _ -> log
+        if index > log.Persisted && hasTerm index term log then { log with Persisted = index } else log
 
     /// Builds a view from what storage holds: the first stored index, the term of the entry before it, the last
     /// index, the first index of each term after FirstIndex - 1 (ascending or not), and some recent entries.

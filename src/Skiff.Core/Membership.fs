@@ -12,7 +12,7 @@ module Membership =
         | None -> s
 
     /// Whether the leader has committed an entry of its current term.
-    let committedInTerm (s: State) : bool = LogView.termAt s.Commit s.Log = Some s.Term
+    let committedInTerm (s: State) : bool = LogView.hasTerm s.Commit s.Term s.Log
 
     /// Whether a configuration change is still uncommitted (or might be: nothing of this term is committed yet).
     let pending (s: State) : bool = State.configIndex s > s.Commit || not (committedInTerm s)
@@ -102,7 +102,8 @@ module Membership =
                 State.becomeFollower s.Term None s
             else
                 match s.Leading with
-                | Some l when not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->
+                // Only with learners among the members (the scan below would otherwise run on every step).
+                | Some l when s.Voters.Count < s.Config.Members.Count && not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->
                     let caughtUp =
                         s.Config.Members
                         |> Map.toSeq

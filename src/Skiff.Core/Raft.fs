@@ -88,36 +88,38 @@ module Raft =
         let configs = logConfigs @ [ snap.Index, snap.Configuration ]
         let applied = max snap.Index (min start.Applied log.LastIndex)
         let s0 =
-            { Id = start.Id
-              Options = o
-              Rng = start.Seed
-              Term = max 0L start.HardState.Term
-              VotedFor = start.HardState.VotedFor
-              Role = Role.Follower
-              Leader = None
+            { Standing =
+                { Standing.Id = start.Id
+                  Standing.Options = o
+                  Standing.Rng = start.Seed
+                  Standing.Term = max 0L start.HardState.Term
+                  Standing.VotedFor = start.HardState.VotedFor
+                  Standing.Role = Role.Follower
+                  Standing.Leader = None
+                  Standing.ApplyLoading = false
+                  Standing.Snapshot = snap
+                  Standing.Snapshotting = false
+                  Standing.Configs = configs
+                  Standing.Config = Configuration.Empty
+                  Standing.Voters = Set.empty
+                  Standing.VoterIds = [||]
+                  Standing.ElectionTimeout = o.ElectionTicksMax
+                  Standing.Votes = Map.empty
+                  Standing.CampaignTransfer = false
+                  Standing.InstallPending = None }
               Log = log
               Commit = applied
               Applied = applied
-              ApplyLoading = false
-              Snapshot = snap
-              Snapshotting = false
               AppliedBytes = 0L
-              Configs = configs
-              Config = Configuration.Empty
-              Voters = Set.empty
               ElectionElapsed = 0
-              ElectionTimeout = o.ElectionTicksMax
-              Votes = Map.empty
-              CampaignTransfer = false
               LeaderMatch = 0L
               Acked = 0L
               LastRound = 0L
-              InstallPending = None
               Leading = None
               Out = [] }
         let s = s0 |> State.resetElectionTimer
         let cfg = State.configAt log.LastIndex s
-        let s = { s with Config = cfg; Voters = cfg.Voters } |> State.emit (Effect.ConfigurationChanged cfg)
+        let s = { s with Standing = State.withConfig cfg s.Standing } |> State.emit (Effect.ConfigurationChanged cfg)
         let s = if cfg.Voters = Set.singleton s.Id then Election.campaign false false s else s
         let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader))
         { s with Out = [] }, List.rev s.Out
@@ -144,7 +146,7 @@ module Raft =
         match s.Leading with
         | None -> s
         | Some lead ->
-            let voters = s.Voters
+            let voters = s.VoterIds
             let mutable active = 0
             for v in voters do
                 if
@@ -156,7 +158,7 @@ module Raft =
                     active <- active + 1
             let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
             let s = { s with Leading = Some { lead with Progress = reset; QuorumElapsed = 0 } }
-            if s.Options.CheckQuorum && active < State.quorum voters then
+            if s.Options.CheckQuorum && active < State.majority voters.Length then
                 State.becomeFollower s.Term None s
             else
                 s
@@ -270,7 +272,8 @@ module Raft =
             | Event.Persisted(index, term) ->
                 let s =
                     match s.InstallPending with
-                    | Some i when index > i && LogView.termAt index s.Log = Some term -> { s with InstallPending = None }
+                    | Some i when index > i && LogView.hasTerm index term s.Log ->
+                        { s with Standing = { s.Standing with InstallPending = None } }
                     | _ -> s
                 { s with Log = LogView.persisted index term s.Log } |> FollowerReplication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s

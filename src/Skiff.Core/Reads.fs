@@ -28,7 +28,7 @@ module Reads =
 
     /// Whether a majority of voters (this leader included, if it is one) has echoed `round` or later.
     let private confirmed (round: int64) (s: State) (lead: LeaderState) : bool =
-        let voters = s.Voters
+        let voters = s.VoterIds
         let mutable acks = 0
         for v in voters do
             if
@@ -38,7 +38,7 @@ module Reads =
                     | None -> false)
             then
                 acks <- acks + 1
-        not voters.IsEmpty && acks >= State.quorum voters
+        voters.Length > 0 && acks >= State.majority voters.Length
 
     /// After every step on a leader: release reads waiting for the first commit of the term, answer a confirmed
     /// batch, and start the next round if reads are queued.

@@ -97,9 +97,9 @@ module Replication =
             else
                 let next = max 1L (min pr.Next (s.Log.LastIndex + 1L))
                 let prev = next - 1L
-                match LogView.termAt prev s.Log with
-                | None -> sendSnapshot peer s
-                | Some prevTerm ->
+                match LogView.tryTerm prev s.Log with
+                | ValueNone -> sendSnapshot peer s
+                | ValueSome prevTerm ->
                     if next > s.Log.LastIndex then
                         // Nothing new: only a probe is worth sending (to learn where the follower stands).
                         if pr.Mode = ProgressMode.Probe then
@@ -152,9 +152,9 @@ module Replication =
                                 pr
                         let pr = { pr with MatchAtHeartbeat = pr.Match }
                         let prev, prevTerm =
-                            match LogView.termAt pr.Match s.Log with
-                            | Some t -> pr.Match, t
-                            | None -> 0L, 0L
+                            match LogView.tryTerm pr.Match s.Log with
+                            | ValueSome t -> pr.Match, t
+                            | ValueNone -> 0L, 0L
                         s |> setProgress peer pr |> sendAppend peer prev prevTerm [] |> fill peer)
                 s
 
@@ -213,7 +213,7 @@ module Replication =
                         // A follower waiting for a snapshot still answers heartbeats (they confirm reads and
                         // CheckQuorum). While it is behind our compaction point the snapshot on its way is still
                         // needed: leaving Snapshot mode would only find the entries gone and send a second one.
-                        | ProgressMode.Snapshot when (LogView.termAt matched s.Log).IsNone -> pr
+                        | ProgressMode.Snapshot when (LogView.tryTerm matched s.Log).IsNone -> pr
                         | ProgressMode.Probe
                         | ProgressMode.Snapshot -> { pr with Mode = ProgressMode.Replicate; Next = matched + 1L; Inflight = [] }
                         | ProgressMode.Replicate -> pr
@@ -253,7 +253,7 @@ module Replication =
                 let valid =
                     first.Index = pr.Next
                     && contiguous prev entries
-                    && entries |> List.forall (fun e -> LogView.termAt e.Index s.Log = Some e.Term)
+                    && entries |> List.forall (fun e -> LogView.hasTerm e.Index e.Term s.Log)
                 match LogView.termAt prev s.Log with
                 | Some prevTerm when valid ->
                     // Storage answers by count; the sizes are only known now. Send what fits one append (the rest
@@ -269,12 +269,12 @@ module Replication =
         match s.Leading with
         | None -> s
         | Some lead ->
-            let voters = s.Voters
-            if voters.IsEmpty then
+            let voters = s.VoterIds
+            if voters.Length = 0 then
                 s
             else
                 // A plain array and an in-place sort of it (no Seq pipeline on every leader step).
-                let matches = Array.zeroCreate<LogIndex> voters.Count
+                let matches = Array.zeroCreate<LogIndex> voters.Length
                 let mutable k = 0
                 for v in voters do
                     matches[k] <-
@@ -287,8 +287,8 @@ module Replication =
                     k <- k + 1
                 System.Array.Sort matches
                 // The quorum-th largest.
-                let n = matches[matches.Length - State.quorum voters]
-                if n > s.Commit && LogView.termAt n s.Log = Some s.Term then
+                let n = matches[matches.Length - State.majority voters.Length]
+                if n > s.Commit && LogView.hasTerm n s.Term s.Log then
                     // The newly committed entries of this term no longer count as uncommitted. One that has left
                     // the window cannot be measured: then the count stays high until everything is committed,
                     // when it is exactly zero again (so an overestimate heals as soon as the leader catches up).
@@ -311,9 +311,9 @@ module Replication =
                     |> PeerMap.fold
                         (fun s peer pr ->
                             if pr.Mode = ProgressMode.Replicate && pr.Inflight.IsEmpty && not pr.Loading then
-                                match LogView.termAt pr.Match s.Log with
-                                | Some t -> sendAppend peer pr.Match t [] s
-                                | None -> s
+                                match LogView.tryTerm pr.Match s.Log with
+                                | ValueSome t -> sendAppend peer pr.Match t [] s
+                                | ValueNone -> s
                             else
                                 s)
                         s
@@ -331,7 +331,8 @@ module Replication =
             let from = s.Applied + 1L
             if from < s.Log.WindowStart then
                 let until = min upTo (s.Log.WindowStart - 1L)
-                { s with ApplyLoading = true } |> State.emit (Effect.LoadEntries(LoadPurpose.Apply, from, until))
+                { s with Standing = { s.Standing with ApplyLoading = true } }
+                |> State.emit (Effect.LoadEntries(LoadPurpose.Apply, from, until))
             else
                 match LogView.slice from upTo System.Int32.MaxValue System.Int32.MaxValue s.Log with
                 | Some(_ :: _ as entries) ->
@@ -344,7 +345,7 @@ module Replication =
         if not s.ApplyLoading then
             s
         else
-            let s = { s with ApplyLoading = false }
+            let s = { s with Standing = { s.Standing with ApplyLoading = false } }
             let upTo = min s.Commit s.Log.Persisted
             let rec take expected (es: Entry list) acc =
                 match es with
