@@ -105,6 +105,12 @@ let quick (seconds: float) =
 [<EntryPoint>]
 let main argv =
     match List.ofArray argv with
+    | "--types" :: rest ->
+        // Where the bytes go, by type (allocation sampling): one case per name given, or all.
+        for c in cases |> List.filter (fun c -> rest.IsEmpty || List.contains $"{c.Name}/{c.Batch}" rest) do
+            let _, cycle = c.Make()
+            AllocTypes.run $"{c.Name} batch={c.Batch}" 3.0 cycle
+        0
     | "--quick" :: rest ->
         let seconds = rest |> List.tryHead |> Option.map float |> Option.defaultValue 1.0
         quick seconds

@@ -97,7 +97,7 @@ module Membership =
                     let s = l.ConfigWaiters |> List.rev |> List.fold (fun s id -> State.emit (Effect.Completed id) s) s
                     withLead (fun l -> { l with ConfigWaiters = [] }) s
                 | _ -> s
-            let removed = not ((State.configAt s.Commit s).Members.ContainsKey s.Id) && State.configIndex s <= s.Commit
+            let removed = not (State.isMemberAt s.Commit s) && State.configIndex s <= s.Commit
             if removed then
                 State.becomeFollower s.Term None s
             else

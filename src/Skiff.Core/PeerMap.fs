@@ -43,6 +43,11 @@ module PeerMap =
         let i = m.IndexOf id
         if i >= 0 then Some m.Values[i] else None
 
+    /// tryFind without allocating an option (asked several times in every leader step).
+    let tryItem (id: NodeId) (m: PeerMap<'V>) : 'V voption =
+        let i = m.IndexOf id
+        if i >= 0 then ValueSome m.Values[i] else ValueNone
+
     let add (id: NodeId) (v: 'V) (m: PeerMap<'V>) : PeerMap<'V> =
         let i = m.IndexOf id
         if i >= 0 then
@@ -63,6 +68,16 @@ module PeerMap =
         if ks.Count = m.Count then m else PeerMap(ks.ToArray(), vs.ToArray())
 
     let map (f: NodeId -> 'V -> 'W) (m: PeerMap<'V>) : PeerMap<'W> = PeerMap(m.Keys, Array.init m.Count (fun i -> f m.Keys[i] m.Values[i]))
+
+    /// Maps every value while threading a state through, in ascending id order: one new map for all the updates.
+    let mapFold (f: 'S -> NodeId -> 'V -> struct ('V * 'S)) (state: 'S) (m: PeerMap<'V>) : struct (PeerMap<'V> * 'S) =
+        let values = Array.zeroCreate m.Count
+        let mutable acc = state
+        for i in 0 .. m.Count - 1 do
+            let struct (v, a) = f acc m.Keys[i] m.Values[i]
+            values[i] <- v
+            acc <- a
+        struct (PeerMap(m.Keys, values), acc)
 
     /// Folds in ascending id order.
     let fold (f: 'S -> NodeId -> 'V -> 'S) (state: 'S) (m: PeerMap<'V>) : 'S =

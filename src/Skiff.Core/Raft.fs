@@ -103,6 +103,7 @@ module Raft =
                   Standing.Config = Configuration.Empty
                   Standing.Voters = Set.empty
                   Standing.VoterIds = [||]
+                  Standing.IsMember = false
                   Standing.ElectionTimeout = o.ElectionTicksMax
                   Standing.Votes = Map.empty
                   Standing.CampaignTransfer = false
@@ -151,9 +152,9 @@ module Raft =
             for v in voters do
                 if
                     v = s.Id
-                    || (match PeerMap.tryFind v lead.Progress with
-                        | Some p -> p.Active
-                        | None -> false)
+                    || (match PeerMap.tryItem v lead.Progress with
+                        | ValueSome p -> p.Active
+                        | ValueNone -> false)
                 then
                     active <- active + 1
             let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
@@ -176,19 +177,24 @@ module Raft =
     let private propose (id: RequestId) (command: byte[]) (s: State) : State =
         match s.Role with
         | Role.Leader when Transfer.inProgress s -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
-        | Role.Leader when
-            not (Replication.admits (int64 (LogView.entrySize { Index = 0L; Term = 0L; Payload = Payload.Command command })) s)
-            ->
-            State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | Role.Leader ->
             let entry = Replication.nextEntry (Payload.Command command) s
-            s |> State.emit (Effect.Accepted(id, entry.Index, entry.Term)) |> Replication.propose [ entry ]
+            if Replication.admits (int64 (LogView.entrySize entry)) s then
+                s |> State.emit (Effect.Accepted(id, entry.Index, entry.Term)) |> Replication.propose [ entry ]
+            else
+                State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | _ -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
 
     /// Term bookkeeping for AppendEntries/Snapshot from a leader of our term or newer: follow it.
     let private followSender (from: NodeId) (term: Term) (s: State) : State =
-        if term > s.Term || s.Role <> Role.Follower || s.Leader <> Some from then
+        let fromLeader =
+            match s.Leader with
+            | Some l -> l = from
+            | None -> false
+        if term > s.Term || s.Role <> Role.Follower || not fromLeader then
             State.becomeFollower term (Some from) s
+        elif s.ElectionElapsed = 0 then
+            s
         else
             { s with ElectionElapsed = 0 }
 

@@ -33,9 +33,9 @@ module Reads =
         for v in voters do
             if
                 v = s.Id
-                || (match PeerMap.tryFind v lead.Progress with
-                    | Some pr -> pr.AckRound >= round
-                    | None -> false)
+                || (match PeerMap.tryItem v lead.Progress with
+                    | ValueSome pr -> pr.AckRound >= round
+                    | ValueNone -> false)
             then
                 acks <- acks + 1
         voters.Length > 0 && acks >= State.majority voters.Length

@@ -124,6 +124,8 @@ type Standing =
         Voters: Set<NodeId>
         /// The same voters as an array, for the loops run on every leader step (enumerating a Set allocates).
         VoterIds: NodeId[]
+        /// This node is a member (voter or learner) of Config, cached (a Map lookup by Guid boxes both keys).
+        IsMember: bool
         /// The randomised election timeout for the current wait.
         ElectionTimeout: int
         /// (Pre-)votes received in the current campaign.
@@ -228,6 +230,11 @@ module State =
         | (i, _) :: _ -> i
         | [] -> 0L
 
+    /// Whether this node is a member of the configuration in force at `i` (cached when that is the newest).
+    let isMemberAt (i: LogIndex) (s: State) : bool =
+        let c = configAt i s
+        if obj.ReferenceEquals(c, s.Config) then s.Standing.IsMember else c.Members.ContainsKey s.Id
+
     /// Whether `id` is a voter in configuration `c`.
     let isVoterIn (id: NodeId) (c: Configuration) : bool =
         match Map.tryFind id c.Members with
@@ -308,7 +315,7 @@ module State =
     /// `st` with `cfg` in force (and its voters cached).
     let withConfig (cfg: Configuration) (st: Standing) : Standing =
         let voters = cfg.Voters
-        { st with Config = cfg; Voters = voters; VoterIds = Set.toArray voters }
+        { st with Config = cfg; Voters = voters; VoterIds = Set.toArray voters; IsMember = cfg.Members.ContainsKey st.Id }
 
     /// Recomputes the configuration in force after the log changed; tells observers and, on a leader, starts or
     /// stops tracking peers.
