@@ -61,24 +61,16 @@ module Election =
         if not (State.canCampaign s) || s.Role = Role.Leader then
             s
         else
+            // A pre-vote raises no term and casts no vote; a real campaign does both, durably.
+            let s = if preVote then s else State.setHardState (s.Term + 1L) (Some s.Id) s
             let s =
-                if preVote then
-                    { s with
-                        Standing =
-                            { s.Standing with
-                                Role = Role.PreCandidate
-                                Leader = None
-                                Votes = Map.ofList [ s.Id, true ]
-                                CampaignTransfer = false } }
-                else
-                    let s = State.setHardState (s.Term + 1L) (Some s.Id) s
-                    { s with
-                        Standing =
-                            { s.Standing with
-                                Role = Role.Candidate
-                                Leader = None
-                                Votes = Map.ofList [ s.Id, true ]
-                                CampaignTransfer = transfer } }
+                { s with
+                    Standing =
+                        { s.Standing with
+                            Role = (if preVote then Role.PreCandidate else Role.Candidate)
+                            Leader = None
+                            Votes = Map.ofList [ s.Id, true ]
+                            CampaignTransfer = transfer && not preVote } }
             let s = State.resetElectionTimer s
             let granted, _, quorum = tally s
             if granted >= quorum then

@@ -102,6 +102,9 @@ module LogView =
                 | _ -> bytes.Length)
            | Payload.Config c -> 64 * c.Members.Count)
 
+    /// Rough size of entries (as entrySize counts).
+    let sizeOf (entries: Entry list) : int64 = entries |> List.sumBy (fun e -> int64 (entrySize e))
+
     /// The longest prefix of `entries` within maxCount entries and roughly maxBytes (at least one entry), as
     /// `slice` cuts the window: for entries read back from storage.
     let batch (maxCount: int) (maxBytes: int) (entries: Entry list) : Entry list =

@@ -254,7 +254,7 @@ module Raft =
         |> Membership.settle
         |> Transfer.settle
         |> Reads.settle
-        |> Replication.apply
+        |> Applying.apply
         |> Snapshots.maybeTake
 
     // ---- Step -----------------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ module Raft =
                     | _ -> s
                 { s with Log = LogView.persisted index term s.Log } |> FollowerReplication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
-            | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s
+            | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Applying.entriesLoadedForApply entries s
             | Event.SnapshotTaken meta -> Snapshots.taken meta s
         let s = settle s
         let s =
@@ -297,4 +297,5 @@ module Raft =
                 State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) s
             else
                 s
-        { s with Out = [] }, List.rev s.Out
+        // A step that emits nothing (most ticks, a reply that only moves a follower's progress) needs no copy.
+        if s.Out.IsEmpty then s, [] else { s with Out = [] }, List.rev s.Out

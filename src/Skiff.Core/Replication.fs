@@ -2,7 +2,7 @@ namespace Skiff.Core
 
 /// Log replication, the leader's side (thesis §3.5, §10.2.1): the leader ships entries as soon as they are
 /// proposed, pipelines AppendEntries per follower within a bounded window, backs up by whole terms on conflicts,
-/// and commits by counting replicas. Applying committed entries lives here too. The follower's side (check,
+/// and commits by counting replicas. Applying committed entries is in Applying.fs. The follower's side (check,
 /// truncate, append, acknowledge) is in FollowerReplication.fs.
 [<RequireQualifiedAccess>]
 module Replication =
@@ -32,9 +32,6 @@ module Replication =
         match s.Leading with
         | Some lead -> PeerMap.tryFind peer lead.Progress
         | None -> None
-
-    /// Rough size of entries (as LogView.entrySize counts).
-    let private sizeOf (entries: Entry list) = entries |> List.sumBy (fun e -> int64 (LogView.entrySize e))
 
     let private round (s: State) =
         match s.Leading with
@@ -109,40 +106,35 @@ module Replication =
                         struct ({ pr with Next = next; Loading = true },
                                 Effect.LoadEntries(LoadPurpose.Replicate peer, next, max next upTo) :: out)
 
+    /// Puts a follower's new progress and the effects for it into the State, in one copy; none if nothing changed
+    /// (`stored` is its progress in the State).
+    let private store (peer: NodeId) (stored: Progress) (lead: LeaderState) (struct (pr: Progress, out: Effect list)) (s: State) =
+        if obj.ReferenceEquals(pr, stored) && obj.ReferenceEquals(out, s.Out) then
+            s
+        else
+            { s with Leading = Some { lead with Progress = PeerMap.add peer pr lead.Progress }; Out = out }
+
     /// Records `pr` as the follower's progress and fills its window, in one copy of the State.
     let fillFrom (peer: NodeId) (pr: Progress) (s: State) : State =
         match s.Leading with
         | Some lead ->
             match PeerMap.tryItem peer lead.Progress with
-            | ValueSome stored ->
-                let struct (filled, out) = fillPeer s lead.Round peer pr s.Out
-                if obj.ReferenceEquals(filled, stored) && obj.ReferenceEquals(out, s.Out) then
-                    s
-                else
-                    { s with Leading = Some { lead with Progress = PeerMap.add peer filled lead.Progress }; Out = out }
+            | ValueSome stored -> store peer stored lead (fillPeer s lead.Round peer pr s.Out) s
             | ValueNone -> s
         | None -> s
 
     /// Sends as much as the follower's window allows: one probe in Probe mode, a pipeline in Replicate mode.
     let fill (peer: NodeId) (s: State) : State =
-        match s.Leading with
-        | Some lead ->
-            match PeerMap.tryItem peer lead.Progress with
-            | ValueSome pr -> fillFrom peer pr s
-            | ValueNone -> s
-        | None -> s
+        match tryProgress peer s with
+        | ValueSome pr -> fillFrom peer pr s
+        | ValueNone -> s
 
     /// Offers the latest snapshot to a follower that needs entries we no longer store (see offerSnapshot).
     let sendSnapshot (peer: NodeId) (s: State) : State =
         match s.Leading with
         | Some lead ->
             match PeerMap.tryItem peer lead.Progress with
-            | ValueSome pr ->
-                let struct (offered, out) = offerSnapshot s peer pr s.Out
-                if obj.ReferenceEquals(out, s.Out) then
-                    s
-                else
-                    { s with Leading = Some { lead with Progress = PeerMap.add peer offered lead.Progress }; Out = out }
+            | ValueSome pr -> store peer pr lead (offerSnapshot s peer pr s.Out) s
             | ValueNone -> s
         | None -> s
 
@@ -208,7 +200,7 @@ module Replication =
                 // The followers' windows and this node's write in one copy of the State.
                 let struct (progress, out) = fillAll s lead s.Out
                 { s with
-                    Leading = Some { lead with Progress = progress; Uncommitted = lead.Uncommitted + sizeOf entries }
+                    Leading = Some { lead with Progress = progress; Uncommitted = lead.Uncommitted + LogView.sizeOf entries }
                     Out = Effect.PersistEntries entries :: out }
 
     /// Whether a leader takes a proposal of `size` bytes: its uncommitted entries stay within
@@ -382,38 +374,3 @@ module Replication =
                     { s with Leading = Some { lead with Uncommitted = uncommitted }; Out = out }
                 else
                     s
-
-    /// Hands committed, locally persisted entries to the state machine, loading them if they left the window.
-    let rec apply (s: State) : State =
-        let upTo = min s.Commit s.Log.Persisted
-        if upTo <= s.Applied || s.ApplyLoading then
-            s
-        else
-            let from = s.Applied + 1L
-            if from < s.Log.WindowStart then
-                let until = min upTo (s.Log.WindowStart - 1L)
-                { s with Standing = { s.Standing with ApplyLoading = true } }
-                |> State.emit (Effect.LoadEntries(LoadPurpose.Apply, from, until))
-            else
-                match LogView.slice from upTo System.Int32.MaxValue System.Int32.MaxValue s.Log with
-                | Some(_ :: _ as entries) ->
-                    let last = (List.last entries).Index
-                    { s with Applied = last; AppliedBytes = s.AppliedBytes + sizeOf entries; Out = Effect.Apply entries :: s.Out }
-                | _ -> s
-
-    /// Entries loaded for applying: apply the valid contiguous prefix, then continue.
-    let entriesLoadedForApply (entries: Entry list) (s: State) : State =
-        if not s.ApplyLoading then
-            s
-        else
-            let s = { s with Standing = { s.Standing with ApplyLoading = false } }
-            let upTo = min s.Commit s.Log.Persisted
-            let rec take expected (es: Entry list) acc =
-                match es with
-                | e :: rest when e.Index = expected && e.Index <= upTo -> take (expected + 1L) rest (e :: acc)
-                | _ -> List.rev acc
-            match take (s.Applied + 1L) entries [] with
-            | [] -> s
-            | good ->
-                let last = (List.last good).Index
-                { s with Applied = last; AppliedBytes = s.AppliedBytes + sizeOf good; Out = Effect.Apply good :: s.Out } |> apply
