@@ -26,6 +26,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
 
     /// <summary>A peer message admitted to the inbox, with the bytes it counts for.</summary>
     private sealed record Admitted(Event Event, long Bytes);
+
+    /// <summary>A client request for the loop: one object per request (a closure and its captures were two).</summary>
+    private sealed record Submitted(Event Event, Pending Pending, long Bytes);
     private readonly RaftCell _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
@@ -147,11 +150,6 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Posts an event for the loop. Safe from any thread; ignored after shutdown.</summary>
     public void Post(Event ev) => _inbox.Writer.TryWrite(ev);
 
-    private void PostAction(Action action)
-    {
-        if (!_inbox.Writer.TryWrite(action)) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
-    }
-
     private async Task RunTicker()
     {
         using var timer = new PeriodicTimer(_tick);
@@ -186,6 +184,13 @@ internal sealed class NodeRuntime : IAsyncDisposable
                             if (ev.IsTick) Interlocked.Decrement(ref _queuedTicks);
                             if (!ev.IsTick && _logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} <- {Event}", ShortId, Show(ev));
                             Execute(_reducer.Step(ev));
+                            break;
+                        case Submitted s:
+                            _admission.Leave(s.Bytes);
+                            if (s.Pending.IsAnswered) break;
+                            s.Pending.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
+                            _pending[s.Pending.Id] = s.Pending;
+                            Execute(_reducer.Step(s.Event));
                             break;
                         case Action a: a(); break;
                     }
@@ -223,15 +228,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
             p.Fail(refused);
             return p.Task;
         }
-        // PostAction throws only once the node is stopping, when what was admitted no longer matters.
-        PostAction(() =>
-        {
-            _admission.Leave(bytes);
-            if (p.IsAnswered) return;
-            p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
-            _pending[p.Id] = p;
-            Execute(_reducer.Step(ev));
-        });
+        // This throws only once the node is stopping, when what was admitted no longer matters.
+        if (!_inbox.Writer.TryWrite(new Submitted(ev, p, bytes))) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
         return p.Task;
     }
 
@@ -272,8 +270,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         Task? barrier = null;
         List<Envelope>? delayed = null;
-        foreach (var effect in effects)
+        // Walked by hand: a foreach over an F# list allocates an enumerator, and this runs on every step.
+        for (var rest = effects; !rest.IsEmpty; rest = rest.Tail)
         {
+            var effect = rest.Head;
             if (_logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} -> {Effect}", ShortId, Show(effect));
             switch (effect)
             {
