@@ -38,20 +38,28 @@ module Replication =
         | Some l -> l.Round
         | None -> 0L
 
+    /// The AppendEntries carrying `entries` after `prev`, in round `round`.
+    let private appendMessage (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (round: int64) (s: State) : Message =
+        Message.Append
+            { Term = s.Term
+              Leader = s.Id
+              PrevLogIndex = prev
+              PrevLogTerm = prevTerm
+              Entries = entries
+              LeaderCommit = s.Commit
+              Round = round }
+
     /// The AppendEntries to `peer` carrying `entries` after `prev`, in round `round`.
     let private appendTo (peer: NodeId) (prev: LogIndex) (prevTerm: Term) (entries: Entry list) (round: int64) (s: State) : Effect =
-        Effect.Send
-            { From = s.Id
-              To = peer
-              Message =
-                Message.Append
-                    { Term = s.Term
-                      Leader = s.Id
-                      PrevLogIndex = prev
-                      PrevLogTerm = prevTerm
-                      Entries = entries
-                      LeaderCommit = s.Commit
-                      Round = round } }
+        Effect.Send { From = s.Id; To = peer; Message = appendMessage prev prevTerm entries round s }
+
+    /// The append just built for another follower in the same pass over the followers (same State, same round), if
+    /// it starts after `prev` too: then it is the very message this follower needs, and followers in step share one
+    /// (fewer objects here, and the runtime encodes it once).
+    let private sharedAfter (prev: LogIndex) (shared: Message voption) : Message voption =
+        match shared with
+        | ValueSome(Message.Append r as m) when r.PrevLogIndex = prev -> ValueSome m
+        | _ -> ValueNone
 
     /// A follower's progress once `entries` (following `prev`, the first at `next`) are on their way to it.
     let private progressAfterSend (pr: Progress) (next: LogIndex) (entries: Entry list) (prev: LogIndex) : Progress =
@@ -73,7 +81,15 @@ module Replication =
     /// Fills one follower's window as far as it allows (one probe in Probe mode, a pipeline in Replicate mode):
     /// its new progress and the effects (prepended to `out`). Only computes: the callers put the results into the
     /// State once, however many followers and messages (a step's copies of the State are its allocation).
-    let rec private fillPeer (s: State) (round: int64) (peer: NodeId) (pr: Progress) (out: Effect list) : struct (Progress * Effect list) =
+    /// `shared`: the append built for the previous follower in the same pass (see sharedAfter), if any.
+    let rec private fillPeer
+        (s: State)
+        (round: int64)
+        (peer: NodeId)
+        (pr: Progress)
+        (shared: Message voption)
+        (out: Effect list)
+        : struct (Progress * Effect list) =
         let o = s.Options
         let busy =
             pr.Mode = ProgressMode.Snapshot
@@ -91,15 +107,29 @@ module Replication =
                 if next > s.Log.LastIndex then
                     // Nothing new: only a probe is worth sending (to learn where the follower stands).
                     if pr.Mode = ProgressMode.Probe then
-                        struct (progressAfterSend pr next [] prev, appendTo peer prev prevTerm [] round s :: out)
+                        let probe =
+                            match sharedAfter prev shared with
+                            | ValueSome m -> m
+                            | ValueNone -> appendMessage prev prevTerm [] round s
+                        struct (progressAfterSend pr next [] prev, Effect.Send { From = s.Id; To = peer; Message = probe } :: out)
                     else
                         struct (pr, out)
                 else
-                    match LogView.slice next s.Log.LastIndex o.MaxEntriesPerAppend o.MaxBytesPerAppend s.Log with
-                    | Some(_ :: _ as entries) ->
+                    let append =
+                        match sharedAfter prev shared with
+                        | ValueSome(Message.Append r as m) -> ValueSome(struct (r.Entries, m))
+                        | _ ->
+                            match LogView.slice next s.Log.LastIndex o.MaxEntriesPerAppend o.MaxBytesPerAppend s.Log with
+                            | Some(_ :: _ as entries) -> ValueSome(struct (entries, appendMessage prev prevTerm entries round s))
+                            | _ -> ValueNone
+                    match append with
+                    | ValueSome(struct (entries, m)) ->
                         let sent = progressAfterSend pr next entries prev
-                        let out = appendTo peer prev prevTerm entries round s :: out
-                        if pr.Mode = ProgressMode.Replicate then fillPeer s round peer sent out else struct (sent, out)
+                        let out = Effect.Send { From = s.Id; To = peer; Message = m } :: out
+                        if pr.Mode = ProgressMode.Replicate then
+                            fillPeer s round peer sent ValueNone out
+                        else
+                            struct (sent, out)
                     | _ ->
                         // Older than the in-memory window: ask storage, continue on EntriesLoaded.
                         let upTo = min s.Log.LastIndex (min (s.Log.WindowStart - 1L) (next + int64 o.MaxEntriesPerAppend - 1L))
@@ -119,7 +149,7 @@ module Replication =
         match s.Leading with
         | Some lead ->
             match PeerMap.tryItem peer lead.Progress with
-            | ValueSome stored -> store peer stored lead (fillPeer s lead.Round peer pr s.Out) s
+            | ValueSome stored -> store peer stored lead (fillPeer s lead.Round peer pr ValueNone s.Out) s
             | ValueNone -> s
         | None -> s
 
@@ -140,7 +170,16 @@ module Replication =
 
     /// Every follower's window filled: the new progress of all of them and the effects (prepended to `out`).
     let private fillAll (s: State) (lead: LeaderState) (out: Effect list) : struct (PeerMap<Progress> * Effect list) =
-        lead.Progress |> PeerMap.mapFold (fun out peer pr -> fillPeer s lead.Round peer pr out) out
+        lead.Progress
+        |> PeerMap.mapFold
+            (fun (out: Effect list) peer pr ->
+                // The previous follower's last append, if this pass built one (the list has grown since it began).
+                let shared =
+                    match out with
+                    | Effect.Send { Message = Message.Append _ as m } :: _ when not (obj.ReferenceEquals(out, s.Out)) -> ValueSome m
+                    | _ -> ValueNone
+                fillPeer s lead.Round peer pr shared out)
+            out
 
     /// Fills every follower's window (after new entries were appended).
     let broadcast (s: State) : State =
@@ -169,12 +208,12 @@ module Replication =
                         match pr.Mode with
                         | ProgressMode.Probe ->
                             // Retry the probe (it may have been lost); it doubles as the heartbeat.
-                            fillPeer s lead.Round peer { pr with Inflight = []; Loading = false } out
+                            fillPeer s lead.Round peer { pr with Inflight = []; Loading = false } ValueNone out
                         | ProgressMode.Replicate when not pr.Inflight.IsEmpty && pr.Match = pr.MatchAtHeartbeat && pr.AckRound >= previous ->
                             // The follower answers heartbeats but no append for a whole heartbeat interval: one was
                             // lost (and with no newer append it would never be rejected). Probe again from its match.
                             let pr = { pr with Mode = ProgressMode.Probe; Next = pr.Match + 1L; Inflight = []; Loading = false }
-                            fillPeer s lead.Round peer pr out
+                            fillPeer s lead.Round peer pr ValueNone out
                         | _ ->
                             // A lost append would otherwise block a full window (as etcd: free one slot).
                             let inflight = if List.length pr.Inflight >= s.Options.MaxInflight then List.tail pr.Inflight else pr.Inflight
@@ -183,7 +222,7 @@ module Replication =
                                 match LogView.tryTerm pr.Match s.Log with
                                 | ValueSome t -> pr.Match, t
                                 | ValueNone -> 0L, 0L
-                            fillPeer s lead.Round peer pr (appendTo peer prev prevTerm [] lead.Round s :: out))
+                            fillPeer s lead.Round peer pr ValueNone (appendTo peer prev prevTerm [] lead.Round s :: out))
                     s.Out
             { s with Leading = Some { lead with Progress = progress }; Out = out }
 

@@ -67,6 +67,21 @@ let tests =
               printfn "leader: %.0f bytes allocated in Raft.step per write" bytes
               Expect.isLessThanOrEqual bytes 7000.0 "leader bytes per write"
           }
+          test "followers in step get one and the same append message for a write" {
+              let state = ref (fst (Raft.init (Start.fresh leaderId Options.defaults 42UL config)))
+              while Raft.role state.Value <> Role.Leader do
+                  run state leaderId Event.Tick |> ignore
+              for k in 1..10 do
+                  run state leaderId (Event.Propose(int64 k, command)) |> ignore
+              let _, effects = Raft.step state.Value (Event.Propose(11L, command))
+              let appends =
+                  effects
+                  |> List.choose (function
+                      | Effect.Send { Message = Message.Append _ as m } -> Some m
+                      | _ -> None)
+              Expect.hasLength appends 2 "one append per follower"
+              Expect.isTrue (obj.ReferenceEquals(appends[0], appends[1])) "the same message object (built and encoded once)"
+          }
           test "a follower allocates at most 2.8 KB per replicated write in its steps" {
               let me = followerIds.Head
               let state = ref (fst (Raft.init (Start.fresh me Options.defaults 7UL config)))

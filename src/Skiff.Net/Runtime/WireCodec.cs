@@ -98,8 +98,26 @@ internal static class WireCodec
     public static SnapshotMeta FromWire(SnapshotMetaMsg msg) =>
         new(msg.Index, msg.Term, FromWire(msg.Configuration));
 
-    /// <summary>Encodes an envelope; Snapshot messages never travel this way (see SnapshotChunk) and give null.</summary>
-    public static PeerEnvelope? ToWire(Envelope envelope)
+    /// <summary>Encodes an append.</summary>
+    public static AppendRequestMsg ToWire(AppendRequest ar)
+    {
+        var am = new AppendRequestMsg
+        {
+            Term = ar.Term,
+            Leader = FromGuid(ar.Leader),
+            PrevLogIndex = ar.PrevLogIndex,
+            PrevLogTerm = ar.PrevLogTerm,
+            LeaderCommit = ar.LeaderCommit,
+            Round = ar.Round,
+        };
+        for (var rest = ar.Entries; !rest.IsEmpty; rest = rest.Tail) am.Entries.Add(ToWire(rest.Head));
+        return am;
+    }
+
+    /// <summary>Encodes an envelope; Snapshot messages never travel this way (see SnapshotChunk) and give null.
+    /// <paramref name="encodedAppend"/>: the envelope's append already encoded (for another follower), if any;
+    /// protobuf messages are only read once built, so envelopes can share one.</summary>
+    public static PeerEnvelope? ToWire(Envelope envelope, AppendRequestMsg? encodedAppend = null)
     {
         var msg = new PeerEnvelope { From = FromGuid(envelope.From), To = FromGuid(envelope.To) };
         switch (envelope.Message)
@@ -120,18 +138,7 @@ internal static class WireCodec
                 msg.VoteReply = new VoteReplyMsg { Term = v.Reply.Term, Granted = v.Reply.Granted, PreVote = v.Reply.PreVote };
                 break;
             case Message.Append a:
-                var ar = a.Request;
-                var am = new AppendRequestMsg
-                {
-                    Term = ar.Term,
-                    Leader = FromGuid(ar.Leader),
-                    PrevLogIndex = ar.PrevLogIndex,
-                    PrevLogTerm = ar.PrevLogTerm,
-                    LeaderCommit = ar.LeaderCommit,
-                    Round = ar.Round,
-                };
-                foreach (var e in ar.Entries) am.Entries.Add(ToWire(e));
-                msg.Append = am;
+                msg.Append = encodedAppend ?? ToWire(a.Request);
                 break;
             case Message.AppendReply r:
                 var rr = r.Reply;
