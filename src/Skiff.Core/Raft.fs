@@ -249,13 +249,7 @@ module Raft =
 
     /// What follows from the new state, whatever the event was.
     let private settle (s: State) : State =
-        s
-        |> Replication.maybeCommit
-        |> Membership.settle
-        |> Transfer.settle
-        |> Reads.settle
-        |> Applying.apply
-        |> Snapshots.maybeTake
+        s |> Commit.maybeCommit |> Membership.settle |> Transfer.settle |> Reads.settle |> Applying.apply |> Snapshots.maybeTake
 
     // ---- Step -----------------------------------------------------------------------------------------------
 

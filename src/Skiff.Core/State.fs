@@ -86,7 +86,7 @@ type LeaderState =
         /// Reads held in ReadsAwaitingCommit, ReadsInRound and ReadsQueued (bounded by Options.MaxWaitingRequests).
         ReadsWaiting: int
         /// Rough size (LogView.entrySize) of the entries appended in this term and not yet committed, bounded by
-        /// Options.MaxUncommittedBytes. An overestimate at worst (see Replication.maybeCommit), never below.
+        /// Options.MaxUncommittedBytes. An overestimate at worst (see Commit.maybeCommit), never below.
         Uncommitted: int64
     }
 
