@@ -87,6 +87,9 @@ module Raft =
             |> List.distinctBy fst
         let configs = logConfigs @ [ snap.Index, snap.Configuration ]
         let applied = max snap.Index (min start.Applied log.LastIndex)
+        // Entries up to the recorded commit index are committed: apply them now (below), not after a leader's
+        // first message, so a restarted node never serves reads from an older state than it served before.
+        let commit = max applied (min start.CommitHint log.LastIndex)
         let s0 =
             { Id = start.Id
               Options = o
@@ -96,7 +99,7 @@ module Raft =
               Role = Role.Follower
               Leader = None
               Log = log
-              Commit = applied
+              Commit = commit
               Applied = applied
               ApplyLoading = false
               Snapshot = snap
@@ -119,7 +122,7 @@ module Raft =
         let cfg = State.configAt log.LastIndex s
         let s = { s with Config = cfg; Voters = cfg.Voters } |> State.emit (Effect.ConfigurationChanged cfg)
         let s = if cfg.Voters = Set.singleton s.Id then Election.campaign false false s else s
-        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader))
+        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) |> Replication.apply
         { s with Out = [] }, List.rev s.Out
 
     // ---- Per-role steps -------------------------------------------------------------------------------------

@@ -186,6 +186,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                             if (ev.IsTick) Interlocked.Decrement(ref _queuedTicks);
                             if (!ev.IsTick && _logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} <- {Event}", ShortId, Show(ev));
                             Execute(_reducer.Step(ev));
+                            if (ev.IsTick) MarkCommit();
                             break;
                         case Action a: a(); break;
                     }
@@ -197,6 +198,29 @@ internal sealed class NodeRuntime : IAsyncDisposable
                 }
             }
         }
+    }
+
+    /// <summary>How often, at most, a commit index learned without an append (a heartbeat, a leader's commit
+    /// notice) is recorded in the log on its own, so a restarted node applies it at once.</summary>
+    private static readonly TimeSpan CommitMarkInterval = TimeSpan.FromMilliseconds(100);
+
+    private long _markedCommit;   // loop thread: the commit index last handed to the writer
+
+    /// <summary>The commit index last handed to the writer to record (read from any thread, for tests).</summary>
+    internal long MarkedCommit => Volatile.Read(ref _markedCommit);
+    private long _markedAt;       // loop thread: when a mark was last queued on its own
+
+    /// <summary>On a tick: queues the commit index alone if it moved since the last append and no mark was queued
+    /// within <see cref="CommitMarkInterval"/> (the writer adds no sync for it).</summary>
+    private void MarkCommit()
+    {
+        var commit = _reducer.CommitIndex;
+        if (commit <= _markedCommit) return;
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (System.Diagnostics.Stopwatch.GetElapsedTime(_markedAt, now) < CommitMarkInterval) return;
+        _markedCommit = commit;
+        _markedAt = now;
+        _writer.NoteCommit(commit);
     }
 
     // ---------------- client requests (called from any thread) ----------------
@@ -281,7 +305,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     barrier = _writer.SaveHardState(h.HardState);
                     break;
                 case Effect.PersistEntries p:
-                    barrier = _writer.Append(p.Entries);
+                    // The commit index after the step that asked for the write: every entry up to it is committed
+                    // in the log as it stands once this write (and every one queued before it) is done.
+                    _markedCommit = _reducer.CommitIndex;
+                    barrier = _writer.Append(p.Entries, _markedCommit);
                     break;
                 case Effect.InstallSnapshot i:
                     barrier = _writer.Reset(i.Meta, _applier.Install(i.Staged, i.Meta));
