@@ -183,8 +183,7 @@ internal sealed class WalWriter
             {
                 try
                 {
-                    WriteAndSync(taken, writes);
-                    Commits++;
+                    if (WriteAndSync(taken, writes)) Commits++;
                     _madeDurable(taken);
                 }
                 catch (Exception e)
@@ -201,8 +200,8 @@ internal sealed class WalWriter
     }
 
     /// <summary>Places the records in the last segment (starting the next one where a record does not fit, after
-    /// syncing the full one), writes them and syncs (unless they are only commit marks).</summary>
-    private void WriteAndSync(List<LogBatch> batches, List<ReadOnlyMemory<byte>> writes)
+    /// syncing the full one), writes them and syncs (unless they are only commit marks); whether it synced.</summary>
+    private bool WriteAndSync(List<LogBatch> batches, List<ReadOnlyMemory<byte>> writes)
     {
         bool sync = batches.Exists(b => b.Kind != LogRecordType.Commit);
         var segment = _segments.Any ? _segments.Last : _segments.Create();
@@ -229,6 +228,7 @@ internal sealed class WalWriter
             if (at > runStart) writes.Add(b.Data.AsMemory(runStart, at - runStart));
         }
         Flush(segment, start, off, writes, sync);
+        return sync;
     }
 
     private static void Flush(WalSegment segment, long start, long end, List<ReadOnlyMemory<byte>> writes, bool sync)
