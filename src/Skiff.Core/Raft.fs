@@ -87,6 +87,9 @@ module Raft =
             |> List.distinctBy fst
         let configs = logConfigs @ [ snap.Index, snap.Configuration ]
         let applied = max snap.Index (min start.Applied log.LastIndex)
+        // Entries up to the recorded commit index are committed: apply them now (below), not after a leader's
+        // first message, so a restarted node never serves reads from an older state than it served before.
+        let commit = max applied (min start.CommitHint log.LastIndex)
         let s0 =
             { Standing =
                 { Standing.Id = start.Id
@@ -109,7 +112,7 @@ module Raft =
                   Standing.CampaignTransfer = false
                   Standing.InstallPending = None }
               Log = log
-              Commit = applied
+              Commit = commit
               Applied = applied
               AppliedBytes = 0L
               ElectionElapsed = 0
@@ -122,7 +125,7 @@ module Raft =
         let cfg = State.configAt log.LastIndex s
         let s = { s with Standing = State.withConfig cfg s.Standing } |> State.emit (Effect.ConfigurationChanged cfg)
         let s = if cfg.Voters = Set.singleton s.Id then Election.campaign false false s else s
-        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader))
+        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) |> Applying.apply
         { s with Out = [] }, List.rev s.Out
 
     // ---- Per-role steps -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ let private all: Test list =
       // runtime:begin
       Skiff.Integration.RuntimeTests.tests
       InterpreterContractTests.tests
+      CommitHintTests.tests
       // runtime:end
 
       // facade:begin

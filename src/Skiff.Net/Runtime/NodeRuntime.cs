@@ -32,6 +32,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
     private readonly RaftCell _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
+    private readonly CommitMarks _commitMarks = new();
+
+    /// <summary>The commit index last handed to the writer to record (read from any thread, for tests).</summary>
+    internal long MarkedCommit => _commitMarks.Marked;
     private readonly Applier _applier;
     private readonly ILogStore _log;
     private readonly ISnapshotStore _snapshots;
@@ -184,6 +188,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                             if (ev.IsTick) Interlocked.Decrement(ref _queuedTicks);
                             if (!ev.IsTick && _logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} <- {Event}", ShortId, Show(ev));
                             Execute(_reducer.Step(ev));
+                            if (ev.IsTick) _commitMarks.OnTick(_reducer.CommitIndex, _writer);
                             break;
                         case Submitted s:
                             _admission.Leave(s.Bytes);
@@ -281,7 +286,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     barrier = _writer.SaveHardState(h.HardState);
                     break;
                 case Effect.PersistEntries p:
-                    barrier = _writer.Append(p.Entries);
+                    // The commit index after the step that asked for the write: every entry up to it is committed
+                    // in the log as it stands once this write (and every one queued before it) is done.
+                    barrier = _writer.Append(p.Entries, _commitMarks.WithAppend(_reducer.CommitIndex));
                     break;
                 case Effect.InstallSnapshot i:
                     barrier = _writer.Reset(i.Meta, _applier.Install(i.Staged, i.Meta));
@@ -304,7 +311,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     }
                     break;
                 case Effect.Reject r:
-                    if (_pending.Remove(r.Id, out var pr)) pr.Fail(ToException(r.Rejection));
+                    if (_pending.Remove(r.Id, out var pr)) pr.Fail(RejectionErrors.ToException(r.Rejection));
                     break;
                 case Effect.ReadReady rr:
                     var reads = new List<Pending>();
@@ -362,21 +369,6 @@ internal sealed class NodeRuntime : IAsyncDisposable
         try { a(); }
         catch (Exception ex) { _logger.LogWarning(ex, "Skiff node {NodeId}: an observer failed", Id); }
     }
-
-    internal static Exception ToException(Rejection r) => r switch
-    {
-        Rejection.NotLeader nl => new NotLeaderException(FSharpOption<Guid>.get_IsSome(nl.LeaderHint) ? nl.LeaderHint!.Value : null),
-        Rejection.Invalid inv => new SkiffException(ErrorKind.PeerNotFound, inv.Reason),
-        _ when r.IsTransferTimedOut => new SkiffException(ErrorKind.Timeout,
-            "the leadership transfer did not complete within an election timeout; the leader is unchanged"),
-        _ when r.IsTransferOutcomeUnknown => new SkiffException(ErrorKind.Timeout,
-            "the transfer target was told to campaign but leadership had not moved an election timeout later; it may still move"),
-        _ when r.IsOverloaded => new SkiffException(ErrorKind.Overloaded,
-            "refused before proposing: nothing was applied; retry later"),
-        _ when r.IsLeadershipLost => new SkiffException(ErrorKind.NotLeader,
-            "leadership was lost before the request was answered; a write's outcome is unknown", null, WriteOutcome.Unknown),
-        _ => new RetryableException(r),
-    };
 
     /// <summary>Stops the loop, fails every waiting request, flushes storage.</summary>
     public async ValueTask DisposeAsync()
