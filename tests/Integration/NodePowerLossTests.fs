@@ -23,13 +23,7 @@ open Skiff.Integration.PowerLossRecorder
 
 /// One power-loss image: the in-memory file system (log, hard state), the store's directory, and what had been
 /// acknowledged when it was taken.
-type private Image =
-    { Wal: RecordingFs
-      Dir: string
-      AckedIndex: int64
-      AckedTerm: int64
-      Where: Point
-      Number: int }
+type private Image = { Wal: RecordingFs; Dir: string; AckedIndex: int64; AckedTerm: int64; Where: Point; Number: int }
 
 let private logOptions = RaftLogOptions(SegmentSizeBits = 14, KeepTail = 0L, MinFreeDiskBytes = Nullable 0L)
 
@@ -59,9 +53,17 @@ let private check (terms: List<int64>) (img: Image) (seed: int) =
         [ for f in Directory.GetFiles(img.Dir, "*", SearchOption.AllDirectories) ->
               sprintf "%s (%d)" (Path.GetRelativePath(img.Dir, f)) (FileInfo(f).Length) ]
         |> String.concat ", "
-    let before = files ()
-    let fail fmt =
-        Printf.kprintf (fun s -> failtestf "%s: %s\nwal files: %s\nstore files: %s" ctx s (img.Wal.Describe()) before) fmt
+    let cpr = Path.Combine(img.Dir, "kv", "checkpoints", "cpr-checkpoints")
+    let before =
+        files ()
+        + (if Directory.Exists cpr then
+               [ for d in Directory.GetDirectories cpr ->
+                     sprintf "%s@%s" (Path.GetFileName d) (Directory.GetLastWriteTimeUtc(d).ToString "HH:mm:ss.fffffff") ]
+               |> String.concat ", "
+               |> sprintf "\ncheckpoint times: %s"
+           else
+               "")
+    let fail fmt = Printf.kprintf (fun s -> failtestf "%s: %s\nwal files: %s\nstore files: %s" ctx s (img.Wal.Describe()) before) fmt
     use hs =
         try
             HardStateStore.Open("/node/hardstate", img.Wal)
@@ -82,6 +84,9 @@ let private check (terms: List<int64>) (img: Image) (seed: int) =
         with e ->
             fail "the key-value store does not open: %s" e.Message
     let applied = kv.AppliedIndex
+    let fail fmt =
+        let token = kv.LatestSnapshot |> Option.ofObj |> Option.map (fun s -> string s.Token) |> Option.defaultValue "none"
+        Printf.kprintf (fun s -> fail "%s (recovered checkpoint %s)" s token) fmt
     if applied > 0L && not (File.Exists(Path.Combine(img.Dir, "snapmeta", sprintf "%020d.meta" applied))) then
         fail "the store's checkpoint is at %d but its snapmeta side file is missing" applied
     if log.FirstIndex > applied + 1L then
@@ -125,13 +130,7 @@ let private run (seed: int) (wanted: int) =
                 let dir = tmp.Sub(sprintf "image-%d" images.Count)
                 let walImage = wal.Image pointRng
                 recorder.Image(pointRng, dir)
-                images.Add
-                    { Wal = walImage
-                      Dir = dir
-                      AckedIndex = index
-                      AckedTerm = term
-                      Where = where
-                      Number = images.Count }
+                images.Add { Wal = walImage; Dir = dir; AckedIndex = index; AckedTerm = term; Where = where; Number = images.Count }
     let snapshots, compactions =
         use _ = recorder.Hook()
         use hs = HardStateStore.Open("/node/hardstate", wal)
@@ -163,7 +162,10 @@ let private run (seed: int) (wanted: int) =
                 let index = kv.AppliedIndex
                 let meta = Path.Combine(snapmeta, sprintf "%020d.meta" index)
                 use ready = new ManualResetEventSlim()
-                kv.BeginSnapshot(Action ready.Set, Action(fun () -> SideFile.Write(meta, snapmetaMagic, 1, ReadOnlySpan(BitConverter.GetBytes index))))
+                kv.BeginSnapshot(
+                    Action ready.Set,
+                    Action(fun () -> SideFile.Write(meta, snapmetaMagic, 1, ReadOnlySpan(BitConverter.GetBytes index)))
+                )
                 ready.Wait()
                 kv.FinishSnapshot() |> ignore
                 log.CompactUntil(index).GetAwaiter().GetResult()

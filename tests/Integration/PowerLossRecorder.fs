@@ -57,11 +57,11 @@ let readRaw (path: string) : byte[] option =
     else
         try
             let size = lseek (fd, 0L, 2)
-            let buf = Array.zeroCreate<byte> (int (max 0L size))
+            let buf = Array.zeroCreate<byte>(int (max 0L size))
             let mutable at = 0
             let mutable go = buf.Length > 0
             while go do
-                let tail = Array.zeroCreate<byte> (buf.Length - at)
+                let tail = Array.zeroCreate<byte>(buf.Length - at)
                 let n = pread (fd, tail, unativeint tail.Length, int64 at)
                 if n <= 0L then
                     go <- false
@@ -90,7 +90,11 @@ type Recorder(root: string) =
         full = root || full.StartsWith(root + "/", StringComparison.Ordinal)
     let listNow (dir: string) =
         let d = Dictionary<string, FileId * bool>()
-        for p in (try Directory.GetFileSystemEntries dir with _ -> [||]) do
+        for p in
+            (try
+                Directory.GetFileSystemEntries dir
+             with _ ->
+                 [||]) do
             match idOf p with
             | Some e -> d[nonNull (Path.GetFileName p)] <- e
             | None -> ()
@@ -130,8 +134,6 @@ type Recorder(root: string) =
     member this.DeviceWritten(path: string, offset: int64, bytes: byte[]) =
         if under path then
             lock gate (fun () ->
-                if path.Contains "ht.dat" && Environment.GetEnvironmentVariable "PL_DEBUG" = "1" then
-                    eprintfn "written %s at %d: %d bytes, id %A" path offset bytes.Length (idOf path)
                 match idOf path with
                 | Some(id, false) ->
                     let old =
@@ -140,7 +142,7 @@ type Recorder(root: string) =
                         | _ -> [||]
                     let d =
                         if offset + int64 bytes.Length > int64 old.Length then
-                            let a = Array.zeroCreate<byte> (int offset + bytes.Length)
+                            let a = Array.zeroCreate<byte>(int offset + bytes.Length)
                             Array.blit old 0 a 0 old.Length
                             a
                         else
@@ -161,8 +163,7 @@ type Recorder(root: string) =
                 let mutable at = 0
                 while at < min length now.Length do
                     let n = min 512 (min length now.Length - at)
-                    let same =
-                        at + n <= durable.Length && ReadOnlySpan(durable, at, n).SequenceEqual(ReadOnlySpan(now, at, n))
+                    let same = at + n <= durable.Length && ReadOnlySpan(durable, at, n).SequenceEqual(ReadOnlySpan(now, at, n))
                     if not same then
                         match rng.Next 10 with
                         | r when r < 5 -> Array.blit now at out at n
@@ -176,6 +177,7 @@ type Recorder(root: string) =
                     match dirs.TryGetValue id with
                     | true, (d, t) -> d, t
                     | _ -> Dictionary(), DateTime.UtcNow
+                let mutable changed = false
                 let now =
                     match current with
                     | Some p when (idOf p |> Option.map fst) = Some id -> listNow p
@@ -190,6 +192,8 @@ type Recorder(root: string) =
                         | true, e -> Some e
                         | _ -> None
                     let chosen = if d = c || rng.Next 2 = 0 then c else d
+                    if chosen <> d then
+                        changed <- true
                     let currentPath = if chosen = c then current |> Option.map (fun p -> Path.Combine(p, name)) else None
                     match chosen with
                     | None -> ()
@@ -206,12 +210,17 @@ type Recorder(root: string) =
                         let file = Path.Combine(into, name)
                         File.WriteAllBytes(file, bytes)
                         match currentPath with
-                        | Some p -> (try File.SetLastWriteTimeUtc(file, File.GetLastWriteTimeUtc p) with _ -> ())
+                        | Some p ->
+                            (try
+                                File.SetLastWriteTimeUtc(file, File.GetLastWriteTimeUtc p)
+                             with _ ->
+                                 ())
                         | None -> ()
-                // FASTER tries checkpoints newest first by their directories' times: keep the originals'.
+                // FASTER tries checkpoints newest first by their directories' times: a directory's time is the
+                // one it had at its last sync, unless a later change of its entries survived.
                 let time =
                     match current with
-                    | Some p when Directory.Exists p -> Directory.GetLastWriteTimeUtc p
+                    | Some p when (changed || not (dirs.ContainsKey id)) && Directory.Exists p -> Directory.GetLastWriteTimeUtc p
                     | _ -> mtime
                 Directory.SetLastWriteTimeUtc(into, time)
             build (Some root) rootId target)
@@ -230,11 +239,12 @@ type Recorder(root: string) =
 /// A FASTER device that tells the recorder about every write (the devices write through: a completed write is durable).
 type RecordingDevice(inner: IDevice, recorder: Recorder) =
     let mutable omitSegment = false
-    member private _.PathOf(segment: int) =
-        if omitSegment then inner.FileName else sprintf "%s.%d" inner.FileName segment
-    member private this.Write(source: nativeint, segment: int, offset: uint64, n: uint32, callback: DeviceIOCompletionCallback, context: obj) =
+    member private _.PathOf(segment: int) = if omitSegment then inner.FileName else sprintf "%s.%d" inner.FileName segment
+    member private this.Write
+        (source: nativeint, segment: int, offset: uint64, n: uint32, callback: DeviceIOCompletionCallback, context: obj)
+        =
         let path = this.PathOf segment
-        let bytes = Array.zeroCreate<byte> (int n)
+        let bytes = Array.zeroCreate<byte>(int n)
         Marshal.Copy(source, bytes, 0, int n)
         recorder.DeviceWriting path
         let done' =
@@ -258,13 +268,21 @@ type RecordingDevice(inner: IDevice, recorder: Recorder) =
             inner.Initialize(segmentSize, epoch, omit)
         member _.TryComplete() = inner.TryComplete()
         member _.Throttle() = inner.Throttle()
-        member this.WriteAsync(source: nativeint, segment: int, offset: uint64, n: uint32, callback: DeviceIOCompletionCallback, context: obj) =
+        member this.WriteAsync
+            (source: nativeint, segment: int, offset: uint64, n: uint32, callback: DeviceIOCompletionCallback, context: obj)
+            =
             this.Write(source, segment, offset, n, callback, context)
-        member _.ReadAsync(segment: int, offset: uint64, destination: nativeint, n: uint32, callback: DeviceIOCompletionCallback, context: obj) =
+        member _.ReadAsync
+            (segment: int, offset: uint64, destination: nativeint, n: uint32, callback: DeviceIOCompletionCallback, context: obj)
+            =
             inner.ReadAsync(segment, offset, destination, n, callback, context)
         member this.WriteAsync(source: nativeint, destination: uint64, n: uint32, callback: DeviceIOCompletionCallback, context: obj) =
             let size = inner.SegmentSize
-            let segment, offset = if size > 0L then int (int64 destination / size), uint64 (int64 destination % size) else 0, destination
+            let segment, offset =
+                if size > 0L then
+                    int (int64 destination / size), uint64 (int64 destination % size)
+                else
+                    0, destination
             this.Write(source, segment, offset, n, callback, context)
         member _.ReadAsync(source: uint64, destination: nativeint, n: uint32, callback: DeviceIOCompletionCallback, context: obj) =
             inner.ReadAsync(source, destination, n, callback, context)
@@ -281,8 +299,7 @@ type RecordingDevice(inner: IDevice, recorder: Recorder) =
 /// The key-value store's devices, recorded.
 type RecordingKvDevices(recorder: Recorder) =
     interface IKvDevices with
-        member _.CreateLogDevice path =
-            new RecordingDevice(RealKvDevices.Instance.CreateLogDevice path, recorder) :> IDevice
+        member _.CreateLogDevice path = new RecordingDevice(RealKvDevices.Instance.CreateLogDevice path, recorder) :> IDevice
         member _.CheckpointDevices() =
             let real = RealKvDevices.Instance.CheckpointDevices()
             { new INamedDeviceFactory with

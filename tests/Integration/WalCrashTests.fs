@@ -235,8 +235,7 @@ let private hardStateRun (seed: int) (crashes: int) =
             acked <- hs.State
             while true do
                 let next: Skiff.Core.HardState =
-                    { Term = acked.Term + int64 (rng.Next 2)
-                      VotedFor = (if rng.Next 2 = 0 then None else Some(Guid.NewGuid())) }
+                    { Term = acked.Term + int64 (rng.Next 2); VotedFor = (if rng.Next 2 = 0 then None else Some(Guid.NewGuid())) }
                 inFlight <- Some next
                 hs.Save next
                 acked <- next

@@ -63,16 +63,26 @@ internal static class CheckpointFiles
     /// once that checkpoint is durable: never before, or a power loss could leave neither. FASTER keeps the previous
     /// index checkpoint too (in case the newest is unfinished), and each is a copy of the whole hash index (16 MiB by
     /// default): the largest fixed part of a small store's disk use. A snapshot being streamed keeps its files open,
-    /// so deleting them does not disturb it.</summary>
+    /// so deleting them does not disturb it.
+    /// <para>In an order a power loss at any point cannot turn into an older checkpoint being recovered: FASTER tries
+    /// the log checkpoints newest first by their directories' times (not by version), and deleting a file in a
+    /// directory makes it the newest. So a checkpoint's metadata file goes first, durably (FASTER then passes over
+    /// the checkpoint), then the rest; and log checkpoints before index checkpoints (a log checkpoint whose index is
+    /// gone would be recovered by replaying its whole hybrid log, which compaction has cut).</para></summary>
     public static void DeleteOlderCheckpoints(string dir, Guid token)
     {
         var tokenText = token.ToString();
-        foreach (var kind in new[] { "index-checkpoints", "cpr-checkpoints" })
+        foreach (var kind in new[] { "cpr-checkpoints", "index-checkpoints" })
         {
             var root = Path.Combine(dir, "checkpoints", kind);
             if (!Directory.Exists(root)) continue;
             foreach (var sub in Directory.EnumerateDirectories(root))
-                if (Path.GetFileName(sub) != tokenText) Directory.Delete(sub, recursive: true);
+            {
+                if (Path.GetFileName(sub) == tokenText) continue;
+                foreach (var metadata in Directory.EnumerateFiles(sub, "info.dat*")) File.Delete(metadata);
+                StorageIo.FsyncDirectory(sub);
+                Directory.Delete(sub, recursive: true);
+            }
             StorageIo.FsyncDirectory(root);
         }
     }
