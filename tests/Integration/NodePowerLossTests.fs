@@ -196,15 +196,7 @@ let tests =
         "node power loss"
         [ testCase "power loss inside any durability step keeps every acknowledged write of log, hard state and store"
           <| fun () ->
-              let seed =
-                  match Environment.GetEnvironmentVariable "SKIFF_SEED" with
-                  | null
-                  | "" -> Random.Shared.Next()
-                  | v -> int v
-              let images =
-                  match Environment.GetEnvironmentVariable "SKIFF_POWER_LOSS_SOAK" with
-                  | null
-                  | "" -> 60
-                  | v -> int v
+              let seed = seedFromEnv ()
+              let images = intFromEnv "SKIFF_POWER_LOSS_SOAK" (fun () -> 60)
               printfn "power loss test: seed=%d (replay with SKIFF_SEED=%d; SKIFF_POWER_LOSS_SOAK=n for n images)" seed seed
               run seed images ]

@@ -99,6 +99,10 @@ type Recorder(root: string) =
             | Some e -> d[nonNull (Path.GetFileName p)] <- e
             | None -> ()
         d
+    let durableOf id =
+        match files.TryGetValue id with
+        | true, b -> b
+        | _ -> [||]
     let rootId = (idOf root).Value |> fst
     do dirs[rootId] <- (Dictionary(), Directory.GetLastWriteTimeUtc root)
 
@@ -136,10 +140,7 @@ type Recorder(root: string) =
             lock gate (fun () ->
                 match idOf path with
                 | Some(id, false) ->
-                    let old =
-                        match files.TryGetValue id with
-                        | true, b -> b
-                        | _ -> [||]
+                    let old = durableOf id
                     let d =
                         if offset + int64 bytes.Length > int64 old.Length then
                             let a = Array.zeroCreate<byte>(int offset + bytes.Length)
@@ -199,10 +200,7 @@ type Recorder(root: string) =
                     | None -> ()
                     | Some(cid, true) -> build currentPath cid (Path.Combine(into, name))
                     | Some(cid, false) ->
-                        let durableBytes =
-                            match files.TryGetValue cid with
-                            | true, b -> b
-                            | _ -> [||]
+                        let durableBytes = durableOf cid
                         let bytes =
                             match currentPath |> Option.bind readRaw with
                             | Some nowBytes -> mix durableBytes nowBytes

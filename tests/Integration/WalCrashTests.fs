@@ -263,12 +263,6 @@ let private hardStateRun (seed: int) (crashes: int) =
     printfn "hard state crash test: seed=%d crashes=%d in-flight saves lost=%d (replay with SKIFF_SEED=%d)" seed crashes lost seed
     Expect.isSome nodeId "the file was created at least once"
 
-let private seedFromEnv () =
-    match Environment.GetEnvironmentVariable "SKIFF_SEED" with
-    | null
-    | "" -> Random.Shared.Next()
-    | v -> int v
-
 let tests =
     testList
         "wal crash consistency"
@@ -280,10 +274,6 @@ let tests =
           testCase "power loss at random moments keeps every acknowledged write and opens without repair"
           <| fun () ->
               let seed = seedFromEnv ()
-              let crashes =
-                  match Environment.GetEnvironmentVariable "SKIFF_WAL_CRASH_SOAK" with
-                  | null
-                  | "" -> 400
-                  | v -> int v
+              let crashes = intFromEnv "SKIFF_WAL_CRASH_SOAK" (fun () -> 400)
               printfn "wal crash test: seed=%d (replay with SKIFF_SEED=%d; SKIFF_WAL_CRASH_SOAK=n for n crashes)" seed seed
               run seed crashes ]
