@@ -10,6 +10,7 @@ let private all: Test list =
       KeyIndexFileTests.tests
       CrashTests.tests
       WalCrashTests.tests
+      NodePowerLossTests.tests
       DiskBoundTests.tests
       PortConformanceTests.tests
       SideFileTests.tests

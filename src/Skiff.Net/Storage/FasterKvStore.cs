@@ -11,8 +11,9 @@ namespace Skiff.Net.Storage;
 internal sealed class FasterKvStore : IDisposable
 {
     private readonly string _dir;
-    private readonly IDevice _logDevice;
-    private readonly IDevice _objDevice;
+    private readonly CrashSafeDevice _logDevice;
+    private readonly CrashSafeDevice _objDevice;
+    private readonly DeviceLogCommitCheckpointManager _checkpoints;
     private readonly FasterKV<string, byte[]> _kv;
     private ClientSession<string, byte[], byte[], byte[], Empty, IFunctions<string, byte[], byte[], byte[], Empty>>? _session;
 
@@ -26,25 +27,33 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>The page and segment sizes of this store's files.</summary>
     public StoreGeometry Geometry { get; }
 
-    private FasterKvStore(string dir, StoreGeometry geometry, IDevice logDevice, IDevice objDevice, FasterKV<string, byte[]> kv)
+    private FasterKvStore(string dir, StoreGeometry geometry, CrashSafeDevice logDevice, CrashSafeDevice objDevice,
+        DeviceLogCommitCheckpointManager checkpoints, FasterKV<string, byte[]> kv)
     {
         _dir = dir;
         Geometry = geometry;
         _logDevice = logDevice;
         _objDevice = objDevice;
+        _checkpoints = checkpoints;
         _kv = kv;
     }
 
     /// <summary>Creates the store in <paramref name="dir"/> (recovering nothing yet).</summary>
     public static FasterKvStore Create(string dir, KvOptions options)
     {
-        IDevice? logDevice = null, objDevice = null;
+        CrashSafeDevice? logDevice = null, objDevice = null;
+        DeviceLogCommitCheckpointManager? checkpoints = null;
         var geometry = StoreGeometry.Resolve(dir, new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits)),
             KvOptions.LegacyGeometry, "hlog.");
         try
         {
-            logDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.log"), preallocateFile: false);
-            objDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.obj.log"), preallocateFile: false);
+            // New files durable before FASTER hears of a write to them, truncation only once the checkpoint asking
+            // for it is durable (see CrashSafeDevice); and so is deleting older checkpoints (not FASTER's
+            // RemoveOutdatedCheckpoints: CheckpointFiles.DeleteOlderCheckpoints).
+            logDevice = new CrashSafeDevice(options.Devices.CreateLogDevice(Path.Combine(dir, "hlog.log")), dir);
+            objDevice = new CrashSafeDevice(options.Devices.CreateLogDevice(Path.Combine(dir, "hlog.obj.log")), dir);
+            checkpoints = new DeviceLogCommitCheckpointManager(new CrashSafeDeviceFactory(options.Devices.CheckpointDevices(), dir),
+                new DefaultCheckpointNamingScheme(Path.Combine(dir, "checkpoints")), removeOutdated: false);
             var settings = new FasterKVSettings<string, byte[]>(null)
             {
                 IndexSize = options.IndexSizeBytes,
@@ -53,17 +62,17 @@ internal sealed class FasterKvStore : IDisposable
                 PageSize = 1L << geometry.PageSizeBits,
                 MemorySize = 1L << Math.Max(options.MemorySizeBits, geometry.PageSizeBits + 1),
                 SegmentSize = 1L << geometry.SegmentSizeBits,
-                CheckpointDir = Path.Combine(dir, "checkpoints"),
-                RemoveOutdatedCheckpoints = true,
+                CheckpointManager = checkpoints,
                 TryRecoverLatest = false,
                 ReadCacheEnabled = false,
                 KeySerializer = () => new StringSerializer(),
                 ValueSerializer = () => new BytesSerializer(),
             };
-            return new FasterKvStore(dir, geometry, logDevice, objDevice, new FasterKV<string, byte[]>(settings));
+            return new FasterKvStore(dir, geometry, logDevice, objDevice, checkpoints, new FasterKV<string, byte[]>(settings));
         }
         catch
         {
+            checkpoints?.Dispose();
             logDevice?.Dispose();
             objDevice?.Dispose();
             throw;
@@ -258,6 +267,14 @@ internal sealed class FasterKvStore : IDisposable
         public void Dispose() => iterator.Dispose();
     }
 
+    /// <summary>Deletes the hybrid log and object log segments below the begin address of the checkpoints taken or
+    /// recovered so far: call once they are durable.</summary>
+    public void ReleaseTruncation()
+    {
+        _logDevice.Release();
+        _objDevice.Release();
+    }
+
     /// <summary>The read-only boundary: everything below it is on disk and immutable (after a fold-over checkpoint,
     /// everything the checkpoint holds).</summary>
     public long SafeReadOnlyAddress => _kv.Log.SafeReadOnlyAddress;
@@ -277,6 +294,7 @@ internal sealed class FasterKvStore : IDisposable
         catch (AggregateException) { }
         _session?.Dispose();
         _kv.Dispose();
+        _checkpoints.Dispose();
         _logDevice.Dispose();
         _objDevice.Dispose();
         _session = null;
