@@ -25,6 +25,8 @@ type Driver(id: NodeId) =
     let mutable events = 0L
     let mutable applied = 0L
     let mutable readsReady = 0L
+    // Bytes allocated inside Raft.step, by event kind (the effects' handling here is not counted).
+    let stepBytes = Dictionary<string, int64 * int64>()
 
     member _.State
         with get () = state
@@ -73,9 +75,32 @@ type Driver(id: NodeId) =
             | Effect.ReadReady(ids, _) -> readsReady <- readsReady + int64 (List.length ids)
             | _ -> ()
 
+    /// Event kind -> (events stepped, bytes allocated inside Raft.step) since the last ResetStepBytes.
+    member _.StepBytes = stepBytes
+    member _.ResetStepBytes() = stepBytes.Clear()
+
     /// Steps one event and handles its effects.
     member this.Step(ev: Event) =
+        let a0 = GC.GetAllocatedBytesForCurrentThread()
         let s, effects = Raft.step state ev
+        let bytes = GC.GetAllocatedBytesForCurrentThread() - a0
+        let kind =
+            match ev with
+            | Event.Receive env ->
+                match env.Message with
+                | Message.Append _ -> "Append"
+                | Message.AppendReply _ -> "AppendReply"
+                | _ -> "Receive"
+            | Event.Propose _ -> "Propose"
+            | Event.Persisted _ -> "Persisted"
+            | Event.Read _ -> "Read"
+            | Event.Tick -> "Tick"
+            | _ -> "Other"
+        let n, b =
+            match stepBytes.TryGetValue kind with
+            | true, v -> v
+            | _ -> 0L, 0L
+        stepBytes[kind] <- (n + 1L, b + bytes)
         state <- s
         events <- events + 1L
         this.Handle effects

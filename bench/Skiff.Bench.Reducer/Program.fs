@@ -80,6 +80,7 @@ let quick (seconds: float) =
         for _ in 1..2000 do
             cycle ()
         GC.Collect()
+        d.ResetStepBytes()
         let e0 = d.Events
         let a0 = GC.GetAllocatedBytesForCurrentThread()
         let sw = Stopwatch.StartNew()
@@ -92,10 +93,24 @@ let quick (seconds: float) =
         let events = float (d.Events - e0)
         let alloc = float (GC.GetAllocatedBytesForCurrentThread() - a0)
         line c (events / sw.Elapsed.TotalSeconds) (alloc / events) (sw.Elapsed.TotalMilliseconds * 1000.0 / float cycles)
+        // Where a cycle's bytes go: per event kind, bytes allocated inside Raft.step per event and per cycle.
+        for KeyValue(kind, (n, b)) in d.StepBytes |> Seq.sortBy (fun kv -> kv.Key) do
+            printfn
+                "  step %s: %.2f per cycle, %.0f B per event, %.0f B per cycle"
+                kind
+                (float n / float cycles)
+                (float b / float n)
+                (float b / float cycles)
 
 [<EntryPoint>]
 let main argv =
     match List.ofArray argv with
+    | "--types" :: rest ->
+        // Where the bytes go, by type (allocation sampling): one case per name given, or all.
+        for c in cases |> List.filter (fun c -> rest.IsEmpty || List.contains $"{c.Name}/{c.Batch}" rest) do
+            let _, cycle = c.Make()
+            AllocTypes.run $"{c.Name} batch={c.Batch}" 3.0 cycle
+        0
     | "--quick" :: rest ->
         let seconds = rest |> List.tryHead |> Option.map float |> Option.defaultValue 1.0
         quick seconds

@@ -205,10 +205,14 @@ public static class WritePathBench
         await using var node = builder.Build();
         await node.StartAsync();
         await node.WaitForLeaderAsync(TimeSpan.FromSeconds(60));
+        var typesFile = Environment.GetEnvironmentVariable("SKIFF_ALLOC_TYPES") is { Length: > 0 } prefix ? $"{prefix}-{ip}.txt" : null;
+        using var types = typesFile is null ? null : new AllocationTypes();
         Console.WriteLine(Ready);
         while (await Console.In.ReadLineAsync() is { } line)
         {
-            if (line == "stats") Console.WriteLine(JsonSerializer.Serialize(Stats.Here(node.LeaderId == node.Id, node.Term)));
+            if (line != "stats") continue;
+            Console.WriteLine(JsonSerializer.Serialize(Stats.Here(node.LeaderId == node.Id, node.Term)));
+            if (types is not null) await File.AppendAllTextAsync(typesFile!, $"== stats ({(node.LeaderId == node.Id ? "leader" : "follower")})\n{types.TakeReport()}");
         }
         await node.ShutdownAsync();
         return 0;

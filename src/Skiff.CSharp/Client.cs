@@ -133,7 +133,9 @@ public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
         }
     }
 
-    /// <summary>The members of the cluster by id, with their addresses, as the contacted member knows them.</summary>
+    /// <summary>The members of the cluster by id, with their IP addresses, as the contacted member knows them
+    /// (skiff-rs's <c>get_cluster</c>). A member addressed by host name maps to <see cref="IPAddress.None"/>;
+    /// <see cref="GetStatusAsync"/> gives every member's <c>host:port</c>.</summary>
     public Task<IReadOnlyDictionary<Guid, IPAddress>> GetClusterAsync(CancellationToken cancellationToken = default) =>
         WithDeadline(cancellationToken, async t =>
         {
@@ -173,16 +175,27 @@ public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
         return new ClusterStatus(members.OrderBy(m => m.Address, StringComparer.Ordinal).ToArray(), leader) { ClusterId = cluster };
     }
 
-    /// <summary>Adds the node serving at <paramref name="address"/> (on this client's port) to the cluster: asks that
-    /// node for its id, then asks the cluster to add it under that id (as a learner, promoted once caught up). The
-    /// node must be running and must not lead a cluster of its own: start it with <c>JoinCluster</c> (or
-    /// <c>skiff serve --join</c>), which also joins by itself. Returns the node's id.</summary>
+    /// <summary>Adds the node serving at <paramref name="address"/> (on this client's port) to the cluster; see
+    /// <see cref="AddNodeAsync(string, CancellationToken)"/>.</summary>
     /// <exception cref="SkiffException">With <see cref="ErrorKind.ClientConnectFailed"/> when the node does not answer,
     /// <see cref="ErrorKind.InvalidArgument"/> when it is already a member or runs a cluster of its own.</exception>
-    public async Task<Guid> AddNodeAsync(IPAddress address, CancellationToken cancellationToken = default)
+    public Task<Guid> AddNodeAsync(IPAddress address, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(address);
-        var endpoint = SkiffNode.Endpoint(address, _port);
+        return AddNodeAsync(SkiffNode.Endpoint(address, _port), cancellationToken);
+    }
+
+    /// <summary>Adds the node serving at <paramref name="endpoint"/> (<c>host:port</c>, by host name or IP address, as
+    /// the node advertises itself) to the cluster: asks that node for its id, then asks the cluster to add it under
+    /// that id (as a learner, promoted once caught up). The node must be running and must not lead a cluster of its
+    /// own: start it with <c>JoinCluster</c> (or <c>skiff serve --join</c>), which also joins by itself. Returns the
+    /// node's id.</summary>
+    /// <exception cref="SkiffException">With <see cref="ErrorKind.InvalidAddress"/> for an address that is not
+    /// <c>host:port</c>, <see cref="ErrorKind.ClientConnectFailed"/> when the node does not answer,
+    /// <see cref="ErrorKind.InvalidArgument"/> when it is already a member or runs a cluster of its own.</exception>
+    public async Task<Guid> AddNodeAsync(string endpoint, CancellationToken cancellationToken = default)
+    {
+        MemberAddress.Validate(endpoint, "the node's address");
         using var target = new SkiffGrpcClient(new[] { endpoint }, _security);
         var theirs = await WithDeadline(cancellationToken, t => target.ClusterStatusAsync(t)).ConfigureAwait(false);
         var id = Guid.Parse(theirs.Id);
@@ -303,8 +316,8 @@ public sealed partial class Client : KeyValueStoreBase, IAsyncDisposable
         }, Serializer);
     }
 
-    private protected override Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken) =>
-        Grpc.RemoveServerAsync(id, SkiffNode.Endpoint(address, _port), cancellationToken);
+    private protected override Task RemoveNodeCoreAsync(Guid id, CancellationToken cancellationToken) =>
+        Grpc.RemoveServerAsync(id, "", cancellationToken);
 
     /// <summary>Closes the client's session (best effort, for at most a second) and its connections.</summary>
     public async ValueTask DisposeAsync()

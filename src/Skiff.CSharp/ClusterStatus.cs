@@ -26,13 +26,12 @@ public sealed record ClusterStatus(IReadOnlyList<MemberStatus> Members, Guid? Le
 
 /// <summary>One member of the configuration a node has in force (see <see cref="SkiffNode.GetMembersAsync"/>).</summary>
 /// <param name="Id">The member's stable id.</param>
-/// <param name="Address">The IP address it serves at; <see cref="System.Net.IPAddress.None"/> for a member addressed
-/// by host name (see <see cref="Endpoint"/>).</param>
+/// <param name="Endpoint">Its address as the configuration records it and the other members dial it:
+/// <c>host:port</c>, with a host name or an IP address.</param>
 /// <param name="Voter">True for a voting member; false for a learner (added, not yet promoted: it does not count
 /// toward a majority).</param>
-public sealed record ClusterMember(Guid Id, System.Net.IPAddress Address, bool Voter)
+public sealed record ClusterMember(Guid Id, string Endpoint, bool Voter)
 {
-    /// <summary>Its address as the configuration records it and the other members dial it: <c>host:port</c>, with a
-    /// host name or an IP address.</summary>
-    public string Endpoint { get; init; } = "";
+    /// <summary>The IP address in <see cref="Endpoint"/>, or null for a member addressed by host name.</summary>
+    public System.Net.IPAddress? Address => SkiffNode.IpOf(Endpoint);
 }

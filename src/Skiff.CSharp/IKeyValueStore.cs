@@ -65,6 +65,10 @@ public interface IKeyValueStore
     /// subscription is active, so every change committed after it returns is seen.</summary>
     Task<Subscriber> WatchAsync(string prefix, CancellationToken cancellationToken = default);
 
-    /// <summary>Removes a member from the cluster (skiff-rs's <c>remove_node</c>).</summary>
+    /// <summary>Removes a member from the cluster (skiff-rs's <c>remove_node</c>). The member is named by
+    /// <paramref name="id"/>; <paramref name="address"/> plays no part (skiff-rs asks for it).</summary>
     Task RemoveNodeAsync(Guid id, System.Net.IPAddress address, CancellationToken cancellationToken = default);
+
+    /// <summary>Removes the member <paramref name="id"/> from the cluster, wherever it is addressed.</summary>
+    Task RemoveNodeAsync(Guid id, CancellationToken cancellationToken = default);
 }

@@ -30,7 +30,7 @@ public abstract partial class KeyValueStoreBase : IKeyValueStore
     private protected abstract Task<ListPage> ListKeysPageCoreAsync(string prefix, string? startAfter, int limit, CancellationToken cancellationToken);
     private protected abstract Task<ListPage> GetPrefixesPageCoreAsync(string? startAfter, int limit, CancellationToken cancellationToken);
     private protected abstract Task<Subscriber> WatchCoreAsync(string prefix, CancellationToken cancellationToken);
-    private protected abstract Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken);
+    private protected abstract Task RemoveNodeCoreAsync(Guid id, CancellationToken cancellationToken);
 
     /// <inheritdoc />
     public Task InsertAsync<T>(string key, T value, CancellationToken cancellationToken = default)
@@ -101,8 +101,12 @@ public abstract partial class KeyValueStoreBase : IKeyValueStore
     public Task RemoveNodeAsync(Guid id, IPAddress address, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(address);
-        return WithDeadline(cancellationToken, t => RemoveNodeCoreAsync(id, address, t));
+        return RemoveNodeAsync(id, cancellationToken);
     }
+
+    /// <inheritdoc />
+    public Task RemoveNodeAsync(Guid id, CancellationToken cancellationToken = default) =>
+        WithDeadline(cancellationToken, t => RemoveNodeCoreAsync(id, t));
 
     private Task WithDeadline(CancellationToken cancellationToken, Func<CancellationToken, Task> call) =>
         WithDeadline(cancellationToken, async t =>

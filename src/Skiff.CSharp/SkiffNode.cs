@@ -189,8 +189,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         return _server.WaitForLeaderAsync(timeout, cancellationToken);
     }
 
-    /// <summary>The members of the cluster by id, with their addresses, as this node knows them: voters and learners
-    /// alike (<see cref="GetMembersAsync"/> says which).</summary>
+    /// <summary>The members of the cluster by id, with their IP addresses, as this node knows them: voters and
+    /// learners alike (skiff-rs's <c>get_cluster</c>). A member addressed by host name maps to
+    /// <see cref="IPAddress.None"/>; <see cref="GetMembersAsync"/> gives every member's <c>host:port</c> and says
+    /// which are voters.</summary>
     public Task<IReadOnlyDictionary<Guid, IPAddress>> GetClusterAsync(CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
@@ -204,7 +206,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
     {
         cancellationToken.ThrowIfCancellationRequested();
         IReadOnlyList<ClusterMember> members = _server.Members
-            .Select(m => new ClusterMember(m.Key, HostOf(m.Value.Address), m.Value.Voter) { Endpoint = m.Value.Address })
+            .Select(m => new ClusterMember(m.Key, m.Value.Address, m.Value.Voter))
             .OrderBy(m => m.Endpoint, StringComparer.Ordinal).ToList();
         return Task.FromResult(members);
     }
@@ -288,7 +290,7 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
         }, Serializer));
     }
 
-    private protected override Task RemoveNodeCoreAsync(Guid id, IPAddress address, CancellationToken cancellationToken) =>
+    private protected override Task RemoveNodeCoreAsync(Guid id, CancellationToken cancellationToken) =>
         _server.RemoveServerAsync(id, cancellationToken);
 
     internal static ElectionState ToElectionState(Role role) =>
@@ -299,8 +301,10 @@ public sealed class SkiffNode : KeyValueStoreBase, IAsyncDisposable
             _ => ElectionState.Follower,
         };
 
-    internal static IPAddress HostOf(string endpoint) =>
-        IPEndPoint.TryParse(endpoint, out var parsed) ? parsed.Address
-        : IPAddress.TryParse(endpoint, out var plain) ? plain
-        : IPAddress.None;
+    internal static IPAddress HostOf(string endpoint) => IpOf(endpoint) ?? IPAddress.None;
+
+    /// <summary>The IP address of a <c>host:port</c> whose host is one; null for a host name.</summary>
+    internal static IPAddress? IpOf(string endpoint) =>
+        MemberAddress.TryParse(endpoint, out var host, out _, out _)
+        && IPAddress.TryParse(host.TrimStart('[').TrimEnd(']'), out var ip) ? ip : null;
 }

@@ -56,4 +56,14 @@ internal static class Addresses
         port = p;
         return true;
     }
+
+    /// <summary>One member address of the command line, <c>HOST[:PORT]</c>, as the <c>host:port</c> the cluster
+    /// records: a host name, a dotted-quad IPv4 address or an IPv6 address (bare or bracketed); the port defaults to
+    /// <paramref name="defaultPort"/>. False, with <paramref name="why"/>, for anything else.</summary>
+    public static bool TryParseMember(string text, int defaultPort, out string endpoint, out string why)
+    {
+        endpoint = TryParseEndpoint(text, out var ip, out var given) ? Skiff.Net.Runtime.MemberAddress.Of(ip, given ?? defaultPort)
+            : text.Contains(':') ? text : $"{text}:{defaultPort}";
+        return Skiff.Net.Runtime.MemberAddress.TryParse(endpoint, out _, out _, out why);
+    }
 }

@@ -26,14 +26,20 @@ internal static class Cluster
     {
         var member = new Command("member", "Add, remove or move a member");
 
-        var ip = new Argument<string>("IP") { Description = "Address of a running node started with 'skiff serve --join' (same port as the cluster)" };
-        var add = new Command("add", "Add the node serving at IP: asks it for its id, then asks the cluster to add it") { ip };
+        var at = new Argument<string>("HOST[:PORT]")
+        {
+            Description = "Address a running node started with 'skiff serve --join' advertises (the port of the first --endpoints member when not given)",
+        };
+        var add = new Command("add", "Add the node serving at HOST[:PORT]: asks it for its id, then asks the cluster to add it") { at };
         add.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
         {
-            var text = p.GetValue(ip)!;
-            if (!Addresses.TryParse(text, out var address)) throw new CliException(Exit.Usage, $"'{text}' is not an IP address");
-            var id = await c.AddNodeAsync(address, t);
-            o.Done($"added {id} at {text}", new { id, address = text, added = true });
+            var text = p.GetValue(at)!;
+            var port = Skiff.Net.Runtime.MemberAddress.TryParse(Commands.ParseEndpoints(p.GetValue(Commands.Endpoints) ?? "")[0], out _, out var first, out _)
+                ? first : Commands.DefaultPort;
+            if (!Addresses.TryParseMember(text, port, out var endpoint, out var why))
+                throw new CliException(Exit.Usage, $"'{text}' is not a HOST[:PORT] address: {why}");
+            var id = await c.AddNodeAsync(endpoint, t);
+            o.Done($"added {id} at {endpoint}", new { id, address = endpoint, added = true });
             return Exit.Ok;
         }));
         member.Add(add);
@@ -43,8 +49,7 @@ internal static class Cluster
         remove.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
         {
             var m = await Resolve(c, p.GetValue(id)!, t);
-            // The address plays no part in a removal (a member addressed by host name has no IP address to give).
-            await c.RemoveNodeAsync(m.Id, IPEndPoint.TryParse(m.Address, out var endpoint) ? endpoint.Address : IPAddress.None, t);
+            await c.RemoveNodeAsync(m.Id, t);
             o.Done($"removed {m.Id} at {m.Address}", new { id = m.Id, address = m.Address, removed = true });
             return Exit.Ok;
         }));

@@ -9,7 +9,7 @@ internal static class Commands
 {
     public static readonly Option<string> Endpoints = new("--endpoints", "-e")
     {
-        Description = "Members to talk to, as IP[:PORT],… (every member uses the same port)",
+        Description = "Members to talk to, as HOST[:PORT],… (a host name or IP address; port 9400 when not given)",
         DefaultValueFactory = _ => "127.0.0.1:9400",
         Recursive = true,
     };
@@ -197,10 +197,10 @@ internal static class Commands
     {
         try
         {
-            var (addresses, port) = ParseEndpoints(p.GetValue(Endpoints) ?? "");
+            var endpoints = ParseEndpoints(p.GetValue(Endpoints) ?? "");
             var seconds = p.GetValue(Timeout);
             if (!(seconds > 0)) throw new CliException(Exit.Usage, $"--timeout must be positive, not {seconds}");
-            await using var client = new Client(addresses).WithPort(port).WithTimeout(TimeSpan.FromSeconds(seconds));
+            await using var client = Client.ForEndpoints(endpoints).WithTimeout(TimeSpan.FromSeconds(seconds));
             if (p.GetValue(CaCert) is { } ca)
                 client.WithTls(new ClientTlsOptions { CaFile = ca, CertFile = p.GetValue(Cert), KeyFile = p.GetValue(Key) });
             else if (p.GetValue(Cert) is not null || p.GetValue(Key) is not null)
@@ -248,35 +248,21 @@ internal static class Commands
         };
     }
 
-    /// <summary>IP[:PORT],… into addresses and the one port they share (9400 when none is given).</summary>
-    public static (IPAddress[] Addresses, int Port) ParseEndpoints(string text)
+    /// <summary>The port of an endpoint that names none, as etcd's 2379.</summary>
+    public const int DefaultPort = 9400;
+
+    /// <summary><c>HOST[:PORT],…</c> into the members' <c>host:port</c> addresses; each may have a port of its own.</summary>
+    public static string[] ParseEndpoints(string text)
     {
-        var addresses = new List<IPAddress>();
-        int? port = null;
+        var endpoints = new List<string>();
         foreach (var raw in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            IPAddress address;
-            int? p = null;
-            if (Addresses.TryParseEndpoint(raw, out var parsed, out var parsedPort))
-            {
-                address = parsed;
-                p = parsedPort;
-            }
-            else if (raw.StartsWith("localhost", StringComparison.OrdinalIgnoreCase)
-                     && (raw.Length == 9 || (raw[9] == ':' && int.TryParse(raw[10..], out var lp) && (p = lp) > 0)))
-                address = IPAddress.Loopback;
-            else throw new CliException(Exit.Usage, $"'{raw}' is not an endpoint (IP or IP:PORT)");
-            if (p is { } q)
-            {
-                if (q is < 1 or > 65535) throw new CliException(Exit.Usage, $"port {q} is not between 1 and 65535");
-                if (port is { } other && other != q)
-                    throw new CliException(Exit.Usage, $"endpoints name ports {other} and {q}; every member of a cluster uses the same port");
-                port = q;
-            }
-            addresses.Add(address);
+            if (!Addresses.TryParseMember(raw, DefaultPort, out var endpoint, out var why))
+                throw new CliException(Exit.Usage, $"'{raw}' is not an endpoint (HOST or HOST:PORT): {why}");
+            endpoints.Add(endpoint);
         }
-        if (addresses.Count == 0) throw new CliException(Exit.Usage, "no endpoints given");
-        return (addresses.ToArray(), port ?? 9400);
+        if (endpoints.Count == 0) throw new CliException(Exit.Usage, "no endpoints given");
+        return endpoints.ToArray();
     }
 
     private static byte[] ReadStdin()

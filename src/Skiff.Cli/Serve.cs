@@ -166,9 +166,7 @@ internal static class Serve
         var join = new List<string>();
         foreach (var part in (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            var endpoint = Addresses.TryParseEndpoint(part, out var ip, out var given) ? Skiff.Net.Runtime.MemberAddress.Of(ip, given ?? port)
-                : part.Contains(':') ? part : $"{part}:{port}";
-            if (!Skiff.Net.Runtime.MemberAddress.TryParse(endpoint, out _, out _, out var why))
+            if (!Addresses.TryParseMember(part, port, out var endpoint, out var why))
                 throw new CliException(Exit.Usage, $"--join '{part}' is not a HOST[:PORT] address: {why}");
             join.Add(endpoint);
         }

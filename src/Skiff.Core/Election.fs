@@ -21,7 +21,9 @@ module Election =
               ReadsWaiting = 0
               Uncommitted = 0L }
         let s =
-            { s with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false; Leading = Some lead }
+            { s with
+                Standing = { s.Standing with Role = Role.Leader; Leader = Some s.Id; Votes = Map.empty; CampaignTransfer = false }
+                Leading = Some lead }
             |> State.refreshConfig
         Replication.propose [ Replication.nextEntry Payload.Noop s ] s
 
@@ -59,12 +61,16 @@ module Election =
         if not (State.canCampaign s) || s.Role = Role.Leader then
             s
         else
+            // A pre-vote raises no term and casts no vote; a real campaign does both, durably.
+            let s = if preVote then s else State.setHardState (s.Term + 1L) (Some s.Id) s
             let s =
-                if preVote then
-                    { s with Role = Role.PreCandidate; Leader = None; Votes = Map.ofList [ s.Id, true ]; CampaignTransfer = false }
-                else
-                    let s = State.setHardState (s.Term + 1L) (Some s.Id) s
-                    { s with Role = Role.Candidate; Leader = None; Votes = Map.ofList [ s.Id, true ]; CampaignTransfer = transfer }
+                { s with
+                    Standing =
+                        { s.Standing with
+                            Role = (if preVote then Role.PreCandidate else Role.Candidate)
+                            Leader = None
+                            Votes = Map.ofList [ s.Id, true ]
+                            CampaignTransfer = transfer && not preVote } }
             let s = State.resetElectionTimer s
             let granted, _, quorum = tally s
             if granted >= quorum then
@@ -105,7 +111,8 @@ module Election =
             let leaderless = s.Leader.IsNone && s.Role <> Role.Leader
             if m.Term > s.Term && not m.PreVote && (leaderless || State.isVoterIn from (State.configAt s.Commit s)) && not (inLease s) then
                 let s' = State.becomeFollower m.Term None s
-                let s' = { s' with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
+                let s' =
+                    { s' with ElectionElapsed = s.ElectionElapsed; Standing = { s'.Standing with ElectionTimeout = s.ElectionTimeout } }
                 reply false s'.Term s'
             else
                 reply false s.Term s
@@ -124,7 +131,9 @@ module Election =
                     if s.Role = Role.Leader then
                         moved
                     else
-                        { moved with ElectionElapsed = s.ElectionElapsed; ElectionTimeout = s.ElectionTimeout }
+                        { moved with
+                            ElectionElapsed = s.ElectionElapsed
+                            Standing = { moved.Standing with ElectionTimeout = s.ElectionTimeout } }
                 else
                     s
             let upToDate = LogView.isAtLeastAsUpToDate m.LastLogTerm m.LastLogIndex s.Log
@@ -155,7 +164,10 @@ module Election =
                 // vote stays cast; we only give up a campaign.
                 let t, rng = Rng.range s.Options.ElectionTicksMin s.Options.ElectionTicksMax s.Rng
                 let s = State.becomeFollower s.Term None s
-                { s with ElectionElapsed = 0; ElectionTimeout = s.Options.ElectionTicksMax + t; Rng = rng } |> reply false s.Term
+                { s with
+                    ElectionElapsed = 0
+                    Standing = { s.Standing with ElectionTimeout = s.Options.ElectionTicksMax + t; Rng = rng } }
+                |> reply false s.Term
             else
                 reply false s.Term s
 
@@ -172,7 +184,7 @@ module Election =
         if not relevant || not (s.Voters.Contains from) then
             s
         else
-            let s = { s with Votes = Map.add from m.Granted s.Votes }
+            let s = { s with Standing = { s.Standing with Votes = Map.add from m.Granted s.Votes } }
             let granted, refused, quorum = tally s
             if granted >= quorum then
                 if s.Role = Role.PreCandidate then campaign false false s else becomeLeader s

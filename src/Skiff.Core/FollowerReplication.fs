@@ -4,18 +4,26 @@ namespace Skiff.Core
 /// suffix, append, persist, and acknowledge only what is durable. The leader's side is in Replication.fs.
 [<RequireQualifiedAccess>]
 module FollowerReplication =
+    /// The answer to `m`.
+    let private answer (leader: NodeId) (m: AppendRequest) ok matchIndex conflictIndex conflictTerm (s: State) : Effect =
+        Effect.Send
+            { From = s.Id
+              To = leader
+              Message =
+                Message.AppendReply
+                    { Term = s.Term
+                      Success = ok
+                      MatchIndex = matchIndex
+                      ConflictIndex = conflictIndex
+                      ConflictTerm = conflictTerm
+                      Round = m.Round } }
+
     let private reply (leader: NodeId) (m: AppendRequest) ok matchIndex conflictIndex conflictTerm (s: State) =
-        let s = if ok then { s with Acked = max s.Acked matchIndex } else s
-        State.send
-            leader
-            (Message.AppendReply
-                { Term = s.Term
-                  Success = ok
-                  MatchIndex = matchIndex
-                  ConflictIndex = conflictIndex
-                  ConflictTerm = conflictTerm
-                  Round = m.Round })
-            s
+        let sent = answer leader m ok matchIndex conflictIndex conflictTerm s
+        if ok then
+            { s with Acked = max s.Acked matchIndex; Out = sent :: s.Out }
+        else
+            { s with Out = sent :: s.Out }
 
     /// The leader's early notice of a commit (an empty append sent as soon as the commit index moves: it brings a
     /// newer commit index, no new round, and lets the follower claim nothing new) is not answered: the leader already
@@ -46,9 +54,9 @@ module FollowerReplication =
             // Entries at or below our commit index are settled; only look past it.
             let prev, prevTerm, entries =
                 if m.PrevLogIndex >= s.Commit then
-                    m.PrevLogIndex, Some m.PrevLogTerm, m.Entries
+                    m.PrevLogIndex, ValueSome m.PrevLogTerm, m.Entries
                 else
-                    s.Commit, LogView.termAt s.Commit s.Log, m.Entries |> List.filter (fun e -> e.Index > s.Commit)
+                    s.Commit, LogView.tryTerm s.Commit s.Log, m.Entries |> List.filter (fun e -> e.Index > s.Commit)
             let round0, acked0, commit0 = s.LastRound, s.Acked, s.Commit
             let s = { s with LastRound = max s.LastRound m.Round }
             // A follower claims only entries that are durable, or being made durable earlier in this step's effect
@@ -59,17 +67,17 @@ module FollowerReplication =
                 let s, claimed = State.claim s.Commit s
                 answerUnlessKnown from m round0 acked0 commit0 claimed s
             else
-                match LogView.termAt prev s.Log, prevTerm with
+                match LogView.tryTerm prev s.Log, prevTerm with
                 // A rejection names the request's PrevLogIndex (in MatchIndex), so the leader can tell it from a
                 // stale one (see staleRejection).
-                | None, _ -> reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
-                | Some t, Some pt when t <> pt ->
+                | ValueNone, _ -> reply from m false m.PrevLogIndex (max (s.Commit + 1L) (min (prev) (s.Log.LastIndex + 1L))) None s
+                | ValueSome t, ValueSome pt when t <> pt ->
                     let first = LogView.firstIndexOfTerm t s.Log |> Option.defaultValue prev
                     reply from m false m.PrevLogIndex (max (s.Commit + 1L) first) (Some t) s
-                | Some _, _ ->
+                | ValueSome _, _ ->
                     let rec skip (es: Entry list) =
                         match es with
-                        | e :: rest when LogView.termAt e.Index s.Log = Some e.Term -> skip rest
+                        | e :: rest when LogView.hasTerm e.Index e.Term s.Log -> skip rest
                         | _ -> es
                     let fresh = skip entries
                     let lastNew = prev + int64 (List.length entries)
@@ -81,9 +89,13 @@ module FollowerReplication =
                         answerUnlessKnown from m round0 acked0 commit0 claimed s
                     | e :: _ ->
                         let s = if e.Index <= s.Log.LastIndex then State.truncateLog e.Index s else s
-                        let s = s |> State.appendToLog fresh |> State.emit (Effect.PersistEntries fresh)
-                        let s = { s with Commit = max s.Commit (min m.LeaderCommit lastNew); LeaderMatch = max s.LeaderMatch lastNew }
-                        reply from m true lastNew 0L None s
+                        let s = State.appendToLog fresh s
+                        // The write, then the answer that waits for it, in one copy of the State.
+                        { s with
+                            Commit = max s.Commit (min m.LeaderCommit lastNew)
+                            LeaderMatch = max s.LeaderMatch lastNew
+                            Acked = max s.Acked lastNew
+                            Out = answer from m true lastNew 0L None s :: Effect.PersistEntries fresh :: s.Out }
 
     /// A follower's write became durable: acknowledge what it could not claim when it answered the append.
     let acknowledgePersisted (s: State) : State =
@@ -91,11 +103,10 @@ module FollowerReplication =
         | Role.Follower, Some leader ->
             let claim = min (State.claimable s) s.LeaderMatch
             if claim > s.Acked then
-                { s with Acked = claim }
-                |> State.send
-                    leader
-                    (Message.AppendReply
-                        { Term = s.Term; Success = true; MatchIndex = claim; ConflictIndex = 0L; ConflictTerm = None; Round = s.LastRound })
+                let ack =
+                    Message.AppendReply
+                        { Term = s.Term; Success = true; MatchIndex = claim; ConflictIndex = 0L; ConflictTerm = None; Round = s.LastRound }
+                { s with Acked = claim; Out = Effect.Send { From = s.Id; To = leader; Message = ack } :: s.Out }
             else
                 s
         | _ -> s

@@ -1,109 +1,5 @@
 namespace Skiff.Core
 
-/// An immutable, dense run of log entries [Start, End - 1], for the in-memory window. Entries sit in immutable
-/// chunks of 32 (never written after publication) plus a short tail, so a lookup is two array reads, appending
-/// copies at most the tail (and, once per 32 entries, the array of chunk references), and dropping the oldest
-/// entries drops whole chunks. This replaces a Map<LogIndex, Entry>, whose every add/remove/lookup walked and
-/// rebuilt a balanced tree. No array is ever mutated once a value holding it exists, so values can be shared
-/// freely between States.
-[<Sealed>]
-type EntryWindow private (baseIdx: LogIndex, start: LogIndex, full: Entry[][], tail: Entry[]) =
-    static let chunk = 32
-    static let emptyChunks: Entry[][] = [||]
-    static let emptyTail: Entry[] = [||]
-
-    /// An empty window whose next entry will be `start`.
-    static member Empty(start: LogIndex) = EntryWindow(start, start, emptyChunks, emptyTail)
-
-    /// First index held.
-    member _.Start = start
-
-    /// One past the last index held.
-    member _.End = baseIdx + int64 (full.Length * chunk + tail.Length)
-
-    /// Whether `i` is held.
-    member this.Contains(i: LogIndex) = i >= start && i < this.End
-
-    /// The entry at `i`; `i` must be held (see Contains).
-    member _.Get(i: LogIndex) : Entry =
-        let off = int (i - baseIdx)
-        let c = off / chunk
-        if c < full.Length then full[c][off % chunk] else tail[off - full.Length * chunk]
-
-    /// Appends entries that follow End directly (the caller checks contiguity).
-    member this.Append(es: Entry[]) : EntryWindow =
-        if es.Length = 0 then
-            this
-        else
-            let combined = tail.Length + es.Length
-            let at p = if p < tail.Length then tail[p] else es[p - tail.Length]
-            let newChunks = combined / chunk
-            let rest = combined % chunk
-            let full =
-                if newChunks = 0 then
-                    full
-                else
-                    let f = Array.zeroCreate (full.Length + newChunks)
-                    Array.blit full 0 f 0 full.Length
-                    for k in 0 .. newChunks - 1 do
-                        let c = Array.zeroCreate chunk
-                        for j in 0 .. chunk - 1 do
-                            c[j] <- at (k * chunk + j)
-                        f[full.Length + k] <- c
-                    f
-            let t =
-                if rest = 0 then
-                    emptyTail
-                else
-                    let t = Array.zeroCreate rest
-                    for j in 0 .. rest - 1 do
-                        t[j] <- at (newChunks * chunk + j)
-                    t
-            EntryWindow(baseIdx, start, full, t)
-
-    /// Forgets entries before `newStart`.
-    member this.DropBefore(newStart: LogIndex) : EntryWindow =
-        if newStart <= start then
-            this
-        elif newStart >= this.End then
-            EntryWindow.Empty newStart
-        else
-            let k = min full.Length (int ((newStart - baseIdx) / int64 chunk))
-            if k = 0 then
-                EntryWindow(baseIdx, newStart, full, tail)
-            else
-                EntryWindow(baseIdx + int64 (k * chunk), newStart, Array.sub full k (full.Length - k), tail)
-
-    /// Keeps only entries before `i` (a truncation; rare, so it simply rebuilds). The result starts at
-    /// min(Start, i).
-    member this.TakeBefore(i: LogIndex) : EntryWindow =
-        if i >= this.End then
-            this
-        elif i <= start then
-            EntryWindow.Empty i
-        else
-            EntryWindow.Empty(start).Append(Array.init (int (i - start)) (fun k -> this.Get(start + int64 k)))
-
-    /// The entries held, oldest first.
-    member this.ToList() : Entry list = List.init (int (this.End - start)) (fun k -> this.Get(start + int64 k))
-
-    override this.Equals(o: obj) =
-        match o with
-        | :? EntryWindow as w ->
-            w.Start = start
-            && w.End = this.End
-            && (let mutable eq = true
-                let mutable i = start
-                while eq && i < this.End do
-                    eq <- this.Get i = w.Get i
-                    i <- i + 1L
-                eq)
-        | _ -> false
-
-    override this.GetHashCode() = hash (start, this.End)
-
-    override this.ToString() = sprintf "EntryWindow[%d..%d]" start (this.End - 1L)
-
 /// The reducer's view of its own log. It deliberately does not hold the whole log: only the term boundaries (first
 /// index of every term, enough to answer "what term is entry i?" for any stored index) and a bounded window of recent
 /// entries. Older entries live only in storage and are fetched with Effect.LoadEntries.
@@ -139,17 +35,26 @@ module LogView =
           WindowBytes = 0L
           Persisted = baseIndex }
 
-    /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
-    let termAt (i: LogIndex) (log: LogView) : Term option =
+    /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]). A value option:
+    /// the hot paths ask this several times per step and must not allocate an answer each time.
+    let tryTerm (i: LogIndex) (log: LogView) : Term voption =
         if i < log.FirstIndex - 1L || i > log.LastIndex then
-            None
+            ValueNone
         else
-            // A loop rather than List.tryFind + Option.map: no closure, one allocation (the answer).
             let rec go (bounds: (LogIndex * Term) list) =
                 match bounds with
-                | (start, t) :: rest -> if start <= i then Some t else go rest
-                | [] -> None
+                | (start, t) :: rest -> if start <= i then ValueSome t else go rest
+                | [] -> ValueNone
             go log.Boundaries
+
+    /// The term of entry `i`, if this node still knows it (i in [FirstIndex - 1, LastIndex]).
+    let termAt (i: LogIndex) (log: LogView) : Term option = tryTerm i log |> ValueOption.toOption
+
+    /// Whether entry `i` is known and has term `t` (termAt i = Some t, without allocating).
+    let hasTerm (i: LogIndex) (t: Term) (log: LogView) : bool =
+        match tryTerm i log with
+        | ValueSome x -> x = t
+        | ValueNone -> false
 
     /// The term of the newest entry.
     let lastTerm (log: LogView) : Term =
@@ -196,6 +101,9 @@ module LogView =
                 | null -> 0
                 | _ -> bytes.Length)
            | Payload.Config c -> 64 * c.Members.Count)
+
+    /// Rough size of entries (as entrySize counts).
+    let sizeOf (entries: Entry list) : int64 = entries |> List.sumBy (fun e -> int64 (entrySize e))
 
     /// The longest prefix of `entries` within maxCount entries and roughly maxBytes (at least one entry), as
     /// `slice` cuts the window: for entries read back from storage.
@@ -262,34 +170,41 @@ module LogView =
             let gone = windowBytesIn log.WindowStart (start - 1L) log
             { log with Window = log.Window.DropBefore start; WindowStart = start; WindowBytes = log.WindowBytes - gone }
 
-    /// Removes entries from the front of the window until it holds at most `windowSize` entries and at most
+    /// Where the window must start, and its bytes then, to hold at most `windowSize` entries and at most
     /// `windowBytes` bytes, but always the newest entry: a run of large values must not pin gigabytes in memory
     /// (older entries are loaded from storage when needed). Each entry is dropped once, so the walk is paid once.
+    let private trimmed
+        (windowSize: int)
+        (windowBytes: int64)
+        (window: EntryWindow)
+        (start: LogIndex)
+        (bytes: int64)
+        (last: LogIndex)
+        : struct (LogIndex * int64) =
+        let mutable start = start
+        let mutable bytes = bytes
+        while start < last - int64 windowSize + 1L || (bytes > windowBytes && start < last) do
+            bytes <- bytes - int64 (entrySize (window.Get start))
+            start <- start + 1L
+        struct (start, bytes)
+
+    /// Removes entries from the front of the window as `trimmed` says.
     let private trimWindow (windowSize: int) (windowBytes: int64) (log: LogView) : LogView =
-        let log =
-            if log.LastIndex - log.WindowStart + 1L <= int64 windowSize then
-                log
-            else
-                dropWindowBefore (log.LastIndex - int64 windowSize + 1L) log
-        if log.WindowBytes <= windowBytes then
+        let struct (start, bytes) = trimmed windowSize windowBytes log.Window log.WindowStart log.WindowBytes log.LastIndex
+        if start = log.WindowStart then
             log
         else
-            let mutable start = log.WindowStart
-            let mutable bytes = log.WindowBytes
-            while bytes > windowBytes && start < log.LastIndex do
-                bytes <- bytes - int64 (entrySize (log.Window.Get start))
-                start <- start + 1L
             { log with Window = log.Window.DropBefore start; WindowStart = start; WindowBytes = bytes }
 
     /// Appends entries that directly follow LastIndex (entries that do not are ignored, to stay total), then
-    /// trims the window to `windowSize` entries and `windowBytes` bytes.
+    /// trims the window to `windowSize` entries and `windowBytes` bytes. One new view and window per call.
     let append (windowSize: int) (windowBytes: int64) (entries: Entry list) (log: LogView) : LogView =
         // One pass: keep the entries that follow on (others are ignored), track term boundaries, then add them to
         // the window in one go (one copy of its tail per batch, not a tree insertion per entry).
         let mutable last = log.LastIndex
         let mutable bounds = log.Boundaries
-        let kept = ResizeArray<Entry>(List.length entries)
         let mutable bytes = 0L
+        let mutable allFollow = true
         for e in entries do
             if e.Index = last + 1L then
                 match bounds with
@@ -297,16 +212,29 @@ module LogView =
                 | bs -> bounds <- (e.Index, e.Term) :: bs
                 last <- e.Index
                 bytes <- bytes + int64 (entrySize e)
-                kept.Add e
-        if kept.Count = 0 then
+            else
+                allFollow <- false
+        if last = log.LastIndex then
             log
         else
+            // Usually every entry follows on: then the list is the batch as it is.
+            let kept =
+                if allFollow then
+                    List.toArray entries
+                else
+                    let mutable expected = log.LastIndex + 1L
+                    [| for e in entries do
+                           if e.Index = expected then
+                               expected <- expected + 1L
+                               yield e |]
+            let window = log.Window.Append kept
+            let struct (start, windowBytesNow) = trimmed windowSize windowBytes window log.WindowStart (log.WindowBytes + bytes) last
             { log with
                 LastIndex = last
                 Boundaries = bounds
-                Window = log.Window.Append(kept.ToArray())
-                WindowBytes = log.WindowBytes + bytes }
-            |> trimWindow windowSize windowBytes
+                Window = window.DropBefore start
+                WindowStart = start
+                WindowBytes = windowBytesNow }
 
     /// Discards entries at and after `i` (a conflict with the leader). Never discards compacted history.
     let truncateFrom (i: LogIndex) (log: LogView) : LogView =
@@ -335,9 +263,7 @@ module LogView =
     /// Marks entries up to `index` durable, provided entry `index` still has `term` (a late acknowledgement for
     /// entries that were since truncated must not count).
     let persisted (index: LogIndex) (term: Term) (log: LogView) : LogView =
-        match termAt index log with
-        | Some t when t = term && index > log.Persisted -> { log with Persisted = index }
-        | _ -> log
+        if index > log.Persisted && hasTerm index term log then { log with Persisted = index } else log
 
     /// Builds a view from what storage holds: the first stored index, the term of the entry before it, the last
     /// index, the first index of each term after FirstIndex - 1 (ascending or not), and some recent entries.

@@ -12,7 +12,7 @@ module Membership =
         | None -> s
 
     /// Whether the leader has committed an entry of its current term.
-    let committedInTerm (s: State) : bool = LogView.termAt s.Commit s.Log = Some s.Term
+    let committedInTerm (s: State) : bool = LogView.hasTerm s.Commit s.Term s.Log
 
     /// Whether a configuration change is still uncommitted (or might be: nothing of this term is committed yet).
     let pending (s: State) : bool = State.configIndex s > s.Commit || not (committedInTerm s)
@@ -97,12 +97,13 @@ module Membership =
                     let s = l.ConfigWaiters |> List.rev |> List.fold (fun s id -> State.emit (Effect.Completed id) s) s
                     withLead (fun l -> { l with ConfigWaiters = [] }) s
                 | _ -> s
-            let removed = not ((State.configAt s.Commit s).Members.ContainsKey s.Id) && State.configIndex s <= s.Commit
+            let removed = not (State.isMemberAt s.Commit s) && State.configIndex s <= s.Commit
             if removed then
                 State.becomeFollower s.Term None s
             else
                 match s.Leading with
-                | Some l when not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->
+                // Only with learners among the members (the scan below would otherwise run on every step).
+                | Some l when s.Voters.Count < s.Config.Members.Count && not (pending s) && l.ConfigRequest.IsNone && l.Transfer.IsNone ->
                     let caughtUp =
                         s.Config.Members
                         |> Map.toSeq

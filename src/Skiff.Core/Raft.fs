@@ -87,39 +87,45 @@ module Raft =
             |> List.distinctBy fst
         let configs = logConfigs @ [ snap.Index, snap.Configuration ]
         let applied = max snap.Index (min start.Applied log.LastIndex)
+        // Entries up to the recorded commit index are committed: apply them now (below), not after a leader's
+        // first message, so a restarted node never serves reads from an older state than it served before.
+        let commit = max applied (min start.CommitHint log.LastIndex)
         let s0 =
-            { Id = start.Id
-              Options = o
-              Rng = start.Seed
-              Term = max 0L start.HardState.Term
-              VotedFor = start.HardState.VotedFor
-              Role = Role.Follower
-              Leader = None
+            { Standing =
+                { Standing.Id = start.Id
+                  Standing.Options = o
+                  Standing.Rng = start.Seed
+                  Standing.Term = max 0L start.HardState.Term
+                  Standing.VotedFor = start.HardState.VotedFor
+                  Standing.Role = Role.Follower
+                  Standing.Leader = None
+                  Standing.ApplyLoading = false
+                  Standing.Snapshot = snap
+                  Standing.Snapshotting = false
+                  Standing.Configs = configs
+                  Standing.Config = Configuration.Empty
+                  Standing.Voters = Set.empty
+                  Standing.VoterIds = [||]
+                  Standing.IsMember = false
+                  Standing.ElectionTimeout = o.ElectionTicksMax
+                  Standing.Votes = Map.empty
+                  Standing.CampaignTransfer = false
+                  Standing.InstallPending = None }
               Log = log
-              Commit = applied
+              Commit = commit
               Applied = applied
-              ApplyLoading = false
-              Snapshot = snap
-              Snapshotting = false
               AppliedBytes = 0L
-              Configs = configs
-              Config = Configuration.Empty
-              Voters = Set.empty
               ElectionElapsed = 0
-              ElectionTimeout = o.ElectionTicksMax
-              Votes = Map.empty
-              CampaignTransfer = false
               LeaderMatch = 0L
               Acked = 0L
               LastRound = 0L
-              InstallPending = None
               Leading = None
               Out = [] }
         let s = s0 |> State.resetElectionTimer
         let cfg = State.configAt log.LastIndex s
-        let s = { s with Config = cfg; Voters = cfg.Voters } |> State.emit (Effect.ConfigurationChanged cfg)
+        let s = { s with Standing = State.withConfig cfg s.Standing } |> State.emit (Effect.ConfigurationChanged cfg)
         let s = if cfg.Voters = Set.singleton s.Id then Election.campaign false false s else s
-        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader))
+        let s = s |> State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) |> Applying.apply
         { s with Out = [] }, List.rev s.Out
 
     // ---- Per-role steps -------------------------------------------------------------------------------------
@@ -144,19 +150,19 @@ module Raft =
         match s.Leading with
         | None -> s
         | Some lead ->
-            let voters = s.Voters
+            let voters = s.VoterIds
             let mutable active = 0
             for v in voters do
                 if
                     v = s.Id
-                    || (match PeerMap.tryFind v lead.Progress with
-                        | Some p -> p.Active
-                        | None -> false)
+                    || (match PeerMap.tryItem v lead.Progress with
+                        | ValueSome p -> p.Active
+                        | ValueNone -> false)
                 then
                     active <- active + 1
             let reset = lead.Progress |> PeerMap.map (fun _ p -> { p with Active = false })
             let s = { s with Leading = Some { lead with Progress = reset; QuorumElapsed = 0 } }
-            if s.Options.CheckQuorum && active < State.quorum voters then
+            if s.Options.CheckQuorum && active < State.majority voters.Length then
                 State.becomeFollower s.Term None s
             else
                 s
@@ -174,19 +180,24 @@ module Raft =
     let private propose (id: RequestId) (command: byte[]) (s: State) : State =
         match s.Role with
         | Role.Leader when Transfer.inProgress s -> State.emit (Effect.Reject(id, Rejection.TransferInProgress)) s
-        | Role.Leader when
-            not (Replication.admits (int64 (LogView.entrySize { Index = 0L; Term = 0L; Payload = Payload.Command command })) s)
-            ->
-            State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | Role.Leader ->
             let entry = Replication.nextEntry (Payload.Command command) s
-            s |> State.emit (Effect.Accepted(id, entry.Index, entry.Term)) |> Replication.propose [ entry ]
+            if Replication.admits (int64 (LogView.entrySize entry)) s then
+                s |> State.emit (Effect.Accepted(id, entry.Index, entry.Term)) |> Replication.propose [ entry ]
+            else
+                State.emit (Effect.Reject(id, Rejection.Overloaded)) s
         | _ -> State.emit (Effect.Reject(id, Rejection.NotLeader s.Leader)) s
 
     /// Term bookkeeping for AppendEntries/Snapshot from a leader of our term or newer: follow it.
     let private followSender (from: NodeId) (term: Term) (s: State) : State =
-        if term > s.Term || s.Role <> Role.Follower || s.Leader <> Some from then
+        let fromLeader =
+            match s.Leader with
+            | Some l -> l = from
+            | None -> false
+        if term > s.Term || s.Role <> Role.Follower || not fromLeader then
             State.becomeFollower term (Some from) s
+        elif s.ElectionElapsed = 0 then
+            s
         else
             { s with ElectionElapsed = 0 }
 
@@ -241,13 +252,7 @@ module Raft =
 
     /// What follows from the new state, whatever the event was.
     let private settle (s: State) : State =
-        s
-        |> Replication.maybeCommit
-        |> Membership.settle
-        |> Transfer.settle
-        |> Reads.settle
-        |> Replication.apply
-        |> Snapshots.maybeTake
+        s |> Commit.maybeCommit |> Membership.settle |> Transfer.settle |> Reads.settle |> Applying.apply |> Snapshots.maybeTake
 
     // ---- Step -----------------------------------------------------------------------------------------------
 
@@ -270,11 +275,12 @@ module Raft =
             | Event.Persisted(index, term) ->
                 let s =
                     match s.InstallPending with
-                    | Some i when index > i && LogView.termAt index s.Log = Some term -> { s with InstallPending = None }
+                    | Some i when index > i && LogView.hasTerm index term s.Log ->
+                        { s with Standing = { s.Standing with InstallPending = None } }
                     | _ -> s
                 { s with Log = LogView.persisted index term s.Log } |> FollowerReplication.acknowledgePersisted
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
-            | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Replication.entriesLoadedForApply entries s
+            | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Applying.entriesLoadedForApply entries s
             | Event.SnapshotTaken meta -> Snapshots.taken meta s
         let s = settle s
         let s =
@@ -288,4 +294,5 @@ module Raft =
                 State.emit (Effect.RoleChanged(s.Role, s.Term, s.Leader)) s
             else
                 s
-        { s with Out = [] }, List.rev s.Out
+        // A step that emits nothing (most ticks, a reply that only moves a follower's progress) needs no copy.
+        if s.Out.IsEmpty then s, [] else { s with Out = [] }, List.rev s.Out

@@ -28,17 +28,17 @@ module Reads =
 
     /// Whether a majority of voters (this leader included, if it is one) has echoed `round` or later.
     let private confirmed (round: int64) (s: State) (lead: LeaderState) : bool =
-        let voters = s.Voters
+        let voters = s.VoterIds
         let mutable acks = 0
         for v in voters do
             if
                 v = s.Id
-                || (match PeerMap.tryFind v lead.Progress with
-                    | Some pr -> pr.AckRound >= round
-                    | None -> false)
+                || (match PeerMap.tryItem v lead.Progress with
+                    | ValueSome pr -> pr.AckRound >= round
+                    | ValueNone -> false)
             then
                 acks <- acks + 1
-        not voters.IsEmpty && acks >= State.quorum voters
+        voters.Length > 0 && acks >= State.majority voters.Length
 
     /// After every step on a leader: release reads waiting for the first commit of the term, answer a confirmed
     /// batch, and start the next round if reads are queued.

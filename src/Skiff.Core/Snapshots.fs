@@ -16,7 +16,8 @@ module Snapshots =
             match LogView.termAt s.Applied s.Log with
             | Some term ->
                 let meta = { Index = s.Applied; Term = term; Configuration = State.configAt s.Applied s }
-                { s with Snapshotting = true; AppliedBytes = 0L } |> State.emit (Effect.TakeSnapshot meta)
+                { s with Standing = { s.Standing with Snapshotting = true }; AppliedBytes = 0L }
+                |> State.emit (Effect.TakeSnapshot meta)
             | None -> s
         else
             s
@@ -25,7 +26,7 @@ module Snapshots =
     /// term and configuration are looked up again rather than taken from the event: an interpreter's answer is
     /// not trusted beyond its index.
     let taken (meta: SnapshotMeta) (s: State) : State =
-        let s = { s with Snapshotting = false }
+        let s = { s with Standing = { s.Standing with Snapshotting = false } }
         if meta.Index <= s.Snapshot.Index || meta.Index > s.Applied then
             s
         else
@@ -36,7 +37,7 @@ module Snapshots =
                 let configs =
                     let newer = s.Configs |> List.filter (fun (i, _) -> i > meta.Index)
                     newer @ [ meta.Index, meta.Configuration ]
-                let s = { s with Snapshot = meta; Configs = configs }
+                let s = { s with Standing = { s.Standing with Snapshot = meta; Configs = configs } }
                 let upTo = meta.Index - s.Options.CompactionTail
                 let s =
                     if upTo >= s.Log.FirstIndex then
@@ -54,15 +55,17 @@ module Snapshots =
         let install () =
             let s =
                 { s with
+                    Standing =
+                        { s.Standing with
+                            ApplyLoading = false
+                            Snapshot = meta
+                            Configs = [ meta.Index, meta.Configuration ]
+                            InstallPending = Some meta.Index }
                     Log = LogView.empty meta.Index meta.Term
                     Commit = meta.Index
                     Applied = meta.Index
-                    ApplyLoading = false
-                    Snapshot = meta
                     AppliedBytes = 0L
-                    Configs = [ meta.Index, meta.Configuration ]
-                    LeaderMatch = meta.Index
-                    InstallPending = Some meta.Index }
+                    LeaderMatch = meta.Index }
             s |> State.emit (Effect.InstallSnapshot(m.Staged, meta)) |> State.refreshConfig |> reply meta.Index
         // While an earlier install may not be durable yet, nothing can be claimed from memory; a repeated offer
         // (the leader retries when our reply is lost) is installed again from its freshly staged data, so that
@@ -83,7 +86,7 @@ module Snapshots =
             // Claim only what is durable (see FollowerReplication.handleAppend); Persisted acknowledges the rest.
             let s, claimed = State.claim s.Commit { s with LeaderMatch = max s.LeaderMatch s.Commit }
             reply claimed s
-        elif LogView.termAt meta.Index s.Log = Some meta.Term then
+        elif LogView.hasTerm meta.Index meta.Term s.Log then
             // We already hold everything it covers; it is committed, so just move the commit index.
             let s, claimed = State.claim meta.Index { s with Commit = meta.Index; LeaderMatch = max s.LeaderMatch meta.Index }
             reply claimed s

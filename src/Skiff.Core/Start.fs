@@ -26,6 +26,11 @@ type Start =
         LogConfigurations: (LogIndex * Configuration) list
         /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
         Applied: LogIndex
+        /// An index the node knew to be committed when it last wrote to its log (0 if unknown): every stored entry
+        /// up to it is committed, so the node applies them at once instead of waiting for a leader to say so
+        /// again (etcd keeps Commit in its hard state for the same reason). Storage must only record a value
+        /// that was the node's commit index when the entries up to it were written in the same order as here.
+        CommitHint: LogIndex
         /// The configuration before any log or snapshot: for the first node of a new cluster, itself as the
         /// single voter; for a node that will join an existing cluster, Configuration.Empty.
         Bootstrap: Configuration
@@ -49,6 +54,8 @@ type Stored =
         BaseTerm: Term
         /// Index the state machine has applied (it restored the snapshot and applied entries up to here).
         Applied: LogIndex
+        /// The commit index recorded with the log (see Start.CommitHint; 0 if none).
+        CommitHint: LogIndex
         /// The configuration before any log or snapshot (see Start.Bootstrap).
         Bootstrap: Configuration
     }
@@ -69,6 +76,7 @@ module Start =
           RecentEntries = []
           LogConfigurations = []
           Applied = 0L
+          CommitHint = 0L
           Bootstrap = bootstrap }
 
     /// A node restarting from what its storage holds: the one way both the runtime and the simulator build a
@@ -104,4 +112,5 @@ module Start =
             LastIndex = last
             TermBoundaries = bounds
             RecentEntries = entries
-            Applied = stored.Applied }
+            Applied = stored.Applied
+            CommitHint = stored.CommitHint }

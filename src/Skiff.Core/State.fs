@@ -34,79 +34,6 @@ type Progress =
         MatchAtHeartbeat: LogIndex
     }
 
-/// A small immutable map from peer id to a value, for the leader's per-follower progress: sorted parallel arrays,
-/// so lookups compare Guids with Guid.CompareTo (F#'s Map compares non-primitive keys through the generic
-/// comparer, boxing both Guids on every comparison) and an update copies a handful of references. Iteration is in
-/// ascending id order, the same order as Map's. Arrays are never written after a value holding them exists.
-[<Sealed>]
-type PeerMap<'V>(keys: NodeId[], values: 'V[]) =
-    member internal _.Keys = keys
-    member internal _.Values = values
-    member _.Count = keys.Length
-
-    member internal _.IndexOf(id: NodeId) : int =
-        let mutable lo = 0
-        let mutable hi = keys.Length - 1
-        let mutable found = -1
-        while found < 0 && lo <= hi do
-            let mid = (lo + hi) >>> 1
-            let c = keys[mid].CompareTo(id)
-            if c = 0 then found <- mid
-            elif c < 0 then lo <- mid + 1
-            else hi <- mid - 1
-        if found >= 0 then found else ~~~lo
-
-    member this.ContainsKey(id: NodeId) = this.IndexOf id >= 0
-
-    override this.Equals(o: obj) =
-        match o with
-        | :? PeerMap<'V> as m ->
-            m.Count = keys.Length
-            && Array.forall2 (fun (a: NodeId) b -> a.Equals b) keys m.Keys
-            && Array.forall2 (fun (a: 'V) (b: 'V) -> Unchecked.equals a b) values m.Values
-        | _ -> false
-
-    override _.GetHashCode() = keys.Length
-
-/// Map-like functions over PeerMap (same names and argument order as Map's).
-[<RequireQualifiedAccess>]
-module PeerMap =
-    let empty<'V> : PeerMap<'V> = PeerMap<'V>([||], [||])
-
-    let tryFind (id: NodeId) (m: PeerMap<'V>) : 'V option =
-        let i = m.IndexOf id
-        if i >= 0 then Some m.Values[i] else None
-
-    let add (id: NodeId) (v: 'V) (m: PeerMap<'V>) : PeerMap<'V> =
-        let i = m.IndexOf id
-        if i >= 0 then
-            let vs = Array.copy m.Values
-            vs[i] <- v
-            PeerMap(m.Keys, vs)
-        else
-            let at = ~~~i
-            PeerMap(Array.insertAt at id m.Keys, Array.insertAt at v m.Values)
-
-    let filter (f: NodeId -> 'V -> bool) (m: PeerMap<'V>) : PeerMap<'V> =
-        let ks = ResizeArray()
-        let vs = ResizeArray()
-        for i in 0 .. m.Count - 1 do
-            if f m.Keys[i] m.Values[i] then
-                ks.Add m.Keys[i]
-                vs.Add m.Values[i]
-        if ks.Count = m.Count then m else PeerMap(ks.ToArray(), vs.ToArray())
-
-    let map (f: NodeId -> 'V -> 'W) (m: PeerMap<'V>) : PeerMap<'W> = PeerMap(m.Keys, Array.init m.Count (fun i -> f m.Keys[i] m.Values[i]))
-
-    /// Folds in ascending id order.
-    let fold (f: 'S -> NodeId -> 'V -> 'S) (state: 'S) (m: PeerMap<'V>) : 'S =
-        let mutable acc = state
-        for i in 0 .. m.Count - 1 do
-            acc <- f acc m.Keys[i] m.Values[i]
-        acc
-
-    let toList (m: PeerMap<'V>) : (NodeId * 'V) list = List.init m.Count (fun i -> m.Keys[i], m.Values[i])
-
 /// A batch of reads waiting for a heartbeat round to be confirmed by a majority.
 type PendingReads =
     {
@@ -159,12 +86,15 @@ type LeaderState =
         /// Reads held in ReadsAwaitingCommit, ReadsInRound and ReadsQueued (bounded by Options.MaxWaitingRequests).
         ReadsWaiting: int
         /// Rough size (LogView.entrySize) of the entries appended in this term and not yet committed, bounded by
-        /// Options.MaxUncommittedBytes. An overestimate at worst (see Replication.maybeCommit), never below.
+        /// Options.MaxUncommittedBytes. An overestimate at worst (see Commit.maybeCommit), never below.
         Uncommitted: int64
     }
 
-/// The whole state of one node's reducer. Plain immutable data; `Out` collects the effects of the current step.
-type State =
+/// What a node changes rarely (on elections, configuration changes, snapshots, timer resets): who it is, its term,
+/// vote and role, its configuration and snapshot. Kept apart from State's hot fields so that the many copies of
+/// State a step makes on the write path (every record update copies all of a record's fields) stay small.
+[<RequireQualifiedAccess>]
+type Standing =
     {
         /// This node's id.
         Id: NodeId
@@ -180,50 +110,99 @@ type State =
         Role: Role
         /// The leader of the current term, if known.
         Leader: NodeId option
-        /// The log view.
-        Log: LogView
-        /// Highest index known committed.
-        Commit: LogIndex
-        /// Highest index handed to the state machine with Effect.Apply.
-        Applied: LogIndex
         /// Entries to apply are being loaded from storage.
         ApplyLoading: bool
         /// The latest snapshot (Index 0 when there is none).
         Snapshot: SnapshotMeta
         /// A TakeSnapshot is outstanding.
         Snapshotting: bool
-        /// Bytes (as LogView.entrySize counts) handed to Effect.Apply since the latest TakeSnapshot or install; only
-        /// for the SnapshotBytes trigger, so it starts at 0 after a restart (the next snapshot comes a little late).
-        AppliedBytes: int64
         /// Configurations by the index of their entry, newest first; the oldest is the snapshot's or bootstrap's.
         Configs: (LogIndex * Configuration) list
         /// The configuration in force (the newest in Configs), cached.
         Config: Configuration
         /// Its voters, cached (computed on every quorum question otherwise).
         Voters: Set<NodeId>
-        /// Ticks since the election timer was reset.
-        ElectionElapsed: int
+        /// The same voters as an array, for the loops run on every leader step (enumerating a Set allocates).
+        VoterIds: NodeId[]
+        /// This node is a member (voter or learner) of Config, cached (a Map lookup by Guid boxes both keys).
+        IsMember: bool
         /// The randomised election timeout for the current wait.
         ElectionTimeout: int
         /// (Pre-)votes received in the current campaign.
         Votes: Map<NodeId, bool>
         /// The current campaign follows a TimeoutNow (voters ignore leader stickiness).
         CampaignTransfer: bool
+        /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
+        /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
+        InstallPending: LogIndex option
+    }
+
+/// The whole state of one node's reducer. Plain immutable data; `Out` collects the effects of the current step.
+/// The fields a write changes are here; the rest is in `Standing`, readable through the members below.
+type State =
+    {
+        /// What changes rarely (identity, term, role, configuration, snapshot).
+        Standing: Standing
+        /// The log view.
+        Log: LogView
+        /// Highest index known committed.
+        Commit: LogIndex
+        /// Highest index handed to the state machine with Effect.Apply.
+        Applied: LogIndex
+        /// Bytes (as LogView.entrySize counts) handed to Effect.Apply since the latest TakeSnapshot or install; only
+        /// for the SnapshotBytes trigger, so it starts at 0 after a restart (the next snapshot comes a little late).
+        AppliedBytes: int64
+        /// Ticks since the election timer was reset.
+        ElectionElapsed: int
         /// Follower: highest index known to match the current leader's log (from successful appends this term).
         LeaderMatch: LogIndex
         /// Follower: highest match index claimed to the current leader; a later Persisted acknowledges more.
         Acked: LogIndex
         /// Follower: the last Round seen from the current leader, echoed in acknowledgements sent on Persisted.
         LastRound: int64
-        /// The index of a snapshot installed (InstallSnapshot emitted) but not known durable yet. There is no
-        /// completion event for installs; a Persisted of a later entry proves it (writes complete in order).
-        InstallPending: LogIndex option
         /// What this node keeps while it is leading (progress of each follower, rounds, waiting reads and changes);
         /// None on followers and candidates. Not to be confused with `Leader`, the leader this node knows.
         Leading: LeaderState option
         /// Effects of the current step, newest first.
         Out: Effect list
     }
+
+    /// This node's id.
+    member s.Id = s.Standing.Id
+    /// Sanitised tunables.
+    member s.Options = s.Standing.Options
+    /// Random generator state.
+    member s.Rng = s.Standing.Rng
+    /// Current term (durable).
+    member s.Term = s.Standing.Term
+    /// Vote in the current term (durable).
+    member s.VotedFor = s.Standing.VotedFor
+    /// Current role.
+    member s.Role = s.Standing.Role
+    /// The leader of the current term, if known.
+    member s.Leader = s.Standing.Leader
+    /// Entries to apply are being loaded from storage.
+    member s.ApplyLoading = s.Standing.ApplyLoading
+    /// The latest snapshot (Index 0 when there is none).
+    member s.Snapshot = s.Standing.Snapshot
+    /// A TakeSnapshot is outstanding.
+    member s.Snapshotting = s.Standing.Snapshotting
+    /// Configurations by the index of their entry, newest first.
+    member s.Configs = s.Standing.Configs
+    /// The configuration in force.
+    member s.Config = s.Standing.Config
+    /// Its voters.
+    member s.Voters = s.Standing.Voters
+    /// Its voters, as an array.
+    member s.VoterIds = s.Standing.VoterIds
+    /// The randomised election timeout for the current wait.
+    member s.ElectionTimeout = s.Standing.ElectionTimeout
+    /// (Pre-)votes received in the current campaign.
+    member s.Votes = s.Standing.Votes
+    /// The current campaign follows a TimeoutNow.
+    member s.CampaignTransfer = s.Standing.CampaignTransfer
+    /// A snapshot installed but not known durable yet.
+    member s.InstallPending = s.Standing.InstallPending
 
 /// Basic operations on State shared by the role modules.
 [<RequireQualifiedAccess>]
@@ -236,17 +215,25 @@ module State =
 
     /// The configuration in force at index `i` (the newest configuration entry at or before it).
     let configAt (i: LogIndex) (s: State) : Configuration =
-        s.Configs
-        |> List.tryFind (fun (idx, _) -> idx <= i)
-        |> Option.orElse (List.tryLast s.Configs)
-        |> Option.map snd
-        |> Option.defaultValue Configuration.Empty
+        // A loop (asked on every leader step): the first at or before `i`, else the oldest one known.
+        let rec go (cs: (LogIndex * Configuration) list) (oldest: Configuration) =
+            match cs with
+            | (idx, c) :: rest -> if idx <= i then c else go rest c
+            | [] -> oldest
+        match s.Configs with
+        | [] -> Configuration.Empty
+        | (_, c) :: _ -> go s.Configs c
 
     /// Index of the newest configuration entry (0 if it came from bootstrap).
     let configIndex (s: State) : LogIndex =
         match s.Configs with
         | (i, _) :: _ -> i
         | [] -> 0L
+
+    /// Whether this node is a member of the configuration in force at `i` (cached when that is the newest).
+    let isMemberAt (i: LogIndex) (s: State) : bool =
+        let c = configAt i s
+        if obj.ReferenceEquals(c, s.Config) then s.Standing.IsMember else c.Members.ContainsKey s.Id
 
     /// Whether `id` is a voter in configuration `c`.
     let isVoterIn (id: NodeId) (c: Configuration) : bool =
@@ -290,17 +277,21 @@ module State =
     /// Majority size for a set of voters.
     let quorum (voters: Set<NodeId>) : int = voters.Count / 2 + 1
 
+    /// Majority size for `n` voters.
+    let majority (n: int) : int = n / 2 + 1
+
     /// Picks a fresh random election timeout and restarts the election timer.
     let resetElectionTimer (s: State) : State =
         let t, rng = Rng.range s.Options.ElectionTicksMin s.Options.ElectionTicksMax s.Rng
-        { s with ElectionElapsed = 0; ElectionTimeout = t; Rng = rng }
+        { s with ElectionElapsed = 0; Standing = { s.Standing with ElectionTimeout = t; Rng = rng } }
 
     /// Records a new term and/or vote and asks for it to be made durable before anything later in this step.
     let setHardState (term: Term) (votedFor: NodeId option) (s: State) : State =
         if term = s.Term && votedFor = s.VotedFor then
             s
         else
-            { s with Term = term; VotedFor = votedFor } |> emit (Effect.PersistHardState { Term = term; VotedFor = votedFor })
+            { s with Standing = { s.Standing with Term = term; VotedFor = votedFor } }
+            |> emit (Effect.PersistHardState { Term = term; VotedFor = votedFor })
 
     /// A fresh progress entry for a follower: probe from just past the leader's log.
     let newProgress (s: State) : Progress =
@@ -321,6 +312,11 @@ module State =
         let committed = (configAt s.Commit s).Members |> Map.keys |> Set.ofSeq
         Set.union current committed |> Set.remove s.Id
 
+    /// `st` with `cfg` in force (and its voters cached).
+    let withConfig (cfg: Configuration) (st: Standing) : Standing =
+        let voters = cfg.Voters
+        { st with Config = cfg; Voters = voters; VoterIds = Set.toArray voters; IsMember = cfg.Members.ContainsKey st.Id }
+
     /// Recomputes the configuration in force after the log changed; tells observers and, on a leader, starts or
     /// stops tracking peers.
     let refreshConfig (s: State) : State =
@@ -329,7 +325,7 @@ module State =
             if cfg = s.Config then
                 s
             else
-                { s with Config = cfg; Voters = cfg.Voters } |> emit (Effect.ConfigurationChanged cfg)
+                { s with Standing = withConfig cfg s.Standing } |> emit (Effect.ConfigurationChanged cfg)
         match s.Leading with
         | None -> s
         | Some lead ->
@@ -355,7 +351,7 @@ module State =
         if obj.ReferenceEquals(configs, s.Configs) then
             { s with Log = log }
         else
-            refreshConfig { s with Log = log; Configs = configs }
+            refreshConfig { s with Log = log; Standing = { s.Standing with Configs = configs } }
 
     /// Drops entries at and after `i`; configuration entries among them stop being in force.
     let truncateLog (i: LogIndex) (s: State) : State =
@@ -363,7 +359,7 @@ module State =
             match s.Configs |> List.filter (fun (idx, _) -> idx < i) with
             | [] -> s.Configs |> List.tryLast |> Option.toList
             | cs -> cs
-        refreshConfig { s with Log = LogView.truncateFrom i s.Log; Configs = configs }
+        refreshConfig { s with Log = LogView.truncateFrom i s.Log; Standing = { s.Standing with Configs = configs } }
 
     /// Leaves the leader role (or a campaign): pending reads, config changes and transfers are answered.
     /// `transferred` says this happens because a transfer succeeded.
@@ -395,4 +391,6 @@ module State =
         let sameLeader = term = s.Term && leader = s.Leader
         let s = abandonLeadership s |> setHardState term vote
         let s = if sameLeader then s else { s with LeaderMatch = 0L; Acked = 0L; LastRound = 0L }
-        { s with Role = Role.Follower; Leader = leader; Votes = Map.empty; CampaignTransfer = false } |> resetElectionTimer
+        { s with
+            Standing = { s.Standing with Role = Role.Follower; Leader = leader; Votes = Map.empty; CampaignTransfer = false } }
+        |> resetElectionTimer

@@ -68,6 +68,7 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
               Entries = node.Durable.Entries
               LogBase = node.Durable.BaseIndex, node.Durable.BaseTerm
               Applied = applied
+              CommitHint = node.Durable.CommitHint
               Bootstrap = node.Bootstrap }
         log (fun () ->
             sprintf
@@ -202,6 +203,10 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
     // ----- effects
 
     and execute (node: Node<'S>) (effects: Effect list) =
+        let commit =
+            match node.State with
+            | ValueSome s -> reducer.CommitIndex s
+            | ValueNone -> 0L
         let mutable persisted = false
         for effect in effects do
             if not (failed ()) && node.Alive then
@@ -211,9 +216,9 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
                 | Effect.InstallSnapshot _ ->
                     persisted <- true
                     let delay = if world.DiskMax > 0 then prng.Below(world.DiskMax + 1) else 0
-                    enqueue node (world.Now + int64 delay) effect
-                | Effect.Send _ when not persisted -> perform node effect
-                | _ -> enqueue node world.Now effect
+                    enqueue node (world.Now + int64 delay) effect commit
+                | Effect.Send _ when not persisted -> perform node effect 0L
+                | _ -> enqueue node world.Now effect 0L
 
     /// Effects on the written log, at the moment they are emitted (the reducer's in-memory view).
     and emit (node: Node<'S>) (effect: Effect) =
@@ -231,12 +236,12 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
             node.Written.Compact(upTo, term)
         | _ -> ()
 
-    and enqueue (node: Node<'S>) (readyAt: int64) (effect: Effect) =
+    and enqueue (node: Node<'S>) (readyAt: int64) (effect: Effect) (commit: LogIndex) =
         let readyAt = max readyAt node.DiskLast
         if node.Disk.Count = 0 && readyAt <= world.Now then
-            perform node effect
+            perform node effect commit
         else
-            node.Disk.Enqueue { ReadyAt = readyAt; Effect = effect }
+            node.Disk.Enqueue { ReadyAt = readyAt; Effect = effect; CommitHint = commit }
             node.DiskLast <- readyAt
 
     and runDisk (node: Node<'S>) =
@@ -245,17 +250,19 @@ type internal Interpreter<'S>(world: World<'S>, clients: ClientPort<'S>) =
             let item = node.Disk.Peek()
             if item.ReadyAt <= world.Now then
                 node.Disk.Dequeue() |> ignore
-                perform node item.Effect
+                perform node item.Effect item.CommitHint
             else
                 go <- false
         drain node
 
-    and perform (node: Node<'S>) (effect: Effect) =
+    /// `commit`: the node's commit index when the effect was emitted (PersistEntries records it with the entries).
+    and perform (node: Node<'S>) (effect: Effect) (commit: LogIndex) =
         match effect with
         | Effect.PersistHardState hard -> node.Hard <- hard
         | Effect.PersistEntries batch ->
             match node.Durable.Write batch with
             | Ok() ->
+                node.Durable.NoteCommit commit
                 match List.tryLast batch with
                 | Some last -> node.Inbox.Enqueue(Event.Persisted(last.Index, last.Term))
                 | None -> ()

@@ -11,6 +11,7 @@ type LogStore() =
     let entries = ResizeArray<Entry>()
     let mutable baseIndex = 0L
     let mutable baseTerm = 0L
+    let mutable commitHint = 0L
 
     /// The index just before the first entry (the snapshot index; 0 for a log that was never compacted).
     member _.BaseIndex = baseIndex
@@ -18,6 +19,13 @@ type LogStore() =
     member _.BaseTerm = baseTerm
     /// The index of the last entry (BaseIndex if there are none).
     member _.LastIndex = baseIndex + int64 entries.Count
+
+    /// The commit index recorded with the entries, as the runtime's write-ahead log records it (0 if none).
+    member _.CommitHint = commitHint
+
+    /// Records that the node knew entries up to `commit` committed when it wrote what this log holds (clamped to
+    /// the last entry, as the write-ahead log clamps it).
+    member this.NoteCommit(commit: LogIndex) = commitHint <- max commitHint (min commit this.LastIndex)
 
     /// The term of the entry at `index`, if this log knows it (BaseIndex counts).
     member this.TermAt(index: LogIndex) : Term voption =
@@ -58,6 +66,9 @@ type LogStore() =
                 Error "entries to persist are not contiguous"
             elif first.Index > this.LastIndex + 1L then
                 Error(sprintf "entries to persist start at %d, after a gap (last held entry %d)" first.Index this.LastIndex)
+            elif batch |> List.exists (fun e -> e.Index <= commitHint && this.TermAt e.Index <> ValueSome e.Term) then
+                // An entry the recorded commit index covers is committed: replacing it would mean the hint lied.
+                Error(sprintf "entries to persist replace a committed entry (recorded commit index %d)" commitHint)
             else
                 let keep = int (first.Index - baseIndex - 1L)
                 entries.RemoveRange(keep, entries.Count - keep)
@@ -82,6 +93,7 @@ type LogStore() =
         entries.Clear()
         baseIndex <- index
         baseTerm <- term
+        commitHint <- index
 
     /// Makes this log a copy of another.
     member _.CopyFrom(other: LogStore) =
@@ -89,8 +101,11 @@ type LogStore() =
         entries.AddRange other.Entries
         baseIndex <- other.BaseIndex
         baseTerm <- other.BaseTerm
+        commitHint <- other.CommitHint
 
 
 /// An effect waiting in a node's disk queue until the tick it becomes durable (or, for an effect that is not a
 /// write, until the writes before it are durable).
-type internal DiskItem = { ReadyAt: int64; Effect: Effect }
+/// `CommitHint` is the node's commit index when the effect was emitted: written with PersistEntries, as the
+/// runtime's storage writer records it in the write-ahead log.
+type internal DiskItem = { ReadyAt: int64; Effect: Effect; CommitHint: LogIndex }

@@ -25,6 +25,8 @@ type Boot =
         LogBase: LogIndex * Term
         /// The index the state machine has applied at start (the snapshot's, or 0).
         Applied: LogIndex
+        /// The commit index recorded with the durable log (see Start.CommitHint).
+        CommitHint: LogIndex
         /// The configuration before any log: the initial members for the first nodes, empty for a joining node.
         Bootstrap: Configuration
     }

@@ -357,6 +357,7 @@ let raft (options: Options) : Reducer<State> =
                   BaseIndex = baseIndex
                   BaseTerm = baseTerm
                   Applied = boot.Applied
+                  CommitHint = boot.CommitHint
                   Bootstrap = boot.Bootstrap }
             Raft.init (Start.ofStore boot.Id options boot.Seed stored)
       Step = Raft.step

@@ -515,6 +515,7 @@ let private joinTests =
                       n2.StartAsync().Wait()
                       let self = n2.GetMembersAsync().Result |> Seq.find (fun m -> m.Id = n2.Id)
                       Expect.isTrue self.Voter (sprintf "run %d: the joined node is a voter when StartAsync returns" run)
+                      Expect.equal self.Address (IPAddress.Parse "127.0.0.2") "an IP member's address"
                       n2.ShutdownAsync().Wait()
                       let sw = Stopwatch.StartNew()
                       expectError

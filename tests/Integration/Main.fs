@@ -10,6 +10,7 @@ let private all: Test list =
       KeyIndexFileTests.tests
       CrashTests.tests
       WalCrashTests.tests
+      NodePowerLossTests.tests
       DiskBoundTests.tests
       KvMemoryTests.tests
       PortConformanceTests.tests
@@ -19,6 +20,7 @@ let private all: Test list =
       // runtime:begin
       Skiff.Integration.RuntimeTests.tests
       InterpreterContractTests.tests
+      CommitHintTests.tests
       // runtime:end
 
       // facade:begin

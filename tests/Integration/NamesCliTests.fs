@@ -49,6 +49,12 @@ let tests =
                   waitUntil 40.0 "three members, each at localhost:PORT" (formed named)
                   Expect.stringContains nodes[0].Output (sprintf "reached at localhost:%d" ports[0]) "serve logs its advertised address"
                   Expect.stringContains (ok ([ "members" ] @ e)) named[2] "members lists the names"
+                  // --endpoints by name, each member with its own port; the first names a port nobody serves, so
+                  // the command reaches the cluster through the second.
+                  let unused = RuntimeTests.nextPort ()
+                  let byName = [ "--endpoints"; sprintf "localhost:%d,localhost:%d" unused ports[1] ]
+                  ok ([ "put"; "named/k"; "through a name" ] @ byName) |> ignore
+                  Expect.equal (ok ([ "get"; "named/k" ] @ byName)) "through a name\n" "read back by name"
 
                   let third = (status () |> Option.get).Members |> Seq.find (fun m -> m.Address = named[2])
                   let prefix = third.Id.ToString()[..7]

@@ -78,6 +78,11 @@ let private invalidAddresses =
       "::1:9400"
       "127.0.1:9400"
       "1.2.3:9400"
+      // Numbers in disguise: the resolver reads these as IP addresses (leading zeros as octal), not as names.
+      "0x7f.0.0.1:9400"
+      "127.0.0.1.5:9400"
+      "010.0.0.1:9400"
+      "host.123:9400"
       ":9400"
       ""
       "0.0.0.0:9400"
@@ -257,6 +262,8 @@ let tests =
                       (members |> Seq.map (fun m -> m.Endpoint) |> Seq.sort)
                       [ sprintf "localhost:%d" p1; sprintf "localhost:%d" p2 ]
                       "endpoints as recorded"
+                  Expect.allEqual (members |> Seq.map (fun m -> m.Address)) null "a named member has no IP address"
+                  Expect.allEqual (b.GetClusterAsync().Result.Values) IPAddress.None "skiff-rs's IP map: IPAddress.None for a named member"
                   Expect.equal b.AdvertisedAddress (sprintf "localhost:%d" p2) "the node's own"
                   let moved = sprintf "localhost:%d" (nextPort ())
                   a.UpdateMemberAsync(b.Id, moved).Wait()

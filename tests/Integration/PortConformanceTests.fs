@@ -27,6 +27,9 @@ type private OwnedWalLog(log: RaftLog) =
         member _.SnapshotTerm = store.SnapshotTerm
         member _.LastIndex = store.LastIndex
         member _.Append(entries) = store.Append entries
+        member _.Append(entries, commitHint) = store.Append(entries, commitHint)
+        member _.RecoveredCommitHint = store.RecoveredCommitHint
+        member _.NoteCommit(commitHint) = store.NoteCommit commitHint
         member _.Flush() = store.Flush()
         member _.TermAt(index) = store.TermAt index
         member _.Read(from, upTo) = store.Read(from, upTo)
@@ -102,6 +105,17 @@ let private logContract (impl: LogImpl) =
               log.Append(batch 21L 22L 3L)
               log.Flush()
               Expect.equal (List.ofSeq (log.Read(21L, 22L))) (List.ofSeq (batch 21L 22L 3L)) "appended after the reset")
+          testCase "a commit index recorded with an append, if kept, never exceeds what was recorded nor the log"
+          <| withStore (fun openLog ->
+              do
+                  use log = openLog "commit-hint"
+                  log.Append(batch 1L 10L 1L, 6L)
+                  log.Flush()
+                  log.Append(batch 11L 12L 1L, 40L)
+                  log.Flush()
+              use log = openLog "commit-hint"
+              let hint = log.RecoveredCommitHint
+              Expect.isTrue (hint = 0L || hint = 12L) (sprintf "none, or the last recorded one clamped to the log (got %d)" hint))
           testCase "what was flushed, compacted and reset survives a reopen"
           <| withStore (fun openLog ->
               do

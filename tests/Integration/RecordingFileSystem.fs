@@ -66,6 +66,9 @@ type RecordingFs private (names: Dictionary<string, Inode>) =
             frozen <- true
             raise (IOException "power lost")
 
+    /// What would survive a power loss now, leaving this file system running (a crash image taken mid-workload).
+    member this.Image(rng: Random) = lock gate (fun () -> this.CrashNow rng)
+
     /// What survives a power loss now.
     member this.Crash(rng: Random) =
         lock gate (fun () ->
@@ -192,6 +195,15 @@ type RecordingFs private (names: Dictionary<string, Inode>) =
             lock gate (fun () ->
                 this.Step()
                 names.Remove path |> ignore)
+
+        member this.Rename(from, to') =
+            lock gate (fun () ->
+                this.Step()
+                match names.TryGetValue from with
+                | true, inode ->
+                    names.Remove from |> ignore
+                    names[to'] <- inode
+                | _ -> raise (FileNotFoundException from))
 
         member this.SyncDirectory dir =
             lock gate (fun () ->

@@ -607,9 +607,10 @@ let tests =
               let installed = back.LatestSnapshotIndex
               Expect.isGreaterThan installed 0L "it holds a snapshot"
               // The installed snapshot is durable: restart the node again. It opens at that snapshot (or a later one
-              // of its own); the entries after it are applied once the leader tells it they are committed, which is
-              // why the keys are awaited rather than counted at once (the leader's newest snapshot may be well
-              // behind its last write now that snapshots are taken beside applying).
+              // of its own) and applies the entries after it up to the commit index its log recorded, the rest once
+              // the leader tells it they are committed, which is why the keys are awaited rather than counted at
+              // once (the leader's newest snapshot may be well behind its last write now that snapshots are taken
+              // beside applying).
               c.Stop n
               c.Nodes[n] <- start (snappy (options c.Port n (c.Dir n) [ 1 ]))
               let again = c.Node n

@@ -83,6 +83,16 @@ let flipByte (path: string) (offset: int) =
     fs.WriteByte(byte (b ^^^ 0xFF))
     fs.Flush true
 
+/// The number in environment variable `name`, or `fallback` when it is unset.
+let intFromEnv (name: string) (fallback: unit -> int) =
+    match Environment.GetEnvironmentVariable name with
+    | null
+    | "" -> fallback ()
+    | v -> int v
+
+/// A random test's seed: SKIFF_SEED to replay one, else a new one.
+let seedFromEnv () = intFromEnv "SKIFF_SEED" Random.Shared.Next
+
 /// Small in-memory sizes for the crash tests' many opens.
 let smallOptions () =
     NodeStorageOptions(

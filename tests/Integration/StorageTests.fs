@@ -341,8 +341,9 @@ let private nodeTests =
               using (NodeStorage.Open tmp.Path) (fun s ->
                   s.HardState.Save({ Term = 3L; VotedFor = None })
                   s.HardState.Save({ Term = 4L; VotedFor = None }))
-              // seq 3 (term 4) went to slot 1; tear it.
-              flipByte (Path.Combine(tmp.Path, "hardstate")) (4096 + 30)
+              // The first state (seq 1) is in slot 0 and saves alternate from slot 1: seq 2 (term 3) in slot 1,
+              // seq 3 (term 4) in slot 0; tear it.
+              flipByte (Path.Combine(tmp.Path, "hardstate")) 30
               use s = NodeStorage.Open tmp.Path
               Expect.equal s.HardState.State.Term 3L "previous slot"
 

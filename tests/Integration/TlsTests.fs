@@ -78,6 +78,27 @@ let private sendAppend (channel: GrpcChannel) (node: SkiffServer) (sender: Guid)
     call.RequestStream.CompleteAsync().Wait()
     call.ResponseAsync.Wait()
 
+/// Streams a one-chunk InstallSnapshot of term 100 claiming to be from `sender`, announcing `fromAddress`; the answer.
+let private sendSnapshot (channel: GrpcChannel) (node: SkiffServer) (sender: Guid) (fromAddress: string) =
+    let headers = Metadata()
+    headers.Add(PeerService.FromAddressHeader, fromAddress)
+    use call = Skiff.Net.Protocol.Peer.PeerClient(channel).InstallSnapshot(headers)
+    call.RequestStream
+        .WriteAsync(
+            Skiff.Net.Protocol.SnapshotChunk(
+                From = WireCodec.FromGuid sender,
+                To = WireCodec.FromGuid node.Id,
+                Term = 100L,
+                Meta = Skiff.Net.Protocol.SnapshotMetaMsg(Index = 1000L, Term = 100L),
+                Data = Google.Protobuf.ByteString.CopyFrom(Array.create 64 0uy),
+                Last = true,
+                ClusterId = WireCodec.FromGuid node.Cluster.Id.Value
+            )
+        )
+        .Wait()
+    call.RequestStream.CompleteAsync().Wait()
+    call.ResponseAsync.Result.Ok
+
 /// The certificate `address` presents to a client that sends no server name.
 let private presented (address: string) =
     let host, port = let parts = address.Split(':') in parts[0], int parts[1]
@@ -190,7 +211,7 @@ let tests =
           }
 
           test
-              "peer calls: another CA's certificate is refused, a member's that does not name the sender is refused, one that does is obeyed" {
+              "peer calls, appends and snapshots: another CA's certificate is refused, a member's that does not name the sender is refused, one that does is obeyed" {
               use pki = new Pki([ 1 ])
               use c = tlsCluster pki 1 false
               let node = c.Node 1
@@ -206,13 +227,23 @@ let tests =
                   match e.GetBaseException() with
                   | :? RpcException as r -> Expect.equal r.StatusCode StatusCode.PermissionDenied "another CA: PermissionDenied"
                   | other -> failtestf "expected PermissionDenied, got %O" other
+              try
+                  sendSnapshot foreign node stranger from9 |> ignore
+                  failtest "a snapshot under a certificate from another CA was accepted"
+              with e ->
+                  match e.GetBaseException() with
+                  | :? RpcException as r -> Expect.equal r.StatusCode StatusCode.PermissionDenied "another CA's snapshot: PermissionDenied"
+                  | other -> failtestf "expected PermissionDenied for the snapshot, got %O" other
               // Signed by the cluster's CA for 127.0.0.9, claiming to be a member at 127.0.0.8: refused.
               let nine = issue pki.Ca pki.Dir "impostor-9" [ "127.0.0.9" ]
               use impostor = rawPeerChannel node nine
               sendAppend impostor node stranger (sprintf "127.0.0.8:%d" c.Port)
               waitUntil 5.0 "the impostor's message is refused" (fun () -> node.DeniedPeerMessages = 1L)
+              Expect.isFalse (sendSnapshot impostor node stranger (sprintf "127.0.0.8:%d" c.Port)) "the impostor's snapshot is refused"
+              Expect.equal node.DeniedPeerMessages 2L "counted as a denied peer message"
               Expect.equal node.Term term "no forged term reached the reducer"
               Expect.equal node.Role Role.Leader "the member keeps leading"
+              Expect.equal node.LatestSnapshotIndex 0L "nothing was installed"
               // The control: the same certificate speaking for its own address is believed.
               sendAppend impostor node stranger from9
               waitUntil 5.0 "the message from the member its certificate names is obeyed" (fun () -> node.Term = 100L)

@@ -20,6 +20,7 @@ let private all: Test list =
       RaftSnapshotTests.restarts
       RaftChaosTests.tests
       RaftHardeningTests.tests
+      AllocationTests.tests
       // reducer:end
 
       // simulator:begin

@@ -385,7 +385,7 @@ let tests =
                       startFrom n2 opts 3UL { Term = 1L; VotedFor = None } None [ { Index = 1L; Term = 1L; Payload = Payload.Noop } ] 0L cfg
                   )
                   |> fst
-              let mutable s = { s with Options = { s.Options with PreVote = false } }
+              let mutable s = { s with Standing = { s.Standing with Options = { s.Options with PreVote = false } } }
               let mutable k = 0
               while Raft.role s <> Role.Candidate && k < 100 do
                   s <- fst (Raft.step s Event.Tick)

@@ -53,6 +53,7 @@ let startFrom
           BaseIndex = baseIndex
           BaseTerm = baseTerm
           Applied = applied
+          CommitHint = 0L
           Bootstrap = bootstrap }
 
 /// One simulated node: reducer state plus what the interpreter would keep.

@@ -296,10 +296,44 @@ let restarts =
                     BaseIndex = 3L
                     BaseTerm = 1L
                     Applied = 6L
+                    CommitHint = 0L
                     Bootstrap = config }
               let s, _ = Raft.init (Start.ofStore n2 opts 1UL stored)
               // Without the base term, Raft.init must use entry 4 as the log's base and loses it.
               Expect.equal (Raft.firstIndex s, Raft.lastIndex s) (4L, 8L) "every stored entry is in the log"
+          }
+          test "a restarted node applies its stored entries up to the recorded commit index at once, no further" {
+              let config = votersConfig [ n1; n2; n3 ]
+              let entries = [ for i in 1L .. 5L -> { Index = i; Term = 1L; Payload = Payload.Noop } ]
+              let restart hint =
+                  Raft.init (
+                      Start.ofStore
+                          n2
+                          opts
+                          1UL
+                          { HardState = { Term = 1L; VotedFor = None }
+                            Snapshot = None
+                            Entries = entries
+                            BaseIndex = 0L
+                            BaseTerm = 0L
+                            Applied = 0L
+                            CommitHint = hint
+                            Bootstrap = config }
+                  )
+              let applied (effects: Effect list) =
+                  effects
+                  |> List.collect (function
+                      | Effect.Apply es -> es |> List.map (fun e -> e.Index)
+                      | _ -> [])
+              let s, effects = restart 3L
+              Expect.equal (applied effects) [ 1L; 2L; 3L ] "entries up to the hint are applied before any leader speaks"
+              Expect.equal (Raft.commitIndex s) 3L "the hint is the commit index"
+              let s, effects = restart 9L
+              Expect.equal (applied effects) [ 1L .. 5L ] "a hint past the log is clamped to its last entry"
+              Expect.equal (Raft.commitIndex s) 5L "clamped"
+              let s, effects = restart 0L
+              Expect.isEmpty (applied effects) "no hint: nothing applied until a leader says so"
+              Expect.equal (Raft.commitIndex s) 0L "no hint"
           }
           test "absurd snapshot offers are ignored" {
               let s = Raft.init (Start.fresh n2 opts 1UL (votersConfig [ n1; n2; n3 ])) |> fst

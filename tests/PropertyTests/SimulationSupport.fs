@@ -144,6 +144,18 @@ let appliesBeforeCommit (r: Reducer<'S>) : Reducer<'S * LogIndex> =
 type Variant = { Name: string; Run: Settings -> Schedule -> RunResult }
 
 /// Every broken variant of the real reducer.
+/// Trusts its whole stored log as committed on restart: a storage that records the last index as the commit hint.
+let trustsStoredLog (r: Reducer<'S>) : Reducer<'S * unit> =
+    lift
+        r
+        (fun boot ->
+            let last = boot.Entries |> List.tryLast |> Option.map (fun e -> e.Index) |> Option.defaultValue 0L
+            let s, fx = r.Init { boot with CommitHint = last }
+            (s, ()), fx)
+        (fun (s, ()) event ->
+            let s, fx = r.Step s event
+            (s, ()), fx)
+
 let variants (options: Options) : Variant list =
     let real = Simulator.raft options
     [ { Name = "votes forgotten after granting"; Run = fun st sc -> Simulator.run (forgetsVotes real) st sc }
@@ -151,4 +163,5 @@ let variants (options: Options) : Variant list =
       { Name = "log up-to-date check skipped"; Run = fun st sc -> Simulator.run (skipsUpToDateCheck real) st sc }
       { Name = "reads served without ReadIndex"; Run = fun st sc -> Simulator.run (readsWithoutReadIndex real) st sc }
       { Name = "amnesia on restart"; Run = fun st sc -> Simulator.run (amnesiaOnRestart real) st sc }
-      { Name = "apply before commit"; Run = fun st sc -> Simulator.run (appliesBeforeCommit real) st sc } ]
+      { Name = "apply before commit"; Run = fun st sc -> Simulator.run (appliesBeforeCommit real) st sc }
+      { Name = "restart trusts the stored log as committed"; Run = fun st sc -> Simulator.run (trustsStoredLog real) st sc } ]

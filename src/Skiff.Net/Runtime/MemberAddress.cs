@@ -60,7 +60,12 @@ internal static class MemberAddress
             return !IsDottedQuad(host) ? Fail($"'{host}' is not an IPv4 address (four parts of 0-255)", out why)
                 : host == "0.0.0.0" ? Fail(Unspecified, out why)
                 : Ok(out why);
-        return Uri.CheckHostName(host) is UriHostNameType.Dns or UriHostNameType.IPv4 && host.Split('.').All(l => l.Length <= 63)
+        // A name whose last label is a number is an address in disguise: the resolver reads "0x7f.0.0.1" or
+        // "127.0.0.1.5" as an IP address (or refuses it), never as a DNS name; top-level domains are never numeric.
+        var labels = host.Split('.');
+        if (IsNumber(labels[^1]))
+            return Fail($"'{host}' is not an IPv4 address (four decimal parts of 0-255) and not a host name", out why);
+        return Uri.CheckHostName(host) is UriHostNameType.Dns or UriHostNameType.IPv4 && labels.All(l => l.Length <= 63)
             ? Ok(out why)
             : Fail($"'{host}' is neither a host name nor an IP address", out why);
     }
@@ -71,8 +76,14 @@ internal static class MemberAddress
     private static bool IsDottedQuad(string host)
     {
         var parts = host.Split('.');
-        return parts.Length == 4 && parts.All(p => p.Length is > 0 and <= 3 && int.Parse(p, CultureInfo.InvariantCulture) <= 255);
+        // No leading zeros: "010" is 8 to inet_aton and 10 to a reader.
+        return parts.Length == 4 && parts.All(p => p.Length is > 0 and <= 3 && (p.Length == 1 || p[0] != '0')
+                                                   && int.Parse(p, CultureInfo.InvariantCulture) <= 255);
     }
+
+    private static bool IsNumber(string label) =>
+        label.Length > 0 && (label.All(char.IsAsciiDigit)
+                             || (label.Length > 2 && label[0] == '0' && label[1] is 'x' or 'X' && label[2..].All(char.IsAsciiHexDigit)));
 
     private static bool Ok(out string why)
     {

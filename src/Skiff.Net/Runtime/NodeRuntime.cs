@@ -26,9 +26,16 @@ internal sealed class NodeRuntime : IAsyncDisposable
 
     /// <summary>A peer message admitted to the inbox, with the bytes it counts for.</summary>
     private sealed record Admitted(Event Event, long Bytes);
+
+    /// <summary>A client request for the loop: one object per request (a closure and its captures were two).</summary>
+    private sealed record Submitted(Event Event, Pending Pending, long Bytes);
     private readonly RaftCell _reducer = new();
     private readonly Dictionary<long, Pending> _pending = new();
     private readonly StorageWriter _writer;
+    private readonly CommitMarks _commitMarks = new();
+
+    /// <summary>The commit index last handed to the writer to record (read from any thread, for tests).</summary>
+    internal long MarkedCommit => _commitMarks.Marked;
     private readonly Applier _applier;
     private readonly ILogStore _log;
     private readonly ISnapshotStore _snapshots;
@@ -147,11 +154,6 @@ internal sealed class NodeRuntime : IAsyncDisposable
     /// <summary>Posts an event for the loop. Safe from any thread; ignored after shutdown.</summary>
     public void Post(Event ev) => _inbox.Writer.TryWrite(ev);
 
-    private void PostAction(Action action)
-    {
-        if (!_inbox.Writer.TryWrite(action)) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
-    }
-
     private async Task RunTicker()
     {
         using var timer = new PeriodicTimer(_tick);
@@ -186,6 +188,14 @@ internal sealed class NodeRuntime : IAsyncDisposable
                             if (ev.IsTick) Interlocked.Decrement(ref _queuedTicks);
                             if (!ev.IsTick && _logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} <- {Event}", ShortId, Show(ev));
                             Execute(_reducer.Step(ev));
+                            if (ev.IsTick) _commitMarks.OnTick(_reducer.CommitIndex, _writer);
+                            break;
+                        case Submitted s:
+                            _admission.Leave(s.Bytes);
+                            if (s.Pending.IsAnswered) break;
+                            s.Pending.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
+                            _pending[s.Pending.Id] = s.Pending;
+                            Execute(_reducer.Step(s.Event));
                             break;
                         case Action a: a(); break;
                     }
@@ -223,15 +233,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
             p.Fail(refused);
             return p.Task;
         }
-        // PostAction throws only once the node is stopping, when what was admitted no longer matters.
-        PostAction(() =>
-        {
-            _admission.Leave(bytes);
-            if (p.IsAnswered) return;
-            p.Stepped = System.Diagnostics.Stopwatch.GetTimestamp();
-            _pending[p.Id] = p;
-            Execute(_reducer.Step(ev));
-        });
+        // This throws only once the node is stopping, when what was admitted no longer matters.
+        if (!_inbox.Writer.TryWrite(new Submitted(ev, p, bytes))) throw new SkiffException(ErrorKind.StreamClosed, "the node is shutting down");
         return p.Task;
     }
 
@@ -272,8 +275,10 @@ internal sealed class NodeRuntime : IAsyncDisposable
     {
         Task? barrier = null;
         List<Envelope>? delayed = null;
-        foreach (var effect in effects)
+        // Walked by hand: a foreach over an F# list allocates an enumerator, and this runs on every step.
+        for (var rest = effects; !rest.IsEmpty; rest = rest.Tail)
         {
+            var effect = rest.Head;
             if (_logger.IsEnabled(LogLevel.Trace)) _logger.LogTrace("Skiff node {Node} -> {Effect}", ShortId, Show(effect));
             switch (effect)
             {
@@ -281,7 +286,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     barrier = _writer.SaveHardState(h.HardState);
                     break;
                 case Effect.PersistEntries p:
-                    barrier = _writer.Append(p.Entries);
+                    // The commit index after the step that asked for the write: every entry up to it is committed
+                    // in the log as it stands once this write (and every one queued before it) is done.
+                    barrier = _writer.Append(p.Entries, _commitMarks.WithAppend(_reducer.CommitIndex));
                     break;
                 case Effect.InstallSnapshot i:
                     barrier = _writer.Reset(i.Meta, _applier.Install(i.Staged, i.Meta));
@@ -304,7 +311,7 @@ internal sealed class NodeRuntime : IAsyncDisposable
                     }
                     break;
                 case Effect.Reject r:
-                    if (_pending.Remove(r.Id, out var pr)) pr.Fail(ToException(r.Rejection));
+                    if (_pending.Remove(r.Id, out var pr)) pr.Fail(RejectionErrors.ToException(r.Rejection));
                     break;
                 case Effect.ReadReady rr:
                     var reads = new List<Pending>();
@@ -362,21 +369,6 @@ internal sealed class NodeRuntime : IAsyncDisposable
         try { a(); }
         catch (Exception ex) { _logger.LogWarning(ex, "Skiff node {NodeId}: an observer failed", Id); }
     }
-
-    internal static Exception ToException(Rejection r) => r switch
-    {
-        Rejection.NotLeader nl => new NotLeaderException(FSharpOption<Guid>.get_IsSome(nl.LeaderHint) ? nl.LeaderHint!.Value : null),
-        Rejection.Invalid inv => new SkiffException(ErrorKind.PeerNotFound, inv.Reason),
-        _ when r.IsTransferTimedOut => new SkiffException(ErrorKind.Timeout,
-            "the leadership transfer did not complete within an election timeout; the leader is unchanged"),
-        _ when r.IsTransferOutcomeUnknown => new SkiffException(ErrorKind.Timeout,
-            "the transfer target was told to campaign but leadership had not moved an election timeout later; it may still move"),
-        _ when r.IsOverloaded => new SkiffException(ErrorKind.Overloaded,
-            "refused before proposing: nothing was applied; retry later"),
-        _ when r.IsLeadershipLost => new SkiffException(ErrorKind.NotLeader,
-            "leadership was lost before the request was answered; a write's outcome is unknown", null, WriteOutcome.Unknown),
-        _ => new RetryableException(r),
-    };
 
     /// <summary>Stops the loop, fails every waiting request, flushes storage.</summary>
     public async ValueTask DisposeAsync()

@@ -113,7 +113,7 @@ internal sealed class NodeStorageBinding : IDisposable
         // first one read is the snapshot's.
         return new Stored(HardState.Load() ?? new Skiff.Core.HardState(0, FSharpOption<Guid>.None),
             snapshot is null ? FSharpOption<SnapshotMeta>.None : FSharpOption<SnapshotMeta>.Some(snapshot),
-            ListModule.OfSeq(entries), snapshot?.Index ?? 0, snapshot?.Term ?? 0, StateMachine.AppliedIndex, bootstrap);
+            ListModule.OfSeq(entries), snapshot?.Index ?? 0, snapshot?.Term ?? 0, StateMachine.AppliedIndex, Log.RecoveredCommitHint, bootstrap);
     }
 
     /// <summary>Founds a cluster in this empty directory, if allowed: never when told not to (a service manager's

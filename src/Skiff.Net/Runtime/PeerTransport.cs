@@ -103,12 +103,29 @@ internal sealed class PeerTransport : IAsyncDisposable
         if (!_links.TryAdd(id, link)) _ = link.DisposeAsync().AsTask();
     }
 
+    /// <summary>The append encoded last, with the reducer's message it encodes.</summary>
+    private sealed record EncodedAppend(AppendRequest Source, AppendRequestMsg Wire);
+
+    private EncodedAppend? _lastAppend;
+
     /// <summary>Queues a message for its addressee.</summary>
     public void Send(Envelope envelope)
     {
         if (Isolated) return;
         if (!_links.TryGetValue(envelope.To, out var link)) return;
-        var wire = WireCodec.ToWire(envelope);
+        // Followers in step get the very same append from the reducer: it is encoded once, for the first of them.
+        AppendRequestMsg? encoded = null;
+        if (envelope.Message is Message.Append append)
+        {
+            var last = Volatile.Read(ref _lastAppend);
+            if (last is not null && ReferenceEquals(last.Source, append.Request)) encoded = last.Wire;
+            else
+            {
+                encoded = WireCodec.ToWire(append.Request);
+                Volatile.Write(ref _lastAppend, new EncodedAppend(append.Request, encoded));
+            }
+        }
+        var wire = WireCodec.ToWire(envelope, encoded);
         if (wire is null) return;
         wire.ClusterId = _cluster.Wire; // read per message: a joiner learns its cluster while it runs
         link.Enqueue(wire);

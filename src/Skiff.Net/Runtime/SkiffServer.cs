@@ -366,6 +366,9 @@ internal sealed class SkiffServer : IAsyncDisposable
 
     /// <summary>Peer messages refused because the caller's certificate does not cover the member they claim to be
     /// from; for tests.</summary>
+    /// <summary>The commit index last handed to the log to record (tests await it before a restart).</summary>
+    internal long MarkedCommitIndex => _runtime?.MarkedCommit ?? 0;
+
     internal long DeniedPeerMessages => Interlocked.Read(ref _deniedPeerMessages);
 
     private long _deniedPeerMessages;

@@ -23,9 +23,11 @@ internal sealed class StorageWriter : IAsyncDisposable
 
     private sealed record HardStateOp(HardState State) : Op;
 
-    private sealed record EntriesOp(IReadOnlyList<Entry> Entries, long Bytes) : Op;
+    private sealed record EntriesOp(IReadOnlyList<Entry> Entries, long Bytes, long CommitHint) : Op;
 
     private sealed record CompactOp(long Index) : Op;
+
+    private sealed record CommitOp(long Hint) : Op;
 
     private sealed record ResetOp(SnapshotMeta Meta, Task Installed) : Op;
 
@@ -77,14 +79,19 @@ internal sealed class StorageWriter : IAsyncDisposable
     /// <summary>The default byte cap of <see cref="Backlog"/>.</summary>
     public const long DefaultMaxBacklogBytes = 64L << 20;
 
-    public Task Append(Microsoft.FSharp.Collections.FSharpList<Entry> entries)
+    /// <summary>Queues entries to append; <paramref name="commitHint"/> is the node's commit index when it asked
+    /// (see <see cref="ILogStore.Append(IReadOnlyList{Entry}, long)"/>).</summary>
+    public Task Append(Microsoft.FSharp.Collections.FSharpList<Entry> entries, long commitHint)
     {
-        var op = new EntriesOp(entries.ToList(), QueueBudget.SizeOf(entries));
+        var op = new EntriesOp(entries.ToList(), QueueBudget.SizeOf(entries), commitHint);
         Backlog.Add(op.Bytes);
         return Enqueue(op);
     }
 
     public Task Compact(long index) => Enqueue(new CompactOp(index));
+
+    /// <summary>Records the commit index after everything queued so far (see <see cref="ILogStore.NoteCommit"/>).</summary>
+    public void NoteCommit(long commitHint) => Enqueue(new CommitOp(commitHint));
 
     /// <summary>Once the snapshot is installed, replaces the whole log with an empty one after it.</summary>
     public Task Reset(SnapshotMeta meta, Task installed) => Enqueue(new ResetOp(meta, installed));
@@ -126,9 +133,13 @@ internal sealed class StorageWriter : IAsyncDisposable
                             group.Add(op);
                             Backlog.Remove(e.Bytes);
                             if (e.Entries.Count == 0) break;
-                            _log.Append(e.Entries);
+                            _log.Append(e.Entries, e.CommitHint);
                             last = e.Entries[^1];
                             appended = true;
+                            break;
+                        case CommitOp m:
+                            _log.NoteCommit(m.Hint);
+                            m.Done.TrySetResult();
                             break;
                         case CompactOp c:
                             Seal(group, ref hard, ref last, ref appended);

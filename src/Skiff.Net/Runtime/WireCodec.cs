@@ -65,11 +65,29 @@ internal static class WireCodec
     {
         Payload payload = msg.PayloadCase switch
         {
-            EntryMsg.PayloadOneofCase.Command => Payload.NewCommand(msg.Command.ToByteArray()),
+            EntryMsg.PayloadOneofCase.Command => Payload.NewCommand(OwnedBytes(msg.Command)),
             EntryMsg.PayloadOneofCase.Config => Payload.NewConfig(FromWire(msg.Config)),
             _ => Payload.Noop,
         };
         return new Entry(msg.Index, msg.Term, payload);
+    }
+
+    /// <summary>The bytes of a ByteString as an array, without a copy when the ByteString is exactly one whole
+    /// array: a parsed message's bytes field is a fresh array of its own (protobuf copies out of the buffer it
+    /// parses), and neither a ByteString nor an entry's command is ever written after it exists, so they can share
+    /// it. A follower decodes every entry it replicates: this saves a copy of every value.</summary>
+    private static byte[] OwnedBytes(ByteString bytes) =>
+        System.Runtime.InteropServices.MemoryMarshal.TryGetArray(bytes.Memory, out var segment)
+        && segment.Array is { } array && segment.Offset == 0 && segment.Count == array.Length
+            ? array
+            : bytes.ToByteArray();
+
+    /// <summary>The entries of an append, as the reducer's list (built back to front: no iterator or enumerator).</summary>
+    private static FSharpList<Entry> FromWire(Google.Protobuf.Collections.RepeatedField<EntryMsg> entries)
+    {
+        var list = FSharpList<Entry>.Empty;
+        for (var i = entries.Count - 1; i >= 0; i--) list = FSharpList<Entry>.Cons(FromWire(entries[i]), list);
+        return list;
     }
 
     /// <summary>Encodes snapshot metadata.</summary>
@@ -80,8 +98,26 @@ internal static class WireCodec
     public static SnapshotMeta FromWire(SnapshotMetaMsg msg) =>
         new(msg.Index, msg.Term, FromWire(msg.Configuration));
 
-    /// <summary>Encodes an envelope; Snapshot messages never travel this way (see SnapshotChunk) and give null.</summary>
-    public static PeerEnvelope? ToWire(Envelope envelope)
+    /// <summary>Encodes an append.</summary>
+    public static AppendRequestMsg ToWire(AppendRequest ar)
+    {
+        var am = new AppendRequestMsg
+        {
+            Term = ar.Term,
+            Leader = FromGuid(ar.Leader),
+            PrevLogIndex = ar.PrevLogIndex,
+            PrevLogTerm = ar.PrevLogTerm,
+            LeaderCommit = ar.LeaderCommit,
+            Round = ar.Round,
+        };
+        for (var rest = ar.Entries; !rest.IsEmpty; rest = rest.Tail) am.Entries.Add(ToWire(rest.Head));
+        return am;
+    }
+
+    /// <summary>Encodes an envelope; Snapshot messages never travel this way (see SnapshotChunk) and give null.
+    /// <paramref name="encodedAppend"/>: the envelope's append already encoded (for another follower), if any;
+    /// protobuf messages are only read once built, so envelopes can share one.</summary>
+    public static PeerEnvelope? ToWire(Envelope envelope, AppendRequestMsg? encodedAppend = null)
     {
         var msg = new PeerEnvelope { From = FromGuid(envelope.From), To = FromGuid(envelope.To) };
         switch (envelope.Message)
@@ -102,18 +138,7 @@ internal static class WireCodec
                 msg.VoteReply = new VoteReplyMsg { Term = v.Reply.Term, Granted = v.Reply.Granted, PreVote = v.Reply.PreVote };
                 break;
             case Message.Append a:
-                var ar = a.Request;
-                var am = new AppendRequestMsg
-                {
-                    Term = ar.Term,
-                    Leader = FromGuid(ar.Leader),
-                    PrevLogIndex = ar.PrevLogIndex,
-                    PrevLogTerm = ar.PrevLogTerm,
-                    LeaderCommit = ar.LeaderCommit,
-                    Round = ar.Round,
-                };
-                foreach (var e in ar.Entries) am.Entries.Add(ToWire(e));
-                msg.Append = am;
+                msg.Append = encodedAppend ?? ToWire(a.Request);
                 break;
             case Message.AppendReply r:
                 var rr = r.Reply;
@@ -152,7 +177,7 @@ internal static class WireCodec
                 msg.VoteReply.Term, msg.VoteReply.Granted, msg.VoteReply.PreVote)),
             PeerEnvelope.MessageOneofCase.Append => Message.NewAppend(new AppendRequest(
                 msg.Append.Term, ToGuid(msg.Append.Leader), msg.Append.PrevLogIndex, msg.Append.PrevLogTerm,
-                ListModule.OfSeq(msg.Append.Entries.Select(FromWire)), msg.Append.LeaderCommit, msg.Append.Round)),
+                FromWire(msg.Append.Entries), msg.Append.LeaderCommit, msg.Append.Round)),
             PeerEnvelope.MessageOneofCase.AppendReply => Message.NewAppendReply(new AppendReply(
                 msg.AppendReply.Term, msg.AppendReply.Success, msg.AppendReply.MatchIndex,
                 msg.AppendReply.ConflictIndex,

@@ -52,23 +52,39 @@ internal static class CheckpointFiles
             using var h = File.OpenHandle(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
             StorageIo.Fdatasync(h, full);
         }
-        foreach (var d in Directory.EnumerateDirectories(Path.Combine(dir, "checkpoints"), "*", SearchOption.AllDirectories))
+        var checkpoints = Path.Combine(dir, "checkpoints");
+        foreach (var d in Directory.EnumerateDirectories(checkpoints, "*", SearchOption.AllDirectories))
             StorageIo.FsyncDirectory(d);
+        StorageIo.FsyncDirectory(checkpoints); // its own entries (cpr-checkpoints, ...): FASTER made them, unsynced
         StorageIo.FsyncDirectory(dir);
     }
 
-    /// <summary>Deletes the index checkpoints other than <paramref name="token"/>'s, once that checkpoint is durable.
-    /// FASTER keeps the previous one too (in case the newest is unfinished), and each is a copy of the whole hash
-    /// index (16 MiB by default): the largest fixed part of a small store's disk use. A snapshot being streamed
-    /// keeps its files open, so deleting them does not disturb it.</summary>
-    public static void DeleteOlderIndexCheckpoints(string dir, Guid token)
+    /// <summary>Deletes the checkpoints other than <paramref name="token"/>'s (log checkpoints and index checkpoints),
+    /// once that checkpoint is durable: never before, or a power loss could leave neither. FASTER keeps the previous
+    /// index checkpoint too (in case the newest is unfinished), and each is a copy of the whole hash index (16 MiB by
+    /// default): the largest fixed part of a small store's disk use. A snapshot being streamed keeps its files open,
+    /// so deleting them does not disturb it.
+    /// <para>In an order a power loss at any point cannot turn into an older checkpoint being recovered: FASTER tries
+    /// the log checkpoints newest first by their directories' times (not by version), and deleting a file in a
+    /// directory makes it the newest. So a checkpoint's metadata file goes first, durably (FASTER then passes over
+    /// the checkpoint), then the rest; and log checkpoints before index checkpoints (a log checkpoint whose index is
+    /// gone would be recovered by replaying its whole hybrid log, which compaction has cut).</para></summary>
+    public static void DeleteOlderCheckpoints(string dir, Guid token)
     {
-        var root = Path.Combine(dir, "checkpoints", "index-checkpoints");
-        if (!Directory.Exists(root)) return;
         var tokenText = token.ToString();
-        foreach (var sub in Directory.EnumerateDirectories(root))
-            if (Path.GetFileName(sub) != tokenText) Directory.Delete(sub, recursive: true);
-        StorageIo.FsyncDirectory(root);
+        foreach (var kind in new[] { "cpr-checkpoints", "index-checkpoints" })
+        {
+            var root = Path.Combine(dir, "checkpoints", kind);
+            if (!Directory.Exists(root)) continue;
+            foreach (var sub in Directory.EnumerateDirectories(root))
+            {
+                if (Path.GetFileName(sub) == tokenText) continue;
+                foreach (var metadata in Directory.EnumerateFiles(sub, "info.dat*")) File.Delete(metadata);
+                StorageIo.FsyncDirectory(sub);
+                Directory.Delete(sub, recursive: true);
+            }
+            StorageIo.FsyncDirectory(root);
+        }
     }
 
     /// <summary>Removes everything in <paramref name="dir"/> and syncs it, leaving an empty store directory.</summary>

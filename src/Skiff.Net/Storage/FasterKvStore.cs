@@ -18,7 +18,8 @@ namespace Skiff.Net.Storage;
 internal sealed class FasterKvStore : IDisposable
 {
     private readonly string _dir;
-    private readonly IDevice _logDevice;
+    private readonly CrashSafeDevice _logDevice;
+    private readonly DeviceLogCommitCheckpointManager _checkpoints;
     private readonly FasterKV<SpanByte, SpanByte> _kv;
     private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>? _session;
 
@@ -39,12 +40,14 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>The bytes in memory of the hybrid log (FASTER's MemorySize): the store's memory budget.</summary>
     public long MemoryBytes { get; }
 
-    private FasterKvStore(string dir, StoreGeometry geometry, long memoryBytes, IDevice logDevice, FasterKV<SpanByte, SpanByte> kv)
+    private FasterKvStore(string dir, StoreGeometry geometry, long memoryBytes, CrashSafeDevice logDevice,
+        DeviceLogCommitCheckpointManager checkpoints, FasterKV<SpanByte, SpanByte> kv)
     {
         _dir = dir;
         Geometry = geometry;
         MemoryBytes = memoryBytes;
         _logDevice = logDevice;
+        _checkpoints = checkpoints;
         _kv = kv;
     }
 
@@ -58,14 +61,20 @@ internal sealed class FasterKvStore : IDisposable
     /// of this format or none (see <see cref="KvFormatMigration"/>).</summary>
     public static FasterKvStore Create(string dir, KvOptions options)
     {
-        IDevice? logDevice = null;
+        CrashSafeDevice? logDevice = null;
+        DeviceLogCommitCheckpointManager? checkpoints = null;
         var wanted = new StoreGeometry(options.PageSizeBits, Math.Max(options.PageSizeBits, options.SegmentSizeBits), InlineValues: true);
         var geometry = StoreGeometry.Resolve(dir, wanted, KvOptions.LegacyGeometry, "hlog.");
         if (!geometry.InlineValues)
             throw new InvalidOperationException($"{dir} holds a store of object values: convert it first");
         try
         {
-            logDevice = Devices.CreateLogDevice(Path.Combine(dir, "hlog.log"), preallocateFile: false);
+            // New files durable before FASTER hears of a write to them, truncation only once the checkpoint asking
+            // for it is durable (see CrashSafeDevice); and so is deleting older checkpoints (not FASTER's
+            // RemoveOutdatedCheckpoints: CheckpointFiles.DeleteOlderCheckpoints).
+            logDevice = new CrashSafeDevice(options.Devices.CreateLogDevice(Path.Combine(dir, "hlog.log")), dir);
+            checkpoints = new DeviceLogCommitCheckpointManager(new CrashSafeDeviceFactory(options.Devices.CheckpointDevices(), dir),
+                new DefaultCheckpointNamingScheme(Path.Combine(dir, "checkpoints")), removeOutdated: false);
             var memory = 1L << Math.Max(options.MemorySizeBits, geometry.PageSizeBits + KvOptions.MinMemoryPagesBits);
             var settings = new FasterKVSettings<SpanByte, SpanByte>(null)
             {
@@ -74,15 +83,15 @@ internal sealed class FasterKvStore : IDisposable
                 PageSize = 1L << geometry.PageSizeBits,
                 MemorySize = memory,
                 SegmentSize = 1L << geometry.SegmentSizeBits,
-                CheckpointDir = Path.Combine(dir, "checkpoints"),
-                RemoveOutdatedCheckpoints = true,
+                CheckpointManager = checkpoints,
                 TryRecoverLatest = false,
                 ReadCacheEnabled = false,
             };
-            return new FasterKvStore(dir, geometry, memory, logDevice, new FasterKV<SpanByte, SpanByte>(settings));
+            return new FasterKvStore(dir, geometry, memory, logDevice, checkpoints, new FasterKV<SpanByte, SpanByte>(settings));
         }
         catch
         {
+            checkpoints?.Dispose();
             logDevice?.Dispose();
             throw;
         }
@@ -326,6 +335,10 @@ internal sealed class FasterKvStore : IDisposable
         public void Dispose() => iterator.Dispose();
     }
 
+    /// <summary>Deletes the hybrid log segments below the begin address of the checkpoints taken or recovered so far:
+    /// call once they are durable.</summary>
+    public void ReleaseTruncation() => _logDevice.Release();
+
     /// <summary>The read-only boundary: everything below it is on disk and immutable (after a fold-over checkpoint,
     /// everything the checkpoint holds).</summary>
     public long SafeReadOnlyAddress => _kv.Log.SafeReadOnlyAddress;
@@ -345,6 +358,7 @@ internal sealed class FasterKvStore : IDisposable
         catch (AggregateException) { }
         _session?.Dispose();
         _kv.Dispose();
+        _checkpoints.Dispose();
         _logDevice.Dispose();
         _session = null;
     }

@@ -15,9 +15,10 @@ internal sealed class HardStateStore : IDisposable
     private const int SlotSize = 4096;
     private const int RecordSize = 64; // magic, seq, nodeId, term, hasVote, votedFor, crc
     private readonly string _path;
-    private readonly FileStream _file;
+    private readonly IWalFile _file;
     private readonly object _gate = new();
     private long _seq;
+    private int _slot; // the slot holding the current state: a save writes the other one
 
     /// <summary>This node's identity, created the first time the directory was opened.</summary>
     public Guid NodeId { get; }
@@ -25,8 +26,9 @@ internal sealed class HardStateStore : IDisposable
     /// <summary>The last durably saved hard state.</summary>
     public HardState State { get; private set; }
 
-    private HardStateStore(string path, FileStream file, Guid nodeId, long seq, HardState state)
+    private HardStateStore(string path, IWalFile file, Guid nodeId, long seq, int slot, HardState state)
     {
+        _slot = slot;
         _path = path;
         _file = file;
         NodeId = nodeId;
@@ -36,31 +38,45 @@ internal sealed class HardStateStore : IDisposable
 
     /// <summary>Opens the hard-state file, creating it (with a fresh node id) atomically if it does not exist.</summary>
     /// <param name="path">The file, e.g. <c>&lt;data dir&gt;/hardstate</c>.</param>
+    /// <param name="fileSystem">The file system (tests record it to replay power losses); null for the real one.</param>
     /// <returns>The store.</returns>
     /// <exception cref="SkiffException"><see cref="ErrorKind.StorageCorrupted"/> if neither slot is valid.</exception>
-    public static HardStateStore Open(string path)
+    public static HardStateStore Open(string path, IWalFileSystem? fileSystem = null)
     {
-        if (!File.Exists(path))
+        var fs = fileSystem ?? RealWalFileSystem.Instance;
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var name = Path.GetFileName(path);
+        if (!fs.List(dir, name).Contains(name))
         {
+            // Made whole beside it and renamed over, so a crash leaves no file or a valid one, never a torn one.
             var initial = new byte[2 * SlotSize];
             Encode(initial.AsSpan(0, RecordSize), 1, Guid.NewGuid(), new HardState(0, FSharpOption<Guid>.None));
-            StorageIo.WriteAtomically(path, initial);
+            var temp = path + ".tmp";
+            using (var t = fs.Open(temp, create: true))
+            {
+                t.Truncate(0);
+                t.Write(0, [initial]);
+                t.Sync();
+            }
+            fs.Rename(temp, path);
+            fs.SyncDirectory(dir);
         }
-        var file = StorageIo.Guard(path, () => new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None));
+        var file = fs.Open(path, create: false);
         try
         {
             var buf = new byte[2 * SlotSize];
-            int n = StorageIo.Guard(path, () => RandomAccess.Read(file.SafeFileHandle, buf, 0));
+            int n = StorageIo.Guard(path, () => file.Read(0, buf));
             (long seq, Guid id, HardState st)? best = null;
+            int slot = 0;
             for (int s = 0; s < 2; s++)
             {
                 if (n < s * SlotSize + RecordSize) continue;
                 if (Decode(buf.AsSpan(s * SlotSize, RecordSize)) is { } r && (best is null || r.seq > best.Value.seq))
-                    best = r;
+                    (best, slot) = (r, s);
             }
             if (best is null)
                 throw new SkiffException(ErrorKind.StorageCorrupted, $"hard state file {path} has no valid slot");
-            return new HardStateStore(path, file, best.Value.id, best.Value.seq, best.Value.st);
+            return new HardStateStore(path, file, best.Value.id, best.Value.seq, slot, best.Value.st);
         }
         catch
         {
@@ -78,12 +94,13 @@ internal sealed class HardStateStore : IDisposable
             long seq = _seq + 1;
             var rec = new byte[RecordSize];
             Encode(rec, seq, NodeId, state);
-            StorageIo.Guard(_path, () =>
-            {
-                RandomAccess.Write(_file.SafeFileHandle, rec, (seq & 1) * SlotSize);
-            });
-            StorageIo.Fdatasync(_file.SafeFileHandle, _path);
+            // Never over the current state: a torn write then leaves it whole. (Not by the sequence's parity: a file
+            // made before held its first state, sequence 1, in slot 0, and the first save, 2, went over it.)
+            int slot = 1 - _slot;
+            _file.Write(slot * SlotSize, [rec]);
+            _file.Sync();
             _seq = seq;
+            _slot = slot;
             State = state;
         }
     }

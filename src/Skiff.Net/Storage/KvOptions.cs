@@ -81,6 +81,9 @@ internal sealed record KvOptions
     /// resent write is applied again. The fault harness uses it to show that it catches duplicated writes.</summary>
     internal bool UnsafeNoSessionDedup { get; init; }
 
+    /// <summary>Where FASTER's devices come from: the real files, or (tests) a recording of them.</summary>
+    internal IKvDevices Devices { get; init; } = RealKvDevices.Instance;
+
     internal long EffectiveMinFreeDiskBytes => MinFreeDiskBytes ?? (2L << MemorySizeBits) + IndexSizeBytes + (64L << 20);
 }
 

@@ -16,6 +16,10 @@ internal enum LogRecordType : byte
     Skip = 3,
     /// <summary>Drops everything (a snapshot install without a matching suffix).</summary>
     Reset = 4,
+    /// <summary>Records that every entry up to the index was committed when it was written, so a restarted node
+    /// applies them without waiting for a leader (<see cref="WalRecovery"/> takes the last one after the last reset).
+    /// No payload; the term is 0.</summary>
+    Commit = 5,
 }
 
 /// <summary>One record of the Raft log, and its codec:
@@ -54,7 +58,7 @@ internal readonly record struct LogRecord(LogRecordType Type, long Index, long T
     public static int LengthAt(ReadOnlySpan<byte> data)
     {
         if (data.Length < Header) return 0;
-        if (data[0] is < (byte)LogRecordType.Entry or > (byte)LogRecordType.Reset) return -1;
+        if (data[0] is < (byte)LogRecordType.Entry or > (byte)LogRecordType.Commit) return -1;
         int plen = BinaryPrimitives.ReadInt32LittleEndian(data.Slice(17));
         return plen < 0 || plen > int.MaxValue - Overhead ? -1 : Overhead + plen;
     }

@@ -42,6 +42,10 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     /// <summary>Bytes of a torn write cut from the end of the log when it was opened (never acknowledged).</summary>
     public long TornBytesDropped { get; }
 
+    /// <summary>The commit index recorded with the log when it was opened (<see cref="LogRecordType.Commit"/>; 0 if
+    /// none): every entry up to it was committed.</summary>
+    public long RecoveredCommitHint { get; }
+
     /// <summary>Entries moved over from a log written by an older version when this one was opened (0 if none).</summary>
     public long MigratedEntries { get; }
 
@@ -57,6 +61,7 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
             var recovered = WalRecovery.Run(_segments, _durable, MaxPayloadBytes + LogRecord.Overhead);
             TornBytesDropped = recovered.TornBytes;
             _baseAddress = recovered.BaseAddress;
+            RecoveredCommitHint = recovered.CommitHint;
             MigratedEntries = migrated;
             var space = fs is RealWalFileSystem && options.EffectiveMinFreeDiskBytes > 0
                 ? new FreeSpaceCheck(dir, options.EffectiveMinFreeDiskBytes, min => $"the log needs at least {min} to append safely")
@@ -134,7 +139,17 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
     /// <exception cref="ArgumentException">Entries not contiguous, or starting at a compacted index or past
     /// last + 1.</exception>
     /// <exception cref="SkiffException"><see cref="ErrorKind.StorageError"/> if the disk fails.</exception>
-    public Task AppendAsync(IReadOnlyList<LogEntry> entries, CancellationToken cancellationToken = default)
+    public Task AppendAsync(IReadOnlyList<LogEntry> entries, CancellationToken cancellationToken = default) =>
+        AppendAsync(entries, 0, cancellationToken);
+
+    /// <summary>Appends entries durably (see <see cref="AppendAsync(IReadOnlyList{LogEntry}, CancellationToken)"/>)
+    /// and records <paramref name="commitHint"/> after them: the caller knew every entry up to it committed, in
+    /// the log as it stands once these entries are written. Recovery reports it (<see cref="RecoveredCommitHint"/>).</summary>
+    /// <param name="entries">Contiguous entries; the first index must be in (base, last + 1].</param>
+    /// <param name="commitHint">The caller's commit index (0 to record none).</param>
+    /// <param name="cancellationToken">Stops waiting (the entries may still become durable).</param>
+    /// <returns>A task that completes when the entries are durable.</returns>
+    public Task AppendAsync(IReadOnlyList<LogEntry> entries, long commitHint, CancellationToken cancellationToken = default)
     {
         if (entries.Count == 0) return Task.CompletedTask;
         for (int i = 1; i < entries.Count; i++)
@@ -144,9 +159,15 @@ internal sealed class RaftLog : IAsyncDisposable, IDisposable
             if (e.Payload.Length > MaxPayloadBytes)
                 throw new SkiffException(ErrorKind.ValueTooLarge,
                     $"entry {e.Index} has {e.Payload.Length} payload bytes; a log record holds at most {MaxPayloadBytes}");
-        var durable = _writer.Append(entries);
+        var durable = _writer.Append(entries, commitHint);
         return cancellationToken.CanBeCanceled ? durable.WaitAsync(cancellationToken) : durable;
     }
+
+    /// <summary>Records <paramref name="commitHint"/> (the caller's commit index, learned without an append) after
+    /// everything appended so far, without waiting and without a sync of its own: the next append's sync makes it
+    /// durable, and recovery reports the last one that survived (<see cref="RecoveredCommitHint"/>).</summary>
+    /// <param name="commitHint">The caller's commit index.</param>
+    public void NoteCommit(long commitHint) => _writer.NoteCommit(commitHint);
 
     /// <summary>Appends one entry durably; see <see cref="AppendAsync(IReadOnlyList{LogEntry}, CancellationToken)"/>.</summary>
     /// <param name="entry">The entry.</param>

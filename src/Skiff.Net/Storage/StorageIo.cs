@@ -21,6 +21,10 @@ internal static class StorageIo
     /// <summary>Test hook: called with the full path of every directory <see cref="FsyncDirectory"/> syncs.</summary>
     internal static Action<string>? DirectorySynced;
 
+    /// <summary>Test hook: called with the open file and its path just before every file sync (<see cref="Fdatasync"/>,
+    /// <see cref="WriteAtomically"/>), so the crash-consistency tests know what each sync makes durable.</summary>
+    internal static Action<Microsoft.Win32.SafeHandles.SafeFileHandle, string>? FileSyncing;
+
     /// <summary>Creates <paramref name="directory"/> and any missing parents durably: each directory created is
     /// synced (so entries made in it later can be made durable) and so is the parent it was created in (so its own
     /// entry survives a power loss). An existing directory is left alone.</summary>
@@ -69,6 +73,7 @@ internal static class StorageIo
     /// <param name="path">Its path, for the error message.</param>
     public static void Fdatasync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string path)
     {
+        FileSyncing?.Invoke(handle, path);
         if (!OperatingSystem.IsLinux())
         {
             using var fs = new FileStream(handle, FileAccess.ReadWrite);
@@ -105,6 +110,8 @@ internal static class StorageIo
             using (var fs = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
             {
                 fs.Write(content);
+                fs.Flush();
+                FileSyncing?.Invoke(fs.SafeFileHandle, temp);
                 fs.Flush(flushToDisk: true);
             }
             File.Move(temp, path, overwrite: true);

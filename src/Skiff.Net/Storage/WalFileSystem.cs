@@ -24,7 +24,7 @@ internal interface IWalFile : IDisposable
     void Truncate(long length);
 }
 
-/// <summary>The file-system operations the write-ahead log needs. Creations and deletions of files are durable
+/// <summary>The file-system operations the write-ahead log and the hard-state file need. Creations and deletions of files are durable
 /// only once their directory is synced (<see cref="SyncDirectory"/>), as on a real file system.</summary>
 internal interface IWalFileSystem
 {
@@ -40,7 +40,10 @@ internal interface IWalFileSystem
     /// <summary>Deletes a file if it exists (durable once the directory is synced).</summary>
     void Delete(string path);
 
-    /// <summary>Makes the directory's entries (creations, deletions) durable.</summary>
+    /// <summary>Renames a file, replacing <paramref name="to"/> if it exists (durable once the directory is synced).</summary>
+    void Rename(string from, string to);
+
+    /// <summary>Makes the directory's entries (creations, deletions, renames) durable.</summary>
     void SyncDirectory(string dir);
 }
 
@@ -63,6 +66,9 @@ internal sealed class RealWalFileSystem : IWalFileSystem
 
     /// <inheritdoc/>
     public void Delete(string path) => StorageIo.Guard(path, () => File.Delete(path));
+
+    /// <inheritdoc/>
+    public void Rename(string from, string to) => StorageIo.Guard(to, () => File.Move(from, to, overwrite: true));
 
     /// <inheritdoc/>
     public void SyncDirectory(string dir) => StorageIo.FsyncDirectory(dir);

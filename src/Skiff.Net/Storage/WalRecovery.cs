@@ -9,7 +9,8 @@ namespace Skiff.Net.Storage;
 /// <para>The live entries are then found walking the records backwards, which needs no known starting point (the
 /// oldest segment kept may begin anywhere in the history): an entry record is live if no later entry record has an
 /// index at or below it, no later base record covers it and no later reset; the last base or reset record gives
-/// the base.</para>
+/// the base. The last commit mark after the last reset gives the commit hint, lowered below any entry written after
+/// it at or below its index (a committed entry is never replaced, so that would be a bug; the hint stays safe).</para>
 /// </summary>
 internal static class WalRecovery
 {
@@ -18,7 +19,8 @@ internal static class WalRecovery
     /// <summary>What recovery found besides the live entries.</summary>
     /// <param name="TornBytes">Bytes cut from the end of the last segment (a torn, never acknowledged write).</param>
     /// <param name="BaseAddress">The address of the last base or reset record, or -1 if there is none.</param>
-    public sealed record Outcome(long TornBytes, long BaseAddress);
+    /// <param name="CommitHint">The commit index the last commit mark records, within the live log (0 if none).</param>
+    public sealed record Outcome(long TornBytes, long BaseAddress, long CommitHint);
 
     /// <summary>Opens the segments in <paramref name="segments"/>' directory into it and fills
     /// <paramref name="index"/> (new and empty).</summary>
@@ -79,7 +81,8 @@ internal static class WalRecovery
                 throw;
             }
         }
-        return new Outcome(tornBytes, Build(records, index, dir));
+        var (baseAddress, commitHint) = Build(records, index, dir);
+        return new Outcome(tornBytes, baseAddress, commitHint);
     }
 
     /// <summary>Reads records from the header to the first that does not parse; returns where that is (the
@@ -124,9 +127,9 @@ internal static class WalRecovery
     }
 
     /// <summary>Finds the live entries and the base, walking backwards (see the class summary).</summary>
-    private static long Build(List<Rec> records, LogIndex index, string dir)
+    private static (long BaseAddress, long CommitHint) Build(List<Rec> records, LogIndex index, string dir)
     {
-        long baseIndex = -1, baseTerm = -1, baseAddress = -1;
+        long baseIndex = -1, baseTerm = -1, baseAddress = -1, commitHint = -1;
         long minLater = long.MaxValue;
         var live = new List<Rec>();
         for (int i = records.Count - 1; i >= 0; i--)
@@ -142,6 +145,8 @@ internal static class WalRecovery
                 minLater = r.Index;
                 if (r.Index > baseIndex) live.Add(r);
             }
+            else if (r.Type == LogRecordType.Commit && commitHint < 0)
+                commitHint = Math.Min(r.Index, minLater == long.MaxValue ? r.Index : minLater - 1);
         }
         live.Reverse();
         if (baseAddress < 0)
@@ -156,7 +161,8 @@ internal static class WalRecovery
                     $"{dir}: the log misses entry {baseIndex + 1 + k} (base {baseIndex}, next record holds {live[k].Index})");
         index.SetBase(reset: true, baseIndex, baseTerm);
         index.Append(baseIndex + 1, live.Select(r => r.Term), live.Select(r => r.Address));
-        return baseAddress;
+        long lastIndex = baseIndex + live.Count;
+        return (baseAddress, Math.Clamp(commitHint, 0, Math.Max(0, lastIndex)));
     }
 
     private static SkiffException Corrupt(string path, long offset, string what) =>

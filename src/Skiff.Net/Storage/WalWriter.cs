@@ -32,6 +32,7 @@ internal sealed class WalWriter
     private readonly object _gate = new();
     private long _pendingBase;
     private long _pendingLast;
+    private long _pendingCommit;
     private List<LogBatch> _queue = new();
     private Exception? _failed;
     private bool _stopped;
@@ -56,10 +57,11 @@ internal sealed class WalWriter
         _thread = Runtime.DedicatedThread.Start("skiff-wal", Run);
     }
 
-    /// <summary>Enqueues contiguous entries (the caller checked contiguity and sizes); the task completes when they
-    /// are durable.</summary>
+    /// <summary>Enqueues contiguous entries (the caller checked contiguity and sizes), followed by a
+    /// <see cref="LogRecordType.Commit"/> record when <paramref name="commitHint"/> (clamped to the last entry)
+    /// moved; the task completes when they are durable.</summary>
     /// <exception cref="ArgumentException">The first index is compacted or past last + 1.</exception>
-    public Task Append(IReadOnlyList<LogEntry> entries)
+    public Task Append(IReadOnlyList<LogEntry> entries, long commitHint = 0)
     {
         int total = 0;
         foreach (var e in entries) total += LogRecord.Overhead + e.Payload.Length;
@@ -90,17 +92,37 @@ internal sealed class WalWriter
                 throw new ArgumentException($"append at index {first} outside ({_pendingBase}, {_pendingLast + 1}]", nameof(entries));
             _pendingLast = entries[^1].Index;
             Enqueue(batch);
+            // After the entries, in the same group: recovery sees the mark only if every record before it survived.
+            var commit = Math.Min(commitHint, _pendingLast);
+            if (commit > _pendingCommit)
+            {
+                _pendingCommit = commit;
+                Enqueue(Single(LogRecordType.Commit, commit, 0));
+            }
         }
         return batch.Done.Task;
     }
 
-    /// <summary>Enqueues a Base or Reset record; the task completes when it is durable (and the segments it made
-    /// unnecessary are deleted).</summary>
-    public Task WriteBase(LogRecordType type, long index, long term)
+    /// <summary>Enqueues a <see cref="LogRecordType.Commit"/> record alone (commit learned without an append),
+    /// clamped to the last entry enqueued; it is written without a sync of its own (the next sync covers it, and a
+    /// torn one is cut at recovery like any torn tail). Nothing to wait for; ignored once the log has failed.</summary>
+    public void NoteCommit(long commitHint)
+    {
+        lock (_gate)
+        {
+            if (_failed is not null || _stopped) return;
+            var commit = Math.Min(commitHint, _pendingLast);
+            if (commit <= _pendingCommit) return;
+            _pendingCommit = commit;
+            Enqueue(Single(LogRecordType.Commit, commit, 0));
+        }
+    }
+
+    private static LogBatch Single(LogRecordType type, long index, long term)
     {
         var data = new byte[LogRecord.Overhead];
         LogRecord.EncodeTo(data, type, index, term, ReadOnlySpan<byte>.Empty);
-        var batch = new LogBatch
+        return new LogBatch
         {
             Kind = type,
             First = index,
@@ -110,6 +132,13 @@ internal sealed class WalWriter
             Data = data,
             Lengths = new[] { data.Length },
         };
+    }
+
+    /// <summary>Enqueues a Base or Reset record; the task completes when it is durable (and the segments it made
+    /// unnecessary are deleted).</summary>
+    public Task WriteBase(LogRecordType type, long index, long term)
+    {
+        var batch = Single(type, index, term);
         lock (_gate)
         {
             ThrowIfFailed();
@@ -117,6 +146,8 @@ internal sealed class WalWriter
                 throw new ArgumentException($"base {index} is behind the current base {_pendingBase}");
             _pendingBase = index;
             if (type == LogRecordType.Reset || index > _pendingLast) _pendingLast = index;
+            // Recovery ignores commit marks before a reset; the next append writes a new one.
+            if (type == LogRecordType.Reset) _pendingCommit = 0;
             Enqueue(batch);
         }
         return batch.Done.Task;
@@ -152,8 +183,7 @@ internal sealed class WalWriter
             {
                 try
                 {
-                    WriteAndSync(taken, writes);
-                    Commits++;
+                    if (WriteAndSync(taken, writes)) Commits++;
                     _madeDurable(taken);
                 }
                 catch (Exception e)
@@ -170,9 +200,10 @@ internal sealed class WalWriter
     }
 
     /// <summary>Places the records in the last segment (starting the next one where a record does not fit, after
-    /// syncing the full one), writes them and syncs.</summary>
-    private void WriteAndSync(List<LogBatch> batches, List<ReadOnlyMemory<byte>> writes)
+    /// syncing the full one), writes them and syncs (unless they are only commit marks); whether it synced.</summary>
+    private bool WriteAndSync(List<LogBatch> batches, List<ReadOnlyMemory<byte>> writes)
     {
+        bool sync = batches.Exists(b => b.Kind != LogRecordType.Commit);
         var segment = _segments.Any ? _segments.Last : _segments.Create();
         long start = segment.Length, off = start;
         writes.Clear();
@@ -185,7 +216,7 @@ internal sealed class WalWriter
                 if (off + len > _segments.SegmentBytes && off > WalSegments.HeaderSize)
                 {
                     if (at > runStart) writes.Add(b.Data.AsMemory(runStart, at - runStart));
-                    Flush(segment, start, off, writes);
+                    Flush(segment, start, off, writes, sync: true);
                     segment = _segments.Create();
                     start = off = segment.Length;
                     runStart = at;
@@ -196,13 +227,14 @@ internal sealed class WalWriter
             }
             if (at > runStart) writes.Add(b.Data.AsMemory(runStart, at - runStart));
         }
-        Flush(segment, start, off, writes);
+        Flush(segment, start, off, writes, sync);
+        return sync;
     }
 
-    private static void Flush(WalSegment segment, long start, long end, List<ReadOnlyMemory<byte>> writes)
+    private static void Flush(WalSegment segment, long start, long end, List<ReadOnlyMemory<byte>> writes, bool sync)
     {
         if (writes.Count > 0) segment.File.Write(start, writes);
-        segment.File.Sync();
+        if (sync) segment.File.Sync();
         segment.Length = end;
         writes.Clear();
     }

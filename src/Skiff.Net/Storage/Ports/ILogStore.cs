@@ -19,6 +19,20 @@ internal interface ILogStore : IDisposable
     /// until <see cref="Flush"/> returns.</summary>
     void Append(IReadOnlyList<Entry> entries);
 
+    /// <summary>Appends entries as <see cref="Append(IReadOnlyList{Entry})"/> and, with them, records
+    /// <paramref name="commitHint"/>: the node's commit index when it asked for this write, so every entry up to it
+    /// (in the log as it stands after these entries) is committed. A store that keeps it reports it at the next
+    /// open as <see cref="RecoveredCommitHint"/>; one that does not may ignore it (the default).</summary>
+    void Append(IReadOnlyList<Entry> entries, long commitHint) => Append(entries);
+
+    /// <summary>Records <paramref name="commitHint"/>, the node's commit index learned without an append (a
+    /// heartbeat), after everything appended so far, best effort: no sync of its own. Ignored by default.</summary>
+    void NoteCommit(long commitHint) { }
+
+    /// <summary>The commit index recorded with the entries when the store was opened (0 if none): the node applies
+    /// the stored entries up to it at once, instead of waiting for a leader to say they are committed.</summary>
+    long RecoveredCommitHint => 0;
+
     /// <summary>Makes every appended entry durable (one fsync for everything appended since the last flush).</summary>
     void Flush();
 
@@ -36,7 +50,7 @@ internal interface ILogStore : IDisposable
     long? TermAt(long index);
 
     /// <summary>The largest command (encoded bytes) one entry can hold; the runtime refuses larger proposals and
-    /// peer appends before they reach <see cref="Append"/>, where they would be a fatal write error.</summary>
+    /// peer appends before they reach <see cref="Append(IReadOnlyList{Entry})"/>, where they would be a fatal write error.</summary>
     int MaxCommandBytes => int.MaxValue;
 
     /// <summary>Entries [from, to] that are still stored; empty if any of them was compacted away.</summary>

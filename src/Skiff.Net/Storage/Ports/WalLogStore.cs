@@ -24,12 +24,21 @@ internal sealed class WalLogStore : ILogStore
     public long LastIndex => _log.LastIndex;
 
     /// <inheritdoc/>
-    public void Append(IReadOnlyList<Entry> entries)
+    public void Append(IReadOnlyList<Entry> entries) => Append(entries, 0);
+
+    /// <inheritdoc/>
+    public void Append(IReadOnlyList<Entry> entries, long commitHint)
     {
         var encoded = new LogEntry[entries.Count];
         for (var i = 0; i < encoded.Length; i++) encoded[i] = LogEntryCodec.Encode(entries[i]);
-        _last = _log.AppendAsync(encoded);
+        _last = _log.AppendAsync(encoded, commitHint);
     }
+
+    /// <inheritdoc/>
+    public long RecoveredCommitHint => _log.RecoveredCommitHint;
+
+    /// <inheritdoc/>
+    public void NoteCommit(long commitHint) => _log.NoteCommit(commitHint);
 
     /// <inheritdoc/>
     public void Flush() => DedicatedThread.Wait(_last);
