@@ -43,8 +43,7 @@ internal sealed class SkiffServer : IAsyncDisposable
         _logger = _loggerFactory.CreateLogger("Skiff.Server");
         if (options.MaxValueBytes <= 0)
             throw new SkiffException(ErrorKind.InvalidArgument, $"MaxValueBytes must be positive, not {options.MaxValueBytes}");
-        if (options.StateMachineMemoryBytes <= 0)
-            throw new SkiffException(ErrorKind.InvalidArgument, $"StateMachineMemoryBytes must be positive, not {options.StateMachineMemoryBytes}");
+        if (options.StateMachineMemoryBytes <= 0) throw new SkiffException(ErrorKind.InvalidArgument, $"StateMachineMemoryBytes must be positive, not {options.StateMachineMemoryBytes}");
         if (options.NewCluster == true && options.JoinPeers.Count > 0)
             throw new SkiffException(ErrorKind.InvalidArgument, "a node either founds a new cluster or joins one: NewCluster and JoinPeers exclude each other");
         Address = options.AdvertiseAddress is { } advertised
