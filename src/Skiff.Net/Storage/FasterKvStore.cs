@@ -268,15 +268,21 @@ internal sealed class FasterKvStore : IDisposable
         if (_checkpoint is not null) throw new InvalidOperationException("a checkpoint is already in progress");
         _overlay = new Dictionary<string, byte[]?>(StringComparer.Ordinal);
         OverlayBytes = 0;
-        var task = Task.Factory.StartNew(() =>
+        var task = _background.Run(() =>
         {
             before();
             var token = TakeCheckpoint();
             return (token, then(token));
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        });
         _checkpoint = task;
         return task;
     }
+
+    /// <summary>Runs <paramref name="work"/> on the store's background thread, after the checkpoints and work queued
+    /// before it (a checkpoint's clean-up, say).</summary>
+    public Task RunInBackground(Action work) => _background.Run(work);
+
+    private readonly SerialWorker _background = new("skiff-checkpoint");
 
     /// <summary>After the task <see cref="BeginCheckpoint{T}"/> returned has finished: writes the overlay into the
     /// store (the newest write of each key) and writes go straight to the store again.</summary>
@@ -357,6 +363,7 @@ internal sealed class FasterKvStore : IDisposable
         try { _checkpoint?.Wait(); }
         catch (AggregateException) { }
         _session?.Dispose();
+        _background.Dispose();
         _kv.Dispose();
         _checkpoints.Dispose();
         _logDevice.Dispose();

@@ -90,18 +90,17 @@ internal partial class KvStateMachine
                 }
                 var (token, files) = task.Result;
                 LatestSnapshot = new SnapshotInfo(index, term, token, files);
-                // Now that this checkpoint is durable, what only older ones needed goes, on a thread of its own, not
-                // while applying waits (the next checkpoint waits for it, BeginSnapshot): their checkpoints (an index
+                // Now that this checkpoint is durable, what only older ones needed goes, on the store's background
+                // thread after it, not while applying waits (the next checkpoint waits for it, BeginSnapshot): their checkpoints (an index
                 // checkpoint is 16 MiB by default) and index files, and the hybrid log segments below this one's
                 // begin address, whose deletion FASTER asked for before the checkpoint was durable.
                 var store = _store;
-                _indexCleanup = Task.Factory.StartNew(() =>
+                _indexCleanup = store.RunInBackground(() =>
                     {
                         CheckpointFiles.DeleteOlderCheckpoints(_dir, token);
                         KeyIndexFile.DeleteOthers(_dir, token);
                         store.ReleaseTruncation();
-                    },
-                    CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                    });
                 _compactor!.AfterCheckpoint();
                 return LatestSnapshot;
             });
