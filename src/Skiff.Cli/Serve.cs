@@ -23,12 +23,16 @@ internal static class Serve
         var maxValue = new Option<int?>("--max-value-bytes") { Description = "The largest value the node accepts, in bytes (default 1048576); larger writes fail with ValueTooLarge" };
         var faultAfter = new Option<int?>("--fault-after-ms") { Hidden = true, Description = "Test hook: fail-stop the node this long after it serves" };
         var noDedup = new Option<bool>("--unsafe-no-dedup") { Hidden = true, Description = "Test hook: apply resent session writes again (shows the fault harness catches duplicates)" };
+        var memory = new Option<int?>("--state-machine-memory-mib")
+        {
+            Description = "Memory for the state machine's keys and values, in MiB (default 64); what does not fit stays on disk",
+        };
         var tokenTtl = new Option<int?>("--auth-token-ttl") { Description = "Seconds an auth token is valid (default 300, as etcd's)" };
         var tls = ServeTls.Options();
-        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, advertise, join, newCluster, heartbeat, election, maxValue, tokenTtl, parentPid, faultAfter, noDedup };
+        var serve = new Command("serve", "Run a node in the foreground until Ctrl-C or SIGTERM") { dir, bind, port, advertise, join, newCluster, heartbeat, election, maxValue, memory, tokenTtl, parentPid, faultAfter, noDedup };
         foreach (var o in tls) serve.Add(o);
         serve.SetAction((p, ct) => RunAsync(p.GetValue(dir)!, p.GetValue(bind)!, p.GetValue(port), p.GetValue(advertise), p.GetValue(join), p.GetValue(newCluster), p.GetValue(parentPid),
-            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(tokenTtl), p.GetValue(faultAfter), p.GetValue(noDedup), () => ServeTls.Read(p), ct));
+            p.GetValue(heartbeat), p.GetValue(election), p.GetValue(maxValue), p.GetValue(memory), p.GetValue(tokenTtl), p.GetValue(faultAfter), p.GetValue(noDedup), () => ServeTls.Read(p), ct));
         return serve;
     }
 
@@ -56,7 +60,7 @@ internal static class Serve
     }
 
     private static async Task<int> RunAsync(string dir, string bindText, int port, string? advertise, string? joinText, bool newCluster, int? parentPid,
-        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? tokenTtlSeconds, int? faultAfterMs, bool unsafeNoDedup, Func<TlsOptions?> readTls, CancellationToken ct)
+        int? heartbeatMs, int? electionMs, int? maxValueBytes, int? memoryMib, int? tokenTtlSeconds, int? faultAfterMs, bool unsafeNoDedup, Func<TlsOptions?> readTls, CancellationToken ct)
     {
         // SKIFF_TRACE=1: every event and effect of the node's loop (the library logs them at Trace level).
         var trace = Environment.GetEnvironmentVariable("SKIFF_TRACE") == "1";
@@ -72,6 +76,9 @@ internal static class Serve
             if (advertise is not null && !Skiff.Net.Runtime.MemberAddress.TryParse(advertise, out _, out _, out var badAdvertise))
                 throw new CliException(Exit.Usage, $"--advertise-address '{advertise}' is not a HOST:PORT address: {badAdvertise}");
             var timing = Timing(heartbeatMs, electionMs);
+            if (memoryMib is < 1 or > 1 << 20)
+                throw new CliException(Exit.Usage, $"--state-machine-memory-mib {memoryMib} must be between 1 and 1048576");
+            var memoryBytes = (memoryMib ?? (int)(Skiff.Net.Runtime.SkiffServerOptions.DefaultStateMachineMemoryBytes >> 20)) * (1L << 20);
             Action<Skiff.Net.Runtime.SkiffServerOptions> configure = o =>
             {
                 timing?.Invoke(o);
@@ -100,10 +107,12 @@ internal static class Serve
                 // serve owns its process, so it may set this process-wide knob (see SkiffOptions.MinThreadPoolThreads).
                 MinThreadPoolThreads = 64,
                 MaxValueBytes = maxValueBytes ?? KeyRules.DefaultMaxValueBytes,
+                StateMachineMemoryBytes = memoryBytes,
                 TokenTtl = TimeSpan.FromSeconds(tokenTtlSeconds ?? 300),
             });
-            log.LogInformation("node {Id} starting at {Bind}:{Port} (reached at {Advertised}), data in {Dir}{Join}", node.Id, bind, port,
-                node.AdvertisedAddress, Path.GetFullPath(dir), join.Count > 0 ? $", joining through {string.Join(",", join)}" : "");
+            log.LogInformation("node {Id} starting at {Bind}:{Port} (reached at {Advertised}), data in {Dir}{Join}; state machine memory {Mib} MiB",
+                node.Id, bind, port, node.AdvertisedAddress, Path.GetFullPath(dir), join.Count > 0 ? $", joining through {string.Join(",", join)}" : "",
+                memoryBytes >> 20);
             await node.StartAsync(stop.Token);
             log.LogInformation("node {Id} serving at {Bind}:{Port} (reached at {Advertised})", node.Id, bind, port, node.AdvertisedAddress);
             if (faultAfterMs is { } after)

@@ -303,6 +303,10 @@ let private clusterTests =
         // serve errors: a locked data directory, a bad bind address.
         expectError 7 [ "serve"; "--dir"; Path.Combine(c.Root, "n1"); "--bind"; "127.0.0.1"; "--port"; string unused ] |> ignore
         expectError 2 [ "serve"; "--dir"; Path.Combine(c.Root, "x"); "--bind"; "nowhere" ] |> ignore
+        Expect.stringContains
+            (expectError 2 [ "serve"; "--dir"; Path.Combine(c.Root, "x"); "--state-machine-memory-mib"; "0" ])
+            "--state-machine-memory-mib"
+            "a memory budget of 0 MiB is refused"
 
         // no quorum: with two of three nodes gone, a write through the last one cannot commit.
         let s = c.Status() |> Option.get

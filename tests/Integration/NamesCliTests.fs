@@ -11,7 +11,7 @@ open Skiff.Integration.CliTests
 
 /// `skiff serve` on 127.0.0.1:port advertised as localhost:port, joining through `join` (None: founding).
 let private serveNamed (dir: string) (port: int) (join: string option) =
-    new ServeProcess(serveArgs 1 port dir join @ [ "--advertise-address"; sprintf "localhost:%d" port ])
+    new ServeProcess(serveArgs 1 port dir join @ [ "--advertise-address"; sprintf "localhost:%d" port; "--state-machine-memory-mib"; "32" ])
 
 let tests =
     testSequenced
@@ -48,6 +48,7 @@ let tests =
                   let named = [ for p in ports -> sprintf "localhost:%d" p ]
                   waitUntil 40.0 "three members, each at localhost:PORT" (formed named)
                   Expect.stringContains nodes[0].Output (sprintf "reached at localhost:%d" ports[0]) "serve logs its advertised address"
+                  Expect.stringContains nodes[0].Output "state machine memory 32 MiB" "serve takes its memory budget"
                   Expect.stringContains (ok ([ "members" ] @ e)) named[2] "members lists the names"
                   // --endpoints by name, each member with its own port; the first names a port nobody serves, so
                   // the command reaches the cluster through the second.
