@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Net;
 
 namespace Skiff.Cli;
 
@@ -34,8 +33,8 @@ internal static class Cluster
         add.SetAction((p, ct) => Commands.Run(p, ct, async (c, o, t) =>
         {
             var text = p.GetValue(at)!;
-            var port = Skiff.Net.Runtime.MemberAddress.TryParse(Commands.ParseEndpoints(p.GetValue(Commands.Endpoints) ?? "")[0], out _, out var first, out _)
-                ? first : Commands.DefaultPort;
+            // The endpoints passed the same checks (Commands.Run parsed them), so the first one has a port.
+            Skiff.Net.Runtime.MemberAddress.TryParse(Commands.ParseEndpoints(p.GetValue(Commands.Endpoints) ?? "")[0], out _, out var port, out _);
             if (!Addresses.TryParseMember(text, port, out var endpoint, out var why))
                 throw new CliException(Exit.Usage, $"'{text}' is not a HOST[:PORT] address: {why}");
             var id = await c.AddNodeAsync(endpoint, t);
