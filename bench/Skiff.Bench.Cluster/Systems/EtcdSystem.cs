@@ -97,7 +97,7 @@ public sealed class EtcdSystem(bool tls = false) : ProcessSystem, IBenchSystem
                 await ProbeAsync(i, ct);
             }
             return true;
-        }, TimeSpan.FromSeconds(20), "etcd members to answer", ct);
+        }, TimeSpan.FromSeconds(45), "etcd members to answer", ct);
     }
 
     public async Task<Probe> ProbeAsync(int member, CancellationToken ct)
