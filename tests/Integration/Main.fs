@@ -21,6 +21,7 @@ let private all: Test list =
       Skiff.Integration.RuntimeTests.tests
       InterpreterContractTests.tests
       CommitHintTests.tests
+      RestartReconnectTests.tests
       // runtime:end
 
       // facade:begin

@@ -151,6 +151,8 @@ internal sealed class PeerTransport : IAsyncDisposable
     /// <summary>One peer: its channel, queue and sender task.</summary>
     private sealed class PeerLink : IAsyncDisposable
     {
+        private const double MaxReconnectDelayMs = 100;
+
         private readonly PeerTransport _owner;
         private readonly Guid _id;
         private readonly GrpcChannel _channel;
@@ -187,6 +189,11 @@ internal sealed class PeerTransport : IAsyncDisposable
                 HttpHandler = handler,
                 MaxReceiveMessageSize = 64 << 20,
                 MaxSendMessageSize = 64 << 20,
+                // gRPC's own reconnect backoff starts at 1 s and grows to 120 s; while it runs, every call fails at
+                // once with the last connect error. A member back after a minute down would not hear its leader
+                // for up to two more. Retry as this link's own loop does, at most 100 ms apart (etcd's pace).
+                InitialReconnectBackoff = TimeSpan.FromMilliseconds(10),
+                MaxReconnectBackoff = TimeSpan.FromMilliseconds(MaxReconnectDelayMs),
             });
             _client = new Peer.PeerClient(_channel);
             _queue = Channel.CreateBounded<PeerEnvelope>(new BoundedChannelOptions(owner._capacity)
@@ -201,7 +208,7 @@ internal sealed class PeerTransport : IAsyncDisposable
 
         private async Task Run()
         {
-            var backoff = TimeSpan.FromMilliseconds(20);
+            var backoff = TimeSpan.FromMilliseconds(10);
             var reader = _queue.Reader;
             while (!_stop.IsCancellationRequested)
             {
@@ -215,7 +222,7 @@ internal sealed class PeerTransport : IAsyncDisposable
                         while (reader.TryRead(out var m))
                         {
                             await stream.WriteAsync(m).ConfigureAwait(false);
-                            backoff = TimeSpan.FromMilliseconds(20);
+                            backoff = TimeSpan.FromMilliseconds(10);
                             if (!_connected)
                             {
                                 Volatile.Write(ref _connected, true);
@@ -234,7 +241,11 @@ internal sealed class PeerTransport : IAsyncDisposable
                     while (reader.TryRead(out _)) { }
                     try { await Task.Delay(backoff, _stop.Token).ConfigureAwait(false); }
                     catch (OperationCanceledException) { return; }
-                    backoff = TimeSpan.FromMilliseconds(Math.Min(1000, backoff.TotalMilliseconds * 2));
+                    // Capped at 100 ms, as etcd's peer streams retry: a restarted member must hear its leader as soon
+                    // as it listens, or it serves stale data (and campaigns) meanwhile. With a 1 s cap a member back
+                    // after half a second waited up to another second. A refused connection costs next to nothing,
+                    // and an unreachable host is paced by ConnectTimeout anyway.
+                    backoff = TimeSpan.FromMilliseconds(Math.Min(MaxReconnectDelayMs, backoff.TotalMilliseconds * 2));
                 }
             }
         }
