@@ -752,6 +752,70 @@ let private snapshotTests =
               Expect.equal (kv.Get "b") (utf8 "2") "added during the first snapshot"
               Expect.equal (kv.Get "c") (utf8 "3") "written after it"
 
+          testCase "writes kept aside during a snapshot go into the store a few per write, newest first to reads"
+          <| fun () ->
+              use tmp = new TempDir "snap-drain-steps"
+              using (KvStateMachine.Open tmp.Path) (fun kv ->
+                  for i in 1L .. 10L do
+                      kv.Apply(i, 1L, put (sprintf "k/%d" i) "before") |> ignore
+                  use ready = new ManualResetEventSlim()
+                  kv.BeginSnapshot(fun () -> ready.Set())
+                  for j in 1L .. 200L do
+                      kv.Apply(10L + j, 1L, put (sprintf "d/%d" j) "during") |> ignore
+                  kv.Apply(211L, 1L, put "k/1" "during") |> ignore
+                  kv.Apply(212L, 1L, Command.Remove "k/2") |> ignore
+                  Expect.isTrue (ready.Wait(TimeSpan.FromSeconds 30.0)) "the checkpoint finished"
+                  kv.FinishSnapshot() |> ignore
+                  // Finishing did not write them all under the lock: that was the pause after every snapshot.
+                  let left = kv.OverlayDraining
+                  Expect.isGreaterThan left 100 "most of the overlay is still to go into the store"
+                  Expect.equal (kv.Get "d/5") (utf8 "during") "a key kept aside reads back"
+                  Expect.equal (kv.Get "k/1") (utf8 "during") "an overwrite kept aside reads back"
+                  Expect.isNull (kv.Get "k/2") "a delete kept aside reads back"
+                  // Newer writes of keys still to drain win over what is kept aside.
+                  kv.Apply(213L, 1L, put "d/7" "after") |> ignore
+                  kv.Apply(214L, 1L, Command.Remove "k/1") |> ignore
+                  kv.Apply(215L, 1L, put "k/2" "after") |> ignore
+                  Expect.isLessThan kv.OverlayDraining left "each write drains some"
+                  Expect.equal (kv.Get "d/7") (utf8 "after") "an overwrite of a draining key"
+                  Expect.isNull (kv.Get "k/1") "a delete of a draining key"
+                  Expect.equal (kv.Get "k/2") (utf8 "after") "a key deleted aside and written again"
+                  let mutable i = 215L
+                  while kv.OverlayDraining > 0 && i < 400L do
+                      i <- i + 1L
+                      kv.Apply(i, 1L, put "x" (string i)) |> ignore
+                  Expect.equal kv.OverlayDraining 0 "writes drained it all"
+                  Expect.isLessThan i 300L "within a few dozen writes"
+                  kv.Apply(i + 1L, 1L, put "d/9" "late") |> ignore
+                  // The next snapshot begins with another overlay and ends with a store holding everything.
+                  kv.TakeSnapshot() |> ignore)
+              use kv = KvStateMachine.Open tmp.Path
+              Expect.equal (kv.Get "d/5") (utf8 "during") "kept aside, then drained"
+              Expect.equal (kv.Get "d/7") (utf8 "after") "overwritten while draining"
+              Expect.equal (kv.Get "d/9") (utf8 "late") "written after draining"
+              Expect.isNull (kv.Get "k/1") "deleted while draining"
+              Expect.equal (kv.Get "k/2") (utf8 "after") "written again while draining"
+              Expect.equal (kv.Get "k/3") (utf8 "before") "untouched"
+
+          testCase "a snapshot begun while the last one's overlay drains takes it all"
+          <| fun () ->
+              use tmp = new TempDir "snap-drain-next"
+              using (KvStateMachine.Open tmp.Path) (fun kv ->
+                  kv.Apply(1L, 1L, put "a" "1") |> ignore
+                  use ready = new ManualResetEventSlim()
+                  kv.BeginSnapshot(fun () -> ready.Set())
+                  for j in 1L .. 100L do
+                      kv.Apply(1L + j, 1L, put (sprintf "b/%d" j) "2") |> ignore
+                  Expect.isTrue (ready.Wait(TimeSpan.FromSeconds 30.0)) "the checkpoint finished"
+                  kv.FinishSnapshot() |> ignore
+                  Expect.isGreaterThan kv.OverlayDraining 0 "still draining"
+                  Expect.equal (kv.TakeSnapshot()).Index 101L "the second snapshot"
+                  Expect.equal kv.OverlayDraining 0 "drained before the checkpoint")
+              use kv = KvStateMachine.Open tmp.Path
+              Expect.equal kv.AppliedIndex 101L "recovered from the second snapshot"
+              for j in 1L .. 100L do
+                  Expect.equal (kv.Get(sprintf "b/%d" j)) (utf8 "2") "every key kept aside is in it"
+
           testCase "recovery after snapshot and compaction replays the log after the snapshot"
           <| fun () ->
               use tmp = new TempDir "snap"

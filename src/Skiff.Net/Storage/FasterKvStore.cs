@@ -15,7 +15,7 @@ namespace Skiff.Net.Storage;
 /// are converted when opened (<see cref="KvFormatMigration"/>). A record never crosses a page, so a page must hold
 /// the largest record (<see cref="RecordBytes"/>).</para>
 /// </summary>
-internal sealed class FasterKvStore : IDisposable
+internal sealed partial class FasterKvStore : IDisposable
 {
     private readonly string _dir;
     private readonly CrashSafeDevice _logDevice;
@@ -26,7 +26,7 @@ internal sealed class FasterKvStore : IDisposable
     // While a checkpoint is taken in the background, writes land in this overlay instead of the store (reads see
     // them first), so the checkpoint holds exactly the state at its start: FASTER cuts a session's operations at a
     // point of its own choosing, which could fall between the several writes of one apply. Drained into the store
-    // when the checkpoint is done.
+    // after the checkpoint, a few records per write (FasterKvStore.Overlay.cs).
     private Dictionary<string, byte[]?>? _overlay;
     private Task? _checkpoint;
 
@@ -133,6 +133,7 @@ internal sealed class FasterKvStore : IDisposable
     public byte[]? Read(string key)
     {
         if (_overlay is not null && _overlay.TryGetValue(key, out var written)) return written;
+        if (_draining is not null && _draining.TryGetValue(key, out var pending)) return pending;
         var (found, value, _) = Lookup(key);
         return found ? value : null;
     }
@@ -173,7 +174,7 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>Sets a key.</summary>
     /// <exception cref="SkiffException"><see cref="ErrorKind.StorageError"/> if the record does not fit a page of
     /// this store (a value larger than the store was made for): nothing is written.</exception>
-    public unsafe void Upsert(string key, byte[] value)
+    public void Upsert(string key, byte[] value)
     {
         if (_overlay is not null)
         {
@@ -181,6 +182,12 @@ internal sealed class FasterKvStore : IDisposable
             OverlayBytes += 2L * key.Length + value.Length;
             return;
         }
+        if (_draining is not null) DrainSome(key);
+        WriteToStore(key, value);
+    }
+
+    private unsafe void WriteToStore(string key, byte[] value)
+    {
         Span<byte> buffer = stackalloc byte[256];
         var utf8 = Utf8(key, buffer);
         var bytes = RecordBytes(utf8.Length, value.Length);
@@ -198,7 +205,7 @@ internal sealed class FasterKvStore : IDisposable
     }
 
     /// <summary>Deletes a key (writes a tombstone).</summary>
-    public unsafe void Delete(string key)
+    public void Delete(string key)
     {
         if (_overlay is not null)
         {
@@ -206,6 +213,12 @@ internal sealed class FasterKvStore : IDisposable
             OverlayBytes += 2L * key.Length;
             return;
         }
+        if (_draining is not null) DrainSome(key);
+        DeleteFromStore(key);
+    }
+
+    private unsafe void DeleteFromStore(string key)
+    {
         Span<byte> buffer = stackalloc byte[256];
         var utf8 = Utf8(key, buffer);
         fixed (byte* k = utf8)
@@ -227,6 +240,7 @@ internal sealed class FasterKvStore : IDisposable
     /// version of a key always lies at a higher address than the older ones.</summary>
     public IEnumerable<(string Key, bool Tombstone)> ScanInAddressOrder()
     {
+        DrainAll();
         using var scan = _kv.Log.Scan(_kv.Log.BeginAddress, _kv.Log.TailAddress);
         while (scan.GetNext(out var info))
         {
@@ -238,6 +252,7 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>The keys of the live records, each once (FASTER's distinct-record iterator).</summary>
     public IEnumerable<string> LiveKeys()
     {
+        DrainAll();
         using var iter = Session.Iterate();
         while (iter.GetNext(out var info))
         {
@@ -266,6 +281,7 @@ internal sealed class FasterKvStore : IDisposable
     public Task<(Guid Token, T Result)> BeginCheckpoint<T>(Action before, Func<Guid, T> then)
     {
         if (_checkpoint is not null) throw new InvalidOperationException("a checkpoint is already in progress");
+        DrainAll();
         _overlay = new Dictionary<string, byte[]?>(StringComparer.Ordinal);
         OverlayBytes = 0;
         var task = _background.Run(() =>
@@ -284,8 +300,9 @@ internal sealed class FasterKvStore : IDisposable
 
     private readonly SerialWorker _background = new("skiff-checkpoint");
 
-    /// <summary>After the task <see cref="BeginCheckpoint{T}"/> returned has finished: writes the overlay into the
-    /// store (the newest write of each key) and writes go straight to the store again.</summary>
+    /// <summary>After the task <see cref="BeginCheckpoint{T}"/> returned has finished: writes go straight to the
+    /// store again, and the overlay (the newest write of each key) goes into the store
+    /// <see cref="DrainPerWrite"/> records with each later write, reads seeing it meanwhile.</summary>
     public void EndCheckpoint()
     {
         if (_checkpoint is not { IsCompleted: true }) throw new InvalidOperationException("no finished checkpoint to end");
@@ -293,11 +310,10 @@ internal sealed class FasterKvStore : IDisposable
         _overlay = null;
         OverlayBytes = 0;
         _checkpoint = null;
-        foreach (var (key, value) in overlay)
-        {
-            if (value is null) Delete(key);
-            else Upsert(key, value);
-        }
+        if (overlay.Count == 0) return;
+        _draining = overlay;
+        _drainOrder = [.. overlay.Keys];
+        _drainNext = 0;
     }
 
     /// <summary>The lowest address still part of the store: segments wholly below it are garbage once a checkpoint
@@ -308,6 +324,7 @@ internal sealed class FasterKvStore : IDisposable
     /// tombstone; waits for a lookup that has to go to disk.</summary>
     public long NewestAddress(string key)
     {
+        DrainAll();
         var (found, _, address) = Lookup(key);
         return found ? address : -1;
     }
@@ -315,11 +332,19 @@ internal sealed class FasterKvStore : IDisposable
     /// <summary>The records from <paramref name="from"/> up to <paramref name="until"/> that are not tombstones,
     /// with their addresses, in address order (superseded versions included). Use it on the thread that owns the
     /// session, between the session's operations: a scan step and a session operation never overlap.</summary>
-    public RecordScan ScanLiveRecords(long from, long until) => new(_kv.Log.Scan(from, until));
+    public RecordScan ScanLiveRecords(long from, long until)
+    {
+        DrainAll();
+        return new(_kv.Log.Scan(from, until));
+    }
 
     /// <summary>Moves the begin address up to <paramref name="until"/> (a record boundary): the records below it are
     /// no longer part of the store. The files stay until the next checkpoint records the new begin.</summary>
-    public void ShiftBeginAddress(long until) => _kv.Log.ShiftBeginAddress(until, snapToPageStart: false, truncateLog: false);
+    public void ShiftBeginAddress(long until)
+    {
+        DrainAll();
+        _kv.Log.ShiftBeginAddress(until, snapToPageStart: false, truncateLog: false);
+    }
 
     /// <summary>A scan of the hybrid log (see <see cref="ScanLiveRecords"/>).</summary>
     public sealed class RecordScan(IFasterScanIterator<SpanByte, SpanByte> iterator) : IDisposable

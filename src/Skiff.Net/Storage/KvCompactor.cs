@@ -26,13 +26,16 @@ internal sealed class KvCompactor
     private readonly string _dir;
     private readonly long _minBytes;
     private CompactionPass? _pass;
+    // A pass decided on after a checkpoint but not begun: its scan starts at the first step, once the checkpoint's
+    // overlay is in the store, so the snapshot that decides it does not wait for either.
+    private long? _passUntil;
     private long _baseline;
 
     /// <summary>How many compactions have finished (for tests and diagnostics).</summary>
     public int Completed { get; private set; }
 
     /// <summary>Whether a pass is under way (<see cref="Step"/> has work to do).</summary>
-    public bool Pending => _pass is not null;
+    public bool Pending => _pass is not null || _passUntil is not null;
 
     /// <param name="store">The store to compact.</param>
     /// <param name="dir">Its directory.</param>
@@ -48,11 +51,11 @@ internal sealed class KvCompactor
     /// enough since the last compaction and no pass is under way.</summary>
     public void AfterCheckpoint()
     {
-        if (_pass is not null) return;
+        if (Pending) return;
         var bytes = LiveFileBytes(_dir, _store.BeginAddress >> _store.Geometry.SegmentSizeBits);
         if (bytes <= Math.Max(_minBytes, 2 * _baseline)) return;
         var until = _store.SafeReadOnlyAddress;
-        if (until > _store.BeginAddress) _pass = new CompactionPass(_store, until);
+        if (until > _store.BeginAddress) _passUntil = until;
     }
 
     /// <summary>Runs the pass under way for about <paramref name="budget"/> or <paramref name="maxRecords"/>
@@ -62,6 +65,14 @@ internal sealed class KvCompactor
     /// <param name="maxRecords">How many records to look at before returning (tests make passes span many steps).</param>
     public void Step(TimeSpan budget, int maxRecords = int.MaxValue)
     {
+        if (_passUntil is { } begin)
+        {
+            // The scan asks for records' addresses, which drains the overlay whole: drain it within the budget first.
+            if (!_store.DrainFor(budget)) return;
+            _pass = new CompactionPass(_store, begin);
+            _passUntil = null;
+            return;
+        }
         if (_pass is null) return;
         if (!_pass.Run(budget, maxRecords)) return;
         var until = _pass.Until;
@@ -80,6 +91,7 @@ internal sealed class KvCompactor
     {
         _pass?.Dispose();
         _pass = null;
+        _passUntil = null;
     }
 
     /// <summary>Bytes of the hybrid log's segment files (and their object-log files) from segment

@@ -18,6 +18,10 @@ internal partial class KvStateMachine
         return FinishSnapshot();
     }
 
+    /// <summary>Records written while the last snapshot was taken that are not in the store yet (they go in a few
+    /// with each write; reads see them meanwhile). For tests.</summary>
+    internal int OverlayDraining { get { lock (_gate) return _store.DrainingCount; } }
+
     /// <summary>Whether a snapshot begun has not been finished yet.</summary>
     public bool SnapshotInProgress { get { lock (_gate) return _snapshot is not null; } }
 
@@ -68,8 +72,10 @@ internal partial class KvStateMachine
 
     /// <summary>Completes the snapshot begun once its checkpoint is durable (waiting for it if need be): the
     /// writes kept aside meanwhile go into the store, and the snapshot becomes <see cref="LatestSnapshot"/>.</summary>
+    /// <param name="cleanup">What else only older snapshots needed (a caller's side files), removed with their
+    /// files on the store's background thread rather than while applying waits.</param>
     /// <returns>The snapshot, with its file manifest for streaming.</returns>
-    public SnapshotInfo FinishSnapshot()
+    public SnapshotInfo FinishSnapshot(Action<SnapshotInfo>? cleanup = null)
     {
         lock (_gate)
         {
@@ -95,11 +101,13 @@ internal partial class KvStateMachine
                 // checkpoint is 16 MiB by default) and index files, and the hybrid log segments below this one's
                 // begin address, whose deletion FASTER asked for before the checkpoint was durable.
                 var store = _store;
+                var latest = LatestSnapshot;
                 _indexCleanup = store.RunInBackground(() =>
                     {
                         CheckpointFiles.DeleteOlderCheckpoints(_dir, token);
                         KeyIndexFile.DeleteOthers(_dir, token);
                         store.ReleaseTruncation();
+                        cleanup?.Invoke(latest);
                     });
                 _compactor!.AfterCheckpoint();
                 return LatestSnapshot;

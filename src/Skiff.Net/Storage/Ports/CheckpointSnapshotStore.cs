@@ -105,8 +105,8 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var configuration = _taking ?? throw new InvalidOperationException("no snapshot is being taken");
         _taking = null;
-        var info = _kv.FinishSnapshot();
-        DeleteMetaBefore(info.Index);
+        // Older side files go once this snapshot is durable, with the older checkpoints, off the applying thread.
+        var info = _kv.FinishSnapshot(durable => DeleteMetaBefore(durable.Index));
         // How long applying stopped for this snapshot: its start and its finish (the checkpoint in between does not
         // stop it).
         RuntimeMetrics.SnapshotPause.Record(_beginPauseMs + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
