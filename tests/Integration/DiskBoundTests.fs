@@ -67,7 +67,34 @@ let private freePort () =
 let tests =
     testList
         "disk bound"
-        [ testCase "the change history is bounded in bytes, and counts them again after a reopen"
+        [ testCase "compaction steps are short while the applier idles, longer only once per interval of applying"
+          <| fun () ->
+              let budgets = List<TimeSpan>()
+              let machine =
+                  { new Skiff.Net.Storage.Ports.IStateMachine with
+                      member _.AppliedIndex = 0L
+                      member _.Skip(_, _) = ()
+                      member _.Apply(_, _, _, change) =
+                          change <- null
+                          LogResult.Applied CommandResult.Done
+                      member _.Get _ = null
+                      member _.ListKeys(_, _, _) = [||] :> IReadOnlyList<string>
+                      member _.GetPrefixes(_, _) = [||] :> IReadOnlyList<string>
+                      member _.CompactionPending = true
+                      member _.CompactStep(budget) = budgets.Add budget
+                      member _.Dispose() = () }
+              let housekeeping = Housekeeping(machine, (fun e -> failtestf "failed: %O" e))
+              // Idle: back to back, each short, so a write that arrives (one client's next) waits little.
+              for _ in 1..3 do
+                  Expect.isTrue (housekeeping.Step()) "an idle step"
+              Expect.isTrue (housekeeping.StepIfDue()) "no busy step right after one"
+              Expect.equal budgets.Count 3 "not due yet"
+              Expect.all budgets (fun b -> b <= TimeSpan.FromMilliseconds 0.25) "idle steps of at most 0.25 ms"
+              // Busy: a longer step once an interval has passed since the last one.
+              waitUntil 1.0 "an interval to pass" (fun () -> housekeeping.StepIfDue() && budgets.Count = 4)
+              Expect.equal budgets[3] Housekeeping.BusyStep "a busy step"
+
+          testCase "the change history is bounded in bytes, and counts them again after a reopen"
           <| fun () ->
               use tmp = new TempDir "history-bytes"
               // Records of 1,000-byte values take 1,011 bytes (kind, key length, "k/0007", value): nine fit in 10,000.

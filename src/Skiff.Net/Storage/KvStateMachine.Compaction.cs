@@ -8,20 +8,26 @@ internal partial class KvStateMachine
     public int Compactions { get { lock (_gate) return _compactor?.Completed ?? 0; } }
 
     /// <summary>Whether a compaction is under way and may go on: the applying thread should call
-    /// <see cref="CompactStep"/> between applies, and when it has nothing else to do. It pauses while a snapshot is
+    /// <see cref="CompactStep(TimeSpan, int)"/> between applies, and when it has nothing else to do. It pauses while a snapshot is
     /// being taken (writes then go to an overlay that its liveness lookups would not see).</summary>
     public bool CompactionPending { get { lock (_gate) return _snapshot is null && (_compactor?.Pending ?? false); } }
 
     /// <summary>Runs the compaction under way for a short step (<see cref="KvCompactor.StepBudget"/>); call it from
     /// the thread that applies, between applies.</summary>
     /// <param name="maxRecords">At most this many records in the step (tests make a pass span many steps).</param>
-    public void CompactStep(int maxRecords = int.MaxValue)
+    public void CompactStep(int maxRecords = int.MaxValue) => CompactStep(KvCompactor.StepBudget, maxRecords);
+
+    /// <summary>Runs the compaction under way for about <paramref name="budget"/>; call it from the thread that
+    /// applies, between applies.</summary>
+    /// <param name="budget">How long the step may run.</param>
+    /// <param name="maxRecords">At most this many records in the step.</param>
+    public void CompactStep(TimeSpan budget, int maxRecords = int.MaxValue)
     {
         lock (_gate)
         {
             if (_disposed || _compactor is null || _snapshot is not null) return;
             var compactor = _compactor;
-            Guard(() => compactor.Step(KvCompactor.StepBudget, maxRecords), "compacting the key-value store in");
+            Guard(() => compactor.Step(budget, maxRecords), "compacting the key-value store in");
         }
     }
 }

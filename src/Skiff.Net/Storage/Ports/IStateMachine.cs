@@ -38,7 +38,9 @@ internal interface IStateMachine : IDisposable
     /// thread should advance with <see cref="CompactStep"/>.</summary>
     bool CompactionPending => false;
 
-    /// <summary>Advances that housekeeping by a short, bounded step. Called only by the applying thread, between
-    /// applies, so a state machine needs no second thread of its own to keep its files small.</summary>
-    void CompactStep() { }
+    /// <summary>Advances that housekeeping by a step of about <paramref name="budget"/>. Called only by the applying
+    /// thread, between applies, so a state machine needs no second thread of its own to keep its files small; a
+    /// write that arrives meanwhile waits for the step.</summary>
+    /// <param name="budget">How long the step may run.</param>
+    void CompactStep(TimeSpan budget) { }
 }

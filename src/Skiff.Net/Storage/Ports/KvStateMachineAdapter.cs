@@ -18,7 +18,7 @@ internal sealed class KvStateMachineAdapter : IStateMachine, IChangeHistory
     public bool CompactionPending => _kv.CompactionPending;
 
     /// <inheritdoc/>
-    public void CompactStep() => _kv.CompactStep();
+    public void CompactStep(TimeSpan budget) => _kv.CompactStep(budget);
 
     /// <inheritdoc/>
     public void Skip(long index, long term) => _kv.AdvanceApplied(index, term);
