@@ -41,6 +41,18 @@ let tests =
               using (RaftLog.Open tmp.Path) (fun log -> appendWith log (entries 21L 22L 3L) 21L)
               Expect.equal (reopenHint tmp.Path) 21L "and new ones recorded after it"
 
+          test "a member that stops records the last commit index it learned, however recently it recorded one" {
+              use c = cluster 1
+              let node = c.WaitLeader 5.0
+              // Back-to-back writes: a commit index learned without an append (here, each write's own commit) is
+              // recorded on its own at most every 100 ms, so when the last write returns its mark is usually due.
+              for i in 1..40 do
+                  put node (sprintf "s/%02d" i) (string i)
+              let committed = node.CommitIndex
+              c.Stop 1
+              Expect.isGreaterThanOrEqual (reopenHint (Path.Combine(c.Dir 1, "log"))) committed "the commit index at the stop is recorded"
+          }
+
           test "a restarted member applies what it knew committed at once, with no leader to hear from" {
               use c = cluster 3
               let leader = c.WaitLeader 5.0

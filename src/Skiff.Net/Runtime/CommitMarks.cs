@@ -26,6 +26,15 @@ internal sealed class CommitMarks
         return commit;
     }
 
+    /// <summary>When the node stops (its loop ended): queues <paramref name="commit"/> alone if it moved since it was
+    /// last handed over, however recently that was.</summary>
+    public void OnStop(long commit, StorageWriter writer)
+    {
+        if (commit <= _marked) return;
+        Volatile.Write(ref _marked, commit);
+        writer.NoteCommit(commit);
+    }
+
     /// <summary>On a tick: queues <paramref name="commit"/> alone if it moved since it was last handed over and
     /// nothing was queued on its own within <see cref="Interval"/>.</summary>
     public void OnTick(long commit, StorageWriter writer)

@@ -386,6 +386,9 @@ internal sealed class NodeRuntime : IAsyncDisposable
         try { await _loop.ConfigureAwait(false); } catch (Exception) { }
         try { await _ticker.ConfigureAwait(false); } catch (Exception) { }
         await _loader.StopAsync().ConfigureAwait(false);
+        // The last commit index learned, recorded after everything queued: a member restarted at once then applies
+        // all it had applied, without waiting for a leader (a mark on its own waits for a tick otherwise).
+        _commitMarks.OnStop(_reducer.CommitIndex, _writer);
         await _writer.DisposeAsync().ConfigureAwait(false);
         await _applier.DisposeAsync(shutdown).ConfigureAwait(false);
     }
