@@ -60,13 +60,19 @@ public static class DiskBench
             await server.WaitForLeaderAsync(TimeSpan.FromSeconds(10));
             Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)Math.Min(keys, overwrites) * valueBytes / 1e6:F1} MB, written {(double)overwrites * valueBytes / 1e9:F2} GB, state machine memory budget {memory >> 20} MiB, watch history {watchHistory}, in {dir}");
             Console.WriteLine("seconds,writes,kv_mb,log_mb,total_mb,rss_mib");
-            var pauses = new List<double>();
+            var pauses = new List<(double Ms, double GcMs)>();
             using var listener = new System.Diagnostics.Metrics.MeterListener();
             listener.InstrumentPublished = (instrument, l) =>
             {
                 if (instrument.Meter.Name == "Skiff" && instrument.Name == "skiff.snapshot_pause") l.EnableMeasurementEvents(instrument);
             };
-            listener.SetMeasurementEventCallback<double>((_, ms, _, _) => { lock (pauses) pauses.Add(ms); });
+            listener.SetMeasurementEventCallback<double>((_, ms, tags, _) =>
+            {
+                double gcMs = 0;
+                foreach (var tag in tags)
+                    if (tag.Key == "gc_ms" && tag.Value is double g) gcMs = g;
+                lock (pauses) pauses.Add((ms, gcMs));
+            });
             listener.Start();
             var latencies = new List<double>[clients];
             var value = new byte[valueBytes];
@@ -101,10 +107,13 @@ public static class DiskBench
                 $"write latency ms: p50 {Pct(all, 0.5):F1}, p99 {Pct(all, 0.99):F1}, max {all[^1]:F1}"));
             lock (pauses)
             {
-                var p = pauses.Order().ToArray();
+                var p = pauses.Select(x => x.Ms).Order().ToArray();
+                var own = pauses.Select(x => x.Ms - x.GcMs).Order().ToArray();
                 if (p.Length > 0)
                     Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"snapshots: {p.Length}, applying waited ms: p50 {Pct(p, 0.5):F1}, max {p[^1]:F1}"));
+                        $"snapshots: {p.Length}, applying waited ms: p50 {Pct(p, 0.5):F1}, max {p[^1]:F1}, over 10 ms {p.Count(x => x > 10)}; " +
+                        $"without the GC pauses inside them: p50 {Pct(own, 0.5):F1}, max {own[^1]:F1}, over 10 ms {own.Count(x => x > 10)}; " +
+                        $"the longest were snapshots {string.Join(", ", pauses.Select((x, i) => (x.Ms, N: i + 1)).OrderByDescending(x => x.Ms).Take(3).Select(x => $"#{x.N} ({x.Ms:F1} ms)"))}"));
             }
             var restart = Stopwatch.StartNew();
             await using (var again = Server())

@@ -22,7 +22,7 @@ internal static class RuntimeMetrics
 
     /// <summary>How long taking one snapshot kept the applier from applying.</summary>
     public static readonly Histogram<double> SnapshotPause =
-        Meter.CreateHistogram<double>("skiff.snapshot_pause", unit: "ms", description: "Time applying waited for one snapshot.");
+        Meter.CreateHistogram<double>("skiff.snapshot_pause", unit: "ms", description: "Time applying waited for one snapshot (tag gc_ms: of which garbage collection pauses).");
 
     /// <summary>Nodes that stopped themselves after a fatal error (a durable write, an apply, a log read or a
     /// snapshot install failed).</summary>
