@@ -18,7 +18,12 @@ internal static class Charts
     public static IReadOnlyList<string> Write(Summary s, string dir, string runLabel)
     {
         var clients = s.Points.Where(p => p.Kind == "put").Select(p => p.Clients).Distinct().Order().ToArray();
-        if (clients.Length == 0) return [];
+        if (clients.Length == 0)
+        {
+            // A disk-only run (--reps 0) still gets its chart.
+            var only = DiskReport.Draw(s.Disks, dir, runLabel, Colors);
+            return only is null ? [] : [only];
+        }
         // Evenly spaced positions labelled with the client counts (1, 16, 64, 256 are far apart on any linear axis).
         double[] xs = clients.Select((_, i) => (double)i).ToArray();
         string[] labels = clients.Select(c => c.ToString()).ToArray();
