@@ -388,7 +388,8 @@ internal sealed class NodeRuntime : IAsyncDisposable
         await _loader.StopAsync().ConfigureAwait(false);
         // The last commit index learned, recorded after everything queued: a member restarted at once then applies
         // all it had applied, without waiting for a leader (a mark on its own waits for a tick otherwise).
-        _commitMarks.OnStop(_reducer.CommitIndex, _writer);
+        // Not for a node that failed before its reducer started (a port in use, say): it learned nothing.
+        if (_reducer.Started) _commitMarks.OnStop(_reducer.CommitIndex, _writer);
         await _writer.DisposeAsync().ConfigureAwait(false);
         await _applier.DisposeAsync(shutdown).ConfigureAwait(false);
     }

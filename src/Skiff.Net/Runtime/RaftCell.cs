@@ -47,6 +47,9 @@ internal sealed class RaftCell
     /// <summary>The commit index the reducer knows.</summary>
     public long CommitIndex => Raft.commitIndex(_state);
 
+    /// <summary>Whether <see cref="Init"/> has run (a node that failed to start has no state to speak of).</summary>
+    public bool Started => _state is not null;
+
     /// <summary>The reducer's defaults.</summary>
     public static Options DefaultOptions => Skiff.Core.OptionsModule.defaults;
 }
