@@ -8,8 +8,9 @@ namespace Skiff.Net.Storage;
 /// clean-up, which block on fsync for hundreds of milliseconds and so cannot go to the thread pool. Starting a new
 /// thread for each snapshot instead cost applying up to 12 ms while it waited (measured with
 /// <c>Skiff.Bench disk --overwrites 300000 --keys 100</c>: thread creation was most of a snapshot's pause). The thread
-/// starts with the worker (when the store opens: started with the first work instead, it still cost the first
-/// snapshot 18 ms) and ends once the worker is disposed and what was queued has run.
+/// starts with the worker, when the store opens, so no snapshot waits for its creation (the first snapshot's
+/// remaining pause is first-use JIT, see Storage/README.md), and ends once the worker is disposed and what was
+/// queued has run.
 /// </summary>
 internal sealed class SerialWorker : IDisposable
 {
