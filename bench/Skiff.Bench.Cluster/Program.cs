@@ -241,6 +241,9 @@ static void KeepLogs(string workDir, string system, int rep, string root)
             var dest = Path.Combine(to, Path.GetRelativePath(workDir, log).Replace('/', '_'));
             Directory.CreateDirectory(to);
             File.Copy(log, dest, overwrite: true);
+            // CI keeps only the output, not these files: the last lines say why a member failed.
+            foreach (var line in File.ReadLines(log).TakeLast(3))
+                Console.WriteLine($"#   {Path.GetFileName(log)}: {(line.Length > 300 ? line[..300] + "..." : line)}");
         }
         if (Directory.Exists(to)) Console.WriteLine($"# member logs kept in {Path.GetRelativePath(root, to)}");
     }

@@ -7,7 +7,7 @@ namespace Skiff.Bench.Cluster.Systems;
 
 /// <summary>
 /// Certificates for the TLS rows, made fresh for each cluster (System.Security.Cryptography, ECDSA P-256, as the
-/// tests make theirs): one CA, and per member one certificate naming its address in the SANs, usable for both server
+/// tests make theirs): one CA, and per member one certificate naming its address first in the SANs, usable for both server
 /// and client authentication, so the same files serve the client port and mutual TLS between members. PEM files
 /// under <c>dir</c>: ca.pem, m{i}.pem, m{i}-key.pem.
 /// </summary>
@@ -28,19 +28,24 @@ public sealed class BenchCertificates
         ca = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(2));
         CaFile = Path.Combine(dir, "ca.pem");
         File.WriteAllText(CaFile, ca.ExportCertificatePem());
-        for (int i = 0; i < members.Count; i++) Issue(i, members[i]);
+        for (int i = 0; i < members.Count; i++) Issue(i, members[i], members);
     }
 
     public string CertFile(int member) => Path.Combine(dir, $"m{member}.pem");
 
     public string KeyFile(int member) => Path.Combine(dir, $"m{member}-key.pem");
 
-    private void Issue(int member, IPAddress ip)
+    private void Issue(int member, IPAddress ip, IReadOnlyList<IPAddress> all)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest($"CN=m{member}", key, HashAlgorithmName.SHA256);
         var san = new SubjectAlternativeNameBuilder();
         san.AddIpAddress(ip);
+        // etcd's --peer-client-cert-auth checks a dialling member's certificate against the address the connection
+        // comes from, and on loopback the kernel sends every connection from 127.0.0.1 whatever the member listens on.
+        // With only its own address in its certificate, a member other than 127.0.0.1 could not reach its peers: a
+        // cluster whose first candidate was such a member never elected (2 of 8 starts under load, one CI run).
+        foreach (var other in all.Where(a => !a.Equals(ip))) san.AddIpAddress(other);
         request.CertificateExtensions.Add(san.Build());
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(
             [new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false)); // server and client authentication
