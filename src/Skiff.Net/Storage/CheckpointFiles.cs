@@ -61,7 +61,7 @@ internal static class CheckpointFiles
 
     /// <summary>Deletes the checkpoints other than <paramref name="token"/>'s (log checkpoints and index checkpoints),
     /// once that checkpoint is durable: never before, or a power loss could leave neither. FASTER keeps the previous
-    /// index checkpoint too (in case the newest is unfinished), and each is a copy of the whole hash index (16 MiB by
+    /// index checkpoint too (in case the newest is unfinished), and each is a copy of the whole hash index (4 MiB by
     /// default): the largest fixed part of a small store's disk use. A snapshot being streamed keeps its files open,
     /// so deleting them does not disturb it.
     /// <para>In an order a power loss at any point cannot turn into an older checkpoint being recovered: FASTER tries

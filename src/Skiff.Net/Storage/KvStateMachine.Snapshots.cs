@@ -98,7 +98,7 @@ internal partial class KvStateMachine
                 LatestSnapshot = new SnapshotInfo(index, term, token, files);
                 // Now that this checkpoint is durable, what only older ones needed goes, on the store's background
                 // thread after it, not while applying waits (the next checkpoint waits for it, BeginSnapshot): their checkpoints (an index
-                // checkpoint is 16 MiB by default) and index files, and the hybrid log segments below this one's
+                // checkpoint is 4 MiB by default) and index files, and the hybrid log segments below this one's
                 // begin address, whose deletion FASTER asked for before the checkpoint was durable.
                 var store = _store;
                 var latest = LatestSnapshot;
