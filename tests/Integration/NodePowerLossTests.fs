@@ -84,6 +84,9 @@ let private check (terms: List<int64>) (img: Image) (seed: int) =
         with e ->
             fail "the key-value store does not open: %s" e.Message
     let applied = kv.AppliedIndex
+    // A power loss between a received snapshot's swap and the log's reset leaves the store ahead of the log: the
+    // runtime then starts from the snapshot (NodeStorageBinding.ReadStart), so the state is the later of the two.
+    let last = max log.LastIndex applied
     let fail fmt =
         let token = kv.LatestSnapshot |> Option.ofObj |> Option.map (fun s -> string s.Token) |> Option.defaultValue "none"
         Printf.kprintf (fun s -> fail "%s (recovered checkpoint %s)" s token) fmt
@@ -98,7 +101,7 @@ let private check (terms: List<int64>) (img: Image) (seed: int) =
             kv.ApplyEncoded(e.Index, e.Term, ReadOnlySpan e.Payload) |> ignore
     for j in 0..99 do
         let got = kv.Get(sprintf "k/%d" j) |> Option.ofObj |> Option.map originOf
-        let want = expectedAt terms log.LastIndex j
+        let want = expectedAt terms last j
         if got <> want then
             fail "key k/%d holds the write of %A, the log's last index %d gives %A (store at %d)" j got log.LastIndex want applied
 
@@ -131,8 +134,13 @@ let private run (seed: int) (wanted: int) =
                 let walImage = wal.Image pointRng
                 recorder.Image(pointRng, dir)
                 images.Add { Wal = walImage; Dir = dir; AckedIndex = index; AckedTerm = term; Where = where; Number = images.Count }
-    let snapshots, compactions =
+    let snapshots, compactions, installs =
         use _ = recorder.Hook()
+        // The leader this node follows, outside the recorded directory: it applies every entry, also those the
+        // node misses while it lags, and sends the node its snapshot to catch up (a snapshot install: staging
+        // directory, swap, the log reset behind it, as NodeRuntime does).
+        use leader =
+            KvStateMachine.Open(Path.Combine(tmp.Sub "leader", "kv"), kvOptions RealKvDevices.Instance, logHoldsEverything = true)
         use hs = HardStateStore.Open("/node/hardstate", wal)
         use log = RaftLog.Open("/node/log", logOptions, wal)
         use kv = KvStateMachine.Open(Path.Combine(root, "kv"), kvOptions (RecordingKvDevices recorder), logHoldsEverything = true)
@@ -141,17 +149,54 @@ let private run (seed: int) (wanted: int) =
         let mutable term = 1L
         let mutable lastSnapshot = 0L
         let mutable snapshots = 0
+        let mutable installs = 0
+        let mutable compactionsBefore = 0 // by the stores an install replaced
+        let mutable lagging = 0 // steps the node still misses
         let mutable steps = 0
+        let removeMetaBut (keep: string) =
+            for f in Directory.GetFiles snapmeta do
+                if f <> keep then
+                    File.Delete f
+            StorageIo.FsyncDirectory snapmeta
         while images.Count < wanted && steps < 20_000 do
             steps <- steps + 1
-            let first = log.LastIndex + 1L
+            let first = int64 terms.Count
             let last = first + int64 (rng.Next(1, 20)) - 1L
             for _ in first..last do
                 terms.Add term
-            append log (entries first last term)
-            Volatile.Write(&ackedIndex, last)
             for e in entries first last term do
-                kv.ApplyEncoded(e.Index, e.Term, ReadOnlySpan e.Payload) |> ignore
+                leader.ApplyEncoded(e.Index, e.Term, ReadOnlySpan e.Payload) |> ignore
+            // One lag early in every run (so every run installs), more at random.
+            if lagging = 0 && (steps = 30 || rng.Next 150 = 0) then
+                lagging <- rng.Next(5, 30)
+            if lagging > 0 then
+                lagging <- lagging - 1
+                if lagging = 0 then
+                    let snap = leader.TakeSnapshot()
+                    let meta = Path.Combine(snapmeta, sprintf "%020d.meta" snap.Index)
+                    use installer = kv.BeginInstall()
+                    do
+                        use reader = leader.OpenSnapshotReader snap
+                        let mutable chunk = reader.ReadChunk(rng.Next(4096, 65536))
+                        while chunk.Length > 0 do
+                            installer.WriteChunk(ReadOnlySpan chunk)
+                            chunk <- reader.ReadChunk(rng.Next(4096, 65536))
+                    // The runtime's order: the snapshot's side file, the swap, then the log reset behind it.
+                    SideFile.Write(meta, snapmetaMagic, 1, ReadOnlySpan(BitConverter.GetBytes snap.Index))
+                    compactionsBefore <- compactionsBefore + kv.Compactions
+                    installer.Complete()
+                    log.ResetToSnapshot(snap.Index, snap.Term, keepSuffix = false).GetAwaiter().GetResult()
+                    Volatile.Write(&ackedIndex, snap.Index)
+                    removeMetaBut meta
+                    lastSnapshot <- snap.Index
+                    installs <- installs + 1
+            else
+                append log (entries first last term)
+                Volatile.Write(&ackedIndex, last)
+                for e in entries first last term do
+                    kv.ApplyEncoded(e.Index, e.Term, ReadOnlySpan e.Payload) |> ignore
+            while leader.CompactionPending do
+                leader.CompactStep 1000
             if rng.Next 40 = 0 then
                 term <- term + 1L
                 hs.Save { Term = term; VotedFor = Some hs.NodeId }
@@ -169,23 +214,22 @@ let private run (seed: int) (wanted: int) =
                 ready.Wait()
                 kv.FinishSnapshot() |> ignore
                 log.CompactUntil(index).GetAwaiter().GetResult()
-                for f in Directory.GetFiles snapmeta do
-                    if f <> meta then
-                        File.Delete f
-                StorageIo.FsyncDirectory snapmeta
+                removeMetaBut meta
                 lastSnapshot <- index
                 snapshots <- snapshots + 1
-        snapshots, kv.Compactions
+        snapshots, compactionsBefore + kv.Compactions, installs
     printfn
-        "power loss test: seed=%d entries=%d snapshots=%d compactions=%d points=%d images=%d (replay with SKIFF_SEED=%d)"
+        "power loss test: seed=%d entries=%d snapshots=%d installs=%d compactions=%d points=%d images=%d (replay with SKIFF_SEED=%d)"
         seed
         (terms.Count - 1)
         snapshots
+        installs
         compactions
         points
         images.Count
         seed
     Expect.isGreaterThan snapshots 1 "snapshots were taken"
+    Expect.isGreaterThan installs 0 "snapshots were installed"
     Expect.isGreaterThan compactions 0 "the store was compacted"
     for img in images do
         check terms img seed

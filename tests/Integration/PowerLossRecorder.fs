@@ -172,17 +172,33 @@ type Recorder(root: string) =
                         | _ -> ()
                     at <- at + n
                 out
-            let rec build (current: string option) (id: FileId) (into: string) =
+            // Where the directory `id` is now, under `dir`: a directory reached through an entry that has changed
+            // since (renamed away: a snapshot's staging directory swapped in) still holds what was synced in it.
+            let rec findDir (dir: string) (id: FileId) : string option =
+                match idOf dir with
+                | Some(i, true) when i = id -> Some dir
+                | Some(_, true) ->
+                    (try
+                        Directory.GetDirectories dir
+                     with _ ->
+                         [||])
+                    |> Array.tryPick (fun d -> findDir d id)
+                | _ -> None
+            let rec build (reached: string option) (id: FileId) (into: string) =
                 Directory.CreateDirectory into |> ignore
                 let durable, mtime =
                     match dirs.TryGetValue id with
                     | true, (d, t) -> d, t
                     | _ -> Dictionary(), DateTime.UtcNow
                 let mutable changed = false
+                let current =
+                    match reached with
+                    | Some p when (idOf p |> Option.map fst) = Some id -> reached
+                    | _ -> findDir root id
                 let now =
                     match current with
-                    | Some p when (idOf p |> Option.map fst) = Some id -> listNow p
-                    | _ -> Dictionary()
+                    | Some p -> listNow p
+                    | None -> Dictionary()
                 for name in Seq.append durable.Keys now.Keys |> Seq.distinct |> Seq.sort do
                     let d =
                         match durable.TryGetValue name with

@@ -230,7 +230,9 @@ internal sealed class SnapshotInstaller : IDisposable
     {
         if (_current is not null)
         {
-            _current.Flush(flushToDisk: true);
+            // Through StorageIo, like every other sync of the data directory, so the power-loss tests see it.
+            _current.Flush();
+            StorageIo.Fdatasync(_current.SafeFileHandle, _current.Name);
             _current.Dispose();
             _current = null;
         }
@@ -315,6 +317,8 @@ internal sealed class SnapshotInstaller : IDisposable
         {
             foreach (var d in Directory.EnumerateDirectories(_staging, "*", SearchOption.AllDirectories))
                 StorageIo.FsyncDirectory(d);
+            // Its own entries too, before the marker: the marker's rename must not be durable without them.
+            StorageIo.FsyncDirectory(_staging);
             StorageIo.WriteAtomically(Path.Combine(_staging, CompleteMarker), BitConverter.GetBytes(Index));
         });
         _owner.SwapIn(() => Swap(_dir));
@@ -337,13 +341,18 @@ internal sealed class SnapshotInstaller : IDisposable
         StorageIo.Guard(dir, () =>
         {
             File.Delete(Path.Combine(staging, CompleteMarker + ".tmp"));
+            // The staging directory's own entry must be durable before the store is moved away: it was created
+            // without a sync of the parent, and a power loss that kept the move but not the staging directory
+            // would leave neither store (the power-loss test's images found it).
+            StorageIo.FsyncDirectory(parent);
             if (Directory.Exists(old)) Directory.Delete(old, true);
             if (Directory.Exists(dir)) Directory.Move(dir, old);
             StorageIo.FsyncDirectory(parent);
             Directory.Move(staging, dir);
             StorageIo.FsyncDirectory(parent);
             File.Delete(Path.Combine(dir, CompleteMarker));
-            Directory.Delete(old, true);
+            // Absent when a power loss cut an earlier swap between its two moves: this one found no store to move.
+            if (Directory.Exists(old)) Directory.Delete(old, true);
         });
     }
 
@@ -358,6 +367,13 @@ internal sealed class SnapshotInstaller : IDisposable
             {
                 if (File.Exists(Path.Combine(staging, CompleteMarker))) Swap(dir);
                 else Directory.Delete(staging, true);
+            }
+            // No store but the one moved aside, and no complete snapshot to replace it: the swap was cut before its
+            // staging directory was durable, so the old store is still the truth. Never delete the only store.
+            if (!Directory.Exists(dir) && Directory.Exists(old))
+            {
+                Directory.Move(old, dir);
+                StorageIo.FsyncDirectory(Path.GetDirectoryName(dir)!);
             }
             if (Directory.Exists(old)) Directory.Delete(old, true);
             if (File.Exists(Path.Combine(dir, CompleteMarker))) File.Delete(Path.Combine(dir, CompleteMarker));
