@@ -47,7 +47,7 @@ let private expectedAt (terms: List<int64>) (last: int64) (j: int) =
     let mutable i = last - ((last - int64 j) % 100L + 100L) % 100L
     if i >= 1L then Some(i, terms[int i]) else None
 
-let private check (terms: List<int64>) (img: Image) (seed: int) =
+let private check (terms: List<int64>) (clusterId: Guid) (img: Image) (seed: int) =
     let ctx = sprintf "seed %d image %d (at %A, acknowledged up to %d)" seed img.Number img.Where img.AckedIndex
     let files () =
         [ for f in Directory.GetFiles(img.Dir, "*", SearchOption.AllDirectories) ->
@@ -69,6 +69,14 @@ let private check (terms: List<int64>) (img: Image) (seed: int) =
             HardStateStore.Open("/node/hardstate", img.Wal)
         with e ->
             fail "the hard state does not open: %s" e.Message
+    // Written when the cluster was founded, before the first entry: it must be there, whole, once one is acknowledged.
+    let storedId =
+        try
+            ClusterIdFile.Read img.Dir
+        with e ->
+            fail "the cluster-id file does not read: %s" e.Message
+    if img.AckedIndex > 0L && storedId <> Nullable clusterId then
+        fail "the cluster-id file holds %A, not the cluster's %A" storedId clusterId
     if hs.State.Term < img.AckedTerm then
         fail "hard state term %d, but %d was acknowledged" hs.State.Term img.AckedTerm
     use log =
@@ -134,8 +142,10 @@ let private run (seed: int) (wanted: int) =
                 let walImage = wal.Image pointRng
                 recorder.Image(pointRng, dir)
                 images.Add { Wal = walImage; Dir = dir; AckedIndex = index; AckedTerm = term; Where = where; Number = images.Count }
+    let clusterId = Guid.NewGuid()
     let snapshots, compactions, installs =
         use _ = recorder.Hook()
+        ClusterIdFile.Write(root, clusterId) // as a founding node does, before any entry
         // The leader this node follows, outside the recorded directory: it applies every entry, also those the
         // node misses while it lags, and sends the node its snapshot to catch up (a snapshot install: staging
         // directory, swap, the log reset behind it, as NodeRuntime does).
@@ -232,7 +242,7 @@ let private run (seed: int) (wanted: int) =
     Expect.isGreaterThan installs 0 "snapshots were installed"
     Expect.isGreaterThan compactions 0 "the store was compacted"
     for img in images do
-        check terms img seed
+        check terms clusterId img seed
     Expect.equal images.Count wanted "every image wanted was taken"
 
 let tests =
