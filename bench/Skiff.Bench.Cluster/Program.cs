@@ -81,7 +81,7 @@ else if (!o.NoReport)
     var docs = Path.Combine(root, o.Docs);
     Directory.CreateDirectory(docs);
     IReadOnlyList<string> charts = [];
-    var runLabel = $"{started:yyyy-MM-dd HH:mm} UTC, {(o.Quick ? "--quick (smoke test, not a measurement)" : $"median of {o.Reps}")}, {Environment.ProcessorCount} cores";
+    var runLabel = $"{started:yyyy-MM-dd HH:mm} UTC, {(o.Quick ? "--quick (smoke test, not a measurement)" : o.Reps == 0 ? "disk benchmark only" : $"median of {o.Reps}")}, {Environment.ProcessorCount} cores";
     try { charts = Charts.Write(summary, docs, runLabel); }
     catch (Exception e) when (e is not OperationCanceledException)
     {
