@@ -2,6 +2,8 @@
 //   Skiff.Bench.EmbeddedMember DIR IP PORT (--new-cluster | --join IP) PARENT_PID
 // It builds its node with Builder and the defaults (no timing, thread pool or GC settings: the library must be fast
 // without the host's help), runs until SIGTERM, Ctrl-C or its parent's exit, and shuts the node down cleanly.
+// SKIFF_BENCH_GC_LOG=PATH (inherited from the harness): appends a line per garbage collection seen to PATH.<pid>
+// (generation, pause, heap), polled every 2 ms, so two collections closer than that show as one. For diagnosis only.
 using System.Diagnostics;
 using System.Net;
 using System.Runtime.InteropServices;
@@ -27,10 +29,28 @@ _ = Task.Run(async () =>
     stop.Cancel();
 });
 
+if (Environment.GetEnvironmentVariable("SKIFF_BENCH_GC_LOG") is { } gcLog)
+    _ = Task.Run(async () =>
+    {
+        long last = -1;
+        while (!stop.IsCancellationRequested)
+        {
+            var info = GC.GetGCMemoryInfo(GCKind.Any);
+            if (info.Index != last)
+            {
+                last = info.Index;
+                var ms = info.PauseDurations.ToArray().Sum(d => d.TotalMilliseconds);
+                File.AppendAllText($"{gcLog}.{Environment.ProcessId}", $"{DateTime.UtcNow:HH:mm:ss.fff} gc#{info.Index} gen{info.Generation} {(info.Concurrent ? "bg" : "blocking")} pause {ms:F1} ms heap {info.HeapSizeBytes >> 20} MiB promoted {info.PromotedBytes >> 20} MiB\n");
+            }
+            try { await Task.Delay(2, stop.Token); } catch (OperationCanceledException) { }
+        }
+    });
+
 await using var node = builder.Build();
 await node.StartAsync(stop.Token);
 Console.WriteLine($"member {node.Id} serving at {ip}:{port}");
 try { await Task.WhenAny(node.Stopped, Task.Delay(Timeout.Infinite, stop.Token)); }
 catch (OperationCanceledException) { }
 await node.ShutdownAsync();
+
 return node.Stopped.IsCompletedSuccessfully && await node.Stopped is not null ? 8 : 0;
