@@ -52,5 +52,4 @@ Console.WriteLine($"member {node.Id} serving at {ip}:{port}");
 try { await Task.WhenAny(node.Stopped, Task.Delay(Timeout.Infinite, stop.Token)); }
 catch (OperationCanceledException) { }
 await node.ShutdownAsync();
-
 return node.Stopped.IsCompletedSuccessfully && await node.Stopped is not null ? 8 : 0;

@@ -90,8 +90,9 @@ internal sealed class SkiffServerOptions
     /// <summary>The memory budget of the state machine's data, in bytes (default 64 MiB): the in-memory part of
     /// its FASTER hybrid log, which holds the keys and values; older data is on disk and read back on demand, so a
     /// store larger than memory keeps to it. Rounded down to a power of two and up to four pages of the store (8
-    /// MiB with the default <see cref="MaxValueBytes"/>). The process needs more besides: the hash index (4 MiB, more beyond about 450,000 keys),
-    /// the ordered key index (about 100 bytes a key), the runtime, and requests in flight.</summary>
+    /// MiB with the default <see cref="MaxValueBytes"/>). The process needs more besides: the hash index (4 MiB,
+    /// more beyond about 450,000 keys), the ordered key index (about 100 bytes a key), the runtime, and requests in
+    /// flight.</summary>
     public long StateMachineMemoryBytes { get; set; } = DefaultStateMachineMemoryBytes;
 
     /// <summary>The default of <see cref="StateMachineMemoryBytes"/>, 64 MiB.</summary>
