@@ -6,7 +6,8 @@ namespace Skiff.Net.Runtime;
 /// <summary>
 /// Paces the state machine's compaction (<see cref="IStateMachine.CompactStep"/>) on the applier's thread, so every
 /// store operation stays on that one thread: the applier runs short steps back to back while it has nothing else to
-/// do, and under load one longer step per <see cref="Interval"/> of applying, so a write waits for at most one step.
+/// do, and under load one longer step per <see cref="Interval"/> of applying, so a write waits for at most one step;
+/// more often only while the compaction is behind the pace that keeps the store's files bounded.
 /// </summary>
 internal sealed class Housekeeping(IStateMachine sm, Action<Exception> fatal)
 {
@@ -28,8 +29,9 @@ internal sealed class Housekeeping(IStateMachine sm, Action<Exception> fatal)
     public bool Pending => sm.CompactionPending;
 
     /// <summary>After a batch applied: a busy step if compaction is under way and <see cref="Interval"/> has passed
-    /// since the last step; false if it failed (the node stops).</summary>
-    public bool StepIfDue() => Stopwatch.GetElapsedTime(_last) < Interval || Step(BusyStep);
+    /// since the last step, or at once if compaction is behind its pace (the writes then wait for it: disk stays
+    /// bounded at the cost of throughput); false if it failed (the node stops).</summary>
+    public bool StepIfDue() => (Stopwatch.GetElapsedTime(_last) < Interval && !sm.CompactionBehind) || Step(BusyStep);
 
     /// <summary>An idle step, if compaction is under way; false if it failed (the node stops).</summary>
     public bool Step() => Step(IdleStep);

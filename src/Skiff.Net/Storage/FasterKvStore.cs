@@ -34,6 +34,13 @@ internal sealed partial class FasterKvStore : IDisposable
     /// twice counts twice).</summary>
     public long OverlayBytes { get; private set; }
 
+    /// <summary>Records written since the store was opened (tombstones aside): with <see cref="WrittenBytes"/>, what
+    /// compaction paces itself by and estimates the size of a live record from.</summary>
+    public long WrittenRecords { get; private set; }
+
+    /// <summary>Bytes of the records counted in <see cref="WrittenRecords"/> (<see cref="RecordBytes"/> each).</summary>
+    public long WrittenBytes { get; private set; }
+
     /// <summary>The page and segment sizes of this store's files.</summary>
     public StoreGeometry Geometry { get; }
 
@@ -202,6 +209,8 @@ internal sealed partial class FasterKvStore : IDisposable
             var sbValue = SpanByte.FromPointer(v, value.Length);
             Session.Upsert(ref sbKey, ref sbValue);
         }
+        WrittenRecords++;
+        WrittenBytes += bytes;
     }
 
     /// <summary>Deletes a key (writes a tombstone).</summary>
@@ -314,56 +323,6 @@ internal sealed partial class FasterKvStore : IDisposable
         _draining = overlay;
         _drainOrder = [.. overlay.Keys];
         _drainNext = 0;
-    }
-
-    /// <summary>The lowest address still part of the store: segments wholly below it are garbage once a checkpoint
-    /// records it (FASTER deletes them then).</summary>
-    public long BeginAddress => _kv.Log.BeginAddress;
-
-    /// <summary>The address of the newest record of <paramref name="key"/>, or -1 if it has none or the newest is a
-    /// tombstone; waits for a lookup that has to go to disk.</summary>
-    public long NewestAddress(string key)
-    {
-        DrainAll();
-        var (found, _, address) = Lookup(key);
-        return found ? address : -1;
-    }
-
-    /// <summary>The records from <paramref name="from"/> up to <paramref name="until"/> that are not tombstones,
-    /// with their addresses, in address order (superseded versions included). Use it on the thread that owns the
-    /// session, between the session's operations: a scan step and a session operation never overlap.</summary>
-    public RecordScan ScanLiveRecords(long from, long until)
-    {
-        DrainAll();
-        return new(_kv.Log.Scan(from, until));
-    }
-
-    /// <summary>Moves the begin address up to <paramref name="until"/> (a record boundary): the records below it are
-    /// no longer part of the store. The files stay until the next checkpoint records the new begin.</summary>
-    public void ShiftBeginAddress(long until)
-    {
-        DrainAll();
-        _kv.Log.ShiftBeginAddress(until, snapToPageStart: false, truncateLog: false);
-    }
-
-    /// <summary>A scan of the hybrid log (see <see cref="ScanLiveRecords"/>).</summary>
-    public sealed class RecordScan(IFasterScanIterator<SpanByte, SpanByte> iterator) : IDisposable
-    {
-        /// <summary>The records, read as the enumeration advances.</summary>
-        public IEnumerable<(string Key, byte[] Value, long Address)> Records
-        {
-            get
-            {
-                while (iterator.GetNext(out var info))
-                {
-                    if (info.Invalid || info.Tombstone) continue;
-                    yield return (KeyOf(ref iterator.GetKey()), iterator.GetValue().ToByteArray(), iterator.CurrentAddress);
-                }
-            }
-        }
-
-        /// <inheritdoc />
-        public void Dispose() => iterator.Dispose();
     }
 
     /// <summary>Deletes the hybrid log segments below the begin address of the checkpoints taken or recovered so far:

@@ -5,12 +5,17 @@ namespace Skiff.Net.Storage;
 /// <summary>
 /// Keeps the state machine's hybrid log near the size of its live data. FASTER appends every new version of a key
 /// (and, after a fold-over checkpoint, every update), so without compaction the store grows with the write history.
-/// <para>After a snapshot's checkpoint, once the store's files exceed both <see cref="KvOptions.CompactionMinBytes"/>
-/// and twice their size after the previous compaction, a pass starts over the records below the checkpoint's
-/// read-only boundary: a record that is still its key's newest version is written again (so it moves to the tail);
-/// superseded versions and tombstones are left behind. When the pass reaches the boundary the begin address moves up
-/// to it; the next checkpoint records that, and FASTER then deletes the segments below it. A crash before that
-/// recovers the previous checkpoint, whose files are all still there.</para>
+/// <para>After a snapshot's checkpoint, once the log spans more than both <see cref="KvOptions.CompactionMinBytes"/>
+/// and one and a half times the live records' estimated size (<see cref="EstimatedLiveBytes"/>), a pass starts over the records
+/// below the checkpoint's read-only boundary: a record that is still its key's newest version is written again (so it
+/// moves to the tail); superseded versions and tombstones are left behind. Each time the pass has read past a whole
+/// segment, the begin address moves up to where it has read; the next checkpoint records that, and FASTER then
+/// deletes the segments below it. A crash before that recovers the previous checkpoint, whose files are all still
+/// there. So a long pass frees the front of the log as it goes instead of holding all of it until it ends.</para>
+/// <para>The pass keeps a pace (<see cref="Behind"/>): it must have read through its range by the time the applies
+/// since it began have written half the live size again. Without that, a store larger than memory grew without
+/// bound: applies wrote faster than the fixed share of the applying thread could copy, and each pass started from a
+/// larger log than the one before (100 MB of live data reached 2 GB, issue 16).</para>
 /// <para>The pass runs in small steps (<see cref="Step"/>) on the applying thread, between applies and under the
 /// state machine's lock, through the store's one session: every store operation stays on one thread. FASTER's own
 /// <c>Log.Compact</c> ran on a second session beside the applier, and with this store's object values that
@@ -23,13 +28,15 @@ internal sealed class KvCompactor
     public static readonly TimeSpan StepBudget = TimeSpan.FromMilliseconds(2);
 
     private readonly FasterKvStore _store;
-    private readonly string _dir;
+    private readonly Func<long> _liveRecords;
     private readonly long _minBytes;
     private CompactionPass? _pass;
     // A pass decided on after a checkpoint but not begun: its scan starts at the first step, once the checkpoint's
     // overlay is in the store, so the snapshot that decides it does not wait for either.
-    private long? _passUntil;
-    private long _baseline;
+    private (long Until, long Allowance)? _passUntil;
+    // The last finished pass: the bytes and records it copied (exactly the live records of the range it read) and
+    // the store's write counters when it began (the writes since, its copies aside, sample the size of the rest).
+    private long _copiedBytes, _copiedRecords, _markBytes, _markRecords;
 
     /// <summary>How many compactions have finished (for tests and diagnostics).</summary>
     public int Completed { get; private set; }
@@ -37,51 +44,74 @@ internal sealed class KvCompactor
     /// <summary>Whether a pass is under way (<see cref="Step"/> has work to do).</summary>
     public bool Pending => _pass is not null || _passUntil is not null;
 
+    /// <summary>Whether the pass under way is behind its pace: the applying thread should step it before applying
+    /// more.</summary>
+    public bool Behind => _passUntil is not null || (_pass?.Behind(_store) ?? false);
+
     /// <param name="store">The store to compact.</param>
-    /// <param name="dir">Its directory.</param>
-    /// <param name="minBytes">Never compact a store smaller than this.</param>
-    public KvCompactor(FasterKvStore store, string dir, long minBytes)
+    /// <param name="liveRecords">How many records are live now (keys, kept changes, sessions).</param>
+    /// <param name="minBytes">Never compact a log smaller than this.</param>
+    public KvCompactor(FasterKvStore store, Func<long> liveRecords, long minBytes)
     {
         _store = store;
-        _dir = dir;
+        _liveRecords = liveRecords;
         _minBytes = minBytes;
     }
 
-    /// <summary>After a checkpoint: starts a pass over everything the checkpoint holds if the store has grown
-    /// enough since the last compaction and no pass is under way.</summary>
+    /// <summary>The live records' size: what the last pass copied (exactly the live records of the range it read),
+    /// plus the records it did not see at the mean size of the records written since it began (before any pass: the
+    /// records at the mean size of those written since opening). The writes include the state machine's small
+    /// bookkeeping records, rewritten with every apply, so the estimate errs low: compaction starts early rather than
+    /// late.</summary>
+    public long EstimatedLiveBytes()
+    {
+        var records = _liveRecords();
+        if (_copiedRecords > 0 && records <= _copiedRecords) return _copiedBytes * records / _copiedRecords;
+        var sampleRecords = _store.WrittenRecords - _markRecords - _copiedRecords;
+        var sampleBytes = _store.WrittenBytes - _markBytes - _copiedBytes;
+        var perRecord = sampleRecords > 0 ? (double)sampleBytes / sampleRecords
+            : _copiedRecords > 0 ? (double)_copiedBytes / _copiedRecords : 0;
+        return _copiedBytes + (long)((records - _copiedRecords) * perRecord);
+    }
+
+    /// <summary>After a checkpoint: starts a pass over everything the checkpoint holds if the log spans more than
+    /// one and a half times the live records and no pass is under way. Each pass copies about the live size, so this
+    /// trades copying (the live size again for every half of it written) for disk: issue 16 bounds the whole
+    /// directory, checkpoint files and the Raft log included, by three times the live data, and a log allowed twice
+    /// the live records peaked too close to that (285 MB for 102 MB of values, against 241 MB at one and a half).</summary>
     public void AfterCheckpoint()
     {
         if (Pending) return;
-        var bytes = LiveFileBytes(_dir, _store.BeginAddress >> _store.Geometry.SegmentSizeBits);
-        if (bytes <= Math.Max(_minBytes, 2 * _baseline)) return;
+        var live = EstimatedLiveBytes();
+        if (_store.TailAddress - _store.BeginAddress <= Math.Max(_minBytes, live + live / 2)) return;
         var until = _store.SafeReadOnlyAddress;
-        if (until > _store.BeginAddress) _passUntil = until;
+        if (until > _store.BeginAddress) _passUntil = (until, Math.Max(_minBytes, live / 2));
     }
 
     /// <summary>Runs the pass under way for about <paramref name="budget"/> or <paramref name="maxRecords"/>
-    /// records, whichever comes first; when it reaches its end, moves the begin address. Does nothing if no pass is
-    /// under way.</summary>
+    /// records, whichever comes first, moving the begin address past each whole segment read. Does nothing if no
+    /// pass is under way.</summary>
     /// <param name="budget">How long to run before returning.</param>
     /// <param name="maxRecords">How many records to look at before returning (tests make passes span many steps).</param>
     public void Step(TimeSpan budget, int maxRecords = int.MaxValue)
     {
-        if (_passUntil is { } begin)
+        if (_passUntil is { } next)
         {
             // The scan asks for records' addresses, which drains the overlay whole: drain it within the budget first.
             if (!_store.DrainFor(budget)) return;
-            _pass = new CompactionPass(_store, begin);
+            _pass = new CompactionPass(_store, next.Until, next.Allowance);
             _passUntil = null;
             return;
         }
-        if (_pass is null) return;
-        if (!_pass.Run(budget, maxRecords)) return;
-        var until = _pass.Until;
-        _pass.Dispose();
+        if (_pass is not { } pass) return;
+        var done = pass.Run(budget, maxRecords);
+        var read = done ? pass.Until : pass.ReadUntil;
+        var segmentBits = _store.Geometry.SegmentSizeBits;
+        if (done || read >> segmentBits > _store.BeginAddress >> segmentBits) _store.ShiftBeginAddress(read);
+        if (!done) return;
+        pass.Dispose();
         _pass = null;
-        _store.ShiftBeginAddress(until);
-        // What is left from the new begin on: the live records copied forward and whatever was written meanwhile;
-        // the next compaction waits until the store is twice that.
-        _baseline = LiveFileBytes(_dir, until >> _store.Geometry.SegmentSizeBits);
+        (_copiedBytes, _copiedRecords, _markBytes, _markRecords) = (pass.CopiedBytes, pass.CopiedRecords, pass.StartBytes, pass.StartRecords);
         Completed++;
     }
 
@@ -94,39 +124,45 @@ internal sealed class KvCompactor
         _passUntil = null;
     }
 
-    /// <summary>Bytes of the hybrid log's segment files (and their object-log files) from segment
-    /// <paramref name="firstSegment"/> on: what stays once the segments below are deleted.</summary>
-    public static long LiveFileBytes(string dir, long firstSegment)
-    {
-        long total = 0;
-        foreach (var path in Directory.EnumerateFiles(dir, "hlog.*"))
-        {
-            var dot = path.LastIndexOf('.');
-            if (!long.TryParse(path.AsSpan(dot + 1), out var segment) || segment < firstSegment) continue;
-            try { total += new FileInfo(path).Length; }
-            catch (FileNotFoundException) { } // deleted by FASTER's truncation meanwhile
-        }
-        return total;
-    }
-
     /// <summary>One pass: a scan of the records from the begin address up to <see cref="Until"/>, resumable across
     /// steps. Applies between steps only add records above <see cref="Until"/>, so a key they touch is never
     /// copied back over its newer version: its newest record is no longer the one scanned.</summary>
     private sealed class CompactionPass : IDisposable
     {
         private readonly FasterKvStore _store;
-        private readonly IDisposable _scan;
+        private readonly FasterKvStore.RecordScan _scan;
         private readonly IEnumerator<(string Key, byte[] Value, long Address)> _records;
+        private readonly long _from;
+        private readonly long _allowance;
 
         public long Until { get; }
+        public long StartBytes { get; }
+        public long StartRecords { get; }
+        public long CopiedBytes { get; private set; }
+        public long CopiedRecords { get; private set; }
 
-        public CompactionPass(FasterKvStore store, long until)
+        /// <summary>Everything below this has been read (a record boundary).</summary>
+        public long ReadUntil => Math.Min(Until, _scan.NextAddress);
+
+        public CompactionPass(FasterKvStore store, long until, long allowance)
         {
             _store = store;
             Until = until;
-            var scan = store.ScanLiveRecords(store.BeginAddress, until);
-            _scan = scan;
-            _records = scan.Records.GetEnumerator();
+            _from = store.BeginAddress;
+            _allowance = Math.Max(1, allowance);
+            StartBytes = store.WrittenBytes;
+            StartRecords = store.WrittenRecords;
+            _scan = store.ScanLiveRecords(_from, until);
+            _records = _scan.Records.GetEnumerator();
+        }
+
+        /// <summary>Whether the pass has read less of its range than the applies' writes since it began allow: all of
+        /// it by the time they reach the allowance.</summary>
+        public bool Behind(FasterKvStore store)
+        {
+            var written = store.WrittenBytes - StartBytes - CopiedBytes;
+            var due = (Until - _from) * Math.Min(1.0, (double)written / _allowance);
+            return ReadUntil - _from < due;
         }
 
         /// <summary>Copies forward the newest versions met, for about <paramref name="budget"/> or
@@ -138,7 +174,13 @@ internal sealed class KvCompactor
             {
                 if (!_records.MoveNext()) return true;
                 var (key, value, address) = _records.Current;
-                if (_store.NewestAddress(key) == address) _store.Upsert(key, value);
+                if (_store.NewestAddress(key) == address)
+                {
+                    var before = _store.WrittenBytes;
+                    _store.Upsert(key, value);
+                    CopiedBytes += _store.WrittenBytes - before;
+                    CopiedRecords++;
+                }
                 if (n >= maxRecords || (n % 32 == 0 && Stopwatch.GetElapsedTime(start) >= budget)) return false;
             }
         }

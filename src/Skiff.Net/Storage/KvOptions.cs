@@ -53,9 +53,9 @@ internal sealed record KvOptions
     /// <summary>The sizes stores made before the <c>geometry</c> file existed were written with.</summary>
     internal static readonly StoreGeometry LegacyGeometry = new(20, 30);
 
-    /// <summary>Compaction of the hybrid log starts (after a snapshot) once the store's files exceed both this and
-    /// twice their size after the previous compaction (default 8 MiB): disk stays within a small multiple of the
-    /// live data, and a compaction copies each live record forward only after as much garbage has built up.</summary>
+    /// <summary>Compaction of the hybrid log starts (after a snapshot) once the log spans more than both this and one
+    /// and a half times the estimated size of its live records (default 8 MiB): disk stays within a small multiple of
+    /// the live data, and a pass copies the live records forward only once half as much garbage has built up.</summary>
     public long CompactionMinBytes { get; init; } = 8L << 20;
     /// <summary>Applies and snapshots are refused with <see cref="ErrorKind.StorageError"/> while the disk has less
     /// free space than this. FASTER cannot report a failed background page flush to the writer (on a full disk its

@@ -12,6 +12,14 @@ internal partial class KvStateMachine
     /// being taken (writes then go to an overlay that its liveness lookups would not see).</summary>
     public bool CompactionPending { get { lock (_gate) return _snapshot is null && (_compactor?.Pending ?? false); } }
 
+    /// <summary>Whether the compaction under way has fallen behind the pace that keeps the store's files bounded: the
+    /// applying thread should run a step before it applies more.</summary>
+    public bool CompactionBehind { get { lock (_gate) return _snapshot is null && (_compactor?.Behind ?? false); } }
+
+    // The store's live records, for compaction's estimate of their size: keys, kept changes, client sessions, and
+    // the applied-index record.
+    private long LiveRecords() => _index.Count + _history.Count + _sessions.Table.Sessions.Count + 1L;
+
     /// <summary>Runs the compaction under way for a short step (<see cref="KvCompactor.StepBudget"/>); call it from
     /// the thread that applies, between applies.</summary>
     /// <param name="maxRecords">At most this many records in the step (tests make a pass span many steps).</param>

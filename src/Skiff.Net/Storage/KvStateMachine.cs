@@ -139,7 +139,7 @@ internal partial class KvStateMachine : IDisposable
             _sessions = SessionTableStore.Load(_store, _dir, applied.SessionClock, found.SessionIds);
             _auth = AuthStore.Load(_store, _dir);
             _commands = new KvCommandApplier(_store, _index);
-            _compactor = new KvCompactor(_store, _dir, _options.CompactionMinBytes);
+            _compactor = new KvCompactor(_store, LiveRecords, _options.CompactionMinBytes);
             LastOpen = new KvOpenStats(recovered, watch.Elapsed - recovered, _index.Count, source);
             if (hasCheckpoint)
             {

@@ -38,6 +38,10 @@ internal interface IStateMachine : IDisposable
     /// thread should advance with <see cref="CompactStep"/>.</summary>
     bool CompactionPending => false;
 
+    /// <summary>Whether that housekeeping has fallen behind the pace that keeps the files bounded: the applying
+    /// thread should advance it before applying more.</summary>
+    bool CompactionBehind => false;
+
     /// <summary>Advances that housekeeping by a step of about <paramref name="budget"/>. Called only by the applying
     /// thread, between applies, so a state machine needs no second thread of its own to keep its files small; a
     /// write that arrives meanwhile waits for the step.</summary>

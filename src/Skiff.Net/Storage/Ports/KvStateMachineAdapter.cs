@@ -18,6 +18,9 @@ internal sealed class KvStateMachineAdapter : IStateMachine, IChangeHistory
     public bool CompactionPending => _kv.CompactionPending;
 
     /// <inheritdoc/>
+    public bool CompactionBehind => _kv.CompactionBehind;
+
+    /// <inheritdoc/>
     public void CompactStep(TimeSpan budget) => _kv.CompactStep(budget);
 
     /// <inheritdoc/>
