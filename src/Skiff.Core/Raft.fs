@@ -282,6 +282,7 @@ module Raft =
             | Event.EntriesLoaded(LoadPurpose.Replicate peer, entries) -> Replication.entriesLoadedFor peer entries s
             | Event.EntriesLoaded(LoadPurpose.Apply, entries) -> Applying.entriesLoadedForApply entries s
             | Event.SnapshotTaken meta -> Snapshots.taken meta s
+            | Event.SnapshotWanted -> Snapshots.wanted s
         let s = settle s
         let s =
             // Field by field: no tuples, no generic structural equality on every step.

@@ -8,19 +8,23 @@ module Snapshots =
     /// Asks for a snapshot once SnapshotThreshold entries, or SnapshotBytes of entries, have been applied since the
     /// last one. The applied index is never behind the snapshot's, so its term is known (the log keeps term
     /// boundaries from there on).
+    let private take (s: State) : State =
+        match LogView.termAt s.Applied s.Log with
+        | Some term ->
+            let meta = { Index = s.Applied; Term = term; Configuration = State.configAt s.Applied s }
+            { s with Standing = { s.Standing with Snapshotting = true }; AppliedBytes = 0L }
+            |> State.emit (Effect.TakeSnapshot meta)
+        | None -> s
+
     let maybeTake (s: State) : State =
         let due =
             s.Applied - s.Snapshot.Index >= s.Options.SnapshotThreshold
             || (s.AppliedBytes >= s.Options.SnapshotBytes && s.Applied > s.Snapshot.Index)
-        if not s.Snapshotting && due then
-            match LogView.termAt s.Applied s.Log with
-            | Some term ->
-                let meta = { Index = s.Applied; Term = term; Configuration = State.configAt s.Applied s }
-                { s with Standing = { s.Standing with Snapshotting = true }; AppliedBytes = 0L }
-                |> State.emit (Effect.TakeSnapshot meta)
-            | None -> s
-        else
-            s
+        if not s.Snapshotting && due then take s else s
+
+    /// Event.SnapshotWanted: the state machine would free disk with a snapshot now. Taken at the applied index unless
+    /// one is under way or nothing was applied since the last (the same snapshot as a due one, only sooner).
+    let wanted (s: State) : State = if not s.Snapshotting && s.Applied > s.Snapshot.Index then take s else s
 
     /// Event.SnapshotTaken: adopt it as the latest snapshot and compact the log behind it, keeping a tail. The
     /// term and configuration are looked up again rather than taken from the event: an interpreter's answer is

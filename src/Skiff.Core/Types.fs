@@ -234,6 +234,10 @@ type Event =
     | EntriesLoaded of Purpose: LoadPurpose * Entries: Entry list
     /// The snapshot asked for with TakeSnapshot is durable.
     | SnapshotTaken of Meta: SnapshotMeta
+    /// The state machine asks for a snapshot before the usual threshold: its files shrink only when a snapshot's
+    /// checkpoint is durable (a compaction moved past data that only then can be deleted). A hint: ignored while a
+    /// snapshot is under way or when nothing was applied since the last one.
+    | SnapshotWanted
 
 /// Everything the reducer asks the outside world to do. See docs/architecture.md for the ordering rules.
 [<RequireQualifiedAccess>]

@@ -49,6 +49,7 @@ module internal Show =
         | Event.Persisted(i, t) -> sprintf "Persisted %d/%d" i t
         | Event.EntriesLoaded(p, es) -> sprintf "EntriesLoaded %A %s" p (range es)
         | Event.SnapshotTaken m -> sprintf "SnapshotTaken %d/%d" m.Index m.Term
+        | Event.SnapshotWanted -> "SnapshotWanted"
 
     let showEffect (name: NodeId -> string) (e: Effect) =
         match e with

@@ -115,9 +115,10 @@ let private overwriteAndRestart (name: string) (keys: int) (rounds: int) (memory
 let tests =
     testList
         "disk bound"
-        [ testCase "compaction steps are short while the applier idles, longer only once per interval of applying"
+        [ testCase "compaction steps are short while the applier idles, longer once per interval of applying or while behind"
           <| fun () ->
               let budgets = List<TimeSpan>()
+              let mutable behind, wanted, asks = false, false, 0
               let machine =
                   { new Skiff.Net.Storage.Ports.IStateMachine with
                       member _.AppliedIndex = 0L
@@ -129,9 +130,11 @@ let tests =
                       member _.ListKeys(_, _, _) = [||] :> IReadOnlyList<string>
                       member _.GetPrefixes(_, _) = [||] :> IReadOnlyList<string>
                       member _.CompactionPending = true
+                      member _.CompactionBehind = behind
+                      member _.SnapshotWanted = wanted
                       member _.CompactStep(budget) = budgets.Add budget
                       member _.Dispose() = () }
-              let housekeeping = Housekeeping(machine, (fun e -> failtestf "failed: %O" e))
+              let housekeeping = Housekeeping(machine, (fun e -> failtestf "failed: %O" e), (fun () -> asks <- asks + 1))
               // Idle: back to back, each short, so a write that arrives (one client's next) waits little.
               for _ in 1..3 do
                   Expect.isTrue (housekeeping.Step()) "an idle step"
@@ -141,6 +144,24 @@ let tests =
               // Busy: a longer step once an interval has passed since the last one.
               waitUntil 1.0 "an interval to pass" (fun () -> housekeeping.StepIfDue() && budgets.Count = 4)
               Expect.equal budgets[3] Housekeeping.BusyStep "a busy step"
+              // Behind its pace: a busy step after every batch, however recent the last.
+              behind <- true
+              Expect.isTrue (housekeeping.StepIfDue()) "a step while behind"
+              Expect.isTrue (housekeeping.StepIfDue()) "and another"
+              Expect.equal budgets.Count 6 "a step after each batch while behind"
+              Expect.equal budgets[5] Housekeeping.BusyStep "busy steps while behind"
+              behind <- false
+              // A snapshot is asked for once when the state machine starts wanting one, not at every step.
+              Expect.equal asks 0 "nothing asked while no snapshot is wanted"
+              wanted <- true
+              for _ in 1..3 do
+                  housekeeping.Step() |> ignore
+              Expect.equal asks 1 "asked once"
+              wanted <- false
+              housekeeping.Step() |> ignore
+              wanted <- true
+              housekeeping.Step() |> ignore
+              Expect.equal asks 2 "asked again once it wants one again"
 
           testCase "the change history is bounded in bytes, and counts them again after a reopen"
           <| fun () ->
@@ -332,6 +353,7 @@ let tests =
               // start once the files were twice their size after the previous pass, measured while most of what that
               // pass had copied was still in memory and while the applies of a slow pass added garbage: every pass
               // started from a larger log (270 MB here, 2 GB for 100 MB of values). Now it follows the live records'
-              // size and keeps a pace; this run peaks at about 85 MB. Issue 16's bound (64 MB here) is not yet held
-              // while the data outgrows memory: the segments a pass frees wait for the next snapshot's checkpoint.
-              overwriteAndRestart "disk-bound-spill" 15_000 10 (Some(8L <<< 20)) (7L * 15_000L * 1000L) ]
+              // size and keeps a pace (peak about 85 MB), and asks for a snapshot when a pass has freed segments
+              // rather than leaving them to the next one due (peak 64-66 MB). The bound, 5 times the live data, fails
+              // either way without both; issue 16's own (64 MB here) is about what this run reaches.
+              overwriteAndRestart "disk-bound-spill" 15_000 10 (Some(8L <<< 20)) (5L * 15_000L * 1000L) ]

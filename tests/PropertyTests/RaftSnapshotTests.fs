@@ -58,6 +58,29 @@ let snapshots =
               Expect.equal (asked ()) (Some 4L) "TakeSnapshot once SnapshotBytes of entries were applied"
               Expect.equal (Raft.snapshot (c.State n1)).Index 4L "snapshot adopted"
           }
+          test "a snapshot the state machine asks for is taken at once, but never twice or empty" {
+              // Far from either threshold: only SnapshotWanted can start one.
+              let options = { opts with SnapshotThreshold = 1000L; CompactionTail = 0L }
+              let c = Cluster([ n1 ], options)
+              c.Deliver()
+              for k in 1..2 do
+                  c.Step(n1, Event.Propose(int64 k, [| byte k |])) |> ignore
+                  c.Deliver()
+              let taken (effects: Effect list) =
+                  effects
+                  |> List.tryPick (function
+                      | Effect.TakeSnapshot meta -> Some meta.Index
+                      | _ -> None)
+              // Index 1 is the leader's Noop: the two proposals are at 2 and 3.
+              Expect.equal (taken (c.Step(n1, Event.SnapshotWanted))) (Some 3L) "taken at the applied index"
+              Expect.isNone (taken (c.Step(n1, Event.SnapshotWanted))) "not while one is under way"
+              c.Deliver()
+              Expect.equal (Raft.snapshot (c.State n1)).Index 3L "adopted once taken"
+              Expect.isNone (taken (c.Step(n1, Event.SnapshotWanted))) "not when nothing was applied since"
+              c.Step(n1, Event.Propose(3L, [| 3uy |])) |> ignore
+              c.Deliver()
+              Expect.equal (taken (c.Step(n1, Event.SnapshotWanted))) (Some 4L) "taken again after an apply"
+          }
           test "snapshot sent to follower behind compaction point" {
               let options = { opts with SnapshotThreshold = 5L; CompactionTail = 0L }
               let c = Cluster([ n1; n2; n3 ], options)

@@ -73,7 +73,7 @@ internal sealed partial class Applier
         Action<Exception> fatal)
     {
         _fatal = fatal;
-        _housekeeping = new Housekeeping(sm, fatal);
+        _housekeeping = new Housekeeping(sm, fatal, () => post(Event.SnapshotWanted));
         _sm = sm;
         _durable = sm as IChangeHistory;
         _snapshots = snapshots;

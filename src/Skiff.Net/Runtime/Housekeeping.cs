@@ -9,7 +9,11 @@ namespace Skiff.Net.Runtime;
 /// do, and under load one longer step per <see cref="Interval"/> of applying, so a write waits for at most one step;
 /// more often only while the compaction is behind the pace that keeps the store's files bounded.
 /// </summary>
-internal sealed class Housekeeping(IStateMachine sm, Action<Exception> fatal)
+/// <param name="sm">The state machine whose compaction this paces.</param>
+/// <param name="fatal">Stops the node when a step fails.</param>
+/// <param name="askSnapshot">Asks the reducer for a snapshot (<see cref="Skiff.Core.Event.SnapshotWanted"/>), once each time the
+/// state machine starts wanting one: its compaction freed data that only a snapshot's checkpoint deletes.</param>
+internal sealed class Housekeeping(IStateMachine sm, Action<Exception> fatal, Action askSnapshot)
 {
     /// <summary>Under load, how much applying goes between two steps.</summary>
     public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(10);
@@ -24,6 +28,7 @@ internal sealed class Housekeeping(IStateMachine sm, Action<Exception> fatal)
     public static readonly TimeSpan IdleStep = TimeSpan.FromMilliseconds(0.25);
 
     private long _last = Stopwatch.GetTimestamp();
+    private bool _asked;
 
     /// <summary>Whether the state machine has compaction under way.</summary>
     public bool Pending => sm.CompactionPending;
@@ -43,6 +48,9 @@ internal sealed class Housekeeping(IStateMachine sm, Action<Exception> fatal)
         try
         {
             sm.CompactStep(budget);
+            var wanted = sm.SnapshotWanted;
+            if (wanted && !_asked) askSnapshot();
+            _asked = wanted;
             return true;
         }
         catch (Exception ex)

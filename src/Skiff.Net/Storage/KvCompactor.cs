@@ -33,10 +33,14 @@ internal sealed class KvCompactor
     private CompactionPass? _pass;
     // A pass decided on after a checkpoint but not begun: its scan starts at the first step, once the checkpoint's
     // overlay is in the store, so the snapshot that decides it does not wait for either.
-    private (long Until, long Allowance)? _passUntil;
+    private (long Until, long Live, long Allowance)? _passUntil;
     // The last finished pass: the bytes and records it copied (exactly the live records of the range it read) and
     // the store's write counters when it began (the writes since, its copies aside, sample the size of the rest).
     private long _copiedBytes, _copiedRecords, _markBytes, _markRecords;
+    // The begin address the last checkpoint recorded: segments below it are gone, the ones from it up to the begin
+    // address now go with the next checkpoint.
+    private long _checkpointBegin;
+    private bool _finishedSinceCheckpoint;
 
     /// <summary>How many compactions have finished (for tests and diagnostics).</summary>
     public int Completed { get; private set; }
@@ -48,12 +52,40 @@ internal sealed class KvCompactor
     /// more.</summary>
     public bool Behind => _passUntil is not null || (_pass?.Behind(_store) ?? false);
 
+    /// <summary>Bytes of whole segments that the next checkpoint frees: the pass moved the begin address past them
+    /// since the last checkpoint.</summary>
+    public long FreeableBytes
+    {
+        get
+        {
+            var bits = _store.Geometry.SegmentSizeBits;
+            return Math.Max(0, (_store.BeginAddress >> bits) - (_checkpointBegin >> bits)) << bits;
+        }
+    }
+
+    /// <summary>Whether a checkpoint now would free enough to ask for one: a pass finished since the last
+    /// checkpoint, or the pass under way has freed twice <see cref="KvOptions.CompactionMinBytes"/> while what the last
+    /// checkpoint holds on to has grown past 2.5 times the live size. That happens when the live data outgrows the
+    /// memory budget: the pass is long, and its copies and the applies reach the disk before the next snapshot due by
+    /// the Raft log's own threshold would free the front of the log (30 MB of values in 8 MiB: 131-137 MB of files
+    /// against 92 MB). Not sooner: each snapshot writes the hash index and syncs, and a pass pauses for it; asking at
+    /// every 4 MiB segment cost a fifth of the writes per second, at every 25 MB of a 100 MB store a third.</summary>
+    public bool WantsCheckpoint
+    {
+        get
+        {
+            var freeable = FreeableBytes;
+            return freeable > 0 && (_finishedSinceCheckpoint || (_pass is { } p && freeable >= 2 * _minBytes && _store.TailAddress - _checkpointBegin > 2 * p.Live));
+        }
+    }
+
     /// <param name="store">The store to compact.</param>
     /// <param name="liveRecords">How many records are live now (keys, kept changes, sessions).</param>
     /// <param name="minBytes">Never compact a log smaller than this.</param>
     public KvCompactor(FasterKvStore store, Func<long> liveRecords, long minBytes)
     {
         _store = store;
+        _checkpointBegin = store.BeginAddress;
         _liveRecords = liveRecords;
         _minBytes = minBytes;
     }
@@ -81,11 +113,13 @@ internal sealed class KvCompactor
     /// the live records peaked too close to that (285 MB for 102 MB of values, against 241 MB at one and a half).</summary>
     public void AfterCheckpoint()
     {
+        _checkpointBegin = _store.BeginAddress;
+        _finishedSinceCheckpoint = false;
         if (Pending) return;
         var live = EstimatedLiveBytes();
         if (_store.TailAddress - _store.BeginAddress <= Math.Max(_minBytes, live + live / 2)) return;
         var until = _store.SafeReadOnlyAddress;
-        if (until > _store.BeginAddress) _passUntil = (until, Math.Max(_minBytes, live / 2));
+        if (until > _store.BeginAddress) _passUntil = (until, live, Math.Max(_minBytes, live / 2));
     }
 
     /// <summary>Runs the pass under way for about <paramref name="budget"/> or <paramref name="maxRecords"/>
@@ -99,7 +133,7 @@ internal sealed class KvCompactor
         {
             // The scan asks for records' addresses, which drains the overlay whole: drain it within the budget first.
             if (!_store.DrainFor(budget)) return;
-            _pass = new CompactionPass(_store, next.Until, next.Allowance);
+            _pass = new CompactionPass(_store, next.Until, next.Live, next.Allowance);
             _passUntil = null;
             return;
         }
@@ -111,6 +145,7 @@ internal sealed class KvCompactor
         if (!done) return;
         pass.Dispose();
         _pass = null;
+        _finishedSinceCheckpoint = true;
         (_copiedBytes, _copiedRecords, _markBytes, _markRecords) = (pass.CopiedBytes, pass.CopiedRecords, pass.StartBytes, pass.StartRecords);
         Completed++;
     }
@@ -133,9 +168,12 @@ internal sealed class KvCompactor
         private readonly FasterKvStore.RecordScan _scan;
         private readonly IEnumerator<(string Key, byte[] Value, long Address)> _records;
         private readonly long _from;
-        private readonly long _allowance;
 
         public long Until { get; }
+        /// <summary>The live size estimated when the pass began.</summary>
+        public long Live { get; }
+        /// <summary>What the applies may write before the pass must have read its whole range.</summary>
+        public long Allowance { get; }
         public long StartBytes { get; }
         public long StartRecords { get; }
         public long CopiedBytes { get; private set; }
@@ -144,12 +182,13 @@ internal sealed class KvCompactor
         /// <summary>Everything below this has been read (a record boundary).</summary>
         public long ReadUntil => Math.Min(Until, _scan.NextAddress);
 
-        public CompactionPass(FasterKvStore store, long until, long allowance)
+        public CompactionPass(FasterKvStore store, long until, long live, long allowance)
         {
+            Live = live;
             _store = store;
             Until = until;
             _from = store.BeginAddress;
-            _allowance = Math.Max(1, allowance);
+            Allowance = Math.Max(1, allowance);
             StartBytes = store.WrittenBytes;
             StartRecords = store.WrittenRecords;
             _scan = store.ScanLiveRecords(_from, until);
@@ -161,7 +200,7 @@ internal sealed class KvCompactor
         public bool Behind(FasterKvStore store)
         {
             var written = store.WrittenBytes - StartBytes - CopiedBytes;
-            var due = (Until - _from) * Math.Min(1.0, (double)written / _allowance);
+            var due = (Until - _from) * Math.Min(1.0, (double)written / Allowance);
             return ReadUntil - _from < due;
         }
 

@@ -16,6 +16,10 @@ internal partial class KvStateMachine
     /// applying thread should run a step before it applies more.</summary>
     public bool CompactionBehind { get { lock (_gate) return _snapshot is null && (_compactor?.Behind ?? false); } }
 
+    /// <summary>Whether a snapshot now would free disk: the compaction moved the store's begin address past whole
+    /// segments that the last checkpoint still holds (they are deleted once a newer checkpoint is durable).</summary>
+    public bool SnapshotWanted { get { lock (_gate) return _snapshot is null && (_compactor?.WantsCheckpoint ?? false); } }
+
     // The store's live records, for compaction's estimate of their size: keys, kept changes, client sessions, and
     // the applied-index record.
     private long LiveRecords() => _index.Count + _history.Count + _sessions.Table.Sessions.Count + 1L;

@@ -42,6 +42,10 @@ internal interface IStateMachine : IDisposable
     /// thread should advance it before applying more.</summary>
     bool CompactionBehind => false;
 
+    /// <summary>Whether a snapshot now would free disk: the housekeeping moved past data that only a snapshot's
+    /// checkpoint can delete. The applying thread then asks the reducer for one (<see cref="Event.SnapshotWanted"/>).</summary>
+    bool SnapshotWanted => false;
+
     /// <summary>Advances that housekeeping by a step of about <paramref name="budget"/>. Called only by the applying
     /// thread, between applies, so a state machine needs no second thread of its own to keep its files small; a
     /// write that arrives meanwhile waits for the step.</summary>

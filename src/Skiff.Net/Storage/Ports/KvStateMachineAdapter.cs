@@ -21,6 +21,9 @@ internal sealed class KvStateMachineAdapter : IStateMachine, IChangeHistory
     public bool CompactionBehind => _kv.CompactionBehind;
 
     /// <inheritdoc/>
+    public bool SnapshotWanted => _kv.SnapshotWanted;
+
+    /// <inheritdoc/>
     public void CompactStep(TimeSpan budget) => _kv.CompactStep(budget);
 
     /// <inheritdoc/>
