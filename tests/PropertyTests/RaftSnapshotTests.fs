@@ -8,22 +8,29 @@ open Skiff.PropertyTests.RaftHarness
 
 let private n1, n2, n3 = nid 1, nid 2, nid 3
 
+/// The snapshot the first TakeSnapshot among `effects` asks for.
+let private snapshotAsked (effects: Effect seq) =
+    effects
+    |> Seq.tryPick (function
+        | Effect.TakeSnapshot meta -> Some meta
+        | _ -> None)
+
+/// One voter that has applied `count` one-byte proposals (after its own Noop at index 1).
+let private singleNodeWith (options: Options) (count: int) =
+    let c = Cluster([ n1 ], options)
+    c.Deliver()
+    for k in 1..count do
+        c.Step(n1, Event.Propose(int64 k, [| byte k |])) |> ignore
+        c.Deliver()
+    c
+
 let snapshots =
     testList
         "Raft.Snapshots"
         [ test "snapshot taken after threshold, log compacted keeping a tail" {
-              let options = { opts with SnapshotThreshold = 5L; CompactionTail = 2L }
-              let c = Cluster([ n1 ], options)
-              c.Deliver()
-              for k in 1..5 do
-                  c.Step(n1, Event.Propose(int64 k, [| byte k |])) |> ignore
-                  c.Deliver()
+              let c = singleNodeWith { opts with SnapshotThreshold = 5L; CompactionTail = 2L } 5
               let effects = List.ofSeq (c.Node n1).Effects
-              let asked =
-                  effects
-                  |> List.tryPick (function
-                      | Effect.TakeSnapshot meta -> Some meta
-                      | _ -> None)
+              let asked = snapshotAsked effects
               Expect.equal (asked |> Option.map (fun m -> m.Index)) (Some 5L) "TakeSnapshot at the applied index"
               // It carries what the interpreter stores with the snapshot, so the interpreter keeps no copy of its own.
               Expect.equal asked.Value.Term (Raft.term (c.State n1)) "TakeSnapshot carries the term of the entry there"
@@ -43,11 +50,7 @@ let snapshots =
               let options = { opts with SnapshotThreshold = 1000L; SnapshotBytes = 3000L; CompactionTail = 0L }
               let c = Cluster([ n1 ], options)
               c.Deliver()
-              let asked () =
-                  (c.Node n1).Effects
-                  |> Seq.tryPick (function
-                      | Effect.TakeSnapshot meta -> Some meta.Index
-                      | _ -> None)
+              let asked () = snapshotAsked (c.Node n1).Effects |> Option.map (fun m -> m.Index)
               for k in 1..2 do
                   c.Step(n1, Event.Propose(int64 k, Array.zeroCreate 1000)) |> ignore
                   c.Deliver()
@@ -60,17 +63,8 @@ let snapshots =
           }
           test "a snapshot the state machine asks for is taken at once, but never twice or empty" {
               // Far from either threshold: only SnapshotWanted can start one.
-              let options = { opts with SnapshotThreshold = 1000L; CompactionTail = 0L }
-              let c = Cluster([ n1 ], options)
-              c.Deliver()
-              for k in 1..2 do
-                  c.Step(n1, Event.Propose(int64 k, [| byte k |])) |> ignore
-                  c.Deliver()
-              let taken (effects: Effect list) =
-                  effects
-                  |> List.tryPick (function
-                      | Effect.TakeSnapshot meta -> Some meta.Index
-                      | _ -> None)
+              let c = singleNodeWith { opts with SnapshotThreshold = 1000L; CompactionTail = 0L } 2
+              let taken (effects: Effect list) = snapshotAsked effects |> Option.map (fun m -> m.Index)
               // Index 1 is the leader's Noop: the two proposals are at 2 and 3.
               Expect.equal (taken (c.Step(n1, Event.SnapshotWanted))) (Some 3L) "taken at the applied index"
               Expect.isNone (taken (c.Step(n1, Event.SnapshotWanted))) "not while one is under way"
