@@ -14,17 +14,18 @@ internal sealed partial class FasterKvStore
     /// disk or in memory.</summary>
     public long TailAddress => _kv.Log.TailAddress;
 
-    /// <summary>The address of the newest record of <paramref name="key"/>, or -1 if it has none or the newest is a
-    /// tombstone; waits for a lookup that has to go to disk.</summary>
-    public long NewestAddress(string key)
+    /// <summary>The value of <paramref name="key"/> if its newest record is the one at <paramref name="address"/>
+    /// (not a tombstone); otherwise null. Waits for a lookup that has to go to disk. The value comes from that lookup,
+    /// so a scan that asks this of every record it meets need not copy the values of superseded ones.</summary>
+    public byte[]? ValueIfNewestAt(string key, long address)
     {
         DrainAll();
-        var (found, _, address) = Lookup(key);
-        return found ? address : -1;
+        var (found, value, newest) = Lookup(key);
+        return found && newest == address ? value : null;
     }
 
-    /// <summary>The records from <paramref name="from"/> up to <paramref name="until"/> that are not tombstones,
-    /// with their addresses, in address order (superseded versions included). Use it on the thread that owns the
+    /// <summary>The keys and addresses of the records from <paramref name="from"/> up to <paramref name="until"/>
+    /// that are not tombstones, in address order (superseded versions included). Use it on the thread that owns the
     /// session, between the session's operations: a scan step and a session operation never overlap.</summary>
     public RecordScan ScanLiveRecords(long from, long until)
     {
@@ -44,14 +45,14 @@ internal sealed partial class FasterKvStore
     public sealed class RecordScan(IFasterScanIterator<SpanByte, SpanByte> iterator) : IDisposable
     {
         /// <summary>The records, read as the enumeration advances.</summary>
-        public IEnumerable<(string Key, byte[] Value, long Address)> Records
+        public IEnumerable<(string Key, long Address)> Records
         {
             get
             {
                 while (iterator.GetNext(out var info))
                 {
                     if (info.Invalid || info.Tombstone) continue;
-                    yield return (KeyOf(ref iterator.GetKey()), iterator.GetValue().ToByteArray(), iterator.CurrentAddress);
+                    yield return (KeyOf(ref iterator.GetKey()), iterator.CurrentAddress);
                 }
             }
         }

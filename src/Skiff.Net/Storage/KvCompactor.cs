@@ -166,7 +166,7 @@ internal sealed class KvCompactor
     {
         private readonly FasterKvStore _store;
         private readonly FasterKvStore.RecordScan _scan;
-        private readonly IEnumerator<(string Key, byte[] Value, long Address)> _records;
+        private readonly IEnumerator<(string Key, long Address)> _records;
         private readonly long _from;
 
         public long Until { get; }
@@ -212,8 +212,8 @@ internal sealed class KvCompactor
             for (var n = 1; ; n++)
             {
                 if (!_records.MoveNext()) return true;
-                var (key, value, address) = _records.Current;
-                if (_store.NewestAddress(key) == address)
+                var (key, address) = _records.Current;
+                if (_store.ValueIfNewestAt(key, address) is { } value)
                 {
                     var before = _store.WrittenBytes;
                     _store.Upsert(key, value);
