@@ -6,9 +6,9 @@ namespace Skiff.Net.Storage;
 /// Keeps the state machine's hybrid log near the size of its live data. FASTER appends every new version of a key
 /// (and, after a fold-over checkpoint, every update), so without compaction the store grows with the write history.
 /// <para>After a snapshot's checkpoint, once the log spans more than both <see cref="KvOptions.CompactionMinBytes"/>
-/// and one and a half times the live records' estimated size (<see cref="EstimatedLiveBytes"/>), a pass starts over the records
-/// below the checkpoint's read-only boundary: a record that is still its key's newest version is written again (so it
-/// moves to the tail); superseded versions and tombstones are left behind. Each time the pass has read past a whole
+/// and one and a half times the live records' estimated size (<see cref="EstimatedLiveBytes"/>), a pass starts over
+/// the records below the checkpoint's read-only boundary: a record that is still its key's newest version is written
+/// again (so it moves to the tail); superseded versions and tombstones are left behind. Each time the pass has read past a whole
 /// segment, the begin address moves up to where it has read; the next checkpoint records that, and FASTER then
 /// deletes the segments below it. A crash before that recovers the previous checkpoint, whose files are all still
 /// there. So a long pass frees the front of the log as it goes instead of holding all of it until it ends.</para>
@@ -50,7 +50,7 @@ internal sealed class KvCompactor
 
     /// <summary>Whether the pass under way is behind its pace: the applying thread should step it before applying
     /// more.</summary>
-    public bool Behind => _passUntil is not null || (_pass?.Behind(_store) ?? false);
+    public bool Behind => _passUntil is not null || (_pass?.Behind() ?? false);
 
     /// <summary>Bytes of whole segments that the next checkpoint frees: the pass moved the begin address past them
     /// since the last checkpoint.</summary>
@@ -65,7 +65,7 @@ internal sealed class KvCompactor
 
     /// <summary>Whether a checkpoint now would free enough to ask for one: a pass finished since the last
     /// checkpoint, or the pass under way has freed twice <see cref="KvOptions.CompactionMinBytes"/> while what the last
-    /// checkpoint holds on to has grown past 2.5 times the live size. That happens when the live data outgrows the
+    /// checkpoint holds on to has grown past twice the live size. That happens when the live data outgrows the
     /// memory budget: the pass is long, and its copies and the applies reach the disk before the next snapshot due by
     /// the Raft log's own threshold would free the front of the log (30 MB of values in 8 MiB: 131-137 MB of files
     /// against 92 MB). Not sooner: each snapshot writes the hash index and syncs, and a pass pauses for it; asking at
@@ -75,7 +75,9 @@ internal sealed class KvCompactor
         get
         {
             var freeable = FreeableBytes;
-            return freeable > 0 && (_finishedSinceCheckpoint || (_pass is { } p && freeable >= 2 * _minBytes && _store.TailAddress - _checkpointBegin > 2 * p.Live));
+            if (freeable == 0) return false;
+            if (_finishedSinceCheckpoint) return true;
+            return _pass is { } p && freeable >= 2 * _minBytes && _store.TailAddress - _checkpointBegin > 2 * p.Live;
         }
     }
 
@@ -197,9 +199,9 @@ internal sealed class KvCompactor
 
         /// <summary>Whether the pass has read less of its range than the applies' writes since it began allow: all of
         /// it by the time they reach the allowance.</summary>
-        public bool Behind(FasterKvStore store)
+        public bool Behind()
         {
-            var written = store.WrittenBytes - StartBytes - CopiedBytes;
+            var written = _store.WrittenBytes - StartBytes - CopiedBytes;
             var due = (Until - _from) * Math.Min(1.0, (double)written / Allowance);
             return ReadUntil - _from < due;
         }
