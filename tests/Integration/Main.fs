@@ -12,6 +12,7 @@ let private all: Test list =
       WalCrashTests.tests
       NodePowerLossTests.tests
       DiskBoundTests.tests
+      IoThreadTests.tests
       KvMemoryTests.tests
       PortConformanceTests.tests
       SideFileTests.tests
@@ -69,6 +70,8 @@ let main argv =
     | [| "--crash-writer"; dir; run; seed |] -> CrashWriter.run dir (int64 run) (int seed)
     // The signal test starts it as an application that embeds a node.
     | [| "--embedded-node"; dir; port; mode |] -> HardeningTests.runEmbeddedChild dir (int port) mode
+    // The I/O threads test reads a store with the thread pool as an application has it.
+    | [| "--pool-starvation-probe"; dir |] -> IoThreadTests.runProbe dir
     | _ ->
         // A node no longer raises the pool's minimum itself (SkiffServerOptions.MinThreadPoolThreads is opt-in): the
         // tests, many nodes in one process on 2 cores, ask for it as an application would, as before.

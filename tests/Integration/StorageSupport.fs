@@ -14,6 +14,31 @@ let startProcess (psi: System.Diagnostics.ProcessStartInfo) : System.Diagnostics
     | null -> failwithf "could not start %s" psi.FileName
     | p -> p
 
+/// Runs this test program again as a child process with `args` (a probe that must measure something in a fresh process:
+/// compiled code, the thread pool's defaults) and returns the line its output starts with `PROBE`; fails the test if
+/// the child does not finish in three minutes, exits non-zero or prints no such line.
+let runChildProbe (args: string list) : string =
+    let self = (nonNull (System.Reflection.Assembly.GetEntryAssembly())).Location
+    let psi =
+        System.Diagnostics.ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    self :: args |> List.iter psi.ArgumentList.Add
+    use p = startProcess psi
+    let err = p.StandardError.ReadToEndAsync()
+    let out = p.StandardOutput.ReadToEnd()
+    // Not a synchronisation: only stops a wedged child from hanging the run.
+    if not (p.WaitForExit(TimeSpan.FromMinutes 3.0)) then
+        p.Kill true
+        failwithf "the probe %A did not finish: %s" args out
+    if p.ExitCode <> 0 then
+        failwithf "the probe %A exited %d: %s %s" args p.ExitCode out err.Result
+    match out.Split('\n') |> Array.tryFind (fun l -> l.StartsWith "PROBE") with
+    | Some line -> line.Trim()
+    | None -> failwithf "the probe %A printed no PROBE line: %s" args out
+
+/// The value of `name=value` in a probe's line.
+let probeField (line: string) (name: string) =
+    line.Split(' ') |> Array.pick (fun f -> if f.StartsWith(name + "=") then Some(f.Substring(name.Length + 1)) else None)
+
 /// A fresh directory under the temp dir; deleted when disposed.
 type TempDir(name: string) =
     let path = Path.Combine(Path.GetTempPath(), sprintf "skiff-%s-%s" name (Guid.NewGuid().ToString("N")))

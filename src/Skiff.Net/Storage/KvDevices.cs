@@ -14,18 +14,39 @@ internal interface IKvDevices
     INamedDeviceFactory CheckpointDevices();
 }
 
-/// <summary>The real devices: FASTER's own local file devices (on Linux, write-through: a write is durable when it
-/// completes; creating or deleting a file is durable once its directory is synced).</summary>
+/// <summary>The real devices: local files written through, as FASTER's own local device on Linux writes them (a
+/// write is durable when it completes; creating or deleting a file is durable once its directory is synced), but
+/// with their I/O on threads of their own rather than the thread pool (<see cref="DedicatedIoDevice"/>).</summary>
 internal sealed class RealKvDevices : IKvDevices
 {
     /// <summary>The one instance.</summary>
     public static readonly RealKvDevices Instance = new();
 
     /// <inheritdoc/>
-    public IDevice CreateLogDevice(string path) => Devices.CreateLogDevice(path, preallocateFile: false);
+    public IDevice CreateLogDevice(string path) => new DedicatedIoDevice(path, DeviceIoThreads.Shared);
 
     /// <inheritdoc/>
-    public INamedDeviceFactory CheckpointDevices() => new LocalStorageNamedDeviceFactory();
+    public INamedDeviceFactory CheckpointDevices() => new DedicatedIoDeviceFactory();
+
+    /// <summary>FASTER's local checkpoint file layout (listing, deleting), with <see cref="DedicatedIoDevice"/>s.</summary>
+    private sealed class DedicatedIoDeviceFactory : INamedDeviceFactory
+    {
+        private readonly LocalStorageNamedDeviceFactory _layout = new();
+        private string _baseName = "";
+
+        public void Initialize(string baseName)
+        {
+            _baseName = baseName;
+            _layout.Initialize(baseName);
+        }
+
+        public IDevice Get(FileDescriptor fileInfo) =>
+            new DedicatedIoDevice(Path.Combine(_baseName, fileInfo.directoryName, fileInfo.fileName), DeviceIoThreads.Shared);
+
+        public void Delete(FileDescriptor fileInfo) => _layout.Delete(fileInfo);
+
+        public IEnumerable<FileDescriptor> ListContents(string path) => _layout.ListContents(path);
+    }
 }
 
 /// <summary>The checkpoint manager's devices, each a <see cref="CrashSafeDevice"/> (a new checkpoint file's directory
