@@ -12,6 +12,7 @@ let private all: Test list =
       WalCrashTests.tests
       NodePowerLossTests.tests
       DiskBoundTests.tests
+      SnapshotWarmUpTests.tests
       IoThreadTests.tests
       KvMemoryTests.tests
       PortConformanceTests.tests
@@ -70,6 +71,8 @@ let main argv =
     | [| "--crash-writer"; dir; run; seed |] -> CrashWriter.run dir (int64 run) (int seed)
     // The signal test starts it as an application that embeds a node.
     | [| "--embedded-node"; dir; port; mode |] -> HardeningTests.runEmbeddedChild dir (int port) mode
+    // The snapshot warm-up test measures a first snapshot in a fresh process.
+    | [| "--snapshot-jit-probe"; dir; mode |] -> SnapshotWarmUpTests.runProbe dir mode
     // The I/O threads test reads a store with the thread pool as an application has it.
     | [| "--pool-starvation-probe"; dir |] -> IoThreadTests.runProbe dir
     | _ ->

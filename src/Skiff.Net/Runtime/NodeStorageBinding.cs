@@ -90,6 +90,7 @@ internal sealed class NodeStorageBinding : IDisposable
                 $"MaxValueBytes {options.MaxValueBytes} is too large: a compare-and-swap of two such values must fit one log entry " +
                 $"({Log.MaxCommandBytes} bytes)");
         }
+        if (options.WarmUpSnapshots) SnapshotWarmUp.StartOnce();
     }
 
     /// <summary>What the reducer starts from: the hard state, the latest snapshot, the log after it, and (for a node

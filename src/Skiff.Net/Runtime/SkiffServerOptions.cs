@@ -34,6 +34,11 @@ internal sealed class SkiffServerOptions
     /// cluster at its old address. A directory that already holds a cluster restarts whatever this says.</summary>
     public bool? NewCluster { get; set; }
 
+    /// <summary>Whether opening the data directory also starts, once per process, the compilation of the snapshot
+    /// path on a scratch store (<see cref="Storage.SnapshotWarmUp"/>; default true), so the first snapshot does not
+    /// stop applying while the JIT compiles it. Off only to measure what it saves.</summary>
+    public bool WarmUpSnapshots { get; set; } = true;
+
     /// <summary>Length of one reducer tick (default 10 ms).</summary>
     public TimeSpan TickInterval { get; set; } = TimeSpan.FromMilliseconds(10);
 
