@@ -32,7 +32,7 @@ type private OldValueSerializer() =
 /// Writes a store as versions before inline values did (FasterKV of string keys and byte-array values, with an object
 /// log), applies `writes` (Some value = put, None = delete) and takes a fold-over checkpoint; returns its token. With
 /// `geometryFile` the sizes are written down as those versions did; without, it is a store from before that file.
-let private writeOldStore (dir: string) (pageBits: int) (segmentBits: int) (geometryFile: bool) (writes: (string * byte[] option) list) =
+let writeOldStore (dir: string) (pageBits: int) (segmentBits: int) (geometryFile: bool) (writes: (string * byte[] option) list) =
     Directory.CreateDirectory dir |> ignore
     if geometryFile then
         File.WriteAllText(Path.Combine(dir, StoreGeometry.FileName), sprintf "page=%d segment=%d\n" pageBits segmentBits)
@@ -66,7 +66,7 @@ let private big = Array.init (200 * 1024) (fun i -> byte (i * 7))
 
 /// The old store every conversion test starts from: applied up to index 7 in term 2, two live keys (one value larger
 /// than a 64 KiB page holds), one deleted.
-let private oldWrites =
+let oldWrites =
     [ AppliedRecord.Key, Some(AppliedRecord(7L, 2L, 0L, 0L).Encode())
       "a/1", Some(Encoding.UTF8.GetBytes "one")
       "a/2", Some(Encoding.UTF8.GetBytes "two")
@@ -74,7 +74,7 @@ let private oldWrites =
       "big", Some big
       "a/1", Some(Encoding.UTF8.GetBytes "one, again") ]
 
-let private expectConverted (kv: KvStateMachine) (dir: string) =
+let expectConverted (kv: KvStateMachine) (dir: string) =
     Expect.equal (kv.AppliedIndex, kv.AppliedTerm) (7L, 2L) "the applied record came across"
     Expect.equal (List.ofSeq (kv.ListKeys "")) [ "a/1"; "big" ] "the live keys, the deleted one gone"
     Expect.equal (Encoding.UTF8.GetString(nonNull (kv.Get "a/1"))) "one, again" "the newest value"

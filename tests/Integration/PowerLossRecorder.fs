@@ -106,6 +106,22 @@ type Recorder(root: string) =
     let rootId = (idOf root).Value |> fst
     do dirs[rootId] <- (Dictionary(), Directory.GetLastWriteTimeUtc root)
 
+    /// Takes everything under `root` now as durable: a store an older version wrote and synced before the recording
+    /// starts.
+    member _.Baseline() =
+        lock gate (fun () ->
+            let rec walk (dir: string) =
+                match idOf dir with
+                | Some(id, true) -> dirs[id] <- (listNow dir, Directory.GetLastWriteTimeUtc dir)
+                | _ -> ()
+                for f in Directory.GetFiles dir do
+                    match idOf f, readRaw f with
+                    | Some(id, false), Some bytes -> files[id] <- bytes
+                    | _ -> ()
+                for d in Directory.GetDirectories dir do
+                    walk d
+            walk root)
+
     /// Called (under the recorder's lock) at every point; the test takes its images there.
     member val OnPoint: Point -> unit = ignore with get, set
 
