@@ -152,6 +152,11 @@ let private memoryTests =
                   // What is asserted is that nothing more happens while the checkpoint is held: a window, not a wait.
                   Expect.isFalse (applying.Wait 500) "applying waits for the checkpoint"
                   Expect.isLessThanOrEqual kv.AppliedIndex (budgetWrites + 2L) "no more kept aside than the budget (and one write)"
+                  // Reads go on while applying waits: they would otherwise hold thread-pool threads the checkpoint may need.
+                  let reading = Threading.Tasks.Task.Run(fun () -> kv.Get "first", kv.Get "k/01")
+                  Expect.isTrue (reading.Wait(TimeSpan.FromSeconds 10.0)) "a read while applying waits for the checkpoint"
+                  Expect.sequenceEqual (nonNull (fst reading.Result)) (valueOf 1) "the store's value"
+                  Expect.sequenceEqual (nonNull (snd reading.Result)) (valueOf 1) "a value kept aside"
               finally
                   // Also when an expectation fails: the store's disposal waits for the checkpoint.
                   held.Set()

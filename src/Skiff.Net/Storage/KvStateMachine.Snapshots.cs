@@ -117,13 +117,18 @@ internal partial class KvStateMachine
 
     /// <summary>Writes kept aside while a checkpoint is taken are on the heap, outside the memory budget: once they
     /// exceed the budget, applying waits for the checkpoint (its files made durable) rather than keep more. Its
-    /// failure is <see cref="FinishSnapshot"/>'s to report. Under the lock, as <see cref="FinishSnapshot"/> waits:
-    /// the checkpoint's thread never takes it.</summary>
+    /// failure is <see cref="FinishSnapshot"/>'s to report. Called under the lock, before anything is applied; the
+    /// lock is let go while waiting, so reads go on meanwhile (they see the store and the overlay, a state this
+    /// thread has finished with) rather than hold thread-pool threads that the checkpoint's own progress may need
+    /// (FASTER's checkpoint is asynchronous code: its continuations run on the pool).</summary>
     private void WaitWhileOverlayFull()
     {
         if (_snapshot is not { } taking || _store.OverlayBytes <= _store.MemoryBytes) return;
+        Monitor.Exit(_gate);
         try { taking.Checkpoint.Wait(); }
         catch (AggregateException) { }
+        finally { Monitor.Enter(_gate); }
+        ThrowIfDisposed();
     }
 
     private void Guard(Action action, string failing = "checkpoint of") => Guard(() =>
