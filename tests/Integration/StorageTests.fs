@@ -694,7 +694,28 @@ let private putEntry (i: int64) (term: int64) (k: string) (v: string) = LogEntry
 let private snapshotTests =
     testList
         "snapshots"
-        [ testCase "applying goes on while a snapshot is taken, and the snapshot holds the state at its start"
+        [ testCase "finishing a snapshot whose checkpoint is still being taken lets reads go on while it waits"
+          <| fun () ->
+              use tmp = new TempDir "snap-finish-wait"
+              use kv = KvStateMachine.Open tmp.Path
+              kv.Apply(1L, 1L, put "k/1" "one") |> ignore
+              use held = new ManualResetEventSlim()
+              // The checkpoint's thread waits for `held` before it takes the checkpoint: the test holds it there.
+              kv.BeginSnapshot(ignore, (fun () -> held.Wait()))
+              // As a snapshot install overtaking the snapshot does: finish it before its checkpoint is done.
+              let finishing = Threading.Tasks.Task.Run(fun () -> kv.FinishSnapshot())
+              try
+                  waitUntil 10.0 "the finish to start waiting" (fun () -> finishing.Status = Threading.Tasks.TaskStatus.Running)
+                  let reading = Threading.Tasks.Task.Run(fun () -> kv.Get "k/1")
+                  Expect.isTrue (reading.Wait(TimeSpan.FromSeconds 10.0)) "a read while the finish waits for the checkpoint"
+                  Expect.equal reading.Result (utf8 "one") "the value"
+                  Expect.isFalse finishing.IsCompleted "the finish waits for the checkpoint"
+              finally
+                  held.Set()
+              Expect.isTrue (finishing.Wait(TimeSpan.FromSeconds 30.0)) "the finish completes once the checkpoint is done"
+              Expect.equal finishing.Result.Index 1L "the snapshot"
+
+          testCase "applying goes on while a snapshot is taken, and the snapshot holds the state at its start"
           <| fun () ->
               use tmp = new TempDir "snap-beside"
               using (KvStateMachine.Open tmp.Path) (fun kv ->

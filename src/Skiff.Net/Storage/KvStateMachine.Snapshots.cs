@@ -77,6 +77,17 @@ internal partial class KvStateMachine
     /// <returns>The snapshot, with its file manifest for streaming.</returns>
     public SnapshotInfo FinishSnapshot(Action<SnapshotInfo>? cleanup = null)
     {
+        Task checkpoint;
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            checkpoint = (_snapshot ?? throw new InvalidOperationException("no snapshot is being taken")).Checkpoint;
+        }
+        // A checkpoint not yet done (a snapshot install overtaking it) is waited for outside the lock, so reads go on
+        // meanwhile (see WaitWhileOverlayFull); its failure is reported below. Only the applying thread begins and
+        // finishes snapshots, so the one found is still the one being taken.
+        try { checkpoint.Wait(); }
+        catch (AggregateException) { }
         lock (_gate)
         {
             ThrowIfDisposed();
