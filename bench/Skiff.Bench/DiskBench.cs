@@ -61,17 +61,18 @@ public static class DiskBench
             Console.Error.WriteLine($"{overwrites} overwrites of {keys} keys, {valueBytes}-byte values, {clients} writers, live data {(double)Math.Min(keys, overwrites) * valueBytes / 1e6:F1} MB, written {(double)overwrites * valueBytes / 1e9:F2} GB, state machine memory budget {memory >> 20} MiB, watch history {watchHistory}, in {dir}");
             Console.WriteLine("seconds,writes,kv_mb,log_mb,total_mb,rss_mib");
             var pauses = new List<(double Ms, double GcMs)>();
+            // The GC share of a pause is recorded just before the pause, on the same thread.
+            using var gcShare = new ThreadLocal<double>();
             using var listener = new System.Diagnostics.Metrics.MeterListener();
             listener.InstrumentPublished = (instrument, l) =>
             {
-                if (instrument.Meter.Name == "Skiff" && instrument.Name == "skiff.snapshot_pause") l.EnableMeasurementEvents(instrument);
+                if (instrument.Meter.Name == "Skiff" && instrument.Name is "skiff.snapshot_pause" or "skiff.snapshot_pause_gc")
+                    l.EnableMeasurementEvents(instrument);
             };
-            listener.SetMeasurementEventCallback<double>((_, ms, tags, _) =>
+            listener.SetMeasurementEventCallback<double>((instrument, ms, _, _) =>
             {
-                double gcMs = 0;
-                foreach (var tag in tags)
-                    if (tag.Key == "gc_ms" && tag.Value is double g) gcMs = g;
-                lock (pauses) pauses.Add((ms, gcMs));
+                if (instrument.Name == "skiff.snapshot_pause_gc") gcShare.Value = ms;
+                else lock (pauses) pauses.Add((ms, gcShare.Value));
             });
             listener.Start();
             var latencies = new List<double>[clients];

@@ -694,7 +694,29 @@ let private putEntry (i: int64) (term: int64) (k: string) (v: string) = LogEntry
 let private snapshotTests =
     testList
         "snapshots"
-        [ testCase "finishing a snapshot whose checkpoint is still being taken lets reads go on while it waits"
+        [ testCase "a snapshot's pause and its garbage-collection share are two instruments, neither tagged"
+          <| fun () ->
+              // A tag's every distinct value is a time series to an exporter: the GC share (a double) was one.
+              let thread = Environment.CurrentManagedThreadId
+              let seen = Collections.Concurrent.ConcurrentQueue<string * int>()
+              use listener = new Diagnostics.Metrics.MeterListener()
+              listener.InstrumentPublished <-
+                  fun instrument l ->
+                      if instrument.Meter.Name = "Skiff" && instrument.Name.StartsWith "skiff.snapshot_pause" then
+                          l.EnableMeasurementEvents instrument
+              listener.SetMeasurementEventCallback<float>(fun instrument _ tags _ ->
+                  // Other tests take snapshots at the same time, on their own threads.
+                  if Environment.CurrentManagedThreadId = thread then
+                      seen.Enqueue(instrument.Name, tags.Length))
+              listener.Start()
+              use tmp = new TempDir "snap-pause-metric"
+              use storage = NodeStorage.Open(tmp.Path, smallOptions ())
+              use snapshots = new Skiff.Net.Storage.Ports.CheckpointSnapshotStore(storage.Kv, Path.Combine(tmp.Path, "snapmeta"))
+              storage.Kv.Apply(1L, 1L, put "k/1" "one") |> ignore
+              (snapshots :> Skiff.Net.Storage.Ports.ISnapshotStore).Take(1L, Configuration.Empty) |> ignore
+              Expect.sequenceEqual seen [ "skiff.snapshot_pause_gc", 0; "skiff.snapshot_pause", 0 ] "the GC share, then the pause, untagged"
+
+          testCase "finishing a snapshot whose checkpoint is still being taken lets reads go on while it waits"
           <| fun () ->
               use tmp = new TempDir "snap-finish-wait"
               use kv = KvStateMachine.Open tmp.Path
