@@ -15,13 +15,15 @@ internal static class Charts
 
     private static string Title(string sys) => SystemNames.Title(sys);
 
-    public static IReadOnlyList<string> Write(Summary s, string dir, string runLabel)
+    /// <summary>Draws the charts; <paramref name="pointsLabel"/> and <paramref name="diskLabel"/> say what their
+    /// figures are (medians of the repetitions, one disk run per system).</summary>
+    public static IReadOnlyList<string> Write(Summary s, string dir, string pointsLabel, string diskLabel)
     {
         var clients = s.Points.Where(p => p.Kind == "put").Select(p => p.Clients).Distinct().Order().ToArray();
         if (clients.Length == 0)
         {
             // A disk-only run (--reps 0) still gets its chart.
-            var only = DiskReport.Draw(s.Disks, dir, runLabel, Colors);
+            var only = DiskReport.Draw(s.Disks, dir, diskLabel, Colors);
             return only is null ? [] : [only];
         }
         // Evenly spaced positions labelled with the client counts (1, 16, 64, 256 are far apart on any linear axis).
@@ -59,7 +61,7 @@ internal static class Charts
                      (latency, "Writes: latency percentiles against closed-loop clients", "latency (ms)"),
                  })
         {
-            plot.Title($"{title}\n{runLabel}");
+            plot.Title($"{title}\n{pointsLabel}");
             plot.XLabel("clients (one request in flight each)");
             plot.YLabel(y);
             plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(xs, labels);
@@ -71,7 +73,7 @@ internal static class Charts
 
         throughput.SavePng(Path.Combine(dir, "benchmarks-cluster-throughput.png"), 760, 420);
         latency.SavePng(Path.Combine(dir, "benchmarks-cluster-latency.png"), 760, 420);
-        var disk = DiskReport.Draw(s.Disks, dir, runLabel, Colors);
+        var disk = DiskReport.Draw(s.Disks, dir, diskLabel, Colors);
         return disk is null
             ? ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png"]
             : ["benchmarks-cluster-throughput.png", "benchmarks-cluster-latency.png", disk];

@@ -44,6 +44,7 @@ var jsonOptions = new JsonSerializerOptions
 };
 
 RunRecord run;
+var interrupted = false;
 if (o.ReportFrom is { } from)
 {
     // Redraw the report and charts from an earlier run's raw results (bench/results/*.json), measuring nothing.
@@ -58,6 +59,7 @@ else
     var measured = await MeasureAsync(o, root);
     if (measured == null) return 2;
     run = measured;
+    interrupted = run.Interrupted;
     var resultsDir = Path.Combine(root, "bench", "results");
     Directory.CreateDirectory(resultsDir);
     var json = Path.Combine(resultsDir, $"cluster-{run.Started:yyyyMMdd-HHmmss}.json");
@@ -76,13 +78,17 @@ foreach (var line in summary.Lines()) Console.WriteLine(line);
 
 if (points.Count == 0 && failovers.Count == 0 && (run.Recoveries ?? []).Count == 0 && summary.Disks.Count == 0)
     Console.WriteLine("# nothing was measured: docs/benchmarks.md left as it was");
+else if (interrupted)
+    Console.WriteLine("# interrupted: docs/benchmarks.md left as it was (the raw results above hold what was measured; " +
+                      "--report-from FILE writes the report from them)");
 else if (!o.NoReport)
 {
     var docs = Path.Combine(root, o.Docs);
     Directory.CreateDirectory(docs);
     IReadOnlyList<string> charts = [];
-    var runLabel = $"{started:yyyy-MM-dd HH:mm} UTC, {(o.Quick ? "--quick (smoke test, not a measurement)" : o.Reps == 0 ? "disk benchmark only" : $"median of {o.Reps}")}, {Environment.ProcessorCount} cores";
-    try { charts = Charts.Write(summary, docs, runLabel); }
+    // The points are medians of the repetitions; the disk benchmark runs once per system, after them.
+    string Label(string what) => $"{started:yyyy-MM-dd HH:mm} UTC, {(o.Quick ? "--quick (smoke test, not a measurement)" : what)}, {Environment.ProcessorCount} cores";
+    try { charts = Charts.Write(summary, docs, Label($"median of {o.Reps}"), Label("one run per system")); }
     catch (Exception e) when (e is not OperationCanceledException)
     {
         // The table matters more than the pictures: a missing native drawing library must not lose the run.
@@ -139,6 +145,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     var descriptions = new Dictionary<string, string>();
     var failures = new List<string>();
     var disks = new List<DiskResult>();
+    var interrupted = false;
     var started = DateTime.UtcNow;
     var load = Machine.LoadAverage();
 
@@ -210,8 +217,15 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
             }
         }
         if (o.DiskOverwrites > 0)
-            disks = await DiskGrowth.RunAllAsync(systems, name => new ClusterSpec(Path.Combine(work.FullName, "disk-" + name), members,
-                o.HeartbeatMs, o.ElectionMs), o, failures, ct);
+            await DiskGrowth.RunAllAsync(systems, name => new ClusterSpec(Path.Combine(work.FullName, "disk-" + name), members,
+                o.HeartbeatMs, o.ElectionMs), o, root, disks, failures, ct);
+    }
+    catch (Exception e) when (ct.IsCancellationRequested)
+    {
+        // Ctrl-C: a run of two hours must not lose what it measured before. The raw results keep it, marked.
+        interrupted = true;
+        failures.Add($"interrupted by Ctrl-C ({e.GetType().Name}): the results are those measured before it");
+        Console.WriteLine("# " + failures[^1]);
     }
     finally
     {
@@ -227,7 +241,7 @@ static async Task<RunRecord?> MeasureAsync(Options o, string root)
     foreach (var f in failovers.Where(f => double.IsNaN(f.GapMs)))
         failures.Add($"{f.System} failover rep {f.Rep}: no write succeeded after the kill");
 
-    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries, disks);
+    return new RunRecord(started, Machine.Describe(load), o, points, failovers, failures, descriptions, recoveries, disks, interrupted);
 }
 
 /// <summary>Copies the members' logs of a failed run out of the temp dir (which is deleted) into bench/results/.</summary>
@@ -271,7 +285,7 @@ static RecoveryResult PrintRecovery(RecoveryResult r)
 /// <summary>Everything one run measured: written to bench/results/ and readable again with --report-from.</summary>
 public sealed record RunRecord(DateTime Started, string Machine, Options Options, List<PointResult> Points,
     List<FailoverResult> Failovers, List<string> Failures, Dictionary<string, string> Descriptions,
-    List<RecoveryResult>? Recoveries = null, List<DiskResult>? Disks = null);
+    List<RecoveryResult>? Recoveries = null, List<DiskResult>? Disks = null, bool Interrupted = false);
 
 public sealed record Options
 {

@@ -51,5 +51,8 @@ await node.StartAsync(stop.Token);
 Console.WriteLine($"member {node.Id} serving at {ip}:{port}");
 try { await Task.WhenAny(node.Stopped, Task.Delay(Timeout.Infinite, stop.Token)); }
 catch (OperationCanceledException) { }
+// A node that stopped itself (fail-stop) says why: the harness keeps members' output when a run fails.
+var fatal = node.Stopped.IsCompletedSuccessfully ? await node.Stopped : null;
+if (fatal is not null) Console.Error.WriteLine($"member {node.Id} stopped itself: {fatal.Kind}: {fatal.Message}\n{fatal.InnerException}");
 await node.ShutdownAsync();
-return node.Stopped.IsCompletedSuccessfully && await node.Stopped is not null ? 8 : 0;
+return fatal is not null ? 8 : 0;
