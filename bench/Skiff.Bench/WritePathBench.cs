@@ -9,11 +9,12 @@ namespace Skiff.Bench;
 /// <summary>
 /// `writepath`: the cost of one write on each member, counted rather than timed. Three members run as separate
 /// processes (each a node embedded through Builder with every default, so a process's counters are its node's);
-/// this process is the one client, writing N keys one after another through the public <see cref="Client"/> to the
-/// leader. Before and after the writes, and after an idle pause as long as the writes took, each member reports
-/// ThreadPool.CompletedWorkItemCount, GC.GetTotalAllocatedBytes(precise) and the runtime's own hand-off counters
-/// (<see cref="HandOffs"/>); the deltas divided by N, with the idle rate taken off, are the per-write figures.
-/// <code>Skiff.Bench writepath [--writes 2000] [--warmup 1000] [--value-bytes 100]</code>
+/// this process is the client, writing N keys through the public <see cref="Client"/> to the leader, one after
+/// another (or from C concurrent callers, each one write at a time). Before and after the writes, and after an idle
+/// pause as long as the writes took, each member reports ThreadPool.CompletedWorkItemCount,
+/// GC.GetTotalAllocatedBytes(precise), its garbage collections and their pauses, and the runtime's own hand-off
+/// counters (<see cref="HandOffs"/>); the deltas divided by N, with the idle rate taken off, are the per-write figures.
+/// <code>Skiff.Bench writepath [--writes 2000] [--warmup 1000] [--value-bytes 100] [--clients 1]</code>
 /// </summary>
 public static class WritePathBench
 {
@@ -22,7 +23,7 @@ public static class WritePathBench
     /// <summary>Runs the measurement (the client side).</summary>
     public static async Task<int> Run(string[] args)
     {
-        var (writes, warmup, valueBytes) = (2000, 1000, 100);
+        var (writes, warmup, valueBytes, clients) = (2000, 1000, 100, 1);
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -30,6 +31,7 @@ public static class WritePathBench
                 case "--writes": writes = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--warmup": warmup = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--value-bytes": valueBytes = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--clients": clients = Math.Max(1, int.Parse(args[++i], CultureInfo.InvariantCulture)); break;
                 default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
             }
         }
@@ -72,12 +74,17 @@ public static class WritePathBench
             var clientBefore = Stats.Here(false, 0);
             var latencies = new double[writes];
             var clock = Stopwatch.StartNew();
-            for (var i = 0; i < writes; i++)
+            var next = -1;
+            await Task.WhenAll(Enumerable.Range(0, clients).Select(_ => Task.Run(async () =>
             {
-                var t = Stopwatch.GetTimestamp();
-                await client.InsertBytesAsync($"key/{i:D8}", value);
-                latencies[i] = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
-            }
+                int i;
+                while ((i = Interlocked.Increment(ref next)) < writes)
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    await client.InsertBytesAsync($"key/{i:D8}", value);
+                    latencies[i] = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+                }
+            })));
             var took = clock.Elapsed;
             var after = await Task.WhenAll(members.Select(m => m.StatsAsync()));
             var clientAfter = Stats.Here(false, 0);
@@ -87,7 +94,7 @@ public static class WritePathBench
             Array.Sort(latencies);
             if (before.Zip(idle).Any(p => p.First.Term != p.Second.Term))
                 Console.WriteLine("# WARNING: the term changed during the measurement (an election): the figures include it");
-            Console.WriteLine($"# writepath: {writes} sequential writes of {valueBytes}-byte values through Client to the leader " +
+            Console.WriteLine($"# writepath: {writes} writes of {valueBytes}-byte values through Client to the leader from {clients} caller(s) " +
                               $"({took.TotalSeconds:F1} s, p50 {latencies[writes / 2]:F3} ms, p99 {latencies[writes * 99 / 100]:F3} ms); " +
                               "per write, idle rate (same duration, no writes) taken off");
             for (var n = 0; n < members.Count; n++)
@@ -126,14 +133,20 @@ public static class WritePathBench
         Console.WriteLine($"{role} {ip}: hand-offs/write {own - runtimePool + pool:F1} = dedicated-thread wake-ups {own - runtimePool:F1} " +
                           $"+ thread-pool items {pool:F1} (of which the runtime's own {runtimePool:F1}); " +
                           $"allocated bytes/write {allocated:F0} (by thread: {string.Join(", ", threads.Select(t => $"{t.k} {t.v:F0}"))}, " +
-                          $"thread pool and others {allocated - threads.Sum(t => t.v):F0}); runtime stages: {string.Join(", ", stages)}");
+                          $"thread pool and others {allocated - threads.Sum(t => t.v):F0}); " +
+                          $"collections per 1,000 writes: gen0 {1000 * Per(s => s.Gen0):F1}, gen1 {1000 * Per(s => s.Gen1):F1}, gen2 {1000 * Per(s => s.Gen2):F1}, " +
+                          $"GC pause µs/write {Per(s => s.GcPauseUs):F1}; runtime stages: {string.Join(", ", stages)}");
     }
 
     /// <summary>One member's counters at one moment.</summary>
-    internal sealed record Stats(bool Leader, long Term, long WorkItems, long Allocated, Dictionary<string, long> HandOffs)
+    internal sealed record Stats(bool Leader, long Term, long WorkItems, long Allocated, Dictionary<string, long> HandOffs,
+        long Gen0, long Gen1, long Gen2, long GcPauseUs)
     {
         public static Stats Here(bool leader, long term) =>
-            new(leader, term, ThreadPool.CompletedWorkItemCount, GC.GetTotalAllocatedBytes(true), new(Net.Runtime.HandOffs.Snapshot()));
+            new(leader, term, ThreadPool.CompletedWorkItemCount, GC.GetTotalAllocatedBytes(true), new(Net.Runtime.HandOffs.Snapshot()),
+                // Collections of each generation alone (a gen1 collection counts as gen0 too in CollectionCount).
+                GC.CollectionCount(0) - GC.CollectionCount(1), GC.CollectionCount(1) - GC.CollectionCount(2), GC.CollectionCount(2),
+                (long)GC.GetTotalPauseDuration().TotalMicroseconds);
     }
 
     /// <summary>A member process, asked for its counters over its standard input.</summary>
