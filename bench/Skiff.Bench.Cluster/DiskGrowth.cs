@@ -53,8 +53,12 @@ internal static class DiskGrowth
                 await sys.StartAsync(where, ct);
                 pauses = SnapshotPauseWatch.Start(sys, root, Path.Combine(where.WorkDir, "counters"));
                 var r = await RunAsync(sys, where.Members.Count, o.DiskOverwrites, o.DiskKeys, o.DiskValueBytes, o.DiskIdle, ct);
-                if (pauses is not null) r = r with { Pauses = await pauses.StopAsync() };
-                pauses = null;
+                if (pauses is not null)
+                {
+                    await sys.StopAsync(); // the members' exit ends the sessions, which then write their files
+                    r = r with { Pauses = await pauses.StopAsync() };
+                    pauses = null;
+                }
                 Console.WriteLine(Line(r));
                 results.Add(r);
             }

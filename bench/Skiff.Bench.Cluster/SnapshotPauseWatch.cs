@@ -21,6 +21,7 @@ internal sealed class SnapshotPauseWatch
 {
     private const string Instrument = "skiff.snapshot_pause";
     private readonly List<(Process Session, string Csv)> _sessions = [];
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
 
     private SnapshotPauseWatch() { }
 
@@ -33,18 +34,19 @@ internal sealed class SnapshotPauseWatch
         foreach (var pid in sys.MemberPids)
         {
             var csv = Path.Combine(dir, $"{sys.Name}-{pid}.csv");
-            var psi = new ProcessStartInfo("dotnet",
-                ["dotnet-counters", "collect", "-p", pid.ToString(CultureInfo.InvariantCulture), "--counters", $"Skiff[{Instrument}]",
-                 "--refresh-interval", "1", "--format", "csv", "-o", csv])
+            // Its input must be /dev/null: with a pipe there it fails at SIGINT without writing its file (seen here).
+            // `exec` keeps the session's pid the one StopAsync signals.
+            var psi = new ProcessStartInfo("sh",
+                ["-c", "exec dotnet dotnet-counters collect -p \"$0\" --counters \"$1\" --refresh-interval 1 --format csv -o \"$2\" < /dev/null",
+                 pid.ToString(CultureInfo.InvariantCulture), $"Skiff[{Instrument}]", csv])
             {
                 WorkingDirectory = root, // where the tool manifest is
-                RedirectStandardInput = true,
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
             };
             var session = Process.Start(psi) ?? throw new InvalidOperationException("dotnet-counters did not start");
-            session.OutputDataReceived += (_, _) => { };
-            session.ErrorDataReceived += (_, _) => { };
+            session.OutputDataReceived += (_, e) => watch.Keep(e.Data);
+            session.ErrorDataReceived += (_, e) => watch.Keep(e.Data);
             session.BeginOutputReadLine();
             session.BeginErrorReadLine();
             watch._sessions.Add((session, csv));
@@ -52,16 +54,20 @@ internal sealed class SnapshotPauseWatch
         return watch;
     }
 
-    /// <summary>Ends the sessions (SIGINT: dotnet-counters then writes out what it has) and reads what they saw;
-    /// null if no session wrote anything (the tool is missing, say).</summary>
+    /// <summary>Keeps the sessions' last lines of output: they say why nothing was measured, when nothing was.</summary>
+    private void Keep(string? line)
+    {
+        if (string.IsNullOrWhiteSpace(line)) return;
+        _output.Enqueue(line);
+        while (_output.Count > 10) _output.TryDequeue(out _);
+    }
+
+    /// <summary>Reads what the sessions saw, once the members have stopped: a session ends when its member does, and
+    /// only then writes its file (SIGINT would end it too, but a process started in the background ignores SIGINT,
+    /// and so does everything it starts). A session still running after 15 s is killed. Null if no session wrote a
+    /// snapshot's pause (none was taken, or the tool is missing).</summary>
     public async Task<SnapshotPauses?> StopAsync()
     {
-        foreach (var (session, _) in _sessions)
-        {
-            if (session.HasExited) continue;
-            using var interrupt = Process.Start("kill", ["-INT", session.Id.ToString(CultureInfo.InvariantCulture)]);
-            await interrupt.WaitForExitAsync();
-        }
         foreach (var (session, _) in _sessions)
         {
             using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(15));
@@ -70,7 +76,10 @@ internal sealed class SnapshotPauseWatch
             session.Dispose();
         }
         var csvs = _sessions.Select(s => s.Csv).Where(File.Exists).ToList();
-        return csvs.Count == 0 ? null : Read(csvs.SelectMany(File.ReadLines));
+        var pauses = csvs.Count == 0 ? null : Read(csvs.SelectMany(File.ReadLines));
+        if (pauses is null)
+            Console.WriteLine($"# snapshot pauses not measured (no snapshot seen, or dotnet-counters failed: {string.Join(" | ", _output)})");
+        return pauses;
     }
 
     /// <summary>Reads dotnet-counters' CSV lines (<c>Timestamp,Provider,Counter Name,Counter Type,Mean/Increment</c>;
