@@ -69,8 +69,9 @@ internal static class DiskGrowth
             }
             finally
             {
-                if (pauses is not null) await pauses.StopAsync();
+                // Members first: a session ends with its member (else it is killed after waiting for it).
                 await sys.StopAsync();
+                if (pauses is not null) await pauses.StopAsync();
             }
         }
     }

@@ -11,7 +11,7 @@ public sealed record SnapshotPauses(double MaxMs, int Seconds);
 
 /// <summary>
 /// Issue #16's "no snapshot stops applying for more than 10 ms", measured on the members of the disk benchmark, where
-/// snapshots happen (one every 100,000 entries or so), rather than in a benchmark of its own. Every Skiff member
+/// snapshots happen (one every 8 MiB of log: about one a second there), rather than in a benchmark of its own. Every Skiff member
 /// records each snapshot's pause on its <c>Skiff</c> meter (<c>skiff.snapshot_pause</c>); dotnet-counters (a tool of
 /// the repository's manifest: <c>dotnet tool restore</c>) reads it from outside, as an operator would, one session
 /// per member, once a second. Its p99 of a second holding one or two snapshots is their largest pause, so the largest
@@ -35,7 +35,7 @@ internal sealed class SnapshotPauseWatch
         {
             var csv = Path.Combine(dir, $"{sys.Name}-{pid}.csv");
             // Its input must be /dev/null: with a pipe there it fails at SIGINT without writing its file (seen here).
-            // `exec` keeps the session's pid the one StopAsync signals.
+            // `exec` makes the process started dotnet-counters itself, so that a kill after the deadline reaches it.
             var psi = new ProcessStartInfo("sh",
                 ["-c", "exec dotnet dotnet-counters collect -p \"$0\" --counters \"$1\" --refresh-interval 1 --format csv -o \"$2\" < /dev/null",
                  pid.ToString(CultureInfo.InvariantCulture), $"Skiff[{Instrument}]", csv])
