@@ -47,20 +47,14 @@ internal static class DiskGrowth
         foreach (var sys in systems.Where(sys => !sys.Name.EndsWith("-tls", StringComparison.Ordinal) && !(o.Quick && sys.Name == "dotnext")))
         {
             var where = spec(sys.Name);
-            SnapshotPauseWatch? pauses = null;
+            SnapshotPauseWatch? watch = null;
+            DiskResult? result = null;
+            SnapshotPauses? pauses = null;
             try
             {
                 await sys.StartAsync(where, ct);
-                pauses = SnapshotPauseWatch.Start(sys, root, Path.Combine(where.WorkDir, "counters"));
-                var r = await RunAsync(sys, where.Members.Count, o.DiskOverwrites, o.DiskKeys, o.DiskValueBytes, o.DiskIdle, ct);
-                if (pauses is not null)
-                {
-                    await sys.StopAsync(); // the members' exit ends the sessions, which then write their files
-                    r = r with { Pauses = await pauses.StopAsync() };
-                    pauses = null;
-                }
-                Console.WriteLine(Line(r));
-                results.Add(r);
+                watch = SnapshotPauseWatch.Start(sys, root, Path.Combine(where.WorkDir, "counters"));
+                result = await RunAsync(sys, where.Members.Count, o.DiskOverwrites, o.DiskKeys, o.DiskValueBytes, o.DiskIdle, ct);
             }
             catch (Exception e) when (!ct.IsCancellationRequested)
             {
@@ -69,10 +63,14 @@ internal static class DiskGrowth
             }
             finally
             {
-                // Members first: a session ends with its member (else it is killed after waiting for it).
+                // Members first: a session ends with its member and only then writes its file.
                 await sys.StopAsync();
-                if (pauses is not null) await pauses.StopAsync();
+                if (watch is not null) pauses = await watch.StopAsync();
             }
+            if (result is null) continue;
+            result = result with { Pauses = pauses };
+            Console.WriteLine(Line(result));
+            results.Add(result);
         }
     }
 
