@@ -39,3 +39,15 @@ module Applying =
                 let last = (List.last good).Index
                 { s with Applied = last; AppliedBytes = s.AppliedBytes + LogView.sizeOf good; Out = Effect.Apply good :: s.Out }
                 |> apply
+
+    /// Lets the window go of the entries no one still needs from memory: those handed to the state machine, durable
+    /// here and, on a leader, matched by every peer. A later need (a peer falling back, a new leader probing) loads
+    /// them from storage, as it does for anything older than the window.
+    let releaseWindow (s: State) : State =
+        let local = min (s.Applied + 1L) (s.Log.Persisted + 1L)
+        let from =
+            match s.Leading with
+            | Some lead -> lead.Progress |> PeerMap.fold (fun m _ (pr: Progress) -> min m (pr.Match + 1L)) local
+            | None -> local
+        let log = LogView.release from s.Log
+        if obj.ReferenceEquals(log, s.Log) then s else { s with Log = log }

@@ -260,6 +260,14 @@ module LogView =
                 let newer = log.Boundaries |> List.filter (fun (start, _) -> start > upTo)
                 { dropWindowBefore (upTo + 1L) log with FirstIndex = upTo + 1L; Boundaries = newer @ [ upTo, t ] }
 
+    /// Forgets window entries before `from` (never the newest entry), in steps of at least a chunk of the window so
+    /// that a step that frees one entry does not make a new view. Entries nobody needs any more are then garbage
+    /// within milliseconds, instead of living in the window for thousands of writes: long enough to be copied by
+    /// the runtime's collector into its older generations, only to die there.
+    let release (from: LogIndex) (log: LogView) : LogView =
+        let from = min from log.LastIndex
+        if from - log.WindowStart < 32L then log else dropWindowBefore from log
+
     /// Marks entries up to `index` durable, provided entry `index` still has `term` (a late acknowledgement for
     /// entries that were since truncated must not count).
     let persisted (index: LogIndex) (term: Term) (log: LogView) : LogView =

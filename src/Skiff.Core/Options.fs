@@ -17,7 +17,9 @@ type Options =
         MaxEntriesPerAppend: int
         /// Rough byte budget of one AppendEntries (at least one entry is always sent).
         MaxBytesPerAppend: int
-        /// How many recent entries the reducer keeps in memory; older ones are fetched with Effect.LoadEntries.
+        /// The most recent entries the reducer keeps in memory; older ones are fetched with Effect.LoadEntries. Entries
+        /// applied, durable and (on a leader) matched by every peer are let go sooner (Applying.releaseWindow), so a
+        /// healthy cluster holds only those in flight and the full window serves a lagging peer.
         WindowSize: int
         /// Take a snapshot once this many entries have been applied since the last one.
         SnapshotThreshold: int64

@@ -252,7 +252,14 @@ module Raft =
 
     /// What follows from the new state, whatever the event was.
     let private settle (s: State) : State =
-        s |> Commit.maybeCommit |> Membership.settle |> Transfer.settle |> Reads.settle |> Applying.apply |> Snapshots.maybeTake
+        s
+        |> Commit.maybeCommit
+        |> Membership.settle
+        |> Transfer.settle
+        |> Reads.settle
+        |> Applying.apply
+        |> Applying.releaseWindow
+        |> Snapshots.maybeTake
 
     // ---- Step -----------------------------------------------------------------------------------------------
 

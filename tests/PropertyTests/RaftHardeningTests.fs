@@ -475,4 +475,26 @@ let tests =
               let held = log.LastIndex - log.WindowStart + 1L
               Expect.isLessThanOrEqual held 64L "at most 64 entries of 1 MiB in a 64 MiB window"
               Expect.isGreaterThan held 0L "the newest entries are kept"
+          }
+          test "entries every member has, applied and durable, leave the window; a lagging peer's stay" {
+              let c = RaftElectionTests.elected ()
+              let held (id: NodeId) =
+                  let log = (c.State id).Log
+                  log.LastIndex - log.WindowStart + 1L
+              for k in 1..300 do
+                  propose c n1 (int64 k) [| byte k |] |> ignore
+                  c.Deliver()
+              for id in [ n1; n2; n3 ] do
+                  Expect.isGreaterThanOrEqual (Raft.lastIndex (c.State id)) 300L "everything replicated"
+                  Expect.isGreaterThanOrEqual (Raft.appliedIndex (c.State id)) 300L "and applied"
+                  // Left in the window, the entries of a busy node would live for thousands of writes (the
+                  // window's size) and burden the collector; released, at most a chunk of them remains.
+                  Expect.isLessThanOrEqual (held id) 64L $"{id} keeps no more than a chunk of entries"
+              c.Isolate n3
+              let before = Raft.lastIndex (c.State n1)
+              for k in 301..500 do
+                  propose c n1 (int64 k) [| byte k |] |> ignore
+                  c.Deliver()
+              Expect.isGreaterThanOrEqual (held n1) (Raft.lastIndex (c.State n1) - before) "the leader keeps what n3 lacks"
+              Expect.isLessThanOrEqual (held n2) 64L "a follower keeps only a chunk"
           } ]
