@@ -111,6 +111,18 @@ let private trim (acknowledged: int64) (session: Session) : Session =
     else
         { session with Floor = floor; Results = results }
 
+// What a write did is kept a while after it is applied (the runtime answers late waiters from its recent results):
+// the three results of an applied write are shared, not made per write, so keeping them costs the collector nothing.
+let private appliedDone = LogResult.Applied CommandResult.Done
+let private appliedSwapped = LogResult.Applied(CommandResult.Swapped true)
+let private appliedNotSwapped = LogResult.Applied(CommandResult.Swapped false)
+
+let private applied (result: CommandResult) : LogResult =
+    match result with
+    | CommandResult.Done -> appliedDone
+    | CommandResult.Swapped true -> appliedSwapped
+    | CommandResult.Swapped false -> appliedNotSwapped
+
 /// What applying one log command did: what the proposing client sees, the new table, and the sessions a durable
 /// state machine must write or delete.
 type Applied = { Result: LogResult; Table: Table; Touched: Touched list }
@@ -123,7 +135,7 @@ let private applyCommand
     : LogResult * Table * Touched list =
     let tick time = { table with Clock = max table.Clock time }
     match command with
-    | LogCommand.Plain c -> LogResult.Applied(applyData c), table, []
+    | LogCommand.Plain c -> applied (applyData c), table, []
     // The state machine applies auth changes to its auth state before the session layer sees a command.
     | LogCommand.Auth _ -> LogResult.AuthRefused "auth changes are not applied by the session layer", table, []
     | LogCommand.OpenSession(time, timeoutMs, owner) ->
@@ -156,7 +168,7 @@ let private applyCommand
                     | Some r -> LogResult.Repeated(r.Result, r.Index), s
                     | None ->
                         let result = applyData c
-                        LogResult.Applied result,
+                        applied result,
                         trim s.Floor { s with Results = Map.add stamp.Sequence { Result = result; Index = index } s.Results }
             outcome, { t with Sessions = Map.add s.Id s t.Sessions }, [ Touched.Saved s ]
 

@@ -15,6 +15,7 @@ let private all: Test list =
       SnapshotWarmUpTests.tests
       IoThreadTests.tests
       KvMemoryTests.tests
+      ChangeRingTests.tests
       MigrationPowerLossTests.tests
       PortConformanceTests.tests
       SideFileTests.tests

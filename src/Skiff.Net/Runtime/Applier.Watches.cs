@@ -33,8 +33,7 @@ internal sealed partial class Applier
         }
         lock (_subsGate)
         {
-            _history.Clear();
-            _historyBytes = 0;
+            _history.Clear(installed);
             _historyFloor = installed;
             var gone = new SkiffException(ErrorKind.StreamClosed,
                 $"watch ended: this node installed a snapshot at index {installed} and no longer has the changes after {before} up to {floor}; list the keys and watch from {installed + 1}");
@@ -48,14 +47,8 @@ internal sealed partial class Applier
         SafeChanged(change);
         lock (_subsGate)
         {
-            _history.Enqueue(change);
-            _historyBytes += BytesOf(change);
-            while (_history.Count > _historyCapacity || (_historyBytes > MaxHistoryBytes && _history.Count > 0))
-            {
-                var oldest = _history.Dequeue();
-                _historyBytes -= BytesOf(oldest);
-                _historyFloor = oldest.Index;
-            }
+            _history.Add(change);
+            _historyFloor = _history.Floor;
             for (var i = _subs.Count - 1; i >= 0; i--)
             {
                 var s = _subs[i];
@@ -69,8 +62,6 @@ internal sealed partial class Applier
             }
         }
     }
-
-    private static long BytesOf(Change change) => 2L * change.Key.Length + (change.Value?.Length ?? 0);
 
     private void SafeChanged(Change change)
     {
@@ -122,8 +113,7 @@ internal sealed partial class Applier
                         throw Compacted(fromIndex, floor);
                     backlog.AddRange(older);
                 }
-                foreach (var c in _history)
-                    if (c.Index >= fromIndex && c.Key.StartsWith(prefix, StringComparison.Ordinal)) backlog.Add(c);
+                _history.CopyFrom(fromIndex, prefix, backlog);
             }
             var channel = Channel.CreateBounded<Change>(new BoundedChannelOptions(_watchCapacity + backlog.Count)
             {

@@ -31,7 +31,6 @@ internal sealed partial class Applier
     private readonly ISnapshotStore _snapshots;
     private readonly Action<Event> _post;
     private readonly int _watchCapacity;
-    private readonly int _historyCapacity;
     // Writes waiting for their index, smallest first (a heap: no allocation per write, unlike a SortedDictionary's
     // enumerator for First()). The loop adds to it directly, under the gate, rather than through the queue: a write's
     // registration then costs the applier no wake-up of its own (it is found when its entry is applied).
@@ -46,17 +45,17 @@ internal sealed partial class Applier
     private readonly Dictionary<long, (long Term, LogResult? Result)> _recent = new();
     private readonly object _subsGate = new();
     private readonly List<Subscription> _subs = new();
-    private readonly Queue<Change> _history = new();
+    private readonly ChangeRing _history;
+    // The history's floor, as Subscribe reads it before taking the lock.
     private long _historyFloor;
-    private long _historyBytes;
 
-    /// <summary>The in-memory change history keeps no more than this many bytes of keys and values (16 MiB; and no
-    /// more than its count of changes): with large values a count alone held gigabytes. Older changes are read from
-    /// the state machine's durable history.</summary>
+    /// <summary>The in-memory change history keeps no more than this many bytes of records (16 MiB of keys, values
+    /// and a few bytes each; and no more than its count of changes): with large values a count alone held gigabytes.
+    /// Older changes are read from the state machine's durable history.</summary>
     internal const long MaxHistoryBytes = 16L << 20;
 
-    /// <summary>Bytes of keys and values in the in-memory change history (for tests).</summary>
-    internal long HistoryBytes { get { lock (_subsGate) return _historyBytes; } }
+    /// <summary>Bytes of records in the in-memory change history (for tests).</summary>
+    internal long HistoryBytes { get { lock (_subsGate) return _history.Bytes; } }
     private Task _run = Task.CompletedTask;
 
     /// <summary>The most watches served at once (<see cref="SkiffServerOptions.MaxWatchers"/>): one more is refused
@@ -79,7 +78,7 @@ internal sealed partial class Applier
         _snapshots = snapshots;
         _post = post;
         _watchCapacity = watchCapacity;
-        _historyCapacity = historyCapacity;
+        _history = new ChangeRing(historyCapacity, MaxHistoryBytes);
     }
 
     /// <summary>The index applied so far.</summary>
@@ -88,6 +87,7 @@ internal sealed partial class Applier
     /// <summary>Starts applying, from where the state machine is (after it restored its snapshot).</summary>
     public void Initialise()
     {
+        _history.Clear(_sm.AppliedIndex);
         _historyFloor = _sm.AppliedIndex;
         _appliedMark = _sm.AppliedIndex;
         _run = DedicatedThread.Start("skiff-applier", Run);
