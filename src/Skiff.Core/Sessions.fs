@@ -33,7 +33,7 @@ type Session =
         /// a request numbered below it is never applied.
         Floor: int64
         /// Results of the requests numbered at or above `Floor` that were applied.
-        Results: Map<int64, Recorded>
+        Results: ResultWindow<Recorded>
         /// Who opened it ("" for nobody in particular: auth was off, or the embedding application opened it). The
         /// members check it (with auth on, only the owner, root or a member may use the session); the session
         /// layer itself only keeps it.
@@ -92,19 +92,13 @@ let private evictOverCap (table: Table) : Table * Touched list =
             |> List.ofSeq
         { table with Sessions = List.fold (fun m id -> Map.remove id m) table.Sessions victims }, victims |> List.map Touched.Removed
 
-/// Forgets the results the client has acknowledged, and the oldest ones past the cap. Results are kept sorted, so
-/// only the smallest few are looked at: a write costs O(log n), whatever the number of writes in flight.
+/// Forgets the results the client has acknowledged, and the oldest ones past the cap.
 let private trim (acknowledged: int64) (session: Session) : Session =
     let mutable floor = max session.Floor acknowledged
-    let mutable results = session.Results
-    while not results.IsEmpty && (Map.minKeyValue results |> fst) < floor do
-        results <- Map.remove (Map.minKeyValue results |> fst) results
-    // Map.Count walks the tree: count only when the numbers kept span more than the cap (so there may be too many).
-    let spansMore () =
-        not results.IsEmpty && (Map.maxKeyValue results |> fst) - (Map.minKeyValue results |> fst) >= int64 MaxResultsPerSession
-    while spansMore () && results.Count > MaxResultsPerSession do
-        let oldest = Map.minKeyValue results |> fst
-        results <- Map.remove oldest results
+    let mutable results = session.Results.DropBelow floor
+    while results.Count > MaxResultsPerSession do
+        let oldest = results.MinKey
+        results <- results.DropBelow(oldest + 1L)
         floor <- oldest + 1L
     if floor = session.Floor && obj.ReferenceEquals(results, session.Results) then
         session
@@ -142,7 +136,12 @@ let private applyCommand
         let swept, expired = removeExpired (tick time)
         let room, evicted = evictOverCap swept
         let session =
-            { Id = index; TimeoutMs = max 1L timeoutMs; LastActive = room.Clock; Floor = 1L; Results = Map.empty; Owner = owner }
+            { Id = index
+              TimeoutMs = max 1L timeoutMs
+              LastActive = room.Clock
+              Floor = 1L
+              Results = ResultWindow.Empty
+              Owner = owner }
         LogResult.SessionOpened index,
         { room with Sessions = Map.add index session room.Sessions },
         expired @ evicted @ [ Touched.Saved session ]
@@ -159,17 +158,18 @@ let private applyCommand
         | Some s when isExpired t.Clock s ->
             LogResult.SessionUnknown, { t with Sessions = Map.remove s.Id t.Sessions }, [ Touched.Removed s.Id ]
         | Some s ->
-            let s = trim stamp.Acknowledged { s with LastActive = max s.LastActive t.Clock }
-            let outcome, s =
-                if stamp.Sequence < s.Floor then
-                    LogResult.ResultDiscarded, s
+            // One new session per write: the floor, the results and the activity change together.
+            let before = trim stamp.Acknowledged s
+            let outcome, results =
+                if stamp.Sequence < before.Floor then
+                    LogResult.ResultDiscarded, before.Results
                 else
-                    match Map.tryFind stamp.Sequence s.Results with
-                    | Some r -> LogResult.Repeated(r.Result, r.Index), s
-                    | None ->
+                    match before.Results.TryFind stamp.Sequence with
+                    | ValueSome r -> LogResult.Repeated(r.Result, r.Index), before.Results
+                    | ValueNone ->
                         let result = applyData c
-                        applied result,
-                        trim s.Floor { s with Results = Map.add stamp.Sequence { Result = result; Index = index } s.Results }
+                        applied result, before.Results.Add(stamp.Sequence, { Result = result; Index = index })
+            let s = trim before.Floor { before with LastActive = max s.LastActive t.Clock; Results = results }
             outcome, { t with Sessions = Map.add s.Id s t.Sessions }, [ Touched.Saved s ]
 
 /// The key-value result a client call reports for a log result that took (or had taken) effect.
@@ -192,18 +192,19 @@ let private resultTag (r: CommandResult) =
 /// had owners).
 let encode (s: Session) : byte[] =
     let owner = Text.Encoding.UTF8.GetBytes s.Owner
-    let buffer = Array.zeroCreate<byte>(36 + 17 * s.Results.Count + owner.Length)
+    let results = s.Results.ToArray()
+    let buffer = Array.zeroCreate<byte>(36 + 17 * results.Length + owner.Length)
     let span = buffer.AsSpan()
     BinaryPrimitives.WriteInt64LittleEndian(span, s.Id)
     BinaryPrimitives.WriteInt64LittleEndian(span.Slice 8, s.TimeoutMs)
     BinaryPrimitives.WriteInt64LittleEndian(span.Slice 16, s.LastActive)
     BinaryPrimitives.WriteInt64LittleEndian(span.Slice 24, s.Floor)
-    BinaryPrimitives.WriteInt32LittleEndian(span.Slice 32, s.Results.Count)
+    BinaryPrimitives.WriteInt32LittleEndian(span.Slice 32, results.Length)
     let mutable at = 36
-    for kv in s.Results do
-        BinaryPrimitives.WriteInt64LittleEndian(span.Slice at, kv.Key)
-        BinaryPrimitives.WriteInt64LittleEndian(span.Slice(at + 8), kv.Value.Index)
-        span[at + 16] <- resultTag kv.Value.Result
+    for struct (sequence, recorded) in results do
+        BinaryPrimitives.WriteInt64LittleEndian(span.Slice at, sequence)
+        BinaryPrimitives.WriteInt64LittleEndian(span.Slice(at + 8), recorded.Index)
+        span[at + 16] <- resultTag recorded.Result
         at <- at + 17
     owner.CopyTo(buffer, at)
     buffer
@@ -243,7 +244,7 @@ let decode (bytes: ReadOnlySpan<byte>) : Result<Session, string> =
                       TimeoutMs = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 8)
                       LastActive = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 16)
                       Floor = BinaryPrimitives.ReadInt64LittleEndian(bytes.Slice 24)
-                      Results = results
+                      Results = ResultWindow.OfSeq(Map.toSeq results)
                       Owner = Text.Encoding.UTF8.GetString(bytes.Slice(36 + 17 * count)) }
 
 /// Applies one log command at `index` through the session layer. `applyData` applies a key-value command to the

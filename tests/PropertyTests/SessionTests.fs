@@ -30,10 +30,46 @@ let private stamp session sequence acknowledged time = { Session = session; Sequ
 
 let private put = Command.Insert("k", b "v")
 
+/// The window of a session's results against a map, under the operations the session layer makes: numbers added
+/// mostly above the ones kept (some below, as requests in flight together reach the log in any order), numbers
+/// dropped from below.
+let private resultWindowMatchesMap (ops: (byte * int16) list) =
+    let mutable window = ResultWindow<int64>.Empty
+    let mutable map = Map.empty
+    let mutable top, floor = 0L, 0L
+    let mutable agree = true
+    for kind, x in ops do
+        match kind % 3uy with
+        | 2uy ->
+            floor <- floor + int64 (abs (int x % 8))
+            window <- window.DropBelow floor
+            map <- map |> Map.filter (fun k _ -> k >= floor)
+        | _ ->
+            let n = max floor (top + int64 (int x % 24) - 6L)
+            if not (map.ContainsKey n) then
+                window <- window.Add(n, n * 7L)
+                map <- Map.add n (n * 7L) map
+                top <- max top n
+        let found (k: int64) =
+            match window.TryFind k with
+            | ValueSome v -> Some v
+            | ValueNone -> None
+        agree <-
+            agree
+            && window.Count = map.Count
+            && (window.ToArray() |> Array.map (fun (struct (k, v)) -> k, v)) = Map.toArray map
+            && [ floor - 1L .. top + 1L ] |> List.forall (fun k -> found k = Map.tryFind k map)
+            && (map.IsEmpty || window.MinKey = (Map.minKeyValue map |> fst))
+    agree
+
 let tests =
     testList
         "sessions"
-        [ testCase "a request seen again is answered from the table, not applied"
+        [ testPropertyWithConfig
+              { FsCheckConfig.defaultConfig with maxTest = 300; endSize = 400 }
+              "a session's result window keeps exactly what a map would"
+              resultWindowMatchesMap
+          testCase "a request seen again is answered from the table, not applied"
           <| fun () ->
               let results, _, applied =
                   run
@@ -124,7 +160,7 @@ let tests =
                               Sessions.TimeoutMs = 1_000_000L
                               Sessions.LastActive = i
                               Sessions.Floor = 1L
-                              Sessions.Results = Map.empty
+                              Sessions.Results = ResultWindow.Empty
                               Sessions.Owner = "" } ]
               let table = { Sessions.Clock = int64 Sessions.MaxSessions; Sessions.Sessions = sessions }
               let _, table, _ = run table 100_000L [ LogCommand.OpenSession(int64 Sessions.MaxSessions, 1_000_000L, "") ]
@@ -152,7 +188,7 @@ let tests =
                     Sessions.LastActive = 99L
                     Sessions.Floor = 3L
                     Sessions.Results =
-                      Map.ofList
+                      ResultWindow.OfSeq
                           [ 3L, { Result = CommandResult.Done; Index = 10L }
                             5L, { Result = CommandResult.Swapped false; Index = 12L }
                             6L, { Result = CommandResult.Swapped true; Index = 13L } ]
