@@ -10,6 +10,31 @@ namespace Skiff.Net.Storage;
 /// </summary>
 internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
 {
+    // A compare-and-swap's two results, shared rather than made per command.
+    private static readonly CommandResult Swapped = CommandResult.NewSwapped(true), NotSwapped = CommandResult.NewSwapped(false);
+
+    private long _entryIndex;
+    private FSharpFunc<Command, CommandResult>? _function;
+
+    /// <summary>The change the function <see cref="For"/> returned made when last called, or null (no change, or not
+    /// called since).</summary>
+    public Change? LastChange { get; private set; }
+
+    /// <summary><see cref="Apply"/> as the function the session layer calls, for the entry at
+    /// <paramref name="entryIndex"/>; what it changed is then <see cref="LastChange"/>. One function, reused: a
+    /// closure made per write was a few more objects per write on every member.</summary>
+    public FSharpFunc<Command, CommandResult> For(long entryIndex)
+    {
+        _entryIndex = entryIndex;
+        LastChange = null;
+        return _function ??= FuncConvert.FromFunc<Command, CommandResult>(c =>
+        {
+            var result = Apply(_entryIndex, c, out var change);
+            LastChange = change;
+            return result;
+        });
+    }
+
     /// <summary>Applies <paramref name="command"/>, made by the entry at <paramref name="entryIndex"/>.</summary>
     /// <param name="entryIndex">The entry's index, for the change.</param>
     /// <param name="command">The command.</param>
@@ -31,7 +56,7 @@ internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
             case Command.CompareAndSwap c when !KvStateMachine.IsReserved(c.key):
                 return CompareAndSwap(entryIndex, c.key, c.expected, c.next, out change);
             case Command.CompareAndSwap:
-                return CommandResult.NewSwapped(false);
+                return NotSwapped;
             default:
                 return CommandResult.Done;
         }
@@ -57,13 +82,13 @@ internal sealed class KvCommandApplier(FasterKvStore store, KeyIndex index)
         var current = store.Read(key);
         var want = expected?.Value;
         bool match = want is null ? current is null : current is not null && current.AsSpan().SequenceEqual(want);
-        if (!match) return CommandResult.NewSwapped(false);
+        if (!match) return NotSwapped;
         if (next?.Value is { } n)
         {
             Put(key, n);
             change = Change.Inserted(entryIndex, key, n);
         }
         else if (Delete(key)) change = Change.Removed(entryIndex, key);
-        return CommandResult.NewSwapped(true);
+        return Swapped;
     }
 }

@@ -207,7 +207,6 @@ internal partial class KvStateMachine : IDisposable
             WaitWhileOverlayFull();
             try
             {
-                Change? made = null;
                 if (command is LogCommand.Auth auth)
                 {
                     var authResult = _auth.Apply(auth.command);
@@ -215,12 +214,10 @@ internal partial class KvStateMachine : IDisposable
                     return authResult;
                 }
                 if (_options.UnsafeNoSessionDedup && command is LogCommand.InSession unsafeWrite) command = LogCommand.NewPlain(unsafeWrite.command);
-                var applied = Sessions.apply(
-                    FuncConvert.FromFunc<Command, CommandResult>(c => _commands.Apply(index, c, out made)),
-                    _sessions.Table, index, command);
+                var applied = Sessions.apply(_commands.For(index), _sessions.Table, index, command);
                 _sessions.Update(applied.Table, applied.Touched);
-                change = made;
-                if (made is { } ch) _history.Record(ch);
+                change = _commands.LastChange;
+                if (change is { } ch) _history.Record(ch);
                 SetAppliedUnlocked(index, term);
                 return applied.Result;
             }
