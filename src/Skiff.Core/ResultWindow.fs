@@ -39,6 +39,17 @@ type ResultWindow<'T> private (sorted: struct (int64 * 'T)[], start: int, recent
         | struct (k, _) :: rest -> minOf rest (min k m)
         | [] -> m
 
+    /// The sorted part from `start` and the list's `count` results, in one new array in ascending order.
+    static let ascending (sorted: struct (int64 * 'T)[]) (start: int) (recent: struct (int64 * 'T) list) (count: int) =
+        let all = Array.zeroCreate (sorted.Length - start + count)
+        Array.blit sorted start all 0 (sorted.Length - start)
+        let mutable at = sorted.Length - start
+        for r in recent do
+            all[at] <- r
+            at <- at + 1
+        Array.sortInPlaceBy (fun (struct (k, _)) -> k) all
+        all
+
     /// No results.
     static member Empty: ResultWindow<'T> = empty
 
@@ -82,14 +93,7 @@ type ResultWindow<'T> private (sorted: struct (int64 * 'T)[], start: int, recent
         if recentCount + 1 < max 16 (this.Count / 4) then
             ResultWindow(sorted, start, recent, recentCount + 1)
         else
-            let merged = Array.zeroCreate (this.Count + 1)
-            Array.blit sorted start merged 0 (sorted.Length - start)
-            let mutable at = sorted.Length - start
-            for r in recent do
-                merged[at] <- r
-                at <- at + 1
-            Array.sortInPlaceBy (fun (struct (k, _)) -> k) merged
-            ResultWindow(merged, 0, [], 0)
+            ResultWindow(ascending sorted start recent (recentCount + 1), 0, [], 0)
 
     /// Without the results numbered below `n`.
     member this.DropBelow(n: int64) : ResultWindow<'T> =
@@ -103,15 +107,7 @@ type ResultWindow<'T> private (sorted: struct (int64 * 'T)[], start: int, recent
             ResultWindow(sorted, from, recent, recentCount)
 
     /// The results, in ascending order of number.
-    member _.ToArray() : struct (int64 * 'T)[] =
-        let all = Array.zeroCreate (sorted.Length - start + recentCount)
-        Array.blit sorted start all 0 (sorted.Length - start)
-        let mutable at = sorted.Length - start
-        for r in recent do
-            all[at] <- r
-            at <- at + 1
-        Array.sortInPlaceBy (fun (struct (k, _)) -> k) all
-        all
+    member _.ToArray() : struct (int64 * 'T)[] = ascending sorted start recent recentCount
 
     override this.Equals(o: obj) =
         match o with
