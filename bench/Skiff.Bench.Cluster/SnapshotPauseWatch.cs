@@ -7,7 +7,9 @@ namespace Skiff.Bench.Cluster;
 /// <summary>The longest time a snapshot stopped applying on any member, as the members' own meters recorded it.</summary>
 /// <param name="MaxMs">The largest pause seen (ms).</param>
 /// <param name="Seconds">Seconds in which some member finished a snapshot.</param>
-public sealed record SnapshotPauses(double MaxMs, int Seconds);
+/// <param name="OwnMaxMs">The largest pause less the garbage collector's pauses inside it (ms): the snapshot's own
+/// work. Null if the members did not record that share (<c>skiff.snapshot_pause_gc</c>).</param>
+public sealed record SnapshotPauses(double MaxMs, int Seconds, double? OwnMaxMs = null);
 
 /// <summary>
 /// Issue #16's "no snapshot stops applying for more than 10 ms", measured on the members of the disk benchmark, where
@@ -20,6 +22,8 @@ public sealed record SnapshotPauses(double MaxMs, int Seconds);
 internal sealed class SnapshotPauseWatch
 {
     private const string Instrument = "skiff.snapshot_pause";
+    // The collector's share of each pause, recorded just before it: a collection stops every thread, snapshot or not.
+    private const string GcInstrument = "skiff.snapshot_pause_gc";
     private readonly List<(Process Session, string Csv)> _sessions = [];
     private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
 
@@ -38,7 +42,7 @@ internal sealed class SnapshotPauseWatch
             // `exec` makes the process started dotnet-counters itself, so that a kill after the deadline reaches it.
             var psi = new ProcessStartInfo("sh",
                 ["-c", "exec dotnet dotnet-counters collect -p \"$0\" --counters \"$1\" --refresh-interval 1 --format csv -o \"$2\" < /dev/null",
-                 pid.ToString(CultureInfo.InvariantCulture), $"Skiff[{Instrument}]", csv])
+                 pid.ToString(CultureInfo.InvariantCulture), $"Skiff[{Instrument},{GcInstrument}]", csv])
             {
                 WorkingDirectory = root, // where the tool manifest is
                 RedirectStandardOutput = true,
@@ -76,26 +80,40 @@ internal sealed class SnapshotPauseWatch
             session.Dispose();
         }
         var csvs = _sessions.Select(s => s.Csv).Where(File.Exists).ToList();
-        var pauses = csvs.Count == 0 ? null : Read(csvs.SelectMany(File.ReadLines));
+        var pauses = csvs.Count == 0 ? null : Read(csvs.Select(File.ReadLines));
         if (pauses is null)
             Console.WriteLine($"# snapshot pauses not measured (no snapshot seen, or dotnet-counters failed: {string.Join(" | ", _output)})");
         return pauses;
     }
 
-    /// <summary>Reads dotnet-counters' CSV lines (<c>Timestamp,Provider,Counter Name,Counter Type,Mean/Increment</c>;
-    /// a histogram's name carries its tags and percentile in brackets).</summary>
-    internal static SnapshotPauses? Read(IEnumerable<string> lines)
+    /// <summary>Reads dotnet-counters' CSV lines, one sequence per member (<c>Timestamp,Provider,Counter Name,Counter
+    /// Type,Mean/Increment</c>; a histogram's name carries its tags and percentile in brackets). A second's p99 of the
+    /// GC share goes with the same second's p99 of the pause: with one snapshot in the second, they are its pause and
+    /// the collections inside it.</summary>
+    internal static SnapshotPauses? Read(IEnumerable<IEnumerable<string>> members)
     {
-        double max = double.NaN;
+        double max = double.NaN, ownMax = double.NaN;
         var seconds = new HashSet<string>();
-        foreach (var line in lines)
+        foreach (var lines in members)
         {
-            var fields = line.Split(',');
-            if (fields.Length < 5 || !fields[2].StartsWith(Instrument + " ", StringComparison.Ordinal)) continue;
-            if (!double.TryParse(fields[^1], NumberStyles.Float, CultureInfo.InvariantCulture, out var ms)) continue;
-            max = double.IsNaN(max) ? ms : Math.Max(max, ms);
-            seconds.Add(fields[0]);
+            var pause = new Dictionary<string, double>();
+            var gc = new Dictionary<string, double>();
+            foreach (var line in lines)
+            {
+                var fields = line.Split(',');
+                if (fields.Length < 5 || !fields[2].Contains("[Percentile=99]", StringComparison.Ordinal)) continue;
+                if (!double.TryParse(fields[^1], NumberStyles.Float, CultureInfo.InvariantCulture, out var ms)) continue;
+                if (fields[2].StartsWith(GcInstrument + " ", StringComparison.Ordinal)) gc[fields[0]] = ms;
+                else if (fields[2].StartsWith(Instrument + " ", StringComparison.Ordinal)) pause[fields[0]] = ms;
+            }
+            foreach (var (second, ms) in pause)
+            {
+                max = double.IsNaN(max) ? ms : Math.Max(max, ms);
+                seconds.Add(second);
+                if (gc.TryGetValue(second, out var collecting))
+                    ownMax = double.IsNaN(ownMax) ? ms - collecting : Math.Max(ownMax, ms - collecting);
+            }
         }
-        return double.IsNaN(max) ? null : new SnapshotPauses(max, seconds.Count);
+        return double.IsNaN(max) ? null : new SnapshotPauses(max, seconds.Count, double.IsNaN(ownMax) ? null : ownMax);
     }
 }
