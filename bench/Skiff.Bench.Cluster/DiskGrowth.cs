@@ -1,5 +1,5 @@
-using System.Globalization;
 using System.Diagnostics;
+using System.Globalization;
 using Skiff.Bench.Cluster.Systems;
 
 namespace Skiff.Bench.Cluster;
