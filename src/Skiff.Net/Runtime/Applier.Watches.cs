@@ -34,7 +34,6 @@ internal sealed partial class Applier
         lock (_subsGate)
         {
             _history.Clear(installed);
-            _historyFloor = installed;
             var gone = new SkiffException(ErrorKind.StreamClosed,
                 $"watch ended: this node installed a snapshot at index {installed} and no longer has the changes after {before} up to {floor}; list the keys and watch from {installed + 1}");
             foreach (var s in _subs) s.Channel.Writer.TryComplete(gone);
@@ -48,7 +47,6 @@ internal sealed partial class Applier
         lock (_subsGate)
         {
             _history.Add(change);
-            _historyFloor = _history.Floor;
             for (var i = _subs.Count - 1; i >= 0; i--)
             {
                 var s = _subs[i];
@@ -85,7 +83,7 @@ internal sealed partial class Applier
         long olderTo = 0;
         if (fromIndex > 0 && _durable is not null)
         {
-            var memoryFloor = Volatile.Read(ref _historyFloor);
+            var memoryFloor = _history.Floor;
             if (fromIndex <= memoryFloor)
             {
                 older = new();
@@ -103,13 +101,13 @@ internal sealed partial class Applier
             var backlog = new List<Change>();
             if (fromIndex > 0)
             {
-                if (fromIndex <= _historyFloor && fromIndex <= _sm.AppliedIndex)
+                if (fromIndex <= _history.Floor && fromIndex <= _sm.AppliedIndex)
                 {
-                    // Published changes at or below _historyFloor are no longer in memory; every one above it is.
-                    if (_durable is null) throw Compacted(fromIndex, _historyFloor);
+                    // Published changes at or below _history.Floor are no longer in memory; every one above it is.
+                    if (_durable is null) throw Compacted(fromIndex, _history.Floor);
                     older ??= new();
                     var from = Math.Max(fromIndex, olderTo + 1);
-                    if (from <= _historyFloor && !_durable.TryReadChanges(from, _historyFloor, prefix, older, out var floor))
+                    if (from <= _history.Floor && !_durable.TryReadChanges(from, _history.Floor, prefix, older, out var floor))
                         throw Compacted(fromIndex, floor);
                     backlog.AddRange(older);
                 }

@@ -46,8 +46,6 @@ internal sealed partial class Applier
     private readonly object _subsGate = new();
     private readonly List<Subscription> _subs = new();
     private readonly ChangeRing _history;
-    // The history's floor, as Subscribe reads it before taking the lock.
-    private long _historyFloor;
 
     /// <summary>The in-memory change history keeps no more than this many bytes of records (16 MiB of keys, values
     /// and a few bytes each; and no more than its count of changes): with large values a count alone held gigabytes.
@@ -88,7 +86,6 @@ internal sealed partial class Applier
     public void Initialise()
     {
         _history.Clear(_sm.AppliedIndex);
-        _historyFloor = _sm.AppliedIndex;
         _appliedMark = _sm.AppliedIndex;
         _run = DedicatedThread.Start("skiff-applier", Run);
     }

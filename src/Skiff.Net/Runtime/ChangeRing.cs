@@ -8,7 +8,7 @@ namespace Skiff.Net.Runtime;
 /// <see cref="Change"/> objects. A history of tens of thousands of objects lives for seconds: every change made it
 /// survive two collections and be copied into the oldest generation, only to die there (on a follower under load
 /// this was most of what each young collection copied, and so most of its pause). Bytes in one array that is
-/// allocated once (it grows by doubling, up to its byte cap) cost the collector nothing per change; a
+/// allocated once (it grows by doubling, up to twice its byte cap) cost the collector nothing per change; a
 /// <see cref="Change"/> is made again only for a watch that resumes from the history. Not thread-safe: the applier
 /// serialises access under its watch lock.
 /// </summary>
@@ -24,6 +24,7 @@ internal sealed class ChangeRing
     private byte[] _buffer = [];
     // Where the next record goes, and where the oldest starts (records never straddle the buffer's end).
     private int _tail, _head;
+    private long _floor;
 
     /// <param name="maxCount">The most changes kept.</param>
     /// <param name="maxBytes">The most bytes of records kept (at most 1 GiB). The buffer may grow to twice this: with
@@ -43,8 +44,13 @@ internal sealed class ChangeRing
     public long Bytes { get; private set; }
 
     /// <summary>Every change after this index that was added is kept (the index of the newest change dropped, or of
-    /// the last <see cref="Clear"/>).</summary>
-    public long Floor { get; private set; }
+    /// the last <see cref="Clear"/>).
+    /// Safe to read without the applier's lock (Subscribe reads it before taking it).</summary>
+    public long Floor
+    {
+        get => Volatile.Read(ref _floor);
+        private set => Volatile.Write(ref _floor, value);
+    }
 
     /// <summary>Adds a change newer than every one kept, dropping the oldest past the count or byte cap.</summary>
     public void Add(Change change)
