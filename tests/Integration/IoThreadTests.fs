@@ -36,13 +36,6 @@ let runProbe (dir: string) : int =
     printfn "PROBE finished=%b ms=%d pool_threads=%d" finished started.ElapsedMilliseconds ThreadPool.ThreadCount
     if finished then 0 else 3
 
-/// The nice value of the calling thread, from /proc/thread-self/stat (the 19th field; the 2nd, the thread's name in
-/// parentheses, may hold spaces, so fields are counted after its closing parenthesis).
-let private ownNice () =
-    let stat = IO.File.ReadAllText "/proc/thread-self/stat"
-    let fields = stat.Substring(stat.LastIndexOf ')' + 2).Split ' '
-    int fields[19 - 3]
-
 let tests =
     testList
         "io threads"
@@ -54,18 +47,4 @@ let tests =
               printfn "io threads probe: %s" line
               let ms = int (probeField line "ms")
               // 640 reads from disk take well under a second here; a pool starved until it grows takes tens of seconds.
-              Expect.isLessThan ms 10_000 "640 reads of evicted keys took too long: the store's I/O waited for the thread pool"
-
-          // Checkpoints run on this worker beside applying; at the same priority, waking it let it take the CPU from
-          // the applying thread mid-snapshot (issue 16's 10 ms bound on a snapshot's pause, BackgroundPriority.cs).
-          testCase "the checkpoint worker runs nicer than the threads that apply"
-          <| fun () ->
-              if not (OperatingSystem.IsLinux()) then
-                  skiptest "nice values are Linux's"
-              let own = ownNice ()
-              if own >= 19 then
-                  skiptest "this process already runs at the lowest priority"
-              use worker = new SerialWorker("nice-probe")
-              let workerNice = worker.Run(Func<int> ownNice).Result
-              Expect.equal workerNice (min 19 (own + Skiff.Net.Runtime.BackgroundPriority.NiceIncrement)) "the worker's nice value"
-              Expect.equal (ownNice ()) own "the calling thread's own priority must not change" ]
+              Expect.isLessThan ms 10_000 "640 reads of evicted keys took too long: the store's I/O waited for the thread pool" ]

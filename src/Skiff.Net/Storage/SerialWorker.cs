@@ -10,8 +10,7 @@ namespace Skiff.Net.Storage;
 /// <c>Skiff.Bench disk --overwrites 300000 --keys 100</c>: thread creation was most of a snapshot's pause). The thread
 /// starts with the worker, when the store opens, so no snapshot waits for its creation (the first snapshot's
 /// remaining pause is first-use JIT, see Storage/README.md), and ends once the worker is disposed and what was
-/// queued has run. It runs at a lower priority than the threads that apply and replicate
-/// (<see cref="BackgroundPriority"/>).
+/// queued has run.
 /// </summary>
 internal sealed class SerialWorker : IDisposable
 {
@@ -49,8 +48,6 @@ internal sealed class SerialWorker : IDisposable
 
     private void Loop()
     {
-        // Checkpoints and their clean-up must not take the CPU from applying (see BackgroundPriority).
-        BackgroundPriority.LowerCurrentThread();
         var reader = _work.Reader;
         while (DedicatedThread.WaitToRead(reader))
             while (reader.TryRead(out var work)) work();
