@@ -21,7 +21,7 @@ internal sealed partial class FasterKvStore : IDisposable
     private readonly CrashSafeDevice _logDevice;
     private readonly DeviceLogCommitCheckpointManager _checkpoints;
     private readonly FasterKV<SpanByte, SpanByte> _kv;
-    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>>? _session;
+    private ClientSession<SpanByte, SpanByte, SpanByte, StoreRead, Empty, StoreFunctions>? _session;
 
     // While a checkpoint is taken in the background, writes land in this overlay instead of the store (reads see
     // them first), so the checkpoint holds exactly the state at its start: FASTER cuts a session's operations at a
@@ -131,9 +131,9 @@ internal sealed partial class FasterKvStore : IDisposable
 
     /// <summary>Opens the session that every read and write goes through, once recovery is done.</summary>
     public void StartSession() =>
-        _session = _kv.For(new SpanByteFunctions_ByteArrayOutput<Empty>()).NewSession<SpanByteFunctions_ByteArrayOutput<Empty>>();
+        _session = _kv.For(new StoreFunctions()).NewSession<StoreFunctions>();
 
-    private ClientSession<SpanByte, SpanByte, SpanByte, byte[], Empty, SpanByteFunctions_ByteArrayOutput<Empty>> Session =>
+    private ClientSession<SpanByte, SpanByte, SpanByte, StoreRead, Empty, StoreFunctions> Session =>
         _session ?? throw new InvalidOperationException("the store's session is not started");
 
     /// <summary>The value of a key, or null; waits for a read that has to go to disk.</summary>
@@ -147,36 +147,49 @@ internal sealed partial class FasterKvStore : IDisposable
 
     /// <summary>The store's newest record of a key (the overlay aside): whether it holds a value, the value and the
     /// record's address; waits for a lookup that has to go to disk.</summary>
-    private unsafe (bool Found, byte[] Value, long Address) Lookup(string key)
+    private (bool Found, byte[] Value, long Address) Lookup(string key)
     {
-        var session = Session;
+        var status = IssueRead(key, out var output);
+        if (status.IsPending)
+        {
+            DiskWaits++;
+            Session.CompletePendingWithOutputs(out var outputs, wait: true);
+            using (outputs)
+            {
+                if (!outputs.Next())
+                    throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
+                status = outputs.Current.Status;
+                output = outputs.Current.Output;
+            }
+        }
+        ThrowIfFaulted(status);
+        return status.Found ? (true, output.Value ?? [], output.Address) : (false, [], 0);
+    }
+
+    /// <summary>Starts a read of <paramref name="key"/>'s newest record. Pending when it has to go to disk: the
+    /// caller then completes it (and any others issued before) with one wait. The record's address is the one in
+    /// <paramref name="output"/> (<see cref="StoreFunctions"/> says why not the read's metadata).</summary>
+    private unsafe Status IssueRead(string key, out StoreRead output)
+    {
         Span<byte> buffer = stackalloc byte[256];
         var utf8 = Utf8(key, buffer);
-        byte[] output = [];
-        Status status;
-        RecordMetadata metadata;
+        output = default;
         fixed (byte* k = utf8)
         {
             var sbKey = SpanByte.FromPointer(k, utf8.Length);
             SpanByte input = default;
-            var options = default(ReadOptions);
-            status = session.Read(ref sbKey, ref input, ref output, ref options, out metadata);
-            if (status.IsPending)
-            {
-                session.CompletePendingWithOutputs(out var outputs, wait: true);
-                using (outputs)
-                {
-                    if (!outputs.Next())
-                        throw new SkiffException(ErrorKind.StorageError, $"pending read of a key in {_dir} produced no result");
-                    status = outputs.Current.Status;
-                    output = outputs.Current.Output;
-                    metadata = outputs.Current.RecordMetadata;
-                }
-            }
+            return Session.Read(ref sbKey, ref input, ref output);
         }
-        if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"reading a key from {_dir} failed");
-        return (status.Found, output ?? [], metadata.Address);
     }
+
+    private void ThrowIfFaulted(Status status)
+    {
+        if (status.IsFaulted) throw new SkiffException(ErrorKind.StorageError, $"reading a key from {_dir} failed");
+    }
+
+    /// <summary>How many times a lookup waited for the disk (one wait may complete many reads): for tests and
+    /// diagnostics.</summary>
+    public long DiskWaits { get; private set; }
 
     /// <summary>Sets a key.</summary>
     /// <exception cref="SkiffException"><see cref="ErrorKind.StorageError"/> if the record does not fit a page of

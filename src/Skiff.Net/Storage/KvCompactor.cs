@@ -170,6 +170,11 @@ internal sealed class KvCompactor
         private readonly FasterKvStore.RecordScan _scan;
         private readonly IEnumerator<(string Key, long Address)> _records;
         private readonly long _from;
+        // The records of one step's batch and their values if newest: looked up together, so lookups that go to
+        // disk wait once per batch rather than once each. Small enough that a batch stays within a step's budget.
+        private const int Batch = 64;
+        private readonly (string Key, long Address)[] _batch = new (string, long)[Batch];
+        private readonly byte[]?[] _values = new byte[]?[Batch];
 
         public long Until { get; }
         /// <summary>The live size estimated when the pass began.</summary>
@@ -211,18 +216,32 @@ internal sealed class KvCompactor
         public bool Run(TimeSpan budget, int maxRecords)
         {
             var start = Stopwatch.GetTimestamp();
-            for (var n = 1; ; n++)
+            for (var looked = 0; ;)
             {
-                if (!_records.MoveNext()) return true;
-                var (key, address) = _records.Current;
-                if (_store.ValueIfNewestAt(key, address) is { } value)
-                {
-                    var before = _store.WrittenBytes;
-                    _store.Upsert(key, value);
-                    CopiedBytes += _store.WrittenBytes - before;
-                    CopiedRecords++;
-                }
-                if (n >= maxRecords || (n % 32 == 0 && Stopwatch.GetElapsedTime(start) >= budget)) return false;
+                var wanted = Math.Min(Batch, maxRecords - looked);
+                var met = 0;
+                while (met < wanted && _records.MoveNext()) _batch[met++] = _records.Current;
+                CopyNewest(met);
+                looked += met;
+                if (met < wanted) return true;
+                if (looked >= maxRecords || Stopwatch.GetElapsedTime(start) >= budget) return false;
+            }
+        }
+
+        /// <summary>Writes again those of the first <paramref name="count"/> records of the batch that are still
+        /// their keys' newest versions (looked up together, <see cref="FasterKvStore.ValuesIfNewestAt"/>).</summary>
+        private void CopyNewest(int count)
+        {
+            if (count == 0) return;
+            _store.ValuesIfNewestAt(_batch.AsSpan(0, count), _values);
+            for (var i = 0; i < count; i++)
+            {
+                if (_values[i] is not { } value) continue;
+                _values[i] = null;
+                var before = _store.WrittenBytes;
+                _store.Upsert(_batch[i].Key, value);
+                CopiedBytes += _store.WrittenBytes - before;
+                CopiedRecords++;
             }
         }
 

@@ -20,6 +20,10 @@ internal partial class KvStateMachine
     /// segments that the last checkpoint still holds (they are deleted once a newer checkpoint is durable).</summary>
     public bool SnapshotWanted { get { lock (_gate) return _snapshot is null && (_compactor?.WantsCheckpoint ?? false); } }
 
+    /// <summary>How many times the store's lookups have waited for the disk (one wait may complete many reads): for
+    /// tests.</summary>
+    internal long DiskWaits { get { lock (_gate) return _store.DiskWaits; } }
+
     // The store's live records, for compaction's estimate of their size: keys, kept changes, client sessions, and
     // the applied-index record.
     private long LiveRecords() => _index.Count + _history.Count + _sessions.Table.Sessions.Count + 1L;
