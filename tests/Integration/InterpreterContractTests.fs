@@ -32,8 +32,9 @@ type private Gate() =
     member _.Open() = gate.Set()
     member _.Pass() = gate.Wait(TimeSpan.FromSeconds 30.0) |> ignore
 
-/// A log in memory: appends are pending until Flush, which waits at its gate.
-type private FakeLog(journal: Journal, gate: Gate) =
+/// A log in memory: appends are pending until Flush, which waits at its gate; a compaction waits at its own gate
+/// (on a pool thread when started with CompactUntilAsync) and, as the port asks, keeps what is not yet durable.
+type private FakeLog(journal: Journal, gate: Gate, compactGate: Gate) =
     let sync = obj ()
     let entries = List<Entry>()
     let mutable baseIndex = 0L
@@ -75,10 +76,15 @@ type private FakeLog(journal: Journal, gate: Gate) =
             lock sync (fun () -> entries |> Seq.filter (fun e -> e.Index >= from && e.Index <= upTo) |> Seq.toArray :> IReadOnlyList<Entry>)
 
         member _.CompactUntil(index: int64, term: int64) =
+            compactGate.Pass()
             lock sync (fun () ->
-                entries.RemoveAll(fun e -> e.Index <= index) |> ignore
-                baseIndex <- index
-                baseTerm <- term)
+                if index <= durable && index > baseIndex then
+                    entries.RemoveAll(fun e -> e.Index <= index) |> ignore
+                    baseIndex <- index
+                    baseTerm <- term
+                    journal.Add(sprintf "compact %d" index))
+
+        member this.CompactUntilAsync(index: int64, term: int64) = Tasks.Task.Run(fun () -> (this :> ILogStore).CompactUntil(index, term))
 
         member _.Reset(index: int64, term: int64) =
             lock sync (fun () ->
@@ -169,7 +175,7 @@ type private Node(onSend: Journal -> FakeLog -> FakeHardState -> Envelope -> uni
     let hardGate = Gate()
     let flushGate = Gate()
     let violations = ConcurrentQueue<string>()
-    let log = new FakeLog(journal, flushGate)
+    let log = new FakeLog(journal, flushGate, Gate())
     let hard = new FakeHardState(journal, hardGate)
     let sm = new FakeStateMachine(journal, log, violations)
     let snapshots = new FakeSnapshots(journal, sm)
@@ -278,6 +284,34 @@ let tests =
               Expect.equal (node.Journal.IndexOf "apply 3") -1 "the entry past the leader's commit is not applied"
               Expect.isEmpty (List.ofSeq claimedEarly) "every claim was durable"
               Expect.isEmpty node.Violations "every applied entry was durable"
+
+          testCase "a log compaction under way holds up neither the storage writer nor the appends queued after it"
+          <| fun () ->
+              let journal = Journal()
+              let compactGate = Gate()
+              let log = new FakeLog(journal, Gate(), compactGate)
+              let hard = new FakeHardState(journal, Gate())
+              let fatal = ConcurrentQueue<exn>()
+              let writer = new StorageWriter(log, hard, Action<Event>(ignore), Action<exn>(fatal.Enqueue))
+              let entry i = { Index = i; Term = 1L; Payload = Payload.Noop }
+              let within (t: Tasks.Task) = t.Wait(TimeSpan.FromSeconds 10.0)
+              try
+                  Expect.isTrue (within (writer.Append([ entry 1L; entry 2L ], 0L))) "the first entries are durable"
+                  compactGate.Close()
+                  let compaction = writer.Compact 2L
+                  // The old writer waited for the compaction, and so did every append behind it.
+                  Expect.isTrue
+                      (within (writer.Append([ entry 3L ], 0L)))
+                      "an append queued after the compaction is durable while it is held"
+                  Expect.isFalse compaction.IsCompleted "the compaction is still held at its gate"
+                  compactGate.Open()
+                  Expect.isTrue (within compaction) "the compaction completes once let go"
+                  Expect.isGreaterThanOrEqual (journal.IndexOf "compact 2") 0 "and it compacted"
+                  Expect.isTrue (within (writer.Append([ entry 4L ], 0L))) "appends go on after it"
+                  Expect.isEmpty (List.ofSeq fatal) "no storage failure"
+              finally
+                  compactGate.Open()
+                  (writer :> IAsyncDisposable).DisposeAsync().AsTask().Wait()
 
           testCase "an installed snapshot replaces the state machine, then the log, then the reply leaves"
           <| fun () ->

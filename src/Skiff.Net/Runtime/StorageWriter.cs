@@ -9,8 +9,8 @@ namespace Skiff.Net.Runtime;
 /// everything queued, writes it, and starts making it durable with one flush; while that flush runs it goes on
 /// with the next group (FASTER's commit loop syncs it right after the previous one), instead of waiting. Groups
 /// complete strictly in order, each only once it is durable (and every group before it is): then its writes
-/// complete and the loop learns which entries are durable (Event.Persisted). Compaction and log resets first wait
-/// for every group in flight.
+/// complete and the loop learns which entries are durable (Event.Persisted). A log reset first waits for every group
+/// in flight; a compaction does not (the log keeps what is not yet durable).
 /// </summary>
 internal sealed class StorageWriter : IAsyncDisposable
 {
@@ -142,15 +142,10 @@ internal sealed class StorageWriter : IAsyncDisposable
                             m.Done.TrySetResult();
                             break;
                         case CompactOp c:
+                            // The appends before it reach the log first; the compaction then runs beside the
+                            // appends after it (the store keeps what is not yet durable, ILogStore.CompactUntilAsync).
                             Seal(group, ref hard, ref last, ref appended);
-                            Drain();
-                            if (_log.TermAt(c.Index) is { } term)
-                            {
-                                var sw = System.Diagnostics.Stopwatch.StartNew();
-                                _log.CompactUntil(c.Index, term);
-                                if (sw.ElapsedMilliseconds > 100) Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, "Skiff: log compaction to {Index} took {Milliseconds} ms (writes waited)", c.Index, sw.ElapsedMilliseconds);
-                            }
-                            c.Done.TrySetResult();
+                            Compact(c);
                             break;
                         case ResetOp i:
                             Seal(group, ref hard, ref last, ref appended);
@@ -171,6 +166,31 @@ internal sealed class StorageWriter : IAsyncDisposable
             }
         }
         Drain();
+    }
+
+    /// <summary>Starts a compaction of the log; its failure is a failed durable write, as an append's is.</summary>
+    private void Compact(CompactOp c)
+    {
+        if (_log.TermAt(c.Index) is not { } term)
+        {
+            c.Done.TrySetResult();
+            return;
+        }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        _log.CompactUntilAsync(c.Index, term).ContinueWith(t =>
+        {
+            if (t.IsCompletedSuccessfully)
+            {
+                var took = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                if (took.TotalMilliseconds > 100) Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(Logger, "Skiff: log compaction to {Index} took {Milliseconds} ms", c.Index, (long)took.TotalMilliseconds);
+                c.Done.TrySetResult();
+                return;
+            }
+            var ex = t.Exception?.GetBaseException() ?? new IOException("the log compaction was cancelled");
+            var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+            c.Done.TrySetException(error);
+            _fatal(error);
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     /// <summary>Saves the hard state (durably, here), starts the flush of the entries appended and queues the

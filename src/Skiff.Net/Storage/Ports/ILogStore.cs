@@ -59,6 +59,18 @@ internal interface ILogStore : IDisposable
     /// <summary>Discards entries up to and including <paramref name="index"/>, whose term is <paramref name="term"/>.</summary>
     void CompactUntil(long index, long term);
 
+    /// <summary>Starts <see cref="CompactUntil"/> and returns at once; the task completes when the discard is durable.
+    /// The storage writer calls this, not <see cref="CompactUntil"/>, right after the appends queued before it, some
+    /// of which may still be in flight (<see cref="FlushAsync"/>): the store must keep any entry not yet durable (it
+    /// may discard less than asked). The default runs <see cref="CompactUntil"/> synchronously, which is right for a
+    /// store whose flushes are synchronous; a store with asynchronous flushes overrides it, so that a compaction
+    /// neither waits for the flushes in flight nor holds up the appends after it.</summary>
+    Task CompactUntilAsync(long index, long term)
+    {
+        CompactUntil(index, term);
+        return Task.CompletedTask;
+    }
+
     /// <summary>Replaces the whole log with an empty one that starts after the snapshot point, durably.</summary>
     void Reset(long snapshotIndex, long snapshotTerm);
 }

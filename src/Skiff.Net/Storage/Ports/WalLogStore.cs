@@ -65,6 +65,11 @@ internal sealed class WalLogStore : ILogStore
     public void CompactUntil(long index, long term) => _log.CompactUntil(index).GetAwaiter().GetResult();
 
     /// <inheritdoc/>
+    /// <remarks>The log keeps every entry not yet durable (<see cref="RaftLog.CompactUntil"/> moves its base no
+    /// further than its last durable entry), so this needs no wait for the flushes in flight.</remarks>
+    public Task CompactUntilAsync(long index, long term) => _log.CompactUntil(index);
+
+    /// <inheritdoc/>
     public void Reset(long snapshotIndex, long snapshotTerm) =>
         _log.ResetToSnapshot(snapshotIndex, snapshotTerm, keepSuffix: false).GetAwaiter().GetResult();
 
