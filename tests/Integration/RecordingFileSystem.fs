@@ -129,6 +129,8 @@ type RecordingFs private (names: Dictionary<string, Inode>) =
             [ for kv in names -> sprintf "%s (%d bytes)" (Path.GetFileName kv.Key) kv.Value.Data.Length ] |> String.concat ", ")
 
     interface IWalFileSystem with
+        member _.Deterministic = true
+
         member _.CreateDirectory _ = ()
 
         member this.List(dir, suffix) =

@@ -208,6 +208,46 @@ let private logTests =
               Expect.equal (readAll log |> List.length) 520 "entries kept"
               Expect.isLessThan segments 8 (sprintf "old segments deleted (%d left)" segments)
 
+          testCase "deleting the segments a compaction freed holds up neither the compaction nor the appends after it"
+          <| fun () ->
+              use tmp = new TempDir "reclaim"
+              // The real file system, with deletions held at a gate: unlinking a segment whose pages are being
+              // written back took 5-20 ms, which appends waited for while the writer thread did it.
+              let held = new ManualResetEventSlim(false)
+              let real = RealWalFileSystem.Instance :> IWalFileSystem
+              let fs =
+                  { new IWalFileSystem with
+                      member _.CreateDirectory d = real.CreateDirectory d
+                      member _.List(d, suffix) = real.List(d, suffix)
+                      member _.Open(path, create) = real.Open(path, create)
+                      member _.Delete path =
+                          held.Wait(TimeSpan.FromSeconds 30.0) |> ignore
+                          real.Delete path
+                      member _.Rename(a, b) = real.Rename(a, b)
+                      member _.SyncDirectory d = real.SyncDirectory d }
+              let opts = RaftLogOptions(KeepTail = 10L, SegmentSizeBits = 16, PageSizeBits = 12, MemorySizeBits = 14)
+              let log = RaftLog.Open(tmp.Path, opts, fs)
+              let mutable before = 0
+              try
+                  append log (entries 1L 3000L 1L)
+                  before <- Directory.GetFiles(tmp.Path, "*.wal").Length
+                  Expect.isGreaterThan before 3 "several segments to free"
+                  Expect.isTrue
+                      (log.CompactUntil(2900L).Wait(TimeSpan.FromSeconds 10.0))
+                      "the compaction is durable while its deletions are held"
+                  let more = log.AppendAsync(entries 3001L 3010L 1L, CancellationToken.None)
+                  Expect.isTrue (more.Wait(TimeSpan.FromSeconds 10.0)) "appends after it are durable while its deletions are held"
+                  Expect.equal log.FirstIndex 2891L "the base moved"
+                  held.Set()
+              finally
+                  held.Set()
+                  log.Dispose()
+              let after = Directory.GetFiles(tmp.Path, "*.wal").Length
+              Expect.isLessThan after 3 (sprintf "the freed segments are gone once the log is closed (%d of %d left)" after before)
+              use reopened = RaftLog.Open(tmp.Path, opts)
+              Expect.equal reopened.FirstIndex 2891L "first index after reopen"
+              Expect.equal reopened.LastIndex 3010L "last index after reopen"
+
           testCase "reset after a snapshot install empties the log at the snapshot index"
           <| fun () ->
               use tmp = new TempDir "reset"

@@ -45,6 +45,10 @@ internal interface IWalFileSystem
 
     /// <summary>Makes the directory's entries (creations, deletions, renames) durable.</summary>
     void SyncDirectory(string dir);
+
+    /// <summary>Whether every operation must come from the log's writer thread, in one order a seed replays (a
+    /// crash test's recording file system), rather than some (deleting segments) in the background.</summary>
+    bool Deterministic => false;
 }
 
 /// <summary>The real file system: positional I/O on file handles, <c>fdatasync</c>, directory fsync.</summary>
