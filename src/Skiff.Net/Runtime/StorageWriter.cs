@@ -160,13 +160,21 @@ internal sealed class StorageWriter : IAsyncDisposable
             }
             catch (Exception ex)
             {
-                var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+                var error = WriteFailed(ex);
                 foreach (var op in batch) op.Done.TrySetException(error);
                 _fatal(error);
             }
         }
         Drain();
     }
+
+    /// <summary>What the callers of a failed durable write (append, flush or compaction) get, and the node fail-stops with.</summary>
+    private static SkiffException WriteFailed(Exception ex) =>
+        new(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+
+    /// <summary><see cref="WriteFailed(Exception)"/> for a task that faulted, or was cancelled (<paramref name="cancelled"/>).</summary>
+    private static SkiffException WriteFailed(Task failed, string cancelled) =>
+        WriteFailed(failed.Exception?.GetBaseException() ?? new IOException(cancelled));
 
     /// <summary>Starts a compaction of the log; its failure is a failed durable write, as an append's is.</summary>
     private void Compact(CompactOp c)
@@ -186,8 +194,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                 c.Done.TrySetResult();
                 return;
             }
-            var ex = t.Exception?.GetBaseException() ?? new IOException("the log compaction was cancelled");
-            var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+            var error = WriteFailed(t, "the log compaction was cancelled");
             c.Done.TrySetException(error);
             _fatal(error);
         }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
@@ -222,8 +229,7 @@ internal sealed class StorageWriter : IAsyncDisposable
                 _inflight.Dequeue();
                 if (!g.Durable.IsCompletedSuccessfully)
                 {
-                    var ex = g.Durable.Exception?.GetBaseException() ?? new IOException("the log flush was cancelled");
-                    var error = new SkiffException(ErrorKind.StorageError, "a durable write failed: " + ex.Message, ex);
+                    var error = WriteFailed(g.Durable, "the log flush was cancelled");
                     foreach (var op in g.Ops) op.Done.TrySetException(error);
                     _fatal(error);
                     continue;
