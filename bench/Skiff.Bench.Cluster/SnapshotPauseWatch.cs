@@ -9,7 +9,10 @@ namespace Skiff.Bench.Cluster;
 /// <param name="Seconds">Seconds in which some member finished a snapshot.</param>
 /// <param name="OwnMaxMs">The largest pause less the garbage collector's pauses inside it (ms): the snapshot's own
 /// work. Null if the members did not record that share (<c>skiff.snapshot_pause_gc</c>).</param>
-public sealed record SnapshotPauses(double MaxMs, int Seconds, double? OwnMaxMs = null);
+/// <param name="WorkMaxMs">The largest of the snapshots' own work (<c>skiff.snapshot_pause_work</c>): each pause less
+/// the collector's pauses inside it and less the time applying was runnable but waiting for a core (on this machine,
+/// three members and the load generator share two cores). Null if the members did not record it.</param>
+public sealed record SnapshotPauses(double MaxMs, int Seconds, double? OwnMaxMs = null, double? WorkMaxMs = null);
 
 /// <summary>
 /// Issue #16's "no snapshot stops applying for more than 10 ms", measured on the members of the disk benchmark, where
@@ -24,6 +27,9 @@ internal sealed class SnapshotPauseWatch
     private const string Instrument = "skiff.snapshot_pause";
     // The collector's share of each pause, recorded just before it: a collection stops every thread, snapshot or not.
     private const string GcInstrument = "skiff.snapshot_pause_gc";
+    // Each pause's own work, as its member measured it (the pause less collections and waits for a core): one value
+    // per snapshot, so no pairing of seconds is needed.
+    private const string WorkInstrument = "skiff.snapshot_pause_work";
     private readonly List<(Process Session, string Csv)> _sessions = [];
     private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
 
@@ -42,7 +48,7 @@ internal sealed class SnapshotPauseWatch
             // `exec` makes the process started dotnet-counters itself, so that a kill after the deadline reaches it.
             var psi = new ProcessStartInfo("sh",
                 ["-c", "exec dotnet dotnet-counters collect -p \"$0\" --counters \"$1\" --refresh-interval 1 --format csv -o \"$2\" < /dev/null",
-                 pid.ToString(CultureInfo.InvariantCulture), $"Skiff[{Instrument},{GcInstrument}]", csv])
+                 pid.ToString(CultureInfo.InvariantCulture), $"Skiff[{Instrument},{GcInstrument},{WorkInstrument}]", csv])
             {
                 WorkingDirectory = root, // where the tool manifest is
                 RedirectStandardOutput = true,
@@ -92,7 +98,7 @@ internal sealed class SnapshotPauseWatch
     /// the collections inside it.</summary>
     internal static SnapshotPauses? Read(IEnumerable<IEnumerable<string>> members)
     {
-        double max = double.NaN, ownMax = double.NaN;
+        double max = double.NaN, ownMax = double.NaN, workMax = double.NaN;
         var seconds = new HashSet<string>();
         foreach (var lines in members)
         {
@@ -104,6 +110,8 @@ internal sealed class SnapshotPauseWatch
                 if (fields.Length < 5 || !fields[2].Contains("[Percentile=99]", StringComparison.Ordinal)) continue;
                 if (!double.TryParse(fields[^1], NumberStyles.Float, CultureInfo.InvariantCulture, out var ms)) continue;
                 if (fields[2].StartsWith(GcInstrument + " ", StringComparison.Ordinal)) gc[fields[0]] = ms;
+                else if (fields[2].StartsWith(WorkInstrument + " ", StringComparison.Ordinal))
+                    workMax = double.IsNaN(workMax) ? ms : Math.Max(workMax, ms);
                 else if (fields[2].StartsWith(Instrument + " ", StringComparison.Ordinal)) pause[fields[0]] = ms;
             }
             foreach (var (second, ms) in pause)
@@ -114,6 +122,8 @@ internal sealed class SnapshotPauseWatch
                     ownMax = double.IsNaN(ownMax) ? ms - collecting : Math.Max(ownMax, ms - collecting);
             }
         }
-        return double.IsNaN(max) ? null : new SnapshotPauses(max, seconds.Count, double.IsNaN(ownMax) ? null : ownMax);
+        return double.IsNaN(max)
+            ? null
+            : new SnapshotPauses(max, seconds.Count, double.IsNaN(ownMax) ? null : ownMax, double.IsNaN(workMax) ? null : workMax);
     }
 }

@@ -733,7 +733,7 @@ let private putEntry (i: int64) (term: int64) (k: string) (v: string) = LogEntry
 let private snapshotTests =
     testList
         "snapshots"
-        [ testCase "a snapshot's pause and its garbage-collection share are two instruments, neither tagged"
+        [ testCase "a snapshot's pause, its garbage-collection share and its own work are three instruments, none tagged"
           <| fun () ->
               // A tag's every distinct value is a time series to an exporter: the GC share (a double) was one.
               let thread = Environment.CurrentManagedThreadId
@@ -753,7 +753,40 @@ let private snapshotTests =
               use snapshots = new Skiff.Net.Storage.Ports.CheckpointSnapshotStore(storage.Kv, Path.Combine(tmp.Path, "snapmeta"))
               storage.Kv.Apply(1L, 1L, put "k/1" "one") |> ignore
               (snapshots :> Skiff.Net.Storage.Ports.ISnapshotStore).Take(1L, Configuration.Empty) |> ignore
-              Expect.sequenceEqual seen [ "skiff.snapshot_pause_gc", 0; "skiff.snapshot_pause", 0 ] "the GC share, then the pause, untagged"
+              Expect.sequenceEqual
+                  seen
+                  [ "skiff.snapshot_pause_work", 0; "skiff.snapshot_pause_gc", 0; "skiff.snapshot_pause", 0 ]
+                  "the own work and the GC share, then the pause, untagged"
+
+          testCase "a thread's waits for a core come from the kernel and grow while more threads than cores are busy"
+          <| fun () ->
+              // What a snapshot's own work leaves out of its pause (skiff.snapshot_pause_work): read per thread.
+              Expect.equal
+                  (Skiff.Net.Runtime.RunQueueWait.Parse(ReadOnlySpan<byte>("5000 123456789 42\n"B)))
+                  (Nullable 123456789L)
+                  "the second field of schedstat, in ns"
+              Expect.isFalse (Skiff.Net.Runtime.RunQueueWait.Parse(ReadOnlySpan<byte>("5000"B))).HasValue "no second field"
+              if OperatingSystem.IsLinux() then
+                  let before = Skiff.Net.Runtime.RunQueueWait.OfCurrentThread()
+                  Expect.isTrue before.HasValue "Linux counts each thread's waits"
+                  use stop = new Threading.CancellationTokenSource()
+                  let spinners =
+                      [ for _ in 1 .. 2 * Environment.ProcessorCount ->
+                            Threading.Thread(
+                                (fun () ->
+                                    while not stop.IsCancellationRequested do
+                                        ()),
+                                IsBackground = true
+                            ) ]
+                  spinners |> List.iter _.Start()
+                  // Busy for 300 ms beside them: with twice as many spinners as cores it waits for most of that.
+                  let busy = Diagnostics.Stopwatch.StartNew()
+                  while busy.ElapsedMilliseconds < 300L do
+                      ()
+                  stop.Cancel()
+                  spinners |> List.iter _.Join()
+                  let waited = Skiff.Net.Runtime.RunQueueWait.OfCurrentThread().Value - before.Value
+                  Expect.isGreaterThan waited (TimeSpan.FromMilliseconds 20.0) "waited for a core while the spinners ran"
 
           testCase "finishing a snapshot whose checkpoint is still being taken lets reads go on while it waits"
           <| fun () ->

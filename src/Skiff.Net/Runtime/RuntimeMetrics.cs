@@ -30,6 +30,14 @@ internal static class RuntimeMetrics
     public static readonly Histogram<double> SnapshotPauseGc =
         Meter.CreateHistogram<double>("skiff.snapshot_pause_gc", unit: "ms", description: "Of one snapshot's pause, the garbage collector's pauses inside it.");
 
+    /// <summary>Of one snapshot's pause, the snapshot's own work: the pause less the garbage collector's pauses inside it
+    /// (<see cref="SnapshotPauseGc"/>) and less the time the applying thread was runnable but waiting for a core
+    /// (<see cref="RunQueueWait"/>; Linux only, elsewhere nothing is taken out for it). Both shares are what any
+    /// stretch of that thread's work sees, snapshot or not, the second on a machine with more runnable threads than
+    /// cores. Recorded before <see cref="SnapshotPauseGc"/>, on the same thread.</summary>
+    public static readonly Histogram<double> SnapshotPauseWork =
+        Meter.CreateHistogram<double>("skiff.snapshot_pause_work", unit: "ms", description: "Of one snapshot's pause, its own work: less GC pauses and waits for a core.");
+
     /// <summary>Nodes that stopped themselves after a fatal error (a durable write, an apply, a log read or a
     /// snapshot install failed).</summary>
     public static readonly Counter<long> FailStops =

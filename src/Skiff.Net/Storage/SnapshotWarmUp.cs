@@ -89,8 +89,9 @@ internal static class SnapshotWarmUp
     /// <summary>The warm-up's snapshot pauses: recorded as a node's are, but not among them.</summary>
     private static readonly Meter WarmUpMeter = new("Skiff.SnapshotWarmUp");
 
-    private static readonly (Histogram<double>, Histogram<double>) Pauses =
-        (WarmUpMeter.CreateHistogram<double>("skiff.warmup.snapshot_pause"), WarmUpMeter.CreateHistogram<double>("skiff.warmup.snapshot_pause_gc"));
+    private static readonly (Histogram<double>, Histogram<double>, Histogram<double>) Pauses =
+        (WarmUpMeter.CreateHistogram<double>("skiff.warmup.snapshot_pause"), WarmUpMeter.CreateHistogram<double>("skiff.warmup.snapshot_pause_gc"),
+         WarmUpMeter.CreateHistogram<double>("skiff.warmup.snapshot_pause_work"));
 
     private static long Apply(KvStateMachine kv, long index, LogCommand command) =>
         kv.Apply(index, 1, command, out _) is LogResult.SessionOpened opened ? opened.session : 0;

@@ -19,7 +19,7 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
 
     private readonly KvStateMachine _kv;
     private readonly string _metaDir;
-    private readonly Histogram<double> _pauses, _gcPauses;
+    private readonly Histogram<double> _pauses, _gcPauses, _work;
     private readonly object _gate = new();
     private readonly Dictionary<string, (SnapshotInstaller Installer, DateTime At)> _staged = new();
     private SnapshotInstaller? _receiving;
@@ -27,14 +27,16 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
     /// <summary>Uses <paramref name="kv"/>'s checkpoints, with side files in <paramref name="metaDir"/>.</summary>
     /// <param name="kv">The state machine.</param>
     /// <param name="metaDir">Where the side files go.</param>
-    /// <param name="pauses">Where the time applying waited for each snapshot, then the garbage collector's share of
-    /// it, are recorded (default: the node's <see cref="RuntimeMetrics.SnapshotPause"/> and
-    /// <see cref="RuntimeMetrics.SnapshotPauseGc"/>; the snapshot warm-up records elsewhere).</param>
-    public CheckpointSnapshotStore(KvStateMachine kv, string metaDir, (Histogram<double> Pause, Histogram<double> Gc)? pauses = null)
+    /// <param name="pauses">Where the time applying waited for each snapshot, the garbage collector's share of it and
+    /// the snapshot's own work in it are recorded (default: the node's <see cref="RuntimeMetrics.SnapshotPause"/>,
+    /// <see cref="RuntimeMetrics.SnapshotPauseGc"/> and <see cref="RuntimeMetrics.SnapshotPauseWork"/>; the
+    /// snapshot warm-up records elsewhere).</param>
+    public CheckpointSnapshotStore(KvStateMachine kv, string metaDir,
+        (Histogram<double> Pause, Histogram<double> Gc, Histogram<double> Work)? pauses = null)
     {
         _kv = kv;
         _metaDir = metaDir;
-        (_pauses, _gcPauses) = pauses ?? (RuntimeMetrics.SnapshotPause, RuntimeMetrics.SnapshotPauseGc);
+        (_pauses, _gcPauses, _work) = pauses ?? (RuntimeMetrics.SnapshotPause, RuntimeMetrics.SnapshotPauseGc, RuntimeMetrics.SnapshotPauseWork);
         StorageIo.CreateDirectoryDurably(metaDir);
     }
 
@@ -95,18 +97,22 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
     private Configuration? _taking;
     private double _beginPauseMs;
     private TimeSpan _beginGcPause;
+    private TimeSpan? _beginWaiting;
 
     /// <inheritdoc/>
     public SnapshotMeta? Begin(long term, Configuration configuration, Action ready)
     {
+        // The waits for a core are read inside the timed stretch, so that no wait outside it is taken out of it.
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var waiting = RunQueueWait.OfCurrentThread();
         var gc = GC.GetTotalPauseDuration();
         // The configuration side file goes first (on the checkpoint's thread): a snapshot never exists without it.
         var pending = new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration);
         _taking = configuration;
         _kv.BeginSnapshot(ready, () => SaveMeta(pending));
-        _beginPauseMs = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         _beginGcPause = GC.GetTotalPauseDuration() - gc;
+        _beginWaiting = RunQueueWait.OfCurrentThread() - waiting;
+        _beginPauseMs = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         return null;
     }
 
@@ -114,16 +120,22 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
     public SnapshotMeta Finish()
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var waiting = RunQueueWait.OfCurrentThread();
         var gc = GC.GetTotalPauseDuration();
         var configuration = _taking ?? throw new InvalidOperationException("no snapshot is being taken");
         _taking = null;
         // Older side files go once this snapshot is durable, with the older checkpoints, off the applying thread.
         var info = _kv.FinishSnapshot(durable => DeleteMetaBefore(durable.Index));
         // How long applying stopped for this snapshot: its start and its finish (the checkpoint in between does not
-        // stop it); with it, the garbage collector's pauses inside those two stretches, which stop every thread
-        // whether or not a snapshot is being taken (first, so that a listener has it when the pause arrives).
-        _gcPauses.Record((_beginGcPause + (GC.GetTotalPauseDuration() - gc)).TotalMilliseconds);
-        _pauses.Record(_beginPauseMs + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        // stop it); with it, the garbage collector's pauses inside those two stretches and the snapshot's own work
+        // (the pause less those and less the waits for a core), first, so that a listener has them when the pause
+        // arrives. Collections and waits for a core stop any stretch of this thread's work, snapshot or not.
+        var gcMs = (_beginGcPause + (GC.GetTotalPauseDuration() - gc)).TotalMilliseconds;
+        var waitedMs = (_beginWaiting + (RunQueueWait.OfCurrentThread() - waiting))?.TotalMilliseconds ?? 0;
+        var pauseMs = _beginPauseMs + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        _work.Record(Math.Max(0, pauseMs - gcMs - waitedMs));
+        _gcPauses.Record(gcMs);
+        _pauses.Record(pauseMs);
         return new SnapshotMeta(info.Index, info.Term, configuration);
     }
 
