@@ -758,6 +758,17 @@ let private snapshotTests =
                   [ "skiff.snapshot_pause_work", 0; "skiff.snapshot_pause_gc", 0; "skiff.snapshot_pause", 0 ]
                   "the own work and the GC share, then the pause, untagged"
 
+          testCase "a snapshot's own work is its start and finish less the collections and the waits for a core in them"
+          <| fun () ->
+              let stretch wall gc (waited: float option) = Skiff.Net.Storage.Ports.PauseStretch(wall, gc, Option.toNullable waited)
+              let add a b = Skiff.Net.Storage.Ports.PauseStretch.op_Addition (a, b)
+              let pause = add (stretch 4.0 1.0 (Some 0.5)) (stretch 10.0 0.0 (Some 6.0))
+              Expect.equal (pause.WallMs, pause.GcMs) (14.0, 1.0) "the two stretches add up"
+              Expect.floatClose Accuracy.high pause.OwnMs 6.5 "less the collections and the waits"
+              let unknown = add (stretch 4.0 1.0 (Some 2.0)) (stretch 10.0 0.0 None)
+              Expect.floatClose Accuracy.high unknown.OwnMs 13.0 "a wait unknown in one stretch takes none out"
+              Expect.equal (stretch 2.0 1.5 (Some 3.0)).OwnMs 0.0 "never negative"
+
           testCase "a thread's waits for a core come from the kernel and grow while more threads than cores are busy"
           <| fun () ->
               // What a snapshot's own work leaves out of its pause (skiff.snapshot_pause_work): read per thread.

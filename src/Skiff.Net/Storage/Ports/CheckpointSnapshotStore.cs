@@ -95,33 +95,24 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
     }
 
     private Configuration? _taking;
-    private double _beginPauseMs;
-    private TimeSpan _beginGcPause;
-    private TimeSpan? _beginWaiting;
+    private PauseStretch _beginning; // the applying thread's time in Begin, added to Finish's
 
     /// <inheritdoc/>
     public SnapshotMeta? Begin(long term, Configuration configuration, Action ready)
     {
-        // The waits for a core are read inside the timed stretch, so that no wait outside it is taken out of it.
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var waiting = RunQueueWait.OfCurrentThread();
-        var gc = GC.GetTotalPauseDuration();
+        var timer = PauseStretch.Start();
         // The configuration side file goes first (on the checkpoint's thread): a snapshot never exists without it.
         var pending = new SnapshotMeta(_kv.AppliedIndex, _kv.AppliedTerm, configuration);
         _taking = configuration;
         _kv.BeginSnapshot(ready, () => SaveMeta(pending));
-        _beginGcPause = GC.GetTotalPauseDuration() - gc;
-        _beginWaiting = RunQueueWait.OfCurrentThread() - waiting;
-        _beginPauseMs = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        _beginning = timer.Stop();
         return null;
     }
 
     /// <inheritdoc/>
     public SnapshotMeta Finish()
     {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var waiting = RunQueueWait.OfCurrentThread();
-        var gc = GC.GetTotalPauseDuration();
+        var timer = PauseStretch.Start();
         var configuration = _taking ?? throw new InvalidOperationException("no snapshot is being taken");
         _taking = null;
         // Older side files go once this snapshot is durable, with the older checkpoints, off the applying thread.
@@ -130,12 +121,10 @@ internal sealed class CheckpointSnapshotStore : ISnapshotStore
         // stop it); with it, the garbage collector's pauses inside those two stretches and the snapshot's own work
         // (the pause less those and less the waits for a core), first, so that a listener has them when the pause
         // arrives. Collections and waits for a core stop any stretch of this thread's work, snapshot or not.
-        var gcMs = (_beginGcPause + (GC.GetTotalPauseDuration() - gc)).TotalMilliseconds;
-        var waitedMs = (_beginWaiting + (RunQueueWait.OfCurrentThread() - waiting))?.TotalMilliseconds ?? 0;
-        var pauseMs = _beginPauseMs + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        _work.Record(Math.Max(0, pauseMs - gcMs - waitedMs));
-        _gcPauses.Record(gcMs);
-        _pauses.Record(pauseMs);
+        var pause = _beginning + timer.Stop();
+        _work.Record(pause.OwnMs);
+        _gcPauses.Record(pause.GcMs);
+        _pauses.Record(pause.WallMs);
         return new SnapshotMeta(info.Index, info.Term, configuration);
     }
 
